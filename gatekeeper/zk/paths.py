@@ -1,0 +1,120 @@
+"""Every ZooKeeper path gatekeeper uses, in one place.
+
+Paths are relative to the client's chroot (default `/gatekeeper`), so several installations, or every test,
+can share one ZooKeeper.  Components add their paths here, in their own section, never as literals elsewhere.
+
+    /components/<kind>/<id>                 ephemeral registration of each running service
+    /events/connections/<conn>/q-<seq>      trigger events from a source connection (Gerrit), in order
+    /events/connections/<conn>/state        the connection's catch-up state (last event time seen)
+    /events/management/q-<seq>              operator requests (enqueue, dequeue, promote, reload)
+    /election/<name>                        leader elections (one Gerrit listener per connection, ...)
+    /locks/<name>                           service-wide locks (a pipeline, a node request, ...)
+    /layout                                 the active layout (sharded)
+    /pipelines/<pipeline>/state             queues, items, buildsets, builds and windows (sharded)
+    /pipelines/<pipeline>/reported/<key>    report ledger: what was already reported (no double reports)
+    /merger/requests/<id>, /merger/results/<id>
+    /executor/requests/<id>, /executor/results/<id>, /executor/params/<id>
+    /nodepool/requests/<priority>-<seq>     node requests (children ordered by priority then age)
+    /nodepool/nodes/<id>                    node records
+    /nodepool/images/<image>/<provider>/<build>   image builds and uploads
+    /nodepool/launchers/<provider>          live providers (ephemeral), for "every live provider declined"
+    /nodepool/holds/<id>                    autohold requests
+"""
+
+from __future__ import annotations
+
+DEFAULT_CHROOT = "/gatekeeper"
+
+COMPONENTS = "/components"
+EVENTS = "/events"
+CONNECTION_EVENTS = "/events/connections"
+MANAGEMENT_EVENTS = "/events/management"
+ELECTION = "/election"
+LOCKS = "/locks"
+LAYOUT = "/layout"
+PIPELINES = "/pipelines"
+MERGER_REQUESTS = "/merger/requests"
+MERGER_RESULTS = "/merger/results"
+EXECUTOR_REQUESTS = "/executor/requests"
+EXECUTOR_RESULTS = "/executor/results"
+EXECUTOR_PARAMS = "/executor/params"
+NODEPOOL = "/nodepool"
+NODE_REQUESTS = "/nodepool/requests"
+NODES = "/nodepool/nodes"
+IMAGES = "/nodepool/images"
+LAUNCHERS = "/nodepool/launchers"
+HOLDS = "/nodepool/holds"
+
+
+def component(kind: str, ident: str | None = None) -> str:
+    return f"{COMPONENTS}/{kind}" + (f"/{ident}" if ident else "")
+
+
+def event_queue(connection: str) -> str:
+    """Trigger events from one source connection, oldest first."""
+    return f"{CONNECTION_EVENTS}/{connection}/queue"
+
+
+def connection_state(connection: str) -> str:
+    """A connection's durable bookkeeping (last event seen, for catch-up after an outage)."""
+    return f"{CONNECTION_EVENTS}/{connection}/state"
+
+
+def management_queue() -> str:
+    return f"{MANAGEMENT_EVENTS}/queue"
+
+
+def election(name: str) -> str:
+    return f"{ELECTION}/{name}"
+
+
+def lock(*parts: str) -> str:
+    return f"{LOCKS}/" + "/".join(parts)
+
+
+def pipeline(name: str) -> str:
+    return f"{PIPELINES}/{name}"
+
+
+def pipeline_state(name: str) -> str:
+    return f"{PIPELINES}/{name}/state"
+
+
+def pipeline_reported(name: str) -> str:
+    return f"{PIPELINES}/{name}/reported"
+
+
+def merger_request(ident: str) -> str:
+    return f"{MERGER_REQUESTS}/{ident}"
+
+
+def merger_result(ident: str) -> str:
+    return f"{MERGER_RESULTS}/{ident}"
+
+
+def executor_request(ident: str) -> str:
+    return f"{EXECUTOR_REQUESTS}/{ident}"
+
+
+def executor_result(ident: str) -> str:
+    return f"{EXECUTOR_RESULTS}/{ident}"
+
+
+def node_request(ident: str) -> str:
+    return f"{NODE_REQUESTS}/{ident}"
+
+
+def node(ident: str) -> str:
+    return f"{NODES}/{ident}"
+
+
+def image_build(image: str, provider: str, build: str | None = None) -> str:
+    return f"{IMAGES}/{image}/{provider}" + (f"/{build}" if build else "")
+
+
+def launcher(provider: str) -> str:
+    return f"{LAUNCHERS}/{provider}"
+
+
+def hold(ident: str) -> str:
+    return f"{HOLDS}/{ident}"

@@ -1,0 +1,228 @@
+"""Run a local ZooKeeper from Debian's package: for tests, benchmarks, the demo and `zookeeper/run-zookeeper`.
+
+One class, one JVM: it writes its own zoo.cfg into a data dir, starts the server on a loopback port, waits until
+it answers `ruok`, and stops it by PID.  Optional TLS (client certificates) on a second, secure port.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("gatekeeper.zk.server")
+
+JAVA_DIR = Path("/usr/share/java")
+# Debian's zookeeper.jar manifest lacks netty-codec/resolver: TLS handshakes fail without them on the classpath.
+CLASSPATH_JARS = ("zookeeper.jar", "slf4j-simple.jar", "netty-codec.jar", "netty-resolver.jar")
+FOUR_LETTER_WORDS = "srvr,mntr,stat,ruok,cons"
+
+
+class ZooKeeperNotInstalled(RuntimeError):
+    """Debian's zookeeper package (and java) are needed to run a local server."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on `host` right now (the caller binds it soon after)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def four_letter_word(host: str, port: int, word: str, timeout: float = 2.0) -> str:
+    """Send a ZooKeeper four-letter command (ruok, mntr, srvr, ...) and return the answer."""
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(word.encode())
+        chunks = []
+        while True:
+            data = s.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+    return b"".join(chunks).decode()
+
+
+def mntr(host: str, port: int) -> dict[str, str]:
+    """The server's `mntr` counters as a dict (zk_packets_received, zk_znode_count, ...)."""
+    out = {}
+    for line in four_letter_word(host, port, "mntr").splitlines():
+        if "\t" in line:
+            key, value = line.split("\t", 1)
+            out[key] = value
+    return out
+
+
+@dataclass
+class TLSFiles:
+    """Key and trust stores for the server, and PEM files for clients (see gatekeeper.zk.tls)."""
+
+    server_keystore: str
+    server_truststore: str
+    password: str
+    ca_cert: str
+    client_cert: str
+    client_key: str
+
+
+class LocalZooKeeper:
+    """A standalone ZooKeeper server in `data_dir`, listening on 127.0.0.1:`port`."""
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        tls: TLSFiles | None = None,
+        secure_port: int | None = None,
+        heap_mb: int = 256,
+    ) -> None:
+        self._own_dir = data_dir is None
+        self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="gk-zk-"))
+        self.host = host
+        self.port = port or free_port(host)
+        self.tls = tls
+        self.secure_port = (secure_port or free_port(host)) if tls else None
+        self.heap_mb = heap_mb
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def hosts(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def secure_hosts(self) -> str:
+        return f"{self.host}:{self.secure_port}"
+
+    def write_config(self) -> Path:
+        conf_dir = self.data_dir / "conf"
+        conf_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / "data").mkdir(exist_ok=True)
+        lines = [
+            "tickTime=2000",
+            "initLimit=10",
+            "syncLimit=5",
+            f"dataDir={self.data_dir / 'data'}",
+            f"clientPort={self.port}",
+            f"clientPortAddress={self.host}",
+            "admin.enableServer=false",
+            f"4lw.commands.whitelist={FOUR_LETTER_WORDS}",
+            "maxClientCnxns=0",
+            # Tests restart the server and expire sessions: keep the bounds low so this is quick.
+            "minSessionTimeout=2000",
+            "maxSessionTimeout=30000",
+            "snapCount=100000",
+            "autopurge.purgeInterval=0",
+        ]
+        if self.tls:
+            lines += [
+                f"secureClientPort={self.secure_port}",
+                f"secureClientPortAddress={self.host}",
+                "serverCnxnFactory=org.apache.zookeeper.server.NettyServerCnxnFactory",
+                f"ssl.keyStore.location={self.tls.server_keystore}",
+                f"ssl.keyStore.password={self.tls.password}",
+                f"ssl.trustStore.location={self.tls.server_truststore}",
+                f"ssl.trustStore.password={self.tls.password}",
+                "ssl.clientAuth=need",
+            ]
+        cfg = conf_dir / "zoo.cfg"
+        cfg.write_text("\n".join(lines) + "\n")
+        (conf_dir / "log4j.properties").write_text("log4j.rootLogger=WARN, CONSOLE\n")
+        return cfg
+
+    def command(self) -> list[str]:
+        java = shutil.which("java")
+        jar = JAVA_DIR / "zookeeper.jar"
+        if not java or not jar.exists():
+            raise ZooKeeperNotInstalled(
+                "ZooKeeper is not installed: run tools/install-deps (apt-get install zookeeper) first"
+            )
+        cfg = self.write_config()
+        classpath = ":".join([str(cfg.parent)] + [str(JAVA_DIR / j) for j in CLASSPATH_JARS])
+        return [
+            java,
+            f"-Xmx{self.heap_mb}m",
+            "-XX:+UseSerialGC",
+            "-XX:TieredStopAtLevel=1",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-Dzookeeper.jmx.log4j.disable=true",
+            "-cp",
+            classpath,
+            "org.apache.zookeeper.server.ZooKeeperServerMain",
+            str(cfg),
+        ]
+
+    def start(self, timeout: float = 60.0) -> LocalZooKeeper:
+        """Start the JVM and wait until the server answers `ruok` with `imok`."""
+        cmd = self.command()
+        logfile = open(self.data_dir / "zookeeper.log", "ab")
+        self.process = subprocess.Popen(
+            cmd, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        logfile.close()
+        (self.data_dir / "zookeeper.pid").write_text(str(self.process.pid))
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                tail = (self.data_dir / "zookeeper.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"ZooKeeper exited with {self.process.returncode} on start:\n{tail}")
+            try:
+                if four_letter_word(self.host, self.port, "ruok", timeout=1) == "imok":
+                    log.info("ZooKeeper up on %s (pid %d)", self.hosts, self.process.pid)
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"ZooKeeper did not answer on {self.hosts} within {timeout:.0f}s")
+
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server by PID (SIGTERM, then SIGKILL after 10 s); `kill=True` is an abrupt SIGKILL."""
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and data (clients' sessions may survive)."""
+        self.stop()
+        self.start()
+
+    def cleanup(self) -> None:
+        self.stop()
+        if self._own_dir:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def mntr(self) -> dict[str, str]:
+        return mntr(self.host, self.port)
+
+    def packets_received(self) -> int:
+        """Requests the server has received so far: the benchmarks' ZooKeeper-operation counter."""
+        return int(self.mntr()["zk_packets_received"])
+
+    def __enter__(self) -> LocalZooKeeper:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,189 @@
+"""The ZooKeeper layer against a real server: records, sharding, locks, queues, registration, outages."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pytest
+from kazoo.exceptions import LockTimeout, NoAuthError
+
+from gatekeeper.zk import paths
+from gatekeeper.zk.client import ConnectionEvent, DigestAuth, ZKClient
+from gatekeeper.zk.components import Component, list_components
+from gatekeeper.zk.event_queue import EventQueue
+from gatekeeper.zk.record import Record, RecordTooLarge
+from gatekeeper.zk.server import LocalZooKeeper
+from gatekeeper.zk.sharding import read_sharded, write_sharded
+
+
+@dataclass
+class Sample(Record):
+    VERSION = 2
+    name: str = ""
+    count: int = 0
+    tags: list = field(default_factory=list)
+
+    @classmethod
+    def upgrade(cls, data, version):
+        if version == 1:
+            data["count"] = int(data.pop("num", 0))
+        return data
+
+
+def wait_for(predicate, timeout=20.0, what="condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_record_round_trips_through_zookeeper(zk):
+    record = Sample(name="nova 1,1 ✓", count=3, tags=["a", "b"])
+    zk.client.create("/rec", record.to_bytes())
+    raw, _ = zk.client.get("/rec")
+    assert Sample.from_bytes(raw) == record
+    assert raw.startswith(b'{"name":"nova 1,1 \xe2\x9c\x93","count":3,')  # compact JSON, UTF-8 kept
+    assert raw.endswith(b',"_v":2}')
+
+
+def test_older_record_version_is_upgraded_and_unknown_keys_ignored():
+    old = {"_v": 1, "name": "x", "num": "7", "added_later": True}
+    assert Sample.from_dict(old) == Sample(name="x", count=7)
+
+
+def test_oversized_record_is_refused_with_a_clear_error():
+    with pytest.raises(RecordTooLarge, match="Sample is .* bytes, more than one znode holds"):
+        Sample(name="x" * (1024 * 1024)).to_bytes()
+
+
+def test_large_data_is_sharded_and_replaced_atomically(zk):
+    big = os.urandom(3 * 1024 * 1024)  # incompressible: needs several shards
+    write_sharded(zk.client, "/big", big)
+    assert read_sharded(zk.client, "/big") == big
+    write_sharded(zk.client, "/big", b"small")
+    assert read_sharded(zk.client, "/big") == b"small"
+    assert len(zk.client.get_children("/big")) == 1  # the old generation is gone
+    assert read_sharded(zk.client, "/nothing") is None
+
+
+def test_lock_excludes_across_two_clients(zk, zk_factory):
+    other = zk_factory()
+    first = zk.client.Lock(paths.lock("pipeline", "gate"), "scheduler-1")
+    second = other.client.Lock(paths.lock("pipeline", "gate"), "scheduler-2")
+    assert first.acquire(timeout=5)
+    with pytest.raises(LockTimeout):
+        second.acquire(timeout=0.5)
+    first.release()
+    assert second.acquire(timeout=5)
+    second.release()
+
+
+def test_lock_held_by_a_dead_session_is_freed(zk, zk_factory):
+    doomed = zk_factory()
+    assert doomed.client.Lock(paths.lock("node", "0001"), "dead").acquire(timeout=5)
+    doomed.stop()  # closing the session removes its ephemeral lock node
+    assert zk.client.Lock(paths.lock("node", "0001"), "alive").acquire(timeout=5)
+
+
+def test_event_queue_keeps_order_until_acked(zk, zk_factory):
+    producer = EventQueue(zk, paths.event_queue("gerrit"))
+    ids = [producer.put({"n": i}) for i in range(5)] + producer.put_many([{"n": 5}, {"n": 6}])
+    consumer = EventQueue(zk_factory(), paths.event_queue("gerrit"))
+    assert [e["n"] for _, e in consumer.list()] == list(range(7))
+    consumer.ack(ids[0])
+    consumer.ack(ids[0])  # acking twice is harmless
+    assert [e["n"] for _, e in consumer.list()] == list(range(1, 7))
+    seen = []
+    consumer.watch(lambda children: seen.append(len(children)))
+    producer.put({"n": 7})
+    wait_for(lambda: seen and seen[-1] == 7, what="watch to see the new event")
+
+
+def test_components_register_and_list(zk, zk_factory):
+    scheduler = Component(zk, "scheduler")
+    scheduler.register()
+    launcher = Component(zk_factory(), "launcher", extra={"providers": ["cloud-a"]})
+    launcher.register(state="paused")
+    found = list_components(zk)
+    assert [(c.kind, c.state) for c in found] == [("launcher", "paused"), ("scheduler", "running")]
+    assert found[0].extra == {"providers": ["cloud-a"]}
+    scheduler.set_state("stopped")
+    assert list_components(zk, "scheduler")[0].state == "stopped"
+    launcher.zk.stop()  # a service that dies disappears from the registry
+    wait_for(lambda: len(list_components(zk, "launcher")) == 0, what="ephemeral registration to vanish")
+
+
+def test_digest_acl_lets_only_gatekeeper_write_its_tree(zk_server, zk_chroot):
+    owner = ZKClient(zk_server.hosts, chroot=zk_chroot, auth=DigestAuth("gatekeeper", "s3cret")).start()
+    stranger = ZKClient(zk_server.hosts, chroot=zk_chroot).start()
+    try:
+        owner.client.create("/pipelines/gate", b"x", makepath=True)
+        with pytest.raises(NoAuthError):
+            stranger.client.set("/pipelines/gate", b"tampered")
+        with pytest.raises(NoAuthError):
+            stranger.client.get("/pipelines/gate")
+        assert owner.client.get("/pipelines/gate")[0] == b"x"
+    finally:
+        owner.stop()
+        stranger.stop()
+
+
+def test_client_survives_server_restart_and_registration_returns(tmp_path):
+    server = LocalZooKeeper(data_dir=str(tmp_path / "zk")).start()
+    events: list[ConnectionEvent] = []
+    zk = ZKClient(server.hosts, chroot="/restart", timeout=4.0).start()
+    observer = None
+    try:
+        zk.add_listener(events.append)
+        component = Component(zk, "executor")
+        component.register()
+        server.stop()
+        wait_for(lambda: ConnectionEvent.SUSPENDED in events, what="SUSPENDED")
+        # Down long enough for the session to expire: the registration must come back on a new session.
+        time.sleep(5)
+        server.start()
+        wait_for(lambda: zk.connected, what="reconnect")
+        observer = ZKClient(server.hosts, chroot="/restart").start()
+        wait_for(lambda: len(list_components(observer, "executor")) == 1, what="re-registration")
+        assert events[0] is ConnectionEvent.SUSPENDED
+        assert ConnectionEvent.LOST in events or ConnectionEvent.CONNECTED in events
+        if ConnectionEvent.LOST in events:
+            wait_for(lambda: ConnectionEvent.RECONNECTED in events, what="RECONNECTED after LOST")
+    finally:
+        zk.stop()
+        if observer:
+            observer.stop()
+        server.cleanup()
+
+
+def test_session_expiry_is_reported_to_subscribers(zk_server, zk_chroot):
+    zk = ZKClient(zk_server.hosts, chroot=zk_chroot, timeout=4.0).start()
+    events: list[ConnectionEvent] = []
+    got = threading.Event()
+
+    def listener(event):
+        events.append(event)
+        if event is ConnectionEvent.RECONNECTED:
+            got.set()
+
+    zk.add_listener(listener)
+    try:
+        # Expire the session from the server's side the way kazoo's own tests do: a second client joins the
+        # same session id and password, then closes it.
+        from kazoo.client import KazooClient
+
+        session_id, password = zk.client.client_id
+        intruder = KazooClient(hosts=zk_server.hosts)
+        intruder._session_id, intruder._session_passwd = session_id, password  # noqa: SLF001
+        intruder.start()
+        intruder.stop()
+        intruder.close()
+        assert got.wait(20), f"no RECONNECTED after expiry, saw {events}"
+        assert ConnectionEvent.LOST in events
+    finally:
+        zk.stop()
