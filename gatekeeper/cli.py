@@ -1,0 +1,106 @@
+"""`gatekeeper`: one entry point, a subcommand per service and per operator action.
+
+Each component adds its own subcommands from `gatekeeper/<component>/cli.py`, which defines
+`register(subparsers)`: add a parser and `set_defaults(func=handler)`; the handler takes the parsed args and
+returns an exit code.  A component module that is not there yet is simply skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from gatekeeper import __version__
+from gatekeeper.config.layout import load_layout
+from gatekeeper.config.service import load_service_config
+from gatekeeper.config.yamlfile import ConfigErrors
+
+COMPONENT_CLIS = (
+    "gatekeeper.zk.cli",
+    "gatekeeper.sim.gerrit.cli",
+    "gatekeeper.gerrit.cli",
+    "gatekeeper.scheduler.cli",
+    "gatekeeper.merger.cli",
+    "gatekeeper.sim.openstack.cli",
+    "gatekeeper.launcher.cli",
+    "gatekeeper.executor.cli",
+    "gatekeeper.web.cli",
+    "gatekeeper.history.cli",
+    "gatekeeper.allinone.cli",
+)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+
+
+def add_config_args(parser: argparse.ArgumentParser) -> None:
+    """The options every service and operator command shares."""
+    parser.add_argument("-c", "--config", metavar="FILE", help="service config (default: $GATEKEEPER_CONFIG or none)")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    try:
+        config = load_service_config(args.config)
+        layout = load_layout(args.layout or config.layout_path, config.connections)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        count = len(exc.errors)
+        print(f"{count} error{'s' if count != 1 else ''}: the layout is not valid", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"OK: {layout.summary()} ({len(layout.files)} file{'s' if len(layout.files) != 1 else ''})")
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gatekeeper", description="A project gating system: speculative gate, node pool and remote jobs."
+    )
+    parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    validate = sub.add_parser("validate", help="check the service config and the layout, listing every error")
+    add_config_args(validate)
+    validate.add_argument("-l", "--layout", metavar="DIR", help="layout file or directory (default: from config)")
+    validate.set_defaults(func=cmd_validate)
+
+    for module_name in COMPONENT_CLIS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.WARNING - 10 * min(args.verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    if hasattr(args, "config") and args.config is None:
+        import os
+
+        args.config = os.environ.get("GATEKEEPER_CONFIG")
+    try:
+        return int(args.func(args) or 0)
+    except ConfigErrors as exc:
+        for error in exc.errors:
+            print(error, file=sys.stderr)
+        return EXIT_CONFIG
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,541 @@
+"""The layout: pipelines, queues, jobs, projects and the node pool, read from `layouts/*.yaml`.
+
+`load_layout(dir)` validates every file against gatekeeper.config.schema, then checks what spans files (names
+defined twice, jobs and labels that do not exist, a project in two queues), and returns a `Layout` of plain
+dataclasses, or raises ConfigErrors listing every problem with its file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import voluptuous as v
+
+from gatekeeper.config import schema
+from gatekeeper.config.yamlfile import ConfigError, ConfigErrors, describe_path, load_yaml, locate
+
+PRECEDENCE_ORDER = {"high": 0, "normal": 1, "low": 2}
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One event filter: it matches an event of one of `events` that passes every other filter given."""
+
+    connection: str
+    events: tuple[str, ...]
+    approvals: tuple[dict[str, int], ...] = ()
+    comments: tuple[re.Pattern, ...] = ()
+    branches: tuple[re.Pattern, ...] = ()
+    usernames: tuple[re.Pattern, ...] = ()
+
+
+@dataclass(frozen=True)
+class Requirements:
+    """What a change must satisfy to enter, and stay in, a pipeline (re-checked on every pass)."""
+
+    open: bool | None = None
+    current_patchset: bool | None = None
+    approvals: tuple[dict[str, int], ...] = ()
+    wip: bool | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """What to tell Gerrit for one action (start, success, failure, merge-conflict, dequeue)."""
+
+    labels: dict[str, int] = field(default_factory=dict)
+    message: str = ""
+    submit: bool = False
+    tag: str = ""
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    """A dependent queue's window: how many items are tested at once, grown on success, shrunk on failure."""
+
+    initial: int = 20
+    floor: int = 3
+    ceiling: int = 0  # 0: unlimited
+    increase: int = 1
+    decrease_factor: float = 2
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    name: str
+    manager: str
+    description: str = ""
+    precedence: str = "normal"
+    triggers: tuple[Trigger, ...] = ()
+    require: Requirements = Requirements()
+    reports: dict[str, Report] = field(default_factory=dict)
+    window: WindowConfig = WindowConfig()
+
+    @property
+    def dependent(self) -> bool:
+        return self.manager == "dependent"
+
+    @property
+    def priority(self) -> int:
+        """Node-request priority of this pipeline: lower is served first."""
+        return PRECEDENCE_ORDER[self.precedence]
+
+
+@dataclass(frozen=True)
+class Queue:
+    name: str
+    window: WindowConfig | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    name: str
+    label: str | None = None
+    description: str = ""
+    run: tuple[str, ...] = ()
+    timeout: int = 3600
+    attempts: int = 3
+    voting: bool = True
+    collect: tuple[str, ...] = ()
+    vars: dict[str, Any] = field(default_factory=dict)
+    required_projects: tuple[str, ...] = ()
+    devstack_localrc: dict[str, Any] = field(default_factory=dict)
+    devstack_local_conf: str = ""
+    hold_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class Project:
+    name: str
+    queue: str | None = None
+    merge_mode: str = "merge-resolve"
+    pipelines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    def jobs_for(self, pipeline: str) -> tuple[str, ...]:
+        return self.pipelines.get(pipeline, ())
+
+
+@dataclass(frozen=True)
+class NodeLabel:
+    name: str
+    min_ready: int = 0
+
+
+@dataclass(frozen=True)
+class PoolLabel:
+    name: str
+    image: str
+    flavor: str = ""
+    key_name: str = ""
+    username: str = "root"
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    labels: tuple[PoolLabel, ...]
+    max_servers: int | None = None
+
+
+@dataclass(frozen=True)
+class Image:
+    name: str
+    base_image: str = ""
+    prepare: str = ""
+    username: str = "root"
+    rebuild_hours: float | None = None
+
+
+@dataclass(frozen=True)
+class StaticHost:
+    name: str
+    address: str
+    labels: tuple[str, ...]
+    port: int = 22
+    username: str = "root"
+    host_key: str = ""
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str
+    driver: str
+    cloud: str = ""
+    region: str = ""
+    max_servers: int = 10
+    boot_timeout: float = 120
+    launch_attempts: int = 3
+    image_rebuild_hours: float = 24
+    pools: tuple[Pool, ...] = ()
+    images: tuple[Image, ...] = ()
+    hosts: tuple[StaticHost, ...] = ()
+
+    @property
+    def labels(self) -> set[str]:
+        """Every label this provider can serve."""
+        out = {pl.name for pool in self.pools for pl in pool.labels}
+        out.update(label for host in self.hosts for label in host.labels)
+        return out
+
+
+@dataclass(frozen=True)
+class NodePool:
+    labels: dict[str, NodeLabel] = field(default_factory=dict)
+    providers: dict[str, Provider] = field(default_factory=dict)
+
+
+@dataclass
+class Layout:
+    """Everything the services act on. `files` holds the source texts, so the layout can travel through ZooKeeper
+    and be re-read, with the same result, by any service."""
+
+    pipelines: dict[str, Pipeline] = field(default_factory=dict)
+    queues: dict[str, Queue] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    projects: dict[str, Project] = field(default_factory=dict)
+    nodepool: NodePool = field(default_factory=NodePool)
+    files: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        np = self.nodepool
+        return (
+            f"{len(self.pipelines)} pipelines, {len(self.queues)} queues, {len(self.jobs)} jobs, "
+            f"{len(self.projects)} projects, {len(np.labels)} node labels, {len(np.providers)} providers"
+        )
+
+    def queue_of(self, project: str) -> str | None:
+        proj = self.projects.get(project)
+        return proj.queue if proj else None
+
+
+# -- loading ----------------------------------------------------------------------------------------------------
+def load_layout(path: str | Path, connections: set[str] | None = None) -> Layout:
+    """Read every `*.yaml` in a directory (or one file), sorted by name, into one Layout."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+        if not files:
+            raise ConfigErrors([ConfigError(str(path), 0, "", "no layout files (*.yaml) in this directory")])
+    elif path.is_file():
+        files = [path]
+    else:
+        raise ConfigErrors([ConfigError(str(path), 0, "", "no such layout file or directory")])
+    return parse_layout({str(p): p.read_text() for p in files}, connections)
+
+
+def parse_layout(texts: dict[str, str], connections: set[str] | None = None) -> Layout:
+    """Build a Layout from {file name: YAML text}; raise ConfigErrors with every problem found."""
+    errors: list[ConfigError] = []
+    docs: list[Any] = []
+    for source, text in texts.items():
+        try:
+            data = load_yaml(text, source)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+            continue
+        if data is None:
+            continue
+        errors.extend(validate(schema.LAYOUT_FILE, data, source))
+        docs.append(data)
+    if errors:
+        raise ConfigErrors(errors)
+    builder = _Builder(connections)
+    for data in docs:
+        builder.add(data)
+    builder.check()
+    if builder.errors:
+        raise ConfigErrors(builder.errors)
+    builder.layout.files = dict(texts)
+    return builder.layout
+
+
+def validate(s: v.Schema, data: Any, source: str) -> list[ConfigError]:
+    """Run a voluptuous schema and turn each failure into a ConfigError with file, line and key path."""
+    try:
+        s(data)
+    except v.MultipleInvalid as exc:
+        return [_config_error(data, source, err) for err in exc.errors]
+    except v.Invalid as exc:
+        return [_config_error(data, source, exc)]
+    return []
+
+
+def _config_error(data: Any, source: str, err: v.Invalid) -> ConfigError:
+    path = list(err.path)
+    src, line = locate(data, path)
+    where = describe_path(data, path)
+    msg = err.msg
+    if msg == "extra keys not allowed" and path:
+        msg = f'unknown key "{path[-1]}"'
+        where = describe_path(data, path[:-1]) or "top level"
+    elif msg.startswith("required key not provided") and path:
+        msg = f'missing required key "{path[-1]}"'
+        where = describe_path(data, path[:-1]) or "top level"
+    elif msg.startswith("expected ") and path:
+        value = _value_at(data, path)
+        msg = f"{msg}, got {type(value).__name__} {value!r}" if value is not _MISSING else msg
+    return ConfigError(src if src != "<string>" else source, line, where, msg)
+
+
+_MISSING = object()
+
+
+def _value_at(data: Any, path: list) -> Any:
+    node = data
+    for step in path:
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            return _MISSING
+    return node
+
+
+def _window(data: dict | None) -> WindowConfig | None:
+    if data is None:
+        return None
+    return WindowConfig(
+        initial=data.get("initial", 20),
+        floor=data.get("floor", 3),
+        ceiling=data.get("ceiling", 0),
+        increase=data.get("increase", 1),
+        decrease_factor=data.get("decrease-factor", 2),
+    )
+
+
+def _patterns(value: Any) -> tuple[re.Pattern, ...]:
+    if value is None:
+        return ()
+    return tuple(re.compile(p) for p in ([value] if isinstance(value, str) else value))
+
+
+def _report(data: dict | None) -> Report | None:
+    if not data:
+        return None
+    g = data.get("gerrit", {})
+    return Report(labels=dict(g.get("labels", {})), message=g.get("message", ""), submit=g.get("submit", False),
+                  tag=g.get("tag", ""))
+
+
+class _Builder:
+    """Merges validated files into one Layout and finds the errors that span files."""
+
+    def __init__(self, connections: set[str] | None) -> None:
+        self.layout = Layout()
+        self.connections = connections
+        self.errors: list[ConfigError] = []
+        self.where: dict[tuple[str, str], tuple[str, int]] = {}
+        self.refs: list[tuple[str, str, str, int, str]] = []  # kind, name, source, line, context
+
+    def error(self, node: Any, key: Any, where: str, message: str) -> None:
+        line = node.line_of(key) if hasattr(node, "line_of") else getattr(node, "line", 0)
+        self.errors.append(ConfigError(getattr(node, "source", "<string>"), line, where, message))
+
+    def define(self, kind: str, name: str, node: Any) -> bool:
+        key = (kind, name)
+        if key in self.where:
+            src, line = self.where[key]
+            self.error(node, "name", f'{kind} "{name}"', f"defined twice (first at {src}:{line})")
+            return False
+        self.where[key] = (node.source, node.line)
+        return True
+
+    def add(self, data: dict) -> None:
+        for i, p in enumerate(data.get("pipelines", [])):
+            self.add_pipeline(p, data["pipelines"], i)
+        for q in data.get("queues", []):
+            if self.define("queue", q["name"], q):
+                self.layout.queues[q["name"]] = Queue(q["name"], _window(q.get("window")))
+        for j in data.get("jobs", []):
+            self.add_job(j)
+        for p in data.get("projects", []):
+            self.add_project(p)
+        np = data.get("nodepool")
+        if np:
+            self.add_nodepool(np)
+
+    def add_pipeline(self, p: dict, parent: Any, index: int) -> None:
+        if not self.define("pipeline", p["name"], p):
+            return
+        where = f'pipeline "{p["name"]}"'
+        triggers = []
+        for conn, filters in (p.get("trigger") or {}).items():
+            if self.connections is not None and conn not in self.connections:
+                self.error(p["trigger"], conn, where,
+                           f'trigger names unknown connection "{conn}" (known: {", ".join(sorted(self.connections))})')
+            for f in filters:
+                events = f["event"]
+                triggers.append(Trigger(
+                    connection=conn,
+                    events=tuple([events] if isinstance(events, str) else events),
+                    approvals=tuple(f.get("approval", ())),
+                    comments=_patterns(f.get("comment")),
+                    branches=_patterns(f.get("branch")),
+                    usernames=_patterns(f.get("username")),
+                ))
+        req = p.get("require") or {}
+        window = _window(p.get("window"))
+        if window and p["manager"] != "dependent":
+            self.error(p, "window", where, "a window applies only to a dependent pipeline")
+        if window:
+            self.check_window(p["window"], where)
+        reports = {}
+        for action in ("start", "success", "failure", "merge-conflict", "dequeue"):
+            r = _report(p.get(action))
+            if r:
+                reports[action] = r
+                if r.submit and p["manager"] != "dependent" and action == "success":
+                    pass  # an independent pipeline may submit too (a post-review "merge" pipeline)
+        self.layout.pipelines[p["name"]] = Pipeline(
+            name=p["name"],
+            manager=p["manager"],
+            description=p.get("description", ""),
+            precedence=p.get("precedence", "normal"),
+            triggers=tuple(triggers),
+            require=Requirements(
+                open=req.get("open"),
+                current_patchset=req.get("current-patchset"),
+                approvals=tuple(req.get("approval", ())),
+                wip=req.get("wip"),
+            ),
+            reports=reports,
+            window=window or WindowConfig(),
+        )
+
+    def check_window(self, w: dict, where: str) -> None:
+        initial, floor = w.get("initial", 20), w.get("floor", 3)
+        if floor > initial:
+            self.error(w, "floor", where, f"window floor {floor} is above its initial size {initial}")
+        ceiling = w.get("ceiling")
+        if ceiling is not None and ceiling < initial:
+            self.error(w, "ceiling", where, f"window ceiling {ceiling} is below its initial size {initial}")
+
+    def add_job(self, j: dict) -> None:
+        if not self.define("job", j["name"], j):
+            return
+        if "label" in j:
+            self.refs.append(("label", j["label"], j.source, j.line_of("label"), f'job "{j["name"]}"'))
+        ds = j.get("devstack") or {}
+        self.layout.jobs[j["name"]] = Job(
+            name=j["name"],
+            label=j.get("label"),
+            description=j.get("description", ""),
+            run=tuple(j.get("run", ())),
+            timeout=j.get("timeout", 3600),
+            attempts=j.get("attempts", 3),
+            voting=j.get("voting", True),
+            collect=tuple(j.get("collect", ())),
+            vars=dict(j.get("vars", {})),
+            required_projects=tuple(j.get("required-projects", ())),
+            devstack_localrc=dict(ds.get("localrc", {})),
+            devstack_local_conf=ds.get("local-conf", ""),
+            hold_hours=j.get("hold-hours"),
+        )
+
+    def add_project(self, p: dict) -> None:
+        name = p["name"]
+        where = f'project "{name}"'
+        existing = self.layout.projects.get(name)
+        queue = p.get("queue")
+        pipelines = {k: tuple(vs) for k, vs in (p.get("pipelines") or {}).items()}
+        for pipe, jobs in (p.get("pipelines") or {}).items():
+            self.refs.append(("pipeline", pipe, p.source, p["pipelines"].line_of(pipe), where))
+            for i, job in enumerate(jobs):
+                self.refs.append(("job", job, p.source, jobs.line_of(i), f"{where} pipeline {pipe}"))
+        if queue:
+            self.refs.append(("queue", queue, p.source, p.line_of("queue"), where))
+        if existing:
+            if queue and existing.queue and queue != existing.queue:
+                src, line = self.where[("project", name)]
+                self.error(p, "queue", where,
+                           f'project in two queues: "{existing.queue}" ({src}:{line}) and "{queue}"')
+                return
+            merged = dict(existing.pipelines)
+            for pipe, jobs in pipelines.items():
+                merged[pipe] = tuple(dict.fromkeys(merged.get(pipe, ()) + jobs))
+            self.layout.projects[name] = Project(name, existing.queue or queue,
+                                                 p.get("merge-mode", existing.merge_mode), merged)
+            return
+        self.where[("project", name)] = (p.source, p.line)
+        self.layout.projects[name] = Project(name, queue, p.get("merge-mode", "merge-resolve"), pipelines)
+
+    def add_nodepool(self, np: dict) -> None:
+        for label in np.get("labels", []):
+            if self.define("label", label["name"], label):
+                self.layout.nodepool.labels[label["name"]] = NodeLabel(label["name"], label.get("min-ready", 0))
+        for pr in np.get("providers", []):
+            self.add_provider(pr)
+
+    def add_provider(self, pr: dict) -> None:
+        if not self.define("provider", pr["name"], pr):
+            return
+        where = f'provider "{pr["name"]}"'
+        images = {i["name"]: i for i in pr.get("images", [])}
+        pools = []
+        if pr["driver"] == "openstack":
+            if not pr.get("cloud"):
+                self.error(pr, "name", where, 'an openstack provider needs "cloud" (its name in clouds.yaml)')
+            if pr.get("hosts"):
+                self.error(pr, "hosts", where, '"hosts" belongs to static providers; openstack ones use pools')
+        else:
+            if pr.get("pools"):
+                self.error(pr, "pools", where, '"pools" belongs to openstack providers; static ones list hosts')
+        for pool in pr.get("pools", []):
+            labels = []
+            for i, pl in enumerate(pool["labels"]):
+                if pl["image"] not in images:
+                    self.error(pool["labels"], i, f'{where} pool "{pool["name"]}"',
+                               f'label "{pl["name"]}" uses image "{pl["image"]}", which this provider does not define'
+                               f' (defined: {", ".join(sorted(images)) or "none"})')
+                self.refs.append(("label", pl["name"], pool["labels"].source, pool["labels"].line_of(i), where))
+                labels.append(PoolLabel(pl["name"], pl["image"], pl.get("flavor", ""), pl.get("key-name", ""),
+                                        pl.get("username") or images.get(pl["image"], {}).get("username", "root")))
+            pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers")))
+        hosts = []
+        for i, h in enumerate(pr.get("hosts", [])):
+            for label in h["labels"]:
+                self.refs.append(("label", label, pr["hosts"].source, pr["hosts"].line_of(i), where))
+            hosts.append(StaticHost(h["name"], h["address"], tuple(h["labels"]), h.get("port", 22),
+                                    h.get("username", "root"), h.get("host-key", "")))
+        self.layout.nodepool.providers[pr["name"]] = Provider(
+            name=pr["name"],
+            driver=pr["driver"],
+            cloud=pr.get("cloud", ""),
+            region=pr.get("region", ""),
+            max_servers=pr.get("max-servers", len(hosts) if pr["driver"] == "static" else 10),
+            boot_timeout=pr.get("boot-timeout", 120),
+            launch_attempts=pr.get("launch-attempts", 3),
+            image_rebuild_hours=pr.get("image-rebuild-hours", 24),
+            pools=tuple(pools),
+            images=tuple(
+                Image(i["name"], i.get("base-image", ""), i.get("prepare", ""), i.get("username", "root"),
+                      i.get("rebuild-hours"))
+                for i in pr.get("images", [])
+            ),
+            hosts=tuple(hosts),
+        )
+
+    def check(self) -> None:
+        lay = self.layout
+        known = {"pipeline": lay.pipelines, "job": lay.jobs, "queue": lay.queues, "label": lay.nodepool.labels}
+        for kind, name, source, line, context in self.refs:
+            if name not in known[kind]:
+                have = ", ".join(sorted(known[kind])) or "none"
+                self.errors.append(ConfigError(source, line, context,
+                                               f'undefined {kind} "{name}" (defined: {have})'))
+        offered = set().union(*(p.labels for p in lay.nodepool.providers.values())) if lay.nodepool.providers else set()
+        for label in lay.nodepool.labels.values():
+            if label.name not in offered:
+                src, line = self.where[("label", label.name)]
+                self.errors.append(ConfigError(src, line, f'label "{label.name}"',
+                                               "no provider offers this label"))
+        for project in lay.projects.values():
+            for pipe in project.pipelines:
+                pipeline = lay.pipelines.get(pipe)
+                if pipeline and pipeline.dependent and not project.queue:
+                    src, line = self.where[("project", project.name)]
+                    self.errors.append(ConfigError(
+                        src, line, f'project "{project.name}"',
+                        f'is in dependent pipeline "{pipe}" but names no queue'))

@@ -1,0 +1,249 @@
+"""voluptuous schemas for the layout (layouts/*.yaml) and the service config (gatekeeper.yaml).
+
+Only shapes live here; what depends on several parts at once (a job a project names must exist) is checked in
+gatekeeper.config.layout.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import voluptuous as v
+
+GERRIT_EVENTS = (
+    "patchset-created",
+    "comment-added",
+    "change-merged",
+    "change-abandoned",
+    "change-restored",
+    "ref-updated",
+    "reviewer-added",
+    "vote-deleted",
+    "wip-state-changed",
+    "topic-changed",
+    "change-deleted",
+    "project-created",
+)
+MANAGERS = ("independent", "dependent")
+PRECEDENCES = ("high", "normal", "low")
+MERGE_MODES = ("merge-resolve", "merge", "cherry-pick")
+NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_.@/+-]+$", msg="may hold only letters, digits and _.@/+-"))
+
+
+def Regex(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
+    if not isinstance(value, str):
+        raise v.Invalid(f"expected a regular expression string, got {type(value).__name__}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise v.Invalid(f"bad regular expression {value!r}: {exc}") from None
+    return value
+
+
+def _int_label_map(value: Any) -> dict:
+    """`{Code-Review: 2}`: label names to integer votes."""
+    if not isinstance(value, dict) or not value:
+        raise v.Invalid("expected a mapping of label names to votes, like {Code-Review: 2}")
+    for key, vote in value.items():
+        if not isinstance(key, str) or not key:
+            raise v.Invalid(f"label name must be a string, got {key!r}")
+        if isinstance(vote, bool) or not isinstance(vote, int):
+            raise v.Invalid(f"vote for {key} must be an integer, got {vote!r}")
+    return value
+
+
+APPROVAL = v.Schema(_int_label_map)
+
+GERRIT_TRIGGER = v.Schema(
+    {
+        v.Required("event"): v.Any(
+            v.In(GERRIT_EVENTS, msg=f"unknown Gerrit event (expected one of {', '.join(GERRIT_EVENTS)})"),
+            [v.In(GERRIT_EVENTS, msg=f"unknown Gerrit event (expected one of {', '.join(GERRIT_EVENTS)})")],
+        ),
+        "approval": [APPROVAL],
+        "comment": v.Any(Regex, [Regex]),
+        "branch": v.Any(Regex, [Regex]),
+        "username": v.Any(Regex, [Regex]),
+    }
+)
+
+REQUIRE = v.Schema(
+    {
+        "open": bool,
+        "current-patchset": bool,
+        "approval": [APPROVAL],
+        "wip": bool,
+    }
+)
+
+REPORTER = v.Schema(
+    {
+        "gerrit": v.Schema(
+            {
+                "labels": v.Schema({str: int}),
+                "message": str,
+                "submit": bool,
+                "tag": str,
+            }
+        )
+    }
+)
+
+WINDOW = v.Schema(
+    {
+        "initial": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "floor": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "ceiling": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "increase": v.All(int, v.Range(min=0, msg="must not be negative")),
+        "decrease-factor": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1")),
+    }
+)
+
+PIPELINE = v.Schema(
+    {
+        v.Required("name"): NAME,
+        v.Required("manager"): v.In(MANAGERS, msg="unknown manager (expected independent or dependent)"),
+        "description": str,
+        "precedence": v.In(PRECEDENCES, msg="expected high, normal or low"),
+        "trigger": v.Schema({str: [GERRIT_TRIGGER]}),
+        "require": REQUIRE,
+        "start": REPORTER,
+        "success": REPORTER,
+        "failure": REPORTER,
+        "merge-conflict": REPORTER,
+        "dequeue": REPORTER,
+        "window": WINDOW,
+    }
+)
+
+QUEUE = v.Schema({v.Required("name"): NAME, "window": WINDOW})
+
+JOB = v.Schema(
+    {
+        v.Required("name"): NAME,
+        "description": str,
+        "label": NAME,
+        "run": v.All([str], v.Length(min=1, msg="needs at least one step")),
+        "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
+        "attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "voting": bool,
+        "collect": [str],
+        "vars": v.Schema({str: v.Any(str, int, float, bool)}),
+        "required-projects": [str],
+        "devstack": v.Schema({"localrc": v.Schema({str: v.Any(str, int, float, bool)}), "local-conf": str}),
+        "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
+    }
+)
+
+PROJECT = v.Schema(
+    {
+        v.Required("name"): v.All(str, v.Length(min=1)),
+        "queue": NAME,
+        "merge-mode": v.In(MERGE_MODES, msg=f"expected one of {', '.join(MERGE_MODES)}"),
+        "pipelines": v.Schema({str: [str]}),
+    }
+)
+
+NODE_LABEL = v.Schema({v.Required("name"): NAME, "min-ready": v.All(int, v.Range(min=0, msg="must not be negative"))})
+
+POOL_LABEL = v.Schema(
+    {
+        v.Required("name"): NAME,
+        v.Required("image"): NAME,
+        "flavor": str,
+        "key-name": str,
+        "username": str,
+    }
+)
+
+IMAGE = v.Schema(
+    {
+        v.Required("name"): NAME,
+        "base-image": str,
+        "prepare": str,
+        "username": str,
+        "rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
+    }
+)
+
+STATIC_HOST = v.Schema(
+    {
+        v.Required("name"): NAME,
+        v.Required("address"): str,
+        "port": v.All(int, v.Range(min=1, max=65535)),
+        "username": str,
+        v.Required("labels"): v.All([NAME], v.Length(min=1)),
+        "host-key": str,
+    }
+)
+
+PROVIDER = v.Schema(
+    {
+        v.Required("name"): NAME,
+        v.Required("driver"): v.In(("openstack", "static"), msg="unknown driver (expected openstack or static)"),
+        "cloud": str,
+        "region": str,
+        "max-servers": v.All(int, v.Range(min=0, msg="must not be negative")),
+        "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
+        "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
+        "pools": [v.Schema({v.Required("name"): NAME, "max-servers": int, v.Required("labels"): [POOL_LABEL]})],
+        "images": [IMAGE],
+        "hosts": [STATIC_HOST],
+    }
+)
+
+NODEPOOL = v.Schema({"labels": [NODE_LABEL], "providers": [PROVIDER]})
+
+LAYOUT_FILE = v.Schema(
+    {
+        "pipelines": [PIPELINE],
+        "queues": [QUEUE],
+        "jobs": [JOB],
+        "projects": [PROJECT],
+        "nodepool": NODEPOOL,
+    }
+)
+
+# -- service config (gatekeeper.yaml) ----------------------------------------------------------------------------
+SERVICE_CONFIG = v.Schema(
+    {
+        "zookeeper": {
+            "hosts": str,
+            "chroot": str,
+            "timeout": v.Any(int, float),
+            "auth": {v.Required("username"): str, v.Required("password"): str},
+            "tls": {v.Required("ca"): str, v.Required("cert"): str, v.Required("key"): str},
+        },
+        "gerrit": {
+            "name": NAME,
+            v.Required("host"): str,
+            "port": v.All(int, v.Range(min=1, max=65535)),
+            v.Required("user"): str,
+            "key": str,
+            "url": str,
+            "git-url": str,
+            "catch-up": bool,
+            "timeout": v.Any(int, float),
+        },
+        "layout": str,
+        "scheduler": {"workers": int},
+        "merger": {"git-dir": str, "workers": int},
+        "executor": {
+            "work-dir": str,
+            "concurrency": v.All(int, v.Range(min=1)),
+            "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
+            "max-held": v.All(int, v.Range(min=0)),
+        },
+        "launcher": {
+            "clouds-yaml": str,
+            "cleanup-interval": v.All(v.Any(int, float), v.Range(min=1)),
+            "ssh-key": str,
+        },
+        "log-store": {"dir": str, "url": str},
+        "web": {"listen": str, "port": v.All(int, v.Range(min=0, max=65535)), "admin-token": str},
+        "statsd": {"host": str, "port": int, "prefix": str},
+        "history": {"url": str},
+    }
+)
