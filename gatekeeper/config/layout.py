@@ -275,12 +275,38 @@ def _config_error(data: Any, source: str, err: v.Invalid) -> ConfigError:
         msg = f'missing required key "{path[-1]}"'
         where = describe_path(data, path[:-1]) or "top level"
     elif msg.startswith("expected ") and path:
+        msg = _TYPE_WORDS.get(msg, msg)
         value = _value_at(data, path)
-        msg = f"{msg}, got {type(value).__name__} {value!r}" if value is not _MISSING else msg
+        msg = f"{msg}, got {_kind(value)} {_plain(value)!r}" if value is not _MISSING else msg
     return ConfigError(src if src != "<string>" else source, line, where, msg)
 
 
 _MISSING = object()
+_TYPE_WORDS = {
+    "expected int": "expected an integer",
+    "expected str": "expected a string",
+    "expected bool": "expected true or false",
+    "expected float": "expected a number",
+    "expected list": "expected a list",
+    "expected dict": "expected a mapping",
+}
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
+    return names.get(type(value), type(value).__name__)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(x) for k, x in value.items()}
+    if isinstance(value, list):
+        return [_plain(x) for x in value]
+    return value
 
 
 def _value_at(data: Any, path: list) -> Any:

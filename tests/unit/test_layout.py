@@ -1,0 +1,293 @@
+"""Layout loading: the reference layout is valid, and each kind of mistake gets its own precise message."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.config.layout import load_layout, parse_layout
+from gatekeeper.config.yamlfile import ConfigErrors
+
+REPO = Path(__file__).resolve().parents[2]
+
+BASE = """
+pipelines:
+  - name: check
+    manager: independent
+    trigger:
+      gerrit:
+        - event: patchset-created
+  - name: gate
+    manager: dependent
+    trigger:
+      gerrit:
+        - event: comment-added
+          approval:
+            - Approved: 1
+queues:
+  - name: integrated
+jobs:
+  - name: unit
+    label: small
+projects:
+  - name: org/a
+    queue: integrated
+    pipelines:
+      check: [unit]
+      gate: [unit]
+nodepool:
+  labels:
+    - name: small
+  providers:
+    - name: cloud-a
+      driver: openstack
+      cloud: cloud-a
+      images:
+        - name: plain
+      pools:
+        - name: main
+          labels:
+            - {name: small, image: plain}
+"""
+
+
+def errors_of(*texts: str, names: tuple[str, ...] = ()) -> list[str]:
+    files = {names[i] if i < len(names) else f"layout{i}.yaml": textwrap.dedent(t) for i, t in enumerate(texts)}
+    with pytest.raises(ConfigErrors) as exc:
+        parse_layout(files, connections={"gerrit"})
+    return [str(e) for e in exc.value.errors]
+
+
+def replace(old: str, new: str) -> str:
+    assert old in BASE, old
+    return BASE.replace(old, new, 1)
+
+
+def test_reference_layout_is_valid():
+    layout = load_layout(REPO / "layouts", connections={"gerrit"})
+    assert set(layout.pipelines) == {"check", "gate"}
+    gate = layout.pipelines["gate"]
+    assert gate.dependent and gate.precedence == "high"
+    assert gate.reports["success"].submit and gate.reports["success"].labels == {"Verified": 2}
+    assert gate.reports["failure"].labels == {"Verified": -2}
+    assert gate.require.approvals == ({"Code-Review": 2}, {"Approved": 1})
+    reference = {
+        "openstack/nova", "openstack/glance", "openstack/keystone", "openstack/horizon",
+        "openstack/python-novaclient", "openstack/python-keystoneclient", "openstack-dev/devstack",
+        "openstack-infra/devstack-gate",
+    }
+    assert set(layout.projects) == reference
+    assert {p.queue for p in layout.projects.values()} == {"integrated"}
+    assert all("devstack" in p.jobs_for("gate") for p in layout.projects.values())
+    check = layout.pipelines["check"]
+    assert any(t.comments and t.comments[0].search("recheck") for t in check.triggers)
+    assert set(layout.nodepool.providers) == {"cloud-a", "cloud-b"}
+    assert all(p.labels == {"ubuntu-jammy", "ubuntu-noble"} for p in layout.nodepool.providers.values())
+
+
+def test_base_fixture_is_valid():
+    layout = parse_layout({"l.yaml": BASE}, connections={"gerrit"})
+    assert layout.summary() == "2 pipelines, 1 queues, 1 jobs, 1 projects, 1 node labels, 1 providers"
+
+
+def test_invalid_yaml_names_file_and_line():
+    assert errors_of("pipelines:\n  - name: check\n    manager: [independent\n") == [
+        "layout0.yaml:4: invalid YAML: while parsing a flow sequence, expected ',' or ']', but got '<stream end>'"
+    ]
+
+
+def test_duplicate_key_in_one_mapping():
+    (msg,) = errors_of("jobs:\n  - name: a\n    name: b\n")
+    assert msg == 'layout0.yaml:3: invalid YAML: duplicate key "name"'
+
+
+def test_unknown_top_level_key():
+    assert errors_of(BASE + "pipeline: []\n") == ['layout0.yaml:39: top level: unknown key "pipeline"']
+
+
+def test_unknown_key_in_pipeline():
+    (msg,) = errors_of(replace("    manager: independent", "    manager: independent\n    windw: 3"))
+    assert msg == 'layout0.yaml:5: pipelines[0] (check): unknown key "windw"'
+
+
+def test_unknown_pipeline_manager():
+    (msg,) = errors_of(replace("manager: dependent", "manager: serial-ish"))
+    assert msg == (
+        "layout0.yaml:9: pipelines[1] (gate).manager: unknown manager (expected independent or dependent)"
+    )
+
+
+def test_missing_required_manager():
+    (msg,) = errors_of(replace("    manager: independent\n", ""))
+    assert msg == 'layout0.yaml:3: pipelines[0] (check): missing required key "manager"'
+
+
+def test_wrong_type_for_timeout():
+    (msg,) = errors_of(replace("    label: small", "    label: small\n    timeout: soon"))
+    assert msg.startswith("layout0.yaml:20: jobs[0] (unit).timeout: expected an integer, got a string")
+    assert "'soon'" in msg
+
+
+def test_negative_timeout():
+    (msg,) = errors_of(replace("    label: small", "    label: small\n    timeout: -5"))
+    assert msg == "layout0.yaml:20: jobs[0] (unit).timeout: must be a positive number of seconds"
+
+
+def test_unknown_trigger_event():
+    (msg,) = errors_of(replace("event: patchset-created", "event: patchset-uploaded"))
+    assert msg.startswith("layout0.yaml:7: pipelines[0] (check).trigger.gerrit[0].event: unknown Gerrit event")
+
+
+def test_bad_comment_regex():
+    recheck = "        - event: comment-added\n          comment: '(recheck'"
+    (msg,) = errors_of(replace("        - event: patchset-created", recheck))
+    assert msg.startswith("layout0.yaml:8: pipelines[0] (check).trigger.gerrit[0].comment: bad regular expression")
+    assert "missing ), unterminated subpattern" in msg
+
+
+def test_approval_vote_must_be_an_integer():
+    (msg,) = errors_of(replace("            - Approved: 1", "            - Approved: yes"))
+    assert "pipelines[1] (gate).trigger.gerrit[0].approval[0]: vote for Approved must be an integer" in msg
+
+
+def test_negative_window():
+    (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window:\n      initial: -1"))
+    assert msg == "layout0.yaml:11: pipelines[1] (gate).window.initial: must be at least 1"
+
+
+def test_window_floor_above_initial():
+    (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window: {initial: 2, floor: 5}"))
+    assert msg == 'layout0.yaml:10: pipeline "gate": window floor 5 is above its initial size 2'
+
+
+def test_window_on_independent_pipeline():
+    (msg,) = errors_of(replace("    manager: independent", "    manager: independent\n    window: {initial: 5}"))
+    assert msg == 'layout0.yaml:5: pipeline "check": a window applies only to a dependent pipeline'
+
+
+def test_undefined_job_referenced_by_project():
+    (msg,) = errors_of(replace("      gate: [unit]", "      gate: [unit, integration]"))
+    assert msg == 'layout0.yaml:25: project "org/a" pipeline gate: undefined job "integration" (defined: unit)'
+
+
+def test_undefined_pipeline_referenced_by_project():
+    (msg,) = errors_of(replace("      gate: [unit]", "      gate: [unit]\n      post: [unit]"))
+    assert msg == 'layout0.yaml:26: project "org/a": undefined pipeline "post" (defined: check, gate)'
+
+
+def test_undefined_queue():
+    (msg,) = errors_of(replace("    queue: integrated", "    queue: intergrated"))
+    assert msg == 'layout0.yaml:22: project "org/a": undefined queue "intergrated" (defined: integrated)'
+
+
+def test_project_in_two_queues():
+    other = """
+    queues:
+      - name: other
+    projects:
+      - name: org/a
+        queue: other
+    """
+    (msg,) = errors_of(BASE, other, names=("base.yaml", "extra.yaml"))
+    assert msg == 'extra.yaml:6: project "org/a": project in two queues: "integrated" (base.yaml:21) and "other"'
+
+
+def test_project_in_dependent_pipeline_without_queue():
+    (msg,) = errors_of(replace("    queue: integrated\n", ""))
+    assert msg == 'layout0.yaml:21: project "org/a": is in dependent pipeline "gate" but names no queue'
+
+
+def test_duplicate_job_across_files():
+    (msg,) = errors_of(BASE, "jobs:\n  - name: unit\n", names=("a.yaml", "b.yaml"))
+    assert msg == 'b.yaml:2: job "unit": defined twice (first at a.yaml:18)'
+
+
+def test_duplicate_pipeline_across_files():
+    (msg,) = errors_of(BASE, "pipelines:\n  - name: gate\n    manager: dependent\n", names=("a.yaml", "b.yaml"))
+    assert msg == 'b.yaml:2: pipeline "gate": defined twice (first at a.yaml:8)'
+
+
+def test_job_label_that_is_not_defined():
+    (msg,) = errors_of(replace("    label: small", "    label: huge"))
+    assert msg == 'layout0.yaml:19: job "unit": undefined label "huge" (defined: small)'
+
+
+def test_label_with_no_provider_offering_it():
+    (msg,) = errors_of(replace("    - name: small\n", "    - name: small\n    - name: gpu\n      min-ready: 1\n"))
+    assert msg == 'layout0.yaml:29: label "gpu": no provider offers this label'
+
+
+def test_pool_label_using_undefined_image():
+    (msg,) = errors_of(replace("{name: small, image: plain}", "{name: small, image: fancy}"))
+    assert msg == (
+        'layout0.yaml:38: provider "cloud-a" pool "main": label "small" uses image "fancy", '
+        "which this provider does not define (defined: plain)"
+    )
+
+
+def test_openstack_provider_without_cloud():
+    (msg,) = errors_of(replace("      cloud: cloud-a\n", ""))
+    assert msg == 'layout0.yaml:30: provider "cloud-a": an openstack provider needs "cloud" (its name in clouds.yaml)'
+
+
+def test_unknown_provider_driver():
+    (msg,) = errors_of(replace("driver: openstack", "driver: ec2"))
+    assert msg == (
+        "layout0.yaml:31: nodepool.providers[0] (cloud-a).driver: unknown driver (expected openstack or static)"
+    )
+
+
+def test_negative_min_ready():
+    (msg,) = errors_of(replace("    - name: small\n", "    - name: small\n      min-ready: -2\n"))
+    assert msg == "layout0.yaml:29: nodepool.labels[0] (small).min-ready: must not be negative"
+
+
+def test_trigger_on_unknown_connection():
+    text = replace("      gerrit:\n        - event: patchset", "      github:\n        - event: patchset")
+    (msg,) = errors_of(text)
+    assert msg == 'layout0.yaml:6: pipeline "check": trigger names unknown connection "github" (known: gerrit)'
+
+
+def test_pipelines_must_be_a_list():
+    (msg,) = errors_of("pipelines:\n  name: check\n")
+    assert msg == "layout0.yaml:1: pipelines: expected a list, got a mapping {'name': 'check'}"
+
+
+def test_every_error_is_reported_not_just_the_first():
+    text = replace("manager: dependent", "manager: serial-ish")
+    text = text.replace("    label: small", "    label: small\n    voting: maybe")
+    msgs = errors_of(text)
+    assert len(msgs) == 2
+    assert "unknown manager" in msgs[0]
+    assert "jobs[0] (unit).voting: expected true or false, got a string 'maybe'" in msgs[1]
+
+
+def test_static_provider_and_project_defined_in_two_files_merge():
+    extra = """
+    projects:
+      - name: org/a
+        pipelines:
+          check: [lint]
+    jobs:
+      - name: lint
+    nodepool:
+      providers:
+        - name: lab
+          driver: static
+          hosts:
+            - {name: box1, address: 127.0.0.5, labels: [small], host-key: "ssh-ed25519 AAAA"}
+    """
+    layout = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(extra)}, connections={"gerrit"})
+    assert layout.projects["org/a"].jobs_for("check") == ("unit", "lint")
+    assert layout.projects["org/a"].queue == "integrated"
+    lab = layout.nodepool.providers["lab"]
+    assert lab.max_servers == 1 and lab.hosts[0].address == "127.0.0.5" and lab.labels == {"small"}
+
+
+def test_missing_layout_directory(tmp_path):
+    with pytest.raises(ConfigErrors, match="no such layout file or directory"):
+        load_layout(tmp_path / "nope")
+    with pytest.raises(ConfigErrors, match="no layout files"):
+        load_layout(tmp_path)

@@ -1,0 +1,77 @@
+"""The service config: defaults, the file, environment overrides for secrets, and precise errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatekeeper.config.service import load_service_config
+from gatekeeper.config.yamlfile import ConfigErrors
+from gatekeeper.zk.client import DigestAuth, TLSOptions
+
+
+def write(tmp_path, text):
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file():
+    config = load_service_config(None, environ={})
+    assert config.get("zookeeper", "hosts") == "127.0.0.1:2181"
+    assert config.get("web", "port") == 9000
+    assert config.connections == {"gerrit"}
+
+
+def test_file_overrides_defaults_and_relative_paths_follow_the_file(tmp_path):
+    path = write(tmp_path, "zookeeper:\n  hosts: 127.0.0.1:2999\nlayout: my-layouts\nlog-store:\n  dir: logs\n")
+    config = load_service_config(path, environ={})
+    assert config.get("zookeeper", "hosts") == "127.0.0.1:2999"
+    assert config.get("zookeeper", "chroot") == "/gatekeeper"  # default kept beside the override
+    assert config.layout_path == tmp_path / "my-layouts"
+    assert config.path("log-store", "dir") == tmp_path / "logs"
+
+
+def test_environment_overrides_secrets(tmp_path):
+    path = write(tmp_path, "web:\n  port: 9100\nzookeeper:\n  auth: {username: gk, password: from-file}\n")
+    env = {
+        "GATEKEEPER_WEB_ADMIN_TOKEN": "t0ken",
+        "GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD": "from-env",
+        "GATEKEEPER_WEB_PORT": "9200",
+        "UNRELATED": "x",
+    }
+    config = load_service_config(path, environ=env)
+    assert config.get("web", "admin-token") == "t0ken"
+    assert config.get("web", "port") == 9200
+    assert config.zk_kwargs()["auth"] == DigestAuth("gk", "from-env")
+    redacted = config.redacted()
+    assert redacted["web"]["admin-token"] == "***" and redacted["zookeeper"]["auth"]["password"] == "***"
+
+
+def test_tls_options_reach_the_zookeeper_client(tmp_path):
+    path = write(tmp_path, "zookeeper:\n  tls: {ca: /ca.pem, cert: /c.pem, key: /k.pem}\n")
+    assert load_service_config(path, environ={}).zk_kwargs()["tls"] == TLSOptions("/ca.pem", "/c.pem", "/k.pem")
+
+
+def test_unknown_section_and_bad_type_are_named_with_line(tmp_path):
+    path = write(tmp_path, "zookeeper:\n  hosts: 1\nwebb:\n  port: 1\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_service_config(path, environ={})
+    assert [str(e) for e in exc.value.errors] == [
+        f"{path}:2: zookeeper.hosts: expected a string, got an integer 1",
+        f'{path}:3: top level: unknown key "webb"',
+    ]
+
+
+def test_gerrit_section_requires_host_and_user(tmp_path):
+    path = write(tmp_path, "gerrit:\n  port: 29418\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_service_config(path, environ={})
+    assert [str(e) for e in exc.value.errors] == [
+        f'{path}:2: gerrit: missing required key "host"',
+        f'{path}:2: gerrit: missing required key "user"',
+    ]
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigErrors, match="gatekeeper.yaml: cannot read service config: No such file"):
+        load_service_config(tmp_path / "gatekeeper.yaml", environ={})
