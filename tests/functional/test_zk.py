@@ -187,3 +187,33 @@ def test_session_expiry_is_reported_to_subscribers(zk_server, zk_chroot):
         assert ConnectionEvent.LOST in events
     finally:
         zk.stop()
+
+
+def test_tls_with_client_certificates(tmp_path):
+    from gatekeeper.zk.client import TLSOptions
+    from gatekeeper.zk.tls import make_pki
+
+    pki = make_pki(tmp_path / "pki")
+    server = LocalZooKeeper(data_dir=str(tmp_path / "zk"), tls=pki).start()
+    try:
+        tls = TLSOptions(ca=pki.ca_cert, cert=pki.client_cert, key=pki.client_key)
+        zk = ZKClient(server.secure_hosts, chroot="/tls", tls=tls).start(timeout=20)
+        try:
+            zk.client.create("/hello", b"over tls")
+            assert zk.client.get("/hello")[0] == b"over tls"
+        finally:
+            zk.stop()
+        # A client that trusts the server but has no certificate of its own is refused (ssl.clientAuth=need).
+        from kazoo.client import KazooClient
+        from kazoo.handlers.threading import KazooTimeoutError
+
+        anonymous = KazooClient(hosts=server.secure_hosts, use_ssl=True, ca=pki.ca_cert, verify_certs=True,
+                                connection_retry={"max_tries": 1})
+        try:
+            with pytest.raises(KazooTimeoutError):
+                anonymous.start(timeout=3)
+        finally:
+            anonymous.stop()
+            anonymous.close()
+    finally:
+        server.cleanup()
