@@ -56,6 +56,35 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bootstrap(args: argparse.Namespace) -> int:
+    """Start a local ZooKeeper, validate the layout and publish it there: the first step of a gatekeeper host."""
+    import tempfile
+
+    from gatekeeper.config.store import publish_layout, read_layout
+    from gatekeeper.zk.client import ZKClient
+    from gatekeeper.zk.components import Component, list_components
+    from gatekeeper.zk.server import LocalZooKeeper
+
+    config = load_service_config(args.config)
+    layout = load_layout(args.layout or config.layout_path, config.connections)
+    print(f"layout OK: {layout.summary()}")
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-") as tmp, LocalZooKeeper(data_dir=tmp) as server:
+        print(f"ZooKeeper up on {server.hosts} (pid {server.process.pid})")
+        zk = ZKClient(server.hosts, chroot="/gatekeeper").start()
+        try:
+            me = Component(zk, "bootstrap")
+            me.register()
+            publish_layout(zk, layout)
+            back = read_layout(zk, config.connections)
+            who = ", ".join(f"{c.kind}@{c.hostname}" for c in list_components(zk))
+            print(f"layout published to ZooKeeper and read back: {back.summary()}; registered: {who}")
+            me.unregister()
+        finally:
+            zk.stop()
+    print("ZooKeeper stopped; nothing left running")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatekeeper", description="A project gating system: speculative gate, node pool and remote jobs."
@@ -68,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(validate)
     validate.add_argument("-l", "--layout", metavar="DIR", help="layout file or directory (default: from config)")
     validate.set_defaults(func=cmd_validate)
+
+    bootstrap = sub.add_parser("bootstrap", help="start a local ZooKeeper, validate and publish the layout, stop")
+    add_config_args(bootstrap)
+    bootstrap.add_argument("-l", "--layout", metavar="DIR", help="layout file or directory (default: from config)")
+    bootstrap.set_defaults(func=cmd_bootstrap)
 
     for module_name in COMPONENT_CLIS:
         try:
