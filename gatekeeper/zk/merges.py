@@ -91,6 +91,7 @@ class MergeResult(Record):
     repo_state: dict[str, Any] | None = None  # RepoState.to_dict() when ok
     merger: str = ""  # which merger did it
     elapsed: float = 0.0
+    merges: int = 0  # merges (and cherry-picks) this request performed: one per change, never a replay of the base
 
 
 def submit_merge(zk: ZKClient, request: MergeRequest) -> str:
@@ -119,10 +120,11 @@ def complete_merge(zk: ZKClient, result: MergeResult) -> None:
     tx.create(paths.merger_result(result.id), result.to_bytes())
     tx.delete(paths.merger_request(result.id))
     outcome = tx.commit()
+    created, deleted = outcome
+    if isinstance(created, NodeExistsError) or isinstance(deleted, NoNodeError):
+        return  # another merger finished it first (its result may even have been read and deleted already)
     for r in outcome:
-        if isinstance(r, NodeExistsError):
-            return  # another merger finished it first
-        if isinstance(r, Exception) and not isinstance(r, NoNodeError):
+        if isinstance(r, Exception):
             raise r
 
 

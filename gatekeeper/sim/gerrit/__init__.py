@@ -1,0 +1,42 @@
+"""A wire-compatible Gerrit simulator: SSH commands, stream-events, git over SSH, real bare repos.
+
+Usage (tests, demo; every method is documented on GerritSimulator)::
+
+    from gatekeeper.sim.gerrit import GerritSimulator, GerritSimError
+
+    sim = GerritSimulator(root=tmp_path).start()          # SSH on 127.0.0.1:<sim.port>; stop() when done
+    ci = sim.add_account("ci", key_dir=tmp_path / "keys")   # generates a key: ci.key_file for ssh/git/gerritlib
+    sim.add_account("jane"); sim.add_account("rita")
+    sim.create_project("org/lib")                          # bare repo, initial commit on master
+    sim.create_project("org/app", submit_rule={"Code-Review": 2, "Approved": 1})  # no Verified needed
+
+    lib = sim.create_change("org/lib", "Add API", files={"api.py": "x = 1\\n"}, owner="jane")
+    app = sim.create_change("org/app", "Use API", owner="jane", depends_on=[lib])  # Depends-On: <lib url>
+    app2 = sim.create_change("org/app", "Follow-up", owner="jane", parent=app)     # git parent = app
+    sim.create_patchset(app, files={"app.py": "v2\\n"})   # new patch set (same Change-Id)
+
+    sim.approve(app, "rita")                               # Code-Review +2, Approved +1 -> comment-added
+    sim.review(app, "rita", message="recheck")             # plain comment
+    sim.review(app, "ci", "Build succeeded.", {"Verified": 2})
+    sim.submit(app, "ci")                                  # merge-if-necessary; GerritSimError if blocked
+
+    sim.votes(app)            # {"rita": {"Code-Review": 2, "Approved": 1}, "ci": {"Verified": 2}}
+    sim.messages(app)         # ["Uploaded patch set 1.", "Patch Set 2: Code-Review+2 Approved+1", ...]
+    sim.change(app).status    # "MERGED";  sim.branch_tip("org/app", "master") -> sha
+    sim.events                # every event emitted, as Gerrit's JSON dicts
+    sim.ssh_url("org/app", "ci")  # git clone/fetch URL; change refs: sim.change(app).current.ref
+
+    sim.abandon(c, "jane", "reason"); sim.restore(c, "jane"); sim.set_wip(c, True, "jane")
+    sim.set_topic(c, "t", "jane"); sim.add_reviewer(c, "rita", "jane"); sim.delete_vote(c, "rita", "Code-Review")
+
+    # Faults: sim.faults.cut_streams(), .pause_streams()/.resume_streams(), .fail("review"|"submit"|"query"),
+    # .hang("review", seconds), .refuse_connections = True, .inject_raw(b"not json\\n"), .clear()
+
+Standalone: `gatekeeper gerrit-sim --root DIR --port 29418 --account NAME=PUBKEYFILE --project org/x`
+(see gatekeeper.sim.gerrit.cli).
+"""
+
+from gatekeeper.sim.gerrit.model import Account, Change, PatchSet, Project, change_ref
+from gatekeeper.sim.gerrit.simulator import GerritSimError, GerritSimulator
+
+__all__ = ["Account", "Change", "GerritSimError", "GerritSimulator", "PatchSet", "Project", "change_ref"]

@@ -1,0 +1,208 @@
+"""The merger service: takes merge requests from ZooKeeper, merges them with a worker pool, writes results.
+
+Wakes on a children watch of /merger/requests.  Each request is locked at /locks/merge/<id> (a kazoo Lock, so a
+merger that dies releases it with its session); a request locked by another merger is watched and taken over
+when that lock goes away without a result.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+
+from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
+from kazoo.recipe.watchers import ChildrenWatch
+
+from gatekeeper.merger.cache import RepoCache
+from gatekeeper.merger.speculative import MergerCounters, SpeculativeMerger
+from gatekeeper.zk import paths
+from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.components import Component
+from gatekeeper.zk.merges import MergeResult, complete_merge, read_merge_request
+
+log = logging.getLogger("gatekeeper.merger")
+
+_STOP = object()
+
+
+class MergerService:
+    """One merger process: a repo cache, `workers` threads, and its registration as a 'merger' component."""
+
+    def __init__(
+        self,
+        zk: ZKClient,
+        git_dir: str,
+        *,
+        workers: int = 2,
+        ssh: str | None = None,
+        url_for_project: Callable[[str], str | None] | None = None,
+        rescan_interval: float = 60.0,
+    ) -> None:
+        self.zk = zk
+        self.cache = RepoCache(git_dir, ssh=ssh)
+        self.merger = SpeculativeMerger(self.cache, url_for_project)
+        self.workers = workers
+        # A safety net only: requests are picked up from watches; this catches a watch lost to a bug.
+        self.rescan_interval = rescan_interval
+        self.component = Component(zk, "merger", extra={"workers": workers})
+        self._queue: queue.Queue = queue.Queue()
+        self._queued: set[str] = set()
+        self._active: set[str] = set()
+        self._lock_watchers: dict[str, Callable] = {}
+        self._guard = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._watch: ChildrenWatch | None = None
+        self.lock_waits = 0  # requests found locked by another merger (then watched until released)
+
+    @property
+    def ident(self) -> str:
+        return self.component.info.ident
+
+    @property
+    def counters(self) -> MergerCounters:
+        return self.merger.counters
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def start(self) -> MergerService:
+        self.cache.open()
+        self._stopping.clear()
+        for n in range(self.workers):
+            t = threading.Thread(target=self._work, name=f"merger-worker-{n}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        rescan = threading.Thread(target=self._rescan_loop, name="merger-rescan", daemon=True)
+        rescan.start()
+        self._threads.append(rescan)
+        self.zk.client.ensure_path(paths.MERGER_REQUESTS)
+        self.zk.client.ensure_path(paths.MERGER_RESULTS)
+        self._watch = ChildrenWatch(self.zk.client, paths.MERGER_REQUESTS, self._on_requests)
+        self.component.register("running")
+        log.info("merger %s started with %d workers, cache %s", self.ident, self.workers, self.cache.root)
+        return self
+
+    def stop(self) -> None:
+        """Stop taking requests, let running merges finish, and unregister."""
+        self._stopping.set()
+        for _ in range(self.workers):
+            self._queue.put(_STOP)
+        for t in self._threads:
+            t.join(30)
+        self._threads = []
+        try:
+            self.component.unregister()
+        except KazooException:
+            log.warning("merger %s could not unregister (ZooKeeper unreachable)", self.ident)
+        self.cache.close()
+        log.info("merger %s stopped", self.ident)
+
+    # -- finding work -----------------------------------------------------------------------------------------
+    def _on_requests(self, children: list[str]) -> bool | None:
+        if self._stopping.is_set():
+            return False  # ends the watch
+        for ident in sorted(children):
+            self._enqueue(ident)
+        return None
+
+    def _enqueue(self, ident: str) -> None:
+        with self._guard:
+            if ident in self._queued or ident in self._active or self._stopping.is_set():
+                return
+            self._queued.add(ident)
+        self._queue.put(ident)
+
+    def _rescan_loop(self) -> None:
+        while not self._stopping.wait(self.rescan_interval):
+            try:
+                for ident in self.zk.client.get_children(paths.MERGER_REQUESTS):
+                    self._enqueue(ident)
+            except (KazooException, NoNodeError):
+                log.debug("rescan of merge requests failed", exc_info=True)
+
+    def _watch_lock(self, ident: str) -> None:
+        """Come back to `ident` when its lock is released (its holder finished, or died with its session)."""
+        with self._guard:
+            watcher = self._lock_watchers.get(ident)
+            if watcher is None:
+                watcher = self._lock_watchers[ident] = lambda event: self._check_lock(ident)
+        self._check_lock(ident)
+
+    def _check_lock(self, ident: str) -> None:
+        if self._stopping.is_set():
+            return
+        with self._guard:
+            watcher = self._lock_watchers.get(ident)
+        if watcher is None:
+            return
+        try:
+            holders = self.zk.client.get_children(paths.lock("merge", ident), watch=watcher)
+        except NoNodeError:
+            holders = []
+        except KazooException:
+            log.debug("could not watch the lock of merge %s", ident, exc_info=True)
+            return  # the rescan will come back to it
+        if not holders:
+            with self._guard:
+                self._lock_watchers.pop(ident, None)
+            self._enqueue(ident)
+
+    # -- doing work -------------------------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            ident = self._queue.get()
+            if ident is _STOP:
+                return
+            with self._guard:
+                self._queued.discard(ident)
+                self._active.add(ident)
+            locked_elsewhere = False
+            try:
+                locked_elsewhere = self._handle(ident)
+            except Exception:
+                log.exception("merge request %s failed in merger %s", ident, self.ident)
+            finally:
+                with self._guard:
+                    self._active.discard(ident)
+            if locked_elsewhere and not self._stopping.is_set():
+                self._watch_lock(ident)
+
+    def _handle(self, ident: str) -> bool:
+        """Lock, merge and complete one request; True when another merger holds it."""
+        lock_path = paths.lock("merge", ident)
+        lock = self.zk.client.Lock(lock_path, self.ident)
+        try:
+            if not lock.acquire(blocking=False):
+                self.lock_waits += 1
+                return True
+        except NoNodeError:
+            return True  # the lock node vanished under us: its request was just completed; look again
+        try:
+            request = read_merge_request(self.zk, ident)
+            if request is None:
+                return False  # done by another merger already
+            started = time.monotonic()
+            try:
+                result = self.merger.merge(request)
+            except Exception as exc:  # a bug must still answer the scheduler, or the item waits forever
+                log.exception("[%s %s] merger error", request.pipeline, request.item or ident)
+                result = MergeResult(id=request.id, item=request.item, pipeline=request.pipeline,
+                                     message=f"merger error: {type(exc).__name__}: {exc}")
+            result.id = ident
+            result.merger = self.ident
+            result.elapsed = time.monotonic() - started
+            complete_merge(self.zk, result)
+            return False
+        finally:
+            try:
+                lock.release()
+            except KazooException:
+                log.debug("releasing the lock of merge %s failed", ident, exc_info=True)
+            try:
+                self.zk.client.delete(lock_path)
+            except (NoNodeError, NotEmptyError):
+                pass
+            except KazooException:
+                log.debug("could not remove the lock node of merge %s", ident, exc_info=True)

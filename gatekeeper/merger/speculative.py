@@ -1,0 +1,177 @@
+"""Speculative merges: one queue item's changes merged onto the state of the item ahead."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gatekeeper.gitrepo import GitError, MergeConflict, branch_refspec, change_ref, ref_refspec, tip_ref
+from gatekeeper.merger.cache import RepoCache
+from gatekeeper.zk.merges import ChangeSpec, MergeRequest, MergeResult, MergeStep, RepoState
+
+log = logging.getLogger("gatekeeper.merger.speculative")
+
+DEFAULT_BRANCH = "master"
+
+
+@dataclass
+class MergerCounters:
+    """What this merger did, for stats and benchmarks (`merges` is one per change merged)."""
+
+    requests: int = 0
+    merges: int = 0
+    fast_forwards: int = 0
+    conflicts: int = 0
+    errors: int = 0
+    replayed: int = 0
+
+
+class SpeculativeMerger:
+    """Turns a MergeRequest into a MergeResult using a RepoCache; safe to call from several threads."""
+
+    def __init__(self, cache: RepoCache, url_for_project: Callable[[str], str | None] | None = None) -> None:
+        self.cache = cache
+        self.url_for_project = url_for_project
+        self.counters = MergerCounters()
+        self._lock = threading.Lock()
+
+    def _count(self, **deltas: int) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self.counters, name, getattr(self.counters, name) + delta)
+
+    def merge(self, request: MergeRequest) -> MergeResult:
+        """Merge the request's changes, in order, onto its base (or the branch tips); never raises."""
+        started = time.monotonic()
+        result = MergeResult(id=request.id, item=request.item, pipeline=request.pipeline)
+        tag = f"[{request.pipeline} {request.item or request.id}]"
+        self._count(requests=1)
+        try:
+            self._merge(request, result)
+        except GitError as exc:
+            result.ok, result.conflict, result.message = False, False, f"merger error: {exc}"
+            self._count(errors=1)
+            log.warning("%s %s", tag, result.message)
+        result.elapsed = time.monotonic() - started
+        if result.ok:
+            log.info("%s merged %d change(s) in %.3fs", tag, result.merges, result.elapsed)
+        elif result.conflict:
+            log.info("%s %s", tag, result.message)
+        return result
+
+    def _merge(self, request: MergeRequest, result: MergeResult) -> None:
+        changes = [ChangeSpec.from_dict(c) for c in request.changes]
+        base = RepoState.from_dict(request.base) if request.base else RepoState()
+        branches = {project: dict(b) for project, b in base.branches.items()}
+        urls = self._urls(request, changes)
+        base_steps: dict[str, list[MergeStep]] = {}
+        for raw in base.steps:
+            step = MergeStep.from_dict(raw)
+            base_steps.setdefault(step.project, []).append(step)
+
+        wanted_branches: dict[str, list[str]] = {}
+        for change in changes:
+            wanted_branches.setdefault(change.project, [])
+            if change.branch not in wanted_branches[change.project]:
+                wanted_branches[change.project].append(change.branch)
+        for extra in request.projects:
+            wanted_branches.setdefault(extra["project"], [])
+            if extra.get("branch", "master") not in wanted_branches[extra["project"]]:
+                wanted_branches[extra["project"]].append(extra.get("branch", "master"))
+        replayed = 0
+        for project, project_branches in wanted_branches.items():
+            project_changes = [c for c in changes if c.project == project]
+            args = (project_changes, branches, base_steps.get(project, []), urls.get(project))
+            try:
+                replayed += self._prepare_project(project, project_branches, *args)
+            except GitError as exc:
+                # A project a job needs but no change touches is used at its default branch when it lacks the
+                # change's branch (as Zuul does for required projects).
+                if project_changes or DEFAULT_BRANCH in project_branches or "find remote ref" not in str(exc):
+                    raise
+                log.info("[%s %s] %s has no branch %s: using %s", request.pipeline, request.item, project,
+                         ", ".join(project_branches), DEFAULT_BRANCH)
+                replayed += self._prepare_project(project, [DEFAULT_BRANCH], *args)
+
+        steps = list(base.steps)
+        merges = fast_forwards = 0
+        for change in changes:
+            repo = self.cache.repo(change.project)
+            onto = branches[change.project][change.branch]
+            try:
+                outcome = repo.merge(onto, change.commit, change.merge_mode, change.branch, change.ref)
+            except MergeConflict as exc:
+                self._count(conflicts=1, merges=merges, fast_forwards=fast_forwards, replayed=replayed)
+                files = f" ({', '.join(exc.files)})" if exc.files else ""
+                result.ok, result.conflict = False, True
+                result.conflict_change, result.conflict_project = change.key, change.project
+                result.message = (
+                    f"change {change.key} does not merge onto {change.project} {change.branch} "
+                    f"(with the changes ahead of it): {exc.detail}{files}"
+                )
+                result.merges = merges
+                return
+            merges += 1
+            fast_forwards += outcome.kind == "fast-forward"
+            steps.append(MergeStep(
+                project=change.project, branch=change.branch, base=onto, change_ref=change.ref,
+                change_commit=change.commit, mode=change.merge_mode, result=outcome.commit,
+            ).to_dict())
+            branches[change.project][change.branch] = outcome.commit
+        self._count(merges=merges, fast_forwards=fast_forwards, replayed=replayed)
+        result.ok = True
+        result.merges = merges
+        result.repo_state = RepoState(branches=branches, steps=steps).to_dict()
+
+    def _prepare_project(self, project: str, project_branches: list[str], project_changes: list[ChangeSpec],
+                         branches: dict[str, dict[str, str]], base_steps: list[MergeStep], url: str | None) -> int:
+        """Get into the cache, in at most one fetch, what merging into `project` needs; return steps replayed.
+
+        That is: fresh tips of the branches the base does not cover (recorded into `branches`), each change's
+        commit, and the base's commits of the branches we merge onto (made by us earlier, else replayed from the
+        recipe or fetched).
+        """
+        have = branches.get(project, {})
+        repo = self.cache.repo(project)
+        refspecs = [branch_refspec(b) for b in project_branches if b not in have]
+        for change in project_changes:
+            if not change.ref:
+                change.ref = change_ref(change.number, change.patchset)
+        onto = {b: have[b] for b in project_branches if b in have and any(c.branch == b for c in project_changes)}
+        missing = repo.missing([c.commit for c in project_changes] + list(onto.values()))
+        refspecs += [ref_refspec(c.ref) for c in project_changes if not c.commit or c.commit in missing]
+        # Bases made by this merger are here; others are replayed from the recipe (or were Gerrit's tips).
+        steps = [s for s in base_steps if s.branch in onto] if missing & set(onto.values()) else []
+        replayed = self.cache.prepare(project, url, steps, refspecs, wanted=onto)
+        for b in project_branches:
+            if b not in have:
+                tip = repo.rev_parse(tip_ref(b))
+                if tip is None:
+                    raise GitError(f"project {project} has no branch {b} at {url}")
+                branches.setdefault(project, {})[b] = tip
+        for change in project_changes:
+            if not change.commit:
+                change.commit = repo.rev_parse(change.ref) or ""
+        lost = repo.missing(c.commit for c in project_changes)
+        for change in project_changes:
+            if not change.commit or change.commit in lost:
+                raise GitError(f"change {change.key}: {change.ref} not found in {project} at {url}")
+        return replayed
+
+    def _urls(self, request: MergeRequest, changes: list[ChangeSpec]) -> dict[str, str]:
+        urls: dict[str, str] = {}
+        projects = {c.project for c in changes} | {p["project"] for p in request.projects}
+        for project in projects:
+            url = self.url_for_project(project) if self.url_for_project else None
+            if url:
+                urls[project] = url
+        for extra in request.projects:
+            if extra.get("url"):
+                urls[extra["project"]] = extra["url"]
+        for change in changes:
+            if change.url:
+                urls[change.project] = change.url
+        return urls

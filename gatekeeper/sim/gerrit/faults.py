@@ -1,0 +1,85 @@
+"""Fault controls for tests: cut or pause the event streams, make commands fail or hang, refuse connections."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from gatekeeper.sim.gerrit.simulator import GerritSimulator
+
+
+@dataclass
+class CommandFault:
+    """What happens to the next `times` runs of one command (`review`, `submit`, `query`, ...)."""
+
+    times: int
+    hang_s: float = 0.0  # sleep this long first; if the client gave up meanwhile, the command is not applied
+    exit_status: int | None = None  # fail with this status instead of running
+    stderr: str = "fatal: internal server error\n"
+
+
+class Faults:
+    """Reached as `sim.faults`. Every control is thread-safe and takes effect immediately."""
+
+    def __init__(self, sim: GerritSimulator) -> None:
+        self._sim = sim
+        self._lock = threading.Lock()
+        self._commands: dict[str, CommandFault] = {}
+        self.refuse_connections = False  # when True, new TCP connections are closed right after accept
+        self._resumed = threading.Event()
+        self._resumed.set()
+
+    # -- event streams ----------------------------------------------------------------------------------------
+    def cut_streams(self) -> int:
+        """Drop every SSH connection that runs stream-events, as a network cut would; returns how many."""
+        return self._sim._cut_streams()
+
+    def pause_streams(self) -> None:
+        """Hold events in the per-listener buffers (nothing is written) until resume_streams()."""
+        self._resumed.clear()
+
+    def resume_streams(self) -> None:
+        self._resumed.set()
+
+    def wait_resumed(self, timeout: float) -> bool:
+        return self._resumed.wait(timeout)
+
+    @property
+    def streams_paused(self) -> bool:
+        return not self._resumed.is_set()
+
+    def inject_raw(self, data: bytes | str) -> None:
+        """Write raw bytes to every stream listener (malformed-input tests); add the newline yourself."""
+        self._sim._broadcast_raw(data.encode() if isinstance(data, str) else data)
+
+    # -- commands ---------------------------------------------------------------------------------------------
+    def fail(self, command: str, times: int = 1, exit_status: int = 1,
+             stderr: str = "fatal: internal server error\n") -> None:
+        """Make the next `times` runs of `command` ("review", "submit", "query", ...) fail."""
+        with self._lock:
+            self._commands[command] = CommandFault(times, exit_status=exit_status, stderr=stderr)
+
+    def hang(self, command: str, seconds: float, times: int = 1) -> None:
+        """Make the next `times` runs of `command` sleep `seconds` before doing anything."""
+        with self._lock:
+            self._commands[command] = CommandFault(times, hang_s=seconds)
+
+    def clear(self) -> None:
+        """Remove every command fault, resume streams, accept connections."""
+        with self._lock:
+            self._commands.clear()
+        self.refuse_connections = False
+        self.resume_streams()
+
+    def take(self, command: str) -> CommandFault | None:
+        """The fault for this run of `command`, if any (consumes one of its `times`)."""
+        with self._lock:
+            fault = self._commands.get(command)
+            if fault is None:
+                return None
+            fault.times -= 1
+            if fault.times <= 0:
+                del self._commands[command]
+            return fault

@@ -1,0 +1,761 @@
+"""GerritSimulator: state, the Python API, and the event stream of the simulated Gerrit.
+
+The SSH side (server.py, commands.py) calls the same methods the Python API exposes, so what a test does
+through `sim.review(...)` and what gatekeeper does over `ssh gerrit review` have the same effects and events.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import paramiko
+
+from gatekeeper.sim.gerrit.faults import Faults
+from gatekeeper.sim.gerrit.model import (
+    DEFAULT_LABELS,
+    Account,
+    Approval,
+    Change,
+    ChangeMessage,
+    PatchSet,
+    Project,
+    change_ref,
+    vote_text,
+)
+from gatekeeper.sim.gerrit.repo import ZERO_SHA, BareRepo
+
+log = logging.getLogger("gatekeeper.sim.gerrit")
+
+CHANGE_ID_RE = re.compile(r"^Change-Id:\s*(I[0-9a-f]{40})\s*$", re.MULTILINE | re.IGNORECASE)
+
+
+class GerritSimError(Exception):
+    """An operation Gerrit would refuse; the text is Gerrit's error message (without `error:`/`fatal:`)."""
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _load_public_key(key: paramiko.PKey | str) -> paramiko.PKey:
+    if isinstance(key, paramiko.PKey):
+        return key
+    text = key
+    if os.path.exists(key):
+        with open(key) as f:
+            text = f.read()
+    kind, b64 = text.split()[:2]
+    return paramiko.PKey.from_type_string(kind, base64.b64decode(b64))
+
+
+class GerritSimulator:
+    """A Gerrit that speaks Gerrit's SSH protocols, backed by real bare repos under `root`.
+
+    Start it with `start()` (or use it as a context manager); `port` is then the bound SSH port.
+    Everything else is the Python API used by tests and the demo (see the package docstring).
+    """
+
+    def __init__(
+        self,
+        root: str,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        web_url: str = "https://review.example.com",
+        version: str = "3.10.1",
+        host_key_file: str | None = None,
+        stream_batch: int = 32,
+        stream_buffer: int | None = None,
+    ) -> None:
+        """`stream_batch`: events per write to a listener (Gerrit: 32). `stream_buffer`: events a slow or
+        paused listener may have pending before the rest are dropped and `dropped-output` is sent (Gerrit:
+        128); None buffers without limit."""
+        self.root = root
+        self.host = host
+        self.port = port
+        self.web_url = web_url.rstrip("/")
+        self.version = version
+        self.host_key_file = host_key_file
+        self.stream_batch = stream_batch
+        self.stream_buffer = stream_buffer
+        self.faults = Faults(self)
+        self.accounts: dict[str, Account] = {}
+        self.projects: dict[str, Project] = {}
+        self.changes: dict[int, Change] = {}
+        self.events: list[dict] = []  # every event emitted, in order (whether or not anyone listened)
+        self._lock = threading.RLock()
+        self._next_change = 1
+        self._by_revision: dict[str, tuple[Change, PatchSet]] = {}
+        self._server: Any = None
+        os.makedirs(os.path.join(root, "git"), exist_ok=True)
+        self.add_account("admin", name="Administrator", email="admin@example.com")
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    def start(self) -> GerritSimulator:
+        """Listen for SSH on host:port (port 0 picks a free one, stored back in `port`)."""
+        from gatekeeper.sim.gerrit.server import SSHServer
+
+        self._server = SSHServer(self, self.host, self.port, self.host_key_file)
+        self.port = self._server.start()
+        log.info("Gerrit simulator listening on %s:%s (root %s)", self.host, self.port, self.root)
+        return self
+
+    def stop(self) -> None:
+        """Close the listening socket and every SSH connection; the state stays readable."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> GerritSimulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- addresses --------------------------------------------------------------------------------------------
+    def ssh_url(self, project: str, username: str | None = None) -> str:
+        """`ssh://user@host:port/project`, what `git clone`/`git fetch` take."""
+        user = f"{username}@" if username else ""
+        return f"ssh://{user}{self.host}:{self.port}/{project}"
+
+    def change_url(self, change: Change | int) -> str:
+        c = self.change(change)
+        return f"{self.web_url}/c/{c.project.name}/+/{c.number}"
+
+    # -- accounts and projects --------------------------------------------------------------------------------
+    def add_account(
+        self,
+        username: str,
+        name: str | None = None,
+        email: str | None = None,
+        public_key: paramiko.PKey | str | None = None,
+        key_dir: str | None = None,
+    ) -> Account:
+        """Register a user. `public_key` is a PKey, an OpenSSH public-key line or a path to one.
+
+        With `key_dir`, a new ECDSA key pair is written there (`<username>_ecdsa`, `.pub`), registered,
+        and its private key path is `account.key_file` (usable by ssh -i, git and gerritlib).
+        """
+        with self._lock:
+            account = self.accounts.get(username)
+            if account is None:
+                account = Account(
+                    account_id=1000000 + len(self.accounts),
+                    username=username,
+                    name=name or username.capitalize(),
+                    email=email or f"{username}@example.com",
+                )
+                self.accounts[username] = account
+            if public_key is not None:
+                account.public_keys.append(_load_public_key(public_key))
+            if key_dir is not None:
+                os.makedirs(key_dir, exist_ok=True)
+                key = paramiko.ECDSAKey.generate()
+                path = os.path.join(key_dir, f"{username}_ecdsa")
+                key.write_private_key_file(path)
+                with open(path + ".pub", "w") as f:
+                    f.write(f"{key.get_name()} {key.get_base64()} {username}\n")
+                account.public_keys.append(key)
+                account.key_file = path
+            return account
+
+    def account(self, who: Account | str | None) -> Account:
+        if isinstance(who, Account):
+            return who
+        if who is None:
+            return self.accounts["admin"]
+        try:
+            return self.accounts[who]
+        except KeyError:
+            raise GerritSimError(f"account {who!r} not found") from None
+
+    def create_project(
+        self,
+        name: str,
+        branches: Iterable[str] = ("master",),
+        labels: dict[str, tuple[int, int]] | None = None,
+        submit_rule: dict[str, int] | None = None,
+        empty_commit: bool = True,
+        description: str = "",
+    ) -> Project:
+        """Create a project with a real bare repo (an initial empty commit on each branch unless told not).
+
+        `labels` maps label -> (min, max) (default Code-Review -2..+2, Verified -2..+2, Approved 0..+1);
+        `submit_rule` maps label -> value needed to submit (default: each label's max).
+        """
+        branches = list(branches)
+        with self._lock:
+            if name in self.projects:
+                raise GerritSimError(f'Project "{name}" already exists')
+            labels = dict(labels or DEFAULT_LABELS)
+            rule = dict(submit_rule if submit_rule is not None else {k: v[1] for k, v in labels.items()})
+            repo = BareRepo.init(os.path.join(self.root, "git", name + ".git"), head=branches[0])
+            project = Project(name, repo, labels, rule, description, head=f"refs/heads/{branches[0]}")
+            self.projects[name] = project
+            now = _now()
+            self._emit({"projectName": name, "headName": project.head, "type": "project-created",
+                        "eventCreatedOn": now})
+            if empty_commit:
+                root = repo.commit([], "Initial empty repository\n", when=now)
+                for branch in branches:
+                    repo.update_ref(f"refs/heads/{branch}", root)
+                    self._emit_ref_updated(project, f"refs/heads/{branch}", ZERO_SHA, root, None, now)
+            return project
+
+    def project(self, project: Project | str) -> Project:
+        if isinstance(project, Project):
+            return project
+        try:
+            return self.projects[project]
+        except KeyError:
+            raise GerritSimError(f'Project "{project}" not found') from None
+
+    def branch_tip(self, project: Project | str, branch: str = "master") -> str | None:
+        """The commit `refs/heads/<branch>` points at (None when the branch does not exist)."""
+        return self.project(project).repo.rev_parse(f"refs/heads/{branch}")
+
+    def create_branch(self, project: Project | str, branch: str, revision: str | None = None) -> str:
+        """Create a branch at `revision` (default: the project's HEAD branch tip)."""
+        with self._lock:
+            p = self.project(project)
+            sha = revision or p.repo.rev_parse(p.head)
+            p.repo.update_ref(f"refs/heads/{branch}", sha)
+            self._emit_ref_updated(p, f"refs/heads/{branch}", ZERO_SHA, sha, None, _now())
+            return sha
+
+    # -- changes ----------------------------------------------------------------------------------------------
+    def change(self, change: Change | int | str) -> Change:
+        """A change by object, number, "number" or Change-Id."""
+        if isinstance(change, Change):
+            return change
+        with self._lock:
+            if isinstance(change, str) and change.startswith("I"):
+                for c in self.changes.values():
+                    if c.change_id == change:
+                        return c
+            else:
+                c = self.changes.get(int(change))
+                if c is not None:
+                    return c
+        raise GerritSimError(f'"{change}" no such change')
+
+    def create_change(
+        self,
+        project: Project | str,
+        subject: str = "A change",
+        files: dict[str, str | bytes | None] | None = None,
+        branch: str = "master",
+        owner: Account | str | None = None,
+        parent: Change | str | None = None,
+        depends_on: Iterable[Change | str] = (),
+        topic: str | None = None,
+        body: str = "",
+        change_id: str | None = None,
+    ) -> Change:
+        """Commit `files` on top of `parent` (a change's current patch set, a sha, default the branch tip)
+        and upload it as a new change. `depends_on` adds `Depends-On: <url>` footers (a Change gives its URL,
+        a string is used as is). Emits ref-updated noise then patchset-created."""
+        with self._lock:
+            p = self.project(project)
+            who = self.account(owner)
+            base = self._resolve_parent(p, branch, parent)
+            if change_id is None:
+                change_id = "I" + hashlib.sha1(uuid.uuid4().bytes).hexdigest()
+            footers = [f"Depends-On: {self.change_url(d) if isinstance(d, Change) else d}" for d in depends_on]
+            footers.append(f"Change-Id: {change_id}")
+            message = subject + "\n\n" + (body.strip() + "\n\n" if body.strip() else "") + "\n".join(footers) + "\n"
+            files = files if files is not None else {f"change-{self._next_change}.txt": subject + "\n"}
+            sha = p.repo.commit([base] if base else [], message, files, (who.name, who.email), when=_now())
+            change, _ = self.upload(p, sha, branch=branch, uploader=who, topic=topic)
+            return change
+
+    def create_patchset(
+        self,
+        change: Change | int,
+        files: dict[str, str | bytes | None] | None = None,
+        subject: str | None = None,
+        parent: Change | str | None = None,
+        uploader: Account | str | None = None,
+        body: str | None = None,
+    ) -> PatchSet:
+        """Upload a new patch set: the current one's tree with `files` changed; with `parent` it is rebased
+        onto that commit/change (the change's own file edits are re-applied there)."""
+        with self._lock:
+            c = self.change(change)
+            cur = c.current
+            who = self.account(uploader) if uploader else c.owner
+            repo = c.project.repo
+            old_lines = cur.commit_message.split("\n")
+            msg = cur.commit_message
+            if subject is not None or body is not None:
+                footers = [ln for ln in old_lines if re.match(r"^(Change-Id|Depends-On):", ln)]
+                new_subject = subject if subject is not None else c.subject
+                text = body.strip() + "\n\n" if body and body.strip() else ""
+                msg = new_subject + "\n\n" + text + "\n".join(footers) + "\n"
+            if parent is None:
+                parents = list(cur.parents)
+                edits = dict(files or {})
+                base_tree_commit = cur.revision
+            else:
+                new_parent = self._resolve_parent(c.project, c.branch, parent)
+                parents = [new_parent]
+                edits = {}
+                for f in cur.files:
+                    edits[f.file] = None if f.type == "DELETED" else repo.show_bytes(cur.revision, f.file)
+                    if f.file_old and f.type == "RENAMED":
+                        edits[f.file_old] = None
+                edits.update(files or {})
+                base_tree_commit = new_parent
+            sha = repo.commit([base_tree_commit], msg, edits, (who.name, who.email), when=_now())
+            if [base_tree_commit] != parents:  # re-parent the tree we built
+                tree = repo.git("rev-parse", sha + "^{tree}").strip()
+                sha = repo.commit(parents, msg, None, (who.name, who.email), when=_now(), tree=tree)
+            _, ps = self.upload(c.project, sha, branch=c.branch, uploader=who)
+            return ps
+
+    def _resolve_parent(self, p: Project, branch: str, parent: Change | str | None) -> str | None:
+        if parent is None:
+            return p.repo.rev_parse(f"refs/heads/{branch}")
+        if isinstance(parent, Change):
+            return parent.current.revision
+        sha = p.repo.rev_parse(parent)
+        if sha is None:
+            raise GerritSimError(f"parent {parent!r} not found in {p.name}")
+        return sha
+
+    def upload(
+        self,
+        project: Project | str,
+        revision: str,
+        branch: str = "master",
+        uploader: Account | str | None = None,
+        topic: str | None = None,
+        source: str | None = None,
+    ) -> tuple[Change, PatchSet]:
+        """Turn a commit into a new change or, when an open change on `branch` has its Change-Id, a new patch
+        set of it (what a push to refs/for/<branch> does). The commit must be in the project's repo, or in the
+        git repository at path `source` (then `revision` may be any ref there, e.g. "HEAD")."""
+        with self._lock:
+            p = self.project(project)
+            who = self.account(uploader)
+            if source is not None:
+                p.repo.git("fetch", "-q", source, f"+{revision}:refs/sim-upload/incoming")
+                revision = "refs/sim-upload/incoming"
+            sha = p.repo.rev_parse(revision)
+            if source is not None:
+                p.repo.delete_ref("refs/sim-upload/incoming")
+            if sha is None:
+                raise GerritSimError(f"commit {revision} not found in {p.name}")
+            if sha in self._by_revision:
+                raise GerritSimError("no new changes")
+            info = p.repo.commit_info(sha)
+            m = CHANGE_ID_RE.findall(info["message"])
+            if not m:
+                raise GerritSimError(f"commit {sha[:7]}: missing Change-Id in message footer")
+            change_id = m[-1]
+            existing = [c for c in self.changes.values()
+                        if c.change_id == change_id and c.project is p and c.branch == branch]
+            now = _now()
+            uploader_acct = who
+            author = self._account_by_email(info["author_email"])
+            if existing:
+                c = existing[0]
+                if not c.is_open:
+                    raise GerritSimError(f"change {c.number} closed")
+                number = len(c.patch_sets) + 1
+            else:
+                c = Change(
+                    number=self._next_change, project=p, branch=branch, change_id=change_id, owner=who,
+                    created_on=now, last_updated=now, url="", topic=topic,
+                )
+                c.url = f"{self.web_url}/c/{p.name}/+/{c.number}"
+                number = 1
+            parent = info["parents"][0] if info["parents"] else None
+            kind = "REWORK"
+            if existing:
+                prev = c.current
+                same_tree = p.repo.git("rev-parse", sha + "^{tree}", prev.revision + "^{tree}").split()
+                if same_tree[0] == same_tree[1]:
+                    kind = "NO_CODE_CHANGE" if info["parents"] == prev.parents else "TRIVIAL_REBASE"
+            ps = PatchSet(
+                number=number, revision=sha, parents=info["parents"], ref=change_ref(c.number, number),
+                uploader=uploader_acct, created_on=now, author_name=info["author_name"],
+                author_email=info["author_email"], author_username=author.username if author else "",
+                commit_message=info["message"], files=p.repo.diff_files(parent, sha), kind=kind,
+            )
+            if not existing:
+                self.changes[c.number] = c
+                self._next_change += 1
+            c.patch_sets.append(ps)
+            c.last_updated = now
+            self._by_revision[sha] = (c, ps)
+            p.repo.update_ref(ps.ref, sha)
+            c.messages.append(ChangeMessage(now, who, f"Uploaded patch set {number}.", number))
+            self._emit_ref_updated(p, ps.ref, ZERO_SHA, sha, None, now)
+            self._emit_meta(c, now)
+            self._emit(self._change_event("patchset-created", c, ps, now, uploader=who.attr()))
+            return c, ps
+
+    def _account_by_email(self, email: str) -> Account | None:
+        for a in self.accounts.values():
+            if a.email == email:
+                return a
+        return None
+
+    def find_patchsets(self, token: str, project: str | None = None, branch: str | None = None
+                       ) -> list[tuple[Change, PatchSet]]:
+        """Patch sets whose revision starts with `token` (a full or abbreviated sha)."""
+        token = token.lower()
+        with self._lock:
+            return [
+                (c, ps) for sha, (c, ps) in self._by_revision.items()
+                if sha.startswith(token)
+                and (project is None or c.project.name == project)
+                and (branch is None or c.branch == branch)
+            ]
+
+    # -- reviews ----------------------------------------------------------------------------------------------
+    def review(
+        self,
+        change: Change | int,
+        author: Account | str | None = None,
+        message: str | None = None,
+        labels: dict[str, int] | None = None,
+        patchset: int | None = None,
+        tag: str | None = None,
+    ) -> None:
+        """Post a review: votes and/or a message on a patch set (default the current one).
+
+        Emits comment-added with Gerrit's approvals list and "Patch Set N: Label+V" comment.
+        Raises GerritSimError with Gerrit's text for unknown labels, out-of-range values, closed changes.
+        """
+        with self._lock:
+            c = self.change(change)
+            who = self.account(author)
+            ps = c.patchset(patchset) if patchset else c.current
+            if ps is None:
+                raise GerritSimError(f'"{c.number},{patchset}" no such patch set')
+            labels = dict(labels or {})
+            for label, value in labels.items():
+                if label not in c.project.labels:
+                    raise GerritSimError(f'label "{label}" is not a configured label')
+                lo, hi = c.project.labels[label]
+                if not lo <= value <= hi:
+                    raise GerritSimError(f'label "{label}": {value} is not a valid value')
+            if labels and not c.is_open:
+                raise GerritSimError("change is closed")
+            if labels and ps is not c.current:
+                raise GerritSimError(f"not permitted: vote on outdated patch set {ps.number}")
+            now = _now()
+            mine = ps.approvals.setdefault(who.username, {})
+            changed: dict[str, int] = {}
+            for label, value in labels.items():
+                old = mine[label].value if label in mine else 0
+                if old != value:
+                    changed[label] = old
+                mine[label] = Approval(label, value, now, who)
+            if not changed and not message:
+                return
+            text = f"Patch Set {ps.number}:"
+            votes = sorted(vote_text(label, mine[label].value) for label in changed)
+            if votes:
+                text += " " + " ".join(votes)
+            if message:
+                text += "\n\n" + message
+            c.messages.append(ChangeMessage(now, who, text, ps.number, tag))
+            c.last_updated = now
+            if who.username not in c.reviewers and who is not c.owner:
+                c.reviewers.append(who.username)
+            approvals = []
+            for label in c.project.labels:
+                value = mine[label].value if label in mine else 0
+                a = {"type": label, "description": label, "value": str(value)}
+                if label in changed:
+                    a["oldValue"] = str(changed[label])
+                approvals.append(a)
+            self._emit_meta(c, now)
+            self._emit(self._change_event("comment-added", c, ps, now, author=who.attr(),
+                                          approvals=approvals, comment=text))
+
+    def comment(self, change: Change | int, author: Account | str | None, message: str) -> None:
+        """A message without votes (e.g. "recheck")."""
+        self.review(change, author, message=message)
+
+    def approve(self, change: Change | int, author: Account | str | None = None,
+                labels: dict[str, int] | None = None) -> None:
+        """Vote what the gate needs to start: Code-Review +2 and Approved +1 by default."""
+        self.review(change, author, labels=labels or {"Code-Review": 2, "Approved": 1})
+
+    def submit_problems(self, change: Change | int) -> list[str]:
+        """Why the change's current patch set cannot be submitted (empty when it can)."""
+        c = self.change(change)
+        problems = []
+        for label, needed in c.project.submit_rule.items():
+            values = c.current.label_values(label)
+            lo = c.project.labels.get(label, (0, 0))[0]
+            if lo < 0 and lo in values:
+                problems.append(label)
+            elif not any(v >= needed for v in values):
+                problems.append(label)
+        return problems
+
+    def submit(self, change: Change | int, submitter: Account | str | None = None) -> str:
+        """Merge the change (and its open ancestors) into its branch, merge-if-necessary.
+
+        Emits ref-updated for the branch, then change-merged (newRev = new tip). Returns the new tip.
+        Raises GerritSimError with Gerrit's text when a submit requirement is not met or on conflict."""
+        with self._lock:
+            c = self.change(change)
+            who = self.account(submitter)
+            if c.status == "MERGED":
+                raise GerritSimError("change is merged")
+            if c.status == "ABANDONED":
+                raise GerritSimError("change is abandoned")
+            repo = c.project.repo
+            branch_ref = f"refs/heads/{c.branch}"
+            tip = repo.rev_parse(branch_ref)
+            to_merge: list[Change] = []
+            for sha in repo.rev_list(c.current.revision, tip):
+                owner = self._by_revision.get(sha)
+                if owner is None:
+                    continue
+                oc, ops = owner
+                if oc.status == "MERGED":
+                    continue
+                if oc.status != "NEW" or ops is not oc.current:
+                    raise GerritSimError(
+                        f"Change {c.number}: depends on change {oc.number} that was not submitted"
+                        + (" (outdated patch set)" if ops is not oc.current else "")
+                    )
+                if oc not in to_merge:
+                    to_merge.append(oc)
+            if c not in to_merge:
+                to_merge.append(c)
+            for oc in to_merge:
+                problems = self.submit_problems(oc)
+                if problems:
+                    raise GerritSimError(f"Change {oc.number}: blocked by {', '.join(problems)}")
+            head = c.current.revision
+            if tip is None or repo.is_ancestor(tip, head):
+                new_tip = head
+            else:
+                tree = repo.merge_tree(tip, head)
+                if tree is None:
+                    raise GerritSimError(
+                        f"Change {c.number}: Change could not be merged due to a path conflict. "
+                        "Please rebase the change locally and upload the rebased commit for review."
+                    )
+                new_tip = repo.commit([tip, head], f'Merge "{c.subject}"\n', None, (who.name, who.email),
+                                      when=_now(), tree=tree)
+            repo.update_ref(branch_ref, new_tip, tip)
+            now = _now()
+            for oc in to_merge:
+                oc.status = "MERGED"
+                oc.last_updated = now
+                oc.messages.append(ChangeMessage(now, who, f"Change has been successfully merged by {who.name}",
+                                                 oc.current.number))
+                self._emit_meta(oc, now)
+            self._emit_ref_updated(c.project, branch_ref, tip or ZERO_SHA, new_tip, who, now)
+            for oc in to_merge:
+                self._emit(self._change_event("change-merged", oc, oc.current, now, submitter=who.attr(),
+                                              newRev=new_tip))
+            return new_tip
+
+    def abandon(self, change: Change | int, who: Account | str | None = None, reason: str = "") -> None:
+        with self._lock:
+            c = self.change(change)
+            if c.status != "NEW":
+                raise GerritSimError(f"change is {c.status.lower()}")
+            self._close(c, "ABANDONED", self.account(who), reason, "Abandoned", "change-abandoned", "abandoner")
+
+    def restore(self, change: Change | int, who: Account | str | None = None, reason: str = "") -> None:
+        with self._lock:
+            c = self.change(change)
+            if c.status != "ABANDONED":
+                raise GerritSimError(f"change is {c.status.lower()}")
+            self._close(c, "NEW", self.account(who), reason, "Restored", "change-restored", "restorer")
+
+    def _close(self, c: Change, status: str, who: Account, reason: str, verb: str, etype: str, key: str) -> None:
+        now = _now()
+        c.status = status
+        c.last_updated = now
+        c.messages.append(ChangeMessage(now, who, verb + (f"\n\n{reason}" if reason else ""), c.current.number))
+        self._emit_meta(c, now)
+        self._emit(self._change_event(etype, c, c.current, now, **{key: who.attr(), "reason": reason}))
+
+    def set_wip(self, change: Change | int, wip: bool = True, who: Account | str | None = None) -> None:
+        with self._lock:
+            c = self.change(change)
+            acct = self.account(who)
+            if c.wip == wip:
+                return
+            now = _now()
+            c.wip = wip
+            c.last_updated = now
+            text = "Set Work In Progress" if wip else "Set Ready For Review"
+            c.messages.append(ChangeMessage(now, acct, text, c.current.number))
+            self._emit_meta(c, now)
+            self._emit(self._change_event("wip-state-changed", c, c.current, now, changer=acct.attr()))
+
+    def set_topic(self, change: Change | int, topic: str | None, who: Account | str | None = None) -> None:
+        with self._lock:
+            c = self.change(change)
+            acct = self.account(who)
+            now = _now()
+            old, c.topic = c.topic, topic or None
+            c.last_updated = now
+            c.messages.append(ChangeMessage(now, acct, f"Topic set to {topic}" if topic else "Topic removed",
+                                            c.current.number))
+            self._emit_meta(c, now)
+            extra: dict = {"changer": acct.attr()}
+            if old:
+                extra["oldTopic"] = old
+            self._emit(self._change_event("topic-changed", c, None, now, **extra))
+
+    def add_reviewer(self, change: Change | int, reviewer: Account | str, adder: Account | str | None = None) -> None:
+        with self._lock:
+            c = self.change(change)
+            r, a = self.account(reviewer), self.account(adder)
+            if r.username in c.reviewers:
+                return
+            now = _now()
+            c.reviewers.append(r.username)
+            c.last_updated = now
+            self._emit_meta(c, now)
+            self._emit(self._change_event("reviewer-added", c, c.current, now, reviewer=r.attr(), adder=a.attr()))
+
+    def delete_vote(self, change: Change | int, reviewer: Account | str, label: str,
+                    remover: Account | str | None = None) -> None:
+        """Remove `reviewer`'s vote on `label` on the current patch set (emits vote-deleted)."""
+        with self._lock:
+            c = self.change(change)
+            r, rm = self.account(reviewer), self.account(remover)
+            ps = c.current
+            mine = ps.approvals.get(r.username, {})
+            if label not in mine or not mine[label].value:
+                raise GerritSimError(f"no vote on {label} by {r.username}")
+            old = mine[label].value
+            mine[label] = Approval(label, 0, _now(), r)
+            now = _now()
+            text = f"Removed {vote_text(label, old)} by {r.name} <{r.email}>\n"
+            c.messages.append(ChangeMessage(now, rm, text, ps.number))
+            c.last_updated = now
+            self._emit_meta(c, now)
+            self._emit(self._change_event(
+                "vote-deleted", c, ps, now, reviewer=r.attr(), remover=rm.attr(),
+                approvals=[{"type": label, "description": label, "value": "0", "oldValue": str(old)}],
+                comment=text,
+            ))
+
+    def delete_change(self, change: Change | int, who: Account | str | None = None) -> None:
+        """Delete a change (Gerrit allows it for open or abandoned changes); emits change-deleted."""
+        with self._lock:
+            c = self.change(change)
+            if c.status == "MERGED":
+                raise GerritSimError("cannot delete a merged change")
+            acct = self.account(who)
+            now = _now()
+            for ps in c.patch_sets:
+                self._by_revision.pop(ps.revision, None)
+                c.project.repo.delete_ref(ps.ref)
+            del self.changes[c.number]
+            self._emit(self._change_event("change-deleted", c, None, now, deleter=acct.attr()))
+
+    # -- reading back -----------------------------------------------------------------------------------------
+    def votes(self, change: Change | int, patchset: int | None = None) -> dict[str, dict[str, int]]:
+        """Non-zero votes on a patch set (default current): {username: {label: value}}."""
+        c = self.change(change)
+        ps = c.patchset(patchset) if patchset else c.current
+        return ps.votes() if ps else {}
+
+    def messages(self, change: Change | int) -> list[str]:
+        """The change's messages (review comments included), oldest first."""
+        return [m.message for m in self.change(change).messages]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10.0, interval: float = 0.02) -> bool:
+        """Poll `predicate` until true or `timeout`; handy in tests."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return True
+            time.sleep(interval)
+        return predicate()
+
+    def listener_count(self) -> int:
+        """How many stream-events listeners are connected right now."""
+        return self._server.listener_count() if self._server else 0
+
+    # -- events -----------------------------------------------------------------------------------------------
+    def _change_event(self, etype: str, c: Change, ps: PatchSet | None, now: int, **fields: Any) -> dict:
+        event = dict(fields)
+        if ps is not None:
+            event["patchSet"] = ps.attr()
+        event.update(
+            change=c.event_attr(),
+            project=c.project.name,
+            refName=f"refs/heads/{c.branch}",
+            changeKey={"id": c.change_id},
+            type=etype,
+            eventCreatedOn=now,
+        )
+        return event
+
+    def _emit_ref_updated(self, p: Project, ref: str, old: str, new: str, who: Account | None, now: int) -> None:
+        event: dict = {}
+        if who is not None:
+            event["submitter"] = who.attr()
+        event.update(refUpdate={"oldRev": old, "newRev": new, "refName": ref, "project": p.name},
+                     type="ref-updated", eventCreatedOn=now)
+        self._emit(event)
+
+    def _emit_meta(self, c: Change, now: int) -> None:
+        old, new = c.bump_meta()
+        self._emit_ref_updated(c.project, f"refs/changes/{c.number % 100:02d}/{c.number}/meta", old, new, None, now)
+
+    def _emit(self, event: dict) -> None:
+        with self._lock:
+            self.events.append(event)
+            if self._server is not None:
+                line = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+                self._server.broadcast(event["type"], line)
+
+    def _broadcast_raw(self, data: bytes) -> None:
+        with self._lock:
+            if self._server is not None:
+                self._server.broadcast(None, data)
+
+    def _cut_streams(self) -> int:
+        return self._server.cut_streams() if self._server else 0
+
+    def after_receive_pack(self, project: Project, before: dict[str, str], pusher: Account) -> None:
+        """Called after a `git push`: branch moves become ref-updated, refs/for/<branch> pushes become
+        changes or patch sets (Gerrit's magic refs)."""
+        with self._lock:
+            after = project.repo.refs()
+            now = _now()
+            for ref, sha in sorted(after.items()):
+                if ref.startswith("refs/for/"):
+                    branch = ref[len("refs/for/"):].split("%", 1)[0]
+                    project.repo.delete_ref(ref)
+                    try:
+                        # Every new commit on the pushed line becomes its own change (oldest first).
+                        tip = project.repo.rev_parse(f"refs/heads/{branch}")
+                        for commit in project.repo.rev_list(sha, tip):
+                            if commit not in self._by_revision:
+                                self.upload(project, commit, branch=branch, uploader=pusher)
+                    except GerritSimError as e:
+                        log.warning("push to %s in %s: %s", ref, project.name, e)
+                elif before.get(ref) != sha and not ref.startswith("refs/changes/"):
+                    self._emit_ref_updated(project, ref, before.get(ref, ZERO_SHA), sha, pusher, now)
+            for ref, sha in before.items():
+                if ref not in after and not ref.startswith("refs/changes/"):
+                    self._emit_ref_updated(project, ref, sha, ZERO_SHA, pusher, now)

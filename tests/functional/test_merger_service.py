@@ -1,0 +1,207 @@
+"""The merger service over a real ZooKeeper: requests in, speculative repo states out, with real git."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from gatekeeper.gitrepo import GitRepo, reproduce, ssh_command
+from gatekeeper.merger.service import MergerService
+from gatekeeper.merger.upstream import Upstream, UpstreamChange
+from gatekeeper.zk import paths
+from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.components import list_components
+from gatekeeper.zk.merges import (
+    ChangeSpec,
+    MergeRequest,
+    MergeResult,
+    RepoState,
+    pending_merges,
+    read_merge_result,
+    submit_merge,
+)
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def wait_result(zk: ZKClient, ident: str) -> MergeResult:
+    return wait_for(lambda: read_merge_result(zk, ident), what=f"the result of merge {ident}")
+
+
+def item_request(changes: list[UpstreamChange | ChangeSpec], ahead: MergeResult | None = None,
+                 mode: str = "merge-resolve") -> MergeRequest:
+    specs = [c if isinstance(c, ChangeSpec) else c.spec(mode) for c in changes]
+    return MergeRequest(changes=[s.to_dict() for s in specs], base=ahead.repo_state if ahead else None,
+                        pipeline="gate", item=" ".join(s.key for s in specs), created=time.time())
+
+
+def merge_chain(zk: ZKClient, items: list[list[UpstreamChange]], mode: str = "merge-resolve") -> list[MergeResult]:
+    """Gate `items` the way the scheduler does: each request's base is the result of the item ahead."""
+    results: list[MergeResult] = []
+    ahead = None
+    for changes in items:
+        result = wait_result(zk, submit_merge(zk, item_request(changes, ahead, mode)))
+        results.append(result)
+        if result.ok:
+            ahead = result
+    return results
+
+
+@pytest.fixture
+def upstream(tmp_path) -> Upstream:
+    up = Upstream(str(tmp_path / "upstream"))
+    up.create_project("org/nova", {"a.txt": "".join(f"{i}\n" for i in range(20))})
+    up.create_project("org/glance", {"g.txt": "g\n"})
+    return up
+
+
+@pytest.fixture
+def start_merger(tmp_path, zk_factory) -> Iterator[Callable[..., MergerService]]:
+    services: list[MergerService] = []
+
+    def start(**kwargs: object) -> MergerService:
+        service = MergerService(zk_factory(), str(tmp_path / f"merger-{len(services)}"), **kwargs)
+        services.append(service)
+        return service.start()
+
+    yield start
+    for service in services:
+        service.stop()
+
+
+def test_request_round_trip_gives_a_repo_state_and_removes_the_request(zk, upstream, start_merger):
+    service = start_merger()
+    change = upstream.change("org/nova", {"n.txt": "n\n"})
+    ident = submit_merge(zk, item_request([change]))
+    result = wait_result(zk, ident)
+    assert result.ok, result.message
+    assert (result.item, result.merger, result.merges) == (change.key, service.ident, 1)
+    assert RepoState.from_dict(result.repo_state).commit("org/nova", "master") == change.commit
+    assert pending_merges(zk) == []
+    assert [c.ident for c in list_components(zk, "merger")] == [service.ident]
+
+
+def test_incremental_chain_of_five_items_costs_five_merges(zk, upstream, start_merger):
+    service = start_merger()
+    items = [[upstream.change("org/nova", {f"f{i}.txt": f"{i}\n"})] for i in range(5)]
+    results = merge_chain(zk, items)
+    assert all(r.ok for r in results), [r.message for r in results]
+    assert [r.merges for r in results] == [1, 1, 1, 1, 1]
+    assert service.counters.merges == 5
+    assert len(RepoState.from_dict(results[-1].repo_state).steps) == 5
+
+
+def test_conflict_in_the_middle_is_reported_with_change_and_project(zk, upstream, start_merger):
+    start_merger()
+    first = upstream.change("org/nova", {"a.txt": "mine\n"})
+    clash = upstream.change("org/nova", {"a.txt": "yours\n"})
+    third = upstream.change("org/glance", {"g2.txt": "g2\n"})
+    one, two, three = merge_chain(zk, [[first], [clash], [third]])
+    assert one.ok and three.ok
+    assert (two.ok, two.conflict, two.conflict_change, two.conflict_project) == (False, True, clash.key, "org/nova")
+    assert clash.key in two.message and "org/nova" in two.message
+    state = RepoState.from_dict(three.repo_state)  # the item behind is merged on a state without the conflict
+    assert [s["change_commit"] for s in state.steps] == [first.commit, third.commit]
+
+
+def test_cherry_pick_state_is_reproduced_on_a_fresh_host_with_identical_shas(tmp_path, zk, upstream, start_merger):
+    start_merger()
+    items = [
+        [upstream.change("org/nova", {"one.txt": "1\n"})],
+        [upstream.change("org/nova", {"two.txt": "2\n"})],
+        [upstream.change("org/glance", {"three.txt": "3\n"})],
+    ]
+    results = merge_chain(zk, items, mode="cherry-pick")
+    assert all(r.ok for r in results), [r.message for r in results]
+    state = RepoState.from_dict(results[-1].repo_state)
+    paths_ = reproduce(state, str(tmp_path / "executor-host"), upstream.url)
+    for project, branches in state.branches.items():
+        assert GitRepo(paths_[project] + "/.git").rev_parse("HEAD") == branches["master"]
+    nova = GitRepo(paths_["org/nova"] + "/.git")
+    assert len(nova.commit_info(state.commit("org/nova", "master")).parents) == 1  # picked, not merged
+
+
+def test_two_mergers_share_the_requests_without_double_work(zk, upstream, start_merger):
+    first, second = start_merger(workers=2), start_merger(workers=2)
+    changes = [upstream.change(p, {f"x{i}.txt": f"{i}\n"}) for i in range(4) for p in ("org/nova", "org/glance")]
+    idents = [submit_merge(zk, item_request([c])) for c in changes]
+    results = [wait_result(zk, ident) for ident in idents]
+    assert all(r.ok for r in results), [r.message for r in results]
+    assert first.counters.merges + second.counters.merges == len(changes)
+    assert {r.merger for r in results} <= {first.ident, second.ident}
+
+
+def test_request_locked_by_a_killed_merger_is_taken_over(zk, zk_factory, upstream, start_merger):
+    dead = zk_factory()
+    dead.client.Lock(paths.lock("merge", "abandoned"), "killed-merger").acquire()
+    change = upstream.change("org/nova", {"n.txt": "n\n"})
+    request = item_request([change])
+    request.id = "abandoned"
+    submit_merge(zk, request)
+    service = start_merger()
+    wait_for(lambda: service.lock_waits, what="the merger to find the request locked")
+    assert read_merge_result(zk, "abandoned", delete=False) is None
+    dead.stop()  # the killed merger's session closes and its lock with it
+    result = wait_result(zk, "abandoned")
+    assert result.ok and result.merger == service.ident
+
+
+def test_merges_changes_fetched_over_ssh_from_the_gerrit_simulator(tmp_path, zk, start_merger):
+    from gatekeeper.sim.gerrit import GerritSimulator
+
+    sim = GerritSimulator(str(tmp_path / "gerrit")).start()
+    try:
+        account = sim.add_account("merger", key_dir=str(tmp_path / "keys"))
+        sim.create_project("org/app")
+        one = sim.create_change("org/app", "One", files={"one.txt": "1\n"})
+        two = sim.create_change("org/app", "Two", files={"two.txt": "2\n"})
+        ssh = ssh_command(account.key_file, str(tmp_path / "known_hosts"))
+        start_merger(ssh=ssh)
+
+        def spec(change) -> ChangeSpec:
+            ps = change.current
+            return ChangeSpec(project="org/app", number=change.number, patchset=ps.number, ref=ps.ref,
+                              commit=ps.revision, url=sim.ssh_url("org/app", "merger"))
+
+        first = wait_result(zk, submit_merge(zk, item_request([spec(one)])))
+        second = wait_result(zk, submit_merge(zk, item_request([spec(two)], first)))
+        assert first.ok and second.ok, (first.message, second.message)
+        state = RepoState.from_dict(second.repo_state)
+        workspace = reproduce(state, str(tmp_path / "ws"), lambda p: sim.ssh_url(p, "merger"), ssh=ssh)
+        assert GitRepo(workspace["org/app"] + "/.git").rev_parse("HEAD") == state.commit("org/app", "master")
+    finally:
+        sim.stop()
+
+
+def test_gatekeeper_merger_command_serves_requests_until_terminated(tmp_path, zk, zk_server, zk_chroot, upstream):
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(
+        f"zookeeper:\n  hosts: '{zk_server.hosts}'\n  chroot: '{zk_chroot}'\n"
+        f"merger:\n  git-dir: '{tmp_path / 'cli-cache'}'\n  workers: 1\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "merger", "-c", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        change = upstream.change("org/nova", {"cli.txt": "c\n"})
+        result = wait_result(zk, submit_merge(zk, item_request([change])))
+        assert result.ok, result.message
+        assert [c.ident for c in list_components(zk, "merger")] == [result.merger]
+        proc.terminate()
+        assert proc.wait(30) == 0, proc.stdout.read().decode()
+        assert list_components(zk, "merger") == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
