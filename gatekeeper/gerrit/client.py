@@ -1,0 +1,307 @@
+"""Gerrit SSH commands for reporting and queries: timeouts, bounded retries with backoff, clear errors.
+
+Built on gerritlib's Gerrit (its command wrappers still work), with `_ssh` replaced: gerritlib's has no
+timeout, shares one client without a lock, and drops the server's error text. Arguments are quoted for
+Gerrit's splitter with shlex.quote, so a review message of any content arrives verbatim, and several labels
+can be sent in one review.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import threading
+import time
+
+import paramiko
+from gerritlib import gerrit as gerritlib
+
+from gatekeeper.gerrit.watcher import TimedSSHConnection
+
+log = logging.getLogger("gatekeeper.gerrit.client")
+
+QUERY_PAGE = 500
+
+
+class GerritError(Exception):
+    """Base of every error the Gerrit connection raises to its callers."""
+
+
+class GerritCommandError(GerritError):
+    """Gerrit ran the command and refused it (exit status != 0); `stderr` holds Gerrit's own text."""
+
+    def __init__(self, host: str, command: str, exit_status: int, stderr: str) -> None:
+        self.host = host
+        self.command = command
+        self.exit_status = exit_status
+        self.stderr = stderr
+        detail = stderr.strip() or "no error text"
+        super().__init__(f"Gerrit {host}: `{_short(command)}` failed with exit status {exit_status}: {detail}")
+
+    @property
+    def retryable(self) -> bool:
+        # 1 is Gerrit's answer to a bad request; 128 is an internal error; -1 means the channel dropped.
+        return self.exit_status not in (1,)
+
+
+class GerritUnavailableError(GerritError):
+    """Gerrit could not be reached or did not answer in time, after every retry."""
+
+
+class GerritReviewError(GerritError):
+    """A review (votes/message) was not applied; the message names the change and Gerrit's reason."""
+
+
+class GerritSubmitError(GerritReviewError):
+    """The change was not merged (submit refused, failed, or not confirmed by a query)."""
+
+
+def _short(command: str, limit: int = 200) -> str:
+    return command if len(command) <= limit else command[:limit] + "..."
+
+
+class GerritClient(gerritlib.Gerrit):
+    """SSH commands against one Gerrit. Thread-safe: concurrent calls share one SSH connection (one channel
+    each). Every call has a `timeout` and up to `retries` retries on transport errors, timeouts and internal
+    errors (never on Gerrit's refusals), with exponential backoff from `retry_delay` capped at `retry_max`."""
+
+    def __init__(
+        self,
+        hostname: str,
+        username: str,
+        port: int = 29418,
+        keyfile: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        retry_delay: float = 1.0,
+        retry_max: float = 10.0,
+    ) -> None:
+        super().__init__(hostname, username, port, keyfile, connection_attempts=1, retry_delay=0)
+        self.connection = TimedSSHConnection(username, hostname, port, keyfile, timeout)
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_delay = retry_delay
+        self.retry_max = retry_max
+        self._lock = threading.Lock()
+
+    @property
+    def host(self) -> str:
+        return f"{self.connection.hostname}:{self.connection.port}"
+
+    def close(self) -> None:
+        with self._lock:
+            if self.client is not None:
+                self.client.close()
+                self.client = None
+
+    # -- running commands -------------------------------------------------------------------------------------
+    def run(self, argv: list[str], retry: bool = True, timeout: float | None = None) -> tuple[str, str]:
+        """Run a Gerrit command given as argv (quoted for Gerrit's splitter); returns (stdout, stderr)."""
+        return self.run_command(" ".join(shlex.quote(a) for a in argv), retry=retry, timeout=timeout)
+
+    def run_command(self, command: str, retry: bool = True, timeout: float | None = None) -> tuple[str, str]:
+        attempts = self.retries + 1 if retry else 1
+        last: Exception | None = None
+        for attempt in range(attempts):
+            if attempt:
+                delay = min(self.retry_max, self.retry_delay * 2 ** (attempt - 1))
+                log.info("Retrying `%s` on Gerrit %s in %.1fs (attempt %d of %d)", _short(command, 80),
+                         self.host, delay, attempt + 1, attempts)
+                time.sleep(delay)
+            try:
+                return self._ssh_once(command, timeout or self.timeout)
+            except GerritCommandError as e:
+                if not e.retryable:
+                    raise
+                last = e
+            except (OSError, EOFError, paramiko.SSHException, TimeoutError) as e:
+                last = e
+            log.warning("Gerrit %s: `%s` failed: %s", self.host, _short(command, 80), last)
+        if isinstance(last, GerritCommandError):
+            raise last
+        raise GerritUnavailableError(
+            f"Gerrit {self.host}: `{_short(command)}` failed after {attempts} attempt(s): {last}"
+        ) from last
+
+    def _ssh(self, command: str) -> tuple[str, str]:
+        """gerritlib's hook: every gerritlib wrapper (getVersion, listProjects, ...) gets timeouts and retries."""
+        return self.run_command(command)
+
+    def _connected(self) -> paramiko.SSHClient:
+        with self._lock:
+            client = self.client
+            if client is None or not client.get_transport() or not client.get_transport().is_active():
+                if client is not None:
+                    client.close()
+                client = self.client = self.connection.connect()
+            return client
+
+    def _reset(self, client: paramiko.SSHClient) -> None:
+        with self._lock:
+            if self.client is client:
+                self.client = None
+        client.close()
+
+    def _ssh_once(self, command: str, timeout: float) -> tuple[str, str]:
+        deadline = time.monotonic() + timeout
+        client = self._connected()
+        try:
+            channel = client.get_transport().open_session(timeout=timeout)
+        except Exception:
+            self._reset(client)
+            raise
+        try:
+            channel.exec_command(command)
+            out, err = bytearray(), bytearray()
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"no answer within {timeout:.0f}s")
+                channel.settimeout(min(remaining, 0.5))
+                try:
+                    data = channel.recv(65536)
+                except TimeoutError:
+                    data = None
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                if data:
+                    out += data
+                elif data is not None:  # EOF on stdout
+                    break
+                elif channel.closed:
+                    break
+            if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError(f"no exit status within {timeout:.0f}s")
+            while channel.recv_stderr_ready():
+                err += channel.recv_stderr(65536)
+            status = channel.recv_exit_status()
+        except TimeoutError as e:
+            channel.close()
+            self._reset(client)  # the server may be wedged; start afresh next time
+            raise TimeoutError(f"Gerrit {self.host}: `{_short(command, 80)}`: {e}") from None
+        except Exception:
+            channel.close()
+            self._reset(client)
+            raise
+        channel.close()
+        stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
+        if status != 0:
+            raise GerritCommandError(self.host, command, status, stderr)
+        return stdout, stderr
+
+    # -- queries ----------------------------------------------------------------------------------------------
+    def query_changes(self, query: str, *flags: str, limit: int | None = None) -> list[dict]:
+        """Every change matching `query` (pages with -S), as Gerrit's JSON rows without the stats row.
+        `flags` are query options such as "--current-patch-set", "--all-approvals", "--comments"."""
+        rows: list[dict] = []
+        start = 0
+        while True:
+            argv = ["gerrit", "query", "--format", "JSON", *flags]
+            if start:
+                argv += ["-S", str(start)]
+            out, _ = self.run([*argv, query])
+            more = False
+            page = 0
+            for line in out.splitlines():
+                if not line.strip():
+                    continue
+                data = json.loads(line)
+                if data.get("type") == "error":
+                    raise GerritCommandError(self.host, f"gerrit query {query}", 0, data.get("message", ""))
+                if data.get("type") == "stats":
+                    more = bool(data.get("moreChanges"))
+                    continue
+                rows.append(data)
+                page += 1
+            start += page
+            if not more or page == 0 or (limit is not None and len(rows) >= limit):
+                return rows[:limit] if limit is not None else rows
+
+    def get_change(self, number: int, *flags: str) -> dict | None:
+        """One change's query row (with --current-patch-set unless other flags are given), or None."""
+        rows = self.query_changes(f"change:{number}", *(flags or ("--current-patch-set",)))
+        return rows[0] if rows else None
+
+    def version(self) -> str:
+        out, _ = self.run(["gerrit", "version"])
+        return out.strip().split(" ")[2]
+
+    # -- reporting --------------------------------------------------------------------------------------------
+    def review(
+        self,
+        change: int,
+        patchset: int,
+        message: str | None = None,
+        labels: dict[str, int] | None = None,
+        submit: bool = False,
+        tag: str | None = None,
+        project: str | None = None,
+    ) -> None:
+        """Post votes and/or a message on `change,patchset`, optionally submit, and confirm the merge.
+
+        The message may hold anything (quotes, newlines, `$(...)`, unicode); labels are sent as
+        `--label Name=+N`. Raises GerritReviewError (GerritSubmitError when submitting) naming the change and
+        Gerrit's reason, or GerritUnavailableError when Gerrit could not be reached within the retries.
+        A review retried after a timeout may post its message twice; a submit is never retried once the
+        change shows as merged.
+        """
+        argv = ["gerrit", "review"]
+        if project:
+            argv += ["--project", project]
+        if message:
+            argv += ["--message", message]
+        for label, value in (labels or {}).items():
+            argv += ["--label", f"{label}={int(value):+d}"]
+        if tag:
+            argv += ["--tag", tag]
+        if submit:
+            argv.append("--submit")
+        argv.append(f"{change},{patchset}")
+        command = " ".join(shlex.quote(a) for a in argv)
+        what = f"change {change},{patchset}" + (f" in {project}" if project else "")
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            try:
+                self.run_command(command, retry=False)
+                break
+            except GerritCommandError as e:
+                error: GerritError = e
+                transient = e.retryable
+            except GerritUnavailableError as e:
+                error, transient = e, True
+            if submit and self._is_merged(change):
+                return  # the submit went through although its answer was lost
+            if transient and attempt + 1 < attempts:
+                log.warning("Gerrit %s: review of %s failed (%s); retrying", self.host, what, error)
+                self._sleep_retry(attempt)
+                continue
+            if isinstance(error, GerritCommandError) and not transient:
+                cls = GerritSubmitError if submit else GerritReviewError
+                raise cls(f"Gerrit {self.host}: review of {what} failed: {error.stderr.strip() or error}") from error
+            raise GerritUnavailableError(
+                f"Gerrit {self.host}: review of {what} failed after {attempt + 1} attempt(s): "
+                f"{error.__cause__ or error}"
+            ) from error
+        if submit:
+            row = self._change_row(change)
+            status = row.get("status") if row else "unknown (not found)"
+            if status != "MERGED":
+                raise GerritSubmitError(
+                    f"Gerrit {self.host}: submit of {what} reported success but the change is {status}"
+                )
+
+    def _sleep_retry(self, attempt: int) -> None:
+        time.sleep(min(self.retry_max, self.retry_delay * 2 ** attempt))
+
+    def _change_row(self, change: int) -> dict | None:
+        try:
+            return self.get_change(change)
+        except GerritError as e:
+            log.warning("Gerrit %s: cannot query change %s: %s", self.host, change, e)
+            return None
+
+    def _is_merged(self, change: int) -> bool:
+        row = self._change_row(change)
+        return bool(row) and row.get("status") == "MERGED"

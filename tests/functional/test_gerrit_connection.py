@@ -1,0 +1,298 @@
+"""The Gerrit connection against the simulator over real SSH, with a real ZooKeeper behind it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from gatekeeper.gerrit import (
+    GerritConnection,
+    GerritEvent,
+    GerritReviewError,
+    GerritSubmitError,
+    GerritUnavailableError,
+)
+from gatekeeper.sim.gerrit import GerritSimulator
+from gatekeeper.zk import paths
+from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.event_queue import EventQueue
+
+
+@pytest.fixture(scope="module")
+def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GerritSimulator]:
+    root = tmp_path_factory.mktemp("gerrit-conn")
+    simulator = GerritSimulator(str(root / "site")).start()
+    try:
+        simulator.add_account("ci", name="CI", email="ci@example.com", key_dir=str(root / "keys"))
+        simulator.add_account("jane", name="Jane Dev", email="jane@example.com")
+        simulator.add_account("rita", name="Rita Core", email="rita@example.com")
+        simulator.create_project("org/project")
+        yield simulator
+    finally:
+        simulator.stop()
+
+
+@pytest.fixture(autouse=True)
+def clear_faults(sim: GerritSimulator) -> Iterator[None]:
+    yield
+    sim.faults.clear()
+
+
+@pytest.fixture
+def make_connection(sim: GerritSimulator) -> Iterator[Callable[..., GerritConnection]]:
+    made: list[GerritConnection] = []
+
+    def make(zk: ZKClient | None = None, **kwargs: object) -> GerritConnection:
+        kwargs = {"ssh_timeout": 5.0, "ssh_retries": 2, "retry_delay": 0.1, "stream_backoff_min": 0.1,
+                  "stream_backoff_max": 0.5, **kwargs}
+        conn = GerritConnection("review", "127.0.0.1", "ci", port=sim.port, keyfile=sim.accounts["ci"].key_file,
+                                web_url=sim.web_url, zk=zk, **kwargs)
+        made.append(conn)
+        conn.start()
+        return conn
+
+    yield make
+    for conn in made:
+        conn.stop()
+
+
+def queued(zk: ZKClient) -> list[GerritEvent]:
+    return [GerritEvent.from_dict(data) for _, data in EventQueue(zk, paths.event_queue("review")).list()]
+
+
+def wait_queued(zk: ZKClient, predicate: Callable[[list[GerritEvent]], bool], timeout: float = 20) -> list:
+    deadline = time.monotonic() + timeout
+    while True:
+        events = queued(zk)
+        if predicate(events) or time.monotonic() > deadline:
+            return events
+        time.sleep(0.1)
+
+
+def listening(conn: GerritConnection, sim: GerritSimulator) -> None:
+    assert conn.listener is not None and conn.listener.wait_leader(20)
+    assert sim.wait_for(lambda: sim.listener_count() >= 1, timeout=20)
+    # The first connect records where the listener started; wait until that is durable.
+    assert sim.wait_for(lambda: conn.listener._state.last_event_time is not None, timeout=20)
+
+
+def comments(events: list[GerritEvent], prefix: str) -> list[str]:
+    return [e.comment.split("\n\n", 1)[1] for e in events
+            if e.type == "comment-added" and e.comment and "\n\n" in e.comment
+            and e.comment.split("\n\n", 1)[1].startswith(prefix)]
+
+
+# -- events in --------------------------------------------------------------------------------------------------
+def test_events_arrive_typed_in_zookeeper_without_change_ref_noise(sim, zk, make_connection) -> None:
+    conn = make_connection(zk)
+    listening(conn, sim)
+    c = sim.create_change("org/project", "Typed", owner="jane")
+    sim.approve(c, "rita")
+    events = wait_queued(zk, lambda ev: any(e.type == "comment-added" for e in ev))
+    assert [e.type for e in events] == ["patchset-created", "comment-added"]
+    created, approved = events
+    assert (created.change_number, created.patchset, created.author, created.owner) == (c.number, 1, "jane", "jane")
+    assert created.ref == c.current.ref and created.branch == "master" and created.project == "org/project"
+    assert created.change_id == c.change_id and created.subject == "Typed"
+    assert {a.type: (a.value, a.old_value) for a in approved.approvals} == {
+        "Code-Review": (2, 0), "Approved": (1, 0), "Verified": (0, None)}
+    assert approved.comment == "Patch Set 1: Approved+1 Code-Review+2" and approved.author == "rita"
+
+
+def test_burst_of_500_enqueued_complete_and_in_order(sim, zk, make_connection) -> None:
+    conn = make_connection(zk)
+    listening(conn, sim)
+    c = sim.create_change("org/project", "Burst", owner="jane")
+    for i in range(500):
+        sim.comment(c, "rita", f"burst {i}")
+    events = wait_queued(zk, lambda ev: len(comments(ev, "burst ")) >= 500)
+    assert comments(events, "burst ") == [f"burst {i}" for i in range(500)]
+
+
+def test_stream_cut_mid_burst_and_10_approvals_while_down_are_enqueued_once(sim, zk, make_connection) -> None:
+    conn = make_connection(zk)
+    listening(conn, sim)
+    burst = sim.create_change("org/project", "Cut burst", owner="jane")
+    changes = [sim.create_change("org/project", f"Approve {i}", owner="jane") for i in range(10)]
+
+    def emit() -> None:
+        for i in range(300):
+            sim.comment(burst, "rita", f"cut {i}")
+
+    writer = threading.Thread(target=emit)
+    writer.start()
+    assert sim.wait_for(lambda: sum(1 for e in sim.events if e["type"] == "comment-added") > 0)
+    sim.faults.refuse_connections = True
+    sim.faults.cut_streams()
+    for c in changes:
+        sim.approve(c, "rita")
+    writer.join()
+    sim.faults.refuse_connections = False
+
+    def approved(events: list[GerritEvent]) -> list[GerritEvent]:
+        return [e for e in events if e.approval("Approved") and e.approval("Approved").changed]
+
+    def done(events: list[GerritEvent]) -> bool:
+        return len(comments(events, "cut ")) >= 300 and len(approved(events)) >= 10
+    events = wait_queued(zk, done)
+    time.sleep(1.0)  # anything duplicated would arrive now
+    events = queued(zk)
+    assert sorted(comments(events, "cut "), key=lambda s: int(s.split()[1])) == [f"cut {i}" for i in range(300)]
+    approvals = approved(events)
+    assert sorted(e.change_number for e in approvals) == sorted(c.number for c in changes)
+    assert all((e.approval("Approved").value, e.approval("Approved").old_value) == (1, 0) for e in approvals)
+    assert conn.listener.catch_ups >= 1
+
+
+def test_dropped_output_from_gerrit_triggers_a_catch_up(sim, zk, make_connection) -> None:
+    conn = make_connection(zk)
+    listening(conn, sim)
+    c = sim.create_change("org/project", "Overflow", owner="jane")
+    sim.stream_buffer = 20  # Gerrit drops what a listener cannot take and sends dropped-output
+    try:
+        sim.faults.pause_streams()
+        for i in range(100):
+            sim.comment(c, "rita", f"overflow {i}")
+        sim.faults.resume_streams()
+        wait_queued(zk, lambda ev: bool(comments(ev, "overflow ")))
+        time.sleep(0.3)  # let the listener's buffer drain, so the next event fits behind dropped-output
+        sim.comment(c, "rita", "overflow 100")
+        events = wait_queued(zk, lambda ev: len(comments(ev, "overflow ")) >= 101)
+    finally:
+        sim.stream_buffer = None
+    time.sleep(0.5)
+    events = queued(zk)
+    assert sorted(comments(events, "overflow "), key=lambda s: int(s.split()[1])) == [
+        f"overflow {i}" for i in range(101)]
+    assert conn.listener.catch_ups == 1
+
+
+def test_malformed_input_never_stops_the_listener(sim, zk, make_connection) -> None:
+    conn = make_connection(zk)
+    listening(conn, sim)
+    c = sim.create_change("org/project", "Garbage", owner="jane")
+    for raw in [b"not json\n", b"[1, 2]\n", b'{"no":"type"}\n', b'{"type":"frob-happened"}\n',
+                b'{"type":"comment-added","change":"oops","patchSet":7,"approvals":"x"}\n',
+                b'{"type":"comment-added","approvals":[{"value":"x"}]}\n',
+                b"\xff\xfe broken utf-8\n", b"x" * (5 * 1024 * 1024) + b"\n", b"{half a line"]:
+        sim.faults.inject_raw(raw)
+    sim.faults.inject_raw(b"\n")  # ends the half line
+    sim.comment(c, "rita", "still alive")
+    events = wait_queued(zk, lambda ev: bool(comments(ev, "still alive")))
+    assert comments(events, "still alive") == ["still alive"]
+    assert conn.listener.is_leader and sim.listener_count() == 1
+
+
+def test_new_leader_takes_over_and_catches_up_exactly_once(sim, zk, zk_factory, make_connection) -> None:
+    first = make_connection(zk)
+    listening(first, sim)
+    second = make_connection(zk_factory())
+    time.sleep(0.5)
+    assert not second.listener.is_leader and sim.listener_count() == 1
+    c = sim.create_change("org/project", "Failover", owner="jane")
+    wait_queued(zk, lambda ev: any(e.type == "patchset-created" and e.change_number == c.number for e in ev))
+    first.stop()  # the leader dies; its election node goes with it
+    sim.comment(c, "rita", "while nobody listens")
+    sim.approve(c, "rita")
+    assert second.listener.wait_leader(20)
+    assert sim.wait_for(lambda: second.listener.catch_ups >= 1, timeout=20)
+    sim.comment(c, "rita", "after failover")
+    events = wait_queued(zk, lambda ev: bool(comments(ev, "after failover")))
+    time.sleep(0.5)
+    events = queued(zk)
+    mine = [e for e in events if e.change_number == c.number]
+    assert [e.type for e in mine] == ["patchset-created", "comment-added", "comment-added", "comment-added"]
+    assert [e.catch_up for e in mine[1:]] == [True, True, False]
+    assert comments(mine, "while") == ["while nobody listens"]
+    assert mine[2].approval("Code-Review").value == 2 and mine[2].approval("Code-Review").old_value == 0
+
+
+def test_deposed_leader_cannot_enqueue_and_hands_over(sim, zk, zk_factory, make_connection) -> None:
+    first = make_connection(zk)
+    listening(first, sim)
+    second = make_connection(zk_factory())
+    c = sim.create_change("org/project", "Fencing", owner="jane")
+    wait_queued(zk, lambda ev: any(e.change_number == c.number for e in ev))
+    # Someone else wrote the state (as a new leader would after our session expired unnoticed).
+    raw, _ = zk.client.get(paths.connection_state("review"))
+    zk.client.set(paths.connection_state("review"), raw)
+    sim.comment(c, "rita", "fenced")
+    assert sim.wait_for(lambda: second.listener.is_leader, timeout=20)
+    wait_queued(zk, lambda ev: bool(comments(ev, "fenced")))
+    time.sleep(0.5)
+    assert comments(queued(zk), "fenced") == ["fenced"] and not first.listener.is_leader
+
+
+# -- votes out --------------------------------------------------------------------------------------------------
+def test_review_posts_any_message_verbatim_with_labels_and_tag(sim, make_connection) -> None:
+    conn = make_connection()
+    c = sim.create_change("org/project", "Report", owner="jane")
+    message = "Build failed.\n\n- job \"unit\" $(whoami) `id` it's 100% ✗\n\\back\\slash\ttab"
+    conn.review(c.number, 1, message, {"Verified": -1, "Code-Review": 1}, tag="autogenerated:gatekeeper",
+                project="org/project")
+    assert sim.messages(c)[-1] == f"Patch Set 1: Code-Review+1 Verified-1\n\n{message}"
+    assert sim.votes(c) == {"ci": {"Verified": -1, "Code-Review": 1}}
+    assert sim.change(c).messages[-1].tag == "autogenerated:gatekeeper"
+
+
+def test_submit_is_confirmed_and_refusal_raises_with_gerrits_reason(sim, make_connection) -> None:
+    conn = make_connection()
+    c = sim.create_change("org/project", "Submit", owner="jane")
+    with pytest.raises(GerritSubmitError, match=r"change \d+,1.*blocked by Code-Review, Approved"):
+        conn.review(c.number, 1, "Build succeeded.", {"Verified": 2}, submit=True)
+    sim.approve(c, "rita")
+    conn.review(c.number, 1, "Build succeeded.", {"Verified": 2}, submit=True)
+    assert sim.change(c).status == "MERGED"
+    assert conn.get_change(c.number)["status"] == "MERGED"
+
+
+def test_review_retries_after_hang_and_internal_error(sim, make_connection) -> None:
+    conn = make_connection(ssh_timeout=1.0)
+    c = sim.create_change("org/project", "Flaky", owner="jane")
+    sim.faults.hang("review", seconds=3)
+    conn.review(c.number, 1, "after a hang")
+    sim.faults.fail("review", exit_status=128)
+    conn.review(c.number, 1, "after an internal error")
+    assert sim.messages(c)[-2:] == ["Patch Set 1:\n\nafter a hang", "Patch Set 1:\n\nafter an internal error"]
+
+
+def test_hung_submit_is_confirmed_by_query(sim, make_connection) -> None:
+    conn = make_connection(ssh_timeout=1.0)
+    c = sim.create_change("org/project", "Hung submit", owner="jane")
+    sim.approve(c, "rita")
+    sim.review(c, "ci", labels={"Verified": 2})
+    sim.faults.hang("submit", seconds=2, times=5)
+    with pytest.raises(GerritUnavailableError):
+        conn.review(c.number, 1, None, None, submit=True)
+    sim.faults.clear()
+    conn.review(c.number, 1, None, None, submit=True)
+    assert sim.change(c).status == "MERGED"
+
+
+def test_refused_review_is_not_retried_and_unreachable_gerrit_fails_in_bounded_time(sim, make_connection) -> None:
+    conn = make_connection()
+    with pytest.raises(GerritReviewError, match='"99999,1" no such patch set'):
+        conn.review(99999, 1, "x")
+    sim.faults.refuse_connections = True
+    conn.client.close()
+    started = time.monotonic()
+    with pytest.raises(GerritUnavailableError, match="after 3 attempt"):
+        conn.review(1, 1, "x")
+    assert time.monotonic() - started < 30
+
+
+def test_git_url_fetches_change_refs_with_stock_git(sim, make_connection, tmp_path) -> None:
+    conn = make_connection()
+    c = sim.create_change("org/project", "Fetch", owner="jane")
+    env = dict(os.environ, GIT_SSH_COMMAND=f"ssh -i {conn.keyfile} -o StrictHostKeyChecking=no "
+                                           "-o UserKnownHostsFile=/dev/null -o LogLevel=ERROR")
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "fetch", "-q", conn.git_url("org/project"), conn.change_ref(c.number, 1)],
+                   cwd=tmp_path, env=env, check=True, timeout=60)
+    head = subprocess.run(["git", "rev-parse", "FETCH_HEAD"], cwd=tmp_path, capture_output=True, text=True)
+    assert head.stdout.strip() == c.current.revision
