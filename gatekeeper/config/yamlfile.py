@@ -48,7 +48,7 @@ class ConfigErrors(Exception):
     """Every error found in a config or layout: the run stops on all of them at once, not the first."""
 
     def __init__(self, errors: list[ConfigError]) -> None:
-        self.errors = sorted(errors, key=lambda e: (e.source, e.line, e.where))
+        self.errors = sorted(errors, key=lambda e: (e.source, e.line, e.where, e.message))
         super().__init__("\n".join(str(e) for e in self.errors))
 
 
