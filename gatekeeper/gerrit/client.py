@@ -209,7 +209,7 @@ class GerritClient(gerritlib.Gerrit):
                     continue
                 data = json.loads(line)
                 if data.get("type") == "error":
-                    raise GerritCommandError(self.host, f"gerrit query {query}", 0, data.get("message", ""))
+                    raise GerritCommandError(self.host, f"gerrit query {query}", 1, data.get("message", ""))
                 if data.get("type") == "stats":
                     more = bool(data.get("moreChanges"))
                     continue

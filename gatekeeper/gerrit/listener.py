@@ -35,17 +35,19 @@ log = logging.getLogger("gatekeeper.gerrit.listener")
 
 BATCH_MAX = 200  # events per ZooKeeper transaction
 SEEN_WINDOW_S = 600  # how long keys of enqueued events are remembered to drop duplicates
+CATCH_UP_RETRY_S = 5.0  # after a failed catch-up query
 CONNECTED = object()  # inbox marker: a new stream started; catch up before what follows
 
 
 @dataclass
 class ConnectionState(Record):
     """What the connection last enqueued: catch-up starts at `last_event_time` (epoch seconds) and skips the
-    events of that second whose keys are in `boundary_keys`."""
+    events of that second whose keys are in `boundary_keys`; an unfinished catch-up starts at `catch_up_from`."""
 
     VERSION = 1
     last_event_time: int | None = None
     boundary_keys: list[str] = field(default_factory=list)
+    catch_up_from: int | None = None  # a catch-up that failed (Gerrit unreachable): retried from this time
 
 
 class EventListener:
@@ -84,10 +86,12 @@ class EventListener:
         self._seen: dict[str, int] = {}
         self._state = ConnectionState()
         self._state_version = -1
+        self._retry_catch_up_at = 0.0
         self.enqueued = 0  # events written to ZooKeeper by this process (for tests and the benchmark)
         # Called with each batch right after it is durable in ZooKeeper (metrics, the benchmark).
         self.on_enqueued: Callable[[list[GerritEvent]], None] | None = None
         self.catch_ups = 0
+        self.streams = 0  # stream connections handled while leader (each one caught up before its events)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -119,6 +123,11 @@ class EventListener:
     def wait_leader(self, timeout: float) -> bool:
         return self._leading.wait(timeout)
 
+    @property
+    def ready(self) -> bool:
+        """Leader, streaming, and caught up: every event from now on reaches the queue."""
+        return self.is_leader and self.streams > 0
+
     def _on_zk_state(self, event: ConnectionEvent) -> None:
         # SUSPENDED: our session (and election node) may still live; writes just wait and retry, and the
         # state's version check stops us if someone else took over meanwhile. LOST: we are no longer leader.
@@ -146,6 +155,7 @@ class EventListener:
         self._state = self._load_state()
         self._seen = {k: self._state.last_event_time or 0 for k in self._state.boundary_keys}
         self._inbox = queue.Queue()
+        self.streams = 0
         inbox = self._inbox
         watcher = StreamWatcher(
             on_line=lambda line, at: inbox.put((line, at)),
@@ -163,6 +173,8 @@ class EventListener:
 
     def _dispatch(self, inbox: queue.Queue) -> None:
         while not self._step_down.is_set():
+            if self._state.catch_up_from is not None and time.monotonic() >= self._retry_catch_up_at:
+                self._catch_up()
             try:
                 item = inbox.get(timeout=0.5)
             except queue.Empty:
@@ -173,6 +185,7 @@ class EventListener:
                     self._write(batch)
                     batch = []
                     self._catch_up()
+                    self.streams += 1
                 else:
                     line, received_at = item
                     event = parse_event(line)
@@ -211,11 +224,18 @@ class EventListener:
             return
         if not self.catch_up:
             return
+        if self._state.catch_up_from is not None:
+            since = min(since, self._state.catch_up_from)
         age = max(60, int(time.time()) - since + 60)  # -age is relative to Gerrit's clock; allow skew
         try:
             rows = self.client.query_changes(f"-age:{age}s", *catchup.QUERY_FLAGS)
         except GerritError as e:
-            log.error("[%s] catch-up query failed; events since %s may be missing: %s", self.name, since, e)
+            log.error("[%s] catch-up query for events since %s failed (retrying in %ds): %s", self.name, since,
+                      CATCH_UP_RETRY_S, e)
+            self._retry_catch_up_at = time.monotonic() + CATCH_UP_RETRY_S
+            if self._state.catch_up_from != since:
+                self._state.catch_up_from = since
+                self._save_state()
             return
         missed = []
         for row in rows:
@@ -229,6 +249,9 @@ class EventListener:
                  len(missed), len(rows), since)
         for i in range(0, len(missed), BATCH_MAX):
             self._write(missed[i:i + BATCH_MAX])
+        if self._state.catch_up_from is not None:
+            self._state.catch_up_from = None
+            self._save_state()
 
     # -- ZooKeeper --------------------------------------------------------------------------------------------
     def _load_state(self) -> ConnectionState:

@@ -17,6 +17,7 @@ from gatekeeper.gerrit import (
     GerritSubmitError,
     GerritUnavailableError,
 )
+from gatekeeper.gerrit import listener as listener_module
 from gatekeeper.sim.gerrit import GerritSimulator
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
@@ -75,10 +76,7 @@ def wait_queued(zk: ZKClient, predicate: Callable[[list[GerritEvent]], bool], ti
 
 
 def listening(conn: GerritConnection, sim: GerritSimulator) -> None:
-    assert conn.listener is not None and conn.listener.wait_leader(20)
-    assert sim.wait_for(lambda: sim.listener_count() >= 1, timeout=20)
-    # The first connect records where the listener started; wait until that is durable.
-    assert sim.wait_for(lambda: conn.listener._state.last_event_time is not None, timeout=20)
+    assert conn.listener is not None and sim.wait_for(lambda: conn.listener.ready, timeout=20)
 
 
 def comments(events: list[GerritEvent], prefix: str) -> list[str]:
@@ -189,17 +187,22 @@ def test_malformed_input_never_stops_the_listener(sim, zk, make_connection) -> N
 
 
 def test_new_leader_takes_over_and_catches_up_exactly_once(sim, zk, zk_factory, make_connection) -> None:
-    first = make_connection(zk)
+    first_zk = zk_factory()
+    first = make_connection(first_zk)
     listening(first, sim)
     second = make_connection(zk_factory())
     time.sleep(0.5)
     assert not second.listener.is_leader and sim.listener_count() == 1
     c = sim.create_change("org/project", "Failover", owner="jane")
     wait_queued(zk, lambda ev: any(e.type == "patchset-created" and e.change_number == c.number for e in ev))
-    first.stop()  # the leader dies; its election node goes with it
+    sim.faults.refuse_connections = True  # hold the new leader's stream back, so these two are missed
+    first_zk.stop()  # the leader's ZooKeeper session ends (as when its process dies): it must stop listening
+    sim.faults.cut_streams()
+    assert sim.wait_for(lambda: not first.listener.is_leader, timeout=20)
     sim.comment(c, "rita", "while nobody listens")
     sim.approve(c, "rita")
     assert second.listener.wait_leader(20)
+    sim.faults.refuse_connections = False
     assert sim.wait_for(lambda: second.listener.catch_ups >= 1, timeout=20)
     sim.comment(c, "rita", "after failover")
     events = wait_queued(zk, lambda ev: bool(comments(ev, "after failover")))
@@ -210,6 +213,30 @@ def test_new_leader_takes_over_and_catches_up_exactly_once(sim, zk, zk_factory, 
     assert [e.catch_up for e in mine[1:]] == [True, True, False]
     assert comments(mine, "while") == ["while nobody listens"]
     assert mine[2].approval("Code-Review").value == 2 and mine[2].approval("Code-Review").old_value == 0
+
+
+def test_restart_catches_up_on_what_happened_while_stopped(sim, zk, zk_factory, make_connection,
+                                                           monkeypatch) -> None:
+    before = make_connection(zk_factory())
+    listening(before, sim)
+    c = sim.create_change("org/project", "Restart", owner="jane")
+    wait_queued(zk, lambda ev: any(e.change_number == c.number for e in ev))
+    before.stop()
+    sim.create_patchset(c, files={"new": "2\n"}, uploader="jane")
+    sim.review(c, "rita", "recheck", {"Code-Review": 1})
+    sim.abandon(c, "jane", "not needed")
+    sim.restore(c, "jane")
+    sim.faults.fail("query", times=3, exit_status=128)  # the first catch-up fails (all its retries): retried
+    monkeypatch.setattr(listener_module, "CATCH_UP_RETRY_S", 0.3)
+    after = make_connection(zk_factory())
+    events = wait_queued(zk, lambda ev: any(e.type == "change-restored" for e in ev))
+    time.sleep(0.5)
+    events = [e for e in queued(zk) if e.change_number == c.number]
+    assert [(e.type, e.patchset, e.catch_up) for e in events] == [
+        ("patchset-created", 1, False), ("patchset-created", 2, True), ("comment-added", 2, True),
+        ("change-abandoned", 2, True), ("change-restored", 2, True)]
+    assert events[2].comment == "Patch Set 2: Code-Review+1\n\nrecheck" and events[3].raw["reason"] == "not needed"
+    assert after.listener.catch_ups == 1 and sim.faults.take("query") is None  # the failures were used up
 
 
 def test_deposed_leader_cannot_enqueue_and_hands_over(sim, zk, zk_factory, make_connection) -> None:
@@ -269,7 +296,9 @@ def test_hung_submit_is_confirmed_by_query(sim, make_connection) -> None:
     sim.faults.hang("submit", seconds=2, times=5)
     with pytest.raises(GerritUnavailableError):
         conn.review(c.number, 1, None, None, submit=True)
+    assert sim.change(c).status == "NEW"
     sim.faults.clear()
+    sim.faults.hang("submit", seconds=3, after=True)  # merged, but the answer is lost: the query confirms it
     conn.review(c.number, 1, None, None, submit=True)
     assert sim.change(c).status == "MERGED"
 

@@ -142,6 +142,10 @@ def test_query_patch_sets_all_approvals_and_comments(sim: GerritSimulator) -> No
     row = json.loads(proc.stdout.splitlines()[0])
     assert [ps["number"] for ps in row["patchSets"]] == [1, 2]
     assert row["patchSets"][0]["approvals"][0]["value"] == "-1" and "approvals" not in row["patchSets"][1]
+    plain = json.loads(ssh(sim, "ci", "gerrit", "query", "--format=JSON", "--patch-sets",
+                           f"change:{c.number}").stdout.splitlines()[0])
+    assert [ps["number"] for ps in plain["patchSets"]] == [1, 2]
+    assert all("approvals" not in ps for ps in plain["patchSets"]) and "comments" not in plain
     assert [m["message"] for m in row["comments"]] == [
         "Uploaded patch set 1.", "Patch Set 1: Code-Review-1\n\nlooks odd", "Uploaded patch set 2."]
 
@@ -338,12 +342,12 @@ def test_watcher_reconnects_with_capped_backoff_and_stops_cleanly(sim: GerritSim
 
 def test_stream_subscribe_filter_and_multiple_listeners(sim: GerritSimulator) -> None:
     procs = [subprocess.Popen(
-        ["ssh", "-i", sim.accounts["ci"].key_file, "-o", "StrictHostKeyChecking=no", "-o",
-         "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-p", str(sim.port), "ci@127.0.0.1",
+        ["ssh", "-i", sim.accounts["jane"].key_file, "-o", "StrictHostKeyChecking=no", "-o",
+         "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-p", str(sim.port), "jane@127.0.0.1",
          "gerrit", "stream-events", "-s", "patchset-created"], stdout=subprocess.PIPE, text=True)
         for _ in range(2)]
     try:
-        assert sim.wait_for(lambda: sim.listener_count() >= 2)
+        assert sim.wait_for(lambda: sim.listener_count("jane") == 2)
         c = sim.create_change("org/project", "Filtered", owner="jane")
         for p in procs:
             event = json.loads(p.stdout.readline())
@@ -384,3 +388,23 @@ def test_fault_controls(sim: GerritSimulator) -> None:
     assert ssh(sim, "ci", "gerrit", "version").returncode == 255
     sim.faults.refuse_connections = False
     assert ssh(sim, "ci", "gerrit", "version").stdout == "gerrit version 3.10.1\n"
+
+
+def test_gerrit_sim_command_runs_standalone(tmp_path: object) -> None:
+    root = str(tmp_path / "standalone")  # type: ignore[operator]
+    proc = subprocess.Popen(["gatekeeper", "gerrit-sim", "--root", root, "--port", "0", "--account", "ops",
+                             "--project", "org/demo"], stdout=subprocess.PIPE, text=True)
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        assert lines[0].startswith("account ops: private key ")
+        key = lines[0].split("private key ", 1)[1].strip()
+        port = lines[1].split("127.0.0.1:", 1)[1].split(" ", 1)[0]
+        out = subprocess.run(
+            ["ssh", "-i", key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o",
+             "LogLevel=ERROR", "-p", port, "ops@127.0.0.1", "gerrit", "ls-projects"],
+            capture_output=True, text=True, timeout=30)
+        assert out.stdout.splitlines() == ["All-Projects", "All-Users", "org/demo"]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    assert proc.returncode == 0

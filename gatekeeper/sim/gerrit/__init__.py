@@ -14,6 +14,8 @@ Usage (tests, demo; every method is documented on GerritSimulator)::
     app = sim.create_change("org/app", "Use API", owner="jane", depends_on=[lib])  # Depends-On: <lib url>
     app2 = sim.create_change("org/app", "Follow-up", owner="jane", parent=app)     # git parent = app
     sim.create_patchset(app, files={"app.py": "v2\\n"})   # new patch set (same Change-Id)
+    sim.create_patchset(app2, parent=sim.branch_tip("org/app"))  # rebase onto a commit (or a Change)
+    sim.upload("org/app", "HEAD", source="/path/to/work/repo")  # a real commit; Change-Id footer decides
 
     sim.approve(app, "rita")                               # Code-Review +2, Approved +1 -> comment-added
     sim.review(app, "rita", message="recheck")             # plain comment
@@ -21,7 +23,7 @@ Usage (tests, demo; every method is documented on GerritSimulator)::
     sim.submit(app, "ci")                                  # merge-if-necessary; GerritSimError if blocked
 
     sim.votes(app)            # {"rita": {"Code-Review": 2, "Approved": 1}, "ci": {"Verified": 2}}
-    sim.messages(app)         # ["Uploaded patch set 1.", "Patch Set 2: Code-Review+2 Approved+1", ...]
+    sim.messages(app)         # ["Uploaded patch set 1.", ..., "Patch Set 2: Approved+1 Code-Review+2", ...]
     sim.change(app).status    # "MERGED";  sim.branch_tip("org/app", "master") -> sha
     sim.events                # every event emitted, as Gerrit's JSON dicts
     sim.ssh_url("org/app", "ci")  # git clone/fetch URL; change refs: sim.change(app).current.ref
@@ -30,7 +32,8 @@ Usage (tests, demo; every method is documented on GerritSimulator)::
     sim.set_topic(c, "t", "jane"); sim.add_reviewer(c, "rita", "jane"); sim.delete_vote(c, "rita", "Code-Review")
 
     # Faults: sim.faults.cut_streams(), .pause_streams()/.resume_streams(), .fail("review"|"submit"|"query"),
-    # .hang("review", seconds), .refuse_connections = True, .inject_raw(b"not json\\n"), .clear()
+    # .hang("review", seconds[, after=True]), .refuse_connections = True, .inject_raw(b"not json\\n"), .clear();
+    # sim.stream_buffer = 128 makes a slow listener lose events behind `dropped-output`, as Gerrit does.
 
 Standalone: `gatekeeper gerrit-sim --root DIR --port 29418 --account NAME=PUBKEYFILE --project org/x`
 (see gatekeeper.sim.gerrit.cli).

@@ -44,22 +44,34 @@ def run_gerrit_command(sim: GerritSimulator, username: str | None, argv: list[st
     if handler is None:
         return CommandResult(stderr=f"fatal: gerrit: {name}: not found\n", status=1)
     fault_names = [name] + (["submit"] if name == "review" and ("--submit" in args or "-s" in args) else [])
+    hang_after = 0.0
     for fault_name in fault_names:
         fault = sim.faults.take(fault_name)
         if fault is None:
             continue
-        if fault.hang_s:
-            deadline = time.monotonic() + fault.hang_s
-            while time.monotonic() < deadline:
-                if channel is not None and channel.closed:
-                    return CommandResult(status=127)  # client gone: Gerrit abandons the command
-                time.sleep(0.05)
+        if fault.hang_s and fault.hang_after:
+            hang_after = max(hang_after, fault.hang_s)
+        elif fault.hang_s and not _wait_unless_gone(channel, fault.hang_s):
+            return CommandResult(status=127)  # client gone: Gerrit abandons the command
         if fault.exit_status is not None:
             return CommandResult(stderr=fault.stderr, status=fault.exit_status)
     try:
-        return handler(sim, username, args)
+        result = handler(sim, username, args)
     except UsageError as e:
-        return CommandResult(stderr=f"fatal: {e}\n", status=1)
+        result = CommandResult(stderr=f"fatal: {e}\n", status=1)
+    if hang_after:
+        _wait_unless_gone(channel, hang_after)
+    return result
+
+
+def _wait_unless_gone(channel: paramiko.Channel | None, seconds: float) -> bool:
+    """Sleep up to `seconds`; False as soon as the client closed the channel."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if channel is not None and channel.closed:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 # -- gerrit version / ls-projects -----------------------------------------------------------------------------

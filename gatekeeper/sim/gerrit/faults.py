@@ -16,6 +16,7 @@ class CommandFault:
 
     times: int
     hang_s: float = 0.0  # sleep this long first; if the client gave up meanwhile, the command is not applied
+    hang_after: bool = False  # run the command first, then hang before answering (the answer gets lost)
     exit_status: int | None = None  # fail with this status instead of running
     stderr: str = "fatal: internal server error\n"
 
@@ -61,10 +62,11 @@ class Faults:
         with self._lock:
             self._commands[command] = CommandFault(times, exit_status=exit_status, stderr=stderr)
 
-    def hang(self, command: str, seconds: float, times: int = 1) -> None:
-        """Make the next `times` runs of `command` sleep `seconds` before doing anything."""
+    def hang(self, command: str, seconds: float, times: int = 1, after: bool = False) -> None:
+        """Make the next `times` runs of `command` sleep `seconds` before doing anything (not applied if the
+        client gives up meanwhile), or with `after=True` apply it and then sleep before answering."""
         with self._lock:
-            self._commands[command] = CommandFault(times, hang_s=seconds)
+            self._commands[command] = CommandFault(times, hang_s=seconds, hang_after=after)
 
     def clear(self) -> None:
         """Remove every command fault, resume streams, accept connections."""

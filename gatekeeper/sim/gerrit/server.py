@@ -34,8 +34,10 @@ BANNER = (
 class StreamListener:
     """One `gerrit stream-events` channel: a buffer of lines and a writer thread (batches of up to 32)."""
 
-    def __init__(self, server: SSHServer, channel: paramiko.Channel, types: set[str] | None) -> None:
+    def __init__(self, server: SSHServer, channel: paramiko.Channel, types: set[str] | None,
+                 username: str | None = None) -> None:
         self.server = server
+        self.username = username
         self.channel = channel
         self.types = types
         self._buf: deque[bytes] = deque()
@@ -130,7 +132,7 @@ class _Session(paramiko.ServerInterface):
             # Registered before the exec reply, so every event after the client's exec_command() returns
             # reaches it (the connection's catch-up relies on that).
             types = {argv[i + 1] for i, a in enumerate(argv[:-1]) if a in ("-s", "--subscribe")}
-            listener = StreamListener(self.server, channel, types or None)
+            listener = StreamListener(self.server, channel, types or None, self.username)
             self.server.add_listener(listener, self.transport)
         threading.Thread(
             target=self.server.run_exec, args=(channel, self.username, argv, text, listener),
@@ -232,9 +234,10 @@ class SSHServer:
         with self._lock:
             self._listeners.pop(listener, None)
 
-    def listener_count(self) -> int:
+    def listener_count(self, username: str | None = None) -> int:
         with self._lock:
-            return len(self._listeners)
+            return sum(1 for li in self._listeners if not li.channel.closed
+                       and (username is None or li.username == username))
 
     def broadcast(self, etype: str | None, line: bytes) -> None:
         with self._lock:

@@ -690,9 +690,9 @@ class GerritSimulator:
             time.sleep(interval)
         return predicate()
 
-    def listener_count(self) -> int:
-        """How many stream-events listeners are connected right now."""
-        return self._server.listener_count() if self._server else 0
+    def listener_count(self, username: str | None = None) -> int:
+        """How many stream-events listeners (of `username`, if given) are connected right now."""
+        return self._server.listener_count(username) if self._server else 0
 
     # -- events -----------------------------------------------------------------------------------------------
     def _change_event(self, etype: str, c: Change, ps: PatchSet | None, now: int, **fields: Any) -> dict:
