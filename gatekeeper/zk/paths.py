@@ -118,3 +118,63 @@ def launcher(provider: str) -> str:
 
 def hold(ident: str) -> str:
     return f"{HOLDS}/{ident}"
+
+
+# -- launcher (node pool) indexes ------------------------------------------------------------------------------
+#   /nodepool/ready/<label>/<node id>         ready-node index: an entry per unallocated ready node
+#   /nodepool/released/<node id>              consumers' "done with this node" signals for the launcher
+#   /nodepool/nodes/<id>/lock                 a node's lock (kazoo Lock), held by its consumer while in use
+NODES_READY = "/nodepool/ready"
+NODES_RELEASED = "/nodepool/released"
+
+
+def ready_node(label: str, ident: str | None = None) -> str:
+    return f"{NODES_READY}/{label}" + (f"/{ident}" if ident else "")
+
+
+def released_node(ident: str) -> str:
+    return f"{NODES_RELEASED}/{ident}"
+
+
+def node_lock(ident: str) -> str:
+    return f"{NODES}/{ident}/lock"
+
+
+# -- build history --------------------------------------------------------------------------------------------
+#   /history/queue/q-<seq>                    finished buildsets and builds, for the history recorder to store
+HISTORY_EVENTS = "/history/queue"
+
+
+def history_queue() -> str:
+    return HISTORY_EVENTS
+
+
+# -- scheduler ---------------------------------------------------------------------------------------------------
+#   /pipelines/<pipeline>/state               summary: queues (item ids, windows), item revisions, event cursors
+#   /pipelines/<pipeline>/items/<item id>     one queue item (change, merge, builds), written only when it changed
+#   /events/management/results/<event id>     the scheduler's answer to an operator request ("" or an error)
+#   /scheduler/layout                          the running layout's files (sharded), set by a reload
+MANAGEMENT_RESULTS = "/events/management/results"
+SCHEDULER_LAYOUT = "/scheduler/layout"
+
+
+def pipeline_items(name: str) -> str:
+    return f"{PIPELINES}/{name}/items"
+
+
+def pipeline_item(name: str, ident: str) -> str:
+    return f"{PIPELINES}/{name}/items/{ident}"
+
+
+def management_result(ident: str) -> str:
+    return f"{MANAGEMENT_RESULTS}/{ident}"
+
+
+# -- executor ----------------------------------------------------------------------------------------------------
+#   /executor/running/<build id>              which executor started a build (persistent: outlives a dead executor,
+#                                             whose build lock is gone, so the next claimer reports it for a retry)
+EXECUTOR_RUNNING = "/executor/running"
+
+
+def executor_running(ident: str) -> str:
+    return f"{EXECUTOR_RUNNING}/{ident}"

@@ -1,0 +1,291 @@
+"""How fast the launcher hands out nodes, how it copes with a burst, and what a request costs in ZooKeeper.
+
+Runs its own ZooKeeper, the OpenStack simulator in its own process (`gatekeeper cloud-sim`, two clouds; servers
+are real sshd hosts in network namespaces, or on loopback without root) and one launcher, then removes everything.
+
+    handoff_p50_ms / _p99_ms   request -> fulfilled from a ready pool (two providers, min-ready kept), one at a
+                               time (200 requests; --quick 60)
+    boot_s                     T, the simulated boot time used for the burst
+    burst_100_s                100 one-node requests at once against an empty pool (max-servers 60 x 2):
+                               first request to last fulfilment
+    sustained_requests_per_s   8 consumers looping request -> fulfilled -> lock -> release against 16 static hosts
+                               (real sshd, pinned host keys: no boot in the loop) for D seconds
+    zk_ops_per_request         ZooKeeper requests (server's zk_packets_received) per one-node request lifecycle in
+                               the ready-pool run: request, hand-out, lock, in-use, release, delete, replacement
+                               launch; all clients and the launcher, pings included
+
+    python bench/launcher.py [--quick]
+
+A summary for people, then the figures as JSON on the last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gatekeeper.config.layout import parse_layout  # noqa: E402
+from gatekeeper.launcher import model  # noqa: E402
+from gatekeeper.launcher.client import NodeRequestClient  # noqa: E402
+from gatekeeper.launcher.launcher import Launcher  # noqa: E402
+from gatekeeper.sim.openstack.hosts import HostSpec, default_backend  # noqa: E402
+from gatekeeper.zk.client import ZKClient  # noqa: E402
+from gatekeeper.zk.server import LocalZooKeeper  # noqa: E402
+
+
+def openstack_provider(name: str, cloud: str, max_servers: int) -> str:
+    return (f"    - name: {name}\n      driver: openstack\n      cloud: {cloud}\n      max-servers: {max_servers}\n"
+            "      boot-timeout: 60\n      pools:\n        - name: main\n"
+            "          labels: [{name: debian, image: deb, flavor: small}]\n"
+            "      images: [{name: deb, base-image: debian-12}]\n")
+
+
+def nodepool(min_ready: int, providers: str, label: str = "debian"):
+    text = f"nodepool:\n  labels:\n    - {{name: {label}, min-ready: {min_ready}}}\n  providers:\n{providers}"
+    return parse_layout({"bench.yaml": text}).nodepool
+
+
+class Bench:
+    def __init__(self, quick: bool) -> None:
+        self.quick = quick
+        self.tmp = tempfile.mkdtemp(prefix="gk-bench-launcher-")
+        self.key = os.path.join(self.tmp, "id_ed25519")
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key], check=True)
+        self.zk_server = LocalZooKeeper(data_dir=os.path.join(self.tmp, "zk"))
+        self.zk_server.start()
+        self.clouds_yaml = os.path.join(self.tmp, "clouds.yaml")
+        self.sim = subprocess.Popen(
+            [sys.executable, "-m", "gatekeeper.cli", "cloud-sim", "--cloud", "east", "--cloud", "west",
+             "--max-instances", "200", "--clouds-yaml", self.clouds_yaml, "--work-dir", os.path.join(self.tmp, "sim")],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.sim_urls = json.loads(self.sim.stdout.readline())["clouds"]
+        self.hosts = default_backend(os.path.join(self.tmp, "static"))
+        self.clients: list[ZKClient] = []
+        self.launchers: list[Launcher] = []
+
+    def zk(self, chroot: str) -> ZKClient:
+        client = ZKClient(self.zk_server.hosts, chroot=chroot, timeout=10).start()
+        self.clients.append(client)
+        return client
+
+    def launcher(self, chroot: str, pool) -> Launcher:
+        launcher = Launcher(self.zk(chroot), pool, ssh_key=self.key, clouds_yaml=self.clouds_yaml,
+                            poll_interval=0.05, delete_verify_timeout=10)
+        self.launchers.append(launcher)
+        return launcher.start()
+
+    def stop_launchers(self) -> None:
+        for launcher in self.launchers:
+            launcher.stop()
+        self.launchers.clear()
+
+    def close(self) -> None:
+        self.stop_launchers()
+        for client in self.clients:
+            client.stop()
+        self.hosts.close()
+        self.sim.terminate()
+        try:
+            self.sim.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.sim.kill()
+            self.sim.wait()
+        self.zk_server.cleanup()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def wipe(self) -> None:
+        """Delete every server the simulated clouds have (between phases), and wait until they are gone."""
+        import openstack
+        from openstack.config import loader
+
+        for cloud in self.sim_urls:
+            conn = openstack.connection.Connection(
+                config=loader.OpenStackConfig(config_files=[self.clouds_yaml]).get_one(cloud=cloud))
+            for server in list(conn.compute.servers()):
+                conn.compute.delete_server(server)
+            self.wait(lambda c=conn: not list(c.compute.servers()), 60, f"cloud {cloud} emptied")
+            conn.close()
+
+    def set_faults(self, cloud: str, **faults) -> None:
+        req = urllib.request.Request(self.sim_urls[cloud] + "/sim/faults", data=json.dumps(faults).encode(),
+                                     method="POST", headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req).read()
+
+    @staticmethod
+    def wait(cond, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"bench: timed out waiting for {what}")
+            time.sleep(0.005)
+
+    # (a) hand-out from a ready pool, and ZooKeeper operations per request ---------------------------------------
+    def handoff(self, count: int) -> tuple[list[float], float]:
+        chroot = f"/bench-{uuid.uuid4().hex[:8]}"
+        min_ready = 8
+        launcher = self.launcher(chroot, nodepool(min_ready, openstack_provider("east", "east", 20)
+                                                  + openstack_provider("west", "west", 20)))
+
+        def ready() -> int:
+            return sum(1 for m in list(launcher.managers.values()) for n, _ in list(m.nodes.values())
+                       if n.state == model.READY)
+        self.wait(lambda: ready() >= min_ready, 60, "min-ready")
+        client = NodeRequestClient(self.zk(chroot), "bench-handoff")
+        latencies = []
+        packets = self.zk_server.packets_received()
+        for _ in range(count):
+            self.wait(lambda: ready() >= 2, 30, "a ready node")
+            t0 = time.perf_counter()
+            req = client.wait(client.request(["debian"]), 30)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            for node in client.lock_nodes(req):
+                client.release(node)
+        # let the last deletes and replacements finish, so each request's whole lifecycle is counted
+        self.wait(lambda: ready() >= min_ready and all(
+            n.state == model.READY for m in launcher.managers.values() for n, _ in list(m.nodes.values())),
+            60, "pool settled")
+        ops = (self.zk_server.packets_received() - packets) / count
+        self.stop_launchers()
+        return latencies, ops
+
+    # (b) 100 requests against an empty pool ---------------------------------------------------------------------
+    def burst(self, boot_s: float, count: int = 100) -> float:
+        chroot = f"/bench-{uuid.uuid4().hex[:8]}"
+        self.wipe()
+        for cloud in ("east", "west"):
+            self.set_faults(cloud, boot_delay=boot_s)
+        self.launcher(chroot, nodepool(0, openstack_provider("east", "east", 60)
+                                       + openstack_provider("west", "west", 60)))
+        zk = self.zk(chroot)
+        self.wait(lambda: len(zk.client.get_children("/nodepool/launchers")) == 2, 30, "providers live")
+        client = NodeRequestClient(zk, "bench-burst")
+        done = []
+        all_done = threading.Event()
+        lock = threading.Lock()
+
+        def fulfilled(req) -> None:
+            with lock:
+                done.append((time.perf_counter(), req))
+                if len(done) == count:
+                    all_done.set()
+        t0 = time.perf_counter()
+        for _ in range(count):
+            client.watch(client.request(["debian"]), fulfilled)
+        if not all_done.wait(120):
+            raise RuntimeError(f"bench: burst: only {len(done)} of {count} requests fulfilled")
+        elapsed = max(t for t, _ in done) - t0
+        failed = [r for _, r in done if r is None or r.state != model.FULFILLED]
+        if failed:
+            raise RuntimeError(f"bench: burst: {len(failed)} requests failed: {failed[0] and failed[0].reason}")
+        for cloud in ("east", "west"):
+            self.set_faults(cloud, boot_delay=0)
+        self.stop_launchers()
+        self.wipe()
+        return elapsed
+
+    # (c) sustained rate against static hosts --------------------------------------------------------------------
+    def sustained(self, seconds: float, hosts: int = 16, consumers: int = 8) -> tuple[float, float]:
+        backend = self.hosts
+        pubkey = open(self.key + ".pub").read()
+        lines = []
+        for i in range(hosts):
+            spec = HostSpec(f"static-{i}", f"static-{i}", pubkey)
+            address = backend.boot(spec)
+            host_key = " ".join(open(os.path.join(backend.hosts[spec.server_id].workdir,
+                                                  "ssh_host_ed25519_key.pub")).read().split()[:2])
+            lines.append(f"        - {{name: static-{i}, address: '{address}', port: {backend.port}, "
+                         f"labels: [static], host-key: '{host_key}'}}\n")
+        provider = "    - name: rack\n      driver: static\n      hosts:\n" + "".join(lines)
+        chroot = f"/bench-{uuid.uuid4().hex[:8]}"
+        launcher = self.launcher(chroot, nodepool(0, provider, label="static"))
+        self.wait(lambda: sum(1 for n, _ in launcher.managers["rack"].nodes.values()
+                              if n.state == model.READY) == hosts, 30, "static hosts ready")
+        zk = self.zk(chroot)
+        stop = threading.Event()
+        counts = [0] * consumers
+
+        def consume(i: int) -> None:
+            client = NodeRequestClient(zk, f"bench-consumer-{i}")
+            while not stop.is_set():
+                req = client.wait(client.request(["static"]), 30)
+                for node in client.lock_nodes(req):
+                    client.release(node)
+                counts[i] += 1
+
+        packets = self.zk_server.packets_received()
+        threads = [threading.Thread(target=consume, args=(i,)) for i in range(consumers)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        time.sleep(seconds)
+        stop.set()
+        for t in threads:
+            t.join()
+        elapsed = time.perf_counter() - t0
+        total = sum(counts)
+        ops = (self.zk_server.packets_received() - packets) / max(1, total)
+        self.stop_launchers()
+        for i in range(hosts):
+            backend.destroy(f"static-{i}")
+        return total / elapsed, ops
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller runs (finishes in well under a minute)")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.ERROR)
+    logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # a keyscan retried on a booting host is normal
+    bench = Bench(args.quick)
+    started = time.monotonic()
+    try:
+        latencies, zk_ops = bench.handoff(60 if args.quick else 200)
+        boot_s = 1.0 if args.quick else 2.0
+        burst_s = bench.burst(boot_s)
+        rate, zk_ops_static = bench.sustained(4.0 if args.quick else 10.0)
+    finally:
+        bench.close()
+    result = {
+        "handoff_p50_ms": round(statistics.median(latencies), 2),
+        "handoff_p99_ms": round(percentile(latencies, 99), 2),
+        "boot_s": boot_s,
+        "burst_100_s": round(burst_s, 2),
+        "sustained_requests_per_s": round(rate, 1),
+        "zk_ops_per_request": round(zk_ops, 1),
+    }
+    backend = "netns" if os.geteuid() == 0 else "loopback"
+    print(f"launcher benchmark ({'quick' if args.quick else 'full'}, {backend} hosts, "
+          f"{time.monotonic() - started:.0f} s)")
+    print(f"  hand-out from a ready pool (2 providers, {len(latencies)} requests): "
+          f"p50 {result['handoff_p50_ms']} ms, p99 {result['handoff_p99_ms']} ms   (target p50 <= 25 ms)")
+    print(f"  100 requests, empty pool, boot time T={boot_s} s: all fulfilled in {result['burst_100_s']} s   "
+          f"(target <= T + 3 s)")
+    print(f"  sustained: {result['sustained_requests_per_s']} requests/s, 8 consumers, 16 static hosts   "
+          f"(target >= 100/s)")
+    print(f"  ZooKeeper operations per one-node request: {result['zk_ops_per_request']} with a replacement "
+          f"launch each, {zk_ops_static:.1f} on static hosts under load   (target <= 20)")
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,302 @@
+"""Launcher commands: `gatekeeper launcher` (the service) and the operators' `nodes`, `images`, `requests`,
+`hold`, `release`, `delete-node` and `autohold`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+
+from kazoo.exceptions import BadVersionError, NoNodeError
+
+from gatekeeper.cli import add_config_args
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("launcher", help="run the node launcher")
+    add_config_args(p)
+    p.add_argument("-l", "--layout", metavar="DIR", help="layout file or directory (default: from config)")
+    p.set_defaults(func=cmd_launcher)
+
+    p = sub.add_parser("nodes", help="list nodes")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.set_defaults(func=cmd_nodes)
+
+    p = sub.add_parser("images", help="list image builds")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("requests", help="list node requests")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_requests)
+
+    p = sub.add_parser("hold", help="hold a node (ready or in use) with a reason")
+    add_config_args(p)
+    p.add_argument("node")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--hours", type=float, default=24.0, help="hold expiry (default 24)")
+    p.set_defaults(func=cmd_hold)
+
+    p = sub.add_parser("release", help="release a held node (it is then deleted)")
+    add_config_args(p)
+    p.add_argument("node")
+    p.set_defaults(func=cmd_release)
+
+    p = sub.add_parser("delete-node", help="delete a node now")
+    add_config_args(p)
+    p.add_argument("node")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("autohold", help="hold the nodes of matching failed builds (list, add, delete)")
+    add_config_args(p)
+    p.add_argument("action", choices=("list", "add", "delete"))
+    p.add_argument("--id", help="autohold id (delete)")
+    p.add_argument("--project", default="")
+    p.add_argument("--job", default="")
+    p.add_argument("--change", default=".*", help="regex on 'change,patchset'")
+    p.add_argument("--count", type=int, default=1)
+    p.add_argument("--hours", type=float, default=24.0)
+    p.add_argument("--reason", default="")
+    p.set_defaults(func=cmd_autohold)
+
+
+def _zk(args):
+    from gatekeeper.config.service import load_service_config
+    from gatekeeper.zk.client import ZKClient
+
+    config = load_service_config(args.config)
+    return config, ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start()
+
+
+def cmd_launcher(args: argparse.Namespace) -> int:
+    from gatekeeper.config.layout import load_layout
+    from gatekeeper.launcher.launcher import Launcher
+
+    config, zk = _zk(args)
+    layout = load_layout(args.layout or config.layout_path, None)
+    ssh_key = config.get("launcher", "ssh-key")
+    if not ssh_key:
+        print(f"{config.source}: launcher: ssh-key is required (the private key nodes are reached with)",
+              file=sys.stderr)
+        return 3
+    launcher = Launcher(zk, layout.nodepool, ssh_key=str(config.path("launcher", "ssh-key")),
+                        clouds_yaml=str(config.path("launcher", "clouds-yaml")),
+                        cleanup_interval=float(config.get("launcher", "cleanup-interval", 3600)))
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    launcher.start()
+    try:
+        stop.wait()
+    finally:
+        launcher.stop()
+        zk.stop()
+    return 0
+
+
+def _nodes(zk):
+    from gatekeeper.launcher.model import Node
+    from gatekeeper.zk import paths
+
+    out = []
+    try:
+        ids = zk.client.get_children(paths.NODES)
+    except NoNodeError:
+        return []
+    for node_id in ids:
+        try:
+            raw, _ = zk.client.get(paths.node(node_id))
+        except NoNodeError:
+            continue
+        out.append(Node.from_bytes(raw))
+    return sorted(out, key=lambda n: n.created)
+
+
+def _age(t: float) -> str:
+    s = int(time.time() - t)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def cmd_nodes(args: argparse.Namespace) -> int:
+    _, zk = _zk(args)
+    try:
+        nodes = _nodes(zk)
+        if args.json:
+            print(json.dumps([n.to_dict() for n in nodes], indent=1))
+            return 0
+        print(f"{'id':12} {'provider':12} {'label':12} {'state':9} {'age':>7} {'address':21} comment")
+        for n in nodes:
+            extra = n.hold_reason if n.state == "hold" else n.comment
+            print(f"{n.id:12} {n.provider:12} {n.label:12} {n.state:9} {_age(n.state_time):>7} "
+                  f"{n.address + ':' + str(n.port) if n.address else '':21} {extra[:60]}")
+        return 0
+    finally:
+        zk.stop()
+
+
+def cmd_images(args: argparse.Namespace) -> int:
+    from gatekeeper.launcher.images import list_builds
+    from gatekeeper.zk import paths
+
+    _, zk = _zk(args)
+    try:
+        builds = []
+        for image in _children(zk, paths.IMAGES):
+            for provider in _children(zk, f"{paths.IMAGES}/{image}"):
+                builds += list_builds(zk.client, image, provider)
+        if args.json:
+            print(json.dumps([b.to_dict() | {"id": b.id} for b in builds], indent=1))
+            return 0
+        print(f"{'image':14} {'provider':12} {'build':22} {'state':9} {'age':>7} cloud-image / reason")
+        for b in builds:
+            print(f"{b.image:14} {b.provider:12} {b.id:22} {b.state:9} {_age(b.created):>7} "
+                  f"{b.external_id if b.state != 'failed' else b.reason[:60]}")
+        return 0
+    finally:
+        zk.stop()
+
+
+def _children(zk, path):
+    try:
+        return sorted(zk.client.get_children(path))
+    except NoNodeError:
+        return []
+
+
+def cmd_requests(args: argparse.Namespace) -> int:
+    from gatekeeper.launcher.client import NodeRequestClient
+    from gatekeeper.zk import paths
+
+    _, zk = _zk(args)
+    try:
+        client = NodeRequestClient(zk)
+        reqs = [r for r in (client.get(i) for i in _children(zk, paths.NODE_REQUESTS)) if r is not None]
+        if args.json:
+            print(json.dumps([r.to_dict() | {"id": r.id} for r in reqs], indent=1))
+            return 0
+        print(f"{'id':18} {'state':10} {'labels':20} {'provider':12} {'age':>7} requestor")
+        for r in reqs:
+            print(f"{r.id:18} {r.state:10} {','.join(r.labels)[:20]:20} {r.provider:12} {_age(r.created):>7} "
+                  f"{r.requestor}")
+        return 0
+    finally:
+        zk.stop()
+
+
+def _update_node(zk, node_id: str, change) -> str | None:
+    """Apply change(node, tx) with a versioned write; returns an error sentence or None."""
+    from gatekeeper.launcher.model import Node
+    from gatekeeper.zk import paths
+
+    for _ in range(5):
+        try:
+            raw, stat = zk.client.get(paths.node(node_id))
+        except NoNodeError:
+            return f"no node {node_id}"
+        node = Node.from_bytes(raw)
+        tx = zk.client.transaction()
+        err = change(node, tx)
+        if err:
+            return err
+        tx.set_data(paths.node(node_id), node.to_bytes(), version=stat.version)
+        results = tx.commit()
+        if not any(isinstance(r, Exception) for r in results):
+            return None
+        if not any(isinstance(r, (BadVersionError, NoNodeError)) for r in results):
+            return f"node {node_id}: {results}"
+    return f"node {node_id} keeps changing; try again"
+
+
+def cmd_hold(args: argparse.Namespace) -> int:
+    from gatekeeper.launcher import model
+    from gatekeeper.launcher.launcher import ready_entry
+    from gatekeeper.zk import paths
+
+    _, zk = _zk(args)
+
+    def change(node, tx):
+        if node.state == model.READY:
+            tx.delete(paths.ready_node(node.label, ready_entry(node)))
+            node.set_state(model.HOLD)
+            node.hold_reason, node.hold_until = args.reason, time.time() + args.hours * 3600
+        elif node.state in (model.IN_USE, model.ALLOCATED):
+            node.hold_requested = args.reason  # held when its consumer releases it
+        elif node.state == model.HOLD:
+            node.hold_reason, node.hold_until = args.reason, time.time() + args.hours * 3600
+        else:
+            return f"node {node.id} is {node.state}; only ready, allocated or in-use nodes can be held"
+        return None
+    try:
+        err = _update_node(zk, args.node, change)
+    finally:
+        zk.stop()
+    if err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"node {args.node}: held ({args.reason})")
+    return 0
+
+
+def _to_used(args, allowed) -> int:
+    from gatekeeper.launcher import model
+    from gatekeeper.launcher.launcher import ready_entry
+    from gatekeeper.zk import paths
+
+    _, zk = _zk(args)
+
+    def change(node, tx):
+        if node.state not in allowed:
+            return f"node {node.id} is {node.state} (expected {' or '.join(allowed)})"
+        if node.state == model.READY:
+            tx.delete(paths.ready_node(node.label, ready_entry(node)))
+        node.set_state(model.USED)
+        node.comment = "released by an operator"
+        tx.create(paths.released_node(node.id), b"")
+        return None
+    try:
+        err = _update_node(zk, args.node, change)
+    finally:
+        zk.stop()
+    if err:
+        print(err, file=sys.stderr)
+        return 1
+    print(f"node {args.node}: will be deleted")
+    return 0
+
+
+def cmd_release(args: argparse.Namespace) -> int:
+    return _to_used(args, ("hold",))
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    return _to_used(args, ("ready", "hold", "in-use", "used", "failed", "allocated"))
+
+
+def cmd_autohold(args: argparse.Namespace) -> int:
+    from gatekeeper.launcher.client import add_autohold, delete_autohold, list_autoholds
+    from gatekeeper.launcher.model import Autohold
+
+    _, zk = _zk(args)
+    try:
+        if args.action == "add":
+            ident = add_autohold(zk, Autohold(project=args.project, job=args.job, change=args.change,
+                                              count=args.count, hold_hours=args.hours, reason=args.reason))
+            print(ident)
+        elif args.action == "delete":
+            if not args.id:
+                print("autohold delete: --id is required", file=sys.stderr)
+                return 2
+            delete_autohold(zk, args.id)
+        else:
+            for h in list_autoholds(zk):
+                print(f"{h.id} project={h.project or '*'} job={h.job or '*'} change={h.change} "
+                      f"held={len(h.held_nodes)}/{h.count} hours={h.hold_hours} {h.reason}")
+        return 0
+    finally:
+        zk.stop()

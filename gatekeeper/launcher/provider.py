@@ -1,0 +1,273 @@
+"""A provider as the launcher manages it: its nodes, its quota, and the workers that boot and delete servers."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from gatekeeper.config.layout import PoolLabel, Provider
+from gatekeeper.launcher import model
+from gatekeeper.launcher.model import META_NODE, Node
+from gatekeeper.launcher.poller import ServerPoller
+from gatekeeper.launcher.providers.base import Limits, ProviderAdapter, ProviderError, QuotaError
+from gatekeeper.launcher.providers.openstack import is_quota_message
+from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
+
+log = logging.getLogger("gatekeeper.launcher.provider")
+
+LIVE_STATES = set(model.NODE_STATES)  # every state counts against quota until the record is gone
+
+
+@dataclass
+class LaunchResult:
+    node_id: str
+    ok: bool
+    external_id: str = ""
+    address: str = ""
+    port: int = 22
+    host_keys: list | None = None
+    error: str = ""
+    quota: bool = False
+
+
+class ProviderManager:
+    """Owned by the launcher's main loop: all fields are touched from that thread only, except the workers'
+    own arguments; workers report back through `post`."""
+
+    def __init__(self, config: Provider, adapter: ProviderAdapter, *, owner: str, post, stop_event,
+                 ssh_key: str, key_name: str, poll_interval: float = 0.2, delete_verify_timeout: float = 30.0,
+                 limits_ttl: float = 300.0) -> None:
+        self.config = config
+        self.name = config.name
+        self.adapter = adapter
+        self.owner = owner
+        self.post = post
+        self.stop_event = stop_event
+        self.ssh_key = ssh_key
+        self.key_name = key_name
+        self.delete_verify_timeout = delete_verify_timeout
+        self.limits_ttl = limits_ttl
+        self.active = False  # this process holds the provider's lock
+        self.nodes: dict[str, tuple[Node, int]] = {}
+        self.pool_labels: dict[str, tuple[str, PoolLabel]] = {}
+        for pool in config.pools:
+            for pl in pool.labels:
+                self.pool_labels.setdefault(pl.name, (pool.name, pl))
+        self.static_labels = {label for h in config.hosts for label in h.labels}
+        self.poller = ServerPoller(self.name, adapter, poll_interval)
+        workers = max(8, min(128, config.max_servers + 8))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"provider-{self.name}")
+        self._limits: Limits | None = None
+        self._limits_at = 0.0
+        self._limits_mine = 0
+        self.quota_blocked_until = 0.0
+        self.image_builds: dict[str, tuple[str, str]] = {}  # image name -> (build id, cloud image id)
+        self.image_failed: set[str] = set()
+        self.deleting: set[str] = set()
+        self.public_key = ""
+        self.keypair_ready = False
+        self._keypair_lock = threading.Lock()
+        self.failures: Counter = Counter()  # consecutive launch failures, to decline quickly when failing
+
+    # -- what it serves --------------------------------------------------------------------------------------
+    @property
+    def static(self) -> bool:
+        return self.config.driver == "static"
+
+    def serves(self, label: str) -> bool:
+        return label in self.pool_labels or label in self.static_labels
+
+    def image_for(self, label: str) -> tuple[str, str, str] | None:
+        """(image name, build id, cloud image) to boot `label` from; None while its image is not built yet."""
+        if self.static:
+            return "", "", ""
+        _, pl = self.pool_labels[label]
+        image = next(i for i in self.config.images if i.name == pl.image)
+        if not image.prepare:
+            return image.name, "", image.base_image or image.name
+        build = self.image_builds.get(image.name)
+        if build is None:
+            return None
+        return image.name, build[0], build[1]
+
+    def image_unavailable(self, label: str) -> bool:
+        """The label's image has no good build and its last build failed: cannot launch it now."""
+        if self.static:
+            return False
+        _, pl = self.pool_labels[label]
+        return pl.image in self.image_failed and pl.image not in self.image_builds
+
+    # -- quota -----------------------------------------------------------------------------------------------
+    def count(self, pool: str | None = None) -> int:
+        if pool is None:
+            return len(self.nodes)
+        return sum(1 for n, _ in self.nodes.values() if n.pool == pool)
+
+    def capacity(self) -> int:
+        """How many servers in all this provider may have (max-servers, or the cloud's limit if lower)."""
+        cap = self.config.max_servers
+        if self._limits is not None:
+            foreign = max(0, self._limits.instances_used - self._limits_mine)
+            cap = min(cap, self._limits.instances - foreign)
+        return max(0, cap)
+
+    def free(self, label: str | None = None) -> int:
+        if time.monotonic() < self.quota_blocked_until:
+            return 0
+        free = self.capacity() - self.count()
+        if label and not self.static:
+            pool_name, _ = self.pool_labels[label]
+            pool = next(p for p in self.config.pools if p.name == pool_name)
+            if pool.max_servers is not None:
+                free = min(free, pool.max_servers - self.count(pool_name))
+        if label and self.static:
+            idle = [h for h in self.config.hosts if label in h.labels
+                    and not any(n.external_id == h.name for n, _ in self.nodes.values())]
+            free = min(free, len(idle))
+        return max(0, free)
+
+    def can_ever_serve(self, labels: list[str]) -> bool:
+        """False when the request is larger than this provider could ever hold at once."""
+        if not all(self.serves(label) for label in labels):
+            return False
+        return len(labels) <= self.capacity() or self._limits is None and len(labels) <= self.config.max_servers
+
+    def refresh_limits(self) -> None:
+        """Read the cloud's limits (worker thread); cached for limits_ttl, and re-read on an over-quota error."""
+        try:
+            limits = self.adapter.limits()
+            mine = len(self.adapter.poll())  # our servers as the cloud counts them, not as our records do
+        except ProviderError as e:
+            log.warning("provider %s: reading limits failed: %s", self.name, e)
+            return
+        self._limits, self._limits_at, self._limits_mine = limits, time.monotonic(), mine
+
+    def limits_stale(self) -> bool:
+        return self._limits is None or time.monotonic() - self._limits_at > self.limits_ttl
+
+    # -- workers ---------------------------------------------------------------------------------------------
+    def start_launch(self, node: Node, flavor: str, cloud_image: str) -> None:
+        self.pool.submit(self._launch, node, flavor, cloud_image)
+
+    def ensure_keypair(self) -> None:
+        """Upload the launcher's public key once (retried by the next launch if the cloud failed us)."""
+        with self._keypair_lock:
+            if self.key_name and not self.keypair_ready:
+                self.adapter.ensure_keypair(self.key_name, self.public_key)
+                self.keypair_ready = True
+
+    def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
+        meta = {META_NODE: node.id, "gatekeeper-label": node.label}
+        try:
+            self.ensure_keypair()
+            server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
+                                            key_name=self.key_name)
+        except QuotaError as e:
+            self.refresh_limits()
+            self.post(LaunchResult(node.id, False, error=str(e), quota=True))
+            return
+        except Exception as e:
+            self.post(LaunchResult(node.id, False, error=str(e)))
+            return
+        if self.static:
+            # a static host is up already; its configured host key (if any) is pinned without a scan
+            info = self.adapter.poll()[server_id]
+            host = next(h for h in self.config.hosts if h.name == server_id)
+            if host.host_key:
+                self.post(LaunchResult(node.id, True, server_id, info.address, info.port, [host.host_key]))
+                return
+            try:
+                keys = scan_host_keys(info.address, info.port, timeout=self.config.boot_timeout,
+                                      stop=self.stop_event)
+            except HostKeyScanError as e:
+                self.post(LaunchResult(node.id, False, server_id, info.address, error=str(e)))
+                return
+            self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
+            return
+        try:
+            info = self.poller.wait_settled(server_id).result(timeout=self.config.boot_timeout)
+        except Exception:
+            info = None
+            self.poller.forget(server_id)
+            self.post(LaunchResult(node.id, False, server_id,
+                                   error=f"server {server_id} not ACTIVE within {self.config.boot_timeout}s"))
+            return
+        if info is None:
+            self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} vanished while booting"))
+            return
+        if info.state != "ACTIVE":
+            quota = is_quota_message(info.fault)
+            if quota:
+                self.refresh_limits()
+            self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} is {info.state}: "
+                                   f"{info.fault or 'no fault given'}", quota=quota))
+            return
+        remaining = max(1.0, self.config.boot_timeout - (time.time() - node.created))
+        try:
+            keys = scan_host_keys(info.address, info.port, timeout=remaining, stop=self.stop_event)
+        except HostKeyScanError as e:
+            self.post(LaunchResult(node.id, False, server_id, info.address, error=str(e)))
+            return
+        self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
+
+    def start_delete(self, node: Node, done, on_slow=None) -> None:
+        """Delete the node's server and verify it is gone, then post ("deleted", provider, node id, ok)."""
+        if node.id in self.deleting:
+            return
+        self.deleting.add(node.id)
+        self.pool.submit(self._delete, node, on_slow)
+
+    def delete_server(self, server_id: str, on_slow=None) -> bool:
+        """Delete and verify (re-issuing the delete while the server lingers); True when gone.
+
+        on_slow() is called once if the server is still there after a second."""
+        deadline = time.monotonic() + self.delete_verify_timeout * 3
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            try:
+                self.adapter.delete(server_id)
+            except ProviderError as e:
+                log.warning("provider %s: deleting server %s: %s", self.name, server_id, e)
+                if self.stop_event.wait(1.0):
+                    return False
+                continue
+            if self.static:
+                return True
+            gone = self.poller.wait_gone(server_id)
+            try:
+                if on_slow is not None:
+                    try:
+                        if gone.result(timeout=1.0):
+                            return True
+                    except TimeoutError:
+                        on_slow()
+                        on_slow = None
+                if gone.result(timeout=self.delete_verify_timeout):
+                    return True
+            except Exception:
+                self.poller.forget(server_id)
+                log.warning("provider %s: server %s still there %.0fs after delete; deleting again",
+                            self.name, server_id, self.delete_verify_timeout)
+        return False
+
+    def _delete(self, node: Node, on_slow=None) -> None:
+        server_id = node.external_id
+        if not server_id and not self.static:
+            # launched by a launcher that died before it learned the server id: find it by our metadata
+            try:
+                servers = self.adapter.poll()
+            except ProviderError:
+                servers = {}
+            server_id = next((s.id for s in servers.values() if s.metadata.get(META_NODE) == node.id), "")
+        ok = True
+        if server_id:
+            ok = self.delete_server(server_id, on_slow)
+        self.post(("deleted", self.name, node.id, ok))
+
+    def stop(self) -> None:
+        self.poller.stop()
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        self.adapter.close()

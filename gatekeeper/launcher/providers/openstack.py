@@ -1,0 +1,172 @@
+"""An OpenStack cloud through openstacksdk's proxy layer, configured by name from a clouds.yaml."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import openstack
+from openstack import exceptions as osexc
+from openstack.config import loader
+
+from gatekeeper.launcher.model import META_OWNER
+from gatekeeper.launcher.providers.base import (
+    Flavor,
+    ImageInfo,
+    Limits,
+    ProviderAdapter,
+    ProviderError,
+    QuotaError,
+    ServerInfo,
+)
+
+log = logging.getLogger("gatekeeper.launcher.providers.openstack")
+
+
+def is_quota_message(message: str) -> bool:
+    m = (message or "").lower()
+    return "quota" in m and ("exceed" in m or "exceeds" in m)
+
+
+class OpenStackAdapter(ProviderAdapter):
+    """One openstacksdk connection per provider, shared by the provider's threads."""
+
+    def __init__(self, cloud: str, clouds_yaml: str | None, owner: str, region: str = "",
+                 api_timeout: float = 30.0) -> None:
+        self.cloud = cloud
+        self.owner = owner
+        files = [clouds_yaml] if clouds_yaml else None
+        try:
+            cfg = loader.OpenStackConfig(config_files=files).get_one(
+                cloud=cloud, region_name=region or None, api_timeout=api_timeout)
+        except Exception as e:
+            raise ProviderError(f"cloud {cloud!r} in {clouds_yaml or 'clouds.yaml'}: {e}") from None
+        self.conn = openstack.connection.Connection(config=cfg)
+        self._flavors: dict[str, object] | None = None
+        self._images: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def _call(self, what: str, fn, *args, **kw):
+        """Call fn (a callable, or "service.method" of the connection) turning every failure into our errors.
+
+        A method is looked up inside the try: the first use of a service authenticates and discovers it."""
+        try:
+            if isinstance(fn, str):
+                service, method = fn.split(".")
+                fn = getattr(getattr(self.conn, service), method)
+            return fn(*args, **kw)
+        except osexc.HttpException as e:
+            msg = f"{e.status_code} {getattr(e, 'details', '') or e}"
+            if e.status_code in (403, 413) and is_quota_message(str(e)):
+                raise QuotaError(f"cloud {self.cloud}: {what}: {msg}") from None
+            raise ProviderError(f"cloud {self.cloud}: {what}: {msg}") from None
+        except osexc.SDKException as e:
+            raise ProviderError(f"cloud {self.cloud}: {what}: {e}") from None
+        except Exception as e:  # connection errors, timeouts from requests/keystoneauth
+            raise ProviderError(f"cloud {self.cloud}: {what}: {type(e).__name__}: {e}") from None
+
+    def _flavor(self, name: str):
+        with self._lock:
+            if self._flavors is None:
+                flavors = self._call("list flavors", lambda: list(self.conn.compute.flavors()))
+                self._flavors = {f.name: f for f in flavors} | {f.id: f for f in flavors}
+            f = self._flavors.get(name)
+        if f is None:
+            raise ProviderError(f"cloud {self.cloud}: no flavor {name!r}")
+        return f
+
+    def flavor(self, name: str) -> Flavor:
+        f = self._flavor(name)
+        return Flavor(f.name, f.vcpus or 1, f.ram or 0)
+
+    def _image_id(self, image: str) -> str:
+        with self._lock:
+            if image in self._images:
+                return self._images[image]
+        found = self._call("find image", "image.find_image", image, ignore_missing=True)
+        if found is None:
+            raise ProviderError(f"cloud {self.cloud}: no image {image!r}")
+        with self._lock:
+            self._images[image] = found.id
+        return found.id
+
+    def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "") -> str:
+        kw = dict(name=name, image_id=self._image_id(image), flavor_id=self._flavor(flavor).id,
+                  metadata={META_OWNER: self.owner, **metadata}, networks="none")
+        if key_name:
+            kw["key_name"] = key_name
+        server = self._call(f"create server {name}", "compute.create_server", **kw)
+        return server.id
+
+    def poll(self) -> dict[str, ServerInfo]:
+        # A raw listing (as Zuul does): one request per page and plain JSON, no SDK resource objects, so polling
+        # a hundred booting servers stays cheap.
+        out = {}
+        url = "/servers/detail"
+        while url:
+            resp = self._call("list servers", "compute.get", url)
+            if resp.status_code >= 400:
+                raise ProviderError(f"cloud {self.cloud}: list servers: HTTP {resp.status_code}")
+            body = resp.json()
+            for s in body.get("servers", []):
+                meta = s.get("metadata") or {}
+                if meta.get(META_OWNER) != self.owner:
+                    continue
+                fault = (s.get("fault") or {}).get("message", "")
+                out[s["id"]] = ServerInfo(s["id"], s.get("name", ""), s.get("status", ""),
+                                          s.get("accessIPv4") or _first_address(s.get("addresses")), 22, fault,
+                                          dict(meta))
+            url = next((link["href"] for link in body.get("servers_links", []) if link.get("rel") == "next"), "")
+        return out
+
+    def delete(self, server_id: str) -> None:
+        self._call(f"delete server {server_id}", "compute.delete_server", server_id, ignore_missing=True)
+
+    def snapshot(self, server_id: str, name: str, metadata: dict) -> str:
+        image = self._call(f"snapshot server {server_id}", "compute.create_server_image", server_id,
+                           name=name, metadata={META_OWNER: self.owner, **metadata}, wait=False)
+        return image.id if hasattr(image, "id") else str(image)
+
+    def get_image(self, image_id: str) -> ImageInfo | None:
+        try:
+            img = self.conn.image.get_image(image_id)
+        except osexc.NotFoundException:
+            return None
+        except Exception as e:
+            raise ProviderError(f"cloud {self.cloud}: get image {image_id}: {e}") from None
+        return ImageInfo(img.id, img.name, img.status, dict(img.properties or {}))
+
+    def list_images(self) -> list[ImageInfo]:
+        images = self._call("list images", lambda: list(self.conn.image.images()))
+        return [ImageInfo(i.id, i.name, i.status, dict(i.properties or {})) for i in images
+                if (i.properties or {}).get(META_OWNER) == self.owner]
+
+    def delete_image(self, image_id: str) -> None:
+        self._call(f"delete image {image_id}", "image.delete_image", image_id, ignore_missing=True)
+
+    def limits(self) -> Limits:
+        a = self._call("read limits", "compute.get_limits").absolute
+        return Limits(a.instances, a.total_cores, a.total_ram, a.instances_used or 0, a.total_cores_used or 0,
+                      a.total_ram_used or 0)
+
+    def ensure_keypair(self, name: str, public_key: str) -> None:
+        existing = self._call("find keypair", "compute.find_keypair", name, ignore_missing=True)
+        if existing is not None and existing.public_key.strip() == public_key.strip():
+            return
+        if existing is not None:
+            self._call("delete keypair", "compute.delete_keypair", name)
+        self._call("create keypair", "compute.create_keypair", name=name, public_key=public_key)
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:
+            pass
+
+
+def _first_address(addresses: dict | None) -> str:
+    for entries in (addresses or {}).values():
+        for e in entries:
+            if e.get("version") == 4:
+                return e.get("addr", "")
+    return ""

@@ -1,0 +1,46 @@
+"""`gatekeeper cloud-sim`: run simulated OpenStack clouds (servers are real SSH hosts) until interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cloud-sim", help="run simulated OpenStack clouds whose servers are real SSH hosts")
+    p.add_argument("--cloud", action="append", dest="clouds", metavar="NAME",
+                   help="a cloud to simulate (repeat for several; default: one named 'sim')")
+    p.add_argument("--clouds-yaml", metavar="FILE", help="write a clouds.yaml naming the clouds here")
+    p.add_argument("--backend", choices=("auto", "netns", "loopback", "none"), default="auto",
+                   help="hosts: netns (root), loopback sshd, or none (addresses only); default auto")
+    p.add_argument("--max-instances", type=int, default=100, help="each cloud's instance quota (default 100)")
+    p.add_argument("--port", type=int, default=0, help="first HTTP port (default: free ports)")
+    p.add_argument("--work-dir", metavar="DIR", help="where hosts keep their files (default: a temp dir)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gatekeeper.sim.openstack.sim import CloudSim
+
+    names = args.clouds or ["sim"]
+    sim = CloudSim(names, backend="auto" if args.backend == "none" else args.backend, workdir=args.work_dir,
+                   max_instances=args.max_instances, hosts=args.backend != "none", port=args.port)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        if args.clouds_yaml:
+            sim.write_clouds_yaml(args.clouds_yaml)
+        info = {"clouds_yaml": args.clouds_yaml or sim.clouds_yaml,
+                "clouds": {n: s.url for n, s in sim.servers.items()},
+                "backend": type(sim.backend).__name__ if sim.backend else "none"}
+        print(json.dumps(info), flush=True)
+        print("faults: POST {url}/sim/faults with JSON, e.g. {\"boot_errors\": 1}; state: GET {url}/sim/state",
+              file=sys.stderr, flush=True)
+        stop.wait()
+    finally:
+        sim.stop()
+    return 0
