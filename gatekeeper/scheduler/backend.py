@@ -1,0 +1,234 @@
+"""The pipeline managers' work, sent through ZooKeeper: requests batched into the pass's save, reports ledgered.
+
+Reports go out on a thread per pipeline, in order, so that the queue loop never waits for Gerrit: a head item
+whose report is in flight stays at the head, and the pass that follows its completion takes it out.
+
+Each report is recorded in `/pipelines/<p>/reported/<item>:<action>` before it is sent ("pending", with the
+scheduler that sends it) and after ("done", with the outcome).  A scheduler that restarts after a SIGKILL finds
+the entry and does not report again; an entry left pending by a dead scheduler may or may not have reached
+Gerrit, so a submit is then checked against the change's status instead of being repeated.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Protocol
+
+from kazoo.exceptions import NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.recipe.watchers import DataWatch
+
+from gatekeeper.scheduler.interfaces import ChangeSource, Report, ReportOutcome
+from gatekeeper.scheduler.store import TxOp, create_op, delete_all, encode_op
+from gatekeeper.zk import paths
+from gatekeeper.zk.builds import BuildRequest
+from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.merges import MergeRequest
+from gatekeeper.zk.record import decode, encode
+
+log = logging.getLogger("gatekeeper.scheduler.backend")
+
+HEAD_ACTIONS = frozenset({"success", "failure", "merge-conflict"})
+# "Starting" messages go without a ledger entry: a restarted scheduler re-enqueues under a new item id anyway.
+UNLEDGERED = frozenset({"start"})
+BATCH = 32  # ledger entries deleted per transaction
+
+
+class Reporter(Protocol):
+    """Sends one report to the code review system; returns whether a requested submit happened."""
+
+    def report(self, report: Report) -> ReportOutcome: ...
+
+
+class ReportQueue:
+    """One pipeline's reports, sent in order on a thread of their own, each through the ledger."""
+
+    def __init__(self, zk: ZKClient, pipeline: str, reporter: Reporter, source: ChangeSource, owner: str,
+                 wake: Callable[[], None]) -> None:
+        self.zk = zk
+        self.pipeline = pipeline
+        self.reporter = reporter
+        self.source = source
+        self.owner = owner
+        self.wake = wake
+        self.sent = 0
+        self._outcomes: dict[str, ReportOutcome] = {}
+        self._forgotten: list[str] = []
+        self._inflight: set[str] = set()
+        self._lock = threading.Condition()
+        # Two lanes: the head's verdicts (which the gate waits for) do not queue behind "starting" messages.
+        self._lanes = {"head": queue.Queue(), "other": queue.Queue()}
+        for lane, q in self._lanes.items():
+            threading.Thread(target=self._work, args=(q,), name=f"reports-{pipeline}-{lane}", daemon=True).start()
+
+    def stop(self) -> None:
+        for q in self._lanes.values():
+            q.put(None)
+
+    def drain(self, timeout: float = 30.0) -> None:
+        """Wait until every queued report was sent (for an orderly stop)."""
+        events = []
+        for q in self._lanes.values():
+            events.append(threading.Event())
+            q.put(events[-1])
+        for event in events:
+            event.wait(timeout)
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._inflight)
+
+    def submit(self, report: Report) -> ReportOutcome | None:
+        """The outcome once the report was sent; None while it is on its way (it is queued on the first call)."""
+        with self._lock:
+            if report.key in self._outcomes:
+                return self._outcomes[report.key]
+            if report.key in self._inflight:
+                return None
+            self._inflight.add(report.key)
+        self._lanes["head" if report.action in HEAD_ACTIONS else "other"].put(report)
+        return None
+
+    def forget(self, left: list[tuple[str, list[str]]]) -> None:
+        """Mark the ledger entries of items that left the queue for deletion (`flush`, batched)."""
+        keys = [f"{ident}:{action}" for ident, actions in left for action in actions if action not in UNLEDGERED]
+        with self._lock:
+            for key in keys:
+                self._outcomes.pop(key, None)
+            self._forgotten.extend(keys)
+
+    def flush(self, force: bool = False) -> None:
+        """Delete forgotten ledger entries, in one transaction once enough are waiting (or when `force`)."""
+        with self._lock:
+            if not self._forgotten or (len(self._forgotten) < BATCH and not force):
+                return
+            keys, self._forgotten = self._forgotten, []
+        base = paths.pipeline_reported(self.pipeline)
+        delete_all(self.zk.client, [f"{base}/{key}" for key in keys])
+
+    def _work(self, lane: queue.Queue) -> None:
+        while True:
+            report = lane.get()
+            if report is None:
+                return
+            if isinstance(report, threading.Event):
+                report.set()
+                continue
+            if report.action in HEAD_ACTIONS:  # after the item's "starting" message, never before it
+                started = report.key.split(":", 1)[0] + ":start"
+                with self._lock:
+                    self._lock.wait_for(lambda k=started: k not in self._inflight, timeout=60)
+            try:
+                outcome = self._ledgered(report)
+            except Exception:
+                log.exception("[%s %s] %s report failed", self.pipeline, report.change.key, report.action)
+                outcome = ReportOutcome(not report.submit, "the report could not be sent")
+            if outcome is None:
+                continue  # another live scheduler is sending it: its ledger watch will wake us
+            with self._lock:
+                self._outcomes[report.key] = outcome
+                self._inflight.discard(report.key)
+                self._lock.notify_all()
+            self.wake()
+
+    def _ledgered(self, report: Report) -> ReportOutcome | None:
+        if report.action in UNLEDGERED:
+            return self._send(report)
+        path = f"{paths.pipeline_reported(self.pipeline)}/{report.key}"
+        # A message without a submit is recorded once, before it is sent: at most once is what matters there.
+        entry = {"state": "pending", "owner": self.owner} if report.submit else {"state": "done", "ok": True}
+        try:
+            self.zk.client.create(path, encode(entry), makepath=True)
+        except NodeExistsError:
+            return self._already(path, report)
+        outcome = self._send(report)
+        if report.submit:
+            self.zk.client.set(path, encode({"state": "done", "ok": outcome.ok, "message": outcome.message}))
+        return outcome
+
+    def _send(self, report: Report) -> ReportOutcome:
+        self.sent += 1
+        try:
+            return self.reporter.report(report)
+        except Exception as exc:  # a report that cannot be sent must not stop the gate
+            log.exception("[%s %s] %s report failed", self.pipeline, report.change.key, report.action)
+            return ReportOutcome(not report.submit, str(exc))
+
+    def _already(self, path: str, report: Report) -> ReportOutcome | None:
+        try:
+            raw, _ = self.zk.client.get(path)
+            entry = decode(raw)
+        except NoNodeError:
+            entry = {"state": "done", "ok": True, "message": ""}
+        if entry.get("state") == "done":
+            log.info("[%s %s] %s already reported", self.pipeline, report.change.key, report.action)
+            return ReportOutcome(bool(entry.get("ok", True)), entry.get("message", ""))
+        owner = entry.get("owner", "")
+        if owner and owner != self.owner and self.zk.client.exists(paths.component("scheduler", owner)):
+            self._wait_for_owner(path, report)
+            return None
+        if not report.submit:
+            return ReportOutcome()
+        change = self.source.get_change(report.change.number)
+        merged = change is not None and change.status == "MERGED"
+        log.info("[%s %s] a report was interrupted; the change is %s", self.pipeline, report.change.key,
+                 "merged" if merged else "not merged")
+        return ReportOutcome(merged, "" if merged else "the scheduler stopped while submitting it")
+
+    def _wait_for_owner(self, path: str, report: Report) -> None:
+        def on_change(data: bytes | None, stat: object) -> bool | None:
+            if data is not None and decode(data).get("state") == "pending":
+                return None
+            with self._lock:
+                self._inflight.discard(report.key)
+            self.wake()
+            return False
+
+        DataWatch(self.zk.client, path, on_change)
+
+
+class ZKBackend:
+    """Collects one pass's merge and build requests (written with the state) and queues its reports."""
+
+    def __init__(self, zk: ZKClient, pipeline: str, reports: ReportQueue) -> None:
+        self.zk = zk
+        self.pipeline = pipeline
+        self.reports = reports
+        self.merges: list[MergeRequest] = []
+        self.builds: dict[str, BuildRequest] = {}
+        self.cancels: list[str] = []
+
+    def request_merge(self, request: MergeRequest) -> None:
+        self.merges.append(request)
+
+    def request_build(self, request: BuildRequest) -> None:
+        self.builds[request.id] = request
+
+    def cancel_build(self, build_id: str) -> None:
+        if self.builds.pop(build_id, None) is None:  # requested and withdrawn in the same pass: never written
+            self.cancels.append(build_id)
+
+    def report(self, report: Report) -> ReportOutcome | None:
+        return self.reports.submit(report)
+
+    def tx_ops(self) -> list[tuple[int, TxOp]]:
+        """The requests, each with the parent of the lock its taker will hold (so taking it costs less)."""
+        ops = []
+        for r in self.merges:
+            ops += [encode_op(paths.merger_request(r.id), r.to_dict()), create_op(paths.lock("merge", r.id))]
+        for r in self.builds.values():
+            ops += [encode_op(paths.executor_request(r.id), r.to_dict()), create_op(paths.lock("build", r.id))]
+        return ops
+
+    def flush_cancels(self) -> None:
+        """Withdraw cancelled builds (after the state that forgets them is saved)."""
+        pending = [self.zk.client.delete_async(paths.executor_request(i)) for i in self.cancels]
+        locks = [self.zk.client.delete_async(paths.lock("build", i)) for i in self.cancels]
+        for p in pending + locks:
+            try:
+                p.get()
+            except (NoNodeError, NotEmptyError):
+                pass  # it had finished (its result is ignored), or an executor still holds its lock
+        self.cancels.clear()

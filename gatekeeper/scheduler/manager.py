@@ -1,0 +1,569 @@
+"""A pipeline manager: applies events to one pipeline's state and runs the queue loop.
+
+The gate's rule is in `_process_dependent`: walk each queue head to tail keeping the nearest non-failing item
+(nnfi); an item whose base is no longer the nnfi is reset onto it; items are tested as soon as the state ahead
+is merged; only the head is reported, and it leaves the queue when it is.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from gatekeeper.config.layout import Job, Layout, Pipeline
+from gatekeeper.scheduler.events import TriggerEvent
+from gatekeeper.scheduler.interfaces import Backend, ChangeSource, Report, ReportOutcome
+from gatekeeper.scheduler.model import Build, Change, ChangeQueue, Item, PipelineState
+from gatekeeper.scheduler.triggers import pipeline_triggered, unmet_requirements
+from gatekeeper.zk.builds import RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
+from gatekeeper.zk.merges import MergeRequest, MergeResult
+
+log = logging.getLogger("gatekeeper.scheduler.manager")
+
+MERGE_ATTEMPTS = 3
+
+
+class Refusal(Exception):
+    """A change cannot enter the pipeline; the message, for people, is reported on the change."""
+
+
+def job_params(job: Job) -> dict:
+    """What an executor needs to run `job` (frozen into each build request)."""
+    return {
+        "run": list(job.run),
+        "timeout": job.timeout,
+        "vars": dict(job.vars),
+        "collect": list(job.collect),
+        "devstack": {"localrc": dict(job.devstack_localrc), "local_conf": job.devstack_local_conf},
+        "required_projects": list(job.required_projects),
+        "label": job.label or "",
+        "voting": job.voting,
+        "hold_hours": job.hold_hours,
+    }
+
+
+def format_duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m {seconds % 60:02d}s"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+class PipelineManager:
+    """Acts on one pipeline's state; built afresh for each pass (it holds nothing between passes)."""
+
+    def __init__(self, layout: Layout, pipeline: Pipeline, state: PipelineState, backend: Backend,
+                 source: ChangeSource, clock: Callable[[], float] = time.time) -> None:
+        self.layout = layout
+        self.pipeline = pipeline
+        self.state = state
+        self.backend = backend
+        self.source = source
+        self.clock = clock
+        self._looked_up: dict[int, Change | None] = {}
+        self._left: dict[str, str] = {}  # change key -> why it left the queue during this pass
+
+    @property
+    def name(self) -> str:
+        return self.pipeline.name
+
+    # -- events ---------------------------------------------------------------------------------------------------
+    def lookup(self, number: int) -> Change | None:
+        if number not in self._looked_up:
+            self._looked_up[number] = self.source.get_change(number)
+        return self._looked_up[number]
+
+    def remember(self, change: Change) -> None:
+        """Use `change` as the latest snapshot of its change for this pass (the caller already queried it)."""
+        self._looked_up[change.number] = change
+
+    def apply_trigger(self, event: TriggerEvent) -> None:
+        """Refresh the items of the event's change, then enqueue the change if the event triggers this pipeline."""
+        if not event.change:
+            return
+        latest = self.lookup(event.change)
+        if latest is None:
+            return
+        for item in self.state.items_for_change(event.change):
+            fresh = item.change.refreshed(latest)
+            if fresh != item.change:
+                item.change = fresh
+                self.state.touch(item)
+        if not self.pipeline.dependent and self._superseded(event, latest):
+            for item in self.state.items_for_change(event.change):
+                if item.live and item.id in self.state.items:
+                    log.info("%s leaves %s for a dependent pipeline", item.label(self.name), self.name)
+                    self._remove_queue_of(item)
+            return
+        if not pipeline_triggered(self.pipeline, event):
+            return
+        if self.state.find(latest.key):
+            log.info("[%s %s] already in the pipeline; %s ignored", self.name, latest.key, event.type)
+            return
+        reason = unmet_requirements(self.pipeline, latest)
+        if reason:
+            log.debug("[%s %s] not enqueued: %s", self.name, latest.key, reason)
+            return
+        self.enqueue(latest, refusal_key=event.id)
+
+    def _superseded(self, event: TriggerEvent, change: Change) -> bool:
+        """Whether this event moves the change into a dependent pipeline (it then leaves an independent one)."""
+        for other in self.layout.pipelines.values():
+            if other.dependent and pipeline_triggered(other, event) and not unmet_requirements(other, change):
+                project = self.layout.projects.get(change.project)
+                if project and project.jobs_for(other.name):
+                    return True
+        return False
+
+    def apply_merge_result(self, result: MergeResult) -> bool:
+        item = self.state.items.get(result.item)
+        if item is None or item.merge_id != result.id:
+            return False
+        if result.ok:
+            item.merge_state, item.repo_state = "ok", result.repo_state
+        elif result.conflict:
+            item.merge_state, item.merge_message = "conflict", result.message
+            log.info("%s merge conflict: %s", item.label(self.name), result.message)
+        else:
+            item.merge_attempts += 1
+            log.warning("%s merger error (%d): %s", item.label(self.name), item.merge_attempts, result.message)
+            if item.merge_attempts >= MERGE_ATTEMPTS:
+                item.merge_state = "conflict"
+                item.merge_message = f"The merger failed {item.merge_attempts} times: {result.message}"
+            else:
+                item.merge_state, item.merge_id = "", ""
+        self.state.touch(item)
+        return True
+
+    def apply_build_result(self, result: BuildResult) -> bool:
+        item = self.state.items.get(result.item)
+        build = item.builds.get(result.job) if item else None
+        if item is None or build is None or build.id != result.id or build.finished:
+            return False
+        outcome, message = result.result, result.message
+        if outcome in RETRYABLE:
+            job = self.layout.jobs.get(result.job)
+            if job and build.attempt < job.attempts:
+                log.info("%s %s: %s on attempt %d, retrying", item.label(self.name), result.job, outcome,
+                         build.attempt)
+                self._request_build(item, result.job, build.attempt + 1, self._position(item))
+                return True
+            message = f"{outcome} on {build.attempt} attempts" + (f": {message}" if message else "")
+            outcome = RETRY_LIMIT
+        build.result, build.message, build.log_url = outcome, message, result.log_url
+        build.node, build.start_time, build.end_time = dict(result.node), result.start_time, result.end_time
+        log.info("%s %s: %s", item.label(self.name), result.job, outcome)
+        self.state.touch(item)
+        return True
+
+    # -- enqueue --------------------------------------------------------------------------------------------------
+    def enqueue(self, change: Change, refusal_key: str = "") -> str:
+        """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused."""
+        project = self.layout.projects.get(change.project)
+        jobs = project.jobs_for(self.name) if project else ()
+        if not jobs:
+            return f"project {change.project} has no jobs in pipeline {self.name}"
+        if self.state.find(change.key):
+            return f"change {change.key} is already in {self.name}"
+        try:
+            needed = self._needed_chain(change)
+        except Refusal as exc:
+            message = f"Change {change.key} cannot enter {self.name}: {exc}"
+            log.info("[%s %s] refused: %s", self.name, change.key, exc)
+            self.backend.report(Report(self.name, change, "refused", message, {},
+                                       key=f"refused:{refusal_key or self.clock()}:{change.key}"))
+            return message
+        if self.pipeline.dependent:
+            queue = self._shared_queue(project.queue or project.name)
+            for dep in needed:
+                self._add(queue, dep, live=True)
+        else:
+            queue = ChangeQueue(name=f"{change.key}@{self.clock():.6f}", dynamic=True)
+            self.state.queues[queue.name] = queue
+            for dep in needed:
+                self._add(queue, dep, live=False)
+        self._add(queue, change, live=True)
+        return ""
+
+    def _needed_chain(self, change: Change) -> list[Change]:
+        """The changes `change` needs that must be enqueued ahead of it, in order; raises Refusal."""
+        order: list[Change] = []
+        done: set[str] = set()
+        my_queue = self.layout.queue_of(change.project)
+
+        def visit(c: Change, path: list[str]) -> None:
+            if c.needs_error:
+                raise Refusal(c.needs_error)
+            for key in c.needs:
+                if key in path:
+                    raise Refusal("dependency cycle " + " -> ".join(path[path.index(key):] + [key]))
+                if key in done:
+                    continue
+                queued = self.state.find(key) if self.pipeline.dependent else None
+                if queued is not None and queued.queue == my_queue:
+                    continue
+                number = int(key.split(",")[0])
+                dep = self.lookup(number)
+                if dep is None:
+                    raise Refusal(f"it depends on change {key}, which cannot be found")
+                if dep.status == "MERGED":
+                    continue
+                if dep.status != "NEW":
+                    raise Refusal(f"it depends on change {key}, which is {dep.status.lower()}")
+                if dep.key != key:
+                    raise Refusal(f"it depends on {key}, an outdated patch set of change {number}")
+                if self.pipeline.dependent:
+                    queue = self.layout.queue_of(dep.project)
+                    if queue != my_queue:
+                        raise Refusal(f"it depends on change {key} in {dep.project}, which is not in the same "
+                                      f'change queue ("{queue or "none"}", not "{my_queue}")')
+                    reason = unmet_requirements(self.pipeline, dep)
+                    if reason:
+                        raise Refusal(f"it depends on change {key}, which cannot enter {self.name}: {reason}")
+                visit(dep, path + [key])
+                done.add(key)
+                order.append(dep)
+
+        visit(change, [change.key])
+        return order
+
+    def _shared_queue(self, name: str) -> ChangeQueue:
+        queue = self.state.queues.get(name)
+        if queue is None:
+            conf = self.layout.queues.get(name)
+            window = (conf.window if conf and conf.window else self.pipeline.window)
+            queue = ChangeQueue(name=name, window=window.initial)
+            self.state.queues[name] = queue
+            self.state.changed = True
+        return queue
+
+    def _add(self, queue: ChangeQueue, change: Change, live: bool) -> Item:
+        project = self.layout.projects.get(change.project)
+        jobs = list(project.jobs_for(self.name)) if project and live else []
+        item = Item(change=change, queue=queue.name, live=live, jobs=jobs, enqueued=self.clock())
+        self.state.items[item.id] = item
+        self.state.reindex()
+        queue.items.append(item.id)
+        self.state.touch(item)
+        self.state.changed = True
+        log.info("%s enqueued%s in queue %s", item.label(self.name), "" if live else " (not live)", queue.name)
+        if live:
+            self._report(item, "start")
+            item.started_reported = True
+        return item
+
+    # -- the queue loop -------------------------------------------------------------------------------------------
+    def process(self) -> None:
+        """One pass over every queue."""
+        for queue in list(self.state.queues.values()):
+            if self.pipeline.dependent:
+                self._process_dependent(queue)
+            else:
+                self._process_independent(queue)
+            if queue.dynamic and not queue.items:
+                del self.state.queues[queue.name]
+                self.state.changed = True
+
+    def _process_dependent(self, queue: ChangeQueue) -> None:
+        nnfi: Item | None = None  # the nearest non-failing item ahead
+        ahead: dict[str, Item] = {}
+        position = 0
+        for item in self.state.queue_items(queue):
+            reason = self._why_leave(item, ahead)
+            if reason:
+                self._dequeue(item, reason)
+                continue
+            base = [nnfi.id, nnfi.gen] if nnfi else None
+            if item.ahead != base:
+                self._reset(item, base)
+            if not queue.window or position < queue.window:
+                self._advance(item, nnfi, position)
+            if position == 0 and item.complete and self._report_head(item, queue):
+                continue  # it left; the next item is the head now
+            if not item.failing:
+                nnfi = item
+            ahead[item.key] = item
+            position += 1
+
+    def _process_independent(self, queue: ChangeQueue) -> None:
+        items = self.state.queue_items(queue)
+        live = items[-1] if items else None
+        if live is None or not live.live:
+            for item in items:
+                self._remove(item, merged=False)
+            return
+        reason = unmet_requirements(self.pipeline, live.change)
+        if reason:
+            self._dequeue(live, reason)
+            for item in items[:-1]:
+                self._remove(item, merged=False)
+            return
+        prev: Item | None = None
+        for position, item in enumerate(items):
+            base = [prev.id, prev.gen] if prev else None
+            if item.ahead != base:
+                self._reset(item, base)
+            if item.merge_state == "conflict" and item is not live:
+                live.merge_state = "conflict"
+                live.merge_message = f"Change {item.key}, which this change needs: {item.merge_message}"
+                self.state.touch(live)
+                break
+            self._advance(item, prev, position)
+            prev = item
+        if live.complete and self._report_complete(live) is not None:
+            for item in items:
+                if item.id in self.state.items:
+                    self._remove(item, merged=False)
+
+    def _why_leave(self, item: Item, ahead: dict[str, Item]) -> str:
+        reason = self._unmet(item.change)
+        if reason:
+            return reason
+        for key in item.change.needs:
+            needed = ahead.get(key)
+            if needed is None:
+                why = self._left.get(key, "is no longer ahead of it in the queue")
+                return f"it depends on change {key}, which {why}"
+            if needed.failing:
+                return f"it depends on change {key}, which failed"
+        return ""
+
+    def _unmet(self, change: Change) -> str:
+        """unmet_requirements, remembered on the snapshot (a refresh replaces the snapshot, and the answer)."""
+        memo = change.__dict__.setdefault("_unmet", {})
+        known = memo.get(self.name)
+        if known is None or known[0] is not self.pipeline:  # a layout reload brings new requirements
+            known = memo[self.name] = (self.pipeline, unmet_requirements(self.pipeline, change))
+        return known[1]
+
+    def _reset(self, item: Item, base: list | None) -> None:
+        if item.merge_state or item.builds:
+            log.info("%s reset: the state ahead of it changed", item.label(self.name))
+        self._cancel_builds(item)
+        item.builds = {}
+        item.merge_id, item.merge_state, item.merge_message, item.merge_attempts = "", "", "", 0
+        item.repo_state, item.changes = None, ""
+        item.gen += 1
+        item.ahead = base
+        self.state.touch(item)
+
+    def _advance(self, item: Item, ahead: Item | None, position: int) -> None:
+        """Request what the item needs next: its merge once the state ahead is merged, then its builds."""
+        if item.merge_state == "":
+            if ahead is None or ahead.merged:
+                self._request_merge(item, ahead)
+        elif item.merged and item.live:
+            for job in item.jobs:
+                if job not in item.builds:
+                    self._request_build(item, job, 1, position)
+
+    def _request_merge(self, item: Item, ahead: Item | None) -> None:
+        project = self.layout.projects.get(item.change.project)
+        mode = project.merge_mode if project else "merge-resolve"
+        extra = sorted({p for job in item.jobs if job in self.layout.jobs
+                        for p in self.layout.jobs[job].required_projects} - {item.change.project})
+        request = MergeRequest(
+            changes=[item.change.spec(self.source.git_url(item.change.project), mode).to_dict()],
+            base=ahead.repo_state if ahead else None,
+            projects=[{"project": p, "branch": item.change.branch, "url": self.source.git_url(p)} for p in extra],
+            pipeline=self.name,
+            item=item.id,
+            created=self.clock(),
+        )
+        item.merge_id, item.merge_state = request.id, "pending"
+        item.changes = f"{ahead.changes} {item.key}" if ahead else item.key
+        self.state.touch(item)
+        self.backend.request_merge(request)
+
+    def _request_build(self, item: Item, job_name: str, attempt: int, position: int) -> None:
+        job = self.layout.jobs.get(job_name) or Job(job_name)
+        build = Build(job=job_name, attempt=attempt, voting=job.voting)
+        project = self.layout.projects.get(item.change.project)
+        spec = item.change.spec(self.source.git_url(item.change.project),
+                                project.merge_mode if project else "merge-resolve")
+        request = BuildRequest(
+            id=build.id, pipeline=self.name, item=item.id, job=job_name, params=job_params(job),
+            change=spec.to_dict(), changes=item.changes, repo_state=item.repo_state, label=job.label or "",
+            priority=[self.pipeline.priority, position], attempt=attempt, attempts=job.attempts,
+            created=self.clock(),
+        )
+        item.builds[job_name] = build
+        self.state.touch(item)
+        self.backend.request_build(request)
+
+    def _position(self, item: Item) -> int:
+        queue = self.state.queues.get(item.queue)
+        return queue.items.index(item.id) if queue and item.id in queue.items else 0
+
+    # -- reporting and leaving ------------------------------------------------------------------------------------
+    def _report_head(self, item: Item, queue: ChangeQueue) -> bool:
+        """Report the head and take it out; False while its report is on its way (it stays at the head)."""
+        outcome = self._report_complete(item)
+        if outcome is None:
+            return False
+        succeeded = not item.failing and outcome.ok
+        window = self._window_config(queue)
+        if succeeded:
+            if not window.ceiling or queue.window < window.ceiling:
+                queue.window += window.increase
+        else:
+            queue.window = max(window.floor, int(queue.window / window.decrease_factor))
+            self._left[item.key] = "failed" if outcome.ok else "could not be submitted"
+        self.state.changed = True
+        self._remove(item, merged=succeeded)
+        return True
+
+    def _report_complete(self, item: Item) -> ReportOutcome | None:
+        if item.merge_state == "conflict":
+            return self._report(item, "merge-conflict", item.merge_message)
+        if item.failing:
+            return self._report(item, "failure")
+        outcome = self._report(item, "success")
+        if outcome is not None and not outcome.ok:
+            log.warning("%s submit refused: %s", item.label(self.name), outcome.message)
+            if "submit-refused" not in item.reported:
+                item.reported.append("submit-refused")
+            self.backend.report(Report(self.name, item.change, "submit-refused",
+                                       f"This change passed its {self.name} jobs but could not be merged: "
+                                       f"{outcome.message}", {}, key=f"{item.id}:submit-refused"))
+        return outcome
+
+    def _report(self, item: Item, action: str, extra: str = "") -> ReportOutcome | None:
+        conf = self.pipeline.reports.get(action)
+        if conf is None and not extra:
+            return ReportOutcome()
+        parts = [conf.message] if conf and conf.message else []
+        if action in ("success", "failure"):
+            parts.append("\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds))
+        if extra:
+            parts.append(extra)
+        report = Report(self.name, item.change, action, "\n\n".join(p for p in parts if p),
+                        dict(conf.labels) if conf else {}, submit=bool(conf and conf.submit),
+                        tag=conf.tag if conf else "", key=f"{item.id}:{action}")
+        if action not in item.reported:
+            item.reported.append(action)
+            self.state.touch(item)
+        return self.backend.report(report)
+
+    @staticmethod
+    def _job_line(build: Build) -> str:
+        line = f"- {build.job} {build.log_url or '(no logs)'} : {build.result}"
+        if build.end_time and build.start_time:
+            line += f" in {format_duration(build.end_time - build.start_time)}"
+        if build.message and build.result != "SUCCESS":
+            line += f" ({build.message})"
+        if not build.voting:
+            line += " (non-voting)"
+        return line
+
+    def _dequeue(self, item: Item, reason: str) -> None:
+        log.info("%s dequeued: %s", item.label(self.name), reason)
+        self._left[item.key] = "was removed from the queue"
+        conf = self.pipeline.reports.get("dequeue")
+        if item.live and conf is not None:
+            self._report(item, "dequeue", f"Removed because {reason}.")
+        self._remove(item, merged=False)
+
+    def _remove(self, item: Item, merged: bool) -> None:
+        """Take the item out; when it merged, those built on it now stand on the branch instead (no reset)."""
+        self._cancel_builds(item)
+        queue = self.state.queues.get(item.queue)
+        if queue and item.id in queue.items:
+            queue.items.remove(item.id)
+        self.state.items.pop(item.id, None)
+        self.state.reindex()
+        self.state.left.append((item.id, list(item.reported)))
+        self.state.dirty.discard(item.id)
+        self.state.removed.add(item.id)
+        self.state.changed = True
+        if merged and queue:
+            for other in self.state.queue_items(queue):
+                if other.ahead == [item.id, item.gen]:
+                    other.ahead = item.ahead
+                    self.state.touch(other)
+                if item.key in other.change.needs:
+                    other.change.needs = [k for k in other.change.needs if k != item.key]
+                    self.state.touch(other)
+
+    def _remove_queue_of(self, item: Item) -> None:
+        queue = self.state.queues.get(item.queue)
+        items = self.state.queue_items(queue) if queue and queue.dynamic else [item]
+        for other in items:
+            self._remove(other, merged=False)
+
+    def _cancel_builds(self, item: Item) -> None:
+        for build in item.builds.values():
+            if not build.finished:
+                self.backend.cancel_build(build.id)
+
+    def _window_config(self, queue: ChangeQueue):
+        conf = self.layout.queues.get(queue.name)
+        return conf.window if conf and conf.window else self.pipeline.window
+
+    # -- operator requests ----------------------------------------------------------------------------------------
+    def manage(self, request: dict) -> str:
+        """Apply an enqueue, dequeue or promote request; returns "" or an error for the operator."""
+        action = request.get("action")
+        if action == "enqueue":
+            return self._manage_enqueue(request.get("change", ""))
+        if action == "dequeue":
+            key = request.get("change", "")
+            item = self.state.find(key)
+            if item is None:
+                return f"no change {key} in {self.name}"
+            queue = self.state.queues.get(item.queue)
+            if queue and queue.dynamic:
+                self._remove_queue_of(item)
+            else:
+                self._dequeue(item, "an operator dequeued it")
+            return ""
+        if action == "promote":
+            return self._promote(list(request.get("changes", [])))
+        return f"unknown management action {action!r} for pipeline {self.name}"
+
+    def _manage_enqueue(self, key: str) -> str:
+        try:
+            number, patchset = (int(x) for x in key.split(","))
+        except ValueError:
+            return f'"{key}" is not a change (expected NUMBER,PATCHSET such as 5,1)'
+        change = self.lookup(number)
+        if change is None:
+            return f"no change {number} in Gerrit"
+        if change.patchset != patchset:
+            return f"change {key} is not current (the current patch set is {change.key})"
+        if self.state.find(key):
+            return f"change {key} is already in {self.name}"
+        reason = unmet_requirements(self.pipeline, change)
+        if reason:
+            return f"change {key} cannot enter {self.name}: {reason}"
+        return self.enqueue(change, refusal_key=f"manage:{self.clock()}")
+
+    def _promote(self, keys: list[str]) -> str:
+        if not self.pipeline.dependent:
+            return f"promote applies to dependent pipelines; {self.name} is {self.pipeline.manager}"
+        if not keys:
+            return "promote needs at least one change"
+        items = []
+        for key in keys:
+            item = self.state.find(key)
+            if item is None:
+                return f"no change {key} in {self.name}"
+            items.append(item)
+        queues = {i.queue for i in items}
+        if len(queues) > 1:
+            return f"changes {', '.join(keys)} are in different queues ({', '.join(sorted(queues))})"
+        queue = self.state.queues[items[0].queue]
+        promoted = [i.id for i in items]
+        order = promoted + [i for i in queue.items if i not in promoted]
+        position = {self.state.items[i].key: n for n, i in enumerate(order)}
+        for item in items:
+            for need in item.change.needs:
+                if need in position and position[need] > position[item.key]:
+                    return f"change {item.key} needs {need}, which would be behind it"
+        queue.items = order
+        self.state.changed = True
+        log.info("[%s] promoted %s in queue %s", self.name, " ".join(keys), queue.name)
+        return ""

@@ -1,0 +1,223 @@
+"""What a pipeline holds: changes, builds, items, change queues; plain records stored in ZooKeeper."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from gatekeeper.zk.builds import ABORTED, SUCCESS
+from gatekeeper.zk.merges import ChangeSpec
+from gatekeeper.zk.record import Record
+
+
+@dataclass
+class Change(Record):
+    """One patch set of a Gerrit change, as the scheduler last saw it (refreshed on every event about it)."""
+
+    project: str = ""
+    branch: str = "master"
+    number: int = 0
+    patchset: int = 0
+    ref: str = ""
+    commit: str = ""
+    url: str = ""
+    subject: str = ""
+    change_id: str = ""
+    status: str = "NEW"  # NEW, MERGED, ABANDONED
+    current_patchset: int = 0
+    wip: bool = False
+    approvals: list[dict[str, Any]] = field(default_factory=list)  # [{label, value, by}] on the current patch set
+    needs: list[str] = field(default_factory=list)  # "N,P" of open changes it needs: git parent, Depends-On
+    needs_error: str = ""  # a Depends-On the source could not resolve
+
+    @property
+    def key(self) -> str:
+        return f"{self.number},{self.patchset}"
+
+    @property
+    def is_current(self) -> bool:
+        return self.patchset == self.current_patchset
+
+    @property
+    def is_open(self) -> bool:
+        return self.status == "NEW"
+
+    def has_approval(self, label: str, value: int) -> bool:
+        return any(a["label"] == label and int(a["value"]) == value for a in self.approvals)
+
+    def spec(self, url: str, merge_mode: str = "merge-resolve") -> ChangeSpec:
+        return ChangeSpec(project=self.project, branch=self.branch, number=self.number, patchset=self.patchset,
+                          ref=self.ref, commit=self.commit, url=url, merge_mode=merge_mode)
+
+    def refreshed(self, latest: Change) -> Change:
+        """This patch set seen through `latest` (a newer snapshot of the same change, maybe a newer patch set)."""
+        if latest.patchset == self.patchset:
+            return latest
+        return _with(self, status=latest.status, current_patchset=latest.current_patchset, wip=latest.wip,
+                     approvals=[])
+
+
+def _with(change: Change, **updates: Any) -> Change:
+    data = change.to_dict()
+    data.update(updates)
+    return Change.from_dict(data)
+
+
+@dataclass
+class Build(Record):
+    """One run of one job for one item: requested, then finished with a result."""
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    job: str = ""
+    attempt: int = 1
+    voting: bool = True
+    result: str = ""  # "" while requested or running
+    message: str = ""
+    log_url: str = ""
+    node: dict[str, Any] = field(default_factory=dict)
+    start_time: float = 0.0
+    end_time: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return bool(self.result)
+
+    @property
+    def failed(self) -> bool:
+        return self.finished and self.voting and self.result != SUCCESS and self.result != ABORTED
+
+
+@dataclass
+class Item(Record):
+    """A change in a queue, with its speculative state: the item it is built on, its merge and its builds.
+
+    `ahead` is [id, generation] of the item whose state this one was merged onto (None: the branch tips).  The
+    queue loop resets an item whose `ahead` is no longer its nearest non-failing item; a reset bumps `gen`, so
+    that items built on this one see their base change too.
+    """
+
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    change: Change = field(default_factory=Change)
+    queue: str = ""
+    live: bool = True
+    jobs: list[str] = field(default_factory=list)  # frozen at enqueue
+    enqueued: float = field(default_factory=time.time)
+    gen: int = 0
+    ahead: list | None = None
+    merge_id: str = ""
+    merge_state: str = ""  # "", pending, ok, conflict
+    merge_message: str = ""
+    merge_attempts: int = 0
+    repo_state: dict[str, Any] | None = None
+    changes: str = ""  # the speculative state's changes, "1,1 2,1", own last
+    builds: dict[str, Build] = field(default_factory=dict)  # job -> latest build
+    started_reported: bool = False
+    reported: list[str] = field(default_factory=list)  # actions reported (their ledger entries go with the item)
+    rev: int = 0  # bumped on every change, so a reader reloads only items that changed
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Item:
+        item = super().from_dict(data)
+        if isinstance(item.change, dict):
+            item.change = Change.from_dict(item.change)
+        item.builds = {job: Build.from_dict(b) if isinstance(b, dict) else b for job, b in item.builds.items()}
+        return item
+
+    @property
+    def key(self) -> str:
+        return self.change.key
+
+    @property
+    def merged(self) -> bool:
+        return self.merge_state == "ok"
+
+    @property
+    def failing(self) -> bool:
+        """Will not merge as tested: a merge conflict or a failed voting job."""
+        return self.merge_state == "conflict" or any(b.failed for b in self.builds.values())
+
+    @property
+    def complete(self) -> bool:
+        """Nothing more will happen to it: ready to report (when it is at the head)."""
+        if self.merge_state == "conflict":
+            return True
+        if not self.merged:
+            return False
+        if not self.live:
+            return True
+        return all(job in self.builds and self.builds[job].finished for job in self.jobs)
+
+    def label(self, pipeline: str) -> str:
+        return f"[{pipeline} {self.key}]"
+
+
+@dataclass
+class ChangeQueue(Record):
+    """Items tested together, head first; `window` items at most are active (merged and built)."""
+
+    name: str = ""
+    items: list[str] = field(default_factory=list)
+    window: int = 0  # 0: unlimited (independent pipelines)
+    dynamic: bool = False  # an independent pipeline's queue of one live change: dropped when empty
+
+
+@dataclass
+class PipelineState:
+    """Everything one pipeline holds; saved to ZooKeeper after every pass (only what changed)."""
+
+    name: str
+    queues: dict[str, ChangeQueue] = field(default_factory=dict)
+    items: dict[str, Item] = field(default_factory=dict)
+    cursors: dict[str, int] = field(default_factory=dict)  # event queue name -> last sequence number applied
+    version: int = -1  # the summary znode's version when loaded or saved
+    dirty: set[str] = field(default_factory=set)  # item ids changed since the last save
+    removed: set[str] = field(default_factory=set)  # item ids removed since the last save
+    changed: bool = False  # the summary (queues, windows, cursors) changed
+    stored: set[str] = field(default_factory=set)  # item ids that have a znode
+    left: list[tuple[str, list[str]]] = field(default_factory=list)  # (item id, actions reported) since the save
+    _index: dict[int, list[str]] | None = field(default=None, repr=False, compare=False)
+
+    def touch(self, item: Item) -> None:
+        if item.id in self.items:
+            self.dirty.add(item.id)
+
+    def queue_items(self, queue: ChangeQueue) -> list[Item]:
+        return [self.items[i] for i in queue.items if i in self.items]
+
+    def all_items(self) -> list[Item]:
+        return [self.items[i] for q in self.queues.values() for i in q.items if i in self.items]
+
+    def find(self, key: str, live_only: bool = True) -> Item | None:
+        try:
+            number = int(key.split(",")[0])
+        except ValueError:
+            return None
+        for item in self.items_for_change(number):
+            if item.key == key and (item.live or not live_only):
+                return item
+        return None
+
+    def items_for_change(self, number: int) -> list[Item]:
+        return [self.items[i] for i in self.index().get(number, ()) if i in self.items]
+
+    def index(self) -> dict[int, list[str]]:
+        """Change number -> ids of its items; rebuilt after items come or go (`reindex`)."""
+        if self._index is None:
+            self._index = {}
+            for item in self.items.values():
+                self._index.setdefault(item.change.number, []).append(item.id)
+        return self._index
+
+    def reindex(self) -> None:
+        self._index = None
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "_v": 1,
+            "queues": [{"name": q.name, "items": list(q.items), "window": q.window, "dynamic": q.dynamic}
+                       for q in self.queues.values()],
+            "revs": {i.id: i.rev for i in self.items.values()},
+            "cursors": dict(self.cursors),
+        }

@@ -1,0 +1,550 @@
+"""The scheduler service: takes events from ZooKeeper, and runs each affected pipeline under its lock.
+
+A round: read what is new (trigger events per connection, operator requests, merge and build results), then for
+each pipeline that has something to do: lock it, load its state, apply the events past its cursor, run the queue
+loop, save the state (with the requests it made) and unlock.  Rounds start from ZooKeeper watches.
+
+Trigger and management events stay in their queues until every pipeline's cursor has passed them, so any number
+of schedulers can run: each pipeline is processed by one of them at a time, and no event is applied twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.recipe.watchers import ChildrenWatch, DataWatch
+
+from gatekeeper.config.layout import Layout, parse_layout
+from gatekeeper.config.yamlfile import ConfigErrors
+from gatekeeper.scheduler.backend import Reporter, ReportQueue, ZKBackend
+from gatekeeper.scheduler.events import TriggerEvent, from_gerrit
+from gatekeeper.scheduler.interfaces import ChangeSource
+from gatekeeper.scheduler.manager import PipelineManager
+from gatekeeper.scheduler.model import Change, PipelineState
+from gatekeeper.scheduler.store import PipelineStore, delete_all, delete_op, encode_op
+from gatekeeper.scheduler.triggers import pipeline_triggered
+from gatekeeper.zk import paths
+from gatekeeper.zk.builds import BuildResult
+from gatekeeper.zk.client import ConnectionEvent, ZKClient
+from gatekeeper.zk.components import Component
+from gatekeeper.zk.event_queue import EventQueue
+from gatekeeper.zk.merges import MergeResult
+from gatekeeper.zk.record import decode, encode
+from gatekeeper.zk.sharding import read_sharded, write_sharded
+
+log = logging.getLogger("gatekeeper.scheduler")
+
+MANAGEMENT = "management"
+SAFETY_INTERVAL = 10.0  # a round at least this often, in case a watch was lost
+EVENT_BATCH = 32  # consumed events are deleted this many at a time (or when the scheduler is quiet)
+LOCK_LEASE = 1.0  # a pipeline lock is kept this long after its last pass, so a burst of events costs one lock
+
+
+def seq(ident: str) -> int:
+    """The sequence number of a queue event id (q-0000000012 -> 12)."""
+    return int(ident.rsplit("-", 1)[1])
+
+
+@dataclass
+class SchedulerStats:
+    rounds: int = 0
+    passes: int = 0
+    events: int = 0
+    cpu: float = 0.0  # seconds of this scheduler's thread spent in rounds
+    reports: int = 0
+
+
+class Scheduler:
+    """One scheduler process. `source` reads changes, `reporter` sends reports (both from the Gerrit connection)."""
+
+    def __init__(self, zk: ZKClient, layout: Layout, source: ChangeSource, reporter: Reporter,
+                 connections: tuple[str, ...] = ("gerrit",), layout_loader: Callable[[], Layout] | None = None,
+                 ignore_accounts: tuple[str, ...] = ()) -> None:
+        self.zk = zk
+        self.layout = layout
+        self.source = source
+        self.reporter = reporter
+        self.connections = connections
+        self.layout_loader = layout_loader
+        self.ignore_accounts = set(ignore_accounts)  # our own reviews: events that change nothing we gate on
+        self.ident = f"scheduler-{uuid.uuid4().hex[:8]}"
+        self.stats = SchedulerStats()
+        self.states: dict[str, PipelineState] = {}
+        self.stores: dict[str, PipelineStore] = {}
+        self.component = Component(zk, "scheduler")
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._idle = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._watches: list = []
+        self._children: dict[str, list[str]] = {}
+        self._events: dict[str, dict[str, TriggerEvent | dict]] = {}  # queue -> id -> event (read once)
+        self._skipped: dict[tuple[str, str], int] = {}  # (pipeline, queue) -> last seq known irrelevant
+        self._merge_results: dict[str, MergeResult] = {}
+        self._build_results: dict[str, BuildResult] = {}
+        self._layout_version = ""
+        self._report_queues: dict[str, ReportQueue] = {}
+        self._reports_done: set[str] = set()  # pipelines with a report sent since their last pass
+        self._prefetched: set[str] = set()  # trigger event ids whose change was queried ahead of the passes
+        self._pool = ThreadPoolExecutor(8, thread_name_prefix="scheduler-query")
+        self._locks: dict[str, object] = {}  # pipeline -> its kazoo Lock (reused: the path is ensured once)
+        self._held: dict[str, float] = {}  # pipelines whose lock this scheduler holds -> time of the last pass
+        self._fresh: set[str] = set()  # pipelines whose cached state is current (lock held since it was saved)
+        self._probed: set[str] = set()  # pipelines whose stored state was looked for
+        self._lookups: dict[int, Change | None] = {}  # change queries of this round, shared by the pipelines
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+    def start(self) -> Scheduler:
+        client = self.zk.client
+        for path in (paths.MERGER_RESULTS, paths.EXECUTOR_RESULTS, paths.MERGER_REQUESTS, paths.EXECUTOR_REQUESTS,
+                     paths.MANAGEMENT_RESULTS, paths.management_queue(), paths.lock("merge"), paths.lock("build")):
+            client.ensure_path(path)
+        self.queues = {c: EventQueue(self.zk, paths.event_queue(c)) for c in self.connections}
+        self.queues[MANAGEMENT] = EventQueue(self.zk, paths.management_queue())
+        self._publish_layout_if_absent()
+        for name, queue in self.queues.items():
+            self._watches.append(ChildrenWatch(client, queue.path, self._watcher(name)))
+        self._watches.append(ChildrenWatch(client, paths.MERGER_RESULTS, self._watcher("merge-results")))
+        self._watches.append(ChildrenWatch(client, paths.EXECUTOR_RESULTS, self._watcher("build-results")))
+        self._watches.append(DataWatch(client, paths.SCHEDULER_LAYOUT, self._on_layout))
+        self.component.register()
+        self.zk.add_listener(self._on_connection)
+        self._thread = threading.Thread(target=self._run, name=self.ident, daemon=True)
+        self._thread.start()
+        log.info("scheduler %s started: %s", self.ident, self.layout.summary())
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(30)
+        for reports in self._report_queues.values():
+            reports.drain()
+            reports.stop()
+        self._pool.shutdown(wait=False)
+        for watch in self._watches:
+            try:
+                watch._stopped = True  # kazoo watchers stop on their next call
+            except Exception:
+                pass
+        try:
+            self.component.unregister()
+        except Exception:
+            pass
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def _watcher(self, name: str) -> Callable[[list[str]], bool | None]:
+        def on_children(children: list[str]) -> bool | None:
+            if self._stopping.is_set():
+                return False
+            self._children[name] = sorted(children)
+            self._idle.clear()
+            self._wake.set()
+            return None
+        return on_children
+
+    @property
+    def idle(self) -> bool:
+        """Nothing left to do from what this scheduler has seen (for tests' settle)."""
+        return self._idle.is_set() and not self._wake.is_set() and not any(
+            q.busy for q in self._report_queues.values())
+
+    def _run(self) -> None:
+        last_round = time.monotonic()
+        while not self._stopping.is_set():
+            timeout = SAFETY_INTERVAL
+            if self._held:
+                timeout = max(0.0, min(self._held.values()) + LOCK_LEASE - time.monotonic())
+            woke = self._wake.wait(timeout)
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            started = time.thread_time()
+            try:
+                if woke or time.monotonic() - last_round >= SAFETY_INTERVAL:
+                    self.run_round(refresh=not woke)
+                    last_round = time.monotonic()
+                self._release_idle_locks()
+            except Exception:
+                log.exception("scheduler round failed; dropping cached state")
+                self._release_locks()
+                self.states.clear()
+                self._wake.set()
+                time.sleep(0.2)  # not the hot path: only after an error, to avoid a hot failure loop
+            finally:
+                self.stats.cpu += time.thread_time() - started
+                self.stats.rounds += 1
+            if not self._wake.is_set():
+                self._idle.set()
+        self._release_locks()
+
+    # -- pipeline locks -------------------------------------------------------------------------------------------
+    def _acquire(self, name: str) -> bool:
+        """Hold the pipeline's lock (kept between passes for LOCK_LEASE); False when another scheduler has it."""
+        if name in self._held:
+            return True
+        lock = self._locks.get(name)
+        if lock is None:
+            lock = self._locks[name] = self.zk.client.Lock(paths.lock("pipeline", name), self.component.info.ident)
+        if not lock.acquire(blocking=False):
+            return False  # the holder sees the same events and results, and applies them
+        self._held[name] = time.monotonic()
+        self._fresh.discard(name)
+        return True
+
+    def _release_idle_locks(self) -> None:
+        now = time.monotonic()
+        quiet = False
+        for name, last in list(self._held.items()):
+            if now - last >= LOCK_LEASE:
+                self._release(name)
+                quiet = True
+        if quiet or not self._held:
+            self._tidy(force=True)
+
+    def _tidy(self, force: bool = False) -> None:
+        """Delete what is consumed: events, and the ledger entries of items gone."""
+        self._delete_consumed_events(force)
+        for reports in self._report_queues.values():
+            reports.flush(force)
+
+    def _release(self, name: str) -> None:
+        self._held.pop(name, None)
+        self._fresh.discard(name)
+        lock = self._locks.get(name)
+        try:
+            if lock is not None:
+                lock.release()
+        except Exception:
+            log.debug("releasing the %s lock failed", name, exc_info=True)
+
+    def _release_locks(self) -> None:
+        for name in list(self._held):
+            self._release(name)
+
+    def _on_connection(self, event: ConnectionEvent) -> None:
+        if event in (ConnectionEvent.LOST, ConnectionEvent.SUSPENDED):
+            # Ephemeral lock nodes may be gone: trust nothing cached until the lock is taken again.
+            self._fresh.clear()
+            if event == ConnectionEvent.LOST:
+                self._held.clear()
+        self.wake()
+
+    # -- one round ------------------------------------------------------------------------------------------------
+    def run_round(self, refresh: bool = False) -> None:
+        client = self.zk.client
+        if refresh or not self._children:
+            for name, queue in self.queues.items():
+                self._children[name] = queue.ids()
+            self._children["merge-results"] = sorted(client.get_children(paths.MERGER_RESULTS))
+            self._children["build-results"] = sorted(client.get_children(paths.EXECUTOR_RESULTS))
+        self._lookups = {}
+        self._read_events()
+        self._read_results()
+        self._prefetch()
+        for name in list(self.layout.pipelines):
+            if self._has_work(name):
+                self.process_pipeline(name)
+        self._tidy()
+
+    def _read_events(self) -> None:
+        for name, queue in self.queues.items():
+            ids = self._children.get(name, [])
+            known = self._events.setdefault(name, {})
+            for gone in set(known) - set(ids):
+                del known[gone]
+            fresh = [i for i in ids if i not in known]
+            pending = [(i, self.zk.client.get_async(f"{queue.path}/{i}")) for i in fresh]
+            for ident, result in pending:
+                try:
+                    raw, _ = result.get()
+                except NoNodeError:
+                    continue
+                data = decode(raw)
+                known[ident] = data if name == MANAGEMENT else from_gerrit(data, name, ident)
+                self.stats.events += 1
+            if name == MANAGEMENT:
+                for ident, data in known.items():
+                    if isinstance(data, dict) and data.get("action") == "reload" and not data.get("_seen"):
+                        data["_seen"] = True
+                        self._reload(ident)
+
+    def _prefetch(self) -> None:
+        """Query, in parallel, the changes the new trigger events are about (one SSH round trip for a burst)."""
+        numbers: set[int] = set()
+        queued = {name: state.index() for name, state in self.states.items()}
+        for conn in self.connections:
+            for ident, event in self._events.get(conn, {}).items():
+                if ident in self._prefetched or not event.change:
+                    continue
+                self._prefetched.add(ident)
+                if any(self._relevant(p, event, queued.get(name, {}))
+                       for name, p in self.layout.pipelines.items()):
+                    numbers.add(event.change)
+        self._prefetched.intersection_update(set().union(*(self._events.get(c, {}) for c in self.connections)))
+        if len(numbers) > 1:
+            wanted = sorted(numbers)
+            for number, change in zip(wanted, self._pool.map(self.source.get_change, wanted), strict=True):
+                self._lookups[number] = change
+
+    def _reports(self, name: str) -> ReportQueue:
+        reports = self._report_queues.get(name)
+        if reports is None:
+            reports = ReportQueue(self.zk, name, self.reporter, self.source, self.component.info.ident,
+                                  lambda: self._reported(name))
+            self._report_queues[name] = reports
+        return reports
+
+    def _reported(self, name: str) -> None:
+        self._reports_done.add(name)
+        self._idle.clear()
+        self._wake.set()
+
+    def _read_results(self) -> None:
+        for kind, cache, path_of, cls in (
+            ("merge-results", self._merge_results, paths.merger_result, MergeResult),
+            ("build-results", self._build_results, paths.executor_result, BuildResult),
+        ):
+            ids = self._children.get(kind, [])
+            for gone in set(cache) - set(ids):
+                del cache[gone]
+            pending = [(i, self.zk.client.get_async(path_of(i))) for i in ids if i not in cache]
+            for ident, result in pending:
+                try:
+                    raw, _ = result.get()
+                except NoNodeError:
+                    continue
+                cache[ident] = cls.from_bytes(raw)
+
+    def _has_work(self, name: str) -> bool:
+        pipeline = self.layout.pipelines[name]
+        if name in self._reports_done:
+            return True
+        if any(r.pipeline == name for r in self._merge_results.values()):
+            return True
+        if any(r.pipeline == name for r in self._build_results.values()):
+            return True
+        state = self.states.get(name)
+        cursors = state.cursors if state else {}
+        numbers = state.index() if state else {}
+        for queue_name, events in self._events.items():
+            after = max(cursors.get(queue_name, -1), self._skipped.get((name, queue_name), -1))
+            for ident, event in events.items():
+                n = seq(ident)
+                if n <= after:
+                    continue
+                if queue_name == MANAGEMENT:
+                    if event.get("pipeline") == name:
+                        return True
+                elif self._relevant(pipeline, event, numbers):
+                    return True
+                self._skipped[(name, queue_name)] = max(self._skipped.get((name, queue_name), -1), n)
+        if state is None and name not in self._probed:
+            # A pipeline this scheduler never loaded may hold items (after a restart): load it once.
+            self._probed.add(name)
+            return self.zk.client.exists(paths.pipeline_state(name)) is not None
+        return False
+
+    def _relevant(self, pipeline, event: TriggerEvent, numbers: dict[int, list[str]]) -> bool:
+        if not event.change:
+            return False
+        if event.change in numbers:
+            return event.account not in self.ignore_accounts
+        if pipeline_triggered(pipeline, event):
+            return True
+        return False
+
+    # -- one pipeline ---------------------------------------------------------------------------------------------
+    def process_pipeline(self, name: str) -> None:
+        """One pass over one pipeline under its lock; skipped when another scheduler holds the lock."""
+        pipeline = self.layout.pipelines[name]
+        store = self.stores.get(name) or self.stores.setdefault(name, PipelineStore(self.zk.client, name))
+        if not self._acquire(name):
+            return
+        try:
+            state = self.states.get(name) if name in self._fresh else None
+            loaded = state is None
+            if loaded:
+                state = store.load(self.states.get(name))
+            self.states[name] = state
+            reported = name in self._reports_done
+            self._reports_done.discard(name)
+            reports = self._reports(name)
+            backend = ZKBackend(self.zk, name, reports)
+            manager = PipelineManager(self.layout, pipeline, state, backend, self.source)
+            manager._looked_up = self._lookups
+            consumed_merges, consumed_builds, answers = self._apply(manager, state)
+            if loaded or reported or answers or state.dirty or state.removed or state.changed:
+                manager.process()  # else nothing the loop looks at changed: it would decide the same again
+            extra = backend.tx_ops() + [encode_op(paths.management_result(i), {"error": err}) for i, err in answers]
+            if not loaded and (state.dirty or state.removed or state.changed or extra):
+                # Held since our last save, nobody else can have consumed them: delete them with the state.
+                extra += [delete_op(paths.merger_result(i)) for i in consumed_merges]
+                extra += [delete_op(paths.executor_result(i)) for i in consumed_builds]
+                for ident in consumed_merges:
+                    self._merge_results.pop(ident, None)
+                for ident in consumed_builds:
+                    self._build_results.pop(ident, None)
+                consumed_merges, consumed_builds = [], []
+            store.save(state, extra)
+            self._fresh.add(name)
+            self._held[name] = time.monotonic()
+        except Exception:
+            self.states.pop(name, None)
+            self._release(name)
+            raise
+        self.stats.passes += 1
+        self.stats.reports = sum(q.sent for q in self._report_queues.values())
+        backend.flush_cancels()
+        if state.left:
+            reports.forget(state.left)
+            state.left.clear()
+        reports.flush()
+        self._delete_results(consumed_merges, paths.merger_result, self._merge_results)
+        self._delete_results(consumed_builds, paths.executor_result, self._build_results)
+
+    def _apply(self, manager: PipelineManager, state: PipelineState) -> tuple[list[str], list[str], list]:
+        name = state.name
+        for queue_name in self.connections:
+            last = state.cursors.get(queue_name, -1)
+            events = sorted(self._events.get(queue_name, {}).items(), key=lambda kv: seq(kv[0]))
+            for ident, event in events:
+                n = seq(ident)
+                if n <= last:
+                    continue
+                last = n
+                if self._relevant(manager.pipeline, event, state.index()) or (
+                        not manager.pipeline.dependent and event.change and self._any_dependent(event)):
+                    manager.apply_trigger(event)
+            state.cursors[queue_name] = last  # saved with the next change: a no-op event needs no write
+        answers = []
+        last = state.cursors.get(MANAGEMENT, -1)
+        for ident, request in sorted(self._events.get(MANAGEMENT, {}).items(), key=lambda kv: seq(kv[0])):
+            n = seq(ident)
+            if n <= last:
+                continue
+            last = n
+            if request.get("pipeline") == name:
+                error = manager.manage(request)
+                log.info("[%s] operator %s %s: %s", name, request.get("action"),
+                         request.get("change") or " ".join(request.get("changes", [])), error or "done")
+                answers.append((ident, error))
+        state.cursors[MANAGEMENT] = last
+        merges = [i for i, r in self._merge_results.items() if r.pipeline == name]
+        for ident in merges:
+            manager.apply_merge_result(self._merge_results[ident])
+        builds = [i for i, r in self._build_results.items() if r.pipeline == name]
+        for ident in builds:
+            manager.apply_build_result(self._build_results[ident])
+        return merges, builds, answers
+
+    def _any_dependent(self, event: TriggerEvent) -> bool:
+        return any(p.dependent and pipeline_triggered(p, event) for p in self.layout.pipelines.values())
+
+    def _delete_results(self, ids: list[str], path_of: Callable[[str], str], cache: dict) -> None:
+        for ident in ids:
+            cache.pop(ident, None)
+        delete_all(self.zk.client, [path_of(i) for i in ids])
+
+    def _delete_consumed_events(self, force: bool = False) -> None:
+        """Remove events every pipeline has passed (by this scheduler's knowledge, which only lags).
+
+        Batched: deletions wait until EVENT_BATCH are due, or the scheduler is quiet (`force`)."""
+        for queue_name, events in self._events.items():
+            if not events:
+                continue
+            done = min(
+                max((self.states[p].cursors.get(queue_name, -1) if p in self.states else -1),
+                    self._skipped.get((p, queue_name), -1))
+                for p in self.layout.pipelines
+            ) if self.layout.pipelines else -1
+            if queue_name == MANAGEMENT:  # requests for pipelines that do not exist are answered and dropped
+                self._answer_unknown(events)
+            old = [i for i in events if seq(i) <= done]
+            if not old or (len(old) < EVENT_BATCH and not force):
+                continue
+            queue = self.queues[queue_name]
+            for ident in old:
+                events.pop(ident, None)
+            delete_all(self.zk.client, [f"{queue.path}/{i}" for i in old])
+
+    def _answer_unknown(self, events: dict) -> None:
+        for ident, request in list(events.items()):
+            pipeline = request.get("pipeline")
+            action = request.get("action")
+            if action == "reload" or pipeline in self.layout.pipelines or request.get("_answered"):
+                continue
+            request["_answered"] = True
+            known = ", ".join(sorted(self.layout.pipelines))
+            self._answer(ident, f"no pipeline {pipeline!r} (pipelines: {known})")
+            for p in self.layout.pipelines:
+                self._skipped[(p, MANAGEMENT)] = max(self._skipped.get((p, MANAGEMENT), -1), seq(ident))
+
+    def _answer(self, ident: str, error: str) -> None:
+        try:
+            self.zk.client.create(paths.management_result(ident), encode({"error": error}), makepath=True)
+        except NodeExistsError:
+            pass
+
+    # -- layout ---------------------------------------------------------------------------------------------------
+    def _publish_layout_if_absent(self) -> None:
+        if read_sharded(self.zk.client, paths.SCHEDULER_LAYOUT) is None:
+            write_sharded(self.zk.client, paths.SCHEDULER_LAYOUT, encode(self.layout.files))
+
+    def _on_layout(self, data: bytes | None, stat) -> bool | None:
+        if self._stopping.is_set():
+            return False
+        pointer = (data or b"").decode()
+        if not pointer or pointer == self._layout_version:
+            return None
+        self._layout_version = pointer
+        raw = read_sharded(self.zk.client, paths.SCHEDULER_LAYOUT)
+        if raw is None:
+            return None
+        try:
+            layout = parse_layout(decode(raw))
+        except ConfigErrors as exc:
+            log.error("the layout in ZooKeeper does not load (%d errors); keeping the running one",
+                      len(exc.errors))
+            return None
+        if layout.files != self.layout.files:
+            log.info("layout reloaded: %s", layout.summary())
+        self.layout = layout
+        self._wake.set()
+        return None
+
+    def reload(self) -> str:
+        """Read the layout again (SIGHUP, `gatekeeper reload`); returns "" or its errors, keeping the running one."""
+        if self.layout_loader is None:
+            return "this scheduler was started without a layout path"
+        try:
+            layout = self.layout_loader()
+        except ConfigErrors as exc:
+            errors = "\n".join(str(e) for e in exc.errors)
+            log.error("layout reload rejected; keeping the running layout:\n%s", errors)
+            return errors
+        write_sharded(self.zk.client, paths.SCHEDULER_LAYOUT, encode(layout.files))
+        self.layout = layout
+        return ""
+
+    def _reload(self, ident: str) -> None:
+        self._answer(ident, self.reload())
+        for p in self.layout.pipelines:
+            self._skipped[(p, MANAGEMENT)] = max(self._skipped.get((p, MANAGEMENT), -1), seq(ident))
+
+    # -- reading --------------------------------------------------------------------------------------------------
+    def load_state(self, name: str) -> PipelineState:
+        """The pipeline's state as stored (for status and tests); no lock needed."""
+        store = self.stores.get(name) or PipelineStore(self.zk.client, name)
+        return store.load(None)
+
