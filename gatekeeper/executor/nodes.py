@@ -1,0 +1,155 @@
+"""Where a build's node comes from, and where it goes back: the launcher, or a fixed list of hosts.
+
+`LauncherNodes` is the production source: a ZooKeeper node request (through gatekeeper.launcher.client, the
+launcher's consumer contract) with the pipeline's precedence and the item's queue position as priority; the node
+is locked for the build and released used (the launcher deletes it) or held. `FixedNodes` hands out given hosts
+in turn (a developer's own VM, the benchmark).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Protocol
+
+from kazoo.exceptions import NoNodeError
+
+from gatekeeper.launcher import model
+from gatekeeper.launcher.client import NodeRequestClient, NodeRequestError, claim_autohold
+from gatekeeper.launcher.model import Node
+from gatekeeper.zk import paths
+from gatekeeper.zk.client import ZKClient
+
+log = logging.getLogger("gatekeeper.executor.nodes")
+
+
+class NoNode(Exception):
+    """No node could be had for the build (the request failed or timed out): an infrastructure failure."""
+
+
+class NodeWaitAborted(Exception):
+    """The build was cancelled while it waited for its node."""
+
+
+class NodeSource(Protocol):
+    def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
+                timeout: float) -> Node: ...
+
+    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0) -> None: ...
+
+    def held_count(self) -> int: ...
+
+    def autohold(self, project: str, job: str, change: str, node: Node) -> tuple[str, float] | None: ...
+
+
+class LauncherNodes:
+    """Nodes from the launcher through ZooKeeper node requests."""
+
+    def __init__(self, zk: ZKClient, requestor: str) -> None:
+        self.zk = zk
+        self.client = NodeRequestClient(zk, requestor)
+
+    def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
+                timeout: float = 600.0) -> Node:
+        precedence, position = (list(priority) + [1, 0])[:2]
+        req_id = self.client.request([label], requestor=requestor,
+                                     priority=self.client.priority(int(precedence), int(position)))
+        done = threading.Event()
+        box: list[model.NodeRequest | None] = []
+
+        def on_done(req: model.NodeRequest | None) -> None:
+            box.append(req)
+            done.set()
+
+        self.client.watch(req_id, on_done)
+        waited = 0.0
+        while not done.wait(0.1):
+            waited += 0.1
+            if abort.is_set():
+                self.client.cancel(req_id)
+                raise NodeWaitAborted(f"node request {req_id} withdrawn: the build was cancelled")
+            if waited >= timeout:
+                self.client.cancel(req_id)
+                raise NoNode(f"node request {req_id} for label {label!r} not fulfilled within {timeout:.0f}s")
+        req = box[0]
+        if req is None:
+            raise NoNode(f"node request {req_id} for label {label!r} disappeared")
+        if req.state != model.FULFILLED:
+            self.client.cancel(req_id)
+            raise NoNode(f"node request {req_id} for label {label!r} failed: {req.reason or req.state}")
+        try:
+            nodes = self.client.lock_nodes(req)
+        except (NodeRequestError, NoNodeError) as exc:
+            raise NoNode(f"could not lock the node of request {req_id}: {exc}") from None
+        return nodes[0]
+
+    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0) -> None:
+        self.client.release(node, held=held, reason=reason, hold_hours=hold_hours)
+
+    def autohold(self, project: str, job: str, change: str, node: Node) -> tuple[str, float] | None:
+        """(reason, hours) of an operator's autohold request matching this failed build, taking one of its units."""
+        hold = claim_autohold(self.zk, project, job, change, node.id)
+        if hold is None:
+            return None
+        return hold.reason or f"autohold {hold.id}", hold.hold_hours
+
+    def held_count(self) -> int:
+        try:
+            ids = self.zk.client.get_children(paths.NODES)
+        except NoNodeError:
+            return 0
+        count = 0
+        for ident in ids:
+            try:
+                raw, _ = self.zk.client.get(paths.node(ident))
+            except NoNodeError:
+                continue
+            if raw and Node.from_bytes(raw).state == model.HOLD:
+                count += 1
+        return count
+
+
+class FixedNodes:
+    """A fixed list of hosts, handed out one build at a time; held hosts are not handed out again."""
+
+    def __init__(self, nodes: list[Node]) -> None:
+        self._free = list(nodes)
+        self._cond = threading.Condition()
+        self.held: dict[str, str] = {}  # node id -> reason
+        self.released: list[tuple[str, bool, str]] = []  # (node id, held, reason), in order
+
+    def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
+                timeout: float = 600.0) -> Node:
+        waited = 0.0
+        with self._cond:
+            while True:
+                for node in self._free:
+                    if not label or not node.label or node.label == label:
+                        self._free.remove(node)
+                        node.set_state(model.IN_USE)
+                        return node
+                if abort.is_set():
+                    raise NodeWaitAborted("the build was cancelled while waiting for a node")
+                if waited >= timeout:
+                    raise NoNode(f"no host with label {label!r} free within {timeout:.0f}s")
+                self._cond.wait(0.1)
+                waited += 0.1
+
+    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0) -> None:
+        with self._cond:
+            self.released.append((node.id, held, reason))
+            if held:
+                node.set_state(model.HOLD)
+                node.hold_reason = reason
+                self.held[node.id] = reason
+            else:
+                node.set_state(model.READY)
+                self._free.append(node)
+            self._cond.notify_all()
+
+    def held_count(self) -> int:
+        with self._cond:
+            return len(self.held)
+
+    def autohold(self, project: str, job: str, change: str, node: Node) -> tuple[str, float] | None:
+        return None

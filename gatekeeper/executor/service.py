@@ -1,0 +1,255 @@
+"""The executor service: takes build requests from ZooKeeper and runs up to `concurrency` of them at once.
+
+Several executors share the work: each claims a request with its build lock (gatekeeper.zk.builds), highest
+priority first. When a build starts, `/executor/running/<build>` records which executor runs it. An executor that
+dies loses its lock (its ZooKeeper session ends) but not that record, so the next executor to claim the request
+sees that someone else started it and reports ERROR ("executor X stopped"), which the scheduler retries on a new
+node. A cancelled request (deleted by the scheduler) aborts its build: the remote process group is killed, the
+node released, and nothing is published.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+
+from gatekeeper.executor.build import BuildRunner, ExecutorSettings
+from gatekeeper.executor.console import ConsoleRegistry, ConsoleServer
+from gatekeeper.executor.logs import LogStore
+from gatekeeper.executor.nodes import LauncherNodes, NodeSource
+from gatekeeper.executor.workspace import GitCache
+from gatekeeper.zk import builds, paths
+from gatekeeper.zk.builds import ABORTED, ERROR, BuildRequest, BuildResult
+from gatekeeper.zk.client import ConnectionEvent, ZKClient
+from gatekeeper.zk.components import Component, list_components
+
+log = logging.getLogger("gatekeeper.executor")
+
+
+@dataclass
+class RunningBuild:
+    request: BuildRequest
+    lock: object
+    abort: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    stopping: bool = False  # aborted because this executor stops: hand the request over, publish nothing
+
+
+class ExecutorService:
+    """`start()`, `stop()`; everything else happens on its own threads."""
+
+    def __init__(self, zk: ZKClient, settings: ExecutorSettings, log_store: LogStore,
+                 url_for_project: Callable[[str], str], *, ssh: str | None = None, concurrency: int = 4,
+                 nodes: NodeSource | None = None, console_host: str = "127.0.0.1", console_port: int = 0,
+                 poll_interval: float = 2.0) -> None:
+        self.zk = zk
+        self.settings = settings
+        self.concurrency = concurrency
+        self.poll_interval = poll_interval
+        self.component = Component(zk, "executor")
+        self.name = self.component.info.ident
+        self.consoles = ConsoleRegistry()
+        self.console_server = ConsoleServer(self.consoles, console_host, console_port)
+        self.component.info.extra.update(console=self.console_server.base_url, concurrency=concurrency)
+        cache = GitCache(os.path.join(settings.work_dir, "git"), url_for_project, ssh)
+        self.nodes = nodes or LauncherNodes(zk, self.name)
+        self.runner = BuildRunner(settings, cache, self.nodes, log_store, self.consoles, self.name)
+        self.running: dict[str, RunningBuild] = {}
+        self.history: collections.deque[tuple[BuildRequest, BuildResult]] = collections.deque(maxlen=500)
+        self._mutex = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------------------
+    def start(self) -> ExecutorService:
+        os.makedirs(self.settings.work_dir, exist_ok=True)
+        builds.ensure_paths(self.zk)
+        self.zk.client.ensure_path(paths.EXECUTOR_RUNNING)
+        self.console_server.start()
+        self.component.register()
+        self.zk.add_listener(self._on_connection)
+        self.zk.client.ChildrenWatch(paths.EXECUTOR_REQUESTS, self._on_requests)
+        self._thread = threading.Thread(target=self._loop, name=f"executor-{self.name}", daemon=True)
+        self._thread.start()
+        log.info("executor %s started: %d concurrent builds, live consoles on %s", self.name, self.concurrency,
+                 self.console_server.base_url)
+        return self
+
+    def stop(self) -> None:
+        """Stop taking builds, abort the running ones and hand their requests back (another executor reruns them)."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread:
+            self._thread.join(30)  # no build starts after this
+        with self._mutex:
+            running = list(self.running.values())
+        for rb in running:
+            rb.stopping = True
+            rb.abort.set()
+        for rb in running:
+            if rb.thread:
+                rb.thread.join(60)
+        try:
+            self.zk.remove_listener(self._on_connection)
+        except ValueError:
+            pass
+        self.component.unregister()
+        self.console_server.stop()
+        self.runner.log_store.flush()
+        log.info("executor %s stopped", self.name)
+
+    def running_builds(self) -> list[dict]:
+        """For status pages: each running build with its live console URL."""
+        with self._mutex:
+            return [{"id": b, "job": rb.request.job, "pipeline": rb.request.pipeline,
+                     "console": self.console_server.url(b)} for b, rb in sorted(self.running.items())]
+
+    # -- taking work --------------------------------------------------------------------------------------------
+    def _on_requests(self, children: list[str]) -> bool:
+        self._wake.set()
+        return not self._stopping.is_set()
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.poll_interval)  # the poll also finds requests whose executor died
+            self._wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self._take_work()
+            except Exception:
+                log.exception("executor %s: taking build requests failed", self.name)
+
+    def _free_slots(self) -> int:
+        with self._mutex:
+            return self.concurrency - len(self.running)
+
+    def _take_work(self) -> None:
+        if self._free_slots() <= 0:
+            return
+        requests = []
+        for ident in builds.pending_builds(self.zk):
+            with self._mutex:
+                if ident in self.running:
+                    continue
+            if self._locked(ident):
+                continue
+            req = builds.read_build_request(self.zk, ident)
+            if req is not None:
+                requests.append(req)
+        for req in sorted(requests, key=lambda r: r.sort_key):
+            if self._free_slots() <= 0 or self._stopping.is_set():
+                return
+            claimed = builds.claim_build(self.zk, req.id, self.name)
+            if claimed is None:
+                continue
+            lock, req = claimed
+            if self._started_by_dead_executor(req, lock):
+                continue
+            self._start_build(req, lock)
+
+    def _locked(self, ident: str) -> bool:
+        try:
+            return bool(self.zk.client.get_children(paths.lock("build", ident)))
+        except NoNodeError:
+            return False
+
+    def _started_by_dead_executor(self, req: BuildRequest, lock) -> bool:
+        """A request someone else started and lost (we hold its lock now): report it for a retry."""
+        try:
+            raw, _ = self.zk.client.get(paths.executor_running(req.id))
+        except NoNodeError:
+            return False
+        owner = json.loads(raw.decode() or "{}").get("executor", "?")
+        if owner == self.name:
+            return False
+        alive = any(c.ident == owner for c in list_components(self.zk, "executor"))
+        message = (f"executor {owner} {'lost its ZooKeeper session' if alive else 'stopped'} while running this "
+                   "build; retrying")
+        log.warning("[%s %s] build %s: %s", req.pipeline, req.job, req.id, message)
+        now = time.time()
+        result = BuildResult(id=req.id, pipeline=req.pipeline, item=req.item, job=req.job, result=ERROR,
+                             message=message, executor=self.name, attempt=req.attempt, start_time=now, end_time=now)
+        try:
+            builds.complete_build(self.zk, result)
+        finally:
+            self._forget(req.id)
+            builds.release_claim(self.zk, req.id, lock)
+        return True
+
+    def _start_build(self, req: BuildRequest, lock) -> None:
+        data = json.dumps({"executor": self.name, "started": time.time()}).encode()
+        try:
+            self.zk.client.create(paths.executor_running(req.id), data, makepath=True)
+        except NodeExistsError:
+            self.zk.client.set(paths.executor_running(req.id), data)
+        rb = RunningBuild(req, lock)
+        with self._mutex:
+            self.running[req.id] = rb
+
+        def on_request(data, stat, event=None) -> bool:
+            if stat is None and self.running.get(req.id) is rb:
+                rb.abort.set()  # cancelled by the scheduler
+                return False
+            return req.id in self.running
+
+        self.zk.client.DataWatch(paths.executor_request(req.id), on_request)
+        rb.thread = threading.Thread(target=self._run, args=(rb,), name=f"build-{req.id[:8]}", daemon=True)
+        rb.thread.start()
+
+    def _run(self, rb: RunningBuild) -> None:
+        req = rb.request
+        try:
+            result = self.runner.run(req, rb.abort)
+            self.history.append((req, result))
+            if rb.stopping:
+                log.info("build %s handed back: executor %s is stopping", req.id, self.name)
+            elif result.result == ABORTED:
+                log.info("build %s aborted: its request was cancelled", req.id)
+            elif not builds.complete_build(self.zk, result):
+                log.info("build %s finished %s after its request was cancelled", req.id, result.result)
+        except Exception:
+            log.exception("build %s failed in the executor", req.id)
+            if not rb.stopping:
+                now = time.time()
+                builds.complete_build(self.zk, BuildResult(
+                    id=req.id, pipeline=req.pipeline, item=req.item, job=req.job, result=ERROR,
+                    message=f"executor {self.name} failed running the build", executor=self.name,
+                    attempt=req.attempt, start_time=now, end_time=now))
+        finally:
+            self._forget(req.id)
+            with self._mutex:
+                self.running.pop(req.id, None)
+            try:
+                builds.release_claim(self.zk, req.id, rb.lock)
+            except Exception:
+                log.warning("could not release the lock of build %s", req.id, exc_info=True)
+            self._wake.set()
+
+    def _forget(self, ident: str) -> None:
+        try:
+            self.zk.client.delete(paths.executor_running(ident))
+        except NoNodeError:
+            pass
+        except KazooException as exc:
+            log.warning("could not remove the running record of build %s: %s", ident, exc)
+
+    def _on_connection(self, event: ConnectionEvent) -> None:
+        if event is not ConnectionEvent.LOST:
+            return
+        # our build locks are gone with the session: another executor reports these builds; stop them here
+        with self._mutex:
+            running = list(self.running.values())
+        for rb in running:
+            log.warning("build %s: ZooKeeper session lost; aborting it here", rb.request.id)
+            rb.stopping = True
+            rb.abort.set()
