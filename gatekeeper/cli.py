@@ -29,6 +29,7 @@ COMPONENT_CLIS = (
     "gatekeeper.web.cli",
     "gatekeeper.history.cli",
     "gatekeeper.allinone.cli",
+    "gatekeeper.operator_cli.cli",
 )
 
 EXIT_OK = 0

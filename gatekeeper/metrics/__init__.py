@@ -1,0 +1,1 @@
+"""Metrics: one set of gate measurements, exposed for Prometheus (`/metrics`) and sent to statsd."""

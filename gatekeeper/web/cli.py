@@ -1,0 +1,64 @@
+"""`gatekeeper web`: run the status pages, the JSON API, /metrics and the admin API."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("web", help="run the web service: status pages, JSON API, /metrics, admin API")
+    parser.add_argument("-c", "--config", metavar="FILE", help="service config (default: $GATEKEEPER_CONFIG or none)")
+    parser.add_argument("--port", type=int, help="listen on this port (default: web.port from the config)")
+    parser.add_argument("--record-history", action="store_true",
+                        help="also run the history recorder in this process (one is elected among all)")
+    parser.set_defaults(func=cmd_web)
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    from gatekeeper.config.service import load_service_config
+    from gatekeeper.history.db import HistoryError
+    from gatekeeper.web.server import from_config
+    from gatekeeper.zk.client import ZKClient
+    from gatekeeper.zk.components import Component
+
+    config = load_service_config(args.config)
+    zk = ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start()
+    overrides = {"port": args.port} if args.port is not None else {}
+    try:
+        web = from_config(config, zk, **overrides)
+    except HistoryError as exc:
+        print(exc, file=sys.stderr)
+        zk.stop()
+        return 1
+    recorder = None
+    if args.record_history and web.history is not None:
+        from gatekeeper.history.recorder import HistoryRecorder
+
+        recorder = HistoryRecorder(zk, web.history).start()
+    try:
+        web.start()
+    except OSError as exc:
+        print(f"web: cannot listen on {web.host}:{web.requested_port}: {exc.strerror}", file=sys.stderr)
+        zk.stop()
+        return 1
+    component = Component(zk, "web", extra={"url": web.url})
+    component.register()
+    print(f"gatekeeper web on {web.url}/", flush=True)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        done.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        component.unregister()
+        web.stop()
+        if recorder is not None:
+            recorder.stop()
+        if web.history is not None:
+            web.history.close()
+        zk.stop()
+    return 0

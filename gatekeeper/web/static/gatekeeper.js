@@ -1,0 +1,184 @@
+// gatekeeper web pages: plain JavaScript, no build step. Every page fetches the JSON API and renders it.
+"use strict";
+const gk = {};
+
+// el("a", {href: "/x", class: "y"}, "text", child...) -- text is always set as text, never as HTML.
+gk.el = function (tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v; else node.setAttribute(k, v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+  }
+  return node;
+};
+const el = gk.el;
+
+gk.fetchJSON = async function (url) {
+  const resp = await fetch(url, {cache: "no-store"});
+  const data = await resp.json();
+  if (!resp.ok) throw new Error(data.error || resp.statusText);
+  return data;
+};
+
+gk.duration = function (seconds) {
+  if (seconds === null || seconds === undefined) return "?";
+  seconds = Math.round(seconds);
+  const h = Math.floor(seconds / 3600), m = Math.floor((seconds % 3600) / 60), s = seconds % 60;
+  return h ? `${h}h${String(m).padStart(2, "0")}m` : m ? `${m}m${String(s).padStart(2, "0")}s` : `${s}s`;
+};
+gk.time = (t) => (t ? new Date(t * 1000).toISOString().replace("T", " ").slice(0, 19) : "");
+
+gk.header = function () {
+  const nav = el("header", {},
+    el("a", {href: "/", class: "title"}, "gatekeeper"),
+    el("a", {href: "/"}, "Status"), el("a", {href: "/builds"}, "Builds"), el("a", {href: "/nodes"}, "Nodes"),
+    el("a", {href: "/images"}, "Images"), el("a", {href: "/holds"}, "Held nodes"));
+  document.body.prepend(nav);
+};
+
+gk.showError = function (target, err) {
+  target.replaceChildren(el("p", {class: "error"}, `cannot load: ${err.message}`));
+};
+
+// -- status page ----------------------------------------------------------------------------------------------
+gk.renderJob = function (job) {
+  const label = job.result || job.state;
+  const link = job.state === "running" && job.console_url ? el("a", {href: job.console_url}, job.name)
+    : job.build_url ? el("a", {href: job.build_url}, job.name) : job.name;
+  const progress = job.state === "completed" ? 100 : (job.progress || 0);
+  const timing = job.state === "running" ? `${gk.duration(job.elapsed)} / ${gk.duration(job.estimated)}`
+    : job.state === "completed" ? gk.duration(job.elapsed) : job.estimated ? `~${gk.duration(job.estimated)}` : "";
+  return el("div", {class: "job", "data-job": job.name},
+    el("span", {}, link, job.voting ? "" : " (non-voting)"),
+    el("span", {class: `state-${job.state} result-${job.result || ""}`}, label),
+    job.state === "running" ? el("div", {class: "bar", title: timing}, el("div", {style: `width:${progress}%`}))
+      : el("span", {class: "muted"}, timing));
+};
+
+gk.renderItem = function (item) {
+  const c = item.change;
+  const classes = ["item", item.failing ? "failing" : "", item.active ? "" : "inactive", item.live ? "" : "nonlive"];
+  const title = c.url ? el("a", {href: c.url}, c.key) : c.key;
+  return el("div", {class: classes.join(" "), "data-change": c.key},
+    el("div", {class: "head"}, el("span", {}, el("b", {}, title), " ", c.project),
+      el("span", {class: "meta"}, item.remaining_time === null ? "" : `${gk.duration(item.remaining_time)} left`)),
+    c.subject ? el("div", {class: "meta"}, c.subject) : null,
+    el("div", {class: "meta"}, `in queue ${gk.duration(item.resident_time)}`,
+      item.item_ahead ? ` · behind ${item.item_ahead}` : "", item.live ? "" : " · not tested on its own"),
+    item.failing_reasons.length ? el("div", {class: "reasons"}, item.failing_reasons.join("; ")) : null,
+    item.live ? item.jobs.map(gk.renderJob) : null);
+};
+
+gk.renderStatus = function (status, target) {
+  const pipes = status.pipelines.map((p) => el("section", {class: "pipeline", "data-pipeline": p.name},
+    el("h2", {}, p.name, el("span", {class: "muted"}, ` ${p.manager}`)),
+    p.description ? el("div", {class: "meta"}, p.description) : null,
+    p.queues.length ? p.queues.map((q) => el("div", {class: "queue"},
+      el("h3", {}, `queue ${q.name}`, q.window ? ` (window ${q.window})` : ""), q.items.map(gk.renderItem)))
+      : el("p", {class: "muted"}, "empty")));
+  const depth = Object.entries(status.event_queues).map(([k, v]) => `${k}: ${v}`).join(" · ");
+  target.replaceChildren(el("p", {class: "muted"}, `events pending: ${depth} · updated ${gk.time(status.generated)}`),
+    el("div", {class: "pipelines"}, pipes));
+};
+
+gk.statusPage = function () {
+  gk.header();
+  const target = document.getElementById("status");
+  const refresh = async () => {
+    try { gk.renderStatus(await gk.fetchJSON("/api/v1/status"), target); } catch (err) { gk.showError(target, err); }
+  };
+  refresh();
+  setInterval(refresh, 5000);
+};
+
+// -- tables -------------------------------------------------------------------------------------------------
+gk.table = function (columns, rows) {
+  return el("table", {}, el("tr", {}, columns.map(([name]) => el("th", {}, name))),
+    rows.map((r) => el("tr", {}, columns.map(([, cell]) => el("td", {}, cell(r))))));
+};
+
+gk.buildsPage = async function () {
+  gk.header();
+  const target = document.getElementById("builds");
+  const params = new URLSearchParams(location.search);
+  const form = el("form", {class: "filters"}, ["project", "job", "result", "change", "pipeline"].map((name) =>
+    el("label", {}, `${name} `, el("input", {name, value: params.get(name) || "", size: 12}))),
+    el("button", {type: "submit"}, "Filter"));
+  const results = el("div", {});
+  target.replaceChildren(form, results);
+  try {
+    const rows = await gk.fetchJSON(`/api/v1/builds?${params}`);
+    results.replaceChildren(rows.length ? gk.table([
+      ["build", (r) => el("a", {href: `/build/${r.uuid}`}, r.uuid.slice(0, 10))],
+      ["job", (r) => r.job], ["project", (r) => r.project], ["change", (r) => r.change ? `${r.change},${r.patchset}` : ""],
+      ["pipeline", (r) => r.pipeline],
+      ["result", (r) => el("span", {class: `result-${r.result}`}, r.result, r.final ? "" : " (retried)")],
+      ["duration", (r) => gk.duration(r.duration)], ["ended", (r) => gk.time(r.end_time)],
+      ["node", (r) => r.node_provider], ["logs", (r) => r.log_url ? el("a", {href: r.log_url}, "logs") : ""],
+    ], rows) : el("p", {class: "muted"}, "no builds match"));
+  } catch (err) { gk.showError(results, err); }
+};
+
+gk.buildPage = async function () {
+  gk.header();
+  const target = document.getElementById("build");
+  const id = decodeURIComponent(location.pathname.split("/").pop());
+  try {
+    const b = await gk.fetchJSON(`/api/v1/builds/${encodeURIComponent(id)}`);
+    const rows = [["job", b.job], ["project", b.project], ["change", b.change ? `${b.change},${b.patchset}` : ""],
+      ["pipeline", b.pipeline], ["result", el("span", {class: `result-${b.result}`}, b.result || b.state)],
+      ["message", b.message || ""], ["attempt", `${b.attempt}${b.final === false ? " (retried)" : ""}`],
+      ["started", gk.time(b.start_time)], ["ended", gk.time(b.end_time)],
+      ["node", [b.node_name, b.node_label, b.node_provider].filter(Boolean).join(" · ")],
+      ["logs", b.log_url ? el("a", {href: b.log_url, id: "log-url"}, b.log_url) : "none"]];
+    const files = el("ul", {id: "log-files"}, b.logs.map((f) => el("li", {}, el("a", {href: f.url}, f.name),
+      el("span", {class: "muted"}, ` ${f.size} bytes`))));
+    const parts = [el("h2", {}, `build ${b.uuid}`),
+      el("table", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))),
+      el("h3", {}, "log files"), b.logs.length ? files : el("p", {class: "muted"}, "none listed")];
+    if (b.console_url) {
+      const pre = el("pre", {class: "console"}, "");
+      parts.push(el("h3", {}, "live console"), pre);
+      gk.followConsole(b.console_url, pre);
+    }
+    target.replaceChildren(...parts);
+  } catch (err) { gk.showError(target, err); }
+};
+
+gk.followConsole = async function (url, pre) {
+  try {
+    const resp = await fetch(url);
+    const reader = resp.body.getReader();
+    const decoder = new TextDecoder();
+    for (;;) {
+      const {value, done} = await reader.read();
+      if (done) break;
+      pre.append(decoder.decode(value, {stream: true}));
+      pre.scrollTop = pre.scrollHeight;
+    }
+  } catch (err) { pre.append(`\n[console ended: ${err.message}]`); }
+};
+
+gk.listPage = async function (targetId, url, columns, pick) {
+  gk.header();
+  const target = document.getElementById(targetId);
+  const refresh = async () => {
+    try {
+      const data = await gk.fetchJSON(url);
+      const rows = pick ? pick(data) : data;
+      target.replaceChildren(...(Array.isArray(rows[0]) ? rows : [rows]).map((r, i) => r.length ?
+        gk.table(columns[i] || columns[0], r) : el("p", {class: "muted"}, "none")));
+    } catch (err) { gk.showError(target, err); }
+  };
+  refresh();
+  setInterval(refresh, 10000);
+};
+
+gk.nodeColumns = [["id", (n) => n.id], ["state", (n) => n.state], ["label", (n) => n.label],
+  ["provider", (n) => n.provider], ["address", (n) => n.address || ""],
+  ["age", (n) => gk.duration(Date.now() / 1000 - n.state_time)],
+  ["comment", (n) => n.hold_reason || n.hold_requested || n.comment || ""]];

@@ -1,0 +1,140 @@
+"""The status document (schema in docs/status-api.md): pipelines, queues, items and jobs, as the page shows them.
+
+Built from the scheduler's pipeline states (gatekeeper.scheduler.model.PipelineState, read-only) plus the job
+duration estimates from the build history.  Everything here is a pure function of its inputs, so it is tested
+without ZooKeeper.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# job states in the status document
+WAITING = "waiting"  # not requested yet (the item is not merged, or outside the window)
+QUEUED = "queued"  # requested, not started by an executor
+RUNNING = "running"
+COMPLETED = "completed"
+
+Estimator = Callable[[str, str], "float | None"]  # (project, job) -> expected seconds
+
+
+def _no_estimate(_project: str, _job: str) -> float | None:
+    return None
+
+
+def job_status(name: str, build: Any, project: str, now: float, estimate: Estimator,
+               console_url: Callable[[str], str], build_url: Callable[[str], str]) -> dict[str, Any]:
+    """One job of one item: its state, timing, links and node."""
+    estimated = estimate(project, name)
+    doc: dict[str, Any] = {
+        "name": name, "state": WAITING, "result": None, "voting": True, "build": None, "attempt": 0,
+        "start_time": None, "end_time": None, "elapsed": None, "estimated": estimated, "remaining": estimated,
+        "progress": None, "console_url": None, "log_url": None, "build_url": None, "message": "",
+        "node": None,
+    }
+    if build is None:
+        return doc
+    node = dict(build.node or {})
+    doc.update(
+        build=build.id, attempt=build.attempt, voting=build.voting, message=build.message or "",
+        node={"name": node.get("name", ""), "label": node.get("label", ""), "provider": node.get("provider", "")}
+        if node else None,
+    )
+    if build.result:
+        doc.update(state=COMPLETED, result=build.result, start_time=build.start_time or None,
+                   end_time=build.end_time or None, remaining=0, progress=100,
+                   log_url=build.log_url or None, build_url=build_url(build.id))
+        if build.start_time and build.end_time:
+            doc["elapsed"] = max(0.0, build.end_time - build.start_time)
+    elif build.start_time:
+        elapsed = max(0.0, now - build.start_time)
+        doc.update(state=RUNNING, start_time=build.start_time, elapsed=elapsed,
+                   console_url=console_url(build.id), build_url=build_url(build.id))
+        if estimated:
+            doc["remaining"] = max(0.0, estimated - elapsed)
+            doc["progress"] = min(99, int(100 * elapsed / estimated))
+    else:
+        doc["state"] = QUEUED
+    return doc
+
+
+def item_status(item: Any, position: int, window: int, ahead: Any, behind: list[Any], pipeline: str, now: float,
+                estimate: Estimator, console_url: Callable[[str], str],
+                build_url: Callable[[str], str]) -> dict[str, Any]:
+    change = item.change
+    jobs = [job_status(name, item.builds.get(name), change.project, now, estimate, console_url, build_url)
+            for name in item.jobs]
+    failing = []
+    if item.merge_state == "conflict":
+        failing.append(f"merge conflict: {item.merge_message}".rstrip(": "))
+    for job in jobs:
+        if job["state"] == COMPLETED and job["voting"] and job["result"] not in ("SUCCESS", "ABORTED"):
+            failing.append(f"{job['name']}: {job['result']}")
+    remaining = [j["remaining"] for j in jobs if j["state"] != COMPLETED]
+    unknown = any(r is None for r in remaining)
+    return {
+        "id": item.id,
+        "change": {
+            "project": change.project, "branch": change.branch, "number": change.number,
+            "patchset": change.patchset, "key": change.key, "ref": change.ref, "url": change.url,
+            "subject": change.subject,
+        },
+        "changes": item.changes,
+        "live": item.live,
+        "active": window == 0 or position < window,
+        "position": position,
+        "item_ahead": ahead.change.key if ahead is not None else None,
+        "items_behind": [b.change.key for b in behind],
+        "enqueue_time": item.enqueued,
+        "resident_time": max(0.0, now - item.enqueued),
+        "merge_state": item.merge_state or "pending",
+        "failing": bool(failing),
+        "failing_reasons": failing,
+        # the slowest unfinished job bounds the item (jobs run in parallel); unknown while any has no history
+        "remaining_time": None if unknown else max(remaining, default=0.0),
+        "jobs": jobs,
+    }
+
+
+def pipeline_status(name: str, manager: str, description: str, state: Any, now: float, estimate: Estimator,
+                    console_url: Callable[[str], str], build_url: Callable[[str], str]) -> dict[str, Any]:
+    queues = []
+    for queue in (state.queues.values() if state is not None else ()):
+        items = state.queue_items(queue)
+        docs = []
+        for position, item in enumerate(items):
+            ahead = items[position - 1] if position > 0 else None
+            behind = items[position + 1:position + 2]
+            docs.append(item_status(item, position, queue.window, ahead, behind, name, now, estimate,
+                                    console_url, build_url))
+        queues.append({"name": queue.name, "window": queue.window, "dynamic": queue.dynamic, "items": docs})
+    return {"name": name, "manager": manager, "description": description, "queues": queues}
+
+
+def status_document(pipelines: list[dict[str, Any]], event_queues: dict[str, int], now: float | None = None,
+                    ) -> dict[str, Any]:
+    """The whole document: wrap already-built pipeline entries with the schema version and counters."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "generated": now if now is not None else time.time(),
+        "event_queues": event_queues,
+        "pipelines": pipelines,
+    }
+
+
+def find_item(status: dict[str, Any], change: str, pipeline: str | None = None) -> list[dict[str, Any]]:
+    """Items whose change is `change` ("N,P" or "N"), with their pipeline name added, for the CLI and the API."""
+    found = []
+    for p in status.get("pipelines", []):
+        if pipeline and p["name"] != pipeline:
+            continue
+        for q in p["queues"]:
+            for item in q["items"]:
+                key = item["change"]["key"]
+                if change in (key, key.split(",")[0]):
+                    found.append({**item, "pipeline": p["name"], "queue": q["name"]})
+    return found

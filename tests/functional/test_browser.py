@@ -1,0 +1,68 @@
+"""The status and build pages in a real headless Chromium (Debian's `chromium`) against a running gate and web:
+the status page renders a queued change with its jobs (and a screenshot is taken), and the build page's log links
+resolve to the archived logs."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.functional.gate_harness import wait_for
+from tests.functional.test_web_gate import GateWeb, gate_web  # noqa: F401 (the fixture)
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--window-size=1280,900"]
+
+
+def chromium(tmp: Path, url: str, *extra: str) -> str:
+    """Run headless Chromium on `url` with a fresh profile; returns its stdout (the DOM, with --dump-dom)."""
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    proc = subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=4000", *extra,
+                           url], capture_output=True, text=True, timeout=90, cwd=tmp)
+    assert proc.returncode == 0, f"chromium failed on {url}: {proc.stderr[-2000:]}"
+    return proc.stdout
+
+
+def test_status_page_shows_the_queued_change_with_its_jobs_and_build_page_links_to_logs(
+        gate_web: GateWeb, tmp_path) -> None:  # noqa: F811 (the fixture imported above)
+    gate, web = gate_web.gate, gate_web.web
+    a = gate.change("org/a", subject="Teach the frobnicator to count")
+    gate.approve(a)
+    held = wait_for(lambda: gate.executor.held() if len(gate.executor.held()) == 2 else None, 30,
+                    "both gate builds to start")
+    unit = next(r for r in held if r.job == "unit")
+    archive = gate_web.logs / unit.id[:2] / unit.id  # where the test executor's log URL points
+    (archive / "logs").mkdir(parents=True)
+    (archive / "job-output.txt").write_text("unit: 12 tests passed\n")
+    (archive / "logs" / "tox.log").write_text("py311: commands succeeded\n")
+    gate.executor.release("unit")
+    wait_for(lambda: any(j["result"] == "SUCCESS" for i in gate_web.items("gate") for j in i["jobs"]), 30,
+             "the unit result in the status")
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    dom = chromium(shots, f"{web.url}/", "--dump-dom")
+    assert 'data-pipeline="gate"' in dom and 'data-change="1,1"' in dom
+    assert "Teach the frobnicator to count" in dom and "org/a" in dom
+    assert 'data-job="unit"' in dom and 'data-job="integration"' in dom
+    assert f'href="/build/{unit.id}"' in dom and "SUCCESS" in dom
+    chromium(shots, f"{web.url}/", f"--screenshot={shots / 'status.png'}")
+    png = (shots / "status.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 10_000
+
+    dom = chromium(shots, f"{web.url}/build/{unit.id}", "--dump-dom")
+    assert f"build {unit.id}" in dom and "SUCCESS" in dom
+    for name, content in (("job-output.txt", b"unit: 12 tests passed\n"), ("logs/tox.log", b"py311: commands "
+                                                                                          b"succeeded\n")):
+        link = f"{web.url}/logs/{unit.id[:2]}/{unit.id}/{name}"
+        assert f'href="{link}"' in dom
+        with urllib.request.urlopen(link, timeout=10) as resp:
+            assert resp.read() == content
