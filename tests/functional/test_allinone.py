@@ -1,0 +1,83 @@
+"""The README's main command: `gatekeeper all-in-one` brings the demo gate up on embedded stand-ins, gates the
+demo series for real (good changes merge, the broken one is rejected with logs, the conflict is reported as a
+conflict) and leaves nothing running."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import urllib.request
+
+from gatekeeper.zk.server import free_port
+
+
+def leftovers(marker: str) -> list[str]:
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+def test_all_in_one_demo_gates_the_series_and_cleans_up(tmp_path):
+    workdir = tmp_path / "aio"
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper.cli", "all-in-one", "--workdir", str(workdir), "--web-port", str(port),
+         "--timeout", "400"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, out[-4000:] + err[-4000:]
+    summary = out[out.index("== result of the demo gate"):]
+    assert "openstack/nova                 merged" in summary
+    assert "rejected: merge conflict           (expected: conflicts)" in summary
+    broken = next(line for line in summary.splitlines() if "(expected: breaks devstack)" in line)
+    assert "devstack FAILURE" in broken
+    log_url = next(line.split("logs: ", 1)[1] for line in summary.splitlines() if "/devstack/" in line)
+    assert log_url.startswith(f"http://127.0.0.1:{port}/logs/")
+    # the archive is on disk where the log URL says (the web server is gone with the run)
+    archived = workdir / "logs" / log_url.split("/logs/", 1)[1]
+    names = {p.name for p in archived.iterdir()}
+    assert {"console.txt", "syslog.txt", "index.html"} <= names and any(n.startswith("screen-") for n in names)
+    assert "every change ended as expected" in out
+    assert out.rstrip().endswith("all stopped; nothing left running")
+    assert leftovers(str(workdir)) == []
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    assert f"gk{proc.pid:06x}" not in namespaces  # the cloud simulator's hosts are gone with it
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+        raise AssertionError("the status page still answers after the run ended")
+    except OSError:
+        pass
+
+
+def test_ctrl_c_stops_everything(tmp_path):
+    import signal
+    import time
+
+    workdir = tmp_path / "aio"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gatekeeper.cli", "all-in-one", "--workdir", str(workdir), "--web-port",
+         str(free_port()), "--no-demo"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        lines = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if "serving; Ctrl-C stops everything" in line or not line:
+                break
+        assert "serving; Ctrl-C stops everything" in lines[-1], "".join(lines)
+        assert leftovers(str(workdir)), "the embedded stand-ins should be running now"
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert rest.rstrip().endswith("all stopped; nothing left running")
+    assert leftovers(str(workdir)) == []
+    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
+    assert f"gk{proc.pid:06x}" not in namespaces
