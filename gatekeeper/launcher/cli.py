@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 
-from kazoo.exceptions import BadVersionError, NoNodeError
+from kazoo.exceptions import NoNodeError
 
 from gatekeeper.cli import add_config_args
 
@@ -189,85 +189,32 @@ def cmd_requests(args: argparse.Namespace) -> int:
         zk.stop()
 
 
-def _update_node(zk, node_id: str, change) -> str | None:
-    """Apply change(node, tx) with a versioned write; returns an error sentence or None."""
-    from gatekeeper.launcher.model import Node
-    from gatekeeper.zk import paths
+def _node_change(args: argparse.Namespace, action, done: str) -> int:
+    """Run one operator change of a node (gatekeeper.launcher.client) and say what happened."""
+    from gatekeeper.launcher.client import NodeChangeError
 
-    for _ in range(5):
-        try:
-            raw, stat = zk.client.get(paths.node(node_id))
-        except NoNodeError:
-            return f"no node {node_id}"
-        node = Node.from_bytes(raw)
-        tx = zk.client.transaction()
-        err = change(node, tx)
-        if err:
-            return err
-        tx.set_data(paths.node(node_id), node.to_bytes(), version=stat.version)
-        results = tx.commit()
-        if not any(isinstance(r, Exception) for r in results):
-            return None
-        if not any(isinstance(r, (BadVersionError, NoNodeError)) for r in results):
-            return f"node {node_id}: {results}"
-    return f"node {node_id} keeps changing; try again"
+    _, zk = _zk(args)
+    try:
+        action(zk)
+    except NodeChangeError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    finally:
+        zk.stop()
+    print(f"node {args.node}: {done}")
+    return 0
 
 
 def cmd_hold(args: argparse.Namespace) -> int:
-    from gatekeeper.launcher import model
-    from gatekeeper.launcher.launcher import ready_entry
-    from gatekeeper.zk import paths
+    from gatekeeper.launcher.client import hold_node
 
-    _, zk = _zk(args)
-
-    def change(node, tx):
-        if node.state == model.READY:
-            tx.delete(paths.ready_node(node.label, ready_entry(node)))
-            node.set_state(model.HOLD)
-            node.hold_reason, node.hold_until = args.reason, time.time() + args.hours * 3600
-        elif node.state in (model.IN_USE, model.ALLOCATED):
-            node.hold_requested = args.reason  # held when its consumer releases it
-        elif node.state == model.HOLD:
-            node.hold_reason, node.hold_until = args.reason, time.time() + args.hours * 3600
-        else:
-            return f"node {node.id} is {node.state}; only ready, allocated or in-use nodes can be held"
-        return None
-    try:
-        err = _update_node(zk, args.node, change)
-    finally:
-        zk.stop()
-    if err:
-        print(err, file=sys.stderr)
-        return 1
-    print(f"node {args.node}: held ({args.reason})")
-    return 0
+    return _node_change(args, lambda zk: hold_node(zk, args.node, args.reason, args.hours), f"held ({args.reason})")
 
 
-def _to_used(args, allowed) -> int:
-    from gatekeeper.launcher import model
-    from gatekeeper.launcher.launcher import ready_entry
-    from gatekeeper.zk import paths
+def _to_used(args: argparse.Namespace, allowed: tuple[str, ...]) -> int:
+    from gatekeeper.launcher.client import release_node
 
-    _, zk = _zk(args)
-
-    def change(node, tx):
-        if node.state not in allowed:
-            return f"node {node.id} is {node.state} (expected {' or '.join(allowed)})"
-        if node.state == model.READY:
-            tx.delete(paths.ready_node(node.label, ready_entry(node)))
-        node.set_state(model.USED)
-        node.comment = "released by an operator"
-        tx.create(paths.released_node(node.id), b"")
-        return None
-    try:
-        err = _update_node(zk, args.node, change)
-    finally:
-        zk.stop()
-    if err:
-        print(err, file=sys.stderr)
-        return 1
-    print(f"node {args.node}: will be deleted")
-    return 0
+    return _node_change(args, lambda zk: release_node(zk, args.node, allowed), "will be deleted")
 
 
 def cmd_release(args: argparse.Namespace) -> int:

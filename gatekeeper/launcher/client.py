@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 
 import paramiko
-from kazoo.exceptions import BadVersionError, NoNodeError
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
 from kazoo.recipe.lock import Lock
 
 from gatekeeper.launcher import model
@@ -301,3 +301,66 @@ def claim_autohold(zk: ZKClient, project: str, job: str, change: str, node_id: s
             return claim_autohold(zk, project, job, change, node_id)
         return current
     return None
+
+
+# -- operators' node changes: the CLI and the web admin API share these --------------------------------------------
+class NodeChangeError(Exception):
+    """An operator's change to a node was refused; `status` says why in HTTP terms (404 no node, 409 wrong state)."""
+
+    def __init__(self, message: str, status: int = 409) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def change_node(zk: ZKClient, node_id: str, change: Callable[[Node, object], None]) -> Node:
+    """Apply `change(node, transaction)` with a versioned write, retried on a concurrent update."""
+    for _ in range(5):
+        try:
+            raw, stat = zk.client.get(paths.node(node_id))
+        except NoNodeError:
+            raise NodeChangeError(f"no node {node_id}", 404) from None
+        node = Node.from_bytes(raw)
+        tx = zk.client.transaction()
+        change(node, tx)
+        tx.set_data(paths.node(node_id), node.to_bytes(), version=stat.version)
+        results = tx.commit()
+        if not any(isinstance(r, Exception) for r in results):
+            return node
+        if not any(isinstance(r, (BadVersionError, NoNodeError, NodeExistsError)) for r in results):
+            raise NodeChangeError(f"node {node_id}: {[type(r).__name__ for r in results]}", 500)
+    raise NodeChangeError(f"node {node_id} keeps changing; try again", 409)
+
+
+def hold_node(zk: ZKClient, node_id: str, reason: str, hours: float = 24.0) -> Node:
+    """Hold a node for `hours`: a ready one at once, an allocated or in-use one when its consumer releases it."""
+
+    def change(node: Node, tx) -> None:
+        if node.state == model.READY:
+            tx.delete(paths.ready_node(node.label, model.ready_entry(node)))
+            node.set_state(model.HOLD)
+            node.hold_reason, node.hold_until = reason, time.time() + hours * 3600
+        elif node.state in (model.IN_USE, model.ALLOCATED):
+            node.hold_requested = reason  # held when its consumer releases it
+        elif node.state == model.HOLD:
+            node.hold_reason, node.hold_until = reason, time.time() + hours * 3600
+        else:
+            raise NodeChangeError(f"node {node.id} is {node.state}; only ready, allocated or in-use nodes can be held")
+
+    return change_node(zk, node_id, change)
+
+
+def release_node(zk: ZKClient, node_id: str, allowed: tuple[str, ...] = (model.HOLD,),
+                 comment: str = "released by an operator") -> Node:
+    """Mark a node used so that the launcher deletes it (by default only a held one: `release`)."""
+    zk.client.ensure_path(paths.NODES_RELEASED)
+
+    def change(node: Node, tx) -> None:
+        if node.state not in allowed:
+            raise NodeChangeError(f"node {node.id} is {node.state} (expected {' or '.join(allowed)})")
+        if node.state == model.READY:
+            tx.delete(paths.ready_node(node.label, model.ready_entry(node)))
+        node.set_state(model.USED)
+        node.comment = comment
+        tx.create(paths.released_node(node.id), b"")
+
+    return change_node(zk, node_id, change)

@@ -26,7 +26,7 @@ from kazoo.recipe.watchers import ChildrenWatch
 
 from gatekeeper.config.layout import NodePool, Provider
 from gatekeeper.launcher import model
-from gatekeeper.launcher.model import Node, NodeRequest
+from gatekeeper.launcher.model import Node, NodeRequest, parse_entry, ready_entry
 from gatekeeper.launcher.provider import LaunchResult, ProviderManager
 from gatekeeper.launcher.providers.base import ProviderAdapter
 from gatekeeper.zk import paths
@@ -44,18 +44,6 @@ def default_adapter(provider: Provider, clouds_yaml: str | None, owner: str) -> 
     from gatekeeper.launcher.providers.openstack import OpenStackAdapter
 
     return OpenStackAdapter(provider.cloud, clouds_yaml, owner, provider.region)
-
-
-def ready_entry(node: Node) -> str:
-    """Ready-index entry name: sorts oldest first and names provider and node without a read."""
-    return f"{int(node.state_time * 1000):013d}-{node.provider}-{node.id}"
-
-
-def parse_entry(name: str) -> tuple[str, str]:
-    """(provider, node id) from a ready-index entry name."""
-    rest = name.split("-", 1)[1]
-    provider, node_id = rest.rsplit("-", 1)
-    return provider, node_id
 
 
 @dataclass

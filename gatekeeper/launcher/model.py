@@ -121,3 +121,15 @@ class Autohold(Record):
     reason: str = ""
     held_nodes: list[str] = field(default_factory=list)
     created: float = field(default_factory=time.time)
+
+
+def ready_entry(node: Node) -> str:
+    """Ready-index entry name: sorts oldest first and names provider and node without a read."""
+    return f"{int(node.state_time * 1000):013d}-{node.provider}-{node.id}"
+
+
+def parse_entry(name: str) -> tuple[str, str]:
+    """(provider, node id) from a ready-index entry name."""
+    rest = name.split("-", 1)[1]
+    provider, node_id = rest.rsplit("-", 1)
+    return provider, node_id

@@ -8,12 +8,8 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-import time
 from typing import Any
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError
-
-from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 
 audit = logging.getLogger("gatekeeper.web.audit")
@@ -145,15 +141,18 @@ class Admin:
         _require(body, "node", "reason")
         node_id, reason = str(body["node"]), f"{body['reason']} (by {who})"
         hours = float(body.get("hours", 24.0))
-        state = _update_node(self.zk, node_id, lambda node, tx: _hold(node, tx, reason, hours))
-        return {"id": node_id, "action": "hold-node", "state": state}
+        from gatekeeper.launcher.client import hold_node
+
+        node = _node_change(lambda: hold_node(self.zk, node_id, reason, hours))
+        return {"id": node_id, "action": "hold-node", "state": node.state}
 
     def do_release_node(self, body: dict[str, Any], who: str) -> dict[str, Any]:
         _require(body, "node")
         node_id = str(body["node"])
-        self.zk.client.ensure_path(paths.NODES_RELEASED)  # the launcher makes it too; a release must not race it
-        state = _update_node(self.zk, node_id, _release)
-        return {"id": node_id, "action": "release-node", "state": state}
+        from gatekeeper.launcher.client import release_node
+
+        node = _node_change(lambda: release_node(self.zk, node_id))
+        return {"id": node_id, "action": "release-node", "state": node.state}
 
 
 def describe_request(body: dict[str, Any]) -> str:
@@ -161,49 +160,11 @@ def describe_request(body: dict[str, Any]) -> str:
     return " ".join(f"{k}={body[k]}" for k in sorted(body) if k not in ("token", "user"))
 
 
-# -- node holds: the same transitions as the launcher's own `hold` and `release` commands ------------------------
-def _hold(node: Any, tx: Any, reason: str, hours: float) -> None:
-    from gatekeeper.launcher import model
-    from gatekeeper.launcher.launcher import ready_entry
+def _node_change(action: Any) -> Any:
+    """Run a node change from gatekeeper.launcher.client, its refusal turned into the admin API's error."""
+    from gatekeeper.launcher.client import NodeChangeError
 
-    if node.state == model.READY:
-        tx.delete(paths.ready_node(node.label, ready_entry(node)))
-        node.set_state(model.HOLD)
-        node.hold_reason, node.hold_until = reason, time.time() + hours * 3600
-    elif node.state in (model.IN_USE, model.ALLOCATED):
-        node.hold_requested = reason  # held when its build releases it
-    elif node.state == model.HOLD:
-        node.hold_reason, node.hold_until = reason, time.time() + hours * 3600
-    else:
-        raise AdminError(f"node {node.id} is {node.state}; only ready, allocated or in-use nodes can be held", 409)
-
-
-def _release(node: Any, tx: Any) -> None:
-    from gatekeeper.launcher import model
-
-    if node.state != model.HOLD:
-        raise AdminError(f"node {node.id} is {node.state}, not held", 409)
-    node.set_state(model.USED)
-    node.comment = "released by an operator"
-    tx.create(paths.released_node(node.id), b"")
-
-
-def _update_node(zk: ZKClient, node_id: str, change: Any) -> str:
-    """Apply change(node, tx) with a versioned write (retried on a concurrent update); returns the new state."""
-    from gatekeeper.launcher.model import Node
-
-    for _ in range(5):
-        try:
-            raw, stat = zk.client.get(paths.node(node_id))
-        except NoNodeError:
-            raise AdminError(f"no node {node_id}", 404) from None
-        node = Node.from_bytes(raw)
-        tx = zk.client.transaction()
-        change(node, tx)
-        tx.set_data(paths.node(node_id), node.to_bytes(), version=stat.version)
-        results = tx.commit()
-        if not any(isinstance(r, Exception) for r in results):
-            return node.state
-        if not any(isinstance(r, (BadVersionError, NoNodeError, NodeExistsError)) for r in results):
-            raise AdminError(f"node {node_id}: {[type(r).__name__ for r in results]}", 500)
-    raise AdminError(f"node {node_id} keeps changing; try again", 409)
+    try:
+        return action()
+    except NodeChangeError as exc:
+        raise AdminError(str(exc), exc.status) from None

@@ -206,7 +206,7 @@ def test_admin_holds_and_releases_a_node_and_adds_an_autohold(web, zk):
         200, {"id": "0007", "action": "hold-node", "state": "in-use"})
     node = Node.from_bytes(zk.client.get(paths.node("0007"))[0])
     assert node.hold_requested == "debug (by alice from 127.0.0.1)"
-    assert post(web, "release-node", {"node": "0007"}) == (409, {"error": "node 0007 is in-use, not held"})
+    assert post(web, "release-node", {"node": "0007"}) == (409, {"error": "node 0007 is in-use (expected hold)"})
     node.state = "hold"
     zk.client.set(paths.node("0007"), node.to_bytes())
     assert post(web, "release-node", {"node": "0007"})[1]["state"] == "used"
