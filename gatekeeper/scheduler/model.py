@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -116,6 +117,14 @@ class Item(Record):
     started_reported: bool = False
     reported: list[str] = field(default_factory=list)  # actions reported (their ledger entries go with the item)
     rev: int = 0  # bumped on every change, so a reader reloads only items that changed
+
+    def to_dict(self) -> dict[str, Any]:
+        # By hand: dataclasses.asdict deep-copies the repo state, which grows with the item's depth in the queue.
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["change"] = self.change.to_dict()
+        data["builds"] = {job: b.to_dict() for job, b in self.builds.items()}
+        data["_v"] = self.VERSION
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Item:

@@ -1,0 +1,54 @@
+"""Trigger events as the scheduler reads them from the connection's queue, and the trigger filters."""
+
+from __future__ import annotations
+
+from gatekeeper.config.layout import parse_layout
+from gatekeeper.gerrit.events import GerritEvent
+from gatekeeper.scheduler.events import from_gerrit
+from gatekeeper.scheduler.model import Change
+from gatekeeper.scheduler.triggers import pipeline_triggered, unmet_requirements
+from tests.unit.test_scheduler_manager import LAYOUT
+
+APPROVED = {
+    "type": "comment-added",
+    "change": {"project": "org/a", "branch": "master", "number": 7, "status": "NEW"},
+    "patchSet": {"number": 2, "ref": "refs/changes/07/7/2"},
+    "author": {"username": "rita"},
+    "approvals": [{"type": "Code-Review", "value": "2"}, {"type": "Approved", "value": "1", "oldValue": "0"}],
+    "comment": "Patch Set 2: Code-Review+2 Approved+1",
+}
+
+
+def test_a_typed_connection_event_reads_like_gerrits_own_json() -> None:
+    queued = GerritEvent.from_dict(GerritEvent.from_gerrit(APPROVED).to_dict()).to_dict()
+    for data in (APPROVED, queued):
+        event = from_gerrit(data, "gerrit", "q-0000000003")
+        assert (event.type, event.project, event.branch, event.key, event.account) == \
+            ("comment-added", "org/a", "master", "7,2", "rita")
+        assert {"label": "Approved", "value": 1, "old": 0} in event.approvals
+
+
+def test_gate_triggers_on_approval_and_check_on_recheck_comments() -> None:
+    layout = parse_layout({"layout.yaml": LAYOUT})
+    gate, check = layout.pipelines["gate"], layout.pipelines["check"]
+    approved = from_gerrit(APPROVED)
+    assert pipeline_triggered(gate, approved) and not pipeline_triggered(check, approved)
+    recheck = from_gerrit({**APPROVED, "approvals": [], "comment": "Patch Set 2:\n\nrecheck"})
+    assert pipeline_triggered(check, recheck) and not pipeline_triggered(gate, recheck)
+
+
+def test_requirements_say_why_a_change_may_not_stay() -> None:
+    gate = parse_layout({"layout.yaml": LAYOUT}).pipelines["gate"]
+    ok = Change(project="org/a", number=7, patchset=2, current_patchset=2,
+                approvals=[{"label": "Code-Review", "value": 2}, {"label": "Approved", "value": 1}])
+    assert unmet_requirements(gate, ok) == ""
+    assert unmet_requirements(gate, Change(**{**_fields(ok), "current_patchset": 3})) == \
+        "a new patch set (7,3) was uploaded"
+    assert unmet_requirements(gate, Change(**{**_fields(ok), "status": "ABANDONED"})) == "it was abandoned"
+    assert unmet_requirements(gate, Change(**{**_fields(ok), "wip": True})) == "it is marked work in progress"
+
+
+def _fields(change: Change) -> dict:
+    data = change.to_dict()
+    data.pop("_v")
+    return data
