@@ -176,7 +176,19 @@ class Demo:
         for c in SERIES:
             self.sim.approve(c.change, "rita")
         self.wait("gate pipeline: every change merged or rejected", self._gate_done)
+        self._wait_for_history()
         return self.outcomes()
+
+    def _wait_for_history(self, timeout: float = 20.0) -> None:
+        """Let the history recorder store the last reports, so the build history is complete when we stop."""
+        from gatekeeper.zk import paths
+
+        client = self.aio.clients[0].client
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not client.exists(paths.history_queue()) or not client.get_children(paths.history_queue()):
+                return
+            time.sleep(0.2)
 
     def _gate_done(self) -> bool:
         for c in SERIES:

@@ -25,6 +25,7 @@ from gatekeeper.scheduler.store import TxOp, create_op, delete_all, encode_op
 from gatekeeper.zk import paths
 from gatekeeper.zk.builds import BuildRequest
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.history import BuildEvent, BuildsetEvent, history_tx_op
 from gatekeeper.zk.merges import MergeRequest
 from gatekeeper.zk.record import decode, encode
 
@@ -199,6 +200,7 @@ class ZKBackend:
         self.merges: list[MergeRequest] = []
         self.builds: dict[str, BuildRequest] = {}
         self.cancels: list[str] = []
+        self.history: list = []
 
     def request_merge(self, request: MergeRequest) -> None:
         self.merges.append(request)
@@ -213,6 +215,9 @@ class ZKBackend:
     def report(self, report: Report) -> ReportOutcome | None:
         return self.reports.submit(report)
 
+    def record_history(self, event: BuildEvent | BuildsetEvent) -> None:
+        self.history.append(event)
+
     def tx_ops(self) -> list[tuple[int, TxOp]]:
         """The requests, each with the parent of the lock its taker will hold (so taking it costs less)."""
         ops = []
@@ -220,6 +225,9 @@ class ZKBackend:
             ops += [encode_op(paths.merger_request(r.id), r.to_dict()), create_op(paths.lock("merge", r.id))]
         for r in self.builds.values():
             ops += [encode_op(paths.executor_request(r.id), r.to_dict()), create_op(paths.lock("build", r.id))]
+        # finished builds and buildsets go to the history queue in the same transaction as the state that
+        # records them: neither is ever written without the other
+        ops += [history_tx_op(event) for event in self.history]
         return ops
 
     def flush_cancels(self) -> None:

@@ -108,10 +108,13 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
     layout = loader()
     zk = ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start()
-    key = config.path("gerrit", "key") if gerrit.get("key") else None
-    conn = GerritConnection(name, gerrit["host"], gerrit["user"], port=gerrit.get("port", 29418),
-                            keyfile=str(key) if key else None, web_url=gerrit.get("url"),
-                            ssh_timeout=float(gerrit.get("timeout", 30)))
+    # The event listener (elected: one per connection however many schedulers run) writes Gerrit's events into
+    # ZooKeeper; the scheduler's own client queries changes and reports.
+    if gerrit.get("key"):
+        gerrit = {**gerrit, "key": str(config.path("gerrit", "key"))}  # relative to the config file
+    listener = GerritConnection.from_section(gerrit, zk)
+    listener.start()
+    conn = GerritConnection.from_section(gerrit)
     scheduler = Scheduler(zk, layout, GerritChangeSource(conn), GerritReporter(conn), connections=(name,),
                           layout_loader=loader, ignore_accounts=(gerrit["user"],)).start()
     done = threading.Event()
@@ -123,6 +126,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         pass
     scheduler.stop()
     conn.stop()
+    listener.stop()
     zk.stop()
     return 0
 

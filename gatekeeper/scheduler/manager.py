@@ -17,6 +17,7 @@ from gatekeeper.scheduler.interfaces import Backend, ChangeSource, Report, Repor
 from gatekeeper.scheduler.model import Build, Change, ChangeQueue, Item, PipelineState
 from gatekeeper.scheduler.triggers import pipeline_triggered, unmet_requirements
 from gatekeeper.zk.builds import RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
+from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.merges import MergeRequest, MergeResult
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
@@ -149,12 +150,14 @@ class PipelineManager:
             if job and build.attempt < job.attempts:
                 log.info("%s %s: %s on attempt %d, retrying", item.label(self.name), result.job, outcome,
                          build.attempt)
+                self._record_build(item, build, result, outcome, result.message, final=False)
                 self._request_build(item, result.job, build.attempt + 1, self._position(item))
                 return True
             message = f"{outcome} on {build.attempt} attempts" + (f": {message}" if message else "")
             outcome = RETRY_LIMIT
         build.result, build.message, build.log_url = outcome, message, result.log_url
         build.node, build.start_time, build.end_time = dict(result.node), result.start_time, result.end_time
+        self._record_build(item, build, result, outcome, message, final=True)
         log.info("%s %s: %s", item.label(self.name), result.job, outcome)
         self.state.touch(item)
         return True
@@ -418,10 +421,10 @@ class PipelineManager:
 
     def _report_complete(self, item: Item) -> ReportOutcome | None:
         if item.merge_state == "conflict":
-            return self._report(item, "merge-conflict", item.merge_message)
+            return self._recorded(item, "MERGE_CONFLICT", self._report(item, "merge-conflict", item.merge_message))
         if item.failing:
-            return self._report(item, "failure")
-        outcome = self._report(item, "success")
+            return self._recorded(item, "FAILURE", self._report(item, "failure"))
+        outcome = self._recorded(item, "SUCCESS", self._report(item, "success"))
         if outcome is not None and not outcome.ok:
             log.warning("%s submit refused: %s", item.label(self.name), outcome.message)
             if "submit-refused" not in item.reported:
@@ -447,6 +450,28 @@ class PipelineManager:
             item.reported.append(action)
             self.state.touch(item)
         return self.backend.report(report)
+
+    # -- build history (gatekeeper.zk.history: the history recorder stores these) ----------------------------
+    def _record_build(self, item: Item, build: Build, result: BuildResult, outcome: str, message: str,
+                      final: bool) -> None:
+        self.backend.record_history(BuildEvent(
+            id=result.id, buildset=item.id, pipeline=self.name, project=item.change.project,
+            change=item.change.number, patchset=item.change.patchset, job=result.job, result=outcome,
+            message=message, start_time=result.start_time, end_time=result.end_time, log_url=result.log_url,
+            node=dict(result.node), executor=result.executor, attempt=build.attempt, final=final))
+
+    def _recorded(self, item: Item, result: str, outcome: ReportOutcome | None) -> ReportOutcome | None:
+        """Record the item's buildset once its report is settled (a refused submit is a failure)."""
+        if outcome is not None:
+            if result == "SUCCESS" and not outcome.ok:
+                result = "FAILURE"
+            self.backend.record_history(BuildsetEvent(
+                id=item.id, pipeline=self.name, project=item.change.project, change=item.change.number,
+                patchset=item.change.patchset, ref=item.change.ref, changes=item.changes, result=result,
+                message=outcome.message, enqueue_time=item.enqueued,
+                start_time=min((b.start_time for b in item.builds.values() if b.start_time), default=0.0),
+                end_time=max((b.end_time for b in item.builds.values() if b.end_time), default=0.0)))
+        return outcome
 
     @staticmethod
     def _job_line(build: Build) -> str:

@@ -104,7 +104,8 @@ class Scheduler:
     def start(self) -> Scheduler:
         client = self.zk.client
         for path in (paths.MERGER_RESULTS, paths.EXECUTOR_RESULTS, paths.MERGER_REQUESTS, paths.EXECUTOR_REQUESTS,
-                     paths.MANAGEMENT_RESULTS, paths.management_queue(), paths.lock("merge"), paths.lock("build")):
+                     paths.MANAGEMENT_RESULTS, paths.management_queue(), paths.lock("merge"), paths.lock("build"),
+                     paths.history_queue()):
             client.ensure_path(path)
         self.queues = {c: EventQueue(self.zk, paths.event_queue(c)) for c in self.connections}
         self.queues[MANAGEMENT] = EventQueue(self.zk, paths.management_queue())

@@ -41,6 +41,18 @@ def test_all_in_one_demo_gates_the_series_and_cleans_up(tmp_path):
     names = {p.name for p in archived.iterdir()}
     assert {"console.txt", "syslog.txt", "index.html"} <= names and any(n.startswith("screen-") for n in names)
     assert "every change ended as expected" in out
+    # build history: every gate build of the series was recorded, with its logs and node provider
+    from gatekeeper.history.db import HistoryDB
+
+    history = HistoryDB(f"sqlite:///{workdir / 'history.sqlite'}")
+    try:
+        failed = history.builds(pipeline="gate", job="devstack", result="FAILURE")
+        assert [b.change for b in failed] == [3] and failed[0].log_url == log_url
+        assert failed[0].node_provider in ("cloud-a", "cloud-b")
+        gate_sets = {(s.change, s.result) for s in history.buildsets(pipeline="gate")}
+        assert {(1, "SUCCESS"), (2, "SUCCESS"), (3, "FAILURE"), (4, "MERGE_CONFLICT")} <= gate_sets
+    finally:
+        history.close()
     assert out.rstrip().endswith("all stopped; nothing left running")
     assert leftovers(str(workdir)) == []
     namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout

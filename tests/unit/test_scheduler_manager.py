@@ -91,6 +91,10 @@ class FakeBackend:
     reports: list[Report] = field(default_factory=list)
     refuse_submit: set[int] = field(default_factory=set)
     ledger: set[str] = field(default_factory=set)
+    history: list = field(default_factory=list)
+
+    def record_history(self, event) -> None:
+        self.history.append(event)
 
     def request_merge(self, request: MergeRequest) -> None:
         self.merges.append(request)
@@ -472,6 +476,20 @@ def test_node_failure_is_retried_then_reported_as_retry_limit(gate: Gate) -> Non
     assert gate.ran("integration", "SUCCESS", "2,1")
     assert gate.merged() == ["2,1"]
     assert ": RETRY_LIMIT in 1m 01s (NODE_FAILURE on 2 attempts)" in gate.reported(a, "failure")[0].message
+
+
+def test_every_attempt_and_every_reported_buildset_goes_to_build_history(gate: Gate) -> None:
+    a, b = gate.change(), gate.change()
+    gate.failing[("integration", 1)] = ["NODE_FAILURE", "NODE_FAILURE"]
+    gate.approve(a, b)
+    gate.settle()
+    builds = [e for e in gate.backend.history if type(e).__name__ == "BuildEvent"]
+    integration_a = [(e.attempt, e.result, e.final) for e in builds if e.job == "integration" and e.change == 1
+                     and e.result != "ABORTED"]
+    assert (1, "NODE_FAILURE", False) in integration_a and (2, "RETRY_LIMIT", True) in integration_a
+    assert all(e.pipeline == "gate" and e.project == "org/a" for e in builds)
+    sets = {(e.change, e.result) for e in gate.backend.history if type(e).__name__ == "BuildsetEvent"}
+    assert sets == {(1, "FAILURE"), (2, "SUCCESS")}
 
 
 def test_refused_submit_resets_the_items_behind(gate: Gate) -> None:
