@@ -435,10 +435,17 @@ class Launcher:
 
     def _serve(self, rid: str) -> None:
         req, version = self.requests[rid]
-        for _ in range(3):
+        fresh = False  # whether the ready index was re-read for this decision
+        for _ in range(4):
             offers = self._ready_by_provider(req.labels)
             if not offers:
-                break
+                if fresh:
+                    break
+                # Never launch on a cached "nothing ready": a watch may not have told us yet of a node that sits
+                # ready on another provider. One read before a launch is cheap next to a launch.
+                self._ready_dirty.update(req.labels)
+                fresh = True
+                continue
             for provider, take in offers:
                 if self._fulfil_from_ready(rid, provider, take):
                     return
@@ -446,6 +453,7 @@ class Launcher:
                     return
             # someone took those nodes first: look at the index afresh before deciding to launch
             self._ready_dirty.update(req.labels)
+            fresh = True
         req, version = self.requests[rid]
         # no ready nodes anywhere: launch on a provider this launcher manages
         candidates = [m for m in self.managers.values() if m.active and m.name not in req.declined_by
