@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import yaml
 
 from gatekeeper.gitrepo import ssh_command
@@ -17,47 +18,97 @@ from gatekeeper.sim.gerrit import GerritSimulator
 from tests.functional.gate_harness import LAYOUT, PROJECTS, wait_for
 
 
-def test_scheduler_process_listens_reports_reloads_and_stops(tmp_path, zk_server, zk_chroot, zk_factory):
-    sim = GerritSimulator(str(tmp_path / "gerrit")).start()
-    proc = merger = executor = None
-    try:
-        ci = sim.add_account("ci", key_dir=str(tmp_path / "keys"))
-        sim.add_account("jane")
+class Rig:
+    """The Gerrit simulator, a merger and the test executor in this process; schedulers as real processes."""
+
+    def __init__(self, tmp_path, zk_server, zk_chroot, zk_factory) -> None:
+        self.sim = GerritSimulator(str(tmp_path / "gerrit")).start()
+        self.procs: list[subprocess.Popen] = []
+        self.merger = self.executor = None
+        ci = self.sim.add_account("ci", key_dir=str(tmp_path / "keys"))
+        for name in ("jane", "rita"):
+            self.sim.add_account(name)
         for project in PROJECTS:
-            sim.create_project(project)
-        layout = tmp_path / "layout.yaml"
-        layout.write_text(LAYOUT)
-        config = tmp_path / "gatekeeper.yaml"
-        config.write_text(yaml.safe_dump({
-            "zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot},
-            "gerrit": {"host": "127.0.0.1", "port": sim.port, "user": "ci", "key": ci.key_file},
-            "layout": str(layout),
+            self.sim.create_project(project)
+        self.layout = tmp_path / "layout.yaml"
+        self.layout.write_text(LAYOUT)
+        self.config = tmp_path / "gatekeeper.yaml"
+        self.config.write_text(yaml.safe_dump({
+            "zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot, "timeout": 4},
+            "gerrit": {"host": "127.0.0.1", "port": self.sim.port, "user": "ci", "key": ci.key_file},
+            "layout": str(self.layout),
         }))
-        merger = MergerService(zk_factory(), str(tmp_path / "merger"),
-                               ssh=ssh_command(ci.key_file, str(tmp_path / "known_hosts"))).start()
-        executor = TestExecutor(zk_factory()).start()
-        proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "scheduler", "-c", str(config)],
+        self.merger = MergerService(zk_factory(), str(tmp_path / "merger"),
+                                    ssh=ssh_command(ci.key_file, str(tmp_path / "known_hosts"))).start()
+        self.executor = TestExecutor(zk_factory()).start()
+
+    def scheduler(self) -> subprocess.Popen:
+        proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "scheduler", "-c", str(self.config)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        wait_for(lambda: sim.listener_count() >= 1, 30, "the scheduler's Gerrit listener to connect")
-        change = sim.create_change("org/a", "Checked by a real scheduler process", owner="jane")
-        wait_for(lambda: sim.votes(change).get("ci", {}).get("Verified") == 1, 60, "check's Verified +1")
+        self.procs.append(proc)
+        return proc
 
-        # SIGHUP reloads the layout: a bad one is refused and the running one kept
-        layout.write_text(LAYOUT.replace("manager: independent", "manager: serial-ish", 1))
-        proc.send_signal(signal.SIGHUP)
-        time.sleep(1)
-        second = sim.create_change("org/a", "Still checked after a bad reload", owner="jane")
-        wait_for(lambda: sim.votes(second).get("ci", {}).get("Verified") == 1, 60, "the kept layout to work")
-
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=60)
-        assert proc.returncode == 0, out[-3000:]
-        assert 'unknown manager (expected independent or dependent)' in out
-        wait_for(lambda: sim.listener_count() == 0, 20, "the listener to disconnect")
-    finally:
-        if proc and proc.poll() is None:
-            proc.kill()
-        for part in (executor, merger):
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        for part in (self.executor, self.merger):
             if part:
                 part.stop()
-        sim.stop()
+        self.sim.stop()
+
+
+@pytest.fixture
+def rig(tmp_path, zk_server, zk_chroot, zk_factory):
+    r = Rig(tmp_path, zk_server, zk_chroot, zk_factory)
+    try:
+        yield r
+    finally:
+        r.stop()
+
+
+def test_scheduler_process_listens_reports_reloads_and_stops(rig):
+    sim, layout = rig.sim, rig.layout
+    proc = rig.scheduler()
+    wait_for(lambda: sim.listener_count() >= 1, 30, "the scheduler's Gerrit listener to connect")
+    change = sim.create_change("org/a", "Checked by a real scheduler process", owner="jane")
+    wait_for(lambda: sim.votes(change).get("ci", {}).get("Verified") == 1, 60, "check's Verified +1")
+
+    # SIGHUP reloads the layout: a bad one is refused and the running one kept
+    layout.write_text(LAYOUT.replace("manager: independent", "manager: serial-ish", 1))
+    proc.send_signal(signal.SIGHUP)
+    time.sleep(1)
+    second = sim.create_change("org/a", "Still checked after a bad reload", owner="jane")
+    wait_for(lambda: sim.votes(second).get("ci", {}).get("Verified") == 1, 60, "the kept layout to work")
+
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
+    assert 'unknown manager (expected independent or dependent)' in out
+    wait_for(lambda: sim.listener_count() == 0, 20, "the listener to disconnect")
+
+
+def test_scheduler_killed_with_sigkill_mid_gate_is_resumed_by_a_new_one_without_double_reports(rig):
+    sim, executor = rig.sim, rig.executor
+    first = rig.scheduler()
+    wait_for(lambda: sim.listener_count() >= 1, 30, "the first scheduler's listener")
+    a, b = (sim.create_change("org/a", f"Change {n}", owner="jane") for n in (1, 2))
+    wait_for(lambda: all(sim.votes(c).get("ci", {}).get("Verified") == 1 for c in (a, b)), 60, "check")
+    executor.hold = True
+    for change in (a, b):
+        sim.approve(change, "rita")
+    wait_for(lambda: len([r for r in executor.held() if r.pipeline == "gate"]) >= 3, 60, "gate builds running")
+    # "Starting" reports are best-effort (not ledgered): kill once they are out, while the builds run
+    wait_for(lambda: all(any("Starting gate jobs." in m for m in sim.messages(c)) for c in (a, b)), 30, "starts")
+    first.send_signal(signal.SIGKILL)
+    first.wait(10)
+    executor.release("unit", a.number)  # results wait in ZooKeeper for whoever schedules next
+    rig.scheduler()
+    executor.hold = False
+    executor.release()
+    wait_for(lambda: all(sim.change(c).status == "MERGED" for c in (a, b)), 90, "both changes to merge")
+    for change in (a, b):
+        messages = sim.messages(change)
+        assert sum("Starting gate jobs." in m for m in messages) == 1, messages
+        assert sum("Build succeeded (gate pipeline)." in m for m in messages) == 1, messages
