@@ -9,11 +9,13 @@ can share one ZooKeeper.  Components add their paths here, in their own section,
     /events/management/q-<seq>              operator requests (enqueue, dequeue, promote, reload)
     /election/<name>                        leader elections (one Gerrit listener per connection, ...)
     /locks/<name>                           service-wide locks (a pipeline, a node request, ...)
-    /layout                                 the active layout (sharded)
-    /pipelines/<pipeline>/state             queues, items, buildsets, builds and windows (sharded)
+    /layout                                 the layout published at start-up (sharded); see also /scheduler/layout
+    /pipelines/<pipeline>/state             summary: queues (item ids), windows, item revisions, event cursors
+    /pipelines/<pipeline>/items/<item id>   one queue item (change, merge state, builds), written when it changed
     /pipelines/<pipeline>/reported/<key>    report ledger: what was already reported (no double reports)
     /merger/requests/<id>, /merger/results/<id>
-    /executor/requests/<id>, /executor/results/<id>, /executor/params/<id>
+    /executor/requests/<id>, /executor/results/<id>, /executor/running/<id>
+    /history/queue/q-<seq>                  finished builds and buildsets on their way to the history database
     /nodepool/requests/<priority>-<seq>     node requests (children ordered by priority then age)
     /nodepool/nodes/<id>                    node records
     /nodepool/images/<image>/<provider>/<build>   image builds and uploads
@@ -37,7 +39,6 @@ MERGER_REQUESTS = "/merger/requests"
 MERGER_RESULTS = "/merger/results"
 EXECUTOR_REQUESTS = "/executor/requests"
 EXECUTOR_RESULTS = "/executor/results"
-EXECUTOR_PARAMS = "/executor/params"
 NODEPOOL = "/nodepool"
 NODE_REQUESTS = "/nodepool/requests"
 NODES = "/nodepool/nodes"
