@@ -4,6 +4,8 @@ conflict) and leaves nothing running."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import urllib.request
@@ -14,6 +16,23 @@ from gatekeeper.zk.server import free_port
 def leftovers(marker: str) -> list[str]:
     out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
     return [line for line in out.splitlines() if marker in line and "ps -eo" not in line]
+
+
+def stop(proc: subprocess.Popen, workdir) -> None:
+    """On a failed test too: stop the all-in-one as Ctrl-C would, then end whatever of it is left (its ZooKeeper
+    and sshd hosts run in sessions of their own, so killing the parent alone would orphan them)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    for line in leftovers(str(workdir)):
+        try:
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
 
 
 def test_all_in_one_demo_gates_the_series_and_cleans_up(tmp_path):
@@ -27,7 +46,7 @@ def test_all_in_one_demo_gates_the_series_and_cleans_up(tmp_path):
     try:
         out, err = proc.communicate(timeout=600)
     finally:
-        proc.kill()
+        stop(proc, workdir)
     assert proc.returncode == 0, out[-4000:] + err[-4000:]
     summary = out[out.index("== result of the demo gate"):]
     assert "openstack/nova                 merged" in summary
@@ -65,7 +84,6 @@ def test_all_in_one_demo_gates_the_series_and_cleans_up(tmp_path):
 
 
 def test_ctrl_c_stops_everything(tmp_path):
-    import signal
     import time
 
     workdir = tmp_path / "aio"
@@ -87,7 +105,7 @@ def test_ctrl_c_stops_everything(tmp_path):
         proc.send_signal(signal.SIGINT)
         rest, _ = proc.communicate(timeout=120)
     finally:
-        proc.kill()
+        stop(proc, workdir)
     assert proc.returncode == 130
     assert rest.rstrip().endswith("all stopped; nothing left running")
     assert leftovers(str(workdir)) == []
