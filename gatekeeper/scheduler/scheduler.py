@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
-from gatekeeper.config.layout import Layout, parse_layout
+from gatekeeper.config.layout import Layout
+from gatekeeper.config.store import publish_layout, read_layout
 from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.scheduler.backend import Reporter, ReportQueue, ZKBackend
 from gatekeeper.scheduler.events import TriggerEvent, from_gerrit
@@ -37,7 +38,6 @@ from gatekeeper.zk.components import Component
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.merges import MergeResult
 from gatekeeper.zk.record import decode, encode
-from gatekeeper.zk.sharding import read_sharded, write_sharded
 
 log = logging.getLogger("gatekeeper.scheduler")
 
@@ -114,7 +114,7 @@ class Scheduler:
             self._watches.append(ChildrenWatch(client, queue.path, self._watcher(name)))
         self._watches.append(ChildrenWatch(client, paths.MERGER_RESULTS, self._watcher("merge-results")))
         self._watches.append(ChildrenWatch(client, paths.EXECUTOR_RESULTS, self._watcher("build-results")))
-        self._watches.append(DataWatch(client, paths.SCHEDULER_LAYOUT, self._on_layout))
+        self._watches.append(DataWatch(client, paths.LAYOUT, self._on_layout))
         self.component.register()
         self.zk.add_listener(self._on_connection)
         self._thread = threading.Thread(target=self._run, name=self.ident, daemon=True)
@@ -499,8 +499,9 @@ class Scheduler:
 
     # -- layout ---------------------------------------------------------------------------------------------------
     def _publish_layout_if_absent(self) -> None:
-        if read_sharded(self.zk.client, paths.SCHEDULER_LAYOUT) is None:
-            write_sharded(self.zk.client, paths.SCHEDULER_LAYOUT, encode(self.layout.files))
+        """The first scheduler (or the all-in-one) publishes the layout; later ones run what is published."""
+        if not self.zk.client.exists(paths.LAYOUT):
+            publish_layout(self.zk, self.layout)
 
     def _on_layout(self, data: bytes | None, stat) -> bool | None:
         if self._stopping.is_set():
@@ -509,14 +510,13 @@ class Scheduler:
         if not pointer or pointer == self._layout_version:
             return None
         self._layout_version = pointer
-        raw = read_sharded(self.zk.client, paths.SCHEDULER_LAYOUT)
-        if raw is None:
-            return None
         try:
-            layout = parse_layout(decode(raw))
+            layout = read_layout(self.zk)
         except ConfigErrors as exc:
             log.error("the layout in ZooKeeper does not load (%d errors); keeping the running one",
                       len(exc.errors))
+            return None
+        if layout is None:
             return None
         if layout.files != self.layout.files:
             log.info("layout reloaded: %s", layout.summary())
@@ -534,7 +534,7 @@ class Scheduler:
             errors = "\n".join(str(e) for e in exc.errors)
             log.error("layout reload rejected; keeping the running layout:\n%s", errors)
             return errors
-        write_sharded(self.zk.client, paths.SCHEDULER_LAYOUT, encode(layout.files))
+        publish_layout(self.zk, layout)
         self.layout = layout
         return ""
 

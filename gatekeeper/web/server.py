@@ -135,17 +135,10 @@ class WebService:
 
     # -- what the pages show -------------------------------------------------------------------------------------
     def _read_layout(self) -> Any:
-        """The layout the scheduler runs (`/scheduler/layout`), else the one published by `bootstrap` (`/layout`)."""
-        from gatekeeper.config.layout import parse_layout
+        """The layout published in ZooKeeper (what the schedulers run)."""
         from gatekeeper.config.store import read_layout
-        from gatekeeper.zk import paths
-        from gatekeeper.zk.record import decode
-        from gatekeeper.zk.sharding import read_sharded
 
         try:
-            raw = read_sharded(self.zk.client, paths.SCHEDULER_LAYOUT)
-            if raw is not None:
-                return parse_layout(decode(raw))
             return read_layout(self.zk)
         except Exception:
             log.exception("web: cannot read the published layout; showing pipelines with state only")

@@ -9,7 +9,7 @@ can share one ZooKeeper.  Components add their paths here, in their own section,
     /events/management/q-<seq>              operator requests (enqueue, dequeue, promote, reload)
     /election/<name>                        leader elections (one Gerrit listener per connection, ...)
     /locks/<name>                           service-wide locks (a pipeline, a node request, ...)
-    /layout                                 the layout published at start-up (sharded); see also /scheduler/layout
+    /layout                                 the layout every scheduler runs (sharded; gatekeeper.config.store)
     /pipelines/<pipeline>/state             summary: queues (item ids), windows, item revisions, event cursors
     /pipelines/<pipeline>/items/<item id>   one queue item (change, merge state, builds), written when it changed
     /pipelines/<pipeline>/reported/<key>    report ledger: what was already reported (no double reports)
@@ -154,9 +154,7 @@ def history_queue() -> str:
 #   /pipelines/<pipeline>/state               summary: queues (item ids, windows), item revisions, event cursors
 #   /pipelines/<pipeline>/items/<item id>     one queue item (change, merge, builds), written only when it changed
 #   /events/management/results/<event id>     the scheduler's answer to an operator request ("" or an error)
-#   /scheduler/layout                          the running layout's files (sharded), set by a reload
 MANAGEMENT_RESULTS = "/events/management/results"
-SCHEDULER_LAYOUT = "/scheduler/layout"
 
 
 def pipeline_items(name: str) -> str:
