@@ -39,6 +39,12 @@ SKIPPED = "SKIPPED"
 RESULTS = (SUCCESS, FAILURE, TIMED_OUT, NODE_FAILURE, ERROR, ABORTED, RETRY_LIMIT, SKIPPED)
 RETRYABLE = frozenset({NODE_FAILURE, ERROR})
 
+# Who a failed build is blamed on (BuildResult.failure_class).
+CHANGE = "change"  # the job's own steps failed
+INFRASTRUCTURE = "infrastructure"  # node lost, SSH, boot or image, provider, fetch or workspace: never a -1
+UNKNOWN = "unknown"
+FAILURE_CLASSES = (CHANGE, INFRASTRUCTURE, UNKNOWN)
+
 
 @dataclass
 class BuildRequest(Record):
@@ -78,6 +84,15 @@ class BuildResult(Record):
     attempt: int = 1
     start_time: float = 0.0
     end_time: float = 0.0
+    # Diagnosis of a failed build: who is to blame, what went wrong, and which known bugs it matches.
+    failure_class: str = ""  # one of FAILURE_CLASSES when the build failed, "" when it passed
+    summary: str = ""  # a few lines: the failing step and its first meaningful error lines
+    signatures: list[dict[str, Any]] = field(default_factory=list)  # known bugs matched: {id, title, url}
+
+    @property
+    def infrastructure(self) -> bool:
+        """Whether the failure was the infrastructure's (node, SSH, image, provider), not the change's."""
+        return self.failure_class == INFRASTRUCTURE
 
     @property
     def duration(self) -> float:
