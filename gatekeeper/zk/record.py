@@ -31,16 +31,22 @@ class Record:
     """Base for every record stored in ZooKeeper.
 
     Subclasses are dataclasses. `VERSION` is bumped when the format changes; `upgrade()` turns an older dict into
-    the current shape so that a newer service can read what an older one wrote.  Unknown keys are ignored so an
-    older service can read a newer record that only added fields.
+    the current shape so that a newer service can read what an older one wrote.  Keys this version does not know
+    (fields a newer service added) are kept aside and written back by `to_dict`, so that an older service that
+    rewrites a record never drops a newer one's fields.
     """
 
     VERSION: ClassVar[int] = 1
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
+        data = self.unknown_fields()
+        data.update(dataclasses.asdict(self))
         data["_v"] = self.VERSION
         return data
+
+    def unknown_fields(self) -> dict[str, Any]:
+        """A copy of the keys this record was read with that this version has no field for."""
+        return dict(self.__dict__.get("_unknown", {}))
 
     @classmethod
     def upgrade(cls, data: dict[str, Any], version: int) -> dict[str, Any]:
@@ -56,7 +62,12 @@ class Record:
         if version < cls.VERSION:
             data = cls.upgrade(data, version)
         names = {f.name for f in dataclasses.fields(cls) if f.init}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        record = cls(**{k: v for k, v in data.items() if k in names})
+        unknown = {k: v for k, v in data.items() if k not in names}
+        if unknown:
+            # Kept outside the dataclass fields so that equality, repr and asdict see only what this version knows.
+            record.__dict__["_unknown"] = unknown
+        return record
 
     @classmethod
     def strict_version(cls) -> bool:
