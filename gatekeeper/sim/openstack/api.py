@@ -17,6 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 from gatekeeper.sim.openstack.cloud import Cloud, Image, NotFound, QuotaExceeded, Server
+from gatekeeper.sim.openstack.extras import ExtrasHandler, extra_routes
 
 log = logging.getLogger("gatekeeper.sim.openstack.api")
 
@@ -74,7 +75,7 @@ class CloudServer:
         }
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     sim: CloudServer
 
@@ -130,22 +131,30 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 raise HttpError(404, "itemNotFound", f"no route for {method} {url.path}")
         except HttpError as e:
-            status = e.status
-            self._json(e.status, {e.kind: {"code": e.status, "message": e.message}})
+            status = self._error(path, e.status, e.kind, e.message)
         except NotFound as e:
-            status = 404
-            self._json(404, {"itemNotFound": {"code": 404, "message": str(e)}})
+            status = self._error(path, 404, "itemNotFound", str(e))
         except QuotaExceeded as e:
-            status = 403
-            self._json(403, {"forbidden": {"code": 403, "message": str(e)}})
+            status = self._error(path, 403, "forbidden", str(e))
         except ValueError as e:
-            status = 400
-            self._json(400, {"badRequest": {"code": 400, "message": str(e)}})
+            status = self._error(path, 400, "badRequest", str(e))
         except Exception as e:  # a bug in the simulator: answer like a real cloud would
             log.exception("cloud %s: %s %s", cloud.name, method, self.path)
-            status = 500
-            self._json(500, {"computeFault": {"code": 500, "message": str(e)}})
+            status = self._error(path, 500, "computeFault", str(e))
         self.sim.requests.append((method, url.path, status))
+
+    def _error(self, path: str, status: int, kind: str, message: str) -> int:
+        """An error body in the shape of the service that would answer: Keystone's (also what keystonemiddleware
+        answers any service with on a bad token), Neutron's, or Nova's and Glance's."""
+        if status == 401 or path.startswith("/identity"):
+            titles = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found"}
+            return self._json(status, {"error": {"code": status, "title": titles.get(status, "Error"),
+                                                 "message": message}},
+                              {"WWW-Authenticate": f'Keystone uri="{self.base}/identity"'} if status == 401 else None)
+        if path.startswith("/network"):
+            kind = {404: "NotFound", 400: "BadRequest", 403: "Forbidden"}.get(status, "NeutronError")
+            return self._json(status, {"NeutronError": {"type": kind, "message": message, "detail": ""}})
+        return self._json(status, {kind: {"code": status, "message": message}})
 
     def _check_token(self) -> None:
         token = self.headers.get("X-Auth-Token")
@@ -219,6 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
             {"type": "identity", "name": "keystone", "id": "k", "endpoints": ep(f"{self.base}/identity")},
             {"type": "compute", "name": "nova", "id": "n", "endpoints": ep(f"{self.base}/compute/v2.1")},
             {"type": "image", "name": "glance", "id": "g", "endpoints": ep(f"{self.base}/image")},
+            {"type": "network", "name": "neutron", "id": "q", "endpoints": ep(f"{self.base}/network")},
         ]
         body = {"token": {"expires_at": expires, "issued_at": time.strftime("%Y-%m-%dT%H:%M:%S.000000Z"),
                           "methods": ["password"], "roles": [{"id": "r", "name": "member"}],
@@ -237,7 +247,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _flavor_view(self, f) -> dict:
         return {"id": f.id, "name": f.name, "ram": f.ram, "vcpus": f.vcpus, "disk": f.disk,
                 "OS-FLV-EXT-DATA:ephemeral": 0, "swap": 0, "os-flavor-access:is_public": True,
-                "rxtx_factor": 1.0, "extra_specs": {},
+                "rxtx_factor": 1.0, "extra_specs": dict(f.extra_specs),
                 "links": [{"rel": "self", "href": f"{self.base}/compute/v2.1/flavors/{f.id}"}]}
 
     def list_flavors(self) -> int:
@@ -256,7 +266,7 @@ class _Handler(BaseHTTPRequestHandler):
                                       "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:01"}]}
         if mv >= (2, 47):
             flavor = {"vcpus": s.flavor.vcpus, "ram": s.flavor.ram, "disk": s.flavor.disk, "ephemeral": 0,
-                      "swap": 0, "original_name": s.flavor.name, "extra_specs": {}}
+                      "swap": 0, "original_name": s.flavor.name, "extra_specs": dict(s.flavor.extra_specs)}
         else:
             flavor = {"id": s.flavor.id,
                       "links": [{"rel": "bookmark", "href": f"{self.base}/compute/flavors/{s.flavor.id}"}]}
@@ -541,5 +551,6 @@ ROUTES = [
     _r("GET", "/sim/state", H.sim_state),
     _r("POST", "/sim/limits", H.sim_limits),
 ]
-PUBLIC = {"identity_root", "identity_v3", "issue_token", "nova_version", "glance_versions",
+ROUTES += extra_routes(H)
+PUBLIC = {"identity_root", "identity_v3", "issue_token", "nova_version", "glance_versions", "network_versions",
           "sim_faults", "sim_state", "sim_limits"}

@@ -19,15 +19,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-instances", type=int, default=100, help="each cloud's instance quota (default 100)")
     p.add_argument("--port", type=int, default=0, help="first HTTP port (default: free ports)")
     p.add_argument("--work-dir", metavar="DIR", help="where hosts keep their files (default: a temp dir)")
+    p.add_argument("--config", metavar="FILE",
+                   help="YAML with the images (names) and flavors (id, name, vcpus, ram, disk, extra_specs) every "
+                        "cloud offers (default: debian-12, ubuntu-22.04, ubuntu-24.04; small/medium/large, m1.*)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from gatekeeper.sim.openstack.extras import SimConfig, SimConfigError
     from gatekeeper.sim.openstack.sim import CloudSim
 
+    try:
+        config = SimConfig.load(args.config) if args.config else SimConfig()
+    except SimConfigError as e:
+        print(f"gatekeeper cloud-sim: {e}", file=sys.stderr)
+        return 2
     names = args.clouds or ["sim"]
     sim = CloudSim(names, backend="auto" if args.backend == "none" else args.backend, workdir=args.work_dir,
-                   max_instances=args.max_instances, hosts=args.backend != "none", port=args.port)
+                   max_instances=args.max_instances, hosts=args.backend != "none", port=args.port,
+                   images=config.images, flavors=config.flavors)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from gatekeeper.sim.openstack.hosts import HostBackend, HostSpec
 
@@ -57,6 +57,17 @@ class Flavor:
     vcpus: int
     ram: int
     disk: int = 10
+    extra_specs: dict = field(default_factory=dict)
+
+
+# What every cloud offers unless told otherwise: the base images and flavors of layouts/openstack.yaml, plus the
+# small/medium/large trio and debian-12 that tests and older configs name.
+DEFAULT_IMAGES = ("debian-12", "ubuntu-22.04", "ubuntu-24.04")
+DEFAULT_FLAVORS = (
+    Flavor("1", "small", 1, 1024), Flavor("2", "medium", 2, 4096), Flavor("3", "large", 4, 8192),
+    Flavor("11", "m1.small", 1, 2048, 20), Flavor("12", "m1.medium", 2, 4096, 40),
+    Flavor("13", "m1.large", 4, 8192, 80, {"hw:cpu_policy": "shared"}),
+)
 
 
 @dataclass
@@ -103,13 +114,13 @@ class Cloud:
     """One simulated cloud. Booted servers are real SSH hosts from `backend` (None: addresses only, no hosts)."""
 
     def __init__(self, name: str, backend: HostBackend | None, *, limits: Limits | None = None,
-                 flavors: list[Flavor] | None = None, images: list[str] = ("debian-12",)) -> None:
+                 flavors: list[Flavor] | None = None, images: tuple[str, ...] | list[str] = DEFAULT_IMAGES) -> None:
         self.name = name
         self.backend = backend
         self.limits = limits or Limits()
         self.faults = Faults()
-        self.flavors = {f.id: f for f in (flavors or [
-            Flavor("1", "small", 1, 1024), Flavor("2", "medium", 2, 4096), Flavor("3", "large", 4, 8192)])}
+        self.flavors = {f.id: f for f in (flavors or [replace(f, extra_specs=dict(f.extra_specs))
+                                                      for f in DEFAULT_FLAVORS])}
         self.images: dict[str, Image] = {}
         for name_ in images:
             img = Image(str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{name}.{name_}")), name_)

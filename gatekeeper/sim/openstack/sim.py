@@ -25,6 +25,7 @@ class CloudSim:
         """`images`: base image names every cloud offers (default debian-12); `flavors`: dicts of Flavor's fields."""
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="gk-cloudsim-")
+        os.makedirs(self.workdir, exist_ok=True)
         self.backend: HostBackend | None = (
             default_backend(os.path.join(self.workdir, "hosts"), backend) if hosts else None)
         if self.backend is not None:
