@@ -47,6 +47,9 @@ class CloudServer:
         handler = type("Handler", (_Handler,), {"sim": self})
         self.httpd = ThreadingHTTPServer((host, port), handler)
         self.httpd.daemon_threads = True
+        # a client that disconnects before reading its answer is no error of the cloud's
+        self.httpd.handle_error = lambda request, address: log.info(  # type: ignore[method-assign]
+            "cloud %s: connection from %s ended abruptly", cloud.name, address[0])
         self.url = f"http://{host}:{self.httpd.server_address[1]}"
         self.auth_url = f"{self.url}/identity/v3"
         self._thread: threading.Thread | None = None
@@ -138,6 +141,11 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
             status = self._error(path, 403, "forbidden", str(e))
         except ValueError as e:
             status = self._error(path, 400, "badRequest", str(e))
+        except (BrokenPipeError, ConnectionResetError):
+            # the client went away mid-answer (a killed launcher, say): nobody is left to answer
+            log.info("cloud %s: client gone during %s %s", cloud.name, method, self.path)
+            self.close_connection = True
+            return
         except Exception as e:  # a bug in the simulator: answer like a real cloud would
             log.exception("cloud %s: %s %s", cloud.name, method, self.path)
             status = self._error(path, 500, "computeFault", str(e))

@@ -1,0 +1,49 @@
+"""Scale-out, as separate hosts would run it: a three-member ZooKeeper ensemble and 2 schedulers, 2 mergers,
+2 launchers, 3 executors and the web, each its own process in its own network namespace, gate a queue of changes
+while the ZooKeeper leader and one process of each service are SIGKILLed and later restarted: every change merges,
+none is reported twice, and every process is running at the end."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tests.functional.scale_rig import ScaleRig
+
+pytestmark = [pytest.mark.netns,
+              pytest.mark.skipif(os.geteuid() != 0, reason="separate hosts need root (network namespaces)")]
+
+CHANGES = 12
+
+
+@pytest.fixture
+def rig(tmp_path):
+    r = ScaleRig(tmp_path / "scale")
+    try:
+        yield r.start()
+    finally:
+        r.stop()
+
+
+def test_gate_survives_the_loss_of_a_zookeeper_member_and_one_process_of_each_service(rig):
+    assert len(rig.zookeepers) == 3 and len(rig.services) == 10
+    changes = rig.create_changes(CHANGES)
+    rig.approve(changes)
+    assert rig.wait_merged(changes, 3, 240), f"only {rig.merged_count(changes)} merged before the faults"
+
+    leader = rig.leader_index()
+    rig.kill_zookeeper(leader)
+    killed = [rig.kill(kind, 0).name for kind in ("scheduler", "merger", "launcher", "executor")]
+    at_kill = rig.merged_count(changes)
+    # the survivors keep the gate moving on a two-member quorum
+    assert rig.wait_merged(changes, at_kill + 1, 120), "the gate did not move with one process of each killed"
+
+    rig.restart_killed()
+    assert rig.wait_merged(changes, CHANGES, 300), rig.account(changes)
+    account = rig.account(changes)
+    assert (account.merged, account.lost, account.double_reports) == (CHANGES, 0, 0)
+    assert sorted(m.mode() for m in rig.zookeepers) == ["follower", "follower", "leader"]
+    assert rig.dead_services() == [], {name: rig.log_tail(s) for s in rig.services if not s.alive()
+                                       for name in [s.name]}
+    assert all(s.restarts == 1 for s in rig.services if s.name in killed)
