@@ -27,6 +27,7 @@ from gatekeeper.sim.gerrit.model import (
     Approval,
     Change,
     ChangeMessage,
+    InlineComment,
     PatchSet,
     Project,
     change_ref,
@@ -432,8 +433,10 @@ class GerritSimulator:
         labels: dict[str, int] | None = None,
         patchset: int | None = None,
         tag: str | None = None,
+        comments: dict[str, list[dict]] | None = None,
     ) -> None:
-        """Post a review: votes and/or a message on a patch set (default the current one).
+        """Post a review: votes and/or a message on a patch set (default the current one), and optionally
+        inline comments (`{path: [{"line": N, "message": text}]}`, ReviewInput's shape).
 
         Emits comment-added with Gerrit's approvals list and "Patch Set N: Label+V" comment.
         Raises GerritSimError with Gerrit's text for unknown labels, out-of-range values, closed changes.
@@ -463,12 +466,16 @@ class GerritSimulator:
                 if old != value:
                     changed[label] = old
                 mine[label] = Approval(label, value, now, who)
-            if not changed and not message:
+            inline = self._inline_comments(ps, who, comments or {})
+            if not changed and not message and not inline:
                 return
+            ps.comments.extend(inline)
             text = f"Patch Set {ps.number}:"
             votes = sorted(vote_text(label, mine[label].value) for label in changed)
             if votes:
                 text += " " + " ".join(votes)
+            if inline:
+                text += f"\n\n({len(inline)} comment{'s' if len(inline) != 1 else ''})"
             if message:
                 text += "\n\n" + message
             c.messages.append(ChangeMessage(now, who, text, ps.number, tag))
@@ -485,6 +492,23 @@ class GerritSimulator:
             self._emit_meta(c, now)
             self._emit(self._change_event("comment-added", c, ps, now, author=who.attr(),
                                           approvals=approvals, comment=text))
+
+    @staticmethod
+    def _inline_comments(ps: PatchSet, who: Account, comments: dict[str, list[dict]]) -> list[InlineComment]:
+        """Validate ReviewInput `comments` against the patch set's files (Gerrit refuses unknown paths)."""
+        known = {f.file for f in ps.files} | {"/COMMIT_MSG", "/PATCHSET_LEVEL"}
+        out = []
+        for path, entries in comments.items():
+            if path not in known:
+                raise GerritSimError(f"file {path} not found in revision {ps.revision}")
+            for entry in entries:
+                if not isinstance(entry, dict) or not isinstance(entry.get("message"), str):
+                    raise GerritSimError(f"comment on {path} has no message")
+                line = entry.get("line", 0)
+                if not isinstance(line, int) or line < 0:
+                    raise GerritSimError(f"comment on {path}: line {line!r} is not a line number")
+                out.append(InlineComment(path, line, who, entry["message"]))
+        return out
 
     def comment(self, change: Change | int, author: Account | str | None, message: str) -> None:
         """A message without votes (e.g. "recheck")."""
@@ -632,6 +656,32 @@ class GerritSimulator:
             c.last_updated = now
             self._emit_meta(c, now)
             self._emit(self._change_event("reviewer-added", c, c.current, now, reviewer=r.attr(), adder=a.attr()))
+
+    def remove_reviewer(self, change: Change | int, reviewer: Account | str,
+                        remover: Account | str | None = None) -> None:
+        """Remove a reviewer and their votes on the current patch set (emits reviewer-deleted)."""
+        with self._lock:
+            c = self.change(change)
+            r, rm = self.account(reviewer), self.account(remover)
+            if r.username not in c.reviewers:
+                return
+            ps = c.current
+            removed = ps.approvals.pop(r.username, {})
+            approvals = [{"type": label, "description": label, "value": "0", "oldValue": str(a.value)}
+                         for label, a in removed.items() if a.value]
+            now = _now()
+            c.reviewers.remove(r.username)
+            text = f"Removed reviewer {r.name} <{r.email}>"
+            votes = [vote_text(label, a.value) for label, a in removed.items() if a.value]
+            if votes:
+                text += " with the following votes:\n\n" + "".join(f"* {v} by {r.name} <{r.email}>\n" for v in votes)
+            else:
+                text += "."
+            c.messages.append(ChangeMessage(now, rm, text, ps.number))
+            c.last_updated = now
+            self._emit_meta(c, now)
+            self._emit(self._change_event("reviewer-deleted", c, ps, now, reviewer=r.attr(), remover=rm.attr(),
+                                          approvals=approvals, comment=text))
 
     def delete_vote(self, change: Change | int, reviewer: Account | str, label: str,
                     remover: Account | str | None = None) -> None:
