@@ -198,6 +198,7 @@ class Change:
     patch_sets: list[PatchSet] = field(default_factory=list)
     messages: list[ChangeMessage] = field(default_factory=list)
     reviewers: list[str] = field(default_factory=list)
+    ccs: list[str] = field(default_factory=list)
     meta_rev: str = "0" * 40
 
     @property

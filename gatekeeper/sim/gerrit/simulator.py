@@ -33,6 +33,7 @@ from gatekeeper.sim.gerrit.model import (
     change_ref,
     vote_text,
 )
+from gatekeeper.sim.gerrit.receive import PushOptionError, RefCommand, parse_push_options
 from gatekeeper.sim.gerrit.repo import ZERO_SHA, BareRepo
 
 log = logging.getLogger("gatekeeper.sim.gerrit")
@@ -76,10 +77,12 @@ class GerritSimulator:
         host_key_file: str | None = None,
         stream_batch: int = 32,
         stream_buffer: int | None = None,
+        http_port: int | None = None,
     ) -> None:
         """`stream_batch`: events per write to a listener (Gerrit: 32). `stream_buffer`: events a slow or
         paused listener may have pending before the rest are dropped and `dropped-output` is sent (Gerrit:
-        128); None buffers without limit."""
+        128); None buffers without limit. `http_port`: serve `/tools/hooks/commit-msg` over HTTP there (0: a
+        free port, stored back in `http_port`); None serves no HTTP."""
         self.root = root
         self.host = host
         self.port = port
@@ -96,7 +99,9 @@ class GerritSimulator:
         self._lock = threading.RLock()
         self._next_change = 1
         self._by_revision: dict[str, tuple[Change, PatchSet]] = {}
+        self.http_port = http_port
         self._server: Any = None
+        self._http: Any = None
         os.makedirs(os.path.join(root, "git"), exist_ok=True)
         self.add_account("admin", name="Administrator", email="admin@example.com")
 
@@ -107,6 +112,11 @@ class GerritSimulator:
 
         self._server = SSHServer(self, self.host, self.port, self.host_key_file)
         self.port = self._server.start()
+        if self.http_port is not None:
+            from gatekeeper.sim.gerrit.hooks import HookServer
+
+            self._http = HookServer(self.host, self.http_port).start()
+            self.http_port = self._http.port
         log.info("Gerrit simulator listening on %s:%s (root %s)", self.host, self.port, self.root)
         return self
 
@@ -115,6 +125,9 @@ class GerritSimulator:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> GerritSimulator:
         return self.start()
@@ -341,10 +354,14 @@ class GerritSimulator:
         uploader: Account | str | None = None,
         topic: str | None = None,
         source: str | None = None,
+        wip: bool = False,
+        private: bool = False,
+        message: str | None = None,
     ) -> tuple[Change, PatchSet]:
         """Turn a commit into a new change or, when an open change on `branch` has its Change-Id, a new patch
         set of it (what a push to refs/for/<branch> does). The commit must be in the project's repo, or in the
-        git repository at path `source` (then `revision` may be any ref there, e.g. "HEAD")."""
+        git repository at path `source` (then `revision` may be any ref there, e.g. "HEAD"). `topic`, `wip`
+        and `private` apply to a new change; `message` is added to the "Uploaded patch set" message."""
         with self._lock:
             p = self.project(project)
             who = self.account(uploader)
@@ -376,7 +393,7 @@ class GerritSimulator:
             else:
                 c = Change(
                     number=self._next_change, project=p, branch=branch, change_id=change_id, owner=who,
-                    created_on=now, last_updated=now, url="", topic=topic,
+                    created_on=now, last_updated=now, url="", topic=topic, wip=wip, private=private,
                 )
                 c.url = f"{self.web_url}/c/{p.name}/+/{c.number}"
                 number = 1
@@ -400,7 +417,8 @@ class GerritSimulator:
             c.last_updated = now
             self._by_revision[sha] = (c, ps)
             p.repo.update_ref(ps.ref, sha)
-            c.messages.append(ChangeMessage(now, who, f"Uploaded patch set {number}.", number))
+            text = f"Uploaded patch set {number}." + (f"\n\n{message}" if message else "")
+            c.messages.append(ChangeMessage(now, who, text, number))
             self._emit_ref_updated(p, ps.ref, ZERO_SHA, sha, None, now)
             self._emit_meta(c, now)
             self._emit(self._change_event("patchset-created", c, ps, now, uploader=who.attr()))
@@ -787,25 +805,143 @@ class GerritSimulator:
         return self._server.cut_streams() if self._server else 0
 
     def after_receive_pack(self, project: Project, before: dict[str, str], pusher: Account) -> None:
-        """Called after a `git push`: branch moves become ref-updated, refs/for/<branch> pushes become
-        changes or patch sets (Gerrit's magic refs)."""
+        """Called after a `git push`: direct branch moves become ref-updated events. (Pushes to
+        refs/for/<branch> never reach the refs: receive-pack hands them to `receive_for_review`.)"""
         with self._lock:
             after = project.repo.refs()
             now = _now()
             for ref, sha in sorted(after.items()):
-                if ref.startswith("refs/for/"):
-                    branch = ref[len("refs/for/"):].split("%", 1)[0]
-                    project.repo.delete_ref(ref)
-                    try:
-                        # Every new commit on the pushed line becomes its own change (oldest first).
-                        tip = project.repo.rev_parse(f"refs/heads/{branch}")
-                        for commit in project.repo.rev_list(sha, tip):
-                            if commit not in self._by_revision:
-                                self.upload(project, commit, branch=branch, uploader=pusher)
-                    except GerritSimError as e:
-                        log.warning("push to %s in %s: %s", ref, project.name, e)
-                elif before.get(ref) != sha and not ref.startswith("refs/changes/"):
+                if before.get(ref) != sha and not ref.startswith("refs/changes/"):
                     self._emit_ref_updated(project, ref, before.get(ref, ZERO_SHA), sha, pusher, now)
             for ref, sha in before.items():
                 if ref not in after and not ref.startswith("refs/changes/"):
                     self._emit_ref_updated(project, ref, sha, ZERO_SHA, pusher, now)
+
+    # -- magic pushes -----------------------------------------------------------------------------------------
+    def receive_for_review(self, project: Project, commands: list[RefCommand], push_options: list[str],
+                           pusher: Account) -> tuple[list[list[str]], list[str]]:
+        """Gerrit's ReceiveCommits for `refs/for/<branch>[%options]` pushes: each ref is accepted (every new
+        commit becomes a change or a patch set, the push options applied) or rejected as a whole with Gerrit's
+        reason. Returns the proc-receive verdicts (`["ok", ref]` / `["ng", ref, reason]`) and the `remote:`
+        lines for the pusher."""
+        results: list[list[str]] = []
+        messages: list[str] = []
+        with self._lock:
+            for cmd in commands:
+                try:
+                    messages.extend(self._receive_one(project, cmd, push_options, pusher))
+                    results.append(["ok", cmd.ref])
+                except PushRejected as e:
+                    log.info("push of %s to %s in %s by %s rejected: %s", cmd.new[:7], cmd.ref, project.name,
+                             pusher.username, e.reason)
+                    messages.extend(e.lines)
+                    results.append(["ng", cmd.ref, e.reason])
+        return results, messages
+
+    def _receive_one(self, p: Project, cmd: RefCommand, push_options: list[str], pusher: Account) -> list[str]:
+        target, _, inline = cmd.ref[len("refs/for/"):].partition("%")
+        branch = target.removeprefix("refs/heads/")
+        try:
+            opts = parse_push_options(inline.split(",") + list(push_options))
+        except PushOptionError as e:
+            raise PushRejected(str(e)) from None
+        if cmd.new == ZERO_SHA:
+            raise PushRejected("magic refs cannot be deleted")
+        tip = p.repo.rev_parse(f"refs/heads/{branch}")
+        if not branch or tip is None:
+            raise PushRejected(f"branch {branch} not found")
+        for who in opts.reviewers + opts.ccs:
+            if who not in self.accounts:
+                raise PushRejected(f"{who} does not identify a registered user or group")
+        fresh = [sha for sha in p.repo.rev_list(cmd.new, tip) if sha not in self._by_revision]
+        if not fresh:
+            raise PushRejected("no new changes")
+        plan: list[tuple[str, str, Change | None]] = []
+        seen_ids: set[str] = set()
+        for sha in fresh:
+            message = p.repo.commit_info(sha)["message"]
+            footer = message.rstrip("\n").rsplit("\n\n", 1)[-1]
+            ids = CHANGE_ID_RE.findall(footer)
+            if not ids:
+                if re.search(r"^Change-Id:", footer, re.MULTILINE | re.IGNORECASE):
+                    raise PushRejected(f"commit {sha[:7]}: invalid Change-Id line format in message footer")
+                raise PushRejected(f"commit {sha[:7]}: missing Change-Id in message footer",
+                                   self._change_id_hint(sha, pusher))
+            if len(ids) > 1:
+                raise PushRejected(f"commit {sha[:7]}: multiple Change-Id lines in message footer")
+            if ids[0] in seen_ids:
+                raise PushRejected("same Change-Id in multiple changes")
+            seen_ids.add(ids[0])
+            existing = next((c for c in self.changes.values()
+                             if c.change_id == ids[0] and c.project is p and c.branch == branch), None)
+            if existing is not None and not existing.is_open:
+                raise PushRejected(f"change {existing.url} closed")
+            plan.append((sha, ids[0], existing))
+        report = []
+        new_count = 0
+        for sha, _, existing in plan:
+            c, ps = self.upload(p, sha, branch=branch, uploader=pusher, topic=opts.topic, wip=bool(opts.wip),
+                                private=bool(opts.private), message=opts.message)
+            if existing is None:
+                new_count += 1
+            else:
+                if opts.topic is not None and c.topic != (opts.topic or None):
+                    self.set_topic(c, opts.topic, pusher)
+                if opts.wip is not None:
+                    self.set_wip(c, opts.wip, pusher)
+            for who in opts.reviewers:
+                self.add_reviewer(c, who, pusher)
+            for who in opts.ccs:
+                if who not in c.ccs and who not in c.reviewers:
+                    c.ccs.append(who)
+            if opts.hashtags:
+                self.add_hashtags(c, opts.hashtags, pusher)
+            tags = (" [PRIVATE]" if c.private else "") + (" [WIP]" if c.wip else "")
+            tags += " [NEW]" if existing is None else ""
+            report.append(f"  {c.url} {c.subject}{tags}")
+        updated = len(plan) - new_count
+        counts = "".join([f", new: {new_count}" if new_count else "", f", updated: {updated}" if updated else ""])
+        return [f"Processing changes: refs: 1{counts}, done", "", "SUCCESS", "", *report, ""]
+
+    def _change_id_hint(self, sha: str, pusher: Account) -> list[str]:
+        """The lines Gerrit prints under a missing Change-Id: how to install the commit-msg hook."""
+        return [
+            f"ERROR: commit {sha[:7]}: missing Change-Id in message footer",
+            "",
+            "Hint: to automatically insert a Change-Id, install the hook:",
+            f"  gitdir=$(git rev-parse --git-dir); scp -p -P {self.port} {pusher.username}@{self.host}:"
+            "hooks/commit-msg ${gitdir}/hooks/",
+            "or, for http(s):",
+            f'  f="$(git rev-parse --git-dir)/hooks/commit-msg"; curl -o "$f" {self.web_url}/tools/hooks/commit-msg'
+            ' ; chmod +x "$f"',
+            "and then amend the commit:",
+            "  git commit --amend --no-edit",
+            "Finally, push your changes again",
+            "",
+        ]
+
+    def add_hashtags(self, change: Change | int, hashtags: Iterable[str], editor: Account | str | None = None
+                     ) -> None:
+        """Add hashtags to a change (emits hashtags-changed when any is new)."""
+        with self._lock:
+            c = self.change(change)
+            who = self.account(editor)
+            added = [h for h in dict.fromkeys(hashtags) if h not in c.hashtags]
+            if not added:
+                return
+            now = _now()
+            c.hashtags.extend(added)
+            c.last_updated = now
+            c.messages.append(ChangeMessage(now, who, "Hashtag added: " + ", ".join(added), c.current.number))
+            self._emit_meta(c, now)
+            self._emit(self._change_event("hashtags-changed", c, None, now, editor=who.attr(), added=added,
+                                          hashtags=list(c.hashtags)))
+
+
+class PushRejected(Exception):
+    """A refs/for push Gerrit refuses: `reason` goes into git's `! [remote rejected]` line, `lines` to `remote:`."""
+
+    def __init__(self, reason: str, lines: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.lines = ["Processing changes: refs: 1, done", *(lines or [])]
