@@ -33,6 +33,7 @@ from gatekeeper.sim.gerrit.model import (
     change_ref,
     vote_text,
 )
+from gatekeeper.sim.gerrit.persist import append_event, load_state, save_state
 from gatekeeper.sim.gerrit.receive import PushOptionError, RefCommand, parse_push_options
 from gatekeeper.sim.gerrit.repo import ZERO_SHA, BareRepo
 
@@ -78,11 +79,13 @@ class GerritSimulator:
         stream_batch: int = 32,
         stream_buffer: int | None = None,
         http_port: int | None = None,
+        persist: bool = False,
     ) -> None:
         """`stream_batch`: events per write to a listener (Gerrit: 32). `stream_buffer`: events a slow or
         paused listener may have pending before the rest are dropped and `dropped-output` is sent (Gerrit:
         128); None buffers without limit. `http_port`: serve `/tools/hooks/commit-msg` over HTTP there (0: a
-        free port, stored back in `http_port`); None serves no HTTP."""
+        free port, stored back in `http_port`); None serves no HTTP. `persist`: keep the state in `root` across
+        restarts (read back here when `root` holds one; see gatekeeper.sim.gerrit.persist)."""
         self.root = root
         self.host = host
         self.port = port
@@ -102,8 +105,10 @@ class GerritSimulator:
         self.http_port = http_port
         self._server: Any = None
         self._http: Any = None
+        self.persist = persist
         os.makedirs(os.path.join(root, "git"), exist_ok=True)
-        self.add_account("admin", name="Administrator", email="admin@example.com")
+        if not (persist and load_state(self)):
+            self.add_account("admin", name="Administrator", email="admin@example.com")
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def start(self) -> GerritSimulator:
@@ -180,6 +185,8 @@ class GerritSimulator:
                     f.write(f"{key.get_name()} {key.get_base64()} {username}\n")
                 account.public_keys.append(key)
                 account.key_file = path
+            if self.persist:
+                save_state(self)
             return account
 
     def account(self, who: Account | str | None) -> Account:
@@ -212,7 +219,13 @@ class GerritSimulator:
                 raise GerritSimError(f'Project "{name}" already exists')
             labels = dict(labels or DEFAULT_LABELS)
             rule = dict(submit_rule if submit_rule is not None else {k: v[1] for k, v in labels.items()})
-            repo = BareRepo.init(os.path.join(self.root, "git", name + ".git"), head=branches[0])
+            path = os.path.join(self.root, "git", name + ".git")
+            if os.path.exists(os.path.join(path, "HEAD")):
+                # A repository left by an earlier run: adopt it as it is (never reset its branches).
+                repo = BareRepo(path)
+                empty_commit = empty_commit and not repo.refs("refs/heads/")
+            else:
+                repo = BareRepo.init(path, head=branches[0])
             project = Project(name, repo, labels, rule, description, head=f"refs/heads/{branches[0]}")
             self.projects[name] = project
             now = _now()
@@ -792,8 +805,11 @@ class GerritSimulator:
     def _emit(self, event: dict) -> None:
         with self._lock:
             self.events.append(event)
+            line = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+            if self.persist:
+                append_event(self, line)
+                save_state(self)
             if self._server is not None:
-                line = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
                 self._server.broadcast(event["type"], line)
 
     def _broadcast_raw(self, data: bytes) -> None:
