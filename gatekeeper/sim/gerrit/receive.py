@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from urllib.parse import unquote_plus
 
 PUSH_FD_ENV = "GERRIT_SIM_PUSH_FD"
 HOOK_NAME = "proc-receive"
@@ -70,7 +71,8 @@ def parse_push_options(words: list[str]) -> PushOptions:
         elif key in ("hashtag", "t") and value:
             opts.hashtags.append(value)
         elif key in ("m", "message") and eq:
-            opts.message = value.replace("_", " ")
+            # Gerrit takes the message URL-encoded (git-review) or with `_` for spaces.
+            opts.message = unquote_plus(value) if "%" in value or "+" in value else value.replace("_", " ")
         elif key in ("notify", "notify-to", "notify-cc", "notify-bcc", "trace", "deadline", "publish-comments",
                      "no-publish-comments"):
             pass  # they change who is mailed and how the push is traced: nothing a simulator keeps
