@@ -75,13 +75,13 @@ def run(args: argparse.Namespace) -> int:
             sim.create_project(name)
     if args.reference_projects:
         seed_reference_projects(sim)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # before saying we are up: a stop right after must be clean
+        signal.signal(sig, lambda *_: done.set())
     sim.start()
-    where = f"; commit-msg hook at {sim.web_url}/tools/hooks/commit-msg" if sim.http_port is not None else ""
+    where = f"; HTTP on {sim.host}:{sim.http_port} (/tools/hooks/commit-msg)" if sim.http_port is not None else ""
     print(f"Gerrit simulator on {sim.host}:{sim.port} (ssh -p {sim.port} USER@{sim.host} gerrit version){where}",
           flush=True)
-    done = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: done.set())
     try:
         done.wait()
     finally:
