@@ -165,3 +165,14 @@ def test_commit_msg_hook_over_http_and_scp_adds_a_change_id(sim: GerritSimulator
          "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "jane@127.0.0.1:hooks/pre-push",
          str(tmp_path / "x")], capture_output=True, text=True, timeout=30)
     assert missing.returncode != 0 and "hooks/pre-push: No such file or directory" in missing.stderr
+
+
+def test_a_push_the_simulator_fails_on_is_rejected_not_hung(sim: GerritSimulator, work: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args: object) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(sim, "receive_for_review", fail)
+    commit(sim, work, f"Unlucky\n\nChange-Id: I{'9' * 40}\n")
+    proc = run(sim, "push", "origin", "HEAD:refs/for/master", cwd=work, check=False)
+    assert rejected(proc, "refs/for/master", "internal server error")

@@ -10,11 +10,16 @@ the simulator over a socket inherited from the SSH server (`GERRIT_SIM_PUSH_FD`)
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import BinaryIO
 from urllib.parse import unquote_plus
+
+log = logging.getLogger("gatekeeper.sim.gerrit.receive")
 
 PUSH_FD_ENV = "GERRIT_SIM_PUSH_FD"
 HOOK_NAME = "proc-receive"
@@ -86,7 +91,7 @@ def parse_push_options(words: list[str]) -> PushOptions:
 
 
 # -- the hook side (runs inside git receive-pack) ---------------------------------------------------------------
-def _read_pkt(stream) -> bytes | None:
+def _read_pkt(stream: BinaryIO) -> bytes | None:
     """One pkt-line payload; None for a flush packet."""
     head = stream.read(4)
     if len(head) < 4:
@@ -97,12 +102,12 @@ def _read_pkt(stream) -> bytes | None:
     return stream.read(size - 4)
 
 
-def _write_pkt(stream, text: str) -> None:
+def _write_pkt(stream: BinaryIO, text: str) -> None:
     data = text.encode()
     stream.write(b"%04x" % (len(data) + 4) + data)
 
 
-def _read_until_flush(stream) -> list[str]:
+def _read_until_flush(stream: BinaryIO) -> list[str]:
     out = []
     while (pkt := _read_pkt(stream)) is not None:
         out.append(pkt.decode(errors="replace").rstrip("\n"))
@@ -120,11 +125,16 @@ def hook_main() -> int:
     stdout.flush()
     commands = [line.split(" ", 2) for line in _read_until_flush(stdin)]
     options = _read_until_flush(stdin) if push_options else []
-    sock = socket.socket(fileno=int(os.environ[PUSH_FD_ENV]))
-    with sock, sock.makefile("rwb") as channel:
-        channel.write(json.dumps({"commands": commands, "options": options}).encode() + b"\n")
-        channel.flush()
-        reply = json.loads(channel.readline() or b'{"results": [], "messages": []}')
+    reply = {"results": [], "messages": []}
+    fd = os.environ.get(PUSH_FD_ENV, "")
+    if fd.isdigit():
+        try:
+            with socket.socket(fileno=int(fd)) as sock, sock.makefile("rwb") as channel:
+                channel.write(json.dumps({"commands": commands, "options": options}).encode() + b"\n")
+                channel.flush()
+                reply = json.loads(channel.readline() or b'{"results": [], "messages": []}')
+        except (OSError, ValueError) as e:
+            reply["messages"] = [f"error: the Gerrit simulator did not answer this push ({e})"]
     for line in reply["messages"]:
         sys.stderr.write(line + "\n")
     sys.stderr.flush()
@@ -161,7 +171,8 @@ def receive_pack_config(hooks_dir: str) -> list[str]:
             "-c", "receive.advertisePushOptions=true"]
 
 
-def serve_push(sock: socket.socket, handle) -> None:
+def serve_push(sock: socket.socket,
+               handle: Callable[[list[RefCommand], list[str]], tuple[list[list[str]], list[str]]]) -> None:
     """Answer the hook's one request on `sock` with `handle(commands, options) -> (results, messages)`."""
     with sock, sock.makefile("rwb") as channel:
         line = channel.readline()
@@ -169,6 +180,11 @@ def serve_push(sock: socket.socket, handle) -> None:
             return  # no refs/for push in this receive-pack run: the hook never ran
         request = json.loads(line)
         commands = [RefCommand(*c) for c in request["commands"]]
-        results, messages = handle(commands, request["options"])
+        try:
+            results, messages = handle(commands, request["options"])
+        except Exception:
+            log.exception("push of %s failed in the simulator", ", ".join(c.ref for c in commands))
+            results = [["ng", c.ref, "internal server error"] for c in commands]
+            messages = ["error: internal server error", ""]
         channel.write(json.dumps({"results": results, "messages": messages}).encode() + b"\n")
         channel.flush()
