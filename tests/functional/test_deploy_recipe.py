@@ -1,9 +1,9 @@
 """docs/deploy.md's one-host layout, followed to the letter: every service is started as its own process from the
 `ExecStart=` of its systemd unit in etc/systemd/, with its config from etc/gatekeeper/ and the environment the
 unit gives it; only ports and paths are templated (and the keystore password the PKI step makes). ZooKeeper runs
-with TLS client certificates and digest auth, Gerrit is the simulator with the reference projects, the clouds are
-the cloud simulator. A developer pushes a change, a core approves it, and it is gated, merged and reported, with
-its logs behind the web and its builds in the history the recorder keeps."""
+with TLS client certificates and digest auth; Gerrit and the clouds are the simulators of the trial units
+(gatekeeper-gerrit-sim, gatekeeper-cloud-sim). A developer pushes a change, a core approves it, and it is gated,
+merged and reported, with its logs behind the web and its builds in the history the recorder keeps."""
 
 from __future__ import annotations
 
@@ -29,25 +29,6 @@ ETC = REPO / "etc"
 # The order docs/deploy.md starts them in (ZooKeeper, then Gerrit, then gatekeeper's services).
 SERVICES = ("gatekeeper-recorder", "gatekeeper-scheduler", "gatekeeper-merger", "gatekeeper-launcher",
             "gatekeeper-executor", "gatekeeper-web")
-
-# Stands in for real clouds: the cloud simulator offering what layouts/openstack.yaml's providers name.
-CLOUD_STAND_IN = """
-import signal, sys, threading
-from gatekeeper.allinone.world import CLOUDS, SIM_FLAVORS, SIM_IMAGES
-from gatekeeper.sim.openstack.sim import CloudSim
-done = threading.Event()
-for sig in (signal.SIGTERM, signal.SIGINT):
-    signal.signal(sig, lambda *_: done.set())
-sim = CloudSim(list(CLOUDS), workdir=sys.argv[1], images=list(SIM_IMAGES),
-               flavors=[dict(id=i, name=n, vcpus=c, ram=r) for i, n, c, r in SIM_FLAVORS])
-try:
-    sim.write_clouds_yaml(sys.argv[2])
-    print("clouds ready", flush=True)
-    done.wait()
-finally:
-    sim.stop()
-"""
-
 
 def parse_unit(path: Path) -> tuple[dict[str, str], list[str], list[str]]:
     """A unit's `Environment=`/`EnvironmentFile=` variables, `ExecStartPre=` and `ExecStart=` command lines."""
@@ -154,16 +135,6 @@ class Deployment:
         self.procs[name] = proc
         return proc
 
-    def start_clouds(self) -> None:
-        log = open(self.logs / "clouds.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-c", CLOUD_STAND_IN, str(self.root / "clouds"),
-                                 str(self.etc / "clouds.yaml")], stdout=log, stderr=log, cwd=REPO,
-                                start_new_session=True)
-        log.close()
-        self.procs["clouds"] = proc
-        wait_for(lambda: "clouds ready" in self.log("clouds") or proc.poll() is not None, 120, "the clouds")
-        assert proc.poll() is None, self.log("clouds")
-
     def log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -235,7 +206,8 @@ def test_one_host_deployment_from_the_document_gates_a_change(deployment: Deploy
     wait_for(lambda: _ruok(d.ports["zk"]), 90, "ZooKeeper to answer ruok")
     d.start_unit("gatekeeper-gerrit-sim")
     wait_for(lambda: "Gerrit simulator on" in d.log("gatekeeper-gerrit-sim"), 60, "the Gerrit simulator")
-    d.start_clouds()
+    d.start_unit("gatekeeper-cloud-sim")
+    wait_for(lambda: '"clouds_yaml"' in d.log("gatekeeper-cloud-sim"), 120, "the cloud simulator")
 
     # 2. gatekeeper's services, each its own process.
     for name in SERVICES:
@@ -281,7 +253,7 @@ def test_one_host_deployment_from_the_document_gates_a_change(deployment: Deploy
 
     # 6. Every service stops cleanly on SIGTERM, as systemd stops it.
     codes = d.stop()
-    for name in (*SERVICES, "gatekeeper-gerrit-sim", "clouds"):
+    for name in (*SERVICES, "gatekeeper-gerrit-sim", "gatekeeper-cloud-sim"):
         assert codes[name] == 0, f"{name} exited with {codes[name]}:\n{d.log(name)[-3000:]}"
 
 
