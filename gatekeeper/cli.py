@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from gatekeeper import __version__
@@ -31,6 +32,13 @@ COMPONENT_CLIS = (
     "gatekeeper.allinone.cli",
     "gatekeeper.operator_cli.cli",
 )
+
+# Long-running services log INFO to stderr by default (what journald and `docker logs` collect); commands an
+# operator runs in a terminal stay at WARNING so that their own output is what they see.
+SERVICE_COMMANDS = frozenset({"scheduler", "merger", "launcher", "executor", "web", "history", "zookeeper",
+                              "gerrit-sim", "cloud-sim"})
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # journald stamps each line itself
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -86,12 +94,26 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def configure_logging(command: str | None, verbose: int = 0, quiet: int = 0) -> int:
+    """Log to stderr at INFO for a service, WARNING for other commands; each -v is one level more, each -q one
+    less (DEBUG at most, CRITICAL at least). Returns the level."""
+    base = logging.INFO if command in SERVICE_COMMANDS else logging.WARNING
+    level = min(max(base + 10 * (quiet - verbose), logging.DEBUG), logging.CRITICAL)
+    fmt = JOURNAL_LOG_FORMAT if os.environ.get("JOURNAL_STREAM") else LOG_FORMAT
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    return level
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gatekeeper", description="A project gating system: speculative gate, node pool and remote jobs."
     )
     parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging: services log INFO by default, -v adds DEBUG; other commands log "
+                             "WARNING, -v adds INFO, -vv DEBUG")
+    parser.add_argument("-q", "--quiet", action="count", default=0,
+                        help="less logging: -q logs only warnings and errors (services), -qq only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     validate = sub.add_parser("validate", help="check the service config and the layout, listing every error")
@@ -118,8 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(getattr(args, "command", None), args.verbose, args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
