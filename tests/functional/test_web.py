@@ -238,3 +238,66 @@ def test_live_console_is_relayed_from_the_executor_while_it_is_written(web, zk, 
     finally:
         executor.unregister()
         server.stop()
+
+
+def test_live_console_streams_as_server_sent_events_and_ends_with_an_end_event(web, zk, tmp_path):
+    registry = ConsoleRegistry()
+    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
+    registry.add(console)
+    server = ConsoleServer(registry).start()
+    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
+    executor.register()
+    try:
+        console.line("first line")
+        request = urllib.request.Request(f"{web.url}/api/v1/builds/build-devstack-a/console",
+                                         headers={"Accept": "text/event-stream"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            assert resp.readline() == b"retry: 3000\n" and resp.readline() == b"\n"
+            first = resp.readline()
+            assert first.startswith(b"data: ") and first.endswith(b"| first line\n") and resp.readline() == b"\n"
+            console.line("written while we watch \xe9")
+            event = resp.readline()
+            assert event.startswith(b"data: ") and event.endswith("| written while we watch \xe9\n".encode())
+            assert resp.readline() == b"\n"
+            console.close()
+            registry.finish("build-devstack-a")
+            assert resp.read() == b"event: end\ndata: the console is closed\n\n"
+    finally:
+        executor.unregister()
+        server.stop()
+
+
+def test_stopping_the_web_ends_an_open_console_relay(zk, tmp_path):
+    web = start_web(zk, tmp_path)
+    registry = ConsoleRegistry()
+    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
+    registry.add(console)
+    server = ConsoleServer(registry).start()
+    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
+    executor.register()
+    try:
+        console.line("a line")
+        with urllib.request.urlopen(f"{web.url}/api/v1/builds/build-devstack-a/console", timeout=10) as resp:
+            assert resp.readline().endswith(b"| a line\n")
+            assert len(web.relays) == 1
+            web.stop()  # the console is still open: the relay must end rather than hold the server
+            assert resp.read() == b"" and web.relays == set()
+    finally:
+        web.stop()
+        web.history.close()
+        executor.unregister()
+        server.stop()
+
+
+def test_openapi_document_describes_every_admin_request_model(web):
+    code, doc = get_json(f"{web.url}/openapi.json")
+    assert code == 200 and doc["info"]["title"] == "gatekeeper"
+    for action in ("enqueue", "dequeue", "promote", "retrigger", "autohold", "hold-node", "release-node"):
+        assert "post" in doc["paths"][f"/api/v1/admin/{action}"], action
+    autohold = doc["paths"]["/api/v1/admin/autohold"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert autohold["required"] == ["project", "reason"]
+    assert autohold["properties"]["count"]["type"] == "integer" and autohold["additionalProperties"] is False
+    assert "/api/v1/status" in doc["paths"] and "/api/v1/builds/{build_id}/console" in doc["paths"]
+    code, page, _ = get(f"{web.url}/docs")
+    assert code == 200 and b"/openapi.json" in page
