@@ -184,8 +184,8 @@ def create_app(svc: WebService) -> FastAPI:
 
     # -- metrics and the JSON API -----------------------------------------------------------------------------------
     @app.api_route("/metrics", methods=GET, summary="Prometheus metrics")
-    def metrics() -> Response:
-        body, content_type = svc.metrics()
+    def metrics(request: Request) -> Response:
+        body, content_type = svc.metrics(request.headers.get("accept", ""))
         return Response(body, media_type=content_type)
 
     @app.api_route("/api/v1/info", methods=GET)

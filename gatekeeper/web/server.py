@@ -205,9 +205,9 @@ class WebService:
             job_totals=self.history.job_totals() if self.history is not None else [],
         )
 
-    def metrics(self) -> tuple[bytes, str]:
-        """/metrics: the exposition and its content type."""
-        return prometheus.render(gate_metrics(self.snapshot())).encode(), prometheus.CONTENT_TYPE
+    def metrics(self, accept: str = "") -> tuple[bytes, str]:
+        """/metrics: the exposition in the format the scraper accepts (Prometheus text by default), its type."""
+        return prometheus.exposition(gate_metrics(self.snapshot()), accept)
 
     def build(self, build_id: str) -> dict[str, Any] | None:
         """A build from the history, or a queued or running one from the status; with its log files."""

@@ -166,6 +166,10 @@ def test_nodes_images_and_holds_read_the_launcher_records(web, zk):
     assert 'gatekeeper_nodes{label="debian",provider="sim-a",state="ready"} 1' in text
     assert 'gatekeeper_queue_items{pipeline="gate",queue="integrated"} 2' in text
     assert 'gatekeeper_job_results_total{job="tox",project="nova",result="SUCCESS"} 1' in text
+    request = urllib.request.Request(f"{web.url}/metrics", headers={"Accept": "application/openmetrics-text"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert resp.read().endswith(b"# EOF\n")
 
 
 def test_admin_api_needs_the_token_401_without_403_wrong(web, zk, caplog):
