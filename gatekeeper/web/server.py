@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from cachetools import TTLCache, cachedmethod
 
 from gatekeeper.metrics import prometheus
 from gatekeeper.metrics.gate import GateSnapshot, StatsdReporter, gate_metrics
@@ -37,26 +38,9 @@ log = logging.getLogger("gatekeeper.web")
 STATUS_TTL = 1.0  # seconds a status document is reused: many pollers, one ZooKeeper read
 LAYOUT_TTL = 30.0
 ESTIMATE_TTL = 60.0
+ESTIMATES_KEPT = 4096  # (project, job) duration estimates cached at most
 STARTUP_TIMEOUT = 30.0
 SHUTDOWN_GRACE = 2.0  # seconds open responses get to finish when the web stops
-
-
-class _TTLCache:
-    def __init__(self, ttl: float) -> None:
-        self.ttl = ttl
-        self._values: dict[Any, tuple[float, Any]] = {}
-        self._lock = threading.Lock()
-
-    def get(self, key: Any, make: Callable[[], Any]) -> Any:
-        now = time.monotonic()
-        with self._lock:
-            hit = self._values.get(key)
-            if hit and now - hit[0] < self.ttl:
-                return hit[1]
-        value = make()
-        with self._lock:
-            self._values[key] = (now, value)
-        return value
 
 
 class WebService:
@@ -91,9 +75,12 @@ class WebService:
         self.layout_loader = layout_loader or self._read_layout
         self.console_bases = console_bases or (lambda: sources.console_bases(self.zk))
         self.admin = Admin(zk, self.pipeline_names, management_timeout)
-        self._status_cache = _TTLCache(STATUS_TTL)
-        self._layout_cache = _TTLCache(LAYOUT_TTL)
-        self._estimates = _TTLCache(ESTIMATE_TTL)
+        # one rebuild at a time for the status (the others wait for it); the rest may be made twice in a race
+        self._status_cache: TTLCache = TTLCache(1, STATUS_TTL, timer=time.monotonic)
+        self._status_ready = threading.Condition()
+        self._layout_cache: TTLCache = TTLCache(1, LAYOUT_TTL, timer=time.monotonic)
+        self._estimates: TTLCache = TTLCache(ESTIMATES_KEPT, ESTIMATE_TTL, timer=time.monotonic)
+        self._cache_lock = threading.Lock()
         self.body_timeout = body_timeout  # how long an admin request's body may take to arrive
         self.relays: set[Upstream] = set()  # open live-console relays, ended when the web stops
         self._server: uvicorn.Server | None = None
@@ -166,8 +153,9 @@ class WebService:
             log.exception("web: cannot read the published layout; showing pipelines with state only")
             return None
 
+    @cachedmethod(lambda self: self._layout_cache, lock=lambda self: self._cache_lock)
     def layout(self) -> Any:
-        return self._layout_cache.get("layout", self.layout_loader)
+        return self.layout_loader()
 
     def pipeline_names(self) -> list[str]:
         return [name for name, _, _ in sources.pipeline_names(self.zk, self.layout())]
@@ -175,16 +163,21 @@ class WebService:
     def estimate(self, project: str, job: str) -> float | None:
         if self.history is None:
             return None
-        return self._estimates.get((project, job), lambda: self.history.estimate(project, job))
+        return self._estimate(project, job)
+
+    @cachedmethod(lambda self: self._estimates, lock=lambda self: self._cache_lock)
+    def _estimate(self, project: str, job: str) -> float | None:
+        return self.history.estimate(project, job)
 
     def status(self) -> dict[str, Any]:
-        return self._status_cache.get("status", self._build_status)[0]
+        return self._status()[0]
 
     def status_bytes(self) -> bytes:
         """The status document as JSON, serialised once per rebuild rather than once per poller."""
-        return self._status_cache.get("status", self._build_status)[1]
+        return self._status()[1]
 
-    def _build_status(self) -> tuple[dict[str, Any], bytes]:
+    @cachedmethod(lambda self: self._status_cache, condition=lambda self: self._status_ready)
+    def _status(self) -> tuple[dict[str, Any], bytes]:
         now = time.time()
         pipelines = []
         for name, manager, description in sources.pipeline_names(self.zk, self.layout()):

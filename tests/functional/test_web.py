@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
@@ -17,7 +18,7 @@ from gatekeeper.executor.console import Console, ConsoleRegistry, ConsoleServer
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.launcher.client import add_autohold
 from gatekeeper.launcher.model import Autohold, ImageBuild, Node
-from gatekeeper.web.server import WebService
+from gatekeeper.web.server import STATUS_TTL, WebService
 from gatekeeper.zk import paths
 from gatekeeper.zk.components import Component
 from gatekeeper.zk.event_queue import EventQueue
@@ -305,3 +306,25 @@ def test_openapi_document_describes_every_admin_request_model(web):
     assert "/api/v1/status" in doc["paths"] and "/api/v1/builds/{build_id}/console" in doc["paths"]
     code, page, _ = get(f"{web.url}/docs")
     assert code == 200 and b"/openapi.json" in page
+
+
+def test_many_pollers_share_one_status_rebuild_per_second(zk, tmp_path):
+    web = start_web(zk, tmp_path)
+    loads: list[str] = []
+    layouts: list[int] = []
+    inner_state, inner_layout = web.state_loader, web.layout_loader
+    web.state_loader = lambda z, name: loads.append(name) or inner_state(z, name)
+    web.layout_loader = lambda: layouts.append(1) or inner_layout()
+    web._status_cache.clear()
+    web._layout_cache.clear()
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: get(f"{web.url}/api/v1/status")[0], range(40)))
+        elapsed = time.monotonic() - started
+        assert codes == [200] * 40
+        assert 1 <= loads.count("gate") <= 1 + int(elapsed / STATUS_TTL) + 1, (loads, elapsed)
+        assert len(layouts) == 1  # the layout is kept for 30 s
+    finally:
+        web.stop()
+        web.history.close()
