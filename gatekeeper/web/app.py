@@ -359,6 +359,8 @@ async def _json_body(request: Request, timeout: float) -> dict[str, Any]:
         body = json.loads(raw or b"{}")
     except ValueError:
         raise AdminError("request body is not JSON") from None
+    except RecursionError:
+        raise AdminError("request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise AdminError("request body must be a JSON object")
     return body

@@ -24,15 +24,12 @@ READ_SIZE = 65536
 class Upstream:
     """An open console stream from one executor: `chunks()` yields the body as it arrives; `close()` ends it."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: h11.Connection,
-                 first: list[bytes]) -> None:
-        self._reader, self._writer, self._conn, self._first = reader, writer, conn, first
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, conn: h11.Connection) -> None:
+        self._reader, self._writer, self._conn = reader, writer, conn
         self._loop = asyncio.get_running_loop()
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
-            for chunk in self._first:
-                yield chunk
             while True:
                 event = self._conn.next_event()
                 if event is h11.NEED_DATA:
@@ -71,7 +68,6 @@ async def open_console(base: str, build_id: str) -> Upstream | None:
             ("Host", f"{host}:{port}"), ("Accept", "text/plain"), ("Connection", "close")])))
         writer.write(conn.send(h11.EndOfMessage()))
         await writer.drain()
-        first: list[bytes] = []
         while True:
             event = conn.next_event()
             if event is h11.NEED_DATA:
@@ -81,7 +77,7 @@ async def open_console(base: str, build_id: str) -> Upstream | None:
                 if event.status_code != 200:
                     writer.close()
                     return None  # not this executor's build
-                return Upstream(reader, writer, conn, first)
+                return Upstream(reader, writer, conn)
             elif isinstance(event, h11.InformationalResponse):
                 continue
             else:

@@ -73,10 +73,15 @@ def test_missing_and_unknown_fields_are_named_together(web):
     assert (code, answer["error"]) == (400, "missing field: pipeline; unknown field: pipline")
 
 
-def test_bad_content_length_is_a_400_and_closes_the_connection(web):
+def test_bad_content_length_or_oversized_request_line_or_header_is_a_400(web):
     for value in ("abc", "-1", "1e3", ""):
         code, body = raw(web, admin_request("/api/v1/admin/enqueue", f"Content-Length: {value}\r\n", b"{}"))
         assert code == 400, (value, body)
+    huge = "x" * 70000
+    code, _ = raw(web, f"GET /logs/{huge} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    assert code == 404  # a name longer than the file system allows: no such file
+    code, _ = raw(web, f"GET / HTTP/1.1\r\nHost: x\r\nX-Big: {huge}\r\nConnection: close\r\n\r\n".encode())
+    assert code in (200, 400)  # h11 takes a big header that arrives whole, and refuses one that trickles in
     assert get_json(f"{web.url}/api/v1/info")[0] == 200  # and the server goes on serving
 
 
@@ -95,7 +100,8 @@ def test_an_oversized_or_malformed_body_is_refused_before_it_is_read(web):
     assert code == 413 and "too large" in json.loads(body)["error"]
     for text, message in ((b"{not json", "request body is not JSON"),
                           (b'["gate", "1,1"]', "request body must be a JSON object"),
-                          (b"\xff\xfe", "request body is not JSON")):
+                          (b"\xff\xfe", "request body is not JSON"),
+                          (b"[" * 30000 + b"]" * 30000, "request body is nested too deeply")):
         head = f"Content-Length: {len(text)}\r\n"
         code, body = raw(web, admin_request("/api/v1/admin/enqueue", head, text))
         assert (code, json.loads(body)["error"]) == (400, message)
