@@ -5,6 +5,9 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -13,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from gatekeeper.executor.console import Console, ConsoleRegistry, ConsoleServer
 from gatekeeper.history.db import HistoryDB
@@ -23,6 +27,7 @@ from gatekeeper.zk import paths
 from gatekeeper.zk.components import Component
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
+from gatekeeper.zk.server import free_port
 from tests.unit.test_web_status import sample_state
 
 TOKEN = "s3cret-admin-token"
@@ -328,3 +333,26 @@ def test_many_pollers_share_one_status_rebuild_per_second(zk, tmp_path):
     finally:
         web.stop()
         web.history.close()
+
+
+def test_gatekeeper_web_runs_as_its_own_process_and_stops_on_sigterm(zk_server, zk_chroot, tmp_path):
+    port = free_port()
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(yaml.safe_dump({
+        "zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot},
+        "web": {"listen": "127.0.0.1", "port": port, "admin-token": TOKEN},
+        "history": {"url": f"sqlite:///{tmp_path}/history.sqlite"},
+    }))
+    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "web", "-c", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert proc.stdout.readline().strip() == f"gatekeeper web on http://127.0.0.1:{port}/"
+        code, info = get_json(f"http://127.0.0.1:{port}/api/v1/info")
+        assert code == 200 and info["admin"] is True and info["history"] is True
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert "Traceback" not in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
