@@ -14,14 +14,17 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import h11
 import uvicorn
 from cachetools import TTLCache, cachedmethod
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gatekeeper.metrics import prometheus
 from gatekeeper.metrics.gate import GateSnapshot, StatsdReporter, gate_metrics
@@ -41,6 +44,22 @@ ESTIMATE_TTL = 60.0
 ESTIMATES_KEPT = 4096  # (project, job) duration estimates cached at most
 STARTUP_TIMEOUT = 30.0
 SHUTDOWN_GRACE = 2.0  # seconds open responses get to finish when the web stops
+
+
+class _HTTPProtocol(H11Protocol):
+    """uvicorn's h11 protocol, answering a request that is not valid HTTP (a Content-Length of "abc" or -1) with
+    what is wrong, as JSON like every other error, instead of a bare "Invalid HTTP request received."."""
+
+    def send_400_response(self, msg: str) -> None:
+        exc = sys.exc_info()[1]  # called from uvicorn's `except h11.RemoteProtocolError` block
+        if isinstance(exc, h11.RemoteProtocolError) and str(exc):
+            msg = f"the request is not valid HTTP: {exc}"
+        body = json.dumps({"error": msg}).encode()
+        headers = [(b"Content-Type", b"application/json"), (b"Connection", b"close")]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"), h11.Data(data=body),
+                      h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
 
 
 class WebService:
@@ -104,7 +123,7 @@ class WebService:
         self.port = sock.getsockname()[1]
         if self.logs.root is not None and not self.logs.url:
             self.logs.url = f"{self.url}/logs"  # no log-store URL given: this server is the log server
-        config = uvicorn.Config(create_app(self), http="h11", lifespan="off", log_config=None, access_log=False,
+        config = uvicorn.Config(create_app(self), http=_HTTPProtocol, lifespan="off", log_config=None, access_log=False,
                                 server_header=False, timeout_graceful_shutdown=SHUTDOWN_GRACE)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._serve, args=(self._server, sock), name="web", daemon=True)

@@ -76,7 +76,7 @@ def test_missing_and_unknown_fields_are_named_together(web):
 def test_bad_content_length_or_oversized_request_line_or_header_is_a_400(web):
     for value in ("abc", "-1", "1e3", ""):
         code, body = raw(web, admin_request("/api/v1/admin/enqueue", f"Content-Length: {value}\r\n", b"{}"))
-        assert code == 400, (value, body)
+        assert (code, json.loads(body)) == (400, {"error": "the request is not valid HTTP: bad Content-Length"})
     huge = "x" * 70000
     code, _ = raw(web, f"GET /logs/{huge} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     assert code == 404  # a name longer than the file system allows: no such file
