@@ -1,7 +1,7 @@
 """The build history tables, as SQLAlchemy 2 models: one row per buildset (a queue item's builds) and per build.
 
 Times are UNIX seconds (floats), as everywhere else in gatekeeper.  The schema is created and upgraded by
-gatekeeper.history.migrations, never by `create_all`, so that an existing database is migrated in place.
+gatekeeper.history.migrations (Alembic), never by `create_all`, so that an existing database is migrated in place.
 """
 
 from __future__ import annotations

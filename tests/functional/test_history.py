@@ -14,8 +14,9 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import inspect
 
-from gatekeeper.history.db import HistoryDB
+from gatekeeper.history.db import HistoryDB, _postgres_driver, make_engine
 from gatekeeper.history.migrations import LATEST
 from gatekeeper.history.recorder import HistoryRecorder
 from gatekeeper.zk.history import (
@@ -26,6 +27,7 @@ from gatekeeper.zk.history import (
     report_build,
     report_buildset,
 )
+from tests.unit.test_history_migrations import make_legacy_database
 
 try:
     import psycopg
@@ -130,6 +132,19 @@ def test_new_database_is_migrated_to_the_newest_schema_and_reopening_changes_not
     again = HistoryDB(db_url)
     assert again.version == LATEST
     again.close()
+
+
+def test_database_made_by_the_hand_written_migrations_is_upgraded_in_place_keeping_its_rows(db_url):
+    engine = make_engine(_postgres_driver(db_url))
+    make_legacy_database(engine, 1)  # the schema before its indexes, and before Alembic
+    engine.dispose()
+    db = HistoryDB(db_url)
+    assert db.version == LATEST
+    assert "ix_builds_job" in {i["name"] for i in inspect(db.engine).get_indexes("builds")}
+    assert [(b.uuid, b.change, b.log_url) for b in db.builds(project="nova")] == [("old-tox", 7, "http://logs/7")]
+    gate_item(db, 8, "nova", {"tox": "SUCCESS"})  # and the upgraded tables take new rows
+    assert [b.uuid for b in db.builds(project="nova")] == ["b-8-tox", "old-tox"]
+    db.close()
 
 
 def test_builds_are_stored_with_change_pipeline_node_and_log_url_and_filtered(db):

@@ -149,18 +149,26 @@ gk.buildPage = async function () {
   } catch (err) { gk.showError(target, err); }
 };
 
-gk.followConsole = async function (url, pre) {
-  try {
-    const resp = await fetch(url);
-    const reader = resp.body.getReader();
-    const decoder = new TextDecoder();
-    for (;;) {
-      const {value, done} = await reader.read();
-      if (done) break;
-      pre.append(decoder.decode(value, {stream: true}));
-      pre.scrollTop = pre.scrollHeight;
-    }
-  } catch (err) { pre.append(`\n[console ended: ${err.message}]`); }
+gk.followConsole = function (url, pre) {
+  // server-sent events: each message is a batch of console lines; "end" when the build's console closes
+  const source = new EventSource(url);
+  let opened = false;
+  source.onopen = () => {
+    if (opened) pre.textContent = "";  // a reconnect replays the console from its start
+    opened = true;
+  };
+  source.onmessage = (event) => {
+    pre.append(event.data + "\n");
+    pre.scrollTop = pre.scrollHeight;
+  };
+  source.addEventListener("end", () => {
+    source.close();
+    pre.append("[console ended]");
+    pre.dataset.ended = "true";
+  });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) pre.append("\n[console unavailable]");
+  };
 };
 
 gk.listPage = async function (targetId, url, columns, pick) {
