@@ -15,7 +15,7 @@ from typing import Any
 import voluptuous as v
 
 from gatekeeper.config import schema
-from gatekeeper.config.yamlfile import ConfigError, ConfigErrors, describe_path, load_yaml, locate
+from gatekeeper.config.yamlfile import ConfigError, ConfigErrors, describe_path, load_yaml, locate, read_text
 
 PRECEDENCE_ORDER = {"high": 0, "normal": 1, "low": 2}
 
@@ -223,11 +223,23 @@ def load_layout(path: str | Path, connections: set[str] | None = None) -> Layout
         files = [path]
     else:
         raise ConfigErrors([ConfigError(str(path), 0, "", "no such layout file or directory")])
-    return parse_layout({str(p): p.read_text() for p in files}, connections)
+    texts: dict[str, str] = {}
+    errors: list[ConfigError] = []
+    for file in files:
+        try:
+            texts[str(file)] = read_text(file)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ConfigErrors(errors)
+    return parse_layout(texts, connections, origin=str(path))
 
 
-def parse_layout(texts: dict[str, str], connections: set[str] | None = None) -> Layout:
-    """Build a Layout from {file name: YAML text}; raise ConfigErrors with every problem found."""
+def parse_layout(texts: dict[str, str], connections: set[str] | None = None, origin: str | None = None) -> Layout:
+    """Build a Layout from {file name: YAML text}; raise ConfigErrors with every problem found.
+
+    `origin` names the layout as a whole (its directory) in an error about the whole, such as an empty layout.
+    """
     errors: list[ConfigError] = []
     docs: list[Any] = []
     for source, text in texts.items():
@@ -237,6 +249,11 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None) -> 
             errors.extend(exc.errors)
             continue
         if data is None:
+            continue
+        if not isinstance(data, dict):
+            errors.append(ConfigError(source, getattr(data, "line", 1), "", "expected a mapping of sections "
+                                      "(pipelines, queues, jobs, projects, nodepool) at the top level, got "
+                                      + _kind(data)))
             continue
         errors.extend(validate(schema.LAYOUT_FILE, data, source))
         docs.append(data)
@@ -248,6 +265,15 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None) -> 
     builder.check()
     if builder.errors:
         raise ConfigErrors(builder.errors)
+    lay = builder.layout
+    if not lay.pipelines and not lay.nodepool.providers:
+        where = origin or (next(iter(texts)) if len(texts) == 1 else "layout")
+        have = [f"{len(things)} {kind}" for kind, things in (("queues", lay.queues), ("jobs", lay.jobs),
+                                                                ("projects", lay.projects),
+                                                                ("node labels", lay.nodepool.labels)) if things]
+        raise ConfigErrors([ConfigError(where, 0, "", "the layout defines no pipelines and no node providers, so "
+                                        "nothing would be gated or launched"
+                                        + (f" (it defines only {', '.join(have)})" if have else " (it is empty)"))])
     builder.layout.files = dict(texts)
     return builder.layout
 
@@ -289,6 +315,7 @@ _TYPE_WORDS = {
     "expected float": "expected a number",
     "expected list": "expected a list",
     "expected dict": "expected a mapping",
+    "expected a dictionary": "expected a mapping",
 }
 
 
