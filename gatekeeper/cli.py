@@ -12,10 +12,13 @@ import importlib
 import logging
 import sys
 
+from kazoo.exceptions import ConnectionLoss, NoAuthError, SessionExpiredError
+
 from gatekeeper import __version__
 from gatekeeper.config.layout import load_layout
 from gatekeeper.config.service import load_service_config
 from gatekeeper.config.yamlfile import ConfigErrors
+from gatekeeper.zk.client import ZooKeeperError
 
 COMPONENT_CLIS = (
     "gatekeeper.zk.cli",
@@ -133,6 +136,17 @@ def main(argv: list[str] | None = None) -> int:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return EXIT_CONFIG
+    except ZooKeeperError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    except NoAuthError:
+        print("ZooKeeper refused access to gatekeeper's data: zookeeper.auth is missing or its password is wrong "
+              "(set it in the config or as GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD)", file=sys.stderr)
+        return EXIT_FAILURE
+    except (ConnectionLoss, SessionExpiredError) as exc:
+        print(f"lost the connection to ZooKeeper before the command finished ({type(exc).__name__}); "
+              "it may have been applied or not: check, then run it again", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
