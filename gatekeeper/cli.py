@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "config") and args.config is None:
         import os
 
-        args.config = os.environ.get("GATEKEEPER_CONFIG")
+        args.config = os.environ.get("GATEKEEPER_CONFIG") or None
     try:
         return int(args.func(args) or 0)
     except ConfigErrors as exc:
