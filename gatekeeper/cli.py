@@ -47,14 +47,16 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    what = "the service config"
     try:
         config = load_service_config(args.config)
+        what = "the layout"
         layout = load_layout(args.layout or config.layout_path, config.connections)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         count = len(exc.errors)
-        print(f"{count} error{'s' if count != 1 else ''}: the layout is not valid", file=sys.stderr)
+        print(f"{count} error{'s' if count != 1 else ''}: {what} is not valid", file=sys.stderr)
         return EXIT_CONFIG
     print(f"OK: {layout.summary()} ({len(layout.files)} file{'s' if len(layout.files) != 1 else ''})")
     return EXIT_OK

@@ -127,3 +127,11 @@ def test_validate_names_a_top_level_that_is_not_a_mapping_and_a_control_characte
         f"{nul}:2: invalid YAML: character #x0000 is not allowed in YAML text",
         "2 errors: the layout is not valid",
     ]
+
+
+def test_validate_says_which_file_is_invalid_the_service_config_or_the_layout(tmp_path):
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text("web:\n  port: [9000\n")
+    proc = validate_cli("-c", str(config), "-l", str(REPO / "layouts"))
+    assert proc.returncode == 3
+    assert proc.stderr.splitlines()[-1] == "1 error: the service config is not valid"
