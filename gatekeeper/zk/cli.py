@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from gatekeeper.operator_cli import args as types
-from gatekeeper.zk.server import LocalZooKeeper, ZooKeeperNotInstalled, four_letter_word, pid_alive
+from gatekeeper.zk.server import LocalZooKeeper, four_letter_word, pid_alive
 
 DEFAULT_DIR = "~/.gatekeeper/zookeeper"
 
@@ -69,7 +69,11 @@ def run(args: argparse.Namespace) -> int:
     if pid and pid_alive(pid):
         print(f"already running: pid {pid}, 127.0.0.1:{port}", file=sys.stderr)
         return 0 if args.action == "start" else 1
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"cannot create the ZooKeeper data dir {data_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     tls = None
     if args.tls:
         from gatekeeper.zk.tls import make_pki
@@ -79,8 +83,9 @@ def run(args: argparse.Namespace) -> int:
                             secure_port=args.port + 100 if args.tls else None)
     try:
         server.start()
-    except ZooKeeperNotInstalled as exc:
+    except RuntimeError as exc:  # not installed, exited at once (port taken, bad dir), or never answered
         print(exc, file=sys.stderr)
+        server.stop()
         return 1
     (data_dir / "zookeeper.port").write_text(str(server.port))
     secure = f", TLS on {server.secure_hosts}" if tls else ""

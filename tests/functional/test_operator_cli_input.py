@@ -161,3 +161,17 @@ def test_node_commands_name_a_node_that_does_not_exist(zk_config):
     results = run_all([("hold", "0123456789ab", "--reason", "look"), ("release", "0123456789ab")], env=zk_config)
     for code, out, err, _ in results:
         assert (code, out, err.strip()) == (1, "", "no node 0123456789ab")
+
+
+def test_local_zookeeper_commands_survive_a_bad_data_dir_and_garbled_state(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    assert main(["zookeeper", "start", "--data-dir", str(blocker / "zk")]) == 1
+    assert capsys.readouterr().err.strip() == f"cannot create the ZooKeeper data dir {blocker / 'zk'}: Not a directory"
+    state = tmp_path / "zk"
+    state.mkdir()
+    (state / "zookeeper.pid").write_text("garbage\n")
+    (state / "zookeeper.port").write_bytes(b"\xff")
+    assert main(["zookeeper", "status", "--data-dir", str(state)]) == 1
+    assert main(["zookeeper", "stop", "--data-dir", str(state)]) == 0
+    assert capsys.readouterr().out == "not running\nnot running\n"
