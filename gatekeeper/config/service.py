@@ -131,7 +131,7 @@ def _apply_env(data: dict, environ: dict[str, str]) -> dict[tuple[str, ...], str
 def _env_target(parts: list[str]) -> tuple[list[str], Any] | None:
     """Map ['web','admin','token'] to (['web','admin-token'], its validator) by trying the schema's known keys."""
     known = schema.SERVICE_CONFIG.schema
-    for i in range(1, len(parts)):
+    for i in range(1, len(parts) + 1):
         section = "-".join(parts[:i])
         sub = _schema_keys(known, section)
         if sub is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gatekeeper.config.service import load_service_config
@@ -128,3 +130,8 @@ def test_service_config_that_is_not_utf8_is_a_clear_error(tmp_path):
     assert [str(e) for e in exc.value.errors] == [
         f"{path}:2: not UTF-8 text: byte 0xff at column 17 cannot be decoded (save the file as UTF-8)",
     ]
+
+
+def test_a_top_level_value_can_come_from_the_environment(tmp_path):
+    config = load_service_config(write(tmp_path, "layout: from-file\n"), environ={"GATEKEEPER_LAYOUT": "/srv/layouts"})
+    assert config.layout_path == Path("/srv/layouts")
