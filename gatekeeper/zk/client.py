@@ -163,8 +163,9 @@ class ZKClient:
         try:
             acls, _ = client.get_acls(self.chroot)
         except NoAuthError:
-            raise ChrootNotOwned(f"{where} is not ours: its ACL does not let user {self.auth.username} read it; "
-                                 f"{advice}") from None
+            raise ChrootNotOwned(f"{where} does not let user {self.auth.username} read it: either zookeeper.auth's "
+                                 "password (GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD) is not the one it was created with, or "
+                                 f"it is not ours ({advice})") from None
         others = [a for a in acls if (a.id.scheme, a.id.id) != (self.acl.id.scheme, self.acl.id.id)]
         mine = [a for a in acls if a not in others]
         if others or not mine or mine[0].perms != Permissions.ALL:
