@@ -102,6 +102,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     config = load_service_config(args.config)
     gerrit = config.section("gerrit")
     name = gerrit.get("name", "gerrit")
+    if not gerrit.get("host") or not gerrit.get("user"):
+        print(f"{config.source}: the scheduler needs a gerrit section with host and user (the Gerrit it gates)",
+              file=sys.stderr)
+        return 3
 
     def loader():
         return load_layout(args.layout or config.layout_path, config.connections)

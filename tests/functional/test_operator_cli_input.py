@@ -175,3 +175,11 @@ def test_local_zookeeper_commands_survive_a_bad_data_dir_and_garbled_state(tmp_p
     assert main(["zookeeper", "status", "--data-dir", str(state)]) == 1
     assert main(["zookeeper", "stop", "--data-dir", str(state)]) == 0
     assert capsys.readouterr().out == "not running\nnot running\n"
+
+
+def test_scheduler_without_a_gerrit_section_is_a_config_error(no_config, monkeypatch, capsys):
+    for name, value in no_config.items():
+        monkeypatch.setenv(name, value)
+    assert main(["scheduler", "-l", str(REPO / "layouts")]) == 3
+    assert capsys.readouterr().err.strip() == ("<defaults>: the scheduler needs a gerrit section with host and user "
+                                               "(the Gerrit it gates)")
