@@ -402,7 +402,7 @@ def _kind(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", type(None): "an empty value"}
     return names.get(type(value), type(value).__name__)
 
 

@@ -131,6 +131,9 @@ def load_yaml(text: str, source: str) -> Any:
             from None
     except yaml.YAMLError as exc:
         raise ConfigErrors([ConfigError(source, 0, "", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        line = loader.line + 1 if loader is not None else 0
+        raise ConfigErrors([ConfigError(source, line, "", "invalid YAML: nested too deeply to read")]) from None
     finally:
         if loader is not None:
             loader.dispose()

@@ -316,3 +316,10 @@ def test_shape_errors_and_reference_errors_are_listed_together():
         'layout1.yaml:8: project "org/b" pipeline check: undefined job "docs" (defined: unit)',
         'layout1.yaml:14: nodepool.providers[0] (cloud-b).hosts[0] (h1): missing required key "address"',
     ]
+
+
+def test_empty_items_and_deep_nesting_are_errors_not_crashes():
+    assert errors_of("pipelines: [null]\n", "jobs: " + "[" * 5000 + "]" * 5000 + "\n") == [
+        "layout0.yaml:1: pipelines[0]: expected a mapping, got an empty value None",
+        "layout1.yaml:1: invalid YAML: nested too deeply to read",
+    ]
