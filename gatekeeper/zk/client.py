@@ -147,7 +147,13 @@ class ZKClient:
             bootstrap.close()
             raise
         try:
-            bootstrap.ensure_path(self.chroot, acl=[self.acl] if self.acl else None)
+            try:
+                bootstrap.ensure_path(self.chroot, acl=[self.acl] if self.acl else None)
+            except NoAuthError:
+                raise ChrootNotOwned(f"cannot create ZooKeeper node {self.chroot} on {self.hosts} (zookeeper.chroot):"
+                                     " a node above it does not let "
+                                     + (f"user {self.auth.username}" if self.auth else "an anonymous client")
+                                     + " create children; choose another zookeeper.chroot") from None
             if self.acl:
                 self._check_owner(bootstrap)
         finally:

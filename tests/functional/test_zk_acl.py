@@ -133,3 +133,12 @@ def test_commands_say_why_zookeeper_refuses_them(zk_server, zk_chroot, tmp_path,
         assert f"ZooKeeper node {stranger_chroot} on {zk_server.hosts} (zookeeper.chroot) is not ours" in proc.stderr
     finally:
         raw.delete(stranger_chroot, recursive=True)
+
+
+def test_a_chroot_below_someone_elses_node_is_refused(zk_server, zk_chroot, cleanup):
+    ZKClient(zk_server.hosts, chroot=zk_chroot, auth=OWNER).start().stop()
+    with pytest.raises(ChrootNotOwned) as exc:
+        ZKClient(zk_server.hosts, chroot=f"{zk_chroot}/mine", auth=DigestAuth("mallory", "x")).start(timeout=10)
+    assert str(exc.value) == (f"cannot create ZooKeeper node {zk_chroot}/mine on {zk_server.hosts} "
+                              "(zookeeper.chroot): a node above it does not let user mallory create children; "
+                              "choose another zookeeper.chroot")
