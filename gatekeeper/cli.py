@@ -74,19 +74,28 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     config = load_service_config(args.config)
     layout = load_layout(args.layout or config.layout_path, config.connections)
     print(f"layout OK: {layout.summary()}")
-    with tempfile.TemporaryDirectory(prefix="gatekeeper-") as tmp, LocalZooKeeper(data_dir=tmp) as server:
-        print(f"ZooKeeper up on {server.hosts} (pid {server.process.pid})")
-        zk = ZKClient(server.hosts, chroot="/gatekeeper").start()
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-") as tmp:
+        server = LocalZooKeeper(data_dir=tmp)
         try:
-            me = Component(zk, "bootstrap")
-            me.register()
-            publish_layout(zk, layout)
-            back = read_layout(zk, config.connections)
-            who = ", ".join(f"{c.kind}@{c.hostname}" for c in list_components(zk))
-            print(f"layout published to ZooKeeper and read back: {back.summary()}; registered: {who}")
-            me.unregister()
+            server.start()
+        except RuntimeError as exc:  # not installed, exited at once, or never answered
+            print(f"cannot start a local ZooKeeper: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        try:
+            print(f"ZooKeeper up on {server.hosts} (pid {server.process.pid})")
+            zk = ZKClient(server.hosts, chroot="/gatekeeper").start()
+            try:
+                me = Component(zk, "bootstrap")
+                me.register()
+                publish_layout(zk, layout)
+                back = read_layout(zk, config.connections)
+                who = ", ".join(f"{c.kind}@{c.hostname}" for c in list_components(zk))
+                print(f"layout published to ZooKeeper and read back: {back.summary()}; registered: {who}")
+                me.unregister()
+            finally:
+                zk.stop()
         finally:
-            zk.stop()
+            server.stop()
     print("ZooKeeper stopped; nothing left running")
     return EXIT_OK
 

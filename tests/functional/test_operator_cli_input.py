@@ -183,3 +183,13 @@ def test_scheduler_without_a_gerrit_section_is_a_config_error(no_config, monkeyp
     assert main(["scheduler", "-l", str(REPO / "layouts")]) == 3
     assert capsys.readouterr().err.strip() == ("<defaults>: the scheduler needs a gerrit section with host and user "
                                                "(the Gerrit it gates)")
+
+
+def test_zookeeper_commands_say_when_zookeeper_is_not_installed(no_config, tmp_path):
+    env = {**no_config, "PATH": str(tmp_path / "no-java-here")}
+    results = run_all([("bootstrap", "-l", str(REPO / "layouts")),
+                       ("zookeeper", "start", "--data-dir", str(tmp_path / "zk"))], env=env)
+    expected = "ZooKeeper is not installed: run tools/install-deps (apt-get install zookeeper) first"
+    assert results[0][:3] == (1, "layout OK: 2 pipelines, 1 queues, 8 jobs, 8 projects, 2 node labels, 2 providers\n",
+                              f"cannot start a local ZooKeeper: {expected}\n")
+    assert results[1][0] == 1 and results[1][2] == f"{expected}\n"
