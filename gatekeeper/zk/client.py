@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,6 +89,10 @@ class ZKClient:
         self.chroot = (chroot.rstrip("/") or None) if chroot else None
         self.auth = auth
         _check_setting(hosts, self.chroot)
+        if tls:
+            for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+                if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                    raise ZooKeeperSettingError(f"zookeeper.tls.{key}: {path} is not a file this process can read")
         self._listeners: list[Callable[[ConnectionEvent], None]] = []
         self._lost = False
         self._lock = threading.Lock()

@@ -128,6 +128,10 @@ def test_a_bad_zookeeper_setting_is_a_config_error(no_config):
     results = run_all([("nodes",)], env={**no_config, "GATEKEEPER_ZOOKEEPER_CHROOT": "/a/../b"})
     assert results[0][0] == 3
     assert results[0][2].strip() == 'zookeeper.chroot "/a/../b" is not an absolute ZooKeeper path such as /gatekeeper'
+    tls = {"GATEKEEPER_ZOOKEEPER_TLS_CA": "/nonexistent/ca.pem", "GATEKEEPER_ZOOKEEPER_TLS_CERT": "/etc/hostname",
+           "GATEKEEPER_ZOOKEEPER_TLS_KEY": "/etc/hostname"}
+    results = run_all([("nodes",)], env={**no_config, **tls})
+    assert results[0][:3] == (3, "", "zookeeper.tls.ca: /nonexistent/ca.pem is not a file this process can read\n")
 
 
 @pytest.fixture
