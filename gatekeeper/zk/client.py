@@ -274,16 +274,17 @@ def _check_setting(hosts: str, chroot: str | None) -> None:
     from kazoo.hosts import collect_hosts
 
     try:
-        parsed, inline_chroot = collect_hosts(hosts)
+        parsed, _ = collect_hosts(hosts)
     except ValueError as exc:
         raise ZooKeeperSettingError(f'zookeeper.hosts "{hosts}" is not a list of host:port ({exc})') from None
     if not parsed:
         raise ZooKeeperSettingError("zookeeper.hosts is empty (expected host:port[,host:port...])")
-    if chroot is not None and inline_chroot:
-        raise ZooKeeperSettingError(f'zookeeper.hosts "{hosts}" holds a chroot; set it as zookeeper.chroot only')
-    if chroot is not None:
-        parts = chroot.split("/")
-        if not chroot.startswith("/") or any(p in ("", ".", "..") or p == "zookeeper" and i == 1
-                                             for i, p in enumerate(parts[1:], 1)) or "\x00" in chroot:
-            raise ZooKeeperSettingError(f'zookeeper.chroot "{chroot}" is not an absolute ZooKeeper path such '
-                                        "as /gatekeeper")
+    if chroot is None:
+        return
+    parts = chroot.split("/")
+    if not chroot.startswith("/") or any(p in ("", ".", "..") for p in parts[1:]) or "\x00" in chroot:
+        raise ZooKeeperSettingError(f'zookeeper.chroot "{chroot}" is not an absolute ZooKeeper path such '
+                                    "as /gatekeeper")
+    if parts[1] == "zookeeper":
+        raise ZooKeeperSettingError(f'zookeeper.chroot "{chroot}" is inside /zookeeper, which ZooKeeper keeps for '
+                                    "itself")
