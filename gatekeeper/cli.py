@@ -13,10 +13,13 @@ import logging
 import os
 import sys
 
+from kazoo.exceptions import ConnectionLoss, NoAuthError, SessionExpiredError
+
 from gatekeeper import __version__
 from gatekeeper.config.layout import load_layout
 from gatekeeper.config.service import load_service_config
 from gatekeeper.config.yamlfile import ConfigErrors
+from gatekeeper.zk.client import ZooKeeperError
 
 COMPONENT_CLIS = (
     "gatekeeper.zk.cli",
@@ -52,14 +55,16 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    what = "the service config"
     try:
         config = load_service_config(args.config)
+        what = "the layout"
         layout = load_layout(args.layout or config.layout_path, config.connections)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         count = len(exc.errors)
-        print(f"{count} error{'s' if count != 1 else ''}: the layout is not valid", file=sys.stderr)
+        print(f"{count} error{'s' if count != 1 else ''}: {what} is not valid", file=sys.stderr)
         return EXIT_CONFIG
     print(f"OK: {layout.summary()} ({len(layout.files)} file{'s' if len(layout.files) != 1 else ''})")
     return EXIT_OK
@@ -77,19 +82,28 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     config = load_service_config(args.config)
     layout = load_layout(args.layout or config.layout_path, config.connections)
     print(f"layout OK: {layout.summary()}")
-    with tempfile.TemporaryDirectory(prefix="gatekeeper-") as tmp, LocalZooKeeper(data_dir=tmp) as server:
-        print(f"ZooKeeper up on {server.hosts} (pid {server.process.pid})")
-        zk = ZKClient(server.hosts, chroot="/gatekeeper").start()
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-") as tmp:
+        server = LocalZooKeeper(data_dir=tmp)
         try:
-            me = Component(zk, "bootstrap")
-            me.register()
-            publish_layout(zk, layout)
-            back = read_layout(zk, config.connections)
-            who = ", ".join(f"{c.kind}@{c.hostname}" for c in list_components(zk))
-            print(f"layout published to ZooKeeper and read back: {back.summary()}; registered: {who}")
-            me.unregister()
+            server.start()
+        except RuntimeError as exc:  # not installed, exited at once, or never answered
+            print(f"cannot start a local ZooKeeper: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        try:
+            print(f"ZooKeeper up on {server.hosts} (pid {server.process.pid})")
+            zk = ZKClient(server.hosts, chroot="/gatekeeper").start()
+            try:
+                me = Component(zk, "bootstrap")
+                me.register()
+                publish_layout(zk, layout)
+                back = read_layout(zk, config.connections)
+                who = ", ".join(f"{c.kind}@{c.hostname}" for c in list_components(zk))
+                print(f"layout published to ZooKeeper and read back: {back.summary()}; registered: {who}")
+                me.unregister()
+            finally:
+                zk.stop()
         finally:
-            zk.stop()
+            server.stop()
     print("ZooKeeper stopped; nothing left running")
     return EXIT_OK
 
@@ -147,13 +161,24 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(args, "config") and args.config is None:
         import os
 
-        args.config = os.environ.get("GATEKEEPER_CONFIG")
+        args.config = os.environ.get("GATEKEEPER_CONFIG") or None
     try:
         return int(args.func(args) or 0)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return EXIT_CONFIG
+    except ZooKeeperError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    except NoAuthError:
+        print("ZooKeeper refused access to gatekeeper's data: zookeeper.auth is missing or its password is wrong "
+              "(set it in the config or as GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD)", file=sys.stderr)
+        return EXIT_FAILURE
+    except (ConnectionLoss, SessionExpiredError) as exc:
+        print(f"lost the connection to ZooKeeper before the command finished ({type(exc).__name__}); "
+              "it may have been applied or not: check, then run it again", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 
