@@ -22,10 +22,10 @@ from gatekeeper.gitrepo import ssh_command
 from gatekeeper.merger.service import MergerService
 from gatekeeper.scheduler.gerrit_source import GerritChangeSource, GerritReporter
 from gatekeeper.scheduler.scheduler import Scheduler
-from gatekeeper.sim.executor import TestExecutor
 from gatekeeper.sim.gerrit import Change, GerritSimulator
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
+from tests.executor import TestExecutor
 from tests.layouts import GATE_LAYOUT
 
 log = logging.getLogger("gatekeeper.tests.gate")

@@ -281,11 +281,17 @@ def test_submit_is_confirmed_and_refusal_raises_with_gerrits_reason(sim, make_co
 def test_review_retries_after_hang_and_internal_error(sim, make_connection) -> None:
     conn = make_connection(ssh_timeout=1.0)
     c = sim.create_change("org/project", "Flaky", owner="jane")
-    sim.faults.hang("review", seconds=3)
+    # The hang outlasts the test: only the connection's own timeout can end the first attempt.
+    sim.faults.hang("review", seconds=60)
+    started = time.monotonic()
     conn.review(c.number, 1, "after a hang")
+    assert time.monotonic() - started < 20, "the hung review was not given up after the 1 s SSH timeout"
+    assert sim.faults.take("review") is None  # the hang was met (and used up)
     sim.faults.fail("review", exit_status=128)
     conn.review(c.number, 1, "after an internal error")
-    assert sim.messages(c)[-2:] == ["Patch Set 1:\n\nafter a hang", "Patch Set 1:\n\nafter an internal error"]
+    assert sim.faults.take("review") is None
+    ours = [m for m in sim.messages(c) if m.startswith("Patch Set 1:\n\nafter")]
+    assert ours == ["Patch Set 1:\n\nafter a hang", "Patch Set 1:\n\nafter an internal error"]
 
 
 def test_hung_submit_is_confirmed_by_query(sim, make_connection) -> None:

@@ -13,8 +13,8 @@ import yaml
 
 from gatekeeper.gitrepo import ssh_command
 from gatekeeper.merger.service import MergerService
-from gatekeeper.sim.executor import TestExecutor
 from gatekeeper.sim.gerrit import GerritSimulator
+from tests.executor import TestExecutor
 from tests.functional.gate_harness import LAYOUT, PROJECTS, wait_for
 
 
