@@ -23,6 +23,7 @@ from gatekeeper.launcher.images import list_builds
 from gatekeeper.launcher.launcher import Launcher
 from gatekeeper.sim.openstack.sim import CloudSim
 from gatekeeper.zk import paths
+from tests.helpers import wait_for
 
 OWNER = "gatekeeper"
 
@@ -74,17 +75,6 @@ def provider_yaml(name: str, cloud: str, max_servers: int = 4, boot_timeout: flo
             f"      launch-attempts: {attempts}\n{extra}"
             f"      pools:\n        - name: main\n          labels: [{{name: {label}, image: deb, flavor: small}}]\n"
             f"      images:\n        - name: deb\n          base-image: debian-12\n{image_extra}")
-
-
-def wait_for(cond, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def ready_ids(zk, label: str = "debian") -> set[str]:

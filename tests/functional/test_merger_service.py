@@ -24,16 +24,7 @@ from gatekeeper.zk.merges import (
     read_merge_result,
     submit_merge,
 )
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 20.0, what: str = "condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
+from tests.helpers import wait_for
 
 
 def wait_result(zk: ZKClient, ident: str) -> MergeResult:
