@@ -19,7 +19,6 @@ from openstack.config import loader
 
 from gatekeeper.sim.openstack.hosts import NetnsBackend
 from gatekeeper.sim.openstack.sim import CloudSim
-from tests.helpers import require_netns
 
 ROOT = os.geteuid() == 0
 
@@ -33,8 +32,6 @@ def ssh_key(tmp_path_factory) -> str:
 
 @pytest.fixture(params=[pytest.param("netns", marks=pytest.mark.netns), "loopback"])
 def sim(request) -> CloudSim:
-    if request.param == "netns":
-        require_netns()
     s = CloudSim(["alpha", "beta"], backend=request.param, max_instances=3)
     assert isinstance(s.backend, NetnsBackend) == (request.param == "netns")  # no silent fallback to loopback
     try:
