@@ -19,6 +19,7 @@ from openstack.config import loader
 
 from gatekeeper.sim.openstack.hosts import NetnsBackend
 from gatekeeper.sim.openstack.sim import CloudSim
+from tests.helpers import wait_for
 
 ROOT = os.geteuid() == 0
 
@@ -100,10 +101,7 @@ def test_snapshot_image_carries_what_the_template_host_had(sim, ssh_key):
     template = boot(conn, ssh_key, "template")
     ssh_run(template.access_ipv4, sim.backend.port, ssh_key, "mkdir -p cache && echo warmed > cache/marker")
     image = conn.compute.create_server_image(template, name="snap", metadata={"purpose": "test"}, wait=False)
-    deadline = time.monotonic() + 20
-    while conn.image.get_image(image.id).status != "active":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(lambda: conn.image.get_image(image.id).status == "active", 20, "the snapshot image to become active")
     assert conn.image.get_image(image.id).properties["purpose"] == "test"
     child = boot(conn, ssh_key, "child", image="snap")
     assert ssh_run(child.access_ipv4, sim.backend.port, ssh_key, "cat cache/marker").strip() == "warmed"
