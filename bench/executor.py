@@ -197,6 +197,7 @@ def arrived(what: str, got: list[tuple[int, str]], sent: list[tuple[int, str]]) 
 
 
 def remote_digests(remote: RemoteHost, path: str) -> list[tuple[int, str]]:
+    """(size, sha256) of every file under `path` on the node, read back over the node's SSH connection."""
     status, out = remote.execute(f"cd {path} && find . -type f -exec sha256sum {{}} + && find . -type f -printf "
                                  "'%s %p\\n'", timeout=120)
     if status != 0:
