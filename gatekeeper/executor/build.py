@@ -146,8 +146,10 @@ class BuildRunner:
         self.timings: dict[str, BuildTimings] = {}
         self._held_lock = threading.Lock()
 
-    def run(self, request: BuildRequest, abort: threading.Event | None = None) -> BuildResult:
-        """Run one build to its end and return its result (ABORTED when `abort` was set)."""
+    def run(self, request: BuildRequest, abort: threading.Event | None = None,
+            on_start: Callable[[Node], None] | None = None) -> BuildResult:
+        """Run one build to its end and return its result (ABORTED when `abort` was set); `on_start` is called
+        with the node once the build has one, before its job starts."""
         abort = abort or threading.Event()
         timings = self.timings.setdefault(request.id, BuildTimings(requested=request.created))
         timings.claimed = time.time()
@@ -164,7 +166,7 @@ class BuildRunner:
         ctx = _Context()
         try:
             try:
-                self._run(request, abort, console, build_dir, timings, result, ctx)
+                self._run(request, abort, console, build_dir, timings, result, ctx, on_start)
             except BuildFailed as exc:
                 result.result, result.message = exc.result, exc.message
                 console.line(f"RESULT: {exc.result}: {exc.message}")
@@ -197,7 +199,8 @@ class BuildRunner:
 
     # -- the steps of a build ---------------------------------------------------------------------------------
     def _run(self, request: BuildRequest, abort: threading.Event, console: Console, build_dir: str,
-             timings: BuildTimings, result: BuildResult, ctx: _Context) -> None:
+             timings: BuildTimings, result: BuildResult, ctx: _Context,
+             on_start: Callable[[Node], None] | None) -> None:
         p = _params(request)
         if not request.repo_state:
             raise BuildFailed(ERROR, "the build request carries no repo state")
@@ -226,6 +229,11 @@ class BuildRunner:
         node = ctx.node
         timings.node_ready = time.time()
         result.node = {"name": node.id, "label": node.label, "provider": node.provider, "address": node.address}
+        if on_start is not None:
+            try:
+                on_start(node)
+            except Exception:  # the status page misses this build's start; the build itself goes on
+                log.exception("build %s: reporting its start failed", request.id)
         if paths is None:
             raise BuildFailed(ERROR, f"could not rebuild the repo state on {self.name}: {ws_error}")
         self._header(console, request, node, paths)

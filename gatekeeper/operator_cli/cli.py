@@ -137,7 +137,12 @@ def _status(args: argparse.Namespace) -> int:
                                   if job["state"] == "running" else _duration(job["elapsed"])
                                   if job["elapsed"] is not None else "")
                         link = job["console_url"] or job["log_url"] or ""
-                        print(f"      {job['name']:30} {state:12} {timing:14} {link}")
+                        link = client.url + link if link.startswith("/") else link
+                        node = job.get("node") or {}
+                        where = f" on {node['name']} ({node['provider']})" if node and job["state"] == "running" else ""
+                        print(f"      {job['name']:30} {state:12} {timing:14} {link}{where}")
+                        for line in (job.get("summary") or "").splitlines():
+                            print(f"        | {line}")
     return 0
 
 
@@ -184,9 +189,15 @@ def _build(args: argparse.Namespace) -> int:
     ]
     if b.get("console_url"):
         lines.append(("console", client.url + b["console_url"]))
+    if b.get("failure_class"):
+        lines.append(("class", b["failure_class"]))
+    lines += [("known bug", f"{s['id']}: {s.get('title', '')} {s.get('url', '')}".rstrip())
+              for s in b.get("signatures") or []]
     for key, value in lines:
         if value:
             print(f"{key:9} {value}")
+    for line in (b.get("summary") or "").splitlines():
+        print(f"  | {line}")
     for f in b.get("logs", []):
         print(f"          {f['url']} ({f['size']} bytes)")
     return 0

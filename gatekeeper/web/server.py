@@ -31,7 +31,7 @@ from gatekeeper.metrics.statsd import StatsdClient
 from gatekeeper.web import sources
 from gatekeeper.web.admin import Admin, AdminError, check_token, describe_request
 from gatekeeper.web.logstore import LogStore
-from gatekeeper.web.status import find_item, pipeline_status, status_document
+from gatekeeper.web.status import find_item, pipeline_status, started_builds, status_document
 from gatekeeper.zk.client import ZKClient
 
 log = logging.getLogger("gatekeeper.web")
@@ -161,6 +161,7 @@ class WebService:
     def _build_status(self) -> dict[str, Any]:
         now = time.time()
         pipelines = []
+        starts = started_builds(self.zk)
         for name, manager, description in sources.pipeline_names(self.zk, self.layout()):
             try:
                 state = self.state_loader(self.zk, name)
@@ -168,7 +169,8 @@ class WebService:
                 log.exception("web: cannot read the state of pipeline %s", name)
                 state = None
             pipelines.append(pipeline_status(name, manager, description, state, now, self.estimate,
-                                             lambda b: f"/api/v1/builds/{b}/console", lambda b: f"/build/{b}"))
+                                             lambda b: f"/api/v1/builds/{b}/console", lambda b: f"/build/{b}",
+                                             starts))
         return status_document(pipelines, sources.event_queue_depths(self.zk), now)
 
     def snapshot(self) -> GateSnapshot:

@@ -1,14 +1,15 @@
 """The status document (schema in docs/status-api.md): pipelines, queues, items and jobs, as the page shows them.
 
-Built from the scheduler's pipeline states (gatekeeper.scheduler.model.PipelineState, read-only) plus the job
-duration estimates from the build history.  Everything here is a pure function of its inputs, so it is tested
+Built from the scheduler's pipeline states (gatekeeper.scheduler.model.PipelineState, read-only), the executors'
+records of the builds they run (gatekeeper.zk.builds.BuildStart: a running job's start, node and live console) and
+the job duration estimates from the build history.  Everything here is a pure function of its inputs, so it is tested
 without ZooKeeper.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -26,33 +27,48 @@ def _no_estimate(_project: str, _job: str) -> float | None:
     return None
 
 
+def _node(node: dict[str, Any] | None) -> dict[str, str] | None:
+    if not node:
+        return None
+    return {"name": node.get("name", ""), "label": node.get("label", ""), "provider": node.get("provider", "")}
+
+
 def job_status(name: str, build: Any, project: str, now: float, estimate: Estimator,
-               console_url: Callable[[str], str], build_url: Callable[[str], str]) -> dict[str, Any]:
-    """One job of one item: its state, timing, links and node."""
+               console_url: Callable[[str], str], build_url: Callable[[str], str],
+               start: Any = None) -> dict[str, Any]:
+    """One job of one item: its state, timing, links and node.
+
+    `start` is the executor's record of the build (gatekeeper.zk.builds.BuildStart), when it runs one: from it a
+    build the scheduler knows only as requested shows as running, with its start time, node and live console.
+    """
     estimated = estimate(project, name)
     doc: dict[str, Any] = {
         "name": name, "state": WAITING, "result": None, "voting": True, "build": None, "attempt": 0,
         "start_time": None, "end_time": None, "elapsed": None, "estimated": estimated, "remaining": estimated,
         "progress": None, "console_url": None, "log_url": None, "build_url": None, "message": "",
-        "node": None,
+        "node": None, "failure_class": None, "summary": "", "signatures": [],
     }
     if build is None:
         return doc
-    node = dict(build.node or {})
     doc.update(
         build=build.id, attempt=build.attempt, voting=build.voting, message=build.message or "",
-        node={"name": node.get("name", ""), "label": node.get("label", ""), "provider": node.get("provider", "")}
-        if node else None,
+        node=_node(build.node),
     )
+    start_time = build.start_time
+    if not build.result and start is not None and start.start_time:
+        start_time = start.start_time
+        doc["node"] = _node(start.node) or doc["node"]
     if build.result:
         doc.update(state=COMPLETED, result=build.result, start_time=build.start_time or None,
                    end_time=build.end_time or None, remaining=0, progress=100,
-                   log_url=build.log_url or None, build_url=build_url(build.id))
+                   log_url=build.log_url or None, build_url=build_url(build.id),
+                   failure_class=getattr(build, "failure_class", None) or None,
+                   summary=getattr(build, "summary", "") or "", signatures=list(getattr(build, "signatures", ())))
         if build.start_time and build.end_time:
             doc["elapsed"] = max(0.0, build.end_time - build.start_time)
-    elif build.start_time:
-        elapsed = max(0.0, now - build.start_time)
-        doc.update(state=RUNNING, start_time=build.start_time, elapsed=elapsed,
+    elif start_time:
+        elapsed = max(0.0, now - start_time)
+        doc.update(state=RUNNING, start_time=start_time, elapsed=elapsed,
                    console_url=console_url(build.id), build_url=build_url(build.id))
         if estimated:
             doc["remaining"] = max(0.0, estimated - elapsed)
@@ -62,11 +78,16 @@ def job_status(name: str, build: Any, project: str, now: float, estimate: Estima
     return doc
 
 
+def _start_of(build: Any, starts: Mapping[str, Any] | None) -> Any:
+    return starts.get(build.id) if build is not None and starts else None
+
+
 def item_status(item: Any, position: int, window: int, ahead: Any, behind: list[Any], pipeline: str, now: float,
                 estimate: Estimator, console_url: Callable[[str], str],
-                build_url: Callable[[str], str]) -> dict[str, Any]:
+                build_url: Callable[[str], str], starts: Mapping[str, Any] | None = None) -> dict[str, Any]:
     change = item.change
-    jobs = [job_status(name, item.builds.get(name), change.project, now, estimate, console_url, build_url)
+    jobs = [job_status(name, item.builds.get(name), change.project, now, estimate, console_url, build_url,
+                       _start_of(item.builds.get(name), starts))
             for name in item.jobs]
     failing = []
     if item.merge_state == "conflict":
@@ -101,7 +122,9 @@ def item_status(item: Any, position: int, window: int, ahead: Any, behind: list[
 
 
 def pipeline_status(name: str, manager: str, description: str, state: Any, now: float, estimate: Estimator,
-                    console_url: Callable[[str], str], build_url: Callable[[str], str]) -> dict[str, Any]:
+                    console_url: Callable[[str], str], build_url: Callable[[str], str],
+                    starts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One pipeline's entry; `starts` (build id -> BuildStart, from `started_builds`) shows running builds."""
     queues = []
     for queue in (state.queues.values() if state is not None else ()):
         items = state.queue_items(queue)
@@ -110,9 +133,16 @@ def pipeline_status(name: str, manager: str, description: str, state: Any, now: 
             ahead = items[position - 1] if position > 0 else None
             behind = items[position + 1:position + 2]
             docs.append(item_status(item, position, queue.window, ahead, behind, name, now, estimate,
-                                    console_url, build_url))
+                                    console_url, build_url, starts))
         queues.append({"name": queue.name, "window": queue.window, "dynamic": queue.dynamic, "items": docs})
     return {"name": name, "manager": manager, "description": description, "queues": queues}
+
+
+def started_builds(zk: Any) -> dict[str, Any]:
+    """The builds executors run now (build id -> gatekeeper.zk.builds.BuildStart), for `pipeline_status`."""
+    from gatekeeper.zk.builds import running_builds
+
+    return running_builds(zk)
 
 
 def status_document(pipelines: list[dict[str, Any]], event_queues: dict[str, int], now: float | None = None,
