@@ -97,9 +97,16 @@ def _v2_indexes(conn: Connection) -> None:
         index.create(conn)
 
 
+def _v3_diagnosis(conn: Connection) -> None:
+    """A failed build's diagnosis: its failure class, summary and matched known bugs (JSON)."""
+    for name, kind in (("failure_class", "VARCHAR(32)"), ("summary", "TEXT"), ("signatures", "TEXT")):
+        conn.execute(text(f"ALTER TABLE builds ADD COLUMN {name} {kind} NOT NULL DEFAULT ''"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "buildsets and builds", _v1_tables),
     Migration(2, "indexes for history filters", _v2_indexes),
+    Migration(3, "failure class, summary and known bugs of builds", _v3_diagnosis),
 )
 LATEST = MIGRATIONS[-1].version
 

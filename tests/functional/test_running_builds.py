@@ -1,6 +1,11 @@
-"""Running builds are visible while they run: the real executor reports a build's start through ZooKeeper (time,
-node, provider, live console), and the status JSON, `gatekeeper status`, and the status and build pages in a
-headless Chromium show the job as running, with its node and a console that streams."""
+"""Builds are visible while they run and say why they failed once they end, through the real scheduler, executor,
+history recorder and web:
+
+- the executor reports a build's start through ZooKeeper (time, node, provider, live console), and the status
+  JSON, `gatekeeper status`, and the status and build pages in a headless Chromium show the job as running, with
+  its node and a console that streams;
+- a failed build's class, summary and known bugs reach the history database, the build API and page, and
+  `gatekeeper build`."""
 
 from __future__ import annotations
 
@@ -12,6 +17,9 @@ import pytest
 
 from gatekeeper.cli import main
 from gatekeeper.executor.remote import RemoteHost
+from gatekeeper.history.db import HistoryDB
+from gatekeeper.history.recorder import HistoryRecorder
+from gatekeeper.sim.devstack import BROKEN_NOVA_COMPUTE
 from gatekeeper.web.server import WebService
 from gatekeeper.zk.builds import running_builds
 from tests.functional.gate_harness import wait_for
@@ -51,13 +59,19 @@ class Rig:
 @pytest.fixture
 def rig(tmp_path, zk_factory) -> Iterator[Rig]:
     e2e = E2E(tmp_path, zk_factory, LAYOUT)
-    web = None
+    web = recorder = None
+    db = HistoryDB(f"sqlite:///{tmp_path}/history.sqlite")
     try:
-        web = WebService(zk_factory(), port=0).start()
+        recorder = HistoryRecorder(zk_factory(), db).start()
+        web = WebService(zk_factory(), port=0, history=db, log_dir=e2e.store.root,
+                         log_url=e2e.store.url).start()
         yield Rig(e2e, web)
     finally:
         if web is not None:
             web.stop()
+        if recorder is not None:
+            recorder.stop()
+        db.close()
         e2e.stop()
 
 
@@ -104,3 +118,31 @@ def test_running_job_shows_its_node_and_a_console_that_streams(rig, tmp_path, ca
     assert running["build"] not in running_builds(gate.zk)  # the record goes with the build
     done = rig.job("check", "wait")
     assert done is None or done["state"] == "completed"
+
+
+def test_failed_build_says_why_in_history_build_page_and_cli(rig, tmp_path, capsys):
+    gate = rig.e2e.gate
+    change = gate.change("openstack/nova", "Break boot", files={"nova/compute.py": BROKEN_NOVA_COMPUTE})
+    gate.settle(120)
+    assert gate.ci_votes(change) == {"Verified": -1}
+    (result,) = rig.e2e.results(change)
+    assert result.failure_class == "change"
+    db = rig.web.history
+    row = wait_for(lambda: db.build(result.id), 30, "the build in the history database")
+    assert row.failure_class == "change" and row.summary == result.summary
+    assert "AssertionError: expected ACTIVE, got 'ERROR'" in row.summary
+
+    with urllib.request.urlopen(f"{rig.web.url}/api/v1/builds/{result.id}", timeout=10) as resp:
+        doc = json.loads(resp.read())
+    assert (doc["failure_class"], doc["summary"], doc["signatures"]) == ("change", result.summary, [])
+
+    assert main(["build", result.id, "--url", rig.web.url]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "class     change" in out
+    assert "  | exercise compute: FAIL" in out and "  | AssertionError: expected ACTIVE, got 'ERROR'" in out
+
+    if CHROMIUM is not None:
+        dom = chromium(tmp_path, f"{rig.web.url}/build/{result.id}", "--dump-dom")
+        assert "why it failed" in dom and "failed in the job's own steps" in dom
+        assert "exercise compute: FAIL\nAssertionError" not in dom  # the summary keeps its lines
+        assert "exercise compute: FAIL" in dom and "AssertionError: expected ACTIVE, got 'ERROR'" in dom

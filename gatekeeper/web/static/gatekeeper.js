@@ -165,8 +165,8 @@ gk.buildPage = async function () {
     if (b.state === "running" && b.elapsed !== undefined) rows.push(["running for", gk.duration(b.elapsed)]);
     const parts = [el("h2", {}, `build ${b.uuid}`),
       el("table", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))),
-      b.summary || (b.signatures || []).length ? [el("h3", {}, "why it failed"), gk.renderDiagnosis(b, "build")]
-        : [],
+      ...(b.summary || (b.signatures || []).length ? [el("h3", {}, "why it failed"), gk.renderDiagnosis(b, "build")]
+        : []),
       el("h3", {}, "log files"), b.logs.length ? files : el("p", {class: "muted"}, "none listed")];
     if (b.console_url) {
       const pre = el("pre", {class: "console"}, "");
