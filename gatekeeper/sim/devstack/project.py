@@ -27,6 +27,8 @@ SCREEN_LOGDIR=$(abspath "${SCREEN_LOGDIR:-logs}")
 LOGFILE=$(abspath "${LOGFILE:-$SCREEN_LOGDIR/stack.sh.log}")
 DATA_DIR=$(abspath "${DATA_DIR:-data}")
 ENABLED_SERVICES=${ENABLED_SERVICES:-key,g-api,n-api}
+# fault switch of a broken server (its cloud gave it no /dev/kvm): a marker file on the node, not the job's config
+GK_FAULT_BROKEN_SERVER=$([ -f "$HOME/gk-broken-server" ] && echo 1 || true)
 mkdir -p "$SCREEN_LOGDIR" "$DATA_DIR" "$(dirname "$LOGFILE")"
 exec > >(tee -a "$LOGFILE") 2>&1
 
@@ -42,6 +44,7 @@ for svc in "${services[@]}"; do
     gk_syslog stack.sh "starting $svc"
     rm -f "$DATA_DIR/$svc.ready"
     GK_FAULT_SERVICE_FAIL=${GK_FAULT_SERVICE_FAIL:-} GK_FAULT_FLAKY_BUG=${GK_FAULT_FLAKY_BUG:-} \
+        GK_FAULT_BROKEN_SERVER=$GK_FAULT_BROKEN_SERVER \
         python3 "$TOP_DIR/tools/fake_service.py" "$svc" "$WORKSPACE/$project" "$DATA_DIR" \
         > "$SCREEN_LOGDIR/screen-$svc.log" 2>&1 < /dev/null &
     echo $! > "$DATA_DIR/$svc.pid"
@@ -161,6 +164,10 @@ def main():
               flush=True)
         syslog(name, "cannot reach the message queue")
         return 1
+    if name == "n-cpu" and os.environ.get("GK_FAULT_BROKEN_SERVER"):  # fault switch: the server lacks /dev/kvm
+        print(f"{name}: ERROR: libvirt: cannot open /dev/kvm: No such device", flush=True)
+        syslog(name, "no /dev/kvm")
+        return 1
     if name == "n-cpu" and os.environ.get("GK_FAULT_FLAKY_BUG"):  # fault switch: a known intermittent bug
         print(f"{name}: ERROR nova.compute.manager [instance: exercise-vm] Timeout waiting for vif plugging "
               "callback for instance exercise-vm", flush=True)
@@ -247,3 +254,4 @@ UNLOADABLE_NOVA_INIT = '"""nova stand-in."""\n\nfrom nova.compute import boot_al
 FAULT_SERVICE_FAIL = "GK_FAULT_SERVICE_FAIL"  # a service name: it cannot reach the message queue and exits
 FAULT_FLAKY_BUG = "GK_FAULT_FLAKY_BUG"  # non-empty: the known vif-plugging timeout hits the compute exercise
 FLAKY_BUG_LINE = "Timeout waiting for vif plugging callback"  # what n-cpu logs when it does
+BROKEN_SERVER_MARKER = "gk-broken-server"  # a file in the login's home on a node: n-cpu finds no /dev/kvm there
