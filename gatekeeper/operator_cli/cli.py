@@ -109,6 +109,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**status, "pipelines": pipelines}, indent=1))
         return 0
+    for outlier in status.get("provider_outliers") or []:
+        print(f"! provider {outlier['provider']}: {outlier['description']}")
     if not pipelines:
         print("no pipelines (has a layout been published?)")
     for p in pipelines:
@@ -126,6 +128,9 @@ def _status(args: argparse.Namespace) -> int:
                 if item["failing"]:
                     flags.append("FAILING")
                 remaining = "" if item["remaining_time"] is None else f", {_duration(item['remaining_time'])} left"
+                eta = item.get("eta") or {}
+                if eta.get("p50") is not None:
+                    remaining = f", ETA {_duration(eta['p50'])}-{_duration(eta['p90'])}"
                 print(f"    {c['key']:10} {c['project']:24} in queue {_duration(item['resident_time'])}"
                       f"{remaining}{' [' + ', '.join(flags) + ']' if flags else ''}")
                 for reason in item["failing_reasons"]:

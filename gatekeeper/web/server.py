@@ -31,7 +31,7 @@ from gatekeeper.metrics.statsd import StatsdClient
 from gatekeeper.web import sources
 from gatekeeper.web.admin import Admin, AdminError, check_token, describe_request
 from gatekeeper.web.logstore import LogStore
-from gatekeeper.web.status import find_item, pipeline_status, started_builds, status_document
+from gatekeeper.web.status import HistoryInsight, find_item, pipeline_status, started_builds, status_document
 from gatekeeper.zk.client import ZKClient
 
 log = logging.getLogger("gatekeeper.web")
@@ -99,6 +99,7 @@ class WebService:
         self._status_cache = _TTLCache(STATUS_TTL)
         self._layout_cache = _TTLCache(LAYOUT_TTL)
         self._estimates = _TTLCache(ESTIMATE_TTL)
+        self.insight = HistoryInsight(history) if history is not None else None
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._statsd = StatsdReporter(statsd, self.snapshot, statsd_interval) if statsd else None
@@ -171,7 +172,8 @@ class WebService:
             pipelines.append(pipeline_status(name, manager, description, state, now, self.estimate,
                                              lambda b: f"/api/v1/builds/{b}/console", lambda b: f"/build/{b}",
                                              starts))
-        return status_document(pipelines, sources.event_queue_depths(self.zk), now)
+        doc = status_document(pipelines, sources.event_queue_depths(self.zk), now)
+        return self.insight.annotate(doc) if self.insight is not None else doc
 
     def snapshot(self) -> GateSnapshot:
         return GateSnapshot(

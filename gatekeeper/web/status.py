@@ -168,3 +168,95 @@ def find_item(status: dict[str, Any], change: str, pipeline: str | None = None) 
                 if change in (key, key.split(",")[0]):
                     found.append({**item, "pipeline": p["name"], "queue": q["name"]})
     return found
+
+
+# -- from the build history: item ETAs (p50-p90) and provider outliers ----------------------------------------------
+class HistoryInsight:
+    """What the status document adds from the build history, recomputed at most every `ttl` seconds:
+
+    - each item's ETA as a range (`eta`: p50, p90, merge_probability; gatekeeper.stats.eta), from each job's
+      recent durations and pass rate, counting the chance that an item ahead fails and resets it;
+    - providers whose job failure rate is an outlier against the others' (`provider_outliers`;
+      gatekeeper.stats.outliers), over the latest final builds that were not infrastructure failures.
+    """
+
+    def __init__(self, history: Any, ttl: float = 60.0, samples: int = 50, window: int = 600,
+                 simulations: int = 200) -> None:
+        self.history = history
+        self.ttl = ttl
+        self.samples = samples
+        self.window = window
+        self.simulations = simulations
+        self._jobs: dict[tuple[str, str], tuple[float, tuple[list[float], float] | None]] = {}
+        self._outliers: tuple[float, list[dict[str, Any]]] | None = None
+
+    def job(self, project: str, job: str) -> tuple[list[float], float] | None:
+        """(recent durations, pass rate) of a job for a project; None when it never finished."""
+        now = time.monotonic()
+        hit = self._jobs.get((project, job))
+        if hit is None or now - hit[0] > self.ttl:
+            rows = [r for r in self.history.builds(project=project, job=job, final=True, limit=self.samples)
+                    if r.result not in ("ABORTED", "SKIPPED") and r.failure_class != "infrastructure"]
+            durations = [r.duration for r in rows if r.start_time and r.duration > 0]
+            passed = sum(r.result == "SUCCESS" for r in rows)
+            # a job seen a few times is not trusted to always pass: (passed + 1) / (runs + 2)
+            hit = (now, (durations, (passed + 1) / (len(rows) + 2)) if durations else None)
+            self._jobs[(project, job)] = hit
+        return hit[1]
+
+    def provider_outliers(self) -> list[dict[str, Any]]:
+        from gatekeeper.stats.outliers import ProviderOutliers
+
+        now = time.monotonic()
+        if self._outliers is None or now - self._outliers[0] > self.ttl:
+            rows = self.history.builds(final=True, limit=self.window)
+            detector = ProviderOutliers(window=self.window)
+            for r in reversed(rows):  # oldest first
+                if r.node_provider and r.result not in ("ABORTED", "SKIPPED") \
+                        and r.failure_class != "infrastructure":
+                    detector.add(r.node_provider, r.result != "SUCCESS")
+            found = [{"provider": o.provider, "builds": o.builds, "failures": o.failures,
+                      "rate": round(o.rate, 3), "others_rate": round(o.others_rate, 3),
+                      "ratio": None if o.ratio == float("inf") else round(o.ratio, 2),
+                      "p_value": o.p_value, "description": o.describe()} for o in detector.outliers()]
+            self._outliers = (now, found)
+        return self._outliers[1]
+
+    def _item_model(self, item: dict[str, Any]) -> Any:
+        from gatekeeper.stats.eta import ItemModel, JobModel
+
+        jobs = []
+        for job in item["jobs"]:
+            if job["state"] == COMPLETED:
+                ok = job["result"] == "SUCCESS" or not job["voting"]
+                jobs.append(JobModel([0.0], 1.0 if ok else 0.0))
+                continue
+            known = self.job(item["change"]["project"], job["name"])
+            if known is None:
+                return None
+            durations, pass_rate = known
+            jobs.append(JobModel(durations, pass_rate if job["voting"] else 1.0, job["elapsed"] or 0.0))
+        return ItemModel(jobs)
+
+    def annotate(self, status: dict[str, Any]) -> dict[str, Any]:
+        """Add `eta` to every item and `provider_outliers` to the document; returns it."""
+        from gatekeeper.stats.eta import queue_etas
+
+        for pipeline in status.get("pipelines", []):
+            for queue in pipeline["queues"]:
+                items = [i for i in queue["items"] if i["live"]]
+                models = [self._item_model(i) for i in items]
+                # in a dependent queue an item waits for those ahead; elsewhere each item stands alone
+                if pipeline.get("manager") == "dependent":
+                    known = next((n for n, m in enumerate(models) if m is None), len(models))
+                    etas = queue_etas(models[:known], self.simulations, seed=0)  # each from those ahead of it
+                    for item, eta in zip(items, etas, strict=False):
+                        item["eta"] = eta.to_dict()
+                else:
+                    for item, model in zip(items, models, strict=True):
+                        if model is not None:
+                            item["eta"] = queue_etas([model], self.simulations, seed=0)[0].to_dict()
+                for item in queue["items"]:
+                    item.setdefault("eta", None)
+        status["provider_outliers"] = self.provider_outliers()
+        return status

@@ -90,7 +90,10 @@ gk.renderItem = function (item) {
   const title = c.url ? el("a", {href: c.url}, c.key) : c.key;
   return el("div", {class: classes.join(" "), "data-change": c.key},
     el("div", {class: "head"}, el("span", {}, el("b", {}, title), " ", c.project),
-      el("span", {class: "meta"}, item.remaining_time === null ? "" : `${gk.duration(item.remaining_time)} left`)),
+      el("span", {class: "meta"}, item.eta && item.eta.p50 !== null
+        ? el("span", {class: "eta", title: `merges in ${Math.round(100 * item.eta.merge_probability)}% of simulations`},
+          `ETA ${gk.duration(item.eta.p50)}–${gk.duration(item.eta.p90)}`)
+        : item.remaining_time === null ? "" : `${gk.duration(item.remaining_time)} left`)),
     c.subject ? el("div", {class: "meta"}, c.subject) : null,
     el("div", {class: "meta"}, `in queue ${gk.duration(item.resident_time)}`,
       item.item_ahead ? ` · behind ${item.item_ahead}` : "", item.live ? "" : " · not tested on its own"),
@@ -106,7 +109,10 @@ gk.renderStatus = function (status, target) {
       el("h3", {}, `queue ${q.name}`, q.window ? ` (window ${q.window})` : ""), q.items.map(gk.renderItem)))
       : el("p", {class: "muted"}, "empty")));
   const depth = Object.entries(status.event_queues).map(([k, v]) => `${k}: ${v}`).join(" · ");
-  target.replaceChildren(el("p", {class: "muted"}, `events pending: ${depth} · updated ${gk.time(status.generated)}`),
+  const outliers = (status.provider_outliers || []).map((o) => el("p", {class: "outlier", "data-provider": o.provider},
+    `provider ${o.provider}: ${o.description}; failures there may not be the changes' fault`));
+  target.replaceChildren(...outliers,
+    el("p", {class: "muted"}, `events pending: ${depth} · updated ${gk.time(status.generated)}`),
     el("div", {class: "pipelines"}, pipes));
 };
 
