@@ -171,18 +171,3 @@ def test_step_timeout_is_unknown_and_a_plain_failure_is_the_change(hosts, projec
     assert result.result == FAILURE and result.failure_class == CHANGE
     assert result.summary.splitlines() == ["echo 'ERROR: 3 tests failed' >&2; exit 1 exited 1",
                                            "ERROR: 3 tests failed"]
-
-
-@pytest.mark.parametrize("text,error", [
-    ("signatures:\n  - {id: 1, title: t, pattern: '(('}\n", "bad regular expression '(('"),
-    ("signatures:\n  - {id: 1, title: t, pattern: x, files: logs/screen-*.txt}\n", "names a directory"),
-    ("signatures:\n  - {id: 1, pattern: x}\n", 'missing required key "title"'),
-    ("signatures:\n  - {id: 1, title: t, pattern: x}\n  - {id: 1, title: u, pattern: y}\n", "defined twice"),
-])
-def test_bad_signatures_are_refused_with_file_and_line(text, error):
-    from gatekeeper.config.yamlfile import ConfigErrors
-
-    with pytest.raises(ConfigErrors) as info:
-        parse_layout({"layouts/bugs.yaml": text})
-    message = str(info.value)
-    assert error in message and "layouts/bugs.yaml:" in message
