@@ -38,6 +38,7 @@ MAX_LINES = 8  # a summary is read under a job's line in a review comment: a few
 MAX_WIDTH = 240
 SERVICE_LOG_LINES = 4
 SCAN_BYTES = 8 << 20  # a signature reads at most this much of each file (the end of it, where failures are)
+CONSOLE_BYTES = 16 << 20  # the summary reads at most this much of the console (its end)
 
 _STEP = re.compile(r"^\$ (?P<step>.+)$")
 _EXERCISE = re.compile(r"^exercise (?P<name>\S+): (?P<verdict>PASS|FAIL)$")
@@ -70,13 +71,14 @@ def console_text(line: str) -> str:
     return line.rstrip("\n").split(" | ", 1)[1] if " | " in line else line.rstrip("\n")
 
 
-def read_console(path: str) -> list[str]:
-    """The console's lines without timestamps ([] when there is none)."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return [console_text(line) for line in f]
-    except OSError:
-        return []
+def read_console(path: str, limit: int = CONSOLE_BYTES) -> list[str]:
+    """The console's lines without timestamps, its last `limit` bytes at most ([] when there is none): the
+    failing step and its error are at the end."""
+    text = _read_tail(path, limit)
+    lines = text.splitlines()
+    if lines and os.path.exists(path) and os.path.getsize(path) > limit:
+        lines = lines[1:]  # the first line was cut
+    return [console_text(line) for line in lines]
 
 
 def _tail_lines(path: str, count: int) -> list[str]:
