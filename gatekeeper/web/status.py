@@ -177,7 +177,8 @@ class HistoryInsight:
     - each item's ETA as a range (`eta`: p50, p90, merge_probability; gatekeeper.stats.eta), from each job's
       recent durations and pass rate, counting the chance that an item ahead fails and resets it;
     - providers whose job failure rate is an outlier against the others' (`provider_outliers`;
-      gatekeeper.stats.outliers), over the latest final builds that were not infrastructure failures.
+      gatekeeper.stats.outliers), over the latest final builds that were not infrastructure failures;
+    - how many of the latest builds failed for each class (`failure_classes`: change, infrastructure, unknown).
     """
 
     def __init__(self, history: Any, ttl: float = 60.0, samples: int = 50, window: int = 600,
@@ -188,7 +189,7 @@ class HistoryInsight:
         self.window = window
         self.simulations = simulations
         self._jobs: dict[tuple[str, str], tuple[float, tuple[list[float], float] | None]] = {}
-        self._outliers: tuple[float, list[dict[str, Any]]] | None = None
+        self._outliers: tuple[float, tuple[list[dict[str, Any]], dict[str, int]]] | None = None
 
     def job(self, project: str, job: str) -> tuple[list[float], float] | None:
         """(recent durations, pass rate) of a job for a project; None when it never finished."""
@@ -205,11 +206,23 @@ class HistoryInsight:
         return hit[1]
 
     def provider_outliers(self) -> list[dict[str, Any]]:
+        return self._recent()[0]
+
+    def failure_classes(self) -> dict[str, int]:
+        """How many of the latest builds (retried attempts included) failed for each class."""
+        return self._recent()[1]
+
+    def _recent(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
         from gatekeeper.stats.outliers import ProviderOutliers
 
         now = time.monotonic()
         if self._outliers is None or now - self._outliers[0] > self.ttl:
-            rows = self.history.builds(final=True, limit=self.window)
+            every = self.history.builds(limit=self.window)
+            classes = {"change": 0, "infrastructure": 0, "unknown": 0}
+            for r in every:
+                if r.failure_class in classes:
+                    classes[r.failure_class] += 1
+            rows = [r for r in every if r.final]
             detector = ProviderOutliers(window=self.window)
             for r in reversed(rows):  # oldest first
                 if r.node_provider and r.result not in ("ABORTED", "SKIPPED") \
@@ -219,7 +232,7 @@ class HistoryInsight:
                       "rate": round(o.rate, 3), "others_rate": round(o.others_rate, 3),
                       "ratio": None if o.ratio == float("inf") else round(o.ratio, 2),
                       "p_value": o.p_value, "description": o.describe()} for o in detector.outliers()]
-            self._outliers = (now, found)
+            self._outliers = (now, (found, classes))
         return self._outliers[1]
 
     def _item_model(self, item: dict[str, Any]) -> Any:
@@ -239,7 +252,7 @@ class HistoryInsight:
         return ItemModel(jobs)
 
     def annotate(self, status: dict[str, Any]) -> dict[str, Any]:
-        """Add `eta` to every item and `provider_outliers` to the document; returns it."""
+        """Add `eta` to every item, and `provider_outliers` and `failure_classes` to the document; returns it."""
         from gatekeeper.stats.eta import queue_etas
 
         for pipeline in status.get("pipelines", []):
@@ -259,4 +272,5 @@ class HistoryInsight:
                 for item in queue["items"]:
                     item.setdefault("eta", None)
         status["provider_outliers"] = self.provider_outliers()
+        status["failure_classes"] = self.failure_classes()
         return status

@@ -23,6 +23,11 @@ def seed_history(db) -> None:
                                        patchset=1, job=job, result="FAILURE" if failed else "SUCCESS",
                                        start_time=1000.0 * n, end_time=1000.0 * n + duration,
                                        node={"provider": "cloud-a" if n % 2 else "cloud-c"}))
+    for cls in ("change", "change", "infrastructure", "change", "change"):  # the latest failures, classed
+        n += 1
+        db.record_build(BuildEvent(id=f"h{n}", buildset=f"hs{n}", pipeline="check", project="org/c", job="unit",
+                                   result="NODE_FAILURE" if cls == "infrastructure" else "FAILURE",
+                                   failure_class=cls, start_time=1e6 + n, end_time=1e6 + n + 1))
     for i in range(20):
         n += 1
         db.record_build(BuildEvent(id=f"h{n}", buildset=f"hs{n}", pipeline="check", project="org/b", change=900 + n,
@@ -48,6 +53,7 @@ def test_items_show_an_eta_range_and_an_outlier_provider_is_flagged(gate_web: Ga
     (outlier,) = status["provider_outliers"]
     assert outlier["provider"] == "cloud-b" and (outlier["builds"], outlier["failures"]) == (20, 15)
     assert outlier["description"].startswith("cloud-b's failure rate is ")
+    assert status["failure_classes"] == {"change": 4, "infrastructure": 1, "unknown": 0}
 
     assert main(["status", "--url", web.url, "--pipeline", "gate"]) == 0
     out = capsys.readouterr().out

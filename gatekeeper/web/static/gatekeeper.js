@@ -109,10 +109,12 @@ gk.renderStatus = function (status, target) {
       el("h3", {}, `queue ${q.name}`, q.window ? ` (window ${q.window})` : ""), q.items.map(gk.renderItem)))
       : el("p", {class: "muted"}, "empty")));
   const depth = Object.entries(status.event_queues).map(([k, v]) => `${k}: ${v}`).join(" · ");
+  const classes = status.failure_classes ? " · recent failures: " + Object.entries(status.failure_classes)
+    .map(([k, v]) => `${k} ${v}`).join(", ") : "";
   const outliers = (status.provider_outliers || []).map((o) => el("p", {class: "outlier", "data-provider": o.provider},
     `provider ${o.provider}: ${o.description}; failures there may not be the changes' fault`));
   target.replaceChildren(...outliers,
-    el("p", {class: "muted"}, `events pending: ${depth} · updated ${gk.time(status.generated)}`),
+    el("p", {class: "muted", id: "counters"}, `events pending: ${depth}${classes} · updated ${gk.time(status.generated)}`),
     el("div", {class: "pipelines"}, pipes));
 };
 
