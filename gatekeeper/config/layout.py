@@ -197,6 +197,17 @@ class NodePool:
     providers: dict[str, Provider] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Signature:
+    """A known bug: a failed build whose console, or whose log files matching `files`, match `pattern`."""
+
+    id: str
+    title: str
+    pattern: re.Pattern
+    url: str = ""
+    files: str = ""  # a glob over the build's log file names; "" reads the console
+
+
 @dataclass
 class Layout:
     """Everything the services act on. `files` holds the source texts, so the layout can travel through ZooKeeper
@@ -207,6 +218,7 @@ class Layout:
     jobs: dict[str, Job] = field(default_factory=dict)
     projects: dict[str, Project] = field(default_factory=dict)
     nodepool: NodePool = field(default_factory=NodePool)
+    signatures: dict[str, Signature] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -487,6 +499,19 @@ class _Builder:
         np = data.get("nodepool")
         if np:
             self.add_nodepool(np)
+        for sig in data.get("signatures", []):
+            self.add_signature(sig)
+
+    def add_signature(self, sig: dict) -> None:
+        ident = str(sig["id"])
+        key = ("signature", ident)
+        if key in self.where:
+            src, line = self.where[key]
+            self.error(sig, "id", f'signature "{ident}"', f"defined twice (first at {src}:{line})")
+            return
+        self.where[key] = (sig.source, sig.line)
+        self.layout.signatures[ident] = Signature(ident, sig["title"], re.compile(sig["pattern"], re.MULTILINE),
+                                                  sig.get("url", ""), sig.get("files", ""))
 
     def add_pipeline(self, p: dict, parent: Any, index: int) -> None:
         if not self.define("pipeline", p["name"], p):

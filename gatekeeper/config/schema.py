@@ -225,6 +225,28 @@ PROVIDER = v.Schema(
 
 NODEPOOL = v.Schema({"labels": Each(NODE_LABEL), "providers": Each(PROVIDER)})
 
+
+def LogGlob(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
+    """A glob over a build's log file names (collected files are flattened, `*.log` stored as `*.txt`)."""
+    if not isinstance(value, str) or not value.strip():
+        raise v.Invalid("expected a glob over the build's log file names, like screen-n-cpu.txt or *.txt")
+    if "/" in value:
+        raise v.Invalid(f"{value!r} names a directory: log files are stored flat, match their names only "
+                        "(like screen-*.txt)")
+    return value
+
+
+# A known bug: a failed build whose console (or the log files `files` names) matches `pattern` is said to match it.
+SIGNATURE = v.Schema(
+    {
+        v.Required("id"): v.Any(NAME, v.All(int, v.Range(min=0)), msg="expected a bug number or a name"),
+        v.Required("title"): v.All(str, v.Length(min=1)),
+        "url": str,
+        v.Required("pattern"): Regex,
+        "files": LogGlob,
+    }
+)
+
 LAYOUT_FILE = v.Schema(
     {
         "pipelines": Each(PIPELINE),
@@ -232,6 +254,7 @@ LAYOUT_FILE = v.Schema(
         "jobs": Each(JOB),
         "projects": Each(PROJECT),
         "nodepool": NODEPOOL,
+        "signatures": [SIGNATURE],
     }
 )
 

@@ -52,5 +52,8 @@ class Build(Base):
     executor: Mapped[str] = mapped_column(String(255), default="")
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     final: Mapped[bool] = mapped_column(Boolean, default=True)  # False: an attempt that was retried
+    failure_class: Mapped[str] = mapped_column(String(32), default="")  # change, infrastructure, unknown
+    summary: Mapped[str] = mapped_column(Text, default="")
+    signatures: Mapped[str] = mapped_column(Text, default="")  # JSON: [{id, title, url}] of matched known bugs
 
     buildset: Mapped[Buildset] = relationship(back_populates="builds")

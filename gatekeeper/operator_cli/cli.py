@@ -129,6 +129,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**status, "pipelines": pipelines}, indent=1))
         return 0
+    for outlier in status.get("provider_outliers") or []:
+        print(f"! provider {outlier['provider']}: {outlier['description']}")
     if not pipelines:
         print("no pipelines (has a layout been published?)")
     for p in pipelines:
@@ -146,6 +148,9 @@ def _status(args: argparse.Namespace) -> int:
                 if item["failing"]:
                     flags.append("FAILING")
                 remaining = "" if item["remaining_time"] is None else f", {_duration(item['remaining_time'])} left"
+                eta = item.get("eta") or {}
+                if eta.get("p50") is not None:
+                    remaining = f", ETA {_duration(eta['p50'])}-{_duration(eta['p90'])}"
                 print(f"    {c['key']:10} {c['project']:24} in queue {_duration(item['resident_time'])}"
                       f"{remaining}{' [' + ', '.join(flags) + ']' if flags else ''}")
                 for reason in item["failing_reasons"]:
@@ -157,7 +162,12 @@ def _status(args: argparse.Namespace) -> int:
                                   if job["state"] == "running" else _duration(job["elapsed"])
                                   if job["elapsed"] is not None else "")
                         link = job["console_url"] or job["log_url"] or ""
-                        print(f"      {job['name']:30} {state:12} {timing:14} {link}")
+                        link = client.url + link if link.startswith("/") else link
+                        node = job.get("node") or {}
+                        where = f" on {node['name']} ({node['provider']})" if node and job["state"] == "running" else ""
+                        print(f"      {job['name']:30} {state:12} {timing:14} {link}{where}")
+                        for line in (job.get("summary") or "").splitlines():
+                            print(f"        | {line}")
     return 0
 
 
@@ -204,9 +214,15 @@ def _build(args: argparse.Namespace) -> int:
     ]
     if b.get("console_url"):
         lines.append(("console", client.url + b["console_url"]))
+    if b.get("failure_class"):
+        lines.append(("class", b["failure_class"]))
+    lines += [("known bug", f"{s['id']}: {s.get('title', '')} {s.get('url', '')}".rstrip())
+              for s in b.get("signatures") or []]
     for key, value in lines:
         if value:
             print(f"{key:9} {value}")
+    for line in (b.get("summary") or "").splitlines():
+        print(f"  | {line}")
     for f in b.get("logs", []):
         print(f"          {f['url']} ({f['size']} bytes)")
     return 0

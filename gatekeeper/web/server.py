@@ -33,7 +33,7 @@ from gatekeeper.web import sources
 from gatekeeper.web.admin import Admin
 from gatekeeper.web.console import Upstream
 from gatekeeper.web.logstore import LogStore
-from gatekeeper.web.status import pipeline_status, status_document
+from gatekeeper.web.status import HistoryInsight, pipeline_status, started_builds, status_document
 from gatekeeper.zk.client import ZKClient
 
 log = logging.getLogger("gatekeeper.web")
@@ -103,6 +103,7 @@ class WebService:
         self.body_timeout = body_timeout  # how long an admin request's body may take to arrive
         self.relays: set[Upstream] = set()  # open live-console relays, ended when the web stops
         self._server: uvicorn.Server | None = None
+        self.insight = HistoryInsight(history) if history is not None else None
         self._thread: threading.Thread | None = None
         self._statsd = StatsdReporter(statsd, self.snapshot, statsd_interval) if statsd else None
 
@@ -199,6 +200,7 @@ class WebService:
     def _status(self) -> tuple[dict[str, Any], bytes]:
         now = time.time()
         pipelines = []
+        starts = started_builds(self.zk)
         for name, manager, description in sources.pipeline_names(self.zk, self.layout()):
             try:
                 state = self.state_loader(self.zk, name)
@@ -206,8 +208,11 @@ class WebService:
                 log.exception("web: cannot read the state of pipeline %s", name)
                 state = None
             pipelines.append(pipeline_status(name, manager, description, state, now, self.estimate,
-                                             lambda b: f"/api/v1/builds/{b}/console", lambda b: f"/build/{b}"))
+                                             lambda b: f"/api/v1/builds/{b}/console", lambda b: f"/build/{b}",
+                                             starts))
         doc = status_document(pipelines, sources.event_queue_depths(self.zk), now)
+        if self.insight is not None:
+            doc = self.insight.annotate(doc)
         return doc, json.dumps(doc).encode()
 
     def snapshot(self) -> GateSnapshot:

@@ -92,14 +92,15 @@ def indexes(engine: Engine, table: str) -> set[str]:
 def test_fresh_database_gets_every_revision_once(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/h.sqlite")
     assert current_version(engine) is None
-    assert migrate(engine) == ["0001", "0002"]
+    assert migrate(engine) == ["0001", "0002", "0003"]
     assert migrate(engine) == []
+    assert {"failure_class", "summary", "signatures"} <= {c["name"] for c in inspect(engine).get_columns("builds")}
     assert current_version(engine) == LATEST
     assert {"buildsets", "builds", "alembic_version"} <= set(inspect(engine).get_table_names())
     assert "gatekeeper_schema" not in inspect(engine).get_table_names()
 
 
-@pytest.mark.parametrize(("version", "applied"), [(1, ["0002"]), (2, [])])
+@pytest.mark.parametrize(("version", "applied"), [(1, ["0002", "0003"]), (2, ["0003"])])
 def test_database_made_by_the_hand_written_migrations_is_adopted_and_upgraded_in_place(tmp_path, version, applied):
     url = f"sqlite:///{tmp_path}/h.sqlite"
     engine = make_engine(url)
@@ -117,14 +118,14 @@ def test_database_made_by_the_hand_written_migrations_is_adopted_and_upgraded_in
 def test_a_failing_revision_leaves_the_previous_one_and_names_the_database(tmp_path):
     scripts = tmp_path / "scripts"
     shutil.copytree(migrations.SCRIPTS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0003_broken.py").write_text(
-        '"""broken"""\nfrom alembic import op\n\nrevision = "0003"\ndown_revision = "0002"\n'
+    (scripts / "versions" / "9999_broken.py").write_text(
+        f'"""broken"""\nfrom alembic import op\n\nrevision = "9999"\ndown_revision = "{LATEST}"\n'
         'branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n'
-        '    op.execute("CREATE TABLE half_done (x INTEGER)")\n    raise RuntimeError("revision 3 is broken")\n')
+        '    op.execute("CREATE TABLE half_done (x INTEGER)")\n    raise RuntimeError("revision 9999 is broken")\n')
     engine = make_engine(f"sqlite:///{tmp_path}/h.sqlite")
-    with pytest.raises(RuntimeError, match="revision 3 is broken"):
+    with pytest.raises(RuntimeError, match="revision 9999 is broken"):
         migrate(engine, scripts)
-    assert current_version(engine) == "0002"
+    assert current_version(engine) == LATEST
     assert "half_done" not in inspect(engine).get_table_names()
     bad = tmp_path / "not-a-dir"
     bad.write_text("")
