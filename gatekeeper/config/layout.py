@@ -291,7 +291,8 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None, ori
     if errors:
         raise ConfigErrors(errors)
     lay = builder.layout
-    if not lay.pipelines and not lay.nodepool.providers:
+    # known-bug signatures alone make a layout too: the executor's diagnosis reads just them
+    if not lay.pipelines and not lay.nodepool.providers and not lay.signatures:
         where = origin or (next(iter(texts)) if len(texts) == 1 else "layout")
         have = [f"{len(things)} {kind}" for kind, things in (("queues", lay.queues), ("jobs", lay.jobs),
                                                                 ("projects", lay.projects),

@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[2]
 def test_validate_reference_layout(capsys):
     assert main(["validate", "--layout", str(REPO / "layouts")]) == 0
     out = capsys.readouterr().out
-    assert out == "OK: 2 pipelines, 1 queues, 8 jobs, 8 projects, 2 node labels, 2 providers (1 file)\n"
+    assert out == "OK: 2 pipelines, 1 queues, 8 jobs, 8 projects, 2 node labels, 2 providers (2 files)\n"
 
 
 def test_validate_lists_every_error_and_fails(tmp_path, capsys):
