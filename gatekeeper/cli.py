@@ -159,8 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     if hasattr(args, "config") and args.config is None:
-        import os
-
         args.config = os.environ.get("GATEKEEPER_CONFIG") or None
     try:
         return int(args.func(args) or 0)

@@ -254,7 +254,7 @@ LAYOUT_FILE = v.Schema(
         "jobs": Each(JOB),
         "projects": Each(PROJECT),
         "nodepool": NODEPOOL,
-        "signatures": [SIGNATURE],
+        "signatures": Each(SIGNATURE),
     }
 )
 

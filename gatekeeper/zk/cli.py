@@ -37,11 +37,25 @@ def _number_in(path: Path) -> int | None:
     return int(text) if text.isdigit() and int(text) > 0 else None
 
 
+def _is_zookeeper(pid: int) -> bool:
+    """Whether `pid` is alive and is a ZooKeeper server: a stale PID file may name a process reusing that PID."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return b"ZooKeeperServerMain" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def run(args: argparse.Namespace) -> int:
     data_dir = Path(os.path.expanduser(args.data_dir)).resolve()
     pid, port = _state(data_dir)
+    if pid and pid_alive(pid) and not _is_zookeeper(pid):
+        print(f"{data_dir / 'zookeeper.pid'} names pid {pid}, which is not a ZooKeeper server (a stale PID file); "
+              "leaving that process alone", file=sys.stderr)
+        pid = None
     if args.action == "status":
-        if pid and pid_alive(pid) and port:
+        if pid and _is_zookeeper(pid) and port:
             try:
                 version = (four_letter_word("127.0.0.1", port, "srvr").splitlines() or ["no answer to srvr"])[0]
             except OSError as exc:
@@ -53,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         print("not running")
         return 1
     if args.action == "stop":
-        if not pid or not pid_alive(pid):
+        if not pid or not _is_zookeeper(pid):
             print("not running")
             return 0
         os.kill(pid, signal.SIGTERM)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import NoAuthError
+from kazoo.exceptions import BadVersionError, NoAuthError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
@@ -172,17 +172,37 @@ class ZKClient:
         advice = (f"it was created by another client or account; choose another zookeeper.chroot, or have its "
                   f"owner give it to us (setAcl {self.chroot} digest:{self.acl.id.id}:cdrwa)")
         try:
-            acls, _ = client.get_acls(self.chroot)
+            acls, stat = client.get_acls(self.chroot)
         except NoAuthError:
             raise ChrootNotOwned(f"{where} does not let user {self.auth.username} read it: either zookeeper.auth's "
                                  "password (GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD) is not the one it was created with, or "
                                  f"it is not ours ({advice})") from None
         others = [a for a in acls if (a.id.scheme, a.id.id) != (self.acl.id.scheme, self.acl.id.id)]
         mine = [a for a in acls if a not in others]
+        if (others or not mine or mine[0].perms != Permissions.ALL) and self._take_over(client, stat.aversion):
+            return
         if others or not mine or mine[0].perms != Permissions.ALL:
             granted = ", ".join(f"{a.id.scheme}:{a.id.id.split(':')[0]} {_perms(a.perms)}" for a in acls)
             raise ChrootNotOwned(f"{where} is not ours: its ACL grants {granted or 'nothing'}, where gatekeeper "
                                  f"needs digest:{self.auth.username} cdrwa alone; {advice}")
+
+    def _take_over(self, client: KazooClient, acl_version: int) -> bool:
+        """Give the chroot our ACL when an older gatekeeper made it open but everything in it is ours.
+
+        Before the chroot node carried the ACL itself, gatekeeper created it open to anyone: such a chroot has
+        children, all with our digest ACL, which only someone who knows our password's digest can set.
+        """
+        assert self.acl is not None
+        try:
+            children = client.get_children(self.chroot)
+            if not children or any(client.get_acls(f"{self.chroot}/{c}")[0] != [self.acl] for c in children):
+                return False
+            client.set_acls(self.chroot, [self.acl], version=acl_version)
+        except (NoAuthError, BadVersionError, NoNodeError):
+            return False
+        log.warning("ZooKeeper node %s (zookeeper.chroot) was open to anyone, with only our data in it: it now has "
+                    "our ACL as well", self.chroot)
+        return True
 
     def _close_quietly(self) -> None:
         try:

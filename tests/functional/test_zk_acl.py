@@ -142,3 +142,23 @@ def test_a_chroot_below_someone_elses_node_is_refused(zk_server, zk_chroot, clea
     assert str(exc.value) == (f"cannot create ZooKeeper node {zk_chroot}/mine on {zk_server.hosts} "
                               "(zookeeper.chroot): a node above it does not let user mallory create children; "
                               "choose another zookeeper.chroot")
+
+
+def test_a_chroot_an_older_gatekeeper_left_open_is_taken_over_only_if_all_in_it_is_ours(zk_server, zk_chroot, raw,
+                                                                                           cleanup):
+    acl = make_digest_acl(OWNER.username, OWNER.password, all=True)
+    raw.create(zk_chroot, b"")  # open to anyone, as gatekeeper used to create it
+    with pytest.raises(ChrootNotOwned, match="is not ours"):  # empty: nothing proves it is ours
+        ZKClient(zk_server.hosts, chroot=zk_chroot, auth=OWNER).start(timeout=10)
+    raw.create(f"{zk_chroot}/nodepool", b"", acl=[acl])
+    raw.create(f"{zk_chroot}/planted", b"")  # someone else's node in it: refused
+    with pytest.raises(ChrootNotOwned, match="is not ours"):
+        ZKClient(zk_server.hosts, chroot=zk_chroot, auth=OWNER).start(timeout=10)
+    raw.delete(f"{zk_chroot}/planted")
+    owner = ZKClient(zk_server.hosts, chroot=zk_chroot, auth=OWNER).start(timeout=10)
+    try:
+        assert owner.client.get_acls("/")[0] == [acl]
+        with pytest.raises(NoAuthError):
+            raw.create(f"{zk_chroot}/intruder", b"")
+    finally:
+        owner.stop()

@@ -323,3 +323,15 @@ def test_empty_items_and_deep_nesting_are_errors_not_crashes():
         "layout0.yaml:1: pipelines[0]: expected a mapping, got an empty value None",
         "layout1.yaml:1: invalid YAML: nested too deeply to read",
     ]
+
+
+def test_every_bad_signature_is_listed():
+    extra = """
+    signatures:
+      - {id: 1, title: a, pattern: "(("}
+      - {id: 2, title: "", pattern: x}
+    """
+    errors = errors_of(BASE, extra)
+    assert len(errors) == 2, errors
+    assert errors[0].startswith("layout1.yaml:3: signatures[0].pattern: bad regular expression '(('")
+    assert errors[1].startswith("layout1.yaml:4: signatures[1].title: ")
