@@ -42,7 +42,7 @@ class Rig:
         self.e2e, self.web = e2e, web
 
     def status(self) -> dict:
-        self.web._status_cache._values.clear()  # read through the one-second cache
+        self.web._status_cache.clear()  # read through the one-second cache
         with urllib.request.urlopen(f"{self.web.url}/api/v1/status", timeout=10) as resp:
             return json.loads(resp.read())
 
