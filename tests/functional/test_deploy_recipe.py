@@ -22,7 +22,7 @@ import pytest
 
 from gatekeeper.zk.server import four_letter_word, free_port
 from gatekeeper.zk.tls import make_pki
-from tests.functional.gate_harness import wait_for
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ETC = REPO / "etc"
@@ -197,6 +197,7 @@ def http_json(url: str) -> object:
         return json.loads(response.read())
 
 
+@pytest.mark.netns  # the trial cloud's servers are network namespaces
 def test_one_host_deployment_from_the_document_gates_a_change(deployment: Deployment) -> None:
     d = deployment
     d.install()
