@@ -1,9 +1,10 @@
 """docs/deploy.md's one-host layout, followed to the letter: every service is started as its own process from the
 `ExecStart=` of its systemd unit in etc/systemd/, with its config from etc/gatekeeper/ and the environment the
-unit gives it; only ports and paths are templated (and the keystore password the PKI step makes). ZooKeeper runs
-with TLS client certificates and digest auth; Gerrit and the clouds are the simulators of the trial units
-(gatekeeper-gerrit-sim, gatekeeper-cloud-sim). A developer pushes a change, a core approves it, and it is gated,
-merged and reported, with its logs behind the web and its builds in the history the recorder keeps."""
+unit gives it, and with the keys and PKI made by the document's own commands; only ports and paths are
+templated. ZooKeeper runs with TLS client certificates and digest auth; Gerrit and the clouds are the simulators
+of the trial units (gatekeeper-gerrit-sim, gatekeeper-cloud-sim). A developer pushes a change, a core approves
+it, and it is gated, merged and reported, with its logs behind the web and its builds in the history the
+recorder keeps."""
 
 from __future__ import annotations
 
@@ -21,14 +22,20 @@ from pathlib import Path
 import pytest
 
 from gatekeeper.zk.server import four_letter_word, free_port
-from gatekeeper.zk.tls import make_pki
-from tests.functional.gate_harness import wait_for
+from tests.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 ETC = REPO / "etc"
 # The order docs/deploy.md starts them in (ZooKeeper, then Gerrit, then gatekeeper's services).
 SERVICES = ("gatekeeper-recorder", "gatekeeper-scheduler", "gatekeeper-merger", "gatekeeper-launcher",
             "gatekeeper-executor", "gatekeeper-web")
+
+def doc_block(heading: str) -> str:
+    """The first ```sh block under `heading` in docs/deploy.md."""
+    text = (REPO / "docs" / "deploy.md").read_text()
+    section = text[text.index(heading + "\n"):]
+    return section.split("```sh\n", 1)[1].split("```", 1)[0]
+
 
 def parse_unit(path: Path) -> tuple[dict[str, str], list[str], list[str]]:
     """A unit's `Environment=`/`EnvironmentFile=` variables, `ExecStartPre=` and `ExecStart=` command lines."""
@@ -71,10 +78,9 @@ class Deployment:
             d.mkdir(parents=True)
         self.ports = {name: free_port() for name in ("zk", "zk_tls", "ssh", "http", "web", "console")}
         self.procs: dict[str, subprocess.Popen] = {}
-        self.password = ""
 
     def template(self, text: str) -> str:
-        """Only ports and paths (and the keystore password) differ from the files in etc/."""
+        """Only ports and paths differ from the files in etc/."""
         p = self.ports
         for old, new in (
             ("/opt/gatekeeper/.venv/bin/gatekeeper", f"{sys.executable} -m gatekeeper.cli"),
@@ -95,15 +101,21 @@ class Deployment:
             ("https://gatekeeper.example.org", f"http://127.0.0.1:{p['web']}"),
             ("--console-port 7900", f"--console-port {p['console']}"),
             ("%H", "127.0.0.1"),  # systemd's specifier for the host name
-            ("CHANGE-ME", self.password),
         ):
             text = text.replace(old, new)
         return text
 
     def install(self) -> None:
         """What the document's install steps leave in /etc/gatekeeper."""
-        (self.etc / "zk").mkdir()
-        self.password = make_pki(self.etc / "zk").password  # the openssl/keytool steps, same file names
+        # The document's key and PKI steps, run as written (the service accounts are root here).
+        for heading in ("### 2. Keys", "### 4. ZooKeeper with TLS and auth"):
+            script = self.template(doc_block(heading))
+            for account in ("gatekeeper", "zookeeper"):
+                script = script.replace(f"-o {account} ", "-o root ").replace(f"chown {account}:", "chown root:")
+                script = script.replace(f"chgrp {account} ", "chgrp root ")
+            done = subprocess.run(["bash", "-euo", "pipefail", "-c", script], capture_output=True, text=True,
+                                  timeout=300)
+            assert done.returncode == 0, f"{heading}: {done.stderr}"
         (self.etc / "zookeeper").mkdir()
         (self.etc / "zookeeper" / "zoo.cfg").write_text(self.template((ETC / "zookeeper" / "zoo-one-host.cfg")
                                                                       .read_text()))
@@ -112,10 +124,6 @@ class Deployment:
             (self.etc / config.name).write_text(self.template(config.read_text()))
         shutil.copy(ETC / "gatekeeper" / "secrets.env.example", self.etc / "secrets.env")
         shutil.copytree(REPO / "layouts", self.etc / "layouts")
-        (self.etc / "ssh").mkdir()
-        for name, comment in (("gerrit_key", "gatekeeper@gerrit"), ("nodes_key", "gatekeeper-nodes")):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f",
-                            str(self.etc / "ssh" / name)], check=True)
 
     def start_unit(self, name: str) -> subprocess.Popen:
         env, pre, start = parse_unit(ETC / "systemd" / f"{name}.service")
@@ -197,6 +205,7 @@ def http_json(url: str) -> object:
         return json.loads(response.read())
 
 
+@pytest.mark.netns  # the trial cloud's servers are network namespaces
 def test_one_host_deployment_from_the_document_gates_a_change(deployment: Deployment) -> None:
     d = deployment
     d.install()

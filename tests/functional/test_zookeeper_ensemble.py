@@ -18,7 +18,7 @@ from kazoo.exceptions import NoAuthError
 from gatekeeper.zk.client import DigestAuth, TLSOptions, ZKClient
 from gatekeeper.zk.server import four_letter_word, free_port
 from gatekeeper.zk.tls import make_pki
-from tests.functional.gate_harness import wait_for
+from tests.helpers import wait_for
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 

@@ -140,7 +140,8 @@ def unpack_disk(disk: bytes | None, home: str) -> None:
     os.makedirs(home, exist_ok=True)
     if disk:
         with tarfile.open(fileobj=io.BytesIO(disk)) as tar:
-            tar.extractall(home, filter="tar")
+            # Extraction filters came in Python 3.11.4; Debian 12's python3 is 3.11.2. The disk is pack_disk's.
+            tar.extractall(home, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
 
 
 def pack_disk(home: str) -> bytes:
