@@ -329,7 +329,12 @@ class NetnsBackend(HostBackend):
         veth = f"{self.tag}v{n:x}"
         address = f"{self.subnet}.{n}"
         ns = f"{veth}n"
-        host = self._prepare(spec, address, "Subsystem sftp internal-sftp\n")
+        try:
+            host = self._prepare(spec, address, "Subsystem sftp internal-sftp\n")
+        except Exception:
+            with self._lock:  # give the address back, or failed boots would fill the bridge
+                self._free_octets.append(n)
+            raise
         host.extra.update(netns=ns, veth=veth, octet=n)
         self.hosts[spec.server_id] = host
         try:
