@@ -70,6 +70,7 @@ from gatekeeper.stats.eta import ItemModel, JobModel, queue_etas  # noqa: E402
 from gatekeeper.stats.outliers import ProviderOutliers  # noqa: E402
 from gatekeeper.zk.builds import CHANGE, INFRASTRUCTURE, RETRYABLE, SUCCESS, BuildRequest, BuildResult  # noqa: E402
 from tests.functional.test_executor import Projects  # noqa: E402
+from tests.layouts import GATE_LAYOUT  # noqa: E402
 
 SIGNATURES = r"""
 signatures:
@@ -185,7 +186,7 @@ class Bench:
         seed_nova(self.projects.path("openstack/nova"))
         self.broken = self.projects.change("openstack/nova", {"nova/compute.py": (BROKEN_NOVA_COMPUTE, False)},
                                            "Break boot", 1)
-        signatures = list(parse_layout({"signatures.yaml": SIGNATURES}).signatures.values())
+        signatures = list(parse_layout({"layout.yaml": GATE_LAYOUT, "signatures.yaml": SIGNATURES}).signatures.values())
         self.consoles = ConsoleRegistry()
         self.store = logs.LogStore(os.path.join(root, "logstore"), "http://logs.example.com")
         self.runner = BuildRunner(ExecutorSettings(work_dir=os.path.join(root, "builds"), max_held=0),

@@ -21,9 +21,9 @@ from gatekeeper.zk import builds
 from gatekeeper.zk.builds import ERROR, FAILURE, INFRASTRUCTURE
 from gatekeeper.zk.signatures import SignatureHit, read_hits, record_hits
 from tests.functional import test_executor
-from tests.functional.gate_harness import wait_for
 from tests.functional.test_browser import CHROMIUM, chromium
 from tests.functional.test_executor import request_for
+from tests.helpers import wait_for
 from tests.layouts import GATE_LAYOUT
 
 hosts = test_executor.hosts  # real sshd nodes

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from gatekeeper.cli import main
 from gatekeeper.zk.history import BuildEvent
-from tests.functional.gate_harness import wait_for
 from tests.functional.test_browser import CHROMIUM, chromium
 from tests.functional.test_web_gate import GateWeb, gate_web  # noqa: F401 (the fixture)
+from tests.helpers import wait_for
 
 
 def seed_history(db) -> None:
