@@ -70,6 +70,7 @@ from gatekeeper.stats.eta import ItemModel, JobModel, queue_etas  # noqa: E402
 from gatekeeper.stats.outliers import ProviderOutliers  # noqa: E402
 from gatekeeper.zk.builds import CHANGE, INFRASTRUCTURE, RETRYABLE, SUCCESS, BuildRequest, BuildResult  # noqa: E402
 from tests.functional.test_executor import Projects  # noqa: E402
+from tests.layouts import GATE_LAYOUT  # noqa: E402
 
 SIGNATURES = r"""
 signatures:
@@ -185,7 +186,7 @@ class Bench:
         seed_nova(self.projects.path("openstack/nova"))
         self.broken = self.projects.change("openstack/nova", {"nova/compute.py": (BROKEN_NOVA_COMPUTE, False)},
                                            "Break boot", 1)
-        signatures = list(parse_layout({"signatures.yaml": SIGNATURES}).signatures.values())
+        signatures = list(parse_layout({"layout.yaml": GATE_LAYOUT, "signatures.yaml": SIGNATURES}).signatures.values())
         self.consoles = ConsoleRegistry()
         self.store = logs.LogStore(os.path.join(root, "logstore"), "http://logs.example.com")
         self.runner = BuildRunner(ExecutorSettings(work_dir=os.path.join(root, "builds"), max_held=0),
@@ -398,13 +399,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer builds (< 120 s on 2 cores)")
     parser.add_argument("--builds", type=int, help="classification builds (default 200; 24 with --quick)")
-    parser.add_argument("--outlier-builds", type=int, help="provider-outlier builds (default 60; 36 with --quick)")
+    parser.add_argument("--outlier-builds", type=int, help="provider-outlier builds (default 60; 30 with --quick)")
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     count = args.builds or (24 if args.quick else 200)
-    outlier_builds = args.outlier_builds or (36 if args.quick else 60)
+    outlier_builds = args.outlier_builds or (30 if args.quick else 60)
     if count < len(CAUSES) or outlier_builds < 6:
         print(f"error: at least {len(CAUSES)} classification builds and 6 outlier builds are needed",
               file=sys.stderr)

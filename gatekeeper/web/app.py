@@ -27,7 +27,7 @@ import gatekeeper
 from gatekeeper.web import console, sources
 from gatekeeper.web.admin import Admin, AdminError, check_token, describe_request
 from gatekeeper.web.logstore import LogPathError
-from gatekeeper.web.status import find_item
+from gatekeeper.web.status import find_item, signature_status
 
 if TYPE_CHECKING:
     from gatekeeper.web.server import WebService
@@ -37,7 +37,7 @@ audit = logging.getLogger("gatekeeper.web.audit")
 
 STATIC = Path(__file__).parent / "static"
 PAGES = {"/": "status.html", "/status": "status.html", "/builds": "builds.html", "/nodes": "nodes.html",
-         "/images": "images.html", "/holds": "holds.html"}
+         "/images": "images.html", "/holds": "holds.html", "/signatures": "signatures.html"}
 TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
          ".css": "text/css; charset=utf-8"}
 MAX_BODY = 64 * 1024
@@ -224,6 +224,11 @@ def create_app(svc: WebService) -> FastAPI:
                          final={"true": True, "false": False}.get((final or "").lower()),
                          limit=min(_int_arg("limit", limit, 50) or 50, 1000), offset=_int_arg("offset", offset, 0))
         return json_response([r.to_dict() for r in rows])
+
+    @app.api_route("/api/v1/signatures", methods=GET,
+                   summary="Known-bug signatures with their hits per day over the last week and their newest hits")
+    def signatures() -> Response:
+        return json_response(signature_status(svc.zk, svc.layout()))
 
     @app.api_route("/api/v1/buildsets", methods=GET, summary="Buildsets with their builds, newest first")
     def buildsets(project: str | None = None, pipeline: str | None = None, change: str | None = None,

@@ -145,6 +145,22 @@ def started_builds(zk: Any) -> dict[str, Any]:
     return running_builds(zk)
 
 
+def signature_status(zk: Any, layout: Any, now: float | None = None, days: int = 7,
+                     recent: int = 5) -> list[dict[str, Any]]:
+    """Each known-bug signature (the layout's, then any other with hits) with its hits per day over the last
+    `days` days (oldest first), its counts, and its `recent` newest hits: what the signatures page shows."""
+    from gatekeeper.zk.signatures import hit_counts, read_hits
+
+    now = time.time() if now is None else now
+    hits = read_hits(zk)
+    rows = hit_counts(layout.signatures.values() if layout is not None else (), hits, now)
+    for row in rows:
+        mine = [h for h in hits if h.signature == row["id"]]
+        row["per_day"] = [sum(1 for h in mine if days - 1 - d == int((now - h.time) // 86400)) for d in range(days)]
+        row["recent"] = [{k: v for k, v in h.to_dict().items() if k != "_v"} for h in reversed(mine[-recent:])]
+    return rows
+
+
 def status_document(pipelines: list[dict[str, Any]], event_queues: dict[str, int], now: float | None = None,
                     ) -> dict[str, Any]:
     """The whole document: wrap already-built pipeline entries with the schema version and counters."""

@@ -25,6 +25,7 @@ from gatekeeper.sim.devstack import (
 from gatekeeper.zk.builds import CHANGE, ERROR, FAILURE, INFRASTRUCTURE, NODE_FAILURE, SUCCESS, TIMED_OUT, UNKNOWN
 from tests.functional import test_executor
 from tests.functional.test_executor import LOCALRC, Rig, read, request_for
+from tests.layouts import GATE_LAYOUT
 
 hosts = test_executor.hosts  # real sshd nodes
 projects = test_executor.projects  # devstack and nova stand-in repos
@@ -46,7 +47,7 @@ signatures:
 
 
 def signatures():
-    return list(parse_layout({"signatures.yaml": SIGNATURES}).signatures.values())
+    return list(parse_layout({"layout.yaml": GATE_LAYOUT, "signatures.yaml": SIGNATURES}).signatures.values())
 
 
 @pytest.fixture
@@ -116,7 +117,8 @@ def test_known_bug_matches_its_log_file_and_nothing_else_matches(hosts, projects
 
 
 def test_passing_build_has_no_diagnosis_even_when_a_signature_line_is_in_its_logs(hosts, projects, rig):
-    sig = parse_layout({"s.yaml": "signatures:\n  - {id: 9, title: heartbeat, pattern: heartbeat, files: '*'}\n"})
+    sig = parse_layout({"layout.yaml": GATE_LAYOUT,
+                        "s.yaml": "signatures:\n  - {id: 9, title: heartbeat, pattern: heartbeat, files: '*'}\n"})
     r = rig([hosts.boot()], signatures=lambda: list(sig.signatures.values()))
     result = r.runner.run(request_for(projects.state(), run=["echo heartbeat"]))
     assert result.result == SUCCESS

@@ -4,6 +4,8 @@ up again when a new layout is published (no restart), each hit recorded, and lis
 from __future__ import annotations
 
 import json
+import time
+import urllib.request
 
 import pytest
 
@@ -14,12 +16,14 @@ from gatekeeper.executor.build import ExecutorSettings
 from gatekeeper.executor.logs import LogStore
 from gatekeeper.executor.nodes import FixedNodes
 from gatekeeper.executor.service import ExecutorService
+from gatekeeper.web.server import WebService
 from gatekeeper.zk import builds
 from gatekeeper.zk.builds import ERROR, FAILURE, INFRASTRUCTURE
-from gatekeeper.zk.signatures import read_hits
+from gatekeeper.zk.signatures import SignatureHit, read_hits, record_hits
 from tests.functional import test_executor
-from tests.functional.gate_harness import wait_for
+from tests.functional.test_browser import CHROMIUM, chromium
 from tests.functional.test_executor import request_for
+from tests.helpers import wait_for
 from tests.layouts import GATE_LAYOUT
 
 hosts = test_executor.hosts  # real sshd nodes
@@ -91,3 +95,25 @@ def test_signatures_come_from_the_published_layout_and_a_reload_needs_no_restart
     assert main(["signatures", "-c", str(config), "--json"]) == 0
     rows = {r["id"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["5678"]["total"] == 1 and rows["5678"]["hits"][0]["build"] == third.id
+
+
+def test_signatures_page_shows_hits_per_day_and_the_newest_hits(zk, zk_factory, tmp_path):
+    publish(zk, BUG_1234, BUG_5678)
+    now = time.time()
+    record_hits(zk, [SignatureHit(signature="1234", title="n-cpu times out waiting for vif plugging", build=f"b{i}",
+                                  job="devstack", change=f"{i},1", provider="cloud-b", time=now - age)
+                     for i, age in enumerate((5 * 86400 + 60, 60, 120, 180))])
+    web = WebService(zk_factory(), port=0).start()
+    try:
+        with urllib.request.urlopen(f"{web.url}/api/v1/signatures", timeout=10) as resp:
+            rows = {r["id"]: r for r in json.loads(resp.read())}
+        assert rows["1234"]["per_day"] == [0, 1, 0, 0, 0, 0, 3] and rows["1234"]["week"] == 4
+        assert [h["build"] for h in rows["1234"]["recent"]] == ["b3", "b2", "b1", "b0"]
+        assert rows["5678"]["total"] == 0 and rows["5678"]["in_layout"]
+        if CHROMIUM is not None:
+            dom = chromium(tmp_path, f"{web.url}/signatures", "--dump-dom")
+            assert "n-cpu times out waiting for vif plugging" in dom and "DNS fails on the node" in dom
+            assert '<span class="per-day" data-signature="1234">0 1 0 0 0 0 3</span>' in dom
+            assert 'href="/build/b3"' in dom and "on cloud-b" in dom
+    finally:
+        web.stop()

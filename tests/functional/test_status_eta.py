@@ -4,11 +4,13 @@ failure rate is an outlier is flagged; `gatekeeper status` and the page show bot
 
 from __future__ import annotations
 
+import urllib.request
+
 from gatekeeper.cli import main
 from gatekeeper.zk.history import BuildEvent
-from tests.functional.gate_harness import wait_for
 from tests.functional.test_browser import CHROMIUM, chromium
 from tests.functional.test_web_gate import GateWeb, gate_web  # noqa: F401 (the fixture)
+from tests.helpers import wait_for
 
 
 def seed_history(db) -> None:
@@ -54,6 +56,12 @@ def test_items_show_an_eta_range_and_an_outlier_provider_is_flagged(gate_web: Ga
     assert outlier["provider"] == "cloud-b" and (outlier["builds"], outlier["failures"]) == (20, 15)
     assert outlier["description"].startswith("cloud-b's failure rate is ")
     assert status["failure_classes"] == {"change": 4, "infrastructure": 1, "unknown": 0}
+
+    with urllib.request.urlopen(f"{web.url}/metrics", timeout=10) as resp:
+        metrics = resp.read().decode()
+    assert 'gatekeeper_recent_failures{failure_class="change"} 4.0' in metrics
+    assert 'gatekeeper_recent_failures{failure_class="infrastructure"} 1.0' in metrics
+    assert f'gatekeeper_provider_failure_outlier{{provider="cloud-b"}} {outlier["ratio"]}' in metrics
 
     assert main(["status", "--url", web.url, "--pipeline", "gate"]) == 0
     out = capsys.readouterr().out

@@ -36,7 +36,8 @@ gk.header = function () {
   const nav = el("header", {},
     el("a", {href: "/", class: "title"}, "gatekeeper"),
     el("a", {href: "/"}, "Status"), el("a", {href: "/builds"}, "Builds"), el("a", {href: "/nodes"}, "Nodes"),
-    el("a", {href: "/images"}, "Images"), el("a", {href: "/holds"}, "Held nodes"));
+    el("a", {href: "/images"}, "Images"), el("a", {href: "/holds"}, "Held nodes"),
+    el("a", {href: "/signatures"}, "Known bugs"));
   document.body.prepend(nav);
 };
 
@@ -205,6 +206,23 @@ gk.followConsole = function (url, pre) {
   source.onerror = () => {
     if (source.readyState === EventSource.CLOSED) pre.append("\n[console unavailable]");
   };
+};
+
+// -- known bugs: each signature with its hits per day over the last week and its newest hits ------------------
+gk.signaturesPage = async function () {
+  gk.header();
+  const target = document.getElementById("signatures");
+  try {
+    const rows = await gk.fetchJSON("/api/v1/signatures");
+    target.replaceChildren(el("h2", {}, "known bugs"), rows.length ? gk.table([
+      ["bug", (r) => r.url ? el("a", {href: r.url}, String(r.id)) : String(r.id)],
+      ["title", (r) => [r.title, r.in_layout ? "" : el("span", {class: "muted"}, " (no longer in the layout)")]],
+      ["hits per day, last 7", (r) => el("span", {class: "per-day", "data-signature": r.id}, r.per_day.join(" "))],
+      ["24 h", (r) => r.day], ["7 days", (r) => r.week], ["kept", (r) => r.total],
+      ["newest hits", (r) => el("ul", {}, r.recent.map((h) => el("li", {},
+        el("a", {href: `/build/${h.build}`}, `${h.job} ${h.change || ""}`), ` ${gk.time(h.time)} on ${h.provider || "?"}`)))],
+    ], rows) : el("p", {class: "muted"}, "no known-bug signatures in the layout"));
+  } catch (err) { gk.showError(target, err); }
 };
 
 gk.listPage = async function (targetId, url, columns, pick) {
