@@ -23,6 +23,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, inspect, text
 
 log = logging.getLogger("gatekeeper.history.migrations")
+# Alembic's own INFO lines ("Context impl SQLiteImpl", "Will assume transactional DDL") say nothing an operator
+# needs; our own log line names each revision applied.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 SCRIPTS = Path(__file__).parent / "alembic"
 LEGACY_TABLE = "gatekeeper_schema"  # the version table of the schema before Alembic
