@@ -25,7 +25,7 @@ from gatekeeper.config.layout import Layout
 from gatekeeper.config.store import publish_layout, read_layout
 from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.scheduler.backend import Reporter, ReportQueue, ZKBackend
-from gatekeeper.scheduler.events import TriggerEvent, from_gerrit
+from gatekeeper.scheduler.events import TriggerEvent, from_record
 from gatekeeper.scheduler.interfaces import ChangeSource
 from gatekeeper.scheduler.manager import PipelineManager
 from gatekeeper.scheduler.model import Change, PipelineState
@@ -272,7 +272,7 @@ class Scheduler:
                 except NoNodeError:
                     continue
                 data = decode(raw)
-                known[ident] = data if name == MANAGEMENT else from_gerrit(data, name, ident)
+                known[ident] = data if name == MANAGEMENT else from_record(data, name, ident)
                 self.stats.events += 1
             if name == MANAGEMENT:
                 for ident, data in known.items():
