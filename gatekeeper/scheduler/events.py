@@ -27,6 +27,7 @@ class TriggerEvent:
     account: str = ""  # who did it (username)
     id: str = ""  # the event's id in its ZooKeeper queue
     raw: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # failed tries before this one (an event set aside and put back)
 
     @property
     def key(self) -> str:
