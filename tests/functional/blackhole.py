@@ -15,17 +15,25 @@ class BlackholeProxy:
         self._lock = threading.Lock()
         self._pairs: list[tuple[socket.socket, socket.socket, threading.Event]] = []
         self._stopped = threading.Event()
+        self._drop_new = False
 
     def start(self) -> BlackholeProxy:
         threading.Thread(target=self._accept, name="blackhole-accept", daemon=True).start()
         return self
 
-    def blackhole(self) -> int:
-        """Drop, from now on, every byte of the connections open now; returns how many."""
+    def blackhole(self, new_too: bool = False) -> int:
+        """Drop, from now on, every byte of the connections open now (and with `new_too`, of those opened
+        until restore()); returns how many are open."""
         with self._lock:
+            self._drop_new = new_too
             for _, _, dropped in self._pairs:
                 dropped.set()
             return len(self._pairs)
+
+    def restore(self) -> None:
+        """Let new connections through again (the blackholed ones stay dead, as a dropped flow does)."""
+        with self._lock:
+            self._drop_new = False
 
     def stop(self) -> None:
         self._stopped.set()
@@ -51,6 +59,8 @@ class BlackholeProxy:
                 continue
             dropped = threading.Event()
             with self._lock:
+                if self._drop_new:
+                    dropped.set()
                 self._pairs.append((client, upstream, dropped))
             for src, dst in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(src, dst, dropped), daemon=True).start()
