@@ -133,6 +133,7 @@ class Scheduler:
         self._outage_until = 0.0  # the change source was unreachable: no round before this (monotonic)
         self._outage_delay = 0.0
         self._zk_broken = False  # a round failed on ZooKeeper: everything cached is re-read first
+        self._reconnected = threading.Event()  # set when the ZooKeeper session is usable again
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> Scheduler:
@@ -208,8 +209,13 @@ class Scheduler:
             if self._stopping.is_set():
                 break
             if not self.zk.connected:
+                # No decision on half-known state: wait for the session (the 1 s bound is a safety net only).
                 self._idle.clear()
-                continue  # no decision on half-known state: _on_connection wakes us when the session is back
+                self._reconnected.clear()
+                if not self.zk.connected:
+                    self._reconnected.wait(1.0)
+                self._wake.set()
+                continue
             pause = self._outage_until - time.monotonic()
             if pause > 0:
                 self._wake.clear()
@@ -329,6 +335,8 @@ class Scheduler:
             if event == ConnectionEvent.LOST:
                 self._held.clear()
                 self._locks.clear()  # a kazoo Lock still thinks it holds what the expired session held
+        else:
+            self._reconnected.set()
         self.wake()
 
     # -- one round ------------------------------------------------------------------------------------------------

@@ -26,9 +26,9 @@ def own_zk() -> Iterator[LocalZooKeeper]:
         server.cleanup()
 
 
-def client_factory(hosts: str, made: list[ZKClient]) -> Callable[..., ZKClient]:
+def client_factory(hosts: str, made: list[ZKClient], timeout: float = 6.0) -> Callable[..., ZKClient]:
     def make(**kwargs: object) -> ZKClient:
-        kwargs.setdefault("timeout", 6.0)
+        kwargs.setdefault("timeout", timeout)
         client = ZKClient(hosts, chroot="/gatekeeper", **kwargs).start()
         made.append(client)
         return client
@@ -45,7 +45,8 @@ def reported_once(gate: GateHarness, *changes) -> None:
 
 def test_zookeeper_stopped_mid_gate_and_started_again_the_gate_resumes_unaided(tmp_path, own_zk) -> None:
     made: list[ZKClient] = []
-    gate = GateHarness(tmp_path, client_factory(own_zk.hosts, made))
+    # Sessions outlive this outage (the expiry case is the next test): this one is about a suspension.
+    gate = GateHarness(tmp_path, client_factory(own_zk.hosts, made, timeout=20.0))
     try:
         a, b = gate.change("org/a"), gate.change("org/b")
         gate.settle()
@@ -57,6 +58,7 @@ def test_zookeeper_stopped_mid_gate_and_started_again_the_gate_resumes_unaided(t
         gate.approve(c)
         wait_for(lambda: not any(s.zk.connected for s in gate.schedulers), 20, "the scheduler to lose ZooKeeper")
         own_zk.start()
+        wait_for(lambda: all(c.connected for c in made), 60, "every service back on ZooKeeper")
         gate.executor.hold = False
         gate.executor.release()
         wait_for(lambda: [gate.status(x) for x in (a, b, c)] == ["MERGED"] * 3, 120, "all three to merge")
