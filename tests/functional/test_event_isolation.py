@@ -109,3 +109,12 @@ def test_queued_records_that_do_not_read_become_dead_letters_at_once(gate: GateH
     assert letters.list() == [] and letters.total() == 2
     code, out, _ = events_cli(capsys, config, "list", "--json")
     assert code == 0 and json.loads(out)["dead_letters"] == []
+
+
+def test_events_commands_say_when_zookeeper_cannot_be_reached(tmp_path: Path, capsys) -> None:
+    from gatekeeper.zk.server import free_port
+
+    path = tmp_path / "nowhere.yaml"
+    path.write_text(f"zookeeper:\n  hosts: '127.0.0.1:{free_port()}'\n")
+    code, out, err = events_cli(capsys, str(path), "list")
+    assert code == 1 and err.startswith("cannot reach ZooKeeper") and "Traceback" not in out + err
