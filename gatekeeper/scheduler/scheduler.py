@@ -134,6 +134,7 @@ class Scheduler:
         self._outage_delay = 0.0
         self._zk_broken = False  # a round failed on ZooKeeper: everything cached is re-read first
         self._reconnected = threading.Event()  # set when the ZooKeeper session is usable again
+        self._lock_watched: set[str] = set()  # pipelines whose lock, held elsewhere, we wait on
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> Scheduler:
@@ -288,10 +289,28 @@ class Scheduler:
             if not lock.acquire(blocking=False):
                 return False
         elif not lock.acquire(blocking=False):
+            self._watch_lock(name)
             return False  # the holder sees the same events and results, and applies them
         self._held[name] = time.monotonic()
         self._fresh.discard(name)
         return True
+
+    def _watch_lock(self, name: str) -> None:
+        """Wake when the holder of `name`'s lock lets go (or its session expires, as when it was killed): the
+        work it left is ours to do then, not at the next safety round."""
+        if name in self._lock_watched:
+            return
+        self._lock_watched.add(name)
+
+        def changed(event) -> None:
+            self._lock_watched.discard(name)
+            self._idle.clear()
+            self._wake.set()
+
+        try:
+            self.zk.client.get_children(paths.lock("pipeline", name), watch=changed)
+        except NoNodeError:
+            self._lock_watched.discard(name)
 
     def _still_ours(self, lock) -> bool:
         stat = self.zk.client.exists(lock.node) if lock.node else None
@@ -335,6 +354,7 @@ class Scheduler:
             if event == ConnectionEvent.LOST:
                 self._held.clear()
                 self._locks.clear()  # a kazoo Lock still thinks it holds what the expired session held
+                self._lock_watched.clear()  # the session's watches are gone with it
         else:
             self._reconnected.set()
         self.wake()

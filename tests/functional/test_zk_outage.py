@@ -3,6 +3,7 @@ also when the scheduler's session expired meanwhile. A ZooKeeper of these tests'
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -115,3 +116,31 @@ def test_scheduler_session_expired_mid_gate_resumes_unaided(tmp_path, own_zk) ->
         ProxiedSchedulerGate.proxy.stop()
         for client in made:
             client.stop()
+
+
+def test_work_left_under_a_dead_schedulers_lock_is_taken_up_when_its_session_ends(
+        tmp_path, zk_factory: Callable[..., ZKClient], monkeypatch) -> None:
+    from gatekeeper.scheduler import scheduler as scheduler_module
+
+    # No safety round and no lease expiry to fall back on: only the lock watch can wake the survivor.
+    monkeypatch.setattr(scheduler_module, "SAFETY_INTERVAL", 600.0)
+    monkeypatch.setattr(scheduler_module, "LOCK_LEASE", 600.0)
+    gate = GateHarness(tmp_path, zk_factory)
+    hang = threading.Event()
+    try:
+        [first] = gate.schedulers
+        a = gate.change("org/a")
+        gate.settle()
+        gate.executor.hold = True
+        gate.approve(a)
+        wait_for(lambda: "gate" in first._held and gate.executor.held(), 60, "the first scheduler to gate it")
+        first.run_round = lambda refresh=False: hang.wait()  # it hangs (or was killed): its session and lock live on
+        survivor = gate.start_scheduler()
+        gate.executor.hold = False
+        gate.executor.release()  # the results wake the survivor, which finds the gate locked
+        wait_for(lambda: "gate" in survivor._lock_watched, 60, "the survivor to find the lock held")
+        first.zk.client.stop()  # the dead scheduler's session ends: its lock goes
+        wait_for(lambda: gate.status(a) == "MERGED", 60, "the survivor to take up the gate")
+    finally:
+        hang.set()
+        gate.stop()
