@@ -90,6 +90,9 @@ class Rig:
         self.changes: list[Change] = []  # every valid approved change
         self.recoveries: dict[str, float] = {}
         self.false: list[str] = []  # the false reports, for the summary
+        self.doubles: list[str] = []
+        self.phase = "start"
+        self.phase_of: dict[int, str] = {}  # change number -> the scenario it was approved in
 
     def _zk(self) -> ZKClient:
         client = ZKClient(self.zk.hosts, chroot="/gatekeeper", timeout=10.0).start()
@@ -108,6 +111,7 @@ class Rig:
         change = self.sim.create_change(project, f"Change {len(self.sim.changes) + 1}", owner="jane")
         self.sim.approve(change, "rita")
         self.changes.append(change)
+        self.phase_of[change.number] = self.phase
         return change
 
     def merged(self, *changes: Change) -> bool:
@@ -218,11 +222,16 @@ class Rig:
             failed = [m for m in messages if "Build failed" in m or "could not be merged" in m]
             merged += status == "MERGED"
             lost += status != "MERGED" and not failed
-            double += sum("Starting gate jobs." in m for m in messages) > 1 or \
-                sum("Build succeeded (gate pipeline)." in m for m in messages) > 1
+            starts = sum("Starting gate jobs." in m for m in messages)
+            successes = sum("Build succeeded (gate pipeline)." in m for m in messages)
+            if starts > 1 or successes > 1:
+                double += 1
+                self.doubles.append(f"{change.number} ({self.phase_of.get(change.number, '?')}): {starts} start, "
+                                    f"{successes} success messages")
             if status == "MERGED" and failed:
                 false += 1
-                self.false.append(f"{change.number}: {failed[0].splitlines()[-1][:120]}")
+                self.false.append(f"{change.number} ({self.phase_of.get(change.number, '?')}): "
+                                  f"{failed[0].splitlines()[-1][:120]}")
         return {"changes": len(self.changes), "merged": merged, "lost": lost, "double_reports": double,
                 "false_reports": false}
 
@@ -247,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def timed(name: str, func: Callable, *a: object) -> object:
             t0 = time.monotonic()
+            rig.phase = name
             out = func(*a)
             phases.append(f"{name} {time.monotonic() - t0:.1f}s")
             return out
@@ -273,6 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"double reports {figures['double_reports']}, false reports {figures['false_reports']} (targets 0)")
     for text in rig.false:
         print(f"false report on merged change {text}")
+    for text in rig.doubles:
+        print(f"double report on change {text}")
     print(f"poison kinds survived        {figures['poison_survived']} of {figures['poison_kinds']} (target all, >= 10)")
     print(f"dead stream noticed after    {figures['stream_dead_detect_s']:.1f} s (target <= 15)")
     print(f"longest recovery             {figures['max_recovery_s']:.1f} s (target <= 10)")
