@@ -154,6 +154,7 @@ class Rig:
         self.sim.faults.fail_matching("query", f"change:{stuck.number}")
         self.sim.approve(stuck, "rita")
         self.changes.append(stuck)
+        self.phase_of[stuck.number] = "poison (query failing)"
         after = self.approve_new()
         moved = False
         try:
