@@ -95,18 +95,20 @@ def test_queued_records_that_do_not_read_become_dead_letters_at_once(gate: GateH
     queue = EventQueue(gate.zk, paths.event_queue("gerrit"))
     queue.put({"type": "comment-added", "change_number": "abc", "patchset": 1})
     gate.zk.client.create(f"{queue.path}/q-", b"\xff\xfe not json", sequence=True)
+    EventQueue(gate.zk, paths.management_queue()).put([1, 2])  # an operator request that is not an object
     a = gate.change("org/a")
     gate.approve(a)
     gate.settle()
     assert gate.status(a) == "MERGED"
     letters = DeadLetters(gate.zk)
-    dead = letters.list()
-    assert len(dead) == 2 and all(x.attempts == 1 for x in dead)
+    dead = sorted(letters.list(), key=lambda x: (x.queue, x.ident))
+    assert len(dead) == 3 and all(x.attempts == 1 for x in dead)
     assert "change_number is 'abc', expected an integer" in dead[0].error
     assert "UnicodeDecodeError" in dead[1].error
+    assert dead[2].queue == "management" and "is not an object" in dead[2].error
     code, out, _ = events_cli(capsys, config, "discard", "--all")
-    assert code == 0 and out.count(": discarded") == 2
-    assert letters.list() == [] and letters.total() == 2
+    assert code == 0 and out.count(": discarded") == 3
+    assert letters.list() == [] and letters.total() == 3
     code, out, _ = events_cli(capsys, config, "list", "--json")
     assert code == 0 and json.loads(out)["dead_letters"] == []
 
@@ -118,3 +120,26 @@ def test_events_commands_say_when_zookeeper_cannot_be_reached(tmp_path: Path, ca
     path.write_text(f"zookeeper:\n  hosts: '127.0.0.1:{free_port()}'\n")
     code, out, err = events_cli(capsys, str(path), "list")
     assert code == 1 and err.startswith("cannot reach ZooKeeper") and "Traceback" not in out + err
+
+
+def test_an_event_whose_processing_raises_is_set_aside_and_the_rest_merges(gate: GateHarness, monkeypatch) -> None:
+    from gatekeeper.scheduler.manager import PipelineManager
+
+    a, b = gate.change("org/a"), gate.change("org/b")
+    gate.settle()
+    original = PipelineManager.apply_trigger
+
+    def apply_trigger(manager: PipelineManager, event) -> None:
+        if event.change == a.number:
+            raise ValueError("a bug on this event's path")
+        original(manager, event)
+
+    monkeypatch.setattr(PipelineManager, "apply_trigger", apply_trigger)
+    gate.approve(a, b)
+    letters = DeadLetters(gate.zk)
+    wait_for(lambda: letters.list(), 30, "the failing event to become a dead letter")
+    gate.settle()
+    assert gate.status(b) == "MERGED" and gate.status(a) == "NEW"
+    [letter] = letters.list()
+    assert letter.about == "comment-added 1,1" and letter.error == "ValueError: a bug on this event's path"
+    assert letter.attempts == len(FAST_RETRIES) + 1
