@@ -39,10 +39,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gatekeeper.gitrepo import ssh_command  # noqa: E402
 from gatekeeper.merger.service import MergerService  # noqa: E402
-from gatekeeper.sim.executor import TestExecutor  # noqa: E402
 from gatekeeper.sim.gerrit import Change, GerritSimulator  # noqa: E402
 from gatekeeper.zk.client import ZKClient  # noqa: E402
 from gatekeeper.zk.server import LocalZooKeeper  # noqa: E402
+from tests.executor import TestExecutor  # noqa: E402
 from tests.functional.blackhole import BlackholeProxy  # noqa: E402
 from tests.functional.gate_harness import LAYOUT, PROJECTS  # noqa: E402
 from tests.functional.poison import poison_lines  # noqa: E402

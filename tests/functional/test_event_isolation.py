@@ -18,7 +18,8 @@ from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.deadletter import DeadLetters
 from gatekeeper.zk.event_queue import EventQueue
-from tests.functional.gate_harness import GateHarness, wait_for
+from tests.functional.gate_harness import GateHarness
+from tests.helpers import wait_for
 
 FAST_RETRIES = (0.2, 0.4, 0.8)
 

@@ -9,8 +9,9 @@ from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.deadletter import DeadLetters
 from gatekeeper.zk.event_queue import EventQueue
-from tests.functional.gate_harness import GateHarness, wait_for
+from tests.functional.gate_harness import GateHarness
 from tests.functional.poison import poison_lines
+from tests.helpers import wait_for
 
 
 def test_every_kind_of_poison_event_is_survived_and_the_gate_keeps_moving(

@@ -9,7 +9,8 @@ from collections.abc import Callable
 from gatekeeper.gerrit.connection import GerritConnection
 from gatekeeper.zk.client import ZKClient
 from tests.functional.blackhole import BlackholeProxy
-from tests.functional.gate_harness import CONNECTION, GateHarness, wait_for
+from tests.functional.gate_harness import CONNECTION, GateHarness
+from tests.helpers import wait_for
 
 
 class ProxiedGate(GateHarness):

@@ -14,7 +14,8 @@ from gatekeeper.zk import paths
 from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.server import LocalZooKeeper
 from tests.functional.blackhole import BlackholeProxy
-from tests.functional.gate_harness import CONNECTION, GateHarness, wait_for
+from tests.functional.gate_harness import CONNECTION, GateHarness
+from tests.helpers import wait_for
 
 
 @pytest.fixture
