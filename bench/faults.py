@@ -241,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter outages (within 120 s)")
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (service logs) and say where")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -276,7 +277,10 @@ def main(argv: list[str] | None = None) -> int:
         raise
     finally:
         rig.stop()
-        shutil.rmtree(root, ignore_errors=True)
+        if args.keep:
+            print(f"logs and state kept in {root}")
+        else:
+            shutil.rmtree(root, ignore_errors=True)
     print("phases: " + ", ".join(phases))
     for name, seconds in rig.recoveries.items():
         print(f"recovery after {name:22s} {seconds:.1f} s")
