@@ -4,6 +4,10 @@
 event gatekeeper acts on: malformed JSON, a non-object, no `type`, an unknown type, or a `ref-updated` of a
 `refs/changes/*` ref (NoteDb noise). Such lines are logged with their text and skipped, never raised.
 
+This is the one place Gerrit's JSON is read. Every event is validated here, at the edge: a field of the wrong
+type or a missing field the gate needs (`change.number`, `patchSet.number`, `project`, `branch`, approvals, ...)
+rejects the whole event with a warning naming the field, so nothing downstream ever sees half an event.
+
 Every event round-trips through `to_dict()` / `GerritEvent.from_dict()` (dispatching on `type`), which is how
 events travel through the ZooKeeper event queue.
 """
@@ -14,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self
 
@@ -42,6 +47,7 @@ class Approval:
 
     @classmethod
     def from_gerrit(cls, data: dict) -> Approval:
+        """Build from one (already validated) entry of Gerrit's approvals list."""
         old = data.get("oldValue")
         by = data.get("by")
         return cls(
@@ -51,6 +57,15 @@ class Approval:
             description=data.get("description"),
             by=by.get("username") if isinstance(by, dict) else None,
         )
+
+
+class MalformedEvent(ValueError):
+    """A Gerrit event with a field of the wrong type, or without a field the gate needs; `field` names it."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field} {problem}")
 
 
 _TYPES: dict[str, type[GerritEvent]] = {}
@@ -68,6 +83,8 @@ class GerritEvent:
     TYPE: ClassVar[str] = ""
     VERSION: ClassVar[int] = 1
     ACTOR_KEY: ClassVar[str] = ""
+    ABOUT_CHANGE: ClassVar[bool] = False  # the event concerns a change: change.number, project, branch required
+    NEEDS_PATCHSET: ClassVar[bool] = False  # ... and a patch set: patchSet.number required
 
     type: str = ""
     project: str | None = None
@@ -118,7 +135,11 @@ class GerritEvent:
 
     @classmethod
     def from_gerrit(cls, data: dict) -> Self:
-        """Build from Gerrit's JSON object; missing fields stay None (Gerrit: "any field may be missing")."""
+        """Build from Gerrit's JSON object; raises MalformedEvent naming the first field that is wrong.
+
+        Optional fields Gerrit leaves out stay None ("any field may be missing"); the fields the gate acts on
+        are required for the event types that carry them."""
+        cls.validate(data)
         change = _dict(data.get("change"))
         patchset = _dict(data.get("patchSet"))
         ref_update = _dict(data.get("refUpdate"))
@@ -156,6 +177,54 @@ class GerritEvent:
             raw=data,
         )
 
+    @classmethod
+    def validate(cls, data: dict) -> None:
+        """Raise MalformedEvent unless `data` has what this event type needs, each field of the right type."""
+        change = _object(data, "change", required=cls.ABOUT_CHANGE)
+        patchset = _object(data, "patchSet", required=cls.NEEDS_PATCHSET)
+        if change is not None:
+            _number(change, "change.number", required=cls.ABOUT_CHANGE)
+            _text(change, "change.branch", required=cls.ABOUT_CHANGE)
+            for name in ("project", "id", "subject", "url", "status", "topic"):
+                _text(change, f"change.{name}")
+            _object(change, "change.owner")
+        if cls.ABOUT_CHANGE and not isinstance((change or {}).get("project"), str) \
+                and not isinstance(data.get("project"), str):
+            raise MalformedEvent("change.project", "is missing (no project names the change)")
+        if patchset is not None:
+            _number(patchset, "patchSet.number", required=cls.NEEDS_PATCHSET)
+            for name in ("ref", "revision"):
+                _text(patchset, f"patchSet.{name}")
+        if "project" in data and not isinstance(data["project"], str | dict):
+            raise MalformedEvent("project", f"is {_show(data['project'])}, expected a project name")
+        ref_update = _object(data, "refUpdate", required=cls.TYPE == "ref-updated")
+        if ref_update is not None:
+            _text(ref_update, "refUpdate.refName", required=True)
+            _text(ref_update, "refUpdate.project", required=True)
+            for name in ("oldRev", "newRev"):
+                _text(ref_update, f"refUpdate.{name}")
+        if cls.TYPE == "project-created":
+            _text(data, "projectName", required=True)
+        for name in ("refName", "comment", "newRev", "projectName"):
+            _text(data, name)
+        _number(data, "eventCreatedOn", minimum=0)
+        if cls.ACTOR_KEY:
+            actor = _object(data, cls.ACTOR_KEY)
+            if actor is not None:
+                _text(actor, f"{cls.ACTOR_KEY}.username")
+        approvals = data.get("approvals")
+        if approvals is not None:
+            if not isinstance(approvals, list):
+                raise MalformedEvent("approvals", f"is {_show(approvals)}, expected a list")
+            for i, approval in enumerate(approvals):
+                where = f"approvals[{i}]"
+                if not isinstance(approval, dict):
+                    raise MalformedEvent(where, f"is {_show(approval)}, expected an object")
+                if not isinstance(approval.get("type") or approval.get("description"), str):
+                    raise MalformedEvent(f"{where}.type", f"is {_show(approval.get('type'))}, expected a label")
+                _number(approval, f"{where}.value", required=True, minimum=None)
+                _number(approval, f"{where}.oldValue", minimum=None)
+
     # -- convenience ------------------------------------------------------------------------------------------
     @property
     def change_key(self) -> str | None:
@@ -191,31 +260,39 @@ class GerritEvent:
 class PatchsetCreatedEvent(GerritEvent):
     TYPE = "patchset-created"
     ACTOR_KEY = "uploader"
+    ABOUT_CHANGE = True
+    NEEDS_PATCHSET = True
 
 
 class CommentAddedEvent(GerritEvent):
     TYPE = "comment-added"
     ACTOR_KEY = "author"
+    ABOUT_CHANGE = True
+    NEEDS_PATCHSET = True
 
 
 class ChangeMergedEvent(GerritEvent):
     TYPE = "change-merged"
     ACTOR_KEY = "submitter"
+    ABOUT_CHANGE = True
 
 
 class ChangeAbandonedEvent(GerritEvent):
     TYPE = "change-abandoned"
     ACTOR_KEY = "abandoner"
+    ABOUT_CHANGE = True
 
 
 class ChangeRestoredEvent(GerritEvent):
     TYPE = "change-restored"
     ACTOR_KEY = "restorer"
+    ABOUT_CHANGE = True
 
 
 class ChangeDeletedEvent(GerritEvent):
     TYPE = "change-deleted"
     ACTOR_KEY = "deleter"
+    ABOUT_CHANGE = True
 
 
 class RefUpdatedEvent(GerritEvent):
@@ -226,36 +303,43 @@ class RefUpdatedEvent(GerritEvent):
 class ReviewerAddedEvent(GerritEvent):
     TYPE = "reviewer-added"
     ACTOR_KEY = "adder"
+    ABOUT_CHANGE = True
 
 
 class ReviewerDeletedEvent(GerritEvent):
     TYPE = "reviewer-deleted"
     ACTOR_KEY = "remover"
+    ABOUT_CHANGE = True
 
 
 class VoteDeletedEvent(GerritEvent):
     TYPE = "vote-deleted"
     ACTOR_KEY = "remover"
+    ABOUT_CHANGE = True
 
 
 class WipStateChangedEvent(GerritEvent):
     TYPE = "wip-state-changed"
     ACTOR_KEY = "changer"
+    ABOUT_CHANGE = True
 
 
 class PrivateStateChangedEvent(GerritEvent):
     TYPE = "private-state-changed"
     ACTOR_KEY = "changer"
+    ABOUT_CHANGE = True
 
 
 class TopicChangedEvent(GerritEvent):
     TYPE = "topic-changed"
     ACTOR_KEY = "changer"
+    ABOUT_CHANGE = True
 
 
 class HashtagsChangedEvent(GerritEvent):
     TYPE = "hashtags-changed"
     ACTOR_KEY = "editor"
+    ABOUT_CHANGE = True
 
 
 class ProjectCreatedEvent(GerritEvent):
@@ -286,7 +370,7 @@ def parse_event(line: str | bytes) -> GerritEvent | None:
         return None
     try:
         data = json.loads(text)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nesting deeper than the parser's stack
         log.warning("Gerrit sent a line that is not JSON (%s): %r", e, text[:MAX_LOGGED_TEXT])
         return None
     if not isinstance(data, dict):
@@ -300,14 +384,21 @@ def event_from_gerrit(data: dict, text: str | None = None) -> GerritEvent | None
     if text is None:
         text = json.dumps(data)[:MAX_LOGGED_TEXT]
     etype = data.get("type")
-    cls = _TYPES.get(etype) if isinstance(etype, str) else None
+    if not isinstance(etype, str):
+        log.warning("Rejected a malformed Gerrit event: type is %s, expected a string: %r", _show(etype),
+                    text[:MAX_LOGGED_TEXT])
+        return None
+    cls = _TYPES.get(etype)
     if cls is None:
-        log.info("Skipping Gerrit event of unknown type %r: %r", etype, text[:MAX_LOGGED_TEXT])
+        log.debug("Ignoring Gerrit event of unknown type %r: %r", etype, text[:MAX_LOGGED_TEXT])
         return None
     try:
         event = cls.from_gerrit(data)
-    except Exception as e:  # a field of the wrong shape must not stop the listener
-        log.warning("Skipping malformed Gerrit %s event (%s): %r", etype, e, text[:MAX_LOGGED_TEXT])
+    except MalformedEvent as e:
+        log.warning("Rejected a malformed Gerrit %s event: %s: %r", etype, e, text[:MAX_LOGGED_TEXT])
+        return None
+    except Exception as e:  # a shape validate() did not foresee must not stop the listener either
+        log.warning("Rejected a malformed Gerrit %s event (%s): %r", etype, e, text[:MAX_LOGGED_TEXT])
         return None
     if is_noise(event):
         return None
@@ -316,6 +407,53 @@ def event_from_gerrit(data: dict, text: str | None = None) -> GerritEvent | None
 
 def _dict(value: Any) -> dict:
     return value if isinstance(value, dict) else {}
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else repr(value)
+    return "missing" if value is None else (text if len(text) <= 40 else text[:37] + "...")
+
+
+def _leaf(name: str) -> str:
+    return name.rsplit(".", 1)[-1]
+
+
+def _object(data: dict, name: str, required: bool = False) -> dict | None:
+    value = data.get(_leaf(name))
+    if value is None:
+        if required:
+            raise MalformedEvent(name, "is missing")
+        return None
+    if not isinstance(value, dict):
+        raise MalformedEvent(name, f"is {_show(value)}, expected an object")
+    return value
+
+
+def _text(data: dict, name: str, required: bool = False) -> None:
+    value = data.get(_leaf(name))
+    if value is None:
+        if required:
+            raise MalformedEvent(name, "is missing")
+    elif not isinstance(value, str):
+        raise MalformedEvent(name, f"is {_show(value)}, expected a string")
+
+
+def _number(data: dict, name: str, required: bool = False, minimum: int | None = 1) -> None:
+    """An integer, or a string of one (Gerrit 2.x sent numbers, and always sends votes, as strings)."""
+    value = data.get(_leaf(name))
+    if value is None:
+        if required:
+            raise MalformedEvent(name, "is missing")
+        return
+    number: int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value
+    elif isinstance(value, str) and re.fullmatch(r"[+-]?\d{1,18}", value.strip()):
+        number = int(value)
+    if number is None:
+        raise MalformedEvent(name, f"is {_show(value)}, expected an integer")
+    if minimum is not None and number < minimum:
+        raise MalformedEvent(name, f"is {number}, expected at least {minimum}")
 
 
 def _int(value: Any, default: Any) -> Any:

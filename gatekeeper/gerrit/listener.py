@@ -25,7 +25,7 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, Roll
 from gatekeeper.gerrit import catchup
 from gatekeeper.gerrit.client import GerritClient, GerritError
 from gatekeeper.gerrit.events import DroppedOutputEvent, GerritEvent, parse_event
-from gatekeeper.gerrit.watcher import StreamWatcher
+from gatekeeper.gerrit.watcher import KEEPALIVE_INTERVAL_S, KEEPALIVE_TIMEOUT_S, StreamWatcher
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.event_queue import PREFIX, EventQueue
@@ -67,13 +67,16 @@ class EventListener:
         backoff_min: float = 0.2,
         backoff_max: float = 30.0,
         identity: str | None = None,
+        keepalive_interval: float = KEEPALIVE_INTERVAL_S,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT_S,
     ) -> None:
         self.name = name
         self.zk = zk
         self.client = client
         self.catch_up = catch_up
         self._watcher_args = dict(hostname=hostname, port=port, username=username, keyfile=keyfile,
-                                  backoff_min=backoff_min, backoff_max=backoff_max, name=name)
+                                  backoff_min=backoff_min, backoff_max=backoff_max, name=name,
+                                  keepalive_interval=keepalive_interval, keepalive_timeout=keepalive_timeout)
         self.identity = identity or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.queue = EventQueue(zk, paths.event_queue(name))
         self.state_path = paths.connection_state(name)
@@ -92,6 +95,7 @@ class EventListener:
         self.on_enqueued: Callable[[list[GerritEvent]], None] | None = None
         self.catch_ups = 0
         self.streams = 0  # stream connections handled while leader (each one caught up before its events)
+        self.watcher: StreamWatcher | None = None  # the stream while leader
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -162,6 +166,7 @@ class EventListener:
             on_connected=lambda: inbox.put(CONNECTED),
             **self._watcher_args,
         )
+        self.watcher = watcher
         self._leading.set()
         watcher.start()
         try:

@@ -4,6 +4,11 @@ with capped exponential backoff.
 gerritlib 0.11 reads one line per poll() wake-up, so lines already pulled into paramiko's BufferedFile wait
 until more bytes arrive; it has no stop(), and after a clean EOF it reconnects in a tight loop leaking the old
 client. This subclass keeps gerritlib's connection handling and states and replaces the read loop.
+
+A stream can also die silently (packets dropped, nothing closed): TCP would notice only after minutes of
+retransmits. So every `keepalive_interval` seconds the watcher sends an SSH global request that wants a reply
+(any reply, even a refusal, proves the peer alive); no reply within `keepalive_timeout` seconds and the
+connection is dropped and opened again, and the caller catches up on what it missed (`on_connected`).
 """
 
 from __future__ import annotations
@@ -21,6 +26,35 @@ log = logging.getLogger("gatekeeper.gerrit.watcher")
 
 MAX_LINE_BYTES = 4 * 1024 * 1024  # Gerrit events are a few KiB; a longer line is garbage and skipped
 HEALTHY_STREAM_S = 10.0  # a stream that lived this long resets the backoff
+KEEPALIVE_INTERVAL_S = 5.0  # how often a silent-death probe is sent on the stream's SSH connection
+KEEPALIVE_TIMEOUT_S = 5.0  # no answer within this long: the connection is dead (detected within 10-11 s)
+
+
+class StreamDead(RuntimeError):
+    """The stream's SSH connection stopped answering (a network blackhole, a wedged server)."""
+
+
+class KeepaliveProbe:
+    """One SSH global request with want_reply on a transport, answered or not: paramiko's global_request()
+    blocks without a deadline, so it runs in a thread of its own and the watcher checks the clock."""
+
+    def __init__(self, transport: paramiko.Transport) -> None:
+        self.transport = transport
+        self.sent_at = time.monotonic()
+        self.answered = threading.Event()
+        threading.Thread(target=self._ask, name="gerrit-stream-keepalive", daemon=True).start()
+
+    def _ask(self) -> None:
+        try:
+            # Gerrit (like OpenSSH) refuses the unknown request: the refusal is the answer we want.
+            self.transport.global_request("keepalive@openssh.com", wait=True)
+        except Exception:
+            pass  # the transport died: the stream read fails on its own
+        finally:
+            self.answered.set()
+
+    def overdue(self, timeout: float) -> bool:
+        return not self.answered.is_set() and time.monotonic() - self.sent_at > timeout
 
 
 class TimedSSHConnection(gerritlib.GerritConnection):
@@ -80,6 +114,8 @@ class StreamWatcher(gerritlib.GerritWatcher):
         backoff_max: float = 30.0,
         max_line_bytes: int = MAX_LINE_BYTES,
         name: str = "gerrit",
+        keepalive_interval: float = KEEPALIVE_INTERVAL_S,
+        keepalive_timeout: float = KEEPALIVE_TIMEOUT_S,
     ) -> None:
         connection = TimedSSHConnection(username, hostname, port, keyfile, connect_timeout)
         super().__init__(_Sink(connection), connection_attempts=1, retry_delay=backoff_min)
@@ -91,6 +127,9 @@ class StreamWatcher(gerritlib.GerritWatcher):
         self.backoff_min = backoff_min
         self.backoff_max = backoff_max
         self.max_line_bytes = max_line_bytes
+        self.keepalive_interval = keepalive_interval
+        self.keepalive_timeout = keepalive_timeout
+        self.dead_streams = 0  # connections dropped because they stopped answering keepalives
         self._stop_event = threading.Event()
         self._client: paramiko.SSHClient | None = None
         self._discarding = False
@@ -138,6 +177,10 @@ class StreamWatcher(gerritlib.GerritWatcher):
         try:
             self._consume(client)
             log.info("Gerrit stream-events from %s:%s ended", self.connection.hostname, self.connection.port)
+        except StreamDead as e:
+            self.dead_streams += 1
+            log.warning("Gerrit stream-events from %s:%s: %s; reconnecting", self.connection.hostname,
+                        self.connection.port, e)
         except Exception as e:
             if not self._stop_event.is_set():
                 log.warning("Gerrit stream-events from %s:%s failed: %s", self.connection.hostname,
@@ -177,12 +220,22 @@ class StreamWatcher(gerritlib.GerritWatcher):
     def _listen(self, stdout: paramiko.ChannelFile, stderr: object) -> None:
         poll = select.poll()
         poll.register(stdout.channel, select.POLLIN)
+        transport = stdout.channel.get_transport()
+        probe: KeepaliveProbe | None = None
+        next_probe = time.monotonic() + self.keepalive_interval
         while self.state != gerritlib.DISCONNECTED and not self._stop_event.is_set():
-            for _fd, event in poll.poll(1000):
+            for _fd, event in poll.poll(500):
                 if event & select.POLLIN:
                     self._read(stdout)
                 else:
                     raise RuntimeError(f"poll event {event} on the stream-events channel")
+            if not self.keepalive_interval:
+                continue
+            if probe is not None and probe.overdue(self.keepalive_timeout):
+                raise StreamDead(f"no answer to an SSH keepalive within {self.keepalive_timeout:.0f}s")
+            if (probe is None or probe.answered.is_set()) and time.monotonic() >= next_probe:
+                probe = KeepaliveProbe(transport)
+                next_probe = time.monotonic() + self.keepalive_interval
 
     def _read(self, fd: paramiko.ChannelFile) -> None:
         # Zuul's fix: keep reading while paramiko's buffer holds data, or those lines wait for the next packet.

@@ -1,8 +1,10 @@
-"""`gatekeeper scheduler` (the service) and the operator requests `enqueue`, `dequeue`, `promote`, `reload`."""
+"""`gatekeeper scheduler` (the service), the operator requests `enqueue`, `dequeue`, `promote`, `reload`, and
+`gatekeeper events list|replay|discard` for the events that kept failing (the dead letters)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -16,6 +18,7 @@ from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
+from gatekeeper.zk.deadletter import DeadLetters, FailedEvent
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.record import decode
 
@@ -90,6 +93,87 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     return _request(args, {"action": "reload"})
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch)) if epoch else "-"
+
+
+def _letter_json(letter: FailedEvent) -> dict[str, Any]:
+    return {"id": letter.ident, "queue": letter.queue, "about": letter.about, "error": letter.error,
+            "attempts": letter.attempts, "first_failed_at": letter.first_failed_at, "failed_at": letter.failed_at,
+            "event": letter.event}
+
+
+def _letters(args: argparse.Namespace) -> tuple[ZKClient, DeadLetters] | None:
+    try:
+        zk = _zk(args)
+    except Exception as exc:  # kazoo's timeout, a refused connection, a bad chroot: say so, no traceback
+        print(f"cannot reach ZooKeeper: {exc}", file=sys.stderr)
+        return None
+    return zk, DeadLetters(zk)
+
+
+def cmd_events_list(args: argparse.Namespace) -> int:
+    opened = _letters(args)
+    if opened is None:
+        return 1
+    zk, letters = opened
+    try:
+        dead = letters.list()
+        waiting = letters.retries()
+        total = letters.total()
+    finally:
+        zk.stop()
+    if args.json:
+        print(json.dumps({"dead_letters": [_letter_json(x) for x in dead], "total": total,
+                          "retrying": [_letter_json(x) for x in waiting]}, indent=2))
+        return 0
+    if not dead:
+        print("no dead letters")
+    for letter in dead:
+        print(f"{letter.ident}  {letter.queue}  {letter.about or '-'}  {letter.attempts} attempt(s), "
+              f"last failed {_when(letter.failed_at)}")
+        print(f"    {letter.error}")
+    if waiting:
+        print(f"{len(waiting)} event(s) waiting to be tried again: "
+              + ", ".join(f"{x.about or x.queue} at {_when(x.retry_at)}" for x in waiting))
+    print(f"{total} event(s) became dead letters in all")
+    return 0
+
+
+def _each_letter(args: argparse.Namespace, act: str) -> int:
+    opened = _letters(args)
+    if opened is None:
+        return 1
+    zk, letters = opened
+    code = 0
+    try:
+        idents = [x.ident for x in letters.list()] if args.all else args.ids
+        for ident in idents:
+            if act == "replay":
+                new = letters.replay(ident)
+                done = new is not None
+                message = f"{ident}: back in its queue as {new}"
+            else:
+                done = letters.discard(ident)
+                message = f"{ident}: discarded"
+            if done:
+                print(message)
+            else:
+                print(f"{ident}: no such dead letter (see `gatekeeper events list`)", file=sys.stderr)
+                code = 4
+    finally:
+        zk.stop()
+    return code
+
+
+def cmd_events_replay(args: argparse.Namespace) -> int:
+    return _each_letter(args, "replay")
+
+
+def cmd_events_discard(args: argparse.Namespace) -> int:
+    return _each_letter(args, "discard")
 
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
@@ -167,3 +251,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--timeout", type=types.positive_number, default=30.0)
     p.set_defaults(func=cmd_reload)
+
+    events = sub.add_parser("events", help="events that kept failing (dead letters): list, replay or discard them")
+    actions = events.add_subparsers(dest="events_action", metavar="ACTION", required=True)
+    p = actions.add_parser("list", help="the dead letters with their errors, and events waiting for a retry")
+    add_config_args(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_events_list)
+    for name, func, helptext in (
+        ("replay", cmd_events_replay, "put dead letters back into their queues (processed again, from scratch)"),
+        ("discard", cmd_events_discard, "delete dead letters for good"),
+    ):
+        p = actions.add_parser(name, help=helptext)
+        add_config_args(p)
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("ids", nargs="*", default=[], metavar="ID", help="dead letter ids, e.g. d-0000000003")
+        which.add_argument("--all", action="store_true", help="every dead letter")
+        p.set_defaults(func=func)

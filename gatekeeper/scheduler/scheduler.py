@@ -6,6 +6,11 @@ loop, save the state (with the requests it made) and unlock.  Rounds start from 
 
 Trigger and management events stay in their queues until every pipeline's cursor has passed them, so any number
 of schedulers can run: each pipeline is processed by one of them at a time, and no event is applied twice.
+
+One event never holds up the others: an event that does not read, or whose change cannot be looked up, or whose
+processing raises, is moved out of its queue (gatekeeper.zk.deadletter) and tried again later with backoff, and
+after its last try kept as a dead letter for operators. Only a Gerrit that cannot be reached at all (an outage,
+not this event's fault) makes the scheduler wait, with backoff, before trying the same events again.
 """
 
 from __future__ import annotations
@@ -18,14 +23,15 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, NodeExistsError, NoNodeError, SessionExpiredError
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from gatekeeper.config.layout import Layout
 from gatekeeper.config.store import publish_layout, read_layout
 from gatekeeper.config.yamlfile import ConfigErrors
+from gatekeeper.gerrit.client import GerritUnavailableError
 from gatekeeper.scheduler.backend import Reporter, ReportQueue, ZKBackend
-from gatekeeper.scheduler.events import TriggerEvent, from_gerrit
+from gatekeeper.scheduler.events import TriggerEvent, UnreadableEvent, from_record
 from gatekeeper.scheduler.interfaces import ChangeSource
 from gatekeeper.scheduler.manager import PipelineManager
 from gatekeeper.scheduler.model import Change, PipelineState
@@ -35,6 +41,7 @@ from gatekeeper.zk import paths
 from gatekeeper.zk.builds import BuildResult
 from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.components import Component
+from gatekeeper.zk.deadletter import ATTEMPTS_KEY, DeadLetters
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.merges import MergeResult
 from gatekeeper.zk.record import decode, encode
@@ -45,6 +52,24 @@ MANAGEMENT = "management"
 SAFETY_INTERVAL = 10.0  # a round at least this often, in case a watch was lost
 EVENT_BATCH = 32  # consumed events are deleted this many at a time (or when the scheduler is quiet)
 LOCK_LEASE = 1.0  # a pipeline lock is kept this long after its last pass, so a burst of events costs one lock
+RETRY_DELAYS = (1.0, 3.0, 9.0)  # a failing event is tried again after these delays, then becomes a dead letter
+OUTAGE_BACKOFF = (0.5, 10.0)  # while the change source cannot be reached at all: first and longest wait
+ZK_ERRORS = (ConnectionLoss, SessionExpiredError, ConnectionClosedError)
+
+
+class SourceOutage(Exception):
+    """The change source (Gerrit) cannot be reached at all: no event is to blame; wait and try them again."""
+
+
+class EventFailed(Exception):
+    """Processing one event raised: that event is set aside and the pass runs again without it."""
+
+    def __init__(self, queue: str, ident: str, event: TriggerEvent, error: BaseException) -> None:
+        super().__init__(f"{queue} event {ident}: {error}")
+        self.queue = queue
+        self.ident = ident
+        self.event = event
+        self.error = error
 
 
 def seq(ident: str) -> int:
@@ -59,6 +84,9 @@ class SchedulerStats:
     events: int = 0
     cpu: float = 0.0  # seconds of this scheduler's thread spent in rounds
     reports: int = 0
+    events_retried: int = 0  # events set aside to be tried again
+    dead_letters: int = 0  # events this scheduler moved to the dead letters
+    zk_waits: int = 0  # rounds abandoned because the ZooKeeper connection was lost or suspended
 
 
 class Scheduler:
@@ -99,6 +127,14 @@ class Scheduler:
         self._fresh: set[str] = set()  # pipelines whose cached state is current (lock held since it was saved)
         self._probed: set[str] = set()  # pipelines whose stored state was looked for
         self._lookups: dict[int, Change | None] = {}  # change queries of this round, shared by the pipelines
+        self.retry_delays: tuple[float, ...] = RETRY_DELAYS
+        self.dead_letters: DeadLetters | None = None
+        self._next_retry_at: float | None = 0.0  # when a set-aside event is due (0: look now; None: none)
+        self._outage_until = 0.0  # the change source was unreachable: no round before this (monotonic)
+        self._outage_delay = 0.0
+        self._zk_broken = False  # a round failed on ZooKeeper: everything cached is re-read first
+        self._reconnected = threading.Event()  # set when the ZooKeeper session is usable again
+        self._lock_watched: set[str] = set()  # pipelines whose lock, held elsewhere, we wait on
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> Scheduler:
@@ -109,6 +145,7 @@ class Scheduler:
             client.ensure_path(path)
         self.queues = {c: EventQueue(self.zk, paths.event_queue(c)) for c in self.connections}
         self.queues[MANAGEMENT] = EventQueue(self.zk, paths.management_queue())
+        self.dead_letters = DeadLetters(self.zk)
         self._publish_layout_if_absent()
         for name, queue in self.queues.items():
             self._watches.append(ChildrenWatch(client, queue.path, self._watcher(name)))
@@ -166,16 +203,41 @@ class Scheduler:
             timeout = SAFETY_INTERVAL
             if self._held:
                 timeout = max(0.0, min(self._held.values()) + LOCK_LEASE - time.monotonic())
+            if self._next_retry_at is not None:
+                timeout = min(timeout, max(0.0, self._next_retry_at - time.time()))
             woke = self._wake.wait(timeout)
             self._wake.clear()
             if self._stopping.is_set():
                 break
+            if not self.zk.connected:
+                # No decision on half-known state: wait for the session (the 1 s bound is a safety net only).
+                self._idle.clear()
+                self._reconnected.clear()
+                if not self.zk.connected:
+                    self._reconnected.wait(1.0)
+                self._wake.set()
+                continue
+            pause = self._outage_until - time.monotonic()
+            if pause > 0:
+                self._wake.clear()
+                self._stopping.wait(pause)
+                woke = True
             started = time.thread_time()
             try:
-                if woke or time.monotonic() - last_round >= SAFETY_INTERVAL:
-                    self.run_round(refresh=not woke)
+                due = self._next_retry_at is not None and time.time() >= self._next_retry_at
+                if woke or due or self._zk_broken or time.monotonic() - last_round >= SAFETY_INTERVAL:
+                    self.run_round(refresh=not woke or self._zk_broken)
+                    self._zk_broken = False
                     last_round = time.monotonic()
+                self._outage_delay = 0.0
                 self._release_idle_locks()
+            except ZK_ERRORS as exc:
+                self._zk_lost(exc)
+            except SourceOutage as exc:
+                self._outage_delay = min(OUTAGE_BACKOFF[1], max(OUTAGE_BACKOFF[0], self._outage_delay * 2))
+                self._outage_until = time.monotonic() + self._outage_delay
+                log.warning("%s; trying the same events again in %.1fs", exc, self._outage_delay)
+                self._wake.set()
             except Exception:
                 log.exception("scheduler round failed; dropping cached state")
                 self._release_locks()
@@ -189,6 +251,29 @@ class Scheduler:
                 self._idle.set()
         self._release_locks()
 
+    def _zk_lost(self, exc: BaseException) -> None:
+        """A round met a lost or suspended ZooKeeper connection: forget everything read, decide nothing, and
+        start again from ZooKeeper once the session is back (the connection listener wakes the loop)."""
+        log.warning("ZooKeeper connection lost during a round (%s: %s); waiting for the session, then re-reading "
+                    "everything", type(exc).__name__, exc)
+        self.stats.zk_waits += 1
+        self._forget_cached()
+        self._zk_broken = True
+        self._wake.set()
+        if not self.zk.connected:
+            self._wake.clear()  # _on_connection sets it again on reconnect
+
+    def _forget_cached(self) -> None:
+        self._fresh.clear()
+        self.states.clear()
+        self._events.clear()
+        self._children.clear()
+        self._skipped.clear()
+        self._prefetched.clear()
+        self._merge_results.clear()
+        self._build_results.clear()
+        self._next_retry_at = 0.0
+
     # -- pipeline locks -------------------------------------------------------------------------------------------
     def _acquire(self, name: str) -> bool:
         """Hold the pipeline's lock (kept between passes for LOCK_LEASE); False when another scheduler has it."""
@@ -197,11 +282,39 @@ class Scheduler:
         lock = self._locks.get(name)
         if lock is None:
             lock = self._locks[name] = self.zk.client.Lock(paths.lock("pipeline", name), self.component.info.ident)
-        if not lock.acquire(blocking=False):
+        if lock.is_acquired and self._still_ours(lock):
+            pass  # a release that failed on a lost connection: the lock is still ours (same session)
+        elif lock.is_acquired:
+            lock = self._locks[name] = self.zk.client.Lock(paths.lock("pipeline", name), self.component.info.ident)
+            if not lock.acquire(blocking=False):
+                return False
+        elif not lock.acquire(blocking=False):
+            self._watch_lock(name)
             return False  # the holder sees the same events and results, and applies them
         self._held[name] = time.monotonic()
         self._fresh.discard(name)
         return True
+
+    def _watch_lock(self, name: str) -> None:
+        """Wake when the holder of `name`'s lock lets go (or its session expires, as when it was killed): the
+        work it left is ours to do then, not at the next safety round."""
+        if name in self._lock_watched:
+            return
+        self._lock_watched.add(name)
+
+        def changed(event) -> None:
+            self._lock_watched.discard(name)
+            self._idle.clear()
+            self._wake.set()
+
+        try:
+            self.zk.client.get_children(paths.lock("pipeline", name), watch=changed)
+        except NoNodeError:
+            self._lock_watched.discard(name)
+
+    def _still_ours(self, lock) -> bool:
+        stat = self.zk.client.exists(lock.node) if lock.node else None
+        return stat is not None and stat.ephemeralOwner == self.zk.client.client_id[0]
 
     def _release_idle_locks(self) -> None:
         now = time.monotonic()
@@ -237,26 +350,94 @@ class Scheduler:
         if event in (ConnectionEvent.LOST, ConnectionEvent.SUSPENDED):
             # Ephemeral lock nodes may be gone: trust nothing cached until the lock is taken again.
             self._fresh.clear()
+            self._zk_broken = True
             if event == ConnectionEvent.LOST:
                 self._held.clear()
+                self._locks.clear()  # a kazoo Lock still thinks it holds what the expired session held
+                self._lock_watched.clear()  # the session's watches are gone with it
+        else:
+            self._reconnected.set()
         self.wake()
 
     # -- one round ------------------------------------------------------------------------------------------------
     def run_round(self, refresh: bool = False) -> None:
         client = self.zk.client
         if refresh or not self._children:
+            self._next_retry_at = 0.0  # another scheduler may have set events aside: look
             for name, queue in self.queues.items():
                 self._children[name] = queue.ids()
             self._children["merge-results"] = sorted(client.get_children(paths.MERGER_RESULTS))
             self._children["build-results"] = sorted(client.get_children(paths.EXECUTOR_RESULTS))
         self._lookups = {}
+        self._requeue_due_retries()
         self._read_events()
         self._read_results()
         self._prefetch()
         for name in list(self.layout.pipelines):
             if self._has_work(name):
-                self.process_pipeline(name)
+                self._process_isolated(name)
         self._tidy()
+
+    def _process_isolated(self, name: str) -> None:
+        """process_pipeline(), setting aside each event that makes the pass fail and running it again without."""
+        for _ in range(EVENT_BATCH):
+            try:
+                self.process_pipeline(name)
+                return
+            except EventFailed as failure:
+                if isinstance(failure.error, GerritUnavailableError):
+                    raise SourceOutage(f"Gerrit cannot be reached: {failure.error}") from failure.error
+                log.warning("[%s %s] %s event %s failed: %s: %s", name, failure.event.key, failure.event.type,
+                            failure.ident, type(failure.error).__name__, failure.error,
+                            exc_info=not isinstance(failure.error, Exception) or _is_bug(failure.error))
+                self._set_aside(failure.queue, failure.ident, failure.event, failure.error)
+
+    # -- events that fail -------------------------------------------------------------------------------------------
+    def _set_aside(self, queue: str, ident: str, event: TriggerEvent | None, error: BaseException | str,
+                   attempts: int | None = None) -> None:
+        """Move a failed event out of its queue: to a later retry, or after its last try to the dead letters."""
+        if attempts is None:
+            attempts = event.attempts if event is not None else 0
+        dead = isinstance(error, UnreadableEvent | str) or attempts >= len(self.retry_delays)
+        text = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        about = f"{event.type} {event.key}" if event is not None and event.change else ""
+        self._events.get(queue, {}).pop(ident, None)
+        self._prefetched.discard(ident)
+        assert self.dead_letters is not None
+        letter = self.dead_letters.set_aside(queue, ident, text, about=about,
+                                             retry_in=None if dead else self.retry_delays[attempts])
+        if letter is None:
+            return  # another scheduler moved or consumed it
+        if dead:
+            self.stats.dead_letters += 1
+            log.error("%s event %s (%s) is now dead letter %s after %d attempt(s): %s; see `gatekeeper events "
+                      "list`", queue, ident, about or "no change", letter.ident, letter.attempts, text)
+        else:
+            self.stats.events_retried += 1
+            log.warning("%s event %s (%s) set aside after attempt %d, tried again in %.0fs: %s", queue, ident,
+                        about or "no change", letter.attempts, self.retry_delays[attempts], text)
+            if self._next_retry_at is None or letter.retry_at < self._next_retry_at:
+                self._next_retry_at = letter.retry_at
+
+    def _requeue_due_retries(self) -> None:
+        """Put the set-aside events whose time has come back at the tail of their queues."""
+        if self._next_retry_at is None or time.time() < self._next_retry_at:
+            return
+        assert self.dead_letters is not None
+        now = time.time()
+        upcoming = None
+        for letter in self.dead_letters.retries():
+            if letter.retry_at is not None and letter.retry_at > now:
+                upcoming = letter.retry_at if upcoming is None else min(upcoming, letter.retry_at)
+                continue
+            if letter.queue not in self.queues:
+                continue  # a connection this scheduler does not serve
+            ident = self.dead_letters.requeue(letter)
+            if ident is not None:
+                log.info("%s event (%s) back in its queue as %s for attempt %d", letter.queue,
+                         letter.about or "no change", ident, letter.attempts + 1)
+                self._children.setdefault(letter.queue, []).append(ident)
+        self._next_retry_at = upcoming
 
     def _read_events(self) -> None:
         for name, queue in self.queues.items():
@@ -266,14 +447,29 @@ class Scheduler:
                 del known[gone]
             fresh = [i for i in ids if i not in known]
             pending = [(i, self.zk.client.get_async(f"{queue.path}/{i}")) for i in fresh]
+            unreadable = []
             for ident, result in pending:
                 try:
                     raw, _ = result.get()
                 except NoNodeError:
                     continue
-                data = decode(raw)
-                known[ident] = data if name == MANAGEMENT else from_gerrit(data, name, ident)
+                try:
+                    data = decode(raw)
+                    if name == MANAGEMENT:
+                        if not isinstance(data, dict):
+                            raise UnreadableEvent(f"operator request {ident} is not an object")
+                        known[ident] = data
+                    else:
+                        known[ident] = from_record(data, name, ident)
+                        known[ident].attempts = int(data.get(ATTEMPTS_KEY, 0) or 0)
+                except (ValueError, TypeError) as exc:  # UnreadableEvent, bad JSON, bad UTF-8
+                    unreadable.append((ident, exc))
+                    continue
                 self.stats.events += 1
+            for ident, exc in unreadable:
+                log.warning("%s event %s does not read: %s", name, ident, exc)
+                self._set_aside(name, ident, None, exc if isinstance(exc, UnreadableEvent) else
+                                f"{type(exc).__name__}: {exc}")
             if name == MANAGEMENT:
                 for ident, data in known.items():
                     if isinstance(data, dict) and data.get("action") == "reload" and not data.get("_seen"):
@@ -283,6 +479,7 @@ class Scheduler:
     def _prefetch(self) -> None:
         """Query, in parallel, the changes the new trigger events are about (one SSH round trip for a burst)."""
         numbers: set[int] = set()
+        waiting: list[tuple[str, str]] = []  # the new events that need these lookups
         queued = {name: state.index() for name, state in self.states.items()}
         for conn in self.connections:
             for ident, event in self._events.get(conn, {}).items():
@@ -292,11 +489,34 @@ class Scheduler:
                 if any(self._relevant(p, event, queued.get(name, {}))
                        for name, p in self.layout.pipelines.items()):
                     numbers.add(event.change)
+                    waiting.append((conn, ident))
         self._prefetched.intersection_update(set().union(*(self._events.get(c, {}) for c in self.connections)))
-        if len(numbers) > 1:
-            wanted = sorted(numbers)
-            for number, change in zip(wanted, self._pool.map(self.source.get_change, wanted), strict=True):
+        wanted = sorted(numbers)
+        lookups = self._pool.map(self._look_up, wanted) if len(wanted) > 1 else map(self._look_up, wanted)
+        failed: dict[int, BaseException] = {}
+        for number, (change, error) in zip(wanted, lookups, strict=True):
+            if error is None:
                 self._lookups[number] = change
+            else:
+                failed[number] = error
+        if not failed:
+            return
+        blocked = [(conn, ident) for conn, ident in waiting if self._events[conn][ident].change in failed]
+        if all(isinstance(e, GerritUnavailableError) for e in failed.values()) and len(failed) == len(wanted):
+            self._prefetched.difference_update(ident for _, ident in blocked)
+            raise SourceOutage(f"Gerrit cannot be reached: {next(iter(failed.values()))}")
+        # Gerrit answers, but not about these changes: hold up only the new events about them.
+        for conn, ident in blocked:
+            event = self._events[conn][ident]
+            log.warning("[%s] looking up change %d for %s event %s failed: %s", conn, event.change, event.type,
+                        ident, failed[event.change])
+            self._set_aside(conn, ident, event, failed[event.change])
+
+    def _look_up(self, number: int) -> tuple[Change | None, BaseException | None]:
+        try:
+            return self.source.get_change(number), None
+        except Exception as exc:
+            return None, exc
 
     def _reports(self, name: str) -> ReportQueue:
         reports = self._report_queues.get(name)
@@ -426,7 +646,12 @@ class Scheduler:
                 last = n
                 if self._relevant(manager.pipeline, event, state.index()) or (
                         not manager.pipeline.dependent and event.change and self._any_dependent(event)):
-                    manager.apply_trigger(event)
+                    try:
+                        manager.apply_trigger(event)
+                    except ZK_ERRORS:
+                        raise
+                    except Exception as exc:
+                        raise EventFailed(queue_name, ident, event, exc) from exc
             state.cursors[queue_name] = last  # saved with the next change: a no-op event needs no write
         answers = []
         last = state.cursors.get(MANAGEMENT, -1)
@@ -436,7 +661,15 @@ class Scheduler:
                 continue
             last = n
             if request.get("pipeline") == name:
-                error = manager.manage(request)
+                try:
+                    error = manager.manage(request)
+                except ZK_ERRORS:
+                    raise
+                except GerritUnavailableError as exc:
+                    raise SourceOutage(f"Gerrit cannot be reached: {exc}") from exc
+                except Exception as exc:
+                    log.exception("[%s] operator request %s failed", name, ident)
+                    error = f"the scheduler failed on this request: {type(exc).__name__}: {exc}"
                 log.info("[%s] operator %s %s: %s", name, request.get("action"),
                          request.get("change") or " ".join(request.get("changes", [])), error or "done")
                 answers.append((ident, error))
@@ -549,3 +782,8 @@ class Scheduler:
         store = self.stores.get(name) or PipelineStore(self.zk.client, name)
         return store.load(None)
 
+
+
+def _is_bug(error: BaseException) -> bool:
+    """Whether a failure looks like a bug here (worth a traceback in the log) rather than a refusal from Gerrit."""
+    return not type(error).__module__.startswith("gatekeeper.gerrit")

@@ -181,3 +181,19 @@ def executor_running(ident: str) -> str:
 
 #   /diagnosis/signature-hits/h-<seq>         one failed build matching one known-bug signature (the newest kept)
 SIGNATURE_HITS = "/diagnosis/signature-hits"
+
+
+# -- events that failed ------------------------------------------------------------------------------------------
+#   /events/retries/r-<seq>                   an event set aside after a failure, waiting for its next try
+#   /events/dead-letters                      (data: how many events ever became dead letters)
+#   /events/dead-letters/d-<seq>              an event that kept failing, with its error, for operators
+EVENT_RETRIES = "/events/retries"
+DEAD_LETTERS = "/events/dead-letters"
+
+
+def event_retry(ident: str) -> str:
+    return f"{EVENT_RETRIES}/{ident}"
+
+
+def dead_letter(ident: str) -> str:
+    return f"{DEAD_LETTERS}/{ident}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -198,6 +199,27 @@ def test_malformed_input_never_stops_the_listener(sim, zk, make_connection) -> N
     events = wait_queued(zk, lambda ev: bool(comments(ev, "still alive")))
     assert comments(events, "still alive") == ["still alive"]
     assert conn.listener.is_leader and sim.listener_count() == 1
+
+
+def test_malformed_event_is_rejected_at_the_edge_naming_the_field(sim, zk, make_connection, caplog) -> None:
+    conn = make_connection(zk)
+    listening(conn, sim)
+    c = sim.create_change("org/project", "Typed", owner="jane")
+    sim.approve(c, "rita")
+    good = wait_queued(zk, lambda ev: any(e.type == "comment-added" and e.change_number == c.number for e in ev))
+    approval = next(e for e in good if e.type == "comment-added" and e.change_number == c.number).raw
+    before = len(queued(zk))
+    bad = json.dumps({**approval, "change": {**approval["change"], "number": "abc"}})
+    sim.faults.inject_raw(bad + "\n")
+    sim.faults.inject_raw(json.dumps({**approval, "patchSet": {**approval["patchSet"], "number": [1]}}) + "\n")
+    sim.comment(c, "rita", "after the bad ones")
+    events = wait_queued(zk, lambda ev: bool(comments(ev, "after the bad ones")))
+    assert len(events) == before + 1 and comments(events, "after the bad ones") == ["after the bad ones"]
+    assert all(isinstance(e.change_number, int) and isinstance(e.patchset, int) for e in events
+               if e.type == "comment-added")
+    assert "Rejected a malformed Gerrit comment-added event: change.number is 'abc', expected an integer" \
+        in caplog.text
+    assert "patchSet.number is [1], expected an integer" in caplog.text
 
 
 def test_new_leader_takes_over_and_catches_up_exactly_once(sim, zk, zk_factory, make_connection) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gatekeeper.config.layout import parse_layout
-from gatekeeper.gerrit.events import GerritEvent
-from gatekeeper.scheduler.events import from_gerrit
+from gatekeeper.gerrit.events import GerritEvent, event_from_gerrit
+from gatekeeper.scheduler.events import UnreadableEvent, from_gerrit, from_record
 from gatekeeper.scheduler.model import Change
 from gatekeeper.scheduler.triggers import pipeline_triggered, unmet_requirements
 from tests.unit.test_scheduler_manager import LAYOUT
@@ -19,13 +21,26 @@ APPROVED = {
 }
 
 
-def test_a_typed_connection_event_reads_like_gerrits_own_json() -> None:
-    queued = GerritEvent.from_dict(GerritEvent.from_gerrit(APPROVED).to_dict()).to_dict()
-    for data in (APPROVED, queued):
-        event = from_gerrit(data, "gerrit", "q-0000000003")
-        assert (event.type, event.project, event.branch, event.key, event.account) == \
-            ("comment-added", "org/a", "master", "7,2", "rita")
+def test_a_queued_typed_event_reads_like_gerrits_own_json() -> None:
+    queued = GerritEvent.from_dict(event_from_gerrit(APPROVED).to_dict()).to_dict()  # as the listener queues it
+    for event in (from_gerrit(APPROVED, "gerrit", "q-0000000003"), from_record(queued, "gerrit", "q-0000000003")):
+        assert (event.type, event.project, event.branch, event.key, event.account, event.id) == \
+            ("comment-added", "org/a", "master", "7,2", "rita", "q-0000000003")
         assert {"label": "Approved", "value": 1, "old": 0} in event.approvals
+
+
+@pytest.mark.parametrize("record", [
+    [1, 2], "text", {"no": "type"}, {"type": "comment-added", "change_number": "abc"},
+    {"type": "comment-added", "patchset": [2]}, {"type": "comment-added", "approvals": [{"label": "x"}]},
+])
+def test_a_queue_record_that_is_not_an_event_is_unreadable(record) -> None:
+    with pytest.raises(UnreadableEvent, match="event q-0000000009 of connection gerrit"):
+        from_record(record, "gerrit", "q-0000000009")
+
+
+def test_gerrits_json_is_validated_by_the_one_parser() -> None:
+    with pytest.raises(UnreadableEvent):
+        from_gerrit({**APPROVED, "change": {**APPROVED["change"], "number": "abc"}})
 
 
 def test_gate_triggers_on_approval_and_check_on_recheck_comments() -> None:

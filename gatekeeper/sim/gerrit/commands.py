@@ -45,6 +45,9 @@ def run_gerrit_command(sim: GerritSimulator, username: str | None, argv: list[st
     if handler is None:
         return CommandResult(stderr=f"fatal: gerrit: {name}: not found\n", status=1)
     fault_names = [name] + (["submit"] if name == "review" and ("--submit" in args or "-s" in args) else [])
+    persistent = sim.faults.matching(name, args)
+    if persistent is not None:
+        return CommandResult(stderr=persistent.stderr, status=persistent.exit_status or 1)
     hang_after = 0.0
     for fault_name in fault_names:
         fault = sim.faults.take(fault_name)

@@ -28,6 +28,7 @@ class Faults:
         self._sim = sim
         self._lock = threading.Lock()
         self._commands: dict[str, CommandFault] = {}
+        self._matching: dict[tuple[str, str], CommandFault] = {}  # (command, argument text) -> persistent fault
         self.refuse_connections = False  # when True, new TCP connections are closed right after accept
         self._resumed = threading.Event()
         self._resumed.set()
@@ -68,10 +69,26 @@ class Faults:
         with self._lock:
             self._commands[command] = CommandFault(times, hang_s=seconds, hang_after=after)
 
+    def fail_matching(self, command: str, text: str, exit_status: int = 1,
+                      stderr: str = "fatal: internal server error\n") -> None:
+        """Make every run of `command` with an argument equal to `text` fail, until clear() (a query about
+        one change that keeps failing: `fail_matching("query", "change:5")`)."""
+        with self._lock:
+            self._matching[(command, text)] = CommandFault(0, exit_status=exit_status, stderr=stderr)
+
+    def matching(self, command: str, args: list[str]) -> CommandFault | None:
+        """The persistent fault for this run of `command` with `args`, if any."""
+        with self._lock:
+            for (name, text), fault in self._matching.items():
+                if name == command and text in args:
+                    return fault
+        return None
+
     def clear(self) -> None:
         """Remove every command fault, resume streams, accept connections."""
         with self._lock:
             self._commands.clear()
+            self._matching.clear()
         self.refuse_connections = False
         self.resume_streams()
 
