@@ -65,7 +65,9 @@ def change_ref(number: int, patchset: int) -> str:
 
 def ssh_command(key_file: str | None = None, known_hosts: str | None = None) -> str:
     """A GIT_SSH_COMMAND for fetching from Gerrit non-interactively with `key_file`."""
-    parts = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10"]
+    # a fetch whose connection silently dies (traffic dropped, not refused) ends within ~30 s instead of hanging
+    parts = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "ServerAliveInterval=10",
+             "-o", "ServerAliveCountMax=3"]
     if key_file:
         parts += ["-i", key_file, "-o", "IdentitiesOnly=yes"]
     if known_hosts:
