@@ -93,8 +93,17 @@ def gate_metrics(snap: GateSnapshot) -> list[MetricFamily]:
                             "Providers whose job failure rate is an outlier: their rate over the others'")
     for o in snap.status.get("provider_outliers") or []:
         outliers.add(o["ratio"] if o.get("ratio") is not None else float("inf"), provider=o["provider"])
+    dead = snap.status.get("dead_letters") or {}
+    letters = MetricFamily("gatekeeper_events_set_aside", "gauge",
+                           "Events taken out of their queue after failing: dead letters (waiting for an operator) "
+                           "and those waiting for a retry")
+    letters_total = MetricFamily("gatekeeper_dead_letters_total", "counter", "Events that ever became dead letters")
+    if dead:
+        letters.add(dead.get("dead", 0), state="dead")
+        letters.add(dead.get("retrying", 0), state="retrying")
+        letters_total.add(dead.get("total", 0))
     return [queue_len, window, resident, jobs_running, results, durations, nodes, failures, requests, wait, events,
-            classes, outliers]
+            classes, outliers, letters, letters_total]
 
 
 def statsd_lines(families: list[MetricFamily], prefix: str) -> list[str]:

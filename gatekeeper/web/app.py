@@ -28,6 +28,7 @@ from gatekeeper.web import console, sources
 from gatekeeper.web.admin import Admin, AdminError, check_token, describe_request
 from gatekeeper.web.logstore import LogPathError
 from gatekeeper.web.status import find_item, signature_status
+from gatekeeper.zk.deadletter import DeadLetters
 
 if TYPE_CHECKING:
     from gatekeeper.web.server import WebService
@@ -314,6 +315,44 @@ def create_app(svc: WebService) -> FastAPI:
                 "security": [{"bearer": []}],
                 "responses": {"400": {"description": "bad input, naming the field"},
                               "401": {"description": "no bearer token"}, "403": {"description": "wrong token"}}})
+
+    # -- events set aside after failing (dead letters) -----------------------------------------------------------
+    @app.api_route("/api/v1/events/dead-letters", methods=GET, tags=["events"],
+                   summary="Events set aside after failing: dead letters and those waiting for a retry")
+    def dead_letters() -> Response:
+        letters = DeadLetters(svc.zk)
+
+        def view(letter: Any, state: str) -> dict[str, Any]:
+            return {"id": letter.ident, "state": state, **letter.to_dict()}
+        return json_response([view(x, "dead") for x in letters.list()]
+                             + [view(x, "retrying") for x in letters.retries()])
+
+    @app.post("/api/v1/admin/events/{ident}/{verb}", tags=["admin", "events"],
+              summary="admin: replay a dead letter into its queue, or discard it",
+              responses={401: {"description": "no bearer token"}, 403: {"description": "wrong token"},
+                         404: {"description": "no such dead letter"}})
+    def dead_letter_action(ident: str, verb: str, request: Request) -> Response:
+        who = _who(request)
+        try:
+            check_token(request.headers.get("authorization"), svc.admin_token)
+        except AdminError as exc:
+            audit.warning("admin %s of event %s refused for %s: %s", verb, ident[:64], who, exc)
+            return error_response(exc.status, str(exc))
+        if verb not in ("replay", "discard"):
+            return error_response(404, f"unknown action {verb[:64]!r} (expected replay or discard)")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", ident):
+            return error_response(400, f"{ident[:64]!r} is not an event id")
+        letters = DeadLetters(svc.zk)
+        if verb == "replay":
+            new_id = letters.replay(ident)
+            if new_id is None:
+                return error_response(404, f"no dead letter {ident}")
+            audit.info("admin replay of event %s by %s: queued again as %s", ident, who, new_id)
+            return json_response({"replayed": ident, "event": new_id})
+        if not letters.discard(ident):
+            return error_response(404, f"no dead letter {ident}")
+        audit.info("admin discard of event %s by %s", ident, who)
+        return json_response({"discarded": ident})
 
     @app.post("/api/v1/admin/{action}", include_in_schema=False)
     async def unknown_admin(action: str, request: Request) -> Response:

@@ -211,6 +211,7 @@ class WebService:
                                              lambda b: f"/api/v1/builds/{b}/console", lambda b: f"/build/{b}",
                                              starts))
         doc = status_document(pipelines, sources.event_queue_depths(self.zk), now)
+        doc["dead_letters"] = sources.dead_letter_counts(self.zk)
         if self.insight is not None:
             doc = self.insight.annotate(doc)
         return doc, json.dumps(doc).encode()

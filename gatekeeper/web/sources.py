@@ -128,6 +128,19 @@ def autoholds(zk: ZKClient) -> list[dict[str, Any]]:
     return out
 
 
+def dead_letter_counts(zk: ZKClient) -> dict[str, int]:
+    """Events set aside after failing: waiting for an operator (dead letters), waiting for a retry, and how many
+    ever became dead letters."""
+    from gatekeeper.zk.deadletter import DeadLetters
+
+    letters = DeadLetters(zk)
+    try:
+        return {"dead": len(letters.list()), "retrying": len(letters.retries()), "total": letters.total()}
+    except Exception:
+        log.exception("web: cannot read the dead letters")
+        return {"dead": 0, "retrying": 0, "total": 0}
+
+
 def event_queue_depths(zk: ZKClient) -> dict[str, int]:
     """Pending events per queue: management, history, and each source connection's trigger events."""
     depths = {

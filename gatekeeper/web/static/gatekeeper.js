@@ -114,7 +114,10 @@ gk.renderStatus = function (status, target) {
     .map(([k, v]) => `${k} ${v}`).join(", ") : "";
   const outliers = (status.provider_outliers || []).map((o) => el("p", {class: "outlier", "data-provider": o.provider},
     `provider ${o.provider}: ${o.description}; failures there may not be the changes' fault`));
-  target.replaceChildren(...outliers,
+  const dead = status.dead_letters && status.dead_letters.dead ? [el("p", {class: "outlier", id: "dead-letters"},
+    `${status.dead_letters.dead} event(s) set aside after failing again and again: see 'gatekeeper events list' ` +
+    "or /api/v1/events/dead-letters; replay or discard them there")] : [];
+  target.replaceChildren(...dead, ...outliers,
     el("p", {class: "muted", id: "counters"}, `events pending: ${depth}${classes} · updated ${gk.time(status.generated)}`),
     el("div", {class: "pipelines"}, pipes));
 };
