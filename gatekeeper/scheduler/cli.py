@@ -10,50 +10,13 @@ import signal
 import sys
 import threading
 import time
-import uuid
 from typing import Any
 
-from kazoo.exceptions import NoNodeError
-from kazoo.recipe.watchers import DataWatch
-
-from gatekeeper.zk import paths
 from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 from gatekeeper.zk.deadletter import DeadLetters, FailedEvent
-from gatekeeper.zk.event_queue import EventQueue
-from gatekeeper.zk.record import decode
+from gatekeeper.zk.management import ManagementTimeout, send_management
 
 log = logging.getLogger("gatekeeper.scheduler.cli")
-
-
-class ManagementTimeout(RuntimeError):
-    pass
-
-
-def send_management(zk: ZKClient, request: dict[str, Any], timeout: float = 30.0) -> str:
-    """Write an operator request and wait for a scheduler's answer: "" when done, else the error for people."""
-    request = {**request, "id": uuid.uuid4().hex, "created": time.time()}
-    ident = EventQueue(zk, paths.management_queue()).put(request)
-    answered = threading.Event()
-    answer: dict[str, str] = {}
-    path = paths.management_result(ident)
-
-    def on_data(data: bytes | None, stat: Any) -> bool | None:
-        if data is not None:
-            answer.update(decode(data))
-            answered.set()
-            return False
-        return None
-
-    zk.client.ensure_path(paths.MANAGEMENT_RESULTS)
-    DataWatch(zk.client, path, on_data)
-    if not answered.wait(timeout):
-        raise ManagementTimeout(f"no scheduler answered {request['action']} within {timeout:.0f}s "
-                                "(is a scheduler running?)")
-    try:
-        zk.client.delete(path)
-    except NoNodeError:
-        pass
-    return answer.get("error", "")
 
 
 def _zk(args: argparse.Namespace) -> ZKClient:

@@ -160,7 +160,7 @@ class Admin:
 
     def _management(self, request: dict[str, Any], who: str) -> None:
         """Send an operator request to the scheduler (its own helper and format) and wait for its answer."""
-        from gatekeeper.scheduler.cli import ManagementTimeout, send_management
+        from gatekeeper.zk.management import ManagementTimeout, send_management
 
         try:
             error = send_management(self.zk, {**request, "user": who}, self.timeout)

@@ -203,7 +203,7 @@ class GateHarness:
 
     def management(self, action: str, pipeline: str | None, timeout: float = 30.0, **fields) -> str:
         """Send an operator request like `gatekeeper enqueue` does; returns "" or the scheduler's error."""
-        from gatekeeper.scheduler.cli import send_management
+        from gatekeeper.zk.management import send_management
 
         request = {"action": action, **fields}
         if pipeline:
