@@ -16,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from gatekeeper.allinone.projects import REFERENCE_PROJECTS, seed_project
+from gatekeeper.sim.reference_projects import REFERENCE_PROJECTS, seed_project
 from gatekeeper.zk.server import LocalZooKeeper, free_port
 
 log = logging.getLogger("gatekeeper.allinone.world")

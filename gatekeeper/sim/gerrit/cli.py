@@ -98,7 +98,7 @@ def _has_key(account: Account, key_file: str) -> bool:
 
 def seed_reference_projects(sim: GerritSimulator) -> list[str]:
     """Create the reference projects that do not exist yet, each with its demo content on master."""
-    from gatekeeper.allinone.projects import REFERENCE_PROJECTS, seed_project
+    from gatekeeper.sim.reference_projects import REFERENCE_PROJECTS, seed_project
 
     created = []
     for name in REFERENCE_PROJECTS:
