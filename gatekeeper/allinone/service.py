@@ -49,7 +49,7 @@ class AllInOne:
         from gatekeeper.merger.service import MergerService
         from gatekeeper.scheduler.gerrit_source import GerritChangeSource, GerritReporter
         from gatekeeper.scheduler.scheduler import Scheduler
-        from gatekeeper.web.server import from_config
+        from gatekeeper.web.cli import from_config
 
         cfg = self.config
         self.layout = self.layout or self.load_layout()

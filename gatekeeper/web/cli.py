@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -20,7 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_web(args: argparse.Namespace) -> int:
     from gatekeeper.config.service import load_service_config
     from gatekeeper.history.db import HistoryError
-    from gatekeeper.web.server import from_config
     from gatekeeper.zk.client import ZKClient
     from gatekeeper.zk.components import Component
 
@@ -62,3 +62,28 @@ def cmd_web(args: argparse.Namespace) -> int:
             web.history.close()
         zk.stop()
     return 0
+
+
+def from_config(config: Any, zk: Any, **overrides: Any) -> Any:
+    """A WebService as the service config describes it (web, history, log-store and statsd sections).
+
+    Here, in the service's composition root, because it wires the history database into the web."""
+    from gatekeeper.history.db import HistoryDB
+    from gatekeeper.metrics.statsd import StatsdClient
+    from gatekeeper.web.server import WebService
+
+    statsd = None
+    if config.get("statsd", "host"):
+        statsd = StatsdClient(config.get("statsd", "host"), int(config.get("statsd", "port", 8125)),
+                              config.get("statsd", "prefix", "gatekeeper"))
+    kwargs: dict[str, Any] = dict(
+        host=config.get("web", "listen", "127.0.0.1"),
+        port=int(config.get("web", "port", 9000)),
+        admin_token=config.get("web", "admin-token"),
+        history=HistoryDB(config.get("history", "url")) if config.get("history", "url") else None,
+        log_dir=config.path("log-store", "dir") if config.get("log-store", "dir") else None,
+        log_url=config.get("log-store", "url"),
+        statsd=statsd,
+    )
+    kwargs.update(overrides)
+    return WebService(zk, **kwargs)

@@ -260,24 +260,3 @@ class WebService:
                                 "node_provider": node.get("provider", ""),
                             }
         return None
-
-
-def from_config(config: Any, zk: ZKClient, **overrides: Any) -> WebService:
-    """A WebService as the service config describes it (web, history, log-store and statsd sections)."""
-    from gatekeeper.history.db import HistoryDB
-
-    statsd = None
-    if config.get("statsd", "host"):
-        statsd = StatsdClient(config.get("statsd", "host"), int(config.get("statsd", "port", 8125)),
-                              config.get("statsd", "prefix", "gatekeeper"))
-    kwargs: dict[str, Any] = dict(
-        host=config.get("web", "listen", "127.0.0.1"),
-        port=int(config.get("web", "port", 9000)),
-        admin_token=config.get("web", "admin-token"),
-        history=HistoryDB(config.get("history", "url")) if config.get("history", "url") else None,
-        log_dir=config.path("log-store", "dir") if config.get("log-store", "dir") else None,
-        log_url=config.get("log-store", "url"),
-        statsd=statsd,
-    )
-    kwargs.update(overrides)
-    return WebService(zk, **kwargs)
