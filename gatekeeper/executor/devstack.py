@@ -28,14 +28,6 @@ def render_localrc(variables: Mapping[str, Any]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def render_local_conf(localrc: Mapping[str, Any], extra: str = "") -> str:
-    """A local.conf: the localrc variables in its `[[local|localrc]]` section, then the job's own sections."""
-    text = "[[local|localrc]]\n" + render_localrc(localrc)
-    if extra.strip():
-        text += "\n" + extra.strip("\n") + "\n"
-    return text
-
-
 def config_files(localrc: Mapping[str, Any], local_conf: str = "") -> dict[str, str]:
     """The files to install in the devstack directory on the node (none when the job has no devstack config)."""
     files: dict[str, str] = {}

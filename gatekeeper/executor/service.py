@@ -137,12 +137,6 @@ class ExecutorService:
         self.runner.log_store.flush()
         log.info("executor %s stopped", self.name)
 
-    def running_builds(self) -> list[dict]:
-        """For status pages: each running build with its live console URL."""
-        with self._mutex:
-            return [{"id": b, "job": rb.request.job, "pipeline": rb.request.pipeline,
-                     "console": self.console_server.url(b)} for b, rb in sorted(self.running.items())]
-
     # -- taking work --------------------------------------------------------------------------------------------
     def _on_requests(self, children: list[str]) -> bool:
         self._wake.set()

@@ -81,10 +81,6 @@ class PinnedSSH:
         """The ssh command line as one string, for `rsync -e`."""
         return " ".join(shlex.quote(p) for p in self.ssh_args())
 
-    def command_args(self, command: str) -> list[str]:
-        """argv running `command` (already quoted) on the node."""
-        return [*self.ssh_args(), "-l", self.node.username, "--", self.node.address, command]
-
     def target(self, path: str) -> str:
         host = f"[{self.node.address}]" if ":" in self.node.address else self.node.address
         return f"{self.node.username}@{host}:{path}"
