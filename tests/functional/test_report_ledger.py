@@ -1,0 +1,135 @@
+"""The report ledger on a real ZooKeeper: a report is sent once whichever scheduler asks, and a report cut short by
+a dead scheduler is settled from the change's state, never by sending it again. The code review side is a recorder."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from gatekeeper.scheduler.backend import ReportQueue
+from gatekeeper.scheduler.interfaces import Report, ReportOutcome
+from gatekeeper.scheduler.model import Change
+from gatekeeper.zk import paths
+from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.record import decode, encode
+from tests.helpers import wait_for
+
+
+class Recorder:
+    """What reached the code review system; refuses the submits of the changes in `refuse`."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str]] = []
+        self.refuse: set[int] = set()
+        self.lock = threading.Lock()
+
+    def report(self, report: Report) -> ReportOutcome:
+        with self.lock:
+            self.sent.append((report.key, report.action))
+        if report.submit and report.change.number in self.refuse:
+            return ReportOutcome(False, "blocked by Verified")
+        return ReportOutcome()
+
+
+class Source:
+    def __init__(self) -> None:
+        self.status: dict[int, str] = {}
+
+    def get_change(self, number: int) -> Change | None:
+        return Change(project="org/a", number=number, patchset=1, status=self.status.get(number, "NEW"))
+
+    def git_url(self, project: str) -> str:
+        return f"ssh://review/{project}"
+
+
+@pytest.fixture
+def make_queue(zk_factory: Callable[..., ZKClient]) -> Iterator[Callable[..., ReportQueue]]:
+    made: list[ReportQueue] = []
+
+    def make(owner: str, recorder: Recorder, source: Source | None = None,
+             wake: Callable[[], None] = lambda: None) -> ReportQueue:
+        q = ReportQueue(zk_factory(), "gate", recorder, source or Source(), owner, wake)
+        made.append(q)
+        return q
+
+    yield make
+    for q in made:
+        q.stop()
+
+
+def report(number: int, action: str, submit: bool = False) -> Report:
+    change = Change(project="org/a", number=number, patchset=1)
+    return Report(pipeline="gate", change=change, action=action, message=f"{action} of {number},1",
+                  labels={"Verified": 2 if submit else 0}, submit=submit, key=f"item-{number}:{action}")
+
+
+def outcome(q: ReportQueue, r: Report) -> ReportOutcome:
+    return wait_for(lambda: q.submit(r), 20, f"the outcome of {r.key}")
+
+
+def ledger_entry(zk: ZKClient, r: Report) -> dict:
+    raw, _ = zk.client.get(f"{paths.pipeline_reported('gate')}/{r.key}")
+    return decode(raw)
+
+
+def test_a_ledgered_report_is_sent_once_whichever_scheduler_asks(zk, make_queue):
+    recorder = Recorder()
+    first, second = make_queue("scheduler-1", recorder), make_queue("scheduler-2", recorder)
+    verdict = report(1, "failure")
+    assert outcome(first, verdict) == ReportOutcome()
+    assert outcome(second, verdict) == ReportOutcome()  # from the ledger
+    assert recorder.sent == [("item-1:failure", "failure")]
+    assert ledger_entry(zk, verdict) == {"state": "done", "ok": True}
+    # "Starting" messages are not ledgered: each scheduler that starts the item says so
+    start = report(1, "start")
+    outcome(first, start)
+    outcome(second, start)
+    assert recorder.sent.count(("item-1:start", "start")) == 2
+    assert zk.client.exists(f"{paths.pipeline_reported('gate')}/{start.key}") is None
+
+
+def test_a_refused_submit_is_recorded_and_not_tried_again(zk, make_queue):
+    recorder = Recorder()
+    recorder.refuse.add(2)
+    merge = report(2, "success", submit=True)
+    assert outcome(make_queue("scheduler-1", recorder), merge) == ReportOutcome(False, "blocked by Verified")
+    assert ledger_entry(zk, merge) == {"state": "done", "ok": False, "message": "blocked by Verified"}
+    assert outcome(make_queue("scheduler-2", recorder), merge) == ReportOutcome(False, "blocked by Verified")
+    assert recorder.sent == [("item-2:success", "success")]
+
+
+@pytest.mark.parametrize(("status", "expected"), [
+    ("MERGED", ReportOutcome(True, "")),
+    ("NEW", ReportOutcome(False, "the scheduler stopped while submitting it")),
+])
+def test_a_submit_left_pending_by_a_dead_scheduler_is_settled_from_the_change(zk, make_queue, status, expected):
+    merge = report(3, "success", submit=True)
+    zk.client.create(f"{paths.pipeline_reported('gate')}/{merge.key}",
+                     encode({"state": "pending", "owner": "dead-scheduler"}), makepath=True)
+    source = Source()
+    source.status[3] = status
+    recorder = Recorder()
+    assert outcome(make_queue("scheduler-2", recorder, source), merge) == expected
+    assert recorder.sent == []  # Gerrit's state decided it: nothing was sent again
+
+
+def test_a_submit_in_flight_at_a_live_scheduler_is_waited_for_then_taken_from_the_ledger(zk_server, zk,
+                                                                                          make_queue):
+    merge = report(4, "success", submit=True)
+    entry = f"{paths.pipeline_reported('gate')}/{merge.key}"
+    zk.client.create(entry, encode({"state": "pending", "owner": "live-scheduler"}), makepath=True)
+    zk.client.create(paths.component("scheduler", "live-scheduler"), b"{}", makepath=True, ephemeral=True)
+    woken = threading.Event()
+    recorder = Recorder()
+    q = make_queue("scheduler-2", recorder, wake=woken.set)
+    watches = int(zk_server.mntr()["zk_watch_count"])
+    assert q.submit(merge) is None
+    # The positive signal that the queue chose to wait: it set a watch on the live scheduler's ledger entry.
+    wait_for(lambda: int(zk_server.mntr()["zk_watch_count"]) > watches, 10, "a watch on the pending entry")
+    assert q.submit(merge) is None and not woken.is_set() and recorder.sent == []
+    zk.client.set(entry, encode({"state": "done", "ok": True, "message": ""}))
+    assert woken.wait(10), "the ledger watch did not wake the pipeline"
+    assert outcome(q, merge) == ReportOutcome(True, "")
+    assert recorder.sent == []
