@@ -253,9 +253,6 @@ class PipelineManager:
         self.state.touch(item)
         self.state.changed = True
         log.info("%s enqueued%s in queue %s", item.label(self.name), "" if live else " (not live)", queue.name)
-        if live:
-            self._report(item, "start")
-            item.started_reported = True
         return item
 
     # -- the queue loop -------------------------------------------------------------------------------------------
@@ -359,6 +356,10 @@ class PipelineManager:
             if ahead is None or ahead.merged:
                 self._request_merge(item, ahead)
         elif item.merged and item.live:
+            # Started once its speculative merge succeeded (a conflict is reported once, without a start).
+            # Asked on every pass: the ledger answers at once when it is known, and settles it after a restart.
+            self._report(item, "start")
+            item.started_reported = True
             for job in item.jobs:
                 if job not in item.builds:
                     self._request_build(item, job, 1, position)

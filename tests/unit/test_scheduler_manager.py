@@ -42,7 +42,7 @@ class FakeBackend:
     cancelled: list[str] = field(default_factory=list)
     reports: list[Report] = field(default_factory=list)
     refuse_submit: set[int] = field(default_factory=set)
-    ledger: set[str] = field(default_factory=set)
+    ledger: dict[str, ReportOutcome] = field(default_factory=dict)  # key -> outcome: asked again, not resent
     history: list = field(default_factory=list)
 
     def record_history(self, event) -> None:
@@ -59,12 +59,14 @@ class FakeBackend:
             self.cancelled.append(build_id)
 
     def report(self, report: Report) -> ReportOutcome:
-        assert report.key not in self.ledger, f"reported twice: {report.key}"
-        self.ledger.add(report.key)
+        if report.key in self.ledger:  # as the report ledger does: a known report is answered, never resent
+            return self.ledger[report.key]
         self.reports.append(report)
+        outcome = ReportOutcome()
         if report.submit and report.change.number in self.refuse_submit:
-            return ReportOutcome(False, "blocked by Verified")
-        return ReportOutcome()
+            outcome = ReportOutcome(False, "blocked by Verified")
+        self.ledger[report.key] = outcome
+        return outcome
 
 
 class Gate:
