@@ -15,7 +15,7 @@ from gatekeeper.config.layout import Job, Layout, Pipeline
 from gatekeeper.scheduler.events import TriggerEvent
 from gatekeeper.scheduler.interfaces import Backend, ChangeSource, Report, ReportOutcome
 from gatekeeper.scheduler.model import Build, Change, ChangeQueue, Item, PipelineState
-from gatekeeper.scheduler.triggers import pipeline_triggered, unmet_requirements
+from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.merges import MergeRequest, MergeResult
@@ -23,6 +23,11 @@ from gatekeeper.zk.merges import MergeRequest, MergeResult
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
 MERGE_ATTEMPTS = 3
+
+# Kinds of dequeue reasons (the layout's `dequeue: {reasons: {...}}` turns each one's report on or off).
+DEPENDENCY = "dependency-failed"
+OPERATOR = "operator"
+SILENT_DEQUEUE = frozenset({"abandoned"})  # by default: whoever abandoned a change needs no message about it
 
 
 class Refusal(Exception):
@@ -65,7 +70,7 @@ class PipelineManager:
         self.source = source
         self.clock = clock
         self._looked_up: dict[int, Change | None] = {}
-        self._left: dict[str, str] = {}  # change key -> why it left the queue during this pass
+        self._left: dict[str, str] = {}  # change key -> why it left the queue during this pass ("failed (...)")
 
     @property
     def name(self) -> str:
@@ -272,9 +277,9 @@ class PipelineManager:
         ahead: dict[str, Item] = {}
         position = 0
         for item in self.state.queue_items(queue):
-            reason = self._why_leave(item, ahead)
+            reason, kind = self._why_leave(item, ahead)
             if reason:
-                self._dequeue(item, reason)
+                self._dequeue(item, reason, kind)
                 continue
             base = [nnfi.id, nnfi.gen] if nnfi else None
             if item.ahead != base:
@@ -297,7 +302,7 @@ class PipelineManager:
             return
         reason = unmet_requirements(self.pipeline, live.change)
         if reason:
-            self._dequeue(live, reason)
+            self._dequeue(live, reason, requirement_kind(live.change))
             for item in items[:-1]:
                 self._remove(item, merged=False)
             return
@@ -318,18 +323,27 @@ class PipelineManager:
                 if item.id in self.state.items:
                     self._remove(item, merged=False)
 
-    def _why_leave(self, item: Item, ahead: dict[str, Item]) -> str:
+    def _why_leave(self, item: Item, ahead: dict[str, Item]) -> tuple[str, str]:
+        """Why the item must leave the queue, and the kind of reason (for the dequeue report); ("", "") if not."""
         reason = self._unmet(item.change)
         if reason:
-            return reason
+            return reason, requirement_kind(item.change)
         for key in item.change.needs:
             needed = ahead.get(key)
             if needed is None:
                 why = self._left.get(key, "is no longer ahead of it in the queue")
-                return f"it depends on change {key}, which {why}"
+                return f"it depends on change {key}, which {why}", DEPENDENCY
             if needed.failing:
-                return f"it depends on change {key}, which failed"
-        return ""
+                return f"it depends on change {key}, which {self._failure(needed)}", DEPENDENCY
+        return "", ""
+
+    @staticmethod
+    def _failure(item: Item) -> str:
+        """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs."""
+        if item.merge_state == "conflict":
+            return "could not be merged onto the changes ahead of it"
+        jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed)
+        return f"failed ({jobs})" if jobs else "failed"
 
     def _unmet(self, change: Change) -> str:
         """unmet_requirements, remembered on the snapshot (a refresh replaces the snapshot, and the answer)."""
@@ -415,7 +429,7 @@ class PipelineManager:
                 queue.window += window.increase
         else:
             queue.window = max(window.floor, int(queue.window / window.decrease_factor))
-            self._left[item.key] = "failed" if outcome.ok else "could not be submitted"
+            self._left[item.key] = self._failure(item) if outcome.ok else "could not be submitted"
         self.state.changed = True
         self._remove(item, merged=succeeded)
         return True
@@ -486,11 +500,14 @@ class PipelineManager:
             line += " (non-voting)"
         return line
 
-    def _dequeue(self, item: Item, reason: str) -> None:
+    def _dequeue(self, item: Item, reason: str, kind: str) -> None:
+        """Take the item out for `reason`; its owner is told unless the layout keeps that kind of reason silent."""
         log.info("%s dequeued: %s", item.label(self.name), reason)
-        self._left[item.key] = "was removed from the queue"
+        # Those that need it are told the root cause, through any depth of dependency.
+        self._left[item.key] = reason[len("it "):] if kind == DEPENDENCY else \
+            f"was removed from the queue because {reason}"
         conf = self.pipeline.reports.get("dequeue")
-        if item.live and conf is not None:
+        if item.live and conf is not None and conf.reasons.get(kind, kind not in SILENT_DEQUEUE):
             self._report(item, "dequeue", f"Removed because {reason}.")
         self._remove(item, merged=False)
 
@@ -545,7 +562,7 @@ class PipelineManager:
             if queue and queue.dynamic:
                 self._remove_queue_of(item)
             else:
-                self._dequeue(item, "an operator dequeued it")
+                self._dequeue(item, "an operator dequeued it", OPERATOR)
             return ""
         if action == "promote":
             return self._promote(list(request.get("changes", [])))

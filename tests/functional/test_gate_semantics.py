@@ -1,0 +1,118 @@
+"""Gate semantics as Zuul's users expect them, over the real wires: causes kept through any depth of dependency,
+dequeue reports per reason, approved dependents that follow what they need, infrastructure failures that are
+never the change's fault."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from gatekeeper.zk.client import ZKClient
+from tests.functional.gate_harness import LAYOUT, GateHarness
+
+REMOVED = "This change was removed from the gate queue.\n\n"
+
+
+@pytest.fixture
+def gate(tmp_path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
+    harness = GateHarness(tmp_path, zk_factory)
+    try:
+        yield harness
+    finally:
+        harness.stop()
+
+
+def test_every_dependent_is_told_the_root_cause_through_any_depth(gate: GateHarness) -> None:
+    """A, B (needs A), C (needs B), D (needs C) and E approved; A's unit test fails: B, C and D leave the gate,
+    each told that 1,1 failed and how; E merges without them."""
+    a = gate.change("org/a")
+    b = gate.change("org/a", parent=a)
+    c = gate.change("org/a", parent=b)
+    d = gate.change("org/b", depends_on=(c,))
+    e = gate.change("org/b")
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(a, b, c, d, e)
+    gate.settle()
+    assert gate.gate_queue() == ["1,1", "2,1", "3,1", "4,1", "5,1"]
+    gate.executor.release("unit", a.number, "FAILURE")
+    gate.settle()
+    cause = "which failed (unit: FAILURE)."
+    assert gate.reports(b) == ["Starting gate jobs.", REMOVED + f"Removed because it depends on change 1,1, {cause}"]
+    assert gate.reports(c) == ["Starting gate jobs.", REMOVED + "Removed because it depends on change 2,1, which "
+                               f"depends on change 1,1, {cause}"]
+    assert gate.reports(d) == ["Starting gate jobs.", REMOVED + "Removed because it depends on change 3,1, which "
+                               f"depends on change 2,1, which depends on change 1,1, {cause}"]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert [gate.status(x) for x in (a, b, c, d, e)] == ["NEW", "NEW", "NEW", "NEW", "MERGED"]
+    gate.assert_history(("unit", "FAILURE", "1,1"), ("unit", "SUCCESS", "5,1"))
+    assert gate.reports(a)[-1].startswith("Build failed (gate pipeline).")
+
+
+def test_dependents_of_a_merge_conflict_are_told_it_was_a_conflict(gate: GateHarness) -> None:
+    """X and A change README differently; B needs A. X, A, B approved: A conflicts with X; B leaves saying so."""
+    x = gate.change("org/a", files={"README": "from x\n"})
+    a = gate.change("org/a", files={"README": "from a\n"})
+    b = gate.change("org/a", parent=a, files={"b.txt": "b\n"})
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(x, a, b)
+    gate.settle()
+    assert gate.reports(b) == [
+        REMOVED + "Removed because it depends on change 2,1, which could not be merged onto the changes ahead "
+                  "of it."]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert [gate.status(c) for c in (x, a, b)] == ["MERGED", "NEW", "NEW"]
+    assert len(gate.reports(a)) == 1 and gate.reports(a)[0].startswith("This change could not be merged")
+
+
+def test_dequeue_reports_by_default_explain_all_but_an_abandon(gate: GateHarness) -> None:
+    """Abandoned: silent. Lost approval, new patch set, operator dequeue: each explained once."""
+    a, b, c, d, e = (gate.change("org/b") for _ in range(5))
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(a, b, c, d, e)
+    gate.settle()
+    gate.sim.abandon(a, "jane", "not needed")
+    gate.sim.delete_vote(b, "rita", "Approved")
+    gate.sim.create_patchset(c, files={"more.txt": "v2\n"})
+    gate.settle()
+    assert gate.management("dequeue", "gate", change="4,1") == ""
+    gate.settle()
+    assert gate.gate_queue() == ["5,1"]
+    assert gate.reports(a) == ["Starting gate jobs."]
+    assert gate.reports(b)[1:] == [REMOVED + "Removed because it does not have Approved: +1."]
+    assert gate.reports(c)[1:] == [REMOVED + "Removed because a new patch set (3,2) was uploaded."]
+    assert gate.reports(d)[1:] == [REMOVED + "Removed because an operator dequeued it."]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert gate.status(e) == "MERGED"
+
+
+def test_dequeue_reports_per_reason_follow_the_layout(tmp_path, zk_factory: Callable[..., ZKClient]) -> None:
+    layout = LAYOUT.replace(
+        "dequeue: {gerrit: {message: This change was removed from the gate queue.}}",
+        "dequeue:\n      gerrit: {message: This change was removed from the gate queue.}\n"
+        "      reasons: {abandoned: true, lost-approval: false}")
+    assert layout != LAYOUT
+    gate = GateHarness(tmp_path, zk_factory, layout)
+    try:
+        a, b, c = (gate.change("org/b") for _ in range(3))
+        gate.settle()
+        gate.executor.hold = True
+        gate.approve(a, b, c)
+        gate.settle()
+        gate.sim.abandon(a, "jane", "not needed")
+        gate.sim.delete_vote(b, "rita", "Approved")
+        gate.settle()
+        assert gate.gate_queue() == ["3,1"]
+        assert gate.reports(a)[1:] == [REMOVED + "Removed because it was abandoned."]
+        assert gate.reports(b) == ["Starting gate jobs."]
+    finally:
+        gate.stop()
