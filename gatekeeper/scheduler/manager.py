@@ -16,13 +16,16 @@ from gatekeeper.scheduler.events import TriggerEvent
 from gatekeeper.scheduler.interfaces import Backend, ChangeSource, Report, ReportOutcome
 from gatekeeper.scheduler.model import Build, Change, ChangeQueue, Item, PipelineState
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
-from gatekeeper.zk.builds import RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
+from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.merges import MergeRequest, MergeResult
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
 MERGE_ATTEMPTS = 3
+
+INFRA_MESSAGE = ("Build could not be completed because of an infrastructure failure ({pipeline} pipeline). "
+                 "This is not the change's fault, and no vote is given: a recheck will retry it.")
 
 # Kinds of dequeue reasons (the layout's `dequeue: {reasons: {...}}` turns each one's report on or off).
 DEPENDENCY = "dependency-failed"
@@ -162,6 +165,8 @@ class PipelineManager:
             outcome = RETRY_LIMIT
         build.result, build.message, build.log_url = outcome, message, result.log_url
         build.node, build.start_time, build.end_time = dict(result.node), result.start_time, result.end_time
+        build.failure_class = INFRASTRUCTURE if outcome == RETRY_LIMIT else result.failure_class
+        build.summary, build.signatures = result.summary, [dict(s) for s in result.signatures]
         self._record_build(item, build, result, outcome, message, final=True)
         log.info("%s %s: %s", item.label(self.name), result.job, outcome)
         self.state.touch(item)
@@ -343,6 +348,8 @@ class PipelineManager:
         if item.merge_state == "conflict":
             return "could not be merged onto the changes ahead of it"
         jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed)
+        if item.infrastructure_failure:
+            return f"could not be tested because of an infrastructure failure ({jobs})"
         return f"failed ({jobs})" if jobs else "failed"
 
     def _unmet(self, change: Change) -> str:
@@ -428,7 +435,8 @@ class PipelineManager:
             if not window.ceiling or queue.window < window.ceiling:
                 queue.window += window.increase
         else:
-            queue.window = max(window.floor, int(queue.window / window.decrease_factor))
+            if not item.infrastructure_failure:  # the infrastructure's failures say nothing of the queue's health
+                queue.window = max(window.floor, int(queue.window / window.decrease_factor))
             self._left[item.key] = self._failure(item) if outcome.ok else "could not be submitted"
         self.state.changed = True
         self._remove(item, merged=succeeded)
@@ -437,6 +445,9 @@ class PipelineManager:
     def _report_complete(self, item: Item) -> ReportOutcome | None:
         if item.merge_state == "conflict":
             return self._recorded(item, "MERGE_CONFLICT", self._report(item, "merge-conflict", item.merge_message))
+        if item.infrastructure_failure:  # never a negative vote: the change is not to blame
+            message = INFRA_MESSAGE.format(pipeline=self.name)
+            return self._recorded(item, "INFRA_FAILURE", self._report(item, "infra-failure", message))
         if item.failing:
             return self._recorded(item, "FAILURE", self._report(item, "failure"))
         outcome = self._recorded(item, "SUCCESS", self._report(item, "success"))
@@ -454,7 +465,9 @@ class PipelineManager:
         if conf is None and not extra:
             return ReportOutcome()
         parts = [conf.message] if conf and conf.message else []
-        if action in ("success", "failure"):
+        if extra and action == "infra-failure":
+            parts, extra = [extra], ""
+        if action in ("success", "failure", "infra-failure"):
             parts.append("\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds))
         if extra:
             parts.append(extra)
@@ -498,6 +511,13 @@ class PipelineManager:
             line += f" ({build.message})"
         if not build.voting:
             line += " (non-voting)"
+        if build.result != "SUCCESS":
+            if build.failure_class == INFRASTRUCTURE:
+                line += "\n  An infrastructure failure, not this change's fault."
+            line += "".join(f"\n  {text}" for text in build.summary.splitlines() if text.strip())
+            for bug in build.signatures:
+                known = " ".join(str(bug.get(k, "")) for k in ("id", "title", "url") if bug.get(k))
+                line += f"\n  Known bug: {known}"
         return line
 
     def _dequeue(self, item: Item, reason: str, kind: str) -> None:

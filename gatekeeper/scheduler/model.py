@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper.zk.builds import ABORTED, SUCCESS
+from gatekeeper.zk.builds import ABORTED, INFRASTRUCTURE, SUCCESS
 from gatekeeper.zk.merges import ChangeSpec
 from gatekeeper.zk.record import Record
 
@@ -80,6 +80,9 @@ class Build(Record):
     node: dict[str, Any] = field(default_factory=dict)
     start_time: float = 0.0
     end_time: float = 0.0
+    failure_class: str = ""  # change, infrastructure, unknown (gatekeeper.zk.builds.FAILURE_CLASSES)
+    summary: str = ""  # the failing step and its first error lines
+    signatures: list[dict[str, Any]] = field(default_factory=list)  # known bugs it matched: {id, title, url}
 
     @property
     def finished(self) -> bool:
@@ -88,6 +91,11 @@ class Build(Record):
     @property
     def failed(self) -> bool:
         return self.finished and self.voting and self.result != SUCCESS and self.result != ABORTED
+
+    @property
+    def infrastructure(self) -> bool:
+        """Failed because of the infrastructure (node, provider, retries exhausted), not the change."""
+        return self.failed and self.failure_class == INFRASTRUCTURE
 
 
 @dataclass
@@ -146,6 +154,12 @@ class Item(Record):
     def failing(self) -> bool:
         """Will not merge as tested: a merge conflict or a failed voting job."""
         return self.merge_state == "conflict" or any(b.failed for b in self.builds.values())
+
+    @property
+    def infrastructure_failure(self) -> bool:
+        """Failing only because of the infrastructure: it will not merge, and it is not the change's fault."""
+        failed = [b for b in self.builds.values() if b.failed]
+        return self.merge_state != "conflict" and bool(failed) and all(b.infrastructure for b in failed)
 
     @property
     def complete(self) -> bool:

@@ -116,3 +116,59 @@ def test_dequeue_reports_per_reason_follow_the_layout(tmp_path, zk_factory: Call
         assert gate.reports(b) == ["Starting gate jobs."]
     finally:
         gate.stop()
+
+
+def test_an_infrastructure_failure_is_never_a_negative_vote_and_keeps_the_window(gate: GateHarness) -> None:
+    """S1..S4 in the small queue (window 2). S1's unit build is lost to the infrastructure: S1 gets no vote and
+    leaves without merging, told it was not its fault; S2.. restart without it; the window does not shrink."""
+    changes = [gate.change("org/s") for _ in range(4)]
+    gate.settle()
+    gate.executor.diagnose("unit", 1, "infrastructure", "node-1 stopped answering SSH during 'run tests'",
+                           ({"id": "LP#1", "title": "nodes lost under load", "url": "https://bugs.example.com/1"},))
+    gate.executor.hold = True
+    gate.approve(*changes)
+    gate.settle()
+    assert sorted(r.changes for r in gate.executor.held()) == ["1,1", "1,1 2,1"]  # window 2
+    gate.executor.release("unit", 1, "FAILURE")
+    gate.settle()
+    assert sorted(r.changes for r in gate.executor.held()) == ["2,1", "2,1 3,1"]  # still 2 wide
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert [gate.status(c) for c in changes] == ["NEW", "MERGED", "MERGED", "MERGED"]
+    assert gate.ci_votes(changes[0]) == {}  # no vote at all
+    report = gate.reports(changes[0])[-1]
+    assert report.startswith("Build could not be completed because of an infrastructure failure (gate pipeline). "
+                             "This is not the change's fault, and no vote is given: a recheck will retry it.")
+    assert (": FAILURE in 0s (FAILURE (test))\n  An infrastructure failure, not this change's fault.\n"
+            "  node-1 stopped answering SSH during 'run tests'\n"
+            "  Known bug: LP#1 nodes lost under load https://bugs.example.com/1") in report
+    assert gate.schedulers[0].load_state("gate").queues["small"].window == 5  # grown by each of 3 merges
+
+
+def test_retries_exhausted_on_node_failures_are_the_infrastructures_not_the_changes(gate: GateHarness) -> None:
+    a = gate.change("org/a")
+    gate.settle()
+    gate.executor.fail("integration", a.number, "NODE_FAILURE", "NODE_FAILURE")
+    gate.approve(a)
+    gate.settle()
+    assert gate.status(a) == "NEW" and gate.ci_votes(a) == {}  # no vote at all
+    assert [r.attempt for r in gate.executor.records("integration") if r.pipeline == "gate"] == [1, 2]
+    report = gate.reports(a)[-1]
+    assert report.startswith("Build could not be completed because of an infrastructure failure")
+    assert ": RETRY_LIMIT in " in report and "NODE_FAILURE on 2 attempts" in report
+
+
+def test_a_change_failure_shows_its_summary_and_known_bugs_under_the_job(gate: GateHarness) -> None:
+    a = gate.change("org/b")
+    gate.settle()
+    gate.executor.fail("unit", a.number, "FAILURE")
+    gate.executor.diagnose("unit", a.number, "change", "step 'run tests' failed:\nAssertionError: 1 != 2",
+                           ({"id": "BUG-7", "title": "flaky clock test"},))
+    gate.approve(a)
+    gate.settle()
+    assert gate.ci_votes(a) == {"Verified": -2}
+    report = gate.reports(a)[-1]
+    assert report.startswith("Build failed (gate pipeline).\n\n- unit https://logs.example.com/")
+    assert report.endswith(": FAILURE in 0s (FAILURE (test))\n  step 'run tests' failed:\n"
+                           "  AssertionError: 1 != 2\n  Known bug: BUG-7 flaky clock test")

@@ -205,7 +205,7 @@ def test_every_attempt_and_every_reported_buildset_goes_to_build_history(gate: G
     assert (1, "NODE_FAILURE", False) in integration_a and (2, "RETRY_LIMIT", True) in integration_a
     assert all(e.pipeline == "gate" and e.project == "org/a" for e in builds)
     sets = {(e.change, e.result) for e in gate.backend.history if type(e).__name__ == "BuildsetEvent"}
-    assert sets == {(1, "FAILURE"), (2, "SUCCESS")}
+    assert sets == {(1, "INFRA_FAILURE"), (2, "SUCCESS")}
 
 
 def test_state_survives_a_round_trip_through_its_records(gate: Gate) -> None:
