@@ -34,7 +34,14 @@ SILENT_DEQUEUE = frozenset({"abandoned"})  # by default: whoever abandoned a cha
 
 
 class Refusal(Exception):
-    """A change cannot enter the pipeline; the message, for people, is reported on the change."""
+    """A change cannot enter the pipeline; the message, for people, is reported on the change.
+
+    `waits_on` names the change ("N,P") whose entering may let it in (one it needs that does not yet meet the
+    pipeline's requirements): it is reconsidered when that one enters."""
+
+    def __init__(self, message: str, waits_on: str = "") -> None:
+        super().__init__(message)
+        self.waits_on = waits_on
 
 
 def job_params(job: Job) -> dict:
@@ -173,8 +180,9 @@ class PipelineManager:
         return True
 
     # -- enqueue --------------------------------------------------------------------------------------------------
-    def enqueue(self, change: Change, refusal_key: str = "") -> str:
-        """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused."""
+    def enqueue(self, change: Change, refusal_key: str = "", quiet: bool = False) -> str:
+        """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused (reported
+        on the change unless `quiet`)."""
         project = self.layout.projects.get(change.project)
         jobs = project.jobs_for(self.name) if project else ()
         if not jobs:
@@ -186,18 +194,27 @@ class PipelineManager:
         except Refusal as exc:
             message = f"Change {change.key} cannot enter {self.name}: {exc}"
             log.info("[%s %s] refused: %s", self.name, change.key, exc)
-            self.backend.report(Report(self.name, change, "refused", message, {},
-                                       key=f"refused:{refusal_key or self.clock()}:{change.key}"))
+            if exc.waits_on and self.pipeline.dependent:
+                waiters = self.state.waiting.setdefault(exc.waits_on, [])
+                if change.number not in waiters:
+                    waiters.append(change.number)
+                    self.state.changed = True
+            if not quiet:
+                self.backend.report(Report(self.name, change, "refused", message, {},
+                                           key=f"refused:{refusal_key or self.clock()}:{change.key}"))
             return message
         if self.pipeline.dependent:
             queue = self._shared_queue(project.queue or project.name)
             for dep in needed:
                 self._add(queue, dep, live=True)
-        else:
-            queue = ChangeQueue(name=f"{change.key}@{self.clock():.6f}", dynamic=True)
-            self.state.queues[queue.name] = queue
-            for dep in needed:
-                self._add(queue, dep, live=False)
+            self._add(queue, change, live=True)
+            for entered in [*needed, change]:
+                self._follow(entered)
+            return ""
+        queue = ChangeQueue(name=f"{change.key}@{self.clock():.6f}", dynamic=True)
+        self.state.queues[queue.name] = queue
+        for dep in needed:
+            self._add(queue, dep, live=False)
         self._add(queue, change, live=True)
         return ""
 
@@ -235,13 +252,28 @@ class PipelineManager:
                                       f'change queue ("{queue or "none"}", not "{my_queue}")')
                     reason = unmet_requirements(self.pipeline, dep)
                     if reason:
-                        raise Refusal(f"it depends on change {key}, which cannot enter {self.name}: {reason}")
+                        raise Refusal(f"it depends on change {key}, which cannot enter {self.name}: {reason}",
+                                      waits_on=key)
                 visit(dep, path + [key])
                 done.add(key)
                 order.append(dep)
 
         visit(change, [change.key])
         return order
+
+    def _follow(self, entered: Change) -> None:
+        """Enqueue, behind a change that just entered, the refused changes that waited for it and now may enter
+        (approved dependents follow what they need, whatever the order their approvals came in)."""
+        waiters = self.state.waiting.pop(entered.key, None)
+        if waiters is None:
+            return
+        self.state.changed = True
+        for number in waiters:
+            latest = self.lookup(number)
+            if latest is None or self.state.find(latest.key) or unmet_requirements(self.pipeline, latest):
+                continue
+            log.info("[%s %s] follows %s, which it needs", self.name, latest.key, entered.key)
+            self.enqueue(latest, quiet=True)
 
     def _shared_queue(self, name: str) -> ChangeQueue:
         queue = self.state.queues.get(name)

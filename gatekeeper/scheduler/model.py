@@ -194,6 +194,7 @@ class PipelineState:
     queues: dict[str, ChangeQueue] = field(default_factory=dict)
     items: dict[str, Item] = field(default_factory=dict)
     cursors: dict[str, int] = field(default_factory=dict)  # event queue name -> last sequence number applied
+    waiting: dict[str, list[int]] = field(default_factory=dict)  # "N,P" -> refused changes that need it to enter
     version: int = -1  # the summary znode's version when loaded or saved
     dirty: set[str] = field(default_factory=set)  # item ids changed since the last save
     removed: set[str] = field(default_factory=set)  # item ids removed since the last save
@@ -243,4 +244,5 @@ class PipelineState:
                        for q in self.queues.values()],
             "revs": {i.id: i.rev for i in self.items.values()},
             "cursors": dict(self.cursors),
+            "waiting": {key: list(numbers) for key, numbers in self.waiting.items()},
         }

@@ -172,3 +172,75 @@ def test_a_change_failure_shows_its_summary_and_known_bugs_under_the_job(gate: G
     assert report.startswith("Build failed (gate pipeline).\n\n- unit https://logs.example.com/")
     assert report.endswith(": FAILURE in 0s (FAILURE (test))\n  step 'run tests' failed:\n"
                            "  AssertionError: 1 != 2\n  Known bug: BUG-7 flaky clock test")
+
+
+def stack(gate: GateHarness, depth: int, project: str = "org/a", below=None) -> list:
+    """A stack of changes, each the git child of the one before (the first on `below`, or the branch)."""
+    changes = []
+    for _ in range(depth):
+        changes.append(gate.change(project, parent=changes[-1] if changes else below))
+    return changes
+
+
+def test_a_stack_approved_top_first_gates_when_its_bottom_is_approved(gate: GateHarness) -> None:
+    """C needs B needs A. C, then B are approved: each is refused for now; A is approved: A, B and C enter in
+    that order in the same pass, are tested together and merge."""
+    a, b, c = stack(gate, 3)
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(c)
+    gate.settle()
+    gate.approve(b)
+    gate.settle()
+    assert gate.gate_queue() == []
+    assert gate.reports(c) == ["Change 3,1 cannot enter gate: it depends on change 2,1, which cannot enter gate: "
+                               "it does not have Code-Review: +2"]
+    gate.approve(a)
+    gate.settle()
+    assert gate.gate_queue() == ["1,1", "2,1", "3,1"]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    gate.assert_history(("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "1,1 2,1"),
+                        ("unit", "SUCCESS", "1,1 2,1 3,1"))
+    assert [gate.status(x) for x in (a, b, c)] == ["MERGED"] * 3
+    assert gate.merge_order() == [1, 2, 3]
+    for change in (a, b, c):
+        assert gate.reports(change).count("Starting gate jobs.") == 1
+        assert sum(m.startswith("Build succeeded") for m in gate.reports(change)) == 1
+
+
+def test_a_stack_approved_bottom_first_gates(gate: GateHarness) -> None:
+    a, b, c = stack(gate, 3)
+    gate.settle()
+    gate.approve(a, b, c)
+    gate.settle()
+    gate.assert_history(("unit", "SUCCESS", "1,1 2,1 3,1"))
+    assert [gate.status(x) for x in (a, b, c)] == ["MERGED"] * 3
+    assert gate.merge_order() == [1, 2, 3]
+
+
+def test_a_stack_approved_apart_gates_whatever_the_timing(gate: GateHarness) -> None:
+    """A; then D (needs C needs B needs A), C and B, top first, while A is in the gate; then E needing D across
+    projects with Depends-On. Every one enters behind what it needs, and all merge in dependency order."""
+    a = gate.change("org/a")
+    b, c, d = stack(gate, 3, below=a)
+    e = gate.change("org/b", depends_on=(d,))
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(a)
+    gate.settle()
+    gate.approve(e)  # refused for now: D is not approved
+    gate.settle()
+    gate.approve(d, c)  # refused for now: B is not approved
+    gate.settle()
+    assert gate.gate_queue() == ["1,1"]
+    gate.approve(b)  # B enters behind A, and C, D and E follow it
+    gate.settle()
+    assert gate.gate_queue() == ["1,1", "2,1", "3,1", "4,1", "5,1"]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert [gate.status(x) for x in (a, b, c, d, e)] == ["MERGED"] * 5
+    assert gate.merge_order() == [1, 2, 3, 4, 5]
+    gate.assert_history(("unit", "SUCCESS", "1,1 2,1 3,1 4,1 5,1"))
