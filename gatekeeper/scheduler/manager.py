@@ -211,7 +211,8 @@ class PipelineManager:
             for entered in [*needed, change]:
                 self._follow(entered)
             return ""
-        queue = ChangeQueue(name=f"{change.key}@{self.clock():.6f}", dynamic=True)
+        # Named for people (the status page shows it): the one live change it tests, unique in this pipeline.
+        queue = ChangeQueue(name=f"{change.project} {change.key}", dynamic=True)
         self.state.queues[queue.name] = queue
         for dep in needed:
             self._add(queue, dep, live=False)

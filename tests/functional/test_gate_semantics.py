@@ -244,3 +244,20 @@ def test_a_stack_approved_apart_gates_whatever_the_timing(gate: GateHarness) -> 
     assert [gate.status(x) for x in (a, b, c, d, e)] == ["MERGED"] * 5
     assert gate.merge_order() == [1, 2, 3, 4, 5]
     gate.assert_history(("unit", "SUCCESS", "1,1 2,1 3,1 4,1 5,1"))
+
+
+def test_independent_queues_are_named_for_people_by_the_change_they_test(gate: GateHarness) -> None:
+    gate.executor.hold = True
+    a = gate.change("org/a")
+    gate.change("org/a", parent=a)
+    gate.settle()
+    state = gate.schedulers[0].load_state("check")
+    assert sorted(state.queues) == ["org/a 1,1", "org/a 2,1"]
+    assert [i.key for i in state.queue_items(state.queues["org/a 2,1"])] == ["1,1", "2,1"]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    gate.comment(a, "recheck")  # its queue went away with it; a recheck makes it again
+    gate.settle()
+    assert gate.schedulers[0].load_state("check").queues == {}
+    assert gate.reports(a, "check").count("Starting check jobs.") == 2
