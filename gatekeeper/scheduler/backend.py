@@ -13,6 +13,7 @@ outage while a report is ledgered never changes its outcome: the ledger write wa
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
@@ -65,7 +66,10 @@ class ReportQueue:
         self.owner = owner
         self.wake = wake
         self.sent = 0
-        self.sent_at: dict[str, float] = {}  # report key -> when Gerrit answered it (monotonic), for benchmarks
+        self.completed = 0  # report outcomes that reached the pipeline (each may let the queue loop move on)
+        # (action, seconds from the pass asking for the report to Gerrit's answer), the latest ones, for benchmarks
+        self.latencies: collections.deque[tuple[str, float]] = collections.deque(maxlen=10000)
+        self._asked: dict[str, float] = {}  # report key -> when it was first asked for (monotonic)
         self._outcomes: dict[str, ReportOutcome] = {}
         self._forgotten: list[str] = []
         self._inflight: set[str] = set()
@@ -102,6 +106,7 @@ class ReportQueue:
             if report.key in self._inflight:
                 return None
             self._inflight.add(report.key)
+            self._asked.setdefault(report.key, time.monotonic())
         self._lanes["head" if report.action in HEAD_ACTIONS else "other"].put(report)
         return None
 
@@ -111,7 +116,7 @@ class ReportQueue:
         with self._lock:
             for key in keys:
                 self._outcomes.pop(key, None)
-                self.sent_at.pop(key, None)
+                self._asked.pop(key, None)
             self._forgotten.extend(keys)
 
     def flush(self, force: bool = False) -> None:
@@ -152,6 +157,7 @@ class ReportQueue:
             with self._lock:
                 self._outcomes[report.key] = outcome
                 self._inflight.discard(report.key)
+                self.completed += 1
                 self._lock.notify_all()
             self.wake()
 
@@ -234,8 +240,9 @@ class ReportQueue:
         except Exception as exc:  # a report that cannot be sent must not stop the gate
             log.exception("[%s %s] %s report failed", self.pipeline, report.change.key, report.action)
             outcome = ReportOutcome(not report.submit, str(exc))
-        if outcome.settled:
-            self.sent_at[report.key] = time.monotonic()
+        asked = self._asked.get(report.key)
+        if outcome.settled and asked is not None:
+            self.latencies.append((report.action, time.monotonic() - asked))
         return outcome
 
     def _as_gerrit_shows(self, report: Report) -> ReportOutcome | None:
@@ -254,6 +261,7 @@ class ReportQueue:
                 return None
             with self._lock:
                 self._inflight.discard(report.key)
+                self.completed += 1
             self.wake()
             return False
 
@@ -288,6 +296,10 @@ class ZKBackend:
 
     def report(self, report: Report) -> ReportOutcome | None:
         return self.reports.submit(report)
+
+    def progress(self) -> int:
+        """How many report outcomes have come back (a new one may let the queue loop move on)."""
+        return self.reports.completed
 
     def record_history(self, event: BuildEvent | BuildsetEvent) -> None:
         self.history.append(event)

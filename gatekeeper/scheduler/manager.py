@@ -106,8 +106,11 @@ class PipelineManager:
         for item in self.state.items_for_change(event.change):
             fresh = item.change.refreshed(latest)
             if fresh != item.change:
+                # A vote that changes nothing the queue loop looks at (whether the change may stay, what it
+                # needs) is saved with the item, but costs no walk over the queue.
+                relevant = fresh.needs != item.change.needs or self._unmet(fresh) != self._unmet(item.change)
                 item.change = fresh
-                self.state.touch(item)
+                self.state.touch(item, settle=relevant)
         if not self.pipeline.dependent and self._superseded(event, latest):
             for item in self.state.items_for_change(event.change):
                 if item.live and item.id in self.state.items:
@@ -300,7 +303,11 @@ class PipelineManager:
 
     # -- the queue loop -------------------------------------------------------------------------------------------
     def process(self) -> None:
-        """One pass over every queue."""
+        """One pass over every queue; nothing when nothing the loop looks at changed since its last pass."""
+        progress = self.backend.progress() if hasattr(self.backend, "progress") else -1
+        if self.state.settled and not (self.state.changed or self.state.removed) and progress == self.state.progress \
+                and self.state.layout is self.layout:
+            return
         for queue in list(self.state.queues.values()):
             if self.pipeline.dependent:
                 self._process_dependent(queue)
@@ -309,6 +316,8 @@ class PipelineManager:
             if queue.dynamic and not queue.items:
                 del self.state.queues[queue.name]
                 self.state.changed = True
+        # What the walk itself changed needs no second walk: it waits for results, events or report outcomes.
+        self.state.settled, self.state.progress, self.state.layout = True, progress, self.layout
 
     def _process_dependent(self, queue: ChangeQueue) -> None:
         nnfi: Item | None = None  # the nearest non-failing item ahead
@@ -411,9 +420,10 @@ class PipelineManager:
                 self._request_merge(item, ahead)
         elif item.merged and item.live:
             # Started once its speculative merge succeeded (a conflict is reported once, without a start).
-            # Asked on every pass: the ledger answers at once when it is known, and settles it after a restart.
-            self._report(item, "start")
-            item.started_reported = True
+            # Asked on each pass until its outcome is known here; after a restart the ledger settles it.
+            if item.id not in self.state.started and self._report(item, "start") is not None:
+                self.state.started.add(item.id)
+                item.started_reported = True
             for job in item.jobs:
                 if job not in item.builds:
                     self._request_build(item, job, 1, position)
@@ -574,6 +584,7 @@ class PipelineManager:
         self.state.reindex()
         self.state.left.append((item.id, list(item.reported)))
         self.state.dirty.discard(item.id)
+        self.state.started.discard(item.id)
         self.state.removed.add(item.id)
         self.state.changed = True
         if merged and queue:

@@ -201,11 +201,19 @@ class PipelineState:
     changed: bool = False  # the summary (queues, windows, cursors) changed
     stored: set[str] = field(default_factory=set)  # item ids that have a znode
     left: list[tuple[str, list[str]]] = field(default_factory=list)  # (item id, actions reported) since the save
+    started: set[str] = field(default_factory=set)  # item ids whose start report is settled (this process knows)
+    # The queue loop ran and nothing it looks at changed since (in this process): the next pass may skip it.
+    settled: bool = False
+    progress: int = -1  # report outcomes received when the loop last ran (Backend.progress)
+    layout: Any = field(default=None, repr=False, compare=False)  # the layout the loop last ran with
     _index: dict[int, list[str]] | None = field(default=None, repr=False, compare=False)
 
-    def touch(self, item: Item) -> None:
+    def touch(self, item: Item, settle: bool = True) -> None:
+        """Mark the item for saving; and, unless `settle` is False, the queue loop for a walk."""
         if item.id in self.items:
             self.dirty.add(item.id)
+            if settle:
+                self.settled = False
 
     def queue_items(self, queue: ChangeQueue) -> list[Item]:
         return [self.items[i] for i in queue.items if i in self.items]

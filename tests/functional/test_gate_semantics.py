@@ -4,6 +4,7 @@ never the change's fault."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -140,9 +141,9 @@ def test_an_infrastructure_failure_is_never_a_negative_vote_and_keeps_the_window
     report = gate.reports(changes[0])[-1]
     assert report.startswith("Build could not be completed because of an infrastructure failure (gate pipeline). "
                              "This is not the change's fault, and no vote is given: a recheck will retry it.")
-    assert (": FAILURE in 0s (FAILURE (test))\n  An infrastructure failure, not this change's fault.\n"
-            "  node-1 stopped answering SSH during 'run tests'\n"
-            "  Known bug: LP#1 nodes lost under load https://bugs.example.com/1") in report
+    assert re.search(r": FAILURE in \d+s \(FAILURE \(test\)\)\n  An infrastructure failure, not this change's fault\.\n"
+                     r"  node-1 stopped answering SSH during 'run tests'\n"
+                     r"  Known bug: LP#1 nodes lost under load https://bugs\.example\.com/1$", report), report
     assert gate.schedulers[0].load_state("gate").queues["small"].window == 5  # grown by each of 3 merges
 
 
@@ -170,8 +171,8 @@ def test_a_change_failure_shows_its_summary_and_known_bugs_under_the_job(gate: G
     assert gate.ci_votes(a) == {"Verified": -2}
     report = gate.reports(a)[-1]
     assert report.startswith("Build failed (gate pipeline).\n\n- unit https://logs.example.com/")
-    assert report.endswith(": FAILURE in 0s (FAILURE (test))\n  step 'run tests' failed:\n"
-                           "  AssertionError: 1 != 2\n  Known bug: BUG-7 flaky clock test")
+    assert re.search(r": FAILURE in \d+s \(FAILURE \(test\)\)\n  step 'run tests' failed:\n"
+                     r"  AssertionError: 1 != 2\n  Known bug: BUG-7 flaky clock test$", report), report
 
 
 def stack(gate: GateHarness, depth: int, project: str = "org/a", below=None) -> list:
