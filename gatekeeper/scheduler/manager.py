@@ -308,6 +308,7 @@ class PipelineManager:
         if self.state.settled and not (self.state.changed or self.state.removed) and progress == self.state.progress \
                 and self.state.layout is self.layout:
             return
+        self.state.walks += 1
         for queue in list(self.state.queues.values()):
             if self.pipeline.dependent:
                 self._process_dependent(queue)

@@ -206,6 +206,7 @@ class PipelineState:
     settled: bool = False
     progress: int = -1  # report outcomes received when the loop last ran (Backend.progress)
     layout: Any = field(default=None, repr=False, compare=False)  # the layout the loop last ran with
+    walks: int = 0  # queue loop passes in this process (for tests and metrics)
     _index: dict[int, list[str]] | None = field(default=None, repr=False, compare=False)
 
     def touch(self, item: Item, settle: bool = True) -> None:

@@ -262,3 +262,25 @@ def test_independent_queues_are_named_for_people_by_the_change_they_test(gate: G
     gate.settle()
     assert gate.schedulers[0].load_state("check").queues == {}
     assert gate.reports(a, "check").count("Starting check jobs.") == 2
+
+
+def test_a_vote_that_changes_nothing_the_gate_looks_at_costs_no_walk_over_the_queue(gate: GateHarness) -> None:
+    """A, B, C in the gate; Jane's Code-Review +1 on B is saved with B's item without walking the queue; Rita
+    removing B's approval walks it and dequeues B."""
+    changes = [gate.change("org/b") for _ in range(3)]
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(*changes)
+    gate.settle()
+    scheduler = gate.schedulers[0]
+    walks = scheduler.states["gate"].walks
+    gate.sim.review(changes[1], "jane", labels={"Code-Review": 1})
+    gate.settle()
+    stored = gate.schedulers[0].load_state("gate").items
+    item = next(i for i in stored.values() if i.key == "2,1")
+    assert {"label": "Code-Review", "value": 1, "by": "jane"} in item.change.approvals  # saved
+    assert scheduler.states["gate"].walks == walks  # not walked
+    gate.sim.delete_vote(changes[1], "rita", "Approved")
+    gate.settle()
+    assert scheduler.states["gate"].walks > walks
+    assert gate.gate_queue() == ["1,1", "3,1"]
