@@ -211,3 +211,52 @@ def test_scheduler_killed_between_sending_a_report_and_recording_it_never_repeat
         assert not any("could not be merged" in m for m in gate.reports(a) + gate.reports(b))
     finally:
         gate.stop()
+
+
+class CountCommands:
+    """Counts the SSH commands each report takes on the reporter's own Gerrit connection."""
+
+    def __init__(self, reporter) -> None:
+        self.reporter = reporter
+        self.commands: list[tuple[str, list[str]]] = []  # (action, commands it ran)
+        client = reporter.connection.client
+        original = client.run_command
+        self._current: list[str] | None = None
+
+        def run_command(command: str, *args, **kwargs):
+            if self._current is not None:
+                self._current.append(command.split(" --", 1)[0])
+            return original(command, *args, **kwargs)
+
+        client.run_command = run_command
+
+    def report(self, report: Report) -> ReportOutcome:
+        self._current = []
+        try:
+            return self.reporter.report(report)
+        finally:
+            self.commands.append((report.action, self._current))
+            self._current = None
+
+    def reported(self, report: Report) -> ReportOutcome | None:
+        return self.reporter.reported(report)
+
+
+def test_a_gate_success_is_reported_and_merged_in_one_gerrit_command(tmp_path, zk_factory) -> None:
+    counters: list[CountCommands] = []
+
+    def wrap(reporter):
+        counters.append(CountCommands(reporter))
+        return counters[-1]
+
+    gate = GateHarness(tmp_path, zk_factory, wrap_reporter=wrap)
+    try:
+        a = gate.change("org/b")
+        settled_in_check(gate, a)
+        gate.approve(a)
+        gate.settle()
+        assert gate.status(a) == "MERGED"
+        gate_reports = [(action, cmds) for action, cmds in counters[0].commands if action == "success"]
+        assert gate_reports[-1] == ("success", ["gerrit review"]), counters[0].commands
+    finally:
+        gate.stop()
