@@ -175,8 +175,9 @@ class Bench:
             if fail_head:
                 check(gate.status(changes[0]) == "NEW" and gate.ci_votes(changes[0]).get("Verified") == -2,
                       f"{name}: the failing head was not rejected")
-            latencies = sorted(d for s in gate.schedulers for q in s._report_queues.values()
-                               for action, d in q.latencies if action == "success")
+            timed = [(d, g) for s in gate.schedulers for q in s._report_queues.values()
+                     for action, d, g in q.latencies if action == "success"]
+            latencies = sorted(d for d, _ in timed)
             check(len(latencies) >= len(merged) - 1, f"{name}: {len(latencies)} success reports timed")
             return {
                 "seconds": finished - started,
@@ -184,6 +185,7 @@ class Bench:
                 "zk_ops_per_change": packets / count,
                 "reports": sum(s.stats.reports for s in gate.schedulers),
                 "report_ms_p50": statistics.median(latencies) * 1000,
+                "report_gerrit_ms_p50": statistics.median(g for _, g in timed) * 1000,
             }
         finally:
             gate.stop()
@@ -308,7 +310,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{figures['event_cpu_ms_500_changing']:.1f} ms with 500 queued (the loop runs, the item is saved)")
     print(f"merges for 100 items         {figures['merges_for_100_items']}  (target 100)")
     print(f"ZooKeeper requests / change  {figures['zk_ops_per_change']:.1f}  (target <= 35; services only)")
-    print(f"report, decided to merged    {figures['report_ms_p50']:.1f} ms median  (target <= 40)")
+    print(f"report, decided to merged    {figures['report_ms_p50']:.1f} ms median  (target <= 40), of which "
+          f"{passing['report_gerrit_ms_p50']:.1f} ms in Gerrit's `review --submit`")
     print(json.dumps(figures))
     return 0
 

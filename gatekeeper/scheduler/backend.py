@@ -67,8 +67,9 @@ class ReportQueue:
         self.wake = wake
         self.sent = 0
         self.completed = 0  # report outcomes that reached the pipeline (each may let the queue loop move on)
-        # (action, seconds from the pass asking for the report to Gerrit's answer), the latest ones, for benchmarks
-        self.latencies: collections.deque[tuple[str, float]] = collections.deque(maxlen=10000)
+        # (action, seconds from the pass asking for the report to Gerrit's answer, of which in Gerrit's command),
+        # the latest ones, for benchmarks
+        self.latencies: collections.deque[tuple[str, float, float]] = collections.deque(maxlen=10000)
         self._asked: dict[str, float] = {}  # report key -> when it was first asked for (monotonic)
         self._outcomes: dict[str, ReportOutcome] = {}
         self._forgotten: list[str] = []
@@ -235,6 +236,7 @@ class ReportQueue:
 
     def _send(self, report: Report) -> ReportOutcome:
         self.sent += 1
+        sending = time.monotonic()
         try:
             outcome = self.reporter.report(report)
         except Exception as exc:  # a report that cannot be sent must not stop the gate
@@ -242,7 +244,8 @@ class ReportQueue:
             outcome = ReportOutcome(not report.submit, str(exc))
         asked = self._asked.get(report.key)
         if outcome.settled and asked is not None:
-            self.latencies.append((report.action, time.monotonic() - asked))
+            now = time.monotonic()
+            self.latencies.append((report.action, now - asked, now - sending))
         return outcome
 
     def _as_gerrit_shows(self, report: Report) -> ReportOutcome | None:
