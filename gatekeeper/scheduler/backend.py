@@ -142,7 +142,7 @@ class ReportQueue:
                 with self._lock:
                     self._lock.wait_for(lambda k=started: k not in self._inflight, timeout=60)
             try:
-                outcome = self._ledgered(report)
+                outcome, unrecorded = self._ledgered(report)
             except _Stopped:
                 return  # the scheduler is going away: the entry stays pending, for the next one to settle
             except Exception:
@@ -161,20 +161,39 @@ class ReportQueue:
                 self.completed += 1
                 self._lock.notify_all()
             self.wake()
+            if unrecorded:
+                # Recorded after the outcome is published, off the gate's path: an entry left pending meanwhile
+                # (a crash) is settled from Gerrit's state by whoever asks next.
+                try:
+                    self._record(unrecorded, outcome)
+                except _Stopped:
+                    return
+                except Exception:
+                    log.exception("[%s %s] recording the %s report failed; it stays pending (Gerrit settles it)",
+                                  self.pipeline, report.change.key, report.action)
 
-    def _ledgered(self, report: Report) -> ReportOutcome | None:
+    def _record(self, path: str, outcome: ReportOutcome) -> None:
+        done = encode({"state": "done", "ok": outcome.ok, "message": outcome.message})
+        try:
+            self._zk(lambda: self.zk.client.set(path, done))
+        except NoNodeError:
+            pass  # its item left and the entry was forgotten already
+
+    def _ledgered(self, report: Report) -> tuple[ReportOutcome | None, str]:
+        """The report's outcome (None: another live scheduler sends it), and the ledger entry still to be marked
+        done with it ("" when there is none)."""
         path = f"{paths.pipeline_reported(self.pipeline)}/{report.key}"
         entry = self._zk(lambda: self._claim(path))
         outcome: ReportOutcome | None = None
         if entry is not None:
             if entry.get("state") == "done":
                 log.info("[%s %s] %s already reported", self.pipeline, report.change.key, report.action)
-                return ReportOutcome(bool(entry.get("ok", True)), entry.get("message", ""))
+                return ReportOutcome(bool(entry.get("ok", True)), entry.get("message", "")), ""
             owner = entry.get("owner", "")
             if owner and owner != self.owner and self._zk(
                     lambda: self.zk.client.exists(paths.component("scheduler", owner))):
                 self._wait_for_owner(path, report)
-                return None
+                return None, ""
             # Left pending by a scheduler that died, or by our own earlier attempt: Gerrit knows if it arrived.
             outcome = self._as_gerrit_shows(report)
             log.info("[%s %s] an interrupted %s report %s", self.pipeline, report.change.key, report.action,
@@ -183,9 +202,7 @@ class ReportQueue:
                 self._zk(lambda: self.zk.client.set(path, encode({"state": "pending", "owner": self.owner})))
         if outcome is None:
             outcome = self._deliver(report)
-        done = {"state": "done", "ok": outcome.ok, "message": outcome.message}
-        self._zk(lambda: self.zk.client.set(path, encode(done)))
-        return outcome
+        return outcome, path
 
     def _claim(self, path: str) -> dict | None:
         """Create our pending entry; None when created, else the entry found there."""
