@@ -67,7 +67,10 @@ class GateHarness:
                                     ssh=ssh_command(self.ci.key_file, str(self.root / "known_hosts"))).start()
         self.executor = TestExecutor(zk_factory(), duration=executor_duration).start()
         self.schedulers: list[Scheduler] = []
-        self.start_scheduler(wrap_reporter)
+        if wrap_reporter:
+            self.start_scheduler(wrap_reporter)
+        else:
+            self.start_scheduler()  # as subclasses that override it without arguments expect
 
     def _connection(self, zk: ZKClient | None) -> GerritConnection:
         conn = GerritConnection(CONNECTION, "127.0.0.1", "ci", port=self.sim.port, keyfile=self.ci.key_file,
