@@ -55,6 +55,7 @@ class TestExecutor:
         self.history: list[BuildRecord] = []
         self.running: dict[str, tuple[BuildRequest, object, float]] = {}  # id -> (request, lock, start)
         self._results: dict[tuple[str, int], list[str]] = {}
+        self._diagnoses: dict[tuple[str, int], dict] = {}  # (job, change) -> failure_class, summary, signatures
         self._seen: set[str] = set()
         self._lock = threading.RLock()
         self._stopping = False
@@ -75,6 +76,13 @@ class TestExecutor:
         """The next builds of `job` for change `change` end with `results`, in turn (default FAILURE)."""
         with self._lock:
             self._results.setdefault((job, change), []).extend(results or ("FAILURE",))
+
+    def diagnose(self, job: str, change: int, failure_class: str, summary: str = "",
+                 signatures: tuple[dict, ...] = ()) -> None:
+        """What the failed builds of `job` for change `change` are diagnosed as (the executor's diagnosis)."""
+        with self._lock:
+            self._diagnoses[(job, change)] = {"failure_class": failure_class, "summary": summary,
+                                              "signatures": [dict(s) for s in signatures]}
 
     def release(self, job: str | None = None, change: int | None = None, result: str | None = None) -> int:
         """Finish the held builds that match; returns how many."""
@@ -140,11 +148,13 @@ class TestExecutor:
             if result is None:
                 turns = self._results.get((request.job, request.change.get("number", 0)))
                 result = turns.pop(0) if turns else SUCCESS
+            diagnosis = self._diagnoses.get((request.job, request.change.get("number", 0)), {})
         outcome = BuildResult(
             id=request.id, pipeline=request.pipeline, item=request.item, job=request.job, result=result,
             log_url=f"{self.log_url}/{request.id[:2]}/{request.id}/", executor=self.name, attempt=request.attempt,
             node={"name": f"node-{request.id[:6]}", "label": request.label, "provider": "test"},
             start_time=started, end_time=time.time(), message="" if result == SUCCESS else f"{result} (test)",
+            **(diagnosis if result not in (SUCCESS, ABORTED) else {}),
         )
         delivered = result != ABORTED and builds.complete_build(self.zk, outcome)
         record = BuildRecord(request.job, result if delivered else ABORTED, request.changes,

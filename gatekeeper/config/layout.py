@@ -60,6 +60,7 @@ class Report:
     message: str = ""
     submit: bool = False
     tag: str = ""
+    reasons: dict[str, bool] = field(default_factory=dict)  # dequeue: reason kind -> report it (see DEQUEUE_REASONS)
 
 
 @dataclass(frozen=True)
@@ -460,7 +461,7 @@ def _report(data: dict | None) -> Report | None:
         return None
     g = data.get("gerrit", {})
     return Report(labels=dict(g.get("labels", {})), message=g.get("message", ""), submit=g.get("submit", False),
-                  tag=g.get("tag", ""))
+                  tag=g.get("tag", ""), reasons=dict(data.get("reasons") or {}))
 
 
 class _Builder:

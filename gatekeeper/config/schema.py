@@ -119,6 +119,14 @@ REPORTER = v.Schema(
     }
 )
 
+# Why an item leaves a pipeline early; a dependent pipeline's `dequeue` report says which ones are reported.
+DEQUEUE_REASONS = ("abandoned", "new-patchset", "lost-approval", "dependency-failed", "operator", "other")
+
+DEQUEUE_REPORTER = REPORTER.extend(
+    {"reasons": v.Schema({v.In(DEQUEUE_REASONS, msg=f"unknown reason (expected one of {', '.join(DEQUEUE_REASONS)})"):
+                          bool})}
+)
+
 WINDOW = v.Schema(
     {
         "initial": v.All(int, v.Range(min=1, msg="must be at least 1")),
@@ -141,7 +149,7 @@ PIPELINE = v.Schema(
         "success": REPORTER,
         "failure": REPORTER,
         "merge-conflict": REPORTER,
-        "dequeue": REPORTER,
+        "dequeue": DEQUEUE_REPORTER,
         "window": WINDOW,
     }
 )

@@ -54,7 +54,11 @@ class GerritReviewError(GerritError):
 
 
 class GerritSubmitError(GerritReviewError):
-    """The change was not merged (submit refused, failed, or not confirmed by a query)."""
+    """The change was not merged: Gerrit refused the submit."""
+
+
+class GerritUncertainError(GerritUnavailableError):
+    """A review failed in a way that leaves unknown whether Gerrit applied it, and Gerrit could not be asked."""
 
 
 def _short(command: str, limit: int = 200) -> str:
@@ -238,15 +242,60 @@ class GerritClient(gerritlib.Gerrit):
         submit: bool = False,
         tag: str | None = None,
         project: str | None = None,
+        marker: str | None = None,
     ) -> None:
-        """Post votes and/or a message on `change,patchset`, optionally submit, and confirm the merge.
+        """Post votes and/or a message on `change,patchset`, optionally submitting, in one `gerrit review`.
 
         The message may hold anything (quotes, newlines, `$(...)`, unicode); labels are sent as
-        `--label Name=+N`. Raises GerritReviewError (GerritSubmitError when submitting) naming the change and
-        Gerrit's reason, or GerritUnavailableError when Gerrit could not be reached within the retries.
-        A review retried after a timeout may post its message twice; a submit is never retried once the
-        change shows as merged.
+        `--label Name=+N`. Exit status 0 is Gerrit's word that the review (and the submit) happened: no query
+        follows it. After a failure whose effect is unknown (a dropped channel, a timeout, an internal error)
+        Gerrit's state is read before anything is sent again: a merged change is never submitted twice, and
+        when `marker` (a text unique to this message) is given, a message already there is never posted twice
+        (only the submit is repeated). Raises GerritReviewError (GerritSubmitError when submitting) naming the
+        change and Gerrit's reason, GerritUnavailableError when Gerrit could not be reached within the retries,
+        or GerritUncertainError when it is not known whether the review was applied.
         """
+        what = f"change {change},{patchset}" + (f" in {project}" if project else "")
+        command = self._review_command(change, patchset, message, labels, submit, tag, project)
+        attempts = self.retries + 1
+        for attempt in range(attempts):
+            try:
+                self.run_command(command, retry=False)
+                return
+            except GerritCommandError as e:
+                error: GerritError = e
+                transient = e.retryable
+            except GerritUnavailableError as e:
+                error, transient = e, True
+            if not transient:
+                cls = GerritSubmitError if submit else GerritReviewError
+                raise cls(f"Gerrit {self.host}: review of {what} failed: {error.stderr.strip() or error}") from error
+            state = self.review_state(change, marker)
+            if state is not None:
+                merged, posted = state
+                if submit and merged:
+                    return  # the submit (which posts the review first) went through; its answer was lost
+                if posted and not submit:
+                    return
+                if posted:  # the votes and message are there; only the submit is missing
+                    command = self._review_command(change, patchset, None, None, True, None, project)
+            if attempt + 1 < attempts:
+                log.warning("Gerrit %s: review of %s failed (%s); retrying", self.host, what, error)
+                self._sleep_retry(attempt)
+                continue
+            if state is None and (marker or submit):
+                raise GerritUncertainError(
+                    f"Gerrit {self.host}: review of {what} failed after {attempt + 1} attempt(s) and Gerrit's "
+                    f"state could not be read to tell whether it was applied: {error.__cause__ or error}"
+                ) from error
+            raise GerritUnavailableError(
+                f"Gerrit {self.host}: review of {what} failed after {attempt + 1} attempt(s): "
+                f"{error.__cause__ or error}"
+            ) from error
+
+    @staticmethod
+    def _review_command(change: int, patchset: int, message: str | None, labels: dict[str, int] | None,
+                        submit: bool, tag: str | None, project: str | None) -> str:
         argv = ["gerrit", "review"]
         if project:
             argv += ["--project", project]
@@ -259,49 +308,19 @@ class GerritClient(gerritlib.Gerrit):
         if submit:
             argv.append("--submit")
         argv.append(f"{change},{patchset}")
-        command = " ".join(shlex.quote(a) for a in argv)
-        what = f"change {change},{patchset}" + (f" in {project}" if project else "")
-        attempts = self.retries + 1
-        for attempt in range(attempts):
-            try:
-                self.run_command(command, retry=False)
-                break
-            except GerritCommandError as e:
-                error: GerritError = e
-                transient = e.retryable
-            except GerritUnavailableError as e:
-                error, transient = e, True
-            if submit and self._is_merged(change):
-                return  # the submit went through although its answer was lost
-            if transient and attempt + 1 < attempts:
-                log.warning("Gerrit %s: review of %s failed (%s); retrying", self.host, what, error)
-                self._sleep_retry(attempt)
-                continue
-            if isinstance(error, GerritCommandError) and not transient:
-                cls = GerritSubmitError if submit else GerritReviewError
-                raise cls(f"Gerrit {self.host}: review of {what} failed: {error.stderr.strip() or error}") from error
-            raise GerritUnavailableError(
-                f"Gerrit {self.host}: review of {what} failed after {attempt + 1} attempt(s): "
-                f"{error.__cause__ or error}"
-            ) from error
-        if submit:
-            row = self._change_row(change)
-            status = row.get("status") if row else "unknown (not found)"
-            if status != "MERGED":
-                raise GerritSubmitError(
-                    f"Gerrit {self.host}: submit of {what} reported success but the change is {status}"
-                )
+        return " ".join(shlex.quote(a) for a in argv)
+
+    def review_state(self, change: int, marker: str | None = None) -> tuple[bool, bool] | None:
+        """(merged, a message containing `marker` is there) as Gerrit shows it now; None if it cannot be read."""
+        try:
+            row = self.get_change(change, "--current-patch-set", "--comments")
+        except GerritError as e:
+            log.warning("Gerrit %s: cannot read change %s: %s", self.host, change, e)
+            return None
+        if row is None:
+            return None
+        posted = bool(marker) and any(marker in (c.get("message") or "") for c in row.get("comments") or [])
+        return row.get("status") == "MERGED", posted
 
     def _sleep_retry(self, attempt: int) -> None:
         time.sleep(min(self.retry_max, self.retry_delay * 2 ** attempt))
-
-    def _change_row(self, change: int) -> dict | None:
-        try:
-            return self.get_change(change)
-        except GerritError as e:
-            log.warning("Gerrit %s: cannot query change %s: %s", self.host, change, e)
-            return None
-
-    def _is_merged(self, change: int) -> bool:
-        row = self._change_row(change)
-        return bool(row) and row.get("status") == "MERGED"

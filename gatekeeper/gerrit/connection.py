@@ -99,10 +99,13 @@ class GerritConnection:
         submit: bool = False,
         tag: str | None = None,
         project: str | None = None,
+        marker: str | None = None,
     ) -> None:
-        """Vote/comment on `change,patchset` and optionally submit it (the merge is confirmed by a query).
-        Raises GerritReviewError / GerritSubmitError / GerritUnavailableError (see GerritClient.review)."""
-        self.client.review(change, patchset, message, labels, submit=submit, tag=tag, project=project)
+        """Vote/comment on `change,patchset` and optionally submit it, in one `gerrit review`; `marker`, a text
+        unique to the message, lets a retry see that the message is already there. Raises GerritReviewError /
+        GerritSubmitError / GerritUnavailableError / GerritUncertainError (see GerritClient.review)."""
+        self.client.review(change, patchset, message, labels, submit=submit, tag=tag, project=project,
+                           marker=marker)
 
     def query(self, query: str, *flags: str) -> list[dict]:
         """Changes matching a Gerrit query, as Gerrit's JSON rows."""

@@ -3,21 +3,32 @@
 Reports go out on a thread per pipeline, in order, so that the queue loop never waits for Gerrit: a head item
 whose report is in flight stays at the head, and the pass that follows its completion takes it out.
 
-Each report is recorded in `/pipelines/<p>/reported/<item>:<action>` before it is sent ("pending", with the
-scheduler that sends it) and after ("done", with the outcome).  A scheduler that restarts after a SIGKILL finds
-the entry and does not report again; an entry left pending by a dead scheduler may or may not have reached
-Gerrit, so a submit is then checked against the change's status instead of being repeated.
+Each report is reported exactly once, as Gerrit sees it.  It is recorded in `/pipelines/<p>/reported/<item>:<action>`
+before it is sent ("pending", with the scheduler that sends it) and after ("done", with the outcome).  Its message
+carries a marker unique to it.  A report whose answer is lost, or whose entry a dead scheduler left pending, is
+settled by reading Gerrit (is the marker there? is the change merged?) before anything is sent again; while
+Gerrit cannot be asked, the report stays in flight (its item stays at the head) and is tried again.  A ZooKeeper
+outage while a report is ledgered never changes its outcome: the ledger write waits for ZooKeeper to return.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from typing import Protocol
 
-from kazoo.exceptions import NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    NodeExistsError,
+    NoNodeError,
+    NotEmptyError,
+    SessionExpiredError,
+)
 from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.scheduler.interfaces import ChangeSource, Report, ReportOutcome
@@ -32,9 +43,9 @@ from gatekeeper.zk.record import decode, encode
 log = logging.getLogger("gatekeeper.scheduler.backend")
 
 HEAD_ACTIONS = frozenset({"success", "failure", "merge-conflict"})
-# "Starting" messages go without a ledger entry: a restarted scheduler re-enqueues under a new item id anyway.
-UNLEDGERED = frozenset({"start"})
 BATCH = 32  # ledger entries deleted per transaction
+RETRY_MIN, RETRY_MAX = 0.5, 10.0  # backoff while Gerrit or ZooKeeper cannot be reached
+ZK_TRANSIENT = (ConnectionLoss, SessionExpiredError)
 
 
 class Reporter(Protocol):
@@ -55,16 +66,23 @@ class ReportQueue:
         self.owner = owner
         self.wake = wake
         self.sent = 0
+        self.completed = 0  # report outcomes that reached the pipeline (each may let the queue loop move on)
+        # (action, seconds from the pass asking for the report to Gerrit's answer, of which in Gerrit's command),
+        # the latest ones, for benchmarks
+        self.latencies: collections.deque[tuple[str, float, float]] = collections.deque(maxlen=10000)
+        self._asked: dict[str, float] = {}  # report key -> when it was first asked for (monotonic)
         self._outcomes: dict[str, ReportOutcome] = {}
         self._forgotten: list[str] = []
         self._inflight: set[str] = set()
         self._lock = threading.Condition()
+        self._stopped = threading.Event()
         # Two lanes: the head's verdicts (which the gate waits for) do not queue behind "starting" messages.
         self._lanes = {"head": queue.Queue(), "other": queue.Queue()}
         for lane, q in self._lanes.items():
             threading.Thread(target=self._work, args=(q,), name=f"reports-{pipeline}-{lane}", daemon=True).start()
 
     def stop(self) -> None:
+        self._stopped.set()
         for q in self._lanes.values():
             q.put(None)
 
@@ -89,15 +107,17 @@ class ReportQueue:
             if report.key in self._inflight:
                 return None
             self._inflight.add(report.key)
+            self._asked.setdefault(report.key, time.monotonic())
         self._lanes["head" if report.action in HEAD_ACTIONS else "other"].put(report)
         return None
 
     def forget(self, left: list[tuple[str, list[str]]]) -> None:
         """Mark the ledger entries of items that left the queue for deletion (`flush`, batched)."""
-        keys = [f"{ident}:{action}" for ident, actions in left for action in actions if action not in UNLEDGERED]
+        keys = [f"{ident}:{action}" for ident, actions in left for action in actions]
         with self._lock:
             for key in keys:
                 self._outcomes.pop(key, None)
+                self._asked.pop(key, None)
             self._forgotten.extend(keys)
 
     def flush(self, force: bool = False) -> None:
@@ -122,61 +142,138 @@ class ReportQueue:
                 with self._lock:
                     self._lock.wait_for(lambda k=started: k not in self._inflight, timeout=60)
             try:
-                outcome = self._ledgered(report)
+                outcome, unrecorded = self._ledgered(report)
+            except _Stopped:
+                return  # the scheduler is going away: the entry stays pending, for the next one to settle
             except Exception:
-                log.exception("[%s %s] %s report failed", self.pipeline, report.change.key, report.action)
-                outcome = ReportOutcome(not report.submit, "the report could not be sent")
+                # Nothing is decided on an unknown outcome: the report stays in flight and is tried again.
+                log.exception("[%s %s] %s report failed; trying again", self.pipeline, report.change.key,
+                              report.action)
+                if self._stopped.wait(RETRY_MAX):
+                    return
+                lane.put(report)
+                continue
             if outcome is None:
                 continue  # another live scheduler is sending it: its ledger watch will wake us
             with self._lock:
                 self._outcomes[report.key] = outcome
                 self._inflight.discard(report.key)
+                self.completed += 1
                 self._lock.notify_all()
             self.wake()
+            if unrecorded:
+                # Recorded after the outcome is published, off the gate's path: an entry left pending meanwhile
+                # (a crash) is settled from Gerrit's state by whoever asks next.
+                try:
+                    self._record(unrecorded, outcome)
+                except _Stopped:
+                    return
+                except Exception:
+                    log.exception("[%s %s] recording the %s report failed; it stays pending (Gerrit settles it)",
+                                  self.pipeline, report.change.key, report.action)
 
-    def _ledgered(self, report: Report) -> ReportOutcome | None:
-        if report.action in UNLEDGERED:
-            return self._send(report)
-        path = f"{paths.pipeline_reported(self.pipeline)}/{report.key}"
-        # A message without a submit is recorded once, before it is sent: at most once is what matters there.
-        entry = {"state": "pending", "owner": self.owner} if report.submit else {"state": "done", "ok": True}
+    def _record(self, path: str, outcome: ReportOutcome) -> None:
+        done = encode({"state": "done", "ok": outcome.ok, "message": outcome.message})
         try:
-            self.zk.client.create(path, encode(entry), makepath=True)
+            self._zk(lambda: self.zk.client.set(path, done))
+        except NoNodeError:
+            pass  # its item left and the entry was forgotten already
+
+    def _ledgered(self, report: Report) -> tuple[ReportOutcome | None, str]:
+        """The report's outcome (None: another live scheduler sends it), and the ledger entry still to be marked
+        done with it ("" when there is none)."""
+        path = f"{paths.pipeline_reported(self.pipeline)}/{report.key}"
+        entry = self._zk(lambda: self._claim(path))
+        outcome: ReportOutcome | None = None
+        if entry is not None:
+            if entry.get("state") == "done":
+                log.info("[%s %s] %s already reported", self.pipeline, report.change.key, report.action)
+                return ReportOutcome(bool(entry.get("ok", True)), entry.get("message", "")), ""
+            owner = entry.get("owner", "")
+            if owner and owner != self.owner and self._zk(
+                    lambda: self.zk.client.exists(paths.component("scheduler", owner))):
+                self._wait_for_owner(path, report)
+                return None, ""
+            # Left pending by a scheduler that died, or by our own earlier attempt: Gerrit knows if it arrived.
+            outcome = self._as_gerrit_shows(report)
+            log.info("[%s %s] an interrupted %s report %s", self.pipeline, report.change.key, report.action,
+                     "had arrived" if outcome is not None else "had not arrived; sending it")
+            if outcome is None:
+                self._zk(lambda: self.zk.client.set(path, encode({"state": "pending", "owner": self.owner})))
+        if outcome is None:
+            outcome = self._deliver(report)
+        return outcome, path
+
+    def _claim(self, path: str) -> dict | None:
+        """Create our pending entry; None when created, else the entry found there."""
+        try:
+            self.zk.client.create(path, encode({"state": "pending", "owner": self.owner}), makepath=True)
+            return None
         except NodeExistsError:
-            return self._already(path, report)
+            pass
+        try:
+            raw, _ = self.zk.client.get(path)
+        except NoNodeError:  # forgotten meanwhile: its item left the queue
+            return {"state": "done", "ok": True, "message": ""}
+        return decode(raw)
+
+    def _zk(self, operation: Callable[[], object]):
+        """Run a ZooKeeper operation, waiting out a connection loss (a report's outcome never depends on it)."""
+        delay = RETRY_MIN / 5
+        while True:
+            if self._stopped.is_set():
+                raise _Stopped()
+            try:
+                return operation()
+            except ZK_TRANSIENT as exc:
+                log.warning("[%s] ZooKeeper unavailable while ledgering a report (%s); waiting", self.pipeline,
+                            type(exc).__name__)
+            except ConnectionClosedError:
+                raise _Stopped() from None
+            if self._stopped.wait(delay):
+                raise _Stopped()
+            delay = min(RETRY_MAX, delay * 2)
+
+    def _deliver(self, report: Report) -> ReportOutcome:
+        """Send the report until Gerrit's answer is known (asking Gerrit before every resend)."""
+        delay = RETRY_MIN
         outcome = self._send(report)
-        if report.submit:
-            self.zk.client.set(path, encode({"state": "done", "ok": outcome.ok, "message": outcome.message}))
+        while not outcome.settled:
+            log.warning("[%s %s] %s report unsettled (%s); asking Gerrit again in %.1fs", self.pipeline,
+                        report.change.key, report.action, outcome.message, delay)
+            if self._stopped.wait(delay):
+                raise _Stopped()
+            delay = min(RETRY_MAX, delay * 2)
+            known = self._as_gerrit_shows(report)
+            if known is not None and not known.settled:
+                outcome = known
+                continue
+            outcome = known if known is not None else self._send(report)
         return outcome
 
     def _send(self, report: Report) -> ReportOutcome:
         self.sent += 1
+        sending = time.monotonic()
         try:
-            return self.reporter.report(report)
+            outcome = self.reporter.report(report)
         except Exception as exc:  # a report that cannot be sent must not stop the gate
             log.exception("[%s %s] %s report failed", self.pipeline, report.change.key, report.action)
-            return ReportOutcome(not report.submit, str(exc))
+            outcome = ReportOutcome(not report.submit, str(exc))
+        asked = self._asked.get(report.key)
+        if outcome.settled and asked is not None:
+            now = time.monotonic()
+            self.latencies.append((report.action, now - asked, now - sending))
+        return outcome
 
-    def _already(self, path: str, report: Report) -> ReportOutcome | None:
-        try:
-            raw, _ = self.zk.client.get(path)
-            entry = decode(raw)
-        except NoNodeError:
-            entry = {"state": "done", "ok": True, "message": ""}
-        if entry.get("state") == "done":
-            log.info("[%s %s] %s already reported", self.pipeline, report.change.key, report.action)
-            return ReportOutcome(bool(entry.get("ok", True)), entry.get("message", ""))
-        owner = entry.get("owner", "")
-        if owner and owner != self.owner and self.zk.client.exists(paths.component("scheduler", owner)):
-            self._wait_for_owner(path, report)
-            return None
+    def _as_gerrit_shows(self, report: Report) -> ReportOutcome | None:
+        """The report's outcome as Gerrit shows it (None: nothing of it arrived)."""
+        reported = getattr(self.reporter, "reported", None)
+        if reported is not None:
+            return reported(report)
         if not report.submit:
-            return ReportOutcome()
+            return None  # a reporter without markers cannot tell; sending again is the lesser harm
         change = self.source.get_change(report.change.number)
-        merged = change is not None and change.status == "MERGED"
-        log.info("[%s %s] a report was interrupted; the change is %s", self.pipeline, report.change.key,
-                 "merged" if merged else "not merged")
-        return ReportOutcome(merged, "" if merged else "the scheduler stopped while submitting it")
+        return ReportOutcome() if change is not None and change.status == "MERGED" else None
 
     def _wait_for_owner(self, path: str, report: Report) -> None:
         def on_change(data: bytes | None, stat: object) -> bool | None:
@@ -184,10 +281,15 @@ class ReportQueue:
                 return None
             with self._lock:
                 self._inflight.discard(report.key)
+                self.completed += 1
             self.wake()
             return False
 
         DataWatch(self.zk.client, path, on_change)
+
+
+class _Stopped(Exception):
+    """The report queue was stopped while a report was on its way."""
 
 
 class ZKBackend:
@@ -214,6 +316,10 @@ class ZKBackend:
 
     def report(self, report: Report) -> ReportOutcome | None:
         return self.reports.submit(report)
+
+    def progress(self) -> int:
+        """How many report outcomes have come back (a new one may let the queue loop move on)."""
+        return self.reports.completed
 
     def record_history(self, event: BuildEvent | BuildsetEvent) -> None:
         self.history.append(event)

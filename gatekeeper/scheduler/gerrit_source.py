@@ -72,24 +72,71 @@ class GerritChangeSource:
 
 
 class GerritReporter:
-    """Posts a report as one `gerrit review` (votes, message, and --submit on a gate success)."""
+    """Posts a report as one `gerrit review` (votes, message, and --submit on a gate success).
+
+    Each message ends with the report's marker, so that Gerrit itself tells whether a report whose answer was
+    lost (or whose sender died) arrived: `reported` reads that before anything is sent again.
+    """
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
 
     def report(self, report: Report) -> ReportOutcome:
-        from gatekeeper.gerrit.client import GerritError, GerritSubmitError
+        from gatekeeper.gerrit.client import GerritError, GerritSubmitError, GerritUnavailableError
+
+        change = report.change
+        message = with_marker(report.message, report.marker)
+        try:
+            self.connection.review(change.number, change.patchset, message or None, report.labels or None,
+                                   submit=report.submit, tag=report.tag or None, project=change.project,
+                                   marker=report.marker if message else None)
+        except GerritSubmitError as exc:
+            return ReportOutcome(False, _gerrit_reason(str(exc)))
+        except GerritUnavailableError as exc:
+            log.warning("[%s %s] %s report not sent yet: %s", report.pipeline, change.key, report.action, exc)
+            return ReportOutcome(False, str(exc), settled=False)
+        except GerritError as exc:
+            log.warning("[%s %s] %s report refused: %s", report.pipeline, change.key, report.action, exc)
+            return ReportOutcome(not report.submit, str(exc))
+        return ReportOutcome()
+
+    def reported(self, report: Report) -> ReportOutcome | None:
+        """What Gerrit shows of `report`: its outcome if it arrived (a submit whose message arrived but which did
+        not merge is submitted now), None if nothing of it is there; unsettled if Gerrit cannot be asked."""
+        from gatekeeper.gerrit.client import GerritError
 
         change = report.change
         try:
-            self.connection.review(change.number, change.patchset, report.message or None, report.labels or None,
-                                   submit=report.submit, tag=report.tag or None, project=change.project)
-        except GerritSubmitError as exc:
-            return ReportOutcome(False, _gerrit_reason(str(exc)))
+            row = self.connection.get_change(change.number, "--current-patch-set", "--comments")
         except GerritError as exc:
-            log.warning("[%s %s] %s report failed: %s", report.pipeline, change.key, report.action, exc)
-            return ReportOutcome(not report.submit, str(exc))
-        return ReportOutcome()
+            return ReportOutcome(False, str(exc), settled=False)
+        if row is None:
+            return None
+        merged = row.get("status") == "MERGED"
+        if report.submit and merged:
+            return ReportOutcome()
+        marker = report.marker if report.message else ""
+        if not marker or not any(marker in (c.get("message") or "") for c in row.get("comments") or []):
+            return None
+        if not report.submit:
+            return ReportOutcome()
+        log.info("[%s %s] %s report arrived but the change did not merge; submitting", report.pipeline,
+                 change.key, report.action)
+        submit_only = Report(report.pipeline, change, report.action, "", {}, submit=True, key=report.key)
+        return self.report(submit_only)
+
+
+def with_marker(message: str, marker: str) -> str:
+    """The message as posted: the report's marker on a line of its own at the end (no marker without text)."""
+    return f"{message}\n\n{marker}" if message and marker else message
+
+
+def without_marker(message: str) -> str:
+    """A posted message as people wrote it, without the report marker."""
+    return MARKER_LINE.sub("", message)
+
+
+MARKER_LINE = re.compile(r"\n\nGatekeeper-Report: [0-9a-f]{12}$")
 
 
 def _gerrit_reason(text: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -33,11 +34,17 @@ class Report:
     tag: str = ""
     key: str = ""  # ledger key: the same key is never reported twice
 
+    @property
+    def marker(self) -> str:
+        """A text unique to this report, carried in its message, by which Gerrit's copy of it is recognised."""
+        return "Gatekeeper-Report: " + hashlib.sha1(self.key.encode()).hexdigest()[:12] if self.key else ""
+
 
 @dataclass
 class ReportOutcome:
     ok: bool = True  # False: the submit was refused
     message: str = ""  # why it was refused
+    settled: bool = True  # False: Gerrit could not be reached or asked; the report must be tried again
 
 
 class Backend(Protocol):

@@ -15,8 +15,8 @@ from gatekeeper.config.layout import Job, Layout, Pipeline
 from gatekeeper.scheduler.events import TriggerEvent
 from gatekeeper.scheduler.interfaces import Backend, ChangeSource, Report, ReportOutcome
 from gatekeeper.scheduler.model import Build, Change, ChangeQueue, Item, PipelineState
-from gatekeeper.scheduler.triggers import pipeline_triggered, unmet_requirements
-from gatekeeper.zk.builds import RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
+from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
+from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.merges import MergeRequest, MergeResult
 
@@ -24,9 +24,24 @@ log = logging.getLogger("gatekeeper.scheduler.manager")
 
 MERGE_ATTEMPTS = 3
 
+INFRA_MESSAGE = ("Build could not be completed because of an infrastructure failure ({pipeline} pipeline). "
+                 "This is not the change's fault, and no vote is given: a recheck will retry it.")
+
+# Kinds of dequeue reasons (the layout's `dequeue: {reasons: {...}}` turns each one's report on or off).
+DEPENDENCY = "dependency-failed"
+OPERATOR = "operator"
+SILENT_DEQUEUE = frozenset({"abandoned"})  # by default: whoever abandoned a change needs no message about it
+
 
 class Refusal(Exception):
-    """A change cannot enter the pipeline; the message, for people, is reported on the change."""
+    """A change cannot enter the pipeline; the message, for people, is reported on the change.
+
+    `waits_on` names the change ("N,P") whose entering may let it in (one it needs that does not yet meet the
+    pipeline's requirements): it is reconsidered when that one enters."""
+
+    def __init__(self, message: str, waits_on: str = "") -> None:
+        super().__init__(message)
+        self.waits_on = waits_on
 
 
 def job_params(job: Job) -> dict:
@@ -65,7 +80,7 @@ class PipelineManager:
         self.source = source
         self.clock = clock
         self._looked_up: dict[int, Change | None] = {}
-        self._left: dict[str, str] = {}  # change key -> why it left the queue during this pass
+        self._left: dict[str, str] = {}  # change key -> why it left the queue during this pass ("failed (...)")
 
     @property
     def name(self) -> str:
@@ -91,8 +106,11 @@ class PipelineManager:
         for item in self.state.items_for_change(event.change):
             fresh = item.change.refreshed(latest)
             if fresh != item.change:
+                # A vote that changes nothing the queue loop looks at (whether the change may stay, what it
+                # needs) is saved with the item, but costs no walk over the queue.
+                relevant = fresh.needs != item.change.needs or self._unmet(fresh) != self._unmet(item.change)
                 item.change = fresh
-                self.state.touch(item)
+                self.state.touch(item, settle=relevant)
         if not self.pipeline.dependent and self._superseded(event, latest):
             for item in self.state.items_for_change(event.change):
                 if item.live and item.id in self.state.items:
@@ -157,14 +175,17 @@ class PipelineManager:
             outcome = RETRY_LIMIT
         build.result, build.message, build.log_url = outcome, message, result.log_url
         build.node, build.start_time, build.end_time = dict(result.node), result.start_time, result.end_time
+        build.failure_class = INFRASTRUCTURE if outcome == RETRY_LIMIT else result.failure_class
+        build.summary, build.signatures = result.summary, [dict(s) for s in result.signatures]
         self._record_build(item, build, result, outcome, message, final=True)
         log.info("%s %s: %s", item.label(self.name), result.job, outcome)
         self.state.touch(item)
         return True
 
     # -- enqueue --------------------------------------------------------------------------------------------------
-    def enqueue(self, change: Change, refusal_key: str = "") -> str:
-        """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused."""
+    def enqueue(self, change: Change, refusal_key: str = "", quiet: bool = False) -> str:
+        """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused (reported
+        on the change unless `quiet`)."""
         project = self.layout.projects.get(change.project)
         jobs = project.jobs_for(self.name) if project else ()
         if not jobs:
@@ -176,18 +197,28 @@ class PipelineManager:
         except Refusal as exc:
             message = f"Change {change.key} cannot enter {self.name}: {exc}"
             log.info("[%s %s] refused: %s", self.name, change.key, exc)
-            self.backend.report(Report(self.name, change, "refused", message, {},
-                                       key=f"refused:{refusal_key or self.clock()}:{change.key}"))
+            if exc.waits_on and self.pipeline.dependent:
+                waiters = self.state.waiting.setdefault(exc.waits_on, [])
+                if change.number not in waiters:
+                    waiters.append(change.number)
+                    self.state.changed = True
+            if not quiet:
+                self.backend.report(Report(self.name, change, "refused", message, {},
+                                           key=f"refused:{refusal_key or self.clock()}:{change.key}"))
             return message
         if self.pipeline.dependent:
             queue = self._shared_queue(project.queue or project.name)
             for dep in needed:
                 self._add(queue, dep, live=True)
-        else:
-            queue = ChangeQueue(name=f"{change.key}@{self.clock():.6f}", dynamic=True)
-            self.state.queues[queue.name] = queue
-            for dep in needed:
-                self._add(queue, dep, live=False)
+            self._add(queue, change, live=True)
+            for entered in [*needed, change]:
+                self._follow(entered)
+            return ""
+        # Named for people (the status page shows it): the one live change it tests, unique in this pipeline.
+        queue = ChangeQueue(name=f"{change.project} {change.key}", dynamic=True)
+        self.state.queues[queue.name] = queue
+        for dep in needed:
+            self._add(queue, dep, live=False)
         self._add(queue, change, live=True)
         return ""
 
@@ -225,13 +256,28 @@ class PipelineManager:
                                       f'change queue ("{queue or "none"}", not "{my_queue}")')
                     reason = unmet_requirements(self.pipeline, dep)
                     if reason:
-                        raise Refusal(f"it depends on change {key}, which cannot enter {self.name}: {reason}")
+                        raise Refusal(f"it depends on change {key}, which cannot enter {self.name}: {reason}",
+                                      waits_on=key)
                 visit(dep, path + [key])
                 done.add(key)
                 order.append(dep)
 
         visit(change, [change.key])
         return order
+
+    def _follow(self, entered: Change) -> None:
+        """Enqueue, behind a change that just entered, the refused changes that waited for it and now may enter
+        (approved dependents follow what they need, whatever the order their approvals came in)."""
+        waiters = self.state.waiting.pop(entered.key, None)
+        if waiters is None:
+            return
+        self.state.changed = True
+        for number in waiters:
+            latest = self.lookup(number)
+            if latest is None or self.state.find(latest.key) or unmet_requirements(self.pipeline, latest):
+                continue
+            log.info("[%s %s] follows %s, which it needs", self.name, latest.key, entered.key)
+            self.enqueue(latest, quiet=True)
 
     def _shared_queue(self, name: str) -> ChangeQueue:
         queue = self.state.queues.get(name)
@@ -253,14 +299,16 @@ class PipelineManager:
         self.state.touch(item)
         self.state.changed = True
         log.info("%s enqueued%s in queue %s", item.label(self.name), "" if live else " (not live)", queue.name)
-        if live:
-            self._report(item, "start")
-            item.started_reported = True
         return item
 
     # -- the queue loop -------------------------------------------------------------------------------------------
     def process(self) -> None:
-        """One pass over every queue."""
+        """One pass over every queue; nothing when nothing the loop looks at changed since its last pass."""
+        progress = self.backend.progress() if hasattr(self.backend, "progress") else -1
+        if self.state.settled and not (self.state.changed or self.state.removed) and progress == self.state.progress \
+                and self.state.layout is self.layout:
+            return
+        self.state.walks += 1
         for queue in list(self.state.queues.values()):
             if self.pipeline.dependent:
                 self._process_dependent(queue)
@@ -269,15 +317,17 @@ class PipelineManager:
             if queue.dynamic and not queue.items:
                 del self.state.queues[queue.name]
                 self.state.changed = True
+        # What the walk itself changed needs no second walk: it waits for results, events or report outcomes.
+        self.state.settled, self.state.progress, self.state.layout = True, progress, self.layout
 
     def _process_dependent(self, queue: ChangeQueue) -> None:
         nnfi: Item | None = None  # the nearest non-failing item ahead
         ahead: dict[str, Item] = {}
         position = 0
         for item in self.state.queue_items(queue):
-            reason = self._why_leave(item, ahead)
+            reason, kind = self._why_leave(item, ahead)
             if reason:
-                self._dequeue(item, reason)
+                self._dequeue(item, reason, kind)
                 continue
             base = [nnfi.id, nnfi.gen] if nnfi else None
             if item.ahead != base:
@@ -300,7 +350,7 @@ class PipelineManager:
             return
         reason = unmet_requirements(self.pipeline, live.change)
         if reason:
-            self._dequeue(live, reason)
+            self._dequeue(live, reason, requirement_kind(live.change))
             for item in items[:-1]:
                 self._remove(item, merged=False)
             return
@@ -321,18 +371,29 @@ class PipelineManager:
                 if item.id in self.state.items:
                     self._remove(item, merged=False)
 
-    def _why_leave(self, item: Item, ahead: dict[str, Item]) -> str:
+    def _why_leave(self, item: Item, ahead: dict[str, Item]) -> tuple[str, str]:
+        """Why the item must leave the queue, and the kind of reason (for the dequeue report); ("", "") if not."""
         reason = self._unmet(item.change)
         if reason:
-            return reason
+            return reason, requirement_kind(item.change)
         for key in item.change.needs:
             needed = ahead.get(key)
             if needed is None:
                 why = self._left.get(key, "is no longer ahead of it in the queue")
-                return f"it depends on change {key}, which {why}"
+                return f"it depends on change {key}, which {why}", DEPENDENCY
             if needed.failing:
-                return f"it depends on change {key}, which failed"
-        return ""
+                return f"it depends on change {key}, which {self._failure(needed)}", DEPENDENCY
+        return "", ""
+
+    @staticmethod
+    def _failure(item: Item) -> str:
+        """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs."""
+        if item.merge_state == "conflict":
+            return "could not be merged onto the changes ahead of it"
+        jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed)
+        if item.infrastructure_failure:
+            return f"could not be tested because of an infrastructure failure ({jobs})"
+        return f"failed ({jobs})" if jobs else "failed"
 
     def _unmet(self, change: Change) -> str:
         """unmet_requirements, remembered on the snapshot (a refresh replaces the snapshot, and the answer)."""
@@ -359,6 +420,11 @@ class PipelineManager:
             if ahead is None or ahead.merged:
                 self._request_merge(item, ahead)
         elif item.merged and item.live:
+            # Started once its speculative merge succeeded (a conflict is reported once, without a start).
+            # Asked on each pass until its outcome is known here; after a restart the ledger settles it.
+            if item.id not in self.state.started and self._report(item, "start") is not None:
+                self.state.started.add(item.id)
+                item.started_reported = True
             for job in item.jobs:
                 if job not in item.builds:
                     self._request_build(item, job, 1, position)
@@ -413,8 +479,9 @@ class PipelineManager:
             if not window.ceiling or queue.window < window.ceiling:
                 queue.window += window.increase
         else:
-            queue.window = max(window.floor, int(queue.window / window.decrease_factor))
-            self._left[item.key] = "failed" if outcome.ok else "could not be submitted"
+            if not item.infrastructure_failure:  # the infrastructure's failures say nothing of the queue's health
+                queue.window = max(window.floor, int(queue.window / window.decrease_factor))
+            self._left[item.key] = self._failure(item) if outcome.ok else "could not be submitted"
         self.state.changed = True
         self._remove(item, merged=succeeded)
         return True
@@ -422,6 +489,9 @@ class PipelineManager:
     def _report_complete(self, item: Item) -> ReportOutcome | None:
         if item.merge_state == "conflict":
             return self._recorded(item, "MERGE_CONFLICT", self._report(item, "merge-conflict", item.merge_message))
+        if item.infrastructure_failure:  # never a negative vote: the change is not to blame
+            message = INFRA_MESSAGE.format(pipeline=self.name)
+            return self._recorded(item, "INFRA_FAILURE", self._report(item, "infra-failure", message))
         if item.failing:
             return self._recorded(item, "FAILURE", self._report(item, "failure"))
         outcome = self._recorded(item, "SUCCESS", self._report(item, "success"))
@@ -439,7 +509,9 @@ class PipelineManager:
         if conf is None and not extra:
             return ReportOutcome()
         parts = [conf.message] if conf and conf.message else []
-        if action in ("success", "failure"):
+        if extra and action == "infra-failure":
+            parts, extra = [extra], ""
+        if action in ("success", "failure", "infra-failure"):
             parts.append("\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds))
         if extra:
             parts.append(extra)
@@ -483,13 +555,23 @@ class PipelineManager:
             line += f" ({build.message})"
         if not build.voting:
             line += " (non-voting)"
+        if build.result != "SUCCESS":
+            if build.failure_class == INFRASTRUCTURE:
+                line += "\n  An infrastructure failure, not this change's fault."
+            line += "".join(f"\n  {text}" for text in build.summary.splitlines() if text.strip())
+            for bug in build.signatures:
+                known = " ".join(str(bug.get(k, "")) for k in ("id", "title", "url") if bug.get(k))
+                line += f"\n  Known bug: {known}"
         return line
 
-    def _dequeue(self, item: Item, reason: str) -> None:
+    def _dequeue(self, item: Item, reason: str, kind: str) -> None:
+        """Take the item out for `reason`; its owner is told unless the layout keeps that kind of reason silent."""
         log.info("%s dequeued: %s", item.label(self.name), reason)
-        self._left[item.key] = "was removed from the queue"
+        # Those that need it are told the root cause, through any depth of dependency.
+        self._left[item.key] = reason[len("it "):] if kind == DEPENDENCY else \
+            f"was removed from the queue because {reason}"
         conf = self.pipeline.reports.get("dequeue")
-        if item.live and conf is not None:
+        if item.live and conf is not None and conf.reasons.get(kind, kind not in SILENT_DEQUEUE):
             self._report(item, "dequeue", f"Removed because {reason}.")
         self._remove(item, merged=False)
 
@@ -503,6 +585,7 @@ class PipelineManager:
         self.state.reindex()
         self.state.left.append((item.id, list(item.reported)))
         self.state.dirty.discard(item.id)
+        self.state.started.discard(item.id)
         self.state.removed.add(item.id)
         self.state.changed = True
         if merged and queue:
@@ -544,7 +627,7 @@ class PipelineManager:
             if queue and queue.dynamic:
                 self._remove_queue_of(item)
             else:
-                self._dequeue(item, "an operator dequeued it")
+                self._dequeue(item, "an operator dequeued it", OPERATOR)
             return ""
         if action == "promote":
             return self._promote(list(request.get("changes", [])))

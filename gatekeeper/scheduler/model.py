@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper.zk.builds import ABORTED, SUCCESS
+from gatekeeper.zk.builds import ABORTED, INFRASTRUCTURE, SUCCESS
 from gatekeeper.zk.merges import ChangeSpec
 from gatekeeper.zk.record import Record
 
@@ -80,6 +80,9 @@ class Build(Record):
     node: dict[str, Any] = field(default_factory=dict)
     start_time: float = 0.0
     end_time: float = 0.0
+    failure_class: str = ""  # change, infrastructure, unknown (gatekeeper.zk.builds.FAILURE_CLASSES)
+    summary: str = ""  # the failing step and its first error lines
+    signatures: list[dict[str, Any]] = field(default_factory=list)  # known bugs it matched: {id, title, url}
 
     @property
     def finished(self) -> bool:
@@ -88,6 +91,11 @@ class Build(Record):
     @property
     def failed(self) -> bool:
         return self.finished and self.voting and self.result != SUCCESS and self.result != ABORTED
+
+    @property
+    def infrastructure(self) -> bool:
+        """Failed because of the infrastructure (node, provider, retries exhausted), not the change."""
+        return self.failed and self.failure_class == INFRASTRUCTURE
 
 
 @dataclass
@@ -148,6 +156,12 @@ class Item(Record):
         return self.merge_state == "conflict" or any(b.failed for b in self.builds.values())
 
     @property
+    def infrastructure_failure(self) -> bool:
+        """Failing only because of the infrastructure: it will not merge, and it is not the change's fault."""
+        failed = [b for b in self.builds.values() if b.failed]
+        return self.merge_state != "conflict" and bool(failed) and all(b.infrastructure for b in failed)
+
+    @property
     def complete(self) -> bool:
         """Nothing more will happen to it: ready to report (when it is at the head)."""
         if self.merge_state == "conflict":
@@ -180,17 +194,27 @@ class PipelineState:
     queues: dict[str, ChangeQueue] = field(default_factory=dict)
     items: dict[str, Item] = field(default_factory=dict)
     cursors: dict[str, int] = field(default_factory=dict)  # event queue name -> last sequence number applied
+    waiting: dict[str, list[int]] = field(default_factory=dict)  # "N,P" -> refused changes that need it to enter
     version: int = -1  # the summary znode's version when loaded or saved
     dirty: set[str] = field(default_factory=set)  # item ids changed since the last save
     removed: set[str] = field(default_factory=set)  # item ids removed since the last save
     changed: bool = False  # the summary (queues, windows, cursors) changed
     stored: set[str] = field(default_factory=set)  # item ids that have a znode
     left: list[tuple[str, list[str]]] = field(default_factory=list)  # (item id, actions reported) since the save
+    started: set[str] = field(default_factory=set)  # item ids whose start report is settled (this process knows)
+    # The queue loop ran and nothing it looks at changed since (in this process): the next pass may skip it.
+    settled: bool = False
+    progress: int = -1  # report outcomes received when the loop last ran (Backend.progress)
+    layout: Any = field(default=None, repr=False, compare=False)  # the layout the loop last ran with
+    walks: int = 0  # queue loop passes in this process (for tests and metrics)
     _index: dict[int, list[str]] | None = field(default=None, repr=False, compare=False)
 
-    def touch(self, item: Item) -> None:
+    def touch(self, item: Item, settle: bool = True) -> None:
+        """Mark the item for saving; and, unless `settle` is False, the queue loop for a walk."""
         if item.id in self.items:
             self.dirty.add(item.id)
+            if settle:
+                self.settled = False
 
     def queue_items(self, queue: ChangeQueue) -> list[Item]:
         return [self.items[i] for i in queue.items if i in self.items]
@@ -229,4 +253,5 @@ class PipelineState:
                        for q in self.queues.values()],
             "revs": {i.id: i.rev for i in self.items.values()},
             "cursors": dict(self.cursors),
+            "waiting": {key: list(numbers) for key, numbers in self.waiting.items()},
         }

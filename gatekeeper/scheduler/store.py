@@ -44,7 +44,8 @@ class PipelineStore:
         if cached is not None and cached.version == stat.version:
             return cached
         data = decode(raw) if raw else {}
-        state = PipelineState(self.name, version=stat.version, cursors=dict(data.get("cursors", {})))
+        state = PipelineState(self.name, version=stat.version, cursors=dict(data.get("cursors", {})),
+                              waiting={k: list(v) for k, v in data.get("waiting", {}).items()})
         for q in data.get("queues", []):
             queue = ChangeQueue.from_dict(q)
             state.queues[queue.name] = queue

@@ -44,3 +44,15 @@ def unmet_requirements(pipeline: Pipeline, change: Change) -> str:
     if wip_allowed is True and not change.wip:
         return "it is not marked work in progress"
     return ""
+
+
+def requirement_kind(change: Change) -> str:
+    """The kind of reason a change no longer meets a pipeline's requirements (names the layout's dequeue
+    `reasons` use): abandoned, new-patchset, lost-approval (an approval or a work-in-progress state), other."""
+    if change.status == "ABANDONED":
+        return "abandoned"
+    if change.status != "NEW":
+        return "other"
+    if not change.is_current:
+        return "new-patchset"
+    return "lost-approval"

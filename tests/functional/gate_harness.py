@@ -20,7 +20,7 @@ from gatekeeper.config.layout import Layout, parse_layout
 from gatekeeper.gerrit.connection import GerritConnection
 from gatekeeper.gitrepo import ssh_command
 from gatekeeper.merger.service import MergerService
-from gatekeeper.scheduler.gerrit_source import GerritChangeSource, GerritReporter
+from gatekeeper.scheduler.gerrit_source import GerritChangeSource, GerritReporter, without_marker
 from gatekeeper.scheduler.scheduler import Scheduler
 from gatekeeper.sim.gerrit import Change, GerritSimulator
 from gatekeeper.zk import paths
@@ -42,7 +42,8 @@ class GateHarness:
     """Everything a gate needs, on loopback; `stop()` tears it all down."""
 
     def __init__(self, root: Path, zk_factory: Callable[..., ZKClient], layout_text: str = LAYOUT,
-                 projects: tuple[str, ...] = PROJECTS, executor_duration: float = 0.0) -> None:
+                 projects: tuple[str, ...] = PROJECTS, executor_duration: float = 0.0,
+                 wrap_reporter: Callable[[GerritReporter], object] | None = None) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.zk_factory = zk_factory
@@ -66,7 +67,10 @@ class GateHarness:
                                     ssh=ssh_command(self.ci.key_file, str(self.root / "known_hosts"))).start()
         self.executor = TestExecutor(zk_factory(), duration=executor_duration).start()
         self.schedulers: list[Scheduler] = []
-        self.start_scheduler()
+        if wrap_reporter:
+            self.start_scheduler(wrap_reporter)
+        else:
+            self.start_scheduler()  # as subclasses that override it without arguments expect
 
     def _connection(self, zk: ZKClient | None) -> GerritConnection:
         conn = GerritConnection(CONNECTION, "127.0.0.1", "ci", port=self.sim.port, keyfile=self.ci.key_file,
@@ -79,10 +83,13 @@ class GateHarness:
     def load_layout(self) -> Layout:
         return parse_layout({str(self.layout_path): self.layout_path.read_text()})
 
-    def start_scheduler(self) -> Scheduler:
-        """A scheduler with its own ZooKeeper session and its own Gerrit SSH client."""
+    def start_scheduler(self, wrap_reporter: Callable[[GerritReporter], object] | None = None) -> Scheduler:
+        """A scheduler with its own ZooKeeper session and its own Gerrit SSH client; `wrap_reporter` puts
+        something (a fault) between it and its Gerrit reporter."""
         conn = self._connection(None)
-        scheduler = Scheduler(self.zk_factory(), self.load_layout(), GerritChangeSource(conn), GerritReporter(conn),
+        reporter = GerritReporter(conn)
+        scheduler = Scheduler(self.zk_factory(), self.load_layout(), GerritChangeSource(conn),
+                              wrap_reporter(reporter) if wrap_reporter else reporter,
                               connections=(CONNECTION,), layout_loader=self.load_layout, ignore_accounts=("ci",))
         self.schedulers.append(scheduler.start())
         return scheduler
@@ -163,8 +170,10 @@ class GateHarness:
         raise AssertionError(f"the gate did not settle within {timeout:.0f}s: {self._activity()}")
 
     # -- reading back -----------------------------------------------------------------------------------------------
-    def history(self) -> list[tuple[str, str, str]]:
-        return [(b.job, b.result, b.changes) for b in self.executor.history if b.result != "ABORTED"]
+    def history(self, pipeline: str | None = None) -> list[tuple[str, str, str]]:
+        """(job, result, changes) of every build that ran (in `pipeline`), aborted ones left out."""
+        return [(b.job, b.result, b.changes) for b in self.executor.history
+                if b.result != "ABORTED" and (pipeline is None or b.pipeline == pipeline)]
 
     def assert_history(self, *expected: tuple[str, str, str], ordered: bool = False) -> None:
         """Every `(job, result, changes)` given ran (builds aborted by a reset are left out)."""
@@ -183,9 +192,17 @@ class GateHarness:
     def ci_votes(self, change: Change) -> dict[str, int]:
         return self.sim.votes(change).get("ci", {})
 
-    def ci_messages(self, change: Change) -> list[str]:
+    def ci_messages(self, change: Change, raw: bool = False) -> list[str]:
+        """CI's messages on the change, as people read them (`raw`: with each report's marker line)."""
         c = self.sim.change(change)
-        return [m.message for m in c.messages if m.author.username == "ci"]
+        return [m.message if raw else without_marker(m.message) for m in c.messages if m.author.username == "ci"]
+
+    def reports(self, change: Change, pipeline: str = "gate") -> list[str]:
+        """CI's messages on a change from one pipeline of the shared layout, without the "Patch Set N: votes"
+        preamble and the report marker."""
+        other = "check" if pipeline == "gate" else "gate"
+        texts = [m.split("\n\n", 1)[1] if "\n\n" in m else m for m in self.ci_messages(change)]
+        return [t for t in texts if f"({other} pipeline)" not in t and f"Starting {other} jobs." not in t]
 
     def gate_queue(self, pipeline: str = "gate") -> list[str]:
         state = self.schedulers[0].load_state(pipeline)

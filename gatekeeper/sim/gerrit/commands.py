@@ -49,10 +49,12 @@ def run_gerrit_command(sim: GerritSimulator, username: str | None, argv: list[st
     if persistent is not None:
         return CommandResult(stderr=persistent.stderr, status=persistent.exit_status or 1)
     hang_after = 0.0
+    drop_after = False
     for fault_name in fault_names:
         fault = sim.faults.take(fault_name)
         if fault is None:
             continue
+        drop_after = drop_after or fault.drop_after
         if fault.hang_s and fault.hang_after:
             hang_after = max(hang_after, fault.hang_s)
         elif fault.hang_s and not _wait_unless_gone(channel, fault.hang_s):
@@ -68,6 +70,8 @@ def run_gerrit_command(sim: GerritSimulator, username: str | None, argv: list[st
         result = CommandResult(stderr=f"fatal: {e}\n", status=1)
     if hang_after:
         _wait_unless_gone(channel, hang_after)
+    if drop_after and channel is not None:
+        channel.get_transport().close()  # applied, but the client never hears so
     return result
 
 

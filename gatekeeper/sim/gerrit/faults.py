@@ -18,6 +18,7 @@ class CommandFault:
     hang_s: float = 0.0  # sleep this long first; if the client gave up meanwhile, the command is not applied
     hang_after: bool = False  # run the command first, then hang before answering (the answer gets lost)
     exit_status: int | None = None  # fail with this status instead of running
+    drop_after: bool = False  # run the command, then drop the connection before answering ("Channel closed.")
     stderr: str = "fatal: internal server error\n"
 
 
@@ -83,6 +84,17 @@ class Faults:
                 if name == command and text in args:
                     return fault
         return None
+
+    def drop(self, command: str, times: int = 1) -> None:
+        """Make the next `times` runs of `command` take effect, then drop the SSH connection without an answer."""
+        with self._lock:
+            self._commands[command] = CommandFault(times, drop_after=True)
+
+    def pending(self, command: str) -> int:
+        """How many runs of `command` a fault still waits for (0: it fired, or there is none)."""
+        with self._lock:
+            fault = self._commands.get(command)
+            return fault.times if fault else 0
 
     def clear(self) -> None:
         """Remove every command fault, resume streams, accept connections."""
