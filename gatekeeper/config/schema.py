@@ -117,7 +117,21 @@ PIPELINE = v.Schema(
     }
 )
 
-QUEUE = v.Schema({v.Required("name"): NAME, "window": WINDOW})
+QUEUE = v.Schema({v.Required("name"): NAME, "window": WINDOW, "per-branch": bool})
+
+BRANCHES = v.Any(v.All(str, v.Length(min=1)), v.All([v.All(str, v.Length(min=1))], v.Length(min=1)),
+                 msg="expected a branch pattern or a list of them")
+DEVSTACK = v.Schema({"localrc": v.Schema({str: v.Any(str, int, float, bool)}), "local-conf": str})
+
+JOB_VARIANT = v.Schema(
+    {
+        v.Required("branches"): BRANCHES,
+        "label": NAME,
+        "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
+        "vars": v.Schema({str: v.Any(str, int, float, bool)}),
+        "devstack": DEVSTACK,
+    }
+)
 
 JOB = v.Schema(
     {
@@ -131,8 +145,10 @@ JOB = v.Schema(
         "collect": [str],
         "vars": v.Schema({str: v.Any(str, int, float, bool)}),
         "required-projects": [str],
-        "devstack": v.Schema({"localrc": v.Schema({str: v.Any(str, int, float, bool)}), "local-conf": str}),
+        "devstack": DEVSTACK,
         "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
+        "branches": BRANCHES,
+        "variants": [JOB_VARIANT],
     }
 )
 

@@ -216,7 +216,8 @@ class BuildRunner:
                     ws_error = f"{type(exc).__name__}: {exc}"
         node = ctx.node
         timings.node_ready = time.time()
-        result.node = {"name": node.id, "label": node.label, "provider": node.provider, "address": node.address}
+        result.node = {"name": node.id, "label": node.label, "provider": node.provider, "address": node.address,
+                       "image": node.image}
         if paths is None:
             raise BuildFailed(ERROR, f"could not rebuild the repo state on {self.name}: {ws_error}")
         self._header(console, request, node, paths)
@@ -236,6 +237,7 @@ class BuildRunner:
         change = request.change or {}
         console.line(f"NODE_PROVIDER={node.provider}")
         console.line(f"NODE_LABEL={node.label}")
+        console.line(f"NODE_IMAGE={node.image}{f' (build {node.image_build})' if node.image_build else ''}")
         console.line(f"NODE_ID={node.id}")
         console.line(f"NODE_ADDRESS={node.address}:{node.port}")
         console.line(f"BUILD_ID={request.id}")
@@ -243,6 +245,9 @@ class BuildRunner:
                      f" ({request.changes})")
         console.line(f"PIPELINE={request.pipeline}")
         console.line(f"JOB={request.job} attempt {request.attempt}/{request.attempts}")
+        variant = (request.params or {}).get("variant")
+        console.line(f"JOB_VARIANT={f'branches {variant}' if variant else 'default'} "
+                     f"(branch {change.get('branch', '')})")
 
     def _prepare_node(self, remote: RemoteHost, request: BuildRequest, p: dict, ws_dir: str,
                       paths: dict[str, str], node: Node) -> str:

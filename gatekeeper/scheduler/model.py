@@ -170,6 +170,7 @@ class ChangeQueue(Record):
     items: list[str] = field(default_factory=list)
     window: int = 0  # 0: unlimited (independent pipelines)
     dynamic: bool = False  # an independent pipeline's queue of one live change: dropped when empty
+    layout_queue: str = ""  # the layout's queue this one stands for (per-branch queues are named "name (branch)")
 
 
 @dataclass

@@ -99,8 +99,8 @@ class ExecutorAdapter:
 
 
 class E2E:
-    def __init__(self, root, zk_factory) -> None:
-        self.gate = GateHarness(root / "gate", zk_factory, layout_text=LAYOUT, projects=PROJECTS)
+    def __init__(self, root, zk_factory, layout: str = LAYOUT) -> None:
+        self.gate = GateHarness(root / "gate", zk_factory, layout_text=layout, projects=PROJECTS)
         self.cloud: CloudSim | None = None
         self.launcher: Launcher | None = None
         try:
@@ -111,7 +111,7 @@ class E2E:
             key = str(root / "node_key")
             subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
             self.cloud = CloudSim(["alpha"], workdir=str(root / "cloud"))
-            nodepool = parse_layout({"layout.yaml": LAYOUT}).nodepool
+            nodepool = parse_layout({"layout.yaml": layout}).nodepool
             self.launcher = Launcher(zk_factory(), nodepool, ssh_key=key, clouds_yaml=self.cloud.clouds_yaml,
                                      poll_interval=0.05, delete_verify_timeout=5.0).start()
             self.store = LogStore(str(root / "logs"), "http://logs.example.com")
