@@ -258,7 +258,11 @@ SERVICE_CONFIG = v.Schema(
             "ssh-key": str,
         },
         "log-store": {"dir": str, "url": str},
-        "web": {"listen": str, "port": v.All(int, v.Range(min=0, max=65535)), "admin-token": str},
+        "web": {"listen": str, "port": v.All(int, v.Range(min=0, max=65535)), "admin-token": str,
+                # developers' own tokens (user name -> token): what they may do is ask for access to nodes held
+                # for their own changes
+                "user-tokens": {str: str}},
+        "hold-access": {"enabled": bool, "max-hours": v.All(v.Any(int, float), v.Range(min=0))},
         "statsd": {"host": str, "port": int, "prefix": str},
         "history": {"url": str},
     }

@@ -199,7 +199,9 @@ class HostBackend:
         pass
 
     # -- shared pieces ---------------------------------------------------------------------------
-    def _prepare(self, spec: HostSpec, address: str, extra_config: str = "") -> Host:
+    def _prepare(self, spec: HostSpec, address: str, extra_config: str = "", home_keys: bool = False) -> Host:
+        """The host's directory, keys and sshd config; `home_keys`: also accept keys in the login's
+        ~/.ssh/authorized_keys, as a cloud image does (only where the home is the host's own)."""
         hdir = os.path.join(self.workdir, spec.server_id)
         os.makedirs(hdir, exist_ok=True)
         host = Host(spec=spec, address=address, port=self.port, workdir=hdir)
@@ -212,7 +214,7 @@ class HostBackend:
             f.write(
                 f"ListenAddress {address}:{self.port}\n"
                 f"HostKey {keyfile}\n"
-                f"AuthorizedKeysFile {hdir}/authorized_keys\n"
+                f"AuthorizedKeysFile {hdir}/authorized_keys{' .ssh/authorized_keys' if home_keys else ''}\n"
                 f"PidFile none\n"
                 "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
                 "PermitRootLogin prohibit-password\nStrictModes no\n"
@@ -328,7 +330,7 @@ class NetnsBackend(HostBackend):
         veth = f"{self.tag}v{n:x}"
         address = f"{self.subnet}.{n}"
         ns = f"{veth}n"
-        host = self._prepare(spec, address, "Subsystem sftp internal-sftp\n")
+        host = self._prepare(spec, address, "Subsystem sftp internal-sftp\n", home_keys=True)
         host.extra.update(netns=ns, veth=veth, octet=n)
         self.hosts[spec.server_id] = host
         try:
