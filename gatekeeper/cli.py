@@ -10,12 +10,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+
+from kazoo.exceptions import ConnectionLoss, NoAuthError, SessionExpiredError
 
 from gatekeeper import __version__
 from gatekeeper.config.layout import load_layout
 from gatekeeper.config.service import load_service_config
 from gatekeeper.config.yamlfile import ConfigErrors
+from gatekeeper.zk.client import ZooKeeperError
 
 COMPONENT_CLIS = (
     "gatekeeper.zk.cli",
@@ -33,6 +37,13 @@ COMPONENT_CLIS = (
     "gatekeeper.operator_cli.cli",
 )
 
+# Long-running services log INFO to stderr by default (what journald and `docker logs` collect); commands an
+# operator runs in a terminal stay at WARNING so that their own output is what they see.
+SERVICE_COMMANDS = frozenset({"scheduler", "merger", "launcher", "executor", "web", "history", "zookeeper",
+                              "gerrit-sim", "cloud-sim"})
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+JOURNAL_LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"  # journald stamps each line itself
+
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -45,14 +56,16 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    what = "the service config"
     try:
         config = load_service_config(args.config)
+        what = "the layout"
         layout = load_layout(args.layout or config.layout_path, config.connections)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         count = len(exc.errors)
-        print(f"{count} error{'s' if count != 1 else ''}: the layout is not valid", file=sys.stderr)
+        print(f"{count} error{'s' if count != 1 else ''}: {what} is not valid", file=sys.stderr)
         return EXIT_CONFIG
     print(f"OK: {layout.summary()} ({len(layout.files)} file{'s' if len(layout.files) != 1 else ''})")
     return EXIT_OK
@@ -70,21 +83,40 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     config = load_service_config(args.config)
     layout = load_layout(args.layout or config.layout_path, config.connections)
     print(f"layout OK: {layout.summary()}")
-    with tempfile.TemporaryDirectory(prefix="gatekeeper-") as tmp, LocalZooKeeper(data_dir=tmp) as server:
-        print(f"ZooKeeper up on {server.hosts} (pid {server.process.pid})")
-        zk = ZKClient(server.hosts, chroot="/gatekeeper").start()
+    with tempfile.TemporaryDirectory(prefix="gatekeeper-") as tmp:
+        server = LocalZooKeeper(data_dir=tmp)
         try:
-            me = Component(zk, "bootstrap")
-            me.register()
-            publish_layout(zk, layout)
-            back = read_layout(zk, config.connections)
-            who = ", ".join(f"{c.kind}@{c.hostname}" for c in list_components(zk))
-            print(f"layout published to ZooKeeper and read back: {back.summary()}; registered: {who}")
-            me.unregister()
+            server.start()
+        except RuntimeError as exc:  # not installed, exited at once, or never answered
+            print(f"cannot start a local ZooKeeper: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        try:
+            print(f"ZooKeeper up on {server.hosts} (pid {server.process.pid})")
+            zk = ZKClient(server.hosts, chroot="/gatekeeper").start()
+            try:
+                me = Component(zk, "bootstrap")
+                me.register()
+                publish_layout(zk, layout)
+                back = read_layout(zk, config.connections)
+                who = ", ".join(f"{c.kind}@{c.hostname}" for c in list_components(zk))
+                print(f"layout published to ZooKeeper and read back: {back.summary()}; registered: {who}")
+                me.unregister()
+            finally:
+                zk.stop()
         finally:
-            zk.stop()
+            server.stop()
     print("ZooKeeper stopped; nothing left running")
     return EXIT_OK
+
+
+def configure_logging(command: str | None, verbose: int = 0, quiet: int = 0) -> int:
+    """Log to stderr at INFO for a service, WARNING for other commands; each -v is one level more, each -q one
+    less (DEBUG at most, CRITICAL at least). Returns the level."""
+    base = logging.INFO if command in SERVICE_COMMANDS else logging.WARNING
+    level = min(max(base + 10 * (quiet - verbose), logging.DEBUG), logging.CRITICAL)
+    fmt = JOURNAL_LOG_FORMAT if os.environ.get("JOURNAL_STREAM") else LOG_FORMAT
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr)
+    return level
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gatekeeper", description="A project gating system: speculative gate, node pool and remote jobs."
     )
     parser.add_argument("--version", action="version", version=f"gatekeeper {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more logging: services log INFO by default, -v adds DEBUG; other commands log "
+                             "WARNING, -v adds INFO, -vv DEBUG")
+    parser.add_argument("-q", "--quiet", action="count", default=0,
+                        help="less logging: -q logs only warnings and errors (services), -qq only errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     validate = sub.add_parser("validate", help="check the service config and the layout, listing every error")
@@ -119,21 +155,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(args.verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(getattr(args, "command", None), args.verbose, args.quiet)
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
     if hasattr(args, "config") and args.config is None:
-        import os
-
-        args.config = os.environ.get("GATEKEEPER_CONFIG")
+        args.config = os.environ.get("GATEKEEPER_CONFIG") or None
     try:
         return int(args.func(args) or 0)
     except ConfigErrors as exc:
         for error in exc.errors:
             print(error, file=sys.stderr)
         return EXIT_CONFIG
+    except ZooKeeperError as exc:
+        print(exc, file=sys.stderr)
+        return exc.exit_code
+    except NoAuthError:
+        print("ZooKeeper refused access to gatekeeper's data: zookeeper.auth is missing or its password is wrong "
+              "(set it in the config or as GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD)", file=sys.stderr)
+        return EXIT_FAILURE
+    except (ConnectionLoss, SessionExpiredError) as exc:
+        print(f"lost the connection to ZooKeeper before the command finished ({type(exc).__name__}); "
+              "it may have been applied or not: check, then run it again", file=sys.stderr)
+        return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
 

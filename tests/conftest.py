@@ -9,6 +9,14 @@ import pytest
 
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.server import LocalZooKeeper
+from tests.helpers import require_netns
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test marked `netns` is skipped (or, where GATEKEEPER_REQUIRE_NETNS is set, failed) before its fixtures
+    run, when network namespaces are not available: it never falls back to something else silently."""
+    if item.get_closest_marker("netns") is not None:
+        require_netns()
 
 
 @pytest.fixture(scope="session")

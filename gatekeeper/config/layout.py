@@ -7,6 +7,7 @@ dataclasses, or raises ConfigErrors listing every problem with its file and line
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -15,7 +16,16 @@ from typing import Any
 import voluptuous as v
 
 from gatekeeper.config import schema
-from gatekeeper.config.yamlfile import ConfigError, ConfigErrors, describe_path, load_yaml, locate
+from gatekeeper.config.yamlfile import (
+    ConfigError,
+    ConfigErrors,
+    SourceDict,
+    SourceList,
+    describe_path,
+    load_yaml,
+    locate,
+    read_text,
+)
 
 PRECEDENCE_ORDER = {"high": 0, "normal": 1, "low": 2}
 
@@ -233,6 +243,17 @@ class NodePool:
     providers: dict[str, Provider] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Signature:
+    """A known bug: a failed build whose console, or whose log files matching `files`, match `pattern`."""
+
+    id: str
+    title: str
+    pattern: re.Pattern
+    url: str = ""
+    files: str = ""  # a glob over the build's log file names; "" reads the console
+
+
 @dataclass
 class Layout:
     """Everything the services act on. `files` holds the source texts, so the layout can travel through ZooKeeper
@@ -243,6 +264,7 @@ class Layout:
     jobs: dict[str, Job] = field(default_factory=dict)
     projects: dict[str, Project] = field(default_factory=dict)
     nodepool: NodePool = field(default_factory=NodePool)
+    signatures: dict[str, Signature] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
@@ -269,13 +291,26 @@ def load_layout(path: str | Path, connections: set[str] | None = None) -> Layout
         files = [path]
     else:
         raise ConfigErrors([ConfigError(str(path), 0, "", "no such layout file or directory")])
-    return parse_layout({str(p): p.read_text() for p in files}, connections)
+    texts: dict[str, str] = {}
+    errors: list[ConfigError] = []
+    for file in files:
+        try:
+            texts[str(file)] = read_text(file)
+        except ConfigErrors as exc:
+            errors.extend(exc.errors)
+    if errors:
+        raise ConfigErrors(errors)
+    return parse_layout(texts, connections, origin=str(path))
 
 
-def parse_layout(texts: dict[str, str], connections: set[str] | None = None) -> Layout:
-    """Build a Layout from {file name: YAML text}; raise ConfigErrors with every problem found."""
+def parse_layout(texts: dict[str, str], connections: set[str] | None = None, origin: str | None = None) -> Layout:
+    """Build a Layout from {file name: YAML text}; raise ConfigErrors with every problem found.
+
+    `origin` names the layout as a whole (its directory) in an error about the whole, such as an empty layout.
+    """
     errors: list[ConfigError] = []
     docs: list[Any] = []
+    broken: set[tuple[str, str]] = set()  # (kind, name) of definitions left out for their errors
     for source, text in texts.items():
         try:
             data = load_yaml(text, source)
@@ -284,29 +319,111 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None) -> 
             continue
         if data is None:
             continue
-        errors.extend(validate(schema.LAYOUT_FILE, data, source))
-        docs.append(data)
-    if errors:
-        raise ConfigErrors(errors)
-    builder = _Builder(connections)
+        if not isinstance(data, dict):
+            errors.append(ConfigError(source, getattr(data, "line", 1), "", "expected a mapping of sections "
+                                      "(pipelines, queues, jobs, projects, nodepool) at the top level, got "
+                                      + _kind(data)))
+            continue
+        invalid = _invalid(schema.LAYOUT_FILE, data)
+        errors.extend(_config_error(data, source, err) for err in invalid)
+        docs.append(_without(data, [list(err.path) for err in invalid], broken))
+    # The items that passed the schema are still checked together, so that one run lists every error; a name
+    # whose definition was invalid is not reported again as undefined.
+    builder = _Builder(connections, broken)
     for data in docs:
         builder.add(data)
     builder.check()
-    if builder.errors:
-        raise ConfigErrors(builder.errors)
+    errors.extend(builder.errors)
+    if errors:
+        raise ConfigErrors(errors)
+    lay = builder.layout
+    # known-bug signatures alone make a layout too: the executor's diagnosis reads just them
+    if not lay.pipelines and not lay.nodepool.providers and not lay.signatures:
+        where = origin or (next(iter(texts)) if len(texts) == 1 else "layout")
+        have = [f"{len(things)} {kind}" for kind, things in (("queues", lay.queues), ("jobs", lay.jobs),
+                                                                ("projects", lay.projects),
+                                                                ("node labels", lay.nodepool.labels)) if things]
+        raise ConfigErrors([ConfigError(where, 0, "", "the layout defines no pipelines and no node providers, so "
+                                        "nothing would be gated or launched"
+                                        + (f" (it defines only {', '.join(have)})" if have else " (it is empty)"))])
     builder.layout.files = dict(texts)
     return builder.layout
 
 
 def validate(s: v.Schema, data: Any, source: str) -> list[ConfigError]:
     """Run a voluptuous schema and turn each failure into a ConfigError with file, line and key path."""
+    return [_config_error(data, source, err) for err in _invalid(s, data)]
+
+
+def _invalid(s: v.Schema, data: Any) -> list[v.Invalid]:
     try:
         s(data)
     except v.MultipleInvalid as exc:
-        return [_config_error(data, source, err) for err in exc.errors]
+        return list(exc.errors)
     except v.Invalid as exc:
-        return [_config_error(data, source, exc)]
+        return [exc]
     return []
+
+
+_SECTION_KINDS = {"pipelines": "pipeline", "queues": "queue", "jobs": "job", "projects": "project",
+                  "labels": "label", "providers": "provider"}
+
+
+def _without(data: dict, paths: list[list], broken: set[tuple[str, str]]) -> dict:
+    """`data` without the list items (or whole sections) the schema found errors in; their names go to `broken`."""
+    drop: dict[tuple, set[int] | None] = {}  # section path -> item indexes to drop, or None for all of it
+    for path in paths:
+        nested = 2 if path[:1] == ["nodepool"] and len(path) > 1 else 1
+        section, rest = tuple(path[:nested]), path[nested:]
+        if rest and isinstance(rest[0], int) and drop.get(section, set()) is not None:
+            drop.setdefault(section, set()).add(rest[0])
+        else:
+            drop[section] = None
+    if () in drop:
+        drop = {(key,): None for key in data}
+    out = _copy_dict(data)
+    for section, indexes in drop.items():
+        parent = out
+        for key in section[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if not isinstance(parent, dict) or section[-1] not in parent:
+            continue
+        items = parent[section[-1]]
+        if section == ("nodepool",) and isinstance(items, dict):  # all of it: its labels and providers too
+            for key in ("labels", "providers"):
+                for item in items.get(key) if isinstance(items.get(key), list) else []:
+                    if isinstance(item, dict) and isinstance(item.get("name"), str):
+                        broken.add((_SECTION_KINDS[key], item["name"]))
+        kind = _SECTION_KINDS.get(str(section[-1]))
+        kept = []
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            if indexes is None or i in indexes:
+                if kind and isinstance(item, dict) and isinstance(item.get("name"), str):
+                    broken.add((kind, item["name"]))
+            else:
+                kept.append(i)
+        if indexes is None:
+            del parent[section[-1]]
+        else:
+            parent[section[-1]] = _keep(items, kept)
+    return out
+
+
+def _copy_dict(data: dict) -> dict:
+    """A copy of the top level and of `nodepool`, keeping what they know of files and lines."""
+    out = copy.copy(data)
+    if isinstance(data, SourceDict):
+        out.key_lines = dict(data.key_lines)
+    if isinstance(out.get("nodepool"), dict):
+        out["nodepool"] = _copy_dict(out["nodepool"])
+    return out
+
+
+def _keep(items: list, indexes: list[int]) -> list:
+    kept = SourceList(items[i] for i in indexes)
+    kept.source, kept.line = getattr(items, "source", "<string>"), getattr(items, "line", 0)
+    kept.item_lines = [items.line_of(i) for i in indexes] if isinstance(items, SourceList) else []
+    return kept
 
 
 def _config_error(data: Any, source: str, err: v.Invalid) -> ConfigError:
@@ -335,6 +452,7 @@ _TYPE_WORDS = {
     "expected float": "expected a number",
     "expected list": "expected a list",
     "expected dict": "expected a mapping",
+    "expected a dictionary": "expected a mapping",
 }
 
 
@@ -343,7 +461,7 @@ def _kind(value: Any) -> str:
         return "a mapping"
     if isinstance(value, list):
         return "a list"
-    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", type(None): "an empty value"}
     return names.get(type(value), type(value).__name__)
 
 
@@ -401,9 +519,10 @@ def _report(data: dict | None) -> Report | None:
 class _Builder:
     """Merges validated files into one Layout and finds the errors that span files."""
 
-    def __init__(self, connections: set[str] | None) -> None:
+    def __init__(self, connections: set[str] | None, broken: set[tuple[str, str]] | None = None) -> None:
         self.layout = Layout()
         self.connections = connections
+        self.broken = broken or set()
         self.errors: list[ConfigError] = []
         self.where: dict[tuple[str, str], tuple[str, int]] = {}
         self.refs: list[tuple[str, str, str, int, str]] = []  # kind, name, source, line, context
@@ -434,6 +553,19 @@ class _Builder:
         np = data.get("nodepool")
         if np:
             self.add_nodepool(np)
+        for sig in data.get("signatures", []):
+            self.add_signature(sig)
+
+    def add_signature(self, sig: dict) -> None:
+        ident = str(sig["id"])
+        key = ("signature", ident)
+        if key in self.where:
+            src, line = self.where[key]
+            self.error(sig, "id", f'signature "{ident}"', f"defined twice (first at {src}:{line})")
+            return
+        self.where[key] = (sig.source, sig.line)
+        self.layout.signatures[ident] = Signature(ident, sig["title"], re.compile(sig["pattern"], re.MULTILINE),
+                                                  sig.get("url", ""), sig.get("files", ""))
 
     def add_pipeline(self, p: dict, parent: Any, index: int) -> None:
         if not self.define("pipeline", p["name"], p):
@@ -618,13 +750,14 @@ class _Builder:
         lay = self.layout
         known = {"pipeline": lay.pipelines, "job": lay.jobs, "queue": lay.queues, "label": lay.nodepool.labels}
         for kind, name, source, line, context in self.refs:
-            if name not in known[kind]:
+            if name not in known[kind] and (kind, name) not in self.broken:
                 have = ", ".join(sorted(known[kind])) or "none"
                 self.errors.append(ConfigError(source, line, context,
                                                f'undefined {kind} "{name}" (defined: {have})'))
         offered = set().union(*(p.labels for p in lay.nodepool.providers.values())) if lay.nodepool.providers else set()
+        some_provider_broken = any(kind == "provider" for kind, _ in self.broken)
         for label in lay.nodepool.labels.values():
-            if label.name not in offered:
+            if label.name not in offered and not some_provider_broken:
                 src, line = self.where[("label", label.name)]
                 self.errors.append(ConfigError(src, line, f'label "{label.name}"',
                                                "no provider offers this label"))

@@ -53,6 +53,35 @@ def _int_label_map(value: Any) -> dict:
     return value
 
 
+class Each:
+    """A list whose every item is checked and every error kept: voluptuous's own `[schema]` stops a list at the
+    first item with an error inside it, so four bad jobs would show as one."""
+
+    def __init__(self, item: Any) -> None:
+        self.item = v.Schema(item)
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise v.Invalid("expected list")
+        errors: list[v.Invalid] = []
+        for index, entry in enumerate(value):
+            try:
+                self.item(entry)
+            except v.MultipleInvalid as exc:
+                for err in exc.errors:
+                    err.prepend([index])
+                    errors.append(err)
+            except v.Invalid as exc:
+                exc.prepend([index])
+                errors.append(exc)
+        if errors:
+            raise v.MultipleInvalid(errors)
+        return value
+
+    def __repr__(self) -> str:
+        return f"Each({self.item!r})"
+
+
 APPROVAL = v.Schema(_int_label_map)
 
 GERRIT_TRIGGER = v.Schema(
@@ -61,7 +90,7 @@ GERRIT_TRIGGER = v.Schema(
             v.In(GERRIT_EVENTS, msg=f"unknown Gerrit event (expected one of {', '.join(GERRIT_EVENTS)})"),
             [v.In(GERRIT_EVENTS, msg=f"unknown Gerrit event (expected one of {', '.join(GERRIT_EVENTS)})")],
         ),
-        "approval": [APPROVAL],
+        "approval": Each(APPROVAL),
         "comment": v.Any(Regex, [Regex]),
         "branch": v.Any(Regex, [Regex]),
         "username": v.Any(Regex, [Regex]),
@@ -72,7 +101,7 @@ REQUIRE = v.Schema(
     {
         "open": bool,
         "current-patchset": bool,
-        "approval": [APPROVAL],
+        "approval": Each(APPROVAL),
         "wip": bool,
     }
 )
@@ -106,7 +135,7 @@ PIPELINE = v.Schema(
         v.Required("manager"): v.In(MANAGERS, msg="unknown manager (expected independent or dependent)"),
         "description": str,
         "precedence": v.In(PRECEDENCES, msg="expected high, normal or low"),
-        "trigger": v.Schema({str: [GERRIT_TRIGGER]}),
+        "trigger": v.Schema({str: Each(GERRIT_TRIGGER)}),
         "require": REQUIRE,
         "start": REPORTER,
         "success": REPORTER,
@@ -204,21 +233,44 @@ PROVIDER = v.Schema(
         "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
         "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
-        "pools": [v.Schema({v.Required("name"): NAME, "max-servers": int, v.Required("labels"): [POOL_LABEL]})],
-        "images": [IMAGE],
-        "hosts": [STATIC_HOST],
+        "pools": Each({v.Required("name"): NAME, "max-servers": int, v.Required("labels"): Each(POOL_LABEL)}),
+        "images": Each(IMAGE),
+        "hosts": Each(STATIC_HOST),
     }
 )
 
-NODEPOOL = v.Schema({"labels": [NODE_LABEL], "providers": [PROVIDER]})
+NODEPOOL = v.Schema({"labels": Each(NODE_LABEL), "providers": Each(PROVIDER)})
+
+
+def LogGlob(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
+    """A glob over a build's log file names (collected files are flattened, `*.log` stored as `*.txt`)."""
+    if not isinstance(value, str) or not value.strip():
+        raise v.Invalid("expected a glob over the build's log file names, like screen-n-cpu.txt or *.txt")
+    if "/" in value:
+        raise v.Invalid(f"{value!r} names a directory: log files are stored flat, match their names only "
+                        "(like screen-*.txt)")
+    return value
+
+
+# A known bug: a failed build whose console (or the log files `files` names) matches `pattern` is said to match it.
+SIGNATURE = v.Schema(
+    {
+        v.Required("id"): v.Any(NAME, v.All(int, v.Range(min=0)), msg="expected a bug number or a name"),
+        v.Required("title"): v.All(str, v.Length(min=1)),
+        "url": str,
+        v.Required("pattern"): Regex,
+        "files": LogGlob,
+    }
+)
 
 LAYOUT_FILE = v.Schema(
     {
-        "pipelines": [PIPELINE],
-        "queues": [QUEUE],
-        "jobs": [JOB],
-        "projects": [PROJECT],
+        "pipelines": Each(PIPELINE),
+        "queues": Each(QUEUE),
+        "jobs": Each(JOB),
+        "projects": Each(PROJECT),
         "nodepool": NODEPOOL,
+        "signatures": Each(SIGNATURE),
     }
 )
 

@@ -8,14 +8,18 @@ Every value may be overridden from the environment, which is where secrets belon
 from __future__ import annotations
 
 import copy
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import voluptuous as v
+
 from gatekeeper.config import schema
 from gatekeeper.config.layout import validate
-from gatekeeper.config.yamlfile import ConfigError, ConfigErrors, load_yaml
+from gatekeeper.config.yamlfile import ConfigError, ConfigErrors, load_yaml, read_text
 from gatekeeper.zk.client import DigestAuth, TLSOptions
 
 DEFAULTS: dict[str, Any] = {
@@ -103,27 +107,33 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _apply_env(data: dict, environ: dict[str, str]) -> list[ConfigError]:
-    """Apply GATEKEEPER_SECTION_KEY[_SUBKEY] overrides for keys the schema knows."""
-    errors = []
-    for name, raw in environ.items():
+def _apply_env(data: dict, environ: dict[str, str]) -> dict[tuple[str, ...], str]:
+    """Apply GATEKEEPER_SECTION_KEY[_SUBKEY] overrides for keys the schema knows; return {key path: variable}."""
+    applied: dict[tuple[str, ...], str] = {}
+    for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name in ("GATEKEEPER_CONFIG",):
             continue
         parts = name[len(ENV_PREFIX):].lower().split("_")
-        target = _env_target(parts)
-        if target is None:
+        found = _env_target(parts)
+        if found is None:
             continue
-        node = data
+        target, validator = found
+        node: Any = data
         for key in target[:-1]:
+            if not isinstance(node, dict):
+                break
             node = node.setdefault(key, {})
-        node[target[-1]] = _coerce(raw)
-    return errors
+        if not isinstance(node, dict):
+            continue  # the file gives this section a wrong type; the schema says so, naming its line
+        node[target[-1]] = _coerce(raw, validator)
+        applied[tuple(target)] = name
+    return applied
 
 
-def _env_target(parts: list[str]) -> list[str] | None:
-    """Map ['web','admin','token'] to ['web','admin-token'] by trying the known keys of the schema."""
+def _env_target(parts: list[str]) -> tuple[list[str], Any] | None:
+    """Map ['web','admin','token'] to (['web','admin-token'], its validator) by trying the schema's known keys."""
     known = schema.SERVICE_CONFIG.schema
-    for i in range(1, len(parts)):
+    for i in range(1, len(parts) + 1):
         section = "-".join(parts[:i])
         sub = _schema_keys(known, section)
         if sub is None:
@@ -136,13 +146,14 @@ def _env_target(parts: list[str]) -> list[str] | None:
                 if inner is None:
                     continue
                 if j == len(rest):
-                    return [section, key]
+                    return [section, key], inner
                 if isinstance(inner, dict):
                     leaf = "-".join(rest[j:])
-                    if _schema_keys(inner, leaf) is not None:
-                        return [section, key, leaf]
+                    value = _schema_keys(inner, leaf)
+                    if value is not None:
+                        return [section, key, leaf], value
         elif len(rest) == 0:
-            return [section]
+            return [section], sub
     return None
 
 
@@ -155,35 +166,81 @@ def _schema_keys(s: Any, key: str) -> Any:
     return None
 
 
-def _coerce(raw: str) -> Any:
-    if raw.isdigit():
-        return int(raw)
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
+def _wanted_types(validator: Any) -> tuple[type, ...]:
+    """The plain types a schema value accepts: `str` for NAME, (int, float) for `v.Any(int, float)`."""
+    if isinstance(validator, type):
+        return (validator,)
+    if isinstance(validator, v.Schema):
+        return _wanted_types(validator.schema)
+    if isinstance(validator, v.All):
+        return _wanted_types(validator.validators[0]) if validator.validators else ()
+    if isinstance(validator, v.Any):
+        return tuple(t for inner in validator.validators for t in _wanted_types(inner))
+    return ()
+
+
+def _coerce(raw: str, validator: Any) -> Any:
+    """An environment value as the type the schema wants there; a string stays a string (an all-digit secret
+    too), and a value that is not of the wanted type stays as it is, for the schema to name."""
+    wanted = _wanted_types(validator)
+    if not wanted or str in wanted:
+        return raw
+    text = raw.strip()
+    if bool in wanted and text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if int in wanted and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if float in wanted:
+        try:
+            number = float(text)
+        except ValueError:
+            return raw
+        return number if math.isfinite(number) else raw
     return raw
 
 
+def _from_environment(errors: list[ConfigError], applied: dict[tuple[str, ...], str]) -> list[ConfigError]:
+    """Errors about values the environment set name the variable; a missing key says it may come from there."""
+    out = []
+    for error in errors:
+        keys = tuple(error.where.split(".")) if error.where and error.where != "top level" else ()
+        missing = re.match(r'missing required key "(.+)"$', error.message)
+        if missing and keys == ("zookeeper", "auth"):  # the secret half of the split form
+            variable = ENV_PREFIX + "_".join((*keys, missing.group(1))).upper().replace("-", "_")
+            error = ConfigError(error.source, error.line, error.where,
+                                f"{error.message} (set it in the file or as {variable})")
+        else:
+            for path, variable in applied.items():
+                if keys[:len(path)] == path:
+                    error = ConfigError(f"environment variable {variable}", 0, error.where, error.message)
+                    break
+        out.append(error)
+    return out
+
+
 def load_service_config(path: str | Path | None = None, environ: dict[str, str] | None = None) -> ServiceConfig:
-    """Defaults, then the YAML file at `path` (if any), then GATEKEEPER_* environment overrides."""
+    """Defaults, then the YAML file at `path` (if any), then GATEKEEPER_* environment overrides.
+
+    The file and the environment are checked together, so that a file may leave a secret (the ZooKeeper
+    password, the admin token) to the environment.
+    """
     environ = dict(os.environ if environ is None else environ)
     data = copy.deepcopy(DEFAULTS)
     source = "<defaults>"
+    given: Any = {}
     if path is not None:
         source = str(path)
-        try:
-            text = Path(path).read_text()
-        except OSError as exc:
-            raise ConfigErrors([ConfigError(source, 0, "", f"cannot read service config: {exc.strerror}")]) from None
-        loaded = load_yaml(text, source)
+        loaded = load_yaml(read_text(path, "service config"), source)
         if loaded is not None:
             if not isinstance(loaded, dict):
                 raise ConfigErrors([ConfigError(source, 1, "", "expected a mapping of sections at the top level")])
-            errors = validate(schema.SERVICE_CONFIG, loaded, source)
-            if errors:
-                raise ConfigErrors(errors)
-            _merge(data, _plain(loaded))
-    _apply_env(data, environ)
+            given = loaded
+    applied = _apply_env(given, environ)
+    errors = validate(schema.SERVICE_CONFIG, given, source if path is not None else "environment")
+    if errors:
+        raise ConfigErrors(_from_environment(errors, applied))
+    _merge(data, _plain(given))
     errors = validate(schema.SERVICE_CONFIG, data, source)
     if errors:
-        raise ConfigErrors(errors)
+        raise ConfigErrors(_from_environment(errors, applied))
     return ServiceConfig(data=data, source=source)

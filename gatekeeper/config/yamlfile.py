@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -91,11 +92,30 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
 
 
+def read_text(path: str | Path, what: str = "file") -> str:
+    """A config file's text as UTF-8; an unreadable or undecodable file becomes a ConfigErrors naming it."""
+    source = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigErrors([ConfigError(source, 0, "", f"cannot read {what}: {exc.strerror or exc}")]) from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise ConfigErrors([ConfigError(
+            source, line, "",
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at column {column} cannot be decoded "
+            "(save the file as UTF-8)")]) from None
+
+
 def load_yaml(text: str, source: str) -> Any:
     """Parse `text`; a syntax error becomes a ConfigErrors naming `source` and the line."""
-    loader = _Loader(text)
-    loader.name = source
+    loader = None
     try:
+        loader = _Loader(text)  # checks the characters at once
+        loader.name = source
         return loader.get_single_data()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -104,10 +124,19 @@ def load_yaml(text: str, source: str) -> Any:
         if exc.context:
             problem = f"{exc.context}, {problem}"
         raise ConfigErrors([ConfigError(source, line, "", f"invalid YAML: {problem}")]) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1 if isinstance(exc.position, int) else 0
+        what = f"character #x{exc.character:04x}" if isinstance(exc.character, int) else "character"
+        raise ConfigErrors([ConfigError(source, line, "", f"invalid YAML: {what} is not allowed in YAML text")]) \
+            from None
     except yaml.YAMLError as exc:
         raise ConfigErrors([ConfigError(source, 0, "", f"invalid YAML: {exc}")]) from None
+    except RecursionError:
+        line = loader.line + 1 if loader is not None else 0
+        raise ConfigErrors([ConfigError(source, line, "", "invalid YAML: nested too deeply to read")]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
 
 
 def locate(data: Any, path: list) -> tuple[str, int]:

@@ -6,6 +6,10 @@ Result mapping:
 - the node could not be had, reached or used, refused our pinned host key, vanished mid-run, or the workspace
   could not be copied before the job started: NODE_FAILURE; the repo state could not be rebuilt here: ERROR.
   The scheduler retries both on a new node; neither is ever the change's fault.
+- a failed build is diagnosed once its logs are collected (gatekeeper.executor.diagnosis): failure class, summary
+  and known bugs on its result; a step failure that was the infrastructure's (its SSH channel closed without an
+  exit status, a fetch that could not resolve its host, a full disk) becomes ERROR, and a timeout before the
+  job's steps started NODE_FAILURE, so they are retried too.
 Node release: SUCCESS, NODE_FAILURE, ERROR and ABORTED give the node back used (the launcher deletes it);
 FAILURE and TIMED_OUT hold it (24 h by default, or the job's hold-hours) with the build named as reason, unless
 `max_held` nodes are already held; an operator's autohold request matching the build holds it in any case, with
@@ -20,11 +24,13 @@ import shlex
 import shutil
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper.executor import devstack, logs
+from gatekeeper.config.layout import Signature
+from gatekeeper.executor import devstack, diagnosis, logs
 from gatekeeper.executor.console import Console, ConsoleRegistry
 from gatekeeper.executor.masking import Masker, secrets_from_vars
 from gatekeeper.executor.nodes import NodeSource, NodeWaitAborted, NoNode
@@ -128,8 +134,10 @@ class BuildRunner:
     """Runs builds; one per executor, shared by its build threads."""
 
     def __init__(self, settings: ExecutorSettings, cache: GitCache, nodes: NodeSource, log_store: logs.LogStore,
-                 consoles: ConsoleRegistry, executor_name: str = "executor") -> None:
+                 consoles: ConsoleRegistry, executor_name: str = "executor",
+                 signatures: Callable[[], Sequence[Signature]] | None = None) -> None:
         self.settings = settings
+        self.signatures = signatures or (lambda: ())
         self.cache = cache
         self.nodes = nodes
         self.log_store = log_store
@@ -138,8 +146,10 @@ class BuildRunner:
         self.timings: dict[str, BuildTimings] = {}
         self._held_lock = threading.Lock()
 
-    def run(self, request: BuildRequest, abort: threading.Event | None = None) -> BuildResult:
-        """Run one build to its end and return its result (ABORTED when `abort` was set)."""
+    def run(self, request: BuildRequest, abort: threading.Event | None = None,
+            on_start: Callable[[Node], None] | None = None) -> BuildResult:
+        """Run one build to its end and return its result (ABORTED when `abort` was set); `on_start` is called
+        with the node once the build has one, before its job starts."""
         abort = abort or threading.Event()
         timings = self.timings.setdefault(request.id, BuildTimings(requested=request.created))
         timings.claimed = time.time()
@@ -156,7 +166,7 @@ class BuildRunner:
         ctx = _Context()
         try:
             try:
-                self._run(request, abort, console, build_dir, timings, result, ctx)
+                self._run(request, abort, console, build_dir, timings, result, ctx, on_start)
             except BuildFailed as exc:
                 result.result, result.message = exc.result, exc.message
                 console.line(f"RESULT: {exc.result}: {exc.message}")
@@ -168,6 +178,7 @@ class BuildRunner:
                      f" ({masker.text(result.message)})" if result.message else "")
             if ctx.remote is not None and result.result != NODE_FAILURE:
                 self._collect(ctx.remote, request, log_dir, masker, console)
+            self._diagnose(request, result, console, log_dir, bool(timings.first_command), tag)
             console.line(f"Build {request.id} finished: {result.result}")
         finally:
             console.close()
@@ -191,7 +202,8 @@ class BuildRunner:
 
     # -- the steps of a build ---------------------------------------------------------------------------------
     def _run(self, request: BuildRequest, abort: threading.Event, console: Console, build_dir: str,
-             timings: BuildTimings, result: BuildResult, ctx: _Context) -> None:
+             timings: BuildTimings, result: BuildResult, ctx: _Context,
+             on_start: Callable[[Node], None] | None) -> None:
         p = _params(request)
         if not request.repo_state:
             raise BuildFailed(ERROR, "the build request carries no repo state")
@@ -221,6 +233,11 @@ class BuildRunner:
         timings.node_ready = time.time()
         result.node = {"name": node.id, "label": node.label, "provider": node.provider, "address": node.address,
                        "image": node.image}
+        if on_start is not None:
+            try:
+                on_start(node)
+            except Exception:  # the status page misses this build's start; the build itself goes on
+                log.exception("build %s: reporting its start failed", request.id)
         if paths is None:
             raise BuildFailed(ERROR, f"could not rebuild the repo state on {self.name}: {ws_error}")
         self._header(console, request, node, paths)
@@ -328,6 +345,27 @@ class BuildRunner:
             console.line(f"Collected {len(got.files) + 1} log files ({', '.join(got.files + [name])})")
         except (NodeLost, OSError) as exc:
             console.line(f"Log collection failed: {exc}")
+
+    def _diagnose(self, request: BuildRequest, result: BuildResult, console: Console, log_dir: str,
+                  steps_started: bool, tag: str) -> None:
+        """Fill the result's failure class, summary and known bugs; an infrastructure failure found in a step
+        turns the result into NODE_FAILURE or ERROR (retried, never the change's fault)."""
+        if result.result in (SUCCESS, ABORTED):
+            return
+        try:
+            signatures = list(self.signatures())
+        except Exception:
+            log.exception("%s build %s: reading the known-bug signatures failed; matching none", tag, request.id)
+            signatures = []
+        found = diagnosis.diagnose(console.path, log_dir, result.result, result.message, steps_started, signatures)
+        if found.result != result.result:
+            console.line(f"RESULT: {found.result}: {result.result} classed as an infrastructure failure")
+            log.info("%s build %s: %s classed as an infrastructure failure: %s", tag, request.id, result.result,
+                     found.result)
+            result.result = found.result
+        result.failure_class, result.summary, result.signatures = found.failure_class, found.summary, found.signatures
+        bugs = ", ".join(f"{s['id']} ({s['title']})" for s in found.signatures)
+        console.line(f"Failure class: {found.failure_class}" + (f"; matches known bug {bugs}" if bugs else ""))
 
     def _archive(self, request: BuildRequest, log_dir: str) -> tuple[str, str]:
         """Index the logs and move them into the log store; returns (URL, local directory)."""

@@ -21,6 +21,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="how the workspace is copied to the node (default: tar over the build's SSH connection)")
     parser.set_defaults(func=run)
 
+    parser = sub.add_parser("signatures", help="known-bug signatures of the layout and the failed builds each matched")
+    parser.add_argument("-c", "--config", metavar="FILE", help="service config (default: $GATEKEEPER_CONFIG or none)")
+    parser.add_argument("--hits", type=int, default=3, metavar="N", help="newest hits listed per signature (default 3)")
+    parser.add_argument("--json", action="store_true", help="print the signatures with their counts as JSON")
+    parser.set_defaults(func=list_signatures)
+
 
 def url_for_project(config: ServiceConfig) -> Callable[[str], str]:
     """project -> Gerrit fetch URL, from the `gerrit` section: `git-url` (with `{project}` or a prefix), else SSH."""
@@ -70,3 +76,51 @@ def run(args: argparse.Namespace) -> int:
         service.stop()
         zk.stop()
     return 0
+
+
+def list_signatures(args: argparse.Namespace) -> int:
+    """`gatekeeper signatures`: each signature of the published layout with its hits (last day, week, kept)."""
+    import json
+    import sys
+    import time
+
+    from gatekeeper.config.store import read_layout
+    from gatekeeper.zk.client import ZKClient
+    from gatekeeper.zk.signatures import hit_counts, read_hits
+
+    if args.hits < 0:
+        print(f"error: --hits {args.hits}: expected a count of 0 or more", file=sys.stderr)
+        return 2
+    config = load_service_config(args.config)
+    zk = ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start()
+    try:
+        layout = read_layout(zk)
+        hits = read_hits(zk)
+    finally:
+        zk.stop()
+    now = time.time()
+    rows = hit_counts(layout.signatures.values() if layout is not None else (), hits, now)
+    if args.json:
+        for row in rows:
+            newest = _newest(hits, row["id"], args.hits)
+            row["hits"] = [{k: v for k, v in h.to_dict().items() if k != "_v"} for h in newest]
+        print(json.dumps(rows, indent=1))
+        return 0
+    if not rows:
+        print("no known-bug signatures in the layout, and no hits")
+        return 0
+    print(f"{'signature':16} {'24h':>5} {'7d':>5} {'kept':>6}  title")
+    for row in rows:
+        gone = "" if row["in_layout"] else " (no longer in the layout)"
+        print(f"{row['id'][:16]:16} {row['day']:>5} {row['week']:>5} {row['total']:>6}  {row['title']}{gone}")
+        if row["url"]:
+            print(f"{'':16} {row['url']}")
+        for h in reversed(_newest(hits, row["id"], args.hits)):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(h.time))
+            print(f"{'':16}   {when} {h.job} {h.change or '-'} {h.pipeline} on {h.provider or '?'} {h.log_url}")
+    return 0
+
+
+def _newest(hits: list, signature: str, count: int) -> list:
+    matched = [h for h in hits if h.signature == signature]
+    return matched[max(0, len(matched) - count):] if count else []

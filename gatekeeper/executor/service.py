@@ -1,11 +1,13 @@
 """The executor service: takes build requests from ZooKeeper and runs up to `concurrency` of them at once.
 
 Several executors share the work: each claims a request with its build lock (gatekeeper.zk.builds), highest
-priority first. When a build starts, `/executor/running/<build>` records which executor runs it. An executor that
-dies loses its lock (its ZooKeeper session ends) but not that record, so the next executor to claim the request
-sees that someone else started it and reports ERROR ("executor X stopped"), which the scheduler retries on a new
-node. A cancelled request (deleted by the scheduler) aborts its build: the remote process group is killed, the
-node released, and nothing is published.
+priority first. When a build starts, `/executor/running/<build>` (a BuildStart) records which executor runs it,
+and, once the build has its node, when its job started, on which node and provider, and its live console URL: what
+the status page shows of a running build. An executor that dies loses its lock (its ZooKeeper session ends) but
+not that record, so the next executor to claim the request sees that someone else started it and reports ERROR
+("executor X stopped"), which the scheduler retries on a new node. A failed build's known-bug matches are recorded
+under /diagnosis/signature-hits (gatekeeper.zk.signatures). A cancelled request (deleted by the scheduler) aborts
+its build: the remote process group is killed, the node released, and nothing is published.
 """
 
 from __future__ import annotations
@@ -19,17 +21,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError
+from kazoo.exceptions import KazooException, NoNodeError
 
+from gatekeeper.config.layout import Signature
+from gatekeeper.config.store import read_layout
 from gatekeeper.executor.build import BuildRunner, ExecutorSettings
 from gatekeeper.executor.console import ConsoleRegistry, ConsoleServer
 from gatekeeper.executor.logs import LogStore
 from gatekeeper.executor.nodes import LauncherNodes, NodeSource
 from gatekeeper.executor.workspace import GitCache
+from gatekeeper.launcher.model import Node
 from gatekeeper.zk import builds, paths
-from gatekeeper.zk.builds import ABORTED, ERROR, BuildRequest, BuildResult
+from gatekeeper.zk.builds import ABORTED, ERROR, BuildRequest, BuildResult, BuildStart
 from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.components import Component, list_components
+from gatekeeper.zk.signatures import SignatureHit, record_hits
 
 log = logging.getLogger("gatekeeper.executor")
 
@@ -41,6 +47,29 @@ class RunningBuild:
     abort: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     stopping: bool = False  # aborted because this executor stops: hand the request over, publish nothing
+    start: BuildStart = field(default_factory=BuildStart)  # what /executor/running/<id> says about it
+
+
+class LayoutSignatures:
+    """The known-bug signatures of the layout published in ZooKeeper, read again whenever a new one is published
+    (a reload takes effect on the next failed build, with no restart)."""
+
+    def __init__(self, zk: ZKClient) -> None:
+        self.zk = zk
+        self._version: int | None = None
+        self._signatures: list[Signature] = []
+        self._lock = threading.Lock()
+
+    def __call__(self) -> list[Signature]:
+        stat = self.zk.client.exists(paths.LAYOUT)
+        if stat is None:
+            return []
+        with self._lock:
+            if stat.mzxid != self._version:
+                layout = read_layout(self.zk)
+                self._signatures = list(layout.signatures.values()) if layout is not None else []
+                self._version = stat.mzxid
+            return self._signatures
 
 
 class ExecutorService:
@@ -61,7 +90,8 @@ class ExecutorService:
         self.component.info.extra.update(console=self.console_server.base_url, concurrency=concurrency)
         cache = GitCache(os.path.join(settings.work_dir, "git"), url_for_project, ssh)
         self.nodes = nodes or LauncherNodes(zk, self.name)
-        self.runner = BuildRunner(settings, cache, self.nodes, log_store, self.consoles, self.name)
+        self.signatures = LayoutSignatures(zk)
+        self.runner = BuildRunner(settings, cache, self.nodes, log_store, self.consoles, self.name, self.signatures)
         self.running: dict[str, RunningBuild] = {}
         self.history: collections.deque[tuple[BuildRequest, BuildResult]] = collections.deque(maxlen=500)
         self._mutex = threading.Lock()
@@ -186,13 +216,15 @@ class ExecutorService:
             builds.release_claim(self.zk, req.id, lock)
         return True
 
+    def _start_record(self, req: BuildRequest) -> BuildStart:
+        return BuildStart(id=req.id, executor=self.name, started=time.time(),
+                          console_url=self.console_server.url(req.id), pipeline=req.pipeline, item=req.item,
+                          job=req.job, attempt=req.attempt)
+
     def _start_build(self, req: BuildRequest, lock) -> None:
-        data = json.dumps({"executor": self.name, "started": time.time()}).encode()
-        try:
-            self.zk.client.create(paths.executor_running(req.id), data, makepath=True)
-        except NodeExistsError:
-            self.zk.client.set(paths.executor_running(req.id), data)
-        rb = RunningBuild(req, lock)
+        start = self._start_record(req)
+        builds.write_build_start(self.zk, start)
+        rb = RunningBuild(req, lock, start=start)
         with self._mutex:
             self.running[req.id] = rb
 
@@ -206,11 +238,20 @@ class ExecutorService:
         rb.thread = threading.Thread(target=self._run, args=(rb,), name=f"build-{req.id[:8]}", daemon=True)
         rb.thread.start()
 
+    def _on_node(self, rb: RunningBuild, node: Node) -> None:
+        """The build has its node and its job starts: say so, for the status page and `gatekeeper status`."""
+        rb.start.start_time = time.time()
+        rb.start.node = {"name": node.id, "label": node.label, "provider": node.provider, "address": node.address}
+        if not rb.abort.is_set():
+            builds.write_build_start(self.zk, rb.start)
+
     def _run(self, rb: RunningBuild) -> None:
         req = rb.request
         try:
-            result = self.runner.run(req, rb.abort)
+            result = self.runner.run(req, rb.abort, on_start=lambda node: self._on_node(rb, node))
             self.history.append((req, result))
+            if result.signatures and not rb.stopping:
+                self._record_hits(req, result)
             if rb.stopping:
                 log.info("build %s handed back: executor %s is stopping", req.id, self.name)
             elif result.result == ABORTED:
@@ -234,6 +275,18 @@ class ExecutorService:
             except Exception:
                 log.warning("could not release the lock of build %s", req.id, exc_info=True)
             self._wake.set()
+
+    def _record_hits(self, req: BuildRequest, result: BuildResult) -> None:
+        change = req.change or {}
+        key = f"{change.get('number')},{change.get('patchset')}" if change.get("number") else ""
+        hits = [SignatureHit(signature=s["id"], title=s.get("title", ""), url=s.get("url", ""), build=req.id,
+                             job=req.job, pipeline=req.pipeline, change=key, project=change.get("project", ""),
+                             provider=(result.node or {}).get("provider", ""), log_url=result.log_url)
+                for s in result.signatures]
+        try:
+            record_hits(self.zk, hits)
+        except KazooException as exc:
+            log.warning("build %s: could not record its known-bug hits: %s", req.id, exc)
 
     def _forget(self, ident: str) -> None:
         try:

@@ -9,6 +9,9 @@ import threading
 
 from gatekeeper.config.service import load_service_config
 
+EXIT_USAGE = 2
+EXIT_CONFIG = 3
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("history", help="build history database: migrate it, or run its recorder")
@@ -22,10 +25,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _db(args: argparse.Namespace):
-    from gatekeeper.history.db import HistoryDB
+    """The history database; a URL SQLAlchemy cannot use is a HistoryError naming where it was set."""
+    from sqlalchemy.exc import ArgumentError
+
+    from gatekeeper.history.db import HistoryDB, HistoryError
 
     config = load_service_config(args.config)
-    return HistoryDB(args.url or config.get("history", "url"))
+    url = args.url or config.get("history", "url")
+    try:
+        return HistoryDB(url)
+    except ArgumentError as exc:
+        origin = "--url" if args.url else f"{config.source}: history.url"
+        error = HistoryError(f'{origin}: "{url}" is not a database URL SQLAlchemy can use ({exc}); expected one '
+                             "like sqlite:///path/history.sqlite or postgresql://user@host/db")
+        error.exit_code = EXIT_USAGE if args.url else EXIT_CONFIG  # type: ignore[attr-defined]
+        raise error from None
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -35,7 +49,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
         db = _db(args)
     except HistoryError as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     print(f"history database {db.safe_url} is at schema version {db.version}")
     db.close()
     return 0
@@ -51,7 +65,7 @@ def cmd_recorder(args: argparse.Namespace) -> int:
         db = _db(args)
     except HistoryError as exc:
         print(exc, file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     zk = ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start()
     recorder = HistoryRecorder(zk, db).start()
     done = threading.Event()

@@ -7,10 +7,11 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,9 @@ class BuildRow:
     executor: str
     attempt: int
     final: bool
+    failure_class: str = ""
+    summary: str = ""
+    signatures: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,6 +178,9 @@ class HistoryDB:
             row.executor = event.executor
             row.attempt = event.attempt
             row.final = event.final
+            row.failure_class = event.failure_class or ""
+            row.summary = event.summary or ""
+            row.signatures = json.dumps(event.signatures) if event.signatures else ""
 
     @staticmethod
     def _buildset(session: Session, uuid: str) -> Buildset:
@@ -280,8 +287,17 @@ def _build_row(b: Build, bs: Buildset) -> BuildRow:
         patchset=bs.patchset, ref=bs.ref, changes=bs.changes, job=b.job, result=b.result, message=b.message,
         start_time=b.start_time, end_time=b.end_time, duration=max(0.0, b.end_time - b.start_time),
         log_url=b.log_url, node_name=b.node_name, node_label=b.node_label, node_provider=b.node_provider,
-        executor=b.executor, attempt=b.attempt, final=b.final,
+        executor=b.executor, attempt=b.attempt, final=b.final, failure_class=b.failure_class or "",
+        summary=b.summary or "", signatures=_signatures(b.signatures),
     )
+
+
+def _signatures(raw: str | None) -> list[dict[str, Any]]:
+    try:
+        value = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    return value if isinstance(value, list) else []
 
 
 def _buildset_row(bs: Buildset) -> BuildsetRow:

@@ -1,139 +1,119 @@
-"""Versioned schema migrations for the history database, run programmatically at start-up.
+"""Schema migrations for the history database, through Alembic, run programmatically at start-up.
 
-The database remembers its version in `gatekeeper_schema`; `migrate()` applies every newer step in order, each in
-its own transaction (PostgreSQL runs DDL transactionally, so a failed step leaves the previous version intact).
-A step is written against the schema as it was then (plain DDL through SQLAlchemy Core), never against today's
-models, so old databases keep upgrading the same way.  Append steps; never edit one that was released.
+The revisions are in gatekeeper/history/alembic/versions/, each written against the schema as it was then (never
+against today's models), so old databases keep upgrading the same way.  Append revisions; never edit one that was
+released.  `migrate()` applies each missing revision in a transaction of its own (PostgreSQL and, through
+gatekeeper's engine, SQLite run DDL transactionally), so a failed revision leaves the previous one intact; on
+PostgreSQL an advisory lock keeps two starting services from migrating at once.
+
+A database made before Alembic remembers its version in `gatekeeper_schema`: it is adopted in place (stamped at
+the matching revision, then upgraded).  That table is left as it was, so an older service still reads a version
+it knows.  A new revision: `alembic -c <ini with script_location = gatekeeper/history/alembic> revision -m ...`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from pathlib import Path
 
-from sqlalchemy import (
-    Boolean,
-    Column,
-    Connection,
-    Engine,
-    Float,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    inspect,
-    select,
-    text,
-)
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, inspect, text
 
 log = logging.getLogger("gatekeeper.history.migrations")
+# Alembic's own INFO lines ("Context impl SQLiteImpl", "Will assume transactional DDL") say nothing an operator
+# needs; our own log line names each revision applied.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
-VERSION_TABLE = "gatekeeper_schema"
-
-
-@dataclass(frozen=True)
-class Migration:
-    version: int
-    description: str
-    apply: Callable[[Connection], None]
-
-
-def _v1_tables(conn: Connection) -> None:
-    meta = MetaData()
-    Table(
-        "buildsets", meta,
-        Column("id", Integer, primary_key=True),
-        Column("uuid", String(64), nullable=False, unique=True),
-        Column("pipeline", String(255), nullable=False),
-        Column("project", String(255), nullable=False),
-        Column("change", Integer, nullable=True),
-        Column("patchset", Integer, nullable=True),
-        Column("ref", String(255), nullable=False),
-        Column("changes", Text, nullable=False),
-        Column("result", String(64), nullable=False),
-        Column("message", Text, nullable=False),
-        Column("enqueue_time", Float, nullable=False),
-        Column("start_time", Float, nullable=False),
-        Column("end_time", Float, nullable=False),
-    )
-    Table(
-        "builds", meta,
-        Column("id", Integer, primary_key=True),
-        Column("uuid", String(64), nullable=False, unique=True),
-        Column("buildset_id", Integer, ForeignKey("buildsets.id"), nullable=False),
-        Column("job", String(255), nullable=False),
-        Column("result", String(64), nullable=False),
-        Column("message", Text, nullable=False),
-        Column("start_time", Float, nullable=False),
-        Column("end_time", Float, nullable=False),
-        Column("log_url", Text, nullable=False),
-        Column("node_name", String(255), nullable=False),
-        Column("node_label", String(255), nullable=False),
-        Column("node_provider", String(255), nullable=False),
-        Column("executor", String(255), nullable=False),
-        Column("attempt", Integer, nullable=False),
-        Column("final", Boolean, nullable=False),
-    )
-    meta.create_all(conn)
+SCRIPTS = Path(__file__).parent / "alembic"
+LEGACY_TABLE = "gatekeeper_schema"  # the version table of the schema before Alembic
+LEGACY_REVISIONS = {1: "0001", 2: "0002"}  # its versions, as revisions
+LOCK_KEY = 0x6761746B  # "gatk": the PostgreSQL advisory lock held while migrating
 
 
-def _v2_indexes(conn: Connection) -> None:
-    """The indexes the history pages and duration estimates filter on."""
-    meta = MetaData()
-    buildsets = Table("buildsets", meta, autoload_with=conn)
-    builds = Table("builds", meta, autoload_with=conn)
-    for index in (
-        Index("ix_buildsets_project", buildsets.c.project),
-        Index("ix_buildsets_pipeline", buildsets.c.pipeline),
-        Index("ix_buildsets_change", buildsets.c.change),
-        Index("ix_builds_buildset_id", builds.c.buildset_id),
-        Index("ix_builds_job", builds.c.job),
-        Index("ix_builds_result", builds.c.result),
-    ):
-        index.create(conn)
+class MigrationError(Exception):
+    """The database is in a state no revision describes."""
 
 
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "buildsets and builds", _v1_tables),
-    Migration(2, "indexes for history filters", _v2_indexes),
-)
-LATEST = MIGRATIONS[-1].version
+def _config(scripts: Path, connection: Connection | None = None) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(scripts))
+    if connection is not None:
+        config.attributes["connection"] = connection
+    return config
 
 
-def _version_table(meta: MetaData) -> Table:
-    return Table(VERSION_TABLE, meta, Column("version", Integer, nullable=False))
+def latest(scripts: Path = SCRIPTS) -> str:
+    """The newest revision."""
+    head = ScriptDirectory.from_config(_config(scripts)).get_current_head()
+    if head is None:
+        raise MigrationError(f"{scripts}: no migration revisions")
+    return head
 
 
-def current_version(engine: Engine) -> int:
-    """The schema version of the database: 0 when it has no gatekeeper tables yet."""
+LATEST = latest()
+
+
+def _revision(conn: Connection) -> str | None:
+    return MigrationContext.configure(conn).get_current_revision()
+
+
+def current_version(engine: Engine) -> str | None:
+    """The schema revision of the database: None when it has no gatekeeper tables yet."""
     with engine.connect() as conn:
-        if not inspect(conn).has_table(VERSION_TABLE):
-            return 0
-        return int(conn.execute(text(f"SELECT version FROM {VERSION_TABLE}")).scalar() or 0)
+        revision = _revision(conn)
+        return revision if revision is not None else LEGACY_REVISIONS.get(_legacy_version(conn) or 0)
 
 
-def migrate(engine: Engine, migrations: Sequence[Migration] = MIGRATIONS) -> list[int]:
-    """Bring the database to the newest version; returns the versions applied (none when it is up to date)."""
-    meta = MetaData()
-    table = _version_table(meta)
+def _legacy_version(conn: Connection) -> int | None:
+    if not inspect(conn).has_table(LEGACY_TABLE):
+        return None
+    return int(conn.execute(text(f"SELECT version FROM {LEGACY_TABLE}")).scalar() or 0)
+
+
+def _lock(conn: Connection) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
+
+
+def _adopt_legacy(conn: Connection, config: Config) -> None:
+    """Stamp a database made by the hand-written migrations at the revision its version stands for."""
+    if _revision(conn) is not None:
+        return
+    version = _legacy_version(conn)
+    if not version:
+        return  # no gatekeeper schema yet (or an empty version table): start from the first revision
+    if version not in LEGACY_REVISIONS:
+        raise MigrationError(f"{LEGACY_TABLE} says version {version}, which this gatekeeper does not know")
+    log.info("history database: adopting schema version %d as revision %s", version, LEGACY_REVISIONS[version])
+    command.stamp(config, LEGACY_REVISIONS[version])
+
+
+def migrate(engine: Engine, scripts: Path = SCRIPTS) -> list[str]:
+    """Bring the database to the newest revision; returns the revisions applied (none when it is up to date)."""
+    script = ScriptDirectory.from_config(_config(scripts))
     with engine.begin() as conn:
-        if not inspect(conn).has_table(VERSION_TABLE):
-            meta.create_all(conn)
-        if conn.execute(select(table.c.version)).first() is None:
-            conn.execute(table.insert().values(version=0))
+        _lock(conn)
+        _adopt_legacy(conn, _config(scripts, conn))
+        current = _revision(conn)
+    pending = [r.revision for r in reversed(list(script.iterate_revisions("heads", current or "base")))]
     applied = []
-    for step in migrations:
+    for revision in pending:
         with engine.begin() as conn:
+            _lock(conn)
             # Re-read inside the transaction: another process may have migrated meanwhile.
-            version = conn.execute(select(table.c.version).with_for_update()).scalar_one()
-            if step.version <= version:
+            if revision == _revision(conn) or revision in _ancestors(script, _revision(conn)):
                 continue
-            log.info("history database: applying migration %d (%s)", step.version, step.description)
-            step.apply(conn)
-            conn.execute(table.update().values(version=step.version))
-            applied.append(step.version)
+            log.info("history database: applying revision %s (%s)", revision,
+                     script.get_revision(revision).doc.splitlines()[0])
+            command.upgrade(_config(scripts, conn), revision)
+            applied.append(revision)
     return applied
+
+
+def _ancestors(script: ScriptDirectory, revision: str | None) -> set[str]:
+    if revision is None:
+        return set()
+    return {r.revision for r in script.iterate_revisions(revision, "base")}

@@ -1,7 +1,7 @@
 """The build history tables, as SQLAlchemy 2 models: one row per buildset (a queue item's builds) and per build.
 
 Times are UNIX seconds (floats), as everywhere else in gatekeeper.  The schema is created and upgraded by
-gatekeeper.history.migrations, never by `create_all`, so that an existing database is migrated in place.
+gatekeeper.history.migrations (Alembic), never by `create_all`, so that an existing database is migrated in place.
 """
 
 from __future__ import annotations
@@ -52,5 +52,8 @@ class Build(Base):
     executor: Mapped[str] = mapped_column(String(255), default="")
     attempt: Mapped[int] = mapped_column(Integer, default=1)
     final: Mapped[bool] = mapped_column(Boolean, default=True)  # False: an attempt that was retried
+    failure_class: Mapped[str] = mapped_column(String(32), default="")  # change, infrastructure, unknown
+    summary: Mapped[str] = mapped_column(Text, default="")
+    signatures: Mapped[str] = mapped_column(Text, default="")  # JSON: [{id, title, url}] of matched known bugs
 
     buildset: Mapped[Buildset] = relationship(back_populates="builds")

@@ -13,6 +13,7 @@ import time
 from kazoo.exceptions import NoNodeError
 
 from gatekeeper.cli import add_config_args
+from gatekeeper.operator_cli import args as types
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,47 +39,49 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("hold", help="hold a node (ready or in use) with a reason")
     add_config_args(p)
-    p.add_argument("node")
-    p.add_argument("--reason", required=True)
-    p.add_argument("--hours", type=float, default=24.0, help="hold expiry (default 24)")
+    p.add_argument("node", type=types.identifier("node"))
+    p.add_argument("--reason", required=True, type=types.non_empty)
+    p.add_argument("--hours", type=types.positive_number, default=24.0, help="hold expiry (default 24)")
     p.set_defaults(func=cmd_hold)
 
     p = sub.add_parser("release", help="release a held node (it is then deleted)")
     add_config_args(p)
-    p.add_argument("node")
+    p.add_argument("node", type=types.identifier("node"))
     p.set_defaults(func=cmd_release)
 
     p = sub.add_parser("delete-node", help="delete a node now")
     add_config_args(p)
-    p.add_argument("node")
+    p.add_argument("node", type=types.identifier("node"))
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("autohold", help="hold the nodes of matching failed builds (list, add, delete)")
     add_config_args(p)
     p.add_argument("action", choices=("list", "add", "delete"))
-    p.add_argument("--id", help="autohold id (delete)")
+    p.add_argument("--id", type=types.autohold_id, help="autohold id (delete)")
     p.add_argument("--project", default="")
     p.add_argument("--job", default="")
-    p.add_argument("--change", default=".*", help="regex on 'change,patchset'")
-    p.add_argument("--count", type=int, default=1)
-    p.add_argument("--hours", type=float, default=24.0)
+    p.add_argument("--change", default=".*", type=types.regex, help="regex on 'change,patchset'")
+    p.add_argument("--count", type=types.positive_int, default=1)
+    p.add_argument("--hours", type=types.positive_number, default=24.0)
     p.add_argument("--reason", default="")
     p.set_defaults(func=cmd_autohold)
 
 
-def _zk(args):
+def _zk(args, service: bool = False):
+    """The config and a connected client; an operator command gives up on an unreachable ZooKeeper quickly."""
     from gatekeeper.config.service import load_service_config
-    from gatekeeper.zk.client import ZKClient
+    from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 
     config = load_service_config(args.config)
-    return config, ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start()
+    client = ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs())
+    return config, client.start() if service else client.start(timeout=OPERATOR_CONNECT_TIMEOUT)
 
 
 def cmd_launcher(args: argparse.Namespace) -> int:
     from gatekeeper.config.layout import load_layout
     from gatekeeper.launcher.launcher import Launcher
 
-    config, zk = _zk(args)
+    config, zk = _zk(args, service=True)
     layout = load_layout(args.layout or config.layout_path, None)
     ssh_key = config.get("launcher", "ssh-key")
     if not ssh_key:
@@ -228,7 +231,11 @@ def cmd_delete(args: argparse.Namespace) -> int:
 def cmd_autohold(args: argparse.Namespace) -> int:
     from gatekeeper.launcher.client import add_autohold, delete_autohold, list_autoholds
     from gatekeeper.launcher.model import Autohold
+    from gatekeeper.zk import paths
 
+    if args.action == "delete" and not args.id:
+        print("gatekeeper autohold delete: --id is required", file=sys.stderr)
+        return 2
     _, zk = _zk(args)
     try:
         if args.action == "add":
@@ -236,10 +243,11 @@ def cmd_autohold(args: argparse.Namespace) -> int:
                                               count=args.count, hold_hours=args.hours, reason=args.reason))
             print(ident)
         elif args.action == "delete":
-            if not args.id:
-                print("autohold delete: --id is required", file=sys.stderr)
-                return 2
+            if not zk.client.exists(paths.hold(args.id)):
+                print(f"no autohold {args.id} (see `gatekeeper autohold list`)", file=sys.stderr)
+                return 1
             delete_autohold(zk, args.id)
+            print(f"autohold {args.id} deleted")
         else:
             for h in list_autoholds(zk):
                 print(f"{h.id} project={h.project or '*'} job={h.job or '*'} change={h.change} "

@@ -83,7 +83,18 @@ def gate_metrics(snap: GateSnapshot) -> list[MetricFamily]:
     events = MetricFamily("gatekeeper_event_queue_depth", "gauge", "Pending events per ZooKeeper event queue")
     for name, depth in sorted(snap.event_queues.items()):
         events.add(depth, queue=name)
-    return [queue_len, window, resident, jobs_running, results, durations, nodes, failures, requests, wait, events]
+
+    # diagnosis, from the status document's history insight (gatekeeper.web.status.HistoryInsight)
+    classes = MetricFamily("gatekeeper_recent_failures", "gauge",
+                           "Failed builds among the latest in the history, per failure class")
+    for cls, n in sorted((snap.status.get("failure_classes") or {}).items()):
+        classes.add(n, failure_class=cls)
+    outliers = MetricFamily("gatekeeper_provider_failure_outlier", "gauge",
+                            "Providers whose job failure rate is an outlier: their rate over the others'")
+    for o in snap.status.get("provider_outliers") or []:
+        outliers.add(o["ratio"] if o.get("ratio") is not None else float("inf"), provider=o["provider"])
+    return [queue_len, window, resident, jobs_running, results, durations, nodes, failures, requests, wait, events,
+            classes, outliers]
 
 
 def statsd_lines(families: list[MetricFamily], prefix: str) -> list[str]:

@@ -1,10 +1,15 @@
-"""Metric families and the Prometheus text exposition format (version 0.0.4)."""
+"""Metric families, and their exposition for Prometheus through `prometheus_client` (text format 0.0.4 by default,
+OpenMetrics when the scraper asks for it)."""
 
 from __future__ import annotations
 
-import math
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder, generate_latest
+from prometheus_client.metrics_core import Metric
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 _NAME = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -35,32 +40,34 @@ class MetricFamily:
         return self
 
 
-def _escape_label(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _Families:
+    """A prometheus_client collector over families computed elsewhere (one snapshot, one scrape)."""
+
+    def __init__(self, families: list[MetricFamily]) -> None:
+        self.families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.families:
+            # prometheus_client names a counter without its _total; its samples keep the full name
+            name = family.name.removesuffix("_total") if family.kind == "counter" else family.name
+            metric = Metric(name, family.help, family.kind)
+            for sample in family.samples:
+                metric.add_sample(family.name + sample.suffix, dict(sorted(sample.labels.items())), sample.value)
+            yield metric
 
 
-def _escape_help(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def _number(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
+def _registry(families: list[MetricFamily]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families(families))  # type: ignore[arg-type]  (a collector needs only collect())
+    return registry
 
 
 def render(families: list[MetricFamily]) -> str:
-    """The families in Prometheus' text format, each with its HELP and TYPE lines."""
-    lines = []
-    for family in families:
-        lines.append(f"# HELP {family.name} {_escape_help(family.help)}")
-        lines.append(f"# TYPE {family.name} {family.kind}")
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{_escape_label(v)}"' for k, v in sorted(sample.labels.items()))
-            name = family.name + sample.suffix
-            lines.append(f"{name}{{{labels}}} {_number(sample.value)}" if labels else f"{name} {_number(sample.value)}")
-    return "\n".join(lines) + "\n"
+    """The families in Prometheus' text format 0.0.4, each with its HELP and TYPE lines."""
+    return generate_latest(_registry(families)).decode()
+
+
+def exposition(families: list[MetricFamily], accept: str = "") -> tuple[bytes, str]:
+    """The families in the format the scraper's Accept header asks for, and its content type."""
+    encoder, content_type = choose_encoder(accept)
+    return encoder(_registry(families)), content_type

@@ -12,8 +12,10 @@ import os
 import sys
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 from gatekeeper.config.service import load_service_config
+from gatekeeper.operator_cli import args as types
 from gatekeeper.operator_cli.client import EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_USAGE, ApiError, WebClient
 
 
@@ -31,41 +33,59 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _common(p)
     p.add_argument("--json", action="store_true", help="print the status document (docs/status-api.md)")
     p.add_argument("--pipeline", help="only this pipeline")
-    p.add_argument("--change", metavar="N[,P]", help="only this change (exit 4 when it is in no pipeline)")
+    p.add_argument("--change", metavar="N[,P]", type=types.change_or_key,
+                   help="only this change (exit 4 when it is in no pipeline)")
     p.set_defaults(func=cmd_status)
 
     p = subparsers.add_parser("builds", help="build history, newest first, with filters", **kw)
     _common(p)
     for name in ("project", "job", "result", "pipeline"):
         p.add_argument(f"--{name}", help=f"only builds with this {name}")
-    p.add_argument("--change", type=int, metavar="N", help="only builds of this change number")
-    p.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    p.add_argument("--change", type=types.positive_int, metavar="N", help="only builds of this change number")
+    p.add_argument("--limit", type=types.positive_int, default=20, help="how many (default 20)")
     p.add_argument("--json", action="store_true", help="print the build records as JSON")
     p.set_defaults(func=cmd_builds)
 
     p = subparsers.add_parser("build", help="one build: result, node, log files, console", **kw)
     _common(p)
-    p.add_argument("build_id", metavar="BUILD", help="the build id (from `gatekeeper builds` or the status)")
+    p.add_argument("build_id", metavar="BUILD", type=types.identifier("build"),
+                   help="the build id (from `gatekeeper builds` or the status)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_build)
 
     p = subparsers.add_parser("recheck", help="run a change's jobs again in a pipeline (admin token)", **kw)
     _common(p, admin=True)
-    p.add_argument("change", metavar="N[,P]", help="the change; with only N, the patch set it has in the queue")
+    p.add_argument("change", metavar="N[,P]", type=types.change_or_key,
+                   help="the change; with only N, the patch set it has in the queue")
     p.add_argument("--pipeline", default="check", help="pipeline to run it in (default: check)")
     p.set_defaults(func=cmd_recheck)
 
 
 def _client(args: argparse.Namespace, admin: bool = False) -> WebClient:
     config = load_service_config(args.config)
-    url = args.url or os.environ.get("GATEKEEPER_URL")
+    url, origin = args.url, "--url"
+    if not url and os.environ.get("GATEKEEPER_URL"):
+        url, origin = os.environ["GATEKEEPER_URL"], "GATEKEEPER_URL"
     if not url:
         host = config.get("web", "listen", "127.0.0.1")
         url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{config.get('web', 'port', 9000)}"
+        origin = f"{config.source}: web.listen and web.port"
+    _check_url(url, origin)
     token = None
     if admin:
         token = args.token or config.get("web", "admin-token")
     return WebClient(url, token=token, user=getattr(args, "user", None) or None)
+
+
+def _check_url(url: str, origin: str) -> None:
+    """An http(s) URL with a host, or an ApiError (usage) naming where the URL came from."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ApiError(f'{origin}: "{url}" is not a URL ({exc})', EXIT_USAGE) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ApiError(f'{origin}: "{url}" is not an http:// or https:// URL of the web server', EXIT_USAGE)
 
 
 def _run(fn: Any, args: argparse.Namespace) -> int:
@@ -109,6 +129,8 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({**status, "pipelines": pipelines}, indent=1))
         return 0
+    for outlier in status.get("provider_outliers") or []:
+        print(f"! provider {outlier['provider']}: {outlier['description']}")
     if not pipelines:
         print("no pipelines (has a layout been published?)")
     for p in pipelines:
@@ -126,6 +148,9 @@ def _status(args: argparse.Namespace) -> int:
                 if item["failing"]:
                     flags.append("FAILING")
                 remaining = "" if item["remaining_time"] is None else f", {_duration(item['remaining_time'])} left"
+                eta = item.get("eta") or {}
+                if eta.get("p50") is not None:
+                    remaining = f", ETA {_duration(eta['p50'])}-{_duration(eta['p90'])}"
                 print(f"    {c['key']:10} {c['project']:24} in queue {_duration(item['resident_time'])}"
                       f"{remaining}{' [' + ', '.join(flags) + ']' if flags else ''}")
                 for reason in item["failing_reasons"]:
@@ -137,7 +162,12 @@ def _status(args: argparse.Namespace) -> int:
                                   if job["state"] == "running" else _duration(job["elapsed"])
                                   if job["elapsed"] is not None else "")
                         link = job["console_url"] or job["log_url"] or ""
-                        print(f"      {job['name']:30} {state:12} {timing:14} {link}")
+                        link = client.url + link if link.startswith("/") else link
+                        node = job.get("node") or {}
+                        where = f" on {node['name']} ({node['provider']})" if node and job["state"] == "running" else ""
+                        print(f"      {job['name']:30} {state:12} {timing:14} {link}{where}")
+                        for line in (job.get("summary") or "").splitlines():
+                            print(f"        | {line}")
     return 0
 
 
@@ -184,9 +214,15 @@ def _build(args: argparse.Namespace) -> int:
     ]
     if b.get("console_url"):
         lines.append(("console", client.url + b["console_url"]))
+    if b.get("failure_class"):
+        lines.append(("class", b["failure_class"]))
+    lines += [("known bug", f"{s['id']}: {s.get('title', '')} {s.get('url', '')}".rstrip())
+              for s in b.get("signatures") or []]
     for key, value in lines:
         if value:
             print(f"{key:9} {value}")
+    for line in (b.get("summary") or "").splitlines():
+        print(f"  | {line}")
     for f in b.get("logs", []):
         print(f"          {f['url']} ({f['size']} bytes)")
     return 0
@@ -201,9 +237,6 @@ def _recheck(args: argparse.Namespace) -> int:
     client = _client(args, admin=True)
     key = args.change
     if "," not in key:
-        if not key.isdigit():
-            print(f'error: "{key}" is not a change (expected N or N,P such as 5,1)', file=sys.stderr)
-            return EXIT_USAGE
         items = client.get(f"/api/v1/status/change/{key}", pipeline=args.pipeline)  # 404 -> exit 4
         key = items[0]["change"]["key"]
     client.post("/api/v1/admin/retrigger", {"pipeline": args.pipeline, "change": key})

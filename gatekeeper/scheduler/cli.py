@@ -15,7 +15,7 @@ from kazoo.exceptions import NoNodeError
 from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.zk import paths
-from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.record import decode
 
@@ -57,7 +57,7 @@ def _zk(args: argparse.Namespace) -> ZKClient:
     from gatekeeper.config.service import load_service_config
 
     config = load_service_config(args.config)
-    return ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start()
+    return ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start(timeout=OPERATOR_CONNECT_TIMEOUT)
 
 
 def _request(args: argparse.Namespace, request: dict[str, Any]) -> int:
@@ -102,6 +102,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     config = load_service_config(args.config)
     gerrit = config.section("gerrit")
     name = gerrit.get("name", "gerrit")
+    if not gerrit.get("host") or not gerrit.get("user"):
+        print(f"{config.source}: the scheduler needs a gerrit section with host and user (the Gerrit it gates)",
+              file=sys.stderr)
+        return 3
 
     def loader():
         return load_layout(args.layout or config.layout_path, config.connections)
@@ -133,6 +137,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from gatekeeper.cli import add_config_args
+    from gatekeeper.operator_cli import args as types
 
     p = sub.add_parser("scheduler", help="run the scheduler (pipelines, queues, reports)")
     add_config_args(p)
@@ -146,18 +151,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=helptext)
         add_config_args(p)
         p.add_argument("--pipeline", required=True)
-        p.add_argument("--change", required=True, metavar="N,P", help="change and patch set, e.g. 5,1")
-        p.add_argument("--timeout", type=float, default=30.0)
+        p.add_argument("--change", required=True, metavar="N,P", type=types.change_key,
+                       help="change and patch set, e.g. 5,1")
+        p.add_argument("--timeout", type=types.positive_number, default=30.0)
         p.set_defaults(func=func)
 
     p = sub.add_parser("promote", help="move changes to the head of their gate queue, in the order given")
     add_config_args(p)
     p.add_argument("--pipeline", required=True)
-    p.add_argument("--changes", required=True, nargs="+", metavar="N,P")
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--changes", required=True, nargs="+", metavar="N,P", type=types.change_key)
+    p.add_argument("--timeout", type=types.positive_number, default=30.0)
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("reload", help="read the layout again (a bad layout is refused; the running one stays)")
     add_config_args(p)
-    p.add_argument("--timeout", type=float, default=30.0)
+    p.add_argument("--timeout", type=types.positive_number, default=30.0)
     p.set_defaults(func=cmd_reload)

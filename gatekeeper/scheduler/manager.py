@@ -469,7 +469,8 @@ class PipelineManager:
             id=result.id, buildset=item.id, pipeline=self.name, project=item.change.project,
             change=item.change.number, patchset=item.change.patchset, job=result.job, result=outcome,
             message=message, start_time=result.start_time, end_time=result.end_time, log_url=result.log_url,
-            node=dict(result.node), executor=result.executor, attempt=build.attempt, final=final))
+            node=dict(result.node), executor=result.executor, attempt=build.attempt, final=final,
+            failure_class=result.failure_class, summary=result.summary, signatures=list(result.signatures)))
 
     def _recorded(self, item: Item, result: str, outcome: ReportOutcome | None) -> ReportOutcome | None:
         """Record the item's buildset once its report is settled (a refused submit is a failure)."""

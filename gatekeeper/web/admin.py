@@ -1,6 +1,6 @@
-"""Admin actions behind the bearer token: each checks its input, writes what the owning service accepts from
-operators (a management event for the scheduler, an autohold or a node change for the launcher), and is logged
-with who did what.  The token itself is never logged.
+"""Admin actions behind the bearer token: each checks its input against a typed request model, writes what the
+owning service accepts from operators (a management event for the scheduler, an autohold or a node change for
+the launcher), and is logged with who did what.  The token itself is never logged.
 """
 
 from __future__ import annotations
@@ -8,13 +8,17 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from gatekeeper.zk.client import ZKClient
 
 audit = logging.getLogger("gatekeeper.web.audit")
 
 CHANGE_KEY = re.compile(r"^\d+,\d+$")
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")  # no slash, no leading dot: never a path
 
 
 class AdminError(Exception):
@@ -35,23 +39,121 @@ def check_token(header: str | None, expected: str | None) -> None:
         raise AdminError("the admin token is not valid", 403)
 
 
-def _require(body: dict[str, Any], *keys: str) -> None:
-    missing = [k for k in keys if body.get(k) in (None, "", [])]
-    if missing:
-        raise AdminError(f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
-
-
-def _change_key(value: Any) -> str:
-    key = str(value).strip()
+# -- request models: one per action; every field is checked before anything is written ---------------------------
+def _change_key(value: str) -> str:
+    key = value.strip()
     if not CHANGE_KEY.match(key):
-        raise AdminError(f'"{key}" is not a change (expected NUMBER,PATCHSET such as 5,1)')
+        raise ValueError(f'"{key}" is not a change (expected NUMBER,PATCHSET such as 5,1)')
     return key
+
+
+def _split_words(value: Any) -> Any:
+    return value.split() if isinstance(value, str) else value
+
+
+def _node_id(value: str) -> str:
+    if not NODE_ID.match(value):
+        raise ValueError(f'"{value[:200]}" is not a node id (letters, digits, ".", "_" and "-", such as 0000000042)')
+    return value
+
+
+def _regex(value: str) -> str:
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise ValueError(f'change pattern "{value}" is not a regular expression: {exc}') from None
+    return value
+
+
+ChangeKey = Annotated[str, AfterValidator(_change_key)]
+Name = Annotated[str, Field(min_length=1, max_length=255)]
+Hours = Annotated[float, Field(gt=0, le=24 * 366, allow_inf_nan=False, description="hours to hold, at most a year")]
+NodeId = Annotated[str, AfterValidator(_node_id), Field(description="a node id such as 0000000042")]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_max_length=1000)
+
+
+class ChangeRequest(_Request):
+    """enqueue, dequeue, retrigger: one change in one pipeline."""
+
+    pipeline: Name
+    change: ChangeKey = Field(description="NUMBER,PATCHSET such as 5,1")
+
+
+class PromoteRequest(_Request):
+    pipeline: Name
+    changes: Annotated[list[ChangeKey], BeforeValidator(_split_words), Field(min_length=1, max_length=500)] = Field(
+        description='changes in their new order: ["5,1", "6,2"] or "5,1 6,2"')
+
+
+class AutoholdRequest(_Request):
+    project: Name
+    reason: Annotated[str, Field(min_length=1)]
+    job: Annotated[str, Field(max_length=255)] = ""
+    change: Annotated[str, AfterValidator(_regex)] = Field(".*", description="a regular expression on NUMBER,PATCHSET")
+    count: Annotated[int, Field(ge=1, le=1000)] = 1
+    hours: Hours = 24.0
+
+
+class HoldNodeRequest(_Request):
+    node: NodeId
+    reason: Annotated[str, Field(min_length=1)]
+    hours: Hours = 24.0
+
+
+class ReleaseNodeRequest(_Request):
+    node: NodeId
+
+
+def parse_request(model: type[BaseModel], body: dict[str, Any]) -> Any:
+    """`body` checked against `model`; an empty value counts as missing.  AdminError (400) names every bad field."""
+    present = {k: v for k, v in body.items() if v not in (None, "", [])}
+    try:
+        return model.model_validate(present)
+    except ValidationError as exc:
+        raise AdminError(describe_errors(exc)) from None
+
+
+def describe_errors(exc: ValidationError) -> str:
+    """A sentence naming each field that is missing, unknown or wrong, and why."""
+    missing, unknown, wrong = [], [], []
+    for error in exc.errors(include_url=False):
+        field = ".".join(str(p) for p in error["loc"]) or "body"
+        if error["type"] == "missing":
+            missing.append(field)
+        elif error["type"] == "extra_forbidden":
+            unknown.append(field)
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            given = error.get("input")
+            shown = f" (got {given!r:.200})" if isinstance(given, str | int | float | bool) and \
+                str(given) not in message else ""
+            wrong.append(f"field {field}: {message}{shown}")
+    parts = []
+    if missing:
+        parts.append(f"missing field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
+    if unknown:
+        parts.append(f"unknown field{'s' if len(unknown) > 1 else ''}: {', '.join(unknown)}")
+    return "; ".join(parts + wrong)
 
 
 class Admin:
     """The admin actions, given a ZooKeeper client and the known pipelines (to refuse typos early)."""
 
-    def __init__(self, zk: ZKClient, pipelines: Any, timeout: float = 30.0) -> None:
+    # action name -> (request model, method name); the web builds its routes and OpenAPI document from this
+    ACTIONS: dict[str, tuple[type[BaseModel], str]] = {
+        "enqueue": (ChangeRequest, "do_enqueue"),
+        "dequeue": (ChangeRequest, "do_dequeue"),
+        "promote": (PromoteRequest, "do_promote"),
+        "retrigger": (ChangeRequest, "do_retrigger"),
+        "autohold": (AutoholdRequest, "do_autohold"),
+        "hold-node": (HoldNodeRequest, "do_hold_node"),
+        "release-node": (ReleaseNodeRequest, "do_release_node"),
+    }
+
+    def __init__(self, zk: ZKClient, pipelines: Callable[[], list[str]], timeout: float = 30.0) -> None:
         self.zk = zk
         self._pipelines = pipelines  # callable returning the known pipeline names
         self.timeout = timeout  # how long to wait for a scheduler's answer
@@ -67,92 +169,70 @@ class Admin:
         if error:
             raise AdminError(error, 404 if error.startswith("no ") else 409)
 
-    def _pipeline(self, body: dict[str, Any]) -> str:
-        _require(body, "pipeline")
-        name = str(body["pipeline"])
+    def _pipeline(self, name: str) -> str:
         known = self._pipelines()
         if known and name not in known:
             raise AdminError(f'no pipeline "{name}" (known: {", ".join(sorted(known))})', 404)
         return name
 
     def run(self, action: str, body: dict[str, Any], who: str) -> dict[str, Any]:
-        handler = getattr(self, f"do_{action.replace('-', '_')}", None)
-        if handler is None:
+        """Check `body` for `action` and carry it out; AdminError for anything the operator must fix."""
+        if action not in self.ACTIONS:
             raise AdminError(f'unknown admin action "{action}"', 404)
-        result = handler(body, who)
+        model, method = self.ACTIONS[action]
+        request = parse_request(model, body)
+        result = getattr(self, method)(request, who)
         outcome = result.get("result") or result.get("id")
         audit.info("admin %s by %s: %s -> %s", action, who, describe_request(body), outcome)
         return result
 
-    def do_enqueue(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        pipeline = self._pipeline(body)
-        _require(body, "change")
-        key = _change_key(body["change"])
-        self._management({"action": "enqueue", "pipeline": pipeline, "change": key}, who)
-        return {"action": "enqueue", "pipeline": pipeline, "change": key, "result": "done"}
+    def do_enqueue(self, req: ChangeRequest, who: str) -> dict[str, Any]:
+        pipeline = self._pipeline(req.pipeline)
+        self._management({"action": "enqueue", "pipeline": pipeline, "change": req.change}, who)
+        return {"action": "enqueue", "pipeline": pipeline, "change": req.change, "result": "done"}
 
-    def do_dequeue(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        pipeline = self._pipeline(body)
-        _require(body, "change")
-        key = _change_key(body["change"])
-        self._management({"action": "dequeue", "pipeline": pipeline, "change": key}, who)
-        return {"action": "dequeue", "pipeline": pipeline, "change": key, "result": "done"}
+    def do_dequeue(self, req: ChangeRequest, who: str) -> dict[str, Any]:
+        pipeline = self._pipeline(req.pipeline)
+        self._management({"action": "dequeue", "pipeline": pipeline, "change": req.change}, who)
+        return {"action": "dequeue", "pipeline": pipeline, "change": req.change, "result": "done"}
 
-    def do_promote(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        pipeline = self._pipeline(body)
-        _require(body, "changes")
-        changes = body["changes"]
-        if isinstance(changes, str):
-            changes = changes.split()
-        keys = [_change_key(c) for c in changes]
-        self._management({"action": "promote", "pipeline": pipeline, "changes": keys}, who)
-        return {"action": "promote", "pipeline": pipeline, "changes": keys, "result": "done"}
+    def do_promote(self, req: PromoteRequest, who: str) -> dict[str, Any]:
+        pipeline = self._pipeline(req.pipeline)
+        self._management({"action": "promote", "pipeline": pipeline, "changes": req.changes}, who)
+        return {"action": "promote", "pipeline": pipeline, "changes": req.changes, "result": "done"}
 
-    def do_retrigger(self, body: dict[str, Any], who: str) -> dict[str, Any]:
+    def do_retrigger(self, req: ChangeRequest, who: str) -> dict[str, Any]:
         """Run the change's jobs again: dequeue it when it is in the pipeline, then enqueue it afresh."""
-        pipeline = self._pipeline(body)
-        _require(body, "change")
-        key = _change_key(body["change"])
+        pipeline = self._pipeline(req.pipeline)
         try:
-            self._management({"action": "dequeue", "pipeline": pipeline, "change": key}, who)
+            self._management({"action": "dequeue", "pipeline": pipeline, "change": req.change}, who)
         except AdminError as exc:
             if exc.status != 404:  # not in the pipeline: nothing to take out first
                 raise
-        self._management({"action": "enqueue", "pipeline": pipeline, "change": key}, who)
-        return {"action": "retrigger", "pipeline": pipeline, "change": key, "result": "done"}
+        self._management({"action": "enqueue", "pipeline": pipeline, "change": req.change}, who)
+        return {"action": "retrigger", "pipeline": pipeline, "change": req.change, "result": "done"}
 
-    def do_autohold(self, body: dict[str, Any], who: str) -> dict[str, Any]:
+    def do_autohold(self, req: AutoholdRequest, who: str) -> dict[str, Any]:
         from gatekeeper.launcher.client import add_autohold
         from gatekeeper.launcher.model import Autohold
 
-        _require(body, "project", "reason")
-        change = str(body.get("change") or ".*")
-        try:
-            re.compile(change)
-        except re.error as exc:
-            raise AdminError(f'change pattern "{change}" is not a regular expression: {exc}') from None
-        hold = Autohold(project=str(body["project"]), job=str(body.get("job", "")), change=change,
-                        count=int(body.get("count", 1)), hold_hours=float(body.get("hours", 24.0)),
-                        reason=f"{body['reason']} (by {who})")
+        hold = Autohold(project=req.project, job=req.job, change=req.change, count=req.count, hold_hours=req.hours,
+                        reason=f"{req.reason} (by {who})")
         ident = add_autohold(self.zk, hold)
-        return {"id": ident, "action": "autohold", "project": hold.project, "job": hold.job, "change": change}
+        return {"id": ident, "action": "autohold", "project": hold.project, "job": hold.job, "change": req.change}
 
-    def do_hold_node(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        _require(body, "node", "reason")
-        node_id, reason = str(body["node"]), f"{body['reason']} (by {who})"
-        hours = float(body.get("hours", 24.0))
+    def do_hold_node(self, req: HoldNodeRequest, who: str) -> dict[str, Any]:
         from gatekeeper.launcher.client import hold_node
 
-        node = _node_change(lambda: hold_node(self.zk, node_id, reason, hours))
-        return {"id": node_id, "action": "hold-node", "state": node.state}
+        reason = f"{req.reason} (by {who})"
+        node = _node_change(lambda: hold_node(self.zk, req.node, reason, req.hours))
+        return {"id": req.node, "action": "hold-node", "state": node.state}
 
-    def do_release_node(self, body: dict[str, Any], who: str) -> dict[str, Any]:
-        _require(body, "node")
-        node_id = str(body["node"])
+    def do_release_node(self, req: ReleaseNodeRequest, who: str) -> dict[str, Any]:
         from gatekeeper.launcher.client import release_node
 
-        node = _node_change(lambda: release_node(self.zk, node_id))
-        return {"id": node_id, "action": "release-node", "state": node.state}
+        node = _node_change(lambda: release_node(self.zk, req.node))
+        return {"id": req.node, "action": "release-node", "state": node.state}
 
 
 def describe_request(body: dict[str, Any]) -> str:
@@ -160,7 +240,7 @@ def describe_request(body: dict[str, Any]) -> str:
     return " ".join(f"{k}={body[k]}" for k in sorted(body) if k not in ("token", "user"))
 
 
-def _node_change(action: Any) -> Any:
+def _node_change(action: Callable[[], Any]) -> Any:
     """Run a node change from gatekeeper.launcher.client, its refusal turned into the admin API's error."""
     from gatekeeper.launcher.client import NodeChangeError
 

@@ -16,6 +16,10 @@ from urllib.parse import quote
 MAX_LISTED = 500
 
 
+class LogPathError(ValueError):
+    """A log path no file can have (a NUL byte, a control character): the client's mistake, not a missing file."""
+
+
 class LogStore:
     def __init__(self, root: Path | None, url: str | None) -> None:
         self.root = Path(os.path.expanduser(str(root))).resolve() if root else None
@@ -23,12 +27,18 @@ class LogStore:
 
     def resolve(self, relative: str) -> Path | None:
         """The file or folder at `relative` inside the store, or None if outside it or absent."""
+        if any(ord(c) < 32 for c in relative):
+            raise LogPathError(f"log path {relative[:200]!r} contains a control character or NUL byte")
         if self.root is None:
             return None
-        target = (self.root / relative.lstrip("/")).resolve()
-        if target != self.root and self.root not in target.parents:
-            return None  # ../ escapes are refused
-        return target if target.exists() else None
+        try:
+            # an absolute path is taken inside the store; ../ escapes and links out of it are refused below
+            target = (self.root / relative.lstrip("/")).resolve()
+            if target != self.root and self.root not in target.parents:
+                return None
+            return target if target.exists() else None
+        except OSError:  # a name too long for the file system, a loop of links: no such file
+            return None
 
     def relative_of(self, log_url: str) -> str | None:
         """The store-relative path of a log URL this store published, else None (another server's URL)."""

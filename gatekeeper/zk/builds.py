@@ -99,6 +99,57 @@ class BuildResult(Record):
         return max(0.0, self.end_time - self.start_time)
 
 
+@dataclass
+class BuildStart(Record):
+    """That a build runs, where, and how to watch it: at `/executor/running/<id>`, written by its executor when it
+    takes the request and again when the build has its node (and its job starts); removed when it ends."""
+
+    id: str = ""
+    executor: str = ""
+    started: float = 0.0  # when the executor took the request
+    start_time: float = 0.0  # when the build had its node and its job started; 0 while it waits for a node
+    node: dict[str, Any] = field(default_factory=dict)  # {name, label, provider, address}
+    console_url: str = ""  # the executor's live console stream of this build
+    pipeline: str = ""
+    item: str = ""
+    job: str = ""
+    attempt: int = 1
+
+
+def write_build_start(zk: ZKClient, start: BuildStart) -> None:
+    data = start.to_bytes()
+    try:
+        zk.client.create(paths.executor_running(start.id), data, makepath=True)
+    except NodeExistsError:
+        zk.client.set(paths.executor_running(start.id), data)
+
+
+def read_build_start(zk: ZKClient, ident: str) -> BuildStart | None:
+    try:
+        raw, _ = zk.client.get(paths.executor_running(ident))
+    except NoNodeError:
+        return None
+    try:
+        return BuildStart.from_bytes(raw)
+    except (ValueError, TypeError):
+        return None
+
+
+def running_builds(zk: ZKClient) -> dict[str, BuildStart]:
+    """Every build an executor has started and not finished, by build id."""
+    try:
+        children = zk.client.get_children(paths.EXECUTOR_RUNNING)
+    except NoNodeError:
+        return {}
+    out = {}
+    for ident in children:
+        start = read_build_start(zk, ident)
+        if start is not None:
+            start.id = start.id or ident
+            out[ident] = start
+    return out
+
+
 def submit_build(zk: ZKClient, request: BuildRequest) -> str:
     zk.client.create(paths.executor_request(request.id), request.to_bytes(), makepath=True)
     return request.id

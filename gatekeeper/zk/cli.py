@@ -9,7 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from gatekeeper.zk.server import LocalZooKeeper, ZooKeeperNotInstalled, four_letter_word, pid_alive
+from gatekeeper.operator_cli import args as types
+from gatekeeper.zk.server import LocalZooKeeper, four_letter_word, pid_alive
 
 DEFAULT_DIR = "~/.gatekeeper/zookeeper"
 
@@ -18,30 +19,55 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("zookeeper", help="run a local ZooKeeper from Debian's package")
     parser.add_argument("action", choices=("start", "run", "stop", "status"))
     parser.add_argument("--data-dir", default=DEFAULT_DIR, help=f"data dir (default {DEFAULT_DIR})")
-    parser.add_argument("--port", type=int, default=2181, help="client port on 127.0.0.1 (default 2181)")
+    parser.add_argument("--port", type=types.port, default=2181, help="client port on 127.0.0.1 (default 2181)")
     parser.add_argument("--tls", action="store_true", help="also listen with TLS on port+100 (test PKI in data dir)")
     parser.set_defaults(func=run)
 
 
 def _state(data_dir: Path) -> tuple[int | None, int | None]:
-    pid_file, port_file = data_dir / "zookeeper.pid", data_dir / "zookeeper.port"
-    pid = int(pid_file.read_text()) if pid_file.exists() else None
-    port = int(port_file.read_text()) if port_file.exists() else None
-    return pid, port
+    """The PID and port a `start` left behind; a missing, unreadable or garbled file counts as none."""
+    return _number_in(data_dir / "zookeeper.pid"), _number_in(data_dir / "zookeeper.port")
+
+
+def _number_in(path: Path) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return int(text) if text.isdigit() and int(text) > 0 else None
+
+
+def _is_zookeeper(pid: int) -> bool:
+    """Whether `pid` is alive and is a ZooKeeper server: a stale PID file may name a process reusing that PID."""
+    if not pid_alive(pid):
+        return False
+    try:
+        return b"ZooKeeperServerMain" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def run(args: argparse.Namespace) -> int:
     data_dir = Path(os.path.expanduser(args.data_dir)).resolve()
     pid, port = _state(data_dir)
+    if pid and pid_alive(pid) and not _is_zookeeper(pid):
+        print(f"{data_dir / 'zookeeper.pid'} names pid {pid}, which is not a ZooKeeper server (a stale PID file); "
+              "leaving that process alone", file=sys.stderr)
+        pid = None
     if args.action == "status":
-        if pid and pid_alive(pid) and port:
-            version = four_letter_word("127.0.0.1", port, "srvr").splitlines()[0]
+        if pid and _is_zookeeper(pid) and port:
+            try:
+                version = (four_letter_word("127.0.0.1", port, "srvr").splitlines() or ["no answer to srvr"])[0]
+            except OSError as exc:
+                print(f"pid {pid} is alive but nothing answers on 127.0.0.1:{port} ({exc.strerror or exc})",
+                      file=sys.stderr)
+                return 1
             print(f"running: pid {pid}, 127.0.0.1:{port}, {version}")
             return 0
         print("not running")
         return 1
     if args.action == "stop":
-        if not pid or not pid_alive(pid):
+        if not pid or not _is_zookeeper(pid):
             print("not running")
             return 0
         os.kill(pid, signal.SIGTERM)
@@ -57,7 +83,11 @@ def run(args: argparse.Namespace) -> int:
     if pid and pid_alive(pid):
         print(f"already running: pid {pid}, 127.0.0.1:{port}", file=sys.stderr)
         return 0 if args.action == "start" else 1
-    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"cannot create the ZooKeeper data dir {data_dir}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
     tls = None
     if args.tls:
         from gatekeeper.zk.tls import make_pki
@@ -67,8 +97,9 @@ def run(args: argparse.Namespace) -> int:
                             secure_port=args.port + 100 if args.tls else None)
     try:
         server.start()
-    except ZooKeeperNotInstalled as exc:
+    except RuntimeError as exc:  # not installed, exited at once (port taken, bad dir), or never answered
         print(exc, file=sys.stderr)
+        server.stop()
         return 1
     (data_dir / "zookeeper.port").write_text(str(server.port))
     secure = f", TLS on {server.secure_hosts}" if tls else ""

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import BadVersionError, NoAuthError, NoNodeError
+from kazoo.handlers.threading import KazooTimeoutError
 from kazoo.protocol.states import KazooState
 from kazoo.retry import KazooRetry
-from kazoo.security import make_digest_acl
+from kazoo.security import ACL, Permissions, make_digest_acl
 
 log = logging.getLogger("gatekeeper.zk.client")
 
@@ -23,6 +26,30 @@ class ConnectionEvent(enum.Enum):
     SUSPENDED = "suspended"  # connection dropped; session may still be alive
     LOST = "lost"  # session expired: ephemeral nodes and locks are gone
     RECONNECTED = "reconnected"  # connected again with a new session after LOST
+
+
+# How long an operator command waits for ZooKeeper before it says it cannot reach it (services wait longer).
+OPERATOR_CONNECT_TIMEOUT = 5.0
+
+
+class ZooKeeperError(Exception):
+    """ZooKeeper cannot be used as configured: a sentence for people, and the exit code a command ends with."""
+
+    exit_code = 1
+
+
+class ZooKeeperUnreachable(ZooKeeperError):
+    """No server at the configured hosts answered within the time given."""
+
+
+class ZooKeeperSettingError(ZooKeeperError):
+    """The hosts or chroot setting cannot be right (a config error)."""
+
+    exit_code = 3
+
+
+class ChrootNotOwned(ZooKeeperError):
+    """The chroot exists with ACLs other than gatekeeper's own: someone else made it, and may change our data."""
 
 
 @dataclass
@@ -59,14 +86,21 @@ class ZKClient:
         connect_attempts: int = -1,
     ) -> None:
         self.hosts = hosts
-        self.chroot = chroot.rstrip("/") if chroot else None
+        self.chroot = (chroot.rstrip("/") or None) if chroot else None
         self.auth = auth
+        _check_setting(hosts, self.chroot)
+        if tls:
+            for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+                if not os.path.isfile(path) or not os.access(path, os.R_OK):
+                    raise ZooKeeperSettingError(f"zookeeper.tls.{key}: {path} is not a file this process can read")
         self._listeners: list[Callable[[ConnectionEvent], None]] = []
         self._lost = False
         self._lock = threading.Lock()
         kwargs: dict = {}
+        self.acl: ACL | None = None
         if auth:
             acl = make_digest_acl(auth.username, auth.password, all=True)
+            self.acl = acl
             kwargs["default_acl"] = [acl]
             kwargs["auth_data"] = [("digest", f"{auth.username}:{auth.password}")]
         if tls:
@@ -82,23 +116,100 @@ class ZKClient:
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def start(self, timeout: float = 30.0) -> ZKClient:
-        """Connect (retrying until `timeout`) and make sure the chroot exists."""
-        if self.chroot:
-            # The chroot must exist before a chrooted client can use it: create it through a plain client.
-            bootstrap = KazooClient(
-                hosts=self.hosts,
-                timeout=self.client._session_timeout / 1000.0,
-                auth_data=[("digest", f"{self.auth.username}:{self.auth.password}")] if self.auth else None,
-                **self._tls_kwargs(),
-            )
-            bootstrap.start(timeout=timeout)
-            try:
-                bootstrap.ensure_path(self.chroot)
-            finally:
-                bootstrap.stop()
-                bootstrap.close()
-        self.client.start(timeout=timeout)
+        """Connect (retrying until `timeout`) and make sure the chroot exists and is ours.
+
+        Raises ZooKeeperUnreachable when no server answers in time, ChrootNotOwned when the chroot carries
+        another owner's ACLs.
+        """
+        attempts = _ConnectAttempts()
+        kazoo_log = logging.getLogger("kazoo.client")
+        kazoo_log.addFilter(attempts)
+        try:
+            if self.chroot:
+                self._ensure_chroot(timeout)
+            self.client.start(timeout=timeout)
+        except KazooTimeoutError:
+            self._close_quietly()
+            last = f" (last error: {attempts.last})" if attempts.last else ""
+            raise ZooKeeperUnreachable(
+                f"cannot reach ZooKeeper at {self.hosts} within {timeout:g} s{last}; is it running there, and are "
+                "zookeeper.hosts and its TLS settings right?") from None
+        finally:
+            kazoo_log.removeFilter(attempts)
         return self
+
+    def _ensure_chroot(self, timeout: float) -> None:
+        """Create the chroot (with our ACL when we have an account) through a plain client, and check its owner."""
+        bootstrap = KazooClient(
+            hosts=self.hosts,
+            timeout=self.client._session_timeout / 1000.0,
+            auth_data=[("digest", f"{self.auth.username}:{self.auth.password}")] if self.auth else None,
+            **self._tls_kwargs(),
+        )
+        try:
+            bootstrap.start(timeout=timeout)
+        except KazooTimeoutError:
+            bootstrap.close()
+            raise
+        try:
+            try:
+                bootstrap.ensure_path(self.chroot, acl=[self.acl] if self.acl else None)
+            except NoAuthError:
+                raise ChrootNotOwned(f"cannot create ZooKeeper node {self.chroot} on {self.hosts} (zookeeper.chroot):"
+                                     " a node above it does not let "
+                                     + (f"user {self.auth.username}" if self.auth else "an anonymous client")
+                                     + " create children; choose another zookeeper.chroot") from None
+            if self.acl:
+                self._check_owner(bootstrap)
+        finally:
+            bootstrap.stop()
+            bootstrap.close()
+
+    def _check_owner(self, client: KazooClient) -> None:
+        """Refuse a chroot whose ACL is anything but our own account with every permission."""
+        assert self.acl is not None and self.auth is not None
+        where = f"ZooKeeper node {self.chroot} on {self.hosts} (zookeeper.chroot)"
+        advice = (f"it was created by another client or account; choose another zookeeper.chroot, or have its "
+                  f"owner give it to us (setAcl {self.chroot} digest:{self.acl.id.id}:cdrwa)")
+        try:
+            acls, stat = client.get_acls(self.chroot)
+        except NoAuthError:
+            raise ChrootNotOwned(f"{where} does not let user {self.auth.username} read it: either zookeeper.auth's "
+                                 "password (GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD) is not the one it was created with, or "
+                                 f"it is not ours ({advice})") from None
+        others = [a for a in acls if (a.id.scheme, a.id.id) != (self.acl.id.scheme, self.acl.id.id)]
+        mine = [a for a in acls if a not in others]
+        if (others or not mine or mine[0].perms != Permissions.ALL) and self._take_over(client, stat.aversion):
+            return
+        if others or not mine or mine[0].perms != Permissions.ALL:
+            granted = ", ".join(f"{a.id.scheme}:{a.id.id.split(':')[0]} {_perms(a.perms)}" for a in acls)
+            raise ChrootNotOwned(f"{where} is not ours: its ACL grants {granted or 'nothing'}, where gatekeeper "
+                                 f"needs digest:{self.auth.username} cdrwa alone; {advice}")
+
+    def _take_over(self, client: KazooClient, acl_version: int) -> bool:
+        """Give the chroot our ACL when an older gatekeeper made it open but everything in it is ours.
+
+        Before the chroot node carried the ACL itself, gatekeeper created it open to anyone: such a chroot has
+        children, all with our digest ACL, which only someone who knows our password's digest can set.
+        """
+        assert self.acl is not None
+        try:
+            children = client.get_children(self.chroot)
+            if not children or any(client.get_acls(f"{self.chroot}/{c}")[0] != [self.acl] for c in children):
+                return False
+            client.set_acls(self.chroot, [self.acl], version=acl_version)
+        except (NoAuthError, BadVersionError, NoNodeError):
+            return False
+        log.warning("ZooKeeper node %s (zookeeper.chroot) was open to anyone, with only our data in it: it now has "
+                    "our ACL as well", self.chroot)
+        return True
+
+    def _close_quietly(self) -> None:
+        try:
+            self.client.stop()
+            self.client.close()
+        except Exception:
+            log.debug("closing an unconnected client failed", exc_info=True)
 
     def _tls_kwargs(self) -> dict:
         if not self.client.use_ssl:
@@ -150,3 +261,50 @@ class ZKClient:
             callback(event)
         except Exception:
             log.exception("connection listener %r failed on %s", callback, event.value)
+
+
+class _ConnectAttempts(logging.Filter):
+    """Kazoo's warnings while a client first connects: the last one goes into our own error, not each to the log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last = ""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        message = record.getMessage()
+        if message.startswith("Connection dropped: "):
+            self.last = message[len("Connection dropped: "):]
+        elif not message.startswith("Failed connecting to Zookeeper"):
+            return True
+        log.debug("connecting to ZooKeeper: %s", message)
+        return False
+
+
+def _perms(perms: int) -> str:
+    """ZooKeeper's letters for a permission mask: cdrwa."""
+    letters = ((Permissions.CREATE, "c"), (Permissions.DELETE, "d"), (Permissions.READ, "r"),
+               (Permissions.WRITE, "w"), (Permissions.ADMIN, "a"))
+    return "".join(letter for bit, letter in letters if perms & bit) or "-"
+
+
+def _check_setting(hosts: str, chroot: str | None) -> None:
+    """A hosts list kazoo can parse, and a chroot that is an absolute ZooKeeper path."""
+    from kazoo.hosts import collect_hosts
+
+    try:
+        parsed, _ = collect_hosts(hosts)
+    except ValueError as exc:
+        raise ZooKeeperSettingError(f'zookeeper.hosts "{hosts}" is not a list of host:port ({exc})') from None
+    if not parsed:
+        raise ZooKeeperSettingError("zookeeper.hosts is empty (expected host:port[,host:port...])")
+    if chroot is None:
+        return
+    parts = chroot.split("/")
+    if not chroot.startswith("/") or any(p in ("", ".", "..") for p in parts[1:]) or "\x00" in chroot:
+        raise ZooKeeperSettingError(f'zookeeper.chroot "{chroot}" is not an absolute ZooKeeper path such '
+                                    "as /gatekeeper")
+    if parts[1] == "zookeeper":
+        raise ZooKeeperSettingError(f'zookeeper.chroot "{chroot}" is inside /zookeeper, which ZooKeeper keeps for '
+                                    "itself")

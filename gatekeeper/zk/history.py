@@ -61,6 +61,10 @@ class BuildEvent(Record):
     attempt: int = 1
     final: bool = True
     created: float = field(default_factory=time.time)
+    # a failed build's diagnosis (gatekeeper.zk.builds.BuildResult): who is to blame, what failed, known bugs
+    failure_class: str = ""
+    summary: str = ""
+    signatures: list = field(default_factory=list)  # [{id, title, url}]
 
 
 def history_tx_op(event: BuildsetEvent | BuildEvent) -> tuple[int, Callable[[Any], None]]:

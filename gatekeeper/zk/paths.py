@@ -182,3 +182,7 @@ EXECUTOR_RUNNING = "/executor/running"
 
 def executor_running(ident: str) -> str:
     return f"{EXECUTOR_RUNNING}/{ident}"
+
+
+#   /diagnosis/signature-hits/h-<seq>         one failed build matching one known-bug signature (the newest kept)
+SIGNATURE_HITS = "/diagnosis/signature-hits"

@@ -22,10 +22,11 @@ from gatekeeper.gitrepo import ssh_command
 from gatekeeper.merger.service import MergerService
 from gatekeeper.scheduler.gerrit_source import GerritChangeSource, GerritReporter
 from gatekeeper.scheduler.scheduler import Scheduler
-from gatekeeper.sim.executor import TestExecutor
 from gatekeeper.sim.gerrit import Change, GerritSimulator
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
+from tests.executor import TestExecutor
+from tests.helpers import wait_for
 from tests.layouts import GATE_LAYOUT
 
 log = logging.getLogger("gatekeeper.tests.gate")
@@ -35,16 +36,6 @@ CONNECTION = "gerrit"
 LAYOUT = GATE_LAYOUT
 
 PROJECTS = ("org/a", "org/b", "org/c", "org/s")
-
-
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, what: str = "a condition") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
 class GateHarness:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import urllib.request
 from pathlib import Path
 
@@ -66,3 +67,39 @@ def test_status_page_shows_the_queued_change_with_its_jobs_and_build_page_links_
         assert f'href="{link}"' in dom
         with urllib.request.urlopen(link, timeout=10) as resp:
             assert resp.read() == content
+
+
+def test_build_page_follows_the_live_console_as_it_is_written(zk, tmp_path) -> None:
+    from gatekeeper.executor.console import Console, ConsoleRegistry, ConsoleServer
+    from gatekeeper.zk.components import Component
+    from tests.functional.test_web import start_web
+
+    web = start_web(zk, tmp_path)
+    registry = ConsoleRegistry()
+    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
+    registry.add(console)
+    server = ConsoleServer(registry).start()
+    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
+    executor.register()
+
+    def write_while_the_browser_watches() -> None:
+        wait_for(lambda: web.relays, 60, "the browser to open the console")
+        console.line("written while the browser watches")
+        console.close()
+        registry.finish("build-devstack-a")
+
+    writer = threading.Thread(target=write_while_the_browser_watches, daemon=True)
+    try:
+        console.line("stack.sh: starting")
+        writer.start()
+        dom = chromium(tmp_path, f"{web.url}/build/build-devstack-a", "--dump-dom")
+        writer.join(10)
+        assert "live console" in dom and 'data-ended="true"' in dom
+        text = dom[dom.index('class="console"'):]
+        assert text.index("| stack.sh: starting") < text.index("| written while the browser watches") < \
+            text.index("[console ended]")
+    finally:
+        executor.unregister()
+        server.stop()
+        web.stop()
+        web.history.close()

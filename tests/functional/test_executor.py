@@ -30,6 +30,7 @@ from gatekeeper.sim.devstack import BROKEN_NOVA_COMPUTE, seed_devstack, seed_fil
 from gatekeeper.sim.openstack.hosts import HostBackend, HostSpec, default_backend
 from gatekeeper.zk.builds import ABORTED, FAILURE, NODE_FAILURE, SUCCESS, TIMED_OUT, BuildRequest
 from gatekeeper.zk.merges import MergeStep, RepoState
+from tests.helpers import wait_for
 
 LOCALRC = {
     "ADMIN_PASSWORD": "s3cr3t-admin-pw",
@@ -371,8 +372,7 @@ def test_live_console_streams_lines_while_the_build_runs(hosts, projects, rig):
         request = request_for(projects.state(), run=["echo first; while [ ! -f go ]; do sleep 0.1; done; echo second"])
         worker = threading.Thread(target=r.runner.run, args=(request,), daemon=True)
         worker.start()
-        while r.consoles.get(request.id) is None:
-            time.sleep(0.02)
+        wait_for(lambda: r.consoles.get(request.id), 30, "the build's console to open")
         conn = http.client.HTTPConnection(server.host, server.port, timeout=30)
         conn.request("GET", f"/console/{request.id}")
         resp = conn.getresponse()

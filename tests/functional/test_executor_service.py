@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 import urllib.request
 
 import pytest
@@ -16,16 +15,7 @@ from gatekeeper.zk import builds, paths
 from gatekeeper.zk.builds import ERROR, SUCCESS
 from gatekeeper.zk.components import list_components
 from tests.functional.test_executor import hosts, projects, request_for  # noqa: F401 (fixtures)
-
-
-def wait_for(predicate, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout}s")
+from tests.helpers import wait_for
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import pytest
 
 from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -355,10 +356,12 @@ def test_two_schedulers_share_one_gate_and_one_carries_on_when_the_other_dies(ga
     gate.executor.fail("unit", 2, "FAILURE")
     gate.executor.hold = True
     gate.approve(*changes)
+    # The gate is processed under its lock by one scheduler at a time: while it works, exactly one holds it.
+    holders = wait_for(lambda: [s for s in gate.schedulers if "gate" in s._held], 30,
+                       "a scheduler to take the gate's lock")
+    assert len(holders) == 1
+    busy = holders[0]
     gate.settle()
-    holders = [s for s in gate.schedulers if "gate" in s._held]
-    assert len(holders) <= 1  # the gate is processed under its lock by one scheduler at a time
-    busy = holders[0] if holders else gate.schedulers[0]
     gate.kill_scheduler(busy)
     gate.executor.hold = False
     gate.executor.release()

@@ -22,6 +22,7 @@ from gatekeeper.sim.gerrit import GerritSimulator
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.event_queue import EventQueue
+from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -66,13 +67,27 @@ def queued(zk: ZKClient) -> list[GerritEvent]:
     return [GerritEvent.from_dict(data) for _, data in EventQueue(zk, paths.event_queue("review")).list()]
 
 
-def wait_queued(zk: ZKClient, predicate: Callable[[list[GerritEvent]], bool], timeout: float = 20) -> list:
-    deadline = time.monotonic() + timeout
-    while True:
-        events = queued(zk)
-        if predicate(events) or time.monotonic() > deadline:
-            return events
-        time.sleep(0.1)
+def wait_queued(zk: ZKClient, predicate: Callable[[list[GerritEvent]], bool], timeout: float = 30) -> list:
+    """The queued events once `predicate` holds for them (the test fails if it does not within `timeout`)."""
+    events: list[GerritEvent] = []
+
+    def holds() -> bool:
+        events[:] = queued(zk)
+        return predicate(events)
+
+    wait_for(holds, timeout, what="the expected events in the ZooKeeper event queue")
+    return events
+
+
+def settled(sim: GerritSimulator, zk: ZKClient) -> list[GerritEvent]:
+    """The queued events once the listener has handled everything Gerrit sent it so far.
+
+    The listener handles its stream and its catch-ups in one loop, in order: when a marker change created now is
+    queued, anything before it (a duplicate, a late catch-up) would already be queued too.
+    """
+    marker = sim.create_change("org/project", "Marker", owner="jane")
+    wait_queued(zk, lambda ev: any(e.type == "patchset-created" and e.change_number == marker.number for e in ev))
+    return [e for e in queued(zk) if e.change_number != marker.number]
 
 
 def listening(conn: GerritConnection, sim: GerritSimulator) -> None:
@@ -137,9 +152,8 @@ def test_stream_cut_mid_burst_and_10_approvals_while_down_are_enqueued_once(sim,
 
     def done(events: list[GerritEvent]) -> bool:
         return len(comments(events, "cut ")) >= 300 and len(approved(events)) >= 10
-    events = wait_queued(zk, done)
-    time.sleep(1.0)  # anything duplicated would arrive now
-    events = queued(zk)
+    wait_queued(zk, done)
+    events = settled(sim, zk)  # anything duplicated would be queued by now
     assert sorted(comments(events, "cut "), key=lambda s: int(s.split()[1])) == [f"cut {i}" for i in range(300)]
     approvals = approved(events)
     assert sorted(e.change_number for e in approvals) == sorted(c.number for c in changes)
@@ -157,14 +171,14 @@ def test_dropped_output_from_gerrit_triggers_a_catch_up(sim, zk, make_connection
         for i in range(100):
             sim.comment(c, "rita", f"overflow {i}")
         sim.faults.resume_streams()
+        # Once one buffered event arrived, Gerrit's buffer for this listener is empty: its writer takes up to
+        # stream_batch (32) events at a time, more than the 20 it holds, so the next event fits behind dropped-output.
         wait_queued(zk, lambda ev: bool(comments(ev, "overflow ")))
-        time.sleep(0.3)  # let the listener's buffer drain, so the next event fits behind dropped-output
         sim.comment(c, "rita", "overflow 100")
         events = wait_queued(zk, lambda ev: len(comments(ev, "overflow ")) >= 101)
     finally:
         sim.stream_buffer = None
-    time.sleep(0.5)
-    events = queued(zk)
+    events = settled(sim, zk)
     assert sorted(comments(events, "overflow "), key=lambda s: int(s.split()[1])) == [
         f"overflow {i}" for i in range(101)]
     assert conn.listener.catch_ups == 1
@@ -191,7 +205,9 @@ def test_new_leader_takes_over_and_catches_up_exactly_once(sim, zk, zk_factory, 
     first = make_connection(first_zk)
     listening(first, sim)
     second = make_connection(zk_factory())
-    time.sleep(0.5)
+    # The second is a contender waiting behind the leader (its election node is there), and not listening.
+    wait_for(lambda: len(zk.client.get_children(paths.election("gerrit-review"))) == 2, timeout=20,
+             what="the second connection to join the leader election")
     assert not second.listener.is_leader and sim.listener_count() == 1
     c = sim.create_change("org/project", "Failover", owner="jane")
     wait_queued(zk, lambda ev: any(e.type == "patchset-created" and e.change_number == c.number for e in ev))
@@ -205,9 +221,8 @@ def test_new_leader_takes_over_and_catches_up_exactly_once(sim, zk, zk_factory, 
     sim.faults.refuse_connections = False
     assert sim.wait_for(lambda: second.listener.catch_ups >= 1, timeout=20)
     sim.comment(c, "rita", "after failover")
-    events = wait_queued(zk, lambda ev: bool(comments(ev, "after failover")))
-    time.sleep(0.5)
-    events = queued(zk)
+    wait_queued(zk, lambda ev: bool(comments(ev, "after failover")))
+    events = settled(sim, zk)
     mine = [e for e in events if e.change_number == c.number]
     assert [e.type for e in mine] == ["patchset-created", "comment-added", "comment-added", "comment-added"]
     assert [e.catch_up for e in mine[1:]] == [True, True, False]
@@ -229,9 +244,8 @@ def test_restart_catches_up_on_what_happened_while_stopped(sim, zk, zk_factory, 
     sim.faults.fail("query", times=3, exit_status=128)  # the first catch-up fails (all its retries): retried
     monkeypatch.setattr(listener_module, "CATCH_UP_RETRY_S", 0.3)
     after = make_connection(zk_factory())
-    events = wait_queued(zk, lambda ev: any(e.type == "change-restored" for e in ev))
-    time.sleep(0.5)
-    events = [e for e in queued(zk) if e.change_number == c.number]
+    wait_queued(zk, lambda ev: any(e.type == "change-restored" for e in ev))
+    events = [e for e in settled(sim, zk) if e.change_number == c.number]
     assert [(e.type, e.patchset, e.catch_up) for e in events] == [
         ("patchset-created", 1, False), ("patchset-created", 2, True), ("comment-added", 2, True),
         ("change-abandoned", 2, True), ("change-restored", 2, True)]
@@ -251,8 +265,7 @@ def test_deposed_leader_cannot_enqueue_and_hands_over(sim, zk, zk_factory, make_
     sim.comment(c, "rita", "fenced")
     assert sim.wait_for(lambda: second.listener.is_leader, timeout=20)
     wait_queued(zk, lambda ev: bool(comments(ev, "fenced")))
-    time.sleep(0.5)
-    assert comments(queued(zk), "fenced") == ["fenced"] and not first.listener.is_leader
+    assert comments(settled(sim, zk), "fenced") == ["fenced"] and not first.listener.is_leader
 
 
 # -- votes out --------------------------------------------------------------------------------------------------
@@ -281,11 +294,17 @@ def test_submit_is_confirmed_and_refusal_raises_with_gerrits_reason(sim, make_co
 def test_review_retries_after_hang_and_internal_error(sim, make_connection) -> None:
     conn = make_connection(ssh_timeout=1.0)
     c = sim.create_change("org/project", "Flaky", owner="jane")
-    sim.faults.hang("review", seconds=3)
+    # The hang outlasts the test: only the connection's own timeout can end the first attempt.
+    sim.faults.hang("review", seconds=60)
+    started = time.monotonic()
     conn.review(c.number, 1, "after a hang")
+    assert time.monotonic() - started < 20, "the hung review was not given up after the 1 s SSH timeout"
+    assert sim.faults.take("review") is None  # the hang was met (and used up)
     sim.faults.fail("review", exit_status=128)
     conn.review(c.number, 1, "after an internal error")
-    assert sim.messages(c)[-2:] == ["Patch Set 1:\n\nafter a hang", "Patch Set 1:\n\nafter an internal error"]
+    assert sim.faults.take("review") is None
+    ours = [m for m in sim.messages(c) if m.startswith("Patch Set 1:\n\nafter")]
+    assert ours == ["Patch Set 1:\n\nafter a hang", "Patch Set 1:\n\nafter an internal error"]
 
 
 def test_hung_submit_is_confirmed_by_query(sim, make_connection) -> None:

@@ -306,17 +306,29 @@ def test_stock_gerritlib_watcher_holds_buffered_events_back(sim: GerritSimulator
     g.startWatching(connection_attempts=1, retry_delay=0)
     try:
         assert sim.wait_for(lambda: g.watcher_thread.state == gerritlib.CONSUMING)
-        sim.faults.pause_streams()
-        for i in range(5):
-            sim.comment(c, "rita", f"starve {i}")
-        sim.faults.resume_streams()
-        got = []
-        try:
-            while True:
-                got.append(g.event_queue.get(timeout=1.5))
-        except queue.Empty:
-            pass
-        assert len([e for e in got if e["type"] == "comment-added"]) < 5
+        with Stream(sim) as fixed:
+            sim.faults.pause_streams()
+            for i in range(5):
+                sim.comment(c, "rita", f"starve {i}")
+            sim.faults.resume_streams()
+            # The positive signal that the whole burst went out: a listener that reads properly got all of it
+            # (each comment is a NoteDb ref-updated and a comment-added event).
+            burst: list[dict] = []
+            while sum(1 for e in burst if e["type"] == "comment-added") < 5:
+                burst.append(json.loads(fixed.lines.get(timeout=10)))
+            assert [e["comment"].rsplit("\n\n", 1)[1] for e in burst if e["type"] == "comment-added"] == [
+                f"starve {i}" for i in range(5)]
+            got = [g.event_queue.get(timeout=10)]
+            try:
+                while True:
+                    got.append(g.event_queue.get(timeout=1.0))
+            except queue.Empty:
+                pass
+            assert got == burst[:1], f"the stock watcher delivered {len(got)} of the {len(burst)} events"
+            # The rest were held, not lost: the next arrival releases more of the burst, in order.
+            sim.comment(c, "rita", "starve more")
+            got.append(g.event_queue.get(timeout=10))
+            assert got == burst[:2]
     finally:
         # The stock watcher has no stop(): make its next reconnect end the thread.
         g.watcher_thread._run = lambda: (_ for _ in ()).throw(SystemExit())

@@ -14,8 +14,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import inspect
 
-from gatekeeper.history.db import HistoryDB
+from gatekeeper.history import recorder as recorder_module
+from gatekeeper.history.db import HistoryDB, _postgres_driver, make_engine
 from gatekeeper.history.migrations import LATEST
 from gatekeeper.history.recorder import HistoryRecorder
 from gatekeeper.zk.history import (
@@ -26,6 +28,8 @@ from gatekeeper.zk.history import (
     report_build,
     report_buildset,
 )
+from tests.helpers import wait_for
+from tests.unit.test_history_migrations import make_legacy_database
 
 try:
     import psycopg
@@ -132,6 +136,19 @@ def test_new_database_is_migrated_to_the_newest_schema_and_reopening_changes_not
     again.close()
 
 
+def test_database_made_by_the_hand_written_migrations_is_upgraded_in_place_keeping_its_rows(db_url):
+    engine = make_engine(_postgres_driver(db_url))
+    make_legacy_database(engine, 1)  # the schema before its indexes, and before Alembic
+    engine.dispose()
+    db = HistoryDB(db_url)
+    assert db.version == LATEST
+    assert "ix_builds_job" in {i["name"] for i in inspect(db.engine).get_indexes("builds")}
+    assert [(b.uuid, b.change, b.log_url) for b in db.builds(project="nova")] == [("old-tox", 7, "http://logs/7")]
+    gate_item(db, 8, "nova", {"tox": "SUCCESS"})  # and the upgraded tables take new rows
+    assert [b.uuid for b in db.builds(project="nova")] == ["b-8-tox", "old-tox"]
+    db.close()
+
+
 def test_builds_are_stored_with_change_pipeline_node_and_log_url_and_filtered(db):
     gate_item(db, 1, "nova", {"tox": "SUCCESS", "devstack": "FAILURE"})
     gate_item(db, 2, "glance", {"tox": "SUCCESS", "devstack": "SUCCESS"}, t0=2000.0)
@@ -180,27 +197,25 @@ def test_estimate_is_the_mean_of_recent_successful_runs(db):
     assert db.estimate("nova", "tox") is None
 
 
-def test_recorder_stores_what_the_scheduler_reported_through_zookeeper(zk, tmp_path):
+def test_recorder_stores_what_the_scheduler_reported_through_zookeeper(zk, tmp_path, monkeypatch):
+    # The recorder's fallback poll is pushed out of the test's reach: only its queue watch can wake it in time.
+    monkeypatch.setattr(recorder_module, "RETRY_SECONDS", 600.0)
     db = HistoryDB(f"sqlite:///{tmp_path}/h.sqlite")
     report_buildset(zk, BuildsetEvent(id="bs9", pipeline="gate", project="nova", change=9, patchset=3))
     report_build(zk, BuildEvent(id="b9", buildset="bs9", job="tox", result="SUCCESS", start_time=1, end_time=5))
     recorder = HistoryRecorder(zk, db).start()
     try:
-        deadline = time.monotonic() + 20
-        while db.build("b9") is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: db.build("b9"), timeout=20, what="the queued build to be recorded")
         assert (db.build("b9").change, db.build("b9").patchset) == (9, 3)
         # a later event, written inside a transaction as the scheduler saves its state, is picked up by the watch
         ensure_queue(zk)
         tx = zk.client.transaction()
         history_tx_op(BuildEvent(id="b10", buildset="bs9", job="pep8", result="FAILURE"))[1](tx)
         assert not any(isinstance(r, Exception) for r in tx.commit())
-        while db.build("b10") is None and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: db.build("b10"), timeout=20, what="the watch to wake the recorder for a new event")
         assert db.build("b10").result == "FAILURE"
-        while len(recorder.queue) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert len(recorder.queue) == 0
+        wait_for(lambda: len(recorder.queue.list()) == 0, timeout=20, what="the recorded events to be acked")
+        assert recorder.stored == 3
     finally:
         recorder.stop()
         db.close()

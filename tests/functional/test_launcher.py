@@ -17,12 +17,14 @@ import yaml
 from openstack.config import loader
 
 from gatekeeper.config.layout import parse_layout
+from gatekeeper.launcher import cleanup as cleanup_module
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient, read_node
 from gatekeeper.launcher.images import list_builds
 from gatekeeper.launcher.launcher import Launcher
 from gatekeeper.sim.openstack.sim import CloudSim
 from gatekeeper.zk import paths
+from tests.helpers import wait_for
 
 OWNER = "gatekeeper"
 
@@ -74,17 +76,6 @@ def provider_yaml(name: str, cloud: str, max_servers: int = 4, boot_timeout: flo
             f"      launch-attempts: {attempts}\n{extra}"
             f"      pools:\n        - name: main\n          labels: [{{name: {label}, image: deb, flavor: small}}]\n"
             f"      images:\n        - name: deb\n          base-image: debian-12\n{image_extra}")
-
-
-def wait_for(cond, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def ready_ids(zk, label: str = "debian") -> set[str]:
@@ -270,18 +261,27 @@ def test_image_is_built_rebuilt_and_a_failed_build_keeps_the_old_image(zk, sim, 
 
 
 # -- cleanup and holds ----------------------------------------------------------------------------------------
-def test_held_node_is_kept_until_its_hold_expires_then_deleted(zk, sim, start_launcher):
+def test_held_node_is_kept_until_its_hold_expires_then_deleted(zk, sim, start_launcher, monkeypatch):
+    finished_runs: list[float] = []
+    real_cleanup = cleanup_module.run_cleanup
+
+    def counted_cleanup(launcher) -> None:
+        real_cleanup(launcher)
+        finished_runs.append(time.time())
+
+    monkeypatch.setattr(cleanup_module, "run_cleanup", counted_cleanup)
     start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha")), cleanup_interval=0.3)
     client = NodeRequestClient(zk, "build 7")
     [node] = client.lock_nodes(client.wait(client.request(["debian"]), 30))
-    hold_hours = 3.0 / 3600
-    client.release(node, held=True, reason="build 7 failed", hold_hours=hold_hours)
+    client.release(node, held=True, reason="build 7 failed", hold_hours=6.0 / 3600)
     held = read_node(zk, node.id)[0]
     assert held.state == model.HOLD and held.hold_reason == "build 7 failed"
-    while time.time() < held.hold_until - 0.5:  # several cleanup runs happen before expiry: none deletes it
-        assert read_node(zk, node.id)[0].state == model.HOLD
-        assert node.external_id in {s.id for s in servers(sim, "alpha")}
-        time.sleep(0.2)
+    # Cleanup runs that finish before the hold expires must keep the node: wait for three of them.
+    seen = len(finished_runs)
+    wait_for(lambda: len(finished_runs) >= seen + 3, 20, "three cleanup runs while the node is held")
+    assert finished_runs[seen + 2] < held.hold_until, "the cleanup runs came too late to test the hold"
+    assert read_node(zk, node.id)[0].state == model.HOLD
+    assert node.external_id in {s.id for s in servers(sim, "alpha")}
     wait_for(lambda: node.id not in node_records(zk), what="expired hold deleted")
     assert node.external_id not in {s.id for s in servers(sim, "alpha")}
 

@@ -5,14 +5,11 @@ none is reported twice, and every process is running at the end."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from tests.functional.scale_rig import ScaleRig
 
-pytestmark = [pytest.mark.netns,
-              pytest.mark.skipif(os.geteuid() != 0, reason="separate hosts need root (network namespaces)")]
+pytestmark = [pytest.mark.netns]  # separate hosts need root (network namespaces): see tests/conftest.py
 
 CHANGES = 12
 

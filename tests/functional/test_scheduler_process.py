@@ -6,15 +6,16 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
 import yaml
 
+from gatekeeper.config.store import read_layout
 from gatekeeper.gitrepo import ssh_command
 from gatekeeper.merger.service import MergerService
-from gatekeeper.sim.executor import TestExecutor
 from gatekeeper.sim.gerrit import GerritSimulator
+from tests.executor import TestExecutor
 from tests.functional.gate_harness import LAYOUT, PROJECTS, wait_for
 
 
@@ -68,24 +69,62 @@ def rig(tmp_path, zk_server, zk_chroot, zk_factory):
         r.stop()
 
 
-def test_scheduler_process_listens_reports_reloads_and_stops(rig):
-    sim, layout = rig.sim, rig.layout
+class Output:
+    """The lines a process writes, read as they come (a test can wait for one)."""
+
+    def __init__(self, proc: subprocess.Popen) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(proc,), daemon=True)
+        self._thread.start()
+
+    def _read(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
+            self.lines.append(line)
+
+    def has(self, text: str) -> bool:
+        return any(text in line for line in list(self.lines))
+
+    def text(self) -> str:
+        self._thread.join(20)
+        return "".join(self.lines)
+
+
+GOOD_RELOAD = LAYOUT.replace("  - name: unit\n", "  - name: unit\n  - name: lint\n", 1).replace(
+    "pipelines: {check: [unit], gate: [unit, integration]}",
+    "pipelines: {check: [unit, lint], gate: [unit, integration]}", 1)
+
+
+def test_scheduler_process_listens_reports_reloads_and_stops(rig, zk):
+    sim, layout, executor = rig.sim, rig.layout, rig.executor
+    assert GOOD_RELOAD.count("lint") == 2
     proc = rig.scheduler()
+    output = Output(proc)
     wait_for(lambda: sim.listener_count() >= 1, 30, "the scheduler's Gerrit listener to connect")
     change = sim.create_change("org/a", "Checked by a real scheduler process", owner="jane")
     wait_for(lambda: sim.votes(change).get("ci", {}).get("Verified") == 1, 60, "check's Verified +1")
+    started_with = read_layout(zk).files
 
     # SIGHUP reloads the layout: a bad one is refused and the running one kept
     layout.write_text(LAYOUT.replace("manager: independent", "manager: serial-ish", 1))
     proc.send_signal(signal.SIGHUP)
-    time.sleep(1)
+    wait_for(lambda: output.has("unknown manager (expected independent or dependent)"), 30,
+             "the scheduler to refuse the bad layout")
+    assert read_layout(zk).files == started_with
     second = sim.create_change("org/a", "Still checked after a bad reload", owner="jane")
     wait_for(lambda: sim.votes(second).get("ci", {}).get("Verified") == 1, 60, "the kept layout to work")
 
+    # ... and a good one is published and used for what comes next: org/a's check gains a lint job
+    layout.write_text(GOOD_RELOAD)
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: read_layout(zk).files != started_with, 30, "the scheduler to publish the new layout")
+    third = sim.create_change("org/a", "Checked with the reloaded layout", owner="jane")
+    wait_for(lambda: sim.votes(third).get("ci", {}).get("Verified") == 1, 60, "check on the new layout")
+    jobs = {n: sorted(r.job for r in executor.history if r.change == n and r.pipeline == "check")
+            for n in (change.number, second.number, third.number)}
+    assert jobs == {change.number: ["unit"], second.number: ["unit"], third.number: ["lint", "unit"]}
+
     proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == 0, out[-3000:]
-    assert 'unknown manager (expected independent or dependent)' in out
+    assert proc.wait(60) == 0, output.text()[-3000:]
     wait_for(lambda: sim.listener_count() == 0, 20, "the listener to disconnect")
 
 

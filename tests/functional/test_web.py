@@ -5,23 +5,29 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import signal
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 from gatekeeper.executor.console import Console, ConsoleRegistry, ConsoleServer
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.launcher.client import add_autohold
 from gatekeeper.launcher.model import Autohold, ImageBuild, Node
-from gatekeeper.web.server import WebService
+from gatekeeper.web.server import STATUS_TTL, WebService
 from gatekeeper.zk import paths
 from gatekeeper.zk.components import Component
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
+from gatekeeper.zk.server import free_port
 from tests.unit.test_web_status import sample_state
 
 TOKEN = "s3cret-admin-token"
@@ -166,6 +172,10 @@ def test_nodes_images_and_holds_read_the_launcher_records(web, zk):
     assert 'gatekeeper_nodes{label="debian",provider="sim-a",state="ready"} 1' in text
     assert 'gatekeeper_queue_items{pipeline="gate",queue="integrated"} 2' in text
     assert 'gatekeeper_job_results_total{job="tox",project="nova",result="SUCCESS"} 1' in text
+    request = urllib.request.Request(f"{web.url}/metrics", headers={"Accept": "application/openmetrics-text"})
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        assert resp.headers["Content-Type"].startswith("application/openmetrics-text")
+        assert resp.read().endswith(b"# EOF\n")
 
 
 def test_admin_api_needs_the_token_401_without_403_wrong(web, zk, caplog):
@@ -238,3 +248,112 @@ def test_live_console_is_relayed_from_the_executor_while_it_is_written(web, zk, 
     finally:
         executor.unregister()
         server.stop()
+
+
+def test_live_console_streams_as_server_sent_events_and_ends_with_an_end_event(web, zk, tmp_path):
+    registry = ConsoleRegistry()
+    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
+    registry.add(console)
+    server = ConsoleServer(registry).start()
+    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
+    executor.register()
+    try:
+        console.line("first line")
+        request = urllib.request.Request(f"{web.url}/api/v1/builds/build-devstack-a/console",
+                                         headers={"Accept": "text/event-stream"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.headers["Content-Type"].startswith("text/event-stream")
+            assert resp.readline() == b"retry: 3000\n" and resp.readline() == b"\n"
+            first = resp.readline()
+            assert first.startswith(b"data: ") and first.endswith(b"| first line\n") and resp.readline() == b"\n"
+            console.line("written while we watch \xe9")
+            event = resp.readline()
+            assert event.startswith(b"data: ") and event.endswith("| written while we watch \xe9\n".encode())
+            assert resp.readline() == b"\n"
+            console.close()
+            registry.finish("build-devstack-a")
+            assert resp.read() == b"event: end\ndata: the console is closed\n\n"
+    finally:
+        executor.unregister()
+        server.stop()
+
+
+def test_stopping_the_web_ends_an_open_console_relay(zk, tmp_path):
+    web = start_web(zk, tmp_path)
+    registry = ConsoleRegistry()
+    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
+    registry.add(console)
+    server = ConsoleServer(registry).start()
+    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
+    executor.register()
+    try:
+        console.line("a line")
+        with urllib.request.urlopen(f"{web.url}/api/v1/builds/build-devstack-a/console", timeout=10) as resp:
+            assert resp.readline().endswith(b"| a line\n")
+            assert len(web.relays) == 1
+            web.stop()  # the console is still open: the relay must end rather than hold the server
+            assert resp.read() == b"" and web.relays == set()
+    finally:
+        web.stop()
+        web.history.close()
+        executor.unregister()
+        server.stop()
+
+
+def test_openapi_document_describes_every_admin_request_model(web):
+    code, doc = get_json(f"{web.url}/openapi.json")
+    assert code == 200 and doc["info"]["title"] == "gatekeeper"
+    for action in ("enqueue", "dequeue", "promote", "retrigger", "autohold", "hold-node", "release-node"):
+        assert "post" in doc["paths"][f"/api/v1/admin/{action}"], action
+    autohold = doc["paths"]["/api/v1/admin/autohold"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert autohold["required"] == ["project", "reason"]
+    assert autohold["properties"]["count"]["type"] == "integer" and autohold["additionalProperties"] is False
+    assert "/api/v1/status" in doc["paths"] and "/api/v1/builds/{build_id}/console" in doc["paths"]
+    code, page, _ = get(f"{web.url}/docs")
+    assert code == 200 and b"/openapi.json" in page
+
+
+def test_many_pollers_share_one_status_rebuild_per_second(zk, tmp_path):
+    web = start_web(zk, tmp_path)
+    loads: list[str] = []
+    layouts: list[int] = []
+    inner_state, inner_layout = web.state_loader, web.layout_loader
+    web.state_loader = lambda z, name: loads.append(name) or inner_state(z, name)
+    web.layout_loader = lambda: layouts.append(1) or inner_layout()
+    web._status_cache.clear()
+    web._layout_cache.clear()
+    try:
+        started = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            codes = list(pool.map(lambda _: get(f"{web.url}/api/v1/status")[0], range(40)))
+        elapsed = time.monotonic() - started
+        assert codes == [200] * 40
+        assert 1 <= loads.count("gate") <= 1 + int(elapsed / STATUS_TTL) + 1, (loads, elapsed)
+        assert len(layouts) == 1  # the layout is kept for 30 s
+    finally:
+        web.stop()
+        web.history.close()
+
+
+def test_gatekeeper_web_runs_as_its_own_process_and_stops_on_sigterm(zk_server, zk_chroot, tmp_path):
+    port = free_port()
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(yaml.safe_dump({
+        "zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot},
+        "web": {"listen": "127.0.0.1", "port": port, "admin-token": TOKEN},
+        "history": {"url": f"sqlite:///{tmp_path}/history.sqlite"},
+    }))
+    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "web", "-c", str(config)],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        # the banner is the first line on stdout (the service's log lines go to stderr)
+        assert proc.stdout.readline().strip() == f"gatekeeper web on http://127.0.0.1:{port}/"
+        code, info = get_json(f"http://127.0.0.1:{port}/api/v1/info")
+        assert code == 200 and info["admin"] is True and info["history"] is True
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        assert "Traceback" not in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

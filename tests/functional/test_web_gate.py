@@ -26,7 +26,7 @@ class GateWeb:
     logs: Path
 
     def status(self) -> dict:
-        self.web._status_cache._values.clear()  # read through, not the one-second cache
+        self.web._status_cache.clear()  # read through, not the one-second cache
         with urllib.request.urlopen(f"{self.web.url}/api/v1/status", timeout=10) as resp:
             return json.loads(resp.read())
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -17,6 +16,7 @@ from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.record import Record, RecordTooLarge
 from gatekeeper.zk.server import LocalZooKeeper
 from gatekeeper.zk.sharding import read_sharded, write_sharded
+from tests.helpers import CuttableLink, wait_for
 
 
 @dataclass
@@ -31,15 +31,6 @@ class Sample(Record):
         if version == 1:
             data["count"] = int(data.pop("num", 0))
         return data
-
-
-def wait_for(predicate, timeout=20.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_record_round_trips_through_zookeeper(zk):
@@ -133,32 +124,71 @@ def test_digest_acl_lets_only_gatekeeper_write_its_tree(zk_server, zk_chroot):
         stranger.stop()
 
 
+def registration_owner(observer: ZKClient, component: Component) -> int | None:
+    """The session that owns `component`'s ephemeral registration, as the server sees it (None: not registered)."""
+    stat = observer.client.exists(component.path)
+    return stat.ephemeralOwner if stat else None
+
+
 def test_client_survives_server_restart_and_registration_returns(tmp_path):
+    """The server restarts and the client cannot reach it until its session has expired: the client gets a new
+    session and its registration comes back on it."""
     server = LocalZooKeeper(data_dir=str(tmp_path / "zk")).start()
+    link = CuttableLink(server.hosts)
     events: list[ConnectionEvent] = []
-    zk = ZKClient(server.hosts, chroot="/restart", timeout=4.0).start()
+    zk = ZKClient(link.hosts, chroot="/restart", timeout=2.0).start()
     observer = None
     try:
         zk.add_listener(events.append)
         component = Component(zk, "executor")
         component.register()
+        first_session = zk.client.client_id[0]
+        link.cut()
         server.stop()
         wait_for(lambda: ConnectionEvent.SUSPENDED in events, what="SUSPENDED")
-        # Down long enough for the session to expire: the registration must come back on a new session.
-        time.sleep(5)
         server.start()
-        wait_for(lambda: zk.connected, what="reconnect")
         observer = ZKClient(server.hosts, chroot="/restart").start()
-        wait_for(lambda: len(list_components(observer, "executor")) == 1, what="re-registration")
-        assert events[0] is ConnectionEvent.SUSPENDED
-        assert ConnectionEvent.LOST in events or ConnectionEvent.CONNECTED in events
-        if ConnectionEvent.LOST in events:
-            wait_for(lambda: ConnectionEvent.RECONNECTED in events, what="RECONNECTED after LOST")
+        # The restarted server restores the session, then expires it because the client stays away.
+        wait_for(lambda: registration_owner(observer, component) is None, what="the old session to expire")
+        link.restore()
+        wait_for(lambda: ConnectionEvent.RECONNECTED in events, what="RECONNECTED on a new session")
+        owner = wait_for(lambda: registration_owner(observer, component), what="re-registration")
+        assert owner == zk.client.client_id[0] != first_session
+        assert events[0] is ConnectionEvent.SUSPENDED and ConnectionEvent.LOST in events
+        assert [c.ident for c in list_components(observer, "executor")] == [component.info.ident]
     finally:
         zk.stop()
         if observer:
             observer.stop()
+        link.close()
         server.cleanup()
+
+
+def test_registration_returns_after_the_server_expires_the_session(zk_server, zk_chroot, zk):
+    """A partition longer than the session timeout, with the server up all along: the server expires the
+    session (the registration vanishes), and when the link is back the client registers again."""
+    link = CuttableLink(zk_server.hosts)
+    events: list[ConnectionEvent] = []
+    client = ZKClient(link.hosts, chroot=zk_chroot, timeout=2.0).start()
+    try:
+        client.add_listener(events.append)
+        component = Component(client, "merger")
+        component.register()
+        first_session = client.client.client_id[0]
+        assert registration_owner(zk, component) == first_session
+        link.cut()
+        wait_for(lambda: ConnectionEvent.SUSPENDED in events, what="SUSPENDED")
+        wait_for(lambda: registration_owner(zk, component) is None, what="the server to expire the session")
+        assert ConnectionEvent.LOST not in events  # the client cannot know yet: it has not reached the server
+        link.restore()
+        wait_for(lambda: ConnectionEvent.RECONNECTED in events, what="RECONNECTED on a new session")
+        owner = wait_for(lambda: registration_owner(zk, component), what="re-registration")
+        assert owner == client.client.client_id[0] != first_session
+        assert events.index(ConnectionEvent.LOST) < events.index(ConnectionEvent.RECONNECTED)
+        assert [(c.ident, c.state) for c in list_components(zk, "merger")] == [(component.info.ident, "running")]
+    finally:
+        client.stop()
+        link.close()
 
 
 def test_session_expiry_is_reported_to_subscribers(zk_server, zk_chroot):

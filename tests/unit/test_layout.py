@@ -291,3 +291,47 @@ def test_missing_layout_directory(tmp_path):
         load_layout(tmp_path / "nope")
     with pytest.raises(ConfigErrors, match="no layout files"):
         load_layout(tmp_path)
+
+
+def test_shape_errors_and_reference_errors_are_listed_together():
+    """A job with a bad key is left out and named once; a project naming a job nobody defined is named too, in
+    the same run, while the project naming the bad job is not blamed for it."""
+    extra = """
+    jobs:
+      - name: lint
+        timeout: soon
+    projects:
+      - name: org/b
+        pipelines:
+          check: [lint, docs]
+    nodepool:
+      providers:
+        - name: cloud-b
+          driver: static
+          hosts:
+            - {name: h1, labels: [medium]}
+    """
+    assert errors_of(BASE, extra) == [
+        "layout1.yaml:4: jobs[0] (lint).timeout: expected an integer, got a string 'soon'",
+        'layout1.yaml:8: project "org/b" pipeline check: undefined job "docs" (defined: unit)',
+        'layout1.yaml:14: nodepool.providers[0] (cloud-b).hosts[0] (h1): missing required key "address"',
+    ]
+
+
+def test_empty_items_and_deep_nesting_are_errors_not_crashes():
+    assert errors_of("pipelines: [null]\n", "jobs: " + "[" * 5000 + "]" * 5000 + "\n") == [
+        "layout0.yaml:1: pipelines[0]: expected a mapping, got an empty value None",
+        "layout1.yaml:1: invalid YAML: nested too deeply to read",
+    ]
+
+
+def test_every_bad_signature_is_listed():
+    extra = """
+    signatures:
+      - {id: 1, title: a, pattern: "(("}
+      - {id: 2, title: "", pattern: x}
+    """
+    errors = errors_of(BASE, extra)
+    assert len(errors) == 2, errors
+    assert errors[0].startswith("layout1.yaml:3: signatures[0].pattern: bad regular expression '(('")
+    assert errors[1].startswith("layout1.yaml:4: signatures[1].title: ")

@@ -1,4 +1,5 @@
-"""Metrics: the Prometheus text format, statsd datagrams caught by a real UDP listener, and the gate's numbers."""
+"""Metrics: the Prometheus exposition (through prometheus_client), statsd datagrams caught by a real UDP listener,
+and the gate's numbers."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from gatekeeper.metrics.gate import GateSnapshot, StatsdReporter, gate_metrics, statsd_lines
-from gatekeeper.metrics.prometheus import MetricFamily, render
+from gatekeeper.metrics.gate import GateSnapshot, StatsdReporter, gate_metrics
+from gatekeeper.metrics.prometheus import MetricFamily, exposition, render
 from gatekeeper.metrics.statsd import StatsdClient
 from gatekeeper.web.status import pipeline_status, status_document
 from tests.unit.test_web_status import NOW, estimates, sample_state
@@ -52,8 +53,11 @@ def test_prometheus_text_has_help_type_and_escaped_labels():
         "# HELP gatekeeper_x An x\\nwith two lines\n"
         "# TYPE gatekeeper_x gauge\n"
         'gatekeeper_x{job="say \\"hi\\"\\\\"} 1.5\n'
-        'gatekeeper_x{job="plain"} 3\n'
+        'gatekeeper_x{job="plain"} 3.0\n'
     )
+    counter = MetricFamily("gatekeeper_y_total", "counter", "Ys").add(2, kind="a")
+    assert render([counter]) == ("# HELP gatekeeper_y_total Ys\n# TYPE gatekeeper_y_total counter\n"
+                                 'gatekeeper_y_total{kind="a"} 2.0\n')
     with pytest.raises(ValueError, match="not a valid Prometheus name"):
         MetricFamily("bad-name", "gauge", "")
 
@@ -71,6 +75,16 @@ def test_gate_metrics_cover_queues_jobs_nodes_requests_and_events():
     assert 'gatekeeper_launch_failures{provider="sim-b"} 1' in text
     assert 'gatekeeper_node_request_wait_seconds_max{state="requested"} 30' in text
     assert 'gatekeeper_event_queue_depth{queue="management"} 2' in text
+
+
+def test_openmetrics_is_served_to_a_scraper_that_asks_for_it():
+    body, content_type = exposition(gate_metrics(snapshot()), "application/openmetrics-text; version=1.0.0")
+    assert content_type.startswith("application/openmetrics-text; version=1.0.0")
+    text = body.decode()
+    assert "# TYPE gatekeeper_job_results counter\n" in text
+    assert 'gatekeeper_job_results_total{job="tox",project="nova",result="SUCCESS"} 3.0' in text
+    assert text.endswith("# EOF\n")
+    assert exposition([], "")[1] == "text/plain; version=0.0.4; charset=utf-8"
 
 
 def test_statsd_client_sends_counters_gauges_and_timers_over_udp(udp_listener):
@@ -96,7 +110,24 @@ def test_statsd_reporter_sends_the_same_numbers_as_prometheus(udp_listener):
             lines += received(udp_listener)
     finally:
         client.close()
-    assert lines == statsd_lines(gate_metrics(snapshot()), "gatekeeper")
-    assert "gatekeeper.queue_items.gate.integrated:2|g" in lines
-    assert "gatekeeper.nodes.debian.sim-a.ready:2|g" in lines
-    assert "gatekeeper.event_queue_depth.trigger_gerrit:0|g" in lines
+    # Written out from the snapshot's own numbers, not computed by the code under test.
+    assert sorted(lines) == sorted([
+        "gatekeeper.queue_items.gate.integrated:2|g",
+        "gatekeeper.queue_window.gate.integrated:20|g",
+        "gatekeeper.item_resident_seconds_max.gate.integrated:300|g",
+        "gatekeeper.jobs.gate.completed:1|g",
+        "gatekeeper.jobs.gate.queued:1|g",
+        "gatekeeper.jobs.gate.running:1|g",
+        "gatekeeper.jobs.gate.waiting:1|g",
+        "gatekeeper.job_results_total.tox.nova.SUCCESS:3|g",
+        "gatekeeper.job_results_total.tox.nova.FAILURE:1|g",
+        "gatekeeper.job_duration_seconds_sum.tox.nova:350|g",
+        "gatekeeper.job_duration_seconds_count.tox.nova:4|g",
+        "gatekeeper.nodes.debian.sim-b.failed:1|g",
+        "gatekeeper.nodes.debian.sim-a.ready:2|g",
+        "gatekeeper.launch_failures.sim-b:1|g",
+        "gatekeeper.node_requests.requested:2|g",
+        "gatekeeper.node_request_wait_seconds_max.requested:30|g",
+        "gatekeeper.event_queue_depth.management:2|g",
+        "gatekeeper.event_queue_depth.trigger_gerrit:0|g",
+    ])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gatekeeper.config.service import load_service_config
@@ -75,3 +77,61 @@ def test_gerrit_section_requires_host_and_user(tmp_path):
 def test_unreadable_file_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigErrors, match="gatekeeper.yaml: cannot read service config: No such file"):
         load_service_config(tmp_path / "gatekeeper.yaml", environ={})
+
+
+def test_split_auth_username_in_file_password_from_environment(tmp_path):
+    path = write(tmp_path, "zookeeper:\n  auth: {username: gatekeeper}\n")
+    config = load_service_config(path, environ={"GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD": "from-env"})
+    assert config.zk_kwargs()["auth"] == DigestAuth("gatekeeper", "from-env")
+    with pytest.raises(ConfigErrors) as exc:
+        load_service_config(path, environ={})
+    assert [str(e) for e in exc.value.errors] == [
+        f'{path}:2: zookeeper.auth: missing required key "password" '
+        "(set it in the file or as GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD)",
+    ]
+
+
+def test_environment_values_keep_the_type_the_schema_wants():
+    env = {
+        "GATEKEEPER_ZOOKEEPER_AUTH_USERNAME": "0042",
+        "GATEKEEPER_ZOOKEEPER_AUTH_PASSWORD": "123456",
+        "GATEKEEPER_WEB_ADMIN_TOKEN": "true",
+        "GATEKEEPER_WEB_PORT": "9300",
+        "GATEKEEPER_ZOOKEEPER_TIMEOUT": "2.5",
+        "GATEKEEPER_GERRIT_HOST": "10",
+        "GATEKEEPER_GERRIT_USER": "gk",
+        "GATEKEEPER_GERRIT_CATCH_UP": "false",
+    }
+    config = load_service_config(None, environ=env)
+    assert config.zk_kwargs()["auth"] == DigestAuth("0042", "123456")
+    assert config.get("web", "admin-token") == "true"
+    assert config.get("web", "port") == 9300
+    assert config.get("zookeeper", "timeout") == 2.5
+    assert config.get("gerrit", "host") == "10"
+    assert config.get("gerrit", "catch-up") is False
+
+
+def test_a_bad_environment_value_is_named_by_its_variable(tmp_path):
+    path = write(tmp_path, "web:\n  port: 9100\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_service_config(path, environ={"GATEKEEPER_WEB_PORT": "ninety", "GATEKEEPER_EXECUTOR_HOLD_HOURS": "nan"})
+    assert [str(e) for e in exc.value.errors] == [
+        "environment variable GATEKEEPER_EXECUTOR_HOLD_HOURS: executor.hold-hours: "
+        "expected an integer, got a string 'nan'",
+        "environment variable GATEKEEPER_WEB_PORT: web.port: expected an integer, got a string 'ninety'",
+    ]
+
+
+def test_service_config_that_is_not_utf8_is_a_clear_error(tmp_path):
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_bytes(b"web:\n  admin-token: s\xff\n")
+    with pytest.raises(ConfigErrors) as exc:
+        load_service_config(path, environ={})
+    assert [str(e) for e in exc.value.errors] == [
+        f"{path}:2: not UTF-8 text: byte 0xff at column 17 cannot be decoded (save the file as UTF-8)",
+    ]
+
+
+def test_a_top_level_value_can_come_from_the_environment(tmp_path):
+    config = load_service_config(write(tmp_path, "layout: from-file\n"), environ={"GATEKEEPER_LAYOUT": "/srv/layouts"})
+    assert config.layout_path == Path("/srv/layouts")

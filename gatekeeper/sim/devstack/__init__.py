@@ -13,7 +13,17 @@ import os
 import subprocess
 import tempfile
 
-from gatekeeper.sim.devstack.project import BROKEN_NOVA_COMPUTE, DEVSTACK_FILES, NOVA_COMPUTE, NOVA_FILES
+from gatekeeper.sim.devstack.project import (
+    BROKEN_NOVA_COMPUTE,
+    BROKEN_SERVER_MARKER,
+    DEVSTACK_FILES,
+    FAULT_FLAKY_BUG,
+    FAULT_SERVICE_FAIL,
+    FLAKY_BUG_LINE,
+    NOVA_COMPUTE,
+    NOVA_FILES,
+    UNLOADABLE_NOVA_INIT,
+)
 
 IDENTITY = {"GIT_AUTHOR_NAME": "devstack seed", "GIT_AUTHOR_EMAIL": "seed@gatekeeper.invalid",
             "GIT_COMMITTER_NAME": "devstack seed", "GIT_COMMITTER_EMAIL": "seed@gatekeeper.invalid",
@@ -61,5 +71,6 @@ def seed_nova(git_dir: str, branch: str = "master") -> str:
     return seed_files(git_dir, NOVA_FILES, "Add the nova stand-in", branch)
 
 
-__all__ = ["BROKEN_NOVA_COMPUTE", "DEVSTACK_FILES", "NOVA_COMPUTE", "NOVA_FILES", "seed_devstack", "seed_files",
+__all__ = ["BROKEN_NOVA_COMPUTE", "BROKEN_SERVER_MARKER", "DEVSTACK_FILES", "FAULT_FLAKY_BUG", "FAULT_SERVICE_FAIL",
+           "FLAKY_BUG_LINE", "NOVA_COMPUTE", "NOVA_FILES", "UNLOADABLE_NOVA_INIT", "seed_devstack", "seed_files",
            "seed_nova"]

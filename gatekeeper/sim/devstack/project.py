@@ -4,6 +4,7 @@ stack.sh reads `localrc`, starts one fake service per ENABLED_SERVICES entry (a 
 service's project code from the workspace, so broken code fails to start), writes `screen-<service>.log` per
 service into SCREEN_LOGDIR and syslog lines to the node's syslog. exercise.sh runs exercises/*.sh, which check
 the services and execute the code under test (nova's `compute.boot`), so a broken change fails the gate.
+Fault switches in localrc (FAULT_* below) make a service fail to start or a known intermittent bug hit a run.
 
 Syslog on nodes: the lines go to syslog through `/dev/log` when the node has one (a real VM: rsyslog or journald
 stores them); the simulated nodes run no syslog daemon, so the lines are appended, in syslog's format, to
@@ -26,6 +27,8 @@ SCREEN_LOGDIR=$(abspath "${SCREEN_LOGDIR:-logs}")
 LOGFILE=$(abspath "${LOGFILE:-$SCREEN_LOGDIR/stack.sh.log}")
 DATA_DIR=$(abspath "${DATA_DIR:-data}")
 ENABLED_SERVICES=${ENABLED_SERVICES:-key,g-api,n-api}
+# fault switch of a broken server (its cloud gave it no /dev/kvm): a marker file on the node, not the job's config
+GK_FAULT_BROKEN_SERVER=$([ -f "$HOME/gk-broken-server" ] && echo 1 || true)
 mkdir -p "$SCREEN_LOGDIR" "$DATA_DIR" "$(dirname "$LOGFILE")"
 exec > >(tee -a "$LOGFILE") 2>&1
 
@@ -40,7 +43,9 @@ for svc in "${services[@]}"; do
     echo "stack.sh: starting $svc from $project"
     gk_syslog stack.sh "starting $svc"
     rm -f "$DATA_DIR/$svc.ready"
-    python3 "$TOP_DIR/tools/fake_service.py" "$svc" "$WORKSPACE/$project" "$DATA_DIR" \
+    GK_FAULT_SERVICE_FAIL=${GK_FAULT_SERVICE_FAIL:-} GK_FAULT_FLAKY_BUG=${GK_FAULT_FLAKY_BUG:-} \
+        GK_FAULT_BROKEN_SERVER=$GK_FAULT_BROKEN_SERVER \
+        python3 "$TOP_DIR/tools/fake_service.py" "$svc" "$WORKSPACE/$project" "$DATA_DIR" \
         > "$SCREEN_LOGDIR/screen-$svc.log" 2>&1 < /dev/null &
     echo $! > "$DATA_DIR/$svc.pid"
 done
@@ -73,7 +78,8 @@ if [ -f "$TOP_DIR/localrc" ]; then
     source "$TOP_DIR/localrc"
 fi
 DATA_DIR=$(abspath "${DATA_DIR:-data}")
-export WORKSPACE DATA_DIR ENABLED_SERVICES
+GK_FAULT_FLAKY_BUG=${GK_FAULT_FLAKY_BUG:-}
+export WORKSPACE DATA_DIR ENABLED_SERVICES GK_FAULT_FLAKY_BUG
 failed=0
 for ex in "$TOP_DIR"/exercises/*.sh; do
     name=$(basename "$ex" .sh)
@@ -152,6 +158,19 @@ def main():
         print(f"{name}: loaded {package}", flush=True)
     else:
         print(f"{name}: {project_dir} has no {package} package; running without it", flush=True)
+    if name == os.environ.get("GK_FAULT_SERVICE_FAIL"):  # fault switch: this service cannot start
+        print(f"{name}: connecting to the message queue at 127.0.0.1:5672", flush=True)
+        print(f"{name}: ERROR: AMQP server on 127.0.0.1:5672 is unreachable: [Errno 111] Connection refused",
+              flush=True)
+        syslog(name, "cannot reach the message queue")
+        return 1
+    if name == "n-cpu" and os.environ.get("GK_FAULT_BROKEN_SERVER"):  # fault switch: the server lacks /dev/kvm
+        print(f"{name}: ERROR: libvirt: cannot open /dev/kvm: No such device", flush=True)
+        syslog(name, "no /dev/kvm")
+        return 1
+    if name == "n-cpu" and os.environ.get("GK_FAULT_FLAKY_BUG"):  # fault switch: a known intermittent bug
+        print(f"{name}: ERROR nova.compute.manager [instance: exercise-vm] Timeout waiting for vif plugging "
+              "callback for instance exercise-vm", flush=True)
     syslog(name, "started")
     with open(os.path.join(data_dir, name + ".ready"), "w") as f:
         f.write(str(os.getpid()))
@@ -186,6 +205,10 @@ EXERCISE_COMPUTE = r"""#!/bin/bash
 # boot a server with the nova code under test
 set -u
 NOVA_DIR=$WORKSPACE/openstack/nova
+if [ -n "${GK_FAULT_FLAKY_BUG:-}" ]; then  # fault switch: the known intermittent bug hits this run
+    echo "compute: server exercise-vm went to ERROR: the network did not come up in time"
+    exit 1
+fi
 if [ ! -f "$NOVA_DIR/nova/compute.py" ]; then
     echo "compute: nova has no compute module; nothing to exercise"
     exit 0
@@ -224,3 +247,11 @@ NOVA_FILES: dict[str, tuple[str, bool]] = {
 
 # What a change that breaks nova looks like, for tests and demos: boot() returns the wrong state.
 BROKEN_NOVA_COMPUTE = NOVA_COMPUTE.replace('return "ACTIVE"', 'return "ERROR"')
+# A change that breaks nova's import: every nova service fails to start.
+UNLOADABLE_NOVA_INIT = '"""nova stand-in."""\n\nfrom nova.compute import boot_all  # no such function\n'
+
+# Fault switches, set in the job's localrc (devstack: localrc: ...), for tests and benchmarks of diagnosis:
+FAULT_SERVICE_FAIL = "GK_FAULT_SERVICE_FAIL"  # a service name: it cannot reach the message queue and exits
+FAULT_FLAKY_BUG = "GK_FAULT_FLAKY_BUG"  # non-empty: the known vif-plugging timeout hits the compute exercise
+FLAKY_BUG_LINE = "Timeout waiting for vif plugging callback"  # what n-cpu logs when it does
+BROKEN_SERVER_MARKER = "gk-broken-server"  # a file in the login's home on a node: n-cpu finds no /dev/kvm there

@@ -35,8 +35,14 @@ Usage (tests, demo; every method is documented on GerritSimulator)::
     # .hang("review", seconds[, after=True]), .refuse_connections = True, .inject_raw(b"not json\\n"), .clear();
     # sim.stream_buffer = 128 makes a slow listener lose events behind `dropped-output`, as Gerrit does.
 
-Standalone: `gatekeeper gerrit-sim --root DIR --port 29418 --account NAME=PUBKEYFILE --project org/x`
-(see gatekeeper.sim.gerrit.cli).
+Developers' tools work against it: `git push HEAD:refs/for/master[%topic=t,wip,r=rita]` (or `-o topic=t`) is
+validated as Gerrit does (gatekeeper.sim.gerrit.receive) and answered with the change URLs or `! [remote
+rejected] (<reason>)`; the commit-msg hook comes by `scp -O host:hooks/commit-msg` or, with `http_port`, from
+`<web>/tools/hooks/commit-msg`; `gerrit review --json`, `set-reviewers` and `set-topic` work; git-review's
+whole loop is tested. `GerritSimulator(root, persist=True)` keeps everything in `root` across restarts.
+
+Standalone: `gatekeeper gerrit-sim --data-dir DIR --port 29418 --account NAME[=PUBKEYFILE] --project org/x
+[--reference-projects] [--http-port 8080]` (see gatekeeper.sim.gerrit.cli; the state is kept in DIR).
 """
 
 from gatekeeper.sim.gerrit.model import Account, Change, PatchSet, Project, change_ref

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,12 +57,30 @@ def run_gerrit_command(sim: GerritSimulator, username: str | None, argv: list[st
         if fault.exit_status is not None:
             return CommandResult(stderr=fault.stderr, status=fault.exit_status)
     try:
-        result = handler(sim, username, args)
+        if name in STDIN_COMMANDS:
+            result = STDIN_COMMANDS[name](sim, username, args, lambda: _read_stdin(channel))
+        else:
+            result = handler(sim, username, args)
     except UsageError as e:
         result = CommandResult(stderr=f"fatal: {e}\n", status=1)
     if hang_after:
         _wait_unless_gone(channel, hang_after)
     return result
+
+
+def _read_stdin(channel: paramiko.Channel | None, limit: int = 1 << 20) -> bytes:
+    """Everything the client sends before closing its side of the channel (at most `limit` bytes)."""
+    if channel is None:
+        return b""
+    chunks: list[bytes] = []
+    size = 0
+    while size < limit:
+        data = channel.recv(65536)
+        if not data:
+            break
+        chunks.append(data)
+        size += len(data)
+    return b"".join(chunks)
 
 
 def _wait_unless_gone(channel: paramiko.Channel | None, seconds: float) -> bool:
@@ -157,7 +176,7 @@ def cmd_query(sim: GerritSimulator, username: str | None, args: list[str]) -> Co
         raise UsageError("--files option needs --patch-sets or --current-patch-set")
     started = time.monotonic()
     try:
-        match, limit = parse_query(sim, " ".join(words))
+        match, limit = parse_query(sim, " ".join(words), username)
     except QueryError as e:
         if fmt == "JSON":
             return CommandResult(json.dumps({"type": "error", "message": str(e)}) + "\n")
@@ -208,7 +227,8 @@ def _label_options(sim: GerritSimulator) -> dict[str, tuple[str, int, int]]:
     return out
 
 
-def cmd_review(sim: GerritSimulator, username: str | None, args: list[str]) -> CommandResult:
+def cmd_review(sim: GerritSimulator, username: str | None, args: list[str],
+               stdin: Callable[[], bytes] | None = None) -> CommandResult:
     opts: dict = {"labels": {}}
     tokens: list[str] = []
     label_opts = _label_options(sim)
@@ -247,11 +267,14 @@ def cmd_review(sim: GerritSimulator, username: str | None, args: list[str]) -> C
             tokens.append(a)
         i += 1
     _check_exclusive(opts)
-    if opts.get("json"):
-        raise UsageError("--json is not supported by this simulator (gerritlib never sends stdin)")
     if not tokens:
         raise UsageError("Argument \"{COMMIT | CHANGE,PATCHSET}\" is required")
     targets = [_resolve(sim, t, opts.get("project"), opts.get("branch")) for t in tokens]
+    if opts.get("json"):
+        error = _review_input(opts, stdin() if stdin else b"")
+        if error:
+            return CommandResult(stderr=f"error: {error}\nfatal: internal error while reading review input\n",
+                                 status=1)
     errors = []
     for c, ps in targets:
         try:
@@ -262,6 +285,33 @@ def cmd_review(sim: GerritSimulator, username: str | None, args: list[str]) -> C
         return CommandResult(stderr="".join(errors) + "fatal: one or more reviews failed; review output above\n",
                              status=1)
     return CommandResult()
+
+
+def _review_input(opts: dict, data: bytes) -> str | None:
+    """Fold a ReviewInput JSON object (`--json` on stdin) into `opts`; an error text when it is not one."""
+    try:
+        review = json.loads(data.decode("utf-8") or "null")
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"review input is not JSON: {e}"
+    if not isinstance(review, dict):
+        return "review input must be a JSON object (ReviewInput)"
+    labels = review.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, int) for v in labels.values()):
+        return 'review input "labels" must map label names to integers'
+    comments = review.get("comments") or {}
+    if not isinstance(comments, dict) or not all(isinstance(v, list) for v in comments.values()):
+        return 'review input "comments" must map file paths to lists of comments'
+    for key in ("message", "tag"):
+        if review.get(key) is not None and not isinstance(review[key], str):
+            return f'review input "{key}" must be a string'
+    opts["labels"].update(labels)
+    opts["message"] = review.get("message")
+    opts["tag"] = review.get("tag")
+    opts["comments"] = comments
+    opts["ready"] = bool(review.get("ready"))
+    opts["work_in_progress"] = bool(review.get("work_in_progress"))
+    opts["reviewers"] = [r.get("reviewer") for r in review.get("reviewers") or [] if isinstance(r, dict)]
+    return None
 
 
 def _check_exclusive(opts: dict) -> None:
@@ -311,11 +361,106 @@ def _review_one(sim: GerritSimulator, username: str | None, c: Change, ps: Patch
             return
         if opts.get("rebase") or opts.get("move"):
             raise UsageError("--rebase and --move are not supported by this simulator")
-        sim.review(c, username, message, labels, ps.number, opts.get("tag"))
+        sim.review(c, username, message, labels, ps.number, opts.get("tag"), opts.get("comments"))
+        for reviewer in opts.get("reviewers") or []:
+            sim.add_reviewer(c, reviewer, username)
+        if opts.get("work_in_progress") or opts.get("ready"):
+            sim.set_wip(c, bool(opts.get("work_in_progress")), username)
         if opts.get("submit"):
             if ps is not c.current:
                 raise UsageError(f"Patch set {ps.number} is not current")
             sim.submit(c, username)
+
+
+# -- gerrit set-reviewers / set-topic -------------------------------------------------------------------------
+def _change_arg(sim: GerritSimulator, token: str, project: str | None = None) -> Change:
+    """A CHANGE argument: a number, a Change-Id, or project~branch~Change-Id (ChangeArgumentParser)."""
+    parts = token.split("~")
+    with sim._lock:
+        if len(parts) == 3:
+            found = [c for c in sim.changes.values()
+                     if (c.project.name, c.branch, c.change_id) == (parts[0], parts[1], parts[2])]
+        elif token.isdigit():
+            found = [c for c in sim.changes.values() if c.number == int(token)]
+        elif re.fullmatch(r"I[0-9a-f]{6,40}", token):
+            found = [c for c in sim.changes.values() if c.change_id.startswith(token)]
+        else:
+            found = []
+        if project:
+            found = [c for c in found if c.project.name == project]
+    if not found:
+        raise UsageError(f'"{token}": not found')
+    if len(found) > 1:
+        raise UsageError(f'"{token}": multiple changes found')
+    return found[0]
+
+
+def cmd_set_reviewers(sim: GerritSimulator, username: str | None, args: list[str]) -> CommandResult:
+    add: list[str] = []
+    remove: list[str] = []
+    project = None
+    tokens: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
+        if name in ("--add", "-a", "--remove", "-r", "--project", "-p"):
+            value = inline if eq else _operand(args, i, name)
+            i += 0 if eq else 1
+            if name in ("--project", "-p"):
+                if value not in sim.projects:
+                    raise UsageError(f'"{value}" is not a valid project')
+                project = value
+            else:
+                (add if name in ("--add", "-a") else remove).append(value)
+        elif a.startswith("-"):
+            raise UsageError(f'"{a}" is not a valid option')
+        else:
+            tokens.append(a)
+        i += 1
+    if not tokens:
+        raise UsageError('Argument "CHANGE" is required')
+    changes = [_change_arg(sim, t, project) for t in tokens]
+    errors = []
+    for c in changes:
+        for who in remove:
+            if who not in sim.accounts:
+                errors.append(f"error: {who} is not a valid user\n")
+                continue
+            sim.remove_reviewer(c, who, username)
+        for who in add:
+            if who not in sim.accounts:
+                errors.append(f"error: {who} does not identify a registered user or group\n")
+                continue
+            sim.add_reviewer(c, who, username)
+    if errors:
+        return CommandResult(stderr="".join(errors) + "fatal: one or more updates failed\n", status=1)
+    return CommandResult()
+
+
+def cmd_set_topic(sim: GerritSimulator, username: str | None, args: list[str]) -> CommandResult:
+    topic = None
+    tokens: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        name, eq, inline = a.partition("=") if a.startswith("--") else (a, "", "")
+        if name in ("--topic", "-t"):
+            topic = inline if eq else _operand(args, i, name)
+            i += 0 if eq else 1
+        elif a.startswith("-"):
+            raise UsageError(f'"{a}" is not a valid option')
+        else:
+            tokens.append(a)
+        i += 1
+    if len(tokens) != 1:
+        raise UsageError('Argument "CHANGE" is required' if not tokens else f'"{tokens[1]}" is not a valid option')
+    c = _change_arg(sim, tokens[0])
+    if topic and len(topic) > 2048:
+        raise UsageError("topic length exceeds the limit (2048)")
+    if (c.topic or None) != (topic or None):
+        sim.set_topic(c, topic, username)
+    return CommandResult()
 
 
 COMMANDS = {
@@ -323,4 +468,8 @@ COMMANDS = {
     "ls-projects": cmd_ls_projects,
     "query": cmd_query,
     "review": cmd_review,
+    "set-reviewers": cmd_set_reviewers,
+    "set-topic": cmd_set_topic,
 }
+# Commands that read the client's stdin (called with a reader as a fourth argument).
+STDIN_COMMANDS = {"review": cmd_review}

@@ -81,6 +81,19 @@ class Approval:
 
 
 @dataclass
+class InlineComment:
+    """A published comment on a file of a patch set (what query --patch-sets --comments lists)."""
+
+    file: str
+    line: int
+    reviewer: Account
+    message: str
+
+    def attr(self) -> dict:
+        return {"file": self.file, "line": self.line, "reviewer": self.reviewer.attr(), "message": self.message}
+
+
+@dataclass
 class PatchSet:
     number: int
     revision: str
@@ -96,6 +109,7 @@ class PatchSet:
     kind: str = "REWORK"
     # username -> label -> Approval
     approvals: dict[str, dict[str, Approval]] = field(default_factory=dict)
+    comments: list[InlineComment] = field(default_factory=list)
 
     @property
     def size_insertions(self) -> int:
@@ -119,7 +133,7 @@ class PatchSet:
     def label_values(self, label: str) -> list[int]:
         return [labels[label].value for labels in self.approvals.values() if label in labels]
 
-    def attr(self, with_approvals: bool = False, with_files: bool = False) -> dict:
+    def attr(self, with_approvals: bool = False, with_files: bool = False, with_comments: bool = False) -> dict:
         out: dict = {
             "number": self.number,
             "revision": self.revision,
@@ -143,6 +157,8 @@ class PatchSet:
                     entry["fileOld"] = f.file_old
                 entry.update(type=f.type, insertions=f.insertions, deletions=-f.deletions)
                 out["files"].append(entry)
+        if with_comments and self.comments:
+            out["comments"] = [c.attr() for c in self.comments]
         out["sizeInsertions"] = self.size_insertions
         out["sizeDeletions"] = self.size_deletions
         return out
@@ -182,6 +198,7 @@ class Change:
     patch_sets: list[PatchSet] = field(default_factory=list)
     messages: list[ChangeMessage] = field(default_factory=list)
     reviewers: list[str] = field(default_factory=list)
+    ccs: list[str] = field(default_factory=list)
     meta_rev: str = "0" * 40
 
     @property

@@ -1,9 +1,9 @@
 """`gerrit query`: the search-operator subset gatekeeper and tests use, and Gerrit's JSON change rows.
 
 Operators: change:N|I..., bare N or I..., project:, branch:, status:/is: open|new|merged|abandoned|closed|wip,
-owner:, topic:, commit:, message:, label:Name=V (also Name+V / Name-V), after:/since:/before:/until:
-("YYYY-MM-DD[ HH:MM:SS]" in UTC), -age:/age: (s, m, h, d), limit:N; `-` or NOT negates a term, OR joins
-alternatives (no parentheses). Terms are ANDed.
+owner:/reviewer: (a name, email or `self`), topic:, hashtag:, commit:, message:, label:Name=V (also Name+V /
+Name-V), after:/since:/before:/until: ("YYYY-MM-DD[ HH:MM:SS]" in UTC), -age:/age: (s, m, h, d), limit:N; `-` or
+NOT negates a term, OR joins alternatives (no parentheses). Terms are ANDed.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _label_matcher(value: str) -> Callable[[Change], bool]:
     return match
 
 
-def _term(sim: GerritSimulator, term: str, now: int) -> Callable[[Change], bool]:
+def _term(sim: GerritSimulator, term: str, now: int, username: str | None = None) -> Callable[[Change], bool]:
     if re.fullmatch(r"\d+", term):
         return lambda c: c.number == int(term)
     if re.fullmatch(r"I[0-9a-f]{6,40}", term):
@@ -92,7 +92,7 @@ def _term(sim: GerritSimulator, term: str, now: int) -> Callable[[Change], bool]
     op, value = term.split(":", 1)
     op = op.lower()
     if op == "change":
-        return _term(sim, value, now)
+        return _term(sim, value, now, username)
     if op == "project":
         return lambda c: c.project.name == value
     if op == "projects":
@@ -110,10 +110,19 @@ def _term(sim: GerritSimulator, term: str, now: int) -> Callable[[Change], bool]
         if v not in checks:
             raise QueryError(f"Unrecognized value: {value}")
         return checks[v]
-    if op == "owner":
-        return lambda c: value in (c.owner.username, c.owner.email, c.owner.name)
+    if op in ("owner", "reviewer"):
+        if value == "self":
+            if username is None:
+                raise QueryError(f"{op}:self needs a signed-in user")
+            value = username
+        if op == "owner":
+            return lambda c: value in (c.owner.username, c.owner.email, c.owner.name)
+        return lambda c: any(value in (a.username, a.email, a.name)
+                             for a in (sim.accounts.get(u) for u in c.reviewers) if a)
     if op == "topic":
         return lambda c: c.topic == value
+    if op == "hashtag":
+        return lambda c: value.lower() in (h.lower() for h in c.hashtags)
     if op == "commit":
         return lambda c: any(ps.revision.startswith(value) for ps in c.patch_sets)
     if op == "message":
@@ -135,8 +144,9 @@ def _term(sim: GerritSimulator, term: str, now: int) -> Callable[[Change], bool]
     raise QueryError(f"Unsupported operator {op}:{value}")
 
 
-def parse_query(sim: GerritSimulator, text: str) -> tuple[Callable[[Change], bool], int | None]:
-    """A predicate over changes and the `limit:` (if any)."""
+def parse_query(sim: GerritSimulator, text: str, username: str | None = None
+                ) -> tuple[Callable[[Change], bool], int | None]:
+    """A predicate over changes and the `limit:` (if any); `username` is who `self` means."""
     now = int(time.time())
     limit = None
     groups: list[list[Callable[[Change], bool]]] = [[]]
@@ -160,7 +170,7 @@ def parse_query(sim: GerritSimulator, text: str) -> tuple[Callable[[Change], boo
         negate = False
         if tok.startswith("-") and not tok.startswith("-age:"):
             neg, tok = True, tok[1:]
-        pred = _term(sim, tok, now)
+        pred = _term(sim, tok, now, username)
         groups[-1].append((lambda p: (lambda c: not p(c)))(pred) if neg else pred)
     if not any(groups):
         raise QueryError("missing query field")
@@ -203,7 +213,8 @@ def change_row(
     if current_patch_set:
         row["currentPatchSet"] = c.current.attr(with_approvals=True, with_files=files)
     if patch_sets or all_approvals:
-        row["patchSets"] = [ps.attr(with_approvals=all_approvals, with_files=files) for ps in c.patch_sets]
+        row["patchSets"] = [ps.attr(with_approvals=all_approvals, with_files=files, with_comments=comments)
+                            for ps in c.patch_sets]
     if dependencies:
         depends_on, needed_by = [], []
         for parent in c.current.parents:

@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING
 import paramiko
 
 from gatekeeper.sim.gerrit.commands import CommandResult, run_gerrit_command
+from gatekeeper.sim.gerrit.hooks import SCP_FILES
+from gatekeeper.sim.gerrit.receive import PUSH_FD_ENV, receive_pack_config, serve_push, write_hook
 from gatekeeper.sim.gerrit.split import gerrit_split
 
 if TYPE_CHECKING:
@@ -154,6 +156,7 @@ class SSHServer:
             self.host_key = paramiko.ECDSAKey.generate()
             if host_key_file:
                 self.host_key.write_private_key_file(host_key_file)
+        self.hooks_dir = write_hook(os.path.join(sim.root, "hooks"))
         self._sock: socket.socket | None = None
         self._lock = threading.Lock()
         self._transports: set[paramiko.Transport] = set()
@@ -274,11 +277,52 @@ class SSHServer:
                          or (argv[0] == "git" and len(argv) > 1 and argv[1] in ("upload-pack", "receive-pack"))):
                 self._git(channel, username, argv)
                 return
+            if argv and argv[0] == "scp":
+                self._scp(channel, argv)
+                return
             result = run_gerrit_command(self.sim, username, argv, channel)
             _finish(channel, result, started)
         except Exception:
             log.exception("simulated command %r failed", text)
             _finish(channel, CommandResult(stderr="fatal: internal server error\n", status=128), started)
+
+    def _scp(self, channel: paramiko.Channel, argv: list[str]) -> None:
+        """`scp -O host:hooks/commit-msg .`: the source side of the legacy scp protocol, for the hook only."""
+        flags = [a for a in argv[1:] if a.startswith("-")]
+        paths = [a for a in argv[1:] if not a.startswith("-")]
+        if "-f" not in flags or len(paths) != 1:
+            _finish(channel, CommandResult(stderr="fatal: scp: only downloads of hooks/commit-msg are served\n",
+                                           status=1), 0)
+            return
+        body = SCP_FILES.get(paths[0])
+
+        def ack() -> bool:
+            return channel.recv(1) == b"\0"
+
+        try:
+            if not ack():
+                return
+            if body is None:
+                channel.sendall(f"\x01scp: {paths[0]}: No such file or directory\n".encode())
+                channel.send_exit_status(1)
+                return
+            data = body.encode()
+            if "-p" in flags:
+                now = int(time.time())
+                channel.sendall(f"T{now} 0 {now} 0\n".encode())
+                if not ack():
+                    return
+            channel.sendall(f"C0755 {len(data)} {os.path.basename(paths[0])}\n".encode())
+            if not ack():
+                return
+            channel.sendall(data + b"\0")
+            ack()
+            channel.send_exit_status(0)
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+        finally:
+            channel.shutdown_write()
+            channel.close()
 
     def _git(self, channel: paramiko.Channel, username: str | None, argv: list[str]) -> None:
         service = argv[0] if argv[0].startswith("git-") else f"git-{argv[1]}"
@@ -292,10 +336,28 @@ class SSHServer:
             return
         pusher = self.sim.account(username)
         before = project.repo.refs() if service == "git-receive-pack" else {}
-        proc = subprocess.Popen(
-            ["git", service[len("git-"):], project.repo.path],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        )
+        config: list[str] = []
+        env = dict(os.environ)
+        pass_fds: tuple[int, ...] = ()
+        push_thread = None
+        if service == "git-receive-pack":
+            # refs/for/* goes to the proc-receive hook, which asks the simulator over this socket pair.
+            ours, theirs = socket.socketpair()
+            config = receive_pack_config(self.hooks_dir)
+            env[PUSH_FD_ENV] = str(theirs.fileno())
+            pass_fds = (theirs.fileno(),)
+            push_thread = threading.Thread(
+                target=serve_push, name="gerrit-sim-push", daemon=True,
+                args=(ours, lambda cmds, opts: self.sim.receive_for_review(project, cmds, opts, pusher)))
+            push_thread.start()
+        try:
+            proc = subprocess.Popen(
+                ["git", *config, service[len("git-"):], project.repo.path],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, pass_fds=pass_fds,
+            )
+        finally:
+            if pass_fds:
+                theirs.close()
 
         def pump_in() -> None:
             try:
@@ -327,6 +389,8 @@ class SSHServer:
             proc.kill()
         status = proc.wait()
         threads[1].join(5)
+        if push_thread is not None:
+            push_thread.join(5)
         if service == "git-receive-pack" and status == 0:
             self.sim.after_receive_pack(project, before, pusher)
         channel.send_exit_status(status)

@@ -27,11 +27,14 @@ from gatekeeper.sim.gerrit.model import (
     Approval,
     Change,
     ChangeMessage,
+    InlineComment,
     PatchSet,
     Project,
     change_ref,
     vote_text,
 )
+from gatekeeper.sim.gerrit.persist import append_event, load_state, save_state
+from gatekeeper.sim.gerrit.receive import PushOptionError, RefCommand, parse_push_options
 from gatekeeper.sim.gerrit.repo import ZERO_SHA, BareRepo
 
 log = logging.getLogger("gatekeeper.sim.gerrit")
@@ -75,10 +78,14 @@ class GerritSimulator:
         host_key_file: str | None = None,
         stream_batch: int = 32,
         stream_buffer: int | None = None,
+        http_port: int | None = None,
+        persist: bool = False,
     ) -> None:
         """`stream_batch`: events per write to a listener (Gerrit: 32). `stream_buffer`: events a slow or
         paused listener may have pending before the rest are dropped and `dropped-output` is sent (Gerrit:
-        128); None buffers without limit."""
+        128); None buffers without limit. `http_port`: serve `/tools/hooks/commit-msg` over HTTP there (0: a
+        free port, stored back in `http_port`); None serves no HTTP. `persist`: keep the state in `root` across
+        restarts (read back here when `root` holds one; see gatekeeper.sim.gerrit.persist)."""
         self.root = root
         self.host = host
         self.port = port
@@ -95,9 +102,13 @@ class GerritSimulator:
         self._lock = threading.RLock()
         self._next_change = 1
         self._by_revision: dict[str, tuple[Change, PatchSet]] = {}
+        self.http_port = http_port
         self._server: Any = None
+        self._http: Any = None
+        self.persist = persist
         os.makedirs(os.path.join(root, "git"), exist_ok=True)
-        self.add_account("admin", name="Administrator", email="admin@example.com")
+        if not (persist and load_state(self)):
+            self.add_account("admin", name="Administrator", email="admin@example.com")
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def start(self) -> GerritSimulator:
@@ -106,6 +117,11 @@ class GerritSimulator:
 
         self._server = SSHServer(self, self.host, self.port, self.host_key_file)
         self.port = self._server.start()
+        if self.http_port is not None:
+            from gatekeeper.sim.gerrit.hooks import HookServer
+
+            self._http = HookServer(self.host, self.http_port).start()
+            self.http_port = self._http.port
         log.info("Gerrit simulator listening on %s:%s (root %s)", self.host, self.port, self.root)
         return self
 
@@ -114,6 +130,9 @@ class GerritSimulator:
         if self._server is not None:
             self._server.stop()
             self._server = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def __enter__(self) -> GerritSimulator:
         return self.start()
@@ -166,6 +185,8 @@ class GerritSimulator:
                     f.write(f"{key.get_name()} {key.get_base64()} {username}\n")
                 account.public_keys.append(key)
                 account.key_file = path
+            if self.persist:
+                save_state(self)
             return account
 
     def account(self, who: Account | str | None) -> Account:
@@ -198,7 +219,13 @@ class GerritSimulator:
                 raise GerritSimError(f'Project "{name}" already exists')
             labels = dict(labels or DEFAULT_LABELS)
             rule = dict(submit_rule if submit_rule is not None else {k: v[1] for k, v in labels.items()})
-            repo = BareRepo.init(os.path.join(self.root, "git", name + ".git"), head=branches[0])
+            path = os.path.join(self.root, "git", name + ".git")
+            if os.path.exists(os.path.join(path, "HEAD")):
+                # A repository left by an earlier run: adopt it as it is (never reset its branches).
+                repo = BareRepo(path)
+                empty_commit = empty_commit and not repo.refs("refs/heads/")
+            else:
+                repo = BareRepo.init(path, head=branches[0])
             project = Project(name, repo, labels, rule, description, head=f"refs/heads/{branches[0]}")
             self.projects[name] = project
             now = _now()
@@ -340,10 +367,14 @@ class GerritSimulator:
         uploader: Account | str | None = None,
         topic: str | None = None,
         source: str | None = None,
+        wip: bool = False,
+        private: bool = False,
+        message: str | None = None,
     ) -> tuple[Change, PatchSet]:
         """Turn a commit into a new change or, when an open change on `branch` has its Change-Id, a new patch
         set of it (what a push to refs/for/<branch> does). The commit must be in the project's repo, or in the
-        git repository at path `source` (then `revision` may be any ref there, e.g. "HEAD")."""
+        git repository at path `source` (then `revision` may be any ref there, e.g. "HEAD"). `topic`, `wip`
+        and `private` apply to a new change; `message` is added to the "Uploaded patch set" message."""
         with self._lock:
             p = self.project(project)
             who = self.account(uploader)
@@ -375,7 +406,7 @@ class GerritSimulator:
             else:
                 c = Change(
                     number=self._next_change, project=p, branch=branch, change_id=change_id, owner=who,
-                    created_on=now, last_updated=now, url="", topic=topic,
+                    created_on=now, last_updated=now, url="", topic=topic, wip=wip, private=private,
                 )
                 c.url = f"{self.web_url}/c/{p.name}/+/{c.number}"
                 number = 1
@@ -399,7 +430,8 @@ class GerritSimulator:
             c.last_updated = now
             self._by_revision[sha] = (c, ps)
             p.repo.update_ref(ps.ref, sha)
-            c.messages.append(ChangeMessage(now, who, f"Uploaded patch set {number}.", number))
+            text = f"Uploaded patch set {number}." + (f"\n\n{message}" if message else "")
+            c.messages.append(ChangeMessage(now, who, text, number))
             self._emit_ref_updated(p, ps.ref, ZERO_SHA, sha, None, now)
             self._emit_meta(c, now)
             self._emit(self._change_event("patchset-created", c, ps, now, uploader=who.attr()))
@@ -432,8 +464,10 @@ class GerritSimulator:
         labels: dict[str, int] | None = None,
         patchset: int | None = None,
         tag: str | None = None,
+        comments: dict[str, list[dict]] | None = None,
     ) -> None:
-        """Post a review: votes and/or a message on a patch set (default the current one).
+        """Post a review: votes and/or a message on a patch set (default the current one), and optionally
+        inline comments (`{path: [{"line": N, "message": text}]}`, ReviewInput's shape).
 
         Emits comment-added with Gerrit's approvals list and "Patch Set N: Label+V" comment.
         Raises GerritSimError with Gerrit's text for unknown labels, out-of-range values, closed changes.
@@ -463,12 +497,16 @@ class GerritSimulator:
                 if old != value:
                     changed[label] = old
                 mine[label] = Approval(label, value, now, who)
-            if not changed and not message:
+            inline = self._inline_comments(ps, who, comments or {})
+            if not changed and not message and not inline:
                 return
+            ps.comments.extend(inline)
             text = f"Patch Set {ps.number}:"
             votes = sorted(vote_text(label, mine[label].value) for label in changed)
             if votes:
                 text += " " + " ".join(votes)
+            if inline:
+                text += f"\n\n({len(inline)} comment{'s' if len(inline) != 1 else ''})"
             if message:
                 text += "\n\n" + message
             c.messages.append(ChangeMessage(now, who, text, ps.number, tag))
@@ -485,6 +523,23 @@ class GerritSimulator:
             self._emit_meta(c, now)
             self._emit(self._change_event("comment-added", c, ps, now, author=who.attr(),
                                           approvals=approvals, comment=text))
+
+    @staticmethod
+    def _inline_comments(ps: PatchSet, who: Account, comments: dict[str, list[dict]]) -> list[InlineComment]:
+        """Validate ReviewInput `comments` against the patch set's files (Gerrit refuses unknown paths)."""
+        known = {f.file for f in ps.files} | {"/COMMIT_MSG", "/PATCHSET_LEVEL"}
+        out = []
+        for path, entries in comments.items():
+            if path not in known:
+                raise GerritSimError(f"file {path} not found in revision {ps.revision}")
+            for entry in entries:
+                if not isinstance(entry, dict) or not isinstance(entry.get("message"), str):
+                    raise GerritSimError(f"comment on {path} has no message")
+                line = entry.get("line", 0)
+                if not isinstance(line, int) or line < 0:
+                    raise GerritSimError(f"comment on {path}: line {line!r} is not a line number")
+                out.append(InlineComment(path, line, who, entry["message"]))
+        return out
 
     def comment(self, change: Change | int, author: Account | str | None, message: str) -> None:
         """A message without votes (e.g. "recheck")."""
@@ -633,6 +688,32 @@ class GerritSimulator:
             self._emit_meta(c, now)
             self._emit(self._change_event("reviewer-added", c, c.current, now, reviewer=r.attr(), adder=a.attr()))
 
+    def remove_reviewer(self, change: Change | int, reviewer: Account | str,
+                        remover: Account | str | None = None) -> None:
+        """Remove a reviewer and their votes on the current patch set (emits reviewer-deleted)."""
+        with self._lock:
+            c = self.change(change)
+            r, rm = self.account(reviewer), self.account(remover)
+            if r.username not in c.reviewers:
+                return
+            ps = c.current
+            removed = ps.approvals.pop(r.username, {})
+            approvals = [{"type": label, "description": label, "value": "0", "oldValue": str(a.value)}
+                         for label, a in removed.items() if a.value]
+            now = _now()
+            c.reviewers.remove(r.username)
+            text = f"Removed reviewer {r.name} <{r.email}>"
+            votes = [vote_text(label, a.value) for label, a in removed.items() if a.value]
+            if votes:
+                text += " with the following votes:\n\n" + "".join(f"* {v} by {r.name} <{r.email}>\n" for v in votes)
+            else:
+                text += "."
+            c.messages.append(ChangeMessage(now, rm, text, ps.number))
+            c.last_updated = now
+            self._emit_meta(c, now)
+            self._emit(self._change_event("reviewer-deleted", c, ps, now, reviewer=r.attr(), remover=rm.attr(),
+                                          approvals=approvals, comment=text))
+
     def delete_vote(self, change: Change | int, reviewer: Account | str, label: str,
                     remover: Account | str | None = None) -> None:
         """Remove `reviewer`'s vote on `label` on the current patch set (emits vote-deleted)."""
@@ -724,8 +805,11 @@ class GerritSimulator:
     def _emit(self, event: dict) -> None:
         with self._lock:
             self.events.append(event)
+            line = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+            if self.persist:
+                append_event(self, line)
+                save_state(self)
             if self._server is not None:
-                line = (json.dumps(event, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
                 self._server.broadcast(event["type"], line)
 
     def _broadcast_raw(self, data: bytes) -> None:
@@ -737,25 +821,143 @@ class GerritSimulator:
         return self._server.cut_streams() if self._server else 0
 
     def after_receive_pack(self, project: Project, before: dict[str, str], pusher: Account) -> None:
-        """Called after a `git push`: branch moves become ref-updated, refs/for/<branch> pushes become
-        changes or patch sets (Gerrit's magic refs)."""
+        """Called after a `git push`: direct branch moves become ref-updated events. (Pushes to
+        refs/for/<branch> never reach the refs: receive-pack hands them to `receive_for_review`.)"""
         with self._lock:
             after = project.repo.refs()
             now = _now()
             for ref, sha in sorted(after.items()):
-                if ref.startswith("refs/for/"):
-                    branch = ref[len("refs/for/"):].split("%", 1)[0]
-                    project.repo.delete_ref(ref)
-                    try:
-                        # Every new commit on the pushed line becomes its own change (oldest first).
-                        tip = project.repo.rev_parse(f"refs/heads/{branch}")
-                        for commit in project.repo.rev_list(sha, tip):
-                            if commit not in self._by_revision:
-                                self.upload(project, commit, branch=branch, uploader=pusher)
-                    except GerritSimError as e:
-                        log.warning("push to %s in %s: %s", ref, project.name, e)
-                elif before.get(ref) != sha and not ref.startswith("refs/changes/"):
+                if before.get(ref) != sha and not ref.startswith("refs/changes/"):
                     self._emit_ref_updated(project, ref, before.get(ref, ZERO_SHA), sha, pusher, now)
             for ref, sha in before.items():
                 if ref not in after and not ref.startswith("refs/changes/"):
                     self._emit_ref_updated(project, ref, sha, ZERO_SHA, pusher, now)
+
+    # -- magic pushes -----------------------------------------------------------------------------------------
+    def receive_for_review(self, project: Project, commands: list[RefCommand], push_options: list[str],
+                           pusher: Account) -> tuple[list[list[str]], list[str]]:
+        """Gerrit's ReceiveCommits for `refs/for/<branch>[%options]` pushes: each ref is accepted (every new
+        commit becomes a change or a patch set, the push options applied) or rejected as a whole with Gerrit's
+        reason. Returns the proc-receive verdicts (`["ok", ref]` / `["ng", ref, reason]`) and the `remote:`
+        lines for the pusher."""
+        results: list[list[str]] = []
+        messages: list[str] = []
+        with self._lock:
+            for cmd in commands:
+                try:
+                    messages.extend(self._receive_one(project, cmd, push_options, pusher))
+                    results.append(["ok", cmd.ref])
+                except PushRejected as e:
+                    log.info("push of %s to %s in %s by %s rejected: %s", cmd.new[:7], cmd.ref, project.name,
+                             pusher.username, e.reason)
+                    messages.extend(e.lines)
+                    results.append(["ng", cmd.ref, e.reason])
+        return results, messages
+
+    def _receive_one(self, p: Project, cmd: RefCommand, push_options: list[str], pusher: Account) -> list[str]:
+        target, _, inline = cmd.ref[len("refs/for/"):].partition("%")
+        branch = target.removeprefix("refs/heads/")
+        try:
+            opts = parse_push_options(inline.split(",") + list(push_options))
+        except PushOptionError as e:
+            raise PushRejected(str(e)) from None
+        if cmd.new == ZERO_SHA:
+            raise PushRejected("magic refs cannot be deleted")
+        tip = p.repo.rev_parse(f"refs/heads/{branch}")
+        if not branch or tip is None:
+            raise PushRejected(f"branch {branch} not found")
+        for who in opts.reviewers + opts.ccs:
+            if who not in self.accounts:
+                raise PushRejected(f"{who} does not identify a registered user or group")
+        fresh = [sha for sha in p.repo.rev_list(cmd.new, tip) if sha not in self._by_revision]
+        if not fresh:
+            raise PushRejected("no new changes")
+        plan: list[tuple[str, str, Change | None]] = []
+        seen_ids: set[str] = set()
+        for sha in fresh:
+            message = p.repo.commit_info(sha)["message"]
+            footer = message.rstrip("\n").rsplit("\n\n", 1)[-1]
+            ids = CHANGE_ID_RE.findall(footer)
+            if not ids:
+                if re.search(r"^Change-Id:", footer, re.MULTILINE | re.IGNORECASE):
+                    raise PushRejected(f"commit {sha[:7]}: invalid Change-Id line format in message footer")
+                raise PushRejected(f"commit {sha[:7]}: missing Change-Id in message footer",
+                                   self._change_id_hint(sha, pusher))
+            if len(ids) > 1:
+                raise PushRejected(f"commit {sha[:7]}: multiple Change-Id lines in message footer")
+            if ids[0] in seen_ids:
+                raise PushRejected("same Change-Id in multiple changes")
+            seen_ids.add(ids[0])
+            existing = next((c for c in self.changes.values()
+                             if c.change_id == ids[0] and c.project is p and c.branch == branch), None)
+            if existing is not None and not existing.is_open:
+                raise PushRejected(f"change {existing.url} closed")
+            plan.append((sha, ids[0], existing))
+        report = []
+        new_count = 0
+        for sha, _, existing in plan:
+            c, ps = self.upload(p, sha, branch=branch, uploader=pusher, topic=opts.topic, wip=bool(opts.wip),
+                                private=bool(opts.private), message=opts.message)
+            if existing is None:
+                new_count += 1
+            else:
+                if opts.topic is not None and c.topic != (opts.topic or None):
+                    self.set_topic(c, opts.topic, pusher)
+                if opts.wip is not None:
+                    self.set_wip(c, opts.wip, pusher)
+            for who in opts.reviewers:
+                self.add_reviewer(c, who, pusher)
+            for who in opts.ccs:
+                if who not in c.ccs and who not in c.reviewers:
+                    c.ccs.append(who)
+            if opts.hashtags:
+                self.add_hashtags(c, opts.hashtags, pusher)
+            tags = (" [PRIVATE]" if c.private else "") + (" [WIP]" if c.wip else "")
+            tags += " [NEW]" if existing is None else ""
+            report.append(f"  {c.url} {c.subject}{tags}")
+        updated = len(plan) - new_count
+        counts = "".join([f", new: {new_count}" if new_count else "", f", updated: {updated}" if updated else ""])
+        return [f"Processing changes: refs: 1{counts}, done", "", "SUCCESS", "", *report, ""]
+
+    def _change_id_hint(self, sha: str, pusher: Account) -> list[str]:
+        """The lines Gerrit prints under a missing Change-Id: how to install the commit-msg hook."""
+        return [
+            f"ERROR: commit {sha[:7]}: missing Change-Id in message footer",
+            "",
+            "Hint: to automatically insert a Change-Id, install the hook:",
+            f"  gitdir=$(git rev-parse --git-dir); scp -p -P {self.port} {pusher.username}@{self.host}:"
+            "hooks/commit-msg ${gitdir}/hooks/",
+            "or, for http(s):",
+            f'  f="$(git rev-parse --git-dir)/hooks/commit-msg"; curl -o "$f" {self.web_url}/tools/hooks/commit-msg'
+            ' ; chmod +x "$f"',
+            "and then amend the commit:",
+            "  git commit --amend --no-edit",
+            "Finally, push your changes again",
+            "",
+        ]
+
+    def add_hashtags(self, change: Change | int, hashtags: Iterable[str], editor: Account | str | None = None
+                     ) -> None:
+        """Add hashtags to a change (emits hashtags-changed when any is new)."""
+        with self._lock:
+            c = self.change(change)
+            who = self.account(editor)
+            added = [h for h in dict.fromkeys(hashtags) if h not in c.hashtags]
+            if not added:
+                return
+            now = _now()
+            c.hashtags.extend(added)
+            c.last_updated = now
+            c.messages.append(ChangeMessage(now, who, "Hashtag added: " + ", ".join(added), c.current.number))
+            self._emit_meta(c, now)
+            self._emit(self._change_event("hashtags-changed", c, None, now, editor=who.attr(), added=added,
+                                          hashtags=list(c.hashtags)))
+
+
+class PushRejected(Exception):
+    """A refs/for push Gerrit refuses: `reason` goes into git's `! [remote rejected]` line, `lines` to `remote:`."""
+
+    def __init__(self, reason: str, lines: list[str] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.lines = ["Processing changes: refs: 1, done", *(lines or [])]

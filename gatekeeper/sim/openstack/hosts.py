@@ -140,7 +140,8 @@ def unpack_disk(disk: bytes | None, home: str) -> None:
     os.makedirs(home, exist_ok=True)
     if disk:
         with tarfile.open(fileobj=io.BytesIO(disk)) as tar:
-            tar.extractall(home, filter="tar")
+            # Extraction filters came in Python 3.11.4; Debian 12's python3 is 3.11.2. The disk is pack_disk's.
+            tar.extractall(home, **({"filter": "tar"} if hasattr(tarfile, "tar_filter") else {}))
 
 
 def pack_disk(home: str) -> bytes:
@@ -330,7 +331,12 @@ class NetnsBackend(HostBackend):
         veth = f"{self.tag}v{n:x}"
         address = f"{self.subnet}.{n}"
         ns = f"{veth}n"
-        host = self._prepare(spec, address, "Subsystem sftp internal-sftp\n", home_keys=True)
+        try:
+            host = self._prepare(spec, address, "Subsystem sftp internal-sftp\n", home_keys=True)
+        except Exception:
+            with self._lock:  # give the address back, or failed boots would fill the bridge
+                self._free_octets.append(n)
+            raise
         host.extra.update(netns=ns, veth=veth, octet=n)
         self.hosts[spec.server_id] = host
         try:

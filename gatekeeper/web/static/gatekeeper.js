@@ -36,7 +36,8 @@ gk.header = function () {
   const nav = el("header", {},
     el("a", {href: "/", class: "title"}, "gatekeeper"),
     el("a", {href: "/"}, "Status"), el("a", {href: "/builds"}, "Builds"), el("a", {href: "/nodes"}, "Nodes"),
-    el("a", {href: "/images"}, "Images"), el("a", {href: "/holds"}, "Held nodes"));
+    el("a", {href: "/images"}, "Images"), el("a", {href: "/holds"}, "Held nodes"),
+    el("a", {href: "/signatures"}, "Known bugs"));
   document.body.prepend(nav);
 };
 
@@ -52,11 +53,36 @@ gk.renderJob = function (job) {
   const progress = job.state === "completed" ? 100 : (job.progress || 0);
   const timing = job.state === "running" ? `${gk.duration(job.elapsed)} / ${gk.duration(job.estimated)}`
     : job.state === "completed" ? gk.duration(job.elapsed) : job.estimated ? `~${gk.duration(job.estimated)}` : "";
-  return el("div", {class: "job", "data-job": job.name},
+  const row = el("div", {class: "job", "data-job": job.name, "data-state": job.state},
     el("span", {}, link, job.voting ? "" : " (non-voting)"),
     el("span", {class: `state-${job.state} result-${job.result || ""}`}, label),
     job.state === "running" ? el("div", {class: "bar", title: timing}, el("div", {style: `width:${progress}%`}))
       : el("span", {class: "muted"}, timing));
+  const details = [];
+  if (job.state === "running") {
+    const node = job.node ? [job.node.name, job.node.provider].filter(Boolean).join(" on ") : "";
+    details.push(el("div", {class: "job-detail running"},
+      el("span", {class: "elapsed"}, `running ${gk.duration(job.elapsed)}`),
+      job.estimated ? ` of ~${gk.duration(job.estimated)}` : "",
+      node ? el("span", {class: "node", "data-node": job.node.name}, ` · node ${node}`) : "",
+      job.console_url ? [" · ", el("a", {href: job.build_url || job.console_url, class: "console-link",
+        "data-console": job.console_url}, "live console")] : ""));
+  }
+  if (job.summary) details.push(gk.renderDiagnosis(job, "job-detail"));
+  return details.length ? el("div", {class: "job-block"}, row, details) : row;
+};
+
+// a failed build's class, summary and matched known bugs (the same on the status and build pages)
+gk.renderDiagnosis = function (b, cls) {
+  const bugs = (b.signatures || []).map((s) => el("li", {class: "signature", "data-signature": s.id},
+    "matches known bug ", s.url ? el("a", {href: s.url}, String(s.id)) : String(s.id), `: ${s.title}; `,
+    "a recheck is likely to pass"));
+  return el("div", {class: `${cls} diagnosis`},
+    b.failure_class ? el("div", {class: `failure-class class-${b.failure_class}`},
+      b.failure_class === "infrastructure" ? "infrastructure failure (not the change's fault)"
+        : b.failure_class === "change" ? "failed in the job's own steps" : "cause unknown") : null,
+    b.summary ? el("pre", {class: "summary"}, b.summary) : null,
+    bugs.length ? el("ul", {class: "signatures"}, bugs) : null);
 };
 
 gk.renderItem = function (item) {
@@ -65,7 +91,10 @@ gk.renderItem = function (item) {
   const title = c.url ? el("a", {href: c.url}, c.key) : c.key;
   return el("div", {class: classes.join(" "), "data-change": c.key},
     el("div", {class: "head"}, el("span", {}, el("b", {}, title), " ", c.project),
-      el("span", {class: "meta"}, item.remaining_time === null ? "" : `${gk.duration(item.remaining_time)} left`)),
+      el("span", {class: "meta"}, item.eta && item.eta.p50 !== null
+        ? el("span", {class: "eta", title: `merges in ${Math.round(100 * item.eta.merge_probability)}% of simulations`},
+          `ETA ${gk.duration(item.eta.p50)}–${gk.duration(item.eta.p90)}`)
+        : item.remaining_time === null ? "" : `${gk.duration(item.remaining_time)} left`)),
     c.subject ? el("div", {class: "meta"}, c.subject) : null,
     el("div", {class: "meta"}, `in queue ${gk.duration(item.resident_time)}`,
       item.item_ahead ? ` · behind ${item.item_ahead}` : "", item.live ? "" : " · not tested on its own"),
@@ -81,7 +110,12 @@ gk.renderStatus = function (status, target) {
       el("h3", {}, `queue ${q.name}`, q.window ? ` (window ${q.window})` : ""), q.items.map(gk.renderItem)))
       : el("p", {class: "muted"}, "empty")));
   const depth = Object.entries(status.event_queues).map(([k, v]) => `${k}: ${v}`).join(" · ");
-  target.replaceChildren(el("p", {class: "muted"}, `events pending: ${depth} · updated ${gk.time(status.generated)}`),
+  const classes = status.failure_classes ? " · recent failures: " + Object.entries(status.failure_classes)
+    .map(([k, v]) => `${k} ${v}`).join(", ") : "";
+  const outliers = (status.provider_outliers || []).map((o) => el("p", {class: "outlier", "data-provider": o.provider},
+    `provider ${o.provider}: ${o.description}; failures there may not be the changes' fault`));
+  target.replaceChildren(...outliers,
+    el("p", {class: "muted", id: "counters"}, `events pending: ${depth}${classes} · updated ${gk.time(status.generated)}`),
     el("div", {class: "pipelines"}, pipes));
 };
 
@@ -137,8 +171,11 @@ gk.buildPage = async function () {
       ["logs", b.log_url ? el("a", {href: b.log_url, id: "log-url"}, b.log_url) : "none"]];
     const files = el("ul", {id: "log-files"}, b.logs.map((f) => el("li", {}, el("a", {href: f.url}, f.name),
       el("span", {class: "muted"}, ` ${f.size} bytes`))));
+    if (b.state === "running" && b.elapsed !== undefined) rows.push(["running for", gk.duration(b.elapsed)]);
     const parts = [el("h2", {}, `build ${b.uuid}`),
       el("table", {}, rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, v)))),
+      ...(b.summary || (b.signatures || []).length ? [el("h3", {}, "why it failed"), gk.renderDiagnosis(b, "build")]
+        : []),
       el("h3", {}, "log files"), b.logs.length ? files : el("p", {class: "muted"}, "none listed")];
     if (b.console_url) {
       const pre = el("pre", {class: "console"}, "");
@@ -149,18 +186,43 @@ gk.buildPage = async function () {
   } catch (err) { gk.showError(target, err); }
 };
 
-gk.followConsole = async function (url, pre) {
+gk.followConsole = function (url, pre) {
+  // server-sent events: each message is a batch of console lines; "end" when the build's console closes
+  const source = new EventSource(url);
+  let opened = false;
+  source.onopen = () => {
+    if (opened) pre.textContent = "";  // a reconnect replays the console from its start
+    opened = true;
+  };
+  source.onmessage = (event) => {
+    pre.append(event.data + "\n");
+    pre.scrollTop = pre.scrollHeight;
+  };
+  source.addEventListener("end", () => {
+    source.close();
+    pre.append("[console ended]");
+    pre.dataset.ended = "true";
+  });
+  source.onerror = () => {
+    if (source.readyState === EventSource.CLOSED) pre.append("\n[console unavailable]");
+  };
+};
+
+// -- known bugs: each signature with its hits per day over the last week and its newest hits ------------------
+gk.signaturesPage = async function () {
+  gk.header();
+  const target = document.getElementById("signatures");
   try {
-    const resp = await fetch(url);
-    const reader = resp.body.getReader();
-    const decoder = new TextDecoder();
-    for (;;) {
-      const {value, done} = await reader.read();
-      if (done) break;
-      pre.append(decoder.decode(value, {stream: true}));
-      pre.scrollTop = pre.scrollHeight;
-    }
-  } catch (err) { pre.append(`\n[console ended: ${err.message}]`); }
+    const rows = await gk.fetchJSON("/api/v1/signatures");
+    target.replaceChildren(el("h2", {}, "known bugs"), rows.length ? gk.table([
+      ["bug", (r) => r.url ? el("a", {href: r.url}, String(r.id)) : String(r.id)],
+      ["title", (r) => [r.title, r.in_layout ? "" : el("span", {class: "muted"}, " (no longer in the layout)")]],
+      ["hits per day, last 7", (r) => el("span", {class: "per-day", "data-signature": r.id}, r.per_day.join(" "))],
+      ["24 h", (r) => r.day], ["7 days", (r) => r.week], ["kept", (r) => r.total],
+      ["newest hits", (r) => el("ul", {}, r.recent.map((h) => el("li", {},
+        el("a", {href: `/build/${h.build}`}, `${h.job} ${h.change || ""}`), ` ${gk.time(h.time)} on ${h.provider || "?"}`)))],
+    ], rows) : el("p", {class: "muted"}, "no known-bug signatures in the layout"));
+  } catch (err) { gk.showError(target, err); }
 };
 
 gk.listPage = async function (targetId, url, columns, pick) {

@@ -23,7 +23,7 @@ from gatekeeper.zk import builds, paths
 from gatekeeper.zk.builds import ABORTED, SUCCESS, BuildRequest, BuildResult
 from gatekeeper.zk.client import ZKClient
 
-log = logging.getLogger("gatekeeper.sim.executor")
+log = logging.getLogger("gatekeeper.tests.executor")
 
 
 @dataclass

@@ -1,0 +1,95 @@
+"""Argument types for the operator commands: a bad node id, change or number is refused by argparse, naming the
+argument, with exit code 2, before anything reaches ZooKeeper or the web API."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from collections.abc import Callable
+
+# A node, build or request id becomes one ZooKeeper path component or one URL path segment: letters, digits and
+# _ . - only, not starting with a dot (so neither ".." nor a hidden name), and not ZooKeeper's own "zookeeper".
+_ID = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}$")
+_CHANGE_KEY = re.compile(r"^\d+,\d+$")
+_CHANGE = re.compile(r"^\d+(,\d+)?$")
+_AUTOHOLD_ID = re.compile(r"^hold-\d{10}$")
+
+
+def identifier(kind: str) -> Callable[[str], str]:
+    """An argparse type for the id of a `kind` (node, build, request)."""
+
+    def check(value: str) -> str:
+        if not _ID.match(value) or value == "zookeeper":
+            raise argparse.ArgumentTypeError(
+                f'"{value}" is not a {kind} id (expected letters, digits, "_", "." and "-", not starting with ".")')
+        return value
+
+    check.__name__ = f"{kind} id"
+    return check
+
+
+def change_key(value: str) -> str:
+    """N,P: a change and its patch set, as the scheduler and the admin API take them."""
+    value = value.strip()
+    if not _CHANGE_KEY.match(value):
+        raise argparse.ArgumentTypeError(f'"{value}" is not a change (expected NUMBER,PATCHSET such as 5,1)')
+    return value
+
+
+def change_or_key(value: str) -> str:
+    """N or N,P."""
+    value = value.strip()
+    if not _CHANGE.match(value):
+        raise argparse.ArgumentTypeError(f'"{value}" is not a change (expected N or N,P such as 5 or 5,1)')
+    return value
+
+
+def autohold_id(value: str) -> str:
+    if not _AUTOHOLD_ID.match(value):
+        raise argparse.ArgumentTypeError(
+            f'"{value}" is not an autohold id (expected hold- and ten digits, as `gatekeeper autohold list` shows)')
+    return value
+
+
+def regex(value: str) -> str:
+    """A regular expression, refused as the admin API refuses it."""
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise argparse.ArgumentTypeError(f'"{value}" is not a regular expression: {exc}') from None
+    return value
+
+
+def positive_int(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'"{value}" is not a whole number') from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"{number} is not at least 1")
+    return number
+
+
+def positive_number(value: str) -> float:
+    """A finite number above zero (hours, seconds): "nan", "inf" and negatives are refused."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'"{value}" is not a number') from None
+    if not math.isfinite(number) or number <= 0:
+        raise argparse.ArgumentTypeError(f'"{value}" is not a number above zero')
+    return number
+
+
+def non_empty(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+def port(value: str) -> int:
+    number = positive_int(value)
+    if number > 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a TCP port (1 to 65535)")
+    return number
