@@ -9,6 +9,9 @@ import logging
 import os
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 
 import paramiko
 import pytest
@@ -163,3 +166,47 @@ def test_the_operator_command_grants_lists_and_revokes(zk, launcher, tmp_path, z
     bad = cli(node.id, "--key", key_path)  # the private key by mistake
     assert bad.returncode == 1 and "not an OpenSSH public key" in bad.stderr and "Traceback" not in bad.stderr
     assert cli("--revoke", "nope").returncode == 1
+
+
+def test_developers_ask_through_the_web_with_their_own_tokens(zk, launcher, tmp_path):
+    from gatekeeper.web.server import WebService
+
+    node = held_node(zk)
+    key_path, public = developer_key(tmp_path, "jane")
+    web = WebService(zk, port=0, admin_token="admin-secret", user_tokens={"jane": "jane-token", "bob": "bob-token"},
+                     hold_access={"max-hours": 2}).start()
+
+    def post(token: str | None, body: dict, node_id: str = node.id) -> tuple[int, dict]:
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        req = urllib.request.Request(f"{web.url}/api/v1/nodes/{node_id}/access", data=json.dumps(body).encode(),
+                                     headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=20) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        assert post(None, {"public_key": public})[0] == 401
+        assert post("guess", {"public_key": public})[0] == 403
+        code, body = post("bob-token", {"public_key": public})
+        assert code == 403 and "bob may not reach it" in body["error"]
+        code, body = post("jane-token", {"public_key": "ssh-ed25519 not-base64!"})
+        assert code == 400 and "damaged" in body["error"]
+        code, body = post("jane-token", {"public_key": public, "hours": "lots"})
+        assert code == 400 and "hours" in body["error"]
+        code, body = post("jane-token", {"public_key": public}, node_id="0000099999")
+        assert code == 404
+        code, body = post("jane-token", {"public_key": public})
+        assert code == 201 and body["user"] == "jane"
+        assert body["expires"] <= time.time() + 2 * 3600 + 5  # capped by the deployment's max-hours
+        wait_for(lambda: grant_state(zk, body["grant"]) == access.INSTALLED, 20, "the key to be installed")
+        assert can_login(node, key_path)
+        code, body = post("admin-secret", {"public_key": public, "user": "bob"})
+        assert code == 201 and body["user"] == "bob"
+        with urllib.request.urlopen(f"{web.url}/api/v1/access", timeout=20) as resp:
+            assert {g["user"] for g in json.loads(resp.read())} == {"jane", "bob"}
+    finally:
+        web.stop()
