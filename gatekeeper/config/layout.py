@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +99,26 @@ class Pipeline:
 class Queue:
     name: str
     window: WindowConfig | None = None
+    per_branch: bool = False  # a queue of its own for each branch (Zuul's per-branch), so branches never reset
+    # each other
+
+
+def branch_matches(patterns: tuple[str, ...], branch: str) -> bool:
+    """Zuul's branch matchers: no pattern matches every branch; a pattern is a regular expression anchored at the
+    start of the branch name (`stable/` matches every stable branch, `master$` only master)."""
+    return not patterns or any(re.match(p, branch) for p in patterns)
+
+
+@dataclass(frozen=True)
+class JobVariant:
+    """What a job changes on the branches it names: its node label, timeout, variables and devstack settings."""
+
+    branches: tuple[str, ...]
+    label: str | None = None
+    timeout: int | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    devstack_localrc: dict[str, Any] = field(default_factory=dict)
+    devstack_local_conf: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +136,26 @@ class Job:
     devstack_localrc: dict[str, Any] = field(default_factory=dict)
     devstack_local_conf: str = ""
     hold_hours: float | None = None
+    branches: tuple[str, ...] = ()  # the job runs only for changes to these branches (all when empty)
+    variants: tuple[JobVariant, ...] = ()
+    variant: str = ""  # set on a job resolved for a branch: the branch patterns of the variants applied
+
+    def for_branch(self, branch: str) -> Job | None:
+        """This job as it runs for a change to `branch` (every matching variant applied in order, later ones
+        winning), or None when the job does not run on that branch."""
+        if not branch_matches(self.branches, branch):
+            return None
+        job, applied = self, []
+        for variant in self.variants:
+            if not branch_matches(variant.branches, branch):
+                continue
+            job = replace(job, label=variant.label or job.label, timeout=variant.timeout or job.timeout,
+                          vars={**job.vars, **variant.vars},
+                          devstack_localrc={**job.devstack_localrc, **variant.devstack_localrc},
+                          devstack_local_conf=job.devstack_local_conf if variant.devstack_local_conf is None
+                          else variant.devstack_local_conf)
+            applied.append(" ".join(variant.branches))
+        return replace(job, variant="; ".join(applied)) if applied else job
 
 
 @dataclass(frozen=True)
@@ -127,6 +167,12 @@ class Project:
 
     def jobs_for(self, pipeline: str) -> tuple[str, ...]:
         return self.pipelines.get(pipeline, ())
+
+    def jobs_on_branch(self, pipeline: str, branch: str, jobs: dict[str, Job]) -> tuple[str, ...]:
+        """The pipeline's jobs that run for a change to `branch` (a job the layout does not define runs
+        everywhere)."""
+        return tuple(name for name in self.jobs_for(pipeline)
+                     if name not in jobs or jobs[name].for_branch(branch) is not None)
 
 
 @dataclass(frozen=True)
@@ -438,6 +484,13 @@ def _value_at(data: Any, path: list) -> Any:
     return node
 
 
+def _branch_list(value: str | list[str] | None) -> tuple[str, ...]:
+    """`branches:` takes one pattern or a list of them."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
 def _window(data: dict | None) -> WindowConfig | None:
     if data is None:
         return None
@@ -493,7 +546,7 @@ class _Builder:
             self.add_pipeline(p, data["pipelines"], i)
         for q in data.get("queues", []):
             if self.define("queue", q["name"], q):
-                self.layout.queues[q["name"]] = Queue(q["name"], _window(q.get("window")))
+                self.layout.queues[q["name"]] = Queue(q["name"], _window(q.get("window")), q.get("per-branch", False))
         for j in data.get("jobs", []):
             self.add_job(j)
         for p in data.get("projects", []):
@@ -574,8 +627,24 @@ class _Builder:
     def add_job(self, j: dict) -> None:
         if not self.define("job", j["name"], j):
             return
+        where = f'job "{j["name"]}"'
         if "label" in j:
-            self.refs.append(("label", j["label"], j.source, j.line_of("label"), f'job "{j["name"]}"'))
+            self.refs.append(("label", j["label"], j.source, j.line_of("label"), where))
+        variants = []
+        for i, var in enumerate(j.get("variants") or []):
+            if "label" in var:
+                self.refs.append(("label", var["label"], var.source, var.line_of("label"), f"{where} variant {i + 1}"))
+            vds = var.get("devstack") or {}
+            variants.append(JobVariant(branches=_branch_list(var["branches"]), label=var.get("label"),
+                                       timeout=var.get("timeout"), vars=dict(var.get("vars", {})),
+                                       devstack_localrc=dict(vds.get("localrc", {})),
+                                       devstack_local_conf=vds.get("local-conf")))
+        for holder in [j, *(j.get("variants") or [])]:
+            for pattern in _branch_list(holder.get("branches")):
+                try:
+                    re.compile(pattern)
+                except re.error as e:
+                    self.error(holder, "branches", where, f"branches: {pattern!r} is not a regular expression ({e})")
         ds = j.get("devstack") or {}
         self.layout.jobs[j["name"]] = Job(
             name=j["name"],
@@ -591,6 +660,8 @@ class _Builder:
             devstack_localrc=dict(ds.get("localrc", {})),
             devstack_local_conf=ds.get("local-conf", ""),
             hold_hours=j.get("hold-hours"),
+            branches=_branch_list(j.get("branches")),
+            variants=tuple(variants),
         )
 
     def add_project(self, p: dict) -> None:

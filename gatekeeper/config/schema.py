@@ -154,7 +154,21 @@ PIPELINE = v.Schema(
     }
 )
 
-QUEUE = v.Schema({v.Required("name"): NAME, "window": WINDOW})
+QUEUE = v.Schema({v.Required("name"): NAME, "window": WINDOW, "per-branch": bool})
+
+BRANCHES = v.Any(v.All(str, v.Length(min=1)), v.All([v.All(str, v.Length(min=1))], v.Length(min=1)),
+                 msg="expected a branch pattern or a list of them")
+DEVSTACK = v.Schema({"localrc": v.Schema({str: v.Any(str, int, float, bool)}), "local-conf": str})
+
+JOB_VARIANT = v.Schema(
+    {
+        v.Required("branches"): BRANCHES,
+        "label": NAME,
+        "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
+        "vars": v.Schema({str: v.Any(str, int, float, bool)}),
+        "devstack": DEVSTACK,
+    }
+)
 
 JOB = v.Schema(
     {
@@ -168,8 +182,10 @@ JOB = v.Schema(
         "collect": [str],
         "vars": v.Schema({str: v.Any(str, int, float, bool)}),
         "required-projects": [str],
-        "devstack": v.Schema({"localrc": v.Schema({str: v.Any(str, int, float, bool)}), "local-conf": str}),
+        "devstack": DEVSTACK,
         "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
+        "branches": BRANCHES,
+        "variants": [JOB_VARIANT],
     }
 )
 
@@ -302,7 +318,11 @@ SERVICE_CONFIG = v.Schema(
             "ssh-key": str,
         },
         "log-store": {"dir": str, "url": str},
-        "web": {"listen": str, "port": v.All(int, v.Range(min=0, max=65535)), "admin-token": str},
+        "web": {"listen": str, "port": v.All(int, v.Range(min=0, max=65535)), "admin-token": str,
+                # developers' own tokens (user name -> token): what they may do is ask for access to nodes held
+                # for their own changes
+                "user-tokens": {str: str}},
+        "hold-access": {"enabled": bool, "max-hours": v.All(v.Any(int, float), v.Range(min=0))},
         "statsd": {"host": str, "port": int, "prefix": str},
         "history": {"url": str},
     }

@@ -83,6 +83,8 @@ class ServiceConfig:
         for section, key in (("web", "admin-token"),):
             if out.get(section, {}).get(key):
                 out[section][key] = "***"
+        if out.get("web", {}).get("user-tokens"):
+            out["web"]["user-tokens"] = {user: "***" for user in out["web"]["user-tokens"]}
         if out.get("zookeeper", {}).get("auth"):
             out["zookeeper"]["auth"]["password"] = "***"
         return out

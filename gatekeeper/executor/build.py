@@ -189,7 +189,10 @@ class BuildRunner:
         if archived:  # a late follower of the live console now reads it from the log store
             console.path = os.path.join(archived, "console.txt")
         if ctx.node is not None:
-            self._release(request, ctx.node, result.result, tag)
+            held_hours = self._release(request, ctx.node, result.result, tag)
+            if held_hours:
+                # the report tells the change's owner that the node waits for them, and until when
+                result.node["held_until"] = round(time.time() + held_hours * 3600)
         if not self.settings.keep_build_dirs:
             shutil.rmtree(build_dir, ignore_errors=True)
         result.end_time = timings.finished = time.time()
@@ -228,7 +231,8 @@ class BuildRunner:
                     ws_error = f"{type(exc).__name__}: {exc}"
         node = ctx.node
         timings.node_ready = time.time()
-        result.node = {"name": node.id, "label": node.label, "provider": node.provider, "address": node.address}
+        result.node = {"name": node.id, "label": node.label, "provider": node.provider, "address": node.address,
+                       "image": node.image}
         if on_start is not None:
             try:
                 on_start(node)
@@ -253,6 +257,7 @@ class BuildRunner:
         change = request.change or {}
         console.line(f"NODE_PROVIDER={node.provider}")
         console.line(f"NODE_LABEL={node.label}")
+        console.line(f"NODE_IMAGE={node.image}{f' (build {node.image_build})' if node.image_build else ''}")
         console.line(f"NODE_ID={node.id}")
         console.line(f"NODE_ADDRESS={node.address}:{node.port}")
         console.line(f"BUILD_ID={request.id}")
@@ -260,6 +265,9 @@ class BuildRunner:
                      f" ({request.changes})")
         console.line(f"PIPELINE={request.pipeline}")
         console.line(f"JOB={request.job} attempt {request.attempt}/{request.attempts}")
+        variant = (request.params or {}).get("variant")
+        console.line(f"JOB_VARIANT={f'branches {variant}' if variant else 'default'} "
+                     f"(branch {change.get('branch', '')})")
 
     def _prepare_node(self, remote: RemoteHost, request: BuildRequest, p: dict, ws_dir: str,
                       paths: dict[str, str], node: Node) -> str:
@@ -374,7 +382,8 @@ class BuildRunner:
             log.error("build %s: archiving logs in %s failed: %s", request.id, self.log_store.root, exc)
             return "", ""
 
-    def _release(self, request: BuildRequest, node: Node, result: str, tag: str) -> None:
+    def _release(self, request: BuildRequest, node: Node, result: str, tag: str) -> float:
+        """Give the node back, held when the build failed; returns the hours it is held for (0: not held)."""
         p = _params(request)
         hours = p.get("hold_hours")
         hours = self.settings.hold_hours if hours is None else float(hours)
@@ -390,7 +399,11 @@ class BuildRunner:
                 else:
                     hold = result in HELD_RESULTS and hours > 0 and self.nodes.held_count() < self.settings.max_held
                     reason = hold_reason(request, result) if hold else ""
-                self.nodes.release(node, held=hold, reason=reason, hold_hours=hours)
+                self.nodes.release(node, held=hold, reason=reason, hold_hours=hours,
+                                   change=f"{change.get('number')},{change.get('patchset')}",
+                                   owner=change.get("owner", ""))
             log.info("%s node %s released %s", tag, node.id, f"held for {hours:g}h" if hold else "as used")
+            return hours if hold else 0.0
         except Exception:
             log.exception("%s could not release node %s", tag, node.id)
+            return 0.0

@@ -83,8 +83,9 @@ class LauncherNodes:
             raise NoNode(f"could not lock the node of request {req_id}: {exc}") from None
         return nodes[0]
 
-    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0) -> None:
-        self.client.release(node, held=held, reason=reason, hold_hours=hold_hours)
+    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
+                change: str = "", owner: str = "") -> None:
+        self.client.release(node, held=held, reason=reason, hold_hours=hold_hours, change=change, owner=owner)
 
     def autohold(self, project: str, job: str, change: str, node: Node) -> tuple[str, float] | None:
         """(reason, hours) of an operator's autohold request matching this failed build, taking one of its units."""
@@ -135,7 +136,8 @@ class FixedNodes:
                 self._cond.wait(0.1)
                 waited += 0.1
 
-    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0) -> None:
+    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
+                change: str = "", owner: str = "") -> None:
         with self._cond:
             self.released.append((node.id, held, reason))
             if held:

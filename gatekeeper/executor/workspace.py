@@ -60,6 +60,11 @@ class GitCache:
             needed = set(branches.values()) | {s.change_commit for s in steps} | {s.base for s in steps}
             needed |= {s.result for s in steps}
             if not repo.missing(needed):
+                # every commit is here, but a branch created on an existing commit (a new stable branch) has no
+                # ref yet: builds fetch branches from the cache by name
+                for branch, sha in branches.items():
+                    if repo.rev_parse(f"refs/heads/{branch}") != sha:
+                        repo.git("update-ref", f"refs/heads/{branch}", sha)
                 return
             url = self.url_for(project)
             refspecs = [f"+refs/heads/{b}:refs/heads/{b}" for b in branches]

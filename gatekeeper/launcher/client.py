@@ -194,8 +194,10 @@ class NodeRequestClient:
         """A paramiko client connected to the node, host key verified against the pinned keys."""
         return connect_ssh(node, timeout)
 
-    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0) -> None:
-        """Give a node back: used (the launcher deletes it) or held for `hold_hours` with `reason`."""
+    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
+                change: str = "", owner: str = "") -> None:
+        """Give a node back: used (the launcher deletes it) or held for `hold_hours` with `reason` (for the build
+        of `change`, "N,P", owned by `owner`, who may then ask for access to it)."""
         with self._mutex:
             cached = self._versions.pop(node.id, None)
         for _ in range(5):
@@ -214,6 +216,8 @@ class NodeRequestClient:
                 current.set_state(model.HOLD)
                 current.hold_reason = why
                 current.hold_until = time.time() + hold_hours * 3600
+                if held:
+                    current.hold_change, current.hold_owner = change, owner
                 tx.set_data(paths.node(node.id), current.to_bytes(), version=version)
             else:
                 current.set_state(model.USED)

@@ -26,6 +26,7 @@ from kazoo.recipe.watchers import ChildrenWatch
 
 from gatekeeper.config.layout import NodePool, Provider
 from gatekeeper.launcher import model
+from gatekeeper.launcher.access import AccessKeeper
 from gatekeeper.launcher.model import Node, NodeRequest, parse_entry, ready_entry
 from gatekeeper.launcher.provider import LaunchResult, ProviderManager
 from gatekeeper.launcher.providers.base import ProviderAdapter
@@ -96,6 +97,7 @@ class Launcher:
         self._released_seen: set[str] = set()
         self.builders: list = []
         self.handed_out = 0
+        self.access_keeper: AccessKeeper | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> Launcher:
@@ -122,6 +124,7 @@ class Launcher:
         ChildrenWatch(self.kz, paths.LAUNCHERS, self._watch_post(self._on_live_providers))
         ChildrenWatch(self.kz, paths.component("launcher"), self._watch_post(self._on_launchers))
         self._ready_dirty.update(self.nodepool.labels)
+        self.access_keeper = AccessKeeper(self.zk, self.ssh_key).start()
         log.info("launcher %s started with providers %s", self.ident, ", ".join(self.managers))
         return self
 
@@ -139,6 +142,8 @@ class Launcher:
                 self.kz.delete(paths.launcher(name))
             except Exception:
                 pass
+        if self.access_keeper is not None:
+            self.access_keeper.stop()
         for b in self.builders:
             b.stop()
         for t in self._threads:

@@ -56,6 +56,8 @@ class Node(Record):
     hold_reason: str = ""
     hold_until: float = 0.0
     hold_requested: str = ""  # an operator asked to hold this in-use node when released (the reason)
+    hold_change: str = ""  # "N,P" of the change whose failed build this node is held for
+    hold_owner: str = ""  # that change's owner (username): who, besides operators, may ask for access
     comment: str = ""
 
     def set_state(self, state: str) -> None:

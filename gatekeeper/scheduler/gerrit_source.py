@@ -37,6 +37,7 @@ class GerritChangeSource:
             patchset=int(ps.get("number", 0)), ref=ps.get("ref", ""), commit=ps.get("revision", ""),
             url=row.get("url", ""), subject=row.get("subject", ""), change_id=row.get("id", ""),
             status=row.get("status", "NEW"), current_patchset=int(ps.get("number", 0)), wip=bool(row.get("wip")),
+            owner=(row.get("owner") or {}).get("username", ""),
             approvals=[{"label": a.get("type", ""), "value": int(a.get("value", 0)),
                         "by": (a.get("by") or {}).get("username", "")} for a in ps.get("approvals") or []],
         )

@@ -56,6 +56,7 @@ def job_params(job: Job) -> dict:
         "label": job.label or "",
         "voting": job.voting,
         "hold_hours": job.hold_hours,
+        "variant": job.variant,
     }
 
 
@@ -187,9 +188,10 @@ class PipelineManager:
         """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused (reported
         on the change unless `quiet`)."""
         project = self.layout.projects.get(change.project)
-        jobs = project.jobs_for(self.name) if project else ()
+        jobs = project.jobs_on_branch(self.name, change.branch, self.layout.jobs) if project else ()
         if not jobs:
-            return f"project {change.project} has no jobs in pipeline {self.name}"
+            on = f" on branch {change.branch}" if project and project.jobs_for(self.name) else ""
+            return f"project {change.project} has no jobs in pipeline {self.name}{on}"
         if self.state.find(change.key):
             return f"change {change.key} is already in {self.name}"
         try:
@@ -207,7 +209,7 @@ class PipelineManager:
                                            key=f"refused:{refusal_key or self.clock()}:{change.key}"))
             return message
         if self.pipeline.dependent:
-            queue = self._shared_queue(project.queue or project.name)
+            queue = self._shared_queue(project.queue or project.name, change.branch)
             for dep in needed:
                 self._add(queue, dep, live=True)
             self._add(queue, change, live=True)
@@ -226,7 +228,7 @@ class PipelineManager:
         """The changes `change` needs that must be enqueued ahead of it, in order; raises Refusal."""
         order: list[Change] = []
         done: set[str] = set()
-        my_queue = self.layout.queue_of(change.project)
+        my_queue = self._queue_name(change.project, change.branch)
 
         def visit(c: Change, path: list[str]) -> None:
             if c.needs_error:
@@ -250,7 +252,7 @@ class PipelineManager:
                 if dep.key != key:
                     raise Refusal(f"it depends on {key}, an outdated patch set of change {number}")
                 if self.pipeline.dependent:
-                    queue = self.layout.queue_of(dep.project)
+                    queue = self._queue_name(dep.project, dep.branch)
                     if queue != my_queue:
                         raise Refusal(f"it depends on change {key} in {dep.project}, which is not in the same "
                                       f'change queue ("{queue or "none"}", not "{my_queue}")')
@@ -279,19 +281,27 @@ class PipelineManager:
             log.info("[%s %s] follows %s, which it needs", self.name, latest.key, entered.key)
             self.enqueue(latest, quiet=True)
 
-    def _shared_queue(self, name: str) -> ChangeQueue:
-        queue = self.state.queues.get(name)
+    def _queue_name(self, project: str, branch: str) -> str | None:
+        """The shared queue a change of `project` to `branch` goes into: the layout's queue, one per branch where
+        the queue is per-branch."""
+        name = self.layout.queue_of(project)
+        conf = self.layout.queues.get(name) if name else None
+        return f"{name} ({branch})" if conf and conf.per_branch else name
+
+    def _shared_queue(self, name: str, branch: str) -> ChangeQueue:
+        conf = self.layout.queues.get(name)
+        key = f"{name} ({branch})" if conf and conf.per_branch else name
+        queue = self.state.queues.get(key)
         if queue is None:
-            conf = self.layout.queues.get(name)
             window = (conf.window if conf and conf.window else self.pipeline.window)
-            queue = ChangeQueue(name=name, window=window.initial)
-            self.state.queues[name] = queue
+            queue = ChangeQueue(name=key, window=window.initial, layout_queue=name)
+            self.state.queues[key] = queue
             self.state.changed = True
         return queue
 
     def _add(self, queue: ChangeQueue, change: Change, live: bool) -> Item:
         project = self.layout.projects.get(change.project)
-        jobs = list(project.jobs_for(self.name)) if project and live else []
+        jobs = list(project.jobs_on_branch(self.name, change.branch, self.layout.jobs)) if project and live else []
         item = Item(change=change, queue=queue.name, live=live, jobs=jobs, enqueued=self.clock())
         self.state.items[item.id] = item
         self.state.reindex()
@@ -448,7 +458,8 @@ class PipelineManager:
         self.backend.request_merge(request)
 
     def _request_build(self, item: Item, job_name: str, attempt: int, position: int) -> None:
-        job = self.layout.jobs.get(job_name) or Job(job_name)
+        defined = self.layout.jobs.get(job_name)
+        job = (defined.for_branch(item.change.branch) or defined) if defined else Job(job_name)
         build = Build(job=job_name, attempt=attempt, voting=job.voting)
         project = self.layout.projects.get(item.change.project)
         spec = item.change.spec(self.source.git_url(item.change.project),
@@ -609,7 +620,7 @@ class PipelineManager:
                 self.backend.cancel_build(build.id)
 
     def _window_config(self, queue: ChangeQueue):
-        conf = self.layout.queues.get(queue.name)
+        conf = self.layout.queues.get(queue.layout_queue or queue.name)
         return conf.window if conf and conf.window else self.pipeline.window
 
     # -- operator requests ----------------------------------------------------------------------------------------

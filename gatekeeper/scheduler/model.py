@@ -32,6 +32,7 @@ class Change(Record):
     approvals: list[dict[str, Any]] = field(default_factory=list)  # [{label, value, by}] on the current patch set
     needs: list[str] = field(default_factory=list)  # "N,P" of open changes it needs: git parent, Depends-On
     needs_error: str = ""  # a Depends-On the source could not resolve
+    owner: str = ""  # the change owner's username (who may reach a node held for its failed build)
 
     @property
     def key(self) -> str:
@@ -50,7 +51,7 @@ class Change(Record):
 
     def spec(self, url: str, merge_mode: str = "merge-resolve") -> ChangeSpec:
         return ChangeSpec(project=self.project, branch=self.branch, number=self.number, patchset=self.patchset,
-                          ref=self.ref, commit=self.commit, url=url, merge_mode=merge_mode)
+                          ref=self.ref, commit=self.commit, url=url, merge_mode=merge_mode, owner=self.owner)
 
     def refreshed(self, latest: Change) -> Change:
         """This patch set seen through `latest` (a newer snapshot of the same change, maybe a newer patch set)."""
@@ -184,6 +185,7 @@ class ChangeQueue(Record):
     items: list[str] = field(default_factory=list)
     window: int = 0  # 0: unlimited (independent pipelines)
     dynamic: bool = False  # an independent pipeline's queue of one live change: dropped when empty
+    layout_queue: str = ""  # the layout's queue this one stands for (per-branch queues are named "name (branch)")
 
 
 @dataclass

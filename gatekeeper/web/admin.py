@@ -39,6 +39,30 @@ def check_token(header: str | None, expected: str | None) -> None:
         raise AdminError("the admin token is not valid", 403)
 
 
+def identify(header: str | None, admin_token: str | None, user_tokens: dict[str, str]) -> tuple[str, bool]:
+    """(user, is_operator) of a bearer token: the admin token is an operator's, a user token its developer's.
+    Raises AdminError 401 without a token and 403 for a token nobody holds."""
+    if not header or not header.startswith("Bearer ") or not header[7:].strip():
+        raise AdminError("this request needs an 'Authorization: Bearer <token>' header", 401)
+    given = header[7:].strip().encode()
+    if admin_token and hmac.compare_digest(given, admin_token.encode()):
+        return "", True
+    for user, token in user_tokens.items():
+        if token and hmac.compare_digest(given, str(token).encode()):
+            return user, False
+    raise AdminError("the token is not valid", 403)
+
+
+class AccessRequest(BaseModel):
+    """A developer's key for a node held after their change's failed build."""
+
+    model_config = ConfigDict(extra="forbid")
+    public_key: str = Field(min_length=1, max_length=16384, description="one OpenSSH public key line")
+    hours: float | None = Field(default=None, gt=0, le=24 * 30, description="default: until the hold expires")
+    user: str | None = Field(default=None, max_length=64,
+                             description="whose key (operators only; default: the change owner)")
+
+
 # -- request models: one per action; every field is checked before anything is written ---------------------------
 def _change_key(value: str) -> str:
     key = value.strip()

@@ -25,9 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import gatekeeper
 from gatekeeper.web import console, sources
-from gatekeeper.web.admin import Admin, AdminError, check_token, describe_request
+from gatekeeper.web.admin import AccessRequest, Admin, AdminError, check_token, describe_request, identify
 from gatekeeper.web.logstore import LogPathError
 from gatekeeper.web.status import find_item, signature_status
+from gatekeeper.zk import access as node_access
 from gatekeeper.zk.deadletter import DeadLetters
 
 if TYPE_CHECKING:
@@ -353,6 +354,43 @@ def create_app(svc: WebService) -> FastAPI:
             return error_response(404, f"no dead letter {ident}")
         audit.info("admin discard of event %s by %s", ident, who)
         return json_response({"discarded": ident})
+
+    # -- developers' access to held nodes ------------------------------------------------------------------------
+    @app.post("/api/v1/nodes/{node_id}/access", tags=["access"], summary="Put your SSH key on a node held for "
+              "your change's failed build (your own token, or the admin token for anyone's key)",
+              responses={400: {"description": "bad key or field"}, 401: {"description": "no bearer token"},
+                         403: {"description": "not your change, or disabled"},
+                         404: {"description": "no such node"}, 409: {"description": "the node is not held"}})
+    async def request_node_access(node_id: str, body: AccessRequest, request: Request) -> Response:
+        try:
+            user, operator = identify(request.headers.get("authorization"), svc.admin_token, svc.user_tokens)
+        except AdminError as exc:
+            audit.warning("access to node %s refused for %s: %s", node_id[:64], _who(request), exc)
+            return error_response(exc.status, str(exc))
+        settings = svc.hold_access
+        hours = body.hours
+        if settings.get("max-hours") and (hours is None or hours > float(settings["max-hours"])):
+            hours = float(settings["max-hours"])
+
+        def grant() -> node_access.AccessGrant:
+            who = user or f"operator ({_who(request)})"
+            target = body.user if operator and body.user else user or node_access.node_owner(svc.zk, node_id)
+            return node_access.request_access(svc.zk, node_id, target, body.public_key, who, operator=operator,
+                                              hours=hours, enabled=bool(settings.get("enabled", True)))
+
+        try:
+            result = await run_in_threadpool(grant)
+        except node_access.AccessRefused as exc:
+            audit.info("access to node %s refused for %s: %s", node_id[:64], user or "an operator", exc)
+            return error_response(exc.status, str(exc))
+        return json_response({"grant": result.id, "node": result.node, "user": result.user,
+                              "expires": result.expires, "state": result.state,
+                              "login": "the launcher installs the key within seconds; log in as the node's user "
+                                       "at its address (see /api/v1/nodes)"}, 201)
+
+    @app.api_route("/api/v1/access", methods=GET, tags=["access"], summary="Grants of access to held nodes")
+    def access_grants() -> Response:
+        return json_response([g.to_dict() for g, _ in node_access.list_grants(svc.zk)])
 
     @app.post("/api/v1/admin/{action}", include_in_schema=False)
     async def unknown_admin(action: str, request: Request) -> Response:

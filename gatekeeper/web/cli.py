@@ -80,6 +80,8 @@ def from_config(config: Any, zk: Any, **overrides: Any) -> Any:
         host=config.get("web", "listen", "127.0.0.1"),
         port=int(config.get("web", "port", 9000)),
         admin_token=config.get("web", "admin-token"),
+        user_tokens=config.get("web", "user-tokens") or {},
+        hold_access=config.section("hold-access"),
         history=HistoryDB(config.get("history", "url")) if config.get("history", "url") else None,
         log_dir=config.path("log-store", "dir") if config.get("log-store", "dir") else None,
         log_url=config.get("log-store", "url"),

@@ -82,12 +82,16 @@ class WebService:
         statsd_interval: float = 10.0,
         management_timeout: float = 30.0,
         body_timeout: float = 30.0,
+        user_tokens: dict[str, str] | None = None,
+        hold_access: dict[str, Any] | None = None,
     ) -> None:
         self.zk = zk
         self.host = host
         self.requested_port = port
         self.port: int | None = None
         self.admin_token = admin_token or None
+        self.user_tokens = dict(user_tokens or {})  # user name -> that developer's own token
+        self.hold_access = dict(hold_access or {})  # enabled, max-hours
         self.history = history
         self.logs = LogStore(Path(log_dir) if log_dir else None, log_url)
         self.state_loader = state_loader or sources.StoreStateLoader()

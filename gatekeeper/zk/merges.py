@@ -37,6 +37,7 @@ class ChangeSpec(Record):
     commit: str = ""  # the patch set's sha, when known
     url: str = ""  # git fetch URL of the project
     merge_mode: str = "merge-resolve"
+    owner: str = ""  # the change owner's username
 
     @property
     def key(self) -> str:

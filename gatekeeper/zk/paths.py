@@ -45,6 +45,7 @@ NODES = "/nodepool/nodes"
 IMAGES = "/nodepool/images"
 LAUNCHERS = "/nodepool/launchers"
 HOLDS = "/nodepool/holds"
+ACCESS = "/nodepool/access"  # developers' SSH keys granted on held nodes, one znode per grant
 
 
 def component(kind: str, ident: str | None = None) -> str:
@@ -119,6 +120,10 @@ def launcher(provider: str) -> str:
 
 def hold(ident: str) -> str:
     return f"{HOLDS}/{ident}"
+
+
+def access_grant(ident: str) -> str:
+    return f"{ACCESS}/{ident}"
 
 
 # -- launcher (node pool) indexes ------------------------------------------------------------------------------

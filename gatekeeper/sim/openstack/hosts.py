@@ -200,7 +200,9 @@ class HostBackend:
         pass
 
     # -- shared pieces ---------------------------------------------------------------------------
-    def _prepare(self, spec: HostSpec, address: str, extra_config: str = "") -> Host:
+    def _prepare(self, spec: HostSpec, address: str, extra_config: str = "", home_keys: bool = False) -> Host:
+        """The host's directory, keys and sshd config; `home_keys`: also accept keys in the login's
+        ~/.ssh/authorized_keys, as a cloud image does (only where the home is the host's own)."""
         hdir = os.path.join(self.workdir, spec.server_id)
         os.makedirs(hdir, exist_ok=True)
         host = Host(spec=spec, address=address, port=self.port, workdir=hdir)
@@ -213,7 +215,7 @@ class HostBackend:
             f.write(
                 f"ListenAddress {address}:{self.port}\n"
                 f"HostKey {keyfile}\n"
-                f"AuthorizedKeysFile {hdir}/authorized_keys\n"
+                f"AuthorizedKeysFile {hdir}/authorized_keys{' .ssh/authorized_keys' if home_keys else ''}\n"
                 f"PidFile none\n"
                 "PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\n"
                 "PermitRootLogin prohibit-password\nStrictModes no\n"
@@ -330,7 +332,7 @@ class NetnsBackend(HostBackend):
         address = f"{self.subnet}.{n}"
         ns = f"{veth}n"
         try:
-            host = self._prepare(spec, address, "Subsystem sftp internal-sftp\n")
+            host = self._prepare(spec, address, "Subsystem sftp internal-sftp\n", home_keys=True)
         except Exception:
             with self._lock:  # give the address back, or failed boots would fill the bridge
                 self._free_octets.append(n)
