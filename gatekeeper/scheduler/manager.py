@@ -573,6 +573,14 @@ class PipelineManager:
             for bug in build.signatures:
                 known = " ".join(str(bug.get(k, "")) for k in ("id", "title", "url") if bug.get(k))
                 line += f"\n  Known bug: {known}"
+            held_until = (build.node or {}).get("held_until")
+            if held_until:
+                node = build.node.get("name", "")
+                until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(held_until)))
+                line += (f"\n  Its node {node} is held until {until} so that the failure can be looked into: the "
+                         f"change owner can ask for SSH access with their public key (POST /api/v1/nodes/{node}/"
+                         f"access on the status site, or an operator runs: gatekeeper hold-access {node} --key "
+                         "KEY.pub).")
         return line
 
     def _dequeue(self, item: Item, reason: str, kind: str) -> None:

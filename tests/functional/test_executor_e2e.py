@@ -195,6 +195,10 @@ def test_broken_change_fails_with_logs_archived_and_node_held(e2e):
     node = e2e.node(result.node["name"])
     assert node is not None and node.state == model.HOLD
     assert node.hold_reason.startswith(f"build {result.id}: devstack for {change.number},1 in check ended FAILURE")
+    assert (node.hold_change, node.hold_owner) == (f"{change.number},1", "jane")
+    # the report tells the owner that the node waits for them, and how to reach it
+    assert any(f"Its node {node.id} is held until" in m and f"gatekeeper hold-access {node.id}" in m
+               for m in gate.ci_messages(change))
 
 
 def test_node_killed_mid_run_is_retried_on_another_node_and_passes(e2e):
