@@ -29,7 +29,6 @@ COMPONENT_CLIS = (
     "gatekeeper.merger.cli",
     "gatekeeper.sim.openstack.cli",
     "gatekeeper.launcher.cli",
-    "gatekeeper.launcher.access_cli",
     "gatekeeper.executor.cli",
     "gatekeeper.web.cli",
     "gatekeeper.history.cli",

@@ -43,11 +43,11 @@ class AllInOne:
         from gatekeeper.executor.logs import LogStore
         from gatekeeper.executor.service import ExecutorService
         from gatekeeper.gerrit.connection import GerritConnection
+        from gatekeeper.gerrit.source import GerritChangeSource, GerritReporter
         from gatekeeper.gitrepo import ssh_command
         from gatekeeper.history.recorder import HistoryRecorder
         from gatekeeper.launcher.launcher import Launcher
         from gatekeeper.merger.service import MergerService
-        from gatekeeper.scheduler.gerrit_source import GerritChangeSource, GerritReporter
         from gatekeeper.scheduler.scheduler import Scheduler
         from gatekeeper.web.cli import from_config
 

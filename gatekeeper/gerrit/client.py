@@ -18,13 +18,14 @@ import paramiko
 from gerritlib import gerrit as gerritlib
 
 from gatekeeper.gerrit.watcher import TimedSSHConnection
+from gatekeeper.models.interfaces import SourceError, SourceUnavailable
 
 log = logging.getLogger("gatekeeper.gerrit.client")
 
 QUERY_PAGE = 500
 
 
-class GerritError(Exception):
+class GerritError(SourceError):
     """Base of every error the Gerrit connection raises to its callers."""
 
 
@@ -45,7 +46,7 @@ class GerritCommandError(GerritError):
         return self.exit_status not in (1,)
 
 
-class GerritUnavailableError(GerritError):
+class GerritUnavailableError(GerritError, SourceUnavailable):
     """Gerrit could not be reached or did not answer in time, after every retry."""
 
 

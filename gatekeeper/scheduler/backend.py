@@ -31,8 +31,8 @@ from kazoo.exceptions import (
 )
 from kazoo.recipe.watchers import DataWatch
 
-from gatekeeper.scheduler.interfaces import ChangeSource, Report, ReportOutcome
-from gatekeeper.scheduler.store import TxOp, create_op, delete_all, encode_op
+from gatekeeper.models.interfaces import ChangeSource, Report, ReportOutcome
+from gatekeeper.models.store import TxOp, create_op, delete_all, encode_op
 from gatekeeper.zk import paths
 from gatekeeper.zk.builds import BuildRequest
 from gatekeeper.zk.client import ZKClient

@@ -143,7 +143,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from gatekeeper.config.layout import load_layout
     from gatekeeper.config.service import load_service_config
     from gatekeeper.gerrit.connection import GerritConnection
-    from gatekeeper.scheduler.gerrit_source import GerritChangeSource, GerritReporter
+    from gatekeeper.gerrit.source import GerritChangeSource, GerritReporter
     from gatekeeper.scheduler.scheduler import Scheduler
 
     config = load_service_config(args.config)

@@ -12,9 +12,9 @@ import time
 from collections.abc import Callable
 
 from gatekeeper.config.layout import Job, Layout, Pipeline
-from gatekeeper.scheduler.events import TriggerEvent
-from gatekeeper.scheduler.interfaces import Backend, ChangeSource, Report, ReportOutcome
-from gatekeeper.scheduler.model import Build, Change, ChangeQueue, Item, PipelineState
+from gatekeeper.models.events import TriggerEvent
+from gatekeeper.models.interfaces import Backend, ChangeSource, Report, ReportOutcome
+from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent

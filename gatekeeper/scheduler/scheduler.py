@@ -29,13 +29,12 @@ from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 from gatekeeper.config.layout import Layout
 from gatekeeper.config.store import publish_layout, read_layout
 from gatekeeper.config.yamlfile import ConfigErrors
-from gatekeeper.gerrit.client import GerritUnavailableError
+from gatekeeper.models.events import TriggerEvent, UnreadableEvent
+from gatekeeper.models.interfaces import ChangeSource, SourceError, SourceUnavailable
+from gatekeeper.models.pipeline import Change, PipelineState
+from gatekeeper.models.store import PipelineStore, delete_all, delete_op, encode_op
 from gatekeeper.scheduler.backend import Reporter, ReportQueue, ZKBackend
-from gatekeeper.scheduler.events import TriggerEvent, UnreadableEvent, from_record
-from gatekeeper.scheduler.interfaces import ChangeSource
 from gatekeeper.scheduler.manager import PipelineManager
-from gatekeeper.scheduler.model import Change, PipelineState
-from gatekeeper.scheduler.store import PipelineStore, delete_all, delete_op, encode_op
 from gatekeeper.scheduler.triggers import pipeline_triggered
 from gatekeeper.zk import paths
 from gatekeeper.zk.builds import BuildResult
@@ -385,7 +384,7 @@ class Scheduler:
                 self.process_pipeline(name)
                 return
             except EventFailed as failure:
-                if isinstance(failure.error, GerritUnavailableError):
+                if isinstance(failure.error, SourceUnavailable):
                     raise SourceOutage(f"Gerrit cannot be reached: {failure.error}") from failure.error
                 log.warning("[%s %s] %s event %s failed: %s: %s", name, failure.event.key, failure.event.type,
                             failure.ident, type(failure.error).__name__, failure.error,
@@ -460,7 +459,7 @@ class Scheduler:
                             raise UnreadableEvent(f"operator request {ident} is not an object")
                         known[ident] = data
                     else:
-                        known[ident] = from_record(data, name, ident)
+                        known[ident] = self.source.trigger_event(data, name, ident)
                         known[ident].attempts = int(data.get(ATTEMPTS_KEY, 0) or 0)
                 except (ValueError, TypeError) as exc:  # UnreadableEvent, bad JSON, bad UTF-8
                     unreadable.append((ident, exc))
@@ -502,7 +501,7 @@ class Scheduler:
         if not failed:
             return
         blocked = [(conn, ident) for conn, ident in waiting if self._events[conn][ident].change in failed]
-        if all(isinstance(e, GerritUnavailableError) for e in failed.values()) and len(failed) == len(wanted):
+        if all(isinstance(e, SourceUnavailable) for e in failed.values()) and len(failed) == len(wanted):
             self._prefetched.difference_update(ident for _, ident in blocked)
             raise SourceOutage(f"Gerrit cannot be reached: {next(iter(failed.values()))}")
         # Gerrit answers, but not about these changes: hold up only the new events about them.
@@ -665,7 +664,7 @@ class Scheduler:
                     error = manager.manage(request)
                 except ZK_ERRORS:
                     raise
-                except GerritUnavailableError as exc:
+                except SourceUnavailable as exc:
                     raise SourceOutage(f"Gerrit cannot be reached: {exc}") from exc
                 except Exception as exc:
                     log.exception("[%s] operator request %s failed", name, ident)
@@ -786,4 +785,4 @@ class Scheduler:
 
 def _is_bug(error: BaseException) -> bool:
     """Whether a failure looks like a bug here (worth a traceback in the log) rather than a refusal from Gerrit."""
-    return not type(error).__module__.startswith("gatekeeper.gerrit")
+    return not isinstance(error, SourceError)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from gatekeeper.config.layout import Pipeline, Requirements, Trigger
-from gatekeeper.scheduler.events import TriggerEvent
-from gatekeeper.scheduler.model import Change
+from gatekeeper.models.events import TriggerEvent
+from gatekeeper.models.pipeline import Change
 
 
 def trigger_matches(trigger: Trigger, event: TriggerEvent) -> bool:

@@ -24,7 +24,7 @@ HIDDEN_NODE_FIELDS = ("private_key", "host_keys")  # a key path and pinned keys:
 
 class PipelineStateLoader(Protocol):
     def __call__(self, zk: ZKClient, pipeline: str) -> Any:
-        """The pipeline's state (gatekeeper.scheduler.model.PipelineState), or None when it has none yet."""
+        """The pipeline's state (gatekeeper.models.pipeline.PipelineState), or None when it has none yet."""
 
 
 def _children(zk: ZKClient, path: str) -> list[str]:
@@ -55,7 +55,7 @@ class StoreStateLoader:
         self._cache: dict[str, Any] = {}
 
     def __call__(self, zk: ZKClient, pipeline: str) -> Any:
-        from gatekeeper.scheduler.store import PipelineStore
+        from gatekeeper.models.store import PipelineStore
 
         if zk.client.exists(paths.pipeline_state(pipeline)) is None:
             return None  # no scheduler has saved this pipeline yet (and the web creates nothing)

@@ -1,6 +1,6 @@
 """The status document (schema in docs/status-api.md): pipelines, queues, items and jobs, as the page shows them.
 
-Built from the scheduler's pipeline states (gatekeeper.scheduler.model.PipelineState, read-only), the executors'
+Built from the scheduler's pipeline states (gatekeeper.models.pipeline.PipelineState, read-only), the executors'
 records of the builds they run (gatekeeper.zk.builds.BuildStart: a running job's start, node and live console) and
 the job duration estimates from the build history.  Everything here is a pure function of its inputs, so it is tested
 without ZooKeeper.

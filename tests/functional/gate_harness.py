@@ -18,9 +18,9 @@ from pathlib import Path
 
 from gatekeeper.config.layout import Layout, parse_layout
 from gatekeeper.gerrit.connection import GerritConnection
+from gatekeeper.gerrit.source import GerritChangeSource, GerritReporter, without_marker
 from gatekeeper.gitrepo import ssh_command
 from gatekeeper.merger.service import MergerService
-from gatekeeper.scheduler.gerrit_source import GerritChangeSource, GerritReporter, without_marker
 from gatekeeper.scheduler.scheduler import Scheduler
 from gatekeeper.sim.gerrit import Change, GerritSimulator
 from gatekeeper.zk import paths

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gatekeeper.scheduler.interfaces import Report, ReportOutcome
+from gatekeeper.models.interfaces import Report, ReportOutcome
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.server import LocalZooKeeper
 from tests.functional.gate_harness import GateHarness

@@ -8,9 +8,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from gatekeeper.models.interfaces import Report, ReportOutcome
+from gatekeeper.models.pipeline import Change
 from gatekeeper.scheduler.backend import ReportQueue
-from gatekeeper.scheduler.interfaces import Report, ReportOutcome
-from gatekeeper.scheduler.model import Change
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.record import decode, encode

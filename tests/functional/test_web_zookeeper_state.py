@@ -14,7 +14,7 @@ from gatekeeper.cli import main
 from gatekeeper.config.layout import parse_layout
 from gatekeeper.config.store import publish_layout
 from gatekeeper.history.db import HistoryDB
-from gatekeeper.scheduler.store import PipelineStore
+from gatekeeper.models.store import PipelineStore
 from gatekeeper.web.server import WebService
 from tests.layouts import GATE_LAYOUT
 from tests.unit.test_web_status import sample_state

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from gatekeeper.scheduler.gerrit_source import GerritChangeSource, GerritReporter
+from gatekeeper.gerrit.source import GerritChangeSource, GerritReporter
 from gatekeeper.scheduler.scheduler import Scheduler
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ConnectionEvent, ZKClient

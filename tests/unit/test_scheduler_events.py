@@ -6,8 +6,9 @@ import pytest
 
 from gatekeeper.config.layout import parse_layout
 from gatekeeper.gerrit.events import GerritEvent, event_from_gerrit
-from gatekeeper.scheduler.events import UnreadableEvent, from_gerrit, from_record
-from gatekeeper.scheduler.model import Change
+from gatekeeper.gerrit.trigger import from_gerrit, from_record
+from gatekeeper.models.events import UnreadableEvent
+from gatekeeper.models.pipeline import Change
 from gatekeeper.scheduler.triggers import pipeline_triggered, unmet_requirements
 from tests.unit.test_scheduler_manager import LAYOUT
 

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from gatekeeper.config.layout import parse_layout
-from gatekeeper.scheduler.events import TriggerEvent
-from gatekeeper.scheduler.interfaces import Report, ReportOutcome
+from gatekeeper.models.events import TriggerEvent
+from gatekeeper.models.interfaces import Report, ReportOutcome
+from gatekeeper.models.pipeline import Change, PipelineState
 from gatekeeper.scheduler.manager import PipelineManager
-from gatekeeper.scheduler.model import Change, PipelineState
 from gatekeeper.zk.builds import BuildRequest, BuildResult
 from gatekeeper.zk.merges import MergeRequest, MergeResult
 from tests.layouts import GATE_LAYOUT
@@ -209,7 +209,7 @@ def test_every_attempt_and_every_reported_buildset_goes_to_build_history(gate: G
 
 
 def test_state_survives_a_round_trip_through_its_records(gate: Gate) -> None:
-    from gatekeeper.scheduler.model import Item
+    from gatekeeper.models.pipeline import Item
 
     a = gate.change()
     gate.hold = True

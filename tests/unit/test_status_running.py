@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from gatekeeper.scheduler.model import Build
+from gatekeeper.models.pipeline import Build
 from gatekeeper.web.status import COMPLETED, QUEUED, RUNNING, job_status
 from gatekeeper.zk.builds import BuildStart
 

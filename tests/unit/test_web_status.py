@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from gatekeeper.scheduler.model import Build, Change, ChangeQueue, Item, PipelineState
+from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
 from gatekeeper.web.status import SCHEMA_VERSION, find_item, pipeline_status, status_document
 
 NOW = 1_800_000_000.0

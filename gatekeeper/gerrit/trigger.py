@@ -1,4 +1,4 @@
-"""The events a pipeline reacts to: Gerrit trigger events, in the scheduler's own terms.
+"""The Gerrit driver's trigger: Gerrit events as the scheduler's TriggerEvents.
 
 The connection's queue holds typed events (`gatekeeper.gerrit.events.GerritEvent.to_dict()`), validated and
 parsed once by the Gerrit listener; this module only maps one to a TriggerEvent. It never reads Gerrit's JSON.
@@ -6,36 +6,10 @@ parsed once by the Gerrit listener; this module only maps one to a TriggerEvent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from gatekeeper.gerrit.events import GerritEvent, event_from_gerrit
-
-
-@dataclass
-class TriggerEvent:
-    """One Gerrit event about a change (or a ref), reduced to what triggers and requirements look at."""
-
-    type: str
-    connection: str = "gerrit"
-    project: str = ""
-    branch: str = ""
-    change: int = 0  # 0: not about a change (ref-updated, ...)
-    patchset: int = 0
-    approvals: list[dict[str, Any]] = field(default_factory=list)  # [{label, value, old}] as the event carries
-    comment: str = ""
-    account: str = ""  # who did it (username)
-    id: str = ""  # the event's id in its ZooKeeper queue
-    raw: dict[str, Any] = field(default_factory=dict)
-    attempts: int = 0  # failed tries before this one (an event set aside and put back)
-
-    @property
-    def key(self) -> str:
-        return f"{self.change},{self.patchset}"
-
-
-class UnreadableEvent(ValueError):
-    """A queued record that is not an event the scheduler can act on (it is set aside, never retried)."""
+from gatekeeper.models.events import TriggerEvent, UnreadableEvent
 
 
 def from_event(event: GerritEvent, connection: str = "gerrit", ident: str = "") -> TriggerEvent:

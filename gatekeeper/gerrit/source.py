@@ -1,4 +1,5 @@
-"""The Gerrit connection seen through the scheduler's interfaces: changes from queries, reports as reviews."""
+"""The Gerrit driver seen through the scheduler's interfaces: changes from queries, trigger events from the
+connection's queue, reports as reviews."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import logging
 import re
 from typing import Any
 
-from gatekeeper.scheduler.interfaces import Report, ReportOutcome
-from gatekeeper.scheduler.model import Change
+from gatekeeper.gerrit.trigger import from_record
+from gatekeeper.models.events import TriggerEvent
+from gatekeeper.models.interfaces import Report, ReportOutcome
+from gatekeeper.models.pipeline import Change
 
-log = logging.getLogger("gatekeeper.scheduler.gerrit")
+log = logging.getLogger("gatekeeper.gerrit.source")
 
 DEPENDS_ON = re.compile(r"^Depends-On:\s*(\S+)\s*$", re.MULTILINE | re.IGNORECASE)
 URL_NUMBER = re.compile(r"(?:/\+/|/c/|/)(\d+)/?(?:#.*)?$")
@@ -23,6 +26,9 @@ class GerritChangeSource:
 
     def git_url(self, project: str) -> str:
         return self.connection.git_url(project)
+
+    def trigger_event(self, record: Any, connection: str, ident: str) -> TriggerEvent:
+        return from_record(record, connection, ident)
 
     def get_change(self, number: int) -> Change | None:
         row = self.connection.get_change(number, "--current-patch-set", "--commit-message", "--dependencies")

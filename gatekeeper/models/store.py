@@ -13,11 +13,11 @@ from collections.abc import Callable
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoNodeError, RolledBackError
 
-from gatekeeper.scheduler.model import ChangeQueue, Item, PipelineState
+from gatekeeper.models.pipeline import ChangeQueue, Item, PipelineState
 from gatekeeper.zk import paths
 from gatekeeper.zk.record import MAX_ZNODE_BYTES, decode, encode
 
-log = logging.getLogger("gatekeeper.scheduler.store")
+log = logging.getLogger("gatekeeper.models.store")
 
 TX_BYTES = MAX_ZNODE_BYTES // 2  # keep each transaction well under ZooKeeper's request limit
 

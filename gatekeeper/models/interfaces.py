@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from gatekeeper.scheduler.model import Change
+from gatekeeper.models.events import TriggerEvent
+from gatekeeper.models.pipeline import Change
 from gatekeeper.zk.builds import BuildRequest
 from gatekeeper.zk.merges import MergeRequest
 
 
+class SourceError(Exception):
+    """An error the code review system answered with (a refusal, a failed query): not a bug of the scheduler."""
+
+
+class SourceUnavailable(SourceError):
+    """The code review system could not be reached, or did not answer in time, after every retry."""
+
+
 class ChangeSource(Protocol):
-    """Reads changes from the code review system (Gerrit)."""
+    """Reads changes from the code review system (the Gerrit driver's `GerritChangeSource`)."""
 
     def get_change(self, number: int) -> Change | None:
         """The change's current patch set with approvals, status and resolved `needs`; None if unknown."""
 
     def git_url(self, project: str) -> str:
         """Where a merger fetches `project` from."""
+
+    def trigger_event(self, record: Any, connection: str, ident: str) -> TriggerEvent:
+        """The trigger event for one record of the connection's event queue; raises UnreadableEvent."""
 
 
 @dataclass

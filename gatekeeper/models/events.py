@@ -1,0 +1,32 @@
+"""The events a pipeline reacts to, in the scheduler's own terms: what a source driver's trigger produces."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TriggerEvent:
+    """One Gerrit event about a change (or a ref), reduced to what triggers and requirements look at."""
+
+    type: str
+    connection: str = "gerrit"
+    project: str = ""
+    branch: str = ""
+    change: int = 0  # 0: not about a change (ref-updated, ...)
+    patchset: int = 0
+    approvals: list[dict[str, Any]] = field(default_factory=list)  # [{label, value, old}] as the event carries
+    comment: str = ""
+    account: str = ""  # who did it (username)
+    id: str = ""  # the event's id in its ZooKeeper queue
+    raw: dict[str, Any] = field(default_factory=dict)
+    attempts: int = 0  # failed tries before this one (an event set aside and put back)
+
+    @property
+    def key(self) -> str:
+        return f"{self.change},{self.patchset}"
+
+
+class UnreadableEvent(ValueError):
+    """A queued record that is not an event the scheduler can act on (it is set aside, never retried)."""
