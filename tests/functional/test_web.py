@@ -325,9 +325,13 @@ def test_many_pollers_share_one_status_rebuild_per_second(zk, tmp_path):
     try:
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
-            codes = list(pool.map(lambda _: get(f"{web.url}/api/v1/status")[0], range(40)))
+            answers = list(pool.map(lambda _: get(f"{web.url}/api/v1/status"), range(40)))
         elapsed = time.monotonic() - started
-        assert codes == [200] * 40
+        assert [code for code, _, _ in answers] == [200] * 40
+        for _, body, headers in answers:  # the cached answers are the whole document, with the usual headers
+            doc = json.loads(body)
+            assert doc["schema"] == 1 and [p["name"] for p in doc["pipelines"]] == ["check", "gate"]
+            assert (headers["Content-Type"], headers["Cache-Control"]) == ("application/json", "no-cache")
         assert 1 <= loads.count("gate") <= 1 + int(elapsed / STATUS_TTL) + 1, (loads, elapsed)
         assert len(layouts) == 1  # the layout is kept for 30 s
     finally:
