@@ -264,15 +264,23 @@ def create_app(svc: WebService) -> FastAPI:
     @app.api_route("/api/v1/builds/{build_id}/console", methods=GET,
                    summary="The live console of a running build: text/plain, or server-sent events when the "
                            "client accepts text/event-stream")
-    async def build_console(build_id: str, request: Request) -> Response:
+    async def build_console(build_id: str, request: Request,
+                            offset: str | None = Query(None, description="skip this many bytes of the console"),
+                            snapshot: bool = Query(False, description="only what the console holds now")
+                            ) -> Response:
         if not BUILD_ID.match(build_id):
             raise Problem(400, f'"{build_id[:200]}" is not a build id')
+        skip = _int_arg("offset", offset, 0) or 0
         bases = await run_in_threadpool(svc.console_bases)
         upstream = await console.find_console(bases, build_id)
         if upstream is None:
             raise Problem(404, f"build {build_id} has no live console (finished builds keep theirs in their logs)")
         svc.relays.add(upstream)
-        chunks = _tracked(svc, upstream)
+        chunks = console.skip(_tracked(svc, upstream), skip)
+        if snapshot:
+            held = await console.available(chunks)
+            return Response(held, media_type="text/plain; charset=utf-8",
+                            headers={"X-Console-Offset": str(skip + len(held))})
         if "text/event-stream" in request.headers.get("accept", ""):
             return StreamingResponse(console.as_events(chunks), media_type="text/event-stream",
                                      headers={"X-Accel-Buffering": "no"})

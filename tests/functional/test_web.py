@@ -361,3 +361,30 @@ def test_gatekeeper_web_runs_as_its_own_process_and_stops_on_sigterm(zk_server, 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_console_snapshot_then_the_rest_from_its_offset(web, zk, tmp_path):
+    registry = ConsoleRegistry()
+    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
+    registry.add(console)
+    server = ConsoleServer(registry).start()
+    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
+    executor.register()
+    url = f"{web.url}/api/v1/builds/build-devstack-a/console"
+    try:
+        console.line("one")
+        console.line("two")
+        code, held, headers = get(f"{url}?snapshot=1")  # a complete answer although the console is open
+        assert code == 200 and held.endswith(b"| two\n") and held.count(b"\n") == 2
+        assert headers["X-Console-Offset"] == str(len(held))
+        request = urllib.request.Request(f"{url}?offset={len(held)}", headers={"Accept": "text/event-stream"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.readline() == b"retry: 3000\n" and resp.readline() == b"\n"
+            console.line("three")
+            event = resp.readline()
+            assert event.startswith(b"data: ") and event.endswith(b"| three\n")  # and nothing it had already
+        assert get_json(f"{url}?offset=lots")[1] == {"error": 'query parameter offset="lots" is not a number'}
+    finally:
+        console.close()
+        executor.unregister()
+        server.stop()
