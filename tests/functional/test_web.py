@@ -28,6 +28,7 @@ from gatekeeper.zk.components import Component
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.server import free_port
+from tests.helpers import wait_for
 from tests.unit.test_web_status import sample_state
 
 TOKEN = "s3cret-admin-token"
@@ -190,11 +191,16 @@ def test_admin_api_needs_the_token_401_without_403_wrong(web, zk, caplog):
 
 def test_admin_request_goes_to_the_scheduler_and_is_logged_even_when_no_scheduler_answers(web, zk, caplog):
     caplog.set_level(logging.INFO, logger="gatekeeper.web")
-    code, body = post(web, "promote", {"pipeline": "gate", "changes": "2,1 1,1"})
-    assert code == 504 and "no scheduler answered promote" in body["error"]
-    [(_, event)] = EventQueue(zk, paths.management_queue()).list()
+    web.admin.timeout = 3.0
+    queue = EventQueue(zk, paths.management_queue())
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(post, web, "promote", {"pipeline": "gate", "changes": "2,1 1,1"})
+        [(_, event)] = wait_for(queue.list, 3, "the request in the management queue")
+        code, body = answer.result()
     assert (event["action"], event["pipeline"], event["changes"], event["user"]) == (
         "promote", "gate", ["2,1", "1,1"], "alice from 127.0.0.1")
+    assert code == 504 and "no scheduler answered promote" in body["error"]
+    assert queue.list() == []  # withdrawn: it will not run after the operator was told it failed
     audit = [r.getMessage() for r in caplog.records if r.name == "gatekeeper.web.audit"]
     assert any(m.startswith("admin promote by alice from 127.0.0.1: changes=2,1 1,1 pipeline=gate failed: no "
                             "scheduler answered") for m in audit), audit
