@@ -96,6 +96,25 @@ class CommonHeaders:
         await self.app(scope, receive, add_headers)
 
 
+class StatusFastPath:
+    """Pure ASGI middleware for the most polled endpoint: while the cached status document is fresh, answer
+    `GET /api/v1/status` with its JSON without routing (the route below builds it when it is not)."""
+
+    def __init__(self, app: ASGIApp, svc: WebService) -> None:
+        self.app = app
+        self.svc = svc
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == "/api/v1/status" and scope["method"] in ("GET", "HEAD"):
+            body = self.svc.fresh_status_bytes()
+            if body is not None:
+                await send({"type": "http.response.start", "status": 200, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
@@ -111,7 +130,8 @@ def create_app(svc: WebService) -> FastAPI:
     app = FastAPI(title="gatekeeper", version=gatekeeper.__version__,
                   description="Status, build history, nodes, logs, live consoles and the admin API of gatekeeper "
                               "(docs/status-api.md).", redoc_url=None)
-    app.add_middleware(CommonHeaders)
+    app.add_middleware(StatusFastPath, svc=svc)
+    app.add_middleware(CommonHeaders)  # the outer one: its headers go on the fast path's answers too
 
     # -- errors: always {"error": sentence}, never a traceback ------------------------------------------------------
     @app.exception_handler(Problem)
@@ -244,15 +264,23 @@ def create_app(svc: WebService) -> FastAPI:
     @app.api_route("/api/v1/builds/{build_id}/console", methods=GET,
                    summary="The live console of a running build: text/plain, or server-sent events when the "
                            "client accepts text/event-stream")
-    async def build_console(build_id: str, request: Request) -> Response:
+    async def build_console(build_id: str, request: Request,
+                            offset: str | None = Query(None, description="skip this many bytes of the console"),
+                            snapshot: bool = Query(False, description="only what the console holds now")
+                            ) -> Response:
         if not BUILD_ID.match(build_id):
             raise Problem(400, f'"{build_id[:200]}" is not a build id')
+        skip = _int_arg("offset", offset, 0) or 0
         bases = await run_in_threadpool(svc.console_bases)
         upstream = await console.find_console(bases, build_id)
         if upstream is None:
             raise Problem(404, f"build {build_id} has no live console (finished builds keep theirs in their logs)")
         svc.relays.add(upstream)
-        chunks = _tracked(svc, upstream)
+        chunks = console.skip(_tracked(svc, upstream), skip)
+        if snapshot:
+            held = await console.available(chunks)
+            return Response(held, media_type="text/plain; charset=utf-8",
+                            headers={"X-Console-Offset": str(skip + len(held))})
         if "text/event-stream" in request.headers.get("accept", ""):
             return StreamingResponse(console.as_events(chunks), media_type="text/event-stream",
                                      headers={"X-Accel-Buffering": "no"})

@@ -19,6 +19,7 @@ log = logging.getLogger("gatekeeper.web.console")
 
 CONNECT_TIMEOUT = 10.0
 READ_SIZE = 65536
+SNAPSHOT_QUIET = 0.3  # a console silent this long has given all it holds for a snapshot
 
 
 class Upstream:
@@ -95,6 +96,29 @@ async def find_console(bases: list[str], build_id: str) -> Upstream | None:
         if upstream is not None:
             return upstream
     return None
+
+
+async def skip(chunks: AsyncIterator[bytes], count: int) -> AsyncIterator[bytes]:
+    """`chunks` without their first `count` bytes (what a client already has)."""
+    async for chunk in chunks:
+        if count >= len(chunk):
+            count -= len(chunk)
+            continue
+        yield chunk[count:]
+        count = 0
+
+
+async def available(chunks: AsyncIterator[bytes]) -> bytes:
+    """What the console holds now: chunks until it ends or stays quiet for SNAPSHOT_QUIET seconds."""
+    held = b""
+    try:
+        while True:
+            held += await asyncio.wait_for(anext(chunks), SNAPSHOT_QUIET)
+    except (StopAsyncIteration, TimeoutError):
+        pass
+    finally:
+        await chunks.aclose()
+    return held
 
 
 async def as_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

@@ -24,6 +24,7 @@ from typing import Any
 import h11
 import uvicorn
 from cachetools import TTLCache, cachedmethod
+from cachetools.keys import methodkey
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from gatekeeper.metrics import prometheus
@@ -199,6 +200,12 @@ class WebService:
     def status_bytes(self) -> bytes:
         """The status document as JSON, serialised once per rebuild rather than once per poller."""
         return self._status()[1]
+
+    def fresh_status_bytes(self) -> bytes | None:
+        """The status JSON when the cached document is still fresh, else None (without building it)."""
+        with self._status_ready:
+            hit = self._status_cache.get(methodkey(self))
+        return hit[1] if hit is not None else None
 
     @cachedmethod(lambda self: self._status_cache, condition=lambda self: self._status_ready)
     def _status(self) -> tuple[dict[str, Any], bytes]:

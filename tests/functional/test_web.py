@@ -28,6 +28,7 @@ from gatekeeper.zk.components import Component
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.server import free_port
+from tests.helpers import wait_for
 from tests.unit.test_web_status import sample_state
 
 TOKEN = "s3cret-admin-token"
@@ -190,11 +191,16 @@ def test_admin_api_needs_the_token_401_without_403_wrong(web, zk, caplog):
 
 def test_admin_request_goes_to_the_scheduler_and_is_logged_even_when_no_scheduler_answers(web, zk, caplog):
     caplog.set_level(logging.INFO, logger="gatekeeper.web")
-    code, body = post(web, "promote", {"pipeline": "gate", "changes": "2,1 1,1"})
-    assert code == 504 and "no scheduler answered promote" in body["error"]
-    [(_, event)] = EventQueue(zk, paths.management_queue()).list()
+    web.admin.timeout = 3.0
+    queue = EventQueue(zk, paths.management_queue())
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(post, web, "promote", {"pipeline": "gate", "changes": "2,1 1,1"})
+        [(_, event)] = wait_for(queue.list, 3, "the request in the management queue")
+        code, body = answer.result()
     assert (event["action"], event["pipeline"], event["changes"], event["user"]) == (
         "promote", "gate", ["2,1", "1,1"], "alice from 127.0.0.1")
+    assert code == 504 and "no scheduler answered promote" in body["error"]
+    assert queue.list() == []  # withdrawn: it will not run after the operator was told it failed
     audit = [r.getMessage() for r in caplog.records if r.name == "gatekeeper.web.audit"]
     assert any(m.startswith("admin promote by alice from 127.0.0.1: changes=2,1 1,1 pipeline=gate failed: no "
                             "scheduler answered") for m in audit), audit
@@ -325,9 +331,13 @@ def test_many_pollers_share_one_status_rebuild_per_second(zk, tmp_path):
     try:
         started = time.monotonic()
         with ThreadPoolExecutor(8) as pool:
-            codes = list(pool.map(lambda _: get(f"{web.url}/api/v1/status")[0], range(40)))
+            answers = list(pool.map(lambda _: get(f"{web.url}/api/v1/status"), range(40)))
         elapsed = time.monotonic() - started
-        assert codes == [200] * 40
+        assert [code for code, _, _ in answers] == [200] * 40
+        for _, body, headers in answers:  # the cached answers are the whole document, with the usual headers
+            doc = json.loads(body)
+            assert doc["schema"] == 1 and [p["name"] for p in doc["pipelines"]] == ["check", "gate"]
+            assert (headers["Content-Type"], headers["Cache-Control"]) == ("application/json", "no-cache")
         assert 1 <= loads.count("gate") <= 1 + int(elapsed / STATUS_TTL) + 1, (loads, elapsed)
         assert len(layouts) == 1  # the layout is kept for 30 s
     finally:
@@ -357,3 +367,30 @@ def test_gatekeeper_web_runs_as_its_own_process_and_stops_on_sigterm(zk_server, 
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_console_snapshot_then_the_rest_from_its_offset(web, zk, tmp_path):
+    registry = ConsoleRegistry()
+    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
+    registry.add(console)
+    server = ConsoleServer(registry).start()
+    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
+    executor.register()
+    url = f"{web.url}/api/v1/builds/build-devstack-a/console"
+    try:
+        console.line("one")
+        console.line("two")
+        code, held, headers = get(f"{url}?snapshot=1")  # a complete answer although the console is open
+        assert code == 200 and held.endswith(b"| two\n") and held.count(b"\n") == 2
+        assert headers["X-Console-Offset"] == str(len(held))
+        request = urllib.request.Request(f"{url}?offset={len(held)}", headers={"Accept": "text/event-stream"})
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            assert resp.readline() == b"retry: 3000\n" and resp.readline() == b"\n"
+            console.line("three")
+            event = resp.readline()
+            assert event.startswith(b"data: ") and event.endswith(b"| three\n")  # and nothing it had already
+        assert get_json(f"{url}?offset=lots")[1] == {"error": 'query parameter offset="lots" is not a number'}
+    finally:
+        console.close()
+        executor.unregister()
+        server.stop()
