@@ -9,13 +9,34 @@ from __future__ import annotations
 
 import copy
 import re
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import voluptuous as v
 
 from gatekeeper.config import schema
+from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-exported for its readers)
+    PRECEDENCE_ORDER,
+    Image,
+    Job,
+    JobVariant,
+    Layout,
+    NodeLabel,
+    NodePool,
+    Pipeline,
+    Pool,
+    PoolLabel,
+    Project,
+    Provider,
+    Queue,
+    Report,
+    Requirements,
+    Signature,
+    StaticHost,
+    Trigger,
+    WindowConfig,
+    branch_matches,
+)
 from gatekeeper.config.yamlfile import (
     ConfigError,
     ConfigErrors,
@@ -26,258 +47,6 @@ from gatekeeper.config.yamlfile import (
     locate,
     read_text,
 )
-
-PRECEDENCE_ORDER = {"high": 0, "normal": 1, "low": 2}
-
-
-@dataclass(frozen=True)
-class Trigger:
-    """One event filter: it matches an event of one of `events` that passes every other filter given."""
-
-    connection: str
-    events: tuple[str, ...]
-    approvals: tuple[dict[str, int], ...] = ()
-    comments: tuple[re.Pattern, ...] = ()
-    branches: tuple[re.Pattern, ...] = ()
-    usernames: tuple[re.Pattern, ...] = ()
-
-
-@dataclass(frozen=True)
-class Requirements:
-    """What a change must satisfy to enter, and stay in, a pipeline (re-checked on every pass)."""
-
-    open: bool | None = None
-    current_patchset: bool | None = None
-    approvals: tuple[dict[str, int], ...] = ()
-    wip: bool | None = None
-
-
-@dataclass(frozen=True)
-class Report:
-    """What to tell Gerrit for one action (start, success, failure, merge-conflict, dequeue)."""
-
-    labels: dict[str, int] = field(default_factory=dict)
-    message: str = ""
-    submit: bool = False
-    tag: str = ""
-    reasons: dict[str, bool] = field(default_factory=dict)  # dequeue: reason kind -> report it (see DEQUEUE_REASONS)
-
-
-@dataclass(frozen=True)
-class WindowConfig:
-    """A dependent queue's window: how many items are tested at once, grown on success, shrunk on failure."""
-
-    initial: int = 20
-    floor: int = 3
-    ceiling: int = 0  # 0: unlimited
-    increase: int = 1
-    decrease_factor: float = 2
-
-
-@dataclass(frozen=True)
-class Pipeline:
-    name: str
-    manager: str
-    description: str = ""
-    precedence: str = "normal"
-    triggers: tuple[Trigger, ...] = ()
-    require: Requirements = Requirements()
-    reports: dict[str, Report] = field(default_factory=dict)
-    window: WindowConfig = WindowConfig()
-
-    @property
-    def dependent(self) -> bool:
-        return self.manager == "dependent"
-
-    @property
-    def priority(self) -> int:
-        """Node-request priority of this pipeline: lower is served first."""
-        return PRECEDENCE_ORDER[self.precedence]
-
-
-@dataclass(frozen=True)
-class Queue:
-    name: str
-    window: WindowConfig | None = None
-    per_branch: bool = False  # a queue of its own for each branch (Zuul's per-branch), so branches never reset
-    # each other
-
-
-def branch_matches(patterns: tuple[str, ...], branch: str) -> bool:
-    """Zuul's branch matchers: no pattern matches every branch; a pattern is a regular expression anchored at the
-    start of the branch name (`stable/` matches every stable branch, `master$` only master)."""
-    return not patterns or any(re.match(p, branch) for p in patterns)
-
-
-@dataclass(frozen=True)
-class JobVariant:
-    """What a job changes on the branches it names: its node label, timeout, variables and devstack settings."""
-
-    branches: tuple[str, ...]
-    label: str | None = None
-    timeout: int | None = None
-    vars: dict[str, Any] = field(default_factory=dict)
-    devstack_localrc: dict[str, Any] = field(default_factory=dict)
-    devstack_local_conf: str | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    name: str
-    label: str | None = None
-    description: str = ""
-    run: tuple[str, ...] = ()
-    timeout: int = 3600
-    attempts: int = 3
-    voting: bool = True
-    collect: tuple[str, ...] = ()
-    vars: dict[str, Any] = field(default_factory=dict)
-    required_projects: tuple[str, ...] = ()
-    devstack_localrc: dict[str, Any] = field(default_factory=dict)
-    devstack_local_conf: str = ""
-    hold_hours: float | None = None
-    branches: tuple[str, ...] = ()  # the job runs only for changes to these branches (all when empty)
-    variants: tuple[JobVariant, ...] = ()
-    variant: str = ""  # set on a job resolved for a branch: the branch patterns of the variants applied
-
-    def for_branch(self, branch: str) -> Job | None:
-        """This job as it runs for a change to `branch` (every matching variant applied in order, later ones
-        winning), or None when the job does not run on that branch."""
-        if not branch_matches(self.branches, branch):
-            return None
-        job, applied = self, []
-        for variant in self.variants:
-            if not branch_matches(variant.branches, branch):
-                continue
-            job = replace(job, label=variant.label or job.label, timeout=variant.timeout or job.timeout,
-                          vars={**job.vars, **variant.vars},
-                          devstack_localrc={**job.devstack_localrc, **variant.devstack_localrc},
-                          devstack_local_conf=job.devstack_local_conf if variant.devstack_local_conf is None
-                          else variant.devstack_local_conf)
-            applied.append(" ".join(variant.branches))
-        return replace(job, variant="; ".join(applied)) if applied else job
-
-
-@dataclass(frozen=True)
-class Project:
-    name: str
-    queue: str | None = None
-    merge_mode: str = "merge-resolve"
-    pipelines: dict[str, tuple[str, ...]] = field(default_factory=dict)
-
-    def jobs_for(self, pipeline: str) -> tuple[str, ...]:
-        return self.pipelines.get(pipeline, ())
-
-    def jobs_on_branch(self, pipeline: str, branch: str, jobs: dict[str, Job]) -> tuple[str, ...]:
-        """The pipeline's jobs that run for a change to `branch` (a job the layout does not define runs
-        everywhere)."""
-        return tuple(name for name in self.jobs_for(pipeline)
-                     if name not in jobs or jobs[name].for_branch(branch) is not None)
-
-
-@dataclass(frozen=True)
-class NodeLabel:
-    name: str
-    min_ready: int = 0
-
-
-@dataclass(frozen=True)
-class PoolLabel:
-    name: str
-    image: str
-    flavor: str = ""
-    key_name: str = ""
-    username: str = "root"
-
-
-@dataclass(frozen=True)
-class Pool:
-    name: str
-    labels: tuple[PoolLabel, ...]
-    max_servers: int | None = None
-
-
-@dataclass(frozen=True)
-class Image:
-    name: str
-    base_image: str = ""
-    prepare: str = ""
-    username: str = "root"
-    rebuild_hours: float | None = None
-
-
-@dataclass(frozen=True)
-class StaticHost:
-    name: str
-    address: str
-    labels: tuple[str, ...]
-    port: int = 22
-    username: str = "root"
-    host_key: str = ""
-
-
-@dataclass(frozen=True)
-class Provider:
-    name: str
-    driver: str
-    cloud: str = ""
-    region: str = ""
-    max_servers: int = 10
-    boot_timeout: float = 120
-    launch_attempts: int = 3
-    image_rebuild_hours: float = 24
-    pools: tuple[Pool, ...] = ()
-    images: tuple[Image, ...] = ()
-    hosts: tuple[StaticHost, ...] = ()
-
-    @property
-    def labels(self) -> set[str]:
-        """Every label this provider can serve."""
-        out = {pl.name for pool in self.pools for pl in pool.labels}
-        out.update(label for host in self.hosts for label in host.labels)
-        return out
-
-
-@dataclass(frozen=True)
-class NodePool:
-    labels: dict[str, NodeLabel] = field(default_factory=dict)
-    providers: dict[str, Provider] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Signature:
-    """A known bug: a failed build whose console, or whose log files matching `files`, match `pattern`."""
-
-    id: str
-    title: str
-    pattern: re.Pattern
-    url: str = ""
-    files: str = ""  # a glob over the build's log file names; "" reads the console
-
-
-@dataclass
-class Layout:
-    """Everything the services act on. `files` holds the source texts, so the layout can travel through ZooKeeper
-    and be re-read, with the same result, by any service."""
-
-    pipelines: dict[str, Pipeline] = field(default_factory=dict)
-    queues: dict[str, Queue] = field(default_factory=dict)
-    jobs: dict[str, Job] = field(default_factory=dict)
-    projects: dict[str, Project] = field(default_factory=dict)
-    nodepool: NodePool = field(default_factory=NodePool)
-    signatures: dict[str, Signature] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)
-
-    def summary(self) -> str:
-        np = self.nodepool
-        return (
-            f"{len(self.pipelines)} pipelines, {len(self.queues)} queues, {len(self.jobs)} jobs, "
-            f"{len(self.projects)} projects, {len(np.labels)} node labels, {len(np.providers)} providers"
-        )
-
-    def queue_of(self, project: str) -> str | None:
-        proj = self.projects.get(project)
-        return proj.queue if proj else None
 
 
 # -- loading ----------------------------------------------------------------------------------------------------
