@@ -1,7 +1,8 @@
 """The scheduler: pipelines, change queues, items and buildsets, kept in ZooKeeper.
 
 - `triggers`: which events start a pipeline; requirements re-checked on every pass
-- `manager`: PipelineManager, the queue loop (nearest non-failing item), enqueue, reports, operator requests
+- `manager`: PipelineManager, the queue loop (nearest non-failing item), enqueue, operator requests
+- `reports`: what an item at the head reports, dequeue reports with the root cause, the build history
 - `backend`: requests batched into the pass's transaction; reports sent in order through a ledger
 - `scheduler`: the service (event intake, pipeline locks, rounds)
 - `cli`: `gatekeeper scheduler`, `enqueue`, `dequeue`, `promote`, `reload`, `events`

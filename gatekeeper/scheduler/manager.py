@@ -13,25 +13,16 @@ from collections.abc import Callable
 
 from gatekeeper.config.layout import Job, Layout, Pipeline
 from gatekeeper.models.events import TriggerEvent
-from gatekeeper.models.interfaces import Backend, ChangeSource, Report, ReportOutcome
+from gatekeeper.models.interfaces import Backend, ChangeSource, Report
 from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
+from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
-from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.merges import MergeRequest, MergeResult
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
 MERGE_ATTEMPTS = 3
-
-INFRA_MESSAGE = ("Build could not be completed because of an infrastructure failure ({pipeline} pipeline). "
-                 "This is not the change's fault, and no vote is given: a recheck will retry it.")
-
-# Kinds of dequeue reasons (the layout's `dequeue: {reasons: {...}}` turns each one's report on or off).
-DEPENDENCY = "dependency-failed"
-OPERATOR = "operator"
-SILENT_DEQUEUE = frozenset({"abandoned"})  # by default: whoever abandoned a change needs no message about it
-
 
 class Refusal(Exception):
     """A change cannot enter the pipeline; the message, for people, is reported on the change.
@@ -60,16 +51,7 @@ def job_params(job: Job) -> dict:
     }
 
 
-def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m {seconds % 60:02d}s"
-    if seconds >= 60:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    return f"{seconds}s"
-
-
-class PipelineManager:
+class PipelineManager(ItemReports):
     """Acts on one pipeline's state; built afresh for each pass (it holds nothing between passes)."""
 
     def __init__(self, layout: Layout, pipeline: Pipeline, state: PipelineState, backend: Backend,
@@ -477,159 +459,6 @@ class PipelineManager:
     def _position(self, item: Item) -> int:
         queue = self.state.queues.get(item.queue)
         return queue.items.index(item.id) if queue and item.id in queue.items else 0
-
-    # -- reporting and leaving ------------------------------------------------------------------------------------
-    def _report_head(self, item: Item, queue: ChangeQueue) -> bool:
-        """Report the head and take it out; False while its report is on its way (it stays at the head)."""
-        outcome = self._report_complete(item)
-        if outcome is None:
-            return False
-        succeeded = not item.failing and outcome.ok
-        window = self._window_config(queue)
-        if succeeded:
-            if not window.ceiling or queue.window < window.ceiling:
-                queue.window += window.increase
-        else:
-            if not item.infrastructure_failure:  # the infrastructure's failures say nothing of the queue's health
-                queue.window = max(window.floor, int(queue.window / window.decrease_factor))
-            self._left[item.key] = self._failure(item) if outcome.ok else "could not be submitted"
-        self.state.changed = True
-        self._remove(item, merged=succeeded)
-        return True
-
-    def _report_complete(self, item: Item) -> ReportOutcome | None:
-        if item.merge_state == "conflict":
-            return self._recorded(item, "MERGE_CONFLICT", self._report(item, "merge-conflict", item.merge_message))
-        if item.infrastructure_failure:  # never a negative vote: the change is not to blame
-            message = INFRA_MESSAGE.format(pipeline=self.name)
-            return self._recorded(item, "INFRA_FAILURE", self._report(item, "infra-failure", message))
-        if item.failing:
-            return self._recorded(item, "FAILURE", self._report(item, "failure"))
-        outcome = self._recorded(item, "SUCCESS", self._report(item, "success"))
-        if outcome is not None and not outcome.ok:
-            log.warning("%s submit refused: %s", item.label(self.name), outcome.message)
-            if "submit-refused" not in item.reported:
-                item.reported.append("submit-refused")
-            self.backend.report(Report(self.name, item.change, "submit-refused",
-                                       f"This change passed its {self.name} jobs but could not be merged: "
-                                       f"{outcome.message}", {}, key=f"{item.id}:submit-refused"))
-        return outcome
-
-    def _report(self, item: Item, action: str, extra: str = "") -> ReportOutcome | None:
-        conf = self.pipeline.reports.get(action)
-        if conf is None and not extra:
-            return ReportOutcome()
-        parts = [conf.message] if conf and conf.message else []
-        if extra and action == "infra-failure":
-            parts, extra = [extra], ""
-        if action in ("success", "failure", "infra-failure"):
-            parts.append("\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds))
-        if extra:
-            parts.append(extra)
-        report = Report(self.name, item.change, action, "\n\n".join(p for p in parts if p),
-                        dict(conf.labels) if conf else {}, submit=bool(conf and conf.submit),
-                        tag=conf.tag if conf else "", key=f"{item.id}:{action}")
-        if action not in item.reported:
-            item.reported.append(action)
-            self.state.touch(item)
-        return self.backend.report(report)
-
-    # -- build history (gatekeeper.zk.history: the history recorder stores these) ----------------------------
-    def _record_build(self, item: Item, build: Build, result: BuildResult, outcome: str, message: str,
-                      final: bool) -> None:
-        self.backend.record_history(BuildEvent(
-            id=result.id, buildset=item.id, pipeline=self.name, project=item.change.project,
-            change=item.change.number, patchset=item.change.patchset, job=result.job, result=outcome,
-            message=message, start_time=result.start_time, end_time=result.end_time, log_url=result.log_url,
-            node=dict(result.node), executor=result.executor, attempt=build.attempt, final=final,
-            failure_class=result.failure_class, summary=result.summary, signatures=list(result.signatures)))
-
-    def _recorded(self, item: Item, result: str, outcome: ReportOutcome | None) -> ReportOutcome | None:
-        """Record the item's buildset once its report is settled (a refused submit is a failure)."""
-        if outcome is not None:
-            if result == "SUCCESS" and not outcome.ok:
-                result = "FAILURE"
-            self.backend.record_history(BuildsetEvent(
-                id=item.id, pipeline=self.name, project=item.change.project, change=item.change.number,
-                patchset=item.change.patchset, ref=item.change.ref, changes=item.changes, result=result,
-                message=outcome.message, enqueue_time=item.enqueued,
-                start_time=min((b.start_time for b in item.builds.values() if b.start_time), default=0.0),
-                end_time=max((b.end_time for b in item.builds.values() if b.end_time), default=0.0)))
-        return outcome
-
-    @staticmethod
-    def _job_line(build: Build) -> str:
-        line = f"- {build.job} {build.log_url or '(no logs)'} : {build.result}"
-        if build.end_time and build.start_time:
-            line += f" in {format_duration(build.end_time - build.start_time)}"
-        if build.message and build.result != "SUCCESS":
-            line += f" ({build.message})"
-        if not build.voting:
-            line += " (non-voting)"
-        if build.result != "SUCCESS":
-            if build.failure_class == INFRASTRUCTURE:
-                line += "\n  An infrastructure failure, not this change's fault."
-            line += "".join(f"\n  {text}" for text in build.summary.splitlines() if text.strip())
-            for bug in build.signatures:
-                known = " ".join(str(bug.get(k, "")) for k in ("id", "title", "url") if bug.get(k))
-                line += f"\n  Known bug: {known}"
-            held_until = (build.node or {}).get("held_until")
-            if held_until:
-                node = build.node.get("name", "")
-                until = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(float(held_until)))
-                line += (f"\n  Its node {node} is held until {until} so that the failure can be looked into: the "
-                         f"change owner can ask for SSH access with their public key (POST /api/v1/nodes/{node}/"
-                         f"access on the status site, or an operator runs: gatekeeper hold-access {node} --key "
-                         "KEY.pub).")
-        return line
-
-    def _dequeue(self, item: Item, reason: str, kind: str) -> None:
-        """Take the item out for `reason`; its owner is told unless the layout keeps that kind of reason silent."""
-        log.info("%s dequeued: %s", item.label(self.name), reason)
-        # Those that need it are told the root cause, through any depth of dependency.
-        self._left[item.key] = reason[len("it "):] if kind == DEPENDENCY else \
-            f"was removed from the queue because {reason}"
-        conf = self.pipeline.reports.get("dequeue")
-        if item.live and conf is not None and conf.reasons.get(kind, kind not in SILENT_DEQUEUE):
-            self._report(item, "dequeue", f"Removed because {reason}.")
-        self._remove(item, merged=False)
-
-    def _remove(self, item: Item, merged: bool) -> None:
-        """Take the item out; when it merged, those built on it now stand on the branch instead (no reset)."""
-        self._cancel_builds(item)
-        queue = self.state.queues.get(item.queue)
-        if queue and item.id in queue.items:
-            queue.items.remove(item.id)
-        self.state.items.pop(item.id, None)
-        self.state.reindex()
-        self.state.left.append((item.id, list(item.reported)))
-        self.state.dirty.discard(item.id)
-        self.state.started.discard(item.id)
-        self.state.removed.add(item.id)
-        self.state.changed = True
-        if merged and queue:
-            for other in self.state.queue_items(queue):
-                if other.ahead == [item.id, item.gen]:
-                    other.ahead = item.ahead
-                    self.state.touch(other)
-                if item.key in other.change.needs:
-                    other.change.needs = [k for k in other.change.needs if k != item.key]
-                    self.state.touch(other)
-
-    def _remove_queue_of(self, item: Item) -> None:
-        queue = self.state.queues.get(item.queue)
-        items = self.state.queue_items(queue) if queue and queue.dynamic else [item]
-        for other in items:
-            self._remove(other, merged=False)
-
-    def _cancel_builds(self, item: Item) -> None:
-        for build in item.builds.values():
-            if not build.finished:
-                self.backend.cancel_build(build.id)
-
-    def _window_config(self, queue: ChangeQueue):
-        conf = self.layout.queues.get(queue.layout_queue or queue.name)
-        return conf.window if conf and conf.window else self.pipeline.window
 
     # -- operator requests ----------------------------------------------------------------------------------------
     def manage(self, request: dict) -> str:
