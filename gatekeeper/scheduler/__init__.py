@@ -4,7 +4,9 @@
 - `manager`: PipelineManager, the queue loop (nearest non-failing item), enqueue, operator requests
 - `reports`: what an item at the head reports, dequeue reports with the root cause, the build history
 - `backend`: requests batched into the pass's transaction; reports sent in order through a ledger
-- `scheduler`: the service (event intake, pipeline locks, rounds)
+- `scheduler`: the service (lifecycle, rounds, one pipeline's pass, layout reloads)
+- `intake`: reading events, looking up their changes, setting failing events aside (retries, dead letters)
+- `locks`: one scheduler per pipeline at a time (kazoo locks with a short lease, watched when held elsewhere)
 - `cli`: `gatekeeper scheduler`, `enqueue`, `dequeue`, `promote`, `reload`, `events`
 
 What it shares with other services lives in `gatekeeper.models` (the pipeline state, its ZooKeeper store, trigger

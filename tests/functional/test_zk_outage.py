@@ -121,11 +121,12 @@ def test_scheduler_session_expired_mid_gate_resumes_unaided(tmp_path, own_zk) ->
 
 def test_work_left_under_a_dead_schedulers_lock_is_taken_up_when_its_session_ends(
         tmp_path, zk_factory: Callable[..., ZKClient], monkeypatch) -> None:
+    from gatekeeper.scheduler import locks as locks_module
     from gatekeeper.scheduler import scheduler as scheduler_module
 
     # No safety round and no lease expiry to fall back on: only the lock watch can wake the survivor.
     monkeypatch.setattr(scheduler_module, "SAFETY_INTERVAL", 600.0)
-    monkeypatch.setattr(scheduler_module, "LOCK_LEASE", 600.0)
+    monkeypatch.setattr(locks_module, "LOCK_LEASE", 600.0)
     gate = GateHarness(tmp_path, zk_factory)
     hang = threading.Event()
     try:
