@@ -9,7 +9,6 @@ writes on requests.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -20,31 +19,23 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.recipe.lock import Lock
 from kazoo.recipe.watchers import ChildrenWatch
 
 from gatekeeper.config.layout import NodePool, Provider
 from gatekeeper.launcher import model
 from gatekeeper.launcher.access import AccessKeeper
+from gatekeeper.launcher.lifecycle import NodeLifecycle
 from gatekeeper.launcher.model import Node, NodeRequest, parse_entry, ready_entry
 from gatekeeper.launcher.provider import LaunchResult, ProviderManager
+from gatekeeper.launcher.providers import make_adapter
 from gatekeeper.launcher.providers.base import ProviderAdapter
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.components import Component
+from gatekeeper.zk.nodes import NodeStore, UnreadableRecord
 
 log = logging.getLogger("gatekeeper.launcher")
-
-
-def default_adapter(provider: Provider, clouds_yaml: str | None, owner: str) -> ProviderAdapter:
-    if provider.driver == "static":
-        from gatekeeper.launcher.providers.static import StaticAdapter
-
-        return StaticAdapter(provider.hosts)
-    from gatekeeper.launcher.providers.openstack import OpenStackAdapter
-
-    return OpenStackAdapter(provider.cloud, clouds_yaml, owner, provider.region)
 
 
 @dataclass
@@ -68,6 +59,7 @@ class Launcher:
                  adapter_factory: Callable[[Provider], ProviderAdapter] | None = None) -> None:
         self.zk = zk
         self.kz = zk.client
+        self.store = NodeStore(zk)
         self.nodepool = nodepool
         self.ssh_key = ssh_key
         self.clouds_yaml = clouds_yaml
@@ -76,7 +68,7 @@ class Launcher:
         self.poll_interval = poll_interval
         self.delete_verify_timeout = delete_verify_timeout
         self.image_check_interval = image_check_interval
-        self.adapter_factory = adapter_factory or (lambda p: default_adapter(p, clouds_yaml, owner))
+        self.adapter_factory = adapter_factory or (lambda p: make_adapter(p, clouds_yaml, owner))
         self.component = Component(zk, "launcher")
         self.ident = self.component.info.ident
         self._events: queue.Queue = queue.Queue()
@@ -98,14 +90,12 @@ class Launcher:
         self.builders: list = []
         self.handed_out = 0
         self.access_keeper: AccessKeeper | None = None
+        self.nodes = NodeLifecycle(self.store, self._events.put, self.ready)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> Launcher:
-        for path in (paths.NODE_REQUESTS, paths.NODES, paths.NODES_READY, paths.NODES_RELEASED,
-                     paths.LAUNCHERS, paths.IMAGES, paths.HOLDS, paths.component("launcher")):
-            self.kz.ensure_path(path)
-        for label in self.nodepool.labels:
-            self.kz.ensure_path(paths.ready_node(label))
+        self.store.ensure_paths(list(self.nodepool.labels))
+        self.kz.ensure_path(paths.component("launcher"))
         self.component.register()
         self.zk.add_listener(self._on_connection)
         self.public_key = _public_key(self.ssh_key)
@@ -113,7 +103,7 @@ class Launcher:
             adapter = self.adapter_factory(provider)
             self.managers[provider.name] = ProviderManager(
                 provider, adapter, owner=self.owner, post=self._events.put, stop_event=self._stop,
-                ssh_key=self.ssh_key, key_name=f"{self.owner}-launcher" if provider.driver != "static" else "",
+                ssh_key=self.ssh_key, key_name=f"{self.owner}-launcher" if adapter.uses_keypair else "",
                 poll_interval=self.poll_interval, delete_verify_timeout=self.delete_verify_timeout)
         self._spawn(self._run, "launcher-main")
         for name in self.managers:
@@ -139,7 +129,7 @@ class Launcher:
                 pass
         for name in list(self.managers):
             try:
-                self.kz.delete(paths.launcher(name))
+                self.store.unregister_provider(name)
             except Exception:
                 pass
         if self.access_keeper is not None:
@@ -169,6 +159,17 @@ class Launcher:
 
     def wake(self) -> None:
         self._events.put(lambda: None)
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the main loop (the only thread that changes the launcher's caches)."""
+        self._events.put(fn)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def has_request(self, rid: str) -> bool:
+        return rid in self.requests
 
     def _on_connection(self, event) -> None:
         from gatekeeper.zk.client import ConnectionEvent
@@ -202,53 +203,36 @@ class Launcher:
         else:
             return
         # load the provider's nodes before announcing it live, so its quota counts are right from the start
-        nodes = self._load_nodes(name)
+        nodes = self.store.load_nodes(name)
         manager = self.managers[name]
-        if manager.config.driver == "openstack":
-            manager.public_key = self.public_key
-            try:
-                manager.ensure_keypair()
-            except Exception as e:
-                log.error("provider %s: cannot upload the launcher's SSH key (will retry at launch): %s", name, e)
-            try:
-                manager.refresh_limits()
-            except Exception:
-                log.exception("provider %s: reading limits", name)
+        manager.public_key = self.public_key
+        try:
+            manager.ensure_keypair()
+        except Exception as e:
+            log.error("provider %s: cannot upload the launcher's SSH key (will retry at launch): %s", name, e)
+        try:
+            manager.refresh_limits()
+        except Exception:
+            log.exception("provider %s: reading limits", name)
         self._events.put(lambda: self._activate(name, nodes))
-
-    def _load_nodes(self, provider: str) -> dict[str, tuple[Node, int]]:
-        out = {}
-        for node_id in self.kz.get_children(paths.NODES):
-            try:
-                raw, stat = self.kz.get(paths.node(node_id))
-            except NoNodeError:
-                continue
-            node = Node.from_bytes(raw)
-            if node.provider == provider:
-                out[node_id] = (node, stat.version)
-        return out
 
     def _activate(self, name: str, nodes: dict[str, tuple[Node, int]]) -> None:
         manager = self.managers[name]
         manager.nodes = nodes
         manager.active = True
         for node, _ in nodes.values():
-            if manager.static and node.external_id:
+            if node.external_id:
                 manager.adapter.adopt(node.external_id, {})
         ready_entries = {e for label in self.nodepool.labels for e in self.ready_entries(label)}
         for node, version in list(nodes.values()):
             if node.state in (model.BUILDING, model.FAILED, model.USED, model.DELETING):
                 # a launch or delete the previous owner did not finish: finish it by deleting
-                self._delete_node(manager, node.id)
+                self.nodes.delete(manager, node.id)
             elif node.state == model.READY and ready_entry(node) not in ready_entries:
-                self._make_ready(manager, node, version)
+                self.nodes.make_ready(manager, node, version)
             elif node.state == model.ALLOCATED and node.request not in self.requests:
-                self._return_to_ready(manager, node.id)
-        data = json.dumps({"launcher": self.ident, "labels": sorted(manager.config.labels)}).encode()
-        try:
-            self.kz.create(paths.launcher(name), data, ephemeral=True, makepath=True)
-        except NodeExistsError:
-            self.kz.set(paths.launcher(name), data)
+                self.nodes.return_to_ready(manager, node.id)
+        self.store.register_provider(name, self.ident, sorted(manager.config.labels))
         # live_providers itself comes only from the watch, so every launcher sees the same registration order
         self.live_provider_labels[name] = set(manager.config.labels)
         from gatekeeper.launcher.images import ImageBuilder
@@ -280,7 +264,7 @@ class Launcher:
         if isinstance(item, LaunchResult):
             self._on_launch_result(item)
         elif isinstance(item, tuple) and item[0] == "deleted":
-            self._on_deleted(item[1], item[2], item[3])
+            self.nodes.on_deleted(self.managers[item[1]], item[2], item[3])
         else:
             item()
 
@@ -313,13 +297,13 @@ class Launcher:
 
     def _fetch_request(self, rid: str) -> None:
         try:
-            raw, stat = self.kz.get(paths.node_request(rid))
-        except NoNodeError:
+            found = self.store.read_request(rid)
+        except UnreadableRecord:
+            found = None
+        if found is None:
             self._forget_request(rid)
             return
-        req = NodeRequest.from_bytes(raw)
-        req.id = rid
-        self.requests[rid] = (req, stat.version)
+        self.requests[rid] = found
 
     def _watch_request(self, rid: str) -> None:
         """Follow a request someone else is handling, to step in if it comes back (declined, owner died)."""
@@ -330,13 +314,13 @@ class Launcher:
         def fired(event) -> None:
             self._events.put(lambda: (self._watched.discard(rid), self._fetch_request(rid)))
         try:
-            raw, stat = self.kz.get(paths.node_request(rid), watch=fired)
-        except NoNodeError:
+            found = self.store.read_request(rid, watch=fired)
+        except UnreadableRecord:
+            found = None
+        if found is None:
             self._watched.discard(rid)
             return
-        req = NodeRequest.from_bytes(raw)
-        req.id = rid
-        self.requests[rid] = (req, stat.version)
+        self.requests[rid] = found
 
     def _forget_request(self, rid: str) -> None:
         self.requests.pop(rid, None)
@@ -351,7 +335,7 @@ class Launcher:
                 continue
             node, _ = entry
             if node.state == model.ALLOCATED:
-                self._return_to_ready(manager, node_id)
+                self.nodes.return_to_ready(manager, node_id)
             elif node.state == model.BUILDING:
                 node.request = ""
 
@@ -362,12 +346,8 @@ class Launcher:
             def fired(event, label=label) -> None:
                 if not self._stop.is_set():
                     self._events.put(lambda: self._ready_dirty.add(label))
-            try:
-                self.ready[label] = sorted(self.kz.get_children(paths.ready_node(label), watch=fired))
-                self._ready_dirty.discard(label)
-            except NoNodeError:
-                self.kz.ensure_path(paths.ready_node(label))
-                self.ready[label] = []
+            self.ready[label] = self.store.ready_entries(label, watch=fired)
+            self._ready_dirty.discard(label)
         return self.ready.setdefault(label, [])
 
     def _on_live_providers(self, children: list[str]) -> None:
@@ -377,11 +357,9 @@ class Launcher:
                 del self.live_provider_labels[name]
         for name in children:
             if name not in self.live_provider_labels:
-                try:
-                    raw, _ = self.kz.get(paths.launcher(name))
-                    self.live_provider_labels[name] = set(json.loads(raw or b"{}").get("labels", []))
-                except (NoNodeError, ValueError):
-                    pass
+                labels = self.store.live_provider_labels(name)
+                if labels is not None:
+                    self.live_provider_labels[name] = labels
 
     def _on_launchers(self, children: list[str]) -> None:
         self.live_launchers = set(children)
@@ -391,14 +369,14 @@ class Launcher:
                 self._fetch_request(rid)
 
     def _on_released(self, children: list[str]) -> None:
-        self._released_seen &= set(children)
+        self.nodes.released_seen &= set(children)
         for node_id in children:
-            if node_id in self._released_seen:
+            if node_id in self.nodes.released_seen:
                 continue
             for manager in self.managers.values():
                 if manager.active and node_id in manager.nodes:
-                    self._released_seen.add(node_id)
-                    self._delete_released(manager, node_id)
+                    self.nodes.released_seen.add(node_id)
+                    self.nodes.delete_released(manager, node_id)
                     break
 
     # -- assignment (main loop) ----------------------------------------------------------------------------
@@ -502,65 +480,46 @@ class Launcher:
             log.warning("request %s failed: %s", req.id, req.reason)
 
     def _write_request(self, rid: str, req: NodeRequest, version: int) -> bool:
-        try:
-            stat = self.kz.set(paths.node_request(rid), req.to_bytes(), version=version)
-        except (BadVersionError, NoNodeError):
+        req.id = rid
+        new_version = self.store.write_request(req, version)
+        if new_version is None:
             self._fetch_request(rid)
             return False
-        self.requests[rid] = (req, stat.version)
+        self.requests[rid] = (req, new_version)
         return True
 
     def _fulfil_from_ready(self, rid: str, provider: str, take: list[tuple[str, str]]) -> bool:
         """Hand ready nodes to a request in one transaction; False if anything changed under us."""
         req, version = self.requests[rid]
         manager = self.managers.get(provider)
-        tx = self.kz.transaction()
-        updated = []
-        versions = []
-        for label, entry in take:
+        picks = []
+        for _label, entry in take:
             _, node_id = parse_entry(entry)
             if manager is not None and manager.active and node_id in manager.nodes:
                 node, nversion = manager.nodes[node_id]
             else:
                 try:
-                    raw, stat = self.kz.get(paths.node(node_id))
-                except NoNodeError:
+                    found = self.store.read_node(node_id)
+                except UnreadableRecord:
+                    found = None
+                if found is None:
                     return False
-                node, nversion = Node.from_bytes(raw), stat.version
+                node, nversion = found
             if node.state != model.READY:
                 return False
-            node = Node.from_dict(node.to_dict())
-            node.set_state(model.ALLOCATED)
-            node.request = rid
-            tx.delete(paths.ready_node(label, entry))
-            tx.set_data(paths.node(node_id), node.to_bytes(), version=nversion)
-            updated.append(node)
-            versions.append(nversion)
-        new = NodeRequest.from_dict(req.to_dict())
-        new.id = rid
-        new.set_state(model.FULFILLED)
-        new.nodes = [n.id for n in updated]
-        new.handed = [{"node": n.to_dict(), "version": v + 1} for n, v in zip(updated, versions, strict=True)]
-        new.provider = provider
-        new.launcher = self.ident
-        tx.set_data(paths.node_request(rid), new.to_bytes(), version=version)
-        results = tx.commit()
-        if any(isinstance(r, Exception) for r in results):
-            for label, entry in take:
-                if entry in self.ready.get(label, []):
-                    self.ready[label].remove(entry)  # someone took it; the watch will resync us
-            if isinstance(results[-1], (BadVersionError, NoNodeError)) or any(
-                    isinstance(r, NoNodeError) for r in results):
-                self._fetch_request(rid)
-            return False
-        for i, node in enumerate(updated):
-            stat = results[2 * i + 1]
-            if manager is not None and node.id in manager.nodes:
-                manager.nodes[node.id] = (node, stat.version)
+            picks.append((entry, node, nversion))
+        result = self.store.hand_out(req, version, picks, provider, self.ident)
         for label, entry in take:
             if entry in self.ready.get(label, []):
-                self.ready[label].remove(entry)
-        self.requests[rid] = (new, results[-1].version)
+                self.ready[label].remove(entry)  # taken now, or by someone else (the watch resyncs us)
+        if not result.ok:
+            if result.request_changed:
+                self._fetch_request(rid)
+            return False
+        for node, nversion in result.nodes:
+            if manager is not None and node.id in manager.nodes:
+                manager.nodes[node.id] = (node, nversion)
+        self.requests[rid] = (result.request, result.request_version)
         self.handed_out += 1
         return True
 
@@ -602,22 +561,11 @@ class Launcher:
         if image is None:
             return None
         image_name, build_id, cloud_image = image
-        pool, flavor, username = "", "", "root"
-        if not manager.static:
-            pool, pl = manager.pool_labels[label]
-            flavor, username = pl.flavor, pl.username
-        else:
-            host = next(h for h in manager.config.hosts if label in h.labels)
-            username = host.username
+        pool, flavor, username = manager.launch_spec(label)
         node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
                     label=label, image=image_name, image_build=build_id, username=username,
                     private_key=self.ssh_key, launcher=self.ident, request=rid)
-        tx = self.kz.transaction()
-        tx.create(paths.node(node.id), node.to_bytes())
-        tx.create(paths.node_lock(node.id), b"")
-        results = tx.commit()
-        if any(isinstance(r, Exception) for r in results):
-            log.error("provider %s: could not create node record: %s", manager.name, results)
+        if not self.store.create_node(node):
             return None
         manager.nodes[node.id] = (node, 0)
         manager.start_launch(node, flavor, cloud_image)
@@ -625,13 +573,11 @@ class Launcher:
 
     def _keep_min_ready(self) -> None:
         for manager in self.managers.values():
-            if manager.static and manager.active:
-                # every idle static host is a ready node
-                for host in manager.config.hosts:
-                    if not any(n.external_id == host.name or (n.state == model.BUILDING and n.label == host.labels[0])
-                               for n, _ in manager.nodes.values()) and manager.free(host.labels[0]) > 0:
-                        if self._new_node(manager, host.labels[0], "") is None:
-                            break
+            if manager.active:
+                # a server that is always there (a static host) is a ready node while idle
+                for label in manager.standing_deficit():
+                    if manager.free(label) <= 0 or self._new_node(manager, label, "") is None:
+                        break
         for label in self.nodepool.labels.values():
             if not label.min_ready:
                 continue
@@ -669,8 +615,8 @@ class Launcher:
                 log.warning("provider %s: node %s (%s) failed: %s", manager.name, node.id, node.label, res.error)
             node.comment = res.error[:500]
             node.set_state(model.FAILED)
-            self._write(manager, node, version)
-            self._delete_node(manager, node.id)
+            self.nodes.write(manager, node, version)
+            self.nodes.delete(manager, node.id)
             if plan is not None:
                 plan.nodes.pop(node.id, None)
                 if not res.quota:
@@ -684,13 +630,11 @@ class Launcher:
         node.address, node.port, node.host_keys = res.address, res.port, list(res.host_keys or [])
         if plan is not None and plan.request in self.requests:
             node.set_state(model.ALLOCATED)
-            if not self._write(manager, node, version):
+            if not self.nodes.write(manager, node, version):
                 return
             self._complete_plan(plan)
         else:
-            node.request = ""
-            node.set_state(model.READY)
-            self._make_ready(manager, node, version)
+            self.nodes.make_ready(manager, node, version)
 
     def _complete_plan(self, plan: Plan) -> None:
         manager = self.managers[plan.provider]
@@ -714,7 +658,7 @@ class Launcher:
         for node_id in plan.nodes:
             entry = manager.nodes.get(node_id)
             if entry and entry[0].state == model.ALLOCATED:
-                self._return_to_ready(manager, node_id)
+                self.nodes.return_to_ready(manager, node_id)
             elif entry:
                 entry[0].request = ""
         if plan.request not in self.requests:
@@ -730,134 +674,6 @@ class Launcher:
                  manager.config.launch_attempts)
         self._write_request(plan.request, req, version)
 
-    # -- node writes and deletes (main loop) ---------------------------------------------------------------
-    def _write(self, manager: ProviderManager, node: Node, version: int, extra=None) -> bool:
-        tx = self.kz.transaction()
-        tx.set_data(paths.node(node.id), node.to_bytes(), version=version)
-        if extra:
-            extra(tx)
-        results = tx.commit()
-        if any(isinstance(r, Exception) for r in results):
-            log.warning("node %s: write conflicted (%s); re-reading", node.id, results)
-            self._refresh_node(manager, node.id)
-            return False
-        manager.nodes[node.id] = (node, results[0].version)
-        return True
-
-    def _refresh_node(self, manager: ProviderManager, node_id: str) -> Node | None:
-        try:
-            raw, stat = self.kz.get(paths.node(node_id))
-        except NoNodeError:
-            manager.nodes.pop(node_id, None)
-            return None
-        node = Node.from_bytes(raw)
-        manager.nodes[node_id] = (node, stat.version)
-        return node
-
-    def _return_to_ready(self, manager: ProviderManager, node_id: str) -> None:
-        node, version = manager.nodes[node_id]
-        node.request = ""
-        node.set_state(model.READY)
-        self._make_ready(manager, node, version)
-
-    def _make_ready(self, manager: ProviderManager, node: Node, version: int) -> None:
-        """Write the node ready and add it to the ready index, in one transaction."""
-        entry = ready_entry(node)
-        if self._write(manager, node, version, extra=lambda tx: tx.create(paths.ready_node(node.label, entry), b"")):
-            entries = self.ready.setdefault(node.label, [])
-            if entry not in entries:
-                entries.append(entry)
-                entries.sort()
-
-    def _delete_node(self, manager: ProviderManager, node_id: str, refresh: bool = False) -> None:
-        node = self._refresh_node(manager, node_id) if refresh else manager.nodes.get(node_id, (None,))[0]
-        if node is None or node_id in manager.deleting:
-            return
-        if node.state == model.HOLD:
-            return  # released into hold: cleanup deletes it when the hold expires
-        if node.state == model.READY:
-            try:
-                self.kz.delete(paths.ready_node(node.label, ready_entry(node)))
-            except NoNodeError:
-                return  # handed out meanwhile
-        if node.state != model.DELETING:
-            node.set_state(model.DELETING)
-            self._write(manager, node, manager.nodes[node_id][1])
-        manager.start_delete(node, None)
-
-    def _delete_released(self, manager: ProviderManager, node_id: str) -> None:
-        """A consumer (or operator) released the node as used: it is ours again; delete it."""
-        node, _ = manager.nodes[node_id]
-        if node_id in manager.deleting:
-            return
-        if node.state == model.READY and not self.kz.exists(paths.released_node(node_id)):
-            return  # a stale children list from before we recycled this static node
-        node = Node.from_dict(node.to_dict())
-        if manager.static:
-            # a static host outlives its node: hand the same record out again, no delete and re-register
-            node.request = node.comment = ""
-            node.set_state(model.READY)
-            entry = ready_entry(node)
-            tx = self.kz.transaction()
-            tx.set_data(paths.node(node_id), node.to_bytes())
-            tx.create(paths.ready_node(node.label, entry), b"")
-            tx.delete(paths.released_node(node_id))
-            results = tx.commit()
-            if not any(isinstance(r, Exception) for r in results):
-                manager.nodes[node_id] = (node, results[0].version)
-                self._released_seen.discard(node_id)
-                entries = self.ready.setdefault(node.label, [])
-                entries.append(entry)
-                entries.sort()
-                return
-            node.set_state(model.DELETING)
-        node.set_state(model.USED)
-        manager.nodes[node_id] = (node, -1)
-        # the record says "used" while a quick delete runs; it is marked "deleting" only if the delete is slow
-        manager.start_delete(node, None, on_slow=lambda n=node_id: self._events.put(
-            lambda: self._mark_deleting(manager, n)))
-
-    def _mark_deleting(self, manager: ProviderManager, node_id: str) -> None:
-        entry = manager.nodes.get(node_id)
-        if entry is None or node_id not in manager.deleting:
-            return
-        node = Node.from_dict(entry[0].to_dict())
-        node.set_state(model.DELETING)
-        try:
-            stat = self.kz.set(paths.node(node_id), node.to_bytes())  # unconditional: nobody else writes it now
-        except NoNodeError:
-            return
-        manager.nodes[node_id] = (node, stat.version)
-
-    def _on_deleted(self, provider: str, node_id: str, ok: bool) -> None:
-        manager = self.managers[provider]
-        manager.deleting.discard(node_id)
-        if not ok:
-            log.error("provider %s: node %s's server would not go away; cleanup will retry", provider, node_id)
-            return
-        tx = self.kz.transaction()
-        tx.delete(paths.node_lock(node_id))
-        tx.delete(paths.node(node_id))
-        released = node_id in self._released_seen
-        if released:
-            tx.delete(paths.released_node(node_id))
-        results = tx.commit()
-        if any(isinstance(r, NotEmptyError) for r in results):
-            log.warning("node %s is locked by a consumer; keeping its record", node_id)
-            return
-        if any(isinstance(r, Exception) for r in results):
-            for path in (paths.node_lock(node_id), paths.node(node_id), paths.released_node(node_id)):
-                try:
-                    self.kz.delete(path)
-                except NoNodeError:
-                    pass
-                except NotEmptyError:
-                    log.warning("node %s is locked by a consumer; keeping its record", node_id)
-                    return
-        manager.nodes.pop(node_id, None)
-        if manager.static:
-            manager.quota_blocked_until = 0.0
-
 
 def _public_key(private_key: str) -> str:
     pub = private_key + ".pub"
@@ -870,4 +686,4 @@ def _public_key(private_key: str) -> str:
     return f"{key.get_name()} {key.get_base64()}"
 
 
-__all__ = ["Launcher", "NodeExistsError"]
+__all__ = ["Launcher"]

@@ -14,12 +14,9 @@ from gatekeeper.launcher import model
 from gatekeeper.launcher.model import META_NODE, Node
 from gatekeeper.launcher.poller import ServerPoller
 from gatekeeper.launcher.providers.base import Limits, ProviderAdapter, ProviderError, QuotaError
-from gatekeeper.launcher.providers.openstack import is_quota_message
 from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
 
 log = logging.getLogger("gatekeeper.launcher.provider")
-
-LIVE_STATES = set(model.NODE_STATES)  # every state counts against quota until the record is gone
 
 
 @dataclass
@@ -57,7 +54,7 @@ class ProviderManager:
         for pool in config.pools:
             for pl in pool.labels:
                 self.pool_labels.setdefault(pl.name, (pool.name, pl))
-        self.static_labels = {label for h in config.hosts for label in h.labels}
+        self.host_labels = {label for h in config.hosts for label in h.labels}
         self.poller = ServerPoller(self.name, adapter, poll_interval)
         workers = max(8, min(128, config.max_servers + 8))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"provider-{self.name}")
@@ -75,16 +72,37 @@ class ProviderManager:
 
     # -- what it serves --------------------------------------------------------------------------------------
     @property
-    def static(self) -> bool:
-        return self.config.driver == "static"
+    def recycles_nodes(self) -> bool:
+        return self.adapter.recycles_nodes
+
+    def _unplaced(self, label: str) -> int:
+        """Nodes of `label` launched but not yet given a server (the adapter does not count them yet)."""
+        return sum(1 for n, _ in self.nodes.values()
+                   if n.label == label and n.state == model.BUILDING and not n.external_id)
+
+    def standing_deficit(self) -> list[str]:
+        """Labels of always-there servers that have no node yet (one entry per server)."""
+        labels = self.adapter.standing_labels()
+        for n, _ in self.nodes.values():
+            if n.state == model.BUILDING and not n.external_id and n.label in labels:
+                labels.remove(n.label)
+        return labels
+
+    def launch_spec(self, label: str) -> tuple[str, str, str]:
+        """(pool, flavor, username) to launch `label` with."""
+        username = self.adapter.username_for(label)
+        if label not in self.pool_labels:
+            return "", "", username or "root"
+        pool, pl = self.pool_labels[label]
+        return pool, pl.flavor, username or pl.username
 
     def serves(self, label: str) -> bool:
-        return label in self.pool_labels or label in self.static_labels
+        return label in self.pool_labels or label in self.host_labels
 
     def image_for(self, label: str) -> tuple[str, str, str] | None:
         """(image name, build id, cloud image) to boot `label` from; None while its image is not built yet."""
-        if self.static:
-            return "", "", ""
+        if label not in self.pool_labels:
+            return "", "", ""  # a label of servers that need no image (static hosts)
         _, pl = self.pool_labels[label]
         image = next(i for i in self.config.images if i.name == pl.image)
         if not image.prepare:
@@ -96,7 +114,7 @@ class ProviderManager:
 
     def image_unavailable(self, label: str) -> bool:
         """The label's image has no good build and its last build failed: cannot launch it now."""
-        if self.static:
+        if label not in self.pool_labels:
             return False
         _, pl = self.pool_labels[label]
         return pl.image in self.image_failed and pl.image not in self.image_builds
@@ -119,15 +137,15 @@ class ProviderManager:
         if time.monotonic() < self.quota_blocked_until:
             return 0
         free = self.capacity() - self.count()
-        if label and not self.static:
+        if label and label in self.pool_labels:
             pool_name, _ = self.pool_labels[label]
             pool = next(p for p in self.config.pools if p.name == pool_name)
             if pool.max_servers is not None:
                 free = min(free, pool.max_servers - self.count(pool_name))
-        if label and self.static:
-            idle = [h for h in self.config.hosts if label in h.labels
-                    and not any(n.external_id == h.name for n, _ in self.nodes.values())]
-            free = min(free, len(idle))
+        if label:
+            known = self.adapter.free_for(label)
+            if known is not None:
+                free = min(free, known - self._unplaced(label))
         return max(0, free)
 
     def can_ever_serve(self, labels: list[str]) -> bool:
@@ -173,12 +191,12 @@ class ProviderManager:
         except Exception as e:
             self.post(LaunchResult(node.id, False, error=str(e)))
             return
-        if self.static:
-            # a static host is up already; its configured host key (if any) is pinned without a scan
-            info = self.adapter.poll()[server_id]
-            host = next(h for h in self.config.hosts if h.name == server_id)
-            if host.host_key:
-                self.post(LaunchResult(node.id, True, server_id, info.address, info.port, [host.host_key]))
+        info = self.adapter.ready_now(server_id)
+        if info is not None:
+            # up already (a static host); a configured host key is pinned without a scan
+            pinned = self.adapter.pinned_host_key(server_id)
+            if pinned:
+                self.post(LaunchResult(node.id, True, server_id, info.address, info.port, [pinned]))
                 return
             try:
                 keys = scan_host_keys(info.address, info.port, timeout=self.config.boot_timeout,
@@ -200,7 +218,7 @@ class ProviderManager:
             self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} vanished while booting"))
             return
         if info.state != "ACTIVE":
-            quota = is_quota_message(info.fault)
+            quota = self.adapter.is_quota_message(info.fault)
             if quota:
                 self.refresh_limits()
             self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} is {info.state}: "
@@ -214,7 +232,7 @@ class ProviderManager:
             return
         self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
 
-    def start_delete(self, node: Node, done, on_slow=None) -> None:
+    def start_delete(self, node: Node, on_slow=None) -> None:
         """Delete the node's server and verify it is gone, then post ("deleted", provider, node id, ok)."""
         if node.id in self.deleting:
             return
@@ -234,8 +252,8 @@ class ProviderManager:
                 if self.stop_event.wait(1.0):
                     return False
                 continue
-            if self.static:
-                return True
+            if not self.adapter.boots:
+                return True  # nothing to wait for: the server is not destroyed, only given back
             gone = self.poller.wait_gone(server_id)
             try:
                 if on_slow is not None:
@@ -255,7 +273,7 @@ class ProviderManager:
 
     def _delete(self, node: Node, on_slow=None) -> None:
         server_id = node.external_id
-        if not server_id and not self.static:
+        if not server_id and self.adapter.boots:
             # launched by a launcher that died before it learned the server id: find it by our metadata
             try:
                 servers = self.adapter.poll()
