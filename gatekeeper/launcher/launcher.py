@@ -14,10 +14,8 @@ import os
 import queue
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from kazoo.recipe.lock import Lock
 from kazoo.recipe.watchers import ChildrenWatch
@@ -25,6 +23,7 @@ from kazoo.recipe.watchers import ChildrenWatch
 from gatekeeper.config.layout import NodePool, Provider
 from gatekeeper.launcher import model
 from gatekeeper.launcher.access import AccessKeeper
+from gatekeeper.launcher.launching import Launching, Plan
 from gatekeeper.launcher.lifecycle import NodeLifecycle
 from gatekeeper.launcher.model import Node, NodeRequest, parse_entry, ready_entry
 from gatekeeper.launcher.provider import LaunchResult, ProviderManager
@@ -38,25 +37,14 @@ from gatekeeper.zk.nodes import NodeStore, UnreadableRecord
 log = logging.getLogger("gatekeeper.launcher")
 
 
-@dataclass
-class Plan:
-    """A request this launcher claimed and is launching nodes for on one provider."""
-
-    request: str
-    provider: str
-    labels: list[str]
-    nodes: dict[str, str] = field(default_factory=dict)  # node id -> label (launched or launching)
-    queued: list[str] = field(default_factory=list)  # labels still to launch
-    attempts: Counter = field(default_factory=Counter)
-
-
-class Launcher:
+class Launcher(Launching):
     """One launcher process: serves the providers of the layout's node-pool section whose locks it holds."""
 
     def __init__(self, zk: ZKClient, nodepool: NodePool, *, ssh_key: str, clouds_yaml: str | None = None,
                  cleanup_interval: float = 3600.0, owner: str = "gatekeeper", poll_interval: float = 0.2,
                  delete_verify_timeout: float = 30.0, image_check_interval: float = 60.0,
-                 adapter_factory: Callable[[Provider], ProviderAdapter] | None = None) -> None:
+                 adapter_factory: Callable[[Provider], ProviderAdapter] | None = None,
+                 backoff: tuple[float, float] = (5.0, 300.0)) -> None:
         self.zk = zk
         self.kz = zk.client
         self.store = NodeStore(zk)
@@ -68,6 +56,7 @@ class Launcher:
         self.poll_interval = poll_interval
         self.delete_verify_timeout = delete_verify_timeout
         self.image_check_interval = image_check_interval
+        self.backoff = backoff  # a failing provider's first backoff and its cap, in seconds
         self.adapter_factory = adapter_factory or (lambda p: make_adapter(p, clouds_yaml, owner))
         self.component = Component(zk, "launcher")
         self.ident = self.component.info.ident
@@ -105,6 +94,8 @@ class Launcher:
                 provider, adapter, owner=self.owner, post=self._events.put, stop_event=self._stop,
                 ssh_key=self.ssh_key, key_name=f"{self.owner}-launcher" if adapter.uses_keypair else "",
                 poll_interval=self.poll_interval, delete_verify_timeout=self.delete_verify_timeout)
+            health = self.managers[provider.name].health
+            health.backoff_base, health.backoff_cap = self.backoff
         self._spawn(self._run, "launcher-main")
         for name in self.managers:
             self._spawn(lambda n=name: self._acquire_provider(n), f"provider-lock-{name}")
@@ -113,6 +104,9 @@ class Launcher:
         ChildrenWatch(self.kz, paths.NODES_RELEASED, self._watch_post(self._on_released))
         ChildrenWatch(self.kz, paths.LAUNCHERS, self._watch_post(self._on_live_providers))
         ChildrenWatch(self.kz, paths.component("launcher"), self._watch_post(self._on_launchers))
+        for name in self.managers:
+            self.store.watch_provider_state(name, lambda state, n=name: None if self._stop.is_set() else self.post(
+                lambda: self._on_provider_state(n, state.drained)))
         self._ready_dirty.update(self.nodepool.labels)
         self.access_keeper = AccessKeeper(self.zk, self.ssh_key).start()
         log.info("launcher %s started with providers %s", self.ident, ", ".join(self.managers))
@@ -279,6 +273,10 @@ class Launcher:
                     run_cleanup(self)
                 except Exception:
                     log.exception("cleanup failed")
+            self.post(self._publish_health)
+            self.post(self._expire_ready)
+            if any(m.health.due() for m in self.managers.values()):
+                self.wake()
             if any(m.quota_blocked_until and time.monotonic() >= m.quota_blocked_until
                    for m in self.managers.values()):
                 for m in self.managers.values():
@@ -409,9 +407,8 @@ class Launcher:
         need = Counter(labels)
         for provider, by_label in found.items():
             if all(len(by_label.get(label, [])) >= n for label, n in need.items()):
-                take = []
-                for label, n in need.items():
-                    take += [(label, e) for e in by_label[label][:n]]
+                unused = {label: list(by_label[label][:n]) for label, n in need.items()}
+                take = [(label, unused[label].pop(0)) for label in labels]  # in the requested order
                 out.append((min(e for _, e in take), provider, take))
         out.sort()
         return [(p, t) for _, p, t in out]
@@ -439,38 +436,45 @@ class Launcher:
             fresh = True
         req, version = self.requests[rid]
         # no ready nodes anywhere: launch on a provider this launcher manages
-        candidates = [m for m in self.managers.values() if m.active and m.name not in req.declined_by
-                      and m.can_ever_serve(req.labels) and not any(m.image_unavailable(x) for x in req.labels)]
-        if candidates:
-            backlog = Counter()
-            for plan in self.plans.values():
-                backlog[plan.provider] += len(plan.queued)
-            # claim only what can start now: a request left unclaimed stays open to launchers with room
-            candidates = [m for m in candidates if m.free() - backlog[m.name] >= len(req.labels)
-                          and all(m.free(x) > 0 for x in set(req.labels))]
-            if not candidates:
-                return
-            manager = max(candidates, key=lambda m: (m.free() - backlog[m.name], m.capacity()))
-            req.set_state(model.PENDING)
-            req.provider, req.launcher = manager.name, self.ident
-            if self._write_request(rid, req, version):
-                log.debug("request %s (%s): launching on %s (no ready node: %s)", rid, ",".join(req.labels),
-                          manager.name, {x: self.ready.get(x) for x in req.labels})
-                self.plans[rid] = Plan(rid, manager.name, list(req.labels), queued=list(req.labels))
-            return
-        declines = [m.name for m in self.managers.values() if m.active and m.name not in req.declined_by]
+        able = [m for m in self.managers.values() if m.active and m.name not in req.declined_by
+                and m.can_ever_serve(req.labels) and not any(m.image_unavailable(x) for x in req.labels)
+                and req.requested_provider in ("", m.name)]
+        declines = [m.name for m in self.managers.values() if m.active and m.name not in req.declined_by
+                    and m not in able]
         if declines:
             req.declined_by = sorted(set(req.declined_by) | set(declines))
             self._maybe_fail(req)
             if not self._write_request(rid, req, version):
                 return
             log.info("request %s (%s): declined by %s", rid, ",".join(req.labels), ", ".join(declines))
-        elif set(req.declined_by) >= self.live_providers and self.live_providers and req.state == model.REQUESTED:
+            req, version = self.requests[rid]
+        elif not able and set(req.declined_by) >= self.live_providers and self.live_providers \
+                and req.state == model.REQUESTED:
             self._maybe_fail(req)
             if req.state == model.REQUEST_FAILED:
                 self._write_request(rid, req, version)
-        if req.state == model.REQUESTED:
-            self._watch_request(rid)
+        if req.state != model.REQUESTED:
+            return
+        backlog = Counter()
+        for plan in self.plans.values():
+            backlog[plan.provider] += len(plan.queued)
+        # claim only what can start now (healthy, with room): a request left unclaimed stays open to others
+        candidates = [m for m in able if m.can_launch() and m.free() - backlog[m.name] >= len(req.labels)
+                      and all(m.free(x) > 0 for x in set(req.labels))]
+        if not candidates:
+            if able:
+                self._make_room(req, able)
+            else:
+                self._watch_request(rid)
+            return
+        top = min(m.config.priority for m in candidates)
+        manager = max((m for m in candidates if m.config.priority == top),
+                      key=lambda m: (m.free() - backlog[m.name], m.capacity()))
+        req.set_state(model.PENDING)
+        req.provider, req.launcher = manager.name, self.ident
+        if self._write_request(rid, req, version):
+            log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
+            self.plans[rid] = Plan(rid, manager.name, list(req.labels), queued=list(req.labels))
 
     def _maybe_fail(self, req: NodeRequest) -> None:
         if self.live_providers and set(req.declined_by) >= self.live_providers:
@@ -540,140 +544,6 @@ class Launcher:
         if self._write_request(rid, req, version):
             log.info("request %s: its launcher is gone; offering it again", rid)
             self._serve(rid)
-
-    # -- launching -----------------------------------------------------------------------------------------
-    def _start_queued_launches(self) -> None:
-        for rid in sorted(self.plans):
-            plan = self.plans[rid]
-            manager = self.managers[plan.provider]
-            while plan.queued:
-                label = plan.queued[0]
-                if manager.free(label) <= 0:
-                    break
-                node = self._new_node(manager, label, rid)
-                if node is None:
-                    break
-                plan.queued.pop(0)
-                plan.nodes[node.id] = label
-
-    def _new_node(self, manager: ProviderManager, label: str, rid: str) -> Node | None:
-        image = manager.image_for(label)
-        if image is None:
-            return None
-        image_name, build_id, cloud_image = image
-        pool, flavor, username = manager.launch_spec(label)
-        node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
-                    label=label, image=image_name, image_build=build_id, username=username,
-                    private_key=self.ssh_key, launcher=self.ident, request=rid)
-        if not self.store.create_node(node):
-            return None
-        manager.nodes[node.id] = (node, 0)
-        manager.start_launch(node, flavor, cloud_image)
-        return node
-
-    def _keep_min_ready(self) -> None:
-        for manager in self.managers.values():
-            if manager.active:
-                # a server that is always there (a static host) is a ready node while idle
-                for label in manager.standing_deficit():
-                    if manager.free(label) <= 0 or self._new_node(manager, label, "") is None:
-                        break
-        for label in self.nodepool.labels.values():
-            if not label.min_ready:
-                continue
-            owners = sorted(p for p in self.live_providers if label.name in self.live_provider_labels.get(p, ()))
-            mine = [self.managers[p] for p in owners if p in self.managers and self.managers[p].active]
-            if not mine or owners[0] != mine[0].name:
-                continue  # another launcher owns this label's min-ready
-            spare_building = sum(1 for m in mine for n, _ in m.nodes.values()
-                                 if n.label == label.name and n.state == model.BUILDING and not n.request)
-            deficit = label.min_ready - len(self.ready_entries(label.name)) - spare_building
-            while deficit > 0:
-                candidates = [m for m in mine if m.free(label.name) > 0 and not m.image_unavailable(label.name)
-                              and m.image_for(label.name) is not None]
-                if not candidates:
-                    break
-                manager = max(candidates, key=lambda m: m.free(label.name))
-                if self._new_node(manager, label.name, "") is None:
-                    break
-                deficit -= 1
-
-    def _on_launch_result(self, res: LaunchResult) -> None:
-        manager = next((m for m in self.managers.values() if res.node_id in m.nodes), None)
-        if manager is None:
-            return
-        node, version = manager.nodes[res.node_id]
-        node.external_id = res.external_id or node.external_id
-        plan = self.plans.get(node.request) if node.request else None
-        if not res.ok:
-            manager.failures[node.label] += 1
-            if res.quota:
-                log.info("provider %s: over quota launching %s (%s); will retry", manager.name, node.label,
-                         res.error)
-                manager.quota_blocked_until = time.monotonic() + 2.0
-            else:
-                log.warning("provider %s: node %s (%s) failed: %s", manager.name, node.id, node.label, res.error)
-            node.comment = res.error[:500]
-            node.set_state(model.FAILED)
-            self.nodes.write(manager, node, version)
-            self.nodes.delete(manager, node.id)
-            if plan is not None:
-                plan.nodes.pop(node.id, None)
-                if not res.quota:
-                    plan.attempts[node.label] += 1
-                if plan.attempts[node.label] >= manager.config.launch_attempts:
-                    self._decline_plan(plan, f"{manager.name}: {res.error}")
-                else:
-                    plan.queued.insert(0, node.label)
-            return
-        manager.failures[node.label] = 0
-        node.address, node.port, node.host_keys = res.address, res.port, list(res.host_keys or [])
-        if plan is not None and plan.request in self.requests:
-            node.set_state(model.ALLOCATED)
-            if not self.nodes.write(manager, node, version):
-                return
-            self._complete_plan(plan)
-        else:
-            self.nodes.make_ready(manager, node, version)
-
-    def _complete_plan(self, plan: Plan) -> None:
-        manager = self.managers[plan.provider]
-        if plan.queued:
-            return
-        nodes = [manager.nodes[n][0] for n in plan.nodes if n in manager.nodes]
-        if len(nodes) != len(plan.labels) or any(n.state != model.ALLOCATED for n in nodes):
-            return
-        req, version = self.requests[plan.request]
-        req.set_state(model.FULFILLED)
-        req.nodes = [n.id for n in nodes]
-        req.handed = [{"node": n.to_dict(), "version": manager.nodes[n.id][1]} for n in nodes]
-        if self._write_request(plan.request, req, version):
-            self.plans.pop(plan.request, None)
-            self.handed_out += 1
-
-    def _decline_plan(self, plan: Plan, reason: str) -> None:
-        """This provider keeps failing the request: give it back so another provider takes it."""
-        self.plans.pop(plan.request, None)
-        manager = self.managers[plan.provider]
-        for node_id in plan.nodes:
-            entry = manager.nodes.get(node_id)
-            if entry and entry[0].state == model.ALLOCATED:
-                self.nodes.return_to_ready(manager, node_id)
-            elif entry:
-                entry[0].request = ""
-        if plan.request not in self.requests:
-            return
-        req, version = self.requests[plan.request]
-        req.set_state(model.REQUESTED)
-        req.provider = req.launcher = ""
-        req.declined_by = sorted(set(req.declined_by) | {plan.provider})
-        self._maybe_fail(req)
-        if req.state == model.REQUEST_FAILED:
-            req.reason += f" (last error: {reason})"
-        log.info("request %s: provider %s declines after %d failed launches", plan.request, plan.provider,
-                 manager.config.launch_attempts)
-        self._write_request(plan.request, req, version)
-
 
 def _public_key(private_key: str) -> str:
     pub = private_key + ".pub"

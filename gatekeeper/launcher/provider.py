@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gatekeeper.config.layout import PoolLabel, Provider
 from gatekeeper.launcher import model
+from gatekeeper.launcher.health import ProviderHealth
 from gatekeeper.launcher.model import META_NODE, Node
 from gatekeeper.launcher.poller import ServerPoller
 from gatekeeper.launcher.providers.base import Limits, ProviderAdapter, ProviderError, QuotaError
@@ -68,7 +68,9 @@ class ProviderManager:
         self.public_key = ""
         self.keypair_ready = False
         self._keypair_lock = threading.Lock()
-        self.failures: Counter = Counter()  # consecutive launch failures, to decline quickly when failing
+        self.health = ProviderHealth(self.name)
+        self.drained = False  # by an operator: launch nothing, delete idle ready nodes
+        self.published_health: dict | None = None  # what was last written to ZooKeeper
 
     # -- what it serves --------------------------------------------------------------------------------------
     @property
@@ -95,6 +97,10 @@ class ProviderManager:
             return "", "", username or "root"
         pool, pl = self.pool_labels[label]
         return pool, pl.flavor, username or pl.username
+
+    def can_launch(self) -> bool:
+        """Held by us, not drained, and not backing off after boot failures (a probe may be allowed)."""
+        return self.active and not self.drained and self.health.allows_launch()
 
     def serves(self, label: str) -> bool:
         return label in self.pool_labels or label in self.host_labels

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.recipe.lock import Lock
+from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.zk import node_records as model
 from gatekeeper.zk import paths
@@ -513,6 +514,21 @@ class NodeStore:
             return self._decode(ProviderState, path, raw)
         except UnreadableRecord:
             return ProviderState(name=name)
+
+    def watch_provider_state(self, name: str, callback: Callable[[ProviderState], None]) -> None:
+        """Call `callback(state)` now and on every change of the provider's operator state (until it returns False)."""
+        path = f"{PROVIDERS}/{name}/state"
+
+        def changed(data, stat) -> bool | None:
+            state = ProviderState(name=name)
+            if data:
+                try:
+                    state = self._decode(ProviderState, path, data)
+                except UnreadableRecord:
+                    pass
+            return callback(state)
+
+        DataWatch(self.kz, path, changed)
 
     def set_drained(self, name: str, drained: bool, reason: str = "") -> ProviderState:
         state = ProviderState(name=name, drained=drained, drain_reason=reason if drained else "",
