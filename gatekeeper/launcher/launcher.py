@@ -80,6 +80,7 @@ class Launcher(Launching):
         self.handed_out = 0
         self.access_keeper: AccessKeeper | None = None
         self.nodes = NodeLifecycle(self.store, self._events.put, self.ready)
+        self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> Launcher:
@@ -379,6 +380,7 @@ class Launcher(Launching):
 
     # -- assignment (main loop) ----------------------------------------------------------------------------
     def _assign(self) -> None:
+        self.waiting_for_room.clear()
         for rid in sorted(self.requests):
             entry = self.requests.get(rid)
             if entry is None:
@@ -396,12 +398,14 @@ class Launcher(Launching):
         self._start_queued_launches()
         self._keep_min_ready()
 
-    def _ready_by_provider(self, labels: list[str]) -> list[tuple[str, list[str]]]:
-        """Providers whose ready nodes cover every label, each with the entries to take (oldest first)."""
+    def _ready_by_provider(self, labels: list[str], only: str = "") -> list[tuple[str, list[str]]]:
+        """Providers (`only` if named) whose ready nodes cover every label, each with the entries to take."""
         found: dict[str, dict[str, list[str]]] = {}
         for label in set(labels):
             for entry in self.ready_entries(label):
                 provider, _ = parse_entry(entry)
+                if only and provider != only:
+                    continue
                 found.setdefault(provider, {}).setdefault(label, []).append(entry)
         out = []
         need = Counter(labels)
@@ -417,7 +421,7 @@ class Launcher(Launching):
         req, version = self.requests[rid]
         fresh = False  # whether the ready index was re-read for this decision
         for _ in range(4):
-            offers = self._ready_by_provider(req.labels)
+            offers = self._ready_by_provider(req.labels, req.requested_provider)
             if not offers:
                 if fresh:
                     break
@@ -532,7 +536,7 @@ class Launcher(Launching):
         plan = self.plans[rid]
         if not plan.queued or plan.nodes:
             return
-        for provider, take in self._ready_by_provider(plan.labels):
+        for provider, take in self._ready_by_provider(plan.labels, plan.provider):
             if self._fulfil_from_ready(rid, provider, take):
                 self.plans.pop(rid, None)
                 return

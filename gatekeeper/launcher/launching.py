@@ -85,11 +85,12 @@ class Launching:
                                  if n.label == label.name and n.state == model.BUILDING and not n.request)
             deficit = label.min_ready - len(self.ready_entries(label.name)) - spare_building
             while deficit > 0:
-                candidates = [m for m in mine if m.can_launch() and m.free(label.name) > 0
+                candidates = [m for m in mine if m.can_launch() and m.name not in self.waiting_for_room
+                              and m.free(label.name) > 0
                               and not m.image_unavailable(label.name) and m.image_for(label.name) is not None]
                 if not candidates:
                     break
-                manager = max(candidates, key=lambda m: m.free(label.name))
+                manager = max(candidates, key=lambda m: (-m.config.priority, m.free(label.name)))
                 if self._new_node(manager, label.name, "") is None:
                     break
                 deficit -= 1
@@ -217,15 +218,19 @@ class Launching:
 
 
     def _make_room(self, req: NodeRequest, able: list[ProviderManager]) -> None:
-        """Never wedge at max-servers: when idle ready nodes of other labels hold the room a request needs, delete
-        the oldest of them (one at a time per provider), as Nodepool does."""
+        """Never wedge at max-servers: when idle ready nodes hold the room a request needs to launch, delete the
+        oldest of them, another label's first (one at a time per provider), as Nodepool does."""
         for manager in sorted(able, key=lambda m: m.config.priority):
-            if not manager.can_launch() or not manager.adapter.boots or manager.deleting:
+            if not manager.can_launch():
                 continue
-            idle = [n for n, _ in manager.nodes.values() if n.state == model.READY and n.label not in req.labels]
+            self.waiting_for_room.add(manager.name)
+            if not manager.adapter.boots or manager.deleting:
+                continue
+            idle = [n for n, _ in manager.nodes.values() if n.state == model.READY]
             if not idle or manager.capacity() < len(req.labels):
                 continue
-            oldest = min(idle, key=lambda n: n.state_time)
+            # other labels' nodes first (this request could not use them), then its own labels' oldest
+            oldest = min(idle, key=lambda n: (n.label in req.labels, n.state_time))
             log.info("request %s (%s): provider %s is full; deleting the oldest idle ready node %s (%s) to make "
                      "room", req.id, ",".join(req.labels), manager.name, oldest.id, oldest.label)
             self.nodes.delete(manager, oldest.id)
