@@ -224,3 +224,30 @@ def test_provider_priority_picks_the_preferred_provider_even_with_less_room(zk, 
     reqs = [client.wait(r, 30) for r in [client.request(["debian"]) for _ in range(2)]]
     assert [r.provider for r in reqs] == ["prov-a", "prov-a"]
     assert len(servers(sim, "alpha")) == 2 and not servers(sim, "beta")
+
+
+# -- infrastructure failures ----------------------------------------------------------------------------------
+def test_build_that_cannot_get_a_working_node_is_an_infrastructure_node_failure(zk, sim, start_launcher, tmp_path):
+    from gatekeeper.executor import logs
+    from gatekeeper.executor.build import BuildRunner, ExecutorSettings
+    from gatekeeper.executor.console import ConsoleRegistry
+    from gatekeeper.executor.nodes import LauncherNodes
+    from gatekeeper.executor.workspace import GitCache
+    from gatekeeper.zk.builds import INFRASTRUCTURE, NODE_FAILURE, BuildRequest
+
+    sim.cloud("alpha").set_faults(boot_errors=-1, boot_error_message="No valid host was found.")
+    start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha", attempts=1)))
+    wait_live(zk, 1)
+    runner = BuildRunner(ExecutorSettings(work_dir=str(tmp_path / "builds")),
+                         GitCache(str(tmp_path / "cache"), lambda project: str(tmp_path / project)),
+                         LauncherNodes(zk, "executor-test"),
+                         logs.LogStore(str(tmp_path / "logstore"), "http://logs.example.com"), ConsoleRegistry(),
+                         "executor-test")
+    request = BuildRequest(pipeline="gate", job="unit", label="debian", changes="1,1",
+                           change={"project": "org/a", "branch": "master", "number": 1, "patchset": 1},
+                           repo_state={"branches": {}, "steps": []}, params={"run": ["true"], "timeout": 60})
+    result = runner.run(request)
+    assert result.result == NODE_FAILURE and result.failure_class == INFRASTRUCTURE and result.infrastructure
+    assert "No valid host" in result.message and "prov-a" in result.message
+    assert sim.cloud("alpha").created_server_ids  # a boot was tried and failed
+    wait_for(lambda: not servers(sim, "alpha") and not node_records(zk), what="the failed node cleaned up")
