@@ -92,6 +92,9 @@ def cleanup_provider(launcher, manager) -> None:
         failed = [b for b in builds if b.state == "failed"]
         for old in failed[:-1]:
             store.delete_image_build(old)
+        for gone in (b for b in builds if b.state == model.IMAGE_GONE and b.id not in in_use):
+            if _delete_image(manager, gone.external_id):
+                store.delete_image_build(gone)
 
 
 def _delete_image(manager, image_id: str) -> bool:

@@ -10,7 +10,7 @@ import threading
 import time
 import uuid
 
-from gatekeeper.launcher.model import META_BUILD, ImageBuild
+from gatekeeper.launcher.model import IMAGE_GONE, META_BUILD, ImageBuild
 from gatekeeper.launcher.sshkeys import run_script, scan_host_keys
 from gatekeeper.zk.nodes import NodeStore
 
@@ -57,6 +57,13 @@ class ImageBuilder:
                 continue
             builds = self.store.image_builds(image.name, self.manager.name)
             ready = [b for b in builds if b.state == "ready"]
+            while ready and not self._still_there(ready[-1]):
+                gone = ready.pop()
+                gone.set_state(IMAGE_GONE)
+                gone.reason = "the cloud no longer has this image (found by the image check)"
+                self.store.write_image_build(gone)
+                log.warning("provider %s: image %s build %s is gone from the cloud; falling back to %s",
+                            self.manager.name, image.name, gone.id, ready[-1].id if ready else "a new build")
             self._publish(image.name, ready[-1] if ready else None, builds)
             hours = image.rebuild_hours if image.rebuild_hours is not None else \
                 self.manager.config.image_rebuild_hours
@@ -77,11 +84,22 @@ class ImageBuilder:
         def apply() -> None:
             if ready is not None:
                 self.manager.image_builds[image] = (ready.id, ready.external_id)
+            else:
+                self.manager.image_builds.pop(image, None)
             if failed and ready is None:
                 self.manager.image_failed.add(image)
             else:
                 self.manager.image_failed.discard(image)
         self.launcher.post(apply)
+
+    def _still_there(self, build: ImageBuild) -> bool:
+        """Whether the cloud still has a ready build's image (an API error is not proof that it is gone)."""
+        try:
+            found = self.manager.adapter.get_image(build.external_id)
+        except Exception as e:
+            log.warning("provider %s: checking image %s: %s", self.manager.name, build.external_id, e)
+            return True
+        return found is not None and found.state not in ("killed", "deleted")
 
     def build(self, image) -> ImageBuild:
         m = self.manager

@@ -464,7 +464,7 @@ class Launcher(Launching):
             backlog[plan.provider] += len(plan.queued)
         # claim only what can start now (healthy, with room): a request left unclaimed stays open to others
         candidates = [m for m in able if m.can_launch() and m.free() - backlog[m.name] >= len(req.labels)
-                      and all(m.free(x) > 0 for x in set(req.labels))]
+                      and all(m.free(x) > 0 and m.image_for(x) is not None for x in set(req.labels))]
         if not candidates:
             if able:
                 self._make_room(req, able)

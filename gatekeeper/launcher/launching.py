@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from gatekeeper.launcher import model
-from gatekeeper.launcher.model import Node, NodeRequest
+from gatekeeper.launcher.model import IMAGE_GONE, Node, NodeRequest
 from gatekeeper.launcher.provider import LaunchResult, ProviderManager
 
 log = logging.getLogger("gatekeeper.launcher")
@@ -40,6 +40,9 @@ class Launching:
             if plan.queued and not manager.can_launch() and manager.active:
                 if not plan.nodes:
                     self._release_plan(plan, "backing off" if not manager.drained else "drained")
+                continue
+            if plan.queued and not plan.nodes and any(manager.image_for(x) is None for x in plan.queued):
+                self._release_plan(plan, "without a usable image")
                 continue
             while plan.queued:
                 label = plan.queued[0]
@@ -103,10 +106,14 @@ class Launching:
         node.external_id = res.external_id or node.external_id
         plan = self.plans.get(node.request) if node.request else None
         if not res.ok:
-            if res.quota:
+            retry_free = res.quota or res.image_missing  # says nothing of the cloud's health, nor the request's
+            if retry_free:
                 manager.health.not_counted()
             else:
                 manager.health.record(False, error=res.error)
+            if res.image_missing:
+                manager.image_boot_failures += 1
+                self._image_gone(manager, node)
             if res.quota:
                 log.info("provider %s: over quota launching %s (%s); will retry", manager.name, node.label,
                          res.error)
@@ -119,7 +126,7 @@ class Launching:
             self.nodes.delete(manager, node.id)
             if plan is not None:
                 plan.nodes.pop(node.id, None)
-                if not res.quota:
+                if not retry_free:
                     plan.attempts[node.label] += 1
                 if plan.attempts[node.label] >= manager.config.launch_attempts:
                     self._decline_plan(plan, f"{manager.name}: {res.error}")
@@ -152,6 +159,20 @@ class Launching:
         if self._write_request(plan.request, req, version):
             self.plans.pop(plan.request, None)
             self.handed_out += 1
+
+    def _image_gone(self, manager: ProviderManager, node: Node) -> None:
+        """A boot found its image gone from the cloud: that upload is bad. Stop booting it at once; the image
+        builder falls back to the previous good upload, or builds and uploads a new one."""
+        image = manager.image_gone(node.label, node.image_build)
+        if image is None:
+            return  # not the current upload (already handled), or an image we do not build
+        log.warning("provider %s: image %s build %s is gone from the cloud; marking it bad", manager.name, image,
+                    node.image_build)
+        self.store.mark_image_build(image, manager.name, node.image_build, IMAGE_GONE,
+                                    f"the cloud no longer has this image (a boot of node {node.id} said so)")
+        for builder in self.builders:
+            if builder.manager is manager:
+                builder.wake()
 
     def _release_plan(self, plan: Plan, why: str) -> None:
         """Give back a request whose provider cannot launch now (backing off, drained), without declining it."""

@@ -29,6 +29,7 @@ class LaunchResult:
     host_keys: list | None = None
     error: str = ""
     quota: bool = False
+    image_missing: bool = False  # the cloud no longer has the image it was booted from
 
 
 class ProviderManager:
@@ -64,6 +65,7 @@ class ProviderManager:
         self.quota_blocked_until = 0.0
         self.image_builds: dict[str, tuple[str, str]] = {}  # image name -> (build id, cloud image id)
         self.image_failed: set[str] = set()
+        self.image_boot_failures = 0  # boots refused because their image was gone (for operators, benchmarks)
         self.deleting: set[str] = set()
         self.public_key = ""
         self.keypair_ready = False
@@ -117,6 +119,18 @@ class ProviderManager:
         if build is None:
             return None
         return image.name, build[0], build[1]
+
+    def image_gone(self, label: str, build_id: str) -> str | None:
+        """A boot of `label` from `build_id` found its image gone: forget that upload (the builder falls back to
+        the previous good one or rebuilds). Returns the image name when it was the current upload."""
+        if label not in self.pool_labels:
+            return None
+        image = self.pool_labels[label][1].image
+        current = self.image_builds.get(image)
+        if build_id and current is not None and current[0] == build_id:
+            del self.image_builds[image]
+            return image
+        return None
 
     def image_unavailable(self, label: str) -> bool:
         """The label's image has no good build and its last build failed: cannot launch it now."""
@@ -195,7 +209,8 @@ class ProviderManager:
             self.post(LaunchResult(node.id, False, error=str(e), quota=True))
             return
         except Exception as e:
-            self.post(LaunchResult(node.id, False, error=str(e)))
+            self.post(LaunchResult(node.id, False, error=str(e),
+                                   image_missing=self.adapter.is_missing_image_message(str(e))))
             return
         info = self.adapter.ready_now(server_id)
         if info is not None:
@@ -228,7 +243,8 @@ class ProviderManager:
             if quota:
                 self.refresh_limits()
             self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} is {info.state}: "
-                                   f"{info.fault or 'no fault given'}", quota=quota))
+                                   f"{info.fault or 'no fault given'}", quota=quota,
+                                   image_missing=self.adapter.is_missing_image_message(info.fault)))
             return
         remaining = max(1.0, self.config.boot_timeout - (time.time() - node.created))
         try:

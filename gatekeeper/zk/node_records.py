@@ -24,6 +24,9 @@ PENDING = "pending"  # claimed by a launcher that is launching nodes for it
 FULFILLED = "fulfilled"
 REQUEST_FAILED = "failed"
 
+# image build states beyond building/ready/failed
+IMAGE_GONE = "gone"  # was ready, but the cloud lost the image: never boot it again
+
 # server metadata that marks a server or image as the launcher's
 META_OWNER = "gatekeeper"
 META_NODE = "gatekeeper-node"
@@ -98,7 +101,7 @@ class ImageBuild(Record):
     id: str = ""
     image: str = ""
     provider: str = ""
-    state: str = BUILDING  # building, ready, failed, deleting
+    state: str = BUILDING  # building, ready, failed, gone, deleting
     external_id: str = ""  # the cloud's image id
     template_id: str = ""  # the template server while building
     created: float = field(default_factory=time.time)

@@ -473,6 +473,16 @@ class NodeStore:
         except NoNodeError:
             self.kz.create(path, build.to_bytes(), makepath=True)
 
+    def mark_image_build(self, image: str, provider: str, build_id: str, state: str, reason: str) -> bool:
+        """Set an image build's state (with a reason); False if there is no such build."""
+        for build in self.image_builds(image, provider):
+            if build.id == build_id:
+                build.set_state(state)
+                build.reason = reason
+                self.write_image_build(build)
+                return True
+        return False
+
     def delete_image_build(self, build: ImageBuild) -> None:
         try:
             self.kz.delete(paths.image_build(build.image, build.provider, build.id))

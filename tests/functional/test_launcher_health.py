@@ -251,3 +251,32 @@ def test_build_that_cannot_get_a_working_node_is_an_infrastructure_node_failure(
     assert "No valid host" in result.message and "prov-a" in result.message
     assert sim.cloud("alpha").created_server_ids  # a boot was tried and failed
     wait_for(lambda: not servers(sim, "alpha") and not node_records(zk), what="the failed node cleaned up")
+
+
+# -- image health ---------------------------------------------------------------------------------------------
+def test_vanished_image_marks_the_upload_bad_and_a_new_one_is_built_after_one_failed_boot(zk, sim, start_launcher):
+    prepare = "          prepare: |\n            echo warmed > \"$HOME/marker\"\n"
+    # the periodic image check is far away: the boot itself must find out
+    launcher = start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha", image_extra=prepare)),
+                              image_check_interval=600)
+    store = NodeStore(zk)
+    first = wait_for(lambda: next((b for b in store.image_builds("deb", "prov-a") if b.state == "ready"), None),
+                     60, "first image build")
+    alpha = sim.cloud("alpha")
+    alpha.delete_image(first.external_id)  # the cloud lost it (restarted, or an operator's mistake)
+    client = NodeRequestClient(zk, "stale-image")
+    reqs = [client.request(["debian"]) for _ in range(3)]
+    served = [client.wait(r, 90) for r in reqs]
+    assert all(r.state == model.FULFILLED for r in served)
+    builds = {b.id: b for b in store.image_builds("deb", "prov-a")}
+    assert builds[first.id].state == model.IMAGE_GONE and "no longer has" in builds[first.id].reason
+    newer = [b for b in builds.values() if b.state == "ready"]
+    assert len(newer) == 1 and newer[0].external_id in alpha.images
+    nodes = [n for r in served for n in client.lock_nodes(r)]
+    assert {n.image_build for n in nodes} == {newer[0].id}
+    with client.ssh(nodes[0]) as ssh:
+        assert ssh.exec_command("cat \"$HOME/marker\"")[1].read().decode().strip() == "warmed"
+    assert 1 <= launcher.managers["prov-a"].image_boot_failures <= 3
+    assert status_of(zk, "prov-a")["consecutive_failures"] == 0  # a vanished image is not the cloud's fault
+    for node in nodes:
+        client.release(node)
