@@ -13,6 +13,8 @@ import yaml
 
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
+from gatekeeper.metrics.prometheus import render
+from gatekeeper.metrics.providers import provider_metrics
 from gatekeeper.zk.nodes import NodeStore, providers_status
 from tests.functional import test_launcher as base
 from tests.functional.test_launcher import (
@@ -95,6 +97,9 @@ def test_failing_provider_backs_off_min_ready_fills_from_the_healthy_one_and_a_p
     assert shown["prov-b"]["state"] == "healthy" and shown["prov-b"]["boot_p50_s"] > 0
     status, out, _ = gk("providers")
     assert status == 0 and "prov-a" in out and "No valid host" in out and "prov-b" in out
+    metrics = render(provider_metrics(providers_status(zk)))
+    assert 'gatekeeper_provider_boot_error_rate{provider="prov-a"} 1' in metrics
+    assert 'gatekeeper_provider_state{provider="prov-b",state="healthy"} 1' in metrics
 
     # the cloud recovers: the next probe boots, the provider is healthy again and min-ready fills there
     alpha.set_faults(boot_errors=0)
