@@ -391,6 +391,8 @@ class Launcher(Launching):
             elif req.state == model.PENDING:
                 if req.launcher == self.ident and rid in self.plans:
                     self._try_ready_for_plan(rid)
+                elif req.launcher == self.ident:
+                    self._reset_orphan(rid)  # its plan went with a lost ZooKeeper session: start it afresh
                 elif self._launchers_known and req.launcher not in self.live_launchers:
                     self._reset_orphan(rid)
                 elif req.launcher != self.ident:

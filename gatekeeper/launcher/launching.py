@@ -103,6 +103,8 @@ class Launching:
         if manager is None:
             return
         node, version = manager.nodes[res.node_id]
+        if node.state == model.DELETING or node.id in manager.deleting:
+            return  # given up meanwhile (its launcher lost its session and took the provider back): being deleted
         node.external_id = res.external_id or node.external_id
         plan = self.plans.get(node.request) if node.request else None
         if not res.ok:

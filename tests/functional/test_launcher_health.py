@@ -15,6 +15,7 @@ from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
 from gatekeeper.metrics.prometheus import render
 from gatekeeper.metrics.providers import provider_metrics
+from gatekeeper.zk import paths
 from gatekeeper.zk.nodes import NodeStore, providers_status
 from tests.functional import test_launcher as base
 from tests.functional.test_launcher import (
@@ -285,3 +286,44 @@ def test_vanished_image_marks_the_upload_bad_and_a_new_one_is_built_after_one_fa
     assert status_of(zk, "prov-a")["consecutive_failures"] == 0  # a vanished image is not the cloud's fault
     for node in nodes:
         client.release(node)
+
+
+# -- ZooKeeper session expiry ---------------------------------------------------------------------------------
+def test_session_expiry_mid_launch_serves_the_request_and_leaves_no_orphan(zk, zk_server, sim, start_launcher):
+    from kazoo.client import KazooClient
+
+    alpha = sim.cloud("alpha")
+    alpha.set_faults(boot_delay=2.0)
+    launcher = start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "expiry")
+    rid = client.request(["debian"])
+    wait_for(lambda: (client.get(rid) or model.NodeRequest()).state == model.PENDING and servers(sim, "alpha"),
+             what="the request pending on a booting server")
+    assert client.get(rid).launcher == launcher.ident
+    session_id, password = launcher.kz.client_id
+    intruder = KazooClient(hosts=zk_server.hosts, client_id=(session_id, password))
+    intruder.start()
+    intruder.stop()
+    intruder.close()
+    req = client.wait(rid, 60)
+    assert req.state == model.FULFILLED
+    alpha.set_faults(boot_delay=0)
+
+    def consistent() -> bool:
+        records = node_records(zk)
+        return {s.id for s in servers(sim, "alpha")} == {n.external_id for n in records.values()} \
+            and all(n.state in (model.ALLOCATED, model.READY) for n in records.values())
+    wait_for(consistent, 30, "cloud servers == node records, none half-launched")
+    assert req.nodes[0] in node_records(zk)
+    [node] = client.lock_nodes(req)
+    client.release(node)
+
+    # the state the expiry can leave when the launcher's registration comes back before it looks again: a
+    # request pending on this very launcher, with no launch of its behind it. It is started afresh.
+    stranded = model.NodeRequest(labels=["debian"], requestor="expiry", state=model.PENDING, provider="prov-a",
+                                 launcher=launcher.ident)
+    path = zk.client.create(f"{paths.NODE_REQUESTS}/000100-", stranded.to_bytes(), ephemeral=True, sequence=True)
+    again = client.wait(path.rsplit("/", 1)[1], 30)
+    assert again.state == model.FULFILLED and again.launcher == launcher.ident
+    assert node_records(zk)[again.nodes[0]].external_id in {s.id for s in servers(sim, "alpha")}
