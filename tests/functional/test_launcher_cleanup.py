@@ -82,3 +82,28 @@ def test_unreadable_records_stop_no_thread_and_are_set_aside(zk, sim, start_laun
     client.release(node)
     wait_for(lambda: node.id not in node_records(zk), 30, "the used node deleted")
     assert node.external_id not in {s.id for s in servers(sim, "alpha")}
+
+
+def test_operator_commands_skip_unreadable_records_without_a_traceback(zk, zk_server, zk_chroot, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from gatekeeper.zk.nodes import NodeStore
+
+    good = model.Node(id="goodnode0001", provider="prov-a", label="debian", state=model.READY)
+    store = NodeStore(zk)
+    store.ensure_paths()
+    assert store.create_node(good)
+    zk.client.create(paths.node("garbage"), b"\xff not json")
+    cfg = tmp_path / "gk.yaml"
+    cfg.write_text(yaml.safe_dump({"zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot}}))
+    for args in (["nodes", "--json"], ["nodes"], ["providers", "--json"]):
+        res = subprocess.run([sys.executable, "-m", "gatekeeper.cli", *args, "-c", str(cfg)], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        if args == ["nodes", "--json"]:
+            assert [n["id"] for n in json.loads(res.stdout)] == ["goodnode0001"]
+            assert "/nodepool/nodes/garbage holds an unreadable record" in res.stderr
