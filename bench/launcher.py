@@ -382,10 +382,35 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+def self_check() -> int:
+    """Every request is failed by a broken launcher: the hand-out phase must refuse to report figures."""
+
+    def broken_serve(launcher: Launcher, rid: str) -> None:
+        req, version = launcher.requests[rid]
+        req.state, req.reason = model.REQUEST_FAILED, "broken on purpose by --self-check"
+        launcher.store.write_request(req, version)
+
+    Launcher._serve = broken_serve  # type: ignore[method-assign]
+    bench = Bench(quick=True)
+    try:
+        bench.handoff(5)
+    except BenchFailure as e:
+        print(f"self-check passed: with hand-out broken the benchmark fails: {e}")
+        return 0
+    finally:
+        bench.close()
+    print("self-check FAILED: hand-out was broken and the benchmark still produced figures", file=sys.stderr)
+    return 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller runs (finishes in well under a minute)")
+    parser.add_argument("--self-check", action="store_true",
+                        help="break the launcher's hand-out on purpose and show that the benchmark fails (exit 1)")
     args = parser.parse_args()
+    if args.self_check:
+        return self_check()
     logging.basicConfig(level=logging.ERROR)
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # a keyscan retried on a booting host is normal
     bench = Bench(args.quick)

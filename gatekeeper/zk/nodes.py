@@ -32,8 +32,7 @@ from gatekeeper.zk.node_records import Autohold, ImageBuild, Node, NodeRequest, 
 log = logging.getLogger("gatekeeper.zk.nodes")
 
 PRIORITY_DIGITS = 6
-PROVIDERS = "/nodepool/providers"  # /nodepool/providers/<name>/state (operators), /health (its launcher)
-UNREADABLE = "/nodepool/unreadable"  # records set aside because they could not be read
+UNREADABLE = paths.UNREADABLE
 
 _READ_ERRORS = (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError)
 
@@ -74,7 +73,7 @@ class NodeStore:
     # -- setup -----------------------------------------------------------------------------------------------
     def ensure_paths(self, labels: list[str] = ()) -> None:
         for path in (paths.NODE_REQUESTS, paths.NODES, paths.NODES_READY, paths.NODES_RELEASED,
-                     paths.LAUNCHERS, paths.IMAGES, paths.HOLDS, PROVIDERS):
+                     paths.LAUNCHERS, paths.IMAGES, paths.HOLDS, paths.PROVIDERS):
             self.kz.ensure_path(path)
         for label in labels:
             self.kz.ensure_path(paths.ready_node(label))
@@ -513,7 +512,7 @@ class NodeStore:
 
     def provider_state(self, name: str, watch: Callable | None = None) -> ProviderState:
         """The operators' state of a provider (not drained if never set)."""
-        path = f"{PROVIDERS}/{name}/state"
+        path = paths.provider_state(name)
         try:
             raw, _ = self.kz.get(path, watch=watch)
         except NoNodeError:
@@ -527,7 +526,7 @@ class NodeStore:
 
     def watch_provider_state(self, name: str, callback: Callable[[ProviderState], None]) -> None:
         """Call `callback(state)` now and on every change of the provider's operator state (until it returns False)."""
-        path = f"{PROVIDERS}/{name}/state"
+        path = paths.provider_state(name)
 
         def changed(data, stat) -> bool | None:
             state = ProviderState(name=name)
@@ -543,7 +542,7 @@ class NodeStore:
     def set_drained(self, name: str, drained: bool, reason: str = "") -> ProviderState:
         state = ProviderState(name=name, drained=drained, drain_reason=reason if drained else "",
                               drained_at=time.time() if drained else 0.0)
-        path = f"{PROVIDERS}/{name}/state"
+        path = paths.provider_state(name)
         try:
             self.kz.set(path, state.to_bytes())
         except NoNodeError:
@@ -551,7 +550,7 @@ class NodeStore:
         return state
 
     def publish_health(self, name: str, status: dict) -> None:
-        path = f"{PROVIDERS}/{name}/health"
+        path = paths.provider_health(name)
         data = json.dumps(status).encode()
         try:
             self.kz.set(path, data)
@@ -562,11 +561,11 @@ class NodeStore:
         return self._children(paths.LAUNCHERS)
 
     def provider_names(self) -> list[str]:
-        return sorted(set(self._children(PROVIDERS)) | set(self._children(paths.LAUNCHERS)))
+        return sorted(set(self._children(paths.PROVIDERS)) | set(self._children(paths.LAUNCHERS)))
 
     def provider_health(self, name: str) -> dict:
         try:
-            raw, _ = self.kz.get(f"{PROVIDERS}/{name}/health")
+            raw, _ = self.kz.get(paths.provider_health(name))
             data = json.loads(raw)
             return data if isinstance(data, dict) else {}
         except (NoNodeError, *_READ_ERRORS):
