@@ -29,6 +29,8 @@ def cleanup_provider(launcher, manager) -> None:
     now = time.time()
     for node_id in store.unreadable_nodes():
         store.set_aside(node_id)
+    for rid in store.unreadable_requests():
+        store.set_aside_request(rid)
     nodes = store.load_nodes(manager.name)
     live_requests = set(store.request_ids())
     for node_id, (node, _version) in nodes.items():

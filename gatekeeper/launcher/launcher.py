@@ -106,7 +106,7 @@ class Launcher(Launching):
         ChildrenWatch(self.kz, paths.LAUNCHERS, self._watch_post(self._on_live_providers))
         ChildrenWatch(self.kz, paths.component("launcher"), self._watch_post(self._on_launchers))
         for name in self.managers:
-            self.store.watch_provider_state(name, lambda state, n=name: None if self._stop.is_set() else self.post(
+            self.store.watch_provider_state(name, lambda state, n=name: False if self._stop.is_set() else self.post(
                 lambda: self._on_provider_state(n, state.drained)))
         self._ready_dirty.update(self.nodepool.labels)
         self.access_keeper = AccessKeeper(self.zk, self.ssh_key).start()

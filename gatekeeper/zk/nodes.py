@@ -124,6 +124,20 @@ class NodeStore:
                 out[node_id] = found
         return out
 
+    def unreadable_requests(self) -> list[str]:
+        """Ids of request znodes whose record cannot be read."""
+        bad = []
+        for rid in self.request_ids():
+            try:
+                self.read_request(rid)
+            except UnreadableRecord:
+                bad.append(rid)
+        return bad
+
+    def set_aside_request(self, rid: str) -> None:
+        """Move an unreadable request under /nodepool/unreadable (no launcher can serve it)."""
+        self._set_aside(paths.node_request(rid), f"request-{rid}")
+
     def unreadable_nodes(self) -> list[str]:
         """Ids of node znodes whose record cannot be read."""
         bad = []
@@ -136,21 +150,23 @@ class NodeStore:
 
     def set_aside(self, node_id: str) -> None:
         """Move an unreadable node record under /nodepool/unreadable (kept for an operator), with its lock."""
-        path = paths.node(node_id)
+        self._set_aside(paths.node(node_id), f"node-{node_id}")
+
+    def _set_aside(self, path: str, name: str) -> None:
         try:
             raw, _ = self.kz.get(path)
         except NoNodeError:
             return
+        self.kz.ensure_path(paths.UNREADABLE)
         tx = self.kz.transaction()
-        tx.create(f"{UNREADABLE}/node-{node_id}-{int(time.time())}", raw)
+        tx.create(f"{paths.UNREADABLE}/{name}-{int(time.time())}", raw)
         for child in self._children(path):
             tx.delete(f"{path}/{child}")
         tx.delete(path)
-        self.kz.ensure_path(UNREADABLE)
         if _failed(tx.commit()):
-            log.warning("node record %s could not be set aside (it changed meanwhile)", node_id)
+            log.warning("%s could not be set aside (it changed meanwhile)", path)
         else:
-            log.warning("node record %s was unreadable: moved to %s", node_id, UNREADABLE)
+            log.warning("%s was unreadable: moved to %s", path, paths.UNREADABLE)
 
     def create_node(self, node: Node) -> bool:
         """Create a new node record and its lock parent, in one transaction."""

@@ -74,10 +74,12 @@ def test_unreadable_records_stop_no_thread_and_are_set_aside(zk, sim, start_laun
     assert req.state == model.FULFILLED
     # garbage written while it runs is set aside too, and cleanup goes on working
     zk.client.create(paths.node("latergarbage"), b"{\"state\": ")
-    wait_for(lambda: not {"emptyrecord", "notjson", "latergarbage"} & set(zk.client.get_children(paths.NODES)),
+    wait_for(lambda: not {"emptyrecord", "notjson", "latergarbage"} & set(zk.client.get_children(paths.NODES))
+             and "000100-9999999999" not in zk.client.get_children(paths.NODE_REQUESTS),
              30, "unreadable records set aside")
     aside = zk.client.get_children(UNREADABLE)
-    assert sorted(name.split("-")[1] for name in aside) == ["emptyrecord", "latergarbage", "notjson"]
+    assert sorted(name.rsplit("-", 1)[0] for name in aside) == [
+        "node-emptyrecord", "node-latergarbage", "node-notjson", "request-000100-9999999999"]
     [node] = client.lock_nodes(req)
     client.release(node)
     wait_for(lambda: node.id not in node_records(zk), 30, "the used node deleted")
