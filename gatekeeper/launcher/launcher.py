@@ -80,6 +80,7 @@ class Launcher(Launching):
         self.handed_out = 0
         self.access_keeper: AccessKeeper | None = None
         self.nodes = NodeLifecycle(self.store, self._events.put, self.ready)
+        self.foreign_unable: set[str] = set()  # other launchers' providers that cannot launch now
         self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
 
     # -- lifecycle -----------------------------------------------------------------------------------------
@@ -265,6 +266,7 @@ class Launcher(Launching):
 
     def _timers(self) -> None:
         next_cleanup = time.monotonic() + min(self.cleanup_interval, 5.0)
+        next_tick = 0.0
         while not self._stop.wait(max(0.05, min(1.0, next_cleanup - time.monotonic()))):
             if time.monotonic() >= next_cleanup:
                 next_cleanup = time.monotonic() + self.cleanup_interval
@@ -274,8 +276,11 @@ class Launcher(Launching):
                     run_cleanup(self)
                 except Exception:
                     log.exception("cleanup failed")
-            self.post(self._publish_health)
-            self.post(self._expire_ready)
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + 1.0
+                self.post(self._publish_health)
+                self.post(self._expire_ready)
+                self._read_foreign_health()
             if any(m.health.due() for m in self.managers.values()):
                 self.wake()
             if any(m.quota_blocked_until and time.monotonic() >= m.quota_blocked_until
@@ -283,6 +288,22 @@ class Launcher(Launching):
                 for m in self.managers.values():
                     m.quota_blocked_until = 0.0
                 self.wake()
+
+    def _read_foreign_health(self) -> None:
+        """Which live providers of other launchers cannot launch now (backing off, drained): their labels'
+        min-ready is then kept by the next provider (timer thread; the result goes to the main loop)."""
+        unable = set()
+        for name in set(self.live_providers) - set(self.managers):
+            try:
+                if self.store.provider_state(name).drained or \
+                        self.store.provider_health(name).get("state") == "backing-off":
+                    unable.add(name)
+            except Exception as e:
+                log.debug("provider %s: reading its health: %s", name, e)
+
+        def apply() -> None:
+            self.foreign_unable = unable
+        self.post(apply)
 
     # -- watch handlers (main loop) ------------------------------------------------------------------------
     def _on_requests(self, children: list[str]) -> None:

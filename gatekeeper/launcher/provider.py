@@ -104,6 +104,10 @@ class ProviderManager:
         """Held by us, not drained, and not backing off after boot failures (a probe may be allowed)."""
         return self.active and not self.drained and self.health.allows_launch()
 
+    def cannot_launch_now(self) -> bool:
+        """Drained, or backing off (a question that, unlike can_launch, does not start a probe)."""
+        return self.drained or self.health.state == "backing-off"
+
     def serves(self, label: str) -> bool:
         return label in self.pool_labels or label in self.host_labels
 

@@ -112,6 +112,19 @@ def test_failing_provider_backs_off_min_ready_fills_from_the_healthy_one_and_a_p
         client.release(node)
 
 
+def test_min_ready_owned_by_another_launchers_failing_provider_is_kept_by_the_healthy_one(zk, sim, start_launcher):
+    sim.cloud("alpha").set_faults(boot_errors=-1, boot_error_message="No valid host was found.")
+    # prov-a sorts first, so its launcher owns the label's min-ready; its cloud fails every boot
+    start_launcher(pool_yaml({"debian": 2}, provider_yaml("prov-a", "alpha")), backoff=(30.0, 60.0))
+    wait_live(zk, 1)
+    start_launcher(pool_yaml({"debian": 2}, provider_yaml("prov-b", "beta")))
+    wait_live(zk, 2)
+    wait_for(lambda: status_of(zk, "prov-a").get("state") == "backing-off", what="prov-a backing off")
+    wait_for(lambda: len(ready_ids(zk)) == 2, 30, "min-ready kept by the other launcher's provider")
+    assert {node_records(zk)[n].provider for n in ready_ids(zk)} == {"prov-b"}
+    assert len(servers(sim, "beta")) == 2 and not servers(sim, "alpha")
+
+
 def test_quota_refusals_do_not_open_the_breaker(zk, sim, start_launcher):
     cloud = sim.cloud("alpha")
     cloud.limits.max_instances = 1
