@@ -188,9 +188,6 @@ class ProviderManager:
             return
         self._limits, self._limits_at, self._limits_mine = limits, time.monotonic(), mine
 
-    def limits_stale(self) -> bool:
-        return self._limits is None or time.monotonic() - self._limits_at > self.limits_ttl
-
     # -- workers ---------------------------------------------------------------------------------------------
     def start_launch(self, node: Node, flavor: str, cloud_image: str) -> None:
         self.pool.submit(self._launch, node, flavor, cloud_image)
