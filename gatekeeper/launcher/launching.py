@@ -247,8 +247,8 @@ class Launching:
         """Never wedge at max-servers: when idle ready nodes hold the room a request needs to launch, delete the
         oldest of them, another label's first (one at a time per provider), as Nodepool does."""
         for manager in sorted(able, key=lambda m: m.config.priority):
-            if not manager.can_launch():
-                continue
+            if not manager.can_launch() or manager.name in self.waiting_for_room:
+                continue  # (a request ahead of this one already looked at this provider in this pass)
             self.waiting_for_room.add(manager.name)
             if not manager.adapter.boots or manager.deleting:
                 continue
