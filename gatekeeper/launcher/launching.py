@@ -212,10 +212,14 @@ class Launching:
                 continue
             shown = {k: v for k, v in status.items() if k != "active"}
             manager = self.managers[status["name"]]
-            if manager.published_health != shown:
+            last = manager.published_health or {}
+            # a change of state at once; figures that only drift (percentiles, rates) at most every 10 s
+            urgent = any(last.get(k) != shown[k] for k in ("state", "drained", "backing_off_until",
+                                                           "consecutive_failures"))
+            if shown != last and (urgent or time.monotonic() - manager.published_at >= 10.0):
                 try:
                     self.store.publish_health(status["name"], shown)
-                    manager.published_health = shown
+                    manager.published_health, manager.published_at = shown, time.monotonic()
                 except Exception as e:
                     log.warning("provider %s: could not publish its health: %s", status["name"], e)
 

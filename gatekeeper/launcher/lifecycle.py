@@ -120,7 +120,7 @@ class NodeLifecycle:
         if not ok:
             log.error("provider %s: node %s's server would not go away; cleanup will retry", manager.name, node_id)
             return
-        if not self.store.delete_node(node_id):
+        if not self.store.delete_node(node_id, released=node_id in self.released_seen):
             log.warning("node %s is locked by a consumer; keeping its record", node_id)
             return
         self.released_seen.discard(node_id)

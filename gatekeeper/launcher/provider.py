@@ -73,6 +73,7 @@ class ProviderManager:
         self.health = ProviderHealth(self.name)
         self.drained = False  # by an operator: launch nothing, delete idle ready nodes
         self.published_health: dict | None = None  # what was last written to ZooKeeper
+        self.published_at = 0.0
 
     # -- what it serves --------------------------------------------------------------------------------------
     @property

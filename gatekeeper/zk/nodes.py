@@ -176,27 +176,25 @@ class NodeStore(ProviderStore):
         except NoNodeError:
             return False
 
-    def delete_node(self, node_id: str) -> bool:
-        """Remove a node's record (with its lock parent and any release signal); False while a consumer holds its
-        lock."""
+    def delete_node(self, node_id: str, released: bool = False) -> bool:
+        """Remove a node's record with its lock parent (and its release signal, if `released`), in one transaction;
+        False while a consumer holds its lock."""
         tx = self.kz.transaction()
         tx.delete(paths.node_lock(node_id))
         tx.delete(paths.node(node_id))
+        if released:
+            tx.delete(paths.released_node(node_id))
         results = tx.commit()
         if any(isinstance(r, NotEmptyError) for r in results):
             return False
         if _failed(results):
-            for path in (paths.node_lock(node_id), paths.node(node_id)):
+            for path in (paths.node_lock(node_id), paths.node(node_id), paths.released_node(node_id)):
                 try:
                     self.kz.delete(path)
                 except NoNodeError:
                     pass
                 except NotEmptyError:
                     return False
-        try:
-            self.kz.delete(paths.released_node(node_id))
-        except NoNodeError:
-            pass
         return True
 
     def is_locked(self, node_id: str) -> bool:

@@ -90,6 +90,7 @@ def test_failing_provider_backs_off_min_ready_fills_from_the_healthy_one_and_a_p
     assert 1 <= len(alpha.created_server_ids) - started <= 3, alpha.created_server_ids
     assert started <= 8
 
+    wait_for(lambda: status_of(zk, "prov-b").get("boot_p50_s"), 20, "boot times published")
     status, out, err = gk("providers", "--json")
     assert status == 0, err
     shown = {row["name"]: row for row in json.loads(out)}
