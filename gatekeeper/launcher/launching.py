@@ -117,7 +117,7 @@ class Launching:
             else:
                 manager.health.record(False, error=res.error)
             if res.image_missing:
-                manager.image_boot_failures += 1
+                manager.image_boot_failures += res.tried
                 self._image_gone(manager, node)
             if res.quota:
                 log.info("provider %s: over quota launching %s (%s); will retry", manager.name, node.label,

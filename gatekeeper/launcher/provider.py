@@ -30,6 +30,7 @@ class LaunchResult:
     error: str = ""
     quota: bool = False
     image_missing: bool = False  # the cloud no longer has the image it was booted from
+    tried: bool = True  # False: not sent to the cloud at all (its image upload was found bad meanwhile)
 
 
 class ProviderManager:
@@ -202,6 +203,11 @@ class ProviderManager:
 
     def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
         meta = {META_NODE: node.id, "gatekeeper-label": node.label}
+        if node.image_build and self.image_builds.get(node.image, ("",))[0] != node.image_build:
+            # queued behind a boot that found this upload gone: do not ask the cloud for it again
+            self.post(LaunchResult(node.id, False, error=f"image {node.image} build {node.image_build} is gone",
+                                   image_missing=True, tried=False))
+            return
         try:
             self.ensure_keypair()
             server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
