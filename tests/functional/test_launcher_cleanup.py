@@ -14,9 +14,9 @@ from tests.functional.test_launcher import (
     provider_yaml,
     ready_ids,
     servers,
-    wait_for,
     wait_live,
 )
+from tests.helpers import wait_for
 
 # the launcher tests' fixtures: a key pair, the two-cloud simulator, and launchers stopped at the end
 ssh_key, sim, start_launcher = base.ssh_key, base.sim, base.start_launcher
