@@ -383,7 +383,8 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def self_check() -> int:
-    """Every request is failed by a broken launcher: the hand-out phase must refuse to report figures."""
+    """Every request is failed by a broken launcher: the hand-out and sustained phases must refuse to report
+    figures (the burst, failing-provider and stale-image phases check each request the same way)."""
 
     def broken_serve(launcher: Launcher, rid: str) -> None:
         req, version = launcher.requests[rid]
@@ -392,14 +393,22 @@ def self_check() -> int:
 
     Launcher._serve = broken_serve  # type: ignore[method-assign]
     bench = Bench(quick=True)
+    caught = []
     try:
-        bench.handoff(5)
-    except BenchFailure as e:
-        print(f"self-check passed: with hand-out broken the benchmark fails: {e}")
-        return 0
+        for phase, run in (("hand-out", lambda: bench.handoff(5)), ("sustained", lambda: bench.sustained(1.0))):
+            try:
+                run()
+            except BenchFailure as e:
+                caught.append(phase)
+                print(f"self-check: with hand-out broken, the {phase} phase fails: {e}")
+                bench.stop_launchers()
     finally:
         bench.close()
-    print("self-check FAILED: hand-out was broken and the benchmark still produced figures", file=sys.stderr)
+    if caught == ["hand-out", "sustained"]:
+        print("self-check passed")
+        return 0
+    print(f"self-check FAILED: hand-out was broken and {2 - len(caught)} phase(s) still produced figures",
+          file=sys.stderr)
     return 1
 
 
