@@ -84,10 +84,10 @@ def test_failing_provider_backs_off_min_ready_fills_from_the_healthy_one_and_a_p
     req = client.wait(client.request(["debian"]), 30)
     assert req.state == model.FULFILLED and req.provider == "prov-b"
     in_use += client.lock_nodes(req)
-    # the failing cloud is not hammered: one probe per backoff (1.5 s, then 3 s), not a boot per pass
+    # the failing cloud is not hammered: one probe per backoff (1.5 s, then 3 s, capped), not a boot per pass
     started = len(alpha.created_server_ids)
-    time.sleep(4.0)  # the length of the observation, not a synchronisation: count the boots within it
-    assert 1 <= len(alpha.created_server_ids) - started <= 3, alpha.created_server_ids
+    time.sleep(6.0)  # the length of the observation, not a synchronisation: count the boots within it
+    assert 1 <= len(alpha.created_server_ids) - started <= 4, alpha.created_server_ids
     assert started <= 8
 
     wait_for(lambda: status_of(zk, "prov-b").get("boot_p50_s"), 20, "boot times published")
