@@ -42,7 +42,6 @@ from gatekeeper.zk.builds import (
     ABORTED,
     ERROR,
     FAILURE,
-    INFRASTRUCTURE,
     NODE_FAILURE,
     SUCCESS,
     TIMED_OUT,
@@ -170,8 +169,6 @@ class BuildRunner:
                 self._run(request, abort, console, build_dir, timings, result, ctx, on_start)
             except BuildFailed as exc:
                 result.result, result.message = exc.result, exc.message
-                if exc.result == NODE_FAILURE:  # no working node: the pool's fault, never the change's
-                    result.failure_class = INFRASTRUCTURE
                 console.line(f"RESULT: {exc.result}: {exc.message}")
             except Exception as exc:  # a bug or an unforeseen failure here: retried, never the change's fault
                 log.exception("%s build %s: executor error", tag, request.id)
