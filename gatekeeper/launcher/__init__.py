@@ -13,6 +13,7 @@
                   and falling back from an upload the cloud lost
     cleanup.py    from ZooKeeper's records and the cloud's list: expired holds, vanished consumers, deletes to
                   retry, leaked servers and images, superseded images, unreadable records
+    access.py     developers' SSH keys on held nodes: installed and removed as access grants say
     client.py     the consumer's API (request, wait, lock, ssh with pinned host keys, release, autohold)
     model.py      the records (they live in gatekeeper.zk.node_records): Node, NodeRequest, ImageBuild, ...
     cli.py        `gatekeeper launcher|nodes|images|requests|hold|release|delete-node|autohold`
