@@ -29,6 +29,7 @@ COMPONENT_CLIS = (
     "gatekeeper.merger.cli",
     "gatekeeper.sim.openstack.cli",
     "gatekeeper.launcher.cli",
+    "gatekeeper.launcher.provider_cli",
     "gatekeeper.executor.cli",
     "gatekeeper.web.cli",
     "gatekeeper.history.cli",

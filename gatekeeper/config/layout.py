@@ -463,7 +463,8 @@ class _Builder:
     def add_nodepool(self, np: dict) -> None:
         for label in np.get("labels", []):
             if self.define("label", label["name"], label):
-                self.layout.nodepool.labels[label["name"]] = NodeLabel(label["name"], label.get("min-ready", 0))
+                self.layout.nodepool.labels[label["name"]] = NodeLabel(label["name"], label.get("min-ready", 0),
+                                                                       label.get("max-ready-age", 0))
         for pr in np.get("providers", []):
             self.add_provider(pr)
 
@@ -506,6 +507,7 @@ class _Builder:
             max_servers=pr.get("max-servers", len(hosts) if pr["driver"] == "static" else 10),
             boot_timeout=pr.get("boot-timeout", 120),
             launch_attempts=pr.get("launch-attempts", 3),
+            priority=pr.get("priority", 100),
             image_rebuild_hours=pr.get("image-rebuild-hours", 24),
             pools=tuple(pools),
             images=tuple(

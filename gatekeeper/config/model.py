@@ -159,6 +159,7 @@ class Project:
 class NodeLabel:
     name: str
     min_ready: int = 0
+    max_ready_age: float = 0  # seconds an unused ready node is kept (0: for ever)
 
 
 @dataclass(frozen=True)
@@ -206,6 +207,7 @@ class Provider:
     boot_timeout: float = 120
     launch_attempts: int = 3
     image_rebuild_hours: float = 24
+    priority: int = 100  # lower is preferred when several providers could launch
     pools: tuple[Pool, ...] = ()
     images: tuple[Image, ...] = ()
     hosts: tuple[StaticHost, ...] = ()

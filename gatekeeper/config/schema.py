@@ -198,7 +198,8 @@ PROJECT = v.Schema(
     }
 )
 
-NODE_LABEL = v.Schema({v.Required("name"): NAME, "min-ready": v.All(int, v.Range(min=0, msg="must not be negative"))})
+NODE_LABEL = v.Schema({v.Required("name"): NAME, "min-ready": v.All(int, v.Range(min=0, msg="must not be negative")),
+                       "max-ready-age": v.All(v.Any(int, float), v.Range(min=0, msg="must not be negative"))})
 
 POOL_LABEL = v.Schema(
     {
@@ -240,6 +241,7 @@ PROVIDER = v.Schema(
         "max-servers": v.All(int, v.Range(min=0, msg="must not be negative")),
         "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "priority": int,
         "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
         "pools": Each({v.Required("name"): NAME, "max-servers": int, v.Required("labels"): Each(POOL_LABEL)}),
         "images": Each(IMAGE),

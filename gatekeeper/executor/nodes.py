@@ -1,7 +1,7 @@
 """Where a build's node comes from, and where it goes back: the launcher, or a fixed list of hosts.
 
-`LauncherNodes` is the production source: a ZooKeeper node request (through gatekeeper.launcher.client, the
-launcher's consumer contract) with the pipeline's precedence and the item's queue position as priority; the node
+`LauncherNodes` is the production source: a ZooKeeper node request (through the node store's consumer side,
+gatekeeper.zk.nodes) with the pipeline's precedence and the item's queue position as priority; the node
 is locked for the build and released used (the launcher deletes it) or held. `FixedNodes` hands out given hosts
 in turn (a developer's own VM, the benchmark).
 """
@@ -12,13 +12,11 @@ import logging
 import threading
 from typing import Protocol
 
-from kazoo.exceptions import NoNodeError
-
-from gatekeeper.launcher import model
-from gatekeeper.launcher.client import NodeRequestClient, NodeRequestError, claim_autohold
-from gatekeeper.launcher.model import Node
-from gatekeeper.zk import paths
+from gatekeeper.zk import node_records as model
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.node_consumer import NodeConsumer
+from gatekeeper.zk.node_records import Node
+from gatekeeper.zk.nodes import NodeStoreError
 
 log = logging.getLogger("gatekeeper.executor.nodes")
 
@@ -47,7 +45,7 @@ class LauncherNodes:
 
     def __init__(self, zk: ZKClient, requestor: str) -> None:
         self.zk = zk
-        self.client = NodeRequestClient(zk, requestor)
+        self.client = NodeConsumer(zk, requestor)
 
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
                 timeout: float = 600.0) -> Node:
@@ -79,7 +77,7 @@ class LauncherNodes:
             raise NoNode(f"node request {req_id} for label {label!r} failed: {req.reason or req.state}")
         try:
             nodes = self.client.lock_nodes(req)
-        except (NodeRequestError, NoNodeError) as exc:
+        except NodeStoreError as exc:
             raise NoNode(f"could not lock the node of request {req_id}: {exc}") from None
         return nodes[0]
 
@@ -89,25 +87,13 @@ class LauncherNodes:
 
     def autohold(self, project: str, job: str, change: str, node: Node) -> tuple[str, float] | None:
         """(reason, hours) of an operator's autohold request matching this failed build, taking one of its units."""
-        hold = claim_autohold(self.zk, project, job, change, node.id)
+        hold = self.client.store.claim_autohold(project, job, change, node.id)
         if hold is None:
             return None
         return hold.reason or f"autohold {hold.id}", hold.hold_hours
 
     def held_count(self) -> int:
-        try:
-            ids = self.zk.client.get_children(paths.NODES)
-        except NoNodeError:
-            return 0
-        count = 0
-        for ident in ids:
-            try:
-                raw, _ = self.zk.client.get(paths.node(ident))
-            except NoNodeError:
-                continue
-            if raw and Node.from_bytes(raw).state == model.HOLD:
-                count += 1
-        return count
+        return self.client.store.count_held()
 
 
 class FixedNodes:

@@ -1,15 +1,26 @@
 """The node launcher: node requests in ZooKeeper fulfilled from ready nodes or by launching on providers.
 
-    launcher.py   the service: one decision thread woken by ZooKeeper watches; hand-out, min-ready, failover
+    launcher.py   the service: one decision thread woken by ZooKeeper watches; hand-out from ready nodes,
+                  which provider launches a request, failover
+    launching.py  launch decisions: plans, min-ready, room at max-servers, launch results, drain, max-ready-age
+    health.py     a provider's circuit breaker on boot failures and the figures operators read
+    lifecycle.py  a managed node's writes: ready, back to ready, used, deleting, gone
     provider.py   a provider as managed: its nodes, quota, and the workers that boot, scan and delete
-    providers/    the narrow adapter interface (create, poll, delete, list, snapshot) and its openstack and
-                  static implementations
+    providers/    the narrow adapter interface (create, poll, delete, list, snapshot; quota, adoption, how its
+                  servers behave) and its openstack and static implementations
     poller.py     one server listing per provider per interval, shared by every boot and delete waiting on it
-    images.py     image builds (boot base image, run the prepare script over SSH, snapshot, delete template)
-    cleanup.py    expired holds, vanished consumers, leaked servers and images, superseded images
+    images.py     image builds (boot base image, run the prepare script over SSH, snapshot, delete template),
+                  and falling back from an upload the cloud lost
+    cleanup.py    from ZooKeeper's records and the cloud's list: expired holds, vanished consumers, deletes to
+                  retry, leaked servers and images, superseded images, unreadable records
+    access.py     developers' SSH keys on held nodes: installed and removed as access grants say
     client.py     the consumer's API (request, wait, lock, ssh with pinned host keys, release, autohold)
-    model.py      the records: Node, NodeRequest, ImageBuild, Autohold
+    model.py      the records (they live in gatekeeper.zk.node_records): Node, NodeRequest, ImageBuild, ...
     cli.py        `gatekeeper launcher|nodes|images|requests|hold|release|delete-node|autohold`
+    provider_cli.py  `gatekeeper providers [--json]|drain|undrain`
+
+Every ZooKeeper read and write of the node pool goes through gatekeeper.zk.nodes.NodeStore (and the consumer's
+side, gatekeeper.zk.node_consumer.NodeConsumer).
 
 ZooKeeper layout (see gatekeeper.zk.paths): requests are ephemeral sequential znodes named
 `<priority>-<seq>`; nodes live under /nodepool/nodes/<id> with their lock at /nodepool/nodes/<id>/lock; a ready

@@ -8,19 +8,15 @@ from __future__ import annotations
 import logging
 import time
 
-from kazoo.exceptions import NoNodeError
-
 from gatekeeper.launcher import model
-from gatekeeper.launcher.images import list_builds
-from gatekeeper.launcher.model import META_BUILD, META_NODE, Node
-from gatekeeper.zk import paths
+from gatekeeper.launcher.model import META_BUILD, META_NODE
 
 log = logging.getLogger("gatekeeper.launcher.cleanup")
 
 
 def run_cleanup(launcher) -> None:
     for manager in list(launcher.managers.values()):
-        if manager.active and not launcher._stop.is_set():
+        if manager.active and not launcher.stopping:
             try:
                 cleanup_provider(launcher, manager)
             except Exception:
@@ -28,35 +24,43 @@ def run_cleanup(launcher) -> None:
 
 
 def cleanup_provider(launcher, manager) -> None:
-    kz = launcher.kz
+    """One pass over one provider, from what ZooKeeper and the cloud say now (never from the launcher's cache)."""
+    store = launcher.store
     now = time.time()
-    nodes = launcher._load_nodes(manager.name)
-    live_requests = set(kz.get_children(paths.NODE_REQUESTS))
+    for node_id in store.unreadable_nodes():
+        store.set_aside(node_id)
+    for rid in store.unreadable_requests():
+        store.set_aside_request(rid)
+    nodes = store.load_nodes(manager.name)
+    live_requests = set(store.request_ids())
     for node_id, (node, _version) in nodes.items():
         if node.state == model.HOLD and node.hold_until and node.hold_until <= now:
             log.info("node %s: hold (%s) expired; deleting", node_id, node.hold_reason)
-            launcher._events.put(lambda n=node_id: _delete_after_sync(launcher, manager, n, force=True))
-        elif node.state == model.IN_USE and not _locked(kz, node_id):
+            launcher.post(lambda n=node_id: _delete_after_sync(launcher, manager, n, force=True))
+        elif node.state == model.IN_USE and not store.is_locked(node_id):
             log.info("node %s: in use but its consumer's lock is gone; deleting", node_id)
-            launcher._events.put(lambda n=node_id: _delete_after_sync(launcher, manager, n, force=True))
-        elif node.state == model.USED:
-            launcher._events.put(lambda n=node_id: _delete_after_sync(launcher, manager, n))
-        elif node.state == model.ALLOCATED and node.request not in live_requests and not _locked(kz, node_id):
-            launcher._events.put(lambda n=node_id: _ready_after_sync(launcher, manager, n, live_requests))
-    if manager.static:
-        return
+            launcher.post(lambda n=node_id: _delete_after_sync(launcher, manager, n, force=True))
+        elif node.state in (model.USED, model.DELETING, model.FAILED):
+            # a delete that failed, or never started, is retried every pass until the record is gone
+            launcher.post(lambda n=node_id: _delete_after_sync(launcher, manager, n))
+        elif node.state == model.ALLOCATED and node.request not in live_requests and not store.is_locked(node_id):
+            launcher.post(lambda n=node_id: _ready_after_sync(launcher, manager, n))
+    if not manager.adapter.boots:
+        return  # its servers are not created or destroyed by us: nothing can leak
     manager.refresh_limits()
     # leaked servers: ours by metadata, but no node record and no image build claims them
     building_templates = set()
     build_ids = set()
     builds_by_image = {}
     for image in manager.config.images:
-        builds = list_builds(kz, image.name, manager.name)
+        builds = store.image_builds(image.name, manager.name)
         builds_by_image[image.name] = builds
         build_ids.update(b.id for b in builds)
         building_templates.update(b.id for b in builds if b.state == model.BUILDING)
     servers = manager.adapter.poll()
-    known = set(kz.get_children(paths.NODES))
+    # read after the listing: a node record is written before its server is created, so a server listed above
+    # without a record here has none
+    known = set(store.node_ids())
     for server in servers.values():
         node_id = server.metadata.get(META_NODE)
         build_id = server.metadata.get(META_BUILD)
@@ -64,12 +68,16 @@ def cleanup_provider(launcher, manager) -> None:
             continue
         if build_id and build_id in building_templates:
             continue
-        if node_id and node_id in manager.nodes:
-            continue  # created this instant; its record is being written
         log.info("provider %s: deleting leaked server %s (%s)", manager.name, server.id, server.name)
         manager.delete_server(server.id)
+    # ready nodes whose server is gone (deleted behind our back, or lost with the cloud): remove them
+    for node_id, (node, _version) in nodes.items():
+        if node.state == model.READY and node.external_id and node.external_id not in servers:
+            log.warning("provider %s: ready node %s's server %s is gone; removing the node", manager.name,
+                        node_id, node.external_id)
+            launcher.post(lambda n=node_id: launcher.nodes.delete(manager, n, refresh=True))
     # leaked images (ours, no build record) and superseded ones (an older build no node uses)
-    in_use = {n.image_build for n, _ in launcher._load_nodes(manager.name).values()}
+    in_use = {n.image_build for n, _ in store.load_nodes(manager.name).values()}
     for image in manager.adapter.list_images():
         build_id = image.metadata.get(META_BUILD)
         if build_id and build_id not in build_ids:
@@ -82,10 +90,13 @@ def cleanup_provider(launcher, manager) -> None:
                 continue
             log.info("provider %s: deleting superseded image %s build %s", manager.name, name, old.id)
             if _delete_image(manager, old.external_id):
-                _delete_build(kz, old)
+                store.delete_image_build(old)
         failed = [b for b in builds if b.state == "failed"]
         for old in failed[:-1]:
-            _delete_build(kz, old)
+            store.delete_image_build(old)
+        for gone in (b for b in builds if b.state == model.IMAGE_GONE and b.id not in in_use):
+            if _delete_image(manager, gone.external_id):
+                store.delete_image_build(gone)
 
 
 def _delete_image(manager, image_id: str) -> bool:
@@ -101,32 +112,18 @@ def _delete_image(manager, image_id: str) -> bool:
     return False
 
 
-def _delete_build(kz, build) -> None:
-    try:
-        kz.delete(paths.image_build(build.image, build.provider, build.id))
-    except NoNodeError:
-        pass
-
-
-def _locked(kz, node_id: str) -> bool:
-    try:
-        return bool(kz.get_children(paths.node_lock(node_id)))
-    except NoNodeError:
-        return False
-
-
 def _delete_after_sync(launcher, manager, node_id: str, force: bool = False) -> None:
-    node: Node | None = launcher._refresh_node(manager, node_id)
+    node = launcher.nodes.refresh(manager, node_id)
     if node is None:
         return
     if force and node.state in (model.HOLD, model.IN_USE):
         node.set_state(model.USED)
-        if not launcher._write(manager, node, manager.nodes[node_id][1]):
+        if not launcher.nodes.write(manager, node, manager.nodes[node_id][1]):
             return
-    launcher._delete_node(manager, node_id)
+    launcher.nodes.delete(manager, node_id)
 
 
-def _ready_after_sync(launcher, manager, node_id: str, live_requests: set[str]) -> None:
-    node = launcher._refresh_node(manager, node_id)
-    if node is not None and node.state == model.ALLOCATED and node.request not in launcher.requests:
-        launcher._return_to_ready(manager, node_id)
+def _ready_after_sync(launcher, manager, node_id: str) -> None:
+    node = launcher.nodes.refresh(manager, node_id)
+    if node is not None and node.state == model.ALLOCATED and not launcher.has_request(node.request):
+        launcher.nodes.return_to_ready(manager, node_id)

@@ -117,21 +117,10 @@ def cmd_launcher(args: argparse.Namespace) -> int:
 
 
 def _nodes(zk):
-    from gatekeeper.launcher.model import Node
-    from gatekeeper.zk import paths
+    from gatekeeper.zk.nodes import NodeStore
 
-    out = []
-    try:
-        ids = zk.client.get_children(paths.NODES)
-    except NoNodeError:
-        return []
-    for node_id in ids:
-        try:
-            raw, _ = zk.client.get(paths.node(node_id))
-        except NoNodeError:
-            continue
-        out.append(Node.from_bytes(raw))
-    return sorted(out, key=lambda n: n.created)
+    # unreadable records are skipped (and named once on stderr), never a traceback
+    return sorted((n for n, _ in NodeStore(zk).load_nodes().values()), key=lambda n: n.created)
 
 
 def _age(t: float) -> str:

@@ -10,47 +10,23 @@ import threading
 import time
 import uuid
 
-from kazoo.exceptions import NoNodeError
-
-from gatekeeper.launcher import model
-from gatekeeper.launcher.model import META_BUILD, ImageBuild
+from gatekeeper.launcher.model import IMAGE_GONE, META_BUILD, ImageBuild
 from gatekeeper.launcher.sshkeys import run_script, scan_host_keys
-from gatekeeper.zk import paths
+from gatekeeper.zk.nodes import NodeStore
 
 log = logging.getLogger("gatekeeper.launcher.images")
 
 
 def list_builds(kz, image: str, provider: str) -> list[ImageBuild]:
     """Builds of one image on one provider, oldest first."""
-    try:
-        names = sorted(kz.get_children(paths.image_build(image, provider)))
-    except NoNodeError:
-        return []
-    out = []
-    for name in names:
-        try:
-            raw, _ = kz.get(paths.image_build(image, provider, name))
-        except NoNodeError:
-            continue
-        b = ImageBuild.from_bytes(raw)
-        b.id = name
-        out.append(b)
-    return out
-
-
-def write_build(kz, build: ImageBuild) -> None:
-    path = paths.image_build(build.image, build.provider, build.id)
-    if kz.exists(path):
-        kz.set(path, build.to_bytes())
-    else:
-        kz.create(path, build.to_bytes(), makepath=True)
+    return NodeStore(kz).image_builds(image, provider)
 
 
 class ImageBuilder:
     def __init__(self, launcher, manager) -> None:
         self.launcher = launcher
         self.manager = manager
-        self.kz = launcher.kz
+        self.store = launcher.store
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"images-{manager.name}", daemon=True)
@@ -79,8 +55,15 @@ class ImageBuilder:
         for image in self.manager.config.images:
             if not image.prepare or self._stop.is_set():
                 continue
-            builds = list_builds(self.kz, image.name, self.manager.name)
+            builds = self.store.image_builds(image.name, self.manager.name)
             ready = [b for b in builds if b.state == "ready"]
+            while ready and not self._still_there(ready[-1]):
+                gone = ready.pop()
+                gone.set_state(IMAGE_GONE)
+                gone.reason = "the cloud no longer has this image (found by the image check)"
+                self.store.write_image_build(gone)
+                log.warning("provider %s: image %s build %s is gone from the cloud; falling back to %s",
+                            self.manager.name, image.name, gone.id, ready[-1].id if ready else "a new build")
             self._publish(image.name, ready[-1] if ready else None, builds)
             hours = image.rebuild_hours if image.rebuild_hours is not None else \
                 self.manager.config.image_rebuild_hours
@@ -91,7 +74,7 @@ class ImageBuilder:
             if stale and time.time() - last_attempt >= (retry_after if builds and builds[-1].state == "failed"
                                                         else 0):
                 self.build(image)
-                builds = list_builds(self.kz, image.name, self.manager.name)
+                builds = self.store.image_builds(image.name, self.manager.name)
                 ready = [b for b in builds if b.state == "ready"]
                 self._publish(image.name, ready[-1] if ready else None, builds)
 
@@ -101,17 +84,28 @@ class ImageBuilder:
         def apply() -> None:
             if ready is not None:
                 self.manager.image_builds[image] = (ready.id, ready.external_id)
+            else:
+                self.manager.image_builds.pop(image, None)
             if failed and ready is None:
                 self.manager.image_failed.add(image)
             else:
                 self.manager.image_failed.discard(image)
-        self.launcher._events.put(apply)
+        self.launcher.post(apply)
+
+    def _still_there(self, build: ImageBuild) -> bool:
+        """Whether the cloud still has a ready build's image (an API error is not proof that it is gone)."""
+        try:
+            found = self.manager.adapter.get_image(build.external_id)
+        except Exception as e:
+            log.warning("provider %s: checking image %s: %s", self.manager.name, build.external_id, e)
+            return True
+        return found is not None and found.state not in ("killed", "deleted")
 
     def build(self, image) -> ImageBuild:
         m = self.manager
         build = ImageBuild(id=f"{int(time.time() * 1000):013d}-{uuid.uuid4().hex[:6]}", image=image.name,
                            provider=m.name)
-        write_build(self.kz, build)
+        self.store.write_image_build(build)
         log.info("provider %s: building image %s (build %s)", m.name, image.name, build.id)
         flavor = next((pl.flavor for pool in m.config.pools for pl in pool.labels if pl.image == image.name), "")
         server_id = ""
@@ -120,7 +114,7 @@ class ImageBuilder:
                                          image.base_image or image.name, flavor, {META_BUILD: build.id},
                                          key_name=m.key_name)
             build.template_id = server_id
-            write_build(self.kz, build)
+            self.store.write_image_build(build)
             info = m.poller.wait_settled(server_id).result(timeout=m.config.boot_timeout)
             if info is None or info.state != "ACTIVE":
                 raise RuntimeError(f"template server {server_id} is {info.state if info else 'gone'}: "
@@ -133,7 +127,7 @@ class ImageBuilder:
             image_id = m.adapter.snapshot(server_id, f"gk-{image.name}-{build.id}",
                                           {META_BUILD: build.id, "gatekeeper-image": image.name})
             build.external_id = image_id
-            write_build(self.kz, build)
+            self.store.write_image_build(build)
             deadline = time.monotonic() + max(600.0, m.config.boot_timeout)
             while True:
                 img = m.adapter.get_image(image_id)
@@ -152,12 +146,5 @@ class ImageBuilder:
         finally:
             if server_id:
                 m.delete_server(server_id)
-            write_build(self.kz, build)
+            self.store.write_image_build(build)
         return build
-
-
-def current_build_ids(kz, provider: str, images: list[str]) -> dict[str, list[ImageBuild]]:
-    return {i: list_builds(kz, i, provider) for i in images}
-
-
-__all__ = ["ImageBuilder", "list_builds", "model"]

@@ -9,65 +9,45 @@ writes on requests.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
-from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.recipe.lock import Lock
 from kazoo.recipe.watchers import ChildrenWatch
 
 from gatekeeper.config.layout import NodePool, Provider
 from gatekeeper.launcher import model
 from gatekeeper.launcher.access import AccessKeeper
+from gatekeeper.launcher.launching import Launching, Plan
+from gatekeeper.launcher.lifecycle import NodeLifecycle
 from gatekeeper.launcher.model import Node, NodeRequest, parse_entry, ready_entry
 from gatekeeper.launcher.provider import LaunchResult, ProviderManager
+from gatekeeper.launcher.providers import make_adapter
 from gatekeeper.launcher.providers.base import ProviderAdapter
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.components import Component
+from gatekeeper.zk.nodes import NodeStore, UnreadableRecord
 
 log = logging.getLogger("gatekeeper.launcher")
 
 
-def default_adapter(provider: Provider, clouds_yaml: str | None, owner: str) -> ProviderAdapter:
-    if provider.driver == "static":
-        from gatekeeper.launcher.providers.static import StaticAdapter
-
-        return StaticAdapter(provider.hosts)
-    from gatekeeper.launcher.providers.openstack import OpenStackAdapter
-
-    return OpenStackAdapter(provider.cloud, clouds_yaml, owner, provider.region)
-
-
-@dataclass
-class Plan:
-    """A request this launcher claimed and is launching nodes for on one provider."""
-
-    request: str
-    provider: str
-    labels: list[str]
-    nodes: dict[str, str] = field(default_factory=dict)  # node id -> label (launched or launching)
-    queued: list[str] = field(default_factory=list)  # labels still to launch
-    attempts: Counter = field(default_factory=Counter)
-
-
-class Launcher:
+class Launcher(Launching):
     """One launcher process: serves the providers of the layout's node-pool section whose locks it holds."""
 
     def __init__(self, zk: ZKClient, nodepool: NodePool, *, ssh_key: str, clouds_yaml: str | None = None,
                  cleanup_interval: float = 3600.0, owner: str = "gatekeeper", poll_interval: float = 0.2,
                  delete_verify_timeout: float = 30.0, image_check_interval: float = 60.0,
-                 adapter_factory: Callable[[Provider], ProviderAdapter] | None = None) -> None:
+                 adapter_factory: Callable[[Provider], ProviderAdapter] | None = None,
+                 backoff: tuple[float, float] = (5.0, 300.0)) -> None:
         self.zk = zk
         self.kz = zk.client
+        self.store = NodeStore(zk)
         self.nodepool = nodepool
         self.ssh_key = ssh_key
         self.clouds_yaml = clouds_yaml
@@ -76,7 +56,8 @@ class Launcher:
         self.poll_interval = poll_interval
         self.delete_verify_timeout = delete_verify_timeout
         self.image_check_interval = image_check_interval
-        self.adapter_factory = adapter_factory or (lambda p: default_adapter(p, clouds_yaml, owner))
+        self.backoff = backoff  # a failing provider's first backoff and its cap, in seconds
+        self.adapter_factory = adapter_factory or (lambda p: make_adapter(p, clouds_yaml, owner))
         self.component = Component(zk, "launcher")
         self.ident = self.component.info.ident
         self._events: queue.Queue = queue.Queue()
@@ -98,14 +79,14 @@ class Launcher:
         self.builders: list = []
         self.handed_out = 0
         self.access_keeper: AccessKeeper | None = None
+        self.nodes = NodeLifecycle(self.store, self._events.put, self.ready)
+        self.foreign_unable: set[str] = set()  # other launchers' providers that cannot launch now
+        self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> Launcher:
-        for path in (paths.NODE_REQUESTS, paths.NODES, paths.NODES_READY, paths.NODES_RELEASED,
-                     paths.LAUNCHERS, paths.IMAGES, paths.HOLDS, paths.component("launcher")):
-            self.kz.ensure_path(path)
-        for label in self.nodepool.labels:
-            self.kz.ensure_path(paths.ready_node(label))
+        self.store.ensure_paths(list(self.nodepool.labels))
+        self.kz.ensure_path(paths.component("launcher"))
         self.component.register()
         self.zk.add_listener(self._on_connection)
         self.public_key = _public_key(self.ssh_key)
@@ -113,8 +94,10 @@ class Launcher:
             adapter = self.adapter_factory(provider)
             self.managers[provider.name] = ProviderManager(
                 provider, adapter, owner=self.owner, post=self._events.put, stop_event=self._stop,
-                ssh_key=self.ssh_key, key_name=f"{self.owner}-launcher" if provider.driver != "static" else "",
+                ssh_key=self.ssh_key, key_name=f"{self.owner}-launcher" if adapter.uses_keypair else "",
                 poll_interval=self.poll_interval, delete_verify_timeout=self.delete_verify_timeout)
+            health = self.managers[provider.name].health
+            health.backoff_base, health.backoff_cap = self.backoff
         self._spawn(self._run, "launcher-main")
         for name in self.managers:
             self._spawn(lambda n=name: self._acquire_provider(n), f"provider-lock-{name}")
@@ -123,6 +106,9 @@ class Launcher:
         ChildrenWatch(self.kz, paths.NODES_RELEASED, self._watch_post(self._on_released))
         ChildrenWatch(self.kz, paths.LAUNCHERS, self._watch_post(self._on_live_providers))
         ChildrenWatch(self.kz, paths.component("launcher"), self._watch_post(self._on_launchers))
+        for name in self.managers:
+            self.store.watch_provider_state(name, lambda state, n=name: False if self._stop.is_set() else self.post(
+                lambda: self._on_provider_state(n, state.drained)))
         self._ready_dirty.update(self.nodepool.labels)
         self.access_keeper = AccessKeeper(self.zk, self.ssh_key).start()
         log.info("launcher %s started with providers %s", self.ident, ", ".join(self.managers))
@@ -139,7 +125,7 @@ class Launcher:
                 pass
         for name in list(self.managers):
             try:
-                self.kz.delete(paths.launcher(name))
+                self.store.unregister_provider(name)
             except Exception:
                 pass
         if self.access_keeper is not None:
@@ -169,6 +155,17 @@ class Launcher:
 
     def wake(self) -> None:
         self._events.put(lambda: None)
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the main loop (the only thread that changes the launcher's caches)."""
+        self._events.put(fn)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def has_request(self, rid: str) -> bool:
+        return rid in self.requests
 
     def _on_connection(self, event) -> None:
         from gatekeeper.zk.client import ConnectionEvent
@@ -202,53 +199,36 @@ class Launcher:
         else:
             return
         # load the provider's nodes before announcing it live, so its quota counts are right from the start
-        nodes = self._load_nodes(name)
+        nodes = self.store.load_nodes(name)
         manager = self.managers[name]
-        if manager.config.driver == "openstack":
-            manager.public_key = self.public_key
-            try:
-                manager.ensure_keypair()
-            except Exception as e:
-                log.error("provider %s: cannot upload the launcher's SSH key (will retry at launch): %s", name, e)
-            try:
-                manager.refresh_limits()
-            except Exception:
-                log.exception("provider %s: reading limits", name)
+        manager.public_key = self.public_key
+        try:
+            manager.ensure_keypair()
+        except Exception as e:
+            log.error("provider %s: cannot upload the launcher's SSH key (will retry at launch): %s", name, e)
+        try:
+            manager.refresh_limits()
+        except Exception:
+            log.exception("provider %s: reading limits", name)
         self._events.put(lambda: self._activate(name, nodes))
-
-    def _load_nodes(self, provider: str) -> dict[str, tuple[Node, int]]:
-        out = {}
-        for node_id in self.kz.get_children(paths.NODES):
-            try:
-                raw, stat = self.kz.get(paths.node(node_id))
-            except NoNodeError:
-                continue
-            node = Node.from_bytes(raw)
-            if node.provider == provider:
-                out[node_id] = (node, stat.version)
-        return out
 
     def _activate(self, name: str, nodes: dict[str, tuple[Node, int]]) -> None:
         manager = self.managers[name]
         manager.nodes = nodes
         manager.active = True
         for node, _ in nodes.values():
-            if manager.static and node.external_id:
+            if node.external_id:
                 manager.adapter.adopt(node.external_id, {})
         ready_entries = {e for label in self.nodepool.labels for e in self.ready_entries(label)}
         for node, version in list(nodes.values()):
             if node.state in (model.BUILDING, model.FAILED, model.USED, model.DELETING):
                 # a launch or delete the previous owner did not finish: finish it by deleting
-                self._delete_node(manager, node.id)
+                self.nodes.delete(manager, node.id)
             elif node.state == model.READY and ready_entry(node) not in ready_entries:
-                self._make_ready(manager, node, version)
+                self.nodes.make_ready(manager, node, version)
             elif node.state == model.ALLOCATED and node.request not in self.requests:
-                self._return_to_ready(manager, node.id)
-        data = json.dumps({"launcher": self.ident, "labels": sorted(manager.config.labels)}).encode()
-        try:
-            self.kz.create(paths.launcher(name), data, ephemeral=True, makepath=True)
-        except NodeExistsError:
-            self.kz.set(paths.launcher(name), data)
+                self.nodes.return_to_ready(manager, node.id)
+        self.store.register_provider(name, self.ident, sorted(manager.config.labels))
         # live_providers itself comes only from the watch, so every launcher sees the same registration order
         self.live_provider_labels[name] = set(manager.config.labels)
         from gatekeeper.launcher.images import ImageBuilder
@@ -280,12 +260,13 @@ class Launcher:
         if isinstance(item, LaunchResult):
             self._on_launch_result(item)
         elif isinstance(item, tuple) and item[0] == "deleted":
-            self._on_deleted(item[1], item[2], item[3])
+            self.nodes.on_deleted(self.managers[item[1]], item[2], item[3])
         else:
             item()
 
     def _timers(self) -> None:
         next_cleanup = time.monotonic() + min(self.cleanup_interval, 5.0)
+        next_tick = 0.0
         while not self._stop.wait(max(0.05, min(1.0, next_cleanup - time.monotonic()))):
             if time.monotonic() >= next_cleanup:
                 next_cleanup = time.monotonic() + self.cleanup_interval
@@ -295,11 +276,34 @@ class Launcher:
                     run_cleanup(self)
                 except Exception:
                     log.exception("cleanup failed")
+            if time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + 1.0
+                self.post(self._publish_health)
+                self.post(self._expire_ready)
+                self._read_foreign_health()
+            if any(m.health.due() for m in self.managers.values()):
+                self.wake()
             if any(m.quota_blocked_until and time.monotonic() >= m.quota_blocked_until
                    for m in self.managers.values()):
                 for m in self.managers.values():
                     m.quota_blocked_until = 0.0
                 self.wake()
+
+    def _read_foreign_health(self) -> None:
+        """Which live providers of other launchers cannot launch now (backing off, drained): their labels'
+        min-ready is then kept by the next provider (timer thread; the result goes to the main loop)."""
+        unable = set()
+        for name in set(self.live_providers) - set(self.managers):
+            try:
+                if self.store.provider_state(name).drained or \
+                        self.store.provider_health(name).get("state") == "backing-off":
+                    unable.add(name)
+            except Exception as e:
+                log.debug("provider %s: reading its health: %s", name, e)
+
+        def apply() -> None:
+            self.foreign_unable = unable
+        self.post(apply)
 
     # -- watch handlers (main loop) ------------------------------------------------------------------------
     def _on_requests(self, children: list[str]) -> None:
@@ -313,13 +317,13 @@ class Launcher:
 
     def _fetch_request(self, rid: str) -> None:
         try:
-            raw, stat = self.kz.get(paths.node_request(rid))
-        except NoNodeError:
+            found = self.store.read_request(rid)
+        except UnreadableRecord:
+            found = None
+        if found is None:
             self._forget_request(rid)
             return
-        req = NodeRequest.from_bytes(raw)
-        req.id = rid
-        self.requests[rid] = (req, stat.version)
+        self.requests[rid] = found
 
     def _watch_request(self, rid: str) -> None:
         """Follow a request someone else is handling, to step in if it comes back (declined, owner died)."""
@@ -330,13 +334,13 @@ class Launcher:
         def fired(event) -> None:
             self._events.put(lambda: (self._watched.discard(rid), self._fetch_request(rid)))
         try:
-            raw, stat = self.kz.get(paths.node_request(rid), watch=fired)
-        except NoNodeError:
+            found = self.store.read_request(rid, watch=fired)
+        except UnreadableRecord:
+            found = None
+        if found is None:
             self._watched.discard(rid)
             return
-        req = NodeRequest.from_bytes(raw)
-        req.id = rid
-        self.requests[rid] = (req, stat.version)
+        self.requests[rid] = found
 
     def _forget_request(self, rid: str) -> None:
         self.requests.pop(rid, None)
@@ -351,7 +355,7 @@ class Launcher:
                 continue
             node, _ = entry
             if node.state == model.ALLOCATED:
-                self._return_to_ready(manager, node_id)
+                self.nodes.return_to_ready(manager, node_id)
             elif node.state == model.BUILDING:
                 node.request = ""
 
@@ -362,12 +366,8 @@ class Launcher:
             def fired(event, label=label) -> None:
                 if not self._stop.is_set():
                     self._events.put(lambda: self._ready_dirty.add(label))
-            try:
-                self.ready[label] = sorted(self.kz.get_children(paths.ready_node(label), watch=fired))
-                self._ready_dirty.discard(label)
-            except NoNodeError:
-                self.kz.ensure_path(paths.ready_node(label))
-                self.ready[label] = []
+            self.ready[label] = self.store.ready_entries(label, watch=fired)
+            self._ready_dirty.discard(label)
         return self.ready.setdefault(label, [])
 
     def _on_live_providers(self, children: list[str]) -> None:
@@ -377,11 +377,9 @@ class Launcher:
                 del self.live_provider_labels[name]
         for name in children:
             if name not in self.live_provider_labels:
-                try:
-                    raw, _ = self.kz.get(paths.launcher(name))
-                    self.live_provider_labels[name] = set(json.loads(raw or b"{}").get("labels", []))
-                except (NoNodeError, ValueError):
-                    pass
+                labels = self.store.live_provider_labels(name)
+                if labels is not None:
+                    self.live_provider_labels[name] = labels
 
     def _on_launchers(self, children: list[str]) -> None:
         self.live_launchers = set(children)
@@ -391,18 +389,19 @@ class Launcher:
                 self._fetch_request(rid)
 
     def _on_released(self, children: list[str]) -> None:
-        self._released_seen &= set(children)
+        self.nodes.released_seen &= set(children)
         for node_id in children:
-            if node_id in self._released_seen:
+            if node_id in self.nodes.released_seen:
                 continue
             for manager in self.managers.values():
                 if manager.active and node_id in manager.nodes:
-                    self._released_seen.add(node_id)
-                    self._delete_released(manager, node_id)
+                    self.nodes.released_seen.add(node_id)
+                    self.nodes.delete_released(manager, node_id)
                     break
 
     # -- assignment (main loop) ----------------------------------------------------------------------------
     def _assign(self) -> None:
+        self.waiting_for_room.clear()
         for rid in sorted(self.requests):
             entry = self.requests.get(rid)
             if entry is None:
@@ -413,6 +412,8 @@ class Launcher:
             elif req.state == model.PENDING:
                 if req.launcher == self.ident and rid in self.plans:
                     self._try_ready_for_plan(rid)
+                elif req.launcher == self.ident:
+                    self._reset_orphan(rid)  # its plan went with a lost ZooKeeper session: start it afresh
                 elif self._launchers_known and req.launcher not in self.live_launchers:
                     self._reset_orphan(rid)
                 elif req.launcher != self.ident:
@@ -420,20 +421,21 @@ class Launcher:
         self._start_queued_launches()
         self._keep_min_ready()
 
-    def _ready_by_provider(self, labels: list[str]) -> list[tuple[str, list[str]]]:
-        """Providers whose ready nodes cover every label, each with the entries to take (oldest first)."""
+    def _ready_by_provider(self, labels: list[str], only: str = "") -> list[tuple[str, list[str]]]:
+        """Providers (`only` if named) whose ready nodes cover every label, each with the entries to take."""
         found: dict[str, dict[str, list[str]]] = {}
         for label in set(labels):
             for entry in self.ready_entries(label):
                 provider, _ = parse_entry(entry)
+                if only and provider != only:
+                    continue
                 found.setdefault(provider, {}).setdefault(label, []).append(entry)
         out = []
         need = Counter(labels)
         for provider, by_label in found.items():
             if all(len(by_label.get(label, [])) >= n for label, n in need.items()):
-                take = []
-                for label, n in need.items():
-                    take += [(label, e) for e in by_label[label][:n]]
+                unused = {label: list(by_label[label][:n]) for label, n in need.items()}
+                take = [(label, unused[label].pop(0)) for label in labels]  # in the requested order
                 out.append((min(e for _, e in take), provider, take))
         out.sort()
         return [(p, t) for _, p, t in out]
@@ -442,7 +444,7 @@ class Launcher:
         req, version = self.requests[rid]
         fresh = False  # whether the ready index was re-read for this decision
         for _ in range(4):
-            offers = self._ready_by_provider(req.labels)
+            offers = self._ready_by_provider(req.labels, req.requested_provider)
             if not offers:
                 if fresh:
                     break
@@ -461,38 +463,45 @@ class Launcher:
             fresh = True
         req, version = self.requests[rid]
         # no ready nodes anywhere: launch on a provider this launcher manages
-        candidates = [m for m in self.managers.values() if m.active and m.name not in req.declined_by
-                      and m.can_ever_serve(req.labels) and not any(m.image_unavailable(x) for x in req.labels)]
-        if candidates:
-            backlog = Counter()
-            for plan in self.plans.values():
-                backlog[plan.provider] += len(plan.queued)
-            # claim only what can start now: a request left unclaimed stays open to launchers with room
-            candidates = [m for m in candidates if m.free() - backlog[m.name] >= len(req.labels)
-                          and all(m.free(x) > 0 for x in set(req.labels))]
-            if not candidates:
-                return
-            manager = max(candidates, key=lambda m: (m.free() - backlog[m.name], m.capacity()))
-            req.set_state(model.PENDING)
-            req.provider, req.launcher = manager.name, self.ident
-            if self._write_request(rid, req, version):
-                log.debug("request %s (%s): launching on %s (no ready node: %s)", rid, ",".join(req.labels),
-                          manager.name, {x: self.ready.get(x) for x in req.labels})
-                self.plans[rid] = Plan(rid, manager.name, list(req.labels), queued=list(req.labels))
-            return
-        declines = [m.name for m in self.managers.values() if m.active and m.name not in req.declined_by]
+        able = [m for m in self.managers.values() if m.active and m.name not in req.declined_by
+                and m.can_ever_serve(req.labels) and not any(m.image_unavailable(x) for x in req.labels)
+                and req.requested_provider in ("", m.name)]
+        declines = [m.name for m in self.managers.values() if m.active and m.name not in req.declined_by
+                    and m not in able]
         if declines:
             req.declined_by = sorted(set(req.declined_by) | set(declines))
             self._maybe_fail(req)
             if not self._write_request(rid, req, version):
                 return
             log.info("request %s (%s): declined by %s", rid, ",".join(req.labels), ", ".join(declines))
-        elif set(req.declined_by) >= self.live_providers and self.live_providers and req.state == model.REQUESTED:
+            req, version = self.requests[rid]
+        elif not able and set(req.declined_by) >= self.live_providers and self.live_providers \
+                and req.state == model.REQUESTED:
             self._maybe_fail(req)
             if req.state == model.REQUEST_FAILED:
                 self._write_request(rid, req, version)
-        if req.state == model.REQUESTED:
-            self._watch_request(rid)
+        if req.state != model.REQUESTED:
+            return
+        backlog = Counter()
+        for plan in self.plans.values():
+            backlog[plan.provider] += len(plan.queued)
+        # claim only what can start now (healthy, with room): a request left unclaimed stays open to others
+        candidates = [m for m in able if m.can_launch() and m.free() - backlog[m.name] >= len(req.labels)
+                      and all(m.free(x) > 0 and m.image_for(x) is not None for x in set(req.labels))]
+        if not candidates:
+            if able:
+                self._make_room(req, able)
+            else:
+                self._watch_request(rid)
+            return
+        top = min(m.config.priority for m in candidates)
+        manager = max((m for m in candidates if m.config.priority == top),
+                      key=lambda m: (m.free() - backlog[m.name], m.capacity()))
+        req.set_state(model.PENDING)
+        req.provider, req.launcher = manager.name, self.ident
+        if self._write_request(rid, req, version):
+            log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
+            self.plans[rid] = Plan(rid, manager.name, list(req.labels), queued=list(req.labels))
 
     def _maybe_fail(self, req: NodeRequest) -> None:
         if self.live_providers and set(req.declined_by) >= self.live_providers:
@@ -502,65 +511,46 @@ class Launcher:
             log.warning("request %s failed: %s", req.id, req.reason)
 
     def _write_request(self, rid: str, req: NodeRequest, version: int) -> bool:
-        try:
-            stat = self.kz.set(paths.node_request(rid), req.to_bytes(), version=version)
-        except (BadVersionError, NoNodeError):
+        req.id = rid
+        new_version = self.store.write_request(req, version)
+        if new_version is None:
             self._fetch_request(rid)
             return False
-        self.requests[rid] = (req, stat.version)
+        self.requests[rid] = (req, new_version)
         return True
 
     def _fulfil_from_ready(self, rid: str, provider: str, take: list[tuple[str, str]]) -> bool:
         """Hand ready nodes to a request in one transaction; False if anything changed under us."""
         req, version = self.requests[rid]
         manager = self.managers.get(provider)
-        tx = self.kz.transaction()
-        updated = []
-        versions = []
-        for label, entry in take:
+        picks = []
+        for _label, entry in take:
             _, node_id = parse_entry(entry)
             if manager is not None and manager.active and node_id in manager.nodes:
                 node, nversion = manager.nodes[node_id]
             else:
                 try:
-                    raw, stat = self.kz.get(paths.node(node_id))
-                except NoNodeError:
+                    found = self.store.read_node(node_id)
+                except UnreadableRecord:
+                    found = None
+                if found is None:
                     return False
-                node, nversion = Node.from_bytes(raw), stat.version
+                node, nversion = found
             if node.state != model.READY:
                 return False
-            node = Node.from_dict(node.to_dict())
-            node.set_state(model.ALLOCATED)
-            node.request = rid
-            tx.delete(paths.ready_node(label, entry))
-            tx.set_data(paths.node(node_id), node.to_bytes(), version=nversion)
-            updated.append(node)
-            versions.append(nversion)
-        new = NodeRequest.from_dict(req.to_dict())
-        new.id = rid
-        new.set_state(model.FULFILLED)
-        new.nodes = [n.id for n in updated]
-        new.handed = [{"node": n.to_dict(), "version": v + 1} for n, v in zip(updated, versions, strict=True)]
-        new.provider = provider
-        new.launcher = self.ident
-        tx.set_data(paths.node_request(rid), new.to_bytes(), version=version)
-        results = tx.commit()
-        if any(isinstance(r, Exception) for r in results):
-            for label, entry in take:
-                if entry in self.ready.get(label, []):
-                    self.ready[label].remove(entry)  # someone took it; the watch will resync us
-            if isinstance(results[-1], (BadVersionError, NoNodeError)) or any(
-                    isinstance(r, NoNodeError) for r in results):
-                self._fetch_request(rid)
-            return False
-        for i, node in enumerate(updated):
-            stat = results[2 * i + 1]
-            if manager is not None and node.id in manager.nodes:
-                manager.nodes[node.id] = (node, stat.version)
+            picks.append((entry, node, nversion))
+        result = self.store.hand_out(req, version, picks, provider, self.ident)
         for label, entry in take:
             if entry in self.ready.get(label, []):
-                self.ready[label].remove(entry)
-        self.requests[rid] = (new, results[-1].version)
+                self.ready[label].remove(entry)  # taken now, or by someone else (the watch resyncs us)
+        if not result.ok:
+            if result.request_changed:
+                self._fetch_request(rid)
+            return False
+        for node, nversion in result.nodes:
+            if manager is not None and node.id in manager.nodes:
+                manager.nodes[node.id] = (node, nversion)
+        self.requests[rid] = (result.request, result.request_version)
         self.handed_out += 1
         return True
 
@@ -569,7 +559,7 @@ class Launcher:
         plan = self.plans[rid]
         if not plan.queued or plan.nodes:
             return
-        for provider, take in self._ready_by_provider(plan.labels):
+        for provider, take in self._ready_by_provider(plan.labels, plan.provider):
             if self._fulfil_from_ready(rid, provider, take):
                 self.plans.pop(rid, None)
                 return
@@ -582,283 +572,6 @@ class Launcher:
             log.info("request %s: its launcher is gone; offering it again", rid)
             self._serve(rid)
 
-    # -- launching -----------------------------------------------------------------------------------------
-    def _start_queued_launches(self) -> None:
-        for rid in sorted(self.plans):
-            plan = self.plans[rid]
-            manager = self.managers[plan.provider]
-            while plan.queued:
-                label = plan.queued[0]
-                if manager.free(label) <= 0:
-                    break
-                node = self._new_node(manager, label, rid)
-                if node is None:
-                    break
-                plan.queued.pop(0)
-                plan.nodes[node.id] = label
-
-    def _new_node(self, manager: ProviderManager, label: str, rid: str) -> Node | None:
-        image = manager.image_for(label)
-        if image is None:
-            return None
-        image_name, build_id, cloud_image = image
-        pool, flavor, username = "", "", "root"
-        if not manager.static:
-            pool, pl = manager.pool_labels[label]
-            flavor, username = pl.flavor, pl.username
-        else:
-            host = next(h for h in manager.config.hosts if label in h.labels)
-            username = host.username
-        node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
-                    label=label, image=image_name, image_build=build_id, username=username,
-                    private_key=self.ssh_key, launcher=self.ident, request=rid)
-        tx = self.kz.transaction()
-        tx.create(paths.node(node.id), node.to_bytes())
-        tx.create(paths.node_lock(node.id), b"")
-        results = tx.commit()
-        if any(isinstance(r, Exception) for r in results):
-            log.error("provider %s: could not create node record: %s", manager.name, results)
-            return None
-        manager.nodes[node.id] = (node, 0)
-        manager.start_launch(node, flavor, cloud_image)
-        return node
-
-    def _keep_min_ready(self) -> None:
-        for manager in self.managers.values():
-            if manager.static and manager.active:
-                # every idle static host is a ready node
-                for host in manager.config.hosts:
-                    if not any(n.external_id == host.name or (n.state == model.BUILDING and n.label == host.labels[0])
-                               for n, _ in manager.nodes.values()) and manager.free(host.labels[0]) > 0:
-                        if self._new_node(manager, host.labels[0], "") is None:
-                            break
-        for label in self.nodepool.labels.values():
-            if not label.min_ready:
-                continue
-            owners = sorted(p for p in self.live_providers if label.name in self.live_provider_labels.get(p, ()))
-            mine = [self.managers[p] for p in owners if p in self.managers and self.managers[p].active]
-            if not mine or owners[0] != mine[0].name:
-                continue  # another launcher owns this label's min-ready
-            spare_building = sum(1 for m in mine for n, _ in m.nodes.values()
-                                 if n.label == label.name and n.state == model.BUILDING and not n.request)
-            deficit = label.min_ready - len(self.ready_entries(label.name)) - spare_building
-            while deficit > 0:
-                candidates = [m for m in mine if m.free(label.name) > 0 and not m.image_unavailable(label.name)
-                              and m.image_for(label.name) is not None]
-                if not candidates:
-                    break
-                manager = max(candidates, key=lambda m: m.free(label.name))
-                if self._new_node(manager, label.name, "") is None:
-                    break
-                deficit -= 1
-
-    def _on_launch_result(self, res: LaunchResult) -> None:
-        manager = next((m for m in self.managers.values() if res.node_id in m.nodes), None)
-        if manager is None:
-            return
-        node, version = manager.nodes[res.node_id]
-        node.external_id = res.external_id or node.external_id
-        plan = self.plans.get(node.request) if node.request else None
-        if not res.ok:
-            manager.failures[node.label] += 1
-            if res.quota:
-                log.info("provider %s: over quota launching %s (%s); will retry", manager.name, node.label,
-                         res.error)
-                manager.quota_blocked_until = time.monotonic() + 2.0
-            else:
-                log.warning("provider %s: node %s (%s) failed: %s", manager.name, node.id, node.label, res.error)
-            node.comment = res.error[:500]
-            node.set_state(model.FAILED)
-            self._write(manager, node, version)
-            self._delete_node(manager, node.id)
-            if plan is not None:
-                plan.nodes.pop(node.id, None)
-                if not res.quota:
-                    plan.attempts[node.label] += 1
-                if plan.attempts[node.label] >= manager.config.launch_attempts:
-                    self._decline_plan(plan, f"{manager.name}: {res.error}")
-                else:
-                    plan.queued.insert(0, node.label)
-            return
-        manager.failures[node.label] = 0
-        node.address, node.port, node.host_keys = res.address, res.port, list(res.host_keys or [])
-        if plan is not None and plan.request in self.requests:
-            node.set_state(model.ALLOCATED)
-            if not self._write(manager, node, version):
-                return
-            self._complete_plan(plan)
-        else:
-            node.request = ""
-            node.set_state(model.READY)
-            self._make_ready(manager, node, version)
-
-    def _complete_plan(self, plan: Plan) -> None:
-        manager = self.managers[plan.provider]
-        if plan.queued:
-            return
-        nodes = [manager.nodes[n][0] for n in plan.nodes if n in manager.nodes]
-        if len(nodes) != len(plan.labels) or any(n.state != model.ALLOCATED for n in nodes):
-            return
-        req, version = self.requests[plan.request]
-        req.set_state(model.FULFILLED)
-        req.nodes = [n.id for n in nodes]
-        req.handed = [{"node": n.to_dict(), "version": manager.nodes[n.id][1]} for n in nodes]
-        if self._write_request(plan.request, req, version):
-            self.plans.pop(plan.request, None)
-            self.handed_out += 1
-
-    def _decline_plan(self, plan: Plan, reason: str) -> None:
-        """This provider keeps failing the request: give it back so another provider takes it."""
-        self.plans.pop(plan.request, None)
-        manager = self.managers[plan.provider]
-        for node_id in plan.nodes:
-            entry = manager.nodes.get(node_id)
-            if entry and entry[0].state == model.ALLOCATED:
-                self._return_to_ready(manager, node_id)
-            elif entry:
-                entry[0].request = ""
-        if plan.request not in self.requests:
-            return
-        req, version = self.requests[plan.request]
-        req.set_state(model.REQUESTED)
-        req.provider = req.launcher = ""
-        req.declined_by = sorted(set(req.declined_by) | {plan.provider})
-        self._maybe_fail(req)
-        if req.state == model.REQUEST_FAILED:
-            req.reason += f" (last error: {reason})"
-        log.info("request %s: provider %s declines after %d failed launches", plan.request, plan.provider,
-                 manager.config.launch_attempts)
-        self._write_request(plan.request, req, version)
-
-    # -- node writes and deletes (main loop) ---------------------------------------------------------------
-    def _write(self, manager: ProviderManager, node: Node, version: int, extra=None) -> bool:
-        tx = self.kz.transaction()
-        tx.set_data(paths.node(node.id), node.to_bytes(), version=version)
-        if extra:
-            extra(tx)
-        results = tx.commit()
-        if any(isinstance(r, Exception) for r in results):
-            log.warning("node %s: write conflicted (%s); re-reading", node.id, results)
-            self._refresh_node(manager, node.id)
-            return False
-        manager.nodes[node.id] = (node, results[0].version)
-        return True
-
-    def _refresh_node(self, manager: ProviderManager, node_id: str) -> Node | None:
-        try:
-            raw, stat = self.kz.get(paths.node(node_id))
-        except NoNodeError:
-            manager.nodes.pop(node_id, None)
-            return None
-        node = Node.from_bytes(raw)
-        manager.nodes[node_id] = (node, stat.version)
-        return node
-
-    def _return_to_ready(self, manager: ProviderManager, node_id: str) -> None:
-        node, version = manager.nodes[node_id]
-        node.request = ""
-        node.set_state(model.READY)
-        self._make_ready(manager, node, version)
-
-    def _make_ready(self, manager: ProviderManager, node: Node, version: int) -> None:
-        """Write the node ready and add it to the ready index, in one transaction."""
-        entry = ready_entry(node)
-        if self._write(manager, node, version, extra=lambda tx: tx.create(paths.ready_node(node.label, entry), b"")):
-            entries = self.ready.setdefault(node.label, [])
-            if entry not in entries:
-                entries.append(entry)
-                entries.sort()
-
-    def _delete_node(self, manager: ProviderManager, node_id: str, refresh: bool = False) -> None:
-        node = self._refresh_node(manager, node_id) if refresh else manager.nodes.get(node_id, (None,))[0]
-        if node is None or node_id in manager.deleting:
-            return
-        if node.state == model.HOLD:
-            return  # released into hold: cleanup deletes it when the hold expires
-        if node.state == model.READY:
-            try:
-                self.kz.delete(paths.ready_node(node.label, ready_entry(node)))
-            except NoNodeError:
-                return  # handed out meanwhile
-        if node.state != model.DELETING:
-            node.set_state(model.DELETING)
-            self._write(manager, node, manager.nodes[node_id][1])
-        manager.start_delete(node, None)
-
-    def _delete_released(self, manager: ProviderManager, node_id: str) -> None:
-        """A consumer (or operator) released the node as used: it is ours again; delete it."""
-        node, _ = manager.nodes[node_id]
-        if node_id in manager.deleting:
-            return
-        if node.state == model.READY and not self.kz.exists(paths.released_node(node_id)):
-            return  # a stale children list from before we recycled this static node
-        node = Node.from_dict(node.to_dict())
-        if manager.static:
-            # a static host outlives its node: hand the same record out again, no delete and re-register
-            node.request = node.comment = ""
-            node.set_state(model.READY)
-            entry = ready_entry(node)
-            tx = self.kz.transaction()
-            tx.set_data(paths.node(node_id), node.to_bytes())
-            tx.create(paths.ready_node(node.label, entry), b"")
-            tx.delete(paths.released_node(node_id))
-            results = tx.commit()
-            if not any(isinstance(r, Exception) for r in results):
-                manager.nodes[node_id] = (node, results[0].version)
-                self._released_seen.discard(node_id)
-                entries = self.ready.setdefault(node.label, [])
-                entries.append(entry)
-                entries.sort()
-                return
-            node.set_state(model.DELETING)
-        node.set_state(model.USED)
-        manager.nodes[node_id] = (node, -1)
-        # the record says "used" while a quick delete runs; it is marked "deleting" only if the delete is slow
-        manager.start_delete(node, None, on_slow=lambda n=node_id: self._events.put(
-            lambda: self._mark_deleting(manager, n)))
-
-    def _mark_deleting(self, manager: ProviderManager, node_id: str) -> None:
-        entry = manager.nodes.get(node_id)
-        if entry is None or node_id not in manager.deleting:
-            return
-        node = Node.from_dict(entry[0].to_dict())
-        node.set_state(model.DELETING)
-        try:
-            stat = self.kz.set(paths.node(node_id), node.to_bytes())  # unconditional: nobody else writes it now
-        except NoNodeError:
-            return
-        manager.nodes[node_id] = (node, stat.version)
-
-    def _on_deleted(self, provider: str, node_id: str, ok: bool) -> None:
-        manager = self.managers[provider]
-        manager.deleting.discard(node_id)
-        if not ok:
-            log.error("provider %s: node %s's server would not go away; cleanup will retry", provider, node_id)
-            return
-        tx = self.kz.transaction()
-        tx.delete(paths.node_lock(node_id))
-        tx.delete(paths.node(node_id))
-        released = node_id in self._released_seen
-        if released:
-            tx.delete(paths.released_node(node_id))
-        results = tx.commit()
-        if any(isinstance(r, NotEmptyError) for r in results):
-            log.warning("node %s is locked by a consumer; keeping its record", node_id)
-            return
-        if any(isinstance(r, Exception) for r in results):
-            for path in (paths.node_lock(node_id), paths.node(node_id), paths.released_node(node_id)):
-                try:
-                    self.kz.delete(path)
-                except NoNodeError:
-                    pass
-                except NotEmptyError:
-                    log.warning("node %s is locked by a consumer; keeping its record", node_id)
-                    return
-        manager.nodes.pop(node_id, None)
-        if manager.static:
-            manager.quota_blocked_until = 0.0
-
-
 def _public_key(private_key: str) -> str:
     pub = private_key + ".pub"
     if os.path.exists(pub):
@@ -870,4 +583,4 @@ def _public_key(private_key: str) -> str:
     return f"{key.get_name()} {key.get_base64()}"
 
 
-__all__ = ["Launcher", "NodeExistsError"]
+__all__ = ["Launcher"]

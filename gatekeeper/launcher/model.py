@@ -1,137 +1,28 @@
-"""Records the launcher keeps in ZooKeeper: nodes, node requests, image builds, autoholds."""
+"""The node pool's records, as the launcher and its consumers name them (they live in gatekeeper.zk)."""
 
-from __future__ import annotations
-
-import time
-from dataclasses import dataclass, field
-
-from gatekeeper.zk.record import Record
-
-# node states
-BUILDING = "building"
-READY = "ready"
-ALLOCATED = "allocated"  # ready, promised to a request, not yet locked by its consumer
-IN_USE = "in-use"
-USED = "used"
-HOLD = "hold"
-DELETING = "deleting"
-FAILED = "failed"
-NODE_STATES = (BUILDING, READY, ALLOCATED, IN_USE, USED, HOLD, DELETING, FAILED)
-
-# request states
-REQUESTED = "requested"
-PENDING = "pending"  # claimed by a launcher that is launching nodes for it
-FULFILLED = "fulfilled"
-REQUEST_FAILED = "failed"
-
-# server metadata that marks a server or image as the launcher's
-META_OWNER = "gatekeeper"
-META_NODE = "gatekeeper-node"
-META_BUILD = "gatekeeper-image-build"
-
-
-@dataclass
-class Node(Record):
-    """One machine handed to builds: where it is, how to log in, which host keys to trust, and its state."""
-
-    VERSION = 1
-    id: str = ""
-    provider: str = ""
-    cloud: str = ""
-    pool: str = ""
-    label: str = ""
-    image: str = ""
-    image_build: str = ""  # the image build (snapshot) it booted from; "" for a base image or static host
-    external_id: str = ""  # the cloud's server id (static: host name)
-    address: str = ""
-    port: int = 22
-    username: str = "root"
-    private_key: str = ""  # path of the SSH private key to log in with (on the consumer's machine)
-    host_keys: list[str] = field(default_factory=list)  # "ssh-ed25519 AAAA..." scanned at boot: pin these
-    state: str = BUILDING
-    state_time: float = field(default_factory=time.time)
-    created: float = field(default_factory=time.time)
-    launcher: str = ""  # launcher process that created it
-    request: str = ""  # the request it was launched or allocated for
-    hold_reason: str = ""
-    hold_until: float = 0.0
-    hold_requested: str = ""  # an operator asked to hold this in-use node when released (the reason)
-    hold_change: str = ""  # "N,P" of the change whose failed build this node is held for
-    hold_owner: str = ""  # that change's owner (username): who, besides operators, may ask for access
-    comment: str = ""
-
-    def set_state(self, state: str) -> None:
-        self.state = state
-        self.state_time = time.time()
-
-
-@dataclass
-class NodeRequest(Record):
-    """A consumer's ask for nodes; ids sort by priority, then age."""
-
-    VERSION = 1
-    id: str = ""
-    labels: list[str] = field(default_factory=list)
-    requestor: str = ""
-    priority: int = 100
-    state: str = REQUESTED
-    nodes: list[str] = field(default_factory=list)
-    provider: str = ""
-    launcher: str = ""
-    declined_by: list[str] = field(default_factory=list)
-    handed: list[dict] = field(default_factory=list)  # {"node": record, "version": n} as handed out: no re-read
-    reason: str = ""
-    created: float = field(default_factory=time.time)
-    state_time: float = field(default_factory=time.time)
-
-    def set_state(self, state: str) -> None:
-        self.state = state
-        self.state_time = time.time()
-
-
-@dataclass
-class ImageBuild(Record):
-    """One snapshot of an image on one provider."""
-
-    VERSION = 1
-    id: str = ""
-    image: str = ""
-    provider: str = ""
-    state: str = BUILDING  # building, ready, failed, deleting
-    external_id: str = ""  # the cloud's image id
-    template_id: str = ""  # the template server while building
-    created: float = field(default_factory=time.time)
-    state_time: float = field(default_factory=time.time)
-    reason: str = ""
-
-    def set_state(self, state: str) -> None:
-        self.state = state
-        self.state_time = time.time()
-
-
-@dataclass
-class Autohold(Record):
-    """Hold the nodes of the next `count` failed builds matching project, job and change (a regex)."""
-
-    VERSION = 1
-    id: str = ""
-    project: str = ""
-    job: str = ""
-    change: str = ".*"
-    count: int = 1
-    hold_hours: float = 24.0
-    reason: str = ""
-    held_nodes: list[str] = field(default_factory=list)
-    created: float = field(default_factory=time.time)
-
-
-def ready_entry(node: Node) -> str:
-    """Ready-index entry name: sorts oldest first and names provider and node without a read."""
-    return f"{int(node.state_time * 1000):013d}-{node.provider}-{node.id}"
-
-
-def parse_entry(name: str) -> tuple[str, str]:
-    """(provider, node id) from a ready-index entry name."""
-    rest = name.split("-", 1)[1]
-    provider, node_id = rest.rsplit("-", 1)
-    return provider, node_id
+from gatekeeper.zk.node_records import (  # noqa: F401
+    ALLOCATED,
+    BUILDING,
+    DELETING,
+    FAILED,
+    FULFILLED,
+    HOLD,
+    IMAGE_GONE,
+    IN_USE,
+    META_BUILD,
+    META_NODE,
+    META_OWNER,
+    NODE_STATES,
+    PENDING,
+    READY,
+    REQUEST_FAILED,
+    REQUESTED,
+    USED,
+    Autohold,
+    ImageBuild,
+    Node,
+    NodeRequest,
+    ProviderState,
+    parse_entry,
+    ready_entry,
+)

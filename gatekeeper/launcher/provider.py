@@ -5,21 +5,18 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from gatekeeper.config.layout import PoolLabel, Provider
 from gatekeeper.launcher import model
+from gatekeeper.launcher.health import ProviderHealth
 from gatekeeper.launcher.model import META_NODE, Node
 from gatekeeper.launcher.poller import ServerPoller
 from gatekeeper.launcher.providers.base import Limits, ProviderAdapter, ProviderError, QuotaError
-from gatekeeper.launcher.providers.openstack import is_quota_message
 from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
 
 log = logging.getLogger("gatekeeper.launcher.provider")
-
-LIVE_STATES = set(model.NODE_STATES)  # every state counts against quota until the record is gone
 
 
 @dataclass
@@ -32,6 +29,8 @@ class LaunchResult:
     host_keys: list | None = None
     error: str = ""
     quota: bool = False
+    image_missing: bool = False  # the cloud no longer has the image it was booted from
+    tried: bool = True  # False: not sent to the cloud at all (its image upload was found bad meanwhile)
 
 
 class ProviderManager:
@@ -57,7 +56,7 @@ class ProviderManager:
         for pool in config.pools:
             for pl in pool.labels:
                 self.pool_labels.setdefault(pl.name, (pool.name, pl))
-        self.static_labels = {label for h in config.hosts for label in h.labels}
+        self.host_labels = {label for h in config.hosts for label in h.labels}
         self.poller = ServerPoller(self.name, adapter, poll_interval)
         workers = max(8, min(128, config.max_servers + 8))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"provider-{self.name}")
@@ -67,24 +66,57 @@ class ProviderManager:
         self.quota_blocked_until = 0.0
         self.image_builds: dict[str, tuple[str, str]] = {}  # image name -> (build id, cloud image id)
         self.image_failed: set[str] = set()
+        self.image_boot_failures = 0  # boots refused because their image was gone (for operators, benchmarks)
         self.deleting: set[str] = set()
         self.public_key = ""
         self.keypair_ready = False
         self._keypair_lock = threading.Lock()
-        self.failures: Counter = Counter()  # consecutive launch failures, to decline quickly when failing
+        self.health = ProviderHealth(self.name)
+        self.drained = False  # by an operator: launch nothing, delete idle ready nodes
+        self.published_health: dict | None = None  # what was last written to ZooKeeper
+        self.published_at = 0.0
 
     # -- what it serves --------------------------------------------------------------------------------------
     @property
-    def static(self) -> bool:
-        return self.config.driver == "static"
+    def recycles_nodes(self) -> bool:
+        return self.adapter.recycles_nodes
+
+    def _unplaced(self, label: str) -> int:
+        """Nodes of `label` launched but not yet given a server (the adapter does not count them yet)."""
+        return sum(1 for n, _ in self.nodes.values()
+                   if n.label == label and n.state == model.BUILDING and not n.external_id)
+
+    def standing_deficit(self) -> list[str]:
+        """Labels of always-there servers that have no node yet (one entry per server)."""
+        labels = self.adapter.standing_labels()
+        for n, _ in self.nodes.values():
+            if n.state == model.BUILDING and not n.external_id and n.label in labels:
+                labels.remove(n.label)
+        return labels
+
+    def launch_spec(self, label: str) -> tuple[str, str, str]:
+        """(pool, flavor, username) to launch `label` with."""
+        username = self.adapter.username_for(label)
+        if label not in self.pool_labels:
+            return "", "", username or "root"
+        pool, pl = self.pool_labels[label]
+        return pool, pl.flavor, username or pl.username
+
+    def can_launch(self) -> bool:
+        """Held by us, not drained, and not backing off after boot failures (a probe may be allowed)."""
+        return self.active and not self.drained and self.health.allows_launch()
+
+    def cannot_launch_now(self) -> bool:
+        """Drained, or backing off (a question that, unlike can_launch, does not start a probe)."""
+        return self.drained or self.health.state == "backing-off"
 
     def serves(self, label: str) -> bool:
-        return label in self.pool_labels or label in self.static_labels
+        return label in self.pool_labels or label in self.host_labels
 
     def image_for(self, label: str) -> tuple[str, str, str] | None:
         """(image name, build id, cloud image) to boot `label` from; None while its image is not built yet."""
-        if self.static:
-            return "", "", ""
+        if label not in self.pool_labels:
+            return "", "", ""  # a label of servers that need no image (static hosts)
         _, pl = self.pool_labels[label]
         image = next(i for i in self.config.images if i.name == pl.image)
         if not image.prepare:
@@ -94,9 +126,21 @@ class ProviderManager:
             return None
         return image.name, build[0], build[1]
 
+    def image_gone(self, label: str, build_id: str) -> str | None:
+        """A boot of `label` from `build_id` found its image gone: forget that upload (the builder falls back to
+        the previous good one or rebuilds). Returns the image name when it was the current upload."""
+        if label not in self.pool_labels:
+            return None
+        image = self.pool_labels[label][1].image
+        current = self.image_builds.get(image)
+        if build_id and current is not None and current[0] == build_id:
+            del self.image_builds[image]
+            return image
+        return None
+
     def image_unavailable(self, label: str) -> bool:
         """The label's image has no good build and its last build failed: cannot launch it now."""
-        if self.static:
+        if label not in self.pool_labels:
             return False
         _, pl = self.pool_labels[label]
         return pl.image in self.image_failed and pl.image not in self.image_builds
@@ -119,15 +163,15 @@ class ProviderManager:
         if time.monotonic() < self.quota_blocked_until:
             return 0
         free = self.capacity() - self.count()
-        if label and not self.static:
+        if label and label in self.pool_labels:
             pool_name, _ = self.pool_labels[label]
             pool = next(p for p in self.config.pools if p.name == pool_name)
             if pool.max_servers is not None:
                 free = min(free, pool.max_servers - self.count(pool_name))
-        if label and self.static:
-            idle = [h for h in self.config.hosts if label in h.labels
-                    and not any(n.external_id == h.name for n, _ in self.nodes.values())]
-            free = min(free, len(idle))
+        if label:
+            known = self.adapter.free_for(label)
+            if known is not None:
+                free = min(free, known - self._unplaced(label))
         return max(0, free)
 
     def can_ever_serve(self, labels: list[str]) -> bool:
@@ -146,9 +190,6 @@ class ProviderManager:
             return
         self._limits, self._limits_at, self._limits_mine = limits, time.monotonic(), mine
 
-    def limits_stale(self) -> bool:
-        return self._limits is None or time.monotonic() - self._limits_at > self.limits_ttl
-
     # -- workers ---------------------------------------------------------------------------------------------
     def start_launch(self, node: Node, flavor: str, cloud_image: str) -> None:
         self.pool.submit(self._launch, node, flavor, cloud_image)
@@ -162,6 +203,11 @@ class ProviderManager:
 
     def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
         meta = {META_NODE: node.id, "gatekeeper-label": node.label}
+        if node.image_build and self.image_builds.get(node.image, ("",))[0] != node.image_build:
+            # queued behind a boot that found this upload gone: do not ask the cloud for it again
+            self.post(LaunchResult(node.id, False, error=f"image {node.image} build {node.image_build} is gone",
+                                   image_missing=True, tried=False))
+            return
         try:
             self.ensure_keypair()
             server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
@@ -171,14 +217,15 @@ class ProviderManager:
             self.post(LaunchResult(node.id, False, error=str(e), quota=True))
             return
         except Exception as e:
-            self.post(LaunchResult(node.id, False, error=str(e)))
+            self.post(LaunchResult(node.id, False, error=str(e),
+                                   image_missing=self.adapter.is_missing_image_message(str(e))))
             return
-        if self.static:
-            # a static host is up already; its configured host key (if any) is pinned without a scan
-            info = self.adapter.poll()[server_id]
-            host = next(h for h in self.config.hosts if h.name == server_id)
-            if host.host_key:
-                self.post(LaunchResult(node.id, True, server_id, info.address, info.port, [host.host_key]))
+        info = self.adapter.ready_now(server_id)
+        if info is not None:
+            # up already (a static host); a configured host key is pinned without a scan
+            pinned = self.adapter.pinned_host_key(server_id)
+            if pinned:
+                self.post(LaunchResult(node.id, True, server_id, info.address, info.port, [pinned]))
                 return
             try:
                 keys = scan_host_keys(info.address, info.port, timeout=self.config.boot_timeout,
@@ -200,11 +247,12 @@ class ProviderManager:
             self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} vanished while booting"))
             return
         if info.state != "ACTIVE":
-            quota = is_quota_message(info.fault)
+            quota = self.adapter.is_quota_message(info.fault)
             if quota:
                 self.refresh_limits()
             self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} is {info.state}: "
-                                   f"{info.fault or 'no fault given'}", quota=quota))
+                                   f"{info.fault or 'no fault given'}", quota=quota,
+                                   image_missing=self.adapter.is_missing_image_message(info.fault)))
             return
         remaining = max(1.0, self.config.boot_timeout - (time.time() - node.created))
         try:
@@ -214,7 +262,7 @@ class ProviderManager:
             return
         self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
 
-    def start_delete(self, node: Node, done, on_slow=None) -> None:
+    def start_delete(self, node: Node, on_slow=None) -> None:
         """Delete the node's server and verify it is gone, then post ("deleted", provider, node id, ok)."""
         if node.id in self.deleting:
             return
@@ -234,8 +282,8 @@ class ProviderManager:
                 if self.stop_event.wait(1.0):
                     return False
                 continue
-            if self.static:
-                return True
+            if not self.adapter.boots:
+                return True  # nothing to wait for: the server is not destroyed, only given back
             gone = self.poller.wait_gone(server_id)
             try:
                 if on_slow is not None:
@@ -255,7 +303,7 @@ class ProviderManager:
 
     def _delete(self, node: Node, on_slow=None) -> None:
         server_id = node.external_id
-        if not server_id and not self.static:
+        if not server_id and self.adapter.boots:
             # launched by a launcher that died before it learned the server id: find it by our metadata
             try:
                 servers = self.adapter.poll()

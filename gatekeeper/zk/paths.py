@@ -130,8 +130,21 @@ def access_grant(ident: str) -> str:
 #   /nodepool/ready/<label>/<node id>         ready-node index: an entry per unallocated ready node
 #   /nodepool/released/<node id>              consumers' "done with this node" signals for the launcher
 #   /nodepool/nodes/<id>/lock                 a node's lock (kazoo Lock), held by its consumer while in use
+#   /nodepool/providers/<name>/state          operators' decisions about a provider (drained), any launcher obeys
+#   /nodepool/providers/<name>/health         the provider's health as its launcher last published it
+#   /nodepool/unreadable/<kind>-<id>-<time>   records that could not be read, set aside for an operator
 NODES_READY = "/nodepool/ready"
 NODES_RELEASED = "/nodepool/released"
+PROVIDERS = "/nodepool/providers"
+UNREADABLE = "/nodepool/unreadable"
+
+
+def provider_state(name: str) -> str:
+    return f"{PROVIDERS}/{name}/state"
+
+
+def provider_health(name: str) -> str:
+    return f"{PROVIDERS}/{name}/health"
 
 
 def ready_node(label: str, ident: str | None = None) -> str:

@@ -188,14 +188,17 @@ def test_max_servers_never_exceeded_under_100_simultaneous_requests(zk, sim, sta
 # -- failures -------------------------------------------------------------------------------------------------
 def test_failover_when_one_provider_fails_every_boot(zk, sim, start_launcher):
     sim.cloud("alpha").set_faults(boot_errors=-1, boot_error_message="No valid host was found.")
-    start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha", max_servers=6, attempts=2),
-                             provider_yaml("prov-b", "beta", max_servers=3)))
+    launcher = start_launcher(pool_yaml({"debian": 0},
+                                        provider_yaml("prov-a", "alpha", max_servers=6, attempts=2),
+                                        provider_yaml("prov-b", "beta", max_servers=3)))
     wait_live(zk, 2)
     client = NodeRequestClient(zk, "failover")
     reqs = [client.wait(r, 60) for r in [client.request(["debian"]) for _ in range(3)]]
     assert all(r.state == model.FULFILLED for r in reqs)
     assert {r.provider for r in reqs} == {"prov-b"}
-    assert any("prov-a" in r.declined_by for r in reqs)
+    # routed around: declined after its failed launches, or given back when the provider started backing off
+    assert any("prov-a" in r.declined_by for r in reqs) or \
+        launcher.managers["prov-a"].health.state != "healthy"
     wait_for(lambda: not servers(sim, "alpha"), what="failed servers deleted")
     assert not [n for n in node_records(zk).values() if n.provider == "prov-a"]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -92,3 +93,29 @@ def test_quota_errors_are_recognised_from_the_cloud_message():
     assert is_quota_message("Quota exceeded for instances: Requested 1, but already used 10 of 10 instances")
     assert is_quota_message("Exceeds quota for cores")
     assert not is_quota_message("No valid host was found.")
+
+
+def test_breaker_opens_after_consecutive_failures_doubles_its_backoff_to_a_cap_and_probes_once():
+    from gatekeeper.launcher.health import BACKING_OFF, HEALTHY, PROBING, ProviderHealth
+
+    health = ProviderHealth("p", threshold=3, backoff=2.0, backoff_cap=5.0)
+    for _ in range(2):
+        health.record(False, error="No valid host was found.")
+    assert health.state == HEALTHY and health.allows_launch()
+    health.record(False, error="No valid host was found.")
+    assert health.state == BACKING_OFF and not health.allows_launch()
+    lengths = []
+    for _ in range(3):
+        lengths.append(round(health.until - time.monotonic()))
+        assert health.allows_launch(now=health.until)  # backoff over: one probe
+        assert health.state == PROBING
+        health.launch_started()
+        assert not health.allows_launch(now=health.until)  # only one at a time
+        health.record(False, error="still broken")
+    assert lengths == [2, 4, 5]  # doubling, capped
+    assert health.status()["backing_off_until"] > time.time()
+    health.allows_launch(now=health.until)
+    health.launch_started()
+    health.record(True, 12.5)
+    assert health.state == HEALTHY and health.allows_launch() and health.status()["boot_p50_s"] == 12.5
+    assert health.status()["error_rate"] == round(6 / 7, 3)

@@ -54,7 +54,16 @@ class Flavor:
 
 
 class ProviderAdapter:
-    """create / poll / delete / list / snapshot, plus limits and images. Every method may block on the network."""
+    """create / poll / delete / list / snapshot, plus limits and images. Every method may block on the network.
+
+    Attributes say how the provider's servers behave, so the launcher never asks which kind of cloud it is:
+    `recycles_nodes` (a released node's server is handed out again instead of deleted), `boots` (create starts a
+    server that must be waited for and scanned; False: it is up at once), `uses_keypair` (the launcher's SSH key
+    is uploaded to it)."""
+
+    recycles_nodes = False
+    boots = True
+    uses_keypair = True
 
     def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "") -> str:
         """Start a server; returns its id (raises QuotaError or ProviderError)."""
@@ -91,6 +100,39 @@ class ProviderAdapter:
 
     def ensure_keypair(self, name: str, public_key: str) -> None:
         pass
+
+    def adopt(self, server_id: str, metadata: dict) -> None:
+        """A node record of ours names this server (after a launcher restart): count it as taken."""
+
+    def is_quota_message(self, message: str) -> bool:
+        """Whether a server's fault message says the cloud refused it for quota (not a health failure)."""
+        m = (message or "").lower()
+        return "quota" in m and ("exceed" in m or "exceeds" in m)
+
+    def is_missing_image_message(self, message: str) -> bool:
+        """Whether a failed boot says its image is gone (the upload is bad, not the cloud)."""
+        m = (message or "").lower()
+        return "image" in m and ("not found" in m or "no image" in m or "could not be found" in m)
+
+    def ready_now(self, server_id: str) -> ServerInfo | None:
+        """For a provider whose servers need no boot: the server as it is (None: wait for it to boot)."""
+        return None
+
+    def pinned_host_key(self, server_id: str) -> str:
+        """A host key configured for the server ("" to scan it)."""
+        return ""
+
+    def free_for(self, label: str) -> int | None:
+        """How many more nodes of `label` it could hold now, if it knows better than the quota (None)."""
+        return None
+
+    def username_for(self, label: str) -> str | None:
+        """The login user for `label` if the adapter decides it (None: the label's pool config says)."""
+        return None
+
+    def standing_labels(self) -> list[str]:
+        """Labels with a server that is always there and idle: each should have a ready node."""
+        return []
 
     def close(self) -> None:
         pass

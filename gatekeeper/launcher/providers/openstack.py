@@ -157,6 +157,9 @@ class OpenStackAdapter(ProviderAdapter):
             self._call("delete keypair", "compute.delete_keypair", name)
         self._call("create keypair", "compute.create_keypair", name=name, public_key=public_key)
 
+    def is_quota_message(self, message: str) -> bool:
+        return is_quota_message(message)
+
     def close(self) -> None:
         try:
             self.conn.close()

@@ -9,7 +9,11 @@ from gatekeeper.launcher.providers.base import ProviderAdapter, QuotaError, Serv
 
 
 class StaticAdapter(ProviderAdapter):
-    """Each host is one server; a host serves one node at a time."""
+    """Each host is one server; a host serves one node at a time, and is handed out again once released."""
+
+    recycles_nodes = True
+    boots = False
+    uses_keypair = False
 
     def __init__(self, hosts: tuple[StaticHost, ...]) -> None:
         self.hosts = {h.name: h for h in hosts}
@@ -29,6 +33,25 @@ class StaticAdapter(ProviderAdapter):
         """Mark a host taken by a node that already exists (after a launcher restart)."""
         with self._lock:
             self.in_use[host_name] = dict(metadata)
+
+    def ready_now(self, server_id: str) -> ServerInfo | None:
+        host = self.hosts[server_id]
+        return ServerInfo(host.name, host.name, "ACTIVE", host.address, host.port)
+
+    def pinned_host_key(self, server_id: str) -> str:
+        return self.hosts[server_id].host_key or ""
+
+    def free_for(self, label: str) -> int | None:
+        with self._lock:
+            return sum(1 for h in self.hosts.values() if label in h.labels and h.name not in self.in_use)
+
+    def username_for(self, label: str) -> str | None:
+        return next(h.username for h in self.hosts.values() if label in h.labels)
+
+    def standing_labels(self) -> list[str]:
+        """One entry per idle host: its first label."""
+        with self._lock:
+            return [h.labels[0] for h in self.hosts.values() if h.name not in self.in_use]
 
     def poll(self) -> dict[str, ServerInfo]:
         with self._lock:

@@ -508,7 +508,8 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
                     "servers": [{"id": s.id, "name": s.name, "status": s.status, "address": s.address,
                                  "metadata": s.metadata} for s in cloud.list_servers()],
                     "images": [{"id": i.id, "name": i.name, "status": i.status} for i in cloud.images.values()],
-                    "limits": {"max_instances": cloud.limits.max_instances}}
+                    "limits": {"max_instances": cloud.limits.max_instances},
+                    "servers_created": len(cloud.created_server_ids)}
         return self._json(200, body)
 
     def sim_limits(self) -> int:

@@ -132,6 +132,7 @@ class Cloud:
         self._fake_addr = 0
         self._seq = 0
         self.deleted_server_ids: list[str] = []
+        self.created_server_ids: list[str] = []  # every server ever created, failed boots included
 
     # -- faults ----------------------------------------------------------------------------------
     def set_faults(self, **kw) -> Faults:
@@ -174,6 +175,7 @@ class Cloud:
             server = Server(str(uuid.uuid4()), name, image.id, flavor, key_name, dict(metadata or {}),
                             seq=self._seq)
             self.servers[server.id] = server
+            self.created_server_ids.append(server.id)
             error = self.faults.take("boot_errors")
             ssh = not self.faults.take("no_ssh")
             delay = self.faults.boot_delay

@@ -1,0 +1,281 @@
+"""Launching, as the launcher decides it: plans (a request being launched on one provider), min-ready, room at
+max-servers, launch results, provider health and drain. A part of the Launcher class (its main loop only).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+
+from gatekeeper.launcher import model
+from gatekeeper.launcher.model import IMAGE_GONE, Node, NodeRequest
+from gatekeeper.launcher.provider import LaunchResult, ProviderManager
+
+log = logging.getLogger("gatekeeper.launcher")
+
+
+@dataclass
+class Plan:
+    """A request this launcher claimed and is launching nodes for on one provider."""
+
+    request: str
+    provider: str
+    labels: list[str]
+    nodes: dict[str, str] = field(default_factory=dict)  # node id -> label (launched or launching)
+    queued: list[str] = field(default_factory=list)  # labels still to launch
+    attempts: Counter = field(default_factory=Counter)
+
+
+class Launching:
+    """The launching decisions of gatekeeper.launcher.launcher.Launcher (which provides the state they use)."""
+
+    # -- launching -----------------------------------------------------------------------------------------
+    def _start_queued_launches(self) -> None:
+        for rid in sorted(self.plans):
+            plan = self.plans[rid]
+            manager = self.managers[plan.provider]
+            if plan.queued and not manager.can_launch() and manager.active:
+                if not plan.nodes:
+                    self._release_plan(plan, "backing off" if not manager.drained else "drained")
+                continue
+            if plan.queued and not plan.nodes and any(manager.image_for(x) is None for x in plan.queued):
+                self._release_plan(plan, "without a usable image")
+                continue
+            while plan.queued:
+                label = plan.queued[0]
+                if manager.free(label) <= 0:
+                    break
+                node = self._new_node(manager, label, rid)
+                if node is None:
+                    break
+                plan.queued.pop(0)
+                plan.nodes[node.id] = label
+
+    def _new_node(self, manager: ProviderManager, label: str, rid: str) -> Node | None:
+        image = manager.image_for(label)
+        if image is None:
+            return None
+        image_name, build_id, cloud_image = image
+        pool, flavor, username = manager.launch_spec(label)
+        node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
+                    label=label, image=image_name, image_build=build_id, username=username,
+                    private_key=self.ssh_key, launcher=self.ident, request=rid)
+        if not self.store.create_node(node):
+            return None
+        manager.nodes[node.id] = (node, 0)
+        manager.health.launch_started()
+        manager.start_launch(node, flavor, cloud_image)
+        return node
+
+    def _keep_min_ready(self) -> None:
+        for manager in self.managers.values():
+            if manager.can_launch():
+                # a server that is always there (a static host) is a ready node while idle
+                for label in manager.standing_deficit():
+                    if manager.free(label) <= 0 or self._new_node(manager, label, "") is None:
+                        break
+        for label in self.nodepool.labels.values():
+            if not label.min_ready:
+                continue
+            # the first live provider serving the label that can launch keeps its min-ready
+            owners = sorted(p for p in self.live_providers if label.name in self.live_provider_labels.get(p, ())
+                            and p not in self.foreign_unable
+                            and not (p in self.managers and self.managers[p].cannot_launch_now()))
+            mine = [self.managers[p] for p in owners if p in self.managers and self.managers[p].active]
+            if not mine or owners[0] != mine[0].name:
+                continue  # another launcher owns this label's min-ready
+            spare_building = sum(1 for m in mine for n, _ in m.nodes.values()
+                                 if n.label == label.name and n.state == model.BUILDING and not n.request)
+            deficit = label.min_ready - len(self.ready_entries(label.name)) - spare_building
+            while deficit > 0:
+                candidates = [m for m in mine if m.can_launch() and m.name not in self.waiting_for_room
+                              and m.free(label.name) > 0
+                              and not m.image_unavailable(label.name) and m.image_for(label.name) is not None]
+                if not candidates:
+                    break
+                manager = max(candidates, key=lambda m: (-m.config.priority, m.free(label.name)))
+                if self._new_node(manager, label.name, "") is None:
+                    break
+                deficit -= 1
+
+    def _on_launch_result(self, res: LaunchResult) -> None:
+        manager = next((m for m in self.managers.values() if res.node_id in m.nodes), None)
+        if manager is None:
+            return
+        node, version = manager.nodes[res.node_id]
+        if node.state == model.DELETING or node.id in manager.deleting:
+            return  # given up meanwhile (its launcher lost its session and took the provider back): being deleted
+        node.external_id = res.external_id or node.external_id
+        plan = self.plans.get(node.request) if node.request else None
+        if not res.ok:
+            retry_free = res.quota or res.image_missing  # says nothing of the cloud's health, nor the request's
+            if retry_free:
+                manager.health.not_counted()
+            else:
+                manager.health.record(False, error=res.error)
+            if res.image_missing:
+                manager.image_boot_failures += res.tried
+                self._image_gone(manager, node)
+            if res.quota:
+                log.info("provider %s: over quota launching %s (%s); will retry", manager.name, node.label,
+                         res.error)
+                manager.quota_blocked_until = time.monotonic() + 2.0
+            else:
+                log.warning("provider %s: node %s (%s) failed: %s", manager.name, node.id, node.label, res.error)
+            node.comment = res.error[:500]
+            node.set_state(model.FAILED)
+            self.nodes.write(manager, node, version)
+            self.nodes.delete(manager, node.id)
+            if plan is not None:
+                plan.nodes.pop(node.id, None)
+                if not retry_free:
+                    plan.attempts[node.label] += 1
+                if plan.attempts[node.label] >= manager.config.launch_attempts:
+                    self._decline_plan(plan, f"{manager.name}: {res.error}")
+                else:
+                    plan.queued.insert(0, node.label)
+            return
+        manager.health.record(True, time.time() - node.created)
+        node.address, node.port, node.host_keys = res.address, res.port, list(res.host_keys or [])
+        if plan is not None and plan.request in self.requests:
+            node.set_state(model.ALLOCATED)
+            if not self.nodes.write(manager, node, version):
+                return
+            self._complete_plan(plan)
+        else:
+            self.nodes.make_ready(manager, node, version)
+
+    def _complete_plan(self, plan: Plan) -> None:
+        manager = self.managers[plan.provider]
+        if plan.queued:
+            return
+        launched = [manager.nodes[n][0] for n in plan.nodes if n in manager.nodes]
+        if len(launched) != len(plan.labels) or any(n.state != model.ALLOCATED for n in launched):
+            return
+        nodes = [launched.pop(next(i for i, n in enumerate(launched) if n.label == label))
+                 for label in plan.labels]  # in the requested order, whatever order the launches ended in
+        req, version = self.requests[plan.request]
+        req.set_state(model.FULFILLED)
+        req.nodes = [n.id for n in nodes]
+        req.handed = [{"node": n.to_dict(), "version": manager.nodes[n.id][1]} for n in nodes]
+        if self._write_request(plan.request, req, version):
+            self.plans.pop(plan.request, None)
+            self.handed_out += 1
+
+    def _image_gone(self, manager: ProviderManager, node: Node) -> None:
+        """A boot found its image gone from the cloud: that upload is bad. Stop booting it at once; the image
+        builder falls back to the previous good upload, or builds and uploads a new one."""
+        image = manager.image_gone(node.label, node.image_build)
+        if image is None:
+            return  # not the current upload (already handled), or an image we do not build
+        log.warning("provider %s: image %s build %s is gone from the cloud; marking it bad", manager.name, image,
+                    node.image_build)
+        self.store.mark_image_build(image, manager.name, node.image_build, IMAGE_GONE,
+                                    f"the cloud no longer has this image (a boot of node {node.id} said so)")
+        for builder in self.builders:
+            if builder.manager is manager:
+                builder.wake()
+
+    def _release_plan(self, plan: Plan, why: str) -> None:
+        """Give back a request whose provider cannot launch now (backing off, drained), without declining it."""
+        self.plans.pop(plan.request, None)
+        if plan.request not in self.requests:
+            return
+        req, version = self.requests[plan.request]
+        req.set_state(model.REQUESTED)
+        req.provider = req.launcher = ""
+        if self._write_request(plan.request, req, version):
+            log.info("request %s: provider %s is %s; offering the request again", plan.request, plan.provider, why)
+
+    def _on_provider_state(self, name: str, drained: bool) -> None:
+        manager = self.managers[name]
+        if manager.drained == drained:
+            return
+        manager.drained = drained
+        log.warning("provider %s: %s by an operator", name, "drained" if drained else "undrained")
+        if drained:
+            for node_id, (node, _) in list(manager.nodes.items()):
+                if node.state == model.READY and manager.active:
+                    self.nodes.delete(manager, node_id)
+        self._publish_health()
+
+    def providers_status(self) -> list[dict]:
+        """Health of the providers this launcher manages, JSON-able (main loop, or a stale read elsewhere)."""
+        return [dict(m.health.status(), drained=m.drained, active=m.active) for m in self.managers.values()]
+
+    def _publish_health(self) -> None:
+        for status in self.providers_status():
+            if not status["active"]:
+                continue
+            shown = {k: v for k, v in status.items() if k != "active"}
+            manager = self.managers[status["name"]]
+            last = manager.published_health or {}
+            # a change of state at once; figures that only drift (percentiles, rates) at most every 10 s
+            urgent = any(last.get(k) != shown[k] for k in ("state", "drained", "backing_off_until",
+                                                           "consecutive_failures"))
+            if shown != last and (urgent or time.monotonic() - manager.published_at >= 10.0):
+                try:
+                    self.store.publish_health(status["name"], shown)
+                    manager.published_health, manager.published_at = shown, time.monotonic()
+                except Exception as e:
+                    log.warning("provider %s: could not publish its health: %s", status["name"], e)
+
+    def _decline_plan(self, plan: Plan, reason: str) -> None:
+        """This provider keeps failing the request: give it back so another provider takes it."""
+        self.plans.pop(plan.request, None)
+        manager = self.managers[plan.provider]
+        for node_id in plan.nodes:
+            entry = manager.nodes.get(node_id)
+            if entry and entry[0].state == model.ALLOCATED:
+                self.nodes.return_to_ready(manager, node_id)
+            elif entry:
+                entry[0].request = ""
+        if plan.request not in self.requests:
+            return
+        req, version = self.requests[plan.request]
+        req.set_state(model.REQUESTED)
+        req.provider = req.launcher = ""
+        req.declined_by = sorted(set(req.declined_by) | {plan.provider})
+        self._maybe_fail(req)
+        if req.state == model.REQUEST_FAILED:
+            req.reason += f" (last error: {reason})"
+        log.info("request %s: provider %s declines after %d failed launches", plan.request, plan.provider,
+                 manager.config.launch_attempts)
+        self._write_request(plan.request, req, version)
+
+
+    def _make_room(self, req: NodeRequest, able: list[ProviderManager]) -> None:
+        """Never wedge at max-servers: when idle ready nodes hold the room a request needs to launch, delete the
+        oldest of them, another label's first (one at a time per provider), as Nodepool does."""
+        for manager in sorted(able, key=lambda m: m.config.priority):
+            if not manager.can_launch() or manager.name in self.waiting_for_room:
+                continue  # (a request ahead of this one already looked at this provider in this pass)
+            self.waiting_for_room.add(manager.name)
+            if not manager.adapter.boots or manager.deleting:
+                continue
+            idle = [n for n, _ in manager.nodes.values() if n.state == model.READY]
+            if not idle or manager.capacity() < len(req.labels):
+                continue
+            # other labels' nodes first (this request could not use them), then its own labels' oldest
+            oldest = min(idle, key=lambda n: (n.label in req.labels, n.state_time))
+            log.info("request %s (%s): provider %s is full; deleting the oldest idle ready node %s (%s) to make "
+                     "room", req.id, ",".join(req.labels), manager.name, oldest.id, oldest.label)
+            self.nodes.delete(manager, oldest.id)
+            return
+
+    def _expire_ready(self) -> None:
+        """Delete ready nodes unused for longer than their label's max-ready-age."""
+        now = time.time()
+        for manager in self.managers.values():
+            if not manager.active:
+                continue
+            for node_id, (node, _) in list(manager.nodes.items()):
+                label = self.nodepool.labels.get(node.label)
+                if node.state == model.READY and label is not None and label.max_ready_age \
+                        and now - node.state_time > label.max_ready_age:
+                    log.info("node %s (%s): ready and unused for more than %ss; deleting", node_id, node.label,
+                             label.max_ready_age)
+                    self.nodes.delete(manager, node_id)

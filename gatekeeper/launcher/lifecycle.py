@@ -1,0 +1,128 @@
+"""A managed node's way through its states, as the launcher's main loop writes it: ready, back to ready, used,
+deleting, gone. Every write goes through the node store; the provider manager's node cache follows each write.
+
+Main loop only (cleanup and the image builder reach it by posting to the loop).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from gatekeeper.launcher import model
+from gatekeeper.launcher.model import Node, ready_entry
+from gatekeeper.launcher.provider import ProviderManager
+from gatekeeper.zk.nodes import NodeStore, UnreadableRecord
+
+log = logging.getLogger("gatekeeper.launcher.lifecycle")
+
+
+class NodeLifecycle:
+    def __init__(self, store: NodeStore, post: Callable, ready: dict[str, list[str]]) -> None:
+        self.store = store
+        self.post = post
+        self.ready = ready  # the launcher's ready-index cache (label -> sorted entries), kept in step
+        self.released_seen: set[str] = set()
+
+    def write(self, manager: ProviderManager, node: Node, version: int, add_ready: bool = False) -> bool:
+        """Versioned write of a managed node; on a conflict the cache is re-read and False returned."""
+        new_version = self.store.write_node(node, version, add_ready=add_ready)
+        if new_version is None:
+            log.warning("node %s: write conflicted; re-reading", node.id)
+            self.refresh(manager, node.id)
+            return False
+        manager.nodes[node.id] = (node, new_version)
+        if add_ready:
+            entries = self.ready.setdefault(node.label, [])
+            entry = ready_entry(node)
+            if entry not in entries:
+                entries.append(entry)
+                entries.sort()
+        return True
+
+    def refresh(self, manager: ProviderManager, node_id: str) -> Node | None:
+        """Re-read a node into the manager's cache; None (and forgotten) when gone or unreadable."""
+        try:
+            found = self.store.read_node(node_id)
+        except UnreadableRecord:
+            found = None
+        if found is None:
+            manager.nodes.pop(node_id, None)
+            return None
+        manager.nodes[node_id] = found
+        return found[0]
+
+    def make_ready(self, manager: ProviderManager, node: Node, version: int) -> None:
+        """Write the node ready and add it to the ready index, in one transaction."""
+        node.request = ""
+        node.set_state(model.READY)
+        self.write(manager, node, version, add_ready=True)
+
+    def return_to_ready(self, manager: ProviderManager, node_id: str) -> None:
+        node, version = manager.nodes[node_id]
+        self.make_ready(manager, node, version)
+
+    def delete(self, manager: ProviderManager, node_id: str, refresh: bool = False) -> None:
+        """Mark the node deleting (a ready one only if it is still unallocated) and delete its server."""
+        node = self.refresh(manager, node_id) if refresh else manager.nodes.get(node_id, (None,))[0]
+        if node is None or node_id in manager.deleting:
+            return
+        if node.state == model.HOLD:
+            return  # released into hold: cleanup deletes it when the hold expires
+        if node.state == model.READY:
+            if not self.store.remove_ready_entry(node):
+                return  # handed out meanwhile
+            entries = self.ready.get(node.label, [])
+            if ready_entry(node) in entries:
+                entries.remove(ready_entry(node))
+        if node.state != model.DELETING:
+            node.set_state(model.DELETING)
+            self.write(manager, node, manager.nodes[node_id][1])
+        manager.start_delete(node)
+
+    def delete_released(self, manager: ProviderManager, node_id: str) -> None:
+        """A consumer (or operator) released the node as used: it is ours again; recycle or delete it."""
+        node, _ = manager.nodes[node_id]
+        if node_id in manager.deleting:
+            return
+        if node.state == model.READY and not self.store.is_released(node_id):
+            return  # a stale children list from before we recycled this node
+        node = Node.from_dict(node.to_dict())
+        if manager.recycles_nodes:
+            # the server outlives its node (a static host): hand the same record out again
+            node.request = node.comment = ""
+            node.set_state(model.READY)
+            version = self.store.write_node(node, -1, add_ready=True, remove_released=True)
+            if version is not None:
+                manager.nodes[node_id] = (node, version)
+                self.released_seen.discard(node_id)
+                entries = self.ready.setdefault(node.label, [])
+                entries.append(ready_entry(node))
+                entries.sort()
+                return
+        node.set_state(model.USED)
+        manager.nodes[node_id] = (node, -1)
+        # the record says "used" while a quick delete runs; it is marked "deleting" only if the delete is slow
+        manager.start_delete(node, on_slow=lambda n=node_id: self.post(lambda: self.mark_deleting(manager, n)))
+
+    def mark_deleting(self, manager: ProviderManager, node_id: str) -> None:
+        entry = manager.nodes.get(node_id)
+        if entry is None or node_id not in manager.deleting:
+            return
+        node = Node.from_dict(entry[0].to_dict())
+        node.set_state(model.DELETING)
+        version = self.store.write_node(node, -1)  # unconditional: nobody else writes it now
+        if version is not None:
+            manager.nodes[node_id] = (node, version)
+
+    def on_deleted(self, manager: ProviderManager, node_id: str, ok: bool) -> None:
+        manager.deleting.discard(node_id)
+        if not ok:
+            log.error("provider %s: node %s's server would not go away; cleanup will retry", manager.name, node_id)
+            return
+        if not self.store.delete_node(node_id, released=node_id in self.released_seen):
+            log.warning("node %s is locked by a consumer; keeping its record", node_id)
+            return
+        self.released_seen.discard(node_id)
+        manager.nodes.pop(node_id, None)
+        manager.quota_blocked_until = 0.0  # room was freed: try again now

@@ -1,0 +1,105 @@
+"""A consumer's side of the node pool (the executor, a test, an operator's script): request nodes, wait, lock them,
+mark them in use, give them back. Built on the node store."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from kazoo.recipe.lock import Lock
+
+from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.node_records import Node, NodeRequest
+from gatekeeper.zk.nodes import NodeStore, NodeStoreError
+
+log = logging.getLogger("gatekeeper.zk.node_consumer")
+
+
+class NodeConsumer:
+    """Request, lock and release nodes: a consumer's side of the node pool. One per consumer process; thread-safe."""
+
+    def __init__(self, zk: ZKClient, requestor: str = "") -> None:
+        self.zk = zk
+        self.store = NodeStore(zk)
+        self.requestor = requestor
+        self._locks: dict[str, Lock] = {}
+        self._versions: dict[str, tuple[Node, int]] = {}  # what we last wrote to each locked node
+        self._mutex = threading.Lock()
+
+    @staticmethod
+    def priority(precedence: int, position: int) -> int:
+        """Pipeline precedence (0 high, 1 normal, 2 low) first, then position in its queue."""
+        return precedence * 10000 + min(position, 9999)
+
+    def request(self, labels: list[str], requestor: str | None = None, priority: int = 100,
+                provider: str = "") -> str:
+        """Ask for one node per label (all from one provider: `provider` if named); returns the request id.
+
+        The request is ephemeral: if this consumer's ZooKeeper session ends, the request goes away with it.
+        """
+        return self.store.submit_request(labels, requestor or self.requestor, priority, provider)
+
+    def get(self, request_id: str) -> NodeRequest | None:
+        return self.store.get_request(request_id)
+
+    def watch(self, request_id: str, callback: Callable[[NodeRequest | None], None]) -> None:
+        """Call `callback(request)` once, when the request is fulfilled or failed (None: it vanished)."""
+        self.store.watch_request(request_id, callback)
+
+    def wait(self, request_id: str, timeout: float | None = None) -> NodeRequest:
+        """Block until the request is fulfilled or failed; raises TimeoutError, NodeStoreError if it vanished."""
+        box: list[NodeRequest | None] = []
+        ev = threading.Event()
+
+        def done(req: NodeRequest | None) -> None:
+            box.append(req)
+            ev.set()
+
+        self.watch(request_id, done)
+        if not ev.wait(timeout):
+            raise TimeoutError(f"node request {request_id} not fulfilled within {timeout}s")
+        if box[0] is None:
+            raise NodeStoreError(f"node request {request_id} disappeared")
+        return box[0]
+
+    def cancel(self, request_id: str) -> None:
+        """Withdraw a request; nodes already allocated to it go back to the pool."""
+        self.store.cancel_request(request_id)
+
+    def lock_nodes(self, request: NodeRequest) -> list[Node]:
+        """Lock the request's nodes, mark them in-use, and remove the request (one transaction). Returns the nodes."""
+        try:
+            for node_id in request.nodes:
+                lock = self.store.node_lock(node_id, self.requestor)
+                if not lock.acquire(blocking=False):
+                    raise NodeStoreError(f"node {node_id} of request {request.id} is locked by someone else")
+                with self._mutex:
+                    self._locks[node_id] = lock
+            taken = self.store.take_nodes(request)
+        except Exception:
+            for node_id in request.nodes:
+                self._unlock(node_id)
+            raise
+        with self._mutex:
+            for node, version in taken:
+                self._versions[node.id] = (node, version)
+        return [node for node, _ in taken]
+
+    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
+                change: str = "", owner: str = "") -> None:
+        """Give a node back: used (the launcher deletes it) or held for `hold_hours` with `reason` (for the build
+        of `change`, "N,P", owned by `owner`, who may then ask for access to it)."""
+        with self._mutex:
+            cached = self._versions.pop(node.id, None)
+        self.store.release(node.id, cached, held, reason, hold_hours, change, owner)
+        self._unlock(node.id)
+
+    def _unlock(self, node_id: str) -> None:
+        with self._mutex:
+            lock = self._locks.pop(node_id, None)
+        if lock is not None:
+            try:
+                lock.release()
+            except Exception:
+                log.warning("could not release the lock of node %s", node_id)

@@ -1,0 +1,437 @@
+"""The node store: every read and write of nodes, node requests, the ready index, image builds, autoholds and
+provider state in ZooKeeper, behind one class.
+
+Launchers, their consumers (the executor), operators' commands and the web call its methods; nobody else builds
+node-pool paths or transactions. Writes are versioned where two parties may race; the hand-out of ready nodes is
+one transaction (remove the ready-index entries, mark the nodes allocated, fulfil the request: all or nothing).
+
+A record that cannot be read (empty, not JSON, not a record) never raises out of a listing: it is logged once and
+skipped; `set_aside` moves it under /nodepool/unreadable for an operator to look at.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.recipe.lock import Lock
+
+from gatekeeper.zk import node_records as model
+from gatekeeper.zk import paths
+from gatekeeper.zk.node_records import Autohold, Node, NodeRequest, ready_entry
+from gatekeeper.zk.provider_store import ProviderStore, UnreadableRecord, providers_status
+
+log = logging.getLogger("gatekeeper.zk.nodes")
+
+PRIORITY_DIGITS = 6
+UNREADABLE = paths.UNREADABLE
+
+__all__ = ["HandOut", "NodeStore", "NodeStoreError", "UnreadableRecord", "providers_status"]
+
+
+class NodeStoreError(Exception):
+    """A node-pool change could not be made (locked by someone else, keeps changing, ...)."""
+
+
+@dataclass
+class HandOut:
+    """The outcome of a hand-out transaction: the fulfilled request and the nodes' new versions, or why not."""
+
+    ok: bool
+    request: NodeRequest | None = None
+    request_version: int = -1
+    nodes: list[tuple[Node, int]] | None = None
+    request_changed: bool = False  # the request was changed or withdrawn: re-read it
+
+
+def _failed(results) -> bool:
+    return any(isinstance(r, Exception) for r in results)
+
+
+class NodeStore(ProviderStore):
+    """One per ZooKeeper client; thread-safe (kazoo is), holds no cache except the set of records reported bad.
+
+    Takes a ZKClient, or a raw KazooClient for callers that only hold one."""
+
+    # -- setup -----------------------------------------------------------------------------------------------
+    def ensure_paths(self, labels: list[str] = ()) -> None:
+        for path in (paths.NODE_REQUESTS, paths.NODES, paths.NODES_READY, paths.NODES_RELEASED,
+                     paths.LAUNCHERS, paths.IMAGES, paths.HOLDS, paths.PROVIDERS):
+            self.kz.ensure_path(path)
+        for label in labels:
+            self.kz.ensure_path(paths.ready_node(label))
+
+    # -- nodes -----------------------------------------------------------------------------------------------
+    def node_ids(self) -> list[str]:
+        try:
+            return self.kz.get_children(paths.NODES)
+        except NoNodeError:
+            return []
+
+    def read_node(self, node_id: str) -> tuple[Node, int] | None:
+        """The node and its version; None if it is gone. Raises UnreadableRecord for garbage."""
+        try:
+            raw, stat = self.kz.get(paths.node(node_id))
+        except NoNodeError:
+            return None
+        node = self._decode(Node, paths.node(node_id), raw)
+        node.id = node.id or node_id
+        return node, stat.version
+
+    def load_nodes(self, provider: str | None = None) -> dict[str, tuple[Node, int]]:
+        """Every readable node (of one provider) with its version; unreadable ones are logged once and skipped."""
+        out = {}
+        for node_id in self.node_ids():
+            try:
+                found = self.read_node(node_id)
+            except UnreadableRecord:
+                continue
+            if found is not None and (provider is None or found[0].provider == provider):
+                out[node_id] = found
+        return out
+
+    def unreadable_requests(self) -> list[str]:
+        """Ids of request znodes whose record cannot be read."""
+        bad = []
+        for rid in self.request_ids():
+            try:
+                self.read_request(rid)
+            except UnreadableRecord:
+                bad.append(rid)
+        return bad
+
+    def set_aside_request(self, rid: str) -> None:
+        """Move an unreadable request under /nodepool/unreadable (no launcher can serve it)."""
+        self._set_aside(paths.node_request(rid), f"request-{rid}")
+
+    def unreadable_nodes(self) -> list[str]:
+        """Ids of node znodes whose record cannot be read."""
+        bad = []
+        for node_id in self.node_ids():
+            try:
+                self.read_node(node_id)
+            except UnreadableRecord:
+                bad.append(node_id)
+        return bad
+
+    def set_aside(self, node_id: str) -> None:
+        """Move an unreadable node record under /nodepool/unreadable (kept for an operator), with its lock."""
+        self._set_aside(paths.node(node_id), f"node-{node_id}")
+
+    def _set_aside(self, path: str, name: str) -> None:
+        try:
+            raw, _ = self.kz.get(path)
+        except NoNodeError:
+            return
+        self.kz.ensure_path(paths.UNREADABLE)
+        tx = self.kz.transaction()
+        tx.create(f"{paths.UNREADABLE}/{name}-{int(time.time())}", raw)
+        for child in self._children(path):
+            tx.delete(f"{path}/{child}")
+        tx.delete(path)
+        if _failed(tx.commit()):
+            log.warning("%s could not be set aside (it changed meanwhile)", path)
+        else:
+            log.warning("%s was unreadable: moved to %s", path, paths.UNREADABLE)
+
+    def create_node(self, node: Node) -> bool:
+        """Create a new node record and its lock parent, in one transaction."""
+        tx = self.kz.transaction()
+        tx.create(paths.node(node.id), node.to_bytes())
+        tx.create(paths.node_lock(node.id), b"")
+        results = tx.commit()
+        if _failed(results):
+            log.error("node %s: could not create its record: %s", node.id, results)
+            return False
+        return True
+
+    def write_node(self, node: Node, version: int, *, add_ready: bool = False, remove_ready: bool = False,
+                   remove_released: bool = False) -> int | None:
+        """Versioned write of a node (version -1: unconditional), optionally adding or removing its ready-index
+        entry and its release signal in the same transaction. Returns the new version, None on a conflict."""
+        tx = self.kz.transaction()
+        tx.set_data(paths.node(node.id), node.to_bytes(), version=version)
+        if add_ready:
+            tx.create(paths.ready_node(node.label, ready_entry(node)), b"")
+        if remove_ready:
+            tx.delete(paths.ready_node(node.label, ready_entry(node)))
+        if remove_released:
+            tx.delete(paths.released_node(node.id))
+        results = tx.commit()
+        if _failed(results):
+            log.debug("node %s: write conflicted (%s)", node.id, results)
+            return None
+        return results[0].version
+
+    def remove_ready_entry(self, node: Node) -> bool:
+        """Take a ready node out of the index; False if it was handed out (or removed) meanwhile."""
+        try:
+            self.kz.delete(paths.ready_node(node.label, ready_entry(node)))
+            return True
+        except NoNodeError:
+            return False
+
+    def delete_node(self, node_id: str, released: bool = False) -> bool:
+        """Remove a node's record with its lock parent (and its release signal, if `released`), in one transaction;
+        False while a consumer holds its lock."""
+        tx = self.kz.transaction()
+        tx.delete(paths.node_lock(node_id))
+        tx.delete(paths.node(node_id))
+        if released:
+            tx.delete(paths.released_node(node_id))
+        results = tx.commit()
+        if any(isinstance(r, NotEmptyError) for r in results):
+            return False
+        if _failed(results):
+            for path in (paths.node_lock(node_id), paths.node(node_id), paths.released_node(node_id)):
+                try:
+                    self.kz.delete(path)
+                except NoNodeError:
+                    pass
+                except NotEmptyError:
+                    return False
+        return True
+
+    def is_locked(self, node_id: str) -> bool:
+        return bool(self._children(paths.node_lock(node_id)))
+
+    def is_released(self, node_id: str) -> bool:
+        return self.kz.exists(paths.released_node(node_id)) is not None
+
+    def released_ids(self) -> list[str]:
+        return self._children(paths.NODES_RELEASED)
+
+    def count_held(self) -> int:
+        return sum(1 for node, _ in self.load_nodes().values() if node.state == model.HOLD)
+
+    # -- ready index -----------------------------------------------------------------------------------------
+    def ready_entries(self, label: str, watch: Callable | None = None) -> list[str]:
+        """The label's ready-index entries, oldest first (a one-shot watch fires on the next change)."""
+        try:
+            return sorted(self.kz.get_children(paths.ready_node(label), watch=watch))
+        except NoNodeError:
+            self.kz.ensure_path(paths.ready_node(label))
+            return []
+
+    def hand_out(self, request: NodeRequest, version: int, picks: list[tuple[str, Node, int]], provider: str,
+                 launcher: str) -> HandOut:
+        """Hand ready nodes to a request in one transaction. `picks` is (ready entry, node, node version)."""
+        tx = self.kz.transaction()
+        updated = []
+        for entry, node, nversion in picks:
+            node = Node.from_dict(node.to_dict())
+            node.set_state(model.ALLOCATED)
+            node.request = request.id
+            tx.delete(paths.ready_node(node.label, entry))
+            tx.set_data(paths.node(node.id), node.to_bytes(), version=nversion)
+            updated.append((node, nversion))
+        new = NodeRequest.from_dict(request.to_dict())
+        new.id = request.id
+        new.set_state(model.FULFILLED)
+        new.nodes = [n.id for n, _ in updated]
+        new.handed = [{"node": n.to_dict(), "version": v + 1} for n, v in updated]
+        new.provider = provider
+        new.launcher = launcher
+        tx.set_data(paths.node_request(request.id), new.to_bytes(), version=version)
+        results = tx.commit()
+        if _failed(results):
+            changed = isinstance(results[-1], (BadVersionError, NoNodeError)) or any(
+                isinstance(r, NoNodeError) for r in results)
+            return HandOut(False, request_changed=changed)
+        nodes = [(node, results[2 * i + 1].version) for i, (node, _) in enumerate(updated)]
+        return HandOut(True, new, results[-1].version, nodes)
+
+    # -- requests (launcher side) ----------------------------------------------------------------------------
+    def read_request(self, rid: str, watch: Callable | None = None) -> tuple[NodeRequest, int] | None:
+        """The request and its version; None if gone. Raises UnreadableRecord for garbage."""
+        try:
+            raw, stat = self.kz.get(paths.node_request(rid), watch=watch)
+        except NoNodeError:
+            return None
+        req = self._decode(NodeRequest, paths.node_request(rid), raw)
+        req.id = rid
+        return req, stat.version
+
+    def write_request(self, req: NodeRequest, version: int) -> int | None:
+        """Versioned write; the new version, or None if it changed or went away meanwhile."""
+        try:
+            return self.kz.set(paths.node_request(req.id), req.to_bytes(), version=version).version
+        except (BadVersionError, NoNodeError):
+            return None
+
+    def request_ids(self) -> list[str]:
+        return self._children(paths.NODE_REQUESTS)
+
+    # -- requests (consumer side) ----------------------------------------------------------------------------
+    def submit_request(self, labels: list[str], requestor: str, priority: int = 100, provider: str = "") -> str:
+        """Ask for one node per label (all from one provider, `provider` if named); returns the request id.
+
+        The request is ephemeral: if the consumer's ZooKeeper session ends, the request goes away with it."""
+        req = NodeRequest(labels=list(labels), requestor=requestor, priority=priority, requested_provider=provider)
+        path = self.kz.create(f"{paths.NODE_REQUESTS}/{priority:0{PRIORITY_DIGITS}d}-", req.to_bytes(),
+                              ephemeral=True, sequence=True, makepath=True)
+        return path.rsplit("/", 1)[1]
+
+    def get_request(self, rid: str) -> NodeRequest | None:
+        try:
+            found = self.read_request(rid)
+        except UnreadableRecord:
+            return None
+        return found[0] if found else None
+
+    def watch_request(self, rid: str, callback: Callable[[NodeRequest | None], None]) -> None:
+        """Call `callback(request)` once, when the request is fulfilled or failed (None: it vanished)."""
+        done = threading.Event()
+
+        def on_change(event=None) -> None:
+            if done.is_set():
+                return
+            try:
+                found = self.read_request(rid, watch=on_change)
+            except UnreadableRecord:
+                return  # wait for the next write
+            if found is None:
+                done.set()
+                callback(None)
+                return
+            if found[0].state in (model.FULFILLED, model.REQUEST_FAILED):
+                done.set()
+                callback(found[0])
+
+        on_change()
+
+    def cancel_request(self, rid: str) -> None:
+        try:
+            self.kz.delete(paths.node_request(rid))
+        except NoNodeError:
+            pass
+
+    def node_lock(self, node_id: str, holder: str) -> Lock:
+        lock = Lock(self.kz, paths.node_lock(node_id), holder)
+        lock.assured_path = True  # the launcher creates the lock's parent with the node
+        return lock
+
+    def take_nodes(self, request: NodeRequest) -> list[tuple[Node, int]]:
+        """Mark the request's (locked) nodes in use and remove the request, in one transaction."""
+        for use_handed in (True, False):
+            nodes, tx = [], self.kz.transaction()
+            for node_id in request.nodes:
+                handed = next((h for h in request.handed if h["node"].get("id") == node_id), None)
+                if use_handed and handed is not None:
+                    node, version = Node.from_dict(handed["node"]), handed["version"]
+                else:
+                    found = self.read_node(node_id)
+                    if found is None:
+                        raise NodeStoreError(f"node {node_id} of request {request.id} is gone")
+                    node, version = found
+                node.set_state(model.IN_USE)
+                node.comment = request.requestor
+                tx.set_data(paths.node(node_id), node.to_bytes(), version=version)
+                nodes.append(node)
+            tx.delete(paths.node_request(request.id))
+            results = tx.commit()
+            if not _failed(results):
+                return [(n, r.version) for n, r in zip(nodes, results, strict=False)]
+        raise NodeStoreError(f"request {request.id}: could not mark its nodes in use ({results})")
+
+    def release(self, node_id: str, cached: tuple[Node, int] | None, held: bool, reason: str,
+                hold_hours: float, change: str = "", owner: str = "") -> None:
+        """Give a node back: used (its launcher deletes it) or held for `hold_hours` (an operator's earlier hold
+        request wins over "used"); a node held for a failed build records its change and that change's owner."""
+        for _ in range(5):
+            if cached is None:
+                cached = self.read_node(node_id)
+                if cached is None:
+                    return
+            current, version = Node.from_dict(cached[0].to_dict()), cached[1]
+            hold, why = held, reason
+            if not hold and current.hold_requested:
+                hold, why = True, current.hold_requested
+            tx = self.kz.transaction()
+            if hold:
+                current.set_state(model.HOLD)
+                current.hold_reason = why
+                current.hold_until = time.time() + hold_hours * 3600
+                if held:
+                    current.hold_change, current.hold_owner = change, owner
+                tx.set_data(paths.node(node_id), current.to_bytes(), version=version)
+            else:
+                current.set_state(model.USED)
+                tx.set_data(paths.node(node_id), current.to_bytes(), version=version)
+                tx.create(paths.released_node(node_id), b"")
+            if not _failed(tx.commit()):
+                return
+            cached = None  # changed under us (an operator asked for a hold): read and try again
+        raise NodeStoreError(f"node {node_id}: could not release it (it keeps changing)")
+
+    # -- operators' changes ----------------------------------------------------------------------------------
+    def change_node(self, node_id: str, change: Callable[[Node], bool]) -> Node | None:
+        """Apply `change(node)` (True: also take it out of the ready index; False: also signal its release) with a
+        versioned write, retried on a concurrent update. None if there is no such node."""
+        for _ in range(5):
+            found = self.read_node(node_id)
+            if found is None:
+                return None
+            node, version = found
+            was_ready = node.state == model.READY
+            entry = ready_entry(node)
+            release = change(node)
+            tx = self.kz.transaction()
+            if was_ready and node.state != model.READY:
+                tx.delete(paths.ready_node(node.label, entry))
+            if release:
+                self.kz.ensure_path(paths.NODES_RELEASED)
+                tx.create(paths.released_node(node_id), b"")
+            tx.set_data(paths.node(node_id), node.to_bytes(), version=version)
+            results = tx.commit()
+            if not _failed(results):
+                return node
+            if not any(isinstance(r, (BadVersionError, NoNodeError, NodeExistsError)) for r in results):
+                raise NodeStoreError(f"node {node_id}: {[type(r).__name__ for r in results]}")
+        raise NodeStoreError(f"node {node_id} keeps changing; try again")
+
+    # -- autoholds -------------------------------------------------------------------------------------------
+    def add_autohold(self, hold: Autohold) -> str:
+        path = self.kz.create(f"{paths.HOLDS}/hold-", hold.to_bytes(), sequence=True, makepath=True)
+        return path.rsplit("/", 1)[1]
+
+    def autoholds(self) -> list[tuple[Autohold, int]]:
+        out = []
+        for name in sorted(self._children(paths.HOLDS)):
+            try:
+                raw, stat = self.kz.get(paths.hold(name))
+                hold = self._decode(Autohold, paths.hold(name), raw)
+            except (NoNodeError, UnreadableRecord):
+                continue
+            hold.id = name
+            out.append((hold, stat.version))
+        return out
+
+    def delete_autohold(self, hold_id: str) -> None:
+        try:
+            self.kz.delete(paths.hold(hold_id))
+        except NoNodeError:
+            pass
+
+    def claim_autohold(self, project: str, job: str, change: str, node_id: str) -> Autohold | None:
+        """Take one unit of the first autohold matching this failed build (atomically); None if none matches."""
+        for _ in range(10):
+            for hold, version in self.autoholds():
+                if hold.project not in ("", project) or hold.job not in ("", job):
+                    continue
+                if not re.fullmatch(hold.change or ".*", change) or len(hold.held_nodes) >= hold.count:
+                    continue
+                hold.held_nodes.append(node_id)
+                try:
+                    self.kz.set(paths.hold(hold.id), hold.to_bytes(), version=version)
+                except (BadVersionError, NoNodeError):
+                    break  # changed meanwhile: look again
+                return hold
+            else:
+                return None
+        return None

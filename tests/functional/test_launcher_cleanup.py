@@ -1,0 +1,111 @@
+"""Cleanup works from ZooKeeper's records and the cloud's server list, and unreadable records stop nothing:
+real ZooKeeper and the OpenStack simulator over HTTP."""
+
+from __future__ import annotations
+
+from gatekeeper.launcher import model
+from gatekeeper.launcher.client import NodeRequestClient
+from gatekeeper.zk import paths
+from gatekeeper.zk.nodes import UNREADABLE
+from tests.functional import test_launcher as base
+from tests.functional.test_launcher import (
+    node_records,
+    pool_yaml,
+    provider_yaml,
+    ready_ids,
+    servers,
+    wait_live,
+)
+from tests.helpers import wait_for
+
+# the launcher tests' fixtures: a key pair, the two-cloud simulator, and launchers stopped at the end
+ssh_key, sim, start_launcher = base.ssh_key, base.sim, base.start_launcher
+
+
+def test_node_whose_cloud_delete_keeps_failing_is_retried_until_gone(zk, sim, start_launcher):
+    launcher = start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha")),
+                              delete_verify_timeout=0.4, cleanup_interval=0.5)
+    client = NodeRequestClient(zk, "stubborn")
+    [node] = client.lock_nodes(client.wait(client.request(["debian"]), 30))
+    alpha = sim.cloud("alpha")
+    alpha.set_faults(delete_ignored=-1)
+    client.release(node)
+    # the launcher's own delete gives up; the record says so and the server is still there
+    wait_for(lambda: node_records(zk).get(node.id) is not None
+             and node_records(zk)[node.id].state == model.DELETING, what="node marked deleting")
+    wait_for(lambda: not launcher.managers["prov-a"].deleting, 20, "the launcher's delete given up")
+    assert node.external_id in {s.id for s in servers(sim, "alpha")}
+    alpha.set_faults(delete_ignored=0)
+    wait_for(lambda: node.id not in node_records(zk), 30, "cleanup retried the delete")
+    assert not servers(sim, "alpha")
+
+
+def test_server_whose_record_is_gone_is_deleted_and_record_whose_server_is_gone_removed(zk, sim, start_launcher):
+    start_launcher(pool_yaml({"debian": 2}, provider_yaml("prov-a", "alpha")), cleanup_interval=0.5)
+    wait_for(lambda: len(ready_ids(zk)) == 2, what="two ready nodes")
+    first, second = sorted(ready_ids(zk))
+    records = node_records(zk)
+    # one record is deleted behind the launcher's back (its cache still has it); one server vanishes in the cloud
+    zk.client.delete(paths.node(first), recursive=True)
+    for entry in zk.client.get_children(paths.ready_node("debian")):
+        if entry.endswith(first):
+            zk.client.delete(paths.ready_node("debian", entry))
+    sim.cloud("alpha").delete_server(records[second].external_id)
+    wait_for(lambda: records[first].external_id not in {s.id for s in servers(sim, "alpha")}, 30,
+             "the server without a record deleted")
+    wait_for(lambda: second not in node_records(zk), 30, "the record without a server removed")
+    assert second not in ready_ids(zk)
+    # min-ready is restored with fresh nodes whose servers exist
+    wait_for(lambda: len(ready_ids(zk)) == 2, 30, "min-ready restored")
+    live = {s.id for s in servers(sim, "alpha")}
+    assert {node_records(zk)[n].external_id for n in ready_ids(zk)} <= live
+
+
+def test_unreadable_records_stop_no_thread_and_are_set_aside(zk, sim, start_launcher):
+    zk.client.ensure_path(paths.NODES)
+    zk.client.create(paths.node("emptyrecord"), b"")
+    zk.client.create(paths.node("notjson"), b"\x00{garbage")
+    zk.client.create(f"{paths.NODE_REQUESTS}/000100-9999999999", b"[1, 2]", makepath=True)
+    start_launcher(pool_yaml({"debian": 1}, provider_yaml("prov-a", "alpha")), cleanup_interval=0.5)
+    wait_live(zk, 1)
+    wait_for(lambda: len(ready_ids(zk)) == 1, what="a ready node despite the garbage")
+    client = NodeRequestClient(zk, "after-garbage")
+    req = client.wait(client.request(["debian"]), 30)
+    assert req.state == model.FULFILLED
+    # garbage written while it runs is set aside too, and cleanup goes on working
+    zk.client.create(paths.node("latergarbage"), b"{\"state\": ")
+    wait_for(lambda: not {"emptyrecord", "notjson", "latergarbage"} & set(zk.client.get_children(paths.NODES))
+             and "000100-9999999999" not in zk.client.get_children(paths.NODE_REQUESTS),
+             30, "unreadable records set aside")
+    aside = zk.client.get_children(UNREADABLE)
+    assert sorted(name.rsplit("-", 1)[0] for name in aside) == [
+        "node-emptyrecord", "node-latergarbage", "node-notjson", "request-000100-9999999999"]
+    [node] = client.lock_nodes(req)
+    client.release(node)
+    wait_for(lambda: node.id not in node_records(zk), 30, "the used node deleted")
+    assert node.external_id not in {s.id for s in servers(sim, "alpha")}
+
+
+def test_operator_commands_skip_unreadable_records_without_a_traceback(zk, zk_server, zk_chroot, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    import yaml
+
+    from gatekeeper.zk.nodes import NodeStore
+
+    good = model.Node(id="goodnode0001", provider="prov-a", label="debian", state=model.READY)
+    store = NodeStore(zk)
+    store.ensure_paths()
+    assert store.create_node(good)
+    zk.client.create(paths.node("garbage"), b"\xff not json")
+    cfg = tmp_path / "gk.yaml"
+    cfg.write_text(yaml.safe_dump({"zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot}}))
+    for args in (["nodes", "--json"], ["nodes"], ["providers", "--json"]):
+        res = subprocess.run([sys.executable, "-m", "gatekeeper.cli", *args, "-c", str(cfg)], capture_output=True,
+                             text=True, timeout=60)
+        assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
+        if args == ["nodes", "--json"]:
+            assert [n["id"] for n in json.loads(res.stdout)] == ["goodnode0001"]
+            assert "/nodepool/nodes/garbage holds an unreadable record" in res.stderr
