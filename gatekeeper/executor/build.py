@@ -37,7 +37,6 @@ from gatekeeper.executor.nodes import NodeSource, NodeWaitAborted, NoNode
 from gatekeeper.executor.remote import ENV_NAME, NodeLost, RemoteHost, StepOutcome
 from gatekeeper.executor.transfer import TransferError, push_rsync, push_tar
 from gatekeeper.executor.workspace import GitCache, GitError, prepare_workspace, summarize
-from gatekeeper.launcher.model import Node
 from gatekeeper.zk.builds import (
     ABORTED,
     ERROR,
@@ -48,6 +47,7 @@ from gatekeeper.zk.builds import (
     BuildRequest,
     BuildResult,
 )
+from gatekeeper.zk.node_records import Node
 
 log = logging.getLogger("gatekeeper.executor.build")
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import paramiko
 
-from gatekeeper.launcher.model import Node
+from gatekeeper.zk.node_records import Node
 
 log = logging.getLogger("gatekeeper.executor.remote")
 

@@ -30,11 +30,11 @@ from gatekeeper.executor.console import ConsoleRegistry, ConsoleServer
 from gatekeeper.executor.logs import LogStore
 from gatekeeper.executor.nodes import LauncherNodes, NodeSource
 from gatekeeper.executor.workspace import GitCache
-from gatekeeper.launcher.model import Node
 from gatekeeper.zk import builds, paths
 from gatekeeper.zk.builds import ABORTED, ERROR, BuildRequest, BuildResult, BuildStart
 from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.components import Component, list_components
+from gatekeeper.zk.node_records import Node
 from gatekeeper.zk.signatures import SignatureHit, record_hits
 
 log = logging.getLogger("gatekeeper.executor")

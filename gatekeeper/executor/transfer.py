@@ -12,7 +12,7 @@ import subprocess
 import tempfile
 
 from gatekeeper.executor.remote import NodeLost, RemoteHost, known_hosts_text
-from gatekeeper.launcher.model import Node
+from gatekeeper.zk.node_records import Node
 
 CHUNK = 1 << 18
 

@@ -21,16 +21,23 @@ Example (what the executor does for one build)::
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
 
 import paramiko
 from kazoo.exceptions import NoNodeError
 
-from gatekeeper.launcher import model
-from gatekeeper.launcher.model import Autohold, Node, NodeRequest
+from gatekeeper.launcher.model import Node, NodeRequest
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.node_changes import (  # noqa: F401 (the operators' node changes, re-exported for the CLI)
+    NodeChangeError,
+    add_autohold,
+    change_node,
+    claim_autohold,
+    delete_autohold,
+    hold_node,
+    list_autoholds,
+    release_node,
+)
 from gatekeeper.zk.node_consumer import NodeConsumer
 from gatekeeper.zk.nodes import NodeStore, NodeStoreError
 
@@ -119,70 +126,3 @@ class NodeRequestClient(NodeConsumer):
                 return True
         self.release(node)
         return False
-
-# -- autoholds ------------------------------------------------------------------------------------------------
-def add_autohold(zk: ZKClient, hold: Autohold) -> str:
-    return NodeStore(zk).add_autohold(hold)
-
-
-def list_autoholds(zk: ZKClient) -> list[Autohold]:
-    return [hold for hold, _ in NodeStore(zk).autoholds()]
-
-
-def delete_autohold(zk: ZKClient, hold_id: str) -> None:
-    NodeStore(zk).delete_autohold(hold_id)
-
-
-def claim_autohold(zk: ZKClient, project: str, job: str, change: str, node_id: str) -> Autohold | None:
-    """Take one unit of the first autohold matching this failed build (atomically); None if none matches."""
-    return NodeStore(zk).claim_autohold(project, job, change, node_id)
-
-
-# -- operators' node changes: the CLI and the web admin API share these --------------------------------------------
-class NodeChangeError(Exception):
-    """An operator's change to a node was refused; `status` says why in HTTP terms (404 no node, 409 wrong state)."""
-
-    def __init__(self, message: str, status: int = 409) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-def change_node(zk: ZKClient, node_id: str, change: Callable[[Node], bool]) -> Node:
-    """Apply `change(node)` (returning True to signal its release) with a versioned write, retried on a race."""
-    try:
-        node = NodeStore(zk).change_node(node_id, change)
-    except NodeStoreError as e:
-        raise NodeChangeError(str(e), 409) from None
-    if node is None:
-        raise NodeChangeError(f"no node {node_id}", 404)
-    return node
-
-
-def hold_node(zk: ZKClient, node_id: str, reason: str, hours: float = 24.0) -> Node:
-    """Hold a node for `hours`: a ready one at once, an allocated or in-use one when its consumer releases it."""
-
-    def change(node: Node) -> bool:
-        if node.state in (model.READY, model.HOLD):
-            node.set_state(model.HOLD)
-            node.hold_reason, node.hold_until = reason, time.time() + hours * 3600
-        elif node.state in (model.IN_USE, model.ALLOCATED):
-            node.hold_requested = reason  # held when its consumer releases it
-        else:
-            raise NodeChangeError(f"node {node.id} is {node.state}; only ready, allocated or in-use nodes can be held")
-        return False
-
-    return change_node(zk, node_id, change)
-
-
-def release_node(zk: ZKClient, node_id: str, allowed: tuple[str, ...] = (model.HOLD,),
-                 comment: str = "released by an operator") -> Node:
-    """Mark a node used so that the launcher deletes it (by default only a held one: `release`)."""
-
-    def change(node: Node) -> bool:
-        if node.state not in allowed:
-            raise NodeChangeError(f"node {node.id} is {node.state} (expected {' or '.join(allowed)})")
-        node.set_state(model.USED)
-        node.comment = comment
-        return True
-
-    return change_node(zk, node_id, change)

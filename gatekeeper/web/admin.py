@@ -237,8 +237,8 @@ class Admin:
         return {"action": "retrigger", "pipeline": pipeline, "change": req.change, "result": "done"}
 
     def do_autohold(self, req: AutoholdRequest, who: str) -> dict[str, Any]:
-        from gatekeeper.launcher.client import add_autohold
-        from gatekeeper.launcher.model import Autohold
+        from gatekeeper.zk.node_changes import add_autohold
+        from gatekeeper.zk.node_records import Autohold
 
         hold = Autohold(project=req.project, job=req.job, change=req.change, count=req.count, hold_hours=req.hours,
                         reason=f"{req.reason} (by {who})")
@@ -246,14 +246,14 @@ class Admin:
         return {"id": ident, "action": "autohold", "project": hold.project, "job": hold.job, "change": req.change}
 
     def do_hold_node(self, req: HoldNodeRequest, who: str) -> dict[str, Any]:
-        from gatekeeper.launcher.client import hold_node
+        from gatekeeper.zk.node_changes import hold_node
 
         reason = f"{req.reason} (by {who})"
         node = _node_change(lambda: hold_node(self.zk, req.node, reason, req.hours))
         return {"id": req.node, "action": "hold-node", "state": node.state}
 
     def do_release_node(self, req: ReleaseNodeRequest, who: str) -> dict[str, Any]:
-        from gatekeeper.launcher.client import release_node
+        from gatekeeper.zk.node_changes import release_node
 
         node = _node_change(lambda: release_node(self.zk, req.node))
         return {"id": req.node, "action": "release-node", "state": node.state}
@@ -266,7 +266,7 @@ def describe_request(body: dict[str, Any]) -> str:
 
 def _node_change(action: Callable[[], Any]) -> Any:
     """Run a node change from gatekeeper.launcher.client, its refusal turned into the admin API's error."""
-    from gatekeeper.launcher.client import NodeChangeError
+    from gatekeeper.zk.node_changes import NodeChangeError
 
     try:
         return action()
