@@ -108,6 +108,8 @@ def test_a_submit_left_pending_by_a_dead_scheduler_is_settled_from_the_change(zk
     merge = report(3, "success", submit=True)
     zk.client.create(f"{paths.pipeline_reported('gate')}/{merge.key}",
                      encode({"state": "pending", "owner": "dead-scheduler"}), makepath=True)
+    # the asking scheduler is registered (as every running one is); the entry's owner is not
+    zk.client.create(paths.component("scheduler", "scheduler-2"), b"{}", makepath=True, ephemeral=True)
     source = Source()
     source.status[3] = status
     recorder = Recorder()
@@ -133,3 +135,25 @@ def test_a_submit_in_flight_at_a_live_scheduler_is_waited_for_then_taken_from_th
     assert woken.wait(10), "the ledger watch did not wake the pipeline"
     assert outcome(q, merge) == ReportOutcome(True, "")
     assert recorder.sent == []
+
+
+def test_a_submit_is_ledgered_as_pending_with_its_sender_while_it_is_sent(zk, make_queue):
+    class Slow(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sending, self.go = threading.Event(), threading.Event()
+
+        def report(self, report: Report) -> ReportOutcome:
+            self.sending.set()
+            assert self.go.wait(20)
+            return super().report(report)
+
+    recorder = Slow()
+    q = make_queue("scheduler-1", recorder)
+    merge = report(5, "success", submit=True)
+    assert q.submit(merge) is None
+    assert recorder.sending.wait(20)
+    assert ledger_entry(zk, merge) == {"state": "pending", "owner": "scheduler-1"}
+    recorder.go.set()
+    assert outcome(q, merge) == ReportOutcome()
+    assert ledger_entry(zk, merge) == {"state": "done", "ok": True, "message": ""}
