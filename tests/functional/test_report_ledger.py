@@ -1,5 +1,6 @@
-"""The report ledger on a real ZooKeeper: a report is sent once whichever scheduler asks, and a report cut short by
-a dead scheduler is settled from the change's state, never by sending it again. The code review side is a recorder."""
+"""The report ledger on a real ZooKeeper: a report is sent once whichever scheduler asks, and a submit cut short by
+a dead scheduler is settled from the change's state: sent again only when Gerrit shows it did not arrive. The code
+review side is a recorder."""
 
 from __future__ import annotations
 
@@ -81,13 +82,13 @@ def test_a_ledgered_report_is_sent_once_whichever_scheduler_asks(zk, make_queue)
     assert outcome(first, verdict) == ReportOutcome()
     assert outcome(second, verdict) == ReportOutcome()  # from the ledger
     assert recorder.sent == [("item-1:failure", "failure")]
-    assert ledger_entry(zk, verdict) == {"state": "done", "ok": True}
-    # "Starting" messages are not ledgered: each scheduler that starts the item says so
+    assert ledger_entry(zk, verdict) == {"state": "done", "ok": True, "message": ""}
+    # "Starting" messages go through the ledger too: said once, whichever scheduler starts the item
     start = report(1, "start")
     outcome(first, start)
     outcome(second, start)
-    assert recorder.sent.count(("item-1:start", "start")) == 2
-    assert zk.client.exists(f"{paths.pipeline_reported('gate')}/{start.key}") is None
+    assert recorder.sent.count(("item-1:start", "start")) == 1
+    assert ledger_entry(zk, start)["state"] == "done"
 
 
 def test_a_refused_submit_is_recorded_and_not_tried_again(zk, make_queue):
@@ -100,19 +101,20 @@ def test_a_refused_submit_is_recorded_and_not_tried_again(zk, make_queue):
     assert recorder.sent == [("item-2:success", "success")]
 
 
-@pytest.mark.parametrize(("status", "expected"), [
-    ("MERGED", ReportOutcome(True, "")),
-    ("NEW", ReportOutcome(False, "the scheduler stopped while submitting it")),
-])
-def test_a_submit_left_pending_by_a_dead_scheduler_is_settled_from_the_change(zk, make_queue, status, expected):
+@pytest.mark.parametrize(("status", "sent_again"), [("MERGED", []), ("NEW", [("item-3:success", "success")])])
+def test_a_submit_left_pending_by_a_dead_scheduler_is_settled_from_the_change(zk, make_queue, status, sent_again):
     merge = report(3, "success", submit=True)
     zk.client.create(f"{paths.pipeline_reported('gate')}/{merge.key}",
                      encode({"state": "pending", "owner": "dead-scheduler"}), makepath=True)
+    # the asking scheduler is registered (as every running one is); the entry's owner is not
+    zk.client.create(paths.component("scheduler", "scheduler-2"), b"{}", makepath=True, ephemeral=True)
     source = Source()
     source.status[3] = status
     recorder = Recorder()
-    assert outcome(make_queue("scheduler-2", recorder, source), merge) == expected
-    assert recorder.sent == []  # Gerrit's state decided it: nothing was sent again
+    assert outcome(make_queue("scheduler-2", recorder, source), merge) == ReportOutcome(True, "")
+    # Gerrit's state decides: a merged change is not submitted again; one that is not merged is sent now
+    assert recorder.sent == sent_again
+    assert ledger_entry(zk, merge) == {"state": "done", "ok": True, "message": ""}
 
 
 def test_a_submit_in_flight_at_a_live_scheduler_is_waited_for_then_taken_from_the_ledger(zk_server, zk,
@@ -133,3 +135,25 @@ def test_a_submit_in_flight_at_a_live_scheduler_is_waited_for_then_taken_from_th
     assert woken.wait(10), "the ledger watch did not wake the pipeline"
     assert outcome(q, merge) == ReportOutcome(True, "")
     assert recorder.sent == []
+
+
+def test_a_submit_is_ledgered_as_pending_with_its_sender_while_it_is_sent(zk, make_queue):
+    class Slow(Recorder):
+        def __init__(self) -> None:
+            super().__init__()
+            self.sending, self.go = threading.Event(), threading.Event()
+
+        def report(self, report: Report) -> ReportOutcome:
+            self.sending.set()
+            assert self.go.wait(20)
+            return super().report(report)
+
+    recorder = Slow()
+    q = make_queue("scheduler-1", recorder)
+    merge = report(5, "success", submit=True)
+    assert q.submit(merge) is None
+    assert recorder.sending.wait(20)
+    assert ledger_entry(zk, merge) == {"state": "pending", "owner": "scheduler-1"}
+    recorder.go.set()
+    assert outcome(q, merge) == ReportOutcome()
+    assert ledger_entry(zk, merge) == {"state": "done", "ok": True, "message": ""}
