@@ -2,24 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
 import pytest
 
 from bench.gate import Bench, CheckFailed, scheduler_cpu
 from gatekeeper.zk import paths
-from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
 from tests.helpers import wait_for
-
-
-@pytest.fixture
-def gate(tmp_path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
-    harness = GateHarness(tmp_path, zk_factory)
-    try:
-        yield harness
-    finally:
-        harness.stop()
 
 
 def test_the_event_guard_refuses_events_the_scheduler_did_not_consume(gate: GateHarness, tmp_path) -> None:

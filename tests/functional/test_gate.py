@@ -2,22 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
-
-from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
 from tests.helpers import wait_for
-
-
-@pytest.fixture
-def gate(tmp_path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
-    harness = GateHarness(tmp_path, zk_factory)
-    try:
-        yield harness
-    finally:
-        harness.stop()
 
 
 def test_three_approved_changes_merge_in_order(gate: GateHarness) -> None:

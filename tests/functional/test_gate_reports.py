@@ -21,15 +21,6 @@ from tests.functional.gate_harness import GateHarness
 MARKER = re.compile(r"\n\nGatekeeper-Report: [0-9a-f]{12}$")
 
 
-@pytest.fixture
-def gate(tmp_path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
-    harness = GateHarness(tmp_path, zk_factory)
-    try:
-        yield harness
-    finally:
-        harness.stop()
-
-
 def settled_in_check(gate: GateHarness, *changes) -> None:
     """Wait until the check pipeline reported on every change (so that the faults below meet gate reports)."""
     gate.settle()

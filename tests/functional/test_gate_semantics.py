@@ -5,23 +5,12 @@ never the change's fault."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-
-import pytest
+from collections.abc import Callable
 
 from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import LAYOUT, GateHarness
 
 REMOVED = "This change was removed from the gate queue.\n\n"
-
-
-@pytest.fixture
-def gate(tmp_path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
-    harness = GateHarness(tmp_path, zk_factory)
-    try:
-        yield harness
-    finally:
-        harness.stop()
 
 
 def test_every_dependent_is_told_the_root_cause_through_any_depth(gate: GateHarness) -> None:
