@@ -153,7 +153,8 @@ class Pool(FixedNodes):
                          "(404 Image not found)")
         return super().acquire(label, priority, requestor, abort, timeout)
 
-    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0) -> None:
+    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
+                change: str = "", owner: str = "") -> None:
         if node.external_id not in self.backend.hosts:  # it vanished: a new server takes its place
             node = self.boot(node.provider)
         else:  # a used server comes back as a fresh one would: the last build's services stop with their dirs

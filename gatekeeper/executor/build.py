@@ -257,7 +257,8 @@ class BuildRunner:
         change = request.change or {}
         console.line(f"NODE_PROVIDER={node.provider}")
         console.line(f"NODE_LABEL={node.label}")
-        console.line(f"NODE_IMAGE={node.image}{f' (build {node.image_build})' if node.image_build else ''}")
+        if node.image:  # static hosts have none
+            console.line(f"NODE_IMAGE={node.image}{f' (build {node.image_build})' if node.image_build else ''}")
         console.line(f"NODE_ID={node.id}")
         console.line(f"NODE_ADDRESS={node.address}:{node.port}")
         console.line(f"BUILD_ID={request.id}")

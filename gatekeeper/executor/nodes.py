@@ -33,7 +33,9 @@ class NodeSource(Protocol):
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
                 timeout: float) -> Node: ...
 
-    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0) -> None: ...
+    def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
+                change: str = "", owner: str = "") -> None:
+        """Give the node back: used, or held (for `change`, "N,P", owned by `owner`)."""
 
     def held_count(self) -> int: ...
 
