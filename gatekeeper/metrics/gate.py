@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatekeeper.metrics.prometheus import MetricFamily
+from gatekeeper.metrics.providers import provider_metrics
 from gatekeeper.metrics.statsd import StatsdClient, key_part
 
 log = logging.getLogger("gatekeeper.metrics.gate")
@@ -103,7 +104,8 @@ def gate_metrics(snap: GateSnapshot) -> list[MetricFamily]:
         letters.add(dead.get("retrying", 0), state="retrying")
         letters_total.add(dead.get("total", 0))
     return [queue_len, window, resident, jobs_running, results, durations, nodes, failures, requests, wait, events,
-            classes, outliers, letters, letters_total]
+            classes, outliers, letters, letters_total, *provider_metrics(snap.status.get("providers") or [],
+                                                                          snap.now)]
 
 
 def statsd_lines(families: list[MetricFamily], prefix: str) -> list[str]:

@@ -30,6 +30,7 @@ from gatekeeper.web.logstore import LogPathError
 from gatekeeper.web.status import find_item, signature_status
 from gatekeeper.zk import access as node_access
 from gatekeeper.zk.deadletter import DeadLetters
+from gatekeeper.zk.provider_store import ProviderStore
 
 if TYPE_CHECKING:
     from gatekeeper.web.server import WebService
@@ -382,6 +383,37 @@ def create_app(svc: WebService) -> FastAPI:
             return error_response(404, f"no dead letter {ident}")
         audit.info("admin discard of event %s by %s", ident, who)
         return json_response({"discarded": ident})
+
+    # -- node providers: health, and drain/undrain by operators ---------------------------------------------------
+    @app.api_route("/api/v1/providers", methods=GET, tags=["providers"],
+                   summary="Each node provider's health (circuit breaker, error rate, boot times) and drain state")
+    def providers() -> Response:
+        return json_response(sources.providers(svc.zk))
+
+    @app.post("/api/v1/admin/providers/{name}/{verb}", tags=["admin", "providers"],
+              summary="admin: drain a provider (it launches nothing; its ready nodes are used up) or undrain it",
+              responses={401: {"description": "no bearer token"}, 403: {"description": "wrong token"},
+                         404: {"description": "no such provider"}})
+    async def provider_action(name: str, verb: str, request: Request) -> Response:
+        who = _who(request)
+        try:
+            check_token(request.headers.get("authorization"), svc.admin_token)
+            body = await _json_body(request, svc.body_timeout)
+        except AdminError as exc:
+            audit.warning("admin %s of provider %s refused for %s: %s", verb, name[:64], who, exc)
+            return error_response(exc.status, str(exc))
+        if verb not in ("drain", "undrain"):
+            return error_response(404, f"unknown action {verb[:64]!r} (expected drain or undrain)")
+        reason = body.get("reason", "")
+        if not isinstance(reason, str) or len(reason) > 500:
+            return error_response(400, "field reason: expected a text of at most 500 characters")
+        known = {p["name"] for p in await run_in_threadpool(sources.providers, svc.zk)}
+        if name not in known:
+            return error_response(404, f"no provider {name[:64]!r} (known: {', '.join(sorted(known)) or 'none'})")
+        store = ProviderStore(svc.zk)
+        state = await run_in_threadpool(store.set_drained, name, verb == "drain", reason or f"drained by {who}")
+        audit.info("admin %s of provider %s by %s%s", verb, name, who, f": {reason}" if reason else "")
+        return json_response({"provider": name, "drained": state.drained, "reason": state.drain_reason})
 
     # -- developers' access to held nodes ------------------------------------------------------------------------
     @app.post("/api/v1/nodes/{node_id}/access", tags=["access"], summary="Put your SSH key on a node held for "

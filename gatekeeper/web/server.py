@@ -223,6 +223,7 @@ class WebService:
                                              starts))
         doc = status_document(pipelines, sources.event_queue_depths(self.zk), now)
         doc["dead_letters"] = sources.dead_letter_counts(self.zk)
+        doc["providers"] = sources.providers(self.zk)
         if self.insight is not None:
             doc = self.insight.annotate(doc)
         return doc, json.dumps(doc).encode()

@@ -128,6 +128,17 @@ def autoholds(zk: ZKClient) -> list[dict[str, Any]]:
     return out
 
 
+def providers(zk: ZKClient) -> list[dict[str, Any]]:
+    """Every node provider's health and operator state (gatekeeper.zk.provider_store.providers_status)."""
+    from gatekeeper.zk.provider_store import providers_status
+
+    try:
+        return providers_status(zk)
+    except Exception:
+        log.exception("web: cannot read the providers' health")
+        return []
+
+
 def dead_letter_counts(zk: ZKClient) -> dict[str, int]:
     """Events set aside after failing: waiting for an operator (dead letters), waiting for a retry, and how many
     ever became dead letters."""

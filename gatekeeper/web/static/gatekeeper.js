@@ -117,7 +117,13 @@ gk.renderStatus = function (status, target) {
   const dead = status.dead_letters && status.dead_letters.dead ? [el("p", {class: "outlier", id: "dead-letters"},
     `${status.dead_letters.dead} event(s) set aside after failing again and again: see 'gatekeeper events list' ` +
     "or /api/v1/events/dead-letters; replay or discard them there")] : [];
-  target.replaceChildren(...dead, ...outliers,
+  const providers = (status.providers || []).length ? [el("p", {class: "muted", id: "providers"}, "providers: ",
+    ...status.providers.map((p) => el("span", {class: "provider", "data-provider": p.name, "data-state":
+      p.drained ? "drained" : (p.state || "healthy")},
+      `${p.name} ${p.drained ? "drained" + (p.drain_reason ? ` (${p.drain_reason})` : "") : (p.state || "healthy")}` +
+      (p.backing_off_until && !p.drained ? ` until ${gk.time(p.backing_off_until)}` : "") +
+      (p.error_rate ? `, ${Math.round(p.error_rate * 100)}% of recent boots failed` : "") + "  ")))] : [];
+  target.replaceChildren(...dead, ...outliers, ...providers,
     el("p", {class: "muted", id: "counters"}, `events pending: ${depth}${classes} · updated ${gk.time(status.generated)}`),
     el("div", {class: "pipelines"}, pipes));
 };
