@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.functional.scale_rig import ScaleRig
+from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.netns]  # separate hosts need root (network namespaces): see tests/conftest.py
 
@@ -40,7 +41,9 @@ def test_gate_survives_the_loss_of_a_zookeeper_member_and_one_process_of_each_se
     assert rig.wait_merged(changes, CHANGES, 300), rig.account(changes)
     account = rig.account(changes)
     assert (account.merged, account.lost, account.double_reports) == (CHANGES, 0, 0)
-    assert sorted(m.mode() for m in rig.zookeepers) == ["follower", "follower", "leader"]
+    # the restarted member rejoins the ensemble (it may still be syncing with the leader when the last change merges)
+    wait_for(lambda: sorted(m.mode() for m in rig.zookeepers) == ["follower", "follower", "leader"], 60,
+             "the restarted ZooKeeper member to rejoin the ensemble")
     assert rig.dead_services() == [], {name: rig.log_tail(s) for s in rig.services if not s.alive()
                                        for name in [s.name]}
     assert all(s.restarts == 1 for s in rig.services if s.name in killed)
