@@ -28,7 +28,7 @@ def test_disk_unpacks_on_a_python_without_extraction_filters(tmp_path: Path, mon
                              numeric_owner: bool = False) -> None:
         plain(self, path, members, numeric_owner=numeric_owner)
 
-    monkeypatch.delattr(tarfile, "tar_filter")
+    monkeypatch.delattr(tarfile, "tar_filter", raising=False)  # Debian 12's 3.11.2 has none to remove
     monkeypatch.setattr(tarfile.TarFile, "extractall", extractall_of_3_11_2)
     unpack_disk(disk, str(tmp_path / "dst"))
     assert (tmp_path / "dst" / "image-marker").read_text() == "prepared\n"
