@@ -74,8 +74,8 @@ def hosts(tmp_path) -> Iterator[Hosts]:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key], check=True)
     with open(key + ".pub") as f:
         pub = f.read()
-    # netns hosts when root: their /root is the host's home dir, so the login runs no host dotfiles (as root, a
-    # loopback host's login would source /root/.bashrc, whose pyenv rehash can block for a minute)
+    # netns hosts when root: their home is the host's own directory, so a login runs none of the machine's shell
+    # startup files (a loopback host's login would, and some of those block for a long time)
     backend = default_backend(str(tmp_path / "hosts"))
     try:
         yield Hosts(backend, key, pub)
