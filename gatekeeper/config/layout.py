@@ -357,6 +357,7 @@ class _Builder:
                     usernames=_patterns(f.get("username")),
                 ))
         req = p.get("require") or {}
+        reject = p.get("reject") or {}
         window = _window(p.get("window"))
         if window and p["manager"] != "dependent":
             self.error(p, "window", where, "a window applies only to a dependent pipeline")
@@ -380,6 +381,7 @@ class _Builder:
                 current_patchset=req.get("current-patchset"),
                 approvals=tuple(req.get("approval", ())),
                 wip=req.get("wip"),
+                reject_approvals=tuple(reject.get("approval", ())),
             ),
             reports=reports,
             window=window or WindowConfig(),

@@ -28,8 +28,9 @@ class Requirements:
 
     open: bool | None = None
     current_patchset: bool | None = None
-    approvals: tuple[dict[str, int], ...] = ()
+    approvals: tuple[dict[str, Any], ...] = ()  # each: {label: vote or [votes], username?: regex}
     wip: bool | None = None
+    reject_approvals: tuple[dict[str, Any], ...] = ()  # any one of these present keeps the change out
 
 
 @dataclass(frozen=True)

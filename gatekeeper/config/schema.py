@@ -42,14 +42,24 @@ def Regex(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
 
 
 def _int_label_map(value: Any) -> dict:
-    """`{Code-Review: 2}`: label names to integer votes."""
+    """`{Code-Review: 2}`: label names to a vote or a list of votes (`{Verified: [-1, -2]}`), and optionally
+    `username`, a regular expression the voter's username must match (as in Zuul's approval filters)."""
     if not isinstance(value, dict) or not value:
         raise v.Invalid("expected a mapping of label names to votes, like {Code-Review: 2}")
+    labels = 0
     for key, vote in value.items():
         if not isinstance(key, str) or not key:
             raise v.Invalid(f"label name must be a string, got {key!r}")
-        if isinstance(vote, bool) or not isinstance(vote, int):
-            raise v.Invalid(f"vote for {key} must be an integer, got {vote!r}")
+        if key == "username":
+            Regex(vote)
+            continue
+        labels += 1
+        votes = vote if isinstance(vote, list) and vote else [vote]
+        for one in votes:
+            if isinstance(one, bool) or not isinstance(one, int):
+                raise v.Invalid(f"vote for {key} must be an integer or a list of integers, got {vote!r}")
+    if not labels:
+        raise v.Invalid("names no label: expected a label and its vote, like {Code-Review: 2}")
     return value
 
 
@@ -106,6 +116,9 @@ REQUIRE = v.Schema(
     }
 )
 
+# A change that has any of these approvals may not enter the pipeline, and leaves it (Zuul's `reject`).
+REJECT = v.Schema({"approval": Each(APPROVAL)})
+
 REPORTER = v.Schema(
     {
         "gerrit": v.Schema(
@@ -145,6 +158,7 @@ PIPELINE = v.Schema(
         "precedence": v.In(PRECEDENCES, msg="expected high, normal or low"),
         "trigger": v.Schema({str: Each(GERRIT_TRIGGER)}),
         "require": REQUIRE,
+        "reject": REJECT,
         "start": REPORTER,
         "success": REPORTER,
         "failure": REPORTER,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from gatekeeper.config.layout import Pipeline, Requirements, Trigger
 from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.pipeline import Change
@@ -16,11 +19,33 @@ def trigger_matches(trigger: Trigger, event: TriggerEvent) -> bool:
         return False
     if trigger.comments and not any(p.search(event.comment) for p in trigger.comments):
         return False
-    for wanted in trigger.approvals:
-        for label, value in wanted.items():
-            if not any(a["label"] == label and a["value"] == value for a in event.approvals):
-                return False
+    return all(approval_present(event.approvals, wanted, voter=event.account) for wanted in trigger.approvals)
+
+
+def approval_present(approvals: list[dict[str, Any]], wanted: dict[str, Any], voter: str = "") -> bool:
+    """Whether `approvals` ([{label, value, by}]) hold what one layout approval entry asks for: for each label
+    in it, a vote of that value (or of one of a list of values), cast by a user matching `username` when given
+    (`voter` stands for an approval that names nobody, as an event's own votes do)."""
+    username = wanted.get("username")
+    for label, value in wanted.items():
+        if label == "username":
+            continue
+        values = value if isinstance(value, list) else [value]
+        if not any(a["label"] == label and int(a["value"]) in values
+                   and (username is None or re.search(username, a.get("by") or voter))
+                   for a in approvals):
+            return False
     return True
+
+
+def _describe(wanted: dict[str, Any]) -> str:
+    parts = []
+    for label, value in wanted.items():
+        if label != "username":
+            values = value if isinstance(value, list) else [value]
+            parts.append(f"{label}: " + " or ".join(f"{x:+d}" if x else "0" for x in values))
+    who = f" from {wanted['username']}" if wanted.get("username") else ""
+    return ", ".join(parts) + who
 
 
 def pipeline_triggered(pipeline: Pipeline, event: TriggerEvent) -> bool:
@@ -35,9 +60,11 @@ def unmet_requirements(pipeline: Pipeline, change: Change) -> str:
     if req.current_patchset and not change.is_current:
         return f"a new patch set ({change.number},{change.current_patchset}) was uploaded"
     for wanted in req.approvals:
-        for label, value in wanted.items():
-            if not change.has_approval(label, value):
-                return f"it does not have {label}: {value:+d}" if value else f"it does not have {label}: 0"
+        if not approval_present(change.approvals, wanted):
+            return f"it does not have {_describe(wanted)}"
+    for unwanted in req.reject_approvals:
+        if approval_present(change.approvals, unwanted):
+            return f"it has {_describe(unwanted)}"
     wip_allowed = req.wip if req.wip is not None else (None if not pipeline.dependent else False)
     if wip_allowed is False and change.wip:
         return "it is marked work in progress"
@@ -48,7 +75,8 @@ def unmet_requirements(pipeline: Pipeline, change: Change) -> str:
 
 def requirement_kind(change: Change) -> str:
     """The kind of reason a change no longer meets a pipeline's requirements (names the layout's dequeue
-    `reasons` use): abandoned, new-patchset, lost-approval (an approval or a work-in-progress state), other."""
+    `reasons` use): abandoned, new-patchset, lost-approval (an approval lost, a rejecting vote added, or a
+    work-in-progress state), other."""
     if change.status == "ABANDONED":
         return "abandoned"
     if change.status != "NEW":

@@ -152,6 +152,24 @@ def test_approval_vote_must_be_an_integer():
     assert "pipelines[1] (gate).trigger.gerrit[0].approval[0]: vote for Approved must be an integer" in msg
 
 
+def test_reject_and_approval_filters_are_read_and_checked():
+    gate = """    manager: dependent
+    require:
+      approval: [{Code-Review: 2, username: ^core-}]
+    reject:
+      approval: [{Code-Review: -2}, {Verified: [-1, -2], username: ^ci$}]"""
+    layout = parse_layout({"l.yaml": replace("    manager: dependent", gate)}, connections={"gerrit"})
+    req = layout.pipelines["gate"].require
+    assert req.approvals == ({"Code-Review": 2, "username": "^core-"},)
+    assert req.reject_approvals == ({"Code-Review": -2}, {"Verified": [-1, -2], "username": "^ci$"})
+    bad = gate.replace("[-1, -2], username: ^ci$}", "[-1, x]}, {username: ^me$}").replace("^core-", "(")
+    msgs = errors_of(replace("    manager: dependent", bad))
+    assert any("require.approval[0]: bad regular expression '('" in m for m in msgs), msgs
+    assert any("reject.approval[1]: vote for Verified must be an integer or a list of integers" in m
+               for m in msgs), msgs
+    assert any("reject.approval[2]: names no label" in m for m in msgs), msgs
+
+
 def test_negative_window():
     (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window:\n      initial: -1"))
     assert msg == "layout0.yaml:11: pipelines[1] (gate).window.initial: must be at least 1"
