@@ -101,7 +101,7 @@ class Rig:
 
     def scheduler(self) -> subprocess.Popen:
         out = open(self.root / f"scheduler-{len(self.procs)}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "scheduler", "-c", str(self.config)],
+        proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "scheduler", "-c", str(self.config)],
                                 stdout=out, stderr=subprocess.STDOUT)
         out.close()
         self.procs.append(proc)
@@ -165,7 +165,7 @@ class Rig:
             print(f"poison: {exc}")
         self.sim.faults.clear()
         fault_end = time.monotonic()
-        subprocess.run([sys.executable, "-m", "gatekeeper.cli", "events", "replay", "--all", "-c",
+        subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "events", "replay", "--all", "-c",
                         str(self.config)], check=False, capture_output=True)
         try:
             self.recoveries["replayed dead letter"] = wait(lambda: self.merged(stuck), 60, "the replay") - fault_end
@@ -174,7 +174,7 @@ class Rig:
         return len(kinds) + 1, survived + moved
 
     def _dead_letters(self) -> int:
-        out = subprocess.run([sys.executable, "-m", "gatekeeper.cli", "events", "list", "--json", "-c",
+        out = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "events", "list", "--json", "-c",
                               str(self.config)], capture_output=True, text=True, check=False).stdout
         try:
             return len(json.loads(out)["dead_letters"])

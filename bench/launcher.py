@@ -97,7 +97,7 @@ class Bench:
         self.zk_server.start()
         self.clouds_yaml = os.path.join(self.tmp, "clouds.yaml")
         self.sim = subprocess.Popen(
-            [sys.executable, "-m", "gatekeeper.cli", "cloud-sim", "--cloud", "east", "--cloud", "west",
+            [sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--cloud", "west",
              "--max-instances", "200", "--clouds-yaml", self.clouds_yaml, "--work-dir", os.path.join(self.tmp, "sim")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.sim_urls = json.loads(self.sim.stdout.readline())["clouds"]

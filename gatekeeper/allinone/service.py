@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatekeeper.config.layout import Layout, load_layout
-from gatekeeper.config.service import ServiceConfig
+from gatekeeper.config.settings import ServiceConfig
 from gatekeeper.config.store import publish_layout
 from gatekeeper.zk.client import ZKClient
 
@@ -39,6 +39,7 @@ class AllInOne:
         return load_layout(self.config.layout_path, self.config.connections)
 
     def start(self) -> AllInOne:
+        from gatekeeper.cmd.web import from_config
         from gatekeeper.executor.build import ExecutorSettings
         from gatekeeper.executor.logs import LogStore
         from gatekeeper.executor.service import ExecutorService
@@ -49,7 +50,6 @@ class AllInOne:
         from gatekeeper.launcher.launcher import Launcher
         from gatekeeper.merger.service import MergerService
         from gatekeeper.scheduler.scheduler import Scheduler
-        from gatekeeper.web.cli import from_config
 
         cfg = self.config
         self.layout = self.layout or self.load_layout()

@@ -5,7 +5,7 @@
     launching.py  launch decisions: plans, min-ready, room at max-servers, launch results, drain, max-ready-age
     health.py     a provider's circuit breaker on boot failures and the figures operators read
     lifecycle.py  a managed node's writes: ready, back to ready, used, deleting, gone
-    provider.py   a provider as managed: its nodes, quota, and the workers that boot, scan and delete
+    provider_manager.py  a provider as managed: its nodes, quota, and the workers that boot, scan and delete
     providers/    the narrow adapter interface (create, poll, delete, list, snapshot; quota, adoption, how its
                   servers behave) and its openstack and static implementations
     poller.py     one server listing per provider per interval, shared by every boot and delete waiting on it
@@ -16,8 +16,9 @@
     access.py     developers' SSH keys on held nodes: installed and removed as access grants say
     client.py     the consumer's API (request, wait, lock, ssh with pinned host keys, release, autohold)
     model.py      the records (they live in gatekeeper.zk.node_records): Node, NodeRequest, ImageBuild, ...
-    cli.py        `gatekeeper launcher|nodes|images|requests|hold|release|delete-node|autohold`
-    provider_cli.py  `gatekeeper providers [--json]|drain|undrain`
+
+Its commands (`gatekeeper launcher|nodes|images|requests|hold|release|delete-node|autohold|hold-access` and
+`providers|drain|undrain`) are gatekeeper.cmd.launcher and gatekeeper.cmd.providers.
 
 Every ZooKeeper read and write of the node pool goes through gatekeeper.zk.nodes.NodeStore (and the consumer's
 side, gatekeeper.zk.node_consumer.NodeConsumer).

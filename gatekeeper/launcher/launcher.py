@@ -26,7 +26,7 @@ from gatekeeper.launcher.access import AccessKeeper
 from gatekeeper.launcher.launching import Launching, Plan
 from gatekeeper.launcher.lifecycle import NodeLifecycle
 from gatekeeper.launcher.model import Node, NodeRequest, parse_entry, ready_entry
-from gatekeeper.launcher.provider import LaunchResult, ProviderManager
+from gatekeeper.launcher.provider_manager import LaunchResult, ProviderManager
 from gatekeeper.launcher.providers import make_adapter
 from gatekeeper.launcher.providers.base import ProviderAdapter
 from gatekeeper.zk import paths

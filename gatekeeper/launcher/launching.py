@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from gatekeeper.launcher import model
 from gatekeeper.launcher.model import IMAGE_GONE, Node, NodeRequest
-from gatekeeper.launcher.provider import LaunchResult, ProviderManager
+from gatekeeper.launcher.provider_manager import LaunchResult, ProviderManager
 
 log = logging.getLogger("gatekeeper.launcher")
 

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from gatekeeper.launcher import model
 from gatekeeper.launcher.model import Node, ready_entry
-from gatekeeper.launcher.provider import ProviderManager
+from gatekeeper.launcher.provider_manager import ProviderManager
 from gatekeeper.zk.nodes import NodeStore, UnreadableRecord
 
 log = logging.getLogger("gatekeeper.launcher.lifecycle")

@@ -1,1 +1,4 @@
-"""Operator commands that talk to the web API: `status`, `builds`, `build`, `recheck` (see cli.py)."""
+"""What the operator commands that talk to the web API share: argument types and the web API client.
+
+The commands themselves (`status`, `builds`, `build`, `recheck`) are gatekeeper.cmd.operator.
+"""

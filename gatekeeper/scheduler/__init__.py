@@ -7,9 +7,9 @@
 - `scheduler`: the service (lifecycle, rounds, one pipeline's pass, layout reloads)
 - `intake`: reading events, looking up their changes, setting failing events aside (retries, dead letters)
 - `locks`: one scheduler per pipeline at a time (kazoo locks with a short lease, watched when held elsewhere)
-- `cli`: `gatekeeper scheduler`, `enqueue`, `dequeue`, `promote`, `reload`, `events`
 
 What it shares with other services lives in `gatekeeper.models` (the pipeline state, its ZooKeeper store, trigger
 events, and the source and reporter interfaces); the Gerrit driver (`gatekeeper.gerrit.source`, `.trigger`)
-implements those interfaces and is wired in by the composition roots (`cli`, the all-in-one), never imported here.
+implements those interfaces and is wired in by the composition roots (`gatekeeper.cmd`, the all-in-one), never
+imported here.
 """

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from gatekeeper.child_process import start_tied
+
 log = logging.getLogger("gatekeeper.zk.server")
 
 JAVA_DIR = Path("/usr/share/java")
@@ -72,7 +74,10 @@ class TLSFiles:
 
 
 class LocalZooKeeper:
-    """A standalone ZooKeeper server in `data_dir`, listening on 127.0.0.1:`port`."""
+    """A standalone ZooKeeper server in `data_dir`, listening on 127.0.0.1:`port`.
+
+    The JVM dies with the process that started it (even a SIGKILLed one) unless `outlive_parent` is set, as for
+    `gatekeeper zookeeper start`, which leaves it running as a daemon."""
 
     def __init__(
         self,
@@ -82,6 +87,7 @@ class LocalZooKeeper:
         tls: TLSFiles | None = None,
         secure_port: int | None = None,
         heap_mb: int = 256,
+        outlive_parent: bool = False,
     ) -> None:
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="gk-zk-"))
@@ -90,6 +96,7 @@ class LocalZooKeeper:
         self.tls = tls
         self.secure_port = (secure_port or free_port(host)) if tls else None
         self.heap_mb = heap_mb
+        self.outlive_parent = outlive_parent
         self.process: subprocess.Popen | None = None
 
     @property
@@ -162,10 +169,14 @@ class LocalZooKeeper:
         """Start the JVM and wait until the server answers `ruok` with `imok`."""
         cmd = self.command()
         logfile = open(self.data_dir / "zookeeper.log", "ab")
-        self.process = subprocess.Popen(
-            cmd, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )
-        logfile.close()
+        # its own session: a Ctrl-C in the terminal reaches the command (which stops the server), not the JVM
+        popen = subprocess.Popen if self.outlive_parent else start_tied
+        try:
+            self.process = popen(
+                cmd, stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
+        finally:
+            logfile.close()
         (self.data_dir / "zookeeper.pid").write_text(str(self.process.pid))
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -187,7 +187,7 @@ class ServiceProcess:
         return f"{self.kind}-{self.index}"
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "gatekeeper.cli", self.kind, "-c", str(self.config)]
+        args = [sys.executable, "-m", "gatekeeper.cmd", self.kind, "-c", str(self.config)]
         if self.kind == "web":
             args.append("--record-history")
         logf = open(self.log_path, "ab")

@@ -39,7 +39,7 @@ def test_all_in_one_demo_gates_the_series_and_cleans_up(tmp_path):
     workdir = tmp_path / "aio"
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gatekeeper.cli", "all-in-one", "--workdir", str(workdir), "--web-port", str(port),
+        [sys.executable, "-m", "gatekeeper.cmd", "all-in-one", "--workdir", str(workdir), "--web-port", str(port),
          "--timeout", "400"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
@@ -88,7 +88,7 @@ def test_ctrl_c_stops_everything(tmp_path):
 
     workdir = tmp_path / "aio"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gatekeeper.cli", "all-in-one", "--workdir", str(workdir), "--web-port",
+        [sys.executable, "-m", "gatekeeper.cmd", "all-in-one", "--workdir", str(workdir), "--web-port",
          str(free_port()), "--no-demo"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )

@@ -13,7 +13,7 @@ import pytest
 
 from gatekeeper.allinone.service import AllInOne
 from gatekeeper.allinone.world import EmbeddedWorld
-from gatekeeper.config.service import load_service_config
+from gatekeeper.config.settings import load_service_config
 from gatekeeper.sim.devstack import NOVA_COMPUTE
 from gatekeeper.zk.server import free_port
 from tests.functional.gate_harness import wait_for

@@ -179,7 +179,7 @@ def test_server_listing_paginates_and_old_microversion_shapes(sim, ssh_key):
 
 def test_cloud_sim_command_serves_several_clouds_and_fault_controls(tmp_path):
     clouds_yaml = tmp_path / "clouds.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "cloud-sim", "--cloud", "east", "--cloud",
+    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--cloud",
                              "west", "--backend", "none", "--clouds-yaml", str(clouds_yaml)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

@@ -102,7 +102,7 @@ def test_cloud_sim_command_takes_images_and_flavors_from_a_file(tmp_path):
     config.write_text("images: [rocky-9]\nflavors:\n  - {id: g1, name: gpu.huge, vcpus: 16, ram: 65536,"
                       " extra_specs: {'pci_passthrough:alias': 'a100:1'}}\n")
     clouds_yaml = tmp_path / "clouds.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "cloud-sim", "--cloud", "east", "--backend",
+    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--backend",
                              "none", "--clouds-yaml", str(clouds_yaml), "--config", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
@@ -120,7 +120,7 @@ def test_cloud_sim_command_takes_images_and_flavors_from_a_file(tmp_path):
 def test_cloud_sim_command_refuses_a_bad_config_naming_file_and_key(tmp_path):
     config = tmp_path / "sim.yaml"
     config.write_text("flavors:\n  - {name: tiny, vcpus: lots}\n")
-    res = subprocess.run([sys.executable, "-m", "gatekeeper.cli", "cloud-sim", "--backend", "none", "--config",
+    res = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--backend", "none", "--config",
                           str(config)], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert f"{config}: flavors[0]: vcpus: expected a whole number, got 'lots'" in res.stderr

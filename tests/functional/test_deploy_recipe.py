@@ -83,7 +83,7 @@ class Deployment:
         """Only ports and paths differ from the files in etc/."""
         p = self.ports
         for old, new in (
-            ("/opt/gatekeeper/.venv/bin/gatekeeper", f"{sys.executable} -m gatekeeper.cli"),
+            ("/opt/gatekeeper/.venv/bin/gatekeeper", f"{sys.executable} -m gatekeeper.cmd"),
             ("/opt/gatekeeper", str(REPO)),
             ("/etc/gatekeeper", str(self.etc)),
             ("/var/lib/gatekeeper", str(self.var)),

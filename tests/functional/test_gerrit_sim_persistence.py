@@ -70,7 +70,7 @@ def test_create_project_on_an_existing_repository_keeps_its_branches(tmp_path: P
 
 def gerrit_sim(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str, str]:
     """Start `gatekeeper gerrit-sim` as its own process; returns it, jane's key and the SSH port."""
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "gerrit-sim", "--data-dir", str(data_dir),
+    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "gerrit-sim", "--data-dir", str(data_dir),
                              "--port", "0", "--account", "jane", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     key = proc.stdout.readline().split("private key ", 1)[1].strip()

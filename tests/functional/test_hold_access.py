@@ -151,7 +151,7 @@ def test_the_operator_command_grants_lists_and_revokes(zk, launcher, tmp_path, z
     config.write_text(yaml.safe_dump({"zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot}}))
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "gatekeeper.cli", "hold-access", *args, "-c", str(config)],
+        return subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "hold-access", *args, "-c", str(config)],
                               capture_output=True, text=True, timeout=60)
 
     res = cli(node.id, "--key", key_path + ".pub")

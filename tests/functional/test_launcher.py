@@ -351,7 +351,7 @@ def test_launcher_killed_and_restarted_leaks_no_server_and_loses_no_request(zk, 
     }))
 
     def spawn(log_name: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "-v", "launcher", "-c",
+        return subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "-v", "launcher", "-c",
                                  str(tmp_path / "gatekeeper.yaml")],
                                 stdout=subprocess.DEVNULL, stderr=open(tmp_path / log_name, "w"))
 
@@ -393,7 +393,7 @@ def test_operator_commands_list_hold_and_delete(zk, zk_server, zk_chroot, sim, s
     cfg.write_text(yaml.safe_dump({"zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot}}))
 
     def gk(*args: str) -> str:
-        res = subprocess.run([sys.executable, "-m", "gatekeeper.cli", *args, "-c", str(cfg)],
+        res = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", *args, "-c", str(cfg)],
                              capture_output=True, text=True, timeout=60)
         assert res.returncode == 0, res.stderr
         return res.stdout

@@ -103,7 +103,7 @@ def test_operator_commands_skip_unreadable_records_without_a_traceback(zk, zk_se
     cfg = tmp_path / "gk.yaml"
     cfg.write_text(yaml.safe_dump({"zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot}}))
     for args in (["nodes", "--json"], ["nodes"], ["providers", "--json"]):
-        res = subprocess.run([sys.executable, "-m", "gatekeeper.cli", *args, "-c", str(cfg)], capture_output=True,
+        res = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", *args, "-c", str(cfg)], capture_output=True,
                              text=True, timeout=60)
         assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr
         if args == ["nodes", "--json"]:

@@ -39,7 +39,7 @@ def gk(zk_server, zk_chroot, tmp_path):
     cfg.write_text(yaml.safe_dump({"zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot}}))
 
     def run(*args: str) -> tuple[int, str, str]:
-        res = subprocess.run([sys.executable, "-m", "gatekeeper.cli", *args, "-c", str(cfg)],
+        res = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", *args, "-c", str(cfg)],
                              capture_output=True, text=True, timeout=60)
         return res.returncode, res.stdout, res.stderr
 

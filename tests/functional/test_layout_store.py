@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from gatekeeper.cli import main
+from gatekeeper.cmd import main
 from gatekeeper.config.layout import load_layout
 from gatekeeper.config.store import publish_layout, read_layout
 from gatekeeper.zk.server import pid_alive

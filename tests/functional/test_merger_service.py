@@ -186,7 +186,7 @@ def test_gatekeeper_merger_command_serves_requests_until_terminated(tmp_path, zk
         f"zookeeper:\n  hosts: '{zk_server.hosts}'\n  chroot: '{zk_chroot}'\n"
         f"merger:\n  git-dir: '{tmp_path / 'cli-cache'}'\n  workers: 1\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "merger", "-c", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "merger", "-c", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         change = upstream.change("org/nova", {"cli.txt": "c\n"})

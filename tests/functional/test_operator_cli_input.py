@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.cli import main
+from gatekeeper.cmd import main
 from gatekeeper.zk.client import ZKClient
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def start(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", *argv], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, **(env or {})})
 
 

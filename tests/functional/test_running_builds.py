@@ -16,7 +16,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gatekeeper.cli import main
+from gatekeeper.cmd import main
 from gatekeeper.executor.remote import RemoteHost
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.history.recorder import HistoryRecorder

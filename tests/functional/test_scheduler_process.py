@@ -44,7 +44,7 @@ class Rig:
         self.executor = TestExecutor(zk_factory()).start()
 
     def scheduler(self) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "scheduler", "-c", str(self.config)],
+        proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "scheduler", "-c", str(self.config)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.procs.append(proc)
         return proc

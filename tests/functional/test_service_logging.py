@@ -15,7 +15,7 @@ def run_gerrit_sim(tmp_path: Path, *flags: str, env: dict[str, str] | None = Non
     """Start `gatekeeper [flags] gerrit-sim` (a service), fetch its commit-msg hook over HTTP (logged at DEBUG),
     stop it; returns its stderr."""
     data = tmp_path / ("gerrit" + "".join(flags))
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", *flags, "gerrit-sim", "--data-dir", str(data),
+    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", *flags, "gerrit-sim", "--data-dir", str(data),
                              "--port", "0", "--http-port", "0", "--web-url", "http://127.0.0.1", "--project", "org/x"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
@@ -48,7 +48,7 @@ def test_under_journald_lines_carry_no_timestamp_of_their_own(tmp_path: Path) ->
 def test_an_operator_command_logs_only_warnings_by_default(tmp_path: Path) -> None:
     config = tmp_path / "gatekeeper.yaml"
     config.write_text(f"layout: {Path(__file__).resolve().parents[2] / 'layouts'}\n")
-    proc = subprocess.run([sys.executable, "-m", "gatekeeper.cli", "validate", "-c", str(config)],
+    proc = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "validate", "-c", str(config)],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("OK: ") and proc.stderr == ""

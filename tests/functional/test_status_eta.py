@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import urllib.request
 
-from gatekeeper.cli import main
+from gatekeeper.cmd import main
 from gatekeeper.zk.history import BuildEvent
 from tests.functional.test_browser import CHROMIUM, chromium
 from tests.functional.test_web_gate import GateWeb, gate_web  # noqa: F401 (the fixture)

@@ -353,7 +353,7 @@ def test_gatekeeper_web_runs_as_its_own_process_and_stops_on_sigterm(zk_server, 
         "web": {"listen": "127.0.0.1", "port": port, "admin-token": TOKEN},
         "history": {"url": f"sqlite:///{tmp_path}/history.sqlite"},
     }))
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cli", "web", "-c", str(config)],
+    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "web", "-c", str(config)],
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         # the banner is the first line on stdout (the service's log lines go to stderr)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.cli import main
+from gatekeeper.cmd import main
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.web.server import WebService
 from tests.functional.gate_harness import GateHarness, wait_for

@@ -12,7 +12,7 @@ from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 from kazoo.security import OPEN_ACL_UNSAFE, make_digest_acl
 
-from gatekeeper.config.service import load_service_config
+from gatekeeper.config.settings import load_service_config
 from gatekeeper.zk.client import ChrootNotOwned, DigestAuth, ZKClient
 from gatekeeper.zk.server import LocalZooKeeper
 
@@ -105,7 +105,7 @@ def test_split_auth_config_reaches_the_server(zk_server, zk_chroot, tmp_path, ra
 
 
 def run_cli(config_path, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "gatekeeper.cli", *argv, "-c", str(config_path)],
+    return subprocess.run([sys.executable, "-m", "gatekeeper.cmd", *argv, "-c", str(config_path)],
                           capture_output=True, text=True, check=False, timeout=60, env=env)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.cli import main
+from gatekeeper.cmd import main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,7 +33,7 @@ def test_validate_lists_every_error_and_fails(tmp_path, capsys):
 
 def test_console_script_runs_validate():
     proc = subprocess.run(
-        [sys.executable, "-m", "gatekeeper.cli", "validate", "-l", str(REPO / "layouts")],
+        [sys.executable, "-m", "gatekeeper.cmd", "validate", "-l", str(REPO / "layouts")],
         capture_output=True, text=True, check=False,
     )
     assert proc.returncode == 0, proc.stderr
@@ -49,7 +49,7 @@ def test_bad_argument_is_a_usage_error(capsys):
 
 def validate_cli(*argv: str) -> subprocess.CompletedProcess:
     """`gatekeeper validate` as an operator runs it: its own process, its exit code and its two streams."""
-    return subprocess.run([sys.executable, "-m", "gatekeeper.cli", "validate", *argv],
+    return subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "validate", *argv],
                           capture_output=True, text=True, check=False, timeout=60)
 
 

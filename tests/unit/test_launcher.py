@@ -10,7 +10,7 @@ import pytest
 from gatekeeper.config.layout import parse_layout
 from gatekeeper.launcher.client import NodeRequestClient
 from gatekeeper.launcher.model import Node, NodeRequest, parse_entry, ready_entry
-from gatekeeper.launcher.provider import ProviderManager
+from gatekeeper.launcher.provider_manager import ProviderManager
 from gatekeeper.launcher.providers.base import Limits, ProviderAdapter
 from gatekeeper.launcher.providers.openstack import is_quota_message
 

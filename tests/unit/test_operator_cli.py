@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from gatekeeper.cli import main
+from gatekeeper.cmd import main
 from gatekeeper.web.server import WebService
 from tests.functional.test_web import TOKEN, start_web
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from gatekeeper.config.service import load_service_config
+from gatekeeper.config.settings import load_service_config
 from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.zk.client import DigestAuth, TLSOptions
 

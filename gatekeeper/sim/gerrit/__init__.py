@@ -42,7 +42,7 @@ rejected] (<reason>)`; the commit-msg hook comes by `scp -O host:hooks/commit-ms
 whole loop is tested. `GerritSimulator(root, persist=True)` keeps everything in `root` across restarts.
 
 Standalone: `gatekeeper gerrit-sim --data-dir DIR --port 29418 --account NAME[=PUBKEYFILE] --project org/x
-[--reference-projects] [--http-port 8080]` (see gatekeeper.sim.gerrit.cli; the state is kept in DIR).
+[--reference-projects] [--http-port 8080]` (see gatekeeper.cmd.gerrit_sim; the state is kept in DIR).
 """
 
 from gatekeeper.sim.gerrit.model import Account, Change, PatchSet, Project, change_ref

@@ -4,5 +4,6 @@
     cloud.py   one cloud's state (servers, images, keypairs, limits) and its fault knobs
     api.py     the HTTP front openstacksdk talks to, plus /sim/faults, /sim/state and /sim/limits
     sim.py     several clouds sharing one host backend, with a clouds.yaml for them
-    cli.py     `gatekeeper cloud-sim`
+
+`gatekeeper cloud-sim` (gatekeeper.cmd.cloud_sim) runs it standalone.
 """

@@ -19,7 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def cmd_web(args: argparse.Namespace) -> int:
-    from gatekeeper.config.service import load_service_config
+    from gatekeeper.config.settings import load_service_config
     from gatekeeper.history.db import HistoryError
     from gatekeeper.zk.client import ZKClient
     from gatekeeper.zk.components import Component

@@ -7,7 +7,7 @@ import signal
 import sys
 import threading
 
-from gatekeeper.config.service import load_service_config
+from gatekeeper.config.settings import load_service_config
 
 EXIT_USAGE = 2
 EXIT_CONFIG = 3

@@ -11,7 +11,7 @@ import json
 import sys
 import time
 
-from gatekeeper.cli import add_config_args
+from gatekeeper.cmd import add_config_args
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _zk(args):
-    from gatekeeper.config.service import load_service_config
+    from gatekeeper.config.settings import load_service_config
     from gatekeeper.zk.client import ZKClient
 
     config = load_service_config(args.config)

@@ -9,7 +9,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from gatekeeper.config.service import ServiceConfig, load_service_config
+from gatekeeper.config.settings import ServiceConfig, load_service_config
 from gatekeeper.gitrepo import ssh_command
 
 log = logging.getLogger("gatekeeper.merger.cli")

@@ -20,7 +20,7 @@ log = logging.getLogger("gatekeeper.scheduler.cli")
 
 
 def _zk(args: argparse.Namespace) -> ZKClient:
-    from gatekeeper.config.service import load_service_config
+    from gatekeeper.config.settings import load_service_config
 
     config = load_service_config(args.config)
     return ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start(timeout=OPERATOR_CONNECT_TIMEOUT)
@@ -141,7 +141,7 @@ def cmd_events_discard(args: argparse.Namespace) -> int:
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from gatekeeper.config.layout import load_layout
-    from gatekeeper.config.service import load_service_config
+    from gatekeeper.config.settings import load_service_config
     from gatekeeper.gerrit.connection import GerritConnection
     from gatekeeper.gerrit.source import GerritChangeSource, GerritReporter
     from gatekeeper.scheduler.scheduler import Scheduler
@@ -183,7 +183,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from gatekeeper.cli import add_config_args
+    from gatekeeper.cmd import add_config_args
     from gatekeeper.operator_cli import args as types
 
     p = sub.add_parser("scheduler", help="run the scheduler (pipelines, queues, reports)")

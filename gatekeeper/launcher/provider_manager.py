@@ -16,7 +16,7 @@ from gatekeeper.launcher.poller import ServerPoller
 from gatekeeper.launcher.providers.base import Limits, ProviderAdapter, ProviderError, QuotaError
 from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
 
-log = logging.getLogger("gatekeeper.launcher.provider")
+log = logging.getLogger("gatekeeper.launcher.provider_manager")
 
 
 @dataclass

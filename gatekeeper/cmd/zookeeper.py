@@ -94,7 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
         tls = make_pki(data_dir / "pki")
     server = LocalZooKeeper(data_dir=str(data_dir), port=args.port, tls=tls,
-                            secure_port=args.port + 100 if args.tls else None)
+                            secure_port=args.port + 100 if args.tls else None,
+                            outlive_parent=args.action == "start")
     try:
         server.start()
     except RuntimeError as exc:  # not installed, exited at once (port taken, bad dir), or never answered

@@ -1,8 +1,9 @@
 """`gatekeeper`: one entry point, a subcommand per service and per operator action.
 
-Each component adds its own subcommands from `gatekeeper/<component>/cli.py`, which defines
+This package is the composition root: the only place that wires services, drivers and stores together. Each
+command group has its module here (`gatekeeper.cmd.scheduler`, `gatekeeper.cmd.launcher`, ...), which defines
 `register(subparsers)`: add a parser and `set_defaults(func=handler)`; the handler takes the parsed args and
-returns an exit code.  A component module that is not there yet is simply skipped.
+returns an exit code.
 """
 
 from __future__ import annotations
@@ -17,24 +18,24 @@ from kazoo.exceptions import ConnectionLoss, NoAuthError, SessionExpiredError
 
 from gatekeeper import __version__
 from gatekeeper.config.layout import load_layout
-from gatekeeper.config.service import load_service_config
+from gatekeeper.config.settings import load_service_config
 from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.zk.client import ZooKeeperError
 
-COMPONENT_CLIS = (
-    "gatekeeper.zk.cli",
-    "gatekeeper.sim.gerrit.cli",
-    "gatekeeper.gerrit.cli",
-    "gatekeeper.scheduler.cli",
-    "gatekeeper.merger.cli",
-    "gatekeeper.sim.openstack.cli",
-    "gatekeeper.launcher.cli",
-    "gatekeeper.launcher.provider_cli",
-    "gatekeeper.executor.cli",
-    "gatekeeper.web.cli",
-    "gatekeeper.history.cli",
-    "gatekeeper.allinone.cli",
-    "gatekeeper.operator_cli.cli",
+COMMAND_MODULES = (
+    "gatekeeper.cmd.zookeeper",
+    "gatekeeper.cmd.gerrit_sim",
+    "gatekeeper.cmd.gerrit",
+    "gatekeeper.cmd.scheduler",
+    "gatekeeper.cmd.merger",
+    "gatekeeper.cmd.cloud_sim",
+    "gatekeeper.cmd.launcher",
+    "gatekeeper.cmd.providers",
+    "gatekeeper.cmd.executor",
+    "gatekeeper.cmd.web",
+    "gatekeeper.cmd.history",
+    "gatekeeper.cmd.allinone",
+    "gatekeeper.cmd.operator",
 )
 
 # Long-running services log INFO to stderr by default (what journald and `docker logs` collect); commands an
@@ -141,14 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     bootstrap.add_argument("-l", "--layout", metavar="DIR", help="layout file or directory (default: from config)")
     bootstrap.set_defaults(func=cmd_bootstrap)
 
-    for module_name in COMPONENT_CLIS:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue
-            raise
-        module.register(sub)
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(sub)
     return parser
 
 
@@ -180,7 +175,3 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

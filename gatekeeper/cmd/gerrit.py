@@ -9,7 +9,7 @@ import sys
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from gatekeeper.cli import add_config_args
+    from gatekeeper.cmd import add_config_args
 
     q = subparsers.add_parser("gerrit-query", help="run a Gerrit query through the configured connection")
     add_config_args(q)
@@ -25,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _connection(args: argparse.Namespace):  # -> GerritConnection
-    from gatekeeper.config.service import load_service_config
+    from gatekeeper.config.settings import load_service_config
     from gatekeeper.gerrit.connection import GerritConnection
 
     section = load_service_config(args.config).section("gerrit")

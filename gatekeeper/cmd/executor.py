@@ -8,7 +8,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from gatekeeper.config.service import ServiceConfig, load_service_config
+from gatekeeper.config.settings import ServiceConfig, load_service_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -14,7 +14,7 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from gatekeeper.config.service import load_service_config
+from gatekeeper.config.settings import load_service_config
 from gatekeeper.operator_cli import args as types
 from gatekeeper.operator_cli.client import EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_USAGE, ApiError, WebClient
 

@@ -16,7 +16,7 @@ REPO_LAYOUTS = Path(__file__).resolve().parents[2] / "layouts"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from gatekeeper.cli import add_config_args
+    from gatekeeper.cmd import add_config_args
 
     p = sub.add_parser(
         "all-in-one",
@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from gatekeeper.allinone.demo import Demo, expected_verdicts_met
     from gatekeeper.allinone.service import AllInOne
     from gatekeeper.allinone.world import EmbeddedWorld
-    from gatekeeper.config.service import load_service_config
+    from gatekeeper.config.settings import load_service_config
 
     _sigterm_to_interrupt()
     logging.getLogger("kazoo").setLevel(logging.ERROR)

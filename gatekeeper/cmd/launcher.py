@@ -13,7 +13,7 @@ import time
 
 from kazoo.exceptions import NoNodeError
 
-from gatekeeper.cli import add_config_args
+from gatekeeper.cmd import add_config_args
 from gatekeeper.operator_cli import args as types
 
 
@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _zk(args, service: bool = False):
     """The config and a connected client; an operator command gives up on an unreachable ZooKeeper quickly."""
-    from gatekeeper.config.service import load_service_config
+    from gatekeeper.config.settings import load_service_config
     from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 
     config = load_service_config(args.config)
