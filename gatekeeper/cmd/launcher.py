@@ -1,5 +1,6 @@
-"""Launcher commands: `gatekeeper launcher` (the service) and the operators' `nodes`, `images`, `requests`,
-`hold`, `release`, `delete-node`, `autohold` and `hold-access` (a developer's SSH key on a held node)."""
+"""Launcher commands: `gatekeeper launcher` (the service) and the operators' `nodes`, `images`, `image-build`,
+`image-delete`, `requests`, `hold`, `release`, `delete-node`, `autohold` and `hold-access` (a developer's SSH key
+on a held node)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_images)
+
+    p = sub.add_parser("image-build", help="build an image now, whatever its age (every provider, or one)")
+    add_config_args(p)
+    p.add_argument("image", type=types.identifier("image"))
+    p.add_argument("--provider", type=types.identifier("provider"), help="only this provider")
+    p.set_defaults(func=cmd_image_build)
+
+    p = sub.add_parser("image-delete", help="delete one build of an image: never booted again, removed from the "
+                                            "cloud once no node uses it")
+    add_config_args(p)
+    p.add_argument("image", type=types.identifier("image"))
+    p.add_argument("--provider", type=types.identifier("provider"), required=True)
+    p.add_argument("--build", type=types.identifier("build"), required=True, help="the build id (`images`)")
+    p.set_defaults(func=cmd_image_delete)
 
     p = sub.add_parser("requests", help="list node requests")
     add_config_args(p)
@@ -162,6 +177,53 @@ def cmd_images(args: argparse.Namespace) -> int:
         for b in builds:
             print(f"{b.image:14} {b.provider:12} {b.id:22} {b.state:9} {_age(b.created):>7} "
                   f"{b.external_id if b.state != 'failed' else b.reason[:60]}")
+        return 0
+    finally:
+        zk.stop()
+
+
+def cmd_image_build(args: argparse.Namespace) -> int:
+    from gatekeeper.zk import paths
+    from gatekeeper.zk.provider_store import ProviderStore
+
+    _, zk = _zk(args)
+    try:
+        providers = _children(zk, f"{paths.IMAGES}/{args.image}")
+        if not providers:
+            print(f"image {args.image}: no builds are known (only images with a prepare script are built, by a "
+                  f"running launcher)", file=sys.stderr)
+            return 1
+        if args.provider and args.provider not in providers:
+            print(f"image {args.image}: provider {args.provider} does not build it (it is built on "
+                  f"{', '.join(providers)})", file=sys.stderr)
+            return 1
+        ProviderStore(zk).request_image_build(args.image, args.provider or "", by=getpass.getuser())
+        print(f"image {args.image}: a new build was asked for on {args.provider or ', '.join(providers)}")
+        return 0
+    finally:
+        zk.stop()
+
+
+def cmd_image_delete(args: argparse.Namespace) -> int:
+    from gatekeeper.zk.provider_store import ProviderStore
+
+    _, zk = _zk(args)
+    try:
+        store = ProviderStore(zk)
+        build = next((b for b in store.image_builds(args.image, args.provider) if b.id == args.build), None)
+        if build is None:
+            print(f"image {args.image}: provider {args.provider} has no build {args.build} (see `gatekeeper "
+                  f"images`)", file=sys.stderr)
+            return 1
+        if build.state == "building":
+            print(f"image {args.image} build {args.build} is still building; delete it once it has ended",
+                  file=sys.stderr)
+            return 1
+        if not store.retire_image_build(args.image, args.provider, args.build, by=getpass.getuser()):
+            print(f"image {args.image}: build {args.build} vanished meanwhile", file=sys.stderr)
+            return 1
+        print(f"image {args.image} build {args.build} on {args.provider}: deleted; its cloud image goes once no "
+              f"node uses it")
         return 0
     finally:
         zk.stop()

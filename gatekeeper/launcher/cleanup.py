@@ -13,6 +13,8 @@ from gatekeeper.launcher.model import META_BUILD, META_NODE
 
 log = logging.getLogger("gatekeeper.launcher.cleanup")
 
+KEEP_READY_BUILDS = 2  # the current build of an image and the previous one, to fall back on if the current fails
+
 
 def run_cleanup(launcher) -> None:
     for manager in list(launcher.managers.values()):
@@ -76,7 +78,8 @@ def cleanup_provider(launcher, manager) -> None:
             log.warning("provider %s: ready node %s's server %s is gone; removing the node", manager.name,
                         node_id, node.external_id)
             launcher.post(lambda n=node_id: launcher.nodes.delete(manager, n, refresh=True))
-    # leaked images (ours, no build record) and superseded ones (an older build no node uses)
+    # leaked images (ours, no build record), superseded ones (older than the last two ready builds, as Nodepool
+    # keeps the current and the previous one to fall back on) and deleted or vanished ones, once no node uses them
     in_use = {n.image_build for n, _ in store.load_nodes(manager.name).values()}
     for image in manager.adapter.list_images():
         build_id = image.metadata.get(META_BUILD)
@@ -85,7 +88,7 @@ def cleanup_provider(launcher, manager) -> None:
             _delete_image(manager, image.id)
     for name, builds in builds_by_image.items():
         ready = [b for b in builds if b.state == "ready"]
-        for old in ready[:-1]:
+        for old in ready[:-KEEP_READY_BUILDS]:
             if old.id in in_use:
                 continue
             log.info("provider %s: deleting superseded image %s build %s", manager.name, name, old.id)
@@ -94,7 +97,8 @@ def cleanup_provider(launcher, manager) -> None:
         failed = [b for b in builds if b.state == "failed"]
         for old in failed[:-1]:
             store.delete_image_build(old)
-        for gone in (b for b in builds if b.state == model.IMAGE_GONE and b.id not in in_use):
+        for gone in (b for b in builds if b.state in (model.IMAGE_GONE, model.IMAGE_DELETING)
+                     and b.id not in in_use):
             if _delete_image(manager, gone.external_id):
                 store.delete_image_build(gone)
 

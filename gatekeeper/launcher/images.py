@@ -33,6 +33,7 @@ class ImageBuilder:
 
     def start(self) -> None:
         self._thread.start()
+        self.store.watch_image_build_requests(self.wake)
 
     def stop(self) -> None:
         self._stop.set()
@@ -68,11 +69,15 @@ class ImageBuilder:
             hours = image.rebuild_hours if image.rebuild_hours is not None else \
                 self.manager.config.image_rebuild_hours
             last_attempt = max((b.created for b in builds), default=0.0)
+            asked = self.store.image_build_requested(image.name, self.manager.name) > last_attempt
             stale = not ready or (hours > 0 and time.time() - ready[-1].created > hours * 3600)
-            # after a failed attempt, wait a rebuild period (or a minute when there is no good image yet)
+            # after a failed attempt, wait a rebuild period (or a minute when there is no good image yet), unless
+            # an operator asked for a build since
             retry_after = hours * 3600 if ready else min(60.0, hours * 3600 or 60.0)
-            if stale and time.time() - last_attempt >= (retry_after if builds and builds[-1].state == "failed"
-                                                        else 0):
+            if asked:
+                log.info("provider %s: image %s: an operator asked for a new build", self.manager.name, image.name)
+            if asked or stale and time.time() - last_attempt >= (
+                    retry_after if builds and builds[-1].state == "failed" else 0):
                 self.build(image)
                 builds = self.store.image_builds(image.name, self.manager.name)
                 ready = [b for b in builds if b.state == "ready"]

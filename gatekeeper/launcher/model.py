@@ -7,6 +7,7 @@ from gatekeeper.zk.node_records import (  # noqa: F401
     FAILED,
     FULFILLED,
     HOLD,
+    IMAGE_DELETING,
     IMAGE_GONE,
     IN_USE,
     META_BUILD,

@@ -26,6 +26,7 @@ REQUEST_FAILED = "failed"
 
 # image build states beyond building/ready/failed
 IMAGE_GONE = "gone"  # was ready, but the cloud lost the image: never boot it again
+IMAGE_DELETING = "deleting"  # an operator deleted it: never boot it again; cleanup removes it once unused
 
 # server metadata that marks a server or image as the launcher's
 META_OWNER = "gatekeeper"

@@ -43,6 +43,7 @@ NODEPOOL = "/nodepool"
 NODE_REQUESTS = "/nodepool/requests"
 NODES = "/nodepool/nodes"
 IMAGES = "/nodepool/images"
+IMAGE_BUILD_REQUESTS = "/nodepool/image-build-requests"  # operators' "build this image now", per image
 LAUNCHERS = "/nodepool/launchers"
 HOLDS = "/nodepool/holds"
 ACCESS = "/nodepool/access"  # developers' SSH keys granted on held nodes, one znode per grant
@@ -112,6 +113,11 @@ def node(ident: str) -> str:
 
 def image_build(image: str, provider: str, build: str | None = None) -> str:
     return f"{IMAGES}/{image}/{provider}" + (f"/{build}" if build else "")
+
+
+def image_build_request(image: str, provider: str = "") -> str:
+    """An operator's request for a new build of `image` on `provider` ("" for every provider with it)."""
+    return f"{IMAGE_BUILD_REQUESTS}/{image}/{provider or '*'}"
 
 
 def launcher(provider: str) -> str:

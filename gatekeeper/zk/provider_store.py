@@ -15,7 +15,7 @@ from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
-from gatekeeper.zk.node_records import ImageBuild, ProviderState
+from gatekeeper.zk.node_records import IMAGE_DELETING, ImageBuild, ProviderState
 
 log = logging.getLogger("gatekeeper.zk.nodes")
 
@@ -87,6 +87,50 @@ class ProviderStore:
             self.kz.delete(paths.image_build(build.image, build.provider, build.id))
         except NoNodeError:
             pass
+
+    def request_image_build(self, image: str, provider: str = "", by: str = "") -> None:
+        """Ask for a new build of `image` (on `provider`, or every provider that has it) now, whatever its age.
+        A request is met by any build started after it, so it needs no removal; the builders are woken."""
+        data = json.dumps({"requested": time.time(), "by": by}).encode()
+        path = paths.image_build_request(image, provider)
+        try:
+            self.kz.set(path, data)
+        except NoNodeError:
+            self.kz.create(path, data, makepath=True)
+        try:
+            self.kz.set(paths.IMAGE_BUILD_REQUESTS, data)  # the builders watch this znode
+        except NoNodeError:
+            self.kz.create(paths.IMAGE_BUILD_REQUESTS, data, makepath=True)
+
+    def image_build_requested(self, image: str, provider: str) -> float:
+        """When a new build of `image` on `provider` was last asked for (0.0: never)."""
+        latest = 0.0
+        for path in (paths.image_build_request(image), paths.image_build_request(image, provider)):
+            try:
+                raw, _ = self.kz.get(path)
+                latest = max(latest, float(json.loads(raw or b"{}").get("requested", 0.0)))
+            except NoNodeError:
+                continue
+            except _READ_ERRORS as e:
+                self._unreadable(path, e)
+        return latest
+
+    def retire_image_build(self, image: str, provider: str, build_id: str, by: str = "") -> bool:
+        """An operator's delete of one build: it is never booted again, and cleanup deletes its cloud image once
+        no node uses it. False if there is no such build. The builders are woken to fall back or rebuild."""
+        done = self.mark_image_build(image, provider, build_id, IMAGE_DELETING,
+                                     f"deleted by an operator{' (' + by + ')' if by else ''}")
+        if done:
+            data = json.dumps({"retired": time.time(), "by": by}).encode()
+            try:
+                self.kz.set(paths.IMAGE_BUILD_REQUESTS, data)
+            except NoNodeError:
+                self.kz.create(paths.IMAGE_BUILD_REQUESTS, data, makepath=True)
+        return done
+
+    def watch_image_build_requests(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` whenever an operator asks for an image build or deletes one."""
+        DataWatch(self.kz, paths.IMAGE_BUILD_REQUESTS, lambda data, stat: callback())
 
     # -- providers -------------------------------------------------------------------------------------------
     def register_provider(self, name: str, launcher: str, labels: list[str]) -> None:

@@ -254,13 +254,59 @@ def test_image_is_built_rebuilt_and_a_failed_build_keeps_the_old_image(zk, sim, 
     assert node.image_build == first.id
     client.release(node)
 
-    # a later good build supersedes it; the old image is deleted once no node uses it
-    newer = wait_for(lambda: [b for b in builds() if b.state == "ready" and b.id > first.id], 30, "rebuild")[0]
+    # later good builds supersede it; as in Nodepool the current and the previous build are kept, and an older
+    # one is deleted once no node uses it
+    newer = wait_for(lambda: [b for b in builds() if b.state == "ready" and b.id > first.id][:2] or None, 30,
+                     "rebuild")[0]
+    assert first.id in {b.id for b in builds()}, "the build before the current one is kept to fall back on"
+    newest = wait_for(lambda: [b for b in builds() if b.state == "ready" and b.id > newer.id][:1] or None, 30,
+                      "a second rebuild")[0]
     wait_for(lambda: first.id not in {b.id for b in builds()}, 30, "superseded build removed")
     assert first.external_id not in sim.cloud("alpha").images
-    assert newer.external_id in sim.cloud("alpha").images
+    assert {newer.external_id, newest.external_id} <= set(sim.cloud("alpha").images)
+    newer = newest
     assert not [s for s in servers(sim, "alpha") if s.name.startswith("gk-template")]
     assert launcher.managers["prov-a"].image_builds["deb"][0] >= newer.id
+
+
+def test_operators_build_an_image_now_and_delete_a_build_which_falls_back_to_the_previous(
+        zk, zk_server, zk_chroot, sim, start_launcher, tmp_path):
+    prepare = "          prepare: |\n            echo warmed > \"$HOME/marker\"\n"
+    launcher = start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha", image_extra=prepare)),
+                              image_check_interval=60, cleanup_interval=0.5)
+    builds = lambda: list_builds(zk.client, "deb", "prov-a")  # noqa: E731
+    first = wait_for(lambda: next((b for b in builds() if b.state == "ready"), None), what="first build")
+    cfg = tmp_path / "gk.yaml"
+    cfg.write_text(yaml.safe_dump({"zookeeper": {"hosts": zk_server.hosts, "chroot": zk_chroot}}))
+
+    def gk(*args: str, rc: int = 0) -> str:
+        res = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", *args, "-c", str(cfg)],
+                             capture_output=True, text=True, timeout=60)
+        assert res.returncode == rc, res.stderr
+        return res.stdout + res.stderr
+
+    # not due for a day, built at once when asked (the builder's own check comes only every 60 s)
+    assert "a new build was asked for on prov-a" in gk("image-build", "deb")
+    second = wait_for(lambda: next((b for b in builds() if b.state == "ready" and b.id != first.id), None), 30,
+                      "the asked-for build")
+    wait_for(lambda: launcher.managers["prov-a"].image_builds.get("deb", ("",))[0] == second.id,
+             what="the new build in use")
+    assert gk("image-build", "nosuch", rc=1).startswith("image nosuch: no builds are known")
+    assert "provider prov-z does not build it" in gk("image-build", "deb", "--provider", "prov-z", rc=1)
+
+    # deleting the current build: never booted again, the previous one serves, and its cloud image goes
+    assert "deleted" in gk("image-delete", "deb", "--provider", "prov-a", "--build", second.id)
+    wait_for(lambda: launcher.managers["prov-a"].image_builds.get("deb", ("",))[0] == first.id,
+             what="the fall-back to the previous build")
+    client = NodeRequestClient(zk, "image-user")
+    [node] = client.lock_nodes(client.wait(client.request(["debian"]), 30))
+    assert node.image_build == first.id
+    client.release(node)
+    wait_for(lambda: second.id not in {b.id for b in builds()}, 30, "the deleted build removed")
+    assert second.external_id not in sim.cloud("alpha").images
+    assert first.external_id in sim.cloud("alpha").images
+    assert "has no build nosuch" in gk("image-delete", "deb", "--provider", "prov-a", "--build", "nosuch", rc=1)
+    assert [b.id for b in builds()] == [first.id]
 
 
 # -- cleanup and holds ----------------------------------------------------------------------------------------
