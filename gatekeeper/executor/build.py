@@ -215,7 +215,8 @@ class BuildRunner:
             ws_future = pool.submit(prepare_workspace, request.repo_state, ws_dir, self.cache)
             try:
                 ctx.node = self.nodes.acquire(request.label or p.get("label", ""), request.priority,
-                                              f"{self.name} build {request.id}", abort, self.settings.node_timeout)
+                                              f"{self.name} build {request.id}", abort, self.settings.node_timeout,
+                                              avoid=request.avoid_providers)
             except NodeWaitAborted as exc:
                 raise BuildFailed(ABORTED, str(exc)) from None
             except NoNode as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
 from typing import Protocol
 
 from gatekeeper.zk import node_records as model
@@ -31,7 +32,9 @@ class NodeWaitAborted(Exception):
 
 class NodeSource(Protocol):
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
-                timeout: float) -> Node: ...
+                timeout: float, avoid: Sequence[str] = ()) -> Node:
+        """A node for `label`, from a provider not in `avoid` (where an earlier attempt of the build failed for
+        infrastructure reasons) while another provider can serve it."""
 
     def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
                 change: str = "", owner: str = "") -> None:
@@ -50,10 +53,12 @@ class LauncherNodes:
         self.client = NodeConsumer(zk, requestor)
 
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
-                timeout: float = 600.0) -> Node:
+                timeout: float = 600.0, avoid: Sequence[str] = ()) -> Node:
         precedence, position = (list(priority) + [1, 0])[:2]
         req_id = self.client.request([label], requestor=requestor,
-                                     priority=self.client.priority(int(precedence), int(position)))
+                                     priority=self.client.priority(int(precedence), int(position)), avoid=avoid)
+        if avoid:
+            log.info("node request %s for label %r avoids provider %s", req_id, label, ", ".join(avoid))
         done = threading.Event()
         box: list[model.NodeRequest | None] = []
 
@@ -108,12 +113,13 @@ class FixedNodes:
         self.released: list[tuple[str, bool, str]] = []  # (node id, held, reason), in order
 
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
-                timeout: float = 600.0) -> Node:
+                timeout: float = 600.0, avoid: Sequence[str] = ()) -> Node:
         waited = 0.0
         with self._cond:
             while True:
-                for node in self._free:
-                    if not label or not node.label or node.label == label:
+                fits = [n for n in self._free if not label or not n.label or n.label == label]
+                # a host of a provider to avoid only when no other fits
+                for node in sorted(fits, key=lambda n: n.provider in avoid):
                         self._free.remove(node)
                         node.set_state(model.IN_USE)
                         return node
