@@ -366,6 +366,10 @@ class BuildRunner:
                      found.result)
             result.result = found.result
         result.failure_class, result.summary, result.signatures = found.failure_class, found.summary, found.signatures
+        provider = (result.node or {}).get("provider", "")
+        if provider:
+            result.summary = diagnosis.with_outlier_note(result.summary, result.failure_class,
+                                                         self.nodes.provider_outlier(provider))
         bugs = ", ".join(f"{s['id']} ({s['title']})" for s in found.signatures)
         console.line(f"Failure class: {found.failure_class}" + (f"; matches known bug {bugs}" if bugs else ""))
 

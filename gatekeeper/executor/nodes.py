@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from gatekeeper.zk import node_records as model
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.node_consumer import NodeConsumer
 from gatekeeper.zk.node_records import Node
 from gatekeeper.zk.nodes import NodeStoreError
+from gatekeeper.zk.provider_outliers import OutlierWatch
 
 log = logging.getLogger("gatekeeper.executor.nodes")
 
@@ -44,6 +45,9 @@ class NodeSource(Protocol):
 
     def autohold(self, project: str, job: str, change: str, node: Node) -> tuple[str, float] | None: ...
 
+    def provider_outlier(self, provider: str) -> dict[str, Any] | None:
+        """The provider's entry when it is flagged now as a job-failure outlier (gatekeeper.zk.provider_outliers)."""
+
 
 class LauncherNodes:
     """Nodes from the launcher through ZooKeeper node requests."""
@@ -51,6 +55,7 @@ class LauncherNodes:
     def __init__(self, zk: ZKClient, requestor: str) -> None:
         self.zk = zk
         self.client = NodeConsumer(zk, requestor)
+        self.outliers = OutlierWatch(zk)
 
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
                 timeout: float = 600.0, avoid: Sequence[str] = ()) -> Node:
@@ -102,12 +107,16 @@ class LauncherNodes:
     def held_count(self) -> int:
         return self.client.store.count_held()
 
+    def provider_outlier(self, provider: str) -> dict[str, Any] | None:
+        return self.outliers.get(provider)
+
 
 class FixedNodes:
     """A fixed list of hosts, handed out one build at a time; held hosts are not handed out again."""
 
-    def __init__(self, nodes: list[Node]) -> None:
+    def __init__(self, nodes: list[Node], outliers: Callable[[str], dict[str, Any] | None] | None = None) -> None:
         self._free = list(nodes)
+        self._outliers = outliers  # the flag of a host's provider (OutlierWatch.get), when its hosts name providers
         self._cond = threading.Condition()
         self.held: dict[str, str] = {}  # node id -> reason
         self.released: list[tuple[str, bool, str]] = []  # (node id, held, reason), in order
@@ -149,3 +158,6 @@ class FixedNodes:
 
     def autohold(self, project: str, job: str, change: str, node: Node) -> tuple[str, float] | None:
         return None
+
+    def provider_outlier(self, provider: str) -> dict[str, Any] | None:
+        return self._outliers(provider) if self._outliers is not None else None
