@@ -5,7 +5,8 @@ or down database never holds up the gate (events wait in ZooKeeper until it is b
 installation is elected by a lock, so several web or all-in-one processes can each run one safely.
 
 Having stored new builds, the recorder recomputes which providers are job-failure outliers and publishes them
-(gatekeeper.zk.provider_outliers) for the executors' failure reports.
+(gatekeeper.zk.provider_outliers) for the executors' failure reports; when the layout asks for it, it drains them
+(gatekeeper.history.autodrain).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import threading
 
 from kazoo.exceptions import LockTimeout
 
+from gatekeeper.config.store import read_layout
+from gatekeeper.history.autodrain import OutlierDrain
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.stats.outliers import outliers_from_history
 from gatekeeper.zk import paths
@@ -40,6 +43,7 @@ class HistoryRecorder:
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = zk.client.Lock(paths.lock("history-recorder"))
+        self.outlier_drain = OutlierDrain(zk)
         self.stored = 0
 
     def start(self) -> HistoryRecorder:
@@ -102,9 +106,12 @@ class HistoryRecorder:
         return count
 
     def publish_outliers(self) -> list[dict]:
-        """Recompute the providers whose job failure rate is an outlier and publish them; returns them."""
+        """Recompute the providers whose job failure rate is an outlier, publish them and drain them if the layout
+        says so; returns them."""
         found = outliers_from_history(self.db.builds(limit=OUTLIER_WINDOW), OUTLIER_WINDOW)
         if publish_outliers(self.zk, found):
             log.warning("providers flagged as job-failure outliers now: %s",
                         "; ".join(o["description"] for o in found) or "none")
+        if found:
+            self.outlier_drain.apply(read_layout(self.zk), found)
         return found
