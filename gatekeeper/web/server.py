@@ -234,7 +234,7 @@ class WebService:
             status=self.status(), nodes=sources.nodes(self.zk), requests=sources.node_requests(self.zk),
             event_queues=sources.event_queue_depths(self.zk),
             job_totals=self.history.job_totals() if self.history is not None else [],
-            signature_hits=signature_totals(self.zk, layout.signatures if (layout := self.layout()) else ()),
+            signature_hits=signature_totals(self.zk, getattr(self.layout(), "signatures", None) or ()),
         )
 
     def metrics(self, accept: str = "") -> tuple[bytes, str]:
