@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from gatekeeper.cli import main
+from gatekeeper.cmd import main
 from gatekeeper.config.layout import parse_layout
 from gatekeeper.config.store import publish_layout
 from gatekeeper.config.yamlfile import ConfigErrors

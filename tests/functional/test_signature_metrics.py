@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 import urllib.request
 
-from gatekeeper.cli import main
+from gatekeeper.cmd import main
 from gatekeeper.web.server import WebService
 from gatekeeper.zk.signatures import SignatureHit, read_hits, record_hits, signature_totals
 from tests.functional.test_signatures import BUG_1234, BUG_5678, publish
