@@ -147,11 +147,11 @@ class Pool(FixedNodes):
                     username=os.environ.get("USER") or "root", private_key=self.key, host_keys=[host_key],
                     external_id=server_id)
 
-    def acquire(self, label, priority, requestor, abort, timeout=600.0) -> Node:
+    def acquire(self, label, priority, requestor, abort, timeout=600.0, avoid=()) -> Node:
         if requestor.rsplit(" ", 1)[-1] in self.image_gone:
             raise NoNode("provider cloud-c: the server could not boot: image 'bench-jammy' is gone from the cloud "
                          "(404 Image not found)")
-        return super().acquire(label, priority, requestor, abort, timeout)
+        return super().acquire(label, priority, requestor, abort, timeout, avoid)
 
     def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
                 change: str = "", owner: str = "") -> None:

@@ -79,14 +79,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def list_signatures(args: argparse.Namespace) -> int:
-    """`gatekeeper signatures`: each signature of the published layout with its hits (last day, week, kept)."""
+    """`gatekeeper signatures`: each signature of the published layout with its hits (last day, week, kept, ever)."""
     import json
     import sys
     import time
 
     from gatekeeper.config.store import read_layout
     from gatekeeper.zk.client import ZKClient
-    from gatekeeper.zk.signatures import hit_counts, read_hits
+    from gatekeeper.zk.signatures import hit_counts, read_hits, signature_totals
 
     if args.hits < 0:
         print(f"error: --hits {args.hits}: expected a count of 0 or more", file=sys.stderr)
@@ -96,10 +96,11 @@ def list_signatures(args: argparse.Namespace) -> int:
     try:
         layout = read_layout(zk)
         hits = read_hits(zk)
+        totals = signature_totals(zk)
     finally:
         zk.stop()
     now = time.time()
-    rows = hit_counts(layout.signatures.values() if layout is not None else (), hits, now)
+    rows = hit_counts(layout.signatures.values() if layout is not None else (), hits, now, totals)
     if args.json:
         for row in rows:
             newest = _newest(hits, row["id"], args.hits)
@@ -109,10 +110,11 @@ def list_signatures(args: argparse.Namespace) -> int:
     if not rows:
         print("no known-bug signatures in the layout, and no hits")
         return 0
-    print(f"{'signature':16} {'24h':>5} {'7d':>5} {'kept':>6}  title")
+    print(f"{'signature':16} {'24h':>5} {'7d':>5} {'kept':>6} {'total':>7}  title")
     for row in rows:
         gone = "" if row["in_layout"] else " (no longer in the layout)"
-        print(f"{row['id'][:16]:16} {row['day']:>5} {row['week']:>5} {row['total']:>6}  {row['title']}{gone}")
+        print(f"{row['id'][:16]:16} {row['day']:>5} {row['week']:>5} {row['total']:>6} {row['all_time']:>7}  "
+              f"{row['title']}{gone}")
         if row["url"]:
             print(f"{'':16} {row['url']}")
         for h in reversed(_newest(hits, row["id"], args.hits)):

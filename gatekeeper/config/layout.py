@@ -8,6 +8,7 @@ dataclasses, or raises ConfigErrors listing every problem with its file and line
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 from pathlib import Path
 from typing import Any
@@ -463,6 +464,9 @@ class _Builder:
         self.layout.projects[name] = Project(name, queue, p.get("merge-mode", "merge-resolve"), pipelines)
 
     def add_nodepool(self, np: dict) -> None:
+        if "auto-drain-outliers" in np:
+            self.layout.nodepool = dataclasses.replace(self.layout.nodepool,
+                                                       auto_drain_outliers=np["auto-drain-outliers"])
         for label in np.get("labels", []):
             if self.define("label", label["name"], label):
                 self.layout.nodepool.labels[label["name"]] = NodeLabel(label["name"], label.get("min-ready", 0),

@@ -225,6 +225,7 @@ class Provider:
 class NodePool:
     labels: dict[str, NodeLabel] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)
+    auto_drain_outliers: bool = False  # drain a provider flagged as a job-failure outlier
 
 
 @dataclass(frozen=True)

@@ -263,7 +263,8 @@ PROVIDER = v.Schema(
     }
 )
 
-NODEPOOL = v.Schema({"labels": Each(NODE_LABEL), "providers": Each(PROVIDER)})
+# auto-drain-outliers: drain a provider flagged as a job-failure outlier (never the last undrained one of a label)
+NODEPOOL = v.Schema({"labels": Each(NODE_LABEL), "providers": Each(PROVIDER), "auto-drain-outliers": bool})
 
 
 def LogGlob(value: Any) -> str:  # noqa: N802 - reads like a type in schemas

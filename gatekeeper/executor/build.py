@@ -215,7 +215,8 @@ class BuildRunner:
             ws_future = pool.submit(prepare_workspace, request.repo_state, ws_dir, self.cache)
             try:
                 ctx.node = self.nodes.acquire(request.label or p.get("label", ""), request.priority,
-                                              f"{self.name} build {request.id}", abort, self.settings.node_timeout)
+                                              f"{self.name} build {request.id}", abort, self.settings.node_timeout,
+                                              avoid=request.avoid_providers)
             except NodeWaitAborted as exc:
                 raise BuildFailed(ABORTED, str(exc)) from None
             except NoNode as exc:
@@ -365,6 +366,10 @@ class BuildRunner:
                      found.result)
             result.result = found.result
         result.failure_class, result.summary, result.signatures = found.failure_class, found.summary, found.signatures
+        provider = (result.node or {}).get("provider", "")
+        if provider:
+            result.summary = diagnosis.with_outlier_note(result.summary, result.failure_class,
+                                                         self.nodes.provider_outlier(provider))
         bugs = ", ".join(f"{s['id']} ({s['title']})" for s in found.signatures)
         console.line(f"Failure class: {found.failure_class}" + (f"; matches known bug {bugs}" if bugs else ""))
 

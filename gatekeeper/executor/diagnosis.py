@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gatekeeper.stats.outliers import outlier_sentence
 from gatekeeper.zk.builds import (
     ABORTED,
     CHANGE,
@@ -277,3 +278,11 @@ def diagnose(console_path: str, log_dir: str, result: str, message: str, steps_s
         log.warning("matching known-bug signatures in %s failed: %s", log_dir, exc)
         hits = []
     return Diagnosis(failure_class, summary, hits, result)
+
+
+def with_outlier_note(summary: str, failure_class: str, outlier: dict[str, Any] | None) -> str:
+    """The summary, followed by the outlier sentence when the build ran on a provider flagged now as a job-failure
+    outlier (an infrastructure failure already says it is not the change's fault)."""
+    if not outlier or failure_class == INFRASTRUCTURE:
+        return summary
+    return "\n".join(part for part in (summary, outlier_sentence(outlier)) if part)

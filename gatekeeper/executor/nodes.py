@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 from gatekeeper.zk import node_records as model
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.node_consumer import NodeConsumer
 from gatekeeper.zk.node_records import Node
 from gatekeeper.zk.nodes import NodeStoreError
+from gatekeeper.zk.provider_outliers import OutlierWatch
 
 log = logging.getLogger("gatekeeper.executor.nodes")
 
@@ -31,7 +33,9 @@ class NodeWaitAborted(Exception):
 
 class NodeSource(Protocol):
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
-                timeout: float) -> Node: ...
+                timeout: float, avoid: Sequence[str] = ()) -> Node:
+        """A node for `label`, from a provider not in `avoid` (where an earlier attempt of the build failed for
+        infrastructure reasons) while another provider can serve it."""
 
     def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
                 change: str = "", owner: str = "") -> None:
@@ -41,6 +45,9 @@ class NodeSource(Protocol):
 
     def autohold(self, project: str, job: str, change: str, node: Node) -> tuple[str, float] | None: ...
 
+    def provider_outlier(self, provider: str) -> dict[str, Any] | None:
+        """The provider's entry when it is flagged now as a job-failure outlier (gatekeeper.zk.provider_outliers)."""
+
 
 class LauncherNodes:
     """Nodes from the launcher through ZooKeeper node requests."""
@@ -48,12 +55,15 @@ class LauncherNodes:
     def __init__(self, zk: ZKClient, requestor: str) -> None:
         self.zk = zk
         self.client = NodeConsumer(zk, requestor)
+        self.outliers = OutlierWatch(zk)
 
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
-                timeout: float = 600.0) -> Node:
+                timeout: float = 600.0, avoid: Sequence[str] = ()) -> Node:
         precedence, position = (list(priority) + [1, 0])[:2]
         req_id = self.client.request([label], requestor=requestor,
-                                     priority=self.client.priority(int(precedence), int(position)))
+                                     priority=self.client.priority(int(precedence), int(position)), avoid=avoid)
+        if avoid:
+            log.info("node request %s for label %r avoids provider %s", req_id, label, ", ".join(avoid))
         done = threading.Event()
         box: list[model.NodeRequest | None] = []
 
@@ -97,23 +107,28 @@ class LauncherNodes:
     def held_count(self) -> int:
         return self.client.store.count_held()
 
+    def provider_outlier(self, provider: str) -> dict[str, Any] | None:
+        return self.outliers.get(provider)
+
 
 class FixedNodes:
     """A fixed list of hosts, handed out one build at a time; held hosts are not handed out again."""
 
-    def __init__(self, nodes: list[Node]) -> None:
+    def __init__(self, nodes: list[Node], outliers: Callable[[str], dict[str, Any] | None] | None = None) -> None:
         self._free = list(nodes)
+        self._outliers = outliers  # the flag of a host's provider (OutlierWatch.get), when its hosts name providers
         self._cond = threading.Condition()
         self.held: dict[str, str] = {}  # node id -> reason
         self.released: list[tuple[str, bool, str]] = []  # (node id, held, reason), in order
 
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
-                timeout: float = 600.0) -> Node:
+                timeout: float = 600.0, avoid: Sequence[str] = ()) -> Node:
         waited = 0.0
         with self._cond:
             while True:
-                for node in self._free:
-                    if not label or not node.label or node.label == label:
+                fits = [n for n in self._free if not label or not n.label or n.label == label]
+                # a host of a provider to avoid only when no other fits
+                for node in sorted(fits, key=lambda n: n.provider in avoid):
                         self._free.remove(node)
                         node.set_state(model.IN_USE)
                         return node
@@ -143,3 +158,6 @@ class FixedNodes:
 
     def autohold(self, project: str, job: str, change: str, node: Node) -> tuple[str, float] | None:
         return None
+
+    def provider_outlier(self, provider: str) -> dict[str, Any] | None:
+        return self._outliers(provider) if self._outliers is not None else None

@@ -82,6 +82,7 @@ class Launcher(Launching):
         self.nodes = NodeLifecycle(self.store, self._events.put, self.ready)
         self.foreign_unable: set[str] = set()  # other launchers' providers that cannot launch now
         self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
+        self._fallback_logged: set[str] = set()  # requests that fell back to a provider they asked to avoid
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def start(self) -> Launcher:
@@ -344,6 +345,7 @@ class Launcher(Launching):
 
     def _forget_request(self, rid: str) -> None:
         self.requests.pop(rid, None)
+        self._fallback_logged.discard(rid)
         plan = self.plans.pop(rid, None)
         if plan is None:
             return
@@ -442,9 +444,10 @@ class Launcher(Launching):
 
     def _serve(self, rid: str) -> None:
         req, version = self.requests[rid]
+        avoid = self._avoided(rid, req) if req.avoid_providers else frozenset()
         fresh = False  # whether the ready index was re-read for this decision
         for _ in range(4):
-            offers = self._ready_by_provider(req.labels, req.requested_provider)
+            offers = [o for o in self._ready_by_provider(req.labels, req.requested_provider) if o[0] not in avoid]
             if not offers:
                 if fresh:
                     break
@@ -465,9 +468,9 @@ class Launcher(Launching):
         # no ready nodes anywhere: launch on a provider this launcher manages
         able = [m for m in self.managers.values() if m.active and m.name not in req.declined_by
                 and m.can_ever_serve(req.labels) and not any(m.image_unavailable(x) for x in req.labels)
-                and req.requested_provider in ("", m.name)]
+                and req.requested_provider in ("", m.name) and m.name not in avoid]
         declines = [m.name for m in self.managers.values() if m.active and m.name not in req.declined_by
-                    and m not in able]
+                    and m not in able and m.name not in avoid]
         if declines:
             req.declined_by = sorted(set(req.declined_by) | set(declines))
             self._maybe_fail(req)
@@ -502,6 +505,17 @@ class Launcher(Launching):
         if self._write_request(rid, req, version):
             log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
             self.plans[rid] = Plan(rid, manager.name, list(req.labels), queued=list(req.labels))
+
+    def _avoided(self, rid: str, req: NodeRequest) -> frozenset[str]:
+        """Providers `req` asks to avoid (an attempt failed there) while another live one can serve it; else none."""
+        others = [p for p, labels in self.live_provider_labels.items() if p not in req.avoid_providers
+                  and p not in req.declined_by and p not in self.foreign_unable and labels.issuperset(req.labels)
+                  and not (p in self.managers and self.managers[p].active and self.managers[p].cannot_launch_now())]
+        if not others and rid not in self._fallback_logged:
+            self._fallback_logged.add(rid)
+            log.info("request %s (%s): no other provider can serve it; falling back to %s, which it asked to "
+                     "avoid", rid, ",".join(req.labels), ", ".join(req.avoid_providers))
+        return frozenset(req.avoid_providers if others else ())
 
     def _maybe_fail(self, req: NodeRequest) -> None:
         if self.live_providers and set(req.declined_by) >= self.live_providers:

@@ -28,6 +28,7 @@ class GateSnapshot:
     requests: list[dict[str, Any]] = field(default_factory=list)
     event_queues: dict[str, int] = field(default_factory=dict)
     job_totals: list[dict[str, Any]] = field(default_factory=list)  # HistoryDB.job_totals()
+    signature_hits: dict[str, int] = field(default_factory=dict)  # gatekeeper.zk.signatures.signature_totals()
     now: float = field(default_factory=time.time)
 
 
@@ -94,6 +95,10 @@ def gate_metrics(snap: GateSnapshot) -> list[MetricFamily]:
                             "Providers whose job failure rate is an outlier: their rate over the others'")
     for o in snap.status.get("provider_outliers") or []:
         outliers.add(o["ratio"] if o.get("ratio") is not None else float("inf"), provider=o["provider"])
+    hits = MetricFamily("gatekeeper_signature_hits_total", "counter",
+                        "Failed builds that matched each known-bug signature, ever")
+    for ident, n in sorted(snap.signature_hits.items()):
+        hits.add(n, signature=ident)
     dead = snap.status.get("dead_letters") or {}
     letters = MetricFamily("gatekeeper_events_set_aside", "gauge",
                            "Events taken out of their queue after failing: dead letters (waiting for an operator) "
@@ -104,7 +109,7 @@ def gate_metrics(snap: GateSnapshot) -> list[MetricFamily]:
         letters.add(dead.get("retrying", 0), state="retrying")
         letters_total.add(dead.get("total", 0))
     return [queue_len, window, resident, jobs_running, results, durations, nodes, failures, requests, wait, events,
-            classes, outliers, letters, letters_total, *provider_metrics(snap.status.get("providers") or [],
+            classes, outliers, hits, letters, letters_total, *provider_metrics(snap.status.get("providers") or [],
                                                                           snap.now)]
 
 

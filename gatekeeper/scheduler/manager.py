@@ -35,6 +35,12 @@ class Refusal(Exception):
         self.waits_on = waits_on
 
 
+def _provider_of(result: BuildResult) -> list[str]:
+    """The provider an infrastructure failure happened on, for its retry to avoid (none if it had no node)."""
+    provider = (result.node or {}).get("provider", "")
+    return [provider] if provider else []
+
+
 def job_params(job: Job) -> dict:
     """What an executor needs to run `job` (frozen into each build request)."""
     return {
@@ -152,7 +158,8 @@ class PipelineManager(ItemReports):
                 log.info("%s %s: %s on attempt %d, retrying", item.label(self.name), result.job, outcome,
                          build.attempt)
                 self._record_build(item, build, result, outcome, result.message, final=False)
-                self._request_build(item, result.job, build.attempt + 1, self._position(item))
+                self._request_build(item, result.job, build.attempt + 1, self._position(item),
+                                    avoid=_provider_of(result))
                 return True
             message = f"{outcome} on {build.attempt} attempts" + (f": {message}" if message else "")
             outcome = RETRY_LIMIT
@@ -439,7 +446,8 @@ class PipelineManager(ItemReports):
         self.state.touch(item)
         self.backend.request_merge(request)
 
-    def _request_build(self, item: Item, job_name: str, attempt: int, position: int) -> None:
+    def _request_build(self, item: Item, job_name: str, attempt: int, position: int,
+                       avoid: list[str] | None = None) -> None:
         defined = self.layout.jobs.get(job_name)
         job = (defined.for_branch(item.change.branch) or defined) if defined else Job(job_name)
         build = Build(job=job_name, attempt=attempt, voting=job.voting)
@@ -450,7 +458,7 @@ class PipelineManager(ItemReports):
             id=build.id, pipeline=self.name, item=item.id, job=job_name, params=job_params(job),
             change=spec.to_dict(), changes=item.changes, repo_state=item.repo_state, label=job.label or "",
             priority=[self.pipeline.priority, position], attempt=attempt, attempts=job.attempts,
-            created=self.clock(),
+            avoid_providers=list(avoid or []), created=self.clock(),
         )
         item.builds[job_name] = build
         self.state.touch(item)

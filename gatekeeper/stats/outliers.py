@@ -17,6 +17,7 @@ import math
 from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class ProviderRate:
     ratio: float  # rate / others_rate (inf when the others never failed)
     p_value: float
     outlier: bool
+    others_builds: int = 0
+    others_failures: int = 0
 
     def describe(self) -> str:
         """For a report: "cloud-b's failure rate is 5.0× the others' (12 of 20 jobs failed; p=0.0001)"."""
@@ -87,8 +90,33 @@ class ProviderOutliers:
             p = fisher_greater(f, n, total_failures, total_builds) if provider in tested else 1.0
             outlier = (provider in tested and ratio >= self.min_ratio
                        and p < self.alpha / max(1, len(tested)))
-            out.append(ProviderRate(provider, n, f, rate, others, ratio, p, outlier))
+            out.append(ProviderRate(provider, n, f, rate, others, ratio, p, outlier, rest_n, rest_f))
         return out
 
     def outliers(self) -> list[ProviderRate]:
         return [r for r in self.rates() if r.outlier]
+
+
+def outliers_from_history(rows: Iterable[Any], window: int = 600) -> list[dict[str, Any]]:
+    """The outlier providers, JSON-able, over history rows (newest first, like HistoryDB.builds): final builds
+    with a provider that were neither cancelled nor infrastructure failures count."""
+    detector = ProviderOutliers(window=window)
+    kept = [r for r in rows if r.final and r.node_provider and r.result not in ("ABORTED", "SKIPPED")
+            and r.failure_class != "infrastructure"]
+    for r in reversed(kept):  # oldest first
+        detector.add(r.node_provider, r.result != "SUCCESS")
+    return [{"provider": o.provider, "builds": o.builds, "failures": o.failures,
+             "others_builds": o.others_builds, "others_failures": o.others_failures,
+             "rate": round(o.rate, 3), "others_rate": round(o.others_rate, 3),
+             "ratio": None if math.isinf(o.ratio) else round(o.ratio, 2),
+             "p_value": o.p_value, "description": o.describe()} for o in detector.outliers()]
+
+
+def outlier_sentence(outlier: dict[str, Any]) -> str:
+    """What a failure report says of a failed job that ran on a flagged provider (`outlier` as
+    `outliers_from_history` gives it)."""
+    ratio = outlier.get("ratio")
+    times = "many times" if ratio is None else f"{ratio:.1f}x"
+    return (f"This failure ran on {outlier['provider']}, whose job failure rate ({outlier['failures']} of "
+            f"{outlier['builds']}) is {times} the other providers' ({outlier.get('others_failures', 0)} of "
+            f"{outlier.get('others_builds', 0)}); it may not be the change's fault.")

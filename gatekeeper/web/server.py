@@ -36,6 +36,7 @@ from gatekeeper.web.console import Upstream
 from gatekeeper.web.logstore import LogStore
 from gatekeeper.web.status import HistoryInsight, pipeline_status, started_builds, status_document
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.signatures import signature_totals
 
 log = logging.getLogger("gatekeeper.web")
 
@@ -233,6 +234,7 @@ class WebService:
             status=self.status(), nodes=sources.nodes(self.zk), requests=sources.node_requests(self.zk),
             event_queues=sources.event_queue_depths(self.zk),
             job_totals=self.history.job_totals() if self.history is not None else [],
+            signature_hits=signature_totals(self.zk, getattr(self.layout(), "signatures", None) or ()),
         )
 
     def metrics(self, accept: str = "") -> tuple[bytes, str]:

@@ -229,7 +229,7 @@ class HistoryInsight:
         return self._recent()[1]
 
     def _recent(self) -> tuple[list[dict[str, Any]], dict[str, int]]:
-        from gatekeeper.stats.outliers import ProviderOutliers
+        from gatekeeper.stats.outliers import outliers_from_history
 
         now = time.monotonic()
         if self._outliers is None or now - self._outliers[0] > self.ttl:
@@ -238,17 +238,7 @@ class HistoryInsight:
             for r in every:
                 if r.failure_class in classes:
                     classes[r.failure_class] += 1
-            rows = [r for r in every if r.final]
-            detector = ProviderOutliers(window=self.window)
-            for r in reversed(rows):  # oldest first
-                if r.node_provider and r.result not in ("ABORTED", "SKIPPED") \
-                        and r.failure_class != "infrastructure":
-                    detector.add(r.node_provider, r.result != "SUCCESS")
-            found = [{"provider": o.provider, "builds": o.builds, "failures": o.failures,
-                      "rate": round(o.rate, 3), "others_rate": round(o.others_rate, 3),
-                      "ratio": None if o.ratio == float("inf") else round(o.ratio, 2),
-                      "p_value": o.p_value, "description": o.describe()} for o in detector.outliers()]
-            self._outliers = (now, (found, classes))
+            self._outliers = (now, (outliers_from_history(every, self.window), classes))
         return self._outliers[1]
 
     def _item_model(self, item: dict[str, Any]) -> Any:

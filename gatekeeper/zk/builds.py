@@ -62,6 +62,8 @@ class BuildRequest(Record):
     priority: list[int] = field(default_factory=lambda: [1, 0])  # [pipeline precedence, position in queue]
     attempt: int = 1
     attempts: int = 3
+    # providers where earlier attempts failed for infrastructure reasons: the node request asks to avoid them
+    avoid_providers: list[str] = field(default_factory=list)
     created: float = field(default_factory=time.time)
 
     @property

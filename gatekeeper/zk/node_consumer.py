@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from kazoo.recipe.lock import Lock
 
@@ -33,12 +33,13 @@ class NodeConsumer:
         return precedence * 10000 + min(position, 9999)
 
     def request(self, labels: list[str], requestor: str | None = None, priority: int = 100,
-                provider: str = "") -> str:
-        """Ask for one node per label (all from one provider: `provider` if named); returns the request id.
+                provider: str = "", avoid: Sequence[str] = ()) -> str:
+        """Ask for one node per label (all from one provider: `provider` if named; not one of `avoid`, where an
+        earlier attempt failed, while another provider can serve them); returns the request id.
 
         The request is ephemeral: if this consumer's ZooKeeper session ends, the request goes away with it.
         """
-        return self.store.submit_request(labels, requestor or self.requestor, priority, provider)
+        return self.store.submit_request(labels, requestor or self.requestor, priority, provider, avoid)
 
     def get(self, request_id: str) -> NodeRequest | None:
         return self.store.get_request(request_id)

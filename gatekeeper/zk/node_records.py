@@ -84,6 +84,7 @@ class NodeRequest(Record):
     launcher: str = ""
     declined_by: list[str] = field(default_factory=list)
     requested_provider: str = ""  # the consumer asks for this provider only
+    avoid_providers: list[str] = field(default_factory=list)  # served elsewhere while another provider can
     handed: list[dict] = field(default_factory=list)  # {"node": record, "version": n} as handed out: no re-read
     reason: str = ""
     created: float = field(default_factory=time.time)

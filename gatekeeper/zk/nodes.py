@@ -15,7 +15,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
@@ -268,11 +268,14 @@ class NodeStore(ProviderStore):
         return self._children(paths.NODE_REQUESTS)
 
     # -- requests (consumer side) ----------------------------------------------------------------------------
-    def submit_request(self, labels: list[str], requestor: str, priority: int = 100, provider: str = "") -> str:
-        """Ask for one node per label (all from one provider, `provider` if named); returns the request id.
+    def submit_request(self, labels: list[str], requestor: str, priority: int = 100, provider: str = "",
+                       avoid: Sequence[str] = ()) -> str:
+        """Ask for one node per label (all from one provider, `provider` if named, not one of `avoid` while
+        another can serve them); returns the request id.
 
         The request is ephemeral: if the consumer's ZooKeeper session ends, the request goes away with it."""
-        req = NodeRequest(labels=list(labels), requestor=requestor, priority=priority, requested_provider=provider)
+        req = NodeRequest(labels=list(labels), requestor=requestor, priority=priority, requested_provider=provider,
+                          avoid_providers=list(avoid))
         path = self.kz.create(f"{paths.NODE_REQUESTS}/{priority:0{PRIORITY_DIGITS}d}-", req.to_bytes(),
                               ephemeral=True, sequence=True, makepath=True)
         return path.rsplit("/", 1)[1]

@@ -205,6 +205,8 @@ def executor_running(ident: str) -> str:
 
 #   /diagnosis/signature-hits/h-<seq>         one failed build matching one known-bug signature (the newest kept)
 SIGNATURE_HITS = "/diagnosis/signature-hits"
+#   /diagnosis/provider-outliers              providers whose job failure rate is an outlier now (history recorder)
+PROVIDER_OUTLIERS = "/diagnosis/provider-outliers"
 
 
 # -- events that failed ------------------------------------------------------------------------------------------

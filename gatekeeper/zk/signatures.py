@@ -2,18 +2,21 @@
 
 An executor records one `SignatureHit` per matched signature of a failed build, as a sequential znode under
 `/diagnosis/signature-hits`; the newest `KEEP` are kept.  `gatekeeper signatures` and the web count them per
-signature over time.
+signature over time.  Each hit also counts in `/diagnosis/signature-counts/<id>`, which only grows: the all-time
+totals that /metrics exposes as counters.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import urllib.parse
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.recipe.counter import Counter
 
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
@@ -22,6 +25,7 @@ from gatekeeper.zk.record import Record
 log = logging.getLogger("gatekeeper.zk.signatures")
 
 KEEP = 5000
+SIGNATURE_COUNTS = "/diagnosis/signature-counts"
 
 
 @dataclass
@@ -43,6 +47,8 @@ def record_hits(zk: ZKClient, hits: Iterable[SignatureHit], keep: int = KEEP) ->
     """Store hits, then drop the oldest beyond `keep`."""
     for hit in hits:
         zk.client.create(f"{paths.SIGNATURE_HITS}/h-", hit.to_bytes(), sequence=True, makepath=True)
+        count = Counter(zk.client, _count_path(hit.signature))
+        count += 1  # a versioned read-modify-write: concurrent executors' hits all count
     try:
         children = sorted(zk.client.get_children(paths.SIGNATURE_HITS))
     except NoNodeError:
@@ -76,9 +82,9 @@ def read_hits(zk: ZKClient, since: float = 0.0) -> list[SignatureHit]:
 
 
 def hit_counts(signatures: Iterable[Any], hits: Iterable[SignatureHit], now: float | None = None,
-               ) -> list[dict[str, Any]]:
-    """Per signature (the layout's, then any other that has hits): hits in the last day, week, and kept in all,
-    and the newest hit."""
+               totals: dict[str, int] | None = None) -> list[dict[str, Any]]:
+    """Per signature (the layout's, then any other that has hits): hits in the last day, week, and kept in all
+    (`total`), ever (`all_time`, from `totals` as signature_totals gives them), and the newest hit."""
     now = time.time() if now is None else now
     rows: dict[str, dict[str, Any]] = {}
     for sig in signatures:
@@ -93,4 +99,29 @@ def hit_counts(signatures: Iterable[Any], hits: Iterable[SignatureHit], now: flo
         if row["last"] is None or hit.time >= row["last"]["time"]:
             row["last"] = hit.to_dict()
             row["last"].pop("_v", None)
+    for ident, count in (totals or {}).items():
+        if count and ident not in rows:  # every kept hit is gone: the count remains
+            rows[ident] = {"id": ident, "title": "", "url": "", "in_layout": False, "day": 0, "week": 0, "total": 0,
+                           "last": None}
+    for row in rows.values():
+        row["all_time"] = max(row["total"], (totals or {}).get(row["id"], 0))  # hits from before counting began
     return list(rows.values())
+
+
+def _count_path(signature: str) -> str:
+    return f"{SIGNATURE_COUNTS}/{urllib.parse.quote(signature, safe='')}"
+
+
+def signature_totals(zk: ZKClient, ids: Iterable[str] = ()) -> dict[str, int]:
+    """Every hit ever recorded, per signature id (those of `ids` with none count 0)."""
+    totals = dict.fromkeys(ids, 0)
+    try:
+        children = zk.client.get_children(SIGNATURE_COUNTS)
+    except NoNodeError:
+        return totals
+    for name in children:
+        try:
+            totals[urllib.parse.unquote(name)] = int(Counter(zk.client, f"{SIGNATURE_COUNTS}/{name}").value)
+        except (ValueError, TypeError, KazooException) as exc:
+            log.warning("%s/%s: unreadable signature count skipped: %s", SIGNATURE_COUNTS, name, exc)
+    return totals
