@@ -17,7 +17,7 @@ from gatekeeper.zk.provider_store import ProviderStore
 log = logging.getLogger("gatekeeper.history.autodrain")
 audit = logging.getLogger("gatekeeper.audit")
 
-REASON = "drained automatically: outlier"
+REASON = "automatically, as a job-failure outlier"
 
 
 class OutlierDrain:
@@ -52,6 +52,6 @@ class OutlierDrain:
             self.store.set_drained(name, True, reason)
             drained.add(name)
             now.append(name)
-            log.warning("provider %s %s", name, reason)
-            audit.info("provider %s %s", name, reason)
+            log.warning("provider %s drained %s", name, reason)
+            audit.info("provider %s drained %s", name, reason)
         return now
