@@ -70,9 +70,11 @@ def test_outlier_is_drained_only_when_the_layout_asks_and_another_provider_serve
         with caplog.at_level(logging.INFO, logger="gatekeeper.audit"):
             one_more_build(zk, 2)
             wait_for(lambda: store.provider_state("cloud-b").drained, timeout=20, what="cloud-b to be drained")
-        assert store.provider_state("cloud-b").drain_reason.startswith("automatically, as a job-failure outlier (cloud-b's")
+        reason = store.provider_state("cloud-b").drain_reason
+        assert reason.startswith("automatically, as a job-failure outlier (cloud-b's")
         assert not store.provider_state("cloud-a").drained and not store.provider_state("cloud-c").drained
-        assert any(r.name == "gatekeeper.audit" and "provider cloud-b drained automatically, as a job-failure outlier" in r.getMessage()
+        assert any(r.name == "gatekeeper.audit" and "provider cloud-b drained automatically, as a job-failure outlier"
+                   in r.getMessage()
                    for r in caplog.records)
     finally:
         recorder.stop()
@@ -90,7 +92,8 @@ def test_outlier_is_drained_only_when_the_layout_asks_and_another_provider_serve
             providers = {p["name"]: p for p in json.loads(resp.read())["providers"]}
     finally:
         web.stop()
-    assert providers["cloud-b"]["drained"] and "automatically, as a job-failure outlier" in providers["cloud-b"]["drain_reason"]
+    assert providers["cloud-b"]["drained"]
+    assert "automatically, as a job-failure outlier" in providers["cloud-b"]["drain_reason"]
 
 
 def test_layout_setting_must_be_true_or_false():
