@@ -26,7 +26,7 @@ def make_executor(tmp_path, projects):  # noqa: F811
         n = len(started)
         settings = ExecutorSettings(work_dir=str(tmp_path / f"executor{n}"))
         service = ExecutorService(zk, settings, LogStore(str(tmp_path / "logs"), "http://logs.example.com"),
-                                  projects.path, nodes=FixedNodes(nodes), poll_interval=0.2, **kwargs)
+                                  projects.path, nodes=FixedNodes(nodes), **kwargs)
         started.append(service.start())
         return service
 
