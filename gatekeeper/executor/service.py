@@ -141,6 +141,10 @@ class ExecutorService:
         self.runner.log_store.flush()
         log.info("executor %s stopped", self.name)
 
+    def watched_claims(self) -> list[str]:
+        """The requests other executors hold whose locks this one watches, to take one over if its executor dies."""
+        return self._claims.watching() if self._claims is not None else []
+
     # -- taking work --------------------------------------------------------------------------------------------
     def _on_requests(self, children: list[str]) -> bool:
         self._wake.set()

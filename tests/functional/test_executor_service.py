@@ -95,6 +95,26 @@ def test_builds_of_a_dead_executor_are_reported_for_retry(zk, zk_factory, hosts,
         rb.abort.set()
 
 
+def test_a_running_executor_learns_from_the_lock_watch_that_another_died_and_reports_its_build(
+        zk, zk_factory, hosts, projects, make_executor):  # noqa: F811
+    doomed_zk = zk_factory()
+    doomed = make_executor(doomed_zk, [hosts.boot()])
+    request = request_for(projects.state(), run=["echo running; sleep 120"])
+    builds.submit_build(zk, request)
+    wait_for(lambda: doomed.consoles.get(request.id) and "running" in open(
+        doomed.consoles.get(request.id).path).read(), what="the step to start")
+    survivor = make_executor(zk_factory(), [hosts.boot()])
+    wait_for(lambda: survivor.watched_claims() == [request.id], what="the survivor to watch the build's lock")
+    doomed_zk.stop()  # no new request, no free slot: only the watch on the lock can tell the survivor
+    result = result_of(zk, request.id)
+    assert (result.result, result.executor) == (ERROR, survivor.name)
+    assert result.message == f"executor {doomed.name} stopped while running this build; retrying"
+    assert survivor.watched_claims() == [] and not survivor.running
+    for rb in list(doomed.running.values()):
+        rb.stopping = True
+        rb.abort.set()
+
+
 def test_stopping_executor_hands_its_running_build_to_another(zk, zk_factory, hosts, projects,  # noqa: F811
                                                               make_executor):
     first = make_executor(zk_factory(), [hosts.boot()])
