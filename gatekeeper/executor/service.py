@@ -197,7 +197,7 @@ class ExecutorService:
             return False
         log.warning("[%s %s] build %s: %s", req.pipeline, req.job, req.id, result.message)
         try:
-            self.queue.complete(result)
+            self.queue.complete(result, lock)
         finally:
             self._forget(req.id)
             self.queue.release(req.id, lock)
@@ -238,7 +238,7 @@ class ExecutorService:
                 log.info("build %s handed back: executor %s is stopping", req.id, self.name)
             elif result.result == ABORTED:
                 log.info("build %s aborted: its request was cancelled", req.id)
-            elif not self.queue.complete(result):
+            elif not self.queue.complete(result, rb.lock):
                 log.info("build %s finished %s after its request was cancelled", req.id, result.result)
         except Exception:
             log.exception("build %s failed in the executor", req.id)
@@ -247,7 +247,7 @@ class ExecutorService:
                 self.queue.complete(BuildResult(
                     id=req.id, pipeline=req.pipeline, item=req.item, job=req.job, result=ERROR,
                     message=f"executor {self.name} failed running the build", executor=self.name,
-                    attempt=req.attempt, start_time=now, end_time=now))
+                    attempt=req.attempt, start_time=now, end_time=now), rb.lock)
         finally:
             self._forget(req.id)
             with self._mutex:

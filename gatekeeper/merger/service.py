@@ -161,7 +161,7 @@ class MergerService:
             result.id = ident
             result.merger = self.ident
             result.elapsed = time.monotonic() - started
-            self.queue.complete(result)
+            self.queue.complete(result, lock)
             return False
         finally:
             try:

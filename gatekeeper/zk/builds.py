@@ -198,9 +198,10 @@ def request_exists(zk: ZKClient, ident: str) -> bool:
     return build_queue(zk).exists(ident)
 
 
-def complete_build(zk: ZKClient, result: BuildResult) -> bool:
-    """Publish the result and remove the request, in one transaction; False when the build was cancelled."""
-    return build_queue(zk).complete(result)
+def complete_build(zk: ZKClient, result: BuildResult, lock: Lock | None = None) -> bool:
+    """Publish the result and remove the request, in one transaction (releasing the claim's `lock` with them,
+    when given); False when the build was cancelled."""
+    return build_queue(zk).complete(result, lock)
 
 
 def lost_build(zk: ZKClient, request: BuildRequest, claimer: str) -> BuildResult | None:

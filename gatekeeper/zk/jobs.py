@@ -168,35 +168,59 @@ class JobQueue(Generic[RequestT, ResultT]):
 
     def lock(self, ident: str, identifier: str = "") -> Lock | None:
         """The first half of `claim`: the request's lock, or None when another worker holds it."""
-        lock = self.zk.client.Lock(self.kind.lock_path(ident), identifier)
+        path = self.kind.lock_path(ident)
+        lock = self.zk.client.Lock(path, identifier)
+        # The submitter writes the lock's parent with the request: do not ask whether it is there (a request
+        # fewer per claim); where it is not (a request handed back, or written without it), ask after all.
+        lock.assured_path = True
         try:
-            if lock.acquire(blocking=False):
-                return lock
+            return lock if lock.acquire(blocking=False) else None
+        except NoNodeError:
+            lock = self.zk.client.Lock(path, identifier)
+        try:
+            return lock if lock.acquire(blocking=False) else None
         except (LockTimeout, NoNodeError):
-            pass  # the lock node vanished under us: the request was just completed
-        return None
+            return None  # the lock node vanished under us: the request was just completed
 
     def release(self, ident: str, lock: Lock) -> None:
-        """Give up a claim and remove the lock's parent (left in place while another contender holds it)."""
+        """Give up a claim and remove the lock's parent (left in place while another contender holds it);
+        nothing to do after `complete` released it."""
+        if not lock.is_acquired:
+            return
         try:
             lock.release()
             self.zk.client.delete(self.kind.lock_path(ident))
         except (NoNodeError, NotEmptyError):
             pass
 
-    def complete(self, result: ResultT) -> bool:
+    def complete(self, result: ResultT, lock: Lock | None = None) -> bool:
         """Publish the result and remove the request, in one transaction; False when the request was gone
-        (cancelled, or completed by another worker), and nothing was published."""
-        tx = self.zk.client.transaction()
-        tx.delete(self.kind.request_path(result.id))
-        tx.create(self.kind.result_path(result.id), result.to_bytes())
-        outcome = tx.commit()
-        for r in outcome:
-            if isinstance(r, (NoNodeError, NodeExistsError)):
-                return False
-            if isinstance(r, Exception) and not isinstance(r, (RolledBackError, RuntimeInconsistency)):
-                raise r
-        return True
+        (cancelled, or completed by another worker), and nothing was published.
+
+        Given the claim's `lock`, the same transaction releases it and removes its parent, unless another
+        worker is looking at it (then the parent stays), or the lock was lost with a session (then the result
+        is published all the same: only one is ever published).
+        """
+        held = lock is not None and lock.is_acquired and lock.node
+        release = [f"{lock.path}/{lock.node}", lock.path] if held else []
+        while True:
+            tx = self.zk.client.transaction()
+            tx.delete(self.kind.request_path(result.id))
+            tx.create(self.kind.result_path(result.id), result.to_bytes())
+            for path in release:
+                tx.delete(path)
+            failed = [(n, r) for n, r in enumerate(tx.commit())
+                      if isinstance(r, Exception) and not isinstance(r, (RolledBackError, RuntimeInconsistency))]
+            if not failed:
+                if release:
+                    lock.is_acquired, lock.node = False, None  # released by the transaction
+                return True
+            n, error = failed[0]
+            if n < 2:
+                if isinstance(error, (NoNodeError, NodeExistsError)):
+                    return False
+                raise error
+            release = release[:1] if n == 3 else []  # the parent has a contender; or our lock is gone
 
     def _children(self, path: str) -> list[str]:
         try:

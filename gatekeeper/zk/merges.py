@@ -22,6 +22,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from kazoo.recipe.lock import Lock
+
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.jobs import JobKind, JobQueue
@@ -135,10 +137,11 @@ def read_merge_request(zk: ZKClient, ident: str) -> MergeRequest | None:
     return merge_queue(zk).read(ident)
 
 
-def complete_merge(zk: ZKClient, result: MergeResult) -> bool:
-    """Publish the result and remove the request, in one transaction; False when another merger finished it
-    first (its result may even have been read and deleted already), and nothing was published."""
-    return merge_queue(zk).complete(result)
+def complete_merge(zk: ZKClient, result: MergeResult, lock: Lock | None = None) -> bool:
+    """Publish the result and remove the request, in one transaction (releasing the claim's `lock` with them,
+    when given); False when another merger finished it first (its result may even have been read and deleted
+    already), and nothing was published."""
+    return merge_queue(zk).complete(result, lock)
 
 
 def read_merge_result(zk: ZKClient, ident: str, delete: bool = True) -> MergeResult | None:

@@ -82,6 +82,39 @@ def test_a_request_is_claimed_completed_and_its_result_read_once(zk, zk_factory)
     assert submitter.finished() == []
 
 
+def test_completing_with_the_claim_releases_it_in_the_same_transaction(zk, zk_factory):
+    submitter, worker_zk = chores(zk), zk_factory()
+    worker = chores(worker_zk)
+    chore = Chore(id="c2")
+    # the scheduler writes each request with its lock's parent, in its own transaction
+    zk.client.create(CHORES.lock_path("c2"), makepath=True)
+    submitter.submit(chore)
+    sent = RequestLog(worker_zk).sent
+    lock, request = worker.claim("c2", "worker-1")
+    assert sent == ["Create", "GetChildren", "GetData"]  # lock, check it is ours, read the request
+    assert worker.complete(ChoreDone(id="c2", outcome="done"), lock)
+    worker.release("c2", lock)  # nothing left to do
+    assert sent[3:] == ["Transaction"]
+    assert not lock.is_acquired and not zk.client.exists(CHORES.lock_path("c2"))
+    assert worker.pending() == [] and submitter.result("c2").outcome == "done"
+
+
+def test_completing_with_a_claim_that_is_looked_at_or_lost_still_publishes_once(zk, zk_factory):
+    queue = chores(zk)
+    for ident in ("looked-at", "lost"):
+        queue.submit(Chore(id=ident))
+    lock, _ = queue.claim("looked-at", "worker-1")
+    contender = zk.client.create(CHORES.lock_path("looked-at") + "/contender__lock__", ephemeral=True,
+                                 sequence=True)
+    assert queue.complete(ChoreDone(id="looked-at"), lock)
+    assert zk.client.get_children(CHORES.lock_path("looked-at")) == [contender.rsplit("/", 1)[1]]
+    lost, _ = queue.claim("lost", "worker-1")
+    zk.client.delete(f"{lost.path}/{lost.node}")  # as a session's end would
+    assert queue.complete(ChoreDone(id="lost"), lost)
+    assert queue.finished() == ["looked-at", "lost"] and queue.pending() == []
+    assert not queue.complete(ChoreDone(id="lost"), lost)
+
+
 def test_a_cancelled_request_cannot_be_claimed_or_completed_and_its_worker_hears_of_it(zk, zk_factory):
     submitter, worker = chores(zk), chores(zk_factory())
     waiting, running = Chore(id="waiting"), Chore(id="running")
