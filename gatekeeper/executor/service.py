@@ -183,7 +183,9 @@ class ExecutorService:
             if self._free_slots() <= 0 or self._stopping.is_set():
                 return
             claimed = self.queue.claim(req.id, self.name)
-            if claimed is None:
+            if claimed is None:  # another executor was quicker: watch its claim, as for any other
+                if not self._claims.watch(req.id) and self.queue.exists(req.id):
+                    self._wake.set()  # and let go of it already
                 continue
             lock, req = claimed
             if self._report_lost(req, lock):
