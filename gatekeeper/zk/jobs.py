@@ -8,7 +8,9 @@ The protocol, the same for each kind (its paths are given by a `JobKind`):
 - A worker claims a request with a kazoo lock at `/locks/<kind>/<id>` (an ephemeral node: held for as long as the
   worker's session lives), then reads it; a request that is gone (completed or cancelled) cannot be claimed.
 - `complete` publishes the result at `<results>/<id>` and deletes the request in one transaction: a result is
-  published at most once, and never for a cancelled request.  `cancel` deletes the request.
+  published at most once, and never for a cancelled request; given the claim's lock, the same transaction
+  releases it.  `cancel` deletes the request; the submitter reads the result (`result`) when `watch_results`
+  says it is there.
 - A worker that dies loses its lock with its session, without a result.  `ClaimWatch` tells the other workers,
   from a watch on the lock node (no polling), when such a request is free again; what happens to it then is the
   kind's own rule (a merge is simply done again; a build that was started is reported lost, so that its retry
