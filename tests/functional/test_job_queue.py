@@ -12,10 +12,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.jobs import ClaimWatch, JobKind, JobQueue
 from gatekeeper.zk.record import Record
-from tests.helpers import wait_for
+from tests.helpers import CuttableLink, wait_for
 
 # The executor looked for requests whose executor had died every 2 s; a watch must do better than that.
 FORMER_POLL_INTERVAL = 2.0
@@ -210,7 +210,7 @@ def test_a_claimer_whose_session_ends_is_detected_by_a_watch_at_once(zk, zk_fact
 
 CLAIMER = """
 import sys, time
-from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.jobs import JobQueue
 from tests.functional.test_job_queue import CHORES
 zk = ZKClient(sys.argv[1], chroot=sys.argv[2], timeout=4.0).start()
@@ -267,3 +267,32 @@ def test_a_request_handed_back_is_reported_free(zk, zk_factory):
     wait_for(lambda: freed, what="the watch to report the handed-back request free")
     assert [i for i, _ in freed] == ["back"]
     claims.close()
+
+
+def test_the_lock_watch_is_set_again_after_the_watchers_connection_drops(zk, zk_factory, zk_server, zk_chroot):
+    submitter = chores(zk)
+    submitter.submit(Chore(id="held"))
+    doomed_zk = zk_factory()
+    assert chores(doomed_zk).claim("held", "doomed") is not None
+    link = CuttableLink(zk_server.hosts)
+    watcher_zk = ZKClient(link.hosts, chroot=zk_chroot, timeout=10.0).start()
+    try:
+        events: list[ConnectionEvent] = []
+        watcher_zk.add_listener(events.append)
+        freed: list[str] = []
+        claims = ClaimWatch(chores(watcher_zk), freed.append)
+        assert claims.watch("held")
+        sent = RequestLog(watcher_zk).sent
+        link.cut()  # ZooKeeper forgets the connection's watches; the session lives on
+        wait_for(lambda: ConnectionEvent.SUSPENDED in events, what="the watcher to notice the cut")
+        link.restore()
+        wait_for(lambda: ConnectionEvent.CONNECTED in events, what="the watcher to reconnect")
+        wait_for(lambda: sent[-2:] == ["Exists", "GetChildren"], what="the lock to be watched again")
+        assert freed == [] and claims.watching() == ["held"]
+        doomed_zk.stop()
+        wait_for(lambda: freed, what="the watch set again to report the request free")
+        assert freed == ["held"]
+        claims.close()
+    finally:
+        watcher_zk.stop()
+        link.close()
