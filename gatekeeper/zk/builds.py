@@ -184,7 +184,7 @@ def claim_build(zk: ZKClient, ident: str, identifier: str = "") -> tuple[Lock, B
     """Lock a request for this executor and read it; None when another executor holds it, or it is gone.
 
     The scheduler creates the lock's parent with the request; the taker releases the lock and removes the
-    parent (`release_claim`) after `complete_build`.
+    parent with `release_claim`, or in `complete_build`'s transaction when it passes the lock there.
     """
     return build_queue(zk).claim(ident, identifier)
 
