@@ -111,7 +111,7 @@ def start_latency(tmp: str, runs: int, command: str = "true") -> list[float]:
                             clouds_yaml=cloud.clouds_yaml, poll_interval=0.05, delete_verify_timeout=5).start()
         executor = ExecutorService(client(), ExecutorSettings(work_dir=os.path.join(tmp, "executor")),
                                    LogStore(os.path.join(tmp, "logs"), "http://logs.invalid"),
-                                   lambda p: os.path.join(repos, p + ".git"), poll_interval=1.0).start()
+                                   lambda p: os.path.join(repos, p + ".git")).start()
         zk = client()
         out = []
         for i in range(runs + 1):  # the first run warms the git cache; it is not counted

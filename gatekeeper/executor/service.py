@@ -4,7 +4,8 @@ Several executors share the work: each claims a request with its build lock (gat
 priority first. When a build starts, `/executor/running/<build>` (a BuildStart) records which executor runs it,
 and, once the build has its node, when its job started, on which node and provider, and its live console URL: what
 the status page shows of a running build. An executor that dies loses its lock (its ZooKeeper session ends) but
-not that record, so the next executor to claim the request sees that someone else started it and reports ERROR
+not that record; the other executors learn from a watch on the lock (gatekeeper.zk.jobs.ClaimWatch, no polling)
+that the request is free, and the next to claim it sees that someone else started it and reports ERROR
 ("executor X stopped"), which the scheduler retries on a new node. A failed build's known-bug matches are recorded
 under /diagnosis/signature-hits (gatekeeper.zk.signatures). A cancelled request (deleted by the scheduler) aborts
 its build: the remote process group is killed, the node released, and nothing is published.
@@ -13,7 +14,6 @@ its build: the remote process group is killed, the node released, and nothing is
 from __future__ import annotations
 
 import collections
-import json
 import logging
 import os
 import threading
@@ -33,7 +33,8 @@ from gatekeeper.executor.workspace import GitCache
 from gatekeeper.zk import builds, paths
 from gatekeeper.zk.builds import ABORTED, ERROR, BuildRequest, BuildResult, BuildStart
 from gatekeeper.zk.client import ConnectionEvent, ZKClient
-from gatekeeper.zk.components import Component, list_components
+from gatekeeper.zk.components import Component
+from gatekeeper.zk.jobs import ClaimWatch
 from gatekeeper.zk.node_records import Node
 from gatekeeper.zk.signatures import SignatureHit, record_hits
 
@@ -77,12 +78,11 @@ class ExecutorService:
 
     def __init__(self, zk: ZKClient, settings: ExecutorSettings, log_store: LogStore,
                  url_for_project: Callable[[str], str], *, ssh: str | None = None, concurrency: int = 4,
-                 nodes: NodeSource | None = None, console_host: str = "127.0.0.1", console_port: int = 0,
-                 poll_interval: float = 2.0) -> None:
+                 nodes: NodeSource | None = None, console_host: str = "127.0.0.1", console_port: int = 0) -> None:
         self.zk = zk
         self.settings = settings
         self.concurrency = concurrency
-        self.poll_interval = poll_interval
+        self.queue = builds.build_queue(zk)
         self.component = Component(zk, "executor")
         self.name = self.component.info.ident
         self.consoles = ConsoleRegistry()
@@ -98,16 +98,18 @@ class ExecutorService:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._claims: ClaimWatch | None = None  # requests other executors hold: a watch says when one is free
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     def start(self) -> ExecutorService:
         os.makedirs(self.settings.work_dir, exist_ok=True)
-        builds.ensure_paths(self.zk)
+        self.queue.ensure_paths()
         self.zk.client.ensure_path(paths.EXECUTOR_RUNNING)
         self.console_server.start()
         self.component.register()
         self.zk.add_listener(self._on_connection)
-        self.zk.client.ChildrenWatch(paths.EXECUTOR_REQUESTS, self._on_requests)
+        self._claims = ClaimWatch(self.queue, lambda ident: self._wake.set())
+        self.zk.client.ChildrenWatch(self.queue.kind.requests, self._on_requests)
         self._thread = threading.Thread(target=self._loop, name=f"executor-{self.name}", daemon=True)
         self._thread.start()
         log.info("executor %s started: %d concurrent builds, live consoles on %s", self.name, self.concurrency,
@@ -120,6 +122,8 @@ class ExecutorService:
         self._wake.set()
         if self._thread:
             self._thread.join(30)  # no build starts after this
+        if self._claims is not None:
+            self._claims.close()
         with self._mutex:
             running = list(self.running.values())
         for rb in running:
@@ -137,6 +141,10 @@ class ExecutorService:
         self.runner.log_store.flush()
         log.info("executor %s stopped", self.name)
 
+    def watched_claims(self) -> list[str]:
+        """The requests other executors hold whose locks this one watches, to take one over if its executor dies."""
+        return self._claims.watching() if self._claims is not None else []
+
     # -- taking work --------------------------------------------------------------------------------------------
     def _on_requests(self, children: list[str]) -> bool:
         self._wake.set()
@@ -144,7 +152,7 @@ class ExecutorService:
 
     def _loop(self) -> None:
         while not self._stopping.is_set():
-            self._wake.wait(self.poll_interval)  # the poll also finds requests whose executor died
+            self._wake.wait()  # a new request, a free slot, or a request another executor let go of
             self._wake.clear()
             if self._stopping.is_set():
                 break
@@ -161,53 +169,40 @@ class ExecutorService:
         if self._free_slots() <= 0:
             return
         requests = []
-        for ident in builds.pending_builds(self.zk):
+        assert self._claims is not None
+        for ident in self.queue.pending():
             with self._mutex:
                 if ident in self.running:
                     continue
-            if self._locked(ident):
+            if self._claims.watch(ident):  # another executor runs it: the watch tells when it lets go
                 continue
-            req = builds.read_build_request(self.zk, ident)
+            req = self.queue.read(ident)
             if req is not None:
                 requests.append(req)
         for req in sorted(requests, key=lambda r: r.sort_key):
             if self._free_slots() <= 0 or self._stopping.is_set():
                 return
-            claimed = builds.claim_build(self.zk, req.id, self.name)
-            if claimed is None:
+            claimed = self.queue.claim(req.id, self.name)
+            if claimed is None:  # another executor was quicker: watch its claim, as for any other
+                if not self._claims.watch(req.id) and self.queue.exists(req.id):
+                    self._wake.set()  # and let go of it already
                 continue
             lock, req = claimed
-            if self._started_by_dead_executor(req, lock):
+            if self._report_lost(req, lock):
                 continue
             self._start_build(req, lock)
 
-    def _locked(self, ident: str) -> bool:
-        try:
-            return bool(self.zk.client.get_children(paths.lock("build", ident)))
-        except NoNodeError:
-            return False
-
-    def _started_by_dead_executor(self, req: BuildRequest, lock) -> bool:
+    def _report_lost(self, req: BuildRequest, lock) -> bool:
         """A request someone else started and lost (we hold its lock now): report it for a retry."""
-        try:
-            raw, _ = self.zk.client.get(paths.executor_running(req.id))
-        except NoNodeError:
+        result = builds.lost_build(self.zk, req, self.name)
+        if result is None:
             return False
-        owner = json.loads(raw.decode() or "{}").get("executor", "?")
-        if owner == self.name:
-            return False
-        alive = any(c.ident == owner for c in list_components(self.zk, "executor"))
-        message = (f"executor {owner} {'lost its ZooKeeper session' if alive else 'stopped'} while running this "
-                   "build; retrying")
-        log.warning("[%s %s] build %s: %s", req.pipeline, req.job, req.id, message)
-        now = time.time()
-        result = BuildResult(id=req.id, pipeline=req.pipeline, item=req.item, job=req.job, result=ERROR,
-                             message=message, executor=self.name, attempt=req.attempt, start_time=now, end_time=now)
+        log.warning("[%s %s] build %s: %s", req.pipeline, req.job, req.id, result.message)
         try:
-            builds.complete_build(self.zk, result)
+            self.queue.complete(result, lock)
         finally:
             self._forget(req.id)
-            builds.release_claim(self.zk, req.id, lock)
+            self.queue.release(req.id, lock)
         return True
 
     def _start_record(self, req: BuildRequest) -> BuildStart:
@@ -222,13 +217,8 @@ class ExecutorService:
         with self._mutex:
             self.running[req.id] = rb
 
-        def on_request(data, stat, event=None) -> bool:
-            if stat is None and self.running.get(req.id) is rb:
-                rb.abort.set()  # cancelled by the scheduler
-                return False
-            return req.id in self.running
-
-        self.zk.client.DataWatch(paths.executor_request(req.id), on_request)
+        # cancelled by the scheduler: abort
+        self.queue.watch_request(req.id, rb.abort.set, lambda: self.running.get(req.id) is rb)
         rb.thread = threading.Thread(target=self._run, args=(rb,), name=f"build-{req.id[:8]}", daemon=True)
         rb.thread.start()
 
@@ -250,22 +240,22 @@ class ExecutorService:
                 log.info("build %s handed back: executor %s is stopping", req.id, self.name)
             elif result.result == ABORTED:
                 log.info("build %s aborted: its request was cancelled", req.id)
-            elif not builds.complete_build(self.zk, result):
+            elif not self.queue.complete(result, rb.lock):
                 log.info("build %s finished %s after its request was cancelled", req.id, result.result)
         except Exception:
             log.exception("build %s failed in the executor", req.id)
             if not rb.stopping:
                 now = time.time()
-                builds.complete_build(self.zk, BuildResult(
+                self.queue.complete(BuildResult(
                     id=req.id, pipeline=req.pipeline, item=req.item, job=req.job, result=ERROR,
                     message=f"executor {self.name} failed running the build", executor=self.name,
-                    attempt=req.attempt, start_time=now, end_time=now))
+                    attempt=req.attempt, start_time=now, end_time=now), rb.lock)
         finally:
             self._forget(req.id)
             with self._mutex:
                 self.running.pop(req.id, None)
             try:
-                builds.release_claim(self.zk, req.id, rb.lock)
+                self.queue.release(req.id, rb.lock)
             except Exception:
                 log.warning("could not release the lock of build %s", req.id, exc_info=True)
             self._wake.set()
@@ -291,6 +281,9 @@ class ExecutorService:
             log.warning("could not remove the running record of build %s: %s", ident, exc)
 
     def _on_connection(self, event: ConnectionEvent) -> None:
+        if event in (ConnectionEvent.CONNECTED, ConnectionEvent.RECONNECTED):
+            self._wake.set()  # look again: what changed while we were away may not change the requests' list
+            return
         if event is not ConnectionEvent.LOST:
             return
         # our build locks are gone with the session: another executor reports these builds; stop them here

@@ -1,8 +1,9 @@
 """The merger service: takes merge requests from ZooKeeper, merges them with a worker pool, writes results.
 
-Wakes on a children watch of /merger/requests.  Each request is locked at /locks/merge/<id> (a kazoo Lock, so a
-merger that dies releases it with its session); a request locked by another merger is watched and taken over
-when that lock goes away without a result.
+Wakes on a children watch of /merger/requests.  Each request is claimed through the job queue
+(gatekeeper.zk.jobs: a lock at /locks/merge/<id>, so a merger that dies releases it with its session); a request
+claimed by another merger is watched (a watch on its lock, no polling) and taken over when that lock goes away
+without a result.
 """
 
 from __future__ import annotations
@@ -13,15 +14,15 @@ import threading
 import time
 from collections.abc import Callable
 
-from kazoo.exceptions import KazooException, NoNodeError, NotEmptyError
+from kazoo.exceptions import KazooException
 from kazoo.recipe.watchers import ChildrenWatch
 
 from gatekeeper.merger.cache import RepoCache
 from gatekeeper.merger.speculative import MergerCounters, SpeculativeMerger
-from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.components import Component
-from gatekeeper.zk.merges import MergeResult, complete_merge, read_merge_request
+from gatekeeper.zk.jobs import ClaimWatch
+from gatekeeper.zk.merges import MergeResult, merge_queue
 
 log = logging.getLogger("gatekeeper.merger")
 
@@ -39,19 +40,17 @@ class MergerService:
         workers: int = 2,
         ssh: str | None = None,
         url_for_project: Callable[[str], str | None] | None = None,
-        rescan_interval: float = 60.0,
     ) -> None:
         self.zk = zk
         self.cache = RepoCache(git_dir, ssh=ssh)
         self.merger = SpeculativeMerger(self.cache, url_for_project)
         self.workers = workers
-        # A safety net only: requests are picked up from watches; this catches a watch lost to a bug.
-        self.rescan_interval = rescan_interval
+        self.queue = merge_queue(zk)
         self.component = Component(zk, "merger", extra={"workers": workers})
         self._queue: queue.Queue = queue.Queue()
         self._queued: set[str] = set()
         self._active: set[str] = set()
-        self._lock_watchers: dict[str, Callable] = {}
+        self._claims: ClaimWatch | None = None
         self._guard = threading.Lock()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -74,12 +73,9 @@ class MergerService:
             t = threading.Thread(target=self._work, name=f"merger-worker-{n}", daemon=True)
             t.start()
             self._threads.append(t)
-        rescan = threading.Thread(target=self._rescan_loop, name="merger-rescan", daemon=True)
-        rescan.start()
-        self._threads.append(rescan)
-        self.zk.client.ensure_path(paths.MERGER_REQUESTS)
-        self.zk.client.ensure_path(paths.MERGER_RESULTS)
-        self._watch = ChildrenWatch(self.zk.client, paths.MERGER_REQUESTS, self._on_requests)
+        self.queue.ensure_paths()
+        self._claims = ClaimWatch(self.queue, self._enqueue)
+        self._watch = ChildrenWatch(self.zk.client, self.queue.kind.requests, self._on_requests)
         self.component.register("running")
         log.info("merger %s started with %d workers, cache %s", self.ident, self.workers, self.cache.root)
         return self
@@ -92,6 +88,8 @@ class MergerService:
         for t in self._threads:
             t.join(30)
         self._threads = []
+        if self._claims is not None:
+            self._claims.close()
         try:
             self.component.unregister()
         except KazooException:
@@ -114,41 +112,6 @@ class MergerService:
             self._queued.add(ident)
         self._queue.put(ident)
 
-    def _rescan_loop(self) -> None:
-        while not self._stopping.wait(self.rescan_interval):
-            try:
-                for ident in self.zk.client.get_children(paths.MERGER_REQUESTS):
-                    self._enqueue(ident)
-            except (KazooException, NoNodeError):
-                log.debug("rescan of merge requests failed", exc_info=True)
-
-    def _watch_lock(self, ident: str) -> None:
-        """Come back to `ident` when its lock is released (its holder finished, or died with its session)."""
-        with self._guard:
-            watcher = self._lock_watchers.get(ident)
-            if watcher is None:
-                watcher = self._lock_watchers[ident] = lambda event: self._check_lock(ident)
-        self._check_lock(ident)
-
-    def _check_lock(self, ident: str) -> None:
-        if self._stopping.is_set():
-            return
-        with self._guard:
-            watcher = self._lock_watchers.get(ident)
-        if watcher is None:
-            return
-        try:
-            holders = self.zk.client.get_children(paths.lock("merge", ident), watch=watcher)
-        except NoNodeError:
-            holders = []
-        except KazooException:
-            log.debug("could not watch the lock of merge %s", ident, exc_info=True)
-            return  # the rescan will come back to it
-        if not holders:
-            with self._guard:
-                self._lock_watchers.pop(ident, None)
-            self._enqueue(ident)
-
     # -- doing work -------------------------------------------------------------------------------------------
     def _work(self) -> None:
         while True:
@@ -167,20 +130,25 @@ class MergerService:
                 with self._guard:
                     self._active.discard(ident)
             if locked_elsewhere and not self._stopping.is_set():
-                self._watch_lock(ident)
+                self._wait_for_claimer(ident)
+
+    def _wait_for_claimer(self, ident: str) -> None:
+        """Come back to `ident` when the merger holding it lets it go (done, or dead with its session)."""
+        assert self._claims is not None
+        try:
+            if not self._claims.watch(ident):
+                self._enqueue(ident)  # let go of meanwhile
+        except KazooException:
+            log.debug("could not watch the lock of merge %s; watched again on reconnection", ident, exc_info=True)
 
     def _handle(self, ident: str) -> bool:
-        """Lock, merge and complete one request; True when another merger holds it."""
-        lock_path = paths.lock("merge", ident)
-        lock = self.zk.client.Lock(lock_path, self.ident)
+        """Claim, merge and complete one request; True when another merger holds it."""
+        lock = self.queue.lock(ident, self.ident)
+        if lock is None:
+            self.lock_waits += 1
+            return True
         try:
-            if not lock.acquire(blocking=False):
-                self.lock_waits += 1
-                return True
-        except NoNodeError:
-            return True  # the lock node vanished under us: its request was just completed; look again
-        try:
-            request = read_merge_request(self.zk, ident)
+            request = self.queue.read(ident)
             if request is None:
                 return False  # done by another merger already
             started = time.monotonic()
@@ -193,16 +161,10 @@ class MergerService:
             result.id = ident
             result.merger = self.ident
             result.elapsed = time.monotonic() - started
-            complete_merge(self.zk, result)
+            self.queue.complete(result, lock)
             return False
         finally:
             try:
-                lock.release()
+                self.queue.release(ident, lock)
             except KazooException:
                 log.debug("releasing the lock of merge %s failed", ident, exc_info=True)
-            try:
-                self.zk.client.delete(lock_path)
-            except (NoNodeError, NotEmptyError):
-                pass
-            except KazooException:
-                log.debug("could not remove the lock node of merge %s", ident, exc_info=True)

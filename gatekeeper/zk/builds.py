@@ -9,6 +9,11 @@ The contract between scheduler and executor (neither imports the other):
   it, then `complete_build` publishes a `BuildResult` at `/executor/results/<id>` and deletes the request, in one
   transaction.  A request is cancelled by deleting it (`cancel_build`): an executor running it notices that its
   request is gone (`request_exists`, or a watch), aborts, and publishes nothing.
+- An executor that dies while running a build loses its lock with its session, but not its `BuildStart` record:
+  the other executors learn from a watch on the lock (gatekeeper.zk.jobs.ClaimWatch) that the request is free,
+  and the one that claims it reports it lost (`lost_build`: ERROR, retried by the scheduler) rather than run it
+  again unannounced.  A request handed back by an executor that stops (its record removed) is simply run again.
+- These are the generic job queue's operations (gatekeeper.zk.jobs) on the executor's paths.
 - The scheduler retries infrastructure failures (NODE_FAILURE, ERROR) with a new request and `attempt` + 1, up to
   the job's `attempts`; the executor never retries on its own.
 """
@@ -20,11 +25,13 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from kazoo.exceptions import LockTimeout, NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.recipe.lock import Lock
 
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.components import list_components
+from gatekeeper.zk.jobs import JobKind, JobQueue
 from gatekeeper.zk.record import Record
 
 SUCCESS = "SUCCESS"
@@ -152,110 +159,83 @@ def running_builds(zk: ZKClient) -> dict[str, BuildStart]:
     return out
 
 
+BUILDS: JobKind[BuildRequest, BuildResult] = JobKind(
+    "build", paths.EXECUTOR_REQUESTS, paths.EXECUTOR_RESULTS, BuildRequest, BuildResult)
+
+
+def build_queue(zk: ZKClient) -> JobQueue[BuildRequest, BuildResult]:
+    """The build requests and results, as the generic job queue (gatekeeper.zk.jobs) sees them."""
+    return JobQueue(zk, BUILDS)
+
+
 def submit_build(zk: ZKClient, request: BuildRequest) -> str:
-    zk.client.create(paths.executor_request(request.id), request.to_bytes(), makepath=True)
-    return request.id
+    return build_queue(zk).submit(request)
 
 
 def pending_builds(zk: ZKClient) -> list[str]:
-    try:
-        return sorted(zk.client.get_children(paths.EXECUTOR_REQUESTS))
-    except NoNodeError:
-        return []
+    return build_queue(zk).pending()
 
 
 def read_build_request(zk: ZKClient, ident: str) -> BuildRequest | None:
-    try:
-        raw, _ = zk.client.get(paths.executor_request(ident))
-    except NoNodeError:
-        return None
-    return BuildRequest.from_bytes(raw)
+    return build_queue(zk).read(ident)
 
 
 def claim_build(zk: ZKClient, ident: str, identifier: str = "") -> tuple[Lock, BuildRequest] | None:
     """Lock a request for this executor and read it; None when another executor holds it, or it is gone.
 
     The scheduler creates the lock's parent with the request; the taker releases the lock and removes the
-    parent (`release_claim`) after `complete_build`.
+    parent with `release_claim`, or in `complete_build`'s transaction when it passes the lock there.
     """
-    lock = zk.client.Lock(paths.lock("build", ident), identifier)
-    try:
-        if not lock.acquire(blocking=False):
-            return None
-    except (LockTimeout, NoNodeError):
-        return None
-    request = read_build_request(zk, ident)
-    if request is None:  # completed or cancelled before we got the lock
-        release_claim(zk, ident, lock)
-        return None
-    return lock, request
+    return build_queue(zk).claim(ident, identifier)
 
 
 def release_claim(zk: ZKClient, ident: str, lock: Lock) -> None:
-    try:
-        lock.release()
-        zk.client.delete(paths.lock("build", ident))
-    except (NoNodeError, NotEmptyError):
-        pass
+    build_queue(zk).release(ident, lock)
 
 
 def request_exists(zk: ZKClient, ident: str) -> bool:
     """False once the request was cancelled (or completed): a running build checks this to abort."""
-    return zk.client.exists(paths.executor_request(ident)) is not None
+    return build_queue(zk).exists(ident)
 
 
-def complete_build(zk: ZKClient, result: BuildResult) -> bool:
-    """Publish the result and remove the request, in one transaction; False when the build was cancelled."""
-    tx = zk.client.transaction()
-    tx.delete(paths.executor_request(result.id))
-    tx.create(paths.executor_result(result.id), result.to_bytes())
-    outcome = tx.commit()
-    for r in outcome:
-        if isinstance(r, NoNodeError):
-            return False
-        if isinstance(r, NodeExistsError):
-            return False
-        if isinstance(r, Exception) and not _rolled_back(r):
-            raise r
-    return True
+def complete_build(zk: ZKClient, result: BuildResult, lock: Lock | None = None) -> bool:
+    """Publish the result and remove the request, in one transaction (releasing the claim's `lock` with them,
+    when given); False when the build was cancelled."""
+    return build_queue(zk).complete(result, lock)
 
 
-def _rolled_back(exc: Exception) -> bool:
-    from kazoo.exceptions import RolledBackError, RuntimeInconsistency
+def lost_build(zk: ZKClient, request: BuildRequest, claimer: str) -> BuildResult | None:
+    """The ERROR result that reports a claimed request as lost, when another executor had started it and let
+    go of it without a result (it died, or its session ended); None when nobody else started it.
 
-    return isinstance(exc, (RolledBackError, RuntimeInconsistency))
+    Called by the executor that holds the request's lock now.  An executor that stops hands its builds back
+    after removing their running records, so those are simply run again.
+    """
+    start = read_build_start(zk, request.id)
+    if start is None or start.executor == claimer:
+        return None
+    owner = start.executor or "?"
+    alive = any(c.ident == owner for c in list_components(zk, "executor"))
+    message = (f"executor {owner} {'lost its ZooKeeper session' if alive else 'stopped'} while running this "
+               "build; retrying")
+    now = time.time()
+    return BuildResult(id=request.id, pipeline=request.pipeline, item=request.item, job=request.job, result=ERROR,
+                       message=message, executor=claimer, attempt=request.attempt, start_time=now, end_time=now)
 
 
 def cancel_build(zk: ZKClient, ident: str) -> bool:
     """Withdraw a request, claimed or not; False when it had already completed (or was cancelled)."""
-    try:
-        zk.client.delete(paths.executor_request(ident))
-    except NoNodeError:
-        return False
-    return True
+    return build_queue(zk).cancel(ident)
 
 
 def finished_builds(zk: ZKClient) -> list[str]:
-    try:
-        return sorted(zk.client.get_children(paths.EXECUTOR_RESULTS))
-    except NoNodeError:
-        return []
+    return build_queue(zk).finished()
 
 
 def read_build_result(zk: ZKClient, ident: str, delete: bool = True) -> BuildResult | None:
-    try:
-        raw, _ = zk.client.get(paths.executor_result(ident))
-    except NoNodeError:
-        return None
-    if delete:
-        try:
-            zk.client.delete(paths.executor_result(ident))
-        except NoNodeError:
-            pass
-    return BuildResult.from_bytes(raw)
+    return build_queue(zk).result(ident, delete)
 
 
 def ensure_paths(zk: ZKClient) -> None:
     """The parents every party watches; idempotent."""
-    zk.client.ensure_path(paths.EXECUTOR_REQUESTS)
-    zk.client.ensure_path(paths.EXECUTOR_RESULTS)
+    build_queue(zk).ensure_paths()

@@ -6,7 +6,10 @@ The contract between scheduler and merger (neither imports the other):
   onto `base` (the `RepoState` of the item ahead, or None for the branch tips).  Merging is incremental: item N's
   request carries item N-1's result as its base, so a queue of N items costs N merges.
 - A merger locks the request (`/locks/merge/<id>`), does the merge, writes a `MergeResult` to
-  `/merger/results/<id>` and deletes the request.  The scheduler watches the results path, reads and deletes.
+  `/merger/results/<id>` and deletes the request, in one transaction.  The scheduler watches the results path,
+  reads and deletes.  A merger that dies loses its lock with its session: another merger, told by a watch on the
+  lock (gatekeeper.zk.jobs.ClaimWatch), does the merge again (a merge is reproducible, and only one result is
+  ever published).  These are the generic job queue's operations (gatekeeper.zk.jobs) on the merger's paths.
 - A `RepoState` is exact and reproducible on any host: `branches` names the commit per project and branch, and
   `steps` is the recipe that made them (base commit, change ref/commit, mode) with deterministic commit metadata,
   so an executor on another host replays the steps and checks it arrives at the same commits.
@@ -14,15 +17,26 @@ The contract between scheduler and merger (neither imports the other):
 
 from __future__ import annotations
 
+import enum
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from kazoo.exceptions import NodeExistsError, NoNodeError
+from kazoo.recipe.lock import Lock
 
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.jobs import JobKind, JobQueue
 from gatekeeper.zk.record import Record
+
+
+class MergeState(enum.StrEnum):
+    """Where a queue item's merge stands; the values are the wire format of the item's `merge_state`."""
+
+    NONE = ""  # not requested (yet, or again after a merger error)
+    PENDING = "pending"  # requested, no result yet
+    OK = "ok"  # merged: the item has its speculative state
+    CONFLICT = "conflict"  # a change cannot be merged onto the state ahead (or the merger kept failing)
 
 
 @dataclass
@@ -94,49 +108,41 @@ class MergeResult(Record):
     elapsed: float = 0.0
     merges: int = 0  # merges (and cherry-picks) this request performed: one per change, never a replay of the base
 
+    @property
+    def state(self) -> MergeState:
+        """The state the item's merge takes from this result: NONE after a merger error (it is requested again)."""
+        if self.ok:
+            return MergeState.OK
+        return MergeState.CONFLICT if self.conflict else MergeState.NONE
+
+
+MERGES: JobKind[MergeRequest, MergeResult] = JobKind(
+    "merge", paths.MERGER_REQUESTS, paths.MERGER_RESULTS, MergeRequest, MergeResult)
+
+
+def merge_queue(zk: ZKClient) -> JobQueue[MergeRequest, MergeResult]:
+    """The merge requests and results, as the generic job queue (gatekeeper.zk.jobs) sees them."""
+    return JobQueue(zk, MERGES)
+
 
 def submit_merge(zk: ZKClient, request: MergeRequest) -> str:
-    zk.client.create(paths.merger_request(request.id), request.to_bytes(), makepath=True)
-    return request.id
+    return merge_queue(zk).submit(request)
 
 
 def pending_merges(zk: ZKClient) -> list[str]:
-    try:
-        return sorted(zk.client.get_children(paths.MERGER_REQUESTS))
-    except NoNodeError:
-        return []
+    return merge_queue(zk).pending()
 
 
 def read_merge_request(zk: ZKClient, ident: str) -> MergeRequest | None:
-    try:
-        raw, _ = zk.client.get(paths.merger_request(ident))
-    except NoNodeError:
-        return None
-    return MergeRequest.from_bytes(raw)
+    return merge_queue(zk).read(ident)
 
 
-def complete_merge(zk: ZKClient, result: MergeResult) -> None:
-    """Publish the result and remove the request, in one transaction."""
-    tx = zk.client.transaction()
-    tx.create(paths.merger_result(result.id), result.to_bytes())
-    tx.delete(paths.merger_request(result.id))
-    outcome = tx.commit()
-    created, deleted = outcome
-    if isinstance(created, NodeExistsError) or isinstance(deleted, NoNodeError):
-        return  # another merger finished it first (its result may even have been read and deleted already)
-    for r in outcome:
-        if isinstance(r, Exception):
-            raise r
+def complete_merge(zk: ZKClient, result: MergeResult, lock: Lock | None = None) -> bool:
+    """Publish the result and remove the request, in one transaction (releasing the claim's `lock` with them,
+    when given); False when another merger finished it first (its result may even have been read and deleted
+    already), and nothing was published."""
+    return merge_queue(zk).complete(result, lock)
 
 
 def read_merge_result(zk: ZKClient, ident: str, delete: bool = True) -> MergeResult | None:
-    try:
-        raw, _ = zk.client.get(paths.merger_result(ident))
-    except NoNodeError:
-        return None
-    if delete:
-        try:
-            zk.client.delete(paths.merger_result(ident))
-        except NoNodeError:
-            pass
-    return MergeResult.from_bytes(raw)
+    return merge_queue(zk).result(ident, delete)

@@ -118,7 +118,7 @@ class E2E:
             self.executor = ExecutorService(
                 zk_factory(), ExecutorSettings(work_dir=str(root / "executor")), self.store,
                 lambda project: sim.ssh_url(project, "ci"),
-                ssh=ssh_command(self.gate.ci.key_file, str(root / "known_hosts")), concurrency=2, poll_interval=0.5,
+                ssh=ssh_command(self.gate.ci.key_file, str(root / "known_hosts")), concurrency=2,
             ).start()
             self.gate.executor = ExecutorAdapter(self.executor)
         except Exception:

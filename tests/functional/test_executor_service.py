@@ -26,7 +26,7 @@ def make_executor(tmp_path, projects):  # noqa: F811
         n = len(started)
         settings = ExecutorSettings(work_dir=str(tmp_path / f"executor{n}"))
         service = ExecutorService(zk, settings, LogStore(str(tmp_path / "logs"), "http://logs.example.com"),
-                                  projects.path, nodes=FixedNodes(nodes), poll_interval=0.2, **kwargs)
+                                  projects.path, nodes=FixedNodes(nodes), **kwargs)
         started.append(service.start())
         return service
 
@@ -91,6 +91,26 @@ def test_builds_of_a_dead_executor_are_reported_for_retry(zk, zk_factory, hosts,
     assert result.message == f"executor {doomed.name} stopped while running this build; retrying"
     assert not zk.client.exists(paths.executor_running(request.id))
     for rb in list(doomed.running.values()):  # end the orphaned build's thread (its node is torn down anyway)
+        rb.stopping = True
+        rb.abort.set()
+
+
+def test_a_running_executor_learns_from_the_lock_watch_that_another_died_and_reports_its_build(
+        zk, zk_factory, hosts, projects, make_executor):  # noqa: F811
+    doomed_zk = zk_factory()
+    doomed = make_executor(doomed_zk, [hosts.boot()])
+    request = request_for(projects.state(), run=["echo running; sleep 120"])
+    builds.submit_build(zk, request)
+    wait_for(lambda: doomed.consoles.get(request.id) and "running" in open(
+        doomed.consoles.get(request.id).path).read(), what="the step to start")
+    survivor = make_executor(zk_factory(), [hosts.boot()])
+    wait_for(lambda: survivor.watched_claims() == [request.id], what="the survivor to watch the build's lock")
+    doomed_zk.stop()  # no new request, no free slot: only the watch on the lock can tell the survivor
+    result = result_of(zk, request.id)
+    assert (result.result, result.executor) == (ERROR, survivor.name)
+    assert result.message == f"executor {doomed.name} stopped while running this build; retrying"
+    assert survivor.watched_claims() == [] and not survivor.running
+    for rb in list(doomed.running.values()):
         rb.stopping = True
         rb.abort.set()
 

@@ -20,6 +20,7 @@ from gatekeeper.zk.merges import (
     ChangeSpec,
     MergeRequest,
     MergeResult,
+    MergeState,
     RepoState,
     pending_merges,
     read_merge_result,
@@ -104,8 +105,18 @@ def test_conflict_in_the_middle_is_reported_with_change_and_project(zk, upstream
     assert one.ok and three.ok
     assert (two.ok, two.conflict, two.conflict_change, two.conflict_project) == (False, True, clash.key, "org/nova")
     assert clash.key in two.message and "org/nova" in two.message
+    assert (one.state, two.state) == (MergeState.OK, MergeState.CONFLICT) and two.state == "conflict"
     state = RepoState.from_dict(three.repo_state)  # the item behind is merged on a state without the conflict
     assert [s["change_commit"] for s in state.steps] == [first.commit, third.commit]
+
+
+def test_a_change_the_merger_cannot_fetch_is_a_merger_error_not_a_conflict(zk, upstream, start_merger):
+    start_merger()
+    missing = ChangeSpec(project="org/nova", number=99, patchset=1, ref="refs/changes/99/99/1",
+                         commit="0" * 40, url=upstream.url("org/nova"))
+    result = wait_result(zk, submit_merge(zk, item_request([missing])))
+    assert (result.ok, result.conflict) == (False, False) and result.message.startswith("merger error")
+    assert result.state is MergeState.NONE  # the scheduler asks for the merge again
 
 
 def test_cherry_pick_state_is_reproduced_on_a_fresh_host_with_identical_shas(tmp_path, zk, upstream, start_merger):

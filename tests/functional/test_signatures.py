@@ -59,7 +59,7 @@ def run(zk, request):
 def executor(zk, tmp_path, hosts, projects):
     service = ExecutorService(zk, ExecutorSettings(work_dir=str(tmp_path / "executor"), max_held=0),
                               LogStore(str(tmp_path / "logs"), "http://logs.example.com"), projects.path,
-                              nodes=FixedNodes([hosts.boot()]), poll_interval=0.2).start()
+                              nodes=FixedNodes([hosts.boot()])).start()
     yield service
     service.stop()
 
