@@ -156,7 +156,7 @@ class TestExecutor:
             start_time=started, end_time=time.time(), message="" if result == SUCCESS else f"{result} (test)",
             **(diagnosis if result not in (SUCCESS, ABORTED) else {}),
         )
-        delivered = result != ABORTED and builds.complete_build(self.zk, outcome)
+        delivered = result != ABORTED and builds.complete_build(self.zk, outcome, lock)
         record = BuildRecord(request.job, result if delivered else ABORTED, request.changes,
                              request.change.get("number", 0), request.attempt, request.pipeline, request.id,
                              request.label, list(request.priority))
