@@ -14,7 +14,7 @@ from typing import Any
 
 from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 from gatekeeper.zk.deadletter import DeadLetters, FailedEvent
-from gatekeeper.zk.management import ManagementTimeout, send_management
+from gatekeeper.zk.management import Action, ManagementRequest, ManagementTimeout, send_management
 
 log = logging.getLogger("gatekeeper.scheduler.cli")
 
@@ -26,7 +26,7 @@ def _zk(args: argparse.Namespace) -> ZKClient:
     return ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start(timeout=OPERATOR_CONNECT_TIMEOUT)
 
 
-def _request(args: argparse.Namespace, request: dict[str, Any]) -> int:
+def _request(args: argparse.Namespace, request: ManagementRequest) -> int:
     zk = _zk(args)
     try:
         error = send_management(zk, request, args.timeout)
@@ -43,19 +43,19 @@ def _request(args: argparse.Namespace, request: dict[str, Any]) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    return _request(args, {"action": "enqueue", "pipeline": args.pipeline, "change": args.change})
+    return _request(args, ManagementRequest(Action.ENQUEUE, pipeline=args.pipeline, change=args.change))
 
 
 def cmd_dequeue(args: argparse.Namespace) -> int:
-    return _request(args, {"action": "dequeue", "pipeline": args.pipeline, "change": args.change})
+    return _request(args, ManagementRequest(Action.DEQUEUE, pipeline=args.pipeline, change=args.change))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    return _request(args, {"action": "promote", "pipeline": args.pipeline, "changes": args.changes})
+    return _request(args, ManagementRequest(Action.PROMOTE, pipeline=args.pipeline, changes=args.changes))
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    return _request(args, {"action": "reload"})
+    return _request(args, ManagementRequest(Action.RELOAD))
 
 
 def _when(epoch: float | None) -> str:

@@ -14,6 +14,13 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.management import (
+    Action,
+    MalformedRequest,
+    ManagementRequest,
+    ManagementTimeout,
+    send_management,
+)
 
 audit = logging.getLogger("gatekeeper.web.audit")
 
@@ -182,12 +189,14 @@ class Admin:
         self._pipelines = pipelines  # callable returning the known pipeline names
         self.timeout = timeout  # how long to wait for a scheduler's answer
 
-    def _management(self, request: dict[str, Any], who: str) -> None:
+    def _management(self, action: Action, pipeline: str, who: str, change: str = "",
+                    changes: list[str] | None = None) -> None:
         """Send an operator request to the scheduler (its own helper and format) and wait for its answer."""
-        from gatekeeper.zk.management import ManagementTimeout, send_management
-
+        request = ManagementRequest(action, pipeline=pipeline, change=change, changes=changes or [], user=who)
         try:
-            error = send_management(self.zk, {**request, "user": who}, self.timeout)
+            error = send_management(self.zk, request, self.timeout)
+        except MalformedRequest as exc:
+            raise AdminError(str(exc)) from None
         except ManagementTimeout as exc:
             raise AdminError(str(exc), 504) from None
         if error:
@@ -212,28 +221,28 @@ class Admin:
 
     def do_enqueue(self, req: ChangeRequest, who: str) -> dict[str, Any]:
         pipeline = self._pipeline(req.pipeline)
-        self._management({"action": "enqueue", "pipeline": pipeline, "change": req.change}, who)
+        self._management(Action.ENQUEUE, pipeline, who, change=req.change)
         return {"action": "enqueue", "pipeline": pipeline, "change": req.change, "result": "done"}
 
     def do_dequeue(self, req: ChangeRequest, who: str) -> dict[str, Any]:
         pipeline = self._pipeline(req.pipeline)
-        self._management({"action": "dequeue", "pipeline": pipeline, "change": req.change}, who)
+        self._management(Action.DEQUEUE, pipeline, who, change=req.change)
         return {"action": "dequeue", "pipeline": pipeline, "change": req.change, "result": "done"}
 
     def do_promote(self, req: PromoteRequest, who: str) -> dict[str, Any]:
         pipeline = self._pipeline(req.pipeline)
-        self._management({"action": "promote", "pipeline": pipeline, "changes": req.changes}, who)
+        self._management(Action.PROMOTE, pipeline, who, changes=req.changes)
         return {"action": "promote", "pipeline": pipeline, "changes": req.changes, "result": "done"}
 
     def do_retrigger(self, req: ChangeRequest, who: str) -> dict[str, Any]:
         """Run the change's jobs again: dequeue it when it is in the pipeline, then enqueue it afresh."""
         pipeline = self._pipeline(req.pipeline)
         try:
-            self._management({"action": "dequeue", "pipeline": pipeline, "change": req.change}, who)
+            self._management(Action.DEQUEUE, pipeline, who, change=req.change)
         except AdminError as exc:
             if exc.status != 404:  # not in the pipeline: nothing to take out first
                 raise
-        self._management({"action": "enqueue", "pipeline": pipeline, "change": req.change}, who)
+        self._management(Action.ENQUEUE, pipeline, who, change=req.change)
         return {"action": "retrigger", "pipeline": pipeline, "change": req.change, "result": "done"}
 
     def do_autohold(self, req: AutoholdRequest, who: str) -> dict[str, Any]:
