@@ -21,6 +21,7 @@ from gatekeeper.zk.management import (
     ManagementTimeout,
     send_management,
 )
+from gatekeeper.zk.node_changes import MAX_HOLD_HOURS
 
 audit = logging.getLogger("gatekeeper.web.audit")
 
@@ -65,7 +66,8 @@ class AccessRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     public_key: str = Field(min_length=1, max_length=16384, description="one OpenSSH public key line")
-    hours: float | None = Field(default=None, gt=0, le=24 * 30, description="default: until the hold expires")
+    hours: float | None = Field(default=None, gt=0, le=MAX_HOLD_HOURS, allow_inf_nan=False,
+                                description="default: until the hold expires")
     user: str | None = Field(default=None, max_length=64,
                              description="whose key (operators only; default: the change owner)")
 
@@ -98,7 +100,8 @@ def _regex(value: str) -> str:
 
 ChangeKey = Annotated[str, AfterValidator(_change_key)]
 Name = Annotated[str, Field(min_length=1, max_length=255)]
-Hours = Annotated[float, Field(gt=0, le=24 * 366, allow_inf_nan=False, description="hours to hold, at most a year")]
+Hours = Annotated[float, Field(gt=0, le=MAX_HOLD_HOURS, allow_inf_nan=False,
+                               description=f"hours to hold, at most {MAX_HOLD_HOURS} (30 days)")]
 NodeId = Annotated[str, AfterValidator(_node_id), Field(description="a node id such as 0000000042")]
 
 

@@ -72,6 +72,10 @@ BAD_ARGUMENTS = [
     (("status", "--url", "http://[::1"), 'error: --url: "http://[::1" is not a URL (Invalid IPv6 URL)'),
     (("zookeeper", "status", "--port", "70000"), "argument --port: 70000 is not a TCP port (1 to 65535)"),
     (("history", "--url", "garbage", "migrate"), '--url: "garbage" is not a database URL SQLAlchemy can use'),
+    (("hold", "0123abcd", "--reason", "x", "--hours", "1e308"),
+     'argument --hours: "1e308" hours is longer than a hold may last (at most 720 hours, 30 days)'),
+    (("autohold", "add", "--hours", "721"), 'argument --hours: "721" hours is longer than a hold may last'),
+    (("hold-access", "0123abcd", "--hours", "inf"), 'argument --hours: "inf" is not a number above zero'),
 ]
 
 
