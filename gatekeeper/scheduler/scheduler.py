@@ -420,6 +420,7 @@ class Scheduler(EventIntake, PipelineLocks):
         if state.left:
             reports.forget(state.left)
             state.left.clear()
+        reports.saved()
         reports.flush()
         self._delete_results(consumed_merges, paths.merger_result, self._merge_results)
         self._delete_results(consumed_builds, paths.executor_result, self._build_results)
