@@ -14,7 +14,7 @@ from typing import Any
 
 from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 from gatekeeper.zk.deadletter import DeadLetters, FailedEvent
-from gatekeeper.zk.management import Action, ManagementRequest, ManagementTimeout, send_management
+from gatekeeper.zk.management import Action, MalformedRequest, ManagementRequest, ManagementTimeout, send_management
 
 log = logging.getLogger("gatekeeper.scheduler.cli")
 
@@ -27,6 +27,11 @@ def _zk(args: argparse.Namespace) -> ZKClient:
 
 
 def _request(args: argparse.Namespace, request: ManagementRequest) -> int:
+    try:
+        request.check()  # what argparse cannot see, such as too many changes for one promote
+    except MalformedRequest as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     zk = _zk(args)
     try:
         error = send_management(zk, request, args.timeout)
@@ -197,7 +202,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         p = sub.add_parser(name, help=helptext)
         add_config_args(p)
-        p.add_argument("--pipeline", required=True)
+        p.add_argument("--pipeline", required=True, type=types.pipeline_name)
         p.add_argument("--change", required=True, metavar="N,P", type=types.change_key,
                        help="change and patch set, e.g. 5,1")
         p.add_argument("--timeout", type=types.positive_number, default=30.0)
@@ -205,7 +210,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("promote", help="move changes to the head of their gate queue, in the order given")
     add_config_args(p)
-    p.add_argument("--pipeline", required=True)
+    p.add_argument("--pipeline", required=True, type=types.pipeline_name)
     p.add_argument("--changes", required=True, nargs="+", metavar="N,P", type=types.change_key)
     p.add_argument("--timeout", type=types.positive_number, default=30.0)
     p.set_defaults(func=cmd_promote)

@@ -93,6 +93,15 @@ def hold_hours(value: str) -> float:
     return hours
 
 
+def pipeline_name(value: str) -> str:
+    """A pipeline's name as the scheduler takes it: not empty, at most 255 characters."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(value) > 255:
+        raise argparse.ArgumentTypeError(f"a name of {len(value)} characters is not a pipeline (at most 255)")
+    return value
+
+
 def non_empty(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")

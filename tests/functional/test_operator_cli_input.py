@@ -76,6 +76,9 @@ BAD_ARGUMENTS = [
      'argument --hours: "1e308" hours is longer than a hold may last (at most 720 hours, 30 days)'),
     (("autohold", "add", "--hours", "721"), 'argument --hours: "721" hours is longer than a hold may last'),
     (("hold-access", "0123abcd", "--hours", "inf"), 'argument --hours: "inf" is not a number above zero'),
+    (("enqueue", "--pipeline", "", "--change", "1,1"), "argument --pipeline: must not be empty"),
+    (("promote", "--pipeline", "g" * 300, "--changes", "1,1"),
+     "argument --pipeline: a name of 300 characters is not a pipeline (at most 255)"),
 ]
 
 
@@ -90,6 +93,15 @@ def test_bad_arguments_are_usage_errors_naming_the_argument(argv, expected, no_c
     stderr = capsys.readouterr().err
     assert expected in stderr
     assert code == 2
+
+
+def test_a_promote_of_more_changes_than_one_takes_is_a_usage_error(no_config, monkeypatch, capsys):
+    for name, value in no_config.items():
+        monkeypatch.setenv(name, value)
+    code = main(["promote", "--pipeline", "gate", "--changes", *["1,1"] * 501])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        'error: field "changes": 501 changes are more than one promote takes (at most 500)\n')
 
 
 def test_the_cases_that_printed_tracebacks_or_were_accepted_end_with_usage_errors(no_config):
