@@ -146,16 +146,13 @@ class GerritClient(gerritlib.Gerrit):
             log.info("Retrying `%s` on Gerrit %s in %.1fs (attempt %d of %d)", _short(command, 80), self.host,
                      state.upcoming_sleep, state.attempt_number + 1, attempts)
 
+        policy = self._retrying(attempts, retry_if_exception(_transient), after=failed, before_sleep=retrying)
         try:
-            for attempt in self._retrying(attempts, retry_if_exception(_transient), after=failed,
-                                          before_sleep=retrying):
-                with attempt:
-                    return self._ssh_once(command, timeout or self.timeout)
+            return policy(self._ssh_once, command, timeout or self.timeout)
         except TRANSPORT_ERRORS as e:
             raise GerritUnavailableError(
                 f"Gerrit {self.host}: `{_short(command)}` failed after {attempts} attempt(s): {e}"
             ) from e
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _retrying(self, attempts: int, retry: retry_base, **hooks: Any) -> Retrying:
         """Up to `attempts` tries of what `retry` accepts as transient, with exponential backoff from
