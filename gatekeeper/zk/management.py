@@ -24,7 +24,7 @@ from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.record import Record
 
-CHANGE_KEY = re.compile(r"^\d+,\d+$")
+CHANGE_KEY = re.compile(r"\d+,\d+")  # matched whole (fullmatch: no trailing newline)
 MAX_NAME = 255  # a pipeline or user name
 MAX_CHANGES = 500  # changes in one promote
 
@@ -87,6 +87,9 @@ class ManagementRequest(Record):
 
     def check(self) -> None:
         """Raise MalformedRequest naming the field when this request cannot be applied as it stands."""
+        if len(self.user) > MAX_NAME:
+            raise MalformedRequest(f'field "user": a name of {len(self.user)} characters is too long '
+                                   f"(at most {MAX_NAME})")
         if self.action is Action.RELOAD:
             return
         if not self.pipeline:
@@ -94,9 +97,6 @@ class ManagementRequest(Record):
         if len(self.pipeline) > MAX_NAME:
             raise MalformedRequest(f'field "pipeline": a name of {len(self.pipeline)} characters is not a '
                                    f"pipeline (at most {MAX_NAME})")
-        if len(self.user) > MAX_NAME:
-            raise MalformedRequest(f'field "user": a name of {len(self.user)} characters is too long '
-                                   f"(at most {MAX_NAME})")
         if self.action is Action.PROMOTE:
             if not self.changes:
                 raise MalformedRequest('field "changes": promote needs at least one change')
@@ -122,7 +122,7 @@ class ManagementAnswer(Record):
 
 
 def _check_change(field: str, key: str) -> None:
-    if not CHANGE_KEY.match(key):
+    if not CHANGE_KEY.fullmatch(key):
         raise MalformedRequest(f'field "{field}": {_shown(key)} is not a change (expected NUMBER,PATCHSET '
                                "such as 5,1)")
 

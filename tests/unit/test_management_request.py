@@ -25,6 +25,8 @@ MALFORMED = [
     ({"action": "enqueue", "pipeline": "g" * 300, "change": "1,1"}, "a name of 300 characters is not a pipeline"),
     ({"action": "reload", "created": "yesterday"}, "field \"created\": 'yesterday' is not a time in seconds"),
     ({"action": "reload", "user": {"name": "x"}}, "field \"user\": {'name': 'x'} is not a string"),
+    ({"action": "reload", "user": "u" * 256}, 'field "user": a name of 256 characters is too long'),
+    ({"action": "dequeue", "pipeline": "gate", "change": "1,1\n"}, "field \"change\": '1,1\\n' is not a change"),
 ]
 
 
