@@ -14,7 +14,7 @@ from gatekeeper.models.events import TriggerEvent, UnreadableEvent
 from gatekeeper.models.interfaces import SourceUnavailable
 from gatekeeper.models.pipeline import Change
 from gatekeeper.zk.deadletter import ATTEMPTS_KEY
-from gatekeeper.zk.management import Action, MalformedRequest, ManagementRequest
+from gatekeeper.zk.management import Action, MalformedRequest, ManagementRequest, take_request
 from gatekeeper.zk.record import decode
 
 log = logging.getLogger("gatekeeper.scheduler")
@@ -127,7 +127,8 @@ class EventIntake:
                 for ident, request in known.items():
                     if request.action is Action.RELOAD and ident not in self._answered_requests:
                         self._answered_requests.add(ident)
-                        self._reload(ident)
+                        if take_request(self.zk, ident):
+                            self._reload(ident)
 
     def _read_request(self, ident: str, data: object) -> ManagementRequest:
         """An operator request as read from its queue; a malformed one is answered with the reason (its sender

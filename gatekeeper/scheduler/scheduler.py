@@ -52,7 +52,7 @@ from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.components import Component
 from gatekeeper.zk.deadletter import DeadLetters
 from gatekeeper.zk.event_queue import EventQueue
-from gatekeeper.zk.management import Action, ManagementAnswer, ManagementRequest
+from gatekeeper.zk.management import Action, ManagementAnswer, ManagementRequest, request_paths, take_request
 from gatekeeper.zk.merges import MergeResult
 
 log = logging.getLogger("gatekeeper.scheduler")
@@ -452,6 +452,10 @@ class Scheduler(EventIntake, PipelineLocks):
                 continue
             last = n
             if request.pipeline == name:
+                if not take_request(self.zk, ident):
+                    log.info("[%s] operator %s %s was withdrawn by its sender before it ran", name,
+                             request.action.value, request.subject())
+                    continue
                 try:
                     error = manager.manage(request)
                 except ZK_ERRORS:
@@ -501,7 +505,10 @@ class Scheduler(EventIntake, PipelineLocks):
             queue = self.queues[queue_name]
             for ident in old:
                 events.pop(ident, None)
-            delete_all(self.zk.client, [f"{queue.path}/{i}" for i in old])
+            if queue_name == MANAGEMENT:  # with the mark of the scheduler that took each
+                delete_all(self.zk.client, [p for i in old for p in request_paths(i)])
+            else:
+                delete_all(self.zk.client, [f"{queue.path}/{i}" for i in old])
 
     def _answer_unknown(self, events: dict[str, ManagementRequest]) -> None:
         for ident, request in list(events.items()):

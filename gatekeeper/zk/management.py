@@ -1,8 +1,9 @@
 """Operator requests to the schedulers (enqueue, dequeue, promote, reload), sent through ZooKeeper.
 
 A request is a `ManagementRequest` record in the management event queue; a scheduler reads it once with
-`ManagementRequest.parse` (a malformed one is refused with the field named), applies it and writes a
-`ManagementAnswer` at `/events/management/results/<id>`. Used by the operator CLI and the web's admin API alike.
+`ManagementRequest.parse` (a malformed one is refused with the field named), takes it (`take_request`), applies it
+and writes a `ManagementAnswer` at `/events/management/results/<id>`. A sender that gets no answer in time
+withdraws the request unless a scheduler took it. Used by the operator CLI and the web's admin API alike.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import uuid
 from enum import StrEnum
 from typing import Any, Self
 
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.zk import paths
@@ -27,6 +28,7 @@ from gatekeeper.zk.record import Record
 CHANGE_KEY = re.compile(r"\d+,\d+")  # matched whole (fullmatch: no trailing newline)
 MAX_NAME = 255  # a pipeline or user name
 MAX_CHANGES = 500  # changes in one promote
+TAKEN = "taken"  # child of a queued request once a scheduler applies it: from then on it cannot be withdrawn
 
 
 class Action(StrEnum):
@@ -169,12 +171,34 @@ def send_management(zk: ZKClient, request: ManagementRequest, timeout: float = 3
     return answer[0].error
 
 
+def take_request(zk: ZKClient, ident: str) -> bool:
+    """Mark queued request `ident` as taken by a scheduler, before applying it; False when its sender withdrew
+    it (it must then not be applied). Taking it twice (a pass run again) is fine."""
+    try:
+        zk.client.create(_taken_path(ident))
+    except NodeExistsError:
+        pass
+    except NoNodeError:
+        return False
+    return True
+
+
+def request_paths(ident: str) -> list[str]:
+    """The znodes of one queued request, in the order they are deleted once it is consumed."""
+    return [_taken_path(ident), f"{paths.management_queue()}/{ident}"]
+
+
+def _taken_path(ident: str) -> str:
+    return f"{paths.management_queue()}/{ident}/{TAKEN}"
+
+
 def _withdraw(zk: ZKClient, ident: str) -> bool:
-    """Delete a queued request no scheduler has answered yet; False when it is gone (answered, or set aside)."""
+    """Delete a queued request no scheduler has taken; False when one has (the taken mark is a child, so the
+    delete fails: the two cannot both succeed) or it is gone (answered, or set aside)."""
     try:
         zk.client.delete(f"{paths.management_queue()}/{ident}")
         return True
-    except NoNodeError:
+    except (NoNodeError, NotEmptyError):
         return False
     except KazooException:  # ZooKeeper unreachable: whether a scheduler took it is unknown
         return False

@@ -1,25 +1,68 @@
-"""Operator requests through ZooKeeper: one no scheduler answers is withdrawn, so that it never runs after the
-operator was told it failed; a malformed one is answered with the field named and set aside as a dead letter,
-and the scheduler goes on; each request is answered once."""
+"""Operator requests through ZooKeeper: one no scheduler took is withdrawn, so that it never runs after the
+operator was told it failed, and one a scheduler took is not (the operator is told it may still run); a malformed
+one is answered with the field named and set aside as a dead letter, and the scheduler goes on; each request is
+answered once."""
 
 from __future__ import annotations
 
 import logging
+import threading
 
 import pytest
 
 from gatekeeper.scheduler import locks
+from gatekeeper.scheduler import scheduler as scheduler_module
 from gatekeeper.zk import paths
 from gatekeeper.zk.deadletter import DeadLetters
-from gatekeeper.zk.management import Action, ManagementRequest, ManagementTimeout, send_management
+from gatekeeper.zk.event_queue import EventQueue
+from gatekeeper.zk.management import Action, ManagementRequest, ManagementTimeout, send_management, take_request
 from gatekeeper.zk.record import decode, encode
 from tests.functional.gate_harness import GateHarness
+from tests.helpers import wait_for
 
 
 def test_an_unanswered_request_is_withdrawn_and_never_runs_later(zk):
     with pytest.raises(ManagementTimeout, match="the request was withdrawn and will not run"):
         send_management(zk, ManagementRequest(Action.DEQUEUE, "gate", change="1,1"), timeout=0.5)
     assert zk.client.get_children(paths.management_queue()) == []
+
+
+def test_a_request_a_scheduler_took_is_not_withdrawn_and_the_operator_is_told(zk):
+    """A scheduler that took a request but answers late (a long pass, a crash before its save) may still apply
+    it: the sender must not say it will not run."""
+    def take_when_queued() -> None:
+        ident = wait_for(lambda: zk.client.get_children(paths.management_queue()), 10, "the request")[0]
+        assert take_request(zk, ident)
+
+    zk.client.ensure_path(paths.management_queue())
+    taker = threading.Thread(target=take_when_queued)
+    taker.start()
+    with pytest.raises(ManagementTimeout, match="a scheduler took enqueue but did not answer within 2s; it may "
+                                                "still take effect"):
+        send_management(zk, ManagementRequest(Action.ENQUEUE, "gate", change="1,1"), timeout=2.0)
+    taker.join()
+    assert len(zk.client.get_children(paths.management_queue())) == 1
+
+
+def test_a_request_withdrawn_just_before_its_pass_is_not_applied(gate: GateHarness, monkeypatch, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="gatekeeper.scheduler")
+    gate.change("org/a")
+    gate.settle()
+
+    def withdrawn_first(zk, ident: str) -> bool:
+        zk.client.delete(f"{paths.management_queue()}/{ident}")  # the sender gave up meanwhile
+        return take_request(zk, ident)
+
+    monkeypatch.setattr(scheduler_module, "take_request", withdrawn_first)
+    ident = EventQueue(gate.zk, paths.management_queue()).put(
+        ManagementRequest(Action.ENQUEUE, "check", change="1,1", id="x", created=1.0).to_dict())
+    wait_for(lambda: any("was withdrawn by its sender" in r.getMessage() for r in caplog.records), 20,
+             "the scheduler to find the request withdrawn")
+    monkeypatch.undo()
+    assert gate.management("dequeue", "check", change="1,1") == "no change 1,1 in check"  # never enqueued
+    assert gate.zk.client.exists(paths.management_result(ident)) is None  # nobody waits: no answer left behind
+    gate.settle()
+    assert gate.history("check").count(("unit", "SUCCESS", "1,1")) == 1  # only its upload's run
 
 
 def _write(gate: GateHarness, raw: bytes) -> str:
@@ -73,6 +116,8 @@ def test_malformed_requests_are_answered_naming_the_field_and_the_scheduler_goes
                in r.getMessage() for r in scheduler_logs)
     gate.settle()
     assert gate.history("check").count(("unit", "SUCCESS", "1,1")) == 2  # the operator's enqueue ran it again
+    wait_for(lambda: gate.zk.client.get_children(paths.management_queue()) == [], 30,
+             "the consumed requests (taken ones with their mark) to be deleted")
 
 
 @pytest.fixture
