@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("node", type=types.identifier("node"))
     p.add_argument("--reason", required=True, type=types.non_empty)
-    p.add_argument("--hours", type=types.positive_number, default=24.0, help="hold expiry (default 24)")
+    p.add_argument("--hours", type=types.hold_hours, default=24.0, help="hold expiry (default 24, at most 720)")
     p.set_defaults(func=cmd_hold)
 
     p = sub.add_parser("release", help="release a held node (it is then deleted)")
@@ -78,7 +78,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--job", default="")
     p.add_argument("--change", default=".*", type=types.regex, help="regex on 'change,patchset'")
     p.add_argument("--count", type=types.positive_int, default=1)
-    p.add_argument("--hours", type=types.positive_number, default=24.0)
+    p.add_argument("--hours", type=types.hold_hours, default=24.0, help="hold expiry (default 24, at most 720)")
     p.add_argument("--reason", default="")
     p.set_defaults(func=cmd_autohold)
 
@@ -87,7 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("node", nargs="?", type=types.identifier("node"), help="the held node")
     p.add_argument("--key", metavar="FILE", help="the developer's OpenSSH public key file (e.g. id_ed25519.pub)")
     p.add_argument("--user", help="whose key it is (default: the owner of the change the node is held for)")
-    p.add_argument("--hours", type=types.positive_number,
+    p.add_argument("--hours", type=types.hold_hours,
                    help="how long (default and at most: until the hold expires)")
     p.add_argument("--list", action="store_true", help="list the grants")
     p.add_argument("--revoke", metavar="ID", help="end a grant now (the key is removed from the node)")

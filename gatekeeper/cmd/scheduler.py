@@ -14,7 +14,7 @@ from typing import Any
 
 from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 from gatekeeper.zk.deadletter import DeadLetters, FailedEvent
-from gatekeeper.zk.management import ManagementTimeout, send_management
+from gatekeeper.zk.management import Action, MalformedRequest, ManagementRequest, ManagementTimeout, send_management
 
 log = logging.getLogger("gatekeeper.scheduler.cli")
 
@@ -26,7 +26,12 @@ def _zk(args: argparse.Namespace) -> ZKClient:
     return ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start(timeout=OPERATOR_CONNECT_TIMEOUT)
 
 
-def _request(args: argparse.Namespace, request: dict[str, Any]) -> int:
+def _request(args: argparse.Namespace, request: ManagementRequest) -> int:
+    try:
+        request.check()  # what argparse cannot see, such as too many changes for one promote
+    except MalformedRequest as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     zk = _zk(args)
     try:
         error = send_management(zk, request, args.timeout)
@@ -43,19 +48,19 @@ def _request(args: argparse.Namespace, request: dict[str, Any]) -> int:
 
 
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    return _request(args, {"action": "enqueue", "pipeline": args.pipeline, "change": args.change})
+    return _request(args, ManagementRequest(Action.ENQUEUE, pipeline=args.pipeline, change=args.change))
 
 
 def cmd_dequeue(args: argparse.Namespace) -> int:
-    return _request(args, {"action": "dequeue", "pipeline": args.pipeline, "change": args.change})
+    return _request(args, ManagementRequest(Action.DEQUEUE, pipeline=args.pipeline, change=args.change))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    return _request(args, {"action": "promote", "pipeline": args.pipeline, "changes": args.changes})
+    return _request(args, ManagementRequest(Action.PROMOTE, pipeline=args.pipeline, changes=args.changes))
 
 
 def cmd_reload(args: argparse.Namespace) -> int:
-    return _request(args, {"action": "reload"})
+    return _request(args, ManagementRequest(Action.RELOAD))
 
 
 def _when(epoch: float | None) -> str:
@@ -197,7 +202,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     ):
         p = sub.add_parser(name, help=helptext)
         add_config_args(p)
-        p.add_argument("--pipeline", required=True)
+        p.add_argument("--pipeline", required=True, type=types.pipeline_name)
         p.add_argument("--change", required=True, metavar="N,P", type=types.change_key,
                        help="change and patch set, e.g. 5,1")
         p.add_argument("--timeout", type=types.positive_number, default=30.0)
@@ -205,7 +210,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("promote", help="move changes to the head of their gate queue, in the order given")
     add_config_args(p)
-    p.add_argument("--pipeline", required=True)
+    p.add_argument("--pipeline", required=True, type=types.pipeline_name)
     p.add_argument("--changes", required=True, nargs="+", metavar="N,P", type=types.change_key)
     p.add_argument("--timeout", type=types.positive_number, default=30.0)
     p.set_defaults(func=cmd_promote)

@@ -13,9 +13,19 @@ import logging
 import shlex
 import threading
 import time
+from typing import Any
 
 import paramiko
 from gerritlib import gerrit as gerritlib
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
+from tenacity.retry import retry_base
 
 from gatekeeper.gerrit.watcher import TimedSSHConnection
 from gatekeeper.models.interfaces import SourceError, SourceUnavailable
@@ -60,6 +70,26 @@ class GerritSubmitError(GerritReviewError):
 
 class GerritUncertainError(GerritUnavailableError):
     """A review failed in a way that leaves unknown whether Gerrit applied it, and Gerrit could not be asked."""
+
+
+TRANSPORT_ERRORS = (OSError, EOFError, paramiko.SSHException, TimeoutError)  # Gerrit not reached or not answering
+
+
+class _ReviewNotApplied(Exception):
+    """One review attempt failed in a way worth another try; `state_unknown`: Gerrit's state could not be read."""
+
+    def __init__(self, error: GerritError, state_unknown: bool) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.state_unknown = state_unknown
+
+
+def _transient(error: BaseException) -> bool:
+    """Whether a command's failure is worth another try: transport errors, timeouts and Gerrit's internal errors,
+    never Gerrit's refusal of a bad request."""
+    if isinstance(error, GerritCommandError):
+        return error.retryable
+    return isinstance(error, TRANSPORT_ERRORS)
 
 
 def _short(command: str, limit: int = 200) -> str:
@@ -108,27 +138,27 @@ class GerritClient(gerritlib.Gerrit):
 
     def run_command(self, command: str, retry: bool = True, timeout: float | None = None) -> tuple[str, str]:
         attempts = self.retries + 1 if retry else 1
-        last: Exception | None = None
-        for attempt in range(attempts):
-            if attempt:
-                delay = min(self.retry_max, self.retry_delay * 2 ** (attempt - 1))
-                log.info("Retrying `%s` on Gerrit %s in %.1fs (attempt %d of %d)", _short(command, 80),
-                         self.host, delay, attempt + 1, attempts)
-                time.sleep(delay)
-            try:
-                return self._ssh_once(command, timeout or self.timeout)
-            except GerritCommandError as e:
-                if not e.retryable:
-                    raise
-                last = e
-            except (OSError, EOFError, paramiko.SSHException, TimeoutError) as e:
-                last = e
-            log.warning("Gerrit %s: `%s` failed: %s", self.host, _short(command, 80), last)
-        if isinstance(last, GerritCommandError):
-            raise last
-        raise GerritUnavailableError(
-            f"Gerrit {self.host}: `{_short(command)}` failed after {attempts} attempt(s): {last}"
-        ) from last
+
+        def failed(state: RetryCallState) -> None:
+            log.warning("Gerrit %s: `%s` failed: %s", self.host, _short(command, 80), state.outcome.exception())
+
+        def retrying(state: RetryCallState) -> None:
+            log.info("Retrying `%s` on Gerrit %s in %.1fs (attempt %d of %d)", _short(command, 80), self.host,
+                     state.upcoming_sleep, state.attempt_number + 1, attempts)
+
+        policy = self._retrying(attempts, retry_if_exception(_transient), after=failed, before_sleep=retrying)
+        try:
+            return policy(self._ssh_once, command, timeout or self.timeout)
+        except TRANSPORT_ERRORS as e:
+            raise GerritUnavailableError(
+                f"Gerrit {self.host}: `{_short(command)}` failed after {attempts} attempt(s): {e}"
+            ) from e
+
+    def _retrying(self, attempts: int, retry: retry_base, **hooks: Any) -> Retrying:
+        """Up to `attempts` tries of what `retry` accepts as transient, with exponential backoff from
+        `retry_delay` capped at `retry_max`; the last failure is raised as it is."""
+        return Retrying(stop=stop_after_attempt(attempts), retry=retry, reraise=True, sleep=time.sleep,
+                        wait=wait_exponential(multiplier=self.retry_delay, max=self.retry_max), **hooks)
 
     def _ssh(self, command: str) -> tuple[str, str]:
         """gerritlib's hook: every gerritlib wrapper (getVersion, listProjects, ...) gets timeouts and retries."""
@@ -258,39 +288,45 @@ class GerritClient(gerritlib.Gerrit):
         """
         what = f"change {change},{patchset}" + (f" in {project}" if project else "")
         command = self._review_command(change, patchset, message, labels, submit, tag, project)
-        attempts = self.retries + 1
-        for attempt in range(attempts):
-            try:
-                self.run_command(command, retry=False)
-                return
-            except GerritCommandError as e:
-                error: GerritError = e
-                transient = e.retryable
-            except GerritUnavailableError as e:
-                error, transient = e, True
-            if not transient:
-                cls = GerritSubmitError if submit else GerritReviewError
-                raise cls(f"Gerrit {self.host}: review of {what} failed: {error.stderr.strip() or error}") from error
-            state = self.review_state(change, marker)
-            if state is not None:
-                merged, posted = state
-                if submit and merged:
-                    return  # the submit (which posts the review first) went through; its answer was lost
-                if posted and not submit:
-                    return
-                if posted:  # the votes and message are there; only the submit is missing
-                    command = self._review_command(change, patchset, None, None, True, None, project)
-            if attempt + 1 < attempts:
-                log.warning("Gerrit %s: review of %s failed (%s); retrying", self.host, what, error)
-                self._sleep_retry(attempt)
-                continue
-            if state is None and (marker or submit):
+        retrying = self._retrying(
+            self.retries + 1, retry_if_exception_type(_ReviewNotApplied),
+            before_sleep=lambda state: log.warning("Gerrit %s: review of %s failed (%s); retrying", self.host, what,
+                                                   state.outcome.exception().error))
+        try:
+            for attempt in retrying:
+                tries = attempt.retry_state.attempt_number
+                with attempt:
+                    try:
+                        self.run_command(command, retry=False)
+                        return
+                    except GerritCommandError as e:
+                        error: GerritError = e
+                        transient = e.retryable
+                    except GerritUnavailableError as e:
+                        error, transient = e, True
+                    if not transient:
+                        cls = GerritSubmitError if submit else GerritReviewError
+                        raise cls(f"Gerrit {self.host}: review of {what} failed: {error.stderr.strip() or error}"
+                                  ) from error
+                    state = self.review_state(change, marker)
+                    if state is not None:
+                        merged, posted = state
+                        if submit and merged:
+                            return  # the submit (which posts the review first) went through; its answer was lost
+                        if posted and not submit:
+                            return
+                        if posted:  # the votes and message are there; only the submit is missing
+                            command = self._review_command(change, patchset, None, None, True, None, project)
+                    raise _ReviewNotApplied(error, state is None)
+        except _ReviewNotApplied as last:
+            error = last.error
+            if last.state_unknown and (marker or submit):
                 raise GerritUncertainError(
-                    f"Gerrit {self.host}: review of {what} failed after {attempt + 1} attempt(s) and Gerrit's "
+                    f"Gerrit {self.host}: review of {what} failed after {tries} attempt(s) and Gerrit's "
                     f"state could not be read to tell whether it was applied: {error.__cause__ or error}"
                 ) from error
             raise GerritUnavailableError(
-                f"Gerrit {self.host}: review of {what} failed after {attempt + 1} attempt(s): "
+                f"Gerrit {self.host}: review of {what} failed after {tries} attempt(s): "
                 f"{error.__cause__ or error}"
             ) from error
 
@@ -323,5 +359,3 @@ class GerritClient(gerritlib.Gerrit):
         posted = bool(marker) and any(marker in (c.get("message") or "") for c in row.get("comments") or [])
         return row.get("status") == "MERGED", posted
 
-    def _sleep_retry(self, attempt: int) -> None:
-        time.sleep(min(self.retry_max, self.retry_delay * 2 ** attempt))

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import time
 
+from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
+
 from gatekeeper.launcher import model
 from gatekeeper.launcher.model import META_BUILD, META_NODE
 
@@ -107,13 +109,17 @@ def _delete_image(manager, image_id: str) -> bool:
     """Delete and verify; True once the cloud no longer has it."""
     if not image_id:
         return True
-    for _ in range(3):
-        manager.adapter.delete_image(image_id)
-        if manager.adapter.get_image(image_id) is None:
-            return True
-        time.sleep(0.5)
-    log.warning("provider %s: image %s is still there after delete", manager.name, image_id)
-    return False
+    # The cloud may take a moment to forget a deleted image: ask again, three times half a second apart.
+    gone = Retrying(stop=stop_after_attempt(3), wait=wait_fixed(0.5), retry=retry_if_result(lambda gone: not gone),
+                    retry_error_callback=lambda state: False)(_delete_and_check, manager, image_id)
+    if not gone:
+        log.warning("provider %s: image %s is still there after delete", manager.name, image_id)
+    return gone
+
+
+def _delete_and_check(manager, image_id: str) -> bool:
+    manager.adapter.delete_image(image_id)
+    return manager.adapter.get_image(image_id) is None
 
 
 def _delete_after_sync(launcher, manager, node_id: str, force: bool = False) -> None:

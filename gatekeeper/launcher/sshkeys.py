@@ -3,42 +3,74 @@
 from __future__ import annotations
 
 import socket
+import threading
 import time
 
 import paramiko
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay
 
 
 class HostKeyScanError(Exception):
     pass
 
 
-def scan_host_keys(address: str, port: int = 22, timeout: float = 60.0, stop=None) -> list[str]:
+class _NoAnswer(Exception):
+    """One try found no SSH server answering (yet); `refused`: not even a TCP connection."""
+
+    def __init__(self, text: str, refused: bool) -> None:
+        super().__init__(text)
+        self.refused = refused
+
+
+class _Backoff:
+    """Waits 50 ms after a failed try, doubling (to at most 1 s) after each try that could not connect: a booting
+    host is tried often, an unreachable one is not hammered."""
+
+    def __init__(self) -> None:
+        self.delay = 0.05
+
+    def __call__(self, state: RetryCallState) -> float:
+        delay = self.delay
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, _NoAnswer) and error.refused:
+            self.delay = min(self.delay * 2, 1.0)
+        return delay
+
+
+def scan_host_keys(address: str, port: int = 22, timeout: float = 60.0,
+                   stop: threading.Event | None = None) -> list[str]:
     """The host's key as ["<type> <base64>"], retrying until it answers SSH or `timeout` passes."""
+    if timeout <= 0:
+        raise HostKeyScanError(f"{address}:{port} did not answer SSH within {timeout:.0f}s (no time left to try)")
     deadline = time.monotonic() + timeout
-    last = "no answer"
-    delay = 0.05
-    while time.monotonic() < deadline:
-        if stop is not None and stop.is_set():
-            raise HostKeyScanError(f"{address}:{port}: launcher stopping")
-        try:
-            sock = socket.create_connection((address, port), timeout=min(5.0, max(0.1, deadline - time.monotonic())))
-        except OSError as e:
-            last = str(e)
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-            continue
-        transport = paramiko.Transport(sock)
-        try:
-            transport.start_client(timeout=min(10.0, max(0.5, deadline - time.monotonic())))
-            key = transport.get_remote_server_key()
-            return [f"{key.get_name()} {key.get_base64()}"]
-        except Exception as e:
-            last = f"{type(e).__name__}: {e}"
-            time.sleep(delay)
-        finally:
-            transport.close()
-            sock.close()
-    raise HostKeyScanError(f"{address}:{port} did not answer SSH within {timeout:.0f}s ({last})")
+    retrying = Retrying(stop=stop_before_delay(timeout), wait=_Backoff(), retry=retry_if_exception_type(_NoAnswer),
+                        reraise=True)
+    try:
+        for attempt in retrying:
+            with attempt:
+                if stop is not None and stop.is_set():
+                    break
+                return _scan_once(address, port, deadline)
+    except _NoAnswer as e:
+        raise HostKeyScanError(f"{address}:{port} did not answer SSH within {timeout:.0f}s ({e})") from None
+    raise HostKeyScanError(f"{address}:{port}: launcher stopping")  # the loop ends early only when stopping
+
+
+def _scan_once(address: str, port: int, deadline: float) -> list[str]:
+    try:
+        sock = socket.create_connection((address, port), timeout=min(5.0, max(0.1, deadline - time.monotonic())))
+    except OSError as e:
+        raise _NoAnswer(str(e), refused=True) from None
+    transport = paramiko.Transport(sock)
+    try:
+        transport.start_client(timeout=min(10.0, max(0.5, deadline - time.monotonic())))
+        key = transport.get_remote_server_key()
+        return [f"{key.get_name()} {key.get_base64()}"]
+    except Exception as e:
+        raise _NoAnswer(f"{type(e).__name__}: {e}", refused=False) from None
+    finally:
+        transport.close()
+        sock.close()
 
 
 def run_script(address: str, port: int, username: str, key_file: str, host_keys: list[str], script: str,

@@ -82,6 +82,26 @@ def positive_number(value: str) -> float:
     return number
 
 
+def hold_hours(value: str) -> float:
+    """How long to hold a node: a number of hours above zero and at most MAX_HOLD_HOURS (30 days)."""
+    from gatekeeper.zk.node_changes import MAX_HOLD_HOURS
+
+    hours = positive_number(value)
+    if hours > MAX_HOLD_HOURS:
+        raise argparse.ArgumentTypeError(
+            f'"{value}" hours is longer than a hold may last (at most {MAX_HOLD_HOURS} hours, 30 days)')
+    return hours
+
+
+def pipeline_name(value: str) -> str:
+    """A pipeline's name as the scheduler takes it: not empty, at most 255 characters."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    if len(value) > 255:
+        raise argparse.ArgumentTypeError(f"a name of {len(value)} characters is not a pipeline (at most 255)")
+    return value
+
+
 def non_empty(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")

@@ -73,6 +73,7 @@ class ReportQueue:
         self._asked: dict[str, float] = {}  # report key -> when it was first asked for (monotonic)
         self._outcomes: dict[str, ReportOutcome] = {}
         self._forgotten: list[str] = []
+        self._settled_refusals: list[str] = []  # refusal reports with a known outcome, forgotten at the next save
         self._inflight: set[str] = set()
         self._lock = threading.Condition()
         self._stopped = threading.Event()
@@ -120,6 +121,16 @@ class ReportQueue:
                 self._asked.pop(key, None)
             self._forgotten.extend(keys)
 
+    def saved(self) -> None:
+        """The pipeline's state was saved: the events behind the refusals already settled are past its cursors
+        and never applied again, so those ledger entries (keyed by event, not by item) go with the next flush."""
+        with self._lock:
+            keys, self._settled_refusals = self._settled_refusals, []
+            for key in keys:
+                self._outcomes.pop(key, None)
+                self._asked.pop(key, None)
+            self._forgotten.extend(keys)
+
     def flush(self, force: bool = False) -> None:
         """Delete forgotten ledger entries, in one transaction once enough are waiting (or when `force`)."""
         with self._lock:
@@ -159,6 +170,8 @@ class ReportQueue:
                 self._outcomes[report.key] = outcome
                 self._inflight.discard(report.key)
                 self.completed += 1
+                if report.action == "refused":
+                    self._settled_refusals.append(report.key)
                 self._lock.notify_all()
             self.wake()
             if unrecorded:

@@ -14,6 +14,7 @@ from gatekeeper.models.events import TriggerEvent, UnreadableEvent
 from gatekeeper.models.interfaces import SourceUnavailable
 from gatekeeper.models.pipeline import Change
 from gatekeeper.zk.deadletter import ATTEMPTS_KEY
+from gatekeeper.zk.management import Action, MalformedRequest, ManagementRequest, take_request
 from gatekeeper.zk.record import decode
 
 log = logging.getLogger("gatekeeper.scheduler")
@@ -109,9 +110,7 @@ class EventIntake:
                 try:
                     data = decode(raw)
                     if name == MANAGEMENT:
-                        if not isinstance(data, dict):
-                            raise UnreadableEvent(f"operator request {ident} is not an object")
-                        known[ident] = data
+                        known[ident] = self._read_request(ident, data)
                     else:
                         known[ident] = self.source.trigger_event(data, name, ident)
                         known[ident].attempts = int(data.get(ATTEMPTS_KEY, 0) or 0)
@@ -124,10 +123,22 @@ class EventIntake:
                 self._set_aside(name, ident, None, exc if isinstance(exc, UnreadableEvent) else
                                 f"{type(exc).__name__}: {exc}")
             if name == MANAGEMENT:
-                for ident, data in known.items():
-                    if isinstance(data, dict) and data.get("action") == "reload" and not data.get("_seen"):
-                        data["_seen"] = True
-                        self._reload(ident)
+                self._answered_requests.intersection_update(known)
+                for ident, request in known.items():
+                    if request.action is Action.RELOAD and ident not in self._answered_requests:
+                        self._answered_requests.add(ident)
+                        if take_request(self.zk, ident):
+                            self._reload(ident)
+
+    def _read_request(self, ident: str, data: object) -> ManagementRequest:
+        """An operator request as read from its queue; a malformed one is answered with the reason (its sender
+        waits for that) and raises UnreadableEvent, which makes it a dead letter."""
+        try:
+            return ManagementRequest.parse(data)
+        except MalformedRequest as exc:
+            if isinstance(data, dict) and data.get("id"):
+                self._answer(ident, f"the scheduler cannot read this request: {exc}")
+            raise UnreadableEvent(f"operator request {ident}: {exc}") from None
 
     def _prefetch(self) -> None:
         """Query, in parallel, the changes the new trigger events are about (one SSH round trip for a burst)."""

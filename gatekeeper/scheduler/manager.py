@@ -18,6 +18,7 @@ from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, Pipelin
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
+from gatekeeper.zk.management import Action, ManagementRequest
 from gatekeeper.zk.merges import MergeRequest, MergeResult
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
@@ -469,13 +470,13 @@ class PipelineManager(ItemReports):
         return queue.items.index(item.id) if queue and item.id in queue.items else 0
 
     # -- operator requests ----------------------------------------------------------------------------------------
-    def manage(self, request: dict) -> str:
+    def manage(self, request: ManagementRequest) -> str:
         """Apply an enqueue, dequeue or promote request; returns "" or an error for the operator."""
-        action = request.get("action")
-        if action == "enqueue":
-            return self._manage_enqueue(request.get("change", ""))
-        if action == "dequeue":
-            key = request.get("change", "")
+        action = request.action
+        if action is Action.ENQUEUE:
+            return self._manage_enqueue(request.change)
+        if action is Action.DEQUEUE:
+            key = request.change
             item = self.state.find(key)
             if item is None:
                 return f"no change {key} in {self.name}"
@@ -485,9 +486,9 @@ class PipelineManager(ItemReports):
             else:
                 self._dequeue(item, "an operator dequeued it", OPERATOR)
             return ""
-        if action == "promote":
-            return self._promote(list(request.get("changes", [])))
-        return f"unknown management action {action!r} for pipeline {self.name}"
+        if action is Action.PROMOTE:
+            return self._promote(list(request.changes))
+        return f"{action.value} is not an action for pipeline {self.name}"
 
     def _manage_enqueue(self, key: str) -> str:
         try:

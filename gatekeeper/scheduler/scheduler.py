@@ -52,8 +52,8 @@ from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.components import Component
 from gatekeeper.zk.deadletter import DeadLetters
 from gatekeeper.zk.event_queue import EventQueue
+from gatekeeper.zk.management import Action, ManagementAnswer, ManagementRequest, request_paths, take_request
 from gatekeeper.zk.merges import MergeResult
-from gatekeeper.zk.record import encode
 
 log = logging.getLogger("gatekeeper.scheduler")
 
@@ -99,7 +99,8 @@ class Scheduler(EventIntake, PipelineLocks):
         self._thread: threading.Thread | None = None
         self._watches: list = []
         self._children: dict[str, list[str]] = {}
-        self._events: dict[str, dict[str, TriggerEvent | dict]] = {}  # queue -> id -> event (read once)
+        self._events: dict[str, dict[str, TriggerEvent | ManagementRequest]] = {}  # queue -> id -> event (read once)
+        self._answered_requests: set[str] = set()  # operator requests answered outside a pipeline's pass
         self._skipped: dict[tuple[str, str], int] = {}  # (pipeline, queue) -> last seq known irrelevant
         self._merge_results: dict[str, MergeResult] = {}
         self._build_results: dict[str, BuildResult] = {}
@@ -353,7 +354,7 @@ class Scheduler(EventIntake, PipelineLocks):
                 if n <= after:
                     continue
                 if queue_name == MANAGEMENT:
-                    if event.get("pipeline") == name:
+                    if event.pipeline == name:
                         return True
                 elif self._relevant(pipeline, event, numbers):
                     return True
@@ -395,7 +396,8 @@ class Scheduler(EventIntake, PipelineLocks):
             consumed_merges, consumed_builds, answers = self._apply(manager, state)
             if loaded or reported or answers or state.dirty or state.removed or state.changed:
                 manager.process()  # else nothing the loop looks at changed: it would decide the same again
-            extra = backend.tx_ops() + [encode_op(paths.management_result(i), {"error": err}) for i, err in answers]
+            extra = backend.tx_ops() + [encode_op(paths.management_result(i), ManagementAnswer(err).to_dict())
+                                        for i, err in answers]
             if not loaded and (state.dirty or state.removed or state.changed or extra):
                 # Held since our last save, nobody else can have consumed them: delete them with the state.
                 extra += [delete_op(paths.merger_result(i)) for i in consumed_merges]
@@ -418,6 +420,7 @@ class Scheduler(EventIntake, PipelineLocks):
         if state.left:
             reports.forget(state.left)
             state.left.clear()
+        reports.saved()
         reports.flush()
         self._delete_results(consumed_merges, paths.merger_result, self._merge_results)
         self._delete_results(consumed_builds, paths.executor_result, self._build_results)
@@ -448,7 +451,11 @@ class Scheduler(EventIntake, PipelineLocks):
             if n <= last:
                 continue
             last = n
-            if request.get("pipeline") == name:
+            if request.pipeline == name:
+                if not take_request(self.zk, ident):
+                    log.info("[%s] operator %s %s was withdrawn by its sender before it ran", name,
+                             request.action.value, request.subject())
+                    continue
                 try:
                     error = manager.manage(request)
                 except ZK_ERRORS:
@@ -458,8 +465,8 @@ class Scheduler(EventIntake, PipelineLocks):
                 except Exception as exc:
                     log.exception("[%s] operator request %s failed", name, ident)
                     error = f"the scheduler failed on this request: {type(exc).__name__}: {exc}"
-                log.info("[%s] operator %s %s: %s", name, request.get("action"),
-                         request.get("change") or " ".join(request.get("changes", [])), error or "done")
+                log.info("[%s] operator %s %s%s: %s", name, request.action.value, request.subject(),
+                         f" by {request.user}" if request.user else "", error or "done")
                 answers.append((ident, error))
         state.cursors[MANAGEMENT] = last
         merges = [i for i, r in self._merge_results.items() if r.pipeline == name]
@@ -498,23 +505,25 @@ class Scheduler(EventIntake, PipelineLocks):
             queue = self.queues[queue_name]
             for ident in old:
                 events.pop(ident, None)
-            delete_all(self.zk.client, [f"{queue.path}/{i}" for i in old])
+            if queue_name == MANAGEMENT:  # with the mark of the scheduler that took each
+                delete_all(self.zk.client, [p for i in old for p in request_paths(i)])
+            else:
+                delete_all(self.zk.client, [f"{queue.path}/{i}" for i in old])
 
-    def _answer_unknown(self, events: dict) -> None:
+    def _answer_unknown(self, events: dict[str, ManagementRequest]) -> None:
         for ident, request in list(events.items()):
-            pipeline = request.get("pipeline")
-            action = request.get("action")
-            if action == "reload" or pipeline in self.layout.pipelines or request.get("_answered"):
+            if request.action is Action.RELOAD or request.pipeline in self.layout.pipelines \
+                    or ident in self._answered_requests:
                 continue
-            request["_answered"] = True
+            self._answered_requests.add(ident)
             known = ", ".join(sorted(self.layout.pipelines))
-            self._answer(ident, f"no pipeline {pipeline!r} (pipelines: {known})")
+            self._answer(ident, f"no pipeline {request.pipeline!r} (pipelines: {known})")
             for p in self.layout.pipelines:
                 self._skipped[(p, MANAGEMENT)] = max(self._skipped.get((p, MANAGEMENT), -1), seq(ident))
 
     def _answer(self, ident: str, error: str) -> None:
         try:
-            self.zk.client.create(paths.management_result(ident), encode({"error": error}), makepath=True)
+            self.zk.client.create(paths.management_result(ident), ManagementAnswer(error).to_bytes(), makepath=True)
         except NodeExistsError:
             pass
 

@@ -14,6 +14,14 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.management import (
+    Action,
+    MalformedRequest,
+    ManagementRequest,
+    ManagementTimeout,
+    send_management,
+)
+from gatekeeper.zk.node_changes import MAX_HOLD_HOURS
 
 audit = logging.getLogger("gatekeeper.web.audit")
 
@@ -58,7 +66,8 @@ class AccessRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     public_key: str = Field(min_length=1, max_length=16384, description="one OpenSSH public key line")
-    hours: float | None = Field(default=None, gt=0, le=24 * 30, description="default: until the hold expires")
+    hours: float | None = Field(default=None, gt=0, le=MAX_HOLD_HOURS, allow_inf_nan=False,
+                                description="default: until the hold expires")
     user: str | None = Field(default=None, max_length=64,
                              description="whose key (operators only; default: the change owner)")
 
@@ -91,7 +100,8 @@ def _regex(value: str) -> str:
 
 ChangeKey = Annotated[str, AfterValidator(_change_key)]
 Name = Annotated[str, Field(min_length=1, max_length=255)]
-Hours = Annotated[float, Field(gt=0, le=24 * 366, allow_inf_nan=False, description="hours to hold, at most a year")]
+Hours = Annotated[float, Field(gt=0, le=MAX_HOLD_HOURS, allow_inf_nan=False,
+                               description=f"hours to hold, at most {MAX_HOLD_HOURS} (30 days)")]
 NodeId = Annotated[str, AfterValidator(_node_id), Field(description="a node id such as 0000000042")]
 
 
@@ -182,12 +192,14 @@ class Admin:
         self._pipelines = pipelines  # callable returning the known pipeline names
         self.timeout = timeout  # how long to wait for a scheduler's answer
 
-    def _management(self, request: dict[str, Any], who: str) -> None:
+    def _management(self, action: Action, pipeline: str, who: str, change: str = "",
+                    changes: list[str] | None = None) -> None:
         """Send an operator request to the scheduler (its own helper and format) and wait for its answer."""
-        from gatekeeper.zk.management import ManagementTimeout, send_management
-
+        request = ManagementRequest(action, pipeline=pipeline, change=change, changes=changes or [], user=who)
         try:
-            error = send_management(self.zk, {**request, "user": who}, self.timeout)
+            error = send_management(self.zk, request, self.timeout)
+        except MalformedRequest as exc:
+            raise AdminError(str(exc)) from None
         except ManagementTimeout as exc:
             raise AdminError(str(exc), 504) from None
         if error:
@@ -212,28 +224,28 @@ class Admin:
 
     def do_enqueue(self, req: ChangeRequest, who: str) -> dict[str, Any]:
         pipeline = self._pipeline(req.pipeline)
-        self._management({"action": "enqueue", "pipeline": pipeline, "change": req.change}, who)
+        self._management(Action.ENQUEUE, pipeline, who, change=req.change)
         return {"action": "enqueue", "pipeline": pipeline, "change": req.change, "result": "done"}
 
     def do_dequeue(self, req: ChangeRequest, who: str) -> dict[str, Any]:
         pipeline = self._pipeline(req.pipeline)
-        self._management({"action": "dequeue", "pipeline": pipeline, "change": req.change}, who)
+        self._management(Action.DEQUEUE, pipeline, who, change=req.change)
         return {"action": "dequeue", "pipeline": pipeline, "change": req.change, "result": "done"}
 
     def do_promote(self, req: PromoteRequest, who: str) -> dict[str, Any]:
         pipeline = self._pipeline(req.pipeline)
-        self._management({"action": "promote", "pipeline": pipeline, "changes": req.changes}, who)
+        self._management(Action.PROMOTE, pipeline, who, changes=req.changes)
         return {"action": "promote", "pipeline": pipeline, "changes": req.changes, "result": "done"}
 
     def do_retrigger(self, req: ChangeRequest, who: str) -> dict[str, Any]:
         """Run the change's jobs again: dequeue it when it is in the pipeline, then enqueue it afresh."""
         pipeline = self._pipeline(req.pipeline)
         try:
-            self._management({"action": "dequeue", "pipeline": pipeline, "change": req.change}, who)
+            self._management(Action.DEQUEUE, pipeline, who, change=req.change)
         except AdminError as exc:
             if exc.status != 404:  # not in the pipeline: nothing to take out first
                 raise
-        self._management({"action": "enqueue", "pipeline": pipeline, "change": req.change}, who)
+        self._management(Action.ENQUEUE, pipeline, who, change=req.change)
         return {"action": "retrigger", "pipeline": pipeline, "change": req.change, "result": "done"}
 
     def do_autohold(self, req: AutoholdRequest, who: str) -> dict[str, Any]:

@@ -1,44 +1,156 @@
 """Operator requests to the schedulers (enqueue, dequeue, promote, reload), sent through ZooKeeper.
 
-The request goes into the management event queue; a scheduler applies it and writes the answer at
-`/events/management/results/<id>`. Used by the operator CLI and the web's admin API alike.
+A request is a `ManagementRequest` record in the management event queue; a scheduler reads it once with
+`ManagementRequest.parse` (a malformed one is refused with the field named), takes it (`take_request`), applies it
+and writes a `ManagementAnswer` at `/events/management/results/<id>`. A sender that gets no answer in time
+withdraws the request unless a scheduler took it. Used by the operator CLI and the web's admin API alike.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
 import threading
 import time
 import uuid
-from typing import Any
+from enum import StrEnum
+from typing import Any, Self
 
-from kazoo.exceptions import NoNodeError
+from kazoo.exceptions import KazooException, NodeExistsError, NoNodeError, NotEmptyError
 from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.event_queue import EventQueue
-from gatekeeper.zk.record import decode
+from gatekeeper.zk.record import Record
+
+CHANGE_KEY = re.compile(r"\d+,\d+")  # matched whole (fullmatch: no trailing newline)
+MAX_NAME = 255  # a pipeline or user name
+MAX_CHANGES = 500  # changes in one promote
+TAKEN = "taken"  # child of a queued request once a scheduler applies it: from then on it cannot be withdrawn
+
+
+class Action(StrEnum):
+    """What an operator asks a scheduler to do."""
+
+    ENQUEUE = "enqueue"
+    DEQUEUE = "dequeue"
+    PROMOTE = "promote"
+    RELOAD = "reload"
+
+
+class MalformedRequest(ValueError):
+    """An operator request that does not read; the message names the field and what is wrong with it."""
 
 
 class ManagementTimeout(RuntimeError):
     """No scheduler answered in time; the message says whether the request was withdrawn or may still run."""
 
 
-def send_management(zk: ZKClient, request: dict[str, Any], timeout: float = 30.0) -> str:
+@dataclasses.dataclass
+class ManagementRequest(Record):
+    """One operator request: `action` on `change` (enqueue, dequeue) or `changes` (promote) in `pipeline`;
+    a reload names no pipeline. `id` and `created` are set by `send_management`."""
+
+    VERSION = 1
+    action: Action
+    pipeline: str = ""
+    change: str = ""  # NUMBER,PATCHSET
+    changes: list[str] = dataclasses.field(default_factory=list)  # promote: in their new order
+    user: str = ""  # who asked, for the log (the web's admin API sets it)
+    id: str = ""
+    created: float = 0.0
+
+    @classmethod
+    def parse(cls, data: Any) -> Self:
+        """The request in `data` (as decoded from its znode), checked; MalformedRequest names the bad field.
+        Keys this version does not know are kept (a newer sender's), as with every record."""
+        if not isinstance(data, dict):
+            raise MalformedRequest(f"the request is not an object (got {type(data).__name__})")
+        action = data.get("action")
+        if not isinstance(action, str) or action not in Action.__members__.values():
+            expected = ", ".join(a.value for a in Action)
+            raise MalformedRequest(f'field "action": {_shown(action)} is not an operator action '
+                                   f"(expected one of {expected})")
+        for name in ("pipeline", "change", "user", "id"):
+            if not isinstance(data.get(name, ""), str):
+                raise MalformedRequest(f'field "{name}": {_shown(data[name])} is not a string')
+        created = data.get("created", 0.0)
+        if isinstance(created, bool) or not isinstance(created, int | float) or not math.isfinite(created):
+            raise MalformedRequest(f'field "created": {_shown(created)} is not a time in seconds')
+        changes = data.get("changes", [])
+        if not isinstance(changes, list) or not all(isinstance(c, str) for c in changes):
+            raise MalformedRequest(f'field "changes": {_shown(changes)} is not a list of changes')
+        request = cls.from_dict(data)
+        request.action = Action(action)
+        request.check()
+        return request
+
+    def check(self) -> None:
+        """Raise MalformedRequest naming the field when this request cannot be applied as it stands."""
+        if len(self.user) > MAX_NAME:
+            raise MalformedRequest(f'field "user": a name of {len(self.user)} characters is too long '
+                                   f"(at most {MAX_NAME})")
+        if self.action is Action.RELOAD:
+            return
+        if not self.pipeline:
+            raise MalformedRequest(f'field "pipeline": {self.action.value} needs a pipeline')
+        if len(self.pipeline) > MAX_NAME:
+            raise MalformedRequest(f'field "pipeline": a name of {len(self.pipeline)} characters is not a '
+                                   f"pipeline (at most {MAX_NAME})")
+        if self.action is Action.PROMOTE:
+            if not self.changes:
+                raise MalformedRequest('field "changes": promote needs at least one change')
+            if len(self.changes) > MAX_CHANGES:
+                raise MalformedRequest(f'field "changes": {len(self.changes)} changes are more than one promote '
+                                       f"takes (at most {MAX_CHANGES})")
+            for key in self.changes:
+                _check_change("changes", key)
+        else:
+            _check_change("change", self.change)
+
+    def subject(self) -> str:
+        """What the request is about, for log lines: "5,1", "5,1 6,1" or "" (a reload)."""
+        return self.change if self.action in (Action.ENQUEUE, Action.DEQUEUE) else " ".join(self.changes)
+
+
+@dataclasses.dataclass
+class ManagementAnswer(Record):
+    """A scheduler's answer to one request: "" when it was done, else the error for people."""
+
+    VERSION = 1
+    error: str = ""
+
+
+def _check_change(field: str, key: str) -> None:
+    if not CHANGE_KEY.fullmatch(key):
+        raise MalformedRequest(f'field "{field}": {_shown(key)} is not a change (expected NUMBER,PATCHSET '
+                               "such as 5,1)")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error quotes it: short, and never the whole of a huge one."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def send_management(zk: ZKClient, request: ManagementRequest, timeout: float = 30.0) -> str:
     """Write an operator request and wait for a scheduler's answer: "" when done, else the error for people.
 
     When no answer comes in time the request is withdrawn from the queue if no scheduler has taken it yet, so that
     an operator told "it failed" is never surprised by it running later.
     """
-    request = {**request, "id": uuid.uuid4().hex, "created": time.time()}
-    ident = EventQueue(zk, paths.management_queue()).put(request)
+    request.check()
+    request = dataclasses.replace(request, id=uuid.uuid4().hex, created=time.time())
+    ident = EventQueue(zk, paths.management_queue()).put(request.to_dict())
     answered = threading.Event()
-    answer: dict[str, str] = {}
+    answer: list[ManagementAnswer] = []
     path = paths.management_result(ident)
 
     def on_data(data: bytes | None, stat: Any) -> bool | None:
         if data is not None:
-            answer.update(decode(data))
+            answer.append(ManagementAnswer.from_bytes(data))
             answered.set()
             return False
         return None
@@ -47,28 +159,46 @@ def send_management(zk: ZKClient, request: dict[str, Any], timeout: float = 30.0
     DataWatch(zk.client, path, on_data)
     if not answered.wait(timeout) and not answered.is_set():
         if _withdraw(zk, ident):
-            raise ManagementTimeout(f"no scheduler answered {request['action']} within {timeout:.0f}s (is a "
+            raise ManagementTimeout(f"no scheduler answered {request.action.value} within {timeout:.0f}s (is a "
                                     "scheduler running?); the request was withdrawn and will not run")
         else:
-            raise ManagementTimeout(f"a scheduler took {request['action']} but did not answer within "
+            raise ManagementTimeout(f"a scheduler took {request.action.value} but did not answer within "
                                     f"{timeout:.0f}s; it may still take effect (see gatekeeper status)")
     try:
         zk.client.delete(path)
     except NoNodeError:
         pass
-    return answer.get("error", "")
+    return answer[0].error
+
+
+def take_request(zk: ZKClient, ident: str) -> bool:
+    """Mark queued request `ident` as taken by a scheduler, before applying it; False when its sender withdrew
+    it (it must then not be applied). Taking it twice (a pass run again) is fine."""
+    try:
+        zk.client.create(_taken_path(ident))
+    except NodeExistsError:
+        pass
+    except NoNodeError:
+        return False
+    return True
+
+
+def request_paths(ident: str) -> list[str]:
+    """The znodes of one queued request, in the order they are deleted once it is consumed."""
+    return [_taken_path(ident), f"{paths.management_queue()}/{ident}"]
+
+
+def _taken_path(ident: str) -> str:
+    return f"{paths.management_queue()}/{ident}/{TAKEN}"
 
 
 def _withdraw(zk: ZKClient, ident: str) -> bool:
-    """Delete a queued request no scheduler has applied yet; False when it is already being applied or gone."""
+    """Delete a queued request no scheduler has taken; False when one has (the taken mark is a child, so the
+    delete fails: the two cannot both succeed) or it is gone (answered, or set aside)."""
     try:
-        raw, stat = zk.client.get(f"{paths.management_queue()}/{ident}")
-        data = decode(raw)
-        if isinstance(data, dict) and (data.get("_seen") or data.get("_answered")):
-            return False
-        zk.client.delete(f"{paths.management_queue()}/{ident}", version=stat.version)
+        zk.client.delete(f"{paths.management_queue()}/{ident}")
         return True
-    except NoNodeError:
+    except (NoNodeError, NotEmptyError):
         return False
-    except Exception:
+    except KazooException:  # ZooKeeper unreachable: whether a scheduler took it is unknown
         return False

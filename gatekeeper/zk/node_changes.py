@@ -31,6 +31,9 @@ def claim_autohold(zk: ZKClient, project: str, job: str, change: str, node_id: s
 
 
 # -- operators' node changes: the CLI and the web admin API share these --------------------------------------------
+MAX_HOLD_HOURS = 24 * 30  # the longest an operator may hold a node or ask an autohold for: 30 days
+
+
 class NodeChangeError(Exception):
     """An operator's change to a node was refused; `status` says why in HTTP terms (404 no node, 409 wrong state)."""
 

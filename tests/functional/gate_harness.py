@@ -220,9 +220,6 @@ class GateHarness:
 
     def management(self, action: str, pipeline: str | None, timeout: float = 30.0, **fields) -> str:
         """Send an operator request like `gatekeeper enqueue` does; returns "" or the scheduler's error."""
-        from gatekeeper.zk.management import send_management
+        from gatekeeper.zk.management import Action, ManagementRequest, send_management
 
-        request = {"action": action, **fields}
-        if pipeline:
-            request["pipeline"] = pipeline
-        return send_management(self.zk, request, timeout)
+        return send_management(self.zk, ManagementRequest(Action(action), pipeline=pipeline or "", **fields), timeout)

@@ -72,6 +72,13 @@ BAD_ARGUMENTS = [
     (("status", "--url", "http://[::1"), 'error: --url: "http://[::1" is not a URL (Invalid IPv6 URL)'),
     (("zookeeper", "status", "--port", "70000"), "argument --port: 70000 is not a TCP port (1 to 65535)"),
     (("history", "--url", "garbage", "migrate"), '--url: "garbage" is not a database URL SQLAlchemy can use'),
+    (("hold", "0123abcd", "--reason", "x", "--hours", "1e308"),
+     'argument --hours: "1e308" hours is longer than a hold may last (at most 720 hours, 30 days)'),
+    (("autohold", "add", "--hours", "721"), 'argument --hours: "721" hours is longer than a hold may last'),
+    (("hold-access", "0123abcd", "--hours", "inf"), 'argument --hours: "inf" is not a number above zero'),
+    (("enqueue", "--pipeline", "", "--change", "1,1"), "argument --pipeline: must not be empty"),
+    (("promote", "--pipeline", "g" * 300, "--changes", "1,1"),
+     "argument --pipeline: a name of 300 characters is not a pipeline (at most 255)"),
 ]
 
 
@@ -86,6 +93,15 @@ def test_bad_arguments_are_usage_errors_naming_the_argument(argv, expected, no_c
     stderr = capsys.readouterr().err
     assert expected in stderr
     assert code == 2
+
+
+def test_a_promote_of_more_changes_than_one_takes_is_a_usage_error(no_config, monkeypatch, capsys):
+    for name, value in no_config.items():
+        monkeypatch.setenv(name, value)
+    code = main(["promote", "--pipeline", "gate", "--changes", *["1,1"] * 501])
+    assert code == 2
+    assert capsys.readouterr().err == (
+        'error: field "changes": 501 changes are more than one promote takes (at most 500)\n')
 
 
 def test_the_cases_that_printed_tracebacks_or_were_accepted_end_with_usage_errors(no_config):

@@ -54,6 +54,8 @@ def management_events(zk) -> list:
     ("autohold", {"project": "nova", "reason": "flaky", "count": 0}, "count", "greater than or equal to 1"),
     ("hold-node", {"node": "../../etc", "reason": "look"}, "node", '"../../etc" is not a node id'),
     ("hold-node", {"node": "0001", "reason": "look", "hours": 1e999}, "hours", "finite"),
+    ("hold-node", {"node": "0001", "reason": "look", "hours": 1e308}, "hours", "less than or equal to 720"),
+    ("autohold", {"project": "nova", "reason": "flaky", "hours": 721}, "hours", "less than or equal to 720"),
     ("release-node", {"node": "/zookeeper"}, "node", "not a node id"),
     ("promote", {"pipeline": "gate", "changes": 5}, "changes", "valid list"),
     ("promote", {"pipeline": "gate", "changes": ["1,1", "x"]}, "changes.1", '"x" is not a change'),
