@@ -29,6 +29,7 @@ from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.server import free_port
 from tests.helpers import wait_for
+from tests.http import call, get, get_json
 from tests.unit.test_web_status import sample_state
 
 TOKEN = "s3cret-admin-token"
@@ -71,31 +72,26 @@ def web(zk, tmp_path) -> Iterator[WebService]:
         service.history.close()
 
 
-def get(url: str) -> tuple[int, bytes, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read(), dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read(), dict(exc.headers)
+class LiveConsole:
+    """A build's open console on a console server that a registered executor announces in ZooKeeper: what the
+    web relays. `stop()` unregisters the executor and stops the server."""
 
+    def __init__(self, zk, tmp_path, build: str = "build-devstack-a") -> None:
+        self.registry = ConsoleRegistry()
+        self.console = Console(build, str(tmp_path / "console" / f"{build}.txt"))
+        self.registry.add(self.console)
+        self.server = ConsoleServer(self.registry).start()
+        self.executor = Component(zk, "executor", extra={"console": f"http://{self.server.host}:{self.server.port}"})
+        self.executor.register()
 
-def get_json(url: str):
-    code, body, _ = get(url)
-    return code, json.loads(body)
+    def stop(self) -> None:
+        self.executor.unregister()
+        self.server.stop()
 
 
 def post(web: WebService, action: str, body: dict, token: str | None = TOKEN, user: str = "alice"):
-    headers = {"Content-Type": "application/json", "X-Gatekeeper-User": user}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(f"{web.url}/api/v1/admin/{action}", json.dumps(body).encode(), headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
+    """An admin request as `user`."""
+    return call(f"{web.url}/api/v1/admin/{action}", "POST", token, body, headers={"X-Gatekeeper-User": user})
 
 
 def test_status_json_lists_every_pipeline_with_queued_items_and_jobs(web):
@@ -235,12 +231,8 @@ def test_admin_holds_and_releases_a_node_and_adds_an_autohold(web, zk):
 
 
 def test_live_console_is_relayed_from_the_executor_while_it_is_written(web, zk, tmp_path):
-    registry = ConsoleRegistry()
-    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
-    registry.add(console)
-    server = ConsoleServer(registry).start()
-    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
-    executor.register()
+    live = LiveConsole(zk, tmp_path)
+    registry, console = live.registry, live.console
     try:
         console.line("first line")
         with urllib.request.urlopen(f"{web.url}/api/v1/builds/build-devstack-a/console", timeout=10) as resp:
@@ -252,17 +244,12 @@ def test_live_console_is_relayed_from_the_executor_while_it_is_written(web, zk, 
             assert resp.read() == b""
         assert get(f"{web.url}/api/v1/builds/unknown-build/console")[0] == 404
     finally:
-        executor.unregister()
-        server.stop()
+        live.stop()
 
 
 def test_live_console_streams_as_server_sent_events_and_ends_with_an_end_event(web, zk, tmp_path):
-    registry = ConsoleRegistry()
-    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
-    registry.add(console)
-    server = ConsoleServer(registry).start()
-    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
-    executor.register()
+    live = LiveConsole(zk, tmp_path)
+    registry, console = live.registry, live.console
     try:
         console.line("first line")
         request = urllib.request.Request(f"{web.url}/api/v1/builds/build-devstack-a/console",
@@ -280,18 +267,13 @@ def test_live_console_streams_as_server_sent_events_and_ends_with_an_end_event(w
             registry.finish("build-devstack-a")
             assert resp.read() == b"event: end\ndata: the console is closed\n\n"
     finally:
-        executor.unregister()
-        server.stop()
+        live.stop()
 
 
 def test_stopping_the_web_ends_an_open_console_relay(zk, tmp_path):
     web = start_web(zk, tmp_path)
-    registry = ConsoleRegistry()
-    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
-    registry.add(console)
-    server = ConsoleServer(registry).start()
-    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
-    executor.register()
+    live = LiveConsole(zk, tmp_path)
+    console = live.console
     try:
         console.line("a line")
         with urllib.request.urlopen(f"{web.url}/api/v1/builds/build-devstack-a/console", timeout=10) as resp:
@@ -302,8 +284,7 @@ def test_stopping_the_web_ends_an_open_console_relay(zk, tmp_path):
     finally:
         web.stop()
         web.history.close()
-        executor.unregister()
-        server.stop()
+        live.stop()
 
 
 def test_openapi_document_describes_every_admin_request_model(web):
@@ -370,12 +351,8 @@ def test_gatekeeper_web_runs_as_its_own_process_and_stops_on_sigterm(zk_server, 
 
 
 def test_console_snapshot_then_the_rest_from_its_offset(web, zk, tmp_path):
-    registry = ConsoleRegistry()
-    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
-    registry.add(console)
-    server = ConsoleServer(registry).start()
-    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
-    executor.register()
+    live = LiveConsole(zk, tmp_path)
+    console = live.console
     url = f"{web.url}/api/v1/builds/build-devstack-a/console"
     try:
         console.line("one")
@@ -392,5 +369,4 @@ def test_console_snapshot_then_the_rest_from_its_offset(web, zk, tmp_path):
         assert get_json(f"{url}?offset=lots")[1] == {"error": 'query parameter offset="lots" is not a number'}
     finally:
         console.close()
-        executor.unregister()
-        server.stop()
+        live.stop()
