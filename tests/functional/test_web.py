@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.executor.console import Console, ConsoleRegistry, ConsoleServer
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.launcher.client import add_autohold
@@ -334,8 +335,8 @@ def test_gatekeeper_web_runs_as_its_own_process_and_stops_on_sigterm(zk_server, 
         "web": {"listen": "127.0.0.1", "port": port, "admin-token": TOKEN},
         "history": {"url": f"sqlite:///{tmp_path}/history.sqlite"},
     }))
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "web", "-c", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "web", "-c", str(config)],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         # the banner is the first line on stdout (the service's log lines go to stderr)
         assert proc.stdout.readline().strip() == f"gatekeeper web on http://127.0.0.1:{port}/"
