@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
@@ -63,14 +64,21 @@ def start_web(zk, tmp_path) -> WebService:
     return web
 
 
-@pytest.fixture
-def web(zk, tmp_path) -> Iterator[WebService]:
+@contextmanager
+def running_web(zk, tmp_path) -> Iterator[WebService]:
+    """`start_web`'s service, stopped and its history database closed on the way out."""
     service = start_web(zk, tmp_path)
     try:
         yield service
     finally:
         service.stop()
         service.history.close()
+
+
+@pytest.fixture
+def web(zk, tmp_path) -> Iterator[WebService]:
+    with running_web(zk, tmp_path) as service:
+        yield service
 
 
 class LiveConsole:

@@ -14,18 +14,14 @@ from gatekeeper.web.server import WebService
 from gatekeeper.zk import paths
 from gatekeeper.zk.event_queue import EventQueue
 from tests import http
-from tests.functional.test_web import TOKEN, post, start_web
+from tests.functional.test_web import TOKEN, post, running_web
 from tests.http import get, get_json
 
 
 @pytest.fixture
 def web(zk, tmp_path) -> Iterator[WebService]:
-    service = start_web(zk, tmp_path)
-    try:
+    with running_web(zk, tmp_path) as service:
         yield service
-    finally:
-        service.stop()
-        service.history.close()
 
 
 def raw(web: WebService, request: bytes) -> tuple[int, bytes]:
