@@ -37,6 +37,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.gitrepo import ssh_command  # noqa: E402
 from gatekeeper.merger.service import MergerService  # noqa: E402
 from gatekeeper.sim.gerrit import Change, GerritSimulator  # noqa: E402
@@ -101,8 +102,8 @@ class Rig:
 
     def scheduler(self) -> subprocess.Popen:
         out = open(self.root / f"scheduler-{len(self.procs)}.log", "w")
-        proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "scheduler", "-c", str(self.config)],
-                                stdout=out, stderr=subprocess.STDOUT)
+        proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "scheduler", "-c", str(self.config)],
+                          stdout=out, stderr=subprocess.STDOUT)
         out.close()
         self.procs.append(proc)
         return proc

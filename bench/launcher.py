@@ -46,6 +46,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.config.layout import parse_layout  # noqa: E402
 from gatekeeper.launcher import model  # noqa: E402
 from gatekeeper.launcher.client import NodeRequestClient  # noqa: E402
@@ -96,7 +97,7 @@ class Bench:
         self.zk_server = LocalZooKeeper(data_dir=os.path.join(self.tmp, "zk"))
         self.zk_server.start()
         self.clouds_yaml = os.path.join(self.tmp, "clouds.yaml")
-        self.sim = subprocess.Popen(
+        self.sim = start_tied(
             [sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--cloud", "west",
              "--max-instances", "200", "--clouds-yaml", self.clouds_yaml, "--work-dir", os.path.join(self.tmp, "sim")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)

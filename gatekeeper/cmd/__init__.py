@@ -1,9 +1,10 @@
 """`gatekeeper`: one entry point, a subcommand per service and per operator action.
 
-This package is the composition root: the only place that wires services, drivers and stores together. Each
-command group has its module here (`gatekeeper.cmd.scheduler`, `gatekeeper.cmd.launcher`, ...), which defines
-`register(subparsers)`: add a parser and `set_defaults(func=handler)`; the handler takes the parsed args and
-returns an exit code.
+This package is a composition root (the all-in-one is the other): where services, drivers and stores are wired
+together. Each command group has its module here (`gatekeeper.cmd.scheduler`, `gatekeeper.cmd.launcher`, ...),
+which defines `register(subparsers)`: add a parser and `set_defaults(func=handler)`; the handler takes the parsed
+args and returns an exit code. `args` holds the argument types that refuse bad input as usage errors, and
+`web_client` the web API client of the operator commands.
 """
 
 from __future__ import annotations

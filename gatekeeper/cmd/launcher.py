@@ -15,7 +15,7 @@ import time
 from kazoo.exceptions import NoNodeError
 
 from gatekeeper.cmd import add_config_args
-from gatekeeper.operator_cli import args as types
+from gatekeeper.cmd import args as types
 
 
 def register(sub: argparse._SubParsersAction) -> None:

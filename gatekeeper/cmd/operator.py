@@ -14,9 +14,9 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
+from gatekeeper.cmd import args as types
+from gatekeeper.cmd.web_client import EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_USAGE, ApiError, WebClient
 from gatekeeper.config.settings import load_service_config
-from gatekeeper.operator_cli import args as types
-from gatekeeper.operator_cli.client import EXIT_CODES_HELP, EXIT_NOT_FOUND, EXIT_USAGE, ApiError, WebClient
 
 
 def _common(parser: argparse.ArgumentParser, admin: bool = False) -> None:

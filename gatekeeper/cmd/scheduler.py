@@ -189,7 +189,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     from gatekeeper.cmd import add_config_args
-    from gatekeeper.operator_cli import args as types
+    from gatekeeper.cmd import args as types
 
     p = sub.add_parser("scheduler", help="run the scheduler (pipelines, queues, reports)")
     add_config_args(p)

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from gatekeeper.operator_cli import args as types
+from gatekeeper.cmd import args as types
 from gatekeeper.zk.server import LocalZooKeeper, four_letter_word, pid_alive
 
 DEFAULT_DIR = "~/.gatekeeper/zookeeper"

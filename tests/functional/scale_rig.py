@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.sim.gerrit import GerritSimulator
 from gatekeeper.sim.openstack.api import CloudServer
 from gatekeeper.sim.openstack.cloud import Cloud, Limits
@@ -191,8 +192,8 @@ class ServiceProcess:
         if self.kind == "web":
             args.append("--record-history")
         logf = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(["ip", "netns", "exec", self.netns, *args], stdout=logf,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = start_tied(["ip", "netns", "exec", self.netns, *args], stdout=logf,
+                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         logf.close()
 
     def alive(self) -> bool:

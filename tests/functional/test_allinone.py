@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.request
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.zk.server import free_port
 
 
@@ -38,7 +39,7 @@ def stop(proc: subprocess.Popen, workdir) -> None:
 def test_all_in_one_demo_gates_the_series_and_cleans_up(tmp_path):
     workdir = tmp_path / "aio"
     port = free_port()
-    proc = subprocess.Popen(
+    proc = start_tied(
         [sys.executable, "-m", "gatekeeper.cmd", "all-in-one", "--workdir", str(workdir), "--web-port", str(port),
          "--timeout", "400"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -87,7 +88,7 @@ def test_ctrl_c_stops_everything(tmp_path):
     import time
 
     workdir = tmp_path / "aio"
-    proc = subprocess.Popen(
+    proc = start_tied(
         [sys.executable, "-m", "gatekeeper.cmd", "all-in-one", "--workdir", str(workdir), "--web-port",
          str(free_port()), "--no-demo"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -9,53 +9,13 @@ import os
 import pytest
 
 from gatekeeper.sim.devstack import NOVA_COMPUTE
-from tests.functional.test_executor_e2e import E2E, LAYOUT, console_lines
+from tests.functional.test_executor_e2e import E2E, console_lines, devstack_job, e2e_layout
 
 STABLE = "stable/2024.1"
-BRANCH_LAYOUT = LAYOUT.split("jobs:")[0].replace("  - name: integrated\n",
-                                                  "  - name: integrated\n    per-branch: true\n") + """
-jobs:
-  - name: devstack
-    label: ubuntu-noble
-    variants:
-      - branches: stable/
-        label: ubuntu-jammy
-    timeout: 120
-    attempts: 3
-    required-projects: [openstack/nova, openstack-dev/devstack]
-    run: [./stack.sh, ./exercise.sh]
-    devstack:
-      localrc:
-        ADMIN_PASSWORD: e2e-admin-secret
-        ENABLED_SERVICES: key,g-api,n-api,n-cpu
-        SCREEN_LOGDIR: logs
-        LOGFILE: logs/stack.sh.log
-projects:
-  - name: openstack/nova
-    queue: integrated
-    pipelines: {gate: [devstack]}
-  - name: openstack-dev/devstack
-    queue: integrated
-    pipelines: {gate: [devstack]}
-nodepool:
-  labels:
-    - {name: ubuntu-jammy}
-    - {name: ubuntu-noble}
-  providers:
-    - name: sim-alpha
-      driver: openstack
-      cloud: alpha
-      max-servers: 4
-      boot-timeout: 20
-      pools:
-        - name: main
-          labels:
-            - {name: ubuntu-jammy, image: jammy, flavor: small}
-            - {name: ubuntu-noble, image: noble, flavor: small}
-      images:
-        - {name: jammy, base-image: ubuntu-22.04}
-        - {name: noble, base-image: ubuntu-24.04}
-"""
+BRANCH_LAYOUT = e2e_layout(
+    devstack_job("ubuntu-noble", variants="\n      - branches: stable/\n        label: ubuntu-jammy"),
+    "{gate: [devstack]}", {"ubuntu-jammy": ("jammy", "ubuntu-22.04"), "ubuntu-noble": ("noble", "ubuntu-24.04")},
+    per_branch=True)
 
 
 @pytest.fixture

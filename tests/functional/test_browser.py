@@ -7,13 +7,13 @@ from __future__ import annotations
 import shutil
 import subprocess
 import threading
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.functional.gate_harness import wait_for
 from tests.functional.test_web_gate import GateWeb, gate_web  # noqa: F401 (the fixture)
+from tests.http import get
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
@@ -65,22 +65,15 @@ def test_status_page_shows_the_queued_change_with_its_jobs_and_build_page_links_
                                                                                           b"succeeded\n")):
         link = f"{web.url}/logs/{unit.id[:2]}/{unit.id}/{name}"
         assert f'href="{link}"' in dom
-        with urllib.request.urlopen(link, timeout=10) as resp:
-            assert resp.read() == content
+        assert get(link)[:2] == (200, content)
 
 
 def test_build_page_follows_the_live_console_as_it_is_written(zk, tmp_path) -> None:
-    from gatekeeper.executor.console import Console, ConsoleRegistry, ConsoleServer
-    from gatekeeper.zk.components import Component
-    from tests.functional.test_web import start_web
+    from tests.functional.test_web import LiveConsole, start_web
 
     web = start_web(zk, tmp_path)
-    registry = ConsoleRegistry()
-    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
-    registry.add(console)
-    server = ConsoleServer(registry).start()
-    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
-    executor.register()
+    live = LiveConsole(zk, tmp_path)
+    registry, console = live.registry, live.console
 
     def write_while_the_browser_watches() -> None:
         wait_for(lambda: web.relays, 60, "the browser to open the console")
@@ -99,7 +92,6 @@ def test_build_page_follows_the_live_console_as_it_is_written(zk, tmp_path) -> N
         assert text.index("| stack.sh: starting") < text.index("| written while the browser watches") < \
             text.index("[console ended]")
     finally:
-        executor.unregister()
-        server.stop()
+        live.stop()
         web.stop()
         web.history.close()

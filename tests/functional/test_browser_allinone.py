@@ -4,7 +4,6 @@ logs, which the web server serves."""
 
 from __future__ import annotations
 
-import json
 import re
 import urllib.request
 from pathlib import Path
@@ -18,14 +17,10 @@ from gatekeeper.sim.devstack import NOVA_COMPUTE
 from gatekeeper.zk.server import free_port
 from tests.functional.gate_harness import wait_for
 from tests.functional.test_browser import CHROMIUM, chromium
+from tests.http import get_json
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install chromium)")
 LAYOUTS = Path(__file__).resolve().parents[2] / "layouts"
-
-
-def get_json(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as resp:
-        return json.load(resp)
 
 
 @pytest.fixture
@@ -51,7 +46,7 @@ def test_status_and_build_pages_of_the_running_all_in_one(aio, tmp_path):
         change = world.gerrit.create_change("openstack/nova", f"Tidy the boot path, take {attempt + 1}", owner="jane",
                                             files={"nova/compute.py": NOVA_COMPUTE + f"# tidy {attempt}\n"})
         key = f"{change.number},1"
-        wait_for(lambda k=key: any(i["change"]["key"] == k and i["jobs"] for p in get_json(f"{web}/api/v1/status")
+        wait_for(lambda k=key: any(i["change"]["key"] == k and i["jobs"] for p in get_json(f"{web}/api/v1/status")[1]
                                    ["pipelines"] for q in p["queues"] for i in q["items"]), 60, "the change in check")
         dom = chromium(shots, f"{web}/", "--dump-dom")
         if f'data-change="{key}"' in dom:
@@ -63,7 +58,7 @@ def test_status_and_build_pages_of_the_running_all_in_one(aio, tmp_path):
     assert (shots / "status.png").read_bytes().startswith(b"\x89PNG")
 
     wait_for(lambda: world.gerrit.votes(change).get("gatekeeper", {}).get("Verified") == 1, 120, "check's +1")
-    build = wait_for(lambda: next(iter(get_json(f"{web}/api/v1/builds?change={change.number}&job=devstack")), None),
+    build = wait_for(lambda: next(iter(get_json(f"{web}/api/v1/builds?change={change.number}&job=devstack")[1]), None),
                      30, "the devstack build in the history")
     dom = chromium(shots, f"{web}/build/{build['uuid']}", "--dump-dom")
     assert "SUCCESS" in dom

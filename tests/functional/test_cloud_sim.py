@@ -17,6 +17,7 @@ import pytest
 from openstack import exceptions as osexc
 from openstack.config import loader
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.sim.openstack.hosts import NetnsBackend
 from gatekeeper.sim.openstack.sim import CloudSim
 from tests.helpers import wait_for
@@ -179,9 +180,9 @@ def test_server_listing_paginates_and_old_microversion_shapes(sim, ssh_key):
 
 def test_cloud_sim_command_serves_several_clouds_and_fault_controls(tmp_path):
     clouds_yaml = tmp_path / "clouds.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--cloud",
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--cloud",
                              "west", "--backend", "none", "--clouds-yaml", str(clouds_yaml)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         info = json.loads(proc.stdout.readline())
         assert set(info["clouds"]) == {"east", "west"}

@@ -18,6 +18,7 @@ from keystoneauth1.exceptions import http as ksa_http
 from openstack import exceptions as osexc
 from openstack.config import loader
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.sim.openstack.sim import CloudSim
 
 REFERENCE_LAYOUT_FLAVORS = {"m1.medium", "m1.large"}
@@ -102,9 +103,9 @@ def test_cloud_sim_command_takes_images_and_flavors_from_a_file(tmp_path):
     config.write_text("images: [rocky-9]\nflavors:\n  - {id: g1, name: gpu.huge, vcpus: 16, ram: 65536,"
                       " extra_specs: {'pci_passthrough:alias': 'a100:1'}}\n")
     clouds_yaml = tmp_path / "clouds.yaml"
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--backend",
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--backend",
                              "none", "--clouds-yaml", str(clouds_yaml), "--config", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         json.loads(proc.stdout.readline())
         conn = connect(str(clouds_yaml), "east")

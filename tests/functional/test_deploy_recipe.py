@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.zk.server import four_letter_word, free_port
 from tests.helpers import wait_for
 
@@ -137,8 +138,8 @@ class Deployment:
                                   timeout=120, cwd=self.root)
             assert done.returncode == 0, self.log(name)
         (command,) = start
-        proc = subprocess.Popen(shlex.split(self.template(command)), env=full, stdout=log, stderr=log,
-                                stdin=subprocess.DEVNULL, cwd=self.root, start_new_session=True)
+        proc = start_tied(shlex.split(self.template(command)), env=full, stdout=log, stderr=log,
+                          stdin=subprocess.DEVNULL, cwd=self.root, start_new_session=True)
         log.close()
         self.procs[name] = proc
         return proc

@@ -31,12 +31,15 @@ from tests.functional.gate_harness import LAYOUT as GATE_LAYOUT
 from tests.functional.gate_harness import GateHarness, wait_for
 
 PROJECTS = ("openstack/nova", "openstack-dev/devstack", "openstack/glance")
-LAYOUT = GATE_LAYOUT.split("queues:")[0] + """
-queues:
-  - name: integrated
-jobs:
-  - name: devstack
-    label: ubuntu-jammy
+INTEGRATED = ("openstack/nova", "openstack-dev/devstack")  # the projects that share the integrated queue
+
+
+def devstack_job(label: str = "ubuntu-jammy", variants: str = "", collect: str = "") -> str:
+    """The devstack job the end-to-end tests run (stack.sh then exercise.sh on nova and devstack), as layout text;
+    `variants` and `collect` are the YAML values of those keys, when given."""
+    return (f"  - name: devstack\n    label: {label}\n"
+            + (f"    variants:{variants}\n" if variants else "")
+            + """\
     timeout: 120
     attempts: 3
     required-projects: [openstack/nova, openstack-dev/devstack]
@@ -47,24 +50,24 @@ jobs:
         ENABLED_SERVICES: key,g-api,n-api,n-cpu
         SCREEN_LOGDIR: logs
         LOGFILE: logs/stack.sh.log
-    collect: [logs/screen-*.log, logs/stack.sh.log, /var/log/syslog]
-  - name: hang
-    label: ubuntu-jammy
-    timeout: 3
-    attempts: 1
-    run: ['echo hanging; sleep 300 & echo $! > "$HOME/hang.pid"; wait']
-projects:
-  - name: openstack/nova
-    queue: integrated
-    pipelines: {check: [devstack], gate: [devstack]}
-  - name: openstack-dev/devstack
-    queue: integrated
-    pipelines: {check: [devstack], gate: [devstack]}
-  - name: openstack/glance
-    pipelines: {check: [hang]}
-nodepool:
-  labels:
-    - {name: ubuntu-jammy, min-ready: 1}
+"""
+            + (f"    collect: {collect}\n" if collect else ""))
+
+
+def e2e_layout(jobs: str, pipelines: str, labels: dict[str, tuple[str, str]], *, per_branch: bool = False,
+               more_projects: str = "", min_ready: int = 0) -> str:
+    """The gate's pipelines, `jobs` (layout text), nova and devstack in the integrated queue (a queue per branch
+    with `per_branch`) running `pipelines`, and one cloud-simulator provider with `labels` ({label: (image, base
+    image)}); the text other tests edit keeps this shape."""
+    return (GATE_LAYOUT.split("queues:")[0] + "\nqueues:\n  - name: integrated\n"
+            + ("    per-branch: true\n" if per_branch else "")
+            + "jobs:\n" + jobs + "projects:\n"
+            + "".join(f"  - name: {project}\n    queue: integrated\n    pipelines: {pipelines}\n"
+                      for project in INTEGRATED)
+            + more_projects + "nodepool:\n  labels:\n"
+            + "".join(f"    - {{name: {label}" + (f", min-ready: {min_ready}" if min_ready else "") + "}\n"
+                      for label in labels)
+            + """\
   providers:
     - name: sim-alpha
       driver: openstack
@@ -73,11 +76,22 @@ nodepool:
       boot-timeout: 20
       pools:
         - name: main
-          labels: [{name: ubuntu-jammy, image: jammy, flavor: small}]
-      images:
-        - name: jammy
-          base-image: debian-12
 """
+            + "          labels: [" + ", ".join(f"{{name: {label}, image: {image}, flavor: small}}"
+                                               for label, (image, _) in labels.items()) + "]\n"
+            + "      images:\n"
+            + "".join(f"        - name: {image}\n          base-image: {base}\n" for image, base in labels.values()))
+
+
+LAYOUT = e2e_layout(
+    devstack_job(collect="[logs/screen-*.log, logs/stack.sh.log, /var/log/syslog]") + """\
+  - name: hang
+    label: ubuntu-jammy
+    timeout: 3
+    attempts: 1
+    run: ['echo hanging; sleep 300 & echo $! > "$HOME/hang.pid"; wait']
+""", "{check: [devstack], gate: [devstack]}", {"ubuntu-jammy": ("jammy", "debian-12")},
+    more_projects="  - name: openstack/glance\n    pipelines: {check: [hang]}\n", min_ready=1)
 
 
 class ExecutorAdapter:

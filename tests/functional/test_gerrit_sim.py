@@ -6,12 +6,14 @@ import json
 import os
 import queue
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 from gerritlib import gerrit as gerritlib
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.gerrit.watcher import StreamWatcher
 from gatekeeper.sim.gerrit import GerritSimError, GerritSimulator
 
@@ -353,7 +355,7 @@ def test_watcher_reconnects_with_capped_backoff_and_stops_cleanly(sim: GerritSim
 
 
 def test_stream_subscribe_filter_and_multiple_listeners(sim: GerritSimulator) -> None:
-    procs = [subprocess.Popen(
+    procs = [start_tied(
         ["ssh", "-i", sim.accounts["jane"].key_file, "-o", "StrictHostKeyChecking=no", "-o",
          "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-p", str(sim.port), "jane@127.0.0.1",
          "gerrit", "stream-events", "-s", "patchset-created"], stdout=subprocess.PIPE, text=True)
@@ -404,8 +406,9 @@ def test_fault_controls(sim: GerritSimulator) -> None:
 
 def test_gerrit_sim_command_runs_standalone(tmp_path: object) -> None:
     root = str(tmp_path / "standalone")  # type: ignore[operator]
-    proc = subprocess.Popen(["gatekeeper", "gerrit-sim", "--root", root, "--port", "0", "--account", "ops",
-                             "--project", "org/demo"], stdout=subprocess.PIPE, text=True)
+    # this checkout's command, whatever else is called gatekeeper on PATH
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "gerrit-sim", "--root", root, "--port", "0",
+                       "--account", "ops", "--project", "org/demo"], stdout=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]
         assert lines[0].startswith("account ops: private key ")

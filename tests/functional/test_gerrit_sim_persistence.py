@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.sim.gerrit import GerritSimulator
 from gatekeeper.sim.gerrit.query import change_row
 
@@ -70,9 +71,9 @@ def test_create_project_on_an_existing_repository_keeps_its_branches(tmp_path: P
 
 def gerrit_sim(data_dir: Path, *extra: str) -> tuple[subprocess.Popen, str, str]:
     """Start `gatekeeper gerrit-sim` as its own process; returns it, jane's key and the SSH port."""
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "gerrit-sim", "--data-dir", str(data_dir),
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "gerrit-sim", "--data-dir", str(data_dir),
                              "--port", "0", "--account", "jane", *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     key = proc.stdout.readline().split("private key ", 1)[1].strip()
     line = proc.stdout.readline()
     assert line.startswith("Gerrit simulator on 127.0.0.1:"), line

@@ -22,6 +22,7 @@ from gatekeeper.launcher.client import NodeRequestClient, read_node, release_nod
 from gatekeeper.zk import access
 from gatekeeper.zk.access import AccessRefused
 from tests.functional.test_launcher import pool_yaml, provider_yaml, ssh_key, wait_for  # noqa: F401 (fixture)
+from tests.http import call
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="held nodes are SSH hosts in network namespaces (root)")
 
@@ -177,16 +178,7 @@ def test_developers_ask_through_the_web_with_their_own_tokens(zk, launcher, tmp_
                      hold_access={"max-hours": 2}).start()
 
     def post(token: str | None, body: dict, node_id: str = node.id) -> tuple[int, dict]:
-        headers = {"Content-Type": "application/json"}
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
-        req = urllib.request.Request(f"{web.url}/api/v1/nodes/{node_id}/access", data=json.dumps(body).encode(),
-                                     headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(req, timeout=20) as resp:
-                return resp.status, json.loads(resp.read())
-        except urllib.error.HTTPError as exc:
-            return exc.code, json.loads(exc.read())
+        return call(f"{web.url}/api/v1/nodes/{node_id}/access", "POST", token, body)
 
     try:
         assert post(None, {"public_key": public})[0] == 401

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from openstack.config import loader
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.config.layout import parse_layout
 from gatekeeper.launcher import cleanup as cleanup_module
 from gatekeeper.launcher import model
@@ -397,9 +398,9 @@ def test_launcher_killed_and_restarted_leaks_no_server_and_loses_no_request(zk, 
     }))
 
     def spawn(log_name: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "-v", "launcher", "-c",
+        return start_tied([sys.executable, "-m", "gatekeeper.cmd", "-v", "launcher", "-c",
                                  str(tmp_path / "gatekeeper.yaml")],
-                                stdout=subprocess.DEVNULL, stderr=open(tmp_path / log_name, "w"))
+                          stdout=subprocess.DEVNULL, stderr=open(tmp_path / log_name, "w"))
 
     sim.cloud("alpha").set_faults(boot_delay=1.5)
     first = spawn("first.log")

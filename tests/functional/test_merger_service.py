@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.gitrepo import GitRepo, reproduce, ssh_command
 from gatekeeper.merger.service import MergerService
 from gatekeeper.merger.upstream import Upstream, UpstreamChange
@@ -197,8 +198,8 @@ def test_gatekeeper_merger_command_serves_requests_until_terminated(tmp_path, zk
         f"zookeeper:\n  hosts: '{zk_server.hosts}'\n  chroot: '{zk_chroot}'\n"
         f"merger:\n  git-dir: '{tmp_path / 'cli-cache'}'\n  workers: 1\n"
     )
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "merger", "-c", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "merger", "-c", str(config)],
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         change = upstream.change("org/nova", {"cli.txt": "c\n"})
         result = wait_result(zk, submit_merge(zk, item_request([change])))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.cmd import main
 from gatekeeper.zk.client import ZKClient
 
@@ -21,8 +22,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def start(*argv: str, env: dict[str, str] | None = None) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", *argv], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, **(env or {})})
+    return start_tied([sys.executable, "-m", "gatekeeper.cmd", *argv], stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True, cwd=REPO, env={**os.environ, **(env or {})})
 
 
 def run_all(commands: list[tuple[str, ...]], env: dict[str, str] | None = None,
@@ -227,7 +228,7 @@ def test_zookeeper_commands_say_when_zookeeper_is_not_installed(no_config, tmp_p
 def test_zookeeper_stop_leaves_alone_a_process_that_reuses_a_stale_pid(tmp_path, capsys):
     state = tmp_path / "zk"
     state.mkdir()
-    other = subprocess.Popen(["sleep", "300"])
+    other = start_tied(["sleep", "300"])
     try:
         (state / "zookeeper.pid").write_text(str(other.pid))
         (state / "zookeeper.port").write_text("2181")

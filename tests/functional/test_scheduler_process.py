@@ -11,6 +11,7 @@ import threading
 import pytest
 import yaml
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.config.store import read_layout
 from gatekeeper.gitrepo import ssh_command
 from gatekeeper.merger.service import MergerService
@@ -44,8 +45,8 @@ class Rig:
         self.executor = TestExecutor(zk_factory()).start()
 
     def scheduler(self) -> subprocess.Popen:
-        proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "scheduler", "-c", str(self.config)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "scheduler", "-c", str(self.config)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         self.procs.append(proc)
         return proc
 

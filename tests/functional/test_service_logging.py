@@ -10,14 +10,16 @@ import sys
 import urllib.request
 from pathlib import Path
 
+from gatekeeper.child_process import start_tied
+
 
 def run_gerrit_sim(tmp_path: Path, *flags: str, env: dict[str, str] | None = None) -> str:
     """Start `gatekeeper [flags] gerrit-sim` (a service), fetch its commit-msg hook over HTTP (logged at DEBUG),
     stop it; returns its stderr."""
     data = tmp_path / ("gerrit" + "".join(flags))
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", *flags, "gerrit-sim", "--data-dir", str(data),
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", *flags, "gerrit-sim", "--data-dir", str(data),
                              "--port", "0", "--http-port", "0", "--web-url", "http://127.0.0.1", "--project", "org/x"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         line = proc.stdout.readline()
         assert line.startswith("Gerrit simulator on 127.0.0.1:"), line

@@ -13,11 +13,13 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from types import SimpleNamespace
 
 import pytest
 import yaml
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.executor.console import Console, ConsoleRegistry, ConsoleServer
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.launcher.client import add_autohold
@@ -29,6 +31,7 @@ from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.server import free_port
 from tests.helpers import wait_for
+from tests.http import call, get, get_json
 from tests.unit.test_web_status import sample_state
 
 TOKEN = "s3cret-admin-token"
@@ -61,8 +64,9 @@ def start_web(zk, tmp_path) -> WebService:
     return web
 
 
-@pytest.fixture
-def web(zk, tmp_path) -> Iterator[WebService]:
+@contextmanager
+def running_web(zk, tmp_path) -> Iterator[WebService]:
+    """`start_web`'s service, stopped and its history database closed on the way out."""
     service = start_web(zk, tmp_path)
     try:
         yield service
@@ -71,31 +75,32 @@ def web(zk, tmp_path) -> Iterator[WebService]:
         service.history.close()
 
 
-def get(url: str) -> tuple[int, bytes, dict]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            return resp.status, resp.read(), dict(resp.headers)
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read(), dict(exc.headers)
+@pytest.fixture
+def web(zk, tmp_path) -> Iterator[WebService]:
+    with running_web(zk, tmp_path) as service:
+        yield service
 
 
-def get_json(url: str):
-    code, body, _ = get(url)
-    return code, json.loads(body)
+class LiveConsole:
+    """A build's open console on a console server that a registered executor announces in ZooKeeper: what the
+    web relays. `stop()` unregisters the executor and stops the server."""
+
+    def __init__(self, zk, tmp_path, build: str = "build-devstack-a") -> None:
+        self.registry = ConsoleRegistry()
+        self.console = Console(build, str(tmp_path / "console" / f"{build}.txt"))
+        self.registry.add(self.console)
+        self.server = ConsoleServer(self.registry).start()
+        self.executor = Component(zk, "executor", extra={"console": f"http://{self.server.host}:{self.server.port}"})
+        self.executor.register()
+
+    def stop(self) -> None:
+        self.executor.unregister()
+        self.server.stop()
 
 
 def post(web: WebService, action: str, body: dict, token: str | None = TOKEN, user: str = "alice"):
-    headers = {"Content-Type": "application/json", "X-Gatekeeper-User": user}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(f"{web.url}/api/v1/admin/{action}", json.dumps(body).encode(), headers)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, json.loads(exc.read())
+    """An admin request as `user`."""
+    return call(f"{web.url}/api/v1/admin/{action}", "POST", token, body, headers={"X-Gatekeeper-User": user})
 
 
 def test_status_json_lists_every_pipeline_with_queued_items_and_jobs(web):
@@ -235,12 +240,8 @@ def test_admin_holds_and_releases_a_node_and_adds_an_autohold(web, zk):
 
 
 def test_live_console_is_relayed_from_the_executor_while_it_is_written(web, zk, tmp_path):
-    registry = ConsoleRegistry()
-    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
-    registry.add(console)
-    server = ConsoleServer(registry).start()
-    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
-    executor.register()
+    live = LiveConsole(zk, tmp_path)
+    registry, console = live.registry, live.console
     try:
         console.line("first line")
         with urllib.request.urlopen(f"{web.url}/api/v1/builds/build-devstack-a/console", timeout=10) as resp:
@@ -252,17 +253,12 @@ def test_live_console_is_relayed_from_the_executor_while_it_is_written(web, zk, 
             assert resp.read() == b""
         assert get(f"{web.url}/api/v1/builds/unknown-build/console")[0] == 404
     finally:
-        executor.unregister()
-        server.stop()
+        live.stop()
 
 
 def test_live_console_streams_as_server_sent_events_and_ends_with_an_end_event(web, zk, tmp_path):
-    registry = ConsoleRegistry()
-    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
-    registry.add(console)
-    server = ConsoleServer(registry).start()
-    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
-    executor.register()
+    live = LiveConsole(zk, tmp_path)
+    registry, console = live.registry, live.console
     try:
         console.line("first line")
         request = urllib.request.Request(f"{web.url}/api/v1/builds/build-devstack-a/console",
@@ -280,18 +276,13 @@ def test_live_console_streams_as_server_sent_events_and_ends_with_an_end_event(w
             registry.finish("build-devstack-a")
             assert resp.read() == b"event: end\ndata: the console is closed\n\n"
     finally:
-        executor.unregister()
-        server.stop()
+        live.stop()
 
 
 def test_stopping_the_web_ends_an_open_console_relay(zk, tmp_path):
     web = start_web(zk, tmp_path)
-    registry = ConsoleRegistry()
-    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
-    registry.add(console)
-    server = ConsoleServer(registry).start()
-    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
-    executor.register()
+    live = LiveConsole(zk, tmp_path)
+    console = live.console
     try:
         console.line("a line")
         with urllib.request.urlopen(f"{web.url}/api/v1/builds/build-devstack-a/console", timeout=10) as resp:
@@ -302,8 +293,7 @@ def test_stopping_the_web_ends_an_open_console_relay(zk, tmp_path):
     finally:
         web.stop()
         web.history.close()
-        executor.unregister()
-        server.stop()
+        live.stop()
 
 
 def test_openapi_document_describes_every_admin_request_model(web):
@@ -353,8 +343,8 @@ def test_gatekeeper_web_runs_as_its_own_process_and_stops_on_sigterm(zk_server, 
         "web": {"listen": "127.0.0.1", "port": port, "admin-token": TOKEN},
         "history": {"url": f"sqlite:///{tmp_path}/history.sqlite"},
     }))
-    proc = subprocess.Popen([sys.executable, "-m", "gatekeeper.cmd", "web", "-c", str(config)],
-                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "web", "-c", str(config)],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         # the banner is the first line on stdout (the service's log lines go to stderr)
         assert proc.stdout.readline().strip() == f"gatekeeper web on http://127.0.0.1:{port}/"
@@ -370,12 +360,8 @@ def test_gatekeeper_web_runs_as_its_own_process_and_stops_on_sigterm(zk_server, 
 
 
 def test_console_snapshot_then_the_rest_from_its_offset(web, zk, tmp_path):
-    registry = ConsoleRegistry()
-    console = Console("build-devstack-a", str(tmp_path / "console" / "build-devstack-a.txt"))
-    registry.add(console)
-    server = ConsoleServer(registry).start()
-    executor = Component(zk, "executor", extra={"console": f"http://{server.host}:{server.port}"})
-    executor.register()
+    live = LiveConsole(zk, tmp_path)
+    console = live.console
     url = f"{web.url}/api/v1/builds/build-devstack-a/console"
     try:
         console.line("one")
@@ -392,5 +378,4 @@ def test_console_snapshot_then_the_rest_from_its_offset(web, zk, tmp_path):
         assert get_json(f"{url}?offset=lots")[1] == {"error": 'query parameter offset="lots" is not a number'}
     finally:
         console.close()
-        executor.unregister()
-        server.stop()
+        live.stop()

@@ -4,26 +4,14 @@ replayed into their queue or discarded by an operator with the admin token."""
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 
 from gatekeeper.web.server import WebService
 from gatekeeper.zk import paths
 from gatekeeper.zk.deadletter import DeadLetters
 from gatekeeper.zk.record import encode
+from tests.http import call
 
 TOKEN = "dead-letter-admin"
-
-
-def call(url: str, method: str = "GET", token: str | None = None) -> tuple[int, object]:
-    req = urllib.request.Request(url, method=method, data=b"{}" if method == "POST" else None,
-                                 headers={"Authorization": f"Bearer {token}"} if token else {})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as resp:
-            body = resp.read()
-            return resp.status, json.loads(body) if resp.headers.get_content_type() == "application/json" else body
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def set_aside(zk, n: int) -> list[str]:

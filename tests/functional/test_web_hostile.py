@@ -5,7 +5,6 @@ written to ZooKeeper."""
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 
 import pytest
@@ -14,28 +13,19 @@ from gatekeeper.launcher.model import Node
 from gatekeeper.web.server import WebService
 from gatekeeper.zk import paths
 from gatekeeper.zk.event_queue import EventQueue
-from tests.functional.test_web import TOKEN, get, get_json, post, start_web
+from tests import http
+from tests.functional.test_web import TOKEN, post, running_web
+from tests.http import get, get_json
 
 
 @pytest.fixture
 def web(zk, tmp_path) -> Iterator[WebService]:
-    service = start_web(zk, tmp_path)
-    try:
+    with running_web(zk, tmp_path) as service:
         yield service
-    finally:
-        service.stop()
-        service.history.close()
 
 
-def raw(web: WebService, request: bytes, timeout: float = 10.0) -> tuple[int, bytes]:
-    """Send bytes as they are and read the answer until the server closes; a hang fails on the timeout."""
-    with socket.create_connection(("127.0.0.1", web.port), timeout=timeout) as sock:
-        sock.sendall(request)
-        answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.partition(b"\r\n\r\n")
-    return int(head.split(b" ", 2)[1]), body
+def raw(web: WebService, request: bytes) -> tuple[int, bytes]:
+    return http.raw(web.port, request)
 
 
 def admin_request(path: str, headers: str, body: bytes = b"") -> bytes:

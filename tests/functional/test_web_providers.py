@@ -3,28 +3,14 @@ Chromium) and /metrics, and drain/undrain through the admin API, which the launc
 
 from __future__ import annotations
 
-import json
 import time
-import urllib.error
-import urllib.request
 
 from gatekeeper.web.server import WebService
 from gatekeeper.zk.provider_store import ProviderStore
 from tests.functional.test_browser import chromium
+from tests.http import call
 
 TOKEN = "providers-admin"
-
-
-def call(url: str, method: str = "GET", token: str | None = None, body: dict | None = None):
-    req = urllib.request.Request(url, method=method, data=json.dumps(body or {}).encode() if method == "POST" else None,
-                                 headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-                                 if token else {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=20) as resp:
-            raw = resp.read()
-            return resp.status, json.loads(raw) if resp.headers.get_content_type() == "application/json" else raw
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def test_provider_health_is_shown_and_operators_drain_through_the_admin_api(zk, tmp_path):

@@ -15,6 +15,7 @@ import pytest
 from kazoo.client import KazooClient
 from kazoo.exceptions import NoAuthError
 
+from gatekeeper.child_process import start_tied
 from gatekeeper.zk.client import DigestAuth, TLSOptions, ZKClient
 from gatekeeper.zk.server import four_letter_word, free_port
 from gatekeeper.zk.tls import make_pki
@@ -66,8 +67,8 @@ class Ensemble:
         (m.conf / "zoo.cfg").write_text(self.template((ETC / "zookeeper" / "zoo.cfg").read_text(), m))
         (m.conf / "log4j.properties").write_text((ETC / "zookeeper" / "log4j.properties").read_text())
         log = open(m.conf.parent / "zookeeper.log", "ab")
-        m.proc = subprocess.Popen(shlex.split(self.template(self.unit, m)), stdout=log, stderr=log,
-                                  stdin=subprocess.DEVNULL, start_new_session=True)
+        m.proc = start_tied(shlex.split(self.template(self.unit, m)), stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
 
     def stop(self, m: Member) -> None:

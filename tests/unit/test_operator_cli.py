@@ -10,17 +10,13 @@ import pytest
 
 from gatekeeper.cmd import main
 from gatekeeper.web.server import WebService
-from tests.functional.test_web import TOKEN, start_web
+from tests.functional.test_web import TOKEN, running_web
 
 
 @pytest.fixture
 def web(zk, tmp_path) -> Iterator[WebService]:
-    service = start_web(zk, tmp_path)
-    try:
+    with running_web(zk, tmp_path) as service:
         yield service
-    finally:
-        service.stop()
-        service.history.close()
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

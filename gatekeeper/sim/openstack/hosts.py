@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
+from gatekeeper.child_process import start_tied
+
 log = logging.getLogger("gatekeeper.sim.openstack.hosts")
 
 SSHD = "/usr/sbin/sshd"
@@ -271,7 +273,7 @@ class LoopbackBackend(HostBackend):
                              f"Subsystem sftp {SFTP_SERVER}\nForceCommand {wrapper}\nSetEnv SHLVL=1\n")
         self.hosts[spec.server_id] = host
         if spec.ssh:
-            proc = subprocess.Popen(
+            proc = start_tied(  # a killed simulator leaves no sshd behind
                 [SSHD, "-D", "-e", "-f", os.path.join(hdir, "sshd_config")],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
             )
@@ -354,7 +356,7 @@ class NetnsBackend(HostBackend):
                 mounts = " && ".join(f"mount --bind {src} {dst}" for dst, src in private.items())
                 script = (f'echo {spec.hostname} > /proc/sys/kernel/hostname && '
                           f'mount --bind {host.home} /root && {mounts} && exec "$@"')
-                proc = subprocess.Popen(
+                proc = start_tied(  # a killed simulator leaves no host: unshare --kill-child takes sshd along
                     ["ip", "netns", "exec", ns, "unshare", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc",
                      "sh", "-c", script, "sh", SSHD, "-D", "-e", "-r", "-f", os.path.join(host.workdir, "sshd_config")],
                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
