@@ -68,7 +68,8 @@ class Launcher(Launching):
         # caches, touched by the main loop only
         self.requests: dict[str, tuple[NodeRequest, int]] = {}
         self.ready: dict[str, list[str]] = {}  # label -> sorted ready-index entries
-        self._ready_dirty: set[str] = set()  # labels whose index changed since we last read it
+        self._ready_dirty: set[str] = set()  # labels whose index is read afresh at its next use
+        self._read_this_pass: set[str] = set()  # labels whose index was read in this assignment pass
         self.live_providers: set[str] = set()
         self.live_provider_labels: dict[str, set[str]] = {}  # live provider -> labels it serves
         self.live_launchers: set[str] = set()
@@ -281,6 +282,8 @@ class Launcher(Launching):
                 next_tick = time.monotonic() + 1.0
                 self.post(self._publish_health)
                 self.post(self._expire_ready)
+                self.post(lambda: self._ready_dirty.update(self.nodepool.labels))
+                self.post(self.nodes.flush_signals)
                 self._read_foreign_health()
             if any(m.health.due() for m in self.managers.values()):
                 self.wake()
@@ -362,14 +365,13 @@ class Launcher(Launching):
                 node.request = ""
 
     def ready_entries(self, label: str) -> list[str]:
-        """The label's ready index, re-read only after a watch said it changed (one read per change burst)."""
+        """The label's ready index as this launcher knows it. Its own changes keep it in step; what others change
+        is read when a decision needs it (before launching, after a lost hand-out) and once a second, not on
+        every change: a watch would re-read the index after each of our own hand-outs and readies."""
         if label in self._ready_dirty:
-
-            def fired(event, label=label) -> None:
-                if not self._stop.is_set():
-                    self._events.put(lambda: self._ready_dirty.add(label))
-            self.ready[label] = self.store.ready_entries(label, watch=fired)
+            self.ready[label] = self.store.ready_entries(label)
             self._ready_dirty.discard(label)
+            self._read_this_pass.add(label)
         return self.ready.setdefault(label, [])
 
     def _on_live_providers(self, children: list[str]) -> None:
@@ -404,6 +406,7 @@ class Launcher(Launching):
     # -- assignment (main loop) ----------------------------------------------------------------------------
     def _assign(self) -> None:
         self.waiting_for_room.clear()
+        self._read_this_pass.clear()
         for rid in sorted(self.requests):
             entry = self.requests.get(rid)
             if entry is None:
@@ -445,14 +448,14 @@ class Launcher(Launching):
     def _serve(self, rid: str) -> None:
         req, version = self.requests[rid]
         avoid = self._avoided(rid, req) if req.avoid_providers else frozenset()
-        fresh = False  # whether the ready index was re-read for this decision
+        fresh = self._read_this_pass.issuperset(req.labels)  # whether the ready index is as read just now
         for _ in range(4):
             offers = [o for o in self._ready_by_provider(req.labels, req.requested_provider) if o[0] not in avoid]
             if not offers:
                 if fresh:
                     break
-                # Never launch on a cached "nothing ready": a watch may not have told us yet of a node that sits
-                # ready on another provider. One read before a launch is cheap next to a launch.
+                # Never launch on a cached "nothing ready": another launcher may have made a node ready since we
+                # last read the index. One read per pass before launching is cheap next to a launch.
                 self._ready_dirty.update(req.labels)
                 fresh = True
                 continue
@@ -502,9 +505,23 @@ class Launcher(Launching):
                       key=lambda m: (m.free() - backlog[m.name], m.capacity()))
         req.set_state(model.PENDING)
         req.provider, req.launcher = manager.name, self.ident
-        if self._write_request(rid, req, version):
-            log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
-            self.plans[rid] = Plan(rid, manager.name, list(req.labels), queued=list(req.labels))
+        # the claim and the records of the nodes launched for it go in one transaction, when there is room for all
+        launches = [self._node_for(manager, label, rid) for label in req.labels]
+        room = Counter(req.labels)
+        if any(launch is None for launch in launches) or any(manager.free(x) < n for x, n in room.items()):
+            launches = []
+        req.id = rid
+        new_version = self.store.claim_request(req, version, [launch[0] for launch in launches])
+        if new_version is None:
+            self._fetch_request(rid)
+            return
+        self.requests[rid] = (req, new_version)
+        log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
+        plan = self.plans[rid] = Plan(rid, manager.name, list(req.labels),
+                                      queued=[] if launches else list(req.labels))
+        for launch in launches:
+            plan.nodes[launch[0].id] = launch[0].label
+            self._boot(manager, *launch)
 
     def _avoided(self, rid: str, req: NodeRequest) -> frozenset[str]:
         """Providers `req` asks to avoid (an attempt failed there) while another live one can serve it; else none."""
@@ -553,7 +570,9 @@ class Launcher(Launching):
             if node.state != model.READY:
                 return False
             picks.append((entry, node, nversion))
-        result = self.store.hand_out(req, version, picks, provider, self.ident)
+        replacements = self._replacements([label for label, _ in take])
+        result = self.store.hand_out(req, version, picks, provider, self.ident,
+                                     create=[node for _, node, _, _ in replacements])
         for label, entry in take:
             if entry in self.ready.get(label, []):
                 self.ready[label].remove(entry)  # taken now, or by someone else (the watch resyncs us)
@@ -566,6 +585,8 @@ class Launcher(Launching):
                 manager.nodes[node.id] = (node, nversion)
         self.requests[rid] = (result.request, result.request_version)
         self.handed_out += 1
+        for launch in replacements:
+            self._boot(*launch)
         return True
 
     def _try_ready_for_plan(self, rid: str) -> None:

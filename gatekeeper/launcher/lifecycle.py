@@ -23,6 +23,7 @@ class NodeLifecycle:
         self.post = post
         self.ready = ready  # the launcher's ready-index cache (label -> sorted entries), kept in step
         self.released_seen: set[str] = set()
+        self.signals_done: set[str] = set()  # release signals of deleted nodes, removed in one batch (flush)
 
     def write(self, manager: ProviderManager, node: Node, version: int, add_ready: bool = False) -> bool:
         """Versioned write of a managed node; on a conflict the cache is re-read and False returned."""
@@ -120,9 +121,17 @@ class NodeLifecycle:
         if not ok:
             log.error("provider %s: node %s's server would not go away; cleanup will retry", manager.name, node_id)
             return
-        if not self.store.delete_node(node_id, released=node_id in self.released_seen):
+        if not self.store.delete_node(node_id):
             log.warning("node %s is locked by a consumer; keeping its record", node_id)
             return
-        self.released_seen.discard(node_id)
+        if node_id in self.released_seen:
+            self.signals_done.add(node_id)
         manager.nodes.pop(node_id, None)
         manager.quota_blocked_until = 0.0  # room was freed: try again now
+
+    def flush_signals(self) -> None:
+        """Remove the release signals of nodes deleted since the last flush, in one transaction: one change of
+        the released list (so one re-read by every launcher's watch) for many nodes instead of one each."""
+        if self.signals_done:
+            done, self.signals_done = sorted(self.signals_done), set()
+            self.store.remove_released(done)

@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
-from kazoo.recipe.lock import Lock
 
 from gatekeeper.zk import node_records as model
 from gatekeeper.zk import paths
@@ -47,6 +46,11 @@ class HandOut:
     request_version: int = -1
     nodes: list[tuple[Node, int]] | None = None
     request_changed: bool = False  # the request was changed or withdrawn: re-read it
+
+
+def node_holder(node_id: str) -> str:
+    """A consumer's lock on a node: an ephemeral child of the node's lock path, made when it takes the node."""
+    return f"{paths.node_lock(node_id)}/holder"
 
 
 def _failed(results) -> bool:
@@ -94,6 +98,20 @@ class NodeStore(ProviderStore):
             if found is not None and (provider is None or found[0].provider == provider):
                 out[node_id] = found
         return out
+
+    def scan_nodes(self, provider: str) -> tuple[dict[str, tuple[Node, int]], list[str]]:
+        """One read of every node record: the provider's readable nodes with their versions, and the ids of the
+        records (of any provider) that cannot be read."""
+        out, bad = {}, []
+        for node_id in self.node_ids():
+            try:
+                found = self.read_node(node_id)
+            except UnreadableRecord:
+                bad.append(node_id)
+                continue
+            if found is not None and found[0].provider == provider:
+                out[node_id] = found
+        return out, bad
 
     def unreadable_requests(self) -> list[str]:
         """Ids of request znodes whose record cannot be read."""
@@ -197,6 +215,18 @@ class NodeStore(ProviderStore):
                     return False
         return True
 
+    def remove_released(self, node_ids: list[str]) -> None:
+        """Remove release signals (of nodes already deleted) in one transaction, one by one if some are gone."""
+        tx = self.kz.transaction()
+        for node_id in node_ids:
+            tx.delete(paths.released_node(node_id))
+        if _failed(tx.commit()):
+            for node_id in node_ids:
+                try:
+                    self.kz.delete(paths.released_node(node_id))
+                except NoNodeError:
+                    pass
+
     def is_locked(self, node_id: str) -> bool:
         return bool(self._children(paths.node_lock(node_id)))
 
@@ -219,8 +249,9 @@ class NodeStore(ProviderStore):
             return []
 
     def hand_out(self, request: NodeRequest, version: int, picks: list[tuple[str, Node, int]], provider: str,
-                 launcher: str) -> HandOut:
-        """Hand ready nodes to a request in one transaction. `picks` is (ready entry, node, node version)."""
+                 launcher: str, create: list[Node] = ()) -> HandOut:
+        """Hand ready nodes to a request in one transaction. `picks` is (ready entry, node, node version); `create`
+        are new node records (replacements the launcher is about to boot) written in the same transaction."""
         tx = self.kz.transaction()
         updated = []
         for entry, node, nversion in picks:
@@ -238,13 +269,17 @@ class NodeStore(ProviderStore):
         new.provider = provider
         new.launcher = launcher
         tx.set_data(paths.node_request(request.id), new.to_bytes(), version=version)
+        for node in create:
+            tx.create(paths.node(node.id), node.to_bytes())
+            tx.create(paths.node_lock(node.id), b"")
         results = tx.commit()
+        at = 2 * len(updated)  # the request's result
         if _failed(results):
-            changed = isinstance(results[-1], (BadVersionError, NoNodeError)) or any(
+            changed = isinstance(results[at], (BadVersionError, NoNodeError)) or any(
                 isinstance(r, NoNodeError) for r in results)
             return HandOut(False, request_changed=changed)
         nodes = [(node, results[2 * i + 1].version) for i, (node, _) in enumerate(updated)]
-        return HandOut(True, new, results[-1].version, nodes)
+        return HandOut(True, new, results[at].version, nodes)
 
     # -- requests (launcher side) ----------------------------------------------------------------------------
     def read_request(self, rid: str, watch: Callable | None = None) -> tuple[NodeRequest, int] | None:
@@ -263,6 +298,23 @@ class NodeStore(ProviderStore):
             return self.kz.set(paths.node_request(req.id), req.to_bytes(), version=version).version
         except (BadVersionError, NoNodeError):
             return None
+
+    def claim_request(self, req: NodeRequest, version: int, create: list[Node]) -> int | None:
+        """Versioned write of a request a launcher claims, with the records of the nodes it launches for it, in
+        one transaction; the request's new version, or None if it changed or went away meanwhile."""
+        if not create:
+            return self.write_request(req, version)
+        tx = self.kz.transaction()
+        tx.set_data(paths.node_request(req.id), req.to_bytes(), version=version)
+        for node in create:
+            tx.create(paths.node(node.id), node.to_bytes())
+            tx.create(paths.node_lock(node.id), b"")
+        results = tx.commit()
+        if _failed(results):
+            if not isinstance(results[0], (BadVersionError, NoNodeError)):
+                log.error("request %s: could not create its nodes: %s", req.id, results)
+            return None
+        return results[0].version
 
     def request_ids(self) -> list[str]:
         return self._children(paths.NODE_REQUESTS)
@@ -314,13 +366,11 @@ class NodeStore(ProviderStore):
         except NoNodeError:
             pass
 
-    def node_lock(self, node_id: str, holder: str) -> Lock:
-        lock = Lock(self.kz, paths.node_lock(node_id), holder)
-        lock.assured_path = True  # the launcher creates the lock's parent with the node
-        return lock
+    def take_nodes(self, request: NodeRequest, holder: str) -> list[tuple[Node, int]]:
+        """Lock the request's nodes for `holder`, mark them in use and remove the request, in one transaction.
 
-    def take_nodes(self, request: NodeRequest) -> list[tuple[Node, int]]:
-        """Mark the request's (locked) nodes in use and remove the request, in one transaction."""
+        The lock is an ephemeral child of the node's lock path (gone with the consumer's session, which is how
+        cleanup tells an abandoned in-use node); a node another consumer holds is refused with NodeStoreError."""
         for use_handed in (True, False):
             nodes, tx = [], self.kz.transaction()
             for node_id in request.nodes:
@@ -334,18 +384,23 @@ class NodeStore(ProviderStore):
                     node, version = found
                 node.set_state(model.IN_USE)
                 node.comment = request.requestor
+                tx.create(node_holder(node_id), holder.encode(), ephemeral=True)
                 tx.set_data(paths.node(node_id), node.to_bytes(), version=version)
                 nodes.append(node)
             tx.delete(paths.node_request(request.id))
             results = tx.commit()
             if not _failed(results):
-                return [(n, r.version) for n, r in zip(nodes, results, strict=False)]
+                return [(n, results[2 * i + 1].version) for i, n in enumerate(nodes)]
+            for i, node in enumerate(nodes):
+                if isinstance(results[2 * i], NodeExistsError):
+                    raise NodeStoreError(f"node {node.id} of request {request.id} is locked by someone else")
         raise NodeStoreError(f"request {request.id}: could not mark its nodes in use ({results})")
 
     def release(self, node_id: str, cached: tuple[Node, int] | None, held: bool, reason: str,
-                hold_hours: float, change: str = "", owner: str = "") -> None:
-        """Give a node back: used (its launcher deletes it) or held for `hold_hours` (an operator's earlier hold
-        request wins over "used"); a node held for a failed build records its change and that change's owner."""
+                hold_hours: float, change: str = "", owner: str = "", locked: bool = True) -> None:
+        """Give a node back and drop its consumer's lock (if `locked`): used (its launcher deletes it) or held for
+        `hold_hours` (an operator's earlier hold request wins over "used"); a node held for a failed build records
+        its change and that change's owner."""
         for _ in range(5):
             if cached is None:
                 cached = self.read_node(node_id)
@@ -367,8 +422,14 @@ class NodeStore(ProviderStore):
                 current.set_state(model.USED)
                 tx.set_data(paths.node(node_id), current.to_bytes(), version=version)
                 tx.create(paths.released_node(node_id), b"")
-            if not _failed(tx.commit()):
+            if locked:
+                tx.delete(node_holder(node_id))
+            results = tx.commit()
+            if not _failed(results):
                 return
+            if locked and isinstance(results[-1], NoNodeError):
+                locked = False  # our lock went with an expired session: release without it
+                continue
             cached = None  # changed under us (an operator asked for a hold): read and try again
         raise NodeStoreError(f"node {node_id}: could not release it (it keeps changing)")
 
