@@ -30,7 +30,7 @@ log = logging.getLogger("gatekeeper.zk.nodes")
 PRIORITY_DIGITS = 6
 UNREADABLE = paths.UNREADABLE
 
-__all__ = ["HandOut", "NodeStore", "NodeStoreError", "UnreadableRecord", "providers_status"]
+__all__ = ["HandOut", "NodeStore", "NodeStoreError", "Pending", "UnreadableRecord", "providers_status"]
 
 
 class NodeStoreError(Exception):
@@ -46,6 +46,22 @@ class HandOut:
     request_version: int = -1
     nodes: list[tuple[Node, int]] | None = None
     request_changed: bool = False  # the request was changed or withdrawn: re-read it
+
+
+class Pending:
+    """A request sent to ZooKeeper whose answer is not awaited yet: many are sent before the first answer is
+    read (one round trip for all). `result()` waits and returns the answer as the synchronous method would."""
+
+    def __init__(self, answer, interpret: Callable) -> None:
+        self._answer = answer
+        self._interpret = interpret
+
+    def result(self):
+        try:
+            raw = self._answer.get()
+        except Exception as e:  # kazoo hands a failed request's exception to get()
+            return self._interpret(e)
+        return self._interpret(raw)
 
 
 def node_holder(node_id: str) -> str:
@@ -252,6 +268,11 @@ class NodeStore(ProviderStore):
                  launcher: str, create: list[Node] = ()) -> HandOut:
         """Hand ready nodes to a request in one transaction. `picks` is (ready entry, node, node version); `create`
         are new node records (replacements the launcher is about to boot) written in the same transaction."""
+        return self.hand_out_async(request, version, picks, provider, launcher, create).result()
+
+    def hand_out_async(self, request: NodeRequest, version: int, picks: list[tuple[str, Node, int]],
+                       provider: str, launcher: str, create: list[Node] = ()) -> Pending:
+        """hand_out, sent without waiting for the answer (a Pending whose result() is the HandOut)."""
         tx = self.kz.transaction()
         updated = []
         for entry, node, nversion in picks:
@@ -272,14 +293,19 @@ class NodeStore(ProviderStore):
         for node in create:
             tx.create(paths.node(node.id), node.to_bytes())
             tx.create(paths.node_lock(node.id), b"")
-        results = tx.commit()
         at = 2 * len(updated)  # the request's result
-        if _failed(results):
-            changed = isinstance(results[at], (BadVersionError, NoNodeError)) or any(
-                isinstance(r, NoNodeError) for r in results)
-            return HandOut(False, request_changed=changed)
-        nodes = [(node, results[2 * i + 1].version) for i, (node, _) in enumerate(updated)]
-        return HandOut(True, new, results[at].version, nodes)
+
+        def interpret(results) -> HandOut:
+            if isinstance(results, Exception):
+                log.warning("request %s: hand-out not answered: %s", request.id, results)
+                return HandOut(False, request_changed=True)
+            if _failed(results):
+                changed = isinstance(results[at], (BadVersionError, NoNodeError)) or any(
+                    isinstance(r, NoNodeError) for r in results)
+                return HandOut(False, request_changed=changed)
+            nodes = [(node, results[2 * i + 1].version) for i, (node, _) in enumerate(updated)]
+            return HandOut(True, new, results[at].version, nodes)
+        return Pending(tx.commit_async(), interpret)
 
     # -- requests (launcher side) ----------------------------------------------------------------------------
     def read_request(self, rid: str, watch: Callable | None = None) -> tuple[NodeRequest, int] | None:
@@ -299,22 +325,38 @@ class NodeStore(ProviderStore):
         except (BadVersionError, NoNodeError):
             return None
 
-    def claim_request(self, req: NodeRequest, version: int, create: list[Node]) -> int | None:
+    def claim_request(self, req: NodeRequest, version: int, create: list[Node]) -> Pending:
         """Versioned write of a request a launcher claims, with the records of the nodes it launches for it, in
-        one transaction; the request's new version, or None if it changed or went away meanwhile."""
-        if not create:
-            return self.write_request(req, version)
+        one transaction, sent without waiting: result() is the request's new version, or None if it changed or
+        went away meanwhile."""
         tx = self.kz.transaction()
         tx.set_data(paths.node_request(req.id), req.to_bytes(), version=version)
         for node in create:
             tx.create(paths.node(node.id), node.to_bytes())
             tx.create(paths.node_lock(node.id), b"")
-        results = tx.commit()
-        if _failed(results):
-            if not isinstance(results[0], (BadVersionError, NoNodeError)):
-                log.error("request %s: could not create its nodes: %s", req.id, results)
-            return None
-        return results[0].version
+
+        def interpret(results) -> int | None:
+            if isinstance(results, Exception) or _failed(results):
+                if isinstance(results, Exception) or not isinstance(results[0], (BadVersionError, NoNodeError)):
+                    log.error("request %s: could not claim it with its nodes: %s", req.id, results)
+                return None
+            return results[0].version
+        return Pending(tx.commit_async(), interpret)
+
+    def read_requests(self, rids: list[str]) -> dict[str, tuple[NodeRequest, int] | None]:
+        """Several requests read at once (one round trip): each with its version, None if gone or unreadable."""
+        answers = [(rid, self.kz.get_async(paths.node_request(rid))) for rid in rids]
+        out = {}
+        for rid, answer in answers:
+            try:
+                raw, stat = answer.get()
+                req = self._decode(NodeRequest, paths.node_request(rid), raw)
+            except (NoNodeError, UnreadableRecord):
+                out[rid] = None
+                continue
+            req.id = rid
+            out[rid] = (req, stat.version)
+        return out
 
     def request_ids(self) -> list[str]:
         return self._children(paths.NODE_REQUESTS)
@@ -340,23 +382,43 @@ class NodeStore(ProviderStore):
         return found[0] if found else None
 
     def watch_request(self, rid: str, callback: Callable[[NodeRequest | None], None]) -> None:
-        """Call `callback(request)` once, when the request is fulfilled or failed (None: it vanished)."""
-        done = threading.Event()
+        """Call `callback(request)` once, when the request is fulfilled or failed (None: it vanished).
 
-        def on_change(event=None) -> None:
+        Returns at once: the read that sets the watch is answered on kazoo's thread, so a consumer submitting many
+        requests waits one round trip for each, not two."""
+        done = threading.Event()
+        path = paths.node_request(rid)
+        retries = [5]
+
+        def answered(answer) -> None:
             if done.is_set():
                 return
             try:
-                found = self.read_request(rid, watch=on_change)
-            except UnreadableRecord:
-                return  # wait for the next write
-            if found is None:
+                raw, _ = answer.get()
+            except NoNodeError:
                 done.set()
                 callback(None)
                 return
-            if found[0].state in (model.FULFILLED, model.REQUEST_FAILED):
+            except Exception as e:  # the connection dropped with the read in flight: ask again once it is back
+                if retries[0] > 0:
+                    retries[0] -= 1
+                    log.info("request %s: watching it failed (%s); asking again", rid, e)
+                    on_change()
+                else:
+                    log.error("request %s: could not watch it: %s", rid, e)
+                return
+            try:
+                req = self._decode(NodeRequest, path, raw)
+            except UnreadableRecord:
+                return  # wait for the next write
+            req.id = rid
+            if req.state in (model.FULFILLED, model.REQUEST_FAILED):
                 done.set()
-                callback(found[0])
+                callback(req)
+
+        def on_change(event=None) -> None:
+            if not done.is_set():
+                self.kz.get_async(path, watch=on_change).rawlink(answered)
 
         on_change()
 
