@@ -4,6 +4,7 @@
     assigning.py  assignment decisions: hand-out from ready nodes, which provider launches a request, failover;
                   writes sent as decided and answered together per pass
     launching.py  launch decisions: plans, min-ready, room at max-servers, launch results, drain, max-ready-age
+    events.py     the typed events of the main loop's queue (launch results, deleted servers, calls, wake, stop)
     health.py     a provider's circuit breaker on boot failures and the figures operators read
     lifecycle.py  a managed node's writes: ready, back to ready, used, deleting, gone
     provider_manager.py  a provider as managed: its nodes, quota, and the workers that boot, scan and delete

@@ -51,8 +51,6 @@ class Assigning:
                     self._reset_orphan(rid)  # its plan went with a lost ZooKeeper session: start it afresh
                 elif self._launchers_known and req.launcher not in self.live_launchers:
                     self._reset_orphan(rid)
-                elif req.launcher != self.ident:
-                    self._watch_request(rid)
         self._settle()
         self._start_queued_launches()
         self._keep_min_ready()
@@ -146,9 +144,7 @@ class Assigning:
         if not candidates:
             if able:
                 self._make_room(req, able)
-            else:
-                self._watch_request(rid)
-            return
+            return  # (its changes reach us through the requests' tree watch)
         top = min(m.config.priority for m in candidates)
         manager = max((m for m in candidates if m.config.priority == top),
                       key=lambda m: (m.free() - backlog[m.name], m.capacity()))
@@ -173,6 +169,7 @@ class Assigning:
                 for launch in launches:
                     manager.nodes.pop(launch[0].id, None)
                 self._fetch_request(rid)
+                self.wake()  # decide again on the request as it is now
                 return
             self.requests[rid] = (req, new_version)
             log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
@@ -243,9 +240,13 @@ class Assigning:
                 for launch in replacements:
                     launch[0].nodes.pop(launch[1].id, None)
                 self._ready_dirty.update(label for label, _ in take)
+                if manager is not None and manager.active:
+                    for _, node, _ in picks:  # our record of them may be what was stale
+                        if node.id in manager.nodes:
+                            self.nodes.refresh(manager, node.id)
                 if result.request_changed:
                     self._fetch_request(rid)
-                self.wake()  # serve it again, from the index as it is now
+                self.wake()  # serve it again, from the index and the records as they are now
                 return
             for node, nversion in result.nodes:
                 if manager is not None and node.id in manager.nodes:

@@ -23,16 +23,18 @@ from gatekeeper.config.layout import NodePool, Provider
 from gatekeeper.launcher import model
 from gatekeeper.launcher.access import AccessKeeper
 from gatekeeper.launcher.assigning import Assigning
+from gatekeeper.launcher.events import Call, Event, LaunchResult, ServerDeleted, Stop, Wake
 from gatekeeper.launcher.launching import Launching, Plan
 from gatekeeper.launcher.lifecycle import NodeLifecycle
 from gatekeeper.launcher.model import Node, NodeRequest, ready_entry
-from gatekeeper.launcher.provider_manager import LaunchResult, ProviderManager
+from gatekeeper.launcher.provider_manager import ProviderManager
 from gatekeeper.launcher.providers import make_adapter
 from gatekeeper.launcher.providers.base import ProviderAdapter
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.components import Component
 from gatekeeper.zk.nodes import NodeStore, Pending, UnreadableRecord
+from gatekeeper.zk.tree_watch import TreeWatch
 
 log = logging.getLogger("gatekeeper.launcher")
 
@@ -60,7 +62,7 @@ class Launcher(Assigning, Launching):
         self.adapter_factory = adapter_factory or (lambda p: make_adapter(p, clouds_yaml, owner))
         self.component = Component(zk, "launcher")
         self.ident = self.component.info.ident
-        self._events: queue.Queue = queue.Queue()
+        self._events: queue.Queue[Event] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.managers: dict[str, ProviderManager] = {}
@@ -76,12 +78,13 @@ class Launcher(Assigning, Launching):
         self.live_launchers: set[str] = set()
         self._launchers_known = False  # no orphan judgement before the first launcher listing arrived
         self.plans: dict[str, Plan] = {}
-        self._watched: set[str] = set()
+        self._tree_watches: list[TreeWatch] = []
+        self._new_requests: set[str] = set()  # created since the last pass: read together at its start
         self._released_seen: set[str] = set()
         self.builders: list = []
         self.handed_out = 0
         self.access_keeper: AccessKeeper | None = None
-        self.nodes = NodeLifecycle(self.store, self._events.put, self.ready)
+        self.nodes = NodeLifecycle(self.store, self.post, self.ready, self._after)
         self.foreign_unable: set[str] = set()  # other launchers' providers that cannot launch now
         self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
         self._fallback_logged: set[str] = set()  # requests that fell back to a provider they asked to avoid
@@ -105,8 +108,13 @@ class Launcher(Assigning, Launching):
         for name in self.managers:
             self._spawn(lambda n=name: self._acquire_provider(n), f"provider-lock-{name}")
         self._spawn(self._timers, "launcher-timers")
-        ChildrenWatch(self.kz, paths.NODE_REQUESTS, self._watch_post(self._on_requests))
-        ChildrenWatch(self.kz, paths.NODES_RELEASED, self._watch_post(self._on_released))
+        # requests and release signals change twice per node request: watched as trees, events carry the names
+        self._tree_watches = [
+            TreeWatch(self.kz, paths.NODE_REQUESTS, self._request_event,
+                      lambda: self._resync(self.store.request_ids, self._on_requests)).start(),
+            TreeWatch(self.kz, paths.NODES_RELEASED, self._release_event,
+                      lambda: self._resync(self.store.released_ids, self._on_released)).start(),
+        ]
         ChildrenWatch(self.kz, paths.LAUNCHERS, self._watch_post(self._on_live_providers))
         ChildrenWatch(self.kz, paths.component("launcher"), self._watch_post(self._on_launchers))
         for name in self.managers:
@@ -119,7 +127,9 @@ class Launcher(Assigning, Launching):
 
     def stop(self) -> None:
         self._stop.set()
-        self._events.put(None)
+        self._events.put(Stop())
+        for watch in self._tree_watches:
+            watch.stop()
         for lock in self._provider_locks.values():
             try:
                 lock.cancel()
@@ -153,15 +163,15 @@ class Launcher(Assigning, Launching):
         def watcher(children):
             if self._stop.is_set():
                 return False
-            self._events.put(lambda: fn(children))
+            self.post(lambda: fn(children))
         return watcher
 
     def wake(self) -> None:
-        self._events.put(lambda: None)
+        self._events.put(Wake())
 
     def post(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the main loop (the only thread that changes the launcher's caches)."""
-        self._events.put(fn)
+        self._events.put(Call(fn))
 
     @property
     def stopping(self) -> bool:
@@ -174,7 +184,7 @@ class Launcher(Assigning, Launching):
         from gatekeeper.zk.client import ConnectionEvent
 
         if event is ConnectionEvent.LOST and not self._stop.is_set():
-            self._events.put(self._session_lost)
+            self.post(self._session_lost)
 
     def _session_lost(self) -> None:
         """Our ephemeral provider locks are gone: stop managing until we hold them again."""
@@ -182,7 +192,6 @@ class Launcher(Assigning, Launching):
         self.plans.clear()
         # one-shot watches died with the session (kazoo's recipes re-arm themselves, ours do not)
         self._ready_dirty.update(self.nodepool.labels)
-        self._watched.clear()
         for name, manager in self.managers.items():
             if manager.active:
                 manager.active = False
@@ -213,7 +222,7 @@ class Launcher(Assigning, Launching):
             manager.refresh_limits()
         except Exception:
             log.exception("provider %s: reading limits", name)
-        self._events.put(lambda: self._activate(name, nodes))
+        self.post(lambda: self._activate(name, nodes))
 
     def _activate(self, name: str, nodes: dict[str, tuple[Node, int]]) -> None:
         manager = self.managers[name]
@@ -248,24 +257,29 @@ class Launcher(Assigning, Launching):
             item = self._events.get()
             try:
                 while True:
-                    if item is None or self._stop.is_set():
+                    if isinstance(item, Stop) or self._stop.is_set():
                         return
                     self._handle(item)
                     try:
                         item = self._events.get_nowait()
                     except queue.Empty:
                         break
+                self._read_new_requests()
+                self._settle()
                 self._assign()
             except Exception:
                 log.exception("launcher main loop")
 
-    def _handle(self, item) -> None:
-        if isinstance(item, LaunchResult):
-            self._on_launch_result(item)
-        elif isinstance(item, tuple) and item[0] == "deleted":
-            self.nodes.on_deleted(self.managers[item[1]], item[2], item[3])
-        else:
-            item()
+    def _handle(self, event: Event) -> None:
+        match event:
+            case LaunchResult():
+                self._on_launch_result(event)
+            case ServerDeleted(provider=provider, node_id=node_id, ok=ok):
+                self.nodes.on_deleted(self.managers[provider], node_id, ok)
+            case Call(fn=fn):
+                fn()
+            case Wake():
+                pass  # the pass that follows every batch of events is what it asked for
 
     def _timers(self) -> None:
         next_cleanup = time.monotonic() + min(self.cleanup_interval, 5.0)
@@ -310,13 +324,53 @@ class Launcher(Assigning, Launching):
             self.foreign_unable = unable
         self.post(apply)
 
-    # -- watch handlers (main loop) ------------------------------------------------------------------------
+    # -- watch handlers --------------------------------------------------------------------------------------
+    def _resync(self, listing: Callable[[], list[str]], handler: Callable[[list[str]], None]) -> None:
+        """A tree watch was (re)made: read its directory once and hand the listing to the main loop."""
+        children = listing()
+        self.post(lambda: handler(children))
+
+    def _request_event(self, kind: str, rid: str) -> None:
+        if not self._stop.is_set() and "/" not in rid:
+            self.post(lambda: self._on_request_event(kind, rid))
+
+    def _release_event(self, kind: str, node_id: str) -> None:
+        if self._stop.is_set() or "/" in node_id:
+            return
+        if kind == "created":
+            self.post(lambda: self._on_released_one(node_id))
+        elif kind == "deleted":
+            self.post(lambda: self.nodes.released_seen.discard(node_id))
+
+    # -- (main loop)
     def _on_requests(self, children: list[str]) -> None:
+        """A full listing of the requests: forget the gone ones, read the new ones and re-read the others (what
+        changed while the watch was not there)."""
         current = set(children)
         for rid in list(self.requests):
             if rid not in current:
                 self._forget_request(rid)
-        for rid, found in self.store.read_requests([rid for rid in children if rid not in self.requests]).items():
+        self._new_requests.update(children)
+        self._read_new_requests()
+
+    def _on_request_event(self, kind: str, rid: str) -> None:
+        if kind == "created":
+            self._new_requests.add(rid)
+        elif kind == "deleted":
+            self._new_requests.discard(rid)
+            self._forget_request(rid)
+        elif rid in self.requests:
+            req = self.requests[rid][0]
+            if req.state == model.FULFILLED or (req.state == model.PENDING and req.launcher == self.ident):
+                return  # our own write (a hand-out or a claim), already in our cache
+            self._fetch_request(rid)  # declined, given back, failed, or its launcher is gone: look again
+
+    def _read_new_requests(self) -> None:
+        """Read the requests created since the last pass, in one round trip."""
+        if not self._new_requests:
+            return
+        rids, self._new_requests = sorted(self._new_requests), set()
+        for rid, found in self.store.read_requests(rids).items():
             if found is None:
                 self._forget_request(rid)
             else:
@@ -329,23 +383,6 @@ class Launcher(Assigning, Launching):
             found = None
         if found is None:
             self._forget_request(rid)
-            return
-        self.requests[rid] = found
-
-    def _watch_request(self, rid: str) -> None:
-        """Follow a request someone else is handling, to step in if it comes back (declined, owner died)."""
-        if rid in self._watched:
-            return
-        self._watched.add(rid)
-
-        def fired(event) -> None:
-            self._events.put(lambda: (self._watched.discard(rid), self._fetch_request(rid)))
-        try:
-            found = self.store.read_request(rid, watch=fired)
-        except UnreadableRecord:
-            found = None
-        if found is None:
-            self._watched.discard(rid)
             return
         self.requests[rid] = found
 
@@ -396,15 +433,19 @@ class Launcher(Assigning, Launching):
                 self._fetch_request(rid)
 
     def _on_released(self, children: list[str]) -> None:
+        """A full listing of the release signals."""
         self.nodes.released_seen &= set(children)
         for node_id in children:
-            if node_id in self.nodes.released_seen:
-                continue
-            for manager in self.managers.values():
-                if manager.active and node_id in manager.nodes:
-                    self.nodes.released_seen.add(node_id)
-                    self.nodes.delete_released(manager, node_id)
-                    break
+            self._on_released_one(node_id)
+
+    def _on_released_one(self, node_id: str) -> None:
+        if node_id in self.nodes.released_seen:
+            return
+        for manager in self.managers.values():
+            if manager.active and node_id in manager.nodes:
+                self.nodes.released_seen.add(node_id)
+                self.nodes.delete_released(manager, node_id)
+                return
 
 def _public_key(private_key: str) -> str:
     pub = private_key + ".pub"

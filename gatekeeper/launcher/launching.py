@@ -11,8 +11,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from gatekeeper.launcher import model
+from gatekeeper.launcher.events import LaunchResult
 from gatekeeper.launcher.model import IMAGE_GONE, Node, NodeRequest
-from gatekeeper.launcher.provider_manager import LaunchResult, ProviderManager
+from gatekeeper.launcher.provider_manager import ProviderManager
 
 log = logging.getLogger("gatekeeper.launcher")
 

@@ -12,15 +12,17 @@ from collections.abc import Callable
 from gatekeeper.launcher import model
 from gatekeeper.launcher.model import Node, ready_entry
 from gatekeeper.launcher.provider_manager import ProviderManager
-from gatekeeper.zk.nodes import NodeStore, UnreadableRecord
+from gatekeeper.zk.nodes import NodeStore, Pending, UnreadableRecord
 
 log = logging.getLogger("gatekeeper.launcher.lifecycle")
 
 
 class NodeLifecycle:
-    def __init__(self, store: NodeStore, post: Callable, ready: dict[str, list[str]]) -> None:
+    def __init__(self, store: NodeStore, post: Callable, ready: dict[str, list[str]],
+                 after: Callable[[Pending, Callable], None]) -> None:
         self.store = store
         self.post = post
+        self.after = after  # run a callback with a sent write's answer when the main loop's pass settles
         self.ready = ready  # the launcher's ready-index cache (label -> sorted entries), kept in step
         self.released_seen: set[str] = set()
         self.signals_done: set[str] = set()  # release signals of deleted nodes, removed in one batch (flush)
@@ -90,17 +92,26 @@ class NodeLifecycle:
             return  # a stale children list from before we recycled this node
         node = Node.from_dict(node.to_dict())
         if manager.recycles_nodes:
-            # the server outlives its node (a static host): hand the same record out again
+            # the server outlives its node (a static host): hand the same record out again (the write is answered
+            # when the main loop's pass settles, so many releases cost one round trip)
             node.request = node.comment = ""
             node.set_state(model.READY)
-            version = self.store.write_node(node, -1, add_ready=True, remove_released=True)
-            if version is not None:
+
+            def done(version: int | None) -> None:
+                if version is None:
+                    self._delete_used(manager, node)
+                    return
                 manager.nodes[node_id] = (node, version)
                 self.released_seen.discard(node_id)
                 entries = self.ready.setdefault(node.label, [])
                 entries.append(ready_entry(node))
                 entries.sort()
-                return
+            self.after(self.store.write_node_async(node, -1, add_ready=True, remove_released=True), done)
+            return
+        self._delete_used(manager, node)
+
+    def _delete_used(self, manager: ProviderManager, node: Node) -> None:
+        node_id = node.id
         node.set_state(model.USED)
         manager.nodes[node_id] = (node, -1)
         # the record says "used" while a quick delete runs; it is marked "deleting" only if the delete is slow

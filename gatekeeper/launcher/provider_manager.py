@@ -6,10 +6,10 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from gatekeeper.config.layout import PoolLabel, Provider
 from gatekeeper.launcher import model
+from gatekeeper.launcher.events import LaunchResult, ServerDeleted
 from gatekeeper.launcher.health import ProviderHealth
 from gatekeeper.launcher.model import META_NODE, Node
 from gatekeeper.launcher.poller import ServerPoller
@@ -17,20 +17,6 @@ from gatekeeper.launcher.providers.base import Limits, ProviderAdapter, Provider
 from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
 
 log = logging.getLogger("gatekeeper.launcher.provider_manager")
-
-
-@dataclass
-class LaunchResult:
-    node_id: str
-    ok: bool
-    external_id: str = ""
-    address: str = ""
-    port: int = 22
-    host_keys: list | None = None
-    error: str = ""
-    quota: bool = False
-    image_missing: bool = False  # the cloud no longer has the image it was booted from
-    tried: bool = True  # False: not sent to the cloud at all (its image upload was found bad meanwhile)
 
 
 class ProviderManager:
@@ -263,7 +249,7 @@ class ProviderManager:
         self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
 
     def start_delete(self, node: Node, on_slow=None) -> None:
-        """Delete the node's server and verify it is gone, then post ("deleted", provider, node id, ok)."""
+        """Delete the node's server and verify it is gone, then post ServerDeleted."""
         if node.id in self.deleting:
             return
         self.deleting.add(node.id)
@@ -313,7 +299,7 @@ class ProviderManager:
         ok = True
         if server_id:
             ok = self.delete_server(server_id, on_slow)
-        self.post(("deleted", self.name, node.id, ok))
+        self.post(ServerDeleted(self.name, node.id, ok))
 
     def stop(self) -> None:
         self.poller.stop()

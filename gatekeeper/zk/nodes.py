@@ -188,6 +188,12 @@ class NodeStore(ProviderStore):
                    remove_released: bool = False) -> int | None:
         """Versioned write of a node (version -1: unconditional), optionally adding or removing its ready-index
         entry and its release signal in the same transaction. Returns the new version, None on a conflict."""
+        return self.write_node_async(node, version, add_ready=add_ready, remove_ready=remove_ready,
+                                     remove_released=remove_released).result()
+
+    def write_node_async(self, node: Node, version: int, *, add_ready: bool = False, remove_ready: bool = False,
+                         remove_released: bool = False) -> Pending:
+        """write_node, sent without waiting for the answer (a Pending whose result() is the new version)."""
         tx = self.kz.transaction()
         tx.set_data(paths.node(node.id), node.to_bytes(), version=version)
         if add_ready:
@@ -196,11 +202,13 @@ class NodeStore(ProviderStore):
             tx.delete(paths.ready_node(node.label, ready_entry(node)))
         if remove_released:
             tx.delete(paths.released_node(node.id))
-        results = tx.commit()
-        if _failed(results):
-            log.debug("node %s: write conflicted (%s)", node.id, results)
-            return None
-        return results[0].version
+
+        def interpret(results) -> int | None:
+            if isinstance(results, Exception) or _failed(results):
+                log.debug("node %s: write conflicted (%s)", node.id, results)
+                return None
+            return results[0].version
+        return Pending(tx.commit_async(), interpret)
 
     def remove_ready_entry(self, node: Node) -> bool:
         """Take a ready node out of the index; False if it was handed out (or removed) meanwhile."""
