@@ -428,14 +428,22 @@ def main() -> int:
     logging.getLogger("paramiko").setLevel(logging.CRITICAL)  # a keyscan retried on a booting host is normal
     bench = Bench(args.quick)
     started = time.monotonic()
+    phases: dict[str, float] = {}
+
+    def timed(name: str, run):
+        t0 = time.monotonic()
+        try:
+            return run()
+        finally:
+            phases[name] = time.monotonic() - t0
     try:
-        latencies, zk_ops = bench.handoff(60 if args.quick else 200)
+        latencies, zk_ops = timed("hand-out", lambda: bench.handoff(60 if args.quick else 200))
         boot_s = 1.0 if args.quick else 2.0
-        burst_s = bench.burst(boot_s)
-        rate, zk_ops_static = bench.sustained(4.0 if args.quick else 10.0)
+        burst_s = timed("burst", lambda: bench.burst(boot_s))
+        rate, zk_ops_static = timed("sustained", lambda: bench.sustained(4.0 if args.quick else 10.0))
         fault_s = 20.0 if args.quick else 60.0
-        failing_boots, served_pct = bench.failing_provider(fault_s)
-        stale_failures = bench.stale_image()
+        failing_boots, served_pct = timed("failing provider", lambda: bench.failing_provider(fault_s))
+        stale_failures = timed("stale image", bench.stale_image)
     except (BenchFailure, RuntimeError, TimeoutError) as e:
         print(f"bench/launcher.py: the measured work was not done: {e}", file=sys.stderr)
         return 1
@@ -467,6 +475,7 @@ def main() -> int:
           f"{result['failing_provider_boots_per_min']} boots/min on it (target <= 30), "
           f"{result['failing_provider_served_pct']}% of requests served (target 100)")
     print(f"  a built image deleted in the cloud: {stale_failures} boots failed for it (target <= 5)")
+    print("  phases (s, with their setup): " + ", ".join(f"{k} {v:.1f}" for k, v in phases.items()))
     print(json.dumps(result))
     return 0
 
