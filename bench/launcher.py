@@ -13,7 +13,7 @@ are real sshd hosts in network namespaces, or on loopback without root) and one 
     zk_ops_per_request         ZooKeeper requests (server's zk_packets_received) per one-node request lifecycle in
                                the ready-pool run: request, hand-out, lock, in-use, release, delete, replacement
                                launch; all clients and the launcher, pings included
-    failing_provider_boots_per_min   one of two providers fails every boot for F seconds (60; --quick 20) while
+    failing_provider_boots_per_min   one of two providers fails every boot for F seconds (60; --quick 15) while
                                2 consumers loop and min-ready is 2: boots the failing cloud saw, per minute
     failing_provider_served_pct      share of the requests of that phase that were fulfilled
     stale_image_boot_failures  a provider's built image is deleted in the cloud, then 5 requests: boots that
@@ -441,7 +441,7 @@ def main() -> int:
         boot_s = 1.0 if args.quick else 2.0
         burst_s = timed("burst", lambda: bench.burst(boot_s))
         rate, zk_ops_static = timed("sustained", lambda: bench.sustained(4.0 if args.quick else 10.0))
-        fault_s = 20.0 if args.quick else 60.0
+        fault_s = 15.0 if args.quick else 60.0
         failing_boots, served_pct = timed("failing provider", lambda: bench.failing_provider(fault_s))
         stale_failures = timed("stale image", bench.stale_image)
     except (BenchFailure, RuntimeError, TimeoutError) as e:

@@ -292,7 +292,7 @@ def test_vanished_image_marks_the_upload_bad_and_a_new_one_is_built_after_one_fa
     alpha = sim.cloud("alpha")
     alpha.delete_image(first.external_id)  # the cloud lost it (restarted, or an operator's mistake)
     client = NodeRequestClient(zk, "stale-image")
-    reqs = [client.request(["debian"]) for _ in range(3)]
+    reqs = [client.request(["debian"] * 3)]  # three launches started together
     served = [client.wait(r, 90) for r in reqs]
     assert all(r.state == model.FULFILLED for r in served)
     builds = {b.id: b for b in store.image_builds("deb", "prov-a")}
@@ -303,7 +303,8 @@ def test_vanished_image_marks_the_upload_bad_and_a_new_one_is_built_after_one_fa
     assert {n.image_build for n in nodes} == {newer[0].id}
     with client.ssh(nodes[0]) as ssh:
         assert ssh.exec_command("cat \"$HOME/marker\"")[1].read().decode().strip() == "warmed"
-    assert 1 <= launcher.managers["prov-a"].image_boot_failures <= 3
+    # the three launches started together, but only one asked the cloud for the vanished upload
+    assert launcher.managers["prov-a"].image_boot_failures == 1
     assert status_of(zk, "prov-a")["consecutive_failures"] == 0  # a vanished image is not the cloud's fault
     for node in nodes:
         client.release(node)
