@@ -436,15 +436,16 @@ class Launcher(Assigning, Launching):
         """A full listing of the release signals."""
         self.nodes.released_seen &= set(children)
         for node_id in children:
-            self._on_released_one(node_id)
+            self._on_released_one(node_id, listed=True)
 
-    def _on_released_one(self, node_id: str) -> None:
+    def _on_released_one(self, node_id: str, listed: bool = False) -> None:
+        """A release signal, from an event (fresh) or a listing (`listed`: it may predate a recycle of ours)."""
         if node_id in self.nodes.released_seen:
             return
         for manager in self.managers.values():
             if manager.active and node_id in manager.nodes:
                 self.nodes.released_seen.add(node_id)
-                self.nodes.delete_released(manager, node_id)
+                self.nodes.delete_released(manager, node_id, check=listed)
                 return
 
 def _public_key(private_key: str) -> str:

@@ -83,13 +83,14 @@ class NodeLifecycle:
             self.write(manager, node, manager.nodes[node_id][1])
         manager.start_delete(node)
 
-    def delete_released(self, manager: ProviderManager, node_id: str) -> None:
-        """A consumer (or operator) released the node as used: it is ours again; recycle or delete it."""
+    def delete_released(self, manager: ProviderManager, node_id: str, check: bool = False) -> None:
+        """A consumer (or operator) released the node as used: it is ours again; recycle or delete it. `check`:
+        the signal comes from a listing, which may predate our recycling of the node: look whether it is there."""
         node, _ = manager.nodes[node_id]
         if node_id in manager.deleting:
             return
-        if node.state == model.READY and not self.store.is_released(node_id):
-            return  # a stale children list from before we recycled this node
+        if check and node.state == model.READY and not self.store.is_released(node_id):
+            return  # a stale listing from before we recycled this node
         node = Node.from_dict(node.to_dict())
         if manager.recycles_nodes:
             # the server outlives its node (a static host): hand the same record out again (the write is answered
