@@ -366,15 +366,17 @@ class Launcher(Assigning, Launching):
             self._fetch_request(rid)  # declined, given back, failed, or its launcher is gone: look again
 
     def _read_new_requests(self) -> None:
-        """Read the requests created since the last pass, in one round trip."""
-        if not self._new_requests:
-            return
+        """Send the reads of the requests created since the last pass; they are answered when it settles, in the
+        same round trip as the other writes of the batch (recycled nodes, say)."""
         rids, self._new_requests = sorted(self._new_requests), set()
-        for rid, found in self.store.read_requests(rids).items():
-            if found is None:
-                self._forget_request(rid)
-            else:
-                self.requests[rid] = found
+        for rid in rids:
+            self._after(self.store.read_request_async(rid), lambda found, rid=rid: self._request_read(rid, found))
+
+    def _request_read(self, rid: str, found: tuple[NodeRequest, int] | None) -> None:
+        if found is None:
+            self._forget_request(rid)
+        else:  # read after every write this launcher sent before it: as fresh as anything we know
+            self.requests[rid] = found
 
     def _fetch_request(self, rid: str) -> None:
         try:

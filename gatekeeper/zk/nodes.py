@@ -351,6 +351,26 @@ class NodeStore(ProviderStore):
             return results[0].version
         return Pending(tx.commit_async(), interpret)
 
+    def read_request_async(self, rid: str) -> Pending:
+        """read_request, sent without waiting: result() is the request and its version, None if gone or
+        unreadable."""
+        path = paths.node_request(rid)
+
+        def interpret(answer) -> tuple[NodeRequest, int] | None:
+            if isinstance(answer, NoNodeError):
+                return None
+            if isinstance(answer, Exception):
+                log.warning("request %s: could not be read: %s", rid, answer)
+                return None
+            raw, stat = answer
+            try:
+                req = self._decode(NodeRequest, path, raw)
+            except UnreadableRecord:
+                return None
+            req.id = rid
+            return req, stat.version
+        return Pending(self.kz.get_async(path), interpret)
+
     def read_requests(self, rids: list[str]) -> dict[str, tuple[NodeRequest, int] | None]:
         """Several requests read at once (one round trip): each with its version, None if gone or unreadable."""
         answers = [(rid, self.kz.get_async(paths.node_request(rid))) for rid in rids]
