@@ -31,11 +31,11 @@ def cleanup_provider(launcher, manager) -> None:
     """One pass over one provider, from what ZooKeeper and the cloud say now (never from the launcher's cache)."""
     store = launcher.store
     now = time.time()
-    for node_id in store.unreadable_nodes():
+    nodes, unreadable = store.scan_nodes(manager.name)
+    for node_id in unreadable:
         store.set_aside(node_id)
     for rid in store.unreadable_requests():
         store.set_aside_request(rid)
-    nodes = store.load_nodes(manager.name)
     live_requests = set(store.request_ids())
     for node_id, (node, _version) in nodes.items():
         if node.state == model.HOLD and node.hold_until and node.hold_until <= now:
@@ -49,6 +49,13 @@ def cleanup_provider(launcher, manager) -> None:
             launcher.post(lambda n=node_id: _delete_after_sync(launcher, manager, n))
         elif node.state == model.ALLOCATED and node.request not in live_requests and not store.is_locked(node_id):
             launcher.post(lambda n=node_id: _ready_after_sync(launcher, manager, n))
+    # release signals of nodes that are gone (their launcher stopped before it removed them); signals are read
+    # first: a node released after that read cannot be taken for gone
+    signals = store.released_ids()
+    present = set(store.node_ids())
+    stale = [node_id for node_id in signals if node_id not in present]
+    if stale:
+        store.remove_released(stale)
     if not manager.adapter.boots:
         return  # its servers are not created or destroyed by us: nothing can leak
     manager.refresh_limits()
@@ -82,7 +89,7 @@ def cleanup_provider(launcher, manager) -> None:
             launcher.post(lambda n=node_id: launcher.nodes.delete(manager, n, refresh=True))
     # leaked images (ours, no build record), superseded ones (older than the last two ready builds, as Nodepool
     # keeps the current and the previous one to fall back on) and deleted or vanished ones, once no node uses them
-    in_use = {n.image_build for n, _ in store.load_nodes(manager.name).values()}
+    in_use = {n.image_build for n, _ in nodes.values()}
     for image in manager.adapter.list_images():
         build_id = image.metadata.get(META_BUILD)
         if build_id and build_id not in build_ids:

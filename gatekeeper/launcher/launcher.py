@@ -14,7 +14,6 @@ import os
 import queue
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
 
 from kazoo.recipe.lock import Lock
@@ -23,21 +22,24 @@ from kazoo.recipe.watchers import ChildrenWatch
 from gatekeeper.config.layout import NodePool, Provider
 from gatekeeper.launcher import model
 from gatekeeper.launcher.access import AccessKeeper
+from gatekeeper.launcher.assigning import Assigning
+from gatekeeper.launcher.events import Call, Event, LaunchResult, ServerDeleted, Stop, Wake
 from gatekeeper.launcher.launching import Launching, Plan
 from gatekeeper.launcher.lifecycle import NodeLifecycle
-from gatekeeper.launcher.model import Node, NodeRequest, parse_entry, ready_entry
-from gatekeeper.launcher.provider_manager import LaunchResult, ProviderManager
+from gatekeeper.launcher.model import Node, NodeRequest, ready_entry
+from gatekeeper.launcher.provider_manager import ProviderManager
 from gatekeeper.launcher.providers import make_adapter
 from gatekeeper.launcher.providers.base import ProviderAdapter
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.components import Component
-from gatekeeper.zk.nodes import NodeStore, UnreadableRecord
+from gatekeeper.zk.nodes import NodeStore, Pending, UnreadableRecord
+from gatekeeper.zk.tree_watch import TreeWatch
 
 log = logging.getLogger("gatekeeper.launcher")
 
 
-class Launcher(Launching):
+class Launcher(Assigning, Launching):
     """One launcher process: serves the providers of the layout's node-pool section whose locks it holds."""
 
     def __init__(self, zk: ZKClient, nodepool: NodePool, *, ssh_key: str, clouds_yaml: str | None = None,
@@ -60,7 +62,7 @@ class Launcher(Launching):
         self.adapter_factory = adapter_factory or (lambda p: make_adapter(p, clouds_yaml, owner))
         self.component = Component(zk, "launcher")
         self.ident = self.component.info.ident
-        self._events: queue.Queue = queue.Queue()
+        self._events: queue.Queue[Event] = queue.Queue()
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.managers: dict[str, ProviderManager] = {}
@@ -68,18 +70,21 @@ class Launcher(Launching):
         # caches, touched by the main loop only
         self.requests: dict[str, tuple[NodeRequest, int]] = {}
         self.ready: dict[str, list[str]] = {}  # label -> sorted ready-index entries
-        self._ready_dirty: set[str] = set()  # labels whose index changed since we last read it
+        self._ready_dirty: set[str] = set()  # labels whose index is read afresh at its next use
+        self._read_this_pass: set[str] = set()  # labels whose index was read in this assignment pass
+        self._answers: list[tuple[Pending, Callable]] = []  # writes sent in this pass, with what follows each
         self.live_providers: set[str] = set()
         self.live_provider_labels: dict[str, set[str]] = {}  # live provider -> labels it serves
         self.live_launchers: set[str] = set()
         self._launchers_known = False  # no orphan judgement before the first launcher listing arrived
         self.plans: dict[str, Plan] = {}
-        self._watched: set[str] = set()
+        self._tree_watches: list[TreeWatch] = []
+        self._new_requests: set[str] = set()  # created since the last pass: read together at its start
         self._released_seen: set[str] = set()
         self.builders: list = []
         self.handed_out = 0
         self.access_keeper: AccessKeeper | None = None
-        self.nodes = NodeLifecycle(self.store, self._events.put, self.ready)
+        self.nodes = NodeLifecycle(self.store, self.post, self.ready, self._after)
         self.foreign_unable: set[str] = set()  # other launchers' providers that cannot launch now
         self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
         self._fallback_logged: set[str] = set()  # requests that fell back to a provider they asked to avoid
@@ -103,8 +108,13 @@ class Launcher(Launching):
         for name in self.managers:
             self._spawn(lambda n=name: self._acquire_provider(n), f"provider-lock-{name}")
         self._spawn(self._timers, "launcher-timers")
-        ChildrenWatch(self.kz, paths.NODE_REQUESTS, self._watch_post(self._on_requests))
-        ChildrenWatch(self.kz, paths.NODES_RELEASED, self._watch_post(self._on_released))
+        # requests and release signals change twice per node request: watched as trees, events carry the names
+        self._tree_watches = [
+            TreeWatch(self.kz, paths.NODE_REQUESTS, self._request_event,
+                      lambda: self._resync(self.store.request_ids, self._on_requests)).start(),
+            TreeWatch(self.kz, paths.NODES_RELEASED, self._release_event,
+                      lambda: self._resync(self.store.released_ids, self._on_released)).start(),
+        ]
         ChildrenWatch(self.kz, paths.LAUNCHERS, self._watch_post(self._on_live_providers))
         ChildrenWatch(self.kz, paths.component("launcher"), self._watch_post(self._on_launchers))
         for name in self.managers:
@@ -117,7 +127,9 @@ class Launcher(Launching):
 
     def stop(self) -> None:
         self._stop.set()
-        self._events.put(None)
+        self._events.put(Stop())
+        for watch in self._tree_watches:
+            watch.stop()
         for lock in self._provider_locks.values():
             try:
                 lock.cancel()
@@ -151,15 +163,15 @@ class Launcher(Launching):
         def watcher(children):
             if self._stop.is_set():
                 return False
-            self._events.put(lambda: fn(children))
+            self.post(lambda: fn(children))
         return watcher
 
     def wake(self) -> None:
-        self._events.put(lambda: None)
+        self._events.put(Wake())
 
     def post(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the main loop (the only thread that changes the launcher's caches)."""
-        self._events.put(fn)
+        self._events.put(Call(fn))
 
     @property
     def stopping(self) -> bool:
@@ -172,7 +184,7 @@ class Launcher(Launching):
         from gatekeeper.zk.client import ConnectionEvent
 
         if event is ConnectionEvent.LOST and not self._stop.is_set():
-            self._events.put(self._session_lost)
+            self.post(self._session_lost)
 
     def _session_lost(self) -> None:
         """Our ephemeral provider locks are gone: stop managing until we hold them again."""
@@ -180,7 +192,6 @@ class Launcher(Launching):
         self.plans.clear()
         # one-shot watches died with the session (kazoo's recipes re-arm themselves, ours do not)
         self._ready_dirty.update(self.nodepool.labels)
-        self._watched.clear()
         for name, manager in self.managers.items():
             if manager.active:
                 manager.active = False
@@ -211,7 +222,7 @@ class Launcher(Launching):
             manager.refresh_limits()
         except Exception:
             log.exception("provider %s: reading limits", name)
-        self._events.put(lambda: self._activate(name, nodes))
+        self.post(lambda: self._activate(name, nodes))
 
     def _activate(self, name: str, nodes: dict[str, tuple[Node, int]]) -> None:
         manager = self.managers[name]
@@ -246,24 +257,29 @@ class Launcher(Launching):
             item = self._events.get()
             try:
                 while True:
-                    if item is None or self._stop.is_set():
+                    if isinstance(item, Stop) or self._stop.is_set():
                         return
                     self._handle(item)
                     try:
                         item = self._events.get_nowait()
                     except queue.Empty:
                         break
+                self._read_new_requests()
+                self._settle()
                 self._assign()
             except Exception:
                 log.exception("launcher main loop")
 
-    def _handle(self, item) -> None:
-        if isinstance(item, LaunchResult):
-            self._on_launch_result(item)
-        elif isinstance(item, tuple) and item[0] == "deleted":
-            self.nodes.on_deleted(self.managers[item[1]], item[2], item[3])
-        else:
-            item()
+    def _handle(self, event: Event) -> None:
+        match event:
+            case LaunchResult():
+                self._on_launch_result(event)
+            case ServerDeleted(provider=provider, node_id=node_id, ok=ok):
+                self.nodes.on_deleted(self.managers[provider], node_id, ok)
+            case Call(fn=fn):
+                fn()
+            case Wake():
+                pass  # the pass that follows every batch of events is what it asked for
 
     def _timers(self) -> None:
         next_cleanup = time.monotonic() + min(self.cleanup_interval, 5.0)
@@ -281,6 +297,8 @@ class Launcher(Launching):
                 next_tick = time.monotonic() + 1.0
                 self.post(self._publish_health)
                 self.post(self._expire_ready)
+                self.post(lambda: self._ready_dirty.update(self.nodepool.labels))
+                self.post(self.nodes.flush_signals)
                 self._read_foreign_health()
             if any(m.health.due() for m in self.managers.values()):
                 self.wake()
@@ -306,15 +324,59 @@ class Launcher(Launching):
             self.foreign_unable = unable
         self.post(apply)
 
-    # -- watch handlers (main loop) ------------------------------------------------------------------------
+    # -- watch handlers --------------------------------------------------------------------------------------
+    def _resync(self, listing: Callable[[], list[str]], handler: Callable[[list[str]], None]) -> None:
+        """A tree watch was (re)made: read its directory once and hand the listing to the main loop."""
+        children = listing()
+        self.post(lambda: handler(children))
+
+    def _request_event(self, kind: str, rid: str) -> None:
+        if not self._stop.is_set() and "/" not in rid:
+            self.post(lambda: self._on_request_event(kind, rid))
+
+    def _release_event(self, kind: str, node_id: str) -> None:
+        if self._stop.is_set() or "/" in node_id:
+            return
+        if kind == "created":
+            self.post(lambda: self._on_released_one(node_id))
+        elif kind == "deleted":
+            self.post(lambda: self.nodes.released_seen.discard(node_id))
+
+    # -- (main loop)
     def _on_requests(self, children: list[str]) -> None:
+        """A full listing of the requests: forget the gone ones, read the new ones and re-read the others (what
+        changed while the watch was not there)."""
         current = set(children)
         for rid in list(self.requests):
             if rid not in current:
                 self._forget_request(rid)
-        for rid in children:
-            if rid not in self.requests:
-                self._fetch_request(rid)
+        self._new_requests.update(children)
+        self._read_new_requests()
+
+    def _on_request_event(self, kind: str, rid: str) -> None:
+        if kind == "created":
+            self._new_requests.add(rid)
+        elif kind == "deleted":
+            self._new_requests.discard(rid)
+            self._forget_request(rid)
+        elif rid in self.requests:
+            req = self.requests[rid][0]
+            if req.state == model.FULFILLED or (req.state == model.PENDING and req.launcher == self.ident):
+                return  # our own write (a hand-out or a claim), already in our cache
+            self._fetch_request(rid)  # declined, given back, failed, or its launcher is gone: look again
+
+    def _read_new_requests(self) -> None:
+        """Send the reads of the requests created since the last pass; they are answered when it settles, in the
+        same round trip as the other writes of the batch (recycled nodes, say)."""
+        rids, self._new_requests = sorted(self._new_requests), set()
+        for rid in rids:
+            self._after(self.store.read_request_async(rid), lambda found, rid=rid: self._request_read(rid, found))
+
+    def _request_read(self, rid: str, found: tuple[NodeRequest, int] | None) -> None:
+        if found is None:
+            self._forget_request(rid)
+        else:  # read after every write this launcher sent before it: as fresh as anything we know
+            self.requests[rid] = found
 
     def _fetch_request(self, rid: str) -> None:
         try:
@@ -323,23 +385,6 @@ class Launcher(Launching):
             found = None
         if found is None:
             self._forget_request(rid)
-            return
-        self.requests[rid] = found
-
-    def _watch_request(self, rid: str) -> None:
-        """Follow a request someone else is handling, to step in if it comes back (declined, owner died)."""
-        if rid in self._watched:
-            return
-        self._watched.add(rid)
-
-        def fired(event) -> None:
-            self._events.put(lambda: (self._watched.discard(rid), self._fetch_request(rid)))
-        try:
-            found = self.store.read_request(rid, watch=fired)
-        except UnreadableRecord:
-            found = None
-        if found is None:
-            self._watched.discard(rid)
             return
         self.requests[rid] = found
 
@@ -362,14 +407,13 @@ class Launcher(Launching):
                 node.request = ""
 
     def ready_entries(self, label: str) -> list[str]:
-        """The label's ready index, re-read only after a watch said it changed (one read per change burst)."""
+        """The label's ready index as this launcher knows it. Its own changes keep it in step; what others change
+        is read when a decision needs it (before launching, after a lost hand-out) and once a second, not on
+        every change: a watch would re-read the index after each of our own hand-outs and readies."""
         if label in self._ready_dirty:
-
-            def fired(event, label=label) -> None:
-                if not self._stop.is_set():
-                    self._events.put(lambda: self._ready_dirty.add(label))
-            self.ready[label] = self.store.ready_entries(label, watch=fired)
+            self.ready[label] = self.store.ready_entries(label)
             self._ready_dirty.discard(label)
+            self._read_this_pass.add(label)
         return self.ready.setdefault(label, [])
 
     def _on_live_providers(self, children: list[str]) -> None:
@@ -391,200 +435,20 @@ class Launcher(Launching):
                 self._fetch_request(rid)
 
     def _on_released(self, children: list[str]) -> None:
+        """A full listing of the release signals."""
         self.nodes.released_seen &= set(children)
         for node_id in children:
-            if node_id in self.nodes.released_seen:
-                continue
-            for manager in self.managers.values():
-                if manager.active and node_id in manager.nodes:
-                    self.nodes.released_seen.add(node_id)
-                    self.nodes.delete_released(manager, node_id)
-                    break
+            self._on_released_one(node_id, listed=True)
 
-    # -- assignment (main loop) ----------------------------------------------------------------------------
-    def _assign(self) -> None:
-        self.waiting_for_room.clear()
-        for rid in sorted(self.requests):
-            entry = self.requests.get(rid)
-            if entry is None:
-                continue
-            req, _ = entry
-            if req.state == model.REQUESTED:
-                self._serve(rid)
-            elif req.state == model.PENDING:
-                if req.launcher == self.ident and rid in self.plans:
-                    self._try_ready_for_plan(rid)
-                elif req.launcher == self.ident:
-                    self._reset_orphan(rid)  # its plan went with a lost ZooKeeper session: start it afresh
-                elif self._launchers_known and req.launcher not in self.live_launchers:
-                    self._reset_orphan(rid)
-                elif req.launcher != self.ident:
-                    self._watch_request(rid)
-        self._start_queued_launches()
-        self._keep_min_ready()
-
-    def _ready_by_provider(self, labels: list[str], only: str = "") -> list[tuple[str, list[str]]]:
-        """Providers (`only` if named) whose ready nodes cover every label, each with the entries to take."""
-        found: dict[str, dict[str, list[str]]] = {}
-        for label in set(labels):
-            for entry in self.ready_entries(label):
-                provider, _ = parse_entry(entry)
-                if only and provider != only:
-                    continue
-                found.setdefault(provider, {}).setdefault(label, []).append(entry)
-        out = []
-        need = Counter(labels)
-        for provider, by_label in found.items():
-            if all(len(by_label.get(label, [])) >= n for label, n in need.items()):
-                unused = {label: list(by_label[label][:n]) for label, n in need.items()}
-                take = [(label, unused[label].pop(0)) for label in labels]  # in the requested order
-                out.append((min(e for _, e in take), provider, take))
-        out.sort()
-        return [(p, t) for _, p, t in out]
-
-    def _serve(self, rid: str) -> None:
-        req, version = self.requests[rid]
-        avoid = self._avoided(rid, req) if req.avoid_providers else frozenset()
-        fresh = False  # whether the ready index was re-read for this decision
-        for _ in range(4):
-            offers = [o for o in self._ready_by_provider(req.labels, req.requested_provider) if o[0] not in avoid]
-            if not offers:
-                if fresh:
-                    break
-                # Never launch on a cached "nothing ready": a watch may not have told us yet of a node that sits
-                # ready on another provider. One read before a launch is cheap next to a launch.
-                self._ready_dirty.update(req.labels)
-                fresh = True
-                continue
-            for provider, take in offers:
-                if self._fulfil_from_ready(rid, provider, take):
-                    return
-                if rid not in self.requests or self.requests[rid][0].state != model.REQUESTED:
-                    return
-            # someone took those nodes first: look at the index afresh before deciding to launch
-            self._ready_dirty.update(req.labels)
-            fresh = True
-        req, version = self.requests[rid]
-        # no ready nodes anywhere: launch on a provider this launcher manages
-        able = [m for m in self.managers.values() if m.active and m.name not in req.declined_by
-                and m.can_ever_serve(req.labels) and not any(m.image_unavailable(x) for x in req.labels)
-                and req.requested_provider in ("", m.name) and m.name not in avoid]
-        declines = [m.name for m in self.managers.values() if m.active and m.name not in req.declined_by
-                    and m not in able and m.name not in avoid]
-        if declines:
-            req.declined_by = sorted(set(req.declined_by) | set(declines))
-            self._maybe_fail(req)
-            if not self._write_request(rid, req, version):
+    def _on_released_one(self, node_id: str, listed: bool = False) -> None:
+        """A release signal, from an event (fresh) or a listing (`listed`: it may predate a recycle of ours)."""
+        if node_id in self.nodes.released_seen:
+            return
+        for manager in self.managers.values():
+            if manager.active and node_id in manager.nodes:
+                self.nodes.released_seen.add(node_id)
+                self.nodes.delete_released(manager, node_id, check=listed)
                 return
-            log.info("request %s (%s): declined by %s", rid, ",".join(req.labels), ", ".join(declines))
-            req, version = self.requests[rid]
-        elif not able and set(req.declined_by) >= self.live_providers and self.live_providers \
-                and req.state == model.REQUESTED:
-            self._maybe_fail(req)
-            if req.state == model.REQUEST_FAILED:
-                self._write_request(rid, req, version)
-        if req.state != model.REQUESTED:
-            return
-        backlog = Counter()
-        for plan in self.plans.values():
-            backlog[plan.provider] += len(plan.queued)
-        # claim only what can start now (healthy, with room): a request left unclaimed stays open to others
-        candidates = [m for m in able if m.can_launch() and m.free() - backlog[m.name] >= len(req.labels)
-                      and all(m.free(x) > 0 and m.image_for(x) is not None for x in set(req.labels))]
-        if not candidates:
-            if able:
-                self._make_room(req, able)
-            else:
-                self._watch_request(rid)
-            return
-        top = min(m.config.priority for m in candidates)
-        manager = max((m for m in candidates if m.config.priority == top),
-                      key=lambda m: (m.free() - backlog[m.name], m.capacity()))
-        req.set_state(model.PENDING)
-        req.provider, req.launcher = manager.name, self.ident
-        if self._write_request(rid, req, version):
-            log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
-            self.plans[rid] = Plan(rid, manager.name, list(req.labels), queued=list(req.labels))
-
-    def _avoided(self, rid: str, req: NodeRequest) -> frozenset[str]:
-        """Providers `req` asks to avoid (an attempt failed there) while another live one can serve it; else none."""
-        others = [p for p, labels in self.live_provider_labels.items() if p not in req.avoid_providers
-                  and p not in req.declined_by and p not in self.foreign_unable and labels.issuperset(req.labels)
-                  and not (p in self.managers and self.managers[p].active and self.managers[p].cannot_launch_now())]
-        if not others and rid not in self._fallback_logged:
-            self._fallback_logged.add(rid)
-            log.info("request %s (%s): no other provider can serve it; falling back to %s, which it asked to "
-                     "avoid", rid, ",".join(req.labels), ", ".join(req.avoid_providers))
-        return frozenset(req.avoid_providers if others else ())
-
-    def _maybe_fail(self, req: NodeRequest) -> None:
-        if self.live_providers and set(req.declined_by) >= self.live_providers:
-            req.set_state(model.REQUEST_FAILED)
-            req.reason = (f"no provider can serve labels {', '.join(req.labels)}: declined by "
-                          f"{', '.join(req.declined_by)}")
-            log.warning("request %s failed: %s", req.id, req.reason)
-
-    def _write_request(self, rid: str, req: NodeRequest, version: int) -> bool:
-        req.id = rid
-        new_version = self.store.write_request(req, version)
-        if new_version is None:
-            self._fetch_request(rid)
-            return False
-        self.requests[rid] = (req, new_version)
-        return True
-
-    def _fulfil_from_ready(self, rid: str, provider: str, take: list[tuple[str, str]]) -> bool:
-        """Hand ready nodes to a request in one transaction; False if anything changed under us."""
-        req, version = self.requests[rid]
-        manager = self.managers.get(provider)
-        picks = []
-        for _label, entry in take:
-            _, node_id = parse_entry(entry)
-            if manager is not None and manager.active and node_id in manager.nodes:
-                node, nversion = manager.nodes[node_id]
-            else:
-                try:
-                    found = self.store.read_node(node_id)
-                except UnreadableRecord:
-                    found = None
-                if found is None:
-                    return False
-                node, nversion = found
-            if node.state != model.READY:
-                return False
-            picks.append((entry, node, nversion))
-        result = self.store.hand_out(req, version, picks, provider, self.ident)
-        for label, entry in take:
-            if entry in self.ready.get(label, []):
-                self.ready[label].remove(entry)  # taken now, or by someone else (the watch resyncs us)
-        if not result.ok:
-            if result.request_changed:
-                self._fetch_request(rid)
-            return False
-        for node, nversion in result.nodes:
-            if manager is not None and node.id in manager.nodes:
-                manager.nodes[node.id] = (node, nversion)
-        self.requests[rid] = (result.request, result.request_version)
-        self.handed_out += 1
-        return True
-
-    def _try_ready_for_plan(self, rid: str) -> None:
-        """A request waiting on launches takes a ready node if one appears meanwhile (never wait needlessly)."""
-        plan = self.plans[rid]
-        if not plan.queued or plan.nodes:
-            return
-        for provider, take in self._ready_by_provider(plan.labels, plan.provider):
-            if self._fulfil_from_ready(rid, provider, take):
-                self.plans.pop(rid, None)
-                return
-
-    def _reset_orphan(self, rid: str) -> None:
-        req, version = self.requests[rid]
-        req.set_state(model.REQUESTED)
-        req.launcher = req.provider = ""
-        if self._write_request(rid, req, version):
-            log.info("request %s: its launcher is gone; offering it again", rid)
-            self._serve(rid)
 
 def _public_key(private_key: str) -> str:
     pub = private_key + ".pub"

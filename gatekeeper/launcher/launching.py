@@ -11,8 +11,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from gatekeeper.launcher import model
+from gatekeeper.launcher.events import LaunchResult
 from gatekeeper.launcher.model import IMAGE_GONE, Node, NodeRequest
-from gatekeeper.launcher.provider_manager import LaunchResult, ProviderManager
+from gatekeeper.launcher.provider_manager import ProviderManager
 
 log = logging.getLogger("gatekeeper.launcher")
 
@@ -55,6 +56,14 @@ class Launching:
                 plan.nodes[node.id] = label
 
     def _new_node(self, manager: ProviderManager, label: str, rid: str) -> Node | None:
+        launch = self._node_for(manager, label, rid)
+        if launch is None or not self.store.create_node(launch[0]):
+            return None
+        self._boot(manager, *launch)
+        return launch[0]
+
+    def _node_for(self, manager: ProviderManager, label: str, rid: str) -> tuple[Node, str, str] | None:
+        """A new node record of `label` on `manager` (not written yet), its flavor and cloud image."""
         image = manager.image_for(label)
         if image is None:
             return None
@@ -63,12 +72,13 @@ class Launching:
         node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
                     label=label, image=image_name, image_build=build_id, username=username,
                     private_key=self.ssh_key, launcher=self.ident, request=rid)
-        if not self.store.create_node(node):
-            return None
+        return node, flavor, cloud_image
+
+    def _boot(self, manager: ProviderManager, node: Node, flavor: str, cloud_image: str) -> None:
+        """Boot a node whose record was written."""
         manager.nodes[node.id] = (node, 0)
         manager.health.launch_started()
         manager.start_launch(node, flavor, cloud_image)
-        return node
 
     def _keep_min_ready(self) -> None:
         for manager in self.managers.values():
@@ -78,28 +88,44 @@ class Launching:
                     if manager.free(label) <= 0 or self._new_node(manager, label, "") is None:
                         break
         for label in self.nodepool.labels.values():
-            if not label.min_ready:
-                continue
-            # the first live provider serving the label that can launch keeps its min-ready
-            owners = sorted(p for p in self.live_providers if label.name in self.live_provider_labels.get(p, ())
-                            and p not in self.foreign_unable
-                            and not (p in self.managers and self.managers[p].cannot_launch_now()))
-            mine = [self.managers[p] for p in owners if p in self.managers and self.managers[p].active]
-            if not mine or owners[0] != mine[0].name:
-                continue  # another launcher owns this label's min-ready
-            spare_building = sum(1 for m in mine for n, _ in m.nodes.values()
-                                 if n.label == label.name and n.state == model.BUILDING and not n.request)
-            deficit = label.min_ready - len(self.ready_entries(label.name)) - spare_building
-            while deficit > 0:
-                candidates = [m for m in mine if m.can_launch() and m.name not in self.waiting_for_room
-                              and m.free(label.name) > 0
-                              and not m.image_unavailable(label.name) and m.image_for(label.name) is not None]
-                if not candidates:
-                    break
-                manager = max(candidates, key=lambda m: (-m.config.priority, m.free(label.name)))
+            while (manager := self._min_ready_launch(label.name)) is not None:
                 if self._new_node(manager, label.name, "") is None:
                     break
-                deficit -= 1
+
+    def _min_ready_launch(self, label_name: str, taken: int = 0) -> ProviderManager | None:
+        """The provider to launch one more node of the label on for its min-ready (counting `taken` ready nodes
+        as gone already), or None: no deficit, another launcher keeps it, or nowhere to launch."""
+        label = self.nodepool.labels.get(label_name)
+        if label is None or not label.min_ready:
+            return None
+        # the first live provider serving the label that can launch keeps its min-ready
+        owners = sorted(p for p in self.live_providers if label.name in self.live_provider_labels.get(p, ())
+                        and p not in self.foreign_unable
+                        and not (p in self.managers and self.managers[p].cannot_launch_now()))
+        mine = [self.managers[p] for p in owners if p in self.managers and self.managers[p].active]
+        if not mine or owners[0] != mine[0].name:
+            return None  # another launcher owns this label's min-ready
+        spare_building = sum(1 for m in mine for n, _ in m.nodes.values()
+                             if n.label == label.name and n.state == model.BUILDING and not n.request)
+        if label.min_ready - (len(self.ready_entries(label.name)) - taken) - spare_building <= 0:
+            return None
+        candidates = [m for m in mine if m.can_launch() and m.name not in self.waiting_for_room
+                      and m.free(label.name) > 0
+                      and not m.image_unavailable(label.name) and m.image_for(label.name) is not None]
+        if not candidates:
+            return None
+        return max(candidates, key=lambda m: (-m.config.priority, m.free(label.name)))
+
+    def _replacements(self, labels: list[str]) -> list[tuple[ProviderManager, Node, str, str]]:
+        """Nodes to launch for min-ready once these ready nodes are handed out, written with the hand-out itself
+        (one transaction instead of two)."""
+        out = []
+        for label, taken in Counter(labels).items():
+            manager = self._min_ready_launch(label, taken)
+            launch = self._node_for(manager, label, "") if manager is not None else None
+            if launch is not None:
+                out.append((manager, *launch))
+        return out
 
     def _on_launch_result(self, res: LaunchResult) -> None:
         manager = next((m for m in self.managers.values() if res.node_id in m.nodes), None)

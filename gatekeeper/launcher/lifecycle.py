@@ -12,17 +12,20 @@ from collections.abc import Callable
 from gatekeeper.launcher import model
 from gatekeeper.launcher.model import Node, ready_entry
 from gatekeeper.launcher.provider_manager import ProviderManager
-from gatekeeper.zk.nodes import NodeStore, UnreadableRecord
+from gatekeeper.zk.nodes import NodeStore, Pending, UnreadableRecord
 
 log = logging.getLogger("gatekeeper.launcher.lifecycle")
 
 
 class NodeLifecycle:
-    def __init__(self, store: NodeStore, post: Callable, ready: dict[str, list[str]]) -> None:
+    def __init__(self, store: NodeStore, post: Callable, ready: dict[str, list[str]],
+                 after: Callable[[Pending, Callable], None]) -> None:
         self.store = store
         self.post = post
+        self.after = after  # run a callback with a sent write's answer when the main loop's pass settles
         self.ready = ready  # the launcher's ready-index cache (label -> sorted entries), kept in step
         self.released_seen: set[str] = set()
+        self.signals_done: set[str] = set()  # release signals of deleted nodes, removed in one batch (flush)
 
     def write(self, manager: ProviderManager, node: Node, version: int, add_ready: bool = False) -> bool:
         """Versioned write of a managed node; on a conflict the cache is re-read and False returned."""
@@ -80,26 +83,36 @@ class NodeLifecycle:
             self.write(manager, node, manager.nodes[node_id][1])
         manager.start_delete(node)
 
-    def delete_released(self, manager: ProviderManager, node_id: str) -> None:
-        """A consumer (or operator) released the node as used: it is ours again; recycle or delete it."""
+    def delete_released(self, manager: ProviderManager, node_id: str, check: bool = False) -> None:
+        """A consumer (or operator) released the node as used: it is ours again; recycle or delete it. `check`:
+        the signal comes from a listing, which may predate our recycling of the node: look whether it is there."""
         node, _ = manager.nodes[node_id]
         if node_id in manager.deleting:
             return
-        if node.state == model.READY and not self.store.is_released(node_id):
-            return  # a stale children list from before we recycled this node
+        if check and node.state == model.READY and not self.store.is_released(node_id):
+            return  # a stale listing from before we recycled this node
         node = Node.from_dict(node.to_dict())
         if manager.recycles_nodes:
-            # the server outlives its node (a static host): hand the same record out again
+            # the server outlives its node (a static host): hand the same record out again (the write is answered
+            # when the main loop's pass settles, so many releases cost one round trip)
             node.request = node.comment = ""
             node.set_state(model.READY)
-            version = self.store.write_node(node, -1, add_ready=True, remove_released=True)
-            if version is not None:
+
+            def done(version: int | None) -> None:
+                if version is None:
+                    self._delete_used(manager, node)
+                    return
                 manager.nodes[node_id] = (node, version)
                 self.released_seen.discard(node_id)
                 entries = self.ready.setdefault(node.label, [])
                 entries.append(ready_entry(node))
                 entries.sort()
-                return
+            self.after(self.store.write_node_async(node, -1, add_ready=True, remove_released=True), done)
+            return
+        self._delete_used(manager, node)
+
+    def _delete_used(self, manager: ProviderManager, node: Node) -> None:
+        node_id = node.id
         node.set_state(model.USED)
         manager.nodes[node_id] = (node, -1)
         # the record says "used" while a quick delete runs; it is marked "deleting" only if the delete is slow
@@ -120,9 +133,17 @@ class NodeLifecycle:
         if not ok:
             log.error("provider %s: node %s's server would not go away; cleanup will retry", manager.name, node_id)
             return
-        if not self.store.delete_node(node_id, released=node_id in self.released_seen):
+        if not self.store.delete_node(node_id):
             log.warning("node %s is locked by a consumer; keeping its record", node_id)
             return
-        self.released_seen.discard(node_id)
+        if node_id in self.released_seen:
+            self.signals_done.add(node_id)
         manager.nodes.pop(node_id, None)
         manager.quota_blocked_until = 0.0  # room was freed: try again now
+
+    def flush_signals(self) -> None:
+        """Remove the release signals of nodes deleted since the last flush, in one transaction: one change of
+        the released list (so one re-read by every launcher's watch) for many nodes instead of one each."""
+        if self.signals_done:
+            done, self.signals_done = sorted(self.signals_done), set()
+            self.store.remove_released(done)

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 from gatekeeper.config.layout import PoolLabel, Provider
 from gatekeeper.launcher import model
+from gatekeeper.launcher.events import LaunchResult, ServerDeleted
 from gatekeeper.launcher.health import ProviderHealth
 from gatekeeper.launcher.model import META_NODE, Node
 from gatekeeper.launcher.poller import ServerPoller
@@ -17,20 +18,6 @@ from gatekeeper.launcher.providers.base import Limits, ProviderAdapter, Provider
 from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
 
 log = logging.getLogger("gatekeeper.launcher.provider_manager")
-
-
-@dataclass
-class LaunchResult:
-    node_id: str
-    ok: bool
-    external_id: str = ""
-    address: str = ""
-    port: int = 22
-    host_keys: list | None = None
-    error: str = ""
-    quota: bool = False
-    image_missing: bool = False  # the cloud no longer has the image it was booted from
-    tried: bool = True  # False: not sent to the cloud at all (its image upload was found bad meanwhile)
 
 
 class ProviderManager:
@@ -71,6 +58,9 @@ class ProviderManager:
         self.public_key = ""
         self.keypair_ready = False
         self._keypair_lock = threading.Lock()
+        self._first_create = threading.Lock()  # creates from an image build no server was created from yet
+        self._proven_builds: set[str] = set()  # image builds a server was created from (worker threads)
+        self._gone_builds: set[str] = set()  # image builds a create found gone from the cloud (worker threads)
         self.health = ProviderHealth(self.name)
         self.drained = False  # by an operator: launch nothing, delete idle ready nodes
         self.published_health: dict | None = None  # what was last written to ZooKeeper
@@ -203,23 +193,31 @@ class ProviderManager:
 
     def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
         meta = {META_NODE: node.id, "gatekeeper-label": node.label}
-        if node.image_build and self.image_builds.get(node.image, ("",))[0] != node.image_build:
-            # queued behind a boot that found this upload gone: do not ask the cloud for it again
-            self.post(LaunchResult(node.id, False, error=f"image {node.image} build {node.image_build} is gone",
-                                   image_missing=True, tried=False))
-            return
-        try:
-            self.ensure_keypair()
-            server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
-                                            key_name=self.key_name)
-        except QuotaError as e:
-            self.refresh_limits()
-            self.post(LaunchResult(node.id, False, error=str(e), quota=True))
-            return
-        except Exception as e:
-            self.post(LaunchResult(node.id, False, error=str(e),
-                                   image_missing=self.adapter.is_missing_image_message(str(e))))
-            return
+        build = node.image_build
+        # Until a server was created from an image build, its creates go one at a time: launches started together
+        # (a burst) would otherwise all find a vanished upload gone, where one failure is enough to know it.
+        with self._first_create if build and build not in self._proven_builds else contextlib.nullcontext():
+            if build and (build in self._gone_builds or self.image_builds.get(node.image, ("",))[0] != build):
+                # behind a boot that found this upload gone: do not ask the cloud for it again
+                self.post(LaunchResult(node.id, False, error=f"image {node.image} build {build} is gone",
+                                       image_missing=True, tried=False))
+                return
+            try:
+                self.ensure_keypair()
+                server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
+                                                key_name=self.key_name)
+            except QuotaError as e:
+                self.refresh_limits()
+                self.post(LaunchResult(node.id, False, error=str(e), quota=True))
+                return
+            except Exception as e:
+                missing = self.adapter.is_missing_image_message(str(e))
+                if missing and build:
+                    self._gone_builds.add(build)
+                self.post(LaunchResult(node.id, False, error=str(e), image_missing=missing))
+                return
+            if build:
+                self._proven_builds.add(build)
         info = self.adapter.ready_now(server_id)
         if info is not None:
             # up already (a static host); a configured host key is pinned without a scan
@@ -263,7 +261,7 @@ class ProviderManager:
         self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
 
     def start_delete(self, node: Node, on_slow=None) -> None:
-        """Delete the node's server and verify it is gone, then post ("deleted", provider, node id, ok)."""
+        """Delete the node's server and verify it is gone, then post ServerDeleted."""
         if node.id in self.deleting:
             return
         self.deleting.add(node.id)
@@ -313,7 +311,7 @@ class ProviderManager:
         ok = True
         if server_id:
             ok = self.delete_server(server_id, on_slow)
-        self.post(("deleted", self.name, node.id, ok))
+        self.post(ServerDeleted(self.name, node.id, ok))
 
     def stop(self) -> None:
         self.poller.stop()

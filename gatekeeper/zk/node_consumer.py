@@ -7,8 +7,6 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 
-from kazoo.recipe.lock import Lock
-
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.node_records import Node, NodeRequest
 from gatekeeper.zk.nodes import NodeStore, NodeStoreError
@@ -23,8 +21,7 @@ class NodeConsumer:
         self.zk = zk
         self.store = NodeStore(zk)
         self.requestor = requestor
-        self._locks: dict[str, Lock] = {}
-        self._versions: dict[str, tuple[Node, int]] = {}  # what we last wrote to each locked node
+        self._versions: dict[str, tuple[Node, int]] = {}  # what we last wrote to each node we hold
         self._mutex = threading.Lock()
 
     @staticmethod
@@ -70,18 +67,7 @@ class NodeConsumer:
 
     def lock_nodes(self, request: NodeRequest) -> list[Node]:
         """Lock the request's nodes, mark them in-use, and remove the request (one transaction). Returns the nodes."""
-        try:
-            for node_id in request.nodes:
-                lock = self.store.node_lock(node_id, self.requestor)
-                if not lock.acquire(blocking=False):
-                    raise NodeStoreError(f"node {node_id} of request {request.id} is locked by someone else")
-                with self._mutex:
-                    self._locks[node_id] = lock
-            taken = self.store.take_nodes(request)
-        except Exception:
-            for node_id in request.nodes:
-                self._unlock(node_id)
-            raise
+        taken = self.store.take_nodes(request, self.requestor or "consumer")
         with self._mutex:
             for node, version in taken:
                 self._versions[node.id] = (node, version)
@@ -90,17 +76,8 @@ class NodeConsumer:
     def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
                 change: str = "", owner: str = "") -> None:
         """Give a node back: used (the launcher deletes it) or held for `hold_hours` with `reason` (for the build
-        of `change`, "N,P", owned by `owner`, who may then ask for access to it)."""
+        of `change`, "N,P", owned by `owner`, who may then ask for access to it). The node's lock goes in the same
+        transaction."""
         with self._mutex:
             cached = self._versions.pop(node.id, None)
-        self.store.release(node.id, cached, held, reason, hold_hours, change, owner)
-        self._unlock(node.id)
-
-    def _unlock(self, node_id: str) -> None:
-        with self._mutex:
-            lock = self._locks.pop(node_id, None)
-        if lock is not None:
-            try:
-                lock.release()
-            except Exception:
-                log.warning("could not release the lock of node %s", node_id)
+        self.store.release(node.id, cached, held, reason, hold_hours, change, owner, locked=cached is not None)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 from gatekeeper.zk.record import Record
 
@@ -34,8 +35,34 @@ META_NODE = "gatekeeper-node"
 META_BUILD = "gatekeeper-image-build"
 
 
+def _plain(value: Any) -> Any:
+    """A copy of a JSON-like value (lists and dicts copied, nothing else to copy)."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+class _HotRecord(Record):
+    """A record written on every hand-out: `to_dict` without dataclasses.asdict's generic deep copy (the fields
+    hold only JSON values), the same dict at a fraction of the cost."""
+
+    _names: ClassVar[tuple[str, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        cls = type(self)
+        if "_names" not in cls.__dict__:
+            cls._names = tuple(f.name for f in fields(cls))
+        data = self.unknown_fields()
+        for name in cls._names:
+            data[name] = _plain(getattr(self, name))
+        data["_v"] = self.VERSION
+        return data
+
+
 @dataclass
-class Node(Record):
+class Node(_HotRecord):
     """One machine handed to builds: where it is, how to log in, which host keys to trust, and its state."""
 
     VERSION = 1
@@ -70,7 +97,7 @@ class Node(Record):
 
 
 @dataclass
-class NodeRequest(Record):
+class NodeRequest(_HotRecord):
     """A consumer's ask for nodes; ids sort by priority, then age."""
 
     VERSION = 1

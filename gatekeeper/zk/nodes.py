@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
-from kazoo.recipe.lock import Lock
 
 from gatekeeper.zk import node_records as model
 from gatekeeper.zk import paths
@@ -31,7 +30,7 @@ log = logging.getLogger("gatekeeper.zk.nodes")
 PRIORITY_DIGITS = 6
 UNREADABLE = paths.UNREADABLE
 
-__all__ = ["HandOut", "NodeStore", "NodeStoreError", "UnreadableRecord", "providers_status"]
+__all__ = ["HandOut", "NodeStore", "NodeStoreError", "Pending", "UnreadableRecord", "providers_status"]
 
 
 class NodeStoreError(Exception):
@@ -47,6 +46,27 @@ class HandOut:
     request_version: int = -1
     nodes: list[tuple[Node, int]] | None = None
     request_changed: bool = False  # the request was changed or withdrawn: re-read it
+
+
+class Pending:
+    """A request sent to ZooKeeper whose answer is not awaited yet: many are sent before the first answer is
+    read (one round trip for all). `result()` waits and returns the answer as the synchronous method would."""
+
+    def __init__(self, answer, interpret: Callable) -> None:
+        self._answer = answer
+        self._interpret = interpret
+
+    def result(self):
+        try:
+            raw = self._answer.get()
+        except Exception as e:  # kazoo hands a failed request's exception to get()
+            return self._interpret(e)
+        return self._interpret(raw)
+
+
+def node_holder(node_id: str) -> str:
+    """A consumer's lock on a node: an ephemeral child of the node's lock path, made when it takes the node."""
+    return f"{paths.node_lock(node_id)}/holder"
 
 
 def _failed(results) -> bool:
@@ -94,6 +114,20 @@ class NodeStore(ProviderStore):
             if found is not None and (provider is None or found[0].provider == provider):
                 out[node_id] = found
         return out
+
+    def scan_nodes(self, provider: str) -> tuple[dict[str, tuple[Node, int]], list[str]]:
+        """One read of every node record: the provider's readable nodes with their versions, and the ids of the
+        records (of any provider) that cannot be read."""
+        out, bad = {}, []
+        for node_id in self.node_ids():
+            try:
+                found = self.read_node(node_id)
+            except UnreadableRecord:
+                bad.append(node_id)
+                continue
+            if found is not None and found[0].provider == provider:
+                out[node_id] = found
+        return out, bad
 
     def unreadable_requests(self) -> list[str]:
         """Ids of request znodes whose record cannot be read."""
@@ -154,6 +188,12 @@ class NodeStore(ProviderStore):
                    remove_released: bool = False) -> int | None:
         """Versioned write of a node (version -1: unconditional), optionally adding or removing its ready-index
         entry and its release signal in the same transaction. Returns the new version, None on a conflict."""
+        return self.write_node_async(node, version, add_ready=add_ready, remove_ready=remove_ready,
+                                     remove_released=remove_released).result()
+
+    def write_node_async(self, node: Node, version: int, *, add_ready: bool = False, remove_ready: bool = False,
+                         remove_released: bool = False) -> Pending:
+        """write_node, sent without waiting for the answer (a Pending whose result() is the new version)."""
         tx = self.kz.transaction()
         tx.set_data(paths.node(node.id), node.to_bytes(), version=version)
         if add_ready:
@@ -162,11 +202,13 @@ class NodeStore(ProviderStore):
             tx.delete(paths.ready_node(node.label, ready_entry(node)))
         if remove_released:
             tx.delete(paths.released_node(node.id))
-        results = tx.commit()
-        if _failed(results):
-            log.debug("node %s: write conflicted (%s)", node.id, results)
-            return None
-        return results[0].version
+
+        def interpret(results) -> int | None:
+            if isinstance(results, Exception) or _failed(results):
+                log.debug("node %s: write conflicted (%s)", node.id, results)
+                return None
+            return results[0].version
+        return Pending(tx.commit_async(), interpret)
 
     def remove_ready_entry(self, node: Node) -> bool:
         """Take a ready node out of the index; False if it was handed out (or removed) meanwhile."""
@@ -197,6 +239,18 @@ class NodeStore(ProviderStore):
                     return False
         return True
 
+    def remove_released(self, node_ids: list[str]) -> None:
+        """Remove release signals (of nodes already deleted) in one transaction, one by one if some are gone."""
+        tx = self.kz.transaction()
+        for node_id in node_ids:
+            tx.delete(paths.released_node(node_id))
+        if _failed(tx.commit()):
+            for node_id in node_ids:
+                try:
+                    self.kz.delete(paths.released_node(node_id))
+                except NoNodeError:
+                    pass
+
     def is_locked(self, node_id: str) -> bool:
         return bool(self._children(paths.node_lock(node_id)))
 
@@ -219,8 +273,14 @@ class NodeStore(ProviderStore):
             return []
 
     def hand_out(self, request: NodeRequest, version: int, picks: list[tuple[str, Node, int]], provider: str,
-                 launcher: str) -> HandOut:
-        """Hand ready nodes to a request in one transaction. `picks` is (ready entry, node, node version)."""
+                 launcher: str, create: list[Node] = ()) -> HandOut:
+        """Hand ready nodes to a request in one transaction. `picks` is (ready entry, node, node version); `create`
+        are new node records (replacements the launcher is about to boot) written in the same transaction."""
+        return self.hand_out_async(request, version, picks, provider, launcher, create).result()
+
+    def hand_out_async(self, request: NodeRequest, version: int, picks: list[tuple[str, Node, int]],
+                       provider: str, launcher: str, create: list[Node] = ()) -> Pending:
+        """hand_out, sent without waiting for the answer (a Pending whose result() is the HandOut)."""
         tx = self.kz.transaction()
         updated = []
         for entry, node, nversion in picks:
@@ -238,13 +298,22 @@ class NodeStore(ProviderStore):
         new.provider = provider
         new.launcher = launcher
         tx.set_data(paths.node_request(request.id), new.to_bytes(), version=version)
-        results = tx.commit()
-        if _failed(results):
-            changed = isinstance(results[-1], (BadVersionError, NoNodeError)) or any(
-                isinstance(r, NoNodeError) for r in results)
-            return HandOut(False, request_changed=changed)
-        nodes = [(node, results[2 * i + 1].version) for i, (node, _) in enumerate(updated)]
-        return HandOut(True, new, results[-1].version, nodes)
+        for node in create:
+            tx.create(paths.node(node.id), node.to_bytes())
+            tx.create(paths.node_lock(node.id), b"")
+        at = 2 * len(updated)  # the request's result
+
+        def interpret(results) -> HandOut:
+            if isinstance(results, Exception):
+                log.warning("request %s: hand-out not answered: %s", request.id, results)
+                return HandOut(False, request_changed=True)
+            if _failed(results):
+                changed = isinstance(results[at], (BadVersionError, NoNodeError)) or any(
+                    isinstance(r, NoNodeError) for r in results)
+                return HandOut(False, request_changed=changed)
+            nodes = [(node, results[2 * i + 1].version) for i, (node, _) in enumerate(updated)]
+            return HandOut(True, new, results[at].version, nodes)
+        return Pending(tx.commit_async(), interpret)
 
     # -- requests (launcher side) ----------------------------------------------------------------------------
     def read_request(self, rid: str, watch: Callable | None = None) -> tuple[NodeRequest, int] | None:
@@ -263,6 +332,59 @@ class NodeStore(ProviderStore):
             return self.kz.set(paths.node_request(req.id), req.to_bytes(), version=version).version
         except (BadVersionError, NoNodeError):
             return None
+
+    def claim_request(self, req: NodeRequest, version: int, create: list[Node]) -> Pending:
+        """Versioned write of a request a launcher claims, with the records of the nodes it launches for it, in
+        one transaction, sent without waiting: result() is the request's new version, or None if it changed or
+        went away meanwhile."""
+        tx = self.kz.transaction()
+        tx.set_data(paths.node_request(req.id), req.to_bytes(), version=version)
+        for node in create:
+            tx.create(paths.node(node.id), node.to_bytes())
+            tx.create(paths.node_lock(node.id), b"")
+
+        def interpret(results) -> int | None:
+            if isinstance(results, Exception) or _failed(results):
+                if isinstance(results, Exception) or not isinstance(results[0], (BadVersionError, NoNodeError)):
+                    log.error("request %s: could not claim it with its nodes: %s", req.id, results)
+                return None
+            return results[0].version
+        return Pending(tx.commit_async(), interpret)
+
+    def read_request_async(self, rid: str) -> Pending:
+        """read_request, sent without waiting: result() is the request and its version, None if gone or
+        unreadable."""
+        path = paths.node_request(rid)
+
+        def interpret(answer) -> tuple[NodeRequest, int] | None:
+            if isinstance(answer, NoNodeError):
+                return None
+            if isinstance(answer, Exception):
+                log.warning("request %s: could not be read: %s", rid, answer)
+                return None
+            raw, stat = answer
+            try:
+                req = self._decode(NodeRequest, path, raw)
+            except UnreadableRecord:
+                return None
+            req.id = rid
+            return req, stat.version
+        return Pending(self.kz.get_async(path), interpret)
+
+    def read_requests(self, rids: list[str]) -> dict[str, tuple[NodeRequest, int] | None]:
+        """Several requests read at once (one round trip): each with its version, None if gone or unreadable."""
+        answers = [(rid, self.kz.get_async(paths.node_request(rid))) for rid in rids]
+        out = {}
+        for rid, answer in answers:
+            try:
+                raw, stat = answer.get()
+                req = self._decode(NodeRequest, paths.node_request(rid), raw)
+            except (NoNodeError, UnreadableRecord):
+                out[rid] = None
+                continue
+            req.id = rid
+            out[rid] = (req, stat.version)
+        return out
 
     def request_ids(self) -> list[str]:
         return self._children(paths.NODE_REQUESTS)
@@ -288,23 +410,43 @@ class NodeStore(ProviderStore):
         return found[0] if found else None
 
     def watch_request(self, rid: str, callback: Callable[[NodeRequest | None], None]) -> None:
-        """Call `callback(request)` once, when the request is fulfilled or failed (None: it vanished)."""
-        done = threading.Event()
+        """Call `callback(request)` once, when the request is fulfilled or failed (None: it vanished).
 
-        def on_change(event=None) -> None:
+        Returns at once: the read that sets the watch is answered on kazoo's thread, so a consumer submitting many
+        requests waits one round trip for each, not two."""
+        done = threading.Event()
+        path = paths.node_request(rid)
+        retries = [5]
+
+        def answered(answer) -> None:
             if done.is_set():
                 return
             try:
-                found = self.read_request(rid, watch=on_change)
-            except UnreadableRecord:
-                return  # wait for the next write
-            if found is None:
+                raw, _ = answer.get()
+            except NoNodeError:
                 done.set()
                 callback(None)
                 return
-            if found[0].state in (model.FULFILLED, model.REQUEST_FAILED):
+            except Exception as e:  # the connection dropped with the read in flight: ask again once it is back
+                if retries[0] > 0:
+                    retries[0] -= 1
+                    log.info("request %s: watching it failed (%s); asking again", rid, e)
+                    on_change()
+                else:
+                    log.error("request %s: could not watch it: %s", rid, e)
+                return
+            try:
+                req = self._decode(NodeRequest, path, raw)
+            except UnreadableRecord:
+                return  # wait for the next write
+            req.id = rid
+            if req.state in (model.FULFILLED, model.REQUEST_FAILED):
                 done.set()
-                callback(found[0])
+                callback(req)
+
+        def on_change(event=None) -> None:
+            if not done.is_set():
+                self.kz.get_async(path, watch=on_change).rawlink(answered)
 
         on_change()
 
@@ -314,13 +456,11 @@ class NodeStore(ProviderStore):
         except NoNodeError:
             pass
 
-    def node_lock(self, node_id: str, holder: str) -> Lock:
-        lock = Lock(self.kz, paths.node_lock(node_id), holder)
-        lock.assured_path = True  # the launcher creates the lock's parent with the node
-        return lock
+    def take_nodes(self, request: NodeRequest, holder: str) -> list[tuple[Node, int]]:
+        """Lock the request's nodes for `holder`, mark them in use and remove the request, in one transaction.
 
-    def take_nodes(self, request: NodeRequest) -> list[tuple[Node, int]]:
-        """Mark the request's (locked) nodes in use and remove the request, in one transaction."""
+        The lock is an ephemeral child of the node's lock path (gone with the consumer's session, which is how
+        cleanup tells an abandoned in-use node); a node another consumer holds is refused with NodeStoreError."""
         for use_handed in (True, False):
             nodes, tx = [], self.kz.transaction()
             for node_id in request.nodes:
@@ -334,18 +474,23 @@ class NodeStore(ProviderStore):
                     node, version = found
                 node.set_state(model.IN_USE)
                 node.comment = request.requestor
+                tx.create(node_holder(node_id), holder.encode(), ephemeral=True)
                 tx.set_data(paths.node(node_id), node.to_bytes(), version=version)
                 nodes.append(node)
             tx.delete(paths.node_request(request.id))
             results = tx.commit()
             if not _failed(results):
-                return [(n, r.version) for n, r in zip(nodes, results, strict=False)]
+                return [(n, results[2 * i + 1].version) for i, n in enumerate(nodes)]
+            for i, node in enumerate(nodes):
+                if isinstance(results[2 * i], NodeExistsError):
+                    raise NodeStoreError(f"node {node.id} of request {request.id} is locked by someone else")
         raise NodeStoreError(f"request {request.id}: could not mark its nodes in use ({results})")
 
     def release(self, node_id: str, cached: tuple[Node, int] | None, held: bool, reason: str,
-                hold_hours: float, change: str = "", owner: str = "") -> None:
-        """Give a node back: used (its launcher deletes it) or held for `hold_hours` (an operator's earlier hold
-        request wins over "used"); a node held for a failed build records its change and that change's owner."""
+                hold_hours: float, change: str = "", owner: str = "", locked: bool = True) -> None:
+        """Give a node back and drop its consumer's lock (if `locked`): used (its launcher deletes it) or held for
+        `hold_hours` (an operator's earlier hold request wins over "used"); a node held for a failed build records
+        its change and that change's owner."""
         for _ in range(5):
             if cached is None:
                 cached = self.read_node(node_id)
@@ -367,8 +512,14 @@ class NodeStore(ProviderStore):
                 current.set_state(model.USED)
                 tx.set_data(paths.node(node_id), current.to_bytes(), version=version)
                 tx.create(paths.released_node(node_id), b"")
-            if not _failed(tx.commit()):
+            if locked:
+                tx.delete(node_holder(node_id))
+            results = tx.commit()
+            if not _failed(results):
                 return
+            if locked and isinstance(results[-1], NoNodeError):
+                locked = False  # our lock went with an expired session: release without it
+                continue
             cached = None  # changed under us (an operator asked for a hold): read and try again
         raise NodeStoreError(f"node {node_id}: could not release it (it keeps changing)")
 

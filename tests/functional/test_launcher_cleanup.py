@@ -3,10 +3,12 @@ real ZooKeeper and the OpenStack simulator over HTTP."""
 
 from __future__ import annotations
 
+import pytest
+
 from gatekeeper.launcher import model
-from gatekeeper.launcher.client import NodeRequestClient
+from gatekeeper.launcher.client import NodeRequestClient, NodeRequestError
 from gatekeeper.zk import paths
-from gatekeeper.zk.nodes import UNREADABLE
+from gatekeeper.zk.nodes import UNREADABLE, NodeStore
 from tests.functional import test_launcher as base
 from tests.functional.test_launcher import (
     node_records,
@@ -109,3 +111,21 @@ def test_operator_commands_skip_unreadable_records_without_a_traceback(zk, zk_se
         if args == ["nodes", "--json"]:
             assert [n["id"] for n in json.loads(res.stdout)] == ["goodnode0001"]
             assert "/nodepool/nodes/garbage holds an unreadable record" in res.stderr
+
+
+def test_taken_node_is_locked_to_its_consumer_and_deleted_when_that_consumer_is_gone(zk, zk_factory, sim,
+                                                                                     start_launcher):
+    start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha")), cleanup_interval=0.5)
+    consumer_zk = zk_factory()
+    first = NodeRequestClient(consumer_zk, "first")
+    req = first.wait(first.request(["debian"]), 30)
+    [node] = first.lock_nodes(req)
+    assert NodeStore(zk).is_locked(node.id) and node_records(zk)[node.id].state == model.IN_USE
+    # the lock was made with the take: another consumer cannot take the same node
+    with pytest.raises(NodeRequestError, match="locked by someone else"):
+        NodeRequestClient(zk, "second").lock_nodes(req)
+    # the lock is the consumer's session's: when that session ends, cleanup deletes the abandoned node
+    consumer_zk.stop()
+    wait_for(lambda: not NodeStore(zk).is_locked(node.id), 30, "the lock gone with its session")
+    wait_for(lambda: node.id not in node_records(zk), 30, "the abandoned node deleted")
+    assert node.external_id not in {s.id for s in servers(sim, "alpha")}

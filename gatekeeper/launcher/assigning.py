@@ -1,0 +1,278 @@
+"""Assignment, as the launcher decides it: which request gets which ready nodes, and which request is claimed for
+launching on which provider. A part of the Launcher class (its main loop only).
+
+Writes are sent as they are decided and their answers read together when the pass settles (`_after`, `_settle`):
+a pass that hands out or claims many requests waits one round trip to ZooKeeper, not one per request. What a
+decision assumes meanwhile (ready entries taken, nodes counted against quota) is undone if its write fails.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+
+from gatekeeper.launcher import model
+from gatekeeper.launcher.launching import Plan
+from gatekeeper.launcher.model import NodeRequest, parse_entry
+from gatekeeper.zk.nodes import Pending, UnreadableRecord
+
+log = logging.getLogger("gatekeeper.launcher")
+
+
+class Assigning:
+    """The assignment decisions of gatekeeper.launcher.launcher.Launcher (which provides the state they use)."""
+
+    # -- assignment (main loop) ----------------------------------------------------------------------------
+    def _after(self, pending: Pending, done: Callable) -> None:
+        """Run `done(answer)` when the pass settles: writes are sent as decided and their answers read together."""
+        self._answers.append((pending, done))
+
+    def _settle(self) -> None:
+        while self._answers:
+            answers, self._answers = self._answers, []
+            for pending, done in answers:
+                done(pending.result())
+
+    def _assign(self) -> None:
+        self.waiting_for_room.clear()
+        self._read_this_pass.clear()
+        for rid in sorted(self.requests):
+            entry = self.requests.get(rid)
+            if entry is None:
+                continue
+            req, _ = entry
+            if req.state == model.REQUESTED:
+                self._serve(rid)
+            elif req.state == model.PENDING:
+                if req.launcher == self.ident and rid in self.plans:
+                    self._try_ready_for_plan(rid)
+                elif req.launcher == self.ident:
+                    self._reset_orphan(rid)  # its plan went with a lost ZooKeeper session: start it afresh
+                elif self._launchers_known and req.launcher not in self.live_launchers:
+                    self._reset_orphan(rid)
+        self._settle()
+        self._start_queued_launches()
+        self._keep_min_ready()
+        self._settle()
+
+    def _ready_by_provider(self, labels: list[str], only: str = "") -> list[tuple[str, list[str]]]:
+        """Providers (`only` if named) whose ready nodes cover every label, each with the entries to take."""
+        found: dict[str, dict[str, list[str]]] = {}
+        for label in set(labels):
+            for entry in self.ready_entries(label):
+                provider, _ = parse_entry(entry)
+                if only and provider != only:
+                    continue
+                found.setdefault(provider, {}).setdefault(label, []).append(entry)
+        out = []
+        need = Counter(labels)
+        for provider, by_label in found.items():
+            if all(len(by_label.get(label, [])) >= n for label, n in need.items()):
+                unused = {label: list(by_label[label][:n]) for label, n in need.items()}
+                take = [(label, unused[label].pop(0)) for label in labels]  # in the requested order
+                out.append((min(e for _, e in take), provider, take))
+        out.sort()
+        return [(p, t) for _, p, t in out]
+
+    def _named_provider(self, req: NodeRequest) -> str:
+        """The provider a request is left to: the one it names while that one is live, serves its labels, has
+        not declined it and can launch now; else "" (as in Nodepool, a named provider is a preference: when it
+        cannot serve the request, any other may)."""
+        name = req.requested_provider
+        if not name or name in req.declined_by or name not in self.live_providers or name in self.foreign_unable:
+            return ""
+        labels = self.live_provider_labels.get(name)
+        if labels is not None and not set(req.labels) <= labels:
+            return ""
+        manager = self.managers.get(name)
+        if manager is not None and manager.active and manager.cannot_launch_now():
+            return ""
+        return name
+
+    def _serve(self, rid: str) -> None:
+        req, version = self.requests[rid]
+        named = self._named_provider(req)
+        avoid = self._avoided(rid, req) if req.avoid_providers else frozenset()
+        fresh = self._read_this_pass.issuperset(req.labels)  # whether the ready index is as read just now
+        for _ in range(4):
+            offers = [o for o in self._ready_by_provider(req.labels, named) if o[0] not in avoid]
+            if req.requested_provider and not named:
+                offers.sort(key=lambda offer: offer[0] != req.requested_provider)  # still its first choice
+            if not offers:
+                if fresh:
+                    break
+                # Never launch on a cached "nothing ready": another launcher may have made a node ready since we
+                # last read the index. One read per pass before launching is cheap next to a launch.
+                self._ready_dirty.update(req.labels)
+                fresh = True
+                continue
+            for provider, take in offers:
+                if self._fulfil_from_ready(rid, provider, take):
+                    return
+            # those nodes are no longer ready: look at the index afresh before deciding to launch
+            self._ready_dirty.update(req.labels)
+            fresh = True
+        req, version = self.requests[rid]
+        # no ready nodes anywhere: launch on a provider this launcher manages
+        could = [m for m in self.managers.values() if m.active and m.name not in req.declined_by
+                 and m.can_ever_serve(req.labels) and not any(m.image_unavailable(x) for x in req.labels)]
+        able = [m for m in could if named in ("", m.name)  # the others leave it to the provider it names
+                and m.name not in avoid]
+        declines = [m.name for m in self.managers.values() if m.active and m.name not in req.declined_by
+                    and m not in could and m.name not in avoid]
+        if declines:
+            req.declined_by = sorted(set(req.declined_by) | set(declines))
+            self._maybe_fail(req)
+            if not self._write_request(rid, req, version):
+                return
+            log.info("request %s (%s): declined by %s", rid, ",".join(req.labels), ", ".join(declines))
+            req, version = self.requests[rid]
+        elif not able and set(req.declined_by) >= self.live_providers and self.live_providers \
+                and req.state == model.REQUESTED:
+            self._maybe_fail(req)
+            if req.state == model.REQUEST_FAILED:
+                self._write_request(rid, req, version)
+        if req.state != model.REQUESTED:
+            return
+        backlog = Counter()
+        for plan in self.plans.values():
+            backlog[plan.provider] += len(plan.queued)
+        # claim only what can start now (healthy, with room): a request left unclaimed stays open to others
+        candidates = [m for m in able if m.can_launch() and m.free() - backlog[m.name] >= len(req.labels)
+                      and all(m.free(x) > 0 and m.image_for(x) is not None for x in set(req.labels))]
+        if not candidates:
+            if able:
+                self._make_room(req, able)
+            return  # (its changes reach us through the requests' tree watch)
+        top = min(m.config.priority for m in candidates)
+        manager = max((m for m in candidates if m.config.priority == top),
+                      key=lambda m: (m.free() - backlog[m.name], m.capacity()))
+        req.set_state(model.PENDING)
+        req.provider, req.launcher = manager.name, self.ident
+        # the claim and the records of the nodes launched for it go in one transaction, when there is room for all
+        launches = [self._node_for(manager, label, rid) for label in req.labels]
+        room = Counter(req.labels)
+        if any(launch is None for launch in launches) or any(manager.free(x) < n for x, n in room.items()):
+            launches = []
+        req.id = rid
+        pending = self.store.claim_request(req, version, [launch[0] for launch in launches])
+        plan = self.plans[rid] = Plan(rid, manager.name, list(req.labels),
+                                      queued=[] if launches else list(req.labels))
+        for launch in launches:
+            plan.nodes[launch[0].id] = launch[0].label
+            manager.nodes[launch[0].id] = (launch[0], 0)  # counted at once; booted once written
+
+        def done(new_version: int | None) -> None:
+            if new_version is None:
+                self.plans.pop(rid, None)
+                for launch in launches:
+                    manager.nodes.pop(launch[0].id, None)
+                self._fetch_request(rid)
+                self.wake()  # decide again on the request as it is now
+                return
+            self.requests[rid] = (req, new_version)
+            log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
+            for launch in launches:
+                self._boot(manager, *launch)
+        self._after(pending, done)
+
+    def _avoided(self, rid: str, req: NodeRequest) -> frozenset[str]:
+        """Providers `req` asks to avoid (an attempt failed there) while another live one can serve it; else none."""
+        others = [p for p, labels in self.live_provider_labels.items() if p not in req.avoid_providers
+                  and p not in req.declined_by and p not in self.foreign_unable and labels.issuperset(req.labels)
+                  and not (p in self.managers and self.managers[p].active and self.managers[p].cannot_launch_now())]
+        if not others and rid not in self._fallback_logged:
+            self._fallback_logged.add(rid)
+            log.info("request %s (%s): no other provider can serve it; falling back to %s, which it asked to "
+                     "avoid", rid, ",".join(req.labels), ", ".join(req.avoid_providers))
+        return frozenset(req.avoid_providers if others else ())
+
+    def _maybe_fail(self, req: NodeRequest) -> None:
+        if self.live_providers and set(req.declined_by) >= self.live_providers:
+            req.set_state(model.REQUEST_FAILED)
+            req.reason = (f"no provider can serve labels {', '.join(req.labels)}: declined by "
+                          f"{', '.join(req.declined_by)}")
+            log.warning("request %s failed: %s", req.id, req.reason)
+
+    def _write_request(self, rid: str, req: NodeRequest, version: int) -> bool:
+        req.id = rid
+        new_version = self.store.write_request(req, version)
+        if new_version is None:
+            self._fetch_request(rid)
+            return False
+        self.requests[rid] = (req, new_version)
+        return True
+
+    def _fulfil_from_ready(self, rid: str, provider: str, take: list[tuple[str, str]],
+                           then: Callable[[], None] | None = None) -> bool:
+        """Send the hand-out of ready nodes to a request (one transaction, answered when the pass settles; `then`
+        runs if it succeeded); False if the nodes are no longer ready as far as we know."""
+        req, version = self.requests[rid]
+        manager = self.managers.get(provider)
+        picks = []
+        for _label, entry in take:
+            _, node_id = parse_entry(entry)
+            if manager is not None and manager.active and node_id in manager.nodes:
+                node, nversion = manager.nodes[node_id]
+            else:
+                try:
+                    found = self.store.read_node(node_id)
+                except UnreadableRecord:
+                    found = None
+                if found is None:
+                    return False
+                node, nversion = found
+            if node.state != model.READY:
+                return False
+            picks.append((entry, node, nversion))
+        replacements = self._replacements([label for label, _ in take])
+        pending = self.store.hand_out_async(req, version, picks, provider, self.ident,
+                                           create=[node for _, node, _, _ in replacements])
+        for label, entry in take:
+            if entry in self.ready.get(label, []):
+                self.ready[label].remove(entry)  # taken now, or by someone else (the next read resyncs us)
+        for launch in replacements:
+            launch[0].nodes[launch[1].id] = (launch[1], 0)  # counted at once; booted once written
+
+        def done(result) -> None:
+            if not result.ok:
+                for launch in replacements:
+                    launch[0].nodes.pop(launch[1].id, None)
+                self._ready_dirty.update(label for label, _ in take)
+                if manager is not None and manager.active:
+                    for _, node, _ in picks:  # our record of them may be what was stale
+                        if node.id in manager.nodes:
+                            self.nodes.refresh(manager, node.id)
+                if result.request_changed:
+                    self._fetch_request(rid)
+                self.wake()  # serve it again, from the index and the records as they are now
+                return
+            for node, nversion in result.nodes:
+                if manager is not None and node.id in manager.nodes:
+                    manager.nodes[node.id] = (node, nversion)
+            self.requests[rid] = (result.request, result.request_version)
+            self.handed_out += 1
+            for launch in replacements:
+                self._boot(*launch)
+            if then is not None:
+                then()
+        self._after(pending, done)
+        return True
+
+    def _try_ready_for_plan(self, rid: str) -> None:
+        """A request waiting on launches takes a ready node if one appears meanwhile (never wait needlessly)."""
+        plan = self.plans[rid]
+        if not plan.queued or plan.nodes:
+            return
+        for provider, take in self._ready_by_provider(plan.labels, plan.provider):
+            if self._fulfil_from_ready(rid, provider, take, then=lambda: self.plans.pop(rid, None)):
+                return
+
+    def _reset_orphan(self, rid: str) -> None:
+        req, version = self.requests[rid]
+        req.set_state(model.REQUESTED)
+        req.launcher = req.provider = ""
+        if self._write_request(rid, req, version):
+            log.info("request %s: its launcher is gone; offering it again", rid)
+            self._serve(rid)
