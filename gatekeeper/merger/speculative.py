@@ -27,6 +27,7 @@ class MergerCounters:
     conflicts: int = 0
     errors: int = 0
     replayed: int = 0
+    prefetched: int = 0  # changes fetched ahead, together with the other requests of their batch
 
 
 class SpeculativeMerger:
@@ -144,6 +145,8 @@ class SpeculativeMerger:
         missing = repo.missing([c.commit for c in project_changes] + list(onto.values()))
         refspecs += [ref_refspec(c.ref) for c in project_changes if not c.commit or c.commit in missing]
         # Bases made by this merger are here; others are replayed from the recipe (or were Gerrit's tips).
+        if not refspecs and not missing:
+            return 0  # everything is here already (made here, or fetched ahead by `prefetch`)
         steps = [s for s in base_steps if s.branch in onto] if missing & set(onto.values()) else []
         replayed = self.cache.prepare(project, url, steps, refspecs, wanted=onto)
         for b in project_branches:
@@ -160,6 +163,17 @@ class SpeculativeMerger:
             if not change.commit or change.commit in lost:
                 raise GitError(f"change {change.key}: {change.ref} not found in {project} at {url}")
         return replayed
+
+    def prefetch(self, project: str, url: str, changes: list[ChangeSpec]) -> int:
+        """Fetch, in one fetch, the changes of `project` this cache lacks (those of requests about to be merged);
+        returns how many were fetched."""
+        repo = self.cache.repo(project)
+        missing = repo.missing(c.commit for c in changes if c.commit)
+        refs = [c.ref or change_ref(c.number, c.patchset) for c in changes if not c.commit or c.commit in missing]
+        if refs:
+            self.cache.prepare(project, url, (), [ref_refspec(r) for r in dict.fromkeys(refs)])
+            self._count(prefetched=len(refs))
+        return len(refs)
 
     def _urls(self, request: MergeRequest, changes: list[ChangeSpec]) -> dict[str, str]:
         urls: dict[str, str] = {}

@@ -417,7 +417,8 @@ class PipelineManager(ItemReports):
     def _advance(self, item: Item, ahead: Item | None, position: int) -> None:
         """Request what the item needs next: its merge once the state ahead is merged, then its builds."""
         if item.merge_state == "":
-            if ahead is None or ahead.merged:
+            # Asked as soon as the item ahead asked for its own: the merger bases it on that one's result.
+            if ahead is None or ahead.merged or (ahead.merge_state == "pending" and ahead.merge_id):
                 self._request_merge(item, ahead)
         elif item.merged and item.live:
             # Started once its speculative merge succeeded (a conflict is reported once, without a start).
@@ -436,7 +437,8 @@ class PipelineManager(ItemReports):
                         for p in self.layout.jobs[job].required_projects} - {item.change.project})
         request = MergeRequest(
             changes=[item.change.spec(self.source.git_url(item.change.project), mode).to_dict()],
-            base=ahead.repo_state if ahead else None,
+            base=ahead.repo_state if ahead and ahead.merged else None,
+            after=ahead.merge_id if ahead and not ahead.merged else "",
             projects=[{"project": p, "branch": item.change.branch, "url": self.source.git_url(p)} for p in extra],
             pipeline=self.name,
             item=item.id,
