@@ -59,6 +59,29 @@ class BareRepo:
         out = self.git("rev-parse", "--verify", "-q", ref + "^{commit}", check=False).strip()
         return out or None
 
+    def read_ref(self, ref: str) -> str | None:
+        """The commit a full ref name points at, read from the ref files as git stores them (no git process);
+        through git when the ref is symbolic or stored otherwise."""
+        try:
+            with open(os.path.join(self.path, ref), "rb") as f:
+                value = f.read().strip().decode()
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            value = ""
+            try:
+                with open(os.path.join(self.path, "packed-refs"), "rb") as f:
+                    for line in f:
+                        sha, _, name = line.strip().decode().partition(" ")
+                        if name == ref:
+                            value = sha
+                            break
+            except FileNotFoundError:
+                pass
+            if not value:
+                return self.rev_parse(ref) if os.path.exists(os.path.join(self.path, "reftable")) else None
+        if len(value) != 40 or value.startswith("ref:"):
+            return self.rev_parse(ref)
+        return value
+
     def refs(self, prefix: str = "refs/") -> dict[str, str]:
         out = self.git("for-each-ref", "--format=%(objectname) %(refname)", prefix)
         return {name: sha for sha, name in (line.split(" ", 1) for line in out.splitlines() if line)}
@@ -92,6 +115,11 @@ class BareRepo:
     def rev_list(self, include: str, exclude: str | None) -> list[str]:
         args = ["rev-list", "--topo-order", "--reverse", include] + ([f"^{exclude}"] if exclude else [])
         return self.git(*args).split()
+
+    def rev_list_parents(self, include: str, exclude: str | None) -> list[tuple[str, list[str]]]:
+        """`rev_list`, each commit with its parents (one git process for both)."""
+        args = ["rev-list", "--parents", "--topo-order", "--reverse", include] + ([f"^{exclude}"] if exclude else [])
+        return [(shas[0], shas[1:]) for shas in (line.split() for line in self.git(*args).splitlines()) if shas]
 
     def diff_files(self, parent: str | None, sha: str) -> list[FileChange]:
         """Files changed by `sha` against `parent` (the empty tree for a root commit)."""
