@@ -324,6 +324,7 @@ class PipelineManager(ItemReports):
         nnfi: Item | None = None  # the nearest non-failing item ahead
         ahead: dict[str, Item] = {}
         position = 0
+        merging = ""  # the success report asked for the item ahead, while every item from the head succeeds
         for item in self.state.queue_items(queue):
             reason, kind = self._why_leave(item, ahead)
             if reason:
@@ -336,6 +337,14 @@ class PipelineManager(ItemReports):
                 self._advance(item, nnfi, position)
             if position == 0 and item.complete and self._report_head(item, queue):
                 continue  # it left; the next item is the head now
+            succeeding = item.complete and item.live and not item.failing
+            if position == 0:
+                merging = f"{item.id}:success" if succeeding and "success" in item.reported else ""
+            elif merging and succeeding:
+                # Its merge follows the one ahead's without a pass between them (order stays the queue's).
+                merging = self._report_early(item, merging)
+            else:
+                merging = ""
             if not item.failing:
                 nnfi = item
             ahead[item.key] = item
@@ -407,6 +416,8 @@ class PipelineManager(ItemReports):
         if item.merge_state or item.builds:
             log.info("%s reset: the state ahead of it changed", item.label(self.name))
         self._cancel_builds(item)
+        if "success" in item.reported and hasattr(self.backend, "withdraw_report"):
+            self.backend.withdraw_report(f"{item.id}:success")  # asked early: not to be sent for what it was
         item.builds = {}
         item.merge_id, item.merge_state, item.merge_message, item.merge_attempts = "", "", "", 0
         item.repo_state, item.changes = None, ""

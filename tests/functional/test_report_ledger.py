@@ -157,3 +157,37 @@ def test_a_submit_is_ledgered_as_pending_with_its_sender_while_it_is_sent(zk, ma
     recorder.go.set()
     assert outcome(q, merge) == ReportOutcome()
     assert ledger_entry(zk, merge) == {"state": "done", "ok": True, "message": ""}
+
+
+def test_a_report_asked_after_another_goes_out_only_once_that_one_merged(zk, make_queue):
+    recorder = Recorder()
+    recorder.refuse.add(4)
+    woken = threading.Event()
+    q = make_queue("scheduler-1", recorder, wake=woken.set)
+    head, behind, last = report(4, "success", submit=True), report(5, "success", submit=True), \
+        report(6, "success", submit=True)
+    assert q.submit(head) is None
+    q.submit(behind, after=head.key)
+    q.submit(last, after=behind.key)
+    assert outcome(q, head) == ReportOutcome(False, "blocked by Verified")
+    # The head did not merge: those asked after it are dropped unsent (the scheduler is woken to test them again).
+    wait_for(lambda: not q.busy, 20, "the reports behind the refused head to be dropped")
+    assert woken.is_set()
+    assert recorder.sent == [(head.key, "success")]
+    assert q.submit(behind) is None  # asked again, plainly: sent now
+    assert outcome(q, behind) == ReportOutcome()
+    # After a good outcome the next one goes out at once; a withdrawn one never does.
+    q.submit(last, after=behind.key)
+    assert outcome(q, last) == ReportOutcome()
+    recorder.refuse.clear()
+    gone, blocked = report(7, "success", submit=True), threading.Event()
+    slow = Recorder()
+    slow.report = lambda r, real=slow.report: (blocked.wait(20), real(r))[1]  # the head's answer is slow
+    q2 = make_queue("scheduler-2", slow)
+    q2.submit(report(8, "success", submit=True))
+    q2.submit(gone, after="item-8:success")
+    q2.withdraw(gone.key)  # its item was reset while the head's report was on its way
+    blocked.set()
+    wait_for(lambda: not q2.busy, 20, "the head's report")
+    assert slow.sent == [("item-8:success", "success")]
+    assert recorder.sent == [(head.key, "success"), (behind.key, "success"), (last.key, "success")]
