@@ -73,8 +73,9 @@ class PipelineLocks:
             self._tidy(force=True)
 
     def _tidy(self, force: bool = False) -> None:
-        """Delete what is consumed: events, and the ledger entries of items gone."""
+        """Delete what is consumed: events, applied results, and the ledger entries of items gone."""
         self._delete_consumed_events(force)
+        self._delete_applied_results(force)
         for reports in self._report_queues.values():
             reports.flush(force)
 
