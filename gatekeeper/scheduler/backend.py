@@ -82,6 +82,10 @@ class ReportQueue:
         self._held: dict[str, list[Report]] = {}  # report key -> reports held until its outcome is known
         self._settled_at: dict[str, float] = {}  # report key -> when its outcome became known (monotonic)
         self._sending: str = ""  # the key of the report being sent on the head lane
+        # With `defer_records`, "done" entries wait for the scheduler's next save (`take_records`), which writes
+        # them in its transaction instead of one request each.
+        self.defer_records = False
+        self._records: dict[str, tuple[str, ReportOutcome]] = {}  # report key -> (ledger path, outcome)
         self._lock = threading.Condition()
         self._stopped = threading.Event()
         # Two lanes: the head's verdicts (which the gate waits for) do not queue behind "starting" messages.
@@ -178,6 +182,23 @@ class ReportQueue:
         for report in held if ok else []:
             self._lanes["head"].put(report)
 
+    def take_records(self, items: set[str]) -> list[tuple[int, TxOp]]:
+        """The "done" entries of the reports sent since the last call, as operations for the state's transaction
+        (those of items in `items`: their entries are there until forgotten); the others are written now."""
+        with self._lock:
+            records, self._records = self._records, {}
+        ops: list[tuple[int, TxOp]] = []
+        for key, (path, outcome) in records.items():
+            if key.split(":", 1)[0] in items:
+                ops.append(record_op(path, outcome))
+            else:
+                try:
+                    self._record(path, outcome)
+                except Exception:
+                    log.exception("[%s] recording the %s report failed; it stays pending (Gerrit settles it)",
+                                  self.pipeline, key)
+        return ops
+
     def forget(self, left: list[tuple[str, list[str]]]) -> None:
         """Mark the ledger entries of items that left the queue for deletion (`flush`, batched)."""
         keys = [f"{ident}:{action}" for ident, actions in left for action in actions]
@@ -257,7 +278,10 @@ class ReportQueue:
                 self._lock.notify_all()
             self._settle_held(report.key, outcome.ok)
             self.wake()
-            if unrecorded:
+            if unrecorded and self.defer_records:
+                with self._lock:
+                    self._records[report.key] = (unrecorded, outcome)
+            elif unrecorded:
                 # Recorded after the outcome is published, off the gate's path: an entry left pending meanwhile
                 # (a crash) is settled from Gerrit's state by whoever asks next.
                 try:
@@ -269,7 +293,7 @@ class ReportQueue:
                                   self.pipeline, report.change.key, report.action)
 
     def _record(self, path: str, outcome: ReportOutcome) -> None:
-        done = encode({"state": "done", "ok": outcome.ok, "message": outcome.message})
+        done = encode(done_entry(outcome))
         try:
             self._zk(lambda: self.zk.client.set(path, done))
         except NoNodeError:
@@ -382,6 +406,15 @@ class ReportQueue:
             return False
 
         DataWatch(self.zk.client, path, on_change)
+
+
+def done_entry(outcome: ReportOutcome) -> dict:
+    return {"state": "done", "ok": outcome.ok, "message": outcome.message}
+
+
+def record_op(path: str, outcome: ReportOutcome) -> tuple[int, TxOp]:
+    raw = encode(done_entry(outcome))
+    return len(raw), lambda tx: tx.set_data(path, raw)
 
 
 class _Stopped(Exception):

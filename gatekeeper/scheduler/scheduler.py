@@ -155,6 +155,7 @@ class Scheduler(EventIntake, PipelineLocks):
         for reports in self._report_queues.values():
             reports.drain()
             reports.stop()
+            reports.take_records(set())  # no save is coming: the "done" entries are written now
         self._pool.shutdown(wait=False)
         for watch in self._watches:
             try:
@@ -315,6 +316,7 @@ class Scheduler(EventIntake, PipelineLocks):
         if reports is None:
             reports = ReportQueue(self.zk, name, self.reporter, self.source, self.component.info.ident,
                                   lambda: self._reported(name))
+            reports.defer_records = True  # written with the next save of the pipeline's state
             self._report_queues[name] = reports
         return reports
 
@@ -409,6 +411,7 @@ class Scheduler(EventIntake, PipelineLocks):
                 manager.process()  # else nothing the loop looks at changed: it would decide the same again
             extra = backend.tx_ops() + [encode_op(paths.management_result(i), ManagementAnswer(err).to_dict())
                                         for i, err in answers]
+            extra += reports.take_records(set(state.items) | state.removed)
             store.save(state, extra)
             self._fresh.add(name)
             self._held[name] = time.monotonic()
