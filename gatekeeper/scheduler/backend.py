@@ -35,7 +35,8 @@ from kazoo.exceptions import (
 from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.models.interfaces import ChangeSource, Report, ReportOutcome
-from gatekeeper.models.store import TxOp, create_op, delete_all, encode_op
+from gatekeeper.models.pipeline import PipelineState
+from gatekeeper.models.store import PipelineStore, StateConflict, TxOp, create_op, delete_all, encode_op
 from gatekeeper.zk import paths
 from gatekeeper.zk.builds import BuildRequest
 from gatekeeper.zk.client import ZKClient
@@ -86,6 +87,8 @@ class ReportQueue:
         # them in its transaction instead of one request each.
         self.defer_records = False
         self._records: dict[str, tuple[str, ReportOutcome]] = {}  # report key -> (ledger path, outcome)
+        self._claimed: set[str] = set()  # reports whose pending entry the scheduler wrote with its state
+        zk.client.ensure_path(paths.pipeline_reported(pipeline))
         self._lock = threading.Condition()
         self._stopped = threading.Event()
         # Two lanes: the head's verdicts (which the gate waits for) do not queue behind "starting" messages.
@@ -111,15 +114,18 @@ class ReportQueue:
     def busy(self) -> bool:
         return bool(self._inflight)
 
-    def submit(self, report: Report, after: str = "") -> ReportOutcome | None:
+    def submit(self, report: Report, after: str = "", claimed: bool = False) -> ReportOutcome | None:
         """The outcome once the report was sent; None while it is on its way (it is queued on the first call).
-        With `after` (a head-lane report's key) it is sent only once that report's outcome is known and good."""
+        With `after` (a head-lane report's key) it is sent only once that report's outcome is known and good.
+        `claimed`: its pending ledger entry, ours, was written with the state that asked for it."""
         with self._lock:
             if report.key in self._outcomes:
                 return self._outcomes[report.key]
             if report.key in self._inflight:
                 return None
             self._inflight.add(report.key)
+            if claimed:
+                self._claimed.add(report.key)
             self._asked.setdefault(report.key, time.monotonic())
             if after:
                 self._after[report.key] = after
@@ -303,7 +309,10 @@ class ReportQueue:
         """The report's outcome (None: another live scheduler sends it), and the ledger entry still to be marked
         done with it ("" when there is none)."""
         path = f"{paths.pipeline_reported(self.pipeline)}/{report.key}"
-        entry = self._zk(lambda: self._claim(path))
+        with self._lock:
+            claimed = report.key in self._claimed
+            self._claimed.discard(report.key)  # a second attempt reads the entry, as after a restart
+        entry = None if claimed else self._zk(lambda: self._claim(path))
         outcome: ReportOutcome | None = None
         if entry is not None:
             if entry.get("state") == "done":
@@ -432,6 +441,7 @@ class ZKBackend:
         self.builds: dict[str, BuildRequest] = {}
         self.cancels: list[str] = []
         self.history: list = []
+        self.first: list[tuple[Report, str]] = []  # reports asked for the first time, with what they wait for
 
     def request_merge(self, request: MergeRequest) -> None:
         self.merges.append(request)
@@ -449,6 +459,30 @@ class ZKBackend:
     def report_after(self, report: Report, after: str) -> None:
         """Ask for `report` now, to be sent once the report `after` (a key) has a good outcome."""
         self.reports.submit(report, after=after)
+
+    def report_first(self, report: Report, after: str = "") -> None:
+        """Ask for a report never asked for before (its item says so): its pending ledger entry is written with
+        the state that records the asking, and it is queued once that is saved (`submit_first`)."""
+        self.first.append((report, after))
+
+    def save(self, store: PipelineStore, state: PipelineState, extra: list[tuple[int, TxOp]]) -> None:
+        """Save the pass: its state, `extra`, and the pending ledger entries of the reports it asked for first;
+        then queue those reports."""
+        base = paths.pipeline_reported(self.pipeline)
+        pending = {"state": "pending", "owner": self.reports.owner}
+        claims = [encode_op(f"{base}/{report.key}", pending) for report, _ in self.first]
+        try:
+            store.save(state, extra + claims)
+        except StateConflict:
+            if not claims:
+                raise
+            # An entry already there (left by an earlier version, or another scheduler): the report thread
+            # claims these as it does any other, reading what is there.
+            store.save(state, extra)
+            claims = []
+        for report, after in self.first:
+            self.reports.submit(report, after=after, claimed=bool(claims))
+        self.first.clear()
 
     def withdraw_report(self, key: str) -> None:
         self.reports.withdraw(key)

@@ -81,6 +81,9 @@ class ItemReports:
         if action not in item.reported:
             item.reported.append(action)
             self.state.touch(item)
+            if hasattr(self.backend, "report_first"):  # ledgered with the state that records the asking
+                self.backend.report_first(report)
+                return None
         return self.backend.report(report)
 
     def _report_early(self, item: Item, after: str) -> str:
@@ -93,7 +96,9 @@ class ItemReports:
         if "success" not in item.reported:
             item.reported.append("success")
             self.state.touch(item, settle=False)
-        self.backend.report_after(report, after)
+            self.backend.report_first(report, after)
+        else:
+            self.backend.report_after(report, after)
         return report.key
 
     def _make_report(self, item: Item, action: str, extra: str = "") -> Report | None:

@@ -412,7 +412,7 @@ class Scheduler(EventIntake, PipelineLocks):
             extra = backend.tx_ops() + [encode_op(paths.management_result(i), ManagementAnswer(err).to_dict())
                                         for i, err in answers]
             extra += reports.take_records(set(state.items) | state.removed)
-            store.save(state, extra)
+            backend.save(store, state, extra)
             self._fresh.add(name)
             self._held[name] = time.monotonic()
         except Exception:

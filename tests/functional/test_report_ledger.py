@@ -191,3 +191,40 @@ def test_a_report_asked_after_another_goes_out_only_once_that_one_merged(zk, mak
     wait_for(lambda: not q2.busy, 20, "the head's report")
     assert slow.sent == [("item-8:success", "success")]
     assert recorder.sent == [(head.key, "success"), (behind.key, "success"), (last.key, "success")]
+
+
+def test_a_first_report_is_ledgered_with_the_state_that_asks_for_it(zk, make_queue):
+    from gatekeeper.models.pipeline import PipelineState
+    from gatekeeper.models.store import PipelineStore
+    from gatekeeper.scheduler.backend import ZKBackend
+
+    recorder = Recorder()
+    q = make_queue("scheduler-1", recorder)
+    store = PipelineStore(zk.client, "gate")
+    state = PipelineState("gate")
+    held = threading.Event()
+    real = recorder.report
+    recorder.report = lambda r: (held.wait(20), real(r))[1]
+    backend = ZKBackend(zk, "gate", q)
+    fresh = report(9, "start")
+    backend.report_first(fresh)
+    assert recorder.sent == [] and not zk.client.exists(f"{paths.pipeline_reported('gate')}/{fresh.key}")
+    state.changed = True
+    backend.save(store, state, [])
+    # Written in the state's transaction, before it is sent: a crash now leaves it pending, to be settled.
+    _, entry_stat = zk.client.get(f"{paths.pipeline_reported('gate')}/{fresh.key}")
+    _, state_stat = zk.client.get(paths.pipeline_state("gate"))
+    assert entry_stat.czxid == state_stat.mzxid
+    assert ledger_entry(zk, fresh) == {"state": "pending", "owner": "scheduler-1"}
+    held.set()
+    assert outcome(q, fresh) == ReportOutcome()
+    assert recorder.sent == [(fresh.key, "start")]
+    # An entry already there (an earlier scheduler's): the state is saved without it, the report read from it.
+    done = report(10, "start")
+    zk.client.create(f"{paths.pipeline_reported('gate')}/{done.key}", encode({"state": "done", "ok": True}))
+    backend.report_first(done)
+    state.changed = True
+    backend.save(store, state, [])
+    assert outcome(q, done) == ReportOutcome()
+    assert recorder.sent == [(fresh.key, "start")]
+    assert PipelineStore(zk.client, "gate").load(None).version == state.version == 1
