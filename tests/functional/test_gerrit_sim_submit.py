@@ -3,9 +3,13 @@ does: a fast-forward when the change is on the tip, a merge commit when the bran
 
 from __future__ import annotations
 
+import os
 import subprocess
 
+import pytest
+
 from gatekeeper.sim.gerrit import GerritSimulator
+from gatekeeper.sim.gerrit.repo import BareRepo, GitError
 
 
 def test_submit_finds_the_branch_tip_in_packed_refs(tmp_path) -> None:
@@ -29,3 +33,26 @@ def test_submit_finds_the_branch_tip_in_packed_refs(tmp_path) -> None:
         assert repo.read_ref("refs/heads/nowhere") is None
     finally:
         sim.stop()
+
+
+def test_commits_and_ref_updates_written_in_process_are_what_git_writes(tmp_path) -> None:
+    repo = BareRepo.init(str(tmp_path / "r.git"))
+    first = repo.commit([], "First\n", {"a": "a\n"}, ("Jane Dev", "jane@example.com"), when=1_700_000_000)
+    second = repo.commit([first], "Second\n", {"b": "b\n"}, ("Jane Dev", "jane@example.com"), when=1_700_000_060)
+    tree = repo.git("rev-parse", second + "^{tree}").strip()
+    merged = repo.commit([first, second], 'Merge "Second"\n', None, ("CI", "ci@example.com"), when=1_700_000_120,
+                         tree=tree)
+    env = {"GIT_AUTHOR_NAME": "CI", "GIT_AUTHOR_EMAIL": "ci@example.com", "GIT_AUTHOR_DATE": "1700000120 +0000",
+           "GIT_COMMITTER_NAME": "CI", "GIT_COMMITTER_EMAIL": "ci@example.com",
+           "GIT_COMMITTER_DATE": "1700000120 +0000"}
+    by_git = repo.git("commit-tree", tree, "-p", first, "-p", second, input=b'Merge "Second"\n', env=env).strip()
+    assert merged == by_git
+    assert repo.git("cat-file", "-t", merged).strip() == "commit"
+    assert repo.git("fsck", "--no-dangling").strip() == ""
+    repo.update_ref("refs/heads/master", first)
+    repo.update_ref("refs/heads/master", merged, first)
+    assert repo.rev_parse("refs/heads/master") == merged
+    with pytest.raises(GitError, match="expected"):
+        repo.update_ref("refs/heads/master", second, first)  # not where the caller thinks: refused, as git does
+    assert repo.read_ref("refs/heads/master") == merged
+    assert not os.path.exists(os.path.join(repo.path, "refs/heads/master.lock"))
