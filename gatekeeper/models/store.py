@@ -99,7 +99,8 @@ class PipelineStore:
         removed = [self._item_path(state, i) for i in sorted(state.removed) if i in state.stored]
         size = sum(len(raw) for _, raw in written) + DELETE_BYTES * len(removed) + sum(s for s, _ in extra)
         version = state.version
-        if size + len(encode(state.summary())) <= TX_BYTES:
+        summary = encode(state.summary())
+        if size + len(summary) <= TX_BYTES:
             ops: list[TxOp] = []
             for ident, raw in written:
                 path = self._item_path(state, ident)
@@ -109,7 +110,7 @@ class PipelineStore:
                     ops.append(lambda tx, p=path, r=raw: tx.create(p, r))
             ops += [lambda tx, p=path: tx.delete(p) for path in removed]
             ops += [op for _, op in extra]
-            ops.append(self._summary_op(state, encode(state.summary()), version))
+            ops.append(self._summary_op(state, summary, version))
             self._commit(ops)
         else:
             self._save_staged(state, written, removed, extra, version)
