@@ -38,6 +38,8 @@ class SpeculativeMerger:
         self.url_for_project = url_for_project
         self.counters = MergerCounters()
         self._lock = threading.Lock()
+        # (project, commit) known to be in the cache (objects are never pruned from it): no git process to ask
+        self._present: set[tuple[str, str]] = set()
 
     def _count(self, **deltas: int) -> None:
         with self._lock:
@@ -122,6 +124,7 @@ class SpeculativeMerger:
                 change_commit=change.commit, mode=change.merge_mode, result=outcome.commit,
             ).to_dict())
             branches[change.project][change.branch] = outcome.commit
+            self._known(change.project, [outcome.commit, change.commit, onto])
         self._count(merges=merges, fast_forwards=fast_forwards, replayed=replayed)
         result.ok = True
         result.merges = merges
@@ -142,7 +145,8 @@ class SpeculativeMerger:
             if not change.ref:
                 change.ref = change_ref(change.number, change.patchset)
         onto = {b: have[b] for b in project_branches if b in have and any(c.branch == b for c in project_changes)}
-        missing = repo.missing([c.commit for c in project_changes] + list(onto.values()))
+        missing = repo.missing(sha for sha in [c.commit for c in project_changes] + list(onto.values())
+                               if (project, sha) not in self._present)
         refspecs += [ref_refspec(c.ref) for c in project_changes if not c.commit or c.commit in missing]
         # Bases made by this merger are here; others are replayed from the recipe (or were Gerrit's tips).
         if not refspecs and not missing:
@@ -173,7 +177,15 @@ class SpeculativeMerger:
         if refs:
             self.cache.prepare(project, url, (), [ref_refspec(r) for r in dict.fromkeys(refs)])
             self._count(prefetched=len(refs))
+            missing = repo.missing(missing)
+        self._known(project, [c.commit for c in changes if c.commit and c.commit not in missing])
         return len(refs)
+
+    def _known(self, project: str, commits: list[str]) -> None:
+        with self._lock:
+            if len(self._present) > 100_000:
+                self._present.clear()  # a bound on memory; forgetting costs a lookup
+            self._present.update((project, sha) for sha in commits if sha)
 
     def _urls(self, request: MergeRequest, changes: list[ChangeSpec]) -> dict[str, str]:
         urls: dict[str, str] = {}
