@@ -78,6 +78,8 @@ class PipelineLocks:
         self._delete_applied_results(force)
         for reports in self._report_queues.values():
             reports.flush(force)
+            if force:
+                reports.take_records(set())  # quiet: no save is coming soon to carry them
 
     def _release(self, name: str) -> None:
         self._held.pop(name, None)

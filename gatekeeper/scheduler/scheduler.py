@@ -411,7 +411,8 @@ class Scheduler(EventIntake, PipelineLocks):
                 manager.process()  # else nothing the loop looks at changed: it would decide the same again
             extra = backend.tx_ops() + [encode_op(paths.management_result(i), ManagementAnswer(err).to_dict())
                                         for i, err in answers]
-            extra += reports.take_records(set(state.items) | state.removed)
+            if extra or state.dirty or state.removed or state.changed:  # a save anyway: "done" entries go with it
+                extra += reports.take_records(set(state.items) | state.removed)
             backend.save(store, state, extra)
             self._fresh.add(name)
             self._held[name] = time.monotonic()
