@@ -492,14 +492,6 @@ class Scheduler(EventIntake, PipelineLocks):
     def _any_dependent(self, event: TriggerEvent) -> bool:
         return any(p.dependent and pipeline_triggered(p, event) for p in self.layout.pipelines.values())
 
-    def _delete_applied_results(self, force: bool = False) -> None:
-        """Delete applied results, in one transaction once EVENT_BATCH are due (or when `force`)."""
-        due = [ident for ident, (_, deleted) in self._results_done.items() if not deleted]
-        if not due or (len(due) < EVENT_BATCH and not force):
-            return
-        delete_all(self.zk.client, [self._results_done[i][0] for i in due])
-        for ident in due:
-            self._results_done[ident] = (self._results_done[ident][0], True)
 
     def _delete_consumed_events(self, force: bool = False) -> None:
         """Remove events every pipeline has passed (by this scheduler's knowledge, which only lags).
