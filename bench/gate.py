@@ -13,7 +13,8 @@ merger, the test executor with builds lasting D seconds, one scheduler), then re
     zk_ops_per_change     ZooKeeper requests per merged change in merge_50, from every service's session (the
                           server's per-session `recved` counts), the harness's own polling session excluded
     report_ms_p50         median time from the scheduler asking for a head item's success report to Gerrit's
-                          answer that the change merged (one `gerrit review --submit`, ledger writes included)
+                          answer that the change merged (one `gerrit review --submit`, ledger writes included);
+                          for a report asked for early, behind the head's, from the head's outcome
 
 CPU figures are the scheduler's, all its threads: its main loop, its report threads, its query pool, its
 ZooKeeper client's threads and its Gerrit SSH transport (per-thread CPU clocks).  Each phase checks that its

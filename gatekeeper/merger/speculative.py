@@ -27,6 +27,7 @@ class MergerCounters:
     conflicts: int = 0
     errors: int = 0
     replayed: int = 0
+    prefetched: int = 0  # changes fetched ahead, together with the other requests of their batch
 
 
 class SpeculativeMerger:
@@ -37,6 +38,8 @@ class SpeculativeMerger:
         self.url_for_project = url_for_project
         self.counters = MergerCounters()
         self._lock = threading.Lock()
+        # (project, commit) known to be in the cache (objects are never pruned from it): no git process to ask
+        self._present: set[tuple[str, str]] = set()
 
     def _count(self, **deltas: int) -> None:
         with self._lock:
@@ -121,6 +124,7 @@ class SpeculativeMerger:
                 change_commit=change.commit, mode=change.merge_mode, result=outcome.commit,
             ).to_dict())
             branches[change.project][change.branch] = outcome.commit
+            self._known(change.project, [outcome.commit, change.commit, onto])
         self._count(merges=merges, fast_forwards=fast_forwards, replayed=replayed)
         result.ok = True
         result.merges = merges
@@ -141,9 +145,12 @@ class SpeculativeMerger:
             if not change.ref:
                 change.ref = change_ref(change.number, change.patchset)
         onto = {b: have[b] for b in project_branches if b in have and any(c.branch == b for c in project_changes)}
-        missing = repo.missing([c.commit for c in project_changes] + list(onto.values()))
+        missing = repo.missing(sha for sha in [c.commit for c in project_changes] + list(onto.values())
+                               if (project, sha) not in self._present)
         refspecs += [ref_refspec(c.ref) for c in project_changes if not c.commit or c.commit in missing]
         # Bases made by this merger are here; others are replayed from the recipe (or were Gerrit's tips).
+        if not refspecs and not missing:
+            return 0  # everything is here already (made here, or fetched ahead by `prefetch`)
         steps = [s for s in base_steps if s.branch in onto] if missing & set(onto.values()) else []
         replayed = self.cache.prepare(project, url, steps, refspecs, wanted=onto)
         for b in project_branches:
@@ -160,6 +167,25 @@ class SpeculativeMerger:
             if not change.commit or change.commit in lost:
                 raise GitError(f"change {change.key}: {change.ref} not found in {project} at {url}")
         return replayed
+
+    def prefetch(self, project: str, url: str, changes: list[ChangeSpec]) -> int:
+        """Fetch, in one fetch, the changes of `project` this cache lacks (those of requests about to be merged);
+        returns how many were fetched."""
+        repo = self.cache.repo(project)
+        missing = repo.missing(c.commit for c in changes if c.commit)
+        refs = [c.ref or change_ref(c.number, c.patchset) for c in changes if not c.commit or c.commit in missing]
+        if refs:
+            self.cache.prepare(project, url, (), [ref_refspec(r) for r in dict.fromkeys(refs)])
+            self._count(prefetched=len(refs))
+            missing = repo.missing(missing)
+        self._known(project, [c.commit for c in changes if c.commit and c.commit not in missing])
+        return len(refs)
+
+    def _known(self, project: str, commits: list[str]) -> None:
+        with self._lock:
+            if len(self._present) > 100_000:
+                self._present.clear()  # a bound on memory; forgetting costs a lookup
+            self._present.update((project, sha) for sha in commits if sha)
 
     def _urls(self, request: MergeRequest, changes: list[ChangeSpec]) -> dict[str, str]:
         urls: dict[str, str] = {}

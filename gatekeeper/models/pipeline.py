@@ -202,6 +202,7 @@ class PipelineState:
     removed: set[str] = field(default_factory=set)  # item ids removed since the last save
     changed: bool = False  # the summary (queues, windows, cursors) changed
     stored: set[str] = field(default_factory=set)  # item ids that have a znode
+    nodes: dict[str, str] = field(default_factory=dict)  # item id -> its znode's name, where not the item id
     left: list[tuple[str, list[str]]] = field(default_factory=list)  # (item id, actions reported) since the save
     started: set[str] = field(default_factory=set)  # item ids whose start report is settled (this process knows)
     # The queue loop ran and nothing it looks at changed since (in this process): the next pass may skip it.
@@ -256,4 +257,5 @@ class PipelineState:
             "revs": {i.id: i.rev for i in self.items.values()},
             "cursors": dict(self.cursors),
             "waiting": {key: list(numbers) for key, numbers in self.waiting.items()},
+            **({"nodes": {i: n for i, n in self.nodes.items() if i in self.items}} if self.nodes else {}),
         }

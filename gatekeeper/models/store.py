@@ -3,6 +3,12 @@
 A pass costs one read (the summary's version, to reuse the state this process already holds) and one
 transaction (the changed items, the summary, and the merge and build requests the pass made), whatever the
 queue's length.
+
+A pass is applied whole or not at all, as readers see it.  The summary names each item's revision and znode;
+readers follow it.  A pass too large for one transaction writes its changed items to fresh znodes first (which
+no summary names yet), then switches the summary to them in one transaction with the pass's requests, and only
+then removes the znodes they replace: a pass interrupted at any step leaves the previous state whole, and its
+unnamed znodes are removed by the next large pass.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from gatekeeper.zk.record import MAX_ZNODE_BYTES, decode, encode
 log = logging.getLogger("gatekeeper.models.store")
 
 TX_BYTES = MAX_ZNODE_BYTES // 2  # keep each transaction well under ZooKeeper's request limit
+DELETE_BYTES = 64  # what one delete adds to a transaction, roughly
 
 TxOp = Callable[[object], None]  # adds one operation to a kazoo TransactionRequest
 
@@ -29,11 +36,18 @@ class StateConflict(RuntimeError):
 
 
 class PipelineStore:
-    def __init__(self, client: KazooClient, name: str) -> None:
+    """Loads and saves one pipeline's state.  `fault`, when set, is called with the name of each step of a large
+    save before it is taken ("stage", "switch", "clean"); raising there stops the save as a crash would."""
+
+    def __init__(self, client: KazooClient, name: str, fault: Callable[[str], None] | None = None) -> None:
         self.client = client
         self.name = name
+        self.fault = fault
         self.summary_path = paths.pipeline_state(name)
         client.ensure_path(paths.pipeline_items(name))
+
+    def _item_path(self, state: PipelineState, ident: str) -> str:
+        return paths.pipeline_item(self.name, state.nodes.get(ident, ident))
 
     def load(self, cached: PipelineState | None) -> PipelineState:
         """The current state; `cached` is reused as is when nobody wrote since, and item by item otherwise."""
@@ -50,9 +64,10 @@ class PipelineStore:
             queue = ChangeQueue.from_dict(q)
             state.queues[queue.name] = queue
         revs: dict[str, int] = data.get("revs", {})
+        state.nodes = {i: n for i, n in data.get("nodes", {}).items() if i in revs}
         old = cached.items if cached else {}
         fetch = [i for i, rev in revs.items() if i not in old or old[i].rev != rev]
-        pending = [(i, self.client.get_async(paths.pipeline_item(self.name, i))) for i in fetch]
+        pending = [(i, self.client.get_async(self._item_path(state, i))) for i in fetch]
         for ident in revs:
             if ident in old and ident not in fetch:
                 state.items[ident] = old[ident]
@@ -69,33 +84,38 @@ class PipelineStore:
         return state
 
     def save(self, state: PipelineState, extra: list[tuple[int, TxOp]] | None = None) -> bool:
-        """Write what changed since the last save, with `extra` operations ((size, op)); False if nothing to do."""
+        """Write what changed since the last save, with `extra` operations ((size, op)); False if nothing to do.
+        Readers see all of it or none of it."""
         extra = extra or []
         if not (state.dirty or state.removed or state.changed or extra):
             return False
-        ops: list[tuple[int, TxOp]] = []
+        written: list[tuple[str, bytes]] = []
         for ident in sorted(state.dirty):
             item = state.items.get(ident)
             if item is None:
                 continue
             item.rev += 1
-            raw = item.to_bytes()
-            path = paths.pipeline_item(self.name, ident)
-            if ident in state.stored:
-                ops.append((len(raw), lambda tx, p=path, r=raw: tx.set_data(p, r)))
-            else:
-                ops.append((len(raw), lambda tx, p=path, r=raw: tx.create(p, r)))
-        for ident in sorted(state.removed):
-            if ident in state.stored:
-                ops.append((64, lambda tx, p=paths.pipeline_item(self.name, ident): tx.delete(p)))
-        ops.extend(extra)
-        summary = encode(state.summary())
+            written.append((ident, item.to_bytes()))
+        removed = [self._item_path(state, i) for i in sorted(state.removed) if i in state.stored]
+        size = sum(len(raw) for _, raw in written) + DELETE_BYTES * len(removed) + sum(s for s, _ in extra)
         version = state.version
-        if version < 0:
-            ops.append((len(summary), lambda tx: tx.create(self.summary_path, summary)))
+        summary = encode(state.summary())
+        if size + len(summary) <= TX_BYTES:
+            ops: list[TxOp] = []
+            for ident, raw in written:
+                path = self._item_path(state, ident)
+                if ident in state.stored:
+                    ops.append(lambda tx, p=path, r=raw: tx.set_data(p, r))
+                else:
+                    ops.append(lambda tx, p=path, r=raw: tx.create(p, r))
+            ops += [lambda tx, p=path: tx.delete(p) for path in removed]
+            ops += [op for _, op in extra]
+            ops.append(self._summary_op(state, summary, version))
+            self._commit(ops)
         else:
-            ops.append((len(summary), lambda tx: tx.set_data(self.summary_path, summary, version=version)))
-        self._commit(ops)
+            self._save_staged(state, written, removed, extra, version)
+        for ident in state.removed:
+            state.nodes.pop(ident, None)
         state.version = 0 if version < 0 else version + 1
         state.stored |= {i for i in state.dirty if i in state.items}
         state.stored -= state.removed
@@ -104,8 +124,68 @@ class PipelineStore:
         state.changed = False
         return True
 
-    def _commit(self, ops: list[tuple[int, TxOp]]) -> None:
-        """Commit in as few transactions as fit; the last one holds the summary, so readers see it last."""
+    def _save_staged(self, state: PipelineState, written: list[tuple[str, bytes]], removed: list[str],
+                     extra: list[tuple[int, TxOp]], version: int) -> None:
+        """A pass larger than one transaction: stage, switch, clean (see the module's docstring)."""
+        items_path = paths.pipeline_items(self.name)
+        named = {self._item_path(state, i) for i in state.stored}
+        unnamed = [f"{items_path}/{child}" for child in self.client.get_children(items_path)
+                   if f"{items_path}/{child}" not in named]
+        if unnamed:  # left by an interrupted large pass: nobody reads them
+            log.info("[%s] removing %d item znodes an interrupted save left", self.name, len(unnamed))
+            self._commit_chunked([(DELETE_BYTES, lambda tx, p=p: tx.delete(p)) for p in unnamed])
+        nodes = dict(state.nodes)
+        replaced = []
+        staged: list[tuple[int, TxOp]] = []
+        for ident, raw in written:
+            item = state.items[ident]
+            node = f"{ident}.{item.rev}"
+            if ident in state.stored:
+                replaced.append(self._item_path(state, ident))
+            nodes[ident] = node
+            path = paths.pipeline_item(self.name, node)
+            staged.append((len(raw), lambda tx, p=path, r=raw: tx.create(p, r)))
+        self._step("stage")
+        self._commit_chunked(staged, between=lambda: self._step("stage"))
+        previous = state.nodes
+        state.nodes = nodes
+        summary = encode(state.summary())
+        final: list[tuple[int, TxOp]] = [(DELETE_BYTES, lambda tx, p=p: tx.delete(p)) for p in removed]
+        final.append((len(summary), self._summary_op(state, summary, version)))
+        room = TX_BYTES - sum(s for s, _ in final)
+        # The pass's requests go with the switch; any that do not fit go just before it (a request the state does
+        # not name yet is harmless: its result is dropped if the switch never happens).
+        ahead: list[tuple[int, TxOp]] = []
+        for op_size, op in reversed(extra):
+            if op_size <= room:
+                final.insert(0, (op_size, op))
+                room -= op_size
+            else:
+                ahead.insert(0, (op_size, op))
+        try:
+            self._commit_chunked(ahead)
+            self._step("switch")
+            self._commit([op for _, op in final])
+        except BaseException:
+            state.nodes = previous
+            raise
+        self._step("clean")
+        try:
+            self._commit_chunked([(DELETE_BYTES, lambda tx, p=p: tx.delete(p)) for p in replaced])
+        except StateConflict:
+            log.warning("[%s] removing replaced item znodes failed; the next large save removes them", self.name)
+
+    def _step(self, name: str) -> None:
+        if self.fault is not None:
+            self.fault(name)
+
+    def _summary_op(self, state: PipelineState, summary: bytes, version: int) -> TxOp:
+        if version < 0:
+            return lambda tx: tx.create(self.summary_path, summary)
+        return lambda tx: tx.set_data(self.summary_path, summary, version=version)
+
+    def _commit_chunked(self, ops: list[tuple[int, TxOp]], between: Callable[[], None] | None = None) -> None:
+        """Commit `ops` in as few transactions as fit, calling `between` between two of them."""
         chunks: list[list[TxOp]] = [[]]
         size = 0
         for op_size, op in ops:
@@ -114,15 +194,20 @@ class PipelineStore:
                 size = 0
             chunks[-1].append(op)
             size += op_size
-        for chunk in chunks:
-            tx = self.client.transaction()
-            for op in chunk:
-                op(tx)
-            results = tx.commit()
-            errors = [r for r in results if isinstance(r, Exception)]
-            if errors:
-                cause = next((e for e in errors if not isinstance(e, RolledBackError)), errors[0])
-                raise StateConflict(f"pipeline {self.name}: saving its state failed: {cause!r}")
+        for n, chunk in enumerate(c for c in chunks if c):
+            if n and between is not None:
+                between()
+            self._commit(chunk)
+
+    def _commit(self, ops: list[TxOp]) -> None:
+        tx = self.client.transaction()
+        for op in ops:
+            op(tx)
+        results = tx.commit()
+        errors = [r for r in results if isinstance(r, Exception)]
+        if errors:
+            cause = next((e for e in errors if not isinstance(e, RolledBackError)), errors[0])
+            raise StateConflict(f"pipeline {self.name}: saving its state failed: {cause!r}")
 
 
 def create_op(path: str) -> tuple[int, TxOp]:

@@ -1,7 +1,10 @@
 """The pipeline managers' work, sent through ZooKeeper: requests batched into the pass's save, reports ledgered.
 
 Reports go out on a thread per pipeline, in order, so that the queue loop never waits for Gerrit: a head item
-whose report is in flight stays at the head, and the pass that follows its completion takes it out.
+whose report is in flight stays at the head, and the pass that follows its completion takes it out.  The success
+report of an item right behind a succeeding head may be asked for early, `after` the head's: it is sent as soon
+as that one's outcome is known and good (no round trip through the queue loop between two merges), and
+withdrawn, never sent, when that one failed or its item was reset or left.
 
 Each report is reported exactly once, as Gerrit sees it.  It is recorded in `/pipelines/<p>/reported/<item>:<action>`
 before it is sent ("pending", with the scheduler that sends it) and after ("done", with the outcome).  Its message
@@ -32,7 +35,8 @@ from kazoo.exceptions import (
 from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.models.interfaces import ChangeSource, Report, ReportOutcome
-from gatekeeper.models.store import TxOp, create_op, delete_all, encode_op
+from gatekeeper.models.pipeline import PipelineState
+from gatekeeper.models.store import PipelineStore, StateConflict, TxOp, create_op, delete_all, encode_op
 from gatekeeper.zk import paths
 from gatekeeper.zk.builds import BuildRequest
 from gatekeeper.zk.client import ZKClient
@@ -75,6 +79,16 @@ class ReportQueue:
         self._forgotten: list[str] = []
         self._settled_refusals: list[str] = []  # refusal reports with a known outcome, forgotten at the next save
         self._inflight: set[str] = set()
+        self._after: dict[str, str] = {}  # report key -> the report whose good outcome it waits for
+        self._held: dict[str, list[Report]] = {}  # report key -> reports held until its outcome is known
+        self._settled_at: dict[str, float] = {}  # report key -> when its outcome became known (monotonic)
+        self._sending: str = ""  # the key of the report being sent on the head lane
+        # With `defer_records`, "done" entries wait for the scheduler's next save (`take_records`), which writes
+        # them in its transaction instead of one request each.
+        self.defer_records = False
+        self._records: dict[str, tuple[str, ReportOutcome]] = {}  # report key -> (ledger path, outcome)
+        self._claimed: set[str] = set()  # reports whose pending entry the scheduler wrote with its state
+        zk.client.ensure_path(paths.pipeline_reported(pipeline))
         self._lock = threading.Condition()
         self._stopped = threading.Event()
         # Two lanes: the head's verdicts (which the gate waits for) do not queue behind "starting" messages.
@@ -100,25 +114,108 @@ class ReportQueue:
     def busy(self) -> bool:
         return bool(self._inflight)
 
-    def submit(self, report: Report) -> ReportOutcome | None:
-        """The outcome once the report was sent; None while it is on its way (it is queued on the first call)."""
+    def submit(self, report: Report, after: str = "", claimed: bool = False) -> ReportOutcome | None:
+        """The outcome once the report was sent; None while it is on its way (it is queued on the first call).
+        With `after` (a head-lane report's key) it is sent only once that report's outcome is known and good.
+        `claimed`: its pending ledger entry, ours, was written with the state that asked for it."""
         with self._lock:
             if report.key in self._outcomes:
                 return self._outcomes[report.key]
             if report.key in self._inflight:
                 return None
             self._inflight.add(report.key)
+            if claimed:
+                self._claimed.add(report.key)
             self._asked.setdefault(report.key, time.monotonic())
+            if after:
+                self._after[report.key] = after
         self._lanes["head" if report.action in HEAD_ACTIONS else "other"].put(report)
         return None
+
+    def withdraw(self, key: str) -> None:
+        """Take back a report asked for `after` another, unless it is being sent (its item was reset or left)."""
+        with self._lock:
+            if key not in self._after or key == self._sending or key in self._outcomes:
+                return
+            self._drop(key)
+        self.wake()
+
+    def _drop(self, key: str) -> None:
+        """Forget an unsent report and those held behind it (with the lock held)."""
+        self._after.pop(key, None)
+        self._inflight.discard(key)
+        self._asked.pop(key, None)
+        for held in self._held.pop(key, []):
+            self._drop(held.key)
+        for waiting in self._held.values():
+            waiting[:] = [r for r in waiting if r.key != key]
+        self._lock.notify_all()
+
+    def _ready(self, report: Report, lane: queue.Queue) -> bool:
+        """Whether a report taken from its lane is to be sent now: not withdrawn, and not held behind another
+        (then it is put back on the lane when that one's outcome is good)."""
+        with self._lock:
+            if report.key not in self._inflight:
+                return False  # withdrawn
+            after = self._after.get(report.key)
+            if not after:
+                return True
+            ahead = self._outcomes.get(after)
+            if ahead is None and after in self._inflight:
+                self._held.setdefault(after, []).append(report)
+                return False
+            if ahead is None or not ahead.ok:
+                self._drop(report.key)
+                dropped = True
+            else:
+                dropped = False
+                # Decided when the report ahead settled: that is when the queue loop would have asked for it.
+                self._asked[report.key] = max(self._asked.get(report.key, 0.0), self._settled_at.get(after, 0.0))
+        if dropped:
+            self.wake()
+        return not dropped
+
+    def _settle_held(self, key: str, ok: bool) -> None:
+        """`key`'s outcome is known: the reports held behind it go out (ok) or are dropped."""
+        with self._lock:
+            self._settled_at[key] = time.monotonic()
+            held = self._held.pop(key, [])
+            if not ok:
+                for report in held:
+                    self._drop(report.key)
+        if held and not ok:
+            self.wake()
+        for report in held if ok else []:
+            self._lanes["head"].put(report)
+
+    def take_records(self, items: set[str]) -> list[tuple[int, TxOp]]:
+        """The "done" entries of the reports sent since the last call, as operations for the state's transaction
+        (those of items in `items`: their entries are there until forgotten); the others are written now."""
+        with self._lock:
+            records, self._records = self._records, {}
+        ops: list[tuple[int, TxOp]] = []
+        for key, (path, outcome) in records.items():
+            if key.split(":", 1)[0] in items:
+                ops.append(record_op(path, outcome))
+            else:
+                try:
+                    self._record(path, outcome)
+                except Exception:
+                    log.exception("[%s] recording the %s report failed; it stays pending (Gerrit settles it)",
+                                  self.pipeline, key)
+        return ops
 
     def forget(self, left: list[tuple[str, list[str]]]) -> None:
         """Mark the ledger entries of items that left the queue for deletion (`flush`, batched)."""
         keys = [f"{ident}:{action}" for ident, actions in left for action in actions]
+        for key in keys:
+            self.withdraw(key)
         with self._lock:
             for key in keys:
                 self._outcomes.pop(key, None)
                 self._asked.pop(key, None)
+                self._settled_at.pop(key, None)
+                self._after.pop(key, None)
             self._forgotten.extend(keys)
 
     def saved(self) -> None:
@@ -148,10 +245,15 @@ class ReportQueue:
             if isinstance(report, threading.Event):
                 report.set()
                 continue
+            if not self._ready(report, lane):
+                continue
             if report.action in HEAD_ACTIONS:  # after the item's "starting" message, never before it
                 started = report.key.split(":", 1)[0] + ":start"
                 with self._lock:
                     self._lock.wait_for(lambda k=started: k not in self._inflight, timeout=60)
+                    if report.key not in self._inflight:
+                        continue  # withdrawn meanwhile
+                    self._sending = report.key
             try:
                 outcome, unrecorded = self._ledgered(report)
             except _Stopped:
@@ -162,19 +264,30 @@ class ReportQueue:
                               report.action)
                 if self._stopped.wait(RETRY_MAX):
                     return
+                with self._lock:
+                    self._sending = ""
                 lane.put(report)
                 continue
             if outcome is None:
+                with self._lock:
+                    self._sending = ""
+                self._settle_held(report.key, False)  # its outcome will not be known here in time
                 continue  # another live scheduler is sending it: its ledger watch will wake us
             with self._lock:
+                self._sending = ""
                 self._outcomes[report.key] = outcome
                 self._inflight.discard(report.key)
+                self._after.pop(report.key, None)
                 self.completed += 1
                 if report.action == "refused":
                     self._settled_refusals.append(report.key)
                 self._lock.notify_all()
+            self._settle_held(report.key, outcome.ok)
             self.wake()
-            if unrecorded:
+            if unrecorded and self.defer_records:
+                with self._lock:
+                    self._records[report.key] = (unrecorded, outcome)
+            elif unrecorded:
                 # Recorded after the outcome is published, off the gate's path: an entry left pending meanwhile
                 # (a crash) is settled from Gerrit's state by whoever asks next.
                 try:
@@ -186,7 +299,7 @@ class ReportQueue:
                                   self.pipeline, report.change.key, report.action)
 
     def _record(self, path: str, outcome: ReportOutcome) -> None:
-        done = encode({"state": "done", "ok": outcome.ok, "message": outcome.message})
+        done = encode(done_entry(outcome))
         try:
             self._zk(lambda: self.zk.client.set(path, done))
         except NoNodeError:
@@ -196,7 +309,10 @@ class ReportQueue:
         """The report's outcome (None: another live scheduler sends it), and the ledger entry still to be marked
         done with it ("" when there is none)."""
         path = f"{paths.pipeline_reported(self.pipeline)}/{report.key}"
-        entry = self._zk(lambda: self._claim(path))
+        with self._lock:
+            claimed = report.key in self._claimed
+            self._claimed.discard(report.key)  # a second attempt reads the entry, as after a restart
+        entry = None if claimed else self._zk(lambda: self._claim(path))
         outcome: ReportOutcome | None = None
         if entry is not None:
             if entry.get("state") == "done":
@@ -301,6 +417,15 @@ class ReportQueue:
         DataWatch(self.zk.client, path, on_change)
 
 
+def done_entry(outcome: ReportOutcome) -> dict:
+    return {"state": "done", "ok": outcome.ok, "message": outcome.message}
+
+
+def record_op(path: str, outcome: ReportOutcome) -> tuple[int, TxOp]:
+    raw = encode(done_entry(outcome))
+    return len(raw), lambda tx: tx.set_data(path, raw)
+
+
 class _Stopped(Exception):
     """The report queue was stopped while a report was on its way."""
 
@@ -316,6 +441,7 @@ class ZKBackend:
         self.builds: dict[str, BuildRequest] = {}
         self.cancels: list[str] = []
         self.history: list = []
+        self.first: list[tuple[Report, str]] = []  # reports asked for the first time, with what they wait for
 
     def request_merge(self, request: MergeRequest) -> None:
         self.merges.append(request)
@@ -329,6 +455,37 @@ class ZKBackend:
 
     def report(self, report: Report) -> ReportOutcome | None:
         return self.reports.submit(report)
+
+    def report_after(self, report: Report, after: str) -> None:
+        """Ask for `report` now, to be sent once the report `after` (a key) has a good outcome."""
+        self.reports.submit(report, after=after)
+
+    def report_first(self, report: Report, after: str = "") -> None:
+        """Ask for a report never asked for before (its item says so): its pending ledger entry is written with
+        the state that records the asking, and it is queued once that is saved (`submit_first`)."""
+        self.first.append((report, after))
+
+    def save(self, store: PipelineStore, state: PipelineState, extra: list[tuple[int, TxOp]]) -> None:
+        """Save the pass: its state, `extra`, and the pending ledger entries of the reports it asked for first;
+        then queue those reports."""
+        base = paths.pipeline_reported(self.pipeline)
+        pending = {"state": "pending", "owner": self.reports.owner}
+        claims = [encode_op(f"{base}/{report.key}", pending) for report, _ in self.first]
+        try:
+            store.save(state, extra + claims)
+        except StateConflict:
+            if not claims:
+                raise
+            # An entry already there (left by an earlier version, or another scheduler): the report thread
+            # claims these as it does any other, reading what is there.
+            store.save(state, extra)
+            claims = []
+        for report, after in self.first:
+            self.reports.submit(report, after=after, claimed=bool(claims))
+        self.first.clear()
+
+    def withdraw_report(self, key: str) -> None:
+        self.reports.withdraw(key)
 
     def progress(self) -> int:
         """How many report outcomes have come back (a new one may let the queue loop move on)."""

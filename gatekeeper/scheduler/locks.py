@@ -10,10 +10,12 @@ import time
 
 from kazoo.exceptions import NoNodeError
 
+from gatekeeper.models.store import delete_all
 from gatekeeper.zk import paths
 
 log = logging.getLogger("gatekeeper.scheduler")
 
+RESULTS_BATCH = 32  # applied merge and build results are deleted this many at a time (or when quiet)
 LOCK_LEASE = 1.0  # a pipeline lock is kept this long after its last pass, so a burst of events costs one lock
 
 
@@ -73,10 +75,22 @@ class PipelineLocks:
             self._tidy(force=True)
 
     def _tidy(self, force: bool = False) -> None:
-        """Delete what is consumed: events, and the ledger entries of items gone."""
+        """Delete what is consumed: events, applied results, and the ledger entries of items gone."""
         self._delete_consumed_events(force)
+        self._delete_applied_results(force)
         for reports in self._report_queues.values():
             reports.flush(force)
+            if force:
+                reports.take_records(set())  # quiet: no save is coming soon to carry them
+
+    def _delete_applied_results(self, force: bool = False) -> None:
+        """Delete applied results, in one transaction once RESULTS_BATCH are due (or when `force`)."""
+        due = [ident for ident, (_, deleted) in self._results_done.items() if not deleted]
+        if not due or (len(due) < RESULTS_BATCH and not force):
+            return
+        delete_all(self.zk.client, [self._results_done[i][0] for i in due])
+        for ident in due:
+            self._results_done[ident] = (self._results_done[ident][0], True)
 
     def _release(self, name: str) -> None:
         self._held.pop(name, None)

@@ -324,6 +324,7 @@ class PipelineManager(ItemReports):
         nnfi: Item | None = None  # the nearest non-failing item ahead
         ahead: dict[str, Item] = {}
         position = 0
+        merging = ""  # the success report asked for the item ahead, while every item from the head succeeds
         for item in self.state.queue_items(queue):
             reason, kind = self._why_leave(item, ahead)
             if reason:
@@ -336,6 +337,14 @@ class PipelineManager(ItemReports):
                 self._advance(item, nnfi, position)
             if position == 0 and item.complete and self._report_head(item, queue):
                 continue  # it left; the next item is the head now
+            succeeding = item.complete and item.live and not item.failing
+            if position == 0:
+                merging = f"{item.id}:success" if succeeding and "success" in item.reported else ""
+            elif merging and succeeding:
+                # Its merge follows the one ahead's without a pass between them (order stays the queue's).
+                merging = self._report_early(item, merging)
+            else:
+                merging = ""
             if not item.failing:
                 nnfi = item
             ahead[item.key] = item
@@ -407,6 +416,8 @@ class PipelineManager(ItemReports):
         if item.merge_state or item.builds:
             log.info("%s reset: the state ahead of it changed", item.label(self.name))
         self._cancel_builds(item)
+        if "success" in item.reported and hasattr(self.backend, "withdraw_report"):
+            self.backend.withdraw_report(f"{item.id}:success")  # asked early: not to be sent for what it was
         item.builds = {}
         item.merge_id, item.merge_state, item.merge_message, item.merge_attempts = "", "", "", 0
         item.repo_state, item.changes = None, ""
@@ -417,7 +428,8 @@ class PipelineManager(ItemReports):
     def _advance(self, item: Item, ahead: Item | None, position: int) -> None:
         """Request what the item needs next: its merge once the state ahead is merged, then its builds."""
         if item.merge_state == "":
-            if ahead is None or ahead.merged:
+            # Asked as soon as the item ahead asked for its own: the merger bases it on that one's result.
+            if ahead is None or ahead.merged or (ahead.merge_state == "pending" and ahead.merge_id):
                 self._request_merge(item, ahead)
         elif item.merged and item.live:
             # Started once its speculative merge succeeded (a conflict is reported once, without a start).
@@ -436,7 +448,8 @@ class PipelineManager(ItemReports):
                         for p in self.layout.jobs[job].required_projects} - {item.change.project})
         request = MergeRequest(
             changes=[item.change.spec(self.source.git_url(item.change.project), mode).to_dict()],
-            base=ahead.repo_state if ahead else None,
+            base=ahead.repo_state if ahead and ahead.merged else None,
+            after=ahead.merge_id if ahead and not ahead.merged else "",
             projects=[{"project": p, "branch": item.change.branch, "url": self.source.git_url(p)} for p in extra],
             pipeline=self.name,
             item=item.id,

@@ -75,9 +75,36 @@ class ItemReports:
         return outcome
 
     def _report(self, item: Item, action: str, extra: str = "") -> ReportOutcome | None:
+        report = self._make_report(item, action, extra)
+        if report is None:
+            return ReportOutcome()
+        if action not in item.reported:
+            item.reported.append(action)
+            self.state.touch(item)
+            if hasattr(self.backend, "report_first"):  # ledgered with the state that records the asking
+                self.backend.report_first(report)
+                return None
+        return self.backend.report(report)
+
+    def _report_early(self, item: Item, after: str) -> str:
+        """Ask now for the success report of a complete, succeeding item right behind a succeeding head (or such an
+        item), to be sent once the report `after` (a key) merged its change; returns this report's key ("" when
+        the backend cannot, or there is nothing to send)."""
+        report = self._make_report(item, "success")
+        if report is None or not report.submit or not hasattr(self.backend, "report_after"):
+            return ""
+        if "success" not in item.reported:
+            item.reported.append("success")
+            self.state.touch(item, settle=False)
+            self.backend.report_first(report, after)
+        else:
+            self.backend.report_after(report, after)
+        return report.key
+
+    def _make_report(self, item: Item, action: str, extra: str = "") -> Report | None:
         conf = self.pipeline.reports.get(action)
         if conf is None and not extra:
-            return ReportOutcome()
+            return None
         parts = [conf.message] if conf and conf.message else []
         if extra and action == "infra-failure":
             parts, extra = [extra], ""
@@ -85,13 +112,9 @@ class ItemReports:
             parts.append("\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds))
         if extra:
             parts.append(extra)
-        report = Report(self.name, item.change, action, "\n\n".join(p for p in parts if p),
-                        dict(conf.labels) if conf else {}, submit=bool(conf and conf.submit),
-                        tag=conf.tag if conf else "", key=f"{item.id}:{action}")
-        if action not in item.reported:
-            item.reported.append(action)
-            self.state.touch(item)
-        return self.backend.report(report)
+        return Report(self.name, item.change, action, "\n\n".join(p for p in parts if p),
+                      dict(conf.labels) if conf else {}, submit=bool(conf and conf.submit),
+                      tag=conf.tag if conf else "", key=f"{item.id}:{action}")
 
     # -- build history (gatekeeper.zk.history: the history recorder stores these) ----------------------------
     def _record_build(self, item: Item, build: Build, result: BuildResult, outcome: str, message: str,

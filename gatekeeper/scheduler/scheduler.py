@@ -32,7 +32,7 @@ from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.interfaces import ChangeSource, SourceError, SourceUnavailable
 from gatekeeper.models.pipeline import Change, PipelineState
-from gatekeeper.models.store import PipelineStore, delete_all, delete_op, encode_op
+from gatekeeper.models.store import PipelineStore, delete_all, encode_op
 from gatekeeper.scheduler import locks
 from gatekeeper.scheduler.backend import Reporter, ReportQueue, ZKBackend
 from gatekeeper.scheduler.intake import (
@@ -104,6 +104,7 @@ class Scheduler(EventIntake, PipelineLocks):
         self._skipped: dict[tuple[str, str], int] = {}  # (pipeline, queue) -> last seq known irrelevant
         self._merge_results: dict[str, MergeResult] = {}
         self._build_results: dict[str, BuildResult] = {}
+        self._results_done: dict[str, tuple[str, bool]] = {}  # applied result id -> (its path, deleted yet)
         self._layout_version = ""
         self._report_queues: dict[str, ReportQueue] = {}
         self._reports_done: set[str] = set()  # pipelines with a report sent since their last pass
@@ -154,6 +155,7 @@ class Scheduler(EventIntake, PipelineLocks):
         for reports in self._report_queues.values():
             reports.drain()
             reports.stop()
+            reports.take_records(set())  # no save is coming: the "done" entries are written now
         self._pool.shutdown(wait=False)
         for watch in self._watches:
             try:
@@ -259,6 +261,7 @@ class Scheduler(EventIntake, PipelineLocks):
         self._prefetched.clear()
         self._merge_results.clear()
         self._build_results.clear()
+        self._results_done.clear()
         self._next_retry_at = 0.0
 
     def _on_connection(self, event: ConnectionEvent) -> None:
@@ -287,6 +290,7 @@ class Scheduler(EventIntake, PipelineLocks):
         self._requeue_due_retries()
         self._read_events()
         self._read_results()
+        self._forget_deleted_results()
         self._prefetch()
         for name in list(self.layout.pipelines):
             if self._has_work(name):
@@ -312,6 +316,7 @@ class Scheduler(EventIntake, PipelineLocks):
         if reports is None:
             reports = ReportQueue(self.zk, name, self.reporter, self.source, self.component.info.ident,
                                   lambda: self._reported(name))
+            reports.defer_records = True  # written with the next save of the pipeline's state
             self._report_queues[name] = reports
         return reports
 
@@ -328,13 +333,21 @@ class Scheduler(EventIntake, PipelineLocks):
             ids = self._children.get(kind, [])
             for gone in set(cache) - set(ids):
                 del cache[gone]
-            pending = [(i, self.zk.client.get_async(path_of(i))) for i in ids if i not in cache]
+            pending = [(i, self.zk.client.get_async(path_of(i))) for i in ids
+                       if i not in cache and i not in self._results_done]
             for ident, result in pending:
                 try:
                     raw, _ = result.get()
                 except NoNodeError:
                     continue
                 cache[ident] = cls.from_bytes(raw)
+
+    def _forget_deleted_results(self) -> None:
+        """Stop remembering applied results once deleted and out of the listings (they cannot be read again)."""
+        listed = set(self._children.get("merge-results", [])) | set(self._children.get("build-results", []))
+        for ident, (_, deleted) in list(self._results_done.items()):
+            if deleted and ident not in listed:
+                del self._results_done[ident]
 
     def _has_work(self, name: str) -> bool:
         pipeline = self.layout.pipelines[name]
@@ -398,16 +411,9 @@ class Scheduler(EventIntake, PipelineLocks):
                 manager.process()  # else nothing the loop looks at changed: it would decide the same again
             extra = backend.tx_ops() + [encode_op(paths.management_result(i), ManagementAnswer(err).to_dict())
                                         for i, err in answers]
-            if not loaded and (state.dirty or state.removed or state.changed or extra):
-                # Held since our last save, nobody else can have consumed them: delete them with the state.
-                extra += [delete_op(paths.merger_result(i)) for i in consumed_merges]
-                extra += [delete_op(paths.executor_result(i)) for i in consumed_builds]
-                for ident in consumed_merges:
-                    self._merge_results.pop(ident, None)
-                for ident in consumed_builds:
-                    self._build_results.pop(ident, None)
-                consumed_merges, consumed_builds = [], []
-            store.save(state, extra)
+            if extra or state.dirty or state.removed or state.changed:  # a save anyway: "done" entries go with it
+                extra += reports.take_records(set(state.items) | state.removed)
+            backend.save(store, state, extra)
             self._fresh.add(name)
             self._held[name] = time.monotonic()
         except Exception:
@@ -422,8 +428,14 @@ class Scheduler(EventIntake, PipelineLocks):
             state.left.clear()
         reports.saved()
         reports.flush()
-        self._delete_results(consumed_merges, paths.merger_result, self._merge_results)
-        self._delete_results(consumed_builds, paths.executor_result, self._build_results)
+        # Applied results are deleted in batches (each deletion costs every watcher a listing); one read again
+        # meanwhile, by this scheduler after a restart or by another, is applied again to no effect.
+        for ident in consumed_merges:
+            self._merge_results.pop(ident, None)
+            self._results_done[ident] = (paths.merger_result(ident), False)
+        for ident in consumed_builds:
+            self._build_results.pop(ident, None)
+            self._results_done[ident] = (paths.executor_result(ident), False)
 
     def _apply(self, manager: PipelineManager, state: PipelineState) -> tuple[list[str], list[str], list]:
         name = state.name
@@ -480,10 +492,6 @@ class Scheduler(EventIntake, PipelineLocks):
     def _any_dependent(self, event: TriggerEvent) -> bool:
         return any(p.dependent and pipeline_triggered(p, event) for p in self.layout.pipelines.values())
 
-    def _delete_results(self, ids: list[str], path_of: Callable[[str], str], cache: dict) -> None:
-        for ident in ids:
-            cache.pop(ident, None)
-        delete_all(self.zk.client, [path_of(i) for i in ids])
 
     def _delete_consumed_events(self, force: bool = False) -> None:
         """Remove events every pipeline has passed (by this scheduler's knowledge, which only lags).

@@ -87,6 +87,7 @@ class MergeRequest(Record):
     id: str = field(default_factory=lambda: uuid.uuid4().hex)
     changes: list[dict[str, Any]] = field(default_factory=list)  # ChangeSpec.to_dict(), in merge order
     base: dict[str, Any] | None = None  # RepoState.to_dict() of the item ahead
+    after: str = ""  # or: the id of the item ahead's merge request, still pending, whose result is the base
     projects: list[dict[str, str]] = field(default_factory=list)  # extra {project, branch, url} to include
     pipeline: str = ""
     item: str = ""  # the scheduler's item id, echoed back

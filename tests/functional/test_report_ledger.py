@@ -157,3 +157,74 @@ def test_a_submit_is_ledgered_as_pending_with_its_sender_while_it_is_sent(zk, ma
     recorder.go.set()
     assert outcome(q, merge) == ReportOutcome()
     assert ledger_entry(zk, merge) == {"state": "done", "ok": True, "message": ""}
+
+
+def test_a_report_asked_after_another_goes_out_only_once_that_one_merged(zk, make_queue):
+    recorder = Recorder()
+    recorder.refuse.add(4)
+    woken = threading.Event()
+    q = make_queue("scheduler-1", recorder, wake=woken.set)
+    head, behind, last = report(4, "success", submit=True), report(5, "success", submit=True), \
+        report(6, "success", submit=True)
+    assert q.submit(head) is None
+    q.submit(behind, after=head.key)
+    q.submit(last, after=behind.key)
+    assert outcome(q, head) == ReportOutcome(False, "blocked by Verified")
+    # The head did not merge: those asked after it are dropped unsent (the scheduler is woken to test them again).
+    wait_for(lambda: not q.busy, 20, "the reports behind the refused head to be dropped")
+    assert woken.is_set()
+    assert recorder.sent == [(head.key, "success")]
+    assert q.submit(behind) is None  # asked again, plainly: sent now
+    assert outcome(q, behind) == ReportOutcome()
+    # After a good outcome the next one goes out at once; a withdrawn one never does.
+    q.submit(last, after=behind.key)
+    assert outcome(q, last) == ReportOutcome()
+    recorder.refuse.clear()
+    gone, blocked = report(7, "success", submit=True), threading.Event()
+    slow = Recorder()
+    slow.report = lambda r, real=slow.report: (blocked.wait(20), real(r))[1]  # the head's answer is slow
+    q2 = make_queue("scheduler-2", slow)
+    q2.submit(report(8, "success", submit=True))
+    q2.submit(gone, after="item-8:success")
+    q2.withdraw(gone.key)  # its item was reset while the head's report was on its way
+    blocked.set()
+    wait_for(lambda: not q2.busy, 20, "the head's report")
+    assert slow.sent == [("item-8:success", "success")]
+    assert recorder.sent == [(head.key, "success"), (behind.key, "success"), (last.key, "success")]
+
+
+def test_a_first_report_is_ledgered_with_the_state_that_asks_for_it(zk, make_queue):
+    from gatekeeper.models.pipeline import PipelineState
+    from gatekeeper.models.store import PipelineStore
+    from gatekeeper.scheduler.backend import ZKBackend
+
+    recorder = Recorder()
+    q = make_queue("scheduler-1", recorder)
+    store = PipelineStore(zk.client, "gate")
+    state = PipelineState("gate")
+    held = threading.Event()
+    real = recorder.report
+    recorder.report = lambda r: (held.wait(20), real(r))[1]
+    backend = ZKBackend(zk, "gate", q)
+    fresh = report(9, "start")
+    backend.report_first(fresh)
+    assert recorder.sent == [] and not zk.client.exists(f"{paths.pipeline_reported('gate')}/{fresh.key}")
+    state.changed = True
+    backend.save(store, state, [])
+    # Written in the state's transaction, before it is sent: a crash now leaves it pending, to be settled.
+    _, entry_stat = zk.client.get(f"{paths.pipeline_reported('gate')}/{fresh.key}")
+    _, state_stat = zk.client.get(paths.pipeline_state("gate"))
+    assert entry_stat.czxid == state_stat.mzxid
+    assert ledger_entry(zk, fresh) == {"state": "pending", "owner": "scheduler-1"}
+    held.set()
+    assert outcome(q, fresh) == ReportOutcome()
+    assert recorder.sent == [(fresh.key, "start")]
+    # An entry already there (an earlier scheduler's): the state is saved without it, the report read from it.
+    done = report(10, "start")
+    zk.client.create(f"{paths.pipeline_reported('gate')}/{done.key}", encode({"state": "done", "ok": True}))
+    backend.report_first(done)
+    state.changed = True
+    backend.save(store, state, [])
+    assert outcome(q, done) == ReportOutcome()
+    assert recorder.sent == [(fresh.key, "start")]
+    assert PipelineStore(zk.client, "gate").load(None).version == state.version == 1

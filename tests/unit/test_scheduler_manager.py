@@ -219,3 +219,23 @@ def test_state_survives_a_round_trip_through_its_records(gate: Gate) -> None:
     item = next(iter(gate.states["gate"].items.values()))
     again = Item.from_dict(item.to_dict())
     assert again == item and again.builds["unit"].job == "unit"
+
+
+def test_an_items_merge_is_asked_for_while_the_one_ahead_is_pending_naming_that_request(gate: Gate) -> None:
+    a, b, c = gate.change(), gate.change(), gate.change()
+    gate.approve(a, b, c)  # no merge has answered yet
+    first, second, third = gate.backend.merges
+    assert (first.base, first.after) == (None, "")
+    assert (second.base, second.after, third.after) == (None, first.id, second.id)
+    assert [gate.states["gate"].items[r.item].changes for r in (first, second, third)] == \
+        ["1,1", "1,1 2,1", "1,1 2,1 3,1"]
+    gate.settle()
+    assert gate.merged() == ["1,1", "2,1", "3,1"]
+    # Once the item ahead is merged, the next request carries its state itself.
+    d, e = gate.change(), gate.change()
+    gate.hold = True
+    gate.approve(d)
+    gate.settle()  # d is merged, its builds run
+    gate.approve(e)
+    ahead = gate.states["gate"].find("4,1")
+    assert (gate.backend.merges[-1].after, gate.backend.merges[-1].base) == ("", ahead.repo_state)

@@ -577,9 +577,12 @@ class GerritSimulator:
                 raise GerritSimError("change is abandoned")
             repo = c.project.repo
             branch_ref = f"refs/heads/{c.branch}"
-            tip = repo.rev_parse(branch_ref)
+            tip = repo.read_ref(branch_ref)
             to_merge: list[Change] = []
-            for sha in repo.rev_list(c.current.revision, tip):
+            # One git process: what the change brings, and whether the branch is an ancestor of it (then one of
+            # those commits has the tip as a parent) for a fast-forward.
+            brought = repo.rev_list_parents(c.current.revision, tip)
+            for sha, _ in brought:
                 owner = self._by_revision.get(sha)
                 if owner is None:
                     continue
@@ -600,7 +603,7 @@ class GerritSimulator:
                 if problems:
                     raise GerritSimError(f"Change {oc.number}: blocked by {', '.join(problems)}")
             head = c.current.revision
-            if tip is None or repo.is_ancestor(tip, head):
+            if tip is None or head == tip or any(tip in parents for _, parents in brought):
                 new_tip = head
             else:
                 tree = repo.merge_tree(tip, head)
