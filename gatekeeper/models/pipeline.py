@@ -252,7 +252,8 @@ class PipelineState:
     def summary(self) -> dict[str, Any]:
         return {
             "_v": 1,
-            "queues": [{"name": q.name, "items": list(q.items), "window": q.window, "dynamic": q.dynamic}
+            "queues": [{"name": q.name, "items": list(q.items), "window": q.window, "dynamic": q.dynamic,
+                        **({"layout_queue": q.layout_queue} if q.layout_queue else {})}
                        for q in self.queues.values()],
             "revs": {i.id: i.rev for i in self.items.values()},
             "cursors": dict(self.cursors),

@@ -106,3 +106,20 @@ def test_a_large_pass_interrupted_at_any_step_leaves_readers_a_whole_state(zk, s
     numbers = range(3, 21) if seen == "second" else range(2, 21)
     assert snapshot(zk) == {n: f"third {n}" for n in numbers}
     assert len(zk.client.get_children(paths.pipeline_items("gate"))) == len(numbers)
+
+
+def test_a_per_branch_queue_keeps_the_layout_queue_it_stands_for(zk):
+    """A per-branch queue ("integrated (stable/2024.1)") is read back naming its layout queue, whose window
+    settings it follows after a reload or on another scheduler."""
+    state = PipelineState("gate")
+    queue = ChangeQueue(name="integrated (stable/2024.1)", window=5, layout_queue="integrated")
+    state.queues[queue.name] = queue
+    item = Item(change=Change(project="org/a", branch="stable/2024.1", number=1, patchset=1), queue=queue.name)
+    state.items[item.id] = item
+    queue.items.append(item.id)
+    state.dirty.add(item.id)
+    state.changed = True
+    assert PipelineStore(zk.client, "gate").save(state)
+    loaded = PipelineStore(zk.client, "gate").load(None)
+    assert loaded.queues["integrated (stable/2024.1)"].layout_queue == "integrated"
+    assert loaded.queues["integrated (stable/2024.1)"].window == 5
