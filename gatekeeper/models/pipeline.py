@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatekeeper.zk.builds import ABORTED, INFRASTRUCTURE, SUCCESS
-from gatekeeper.zk.merges import ChangeSpec
+from gatekeeper.zk.merges import ChangeSpec, MergeState
 from gatekeeper.zk.record import Record
 
 
@@ -117,7 +117,7 @@ class Item(Record):
     gen: int = 0
     ahead: list | None = None
     merge_id: str = ""
-    merge_state: str = ""  # "", pending, ok, conflict
+    merge_state: MergeState = MergeState.NONE
     merge_message: str = ""
     merge_attempts: int = 0
     repo_state: dict[str, Any] | None = None
@@ -141,6 +141,7 @@ class Item(Record):
         if isinstance(item.change, dict):
             item.change = Change.from_dict(item.change)
         item.builds = {job: Build.from_dict(b) if isinstance(b, dict) else b for job, b in item.builds.items()}
+        item.merge_state = MergeState(item.merge_state)
         return item
 
     @property
@@ -149,23 +150,23 @@ class Item(Record):
 
     @property
     def merged(self) -> bool:
-        return self.merge_state == "ok"
+        return self.merge_state == MergeState.OK
 
     @property
     def failing(self) -> bool:
         """Will not merge as tested: a merge conflict or a failed voting job."""
-        return self.merge_state == "conflict" or any(b.failed for b in self.builds.values())
+        return self.merge_state == MergeState.CONFLICT or any(b.failed for b in self.builds.values())
 
     @property
     def infrastructure_failure(self) -> bool:
         """Failing only because of the infrastructure: it will not merge, and it is not the change's fault."""
         failed = [b for b in self.builds.values() if b.failed]
-        return self.merge_state != "conflict" and bool(failed) and all(b.infrastructure for b in failed)
+        return self.merge_state != MergeState.CONFLICT and bool(failed) and all(b.infrastructure for b in failed)
 
     @property
     def complete(self) -> bool:
         """Nothing more will happen to it: ready to report (when it is at the head)."""
-        if self.merge_state == "conflict":
+        if self.merge_state == MergeState.CONFLICT:
             return True
         if not self.merged:
             return False

@@ -19,7 +19,7 @@ from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
 from gatekeeper.zk.management import Action, ManagementRequest
-from gatekeeper.zk.merges import MergeRequest, MergeResult
+from gatekeeper.zk.merges import MergeRequest, MergeResult, MergeState
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
@@ -132,18 +132,18 @@ class PipelineManager(ItemReports):
         if item is None or item.merge_id != result.id:
             return False
         if result.ok:
-            item.merge_state, item.repo_state = "ok", result.repo_state
+            item.merge_state, item.repo_state = MergeState.OK, result.repo_state
         elif result.conflict:
-            item.merge_state, item.merge_message = "conflict", result.message
+            item.merge_state, item.merge_message = MergeState.CONFLICT, result.message
             log.info("%s merge conflict: %s", item.label(self.name), result.message)
         else:
             item.merge_attempts += 1
             log.warning("%s merger error (%d): %s", item.label(self.name), item.merge_attempts, result.message)
             if item.merge_attempts >= MERGE_ATTEMPTS:
-                item.merge_state = "conflict"
+                item.merge_state = MergeState.CONFLICT
                 item.merge_message = f"The merger failed {item.merge_attempts} times: {result.message}"
             else:
-                item.merge_state, item.merge_id = "", ""
+                item.merge_state, item.merge_id = MergeState.NONE, ""
         self.state.touch(item)
         return True
 
@@ -368,8 +368,8 @@ class PipelineManager(ItemReports):
             base = [prev.id, prev.gen] if prev else None
             if item.ahead != base:
                 self._reset(item, base)
-            if item.merge_state == "conflict" and item is not live:
-                live.merge_state = "conflict"
+            if item.merge_state == MergeState.CONFLICT and item is not live:
+                live.merge_state = MergeState.CONFLICT
                 live.merge_message = f"Change {item.key}, which this change needs: {item.merge_message}"
                 self.state.touch(live)
                 break
@@ -397,7 +397,7 @@ class PipelineManager(ItemReports):
     @staticmethod
     def _failure(item: Item) -> str:
         """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs."""
-        if item.merge_state == "conflict":
+        if item.merge_state == MergeState.CONFLICT:
             return "could not be merged onto the changes ahead of it"
         jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed)
         if item.infrastructure_failure:
@@ -419,7 +419,7 @@ class PipelineManager(ItemReports):
         if "success" in item.reported and hasattr(self.backend, "withdraw_report"):
             self.backend.withdraw_report(f"{item.id}:success")  # asked early: not to be sent for what it was
         item.builds = {}
-        item.merge_id, item.merge_state, item.merge_message, item.merge_attempts = "", "", "", 0
+        item.merge_id, item.merge_state, item.merge_message, item.merge_attempts = "", MergeState.NONE, "", 0
         item.repo_state, item.changes = None, ""
         item.gen += 1
         item.ahead = base
@@ -427,9 +427,9 @@ class PipelineManager(ItemReports):
 
     def _advance(self, item: Item, ahead: Item | None, position: int) -> None:
         """Request what the item needs next: its merge once the state ahead is merged, then its builds."""
-        if item.merge_state == "":
+        if item.merge_state == MergeState.NONE:
             # Asked as soon as the item ahead asked for its own: the merger bases it on that one's result.
-            if ahead is None or ahead.merged or (ahead.merge_state == "pending" and ahead.merge_id):
+            if ahead is None or ahead.merged or (ahead.merge_state == MergeState.PENDING and ahead.merge_id):
                 self._request_merge(item, ahead)
         elif item.merged and item.live:
             # Started once its speculative merge succeeded (a conflict is reported once, without a start).
@@ -455,7 +455,7 @@ class PipelineManager(ItemReports):
             item=item.id,
             created=self.clock(),
         )
-        item.merge_id, item.merge_state = request.id, "pending"
+        item.merge_id, item.merge_state = request.id, MergeState.PENDING
         item.changes = f"{ahead.changes} {item.key}" if ahead else item.key
         self.state.touch(item)
         self.backend.request_merge(request)

@@ -13,6 +13,7 @@ from gatekeeper.models.interfaces import Report, ReportOutcome
 from gatekeeper.models.pipeline import Build, ChangeQueue, Item
 from gatekeeper.zk.builds import INFRASTRUCTURE, BuildResult
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
+from gatekeeper.zk.merges import MergeState
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
@@ -57,7 +58,7 @@ class ItemReports:
         return True
 
     def _report_complete(self, item: Item) -> ReportOutcome | None:
-        if item.merge_state == "conflict":
+        if item.merge_state == MergeState.CONFLICT:
             return self._recorded(item, "MERGE_CONFLICT", self._report(item, "merge-conflict", item.merge_message))
         if item.infrastructure_failure:  # never a negative vote: the change is not to blame
             message = INFRA_MESSAGE.format(pipeline=self.name)
