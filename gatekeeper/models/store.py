@@ -218,6 +218,10 @@ def delete_op(path: str) -> tuple[int, TxOp]:
     return 64, lambda tx: tx.delete(path)
 
 
+def raw_create_op(path: str, raw: bytes) -> tuple[int, TxOp]:
+    return len(raw) + 64, lambda tx: tx.create(path, raw)
+
+
 def encode_op(path: str, data: dict) -> tuple[int, TxOp]:
     raw = encode(data)
     return len(raw), lambda tx: tx.create(path, raw)

@@ -36,12 +36,12 @@ from kazoo.recipe.watchers import DataWatch
 
 from gatekeeper.models.interfaces import ChangeSource, Report, ReportOutcome
 from gatekeeper.models.pipeline import PipelineState
-from gatekeeper.models.store import PipelineStore, StateConflict, TxOp, create_op, delete_all, encode_op
+from gatekeeper.models.store import PipelineStore, StateConflict, TxOp, delete_all, encode_op, raw_create_op
 from gatekeeper.zk import paths
-from gatekeeper.zk.builds import BuildRequest
+from gatekeeper.zk.builds import BUILDS, BuildRequest
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent, history_tx_op
-from gatekeeper.zk.merges import MergeRequest
+from gatekeeper.zk.merges import MERGES, MergeRequest
 from gatekeeper.zk.record import decode, encode
 
 log = logging.getLogger("gatekeeper.scheduler.backend")
@@ -496,11 +496,8 @@ class ZKBackend:
 
     def tx_ops(self) -> list[tuple[int, TxOp]]:
         """The requests, each with the parent of the lock its taker will hold (so taking it costs less)."""
-        ops = []
-        for r in self.merges:
-            ops += [encode_op(paths.merger_request(r.id), r.to_dict()), create_op(paths.lock("merge", r.id))]
-        for r in self.builds.values():
-            ops += [encode_op(paths.executor_request(r.id), r.to_dict()), create_op(paths.lock("build", r.id))]
+        ops = [raw_create_op(path, data) for r in self.merges for path, data in MERGES.submit_writes(r)]
+        ops += [raw_create_op(path, data) for r in self.builds.values() for path, data in BUILDS.submit_writes(r)]
         # finished builds and buildsets go to the history queue in the same transaction as the state that
         # records them: neither is ever written without the other
         ops += [history_tx_op(event) for event in self.history]

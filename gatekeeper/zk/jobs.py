@@ -68,6 +68,12 @@ class JobKind(Generic[RequestT, ResultT]):
     def lock_path(self, ident: str) -> str:
         return paths.lock(self.name, ident)
 
+    def submit_writes(self, request: RequestT) -> list[tuple[str, bytes]]:
+        """The znodes a submit creates, as (path, data): the request, and the parent of the lock its taker
+        will hold (so that taking it costs a request less). A submitter that writes them in a transaction of its
+        own (the scheduler, with the pipeline state that names the request) creates exactly these."""
+        return [(self.request_path(request.id), request.to_bytes()), (self.lock_path(request.id), b"")]
+
 
 class JobQueue(Generic[RequestT, ResultT]):
     """The requests and results of one kind of work, for the submitter and the workers alike."""
@@ -83,8 +89,21 @@ class JobQueue(Generic[RequestT, ResultT]):
 
     # -- submitting -------------------------------------------------------------------------------------------
     def submit(self, request: RequestT) -> str:
-        self.zk.client.create(self.kind.request_path(request.id), request.to_bytes(), makepath=True)
-        return request.id
+        self.ensure_paths()
+        self.zk.client.ensure_path(paths.lock(self.kind.name))
+        writes = self.kind.submit_writes(request)
+        while True:
+            tx = self.zk.client.transaction()
+            for path, data in writes:
+                tx.create(path, data)
+            failed = [(n, r) for n, r in enumerate(tx.commit())
+                      if isinstance(r, Exception) and not isinstance(r, RolledBackError)]
+            if not failed:
+                return request.id
+            n, error = failed[0]
+            if n == 0 or not isinstance(error, NodeExistsError):
+                raise error
+            writes = writes[:1]  # the lock's parent is there already (a contender made it): the request alone
 
     def cancel(self, ident: str) -> bool:
         """Withdraw a request, claimed or not; False when it had already completed (or was cancelled)."""

@@ -86,9 +86,8 @@ def test_completing_with_the_claim_releases_it_in_the_same_transaction(zk, zk_fa
     submitter, worker_zk = chores(zk), zk_factory()
     worker = chores(worker_zk)
     chore = Chore(id="c2")
-    # the scheduler writes each request with its lock's parent, in its own transaction
-    zk.client.create(CHORES.lock_path("c2"), makepath=True)
-    submitter.submit(chore)
+    submitter.submit(chore)  # the request with its lock's parent, in one transaction (as the scheduler writes it)
+    assert zk.client.exists(CHORES.lock_path("c2"))
     sent = RequestLog(worker_zk).sent
     lock, request = worker.claim("c2", "worker-1")
     assert sent == ["Create", "GetChildren", "GetData"]  # lock, check it is ours, read the request

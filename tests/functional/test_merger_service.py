@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -139,6 +140,21 @@ def test_cherry_pick_state_is_reproduced_on_a_fresh_host_with_identical_shas(tmp
 
 def test_two_mergers_share_the_requests_without_double_work(zk, upstream, start_merger):
     first, second = start_merger(workers=2), start_merger(workers=2)
+    # Each merger's merges wait until the other has begun one: a merger holds at most its two workers' requests,
+    # so whichever sees the requests first, the other must take its share meanwhile (and nobody merges a request
+    # twice).
+    began = {first.ident: threading.Event(), second.ident: threading.Event()}
+
+    def waiting_for_the_other(service: MergerService):
+        merge, other = service.merger.merge, second if service is first else first
+
+        def wrapped(request):
+            began[service.ident].set()
+            assert began[other.ident].wait(30), "the other merger took no request while this one was busy"
+            return merge(request)
+        return wrapped
+
+    first.merger.merge, second.merger.merge = waiting_for_the_other(first), waiting_for_the_other(second)
     changes = [upstream.change(p, {f"x{i}.txt": f"{i}\n"}) for i in range(4) for p in ("org/nova", "org/glance")]
     idents = [submit_merge(zk, item_request([c])) for c in changes]
     results = [wait_result(zk, ident) for ident in idents]
