@@ -17,6 +17,7 @@ log = logging.getLogger("gatekeeper.scheduler")
 
 RESULTS_BATCH = 32  # applied merge and build results are deleted this many at a time (or when quiet)
 LOCK_LEASE = 1.0  # a pipeline lock is kept this long after its last pass, so a burst of events costs one lock
+TIDY_QUIET = 1.0  # what is consumed (events, results, ledger records) is deleted after this long without a pass
 
 
 class PipelineLocks:
@@ -67,12 +68,22 @@ class PipelineLocks:
     def _release_idle_locks(self) -> None:
         now = time.monotonic()
         quiet = False
+        last_pass = max(self._held.values(), default=0.0)
         for name, last in list(self._held.items()):
             if now - last >= LOCK_LEASE:
                 self._release(name)
                 quiet = True
-        if quiet or not self._held:
+        # Quiet: a lock let go, none held, or no pass for TIDY_QUIET whatever the lease (tidied once per lull).
+        if quiet or not self._held or (self._tidied_at < last_pass and now - last_pass >= TIDY_QUIET):
+            self._tidied_at = now
             self._tidy(force=True)
+
+    def _tidy_timeout(self, timeout: float) -> float:
+        """`timeout`, shortened to wake for the tidy-up a lull is due (see `_release_idle_locks`)."""
+        last_pass = max(self._held.values(), default=0.0)
+        if self._held and self._tidied_at < last_pass:
+            return min(timeout, max(0.0, last_pass + TIDY_QUIET - time.monotonic()))
+        return timeout
 
     def _tidy(self, force: bool = False) -> None:
         """Delete what is consumed: events, applied results, and the ledger entries of items gone."""

@@ -112,6 +112,7 @@ class Scheduler(EventIntake, PipelineLocks):
         self._pool = ThreadPoolExecutor(8, thread_name_prefix="scheduler-query")
         self._locks: dict[str, object] = {}  # pipeline -> its kazoo Lock (reused: the path is ensured once)
         self._held: dict[str, float] = {}  # pipelines whose lock this scheduler holds -> time of the last pass
+        self._tidied_at = 0.0  # when consumed events and applied results were last deleted in a lull
         self._fresh: set[str] = set()  # pipelines whose cached state is current (lock held since it was saved)
         self._probed: set[str] = set()  # pipelines whose stored state was looked for
         self._lookups: dict[int, Change | None] = {}  # change queries of this round, shared by the pipelines
@@ -191,7 +192,7 @@ class Scheduler(EventIntake, PipelineLocks):
         while not self._stopping.is_set():
             timeout = SAFETY_INTERVAL
             if self._held:
-                timeout = max(0.0, min(self._held.values()) + locks.LOCK_LEASE - time.monotonic())
+                timeout = self._tidy_timeout(max(0.0, min(self._held.values()) + locks.LOCK_LEASE - time.monotonic()))
             if self._next_retry_at is not None:
                 timeout = min(timeout, max(0.0, self._next_retry_at - time.time()))
             woke = self._wake.wait(timeout)
