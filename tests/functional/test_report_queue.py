@@ -88,7 +88,8 @@ def entries(zk: ZKClient) -> set[str]:
     return set(zk.client.get_children(paths.pipeline_reported("gate")))
 
 
-def test_a_lost_answer_is_settled_by_asking_gerrit_and_the_report_is_not_sent_again(zk, make_queue):
+def test_a_lost_answer_is_settled_by_asking_gerrit_and_the_report_is_not_sent_again(zk, make_queue, caplog):
+    caplog.set_level(logging.WARNING, logger="gatekeeper.scheduler.backend")
     gerrit = Gerrit(lose=1)
     q = make_queue(gerrit)
     merge = report(1, "success", submit=True)
@@ -98,6 +99,8 @@ def test_a_lost_answer_is_settled_by_asking_gerrit_and_the_report_is_not_sent_ag
     assert decode(zk.client.get(f"{paths.pipeline_reported('gate')}/{merge.key}")[0]) == {
         "state": "done", "ok": True, "message": "as Gerrit shows it"}
     assert not q.latencies, "an answer that never came back has no latency"
+    assert [r.getMessage() for r in caplog.records] == [
+        "[gate 1,1] success report unsettled (connection reset); asking Gerrit again in 0.5s"]
 
 
 def test_a_report_that_did_not_arrive_is_sent_again_after_gerrit_was_asked(zk, make_queue):
@@ -191,9 +194,18 @@ def test_a_report_sent_by_a_live_scheduler_wakes_the_pipeline_once_when_it_is_do
     zk.client.set(entry, encode({"state": "done", "ok": True, "message": "merged"}))
     wait_for(lambda: not q.busy, 10, "the pipeline woken by the ledger watch")
     assert len(woken) == 2 and q.completed == 2
-    assert outcome(q, merge) == ReportOutcome(True, "merged")
-    assert gerrit.sent == [first.key]
+    assert outcome(q, merge) == ReportOutcome(True, "merged")  # asked again: from the ledger, a third outcome
+    wait_for(lambda: len(woken) == 3, 10, "the pipeline woken by that outcome")
+    assert gerrit.sent == [first.key] and q.completed == 3
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "the watch failed and a retry took over"
+    # The watch ended with the report: the entry's deletion (its item left) wakes nobody. The positive signal
+    # that the deletion was processed: a later watch on the queue's own session fired (its callbacks run in order).
+    probe, seen = f"{entry}-probe", threading.Event()
+    q.zk.client.exists(probe, watch=lambda event: seen.set())
+    zk.client.delete(entry)
+    zk.client.create(probe, b"")
+    assert seen.wait(10)
+    assert len(woken) == 3 and q.completed == 3
 
 
 def test_entries_of_items_that_left_are_deleted_in_batches(zk, make_queue):
