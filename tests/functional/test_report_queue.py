@@ -257,3 +257,41 @@ def test_draining_waits_for_the_reports_queued_and_the_queue_goes_on(zk, make_qu
     assert q.submit(start) == ReportOutcome(True, "sent") and q.submit(verdict) == ReportOutcome(True, "sent")
     later = report(12, "failure")
     assert outcome(q, later) == ReportOutcome(True, "sent"), "a drained queue still sends"
+
+
+def test_a_done_entry_without_its_outcome_counts_as_sent_and_is_not_sent_again(zk, make_queue, caplog):
+    caplog.set_level(logging.INFO, logger="gatekeeper.scheduler.backend")
+    gerrit = Gerrit()
+    merge = report(13, "success", submit=True)
+    # as an older scheduler wrote it: done, nothing more
+    zk.client.create(f"{paths.pipeline_reported('gate')}/{merge.key}", encode({"state": "done"}), makepath=True)
+    q = make_queue(gerrit)
+    assert outcome(q, merge) == ReportOutcome(True, "")
+    assert gerrit.sent == [] and gerrit.asked == []
+    assert "[gate 13,1] success already reported" in [r.getMessage() for r in caplog.records]
+
+
+def test_an_unexpected_error_while_ledgering_is_logged_and_the_report_tried_again(zk, make_queue, caplog,
+                                                                              monkeypatch):
+    from gatekeeper.scheduler import backend
+
+    monkeypatch.setattr(backend, "RETRY_MAX", 0.2)
+    caplog.set_level(logging.INFO, logger="gatekeeper.scheduler.backend")
+
+    class Flaky(Gerrit):
+        def reported(self, report: Report) -> ReportOutcome | None:
+            if not self.asked:
+                self.asked.append(report.key)
+                raise RuntimeError("Gerrit query returned garbage")
+            return super().reported(report)
+
+    gerrit = Flaky()
+    merge = report(14, "success", submit=True)
+    zk.client.create(f"{paths.pipeline_reported('gate')}/{merge.key}",
+                     encode({"state": "pending", "owner": "dead-scheduler"}), makepath=True)
+    q = make_queue(gerrit)
+    assert outcome(q, merge) == ReportOutcome(True, "sent")
+    assert gerrit.asked == [merge.key, merge.key] and gerrit.sent == [merge.key]
+    failed = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert [r.getMessage() for r in failed] == ["[gate 14,1] success report failed; trying again"]
+    assert "Gerrit query returned garbage" in failed[0].exc_text
