@@ -137,7 +137,8 @@ def test_a_report_left_pending_by_a_dead_scheduler_is_settled_by_its_marker(zk, 
     assert gerrit.sent == [lost.key]
 
 
-def test_a_reporter_that_fails_refuses_the_submit_and_does_not_stop_the_gate(zk, make_queue):
+def test_a_reporter_that_fails_refuses_the_submit_and_does_not_stop_the_gate(zk, make_queue, caplog):
+    caplog.set_level(logging.ERROR, logger="gatekeeper.scheduler.backend")
     class Broken:
         def report(self, report: Report) -> ReportOutcome:
             raise OSError("ssh: broken pipe")
@@ -147,6 +148,8 @@ def test_a_reporter_that_fails_refuses_the_submit_and_does_not_stop_the_gate(zk,
     assert outcome(q, merge) == ReportOutcome(False, "ssh: broken pipe")
     assert outcome(q, comment) == ReportOutcome(True, "ssh: broken pipe")
     assert q.sent == 2 and q.completed == 2 and not q.busy
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "[gate 6,1] success report failed", "[gate 7,1] failure report failed"]
 
 
 def test_report_latency_runs_from_the_first_request_and_includes_gerrit_time(zk, make_queue):
