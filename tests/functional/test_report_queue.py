@@ -272,6 +272,10 @@ def test_a_done_entry_without_its_outcome_counts_as_sent_and_is_not_sent_again(z
     assert outcome(q, merge) == ReportOutcome(True, "")
     assert gerrit.sent == [] and gerrit.asked == []
     assert "[gate 13,1] success already reported" in [r.getMessage() for r in caplog.records]
+    # nothing is left to record for it: no second write, and no error (the next report on the same lane is
+    # taken only once the lane is done with this one)
+    assert outcome(q, report(14, "failure")) == ReportOutcome(True, "sent")
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_an_unexpected_error_while_ledgering_is_logged_and_the_report_tried_again(zk, make_queue, caplog,
