@@ -27,12 +27,21 @@ ETA of a gate queue measured against what happens.
   measures how far outcomes spread around the prediction, not how faithful the model is
   to the scheduler.
 
+Every figure counts only work that was done: each build requested must come back once, run by the executor's
+build runner (its console archived in the log store names the build, the node it ran on and the steps it
+started, and ends with the result the build reports), a build of the control cause ("none") must pass, and every
+failed build must carry the failure class and summary the executor wrote on its console. When one does not, the
+benchmark says which and why and exits 1. `--self-check` breaks the work on purpose (a classifier that returns
+nothing, an executor that runs nothing, one that reports success for a failed build, one that loses a build) and
+exits 0 only when each is refused and an unbroken run of every cause is not.
+
 Prints a human summary, then one JSON line. `--quick` finishes in under 120 s on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import logging
 import os
@@ -45,13 +54,16 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
+from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gatekeeper.config.layout import parse_layout  # noqa: E402
-from gatekeeper.executor import logs  # noqa: E402
+from gatekeeper.executor import diagnosis, logs  # noqa: E402
 from gatekeeper.executor.build import BuildRunner, ExecutorSettings  # noqa: E402
 from gatekeeper.executor.console import ConsoleRegistry  # noqa: E402
 from gatekeeper.executor.nodes import FixedNodes, NoNode  # noqa: E402
@@ -68,7 +80,16 @@ from gatekeeper.sim.devstack import (  # noqa: E402
 from gatekeeper.sim.openstack.hosts import HostSpec, default_backend  # noqa: E402
 from gatekeeper.stats.eta import ItemModel, JobModel, queue_etas  # noqa: E402
 from gatekeeper.stats.outliers import ProviderOutliers  # noqa: E402
-from gatekeeper.zk.builds import CHANGE, INFRASTRUCTURE, RETRYABLE, SUCCESS, BuildRequest, BuildResult  # noqa: E402
+from gatekeeper.zk.builds import (  # noqa: E402
+    CHANGE,
+    FAILURE_CLASSES,
+    INFRASTRUCTURE,
+    RESULTS,
+    RETRYABLE,
+    SUCCESS,
+    BuildRequest,
+    BuildResult,
+)
 from tests.functional.test_executor import Projects  # noqa: E402
 from tests.layouts import GATE_LAYOUT  # noqa: E402
 
@@ -97,6 +118,10 @@ DROP_SSH = ('p=$$; while [ "$p" -gt 1 ]; do [ "$(cat /proc/$p/comm)" = sshd ] &&
             'sleep 5; exit 0; }; p=$(cut -d" " -f4 /proc/$p/stat); done; echo no sshd; exit 0')
 
 
+class BenchFailure(Exception):
+    """The work the benchmark measured was not done (so its figures would mean nothing)."""
+
+
 @dataclass(frozen=True)
 class Cause:
     name: str
@@ -116,6 +141,10 @@ CAUSES = (
 )
 
 
+IMAGE_GONE = ("provider cloud-c: the server could not boot: image 'bench-jammy' is gone from the cloud "
+              "(404 Image not found)")
+
+
 class Pool(FixedNodes):
     """sshd hosts labelled with providers; a host that vanished is replaced; a build whose cause is "image" gets
     the launcher's error for an image the cloud lost."""
@@ -129,6 +158,7 @@ class Pool(FixedNodes):
         self.key = key
         self.backend = default_backend(os.path.join(root, "hosts"))
         self.broken = broken
+        self.providers = providers
         self.count = 0
         self.image_gone: set[str] = set()
         super().__init__([self.boot(p) for p in providers for _ in range(per_provider)])
@@ -149,8 +179,7 @@ class Pool(FixedNodes):
 
     def acquire(self, label, priority, requestor, abort, timeout=600.0, avoid=()) -> Node:
         if requestor.rsplit(" ", 1)[-1] in self.image_gone:
-            raise NoNode("provider cloud-c: the server could not boot: image 'bench-jammy' is gone from the cloud "
-                         "(404 Image not found)")
+            raise NoNode(IMAGE_GONE)
         return super().acquire(label, priority, requestor, abort, timeout, avoid)
 
     def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
@@ -240,27 +269,101 @@ class Bench:
                     self._vanish.discard(build_id)
             self._stop.wait(0.05)
 
-    def run(self, causes: list[str], on_result=None) -> list[tuple[str, BuildResult]]:
+    def run(self, causes: list[str], on_result: Callable | None = None) -> list[tuple[str, BuildResult]]:
+        """Run a build per cause; raises BenchFailure when a build was not run and diagnosed as it must be."""
         results: list[tuple[str, BuildResult]] = []
+        problems: list[str] = []
         lock = threading.Lock()
 
         def one(i: int, cause: str) -> None:
-            result = self.runner.run(self.request(cause, 100 + i))
+            request = self.request(cause, 100 + i)
+            try:
+                result = self.runner.run(request)
+            except Exception as exc:
+                with lock:
+                    problems.append(f"build {request.id} ({cause}): the build runner raised {type(exc).__name__}: "
+                                    f"{exc}")
+                return
+            wrong = self.check(cause, request, result)
             with lock:
+                problems.extend(f"build {request.id} ({cause}): {w}" for w in wrong)
                 results.append((cause, result))
-                if on_result:
+                if on_result and not wrong:
                     on_result(cause, result, len(results))
 
         with ThreadPoolExecutor(self.concurrency) as pool:
             for future in [pool.submit(one, i, c) for i, c in enumerate(causes)]:
                 future.result()
+        copies = Counter(r.id for _, r in results)
+        problems += [f"build {b}: {n} results came back for it" for b, n in copies.items() if n > 1]
+        if len(results) != len(causes):
+            problems.insert(0, f"{len(causes) - len(results)} of {len(causes)} builds returned no result")
+        if problems:
+            raise BenchFailure(f"{len(problems)} problem(s) with {len(causes)} builds: " + "; ".join(problems[:3]))
         return results
+
+    def check(self, cause: str, request: BuildRequest, result: BuildResult) -> list[str]:
+        """What shows that this build was not run by the build runner or not diagnosed (empty: it was)."""
+        if result.id != request.id:
+            return [f"the result is for build {result.id!r}"]
+        if result.result not in RESULTS:
+            return [f"its result {result.result!r} is none of {', '.join(RESULTS)}"]
+        change = request.change
+        relpath = self.store.build_path(change["number"], change["patchset"], request.pipeline, request.job,
+                                        request.id)
+        if result.log_url != f"{self.store.url}/{relpath}/":
+            return [f"its logs were not archived (log URL {result.log_url!r})"]
+        lines = archived_console(self.store.local_path(relpath))
+        if lines is None:
+            return [f"no console in its archived logs ({self.store.local_path(relpath)})"]
+        wrong = []
+        finished = [line.rsplit(": ", 1)[-1] for line in lines if f"Build {request.id} finished: " in line]
+        if not finished or finished[-1] != result.result:
+            wrong.append(f"it reports {result.result} but its console ends with "
+                         f"{finished[-1] if finished else 'no result'}")
+        if cause == "image":
+            if not any(IMAGE_GONE in line for line in lines):
+                wrong.append("its console does not show the node source's error (the image gone)")
+        else:
+            if result.node.get("provider") not in self.pool.providers:
+                wrong.append(f"it names no node of the pool (node {result.node})")
+            if not any(line.endswith(f"| BUILD_ID={request.id}") for line in lines):
+                wrong.append("its console has no header for it (it did not start on a node)")
+            first = request.params["run"][0]
+            if not any(line.endswith(f"| $ {first}") for line in lines):
+                wrong.append(f"its console shows no step run ({first})")
+        if cause == "none" and result.node.get("provider") != self.pool.broken:  # a broken provider fails it
+            if result.result != SUCCESS:
+                wrong.append(f"the control build (nothing broken) ended {result.result}: {result.message}")
+            for step in request.params["run"]:
+                if not any(f"| {step} exited 0 after " in line for line in lines):
+                    wrong.append(f"its console does not show {step} passing")
+        elif result.result != SUCCESS:
+            if result.failure_class not in FAILURE_CLASSES:
+                wrong.append(f"it failed ({result.result}) and carries no failure class ({result.failure_class!r})")
+            elif not any(line.endswith(f"| Failure class: {result.failure_class}") or
+                         f"| Failure class: {result.failure_class}; " in line for line in lines):
+                wrong.append(f"its class {result.failure_class} is not the one the executor wrote on its console")
+            if not result.summary.strip():
+                wrong.append(f"it failed ({result.result}) and carries no summary")
+        return wrong
 
     def stop(self) -> None:
         self._stop.set()
         self._watcher.join(5)
         self.store.flush()
         self.store.close()
+
+
+def archived_console(log_dir: str) -> list[str] | None:
+    """The lines of a build's console in the log store (gzipped once the store compressed it), or None."""
+    for name, opener in (("console.txt", open), ("console.txt.gz", gzip.open)):
+        try:
+            with opener(os.path.join(log_dir, name), "rt", errors="replace") as f:
+                return f.read().splitlines()
+        except FileNotFoundError:
+            continue
+    return None
 
 
 def classification(results: list[tuple[str, BuildResult]]) -> dict:
@@ -390,10 +493,93 @@ def eta_phase(items: int, runs: int, seed: int, every: float = 300.0) -> dict:
                 if t == 0.0:
                     first.append(errors[-1])
             t += every
+    if not errors or not first:
+        raise BenchFailure(f"ETA: no prediction could be compared with a merge ({runs} gates of {items} items)")
     return {"eta_median_abs_error_pct": round(100.0 * statistics.median(errors), 1),
             "eta_at_enqueue_median_abs_error_pct": round(100.0 * statistics.median(first), 1),
             "eta_of_remaining_median_abs_error_pct": round(100.0 * statistics.median(of_remaining), 1),
             "eta_items": items, "eta_runs": runs, "eta_observations": len(errors)}
+
+
+# -- --self-check: the work broken on purpose -------------------------------------------------------------------
+def _no_diagnosis(console_path: str, log_dir: str, result: str, *args, **kwargs) -> diagnosis.Diagnosis:  # noqa: ANN002, ANN003
+    return diagnosis.Diagnosis("", "", [], result)
+
+
+def _runs_nothing(runner: BuildRunner, request: BuildRequest, *args, **kwargs) -> BuildResult:  # noqa: ANN002, ANN003
+    now = time.time()
+    return BuildResult(id=request.id, pipeline=request.pipeline, job=request.job, result=SUCCESS,
+                       executor=runner.name, start_time=now, end_time=now)
+
+
+def _reports_success() -> Callable:
+    real = BuildRunner.run
+
+    def run(runner: BuildRunner, request: BuildRequest, *args, **kwargs) -> BuildResult:  # noqa: ANN002, ANN003
+        result = real(runner, request, *args, **kwargs)
+        result.result, result.failure_class, result.summary, result.signatures = SUCCESS, "", "", []
+        return result
+    return run
+
+
+def _loses_a_build() -> Callable:
+    real, calls, lock = BuildRunner.run, [0], threading.Lock()
+
+    def run(runner: BuildRunner, request: BuildRequest, *args, **kwargs) -> BuildResult:  # noqa: ANN002, ANN003
+        with lock:
+            calls[0] += 1
+            lose = calls[0] == 2
+        if lose:
+            raise ConnectionResetError("the executor went away")
+        return real(runner, request, *args, **kwargs)
+    return run
+
+
+@contextmanager
+def sabotage(name: str) -> Iterator[None]:
+    if name == "classifier-returns-nothing":
+        with mock.patch.object(diagnosis, "diagnose", _no_diagnosis):
+            yield
+    elif name == "executor-runs-nothing":
+        with mock.patch.object(BuildRunner, "run", _runs_nothing):
+            yield
+    elif name == "executor-reports-success":
+        with mock.patch.object(BuildRunner, "run", _reports_success()):
+            yield
+    elif name == "executor-loses-a-build":
+        with mock.patch.object(BuildRunner, "run", _loses_a_build()):
+            yield
+    else:
+        raise ValueError(f"unknown sabotage {name!r}")
+
+
+SABOTAGES = ("classifier-returns-nothing", "executor-runs-nothing", "executor-reports-success",
+             "executor-loses-a-build")
+
+
+def self_check(root: str) -> list[str]:
+    """A build of every cause must pass the checks, and each sabotaged run must be refused; returns what went
+    wrong (empty: the benchmark is honest)."""
+    missed = []
+    pool = Pool(os.path.join(root, "check"), ("cloud-a", "cloud-b", "cloud-c"), 1)
+    bench = Bench(os.path.join(root, "check"), pool, 3)
+    try:
+        try:
+            bench.run([c.name for c in CAUSES])
+            print(f"self-check: a build of each of the {len(CAUSES)} causes passes the checks")
+        except BenchFailure as exc:
+            missed.append(f"unbroken: refused although nothing was broken: {exc}")
+        for name in SABOTAGES:
+            try:
+                with sabotage(name):
+                    bench.run(["none", "exercise"])
+                missed.append(f"{name}: figures were produced")
+            except BenchFailure as exc:
+                print(f"self-check: {name} caught: {exc}")
+    finally:
+        bench.stop()
+        pool.close()
+    return missed
 
 
 def main() -> int:
@@ -403,8 +589,11 @@ def main() -> int:
     parser.add_argument("--outlier-builds", type=int, help="provider-outlier builds (default 60; 30 with --quick)")
     parser.add_argument("--concurrency", type=int, default=3)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--self-check", action="store_true",
+                        help="break the builds' work on purpose and check that the benchmark refuses to report it")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    # the self-check breaks things on purpose: the errors they log are expected there
+    logging.basicConfig(level=logging.CRITICAL if args.self_check else logging.WARNING)
     count = args.builds or (24 if args.quick else 200)
     outlier_builds = args.outlier_builds or (30 if args.quick else 60)
     if count < len(CAUSES) or outlier_builds < 6:
@@ -412,6 +601,15 @@ def main() -> int:
               file=sys.stderr)
         return 2
     root = tempfile.mkdtemp(prefix="gk-bench-diagnosis-")
+    if args.self_check:
+        try:
+            missed = self_check(root)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        for line in missed:
+            print(f"bench/diagnosis.py --self-check: NOT caught: {line}", file=sys.stderr)
+        print(json.dumps({"self_check": "failed" if missed else "passed", "not_caught": missed}))
+        return 1 if missed else 0
     started = time.monotonic()
     figures: dict = {}
     try:
@@ -442,6 +640,9 @@ def main() -> int:
               f"predictions of {figures['eta_items']}-item gates ({figures['eta_of_remaining_median_abs_error_pct']}% "
               f"of the time left; {figures['eta_at_enqueue_median_abs_error_pct']}% for the predictions made when "
               "the gate started)")
+    except BenchFailure as exc:
+        print(f"bench/diagnosis.py: the measured work was not done, no figures: {exc}", file=sys.stderr)
+        return 1
     finally:
         shutil.rmtree(root, ignore_errors=True)
     figures["seconds"] = round(time.monotonic() - started, 1)

@@ -1,0 +1,113 @@
+"""Which ready nodes a node request gets: all from one provider that has every label, in the order the labels were
+asked for, the oldest ready nodes first, and only from the provider it names when it names one. Over real wires:
+ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from gatekeeper.config.layout import parse_layout
+from gatekeeper.launcher import model
+from gatekeeper.launcher.client import NodeRequestClient
+from gatekeeper.launcher.launcher import Launcher
+from gatekeeper.sim.openstack.sim import CloudSim
+from gatekeeper.zk import paths
+from tests.helpers import wait_for
+
+
+@pytest.fixture(scope="module")
+def key(tmp_path_factory) -> str:
+    path = str(tmp_path_factory.mktemp("sshkey") / "id_ed25519")
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
+    return path
+
+
+@pytest.fixture
+def cloud():
+    sim = CloudSim(["alpha", "beta"])
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def provider(name: str, cloud: str, labels: list[str], max_servers: int, extra: str = "") -> str:
+    pool_labels = ", ".join(f"{{name: {label}, image: deb, flavor: small}}" for label in labels)
+    return (f"    - name: {name}\n      driver: openstack\n      cloud: {cloud}\n      max-servers: {max_servers}\n"
+            f"{extra}      pools: [{{name: main, labels: [{pool_labels}]}}]\n"
+            "      images: [{name: deb, base-image: debian-12}]\n")
+
+
+@pytest.fixture
+def start_launcher(zk_factory, cloud, key):
+    started: list[Launcher] = []
+
+    def start(min_ready: dict[str, int], *providers: str) -> Launcher:
+        labels = ", ".join(f"{{name: {n}, min-ready: {m}}}" for n, m in min_ready.items())
+        nodepool = parse_layout({"nodepool.yaml": f"nodepool:\n  labels: [{labels}]\n  providers:\n"
+                                                  + "".join(providers)}).nodepool
+        launcher = Launcher(zk_factory(), nodepool, ssh_key=key, clouds_yaml=cloud.clouds_yaml, owner="gatekeeper",
+                            poll_interval=0.05, delete_verify_timeout=5.0)
+        started.append(launcher)
+        return launcher.start()
+
+    yield start
+    for launcher in started:
+        launcher.stop()
+
+
+def ready(zk, label: str) -> list[tuple[str, str]]:
+    """(provider, node id) of the label's ready nodes, oldest first."""
+    try:
+        entries = sorted(zk.client.get_children(paths.ready_node(label)))
+    except Exception:
+        return []
+    return [(e.split("-", 1)[1].rsplit("-", 1)[0], e.rsplit("-", 1)[1]) for e in entries]
+
+
+def wait_ready(zk, label: str, count: int) -> list[tuple[str, str]]:
+    return wait_for(lambda: (found := ready(zk, label)) and len(found) == count and found, 30,
+                    f"{count} ready {label} nodes")
+
+
+def take(client: NodeRequestClient, labels: list[str], provider: str = "") -> list[model.Node]:
+    req = client.wait(client.request(labels, provider=provider), 30)
+    assert req.state == model.FULFILLED, req.reason
+    return client.lock_nodes(req)
+
+
+def test_a_request_is_served_by_one_provider_with_every_label_in_the_order_asked(zk, start_launcher):
+    start_launcher({"debian": 2, "fedora": 1}, provider("prov-a", "alpha", ["debian"], 1, "      priority: 1\n"),
+                   provider("prov-b", "beta", ["debian", "fedora"], 6))
+    wait_ready(zk, "debian", 2)
+    [(_, fedora)] = wait_ready(zk, "fedora", 1)
+    client = NodeRequestClient(zk, "mixed")
+    nodes = take(client, ["fedora", "debian"])
+    # only prov-b has both labels: it serves both nodes, the fedora one first as asked
+    assert [(n.provider, n.label) for n in nodes] == [("prov-b", "fedora"), ("prov-b", "debian")]
+    assert nodes[0].id == fedora
+
+
+def test_a_named_provider_is_kept_to_and_otherwise_the_oldest_ready_node_goes_first(zk, start_launcher):
+    # room for one server on each provider: one ready debian node on each
+    start_launcher({"debian": 2}, provider("prov-a", "alpha", ["debian"], 1), provider("prov-b", "beta", ["debian"], 1))
+    first, second = wait_ready(zk, "debian", 2)
+    assert first[0] != second[0]
+    client = NodeRequestClient(zk, "oldest")
+    [named] = take(client, ["debian"], provider=second[0])
+    assert (named.provider, named.id) == second, "the named provider's node, although another is older"
+    assert first in ready(zk, "debian")
+    client.release(named)  # used: deleted, and a new ready node takes its place
+    wait_for(lambda: len(ready(zk, "debian")) == 2 and first in ready(zk, "debian"), 30, "a new ready node")
+    [node] = take(client, ["debian"])
+    assert (node.provider, node.id) == first, "not the node that has waited longest"
+
+
+def test_a_request_for_more_nodes_than_one_provider_has_ready_is_launched_on_one_provider(zk, start_launcher):
+    start_launcher({"debian": 2}, provider("prov-a", "alpha", ["debian"], 1), provider("prov-b", "beta", ["debian"], 3))
+    wait_ready(zk, "debian", 2)
+    client = NodeRequestClient(zk, "pair")
+    nodes = take(client, ["debian", "debian"])
+    assert len({n.provider for n in nodes}) == 1 and len({n.id for n in nodes}) == 2
