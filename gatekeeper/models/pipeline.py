@@ -123,7 +123,6 @@ class Item(Record):
     repo_state: dict[str, Any] | None = None
     changes: str = ""  # the speculative state's changes, "1,1 2,1", own last
     builds: dict[str, Build] = field(default_factory=dict)  # job -> latest build
-    started_reported: bool = False
     reported: list[str] = field(default_factory=list)  # actions reported (their ledger entries go with the item)
     rev: int = 0  # bumped on every change, so a reader reloads only items that changed
 

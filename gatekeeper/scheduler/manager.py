@@ -436,7 +436,6 @@ class PipelineManager(ItemReports):
             # Asked on each pass until its outcome is known here; after a restart the ledger settles it.
             if item.id not in self.state.started and self._report(item, "start") is not None:
                 self.state.started.add(item.id)
-                item.started_reported = True
             for job in item.jobs:
                 if job not in item.builds:
                     self._request_build(item, job, 1, position)
