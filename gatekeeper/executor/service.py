@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import ConnectionLoss, KazooException, NoNodeError, SessionExpiredError
 
 from gatekeeper.config.layout import Signature
 from gatekeeper.config.store import read_layout
@@ -93,6 +93,7 @@ class ExecutorService:
         self.signatures = LayoutSignatures(zk)
         self.runner = BuildRunner(settings, cache, self.nodes, log_store, self.consoles, self.name, self.signatures)
         self.running: dict[str, RunningBuild] = {}
+        self._unstarted: dict[str, tuple[BuildRequest, object]] = {}  # claimed; ZooKeeper failed us starting it
         self.history: collections.deque[tuple[BuildRequest, BuildResult]] = collections.deque(maxlen=500)
         self._mutex = threading.Lock()
         self._wake = threading.Event()
@@ -163,9 +164,10 @@ class ExecutorService:
 
     def _free_slots(self) -> int:
         with self._mutex:
-            return self.concurrency - len(self.running)
+            return self.concurrency - len(self.running) - len(self._unstarted)
 
     def _take_work(self) -> None:
+        self._retry_unstarted()
         if self._free_slots() <= 0:
             return
         requests = []
@@ -188,9 +190,38 @@ class ExecutorService:
                     self._wake.set()  # and let go of it already
                 continue
             lock, req = claimed
-            if self._report_lost(req, lock):
+            self._begin(req, lock)
+
+    def _begin(self, req: BuildRequest, lock) -> None:
+        """Start a claimed request. When ZooKeeper fails us midway the claim is kept (our session, and with it
+        the lock, usually outlive a lost connection) and the start is tried again once it is back."""
+        try:
+            if not self._report_lost(req, lock):
+                self._start_build(req, lock)
+        except (ConnectionLoss, SessionExpiredError) as exc:
+            log.warning("[%s %s] build %s: ZooKeeper failed while starting it (%s); trying again", req.pipeline,
+                        req.job, req.id, type(exc).__name__)
+            with self._mutex:
+                self._unstarted[req.id] = (req, lock)
+            retry = threading.Timer(1.0, self._wake.set)
+            retry.daemon = True
+            retry.start()
+
+    def _retry_unstarted(self) -> None:
+        with self._mutex:
+            pending, self._unstarted = list(self._unstarted.values()), {}
+        for req, lock in pending:
+            try:
+                node = self.zk.client.exists(f"{lock.path}/{lock.node}") if lock.node else None
+                ours = node is not None and node.ephemeralOwner == self.zk.client.client_id[0]
+            except (ConnectionLoss, SessionExpiredError):
+                with self._mutex:
+                    self._unstarted[req.id] = (req, lock)
                 continue
-            self._start_build(req, lock)
+            if ours:
+                self._begin(req, lock)
+            else:  # the lock went with an expired session: the request is anyone's again
+                log.info("[%s %s] build %s: our claim was lost with the session", req.pipeline, req.job, req.id)
 
     def _report_lost(self, req: BuildRequest, lock) -> bool:
         """A request someone else started and lost (we hold its lock now): report it for a retry."""
@@ -289,6 +320,7 @@ class ExecutorService:
         # our build locks are gone with the session: another executor reports these builds; stop them here
         with self._mutex:
             running = list(self.running.values())
+            self._unstarted.clear()
         for rb in running:
             log.warning("build %s: ZooKeeper session lost; aborting it here", rb.request.id)
             rb.stopping = True

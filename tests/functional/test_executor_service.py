@@ -130,3 +130,27 @@ def test_stopping_executor_hands_its_running_build_to_another(zk, zk_factory, ho
     second = make_executor(zk, [node])
     result = result_of(zk, request.id)
     assert (result.result, result.executor) == (SUCCESS, second.name)
+
+
+def test_a_claim_whose_start_zookeeper_dropped_is_started_again_not_left_locked(zk, hosts, projects,  # noqa: F811
+                                                                                 make_executor, monkeypatch):
+    """The connection drops between claiming a request and writing its running record (as when a ZooKeeper
+    member dies): the session, and so the claim, lives on; the build must still run, not sit locked for ever."""
+    from kazoo.exceptions import ConnectionLoss
+
+    real_write, failures = builds.write_build_start, []
+
+    def dropped_once(zk_client, start):
+        if not failures:
+            failures.append(start.id)
+            raise ConnectionLoss()
+        return real_write(zk_client, start)
+
+    monkeypatch.setattr(builds, "write_build_start", dropped_once)
+    executor = make_executor(zk, [hosts.boot()])
+    request = request_for(projects.state(), run=["echo hello"])
+    builds.submit_build(zk, request)
+    result = result_of(zk, request.id)
+    assert failures == [request.id]
+    assert (result.result, result.executor) == (SUCCESS, executor.name)
+    assert builds.pending_builds(zk) == [] and not zk.client.get_children(paths.lock("build"))
