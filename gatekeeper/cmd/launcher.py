@@ -5,17 +5,23 @@ on a held node)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from kazoo.exceptions import NoNodeError
 
 from gatekeeper.cmd import add_config_args
 from gatekeeper.cmd import args as types
+
+if TYPE_CHECKING:
+    from gatekeeper.zk.client import ZKClient
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -105,6 +111,16 @@ def _zk(args, service: bool = False):
     return config, client.start() if service else client.start(timeout=OPERATOR_CONNECT_TIMEOUT)
 
 
+@contextlib.contextmanager
+def _connected(args: argparse.Namespace) -> Iterator[ZKClient]:
+    """An operator command's ZooKeeper client, stopped when the command is done."""
+    _, zk = _zk(args)
+    try:
+        yield zk
+    finally:
+        zk.stop()
+
+
 def cmd_launcher(args: argparse.Namespace) -> int:
     from gatekeeper.config.layout import load_layout
     from gatekeeper.launcher.launcher import Launcher
@@ -144,8 +160,7 @@ def _age(t: float) -> str:
 
 
 def cmd_nodes(args: argparse.Namespace) -> int:
-    _, zk = _zk(args)
-    try:
+    with _connected(args) as zk:
         nodes = _nodes(zk)
         if args.json:
             print(json.dumps([n.to_dict() for n in nodes], indent=1))
@@ -156,16 +171,13 @@ def cmd_nodes(args: argparse.Namespace) -> int:
             print(f"{n.id:12} {n.provider:12} {n.label:12} {n.state:9} {_age(n.state_time):>7} "
                   f"{n.address + ':' + str(n.port) if n.address else '':21} {extra[:60]}")
         return 0
-    finally:
-        zk.stop()
 
 
 def cmd_images(args: argparse.Namespace) -> int:
     from gatekeeper.launcher.images import list_builds
     from gatekeeper.zk import paths
 
-    _, zk = _zk(args)
-    try:
+    with _connected(args) as zk:
         builds = []
         for image in _children(zk, paths.IMAGES):
             for provider in _children(zk, f"{paths.IMAGES}/{image}"):
@@ -178,16 +190,13 @@ def cmd_images(args: argparse.Namespace) -> int:
             print(f"{b.image:14} {b.provider:12} {b.id:22} {b.state:9} {_age(b.created):>7} "
                   f"{b.external_id if b.state != 'failed' else b.reason[:60]}")
         return 0
-    finally:
-        zk.stop()
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
     from gatekeeper.zk import paths
     from gatekeeper.zk.provider_store import ProviderStore
 
-    _, zk = _zk(args)
-    try:
+    with _connected(args) as zk:
         providers = _children(zk, f"{paths.IMAGES}/{args.image}")
         if not providers:
             print(f"image {args.image}: no builds are known (only images with a prepare script are built, by a "
@@ -200,15 +209,12 @@ def cmd_image_build(args: argparse.Namespace) -> int:
         ProviderStore(zk).request_image_build(args.image, args.provider or "", by=getpass.getuser())
         print(f"image {args.image}: a new build was asked for on {args.provider or ', '.join(providers)}")
         return 0
-    finally:
-        zk.stop()
 
 
 def cmd_image_delete(args: argparse.Namespace) -> int:
     from gatekeeper.zk.provider_store import ProviderStore
 
-    _, zk = _zk(args)
-    try:
+    with _connected(args) as zk:
         store = ProviderStore(zk)
         build = next((b for b in store.image_builds(args.image, args.provider) if b.id == args.build), None)
         if build is None:
@@ -225,8 +231,6 @@ def cmd_image_delete(args: argparse.Namespace) -> int:
         print(f"image {args.image} build {args.build} on {args.provider}: deleted; its cloud image goes once no "
               f"node uses it")
         return 0
-    finally:
-        zk.stop()
 
 
 def _children(zk, path):
@@ -240,8 +244,7 @@ def cmd_requests(args: argparse.Namespace) -> int:
     from gatekeeper.launcher.client import NodeRequestClient
     from gatekeeper.zk import paths
 
-    _, zk = _zk(args)
-    try:
+    with _connected(args) as zk:
         client = NodeRequestClient(zk)
         reqs = [r for r in (client.get(i) for i in _children(zk, paths.NODE_REQUESTS)) if r is not None]
         if args.json:
@@ -252,8 +255,6 @@ def cmd_requests(args: argparse.Namespace) -> int:
             print(f"{r.id:18} {r.state:10} {','.join(r.labels)[:20]:20} {r.provider:12} {_age(r.created):>7} "
                   f"{r.requestor}")
         return 0
-    finally:
-        zk.stop()
 
 
 def _node_change(args: argparse.Namespace, action, done: str) -> int:
@@ -300,8 +301,7 @@ def cmd_autohold(args: argparse.Namespace) -> int:
     if args.action == "delete" and not args.id:
         print("gatekeeper autohold delete: --id is required", file=sys.stderr)
         return 2
-    _, zk = _zk(args)
-    try:
+    with _connected(args) as zk:
         if args.action == "add":
             ident = add_autohold(zk, Autohold(project=args.project, job=args.job, change=args.change,
                                               count=args.count, hold_hours=args.hours, reason=args.reason))
@@ -317,8 +317,6 @@ def cmd_autohold(args: argparse.Namespace) -> int:
                 print(f"{h.id} project={h.project or '*'} job={h.job or '*'} change={h.change} "
                       f"held={len(h.held_nodes)}/{h.count} hours={h.hold_hours} {h.reason}")
         return 0
-    finally:
-        zk.stop()
 
 
 def cmd_hold_access(args: argparse.Namespace) -> int:
