@@ -158,6 +158,27 @@ class E2E:
         except Exception:
             return None
 
+    def kill_first_node_at_stack(self) -> tuple[threading.Thread, list[str]]:
+        """Destroy the VM under the first build that reaches `./stack.sh`; returns the watching thread and the
+        list that gets the killed node's id."""
+        killed: list[str] = []
+
+        def watch() -> None:
+            while not killed:
+                for build_id in self.executor.consoles.running():
+                    console = self.executor.consoles.get(build_id)
+                    text = open(console.path).read() if console else ""
+                    if "$ ./stack.sh" in text:
+                        node_id = text.split("NODE_ID=", 1)[1].split("\n", 1)[0]
+                        self.cloud.backend.destroy(self.node(node_id).external_id)  # the VM dies under the job
+                        killed.append(node_id)
+                        return
+                time.sleep(0.01)
+
+        killer = threading.Thread(target=watch, daemon=True)
+        killer.start()
+        return killer, killed
+
 
 @pytest.fixture
 def e2e(tmp_path, zk_factory):
@@ -217,23 +238,7 @@ def test_broken_change_fails_with_logs_archived_and_node_held(e2e):
 
 def test_node_killed_mid_run_is_retried_on_another_node_and_passes(e2e):
     gate = e2e.gate
-    killed: list[str] = []
-
-    def kill_first_node() -> None:
-        while not killed:
-            for build_id in e2e.executor.consoles.running():
-                console = e2e.executor.consoles.get(build_id)
-                text = open(console.path).read() if console else ""
-                if "$ ./stack.sh" in text:
-                    node_id = text.split("NODE_ID=", 1)[1].split("\n", 1)[0]
-                    node = e2e.node(node_id)
-                    e2e.cloud.backend.destroy(node.external_id)  # the VM dies under the running job
-                    killed.append(node_id)
-                    return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_first_node, daemon=True)
-    killer.start()
+    killer, killed = e2e.kill_first_node_at_stack()
     change = gate.change("openstack/nova", "Survive a node loss", files={"nova/x.py": "X = 1\n"})
     gate.settle(180)
     killer.join(5)

@@ -9,8 +9,6 @@ and the change gets its normal vote.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 
 import pytest
 
@@ -97,22 +95,7 @@ def e2e(tmp_path, zk_factory, monkeypatch):
 
 def test_node_lost_on_one_provider_is_retried_on_the_other_and_the_change_gets_its_vote(e2e):
     gate = e2e.gate
-    killed: list[str] = []
-
-    def kill_first_node() -> None:
-        while not killed:
-            for build_id in e2e.executor.consoles.running():
-                console = e2e.executor.consoles.get(build_id)
-                text = open(console.path).read() if console else ""
-                if "$ ./stack.sh" in text:
-                    node_id = text.split("NODE_ID=", 1)[1].split("\n", 1)[0]
-                    e2e.cloud.backend.destroy(e2e.node(node_id).external_id)  # the VM dies under the job
-                    killed.append(node_id)
-                    return
-            time.sleep(0.01)
-
-    killer = threading.Thread(target=kill_first_node, daemon=True)
-    killer.start()
+    killer, killed = e2e.kill_first_node_at_stack()
     change = gate.change("openstack/nova", "Survive a provider's node loss", files={"nova/x.py": "X = 1\n"})
     gate.settle(180)
     killer.join(5)
