@@ -275,15 +275,7 @@ class Bench:
                 stop.set()
 
         packets = self.zk_server.packets_received()
-        threads = [threading.Thread(target=consume, args=(i,)) for i in range(consumers)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - t0
+        elapsed = run_consumers(consume, consumers, seconds, stop)
         total = sum(counts)
         ops = (self.zk_server.packets_received() - packets) / max(1, total)
         self.stop_launchers()
@@ -325,15 +317,7 @@ class Bench:
                 for node in nodes:
                     client.release(node)
 
-        threads = [threading.Thread(target=consume, args=(i,)) for i in range(consumers)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        time.sleep(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - t0
+        elapsed = run_consumers(consume, consumers, seconds, stop)
         boots = self.servers_created("east") - before
         self.stop_launchers()
         self.set_faults("east", boot_errors=0)
@@ -380,6 +364,19 @@ class Bench:
         self.stop_launchers()
         self.wipe()
         return failures
+
+
+def run_consumers(consume, consumers: int, seconds: float, stop: threading.Event) -> float:
+    """Run `consume(i)` on `consumers` threads for `seconds`, then stop them; the seconds it took in all."""
+    threads = [threading.Thread(target=consume, args=(i,)) for i in range(consumers)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    time.sleep(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0
 
 
 def percentile(values: list[float], p: float) -> float:
