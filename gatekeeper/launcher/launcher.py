@@ -79,7 +79,8 @@ class Launcher(Assigning, Launching):
         self._launchers_known = False  # no orphan judgement before the first launcher listing arrived
         self.plans: dict[str, Plan] = {}
         self._tree_watches: list[TreeWatch] = []
-        self._new_requests: set[str] = set()  # created since the last pass: read together at its start
+        # created since the last pass, each with its read if already sent: answered together when the pass settles
+        self._new_requests: dict[str, Pending | None] = {}
         self._released_seen: set[str] = set()
         self.builders: list = []
         self.handed_out = 0
@@ -331,8 +332,12 @@ class Launcher(Assigning, Launching):
         self.post(lambda: handler(children))
 
     def _request_event(self, kind: str, rid: str) -> None:
-        if not self._stop.is_set() and "/" not in rid:
-            self.post(lambda: self._on_request_event(kind, rid))
+        if self._stop.is_set() or "/" in rid:
+            return
+        # a new request is read at once, from the watch's thread: its answer is on its way while the event waits
+        # for the main loop, not one more round trip after it
+        pending = self.store.read_request_async(rid) if kind == "created" else None
+        self.post(lambda: self._on_request_event(kind, rid, pending))
 
     def _release_event(self, kind: str, node_id: str) -> None:
         if self._stop.is_set() or "/" in node_id:
@@ -350,14 +355,15 @@ class Launcher(Assigning, Launching):
         for rid in list(self.requests):
             if rid not in current:
                 self._forget_request(rid)
-        self._new_requests.update(children)
+        for rid in children:
+            self._new_requests.setdefault(rid, None)
         self._read_new_requests()
 
-    def _on_request_event(self, kind: str, rid: str) -> None:
+    def _on_request_event(self, kind: str, rid: str, pending: Pending | None = None) -> None:
         if kind == "created":
-            self._new_requests.add(rid)
+            self._new_requests[rid] = pending
         elif kind == "deleted":
-            self._new_requests.discard(rid)
+            self._new_requests.pop(rid, None)
             self._forget_request(rid)
         elif rid in self.requests:
             req = self.requests[rid][0]
@@ -366,11 +372,12 @@ class Launcher(Assigning, Launching):
             self._fetch_request(rid)  # declined, given back, failed, or its launcher is gone: look again
 
     def _read_new_requests(self) -> None:
-        """Send the reads of the requests created since the last pass; they are answered when it settles, in the
-        same round trip as the other writes of the batch (recycled nodes, say)."""
-        rids, self._new_requests = sorted(self._new_requests), set()
-        for rid in rids:
-            self._after(self.store.read_request_async(rid), lambda found, rid=rid: self._request_read(rid, found))
+        """Send the reads of the requests created since the last pass (those a watch event has not sent already);
+        they are answered when it settles, in the same round trip as the other writes of the batch."""
+        new, self._new_requests = self._new_requests, {}
+        for rid in sorted(new):
+            pending = new[rid] or self.store.read_request_async(rid)
+            self._after(pending, lambda found, rid=rid: self._request_read(rid, found))
 
     def _request_read(self, rid: str, found: tuple[NodeRequest, int] | None) -> None:
         if found is None:
