@@ -46,14 +46,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kazoo.recipe.watchers import ChildrenWatch  # noqa: E402
+
 from gatekeeper.child_process import start_tied
 from gatekeeper.config.layout import parse_layout  # noqa: E402
 from gatekeeper.launcher import model  # noqa: E402
 from gatekeeper.launcher.client import NodeRequestClient  # noqa: E402
 from gatekeeper.launcher.launcher import Launcher  # noqa: E402
 from gatekeeper.sim.openstack.hosts import HostSpec, default_backend  # noqa: E402
+from gatekeeper.zk import paths  # noqa: E402
 from gatekeeper.zk.client import ZKClient  # noqa: E402
-from gatekeeper.zk.server import LocalZooKeeper  # noqa: E402
+from gatekeeper.zk.nodes import NodeStore  # noqa: E402
+from gatekeeper.zk.server import LocalZooKeeper, four_letter_word  # noqa: E402
 
 
 def openstack_provider(name: str, cloud: str, max_servers: int) -> str:
@@ -83,14 +87,67 @@ def check_fulfilled(phase: str, req, nodes=None) -> None:
                            "nodes could be locked")
 
 
+def nodepool_text(min_ready: int, providers: str, label: str = "debian") -> str:
+    return f"nodepool:\n  labels:\n    - {{name: {label}, min-ready: {min_ready}}}\n  providers:\n{providers}"
+
+
 def nodepool(min_ready: int, providers: str, label: str = "debian"):
-    text = f"nodepool:\n  labels:\n    - {{name: {label}, min-ready: {min_ready}}}\n  providers:\n{providers}"
-    return parse_layout({"bench.yaml": text}).nodepool
+    return parse_layout({"bench.yaml": nodepool_text(min_ready, providers, label)}).nodepool
+
+
+# The hand-out, burst and sustained phases time the launcher as it runs in production: `gatekeeper launcher`, its
+# own process (in the bench's process its threads would share one interpreter lock with the consumers it serves).
+# --self-check starts it with its hand-out broken on purpose.
+BROKEN_SERVE = """
+from gatekeeper.launcher import model
+from gatekeeper.launcher.launcher import Launcher
+def broken_serve(self, rid):
+    req, version = self.requests[rid]
+    req.state, req.reason = model.REQUEST_FAILED, "broken on purpose by --self-check"
+    self.store.write_request(req, version)
+Launcher._serve = broken_serve
+"""
+
+
+class LauncherProcess:
+    """`gatekeeper launcher` in its own process, on the bench's ZooKeeper (`chroot`) and clouds."""
+
+    def __init__(self, bench: Bench, chroot: str, nodepool_text: str) -> None:
+        tmp = tempfile.mkdtemp(dir=bench.tmp, prefix="launcher-")
+        layout = os.path.join(tmp, "layout.yaml")
+        with open(layout, "w") as f:
+            f.write(nodepool_text)
+        config = os.path.join(tmp, "gatekeeper.yaml")
+        with open(config, "w") as f:
+            json.dump({"zookeeper": {"hosts": bench.zk_server.hosts, "chroot": chroot, "timeout": 10},
+                       "launcher": {"ssh-key": bench.key, "clouds-yaml": bench.clouds_yaml}}, f)
+        command = ["-m", "gatekeeper.cmd"]
+        if bench.broken:
+            command = ["-c", BROKEN_SERVE + "import sys\nfrom gatekeeper.cmd import main\nsys.exit(main(sys.argv[1:]))"]
+        self.log = os.path.join(tmp, "launcher.log")
+        with open(self.log, "w") as log:
+            self.proc = start_tied([sys.executable, *command, "-q", "launcher", "-c", config, "-l", layout],
+                                   stdout=subprocess.DEVNULL, stderr=log)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def check_alive(self, phase: str) -> None:
+        if self.proc.poll() is not None:
+            with open(self.log) as f:
+                tail = f.read()[-2000:]
+            raise BenchFailure(f"{phase}: the launcher process ended ({self.proc.returncode}):\n{tail}")
 
 
 class Bench:
-    def __init__(self, quick: bool) -> None:
+    def __init__(self, quick: bool, broken: bool = False) -> None:
         self.quick = quick
+        self.broken = broken  # --self-check: the launcher processes' hand-out fails every request
         self.tmp = tempfile.mkdtemp(prefix="gk-bench-launcher-")
         self.key = os.path.join(self.tmp, "id_ed25519")
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", self.key], check=True)
@@ -105,6 +162,7 @@ class Bench:
         self.hosts = default_backend(os.path.join(self.tmp, "static"))
         self.clients: list[ZKClient] = []
         self.launchers: list[Launcher] = []
+        self.processes: list[LauncherProcess] = []
 
     def zk(self, chroot: str) -> ZKClient:
         client = ZKClient(self.zk_server.hosts, chroot=chroot, timeout=10).start()
@@ -117,10 +175,26 @@ class Bench:
         self.launchers.append(launcher)
         return launcher.start()
 
+    def launcher_process(self, chroot: str, text: str) -> LauncherProcess:
+        process = LauncherProcess(self, chroot, text)
+        self.processes.append(process)
+        return process
+
     def stop_launchers(self) -> None:
         for launcher in self.launchers:
             launcher.stop()
         self.launchers.clear()
+        for process in self.processes:
+            process.stop()
+        self.processes.clear()
+
+    def client_packets(self, client: ZKClient) -> int:
+        """Requests the server received on `client`'s connection (the harness's own reads, to leave out)."""
+        session = f"sid=0x{client.client.client_id[0]:x}"
+        for line in four_letter_word(self.zk_server.host, self.zk_server.port, "cons").splitlines():
+            if session in line:
+                return int(line.split("recved=", 1)[1].split(",", 1)[0])
+        raise BenchFailure(f"the harness's ZooKeeper session {session} is not in the server's connection list")
 
     def close(self) -> None:
         self.stop_launchers()
@@ -174,18 +248,33 @@ class Bench:
     def handoff(self, count: int) -> tuple[list[float], float]:
         chroot = f"/bench-{uuid.uuid4().hex[:8]}"
         min_ready = 8
-        launcher = self.launcher(chroot, nodepool(min_ready, openstack_provider("east", "east", 20)
-                                                  + openstack_provider("west", "west", 20)))
+        process = self.launcher_process(chroot, nodepool_text(min_ready, openstack_provider("east", "east", 20)
+                                                              + openstack_provider("west", "west", 20)))
+        # the harness watches the ready index on a connection of its own, left out of the operation count
+        harness = self.zk(chroot)
+        store = NodeStore(harness)
+        store.ensure_paths(["debian"])
+        ready_now = [0]
+        changed = threading.Condition()
 
-        def ready() -> int:
-            return sum(1 for m in list(launcher.managers.values()) for n, _ in list(m.nodes.values())
-                       if n.state == model.READY)
-        self.wait(lambda: ready() >= min_ready, 60, "min-ready")
+        def on_ready(children: list[str]) -> None:
+            with changed:
+                ready_now[0] = len(children)
+                changed.notify_all()
+
+        ChildrenWatch(harness.client, paths.ready_node("debian"), on_ready)
+
+        def wait_ready(n: int, timeout: float, what: str) -> None:
+            with changed:
+                if not changed.wait_for(lambda: ready_now[0] >= n or process.proc.poll() is not None, timeout):
+                    raise RuntimeError(f"bench: timed out waiting for {what}")
+            process.check_alive("hand-out")
+        wait_ready(min_ready, 60, "min-ready")
         client = NodeRequestClient(self.zk(chroot), "bench-handoff")
         latencies = []
-        packets = self.zk_server.packets_received()
+        packets = self.zk_server.packets_received() - self.client_packets(harness)
         for _ in range(count):
-            self.wait(lambda: ready() >= 2, 30, "a ready node")
+            wait_ready(2, 30, "a ready node")
             t0 = time.perf_counter()
             req = client.wait(client.request(["debian"]), 30)
             latencies.append((time.perf_counter() - t0) * 1000)
@@ -195,10 +284,9 @@ class Bench:
             for node in nodes:
                 client.release(node)
         # let the last deletes and replacements finish, so each request's whole lifecycle is counted
-        self.wait(lambda: ready() >= min_ready and all(
-            n.state == model.READY for m in launcher.managers.values() for n, _ in list(m.nodes.values())),
-            60, "pool settled")
-        ops = (self.zk_server.packets_received() - packets) / count
+        wait_ready(min_ready, 60, "min-ready again")
+        self.wait(lambda: all(n.state == model.READY for n, _ in store.load_nodes().values()), 60, "pool settled")
+        ops = (self.zk_server.packets_received() - self.client_packets(harness) - packets) / count
         self.stop_launchers()
         return latencies, ops
 
@@ -208,10 +296,12 @@ class Bench:
         self.wipe()
         for cloud in ("east", "west"):
             self.set_faults(cloud, boot_delay=boot_s)
-        self.launcher(chroot, nodepool(0, openstack_provider("east", "east", 60)
-                                       + openstack_provider("west", "west", 60)))
+        process = self.launcher_process(chroot, nodepool_text(0, openstack_provider("east", "east", 60)
+                                                              + openstack_provider("west", "west", 60)))
         zk = self.zk(chroot)
-        self.wait(lambda: len(zk.client.get_children("/nodepool/launchers")) == 2, 30, "providers live")
+        NodeStore(zk).ensure_paths(["debian"])
+        self.wait(lambda: process.check_alive("burst") or len(zk.client.get_children(paths.LAUNCHERS)) == 2, 30,
+                  "providers live")
         client = NodeRequestClient(zk, "bench-burst")
         done = []
         all_done = threading.Event()
@@ -251,10 +341,12 @@ class Bench:
                          f"labels: [static], host-key: '{host_key}'}}\n")
         provider = "    - name: rack\n      driver: static\n      hosts:\n" + "".join(lines)
         chroot = f"/bench-{uuid.uuid4().hex[:8]}"
-        launcher = self.launcher(chroot, nodepool(0, provider, label="static"))
-        self.wait(lambda: sum(1 for n, _ in launcher.managers["rack"].nodes.values()
-                              if n.state == model.READY) == hosts, 30, "static hosts ready")
+        process = self.launcher_process(chroot, nodepool_text(0, provider, label="static"))
         zk = self.zk(chroot)
+        store = NodeStore(zk)
+        store.ensure_paths(["static"])
+        self.wait(lambda: process.check_alive("sustained") or len(store.ready_entries("static")) == hosts, 30,
+                  "static hosts ready")
         stop = threading.Event()
         counts = [0] * consumers
         errors: list[str] = []
@@ -333,8 +425,6 @@ class Bench:
         import openstack
         from openstack.config import loader
 
-        from gatekeeper.zk.nodes import NodeStore
-
         chroot = f"/bench-{uuid.uuid4().hex[:8]}"
         launcher = self.launcher(chroot, nodepool(0, prepared_provider("east", "east", 10)),
                                  image_check_interval=600)
@@ -387,14 +477,7 @@ def percentile(values: list[float], p: float) -> float:
 def self_check() -> int:
     """Every request is failed by a broken launcher: the hand-out and sustained phases must refuse to report
     figures (the burst, failing-provider and stale-image phases check each request the same way)."""
-
-    def broken_serve(launcher: Launcher, rid: str) -> None:
-        req, version = launcher.requests[rid]
-        req.state, req.reason = model.REQUEST_FAILED, "broken on purpose by --self-check"
-        launcher.store.write_request(req, version)
-
-    Launcher._serve = broken_serve  # type: ignore[method-assign]
-    bench = Bench(quick=True)
+    bench = Bench(quick=True, broken=True)
     caught = []
     try:
         for phase, run in (("hand-out", lambda: bench.handoff(5)), ("sustained", lambda: bench.sustained(1.0))):
