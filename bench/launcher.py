@@ -2,6 +2,8 @@
 
 Runs its own ZooKeeper, the OpenStack simulator in its own process (`gatekeeper cloud-sim`, two clouds; servers
 are real sshd hosts in network namespaces, or on loopback without root) and one launcher, then removes everything.
+The timed phases (hand-out, burst, sustained) run the launcher as production does, `gatekeeper launcher` in its own
+process; the two fault phases count boots and read the launcher's own counters, so they run it in this process.
 
     handoff_p50_ms / _p99_ms   request -> fulfilled from a ready pool (two providers, min-ready kept), one at a
                                time (200 requests; --quick 60)
