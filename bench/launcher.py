@@ -14,7 +14,8 @@ process; the two fault phases count boots and read the launcher's own counters, 
                                (real sshd, pinned host keys: no boot in the loop) for D seconds
     zk_ops_per_request         ZooKeeper requests (server's zk_packets_received) per one-node request lifecycle in
                                the ready-pool run: request, hand-out, lock, in-use, release, delete, replacement
-                               launch; all clients and the launcher, pings included
+                               launch; the consumer and the launcher, pings included (the harness watches the
+                               ready index on a connection of its own, whose requests are left out)
     failing_provider_boots_per_min   one of two providers fails every boot for F seconds (60; --quick 15) while
                                2 consumers loop and min-ready is 2: boots the failing cloud saw, per minute
     failing_provider_served_pct      share of the requests of that phase that were fulfilled
