@@ -17,7 +17,9 @@ ZooKeeper server (a JVM), and the Gerrit simulator, the merger and the test exec
 
     python bench/faults.py [--quick]
 
-A summary for people, then the figures as JSON on the last line.
+A summary for people, then the figures as JSON on the last line. It exits non-zero, saying why, when a change was
+lost, reported twice or told something untrue, or a poison event stopped the gate (`--self-check` shows it: a
+scheduler that sends every report twice is refused).
 """
 
 from __future__ import annotations
@@ -61,9 +63,25 @@ def wait(predicate: Callable[[], object], timeout: float, what: str) -> float:
     raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+# --self-check starts the scheduler with its Gerrit reports sent twice: the benchmark must refuse that run.
+BROKEN_REVIEW = """
+from gatekeeper.gerrit.connection import GerritConnection
+_review = GerritConnection.review
+def review_twice(self, change, patchset, message=None, *args, **kwargs):
+    _review(self, change, patchset, message, *args, **kwargs)
+    if message:
+        _review(self, change, patchset, message)
+GerritConnection.review = review_twice
+import sys
+from gatekeeper.cmd import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 class Rig:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, broken: bool = False) -> None:
         self.root = root
+        self.broken = broken
         self.procs: list[subprocess.Popen] = []
         self.clients: list[ZKClient] = []
         self.zk = LocalZooKeeper(data_dir=str(root / "zk"))
@@ -102,7 +120,8 @@ class Rig:
 
     def scheduler(self) -> subprocess.Popen:
         out = open(self.root / f"scheduler-{len(self.procs)}.log", "w")
-        proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "scheduler", "-c", str(self.config)],
+        command = ["-c", BROKEN_REVIEW] if self.broken else ["-m", "gatekeeper.cmd"]
+        proc = start_tied([sys.executable, *command, "scheduler", "-c", str(self.config)],
                           stdout=out, stderr=subprocess.STDOUT)
         out.close()
         self.procs.append(proc)
@@ -238,12 +257,66 @@ class Rig:
                 "false_reports": false}
 
 
+def problems(figures: dict) -> list[str]:
+    """What makes the figures meaningless: the gate's work was not done right."""
+    found = []
+    for key, what in (("lost", "changes lost"), ("double_reports", "changes reported twice"),
+                      ("false_reports", "changes told something untrue")):
+        if figures.get(key):
+            found.append(f"{figures[key]} {what}")
+    if "poison_kinds" in figures and figures["poison_survived"] < figures["poison_kinds"]:
+        found.append(f"the gate stopped after {figures['poison_kinds'] - figures['poison_survived']} poison kinds")
+    return found
+
+
+def self_check() -> int:
+    """One change through the scheduler as it is, then one through a scheduler that sends every report twice: the
+    benchmark must accept the first and refuse the second. The last line is JSON, as for the other benchmarks."""
+    root = Path(tempfile.mkdtemp(prefix="gk-bench-faults-check-"))
+    rig = Rig(root)
+    not_caught = []
+    try:
+        rig.scheduler()
+        wait(lambda: rig.sim.listener_count() >= 1, 60, "the scheduler's Gerrit listener")
+        change = rig.approve_new()
+        wait(lambda: rig.merged(change), 60, "the change to merge")
+        found = problems(rig.tally())
+        if found:
+            print(f"self-check FAILED: the unbroken scheduler was refused: {'; '.join(found)}", file=sys.stderr)
+            not_caught.append("unbroken-run-refused")
+        else:
+            print("self-check: the unbroken scheduler passes the checks")
+        rig.procs[-1].kill()
+        rig.procs[-1].wait(10)
+        rig.broken = True
+        rig.scheduler()
+        wait(lambda: rig.sim.listener_count() >= 1, 60, "the broken scheduler's Gerrit listener")
+        change = rig.approve_new()
+        wait(lambda: rig.merged(change), 60, "the second change to merge")
+        # the doubled success report follows the merge
+        wait(lambda: sum("Build succeeded" in m for m in rig.sim.messages(change)) >= 2, 30, "the second report")
+        found = problems(rig.tally())
+        if any("reported twice" in p for p in found):
+            print(f"self-check: reports-sent-twice caught: {'; '.join(found)}")
+        else:
+            not_caught.append("reports-sent-twice")
+    finally:
+        rig.stop()
+        shutil.rmtree(root, ignore_errors=True)
+    print(json.dumps({"self_check": "failed" if not_caught else "passed", "not_caught": not_caught}))
+    return 1 if not_caught else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shorter outages (within 120 s)")
     parser.add_argument("-v", "--verbose", action="store_true")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (service logs) and say where")
+    parser.add_argument("--self-check", action="store_true",
+                        help="send every report twice on purpose and show that the benchmark refuses it")
     args = parser.parse_args(argv)
+    if args.self_check:
+        return self_check()
     logging.basicConfig(level=logging.INFO if args.verbose else logging.ERROR,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     outage = 4.0 if args.quick else 20.0
@@ -295,6 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dead stream noticed after    {figures['stream_dead_detect_s']:.1f} s (target <= 15)")
     print(f"longest recovery             {figures['max_recovery_s']:.1f} s (target <= 10)")
     print(json.dumps(figures))
+    wrong = problems(figures)
+    if wrong:
+        print(f"bench/faults.py: the gate's work was not done right: {'; '.join(wrong)}", file=sys.stderr)
+        return 1
     return 0
 
 

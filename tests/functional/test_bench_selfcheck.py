@@ -1,6 +1,6 @@
-"""The Gerrit-events and diagnosis benchmarks refuse figures from broken work: their `--self-check` modes break
-the work on purpose (over the real SSH stream, ZooKeeper and sshd hosts) and must see every breakage refused, and
-an unbroken run accepted."""
+"""The Gerrit-events, diagnosis and faults benchmarks refuse figures from broken work: their `--self-check` modes
+break the work on purpose (over the real SSH stream, ZooKeeper, sshd hosts and a scheduler process) and must see
+every breakage refused, and an unbroken run accepted."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def self_check(script: str) -> tuple[subprocess.CompletedProcess, dict]:
      "the unbroken listener passes the checks"),
     ("diagnosis.py", ["classifier-returns-nothing", "executor-runs-nothing", "executor-reports-success",
                       "executor-loses-a-build"], "a build of each of the 8 causes passes the checks"),
+    ("faults.py", ["reports-sent-twice"], "the unbroken scheduler passes the checks"),
 ])
 def test_benchmark_refuses_each_broken_run_and_accepts_an_unbroken_one(script: str, sabotages: list[str],
                                                                       unbroken: str) -> None:
