@@ -32,11 +32,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.functional.scale_rig import ScaleRig  # noqa: E402
+from tests.functional.scale_rig import Accounting, ScaleRig  # noqa: E402
 
 
 def say(started: float, text: str) -> None:
     print(f"[{time.monotonic() - started:6.1f}s] {text}", file=sys.stderr, flush=True)
+
+
+def problems(all_merged: bool, account: Accounting, dead: list) -> list[str]:
+    """What makes the figures meaningless: a change lost or reported twice, a service process that did not
+    survive."""
+    found = []
+    if not all_merged or account.lost:
+        found.append(f"changes not merged: {account.not_merged}")
+    if account.double_reports:
+        found.append(f"{account.double_reports} reports sent twice")
+    if dead:
+        found.append(f"service processes died: {dead}")
+    return found
 
 
 def run(count: int, workdir: Path) -> dict:
@@ -81,14 +94,7 @@ def run(count: int, workdir: Path) -> dict:
             "seconds": round(seconds, 1),
             "zk_ops_per_change": round(packets / count, 1),
         }
-        problems = []
-        if not ok or account.lost:
-            problems.append(f"changes not merged: {account.not_merged}")
-        if account.double_reports:
-            problems.append(f"{account.double_reports} reports sent twice")
-        if dead:
-            problems.append(f"service processes died: {dead}")
-        return {"result": result, "problems": problems}
+        return {"result": result, "problems": problems(ok, account, dead)}
     finally:
         rig.stop()
 
