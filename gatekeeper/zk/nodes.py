@@ -103,41 +103,38 @@ class NodeStore(ProviderStore):
         node.id = node.id or node_id
         return node, stat.version
 
+    def _read_all(self, cls, ids: list[str], path_of: Callable[[str], str]) -> tuple[dict, list[str]]:
+        """Records of `ids`, read at once (one round trip, not one per record): the readable ones with their
+        versions, and the ids of the unreadable ones (logged once); gone ones are left out."""
+        answers = [(i, self.kz.get_async(path_of(i))) for i in ids]
+        found, bad = {}, []
+        for i, answer in answers:
+            try:
+                raw, stat = answer.get()
+            except NoNodeError:
+                continue
+            try:
+                record = self._decode(cls, path_of(i), raw)
+            except UnreadableRecord:
+                bad.append(i)
+                continue
+            record.id = (record.id or i) if cls is Node else i  # a request's id is its znode's name
+            found[i] = (record, stat.version)
+        return found, bad
+
     def load_nodes(self, provider: str | None = None) -> dict[str, tuple[Node, int]]:
         """Every readable node (of one provider) with its version; unreadable ones are logged once and skipped."""
-        out = {}
-        for node_id in self.node_ids():
-            try:
-                found = self.read_node(node_id)
-            except UnreadableRecord:
-                continue
-            if found is not None and (provider is None or found[0].provider == provider):
-                out[node_id] = found
-        return out
+        return self.scan_nodes(provider)[0]
 
-    def scan_nodes(self, provider: str) -> tuple[dict[str, tuple[Node, int]], list[str]]:
-        """One read of every node record: the provider's readable nodes with their versions, and the ids of the
-        records (of any provider) that cannot be read."""
-        out, bad = {}, []
-        for node_id in self.node_ids():
-            try:
-                found = self.read_node(node_id)
-            except UnreadableRecord:
-                bad.append(node_id)
-                continue
-            if found is not None and found[0].provider == provider:
-                out[node_id] = found
-        return out, bad
+    def scan_nodes(self, provider: str | None) -> tuple[dict[str, tuple[Node, int]], list[str]]:
+        """One read of every node record: the provider's (or every) readable nodes with their versions, and the
+        ids of the records (of any provider) that cannot be read."""
+        found, bad = self._read_all(Node, self.node_ids(), paths.node)
+        return {i: f for i, f in found.items() if provider is None or f[0].provider == provider}, bad
 
     def unreadable_requests(self) -> list[str]:
         """Ids of request znodes whose record cannot be read."""
-        bad = []
-        for rid in self.request_ids():
-            try:
-                self.read_request(rid)
-            except UnreadableRecord:
-                bad.append(rid)
-        return bad
+        return self._read_all(NodeRequest, self.request_ids(), paths.node_request)[1]
 
     def set_aside_request(self, rid: str) -> None:
         """Move an unreadable request under /nodepool/unreadable (no launcher can serve it)."""
@@ -145,13 +142,7 @@ class NodeStore(ProviderStore):
 
     def unreadable_nodes(self) -> list[str]:
         """Ids of node znodes whose record cannot be read."""
-        bad = []
-        for node_id in self.node_ids():
-            try:
-                self.read_node(node_id)
-            except UnreadableRecord:
-                bad.append(node_id)
-        return bad
+        return self.scan_nodes(None)[1]
 
     def set_aside(self, node_id: str) -> None:
         """Move an unreadable node record under /nodepool/unreadable (kept for an operator), with its lock."""
