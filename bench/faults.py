@@ -127,6 +127,14 @@ class Rig:
         self.procs.append(proc)
         return proc
 
+    def start_and_gate_one(self, what: str) -> Change:
+        """Start a scheduler, and approve a change once it listens; returns the change once it merged."""
+        self.scheduler()
+        wait(lambda: self.sim.listener_count() >= 1, 60, "the scheduler's Gerrit listener")
+        change = self.approve_new()
+        wait(lambda: self.merged(change), 60, what)
+        return change
+
     def approve_new(self, project: str = "org/a") -> Change:
         change = self.sim.create_change(project, f"Change {len(self.sim.changes) + 1}", owner="jane")
         self.sim.approve(change, "rita")
@@ -276,10 +284,7 @@ def self_check() -> int:
     rig = Rig(root)
     not_caught = []
     try:
-        rig.scheduler()
-        wait(lambda: rig.sim.listener_count() >= 1, 60, "the scheduler's Gerrit listener")
-        change = rig.approve_new()
-        wait(lambda: rig.merged(change), 60, "the change to merge")
+        rig.start_and_gate_one("the change to merge")
         found = problems(rig.tally())
         if found:
             print(f"self-check FAILED: the unbroken scheduler was refused: {'; '.join(found)}", file=sys.stderr)
@@ -289,10 +294,7 @@ def self_check() -> int:
         rig.procs[-1].kill()
         rig.procs[-1].wait(10)
         rig.broken = True
-        rig.scheduler()
-        wait(lambda: rig.sim.listener_count() >= 1, 60, "the broken scheduler's Gerrit listener")
-        change = rig.approve_new()
-        wait(lambda: rig.merged(change), 60, "the second change to merge")
+        change = rig.start_and_gate_one("the second change to merge")
         # the doubled success report follows the merge
         wait(lambda: sum("Build succeeded" in m for m in rig.sim.messages(change)) >= 2, 30, "the second report")
         found = problems(rig.tally())
@@ -325,10 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     figures: dict[str, float] = {}
     phases = []
     try:
-        rig.scheduler()
-        wait(lambda: rig.sim.listener_count() >= 1, 60, "the scheduler's Gerrit listener")
-        warm = rig.approve_new()
-        wait(lambda: rig.merged(warm), 60, "the first change to merge")
+        rig.start_and_gate_one("the first change to merge")
 
         def timed(name: str, func: Callable, *a: object) -> object:
             t0 = time.monotonic()
