@@ -232,14 +232,14 @@ def test_gatekeeper_merger_command_serves_requests_until_terminated(tmp_path, zk
 
 class DroppedConnection:
     """A merger's ZooKeeper client whose calls fail with ConnectionLoss from its next transaction on (the one
-    that completes a merge) until `restore()`, as when its server goes away while its session lives on: the
-    session, its ephemeral lock nodes and its watches stay, only the calls fail. With `applied`, ZooKeeper applies
-    that transaction and only its answer is lost."""
+    that completes a merge), or its next call of `at`, until `restore()`, as when its server goes away while its
+    session lives on: the session, its ephemeral lock nodes and its watches stay, only the calls fail. With
+    `applied`, ZooKeeper applies that transaction and only its answer is lost."""
 
     CALLS = ("exists", "get", "get_children", "create", "delete", "set", "transaction")
 
-    def __init__(self, client, applied: bool = False) -> None:
-        self.applied = applied
+    def __init__(self, client, applied: bool = False, at: str = "transaction") -> None:
+        self.applied, self.at = applied, at
         self.down = False
         self.failures = 0
         self.transactions = 0  # sent to ZooKeeper while it answered, or the one that brought the outage
@@ -261,6 +261,9 @@ class DroppedConnection:
 
     def _wrap(self, name: str, real: Callable):
         def call(*args, **kwargs):
+            if name == self.at != "transaction":
+                with self._lock:
+                    self.down, self.at = True, ""  # from this call on
             if self.down:
                 self._fail()
             if name != "transaction":
@@ -271,7 +274,7 @@ class DroppedConnection:
             def committed():
                 with self._lock:
                     self.transactions += 1
-                    first = self.transactions == 1
+                    first = self.transactions == 1 and self.at == "transaction"
                     self.down = self.down or first
                 if self.down and not (first and self.applied):
                     self._fail()
@@ -305,6 +308,8 @@ def test_a_merge_whose_completion_zookeeper_dropped_is_completed_when_it_answers
     outage.restore()
     result = wait_result(zk, ident)
     assert result.ok and result.merger == service.ident, result.message
+    # the result is there for others before the merger has its answer: wait for that answer, then count
+    wait_for(lambda: outage.committed, what="the merger to see its transaction answered")
     assert (outage.committed, service.counters.merges) == (1, 1)  # written once, merged once
     assert pending_merges(zk) == []
     wait_for(lambda: not held_merge_locks(zk), what="the merger to let go of the request's lock")
@@ -344,5 +349,25 @@ def test_a_merge_kept_through_a_dropped_connection_is_let_go_when_the_session_wa
     outage.restore()
     result = wait_result(zk, ident)
     assert result.ok and result.merger == service.ident, result.message
+    wait_for(lambda: outage.committed, what="the merger to see its transaction answered")
     assert outage.committed == 1 and pending_merges(zk) == []
     wait_for(lambda: not held_merge_locks(zk), what="the merger to let go of the request's lock")
+
+
+def test_a_merge_whose_request_zookeeper_dropped_right_after_the_claim_is_kept_and_done_when_it_answers(
+        zk, upstream, start_merger):
+    """The first look at the request once claimed fails: the claim is kept (nobody else could take it), and the
+    request is merged and completed once ZooKeeper answers."""
+    service = start_merger()
+    outage = DroppedConnection(service.zk.client, at="exists")
+    ident = submit_merge(zk, item_request([upstream.change("org/nova", {"n.txt": "n\n"})]))
+    wait_for(lambda: outage.failures >= 2, what="the merger to meet the dropped connection")
+    assert service.kept_claims == [ident] and [h.split("/")[0] for h in held_merge_locks(zk)] == [ident]
+    assert service.counters.merges == 0
+    outage.restore()
+    result = wait_result(zk, ident)
+    assert result.ok and result.merger == service.ident, result.message
+    wait_for(lambda: outage.committed, what="the merger to see its transaction answered")
+    assert (outage.committed, service.counters.merges) == (1, 1)
+    wait_for(lambda: not held_merge_locks(zk) and not service.kept_claims, what="the merger to be done with it")
+    assert pending_merges(zk) == []
