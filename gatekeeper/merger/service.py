@@ -9,6 +9,10 @@ New requests are read as they arrive, and the changes they need are fetched toge
 a whole batch.  A request made while the one ahead of it was still pending (`after`) waits here for that one's
 result, its base, instead of the scheduler waiting for it: a queue's merges follow one another with no round
 trip between them.  Such a request is locked while it waits, so that its turn needs no lock and no look.
+
+A claim whose handling ZooKeeper drops midway (ConnectionLoss, the session living on) is kept, not let go: its
+lock outlives the connection, so nobody else would take the request.  It is handled again once ZooKeeper answers,
+its merge not redone when the result is known, and let go of when the session, and with it the lock, was lost.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from kazoo.exceptions import KazooException, NoNodeError
+from kazoo.exceptions import ConnectionLoss, KazooException, NoNodeError, SessionExpiredError
 from kazoo.recipe.watchers import ChildrenWatch
 
 from gatekeeper.merger.cache import RepoCache
@@ -34,6 +38,7 @@ log = logging.getLogger("gatekeeper.merger")
 
 _STOP = object()
 KEPT_RESULTS = 512  # results kept in memory as bases of requests made after them
+RETRY_KEPT_CLAIM = 1.0  # seconds between tries of a claim whose handling ZooKeeper dropped
 
 
 class MergerService:
@@ -61,6 +66,7 @@ class MergerService:
         self._results: collections.OrderedDict[str, MergeResult] = collections.OrderedDict()
         self._locked: dict[str, object] = {}  # request id -> its lock, taken while it waits for its base
         self._locking: set[str] = set()  # requests whose lock the intake is taking
+        self._kept: dict[str, object] = {}  # request id -> its lock: claimed, ZooKeeper failed us handling it
         self._queued: set[str] = set()
         self._active: set[str] = set()
         self._claims: ClaimWatch | None = None
@@ -78,6 +84,12 @@ class MergerService:
     @property
     def counters(self) -> MergerCounters:
         return self.merger.counters
+
+    @property
+    def kept_claims(self) -> list[str]:
+        """The requests claimed here whose handling ZooKeeper dropped, waiting for it to answer again."""
+        with self._guard:
+            return sorted(self._kept)
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def start(self) -> MergerService:
@@ -108,6 +120,8 @@ class MergerService:
         self._threads = []
         with self._guard:
             locked, self._locked = self._locked, {}
+            locked.update(self._kept)
+            self._kept = {}
         for ident, lock in locked.items():
             self._release(ident, lock)
         if self._claims is not None:
@@ -128,7 +142,7 @@ class MergerService:
 
     def _enqueue(self, *idents: str) -> None:
         with self._guard:
-            fresh = [i for i in idents if i not in self._queued and i not in self._active]
+            fresh = [i for i in idents if i not in self._queued and i not in self._active and i not in self._kept]
             if not fresh or self._stopping.is_set():
                 return
             self._queued.update(fresh)
@@ -250,10 +264,12 @@ class MergerService:
             finally:
                 with self._guard:
                     self._active.discard(ident)
-            if status != "waiting":
+            if status not in ("waiting", "kept", "lost"):
                 self._release_waiting(ident)
             if status == "elsewhere" and not self._stopping.is_set():
                 self._wait_for_claimer(ident)
+            if status == "lost":
+                self._enqueue(ident)  # anyone's again, ours too
 
     def _wait_for_claimer(self, ident: str) -> None:
         """Come back to `ident` when the merger holding it lets it go (done, or dead with its session)."""
@@ -272,10 +288,12 @@ class MergerService:
 
     def _handle(self, ident: str) -> str:
         """Claim, merge and complete one request: "done", or "elsewhere" when another merger holds it, or
-        "waiting" when its base is another merger's request still pending."""
+        "waiting" when its base is another merger's request still pending, or "kept" when ZooKeeper failed us
+        midway (the claim is kept, and tried again), or "lost" when a kept claim went with the session."""
         with self._guard:
             self._locks_taken.wait_for(lambda: ident not in self._locking, timeout=30)
-            lock = self._locked.pop(ident, None)  # taken ahead: the request is there and ours
+            kept = self._kept.pop(ident, None)
+            lock = kept or self._locked.pop(ident, None)  # taken ahead: the request is there and ours
         looked = lock is not None
         if lock is None:
             lock = self.queue.lock(ident, self.ident)
@@ -283,45 +301,94 @@ class MergerService:
             self.lock_waits += 1
             return "elsewhere"
         try:
-            with self._guard:
-                request = self._requests.get(ident)  # read on arrival
-            if request is not None and not looked and not self.queue.exists(ident):
-                request = None  # completed by another merger, which released the lock since
-            elif request is None:
-                request = self.queue.read(ident)
-            if request is None:
-                return "done"  # by another merger already
-            started = time.monotonic()
-            base = None
-            if request.after and not request.base:
-                found, base = self._base_of(request)
-                if found == "waiting":
-                    return "waiting"
-            try:
-                if request.after and not request.base and (base is None or not base.ok):
-                    why = "could not be merged" if base is not None else "is no longer known"
-                    result = MergeResult(id=request.id, item=request.item, pipeline=request.pipeline,
-                                         message=f"merger error: the merge of the item ahead ({request.after}) {why}")
-                else:
-                    if base is not None:
-                        request.base = base.repo_state
-                    result = self.merger.merge(request)
-            except Exception as exc:  # a bug must still answer the scheduler, or the item waits forever
-                log.exception("[%s %s] merger error", request.pipeline, request.item or ident)
-                result = MergeResult(id=request.id, item=request.item, pipeline=request.pipeline,
-                                     message=f"merger error: {type(exc).__name__}: {exc}")
-            result.id = ident
-            result.merger = self.ident
-            result.elapsed = time.monotonic() - started
-            with self._guard:
-                self._results[ident] = result
-                while len(self._results) > KEPT_RESULTS:
-                    self._results.popitem(last=False)
-            if result.ok:
-                # The merge behind it may start while this result is written; a failed one is written first, so
-                # that the scheduler never sees the error behind it before its cause.
-                self._release_waiting(ident)
-            self.queue.complete(result, lock)
-            return "done"
-        finally:
+            status = self._still_ours(ident, lock) if kept is not None else "ours"
+            if status == "ours":
+                status = self._merge_and_complete(ident, lock, looked)
+            self.queue.release(ident, lock)  # nothing left to do when `complete` released it
+            return status
+        except (ConnectionLoss, SessionExpiredError) as exc:
+            self._keep(ident, lock, exc, again=kept is not None)
+            return "kept"
+        except BaseException:
             self._release(ident, lock)
+            raise
+
+    def _still_ours(self, ident: str, lock) -> str:
+        """For a claim kept through a ZooKeeper failure: "ours" while our session still holds its lock, "done"
+        when the request is gone, "lost" when the lock went with an expired session (the request is anyone's)."""
+        if not self.queue.exists(ident):
+            return "done"  # completed (by our own transaction, whose answer was lost), or cancelled
+        node = self.zk.client.exists(f"{lock.path}/{lock.node}") if lock.node else None
+        if node is not None and node.ephemeralOwner == self.zk.client.client_id[0]:
+            return "ours"
+        log.info("merge %s: our claim was lost with the ZooKeeper session; the request is anyone's again", ident)
+        return "lost"
+
+    def _keep(self, ident: str, lock, exc: Exception, again: bool) -> None:
+        """Keep a claim whose handling ZooKeeper dropped (the session, and with it the lock, usually outlives a
+        lost connection: letting go is not possible, and nobody else would take it), and try it again later."""
+        if again:
+            log.debug("merge %s: ZooKeeper still fails (%s); trying again", ident, type(exc).__name__)
+        else:
+            log.warning("merge %s: ZooKeeper failed while handling it (%s); keeping the claim and trying again",
+                        ident, type(exc).__name__)
+        with self._guard:
+            self._kept[ident] = lock
+        retry = threading.Timer(RETRY_KEPT_CLAIM, self._retry_kept, args=(ident,))
+        retry.daemon = True
+        retry.start()
+
+    def _retry_kept(self, ident: str) -> None:
+        with self._guard:
+            if self._stopping.is_set() or ident not in self._kept:
+                return
+            self._queued.add(ident)
+        self._queue.put(ident)
+
+    def _merge_and_complete(self, ident: str, lock, looked: bool) -> str:
+        """Merge a request we hold the lock of, and publish its result: "done", or "waiting" for its base."""
+        with self._guard:
+            request = self._requests.get(ident)  # read on arrival
+        if request is not None and not looked and not self.queue.exists(ident):
+            request = None  # completed by another merger, which released the lock since
+        elif request is None:
+            request = self.queue.read(ident)
+        if request is None:
+            return "done"  # by another merger already
+        with self._guard:
+            known = self._results.get(ident)
+        if known is not None:  # merged here before ZooKeeper failed us: only its completion is left
+            self.queue.complete(known, lock)
+            return "done"
+        started = time.monotonic()
+        base = None
+        if request.after and not request.base:
+            found, base = self._base_of(request)
+            if found == "waiting":
+                return "waiting"
+        try:
+            if request.after and not request.base and (base is None or not base.ok):
+                why = "could not be merged" if base is not None else "is no longer known"
+                result = MergeResult(id=request.id, item=request.item, pipeline=request.pipeline,
+                                     message=f"merger error: the merge of the item ahead ({request.after}) {why}")
+            else:
+                if base is not None:
+                    request.base = base.repo_state
+                result = self.merger.merge(request)
+        except Exception as exc:  # a bug must still answer the scheduler, or the item waits forever
+            log.exception("[%s %s] merger error", request.pipeline, request.item or ident)
+            result = MergeResult(id=request.id, item=request.item, pipeline=request.pipeline,
+                                 message=f"merger error: {type(exc).__name__}: {exc}")
+        result.id = ident
+        result.merger = self.ident
+        result.elapsed = time.monotonic() - started
+        with self._guard:
+            self._results[ident] = result
+            while len(self._results) > KEPT_RESULTS:
+                self._results.popitem(last=False)
+        if result.ok:
+            # The merge behind it may start while this result is written; a failed one is written first, so
+            # that the scheduler never sees the error behind it before its cause.
+            self._release_waiting(ident)
+        self.queue.complete(result, lock)
+        return "done"

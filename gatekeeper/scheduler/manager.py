@@ -18,7 +18,7 @@ from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, Pipelin
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
-from gatekeeper.zk.management import Action, ManagementRequest
+from gatekeeper.zk.management import Action, ManagementRequest, NotFound
 from gatekeeper.zk.merges import MergeRequest, MergeResult, MergeState
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
@@ -483,7 +483,8 @@ class PipelineManager(ItemReports):
 
     # -- operator requests ----------------------------------------------------------------------------------------
     def manage(self, request: ManagementRequest) -> str:
-        """Apply an enqueue, dequeue or promote request; returns "" or an error for the operator."""
+        """Apply an enqueue, dequeue or promote request; returns "" or an error for the operator, and raises
+        NotFound when the request names a change that is not there."""
         action = request.action
         if action is Action.ENQUEUE:
             return self._manage_enqueue(request.change)
@@ -491,7 +492,7 @@ class PipelineManager(ItemReports):
             key = request.change
             item = self.state.find(key)
             if item is None:
-                return f"no change {key} in {self.name}"
+                raise NotFound(f"no change {key} in {self.name}")
             queue = self.state.queues.get(item.queue)
             if queue and queue.dynamic:
                 self._remove_queue_of(item)
@@ -509,7 +510,7 @@ class PipelineManager(ItemReports):
             return f'"{key}" is not a change (expected NUMBER,PATCHSET such as 5,1)'
         change = self.lookup(number)
         if change is None:
-            return f"no change {number} in Gerrit"
+            raise NotFound(f"no change {number} in Gerrit")
         if change.patchset != patchset:
             return f"change {key} is not current (the current patch set is {change.key})"
         if self.state.find(key):
@@ -528,7 +529,7 @@ class PipelineManager(ItemReports):
         for key in keys:
             item = self.state.find(key)
             if item is None:
-                return f"no change {key} in {self.name}"
+                raise NotFound(f"no change {key} in {self.name}")
             items.append(item)
         queues = {i.queue for i in items}
         if len(queues) > 1:

@@ -52,7 +52,7 @@ from gatekeeper.zk.client import ConnectionEvent, ZKClient
 from gatekeeper.zk.components import Component
 from gatekeeper.zk.deadletter import DeadLetters
 from gatekeeper.zk.event_queue import EventQueue
-from gatekeeper.zk.management import Action, ManagementAnswer, ManagementRequest, request_paths, take_request
+from gatekeeper.zk.management import Action, ManagementAnswer, ManagementRequest, NotFound, request_paths, take_request
 from gatekeeper.zk.merges import MergeResult
 
 log = logging.getLogger("gatekeeper.scheduler")
@@ -410,7 +410,7 @@ class Scheduler(EventIntake, PipelineLocks):
             consumed_merges, consumed_builds, answers = self._apply(manager, state)
             if loaded or reported or answers or state.dirty or state.removed or state.changed:
                 manager.process()  # else nothing the loop looks at changed: it would decide the same again
-            extra = backend.tx_ops() + [encode_op(paths.management_result(i), ManagementAnswer(err).to_dict())
+            extra = backend.tx_ops() + [encode_op(paths.management_result(i), ManagementAnswer.of(err).to_dict())
                                         for i, err in answers]
             if extra or state.dirty or state.removed or state.changed:  # a save anyway: "done" entries go with it
                 extra += reports.take_records(set(state.items) | state.removed)
@@ -471,6 +471,8 @@ class Scheduler(EventIntake, PipelineLocks):
                     continue
                 try:
                     error = manager.manage(request)
+                except NotFound as exc:
+                    error = exc
                 except ZK_ERRORS:
                     raise
                 except SourceUnavailable as exc:
@@ -526,13 +528,13 @@ class Scheduler(EventIntake, PipelineLocks):
                 continue
             self._answered_requests.add(ident)
             known = ", ".join(sorted(self.layout.pipelines))
-            self._answer(ident, f"no pipeline {request.pipeline!r} (pipelines: {known})")
+            self._answer(ident, NotFound(f"no pipeline {request.pipeline!r} (pipelines: {known})"))
             for p in self.layout.pipelines:
                 self._skipped[(p, MANAGEMENT)] = max(self._skipped.get((p, MANAGEMENT), -1), seq(ident))
 
-    def _answer(self, ident: str, error: str) -> None:
+    def _answer(self, ident: str, error: NotFound | str) -> None:
         try:
-            self.zk.client.create(paths.management_result(ident), ManagementAnswer(error).to_bytes(), makepath=True)
+            self.zk.client.create(paths.management_result(ident), ManagementAnswer.of(error).to_bytes(), makepath=True)
         except NodeExistsError:
             pass
 

@@ -19,7 +19,9 @@ from gatekeeper.zk.management import (
     MalformedRequest,
     ManagementRequest,
     ManagementTimeout,
-    send_management,
+    NotFound,
+    Refused,
+    apply_management,
 )
 from gatekeeper.zk.node_changes import MAX_HOLD_HOURS
 
@@ -194,16 +196,19 @@ class Admin:
 
     def _management(self, action: Action, pipeline: str, who: str, change: str = "",
                     changes: list[str] | None = None) -> None:
-        """Send an operator request to the scheduler (its own helper and format) and wait for its answer."""
+        """Send an operator request to the scheduler (its own helper and format) and wait for its answer: a
+        refusal naming something that is not there is a 404, any other a 409."""
         request = ManagementRequest(action, pipeline=pipeline, change=change, changes=changes or [], user=who)
         try:
-            error = send_management(self.zk, request, self.timeout)
+            apply_management(self.zk, request, self.timeout)
         except MalformedRequest as exc:
             raise AdminError(str(exc)) from None
         except ManagementTimeout as exc:
             raise AdminError(str(exc), 504) from None
-        if error:
-            raise AdminError(error, 404 if error.startswith("no ") else 409)
+        except NotFound as exc:
+            raise AdminError(str(exc), 404) from None
+        except Refused as exc:
+            raise AdminError(str(exc), 409) from None
 
     def _pipeline(self, name: str) -> str:
         known = self._pipelines()

@@ -2,8 +2,10 @@
 
 A request is a `ManagementRequest` record in the management event queue; a scheduler reads it once with
 `ManagementRequest.parse` (a malformed one is refused with the field named), takes it (`take_request`), applies it
-and writes a `ManagementAnswer` at `/events/management/results/<id>`. A sender that gets no answer in time
-withdraws the request unless a scheduler took it. Used by the operator CLI and the web's admin API alike.
+and writes a `ManagementAnswer` at `/events/management/results/<id>`: done, or refused with a sentence for people,
+typed as `NotFound` (something the request names is not there) or `Refused` (any other refusal). A sender that gets
+no answer in time withdraws the request unless a scheduler took it. Used by the operator CLI and the web's admin API
+alike.
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ class MalformedRequest(ValueError):
 
 class ManagementTimeout(RuntimeError):
     """No scheduler answered in time; the message says whether the request was withdrawn or may still run."""
+
+
+class Refused(Exception):
+    """A scheduler refused an operator request (a change already there, a promote in the wrong pipeline, ...);
+    the message says why."""
+
+
+class NotFound(Refused):
+    """A scheduler refused an operator request because something it names is not there: a pipeline, a change in
+    a pipeline or in Gerrit."""
 
 
 @dataclasses.dataclass
@@ -121,6 +133,18 @@ class ManagementAnswer(Record):
 
     VERSION = 1
     error: str = ""
+    not_found: bool = False  # the refusal is that something named is not there (an older scheduler never says)
+
+    @classmethod
+    def of(cls, outcome: Refused | str | None) -> ManagementAnswer:
+        """The answer to a request that was done ("" or None) or refused (an error, typed or not)."""
+        return cls(error=str(outcome or ""), not_found=isinstance(outcome, NotFound))
+
+    def refusal(self) -> Refused | None:
+        """The refusal as its typed error; None when the request was done."""
+        if not self.error:
+            return None
+        return NotFound(self.error) if self.not_found else Refused(self.error)
 
 
 def _check_change(field: str, key: str) -> None:
@@ -136,7 +160,20 @@ def _shown(value: Any) -> str:
 
 
 def send_management(zk: ZKClient, request: ManagementRequest, timeout: float = 30.0) -> str:
-    """Write an operator request and wait for a scheduler's answer: "" when done, else the error for people.
+    """Write an operator request and wait for a scheduler's answer: "" when done, else the error for people."""
+    return exchange_management(zk, request, timeout).error
+
+
+def apply_management(zk: ZKClient, request: ManagementRequest, timeout: float = 30.0) -> None:
+    """Have a scheduler apply an operator request; raises NotFound or Refused when it refuses it (besides
+    MalformedRequest and ManagementTimeout, as `send_management`)."""
+    refusal = exchange_management(zk, request, timeout).refusal()
+    if refusal is not None:
+        raise refusal
+
+
+def exchange_management(zk: ZKClient, request: ManagementRequest, timeout: float = 30.0) -> ManagementAnswer:
+    """Write an operator request and wait for a scheduler's answer.
 
     When no answer comes in time the request is withdrawn from the queue if no scheduler has taken it yet, so that
     an operator told "it failed" is never surprised by it running later.
@@ -168,7 +205,7 @@ def send_management(zk: ZKClient, request: ManagementRequest, timeout: float = 3
         zk.client.delete(path)
     except NoNodeError:
         pass
-    return answer[0].error
+    return answer[0]
 
 
 def take_request(zk: ZKClient, ident: str) -> bool:

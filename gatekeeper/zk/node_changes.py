@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from gatekeeper.zk import node_records as model
 from gatekeeper.zk.client import ZKClient
-from gatekeeper.zk.node_records import Autohold, Node
+from gatekeeper.zk.node_records import MAX_HOLD_HOURS, Autohold, Node
 from gatekeeper.zk.nodes import NodeStore, NodeStoreError
 
 
@@ -31,7 +31,7 @@ def claim_autohold(zk: ZKClient, project: str, job: str, change: str, node_id: s
 
 
 # -- operators' node changes: the CLI and the web admin API share these --------------------------------------------
-MAX_HOLD_HOURS = 24 * 30  # the longest an operator may hold a node or ask an autohold for: 30 days
+__all__ = ["MAX_HOLD_HOURS", "NodeChangeError", "change_node", "hold_node", "release_node"]
 
 
 class NodeChangeError(Exception):
@@ -54,14 +54,18 @@ def change_node(zk: ZKClient, node_id: str, change: Callable[[Node], bool]) -> N
 
 
 def hold_node(zk: ZKClient, node_id: str, reason: str, hours: float = 24.0) -> Node:
-    """Hold a node for `hours`: a ready one at once, an allocated or in-use one when its consumer releases it."""
+    """Hold a node for `hours` (at most MAX_HOLD_HOURS): a ready one at once, an allocated or in-use one when its
+    consumer releases it, for the hours asked here."""
+    if not 0 < hours <= MAX_HOLD_HOURS:  # also refuses NaN
+        raise NodeChangeError(f"node {node_id}: a hold lasts more than 0 and at most {MAX_HOLD_HOURS} hours, "
+                              f"not {hours:g}", 400)
 
     def change(node: Node) -> bool:
         if node.state in (model.READY, model.HOLD):
             node.set_state(model.HOLD)
             node.hold_reason, node.hold_until = reason, time.time() + hours * 3600
         elif node.state in (model.IN_USE, model.ALLOCATED):
-            node.hold_requested = reason  # held when its consumer releases it
+            node.hold_requested, node.hold_requested_hours = reason, hours  # held so when its consumer releases it
         else:
             raise NodeChangeError(f"node {node.id} is {node.state}; only ready, allocated or in-use nodes can be held")
         return False

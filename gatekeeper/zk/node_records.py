@@ -19,6 +19,8 @@ DELETING = "deleting"
 FAILED = "failed"
 NODE_STATES = (BUILDING, READY, ALLOCATED, IN_USE, USED, HOLD, DELETING, FAILED)
 
+MAX_HOLD_HOURS = 24 * 30  # the longest an operator may hold a node or ask an autohold for: 30 days
+
 # request states
 REQUESTED = "requested"
 PENDING = "pending"  # claimed by a launcher that is launching nodes for it
@@ -87,6 +89,7 @@ class Node(_HotRecord):
     hold_reason: str = ""
     hold_until: float = 0.0
     hold_requested: str = ""  # an operator asked to hold this in-use node when released (the reason)
+    hold_requested_hours: float = 0.0  # ... for this long (0: as long as its consumer holds nodes)
     hold_change: str = ""  # "N,P" of the change whose failed build this node is held for
     hold_owner: str = ""  # that change's owner (username): who, besides operators, may ask for access
     comment: str = ""

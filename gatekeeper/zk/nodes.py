@@ -480,22 +480,24 @@ class NodeStore(ProviderStore):
     def release(self, node_id: str, cached: tuple[Node, int] | None, held: bool, reason: str,
                 hold_hours: float, change: str = "", owner: str = "", locked: bool = True) -> None:
         """Give a node back and drop its consumer's lock (if `locked`): used (its launcher deletes it) or held for
-        `hold_hours` (an operator's earlier hold request wins over "used"); a node held for a failed build records
-        its change and that change's owner."""
+        `hold_hours` (an operator's earlier hold request wins over "used", with the hours the operator asked, the
+        longer when both hold it); a node held for a failed build records its change and that change's owner."""
         for _ in range(5):
             if cached is None:
                 cached = self.read_node(node_id)
                 if cached is None:
                     return
             current, version = Node.from_dict(cached[0].to_dict()), cached[1]
-            hold, why = held, reason
-            if not hold and current.hold_requested:
-                hold, why = True, current.hold_requested
+            hold, why, hours = held, reason, hold_hours
+            if current.hold_requested:  # an operator's hold: for the hours asked, or the build's if that is longer
+                asked = min(current.hold_requested_hours or hold_hours, model.MAX_HOLD_HOURS)
+                hours = max(hold_hours, asked) if held else asked
+                hold, why = True, reason if held else current.hold_requested
             tx = self.kz.transaction()
             if hold:
                 current.set_state(model.HOLD)
                 current.hold_reason = why
-                current.hold_until = time.time() + hold_hours * 3600
+                current.hold_until = time.time() + hours * 3600
                 if held:
                     current.hold_change, current.hold_owner = change, owner
                 tx.set_data(paths.node(node_id), current.to_bytes(), version=version)

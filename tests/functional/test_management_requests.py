@@ -155,3 +155,30 @@ def test_a_request_for_an_unknown_pipeline_is_answered_once(gate: GateHarness, h
     assert len(gate.zk.client.get_children(paths.management_queue())) == 5
     # The sender deleted each answer it read; an answer written again would be left behind.
     assert gate.zk.client.get_children(paths.MANAGEMENT_RESULTS) == []
+
+
+def test_a_refusal_says_whether_what_the_request_names_is_not_there(gate: GateHarness) -> None:
+    """The scheduler's answer is typed: NotFound for a change or pipeline that is not there, Refused for any other
+    refusal; the sentence is the same one the operator CLI prints."""
+    from gatekeeper.zk.management import NotFound, Refused, apply_management
+
+    def refusal(action: str, pipeline: str, **fields) -> Refused:
+        with pytest.raises(Refused) as caught:
+            apply_management(gate.zk, ManagementRequest(Action(action), pipeline=pipeline, **fields), timeout=30)
+        assert gate.management(action, pipeline, **fields) == str(caught.value)  # what `gatekeeper ...` prints
+        return caught.value
+
+    gate.executor.hold = True  # 1,1 stays in check while its build is held
+    gate.change("org/a")
+    wait_for(lambda: gate.executor.held(), 30, "the check build of 1,1 to start")
+    missing = [refusal("dequeue", "check", change="7,1"), refusal("enqueue", "check", change="99,1"),
+               refusal("promote", "gate", changes=["7,1"]), refusal("dequeue", "nope", change="1,1")]
+    assert [(type(r), str(r)) for r in missing] == [
+        (NotFound, "no change 7,1 in check"), (NotFound, "no change 99 in Gerrit"), (NotFound, "no change 7,1 in gate"),
+        (NotFound, "no pipeline 'nope' (pipelines: check, gate)")]
+    conflicts = [refusal("enqueue", "check", change="1,1"), refusal("promote", "check", changes=["1,1"])]
+    assert [(type(r), str(r)) for r in conflicts] == [
+        (Refused, "change 1,1 is already in check"),
+        (Refused, "promote applies to dependent pipelines; check is independent")]
+    apply_management(gate.zk, ManagementRequest(Action.DEQUEUE, "check", change="1,1"), timeout=30)  # done: no error
+    gate.executor.release()

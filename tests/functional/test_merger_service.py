@@ -228,3 +228,146 @@ def test_gatekeeper_merger_command_serves_requests_until_terminated(tmp_path, zk
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+class DroppedConnection:
+    """A merger's ZooKeeper client whose calls fail with ConnectionLoss from its next transaction on (the one
+    that completes a merge), or its next call of `at`, until `restore()`, as when its server goes away while its
+    session lives on: the session, its ephemeral lock nodes and its watches stay, only the calls fail. With
+    `applied`, ZooKeeper applies that transaction and only its answer is lost."""
+
+    CALLS = ("exists", "get", "get_children", "create", "delete", "set", "transaction")
+
+    def __init__(self, client, applied: bool = False, at: str = "transaction") -> None:
+        self.applied, self.at = applied, at
+        self.down = False
+        self.failures = 0
+        self.transactions = 0  # sent to ZooKeeper while it answered, or the one that brought the outage
+        self.committed = 0  # applied by ZooKeeper (every operation of it succeeded)
+        self._lock = threading.Lock()
+        for name in self.CALLS:
+            setattr(client, name, self._wrap(name, getattr(client, name)))
+
+    def restore(self) -> None:
+        with self._lock:
+            self.down = False
+
+    def _fail(self) -> None:
+        from kazoo.exceptions import ConnectionLoss
+
+        with self._lock:
+            self.failures += 1
+        raise ConnectionLoss()
+
+    def _wrap(self, name: str, real: Callable):
+        def call(*args, **kwargs):
+            if name == self.at != "transaction":
+                with self._lock:
+                    self.down, self.at = True, ""  # from this call on
+            if self.down:
+                self._fail()
+            if name != "transaction":
+                return real(*args, **kwargs)
+            tx = real(*args, **kwargs)
+            commit = tx.commit
+
+            def committed():
+                with self._lock:
+                    self.transactions += 1
+                    first = self.transactions == 1 and self.at == "transaction"
+                    self.down = self.down or first
+                if self.down and not (first and self.applied):
+                    self._fail()
+                results = commit()
+                with self._lock:
+                    self.committed += not any(isinstance(r, Exception) for r in results)
+                if self.down:
+                    self._fail()
+                return results
+            tx.commit = committed
+            return tx
+        return call
+
+
+def held_merge_locks(zk: ZKClient) -> list[str]:
+    lock_dir = paths.lock("merge")
+    return [f"{ident}/{node}" for ident in (zk.client.get_children(lock_dir) if zk.client.exists(lock_dir) else [])
+            for node in zk.client.get_children(f"{lock_dir}/{ident}")]
+
+
+def test_a_merge_whose_completion_zookeeper_dropped_is_completed_when_it_answers_not_left_locked(
+        zk, upstream, start_merger):
+    """The connection drops as the merger writes a result (as when a ZooKeeper member dies): its session, and so
+    its claim, lives on. The request must not sit locked for ever; the result is written once it answers."""
+    service = start_merger()
+    outage = DroppedConnection(service.zk.client)
+    ident = submit_merge(zk, item_request([upstream.change("org/nova", {"n.txt": "n\n"})]))
+    wait_for(lambda: outage.failures >= 2, what="the merger to meet the dropped connection")
+    assert pending_merges(zk) == [ident] and read_merge_result(zk, ident, delete=False) is None
+    assert [h.split("/")[0] for h in held_merge_locks(zk)] == [ident]  # the claim is kept meanwhile
+    outage.restore()
+    result = wait_result(zk, ident)
+    assert result.ok and result.merger == service.ident, result.message
+    # the result is there for others before the merger has its answer: wait for that answer, then count
+    wait_for(lambda: outage.committed, what="the merger to see its transaction answered")
+    assert (outage.committed, service.counters.merges) == (1, 1)  # written once, merged once
+    assert pending_merges(zk) == []
+    wait_for(lambda: not held_merge_locks(zk), what="the merger to let go of the request's lock")
+
+
+def test_a_merge_whose_completion_answer_zookeeper_dropped_is_not_written_twice(zk, upstream, start_merger):
+    """ZooKeeper applied the transaction that publishes the result, and the answer was lost: when it answers
+    again the merger finds its request done, and neither merges nor writes it again."""
+    service = start_merger()
+    outage = DroppedConnection(service.zk.client, applied=True)
+    ident = submit_merge(zk, item_request([upstream.change("org/nova", {"n.txt": "n\n"})]))
+    wait_for(lambda: outage.failures >= 2, what="the merger to meet the dropped connection")
+    outage.restore()
+    result = wait_result(zk, ident)
+    assert result.ok and result.merger == service.ident, result.message
+    wait_for(lambda: not held_merge_locks(zk) and not service.kept_claims, what="the merger to be done with it")
+    assert (outage.transactions, outage.committed, service.counters.merges) == (1, 1, 1)
+    assert pending_merges(zk) == [] and read_merge_result(zk, ident) is None
+
+
+def test_a_merge_kept_through_a_dropped_connection_is_let_go_when_the_session_was_lost(
+        zk, zk_server, upstream, start_merger):
+    """While the connection is down the server expires the merger's session, and its claim goes with it: the
+    merger must not write a result under a lock it no longer holds; it takes the request afresh."""
+    from kazoo.client import KazooClient
+
+    service = start_merger()
+    outage = DroppedConnection(service.zk.client)
+    ident = submit_merge(zk, item_request([upstream.change("org/nova", {"n.txt": "n\n"})]))
+    wait_for(lambda: outage.failures >= 2, what="the merger to meet the dropped connection")
+    session_id, password = service.zk.client.client_id
+    intruder = KazooClient(hosts=zk_server.hosts, client_id=(session_id, password))
+    intruder.start()
+    intruder.stop()
+    intruder.close()
+    wait_for(lambda: not held_merge_locks(zk), what="the expired session's lock to go")
+    outage.restore()
+    result = wait_result(zk, ident)
+    assert result.ok and result.merger == service.ident, result.message
+    wait_for(lambda: outage.committed, what="the merger to see its transaction answered")
+    assert outage.committed == 1 and pending_merges(zk) == []
+    wait_for(lambda: not held_merge_locks(zk), what="the merger to let go of the request's lock")
+
+
+def test_a_merge_whose_request_zookeeper_dropped_right_after_the_claim_is_kept_and_done_when_it_answers(
+        zk, upstream, start_merger):
+    """The first look at the request once claimed fails: the claim is kept (nobody else could take it), and the
+    request is merged and completed once ZooKeeper answers."""
+    service = start_merger()
+    outage = DroppedConnection(service.zk.client, at="exists")
+    ident = submit_merge(zk, item_request([upstream.change("org/nova", {"n.txt": "n\n"})]))
+    wait_for(lambda: outage.failures >= 2, what="the merger to meet the dropped connection")
+    assert service.kept_claims == [ident] and [h.split("/")[0] for h in held_merge_locks(zk)] == [ident]
+    assert service.counters.merges == 0
+    outage.restore()
+    result = wait_result(zk, ident)
+    assert result.ok and result.merger == service.ident, result.message
+    wait_for(lambda: outage.committed, what="the merger to see its transaction answered")
+    assert (outage.committed, service.counters.merges) == (1, 1)
+    wait_for(lambda: not held_merge_locks(zk) and not service.kept_claims, what="the merger to be done with it")
+    assert pending_merges(zk) == []

@@ -4,6 +4,7 @@ stored pipeline state, and its admin API and the operator CLI drive the real sch
 from __future__ import annotations
 
 import json
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -94,3 +95,32 @@ def test_operator_cli_and_admin_api_drive_the_real_scheduler(gate_web, capsys):
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert json.loads(resp.read())["result"] == "done"
     wait_for(lambda: not gate_web.items("check"), 10, "the dequeued change to leave the status")
+
+
+def admin(url: str, action: str, body: dict) -> tuple[int, dict]:
+    req = urllib.request.Request(f"{url}/api/v1/admin/{action}", json.dumps(body).encode(),
+                                 {"Authorization": f"Bearer {TOKEN}", "X-Gatekeeper-User": "ops"})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_admin_api_answers_404_for_what_the_scheduler_does_not_have_and_409_for_a_conflict(gate_web):
+    gate, url = gate_web.gate, gate_web.web.url
+    gate.change("org/a")
+    wait_for(lambda: gate_web.items("check"), 30, "1,1 in check")
+    assert admin(url, "dequeue", {"pipeline": "check", "change": "7,1"}) == (404, {"error": "no change 7,1 in check"})
+    assert admin(url, "enqueue", {"pipeline": "check", "change": "99,1"}) == (404, {"error": "no change 99 in Gerrit"})
+    assert admin(url, "promote", {"pipeline": "gate", "changes": "7,1"}) == (404, {"error": "no change 7,1 in gate"})
+    assert admin(url, "enqueue", {"pipeline": "check", "change": "1,1"}) == (
+        409, {"error": "change 1,1 is already in check"})
+    assert admin(url, "promote", {"pipeline": "check", "changes": "1,1"}) == (
+        409, {"error": "promote applies to dependent pipelines; check is independent"})
+    # retrigger of a change not in the pipeline: its dequeue is not found, and it is enqueued all the same
+    assert admin(url, "dequeue", {"pipeline": "check", "change": "1,1"})[0] == 200
+    wait_for(lambda: not gate_web.items("check"), 10, "the dequeued change to leave the status")
+    assert admin(url, "retrigger", {"pipeline": "check", "change": "1,1"}) == (200, {
+        "action": "retrigger", "pipeline": "check", "change": "1,1", "result": "done"})
+    wait_for(lambda: gate_web.items("check"), 10, "1,1 in check again")

@@ -17,7 +17,7 @@ from gatekeeper.models.interfaces import Report, ReportOutcome
 from gatekeeper.models.pipeline import Change, PipelineState
 from gatekeeper.scheduler.manager import PipelineManager
 from gatekeeper.zk.builds import BuildRequest, BuildResult
-from gatekeeper.zk.management import Action, ManagementRequest
+from gatekeeper.zk.management import Action, ManagementRequest, NotFound
 from gatekeeper.zk.merges import MergeRequest, MergeResult
 from tests.layouts import GATE_LAYOUT
 
@@ -188,11 +188,14 @@ def test_depends_on_an_unapproved_change_is_refused(gate: Gate) -> None:
 def test_management_requests_are_validated(gate: Gate) -> None:
     gate.change()
     m = gate.manager("gate")
-    assert m.manage(ManagementRequest(Action.DEQUEUE, "gate", change="5,1")) == "no change 5,1 in gate"
-    assert m.manage(ManagementRequest(Action.PROMOTE, "gate", changes=["5,1"])) == "no change 5,1 in gate"
+    with pytest.raises(NotFound, match="^no change 5,1 in gate$"):
+        m.manage(ManagementRequest(Action.DEQUEUE, "gate", change="5,1"))
+    with pytest.raises(NotFound, match="^no change 5,1 in gate$"):
+        m.manage(ManagementRequest(Action.PROMOTE, "gate", changes=["5,1"]))
     assert m.manage(ManagementRequest(Action.ENQUEUE, "gate", change="1,1")) == \
         "change 1,1 cannot enter gate: it does not have Code-Review: +2"
-    assert m.manage(ManagementRequest(Action.ENQUEUE, "gate", change="9,1")) == "no change 9 in Gerrit"
+    with pytest.raises(NotFound, match="^no change 9 in Gerrit$"):
+        m.manage(ManagementRequest(Action.ENQUEUE, "gate", change="9,1"))
 
 
 def test_every_attempt_and_every_reported_buildset_goes_to_build_history(gate: Gate) -> None:
