@@ -114,9 +114,12 @@ def test_queued_records_that_do_not_read_become_dead_letters_at_once(gate: GateH
     assert code == 0 and json.loads(out)["dead_letters"] == []
 
 
-def test_events_commands_say_when_zookeeper_cannot_be_reached(tmp_path: Path, capsys) -> None:
+def test_events_commands_say_when_zookeeper_cannot_be_reached(tmp_path: Path, capsys, monkeypatch) -> None:
+    from gatekeeper.cmd import scheduler as scheduler_commands
     from gatekeeper.zk.server import free_port
 
+    # What is said, not how long it waits: test_operator_cli_input times the operators' 5 s.
+    monkeypatch.setattr(scheduler_commands, "OPERATOR_CONNECT_TIMEOUT", 0.5)
     path = tmp_path / "nowhere.yaml"
     path.write_text(f"zookeeper:\n  hosts: '127.0.0.1:{free_port()}'\n")
     code, out, err = events_cli(capsys, str(path), "list")
