@@ -62,6 +62,32 @@ def test_large_data_is_sharded_and_replaced_atomically(zk):
     assert read_sharded(zk.client, "/nothing") is None
 
 
+def test_racing_writers_never_leave_sharded_data_pointing_at_a_removed_generation(zk, zk_factory):
+    """Two schedulers starting at once both publish the layout: a writer whose generation another writer removed
+    must not point the data at it (every later read failed, and both schedulers died at start)."""
+    other = zk_factory()
+    write_sharded(zk.client, "/race", b"v0")
+
+    class SwapsLate:
+        """Writer A's client: just before A swaps its generation in, writer B writes a whole one of its own."""
+
+        def __init__(self, client):
+            self.client, self.raced = client, False
+
+        def __getattr__(self, name):
+            return getattr(self.client, name)
+
+        def set(self, path, value, version=-1):
+            if not self.raced:
+                self.raced = True
+                write_sharded(other.client, "/race", b"from B")
+            return self.client.set(path, value, version=version)
+
+    write_sharded(SwapsLate(zk.client), "/race", b"from A")
+    assert read_sharded(other.client, "/race") == b"from A"  # A wrote again after losing the race: the last write
+    assert [c for c in zk.client.get_children("/race") if c.startswith("g-")] == [zk.client.get("/race")[0].decode()]
+
+
 def test_lock_excludes_across_two_clients(zk, zk_factory):
     other = zk_factory()
     first = zk.client.Lock(paths.lock("pipeline", "gate"), "scheduler-1")
