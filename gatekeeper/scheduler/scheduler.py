@@ -553,9 +553,10 @@ class Scheduler(EventIntake, PipelineLocks):
         self._layout_version = pointer
         try:
             layout = read_layout(self.zk)
-        except ConfigErrors as exc:
-            log.error("the layout in ZooKeeper does not load (%d errors); keeping the running one",
-                      len(exc.errors))
+        except (ConfigErrors, RuntimeError) as exc:  # (RuntimeError: it kept changing while being read)
+            self._layout_version = ""  # read again at its next change
+            log.error("the layout in ZooKeeper does not load (%s); keeping the running one",
+                      f"{len(exc.errors)} errors" if isinstance(exc, ConfigErrors) else exc)
             return None
         if layout is None:
             return None
