@@ -34,7 +34,8 @@ def test_an_image_the_cloud_forgets_at_the_second_check_is_deleted(caplog):
     assert _delete_image(manager, "img-1") is True
     assert len(manager.adapter.deletes) == 2
     assert manager.adapter.deletes[1] - manager.adapter.deletes[0] >= 0.45
-    assert not caplog.records
+    # (only the cleanup's own records: another test's ZooKeeper client may log a dropped connection meanwhile)
+    assert not [r for r in caplog.records if r.name == "gatekeeper.launcher.cleanup"]
 
 
 def test_an_image_the_cloud_keeps_is_reported_after_three_tries(caplog):
@@ -43,8 +44,9 @@ def test_an_image_the_cloud_keeps_is_reported_after_three_tries(caplog):
     with caplog.at_level(logging.WARNING, logger="gatekeeper.launcher.cleanup"):
         assert _delete_image(manager, "img-2") is False
     assert len(manager.adapter.deletes) == 3
-    assert 0.9 <= time.monotonic() - started < 3
-    assert [r.getMessage() for r in caplog.records] == ["provider alpha: image img-2 is still there after delete"]
+    assert time.monotonic() - started >= 0.9  # asked again half a second apart, not at once
+    assert [r.getMessage() for r in caplog.records if r.name == "gatekeeper.launcher.cleanup"] == [
+        "provider alpha: image img-2 is still there after delete"]
 
 
 def test_no_image_id_is_nothing_to_delete():
