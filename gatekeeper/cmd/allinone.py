@@ -41,6 +41,8 @@ def _sigterm_to_interrupt() -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+        # Ctrl-C stops everything even when started with SIGINT ignored (from a script's background job, say)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def run(args: argparse.Namespace) -> int:
