@@ -14,6 +14,7 @@ from gatekeeper.scheduler.manager import job_params
 from gatekeeper.zk.builds import BuildResult
 from gatekeeper.zk.management import Action, ManagementRequest
 from gatekeeper.zk.merges import MergeResult
+from tests.layouts import GATE_LAYOUT
 from tests.unit.test_scheduler_manager import Gate
 
 
@@ -339,3 +340,90 @@ def test_an_event_for_a_change_gerrit_does_not_know_changes_nothing(gate: Gate) 
     m.apply_trigger(TriggerEvent(type="comment-added", project="org/b", branch="master", change=42, patchset=1,
                                  approvals=[{"label": "Approved", "value": 1}]))
     assert gate.states["gate"].items == {} and gate.backend.reports == []
+
+
+# -- what the merger and the executors are asked for ----------------------------------------------------------------
+LAYOUT_WITH_PROJECTS = GATE_LAYOUT.replace("""  - name: integration
+    attempts: 2""", """  - name: integration
+    attempts: 2
+    required-projects: [org/lib, org/a]""").replace("""  - name: org/a
+    queue: integrated""", """  - name: org/a
+    queue: integrated
+    merge-mode: cherry-pick""") + """  - name: org/lib
+    pipelines: {}
+"""
+
+
+def test_merge_and_build_requests_carry_urls_merge_mode_required_projects_state_and_priority() -> None:
+    g = Gate()
+    g.layout = parse_layout({"layout.yaml": LAYOUT_WITH_PROJECTS})
+    a, b = g.change("org/a"), g.change("org/b")
+    g.hold = True
+    g.approve(a, b)
+    first, second = g.backend.merges[:2]
+    [spec] = first.changes
+    assert (spec["project"], spec["url"], spec["merge_mode"]) == ("org/a", "ssh://gerrit/org/a", "cherry-pick")
+    assert first.projects == [{"project": "org/lib", "branch": "master", "url": "ssh://gerrit/org/lib"}]
+    assert second.changes[0]["merge_mode"] == "merge-resolve" and second.projects == []
+    assert first.created > 0
+    g.settle()
+    builds = {(r.change["number"], r.job): r for r in g.backend.builds.values()}
+    a_item, b_item = g.states["gate"].find("1,1"), g.states["gate"].find("2,1")
+    integration = builds[(1, "integration")]
+    assert integration.change["url"] == "ssh://gerrit/org/a" and integration.change["merge_mode"] == "cherry-pick"
+    assert integration.repo_state == a_item.repo_state and integration.repo_state is not None
+    assert integration.params["required_projects"] == ["org/lib", "org/a"] and integration.attempts == 2
+    assert builds[(2, "unit")].repo_state == b_item.repo_state != a_item.repo_state
+    priority = g.layout.pipelines["gate"].priority
+    assert [builds[(1, "unit")].priority, builds[(2, "unit")].priority] == [[priority, 0], [priority, 1]]
+    assert builds[(2, "unit")].created > 0 and builds[(2, "unit")].label == ""
+
+
+def test_each_change_is_told_once_that_its_jobs_start_before_its_verdict(gate: Gate) -> None:
+    a, b = gate.change("org/b"), gate.change("org/b")
+    gate.approve(a, b)
+    gate.settle()
+    for change in (a, b):
+        assert [r.action for r in gate.reported(change)] == ["start", "success"]
+        assert gate.reported(change, "start")[0].message.startswith("Starting gate jobs.")
+
+
+def test_the_builds_of_changes_behind_a_failure_are_cancelled_when_they_restart(gate: Gate) -> None:
+    a, b, c = gate.change("org/b"), gate.change("org/b"), gate.change("org/b")
+    gate.hold = True
+    gate.approve(a, b, c)
+    gate.settle()
+    running = {r.change["number"]: r.id for r in gate.backend.builds.values()}
+    [a_unit] = [r for r in gate.backend.builds.values() if r.change["number"] == 1]
+    gate.finish(a_unit, "FAILURE")
+    gate.process()
+    assert sorted(gate.backend.cancelled) == sorted([running[2], running[3]])
+    restarted = sorted(r.changes for r in gate.backend.builds.values())
+    assert restarted == [] or all(not c.startswith("1,1") for c in restarted)
+
+
+def test_a_change_whose_dependency_an_operator_dequeued_leaves_saying_it_is_no_longer_ahead(gate: Gate) -> None:
+    a = gate.change("org/b")
+    b = gate.change("org/b", needs=("1,1",))
+    gate.hold = True
+    gate.approve(a, b)
+    gate.settle()
+    assert gate.manager("gate").manage(ManagementRequest(Action.DEQUEUE, "gate", change="1,1")) == ""
+    gate.process()
+    [dequeued] = gate.reported(b, "dequeue")
+    assert "Removed because it depends on change 1,1, which is no longer ahead of it in the queue." \
+        in dequeued.message
+
+
+def test_a_layout_that_adds_a_requirement_takes_out_the_changes_that_no_longer_meet_it(gate: Gate) -> None:
+    a = gate.change("org/b")
+    gate.hold = True
+    gate.approve(a)
+    gate.settle()
+    assert gate.queue() == ["1,1"]
+    gate.layout = parse_layout({"layout.yaml": GATE_LAYOUT.replace(
+        "approval: [{Code-Review: 2}, {Approved: 1}]", "approval: [{Code-Review: 2}, {Approved: 1}, {Verified: 1}]")})
+    gate.process()
+    assert gate.queue() == []
+    assert gate.reported(a, "dequeue")
+
