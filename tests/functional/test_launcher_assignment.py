@@ -11,6 +11,7 @@ from gatekeeper.zk.node_consumer import NodeConsumer
 from tests.functional import test_launcher_requests
 from tests.functional.test_launcher import wait_live
 from tests.functional.test_launcher_requests import provider, ready, take, wait_ready
+from tests.helpers import wait_for
 
 key = test_launcher_requests.key
 cloud = test_launcher_requests.cloud  # clouds alpha and beta
@@ -95,3 +96,20 @@ def test_a_request_left_pending_by_a_vanished_launcher_is_offered_again_and_serv
     assert served.launcher != "launcher-that-died"
     [node] = client.lock_nodes(served)
     assert node.provider == "prov-a"
+
+
+def test_a_request_left_pending_by_a_vanished_launcher_is_offered_to_every_launcher_while_none_has_room(
+        zk, start_launcher):
+    start_launcher({"debian": 0}, provider("prov-a", "alpha", ["debian"], 1))
+    client = NodeRequestClient(zk, "orphan")
+    [busy] = take(client, ["debian"])  # prov-a's one server is in use: nothing can be launched for the orphan
+    rid = client.request(["debian"])
+    req, version = client.store.read_request(rid)
+    req.set_state(model.PENDING)
+    req.provider, req.launcher = "prov-a", "launcher-that-died"
+    assert client.store.write_request(req, version) is not None
+    wait_for(lambda: (r := client.get(rid)).state == model.REQUESTED and r.launcher == "" and r.provider == "", 10,
+             "the orphaned request open again in ZooKeeper, for any launcher")
+    client.release(busy)
+    served = client.wait(rid, 30)
+    assert served.state == model.FULFILLED, served.reason
