@@ -427,3 +427,34 @@ def test_a_layout_that_adds_a_requirement_takes_out_the_changes_that_no_longer_m
     assert gate.queue() == []
     assert gate.reported(a, "dequeue")
 
+
+
+def test_a_change_abandoned_while_in_check_takes_its_queue_out_and_its_builds_are_cancelled(gate: Gate) -> None:
+    gate.change("org/b")
+    b = gate.change("org/b", needs=("1,1",))
+    gate.hold = True
+    gate.event("patchset-created", b)
+    gate.settle()
+    assert gate.queue("check", "org/b 2,1") == ["1,1", "2,1"]
+    running = [r.id for r in gate.backend.builds.values()]
+    assert running
+    gate.source.changes[b.number].status = "ABANDONED"
+    gate.event("comment-added", b)
+    gate.process()
+    assert gate.states["check"].queues == {} and gate.states["check"].items == {}
+    assert sorted(gate.backend.cancelled) == sorted(running)
+
+
+def test_a_retried_build_keeps_its_changes_place_in_the_queue_as_its_node_priority(gate: Gate) -> None:
+    a1, a2 = gate.change("org/a"), gate.change("org/a")
+    gate.hold = True
+    gate.approve(a1, a2)
+    gate.settle()
+    [first] = [r for r in gate.backend.builds.values() if r.job == "integration" and r.change["number"] == 2]
+    assert first.priority[1] == 1
+    del gate.backend.builds[first.id]
+    gate.manager("gate").apply_build_result(BuildResult(id=first.id, pipeline="gate", item=first.item,
+                                                        job="integration", result="NODE_FAILURE"))
+    [again] = [r for r in gate.backend.builds.values() if r.job == "integration" and r.change["number"] == 2]
+    assert (again.attempt, again.priority) == (2, [gate.layout.pipelines["gate"].priority, 1])
+    assert again.avoid_providers == [], "no node, so no provider to avoid"
