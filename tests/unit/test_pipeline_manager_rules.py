@@ -12,7 +12,7 @@ from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.pipeline import Change
 from gatekeeper.scheduler.manager import job_params
 from gatekeeper.zk.builds import BuildResult
-from gatekeeper.zk.management import Action, ManagementRequest
+from gatekeeper.zk.management import Action, ManagementRequest, NotFound
 from gatekeeper.zk.merges import MergeResult
 from tests.layouts import GATE_LAYOUT
 from tests.unit.test_scheduler_manager import Gate
@@ -260,7 +260,8 @@ def test_an_operator_promotes_changes_to_the_head_and_is_told_what_cannot_be_pro
     assert promote() == "promote needs at least one change"
     assert promote("1,1", "4,1") == "changes 1,1, 4,1 are in different queues (integrated, other)"
     assert promote("3,1") == "change 3,1 needs 2,1, which would be behind it"
-    assert promote("9,1") == "no change 9,1 in gate"
+    with pytest.raises(NotFound, match="no change 9,1 in gate"):
+        promote("9,1")
     assert gate.queue() == ["1,1", "2,1", "3,1"]
     assert promote("2,1", "3,1") == ""
     assert gate.queue() == ["2,1", "3,1", "1,1"]
