@@ -1,6 +1,9 @@
 """The pipeline managers' rules as their users see them, on the in-process gate of test_scheduler_manager (a fake
 Gerrit, merger and executor): which changes are tested on what, what is reported with which words, what an operator
-is told. Each checks an outcome a wrong decision in gatekeeper/scheduler/manager.py would change.
+is told. Each checks an outcome a wrong decision in gatekeeper/scheduler/manager.py would change, and none repeats
+a scenario the real-harness gate tests (tests/functional/test_gate*.py) check: these are what only a direct look at
+the managers shows (request fields, answers applied once, refusal texts, operator answers). tools/mutation-check runs
+them against the manager's mutants.
 """
 
 from __future__ import annotations
@@ -35,72 +38,6 @@ def runs_of(g: Gate, job: str = "unit") -> list[tuple[str, str]]:
 
 
 # -- the gate's rule ------------------------------------------------------------------------------------------------
-def test_a_failing_head_is_reported_and_the_changes_behind_it_are_tested_again_without_it(gate: Gate) -> None:
-    a, b, c = gate.change("org/b"), gate.change("org/b"), gate.change("org/b")
-    gate.failing[("unit", 1)] = ["FAILURE"]
-    gate.approve(a, b, c)
-    gate.settle()
-    assert gate.merged() == ["2,1", "3,1"]
-    assert ("1,1 2,1", "SUCCESS") in runs_of(gate) and ("2,1", "SUCCESS") in runs_of(gate)
-    assert ("2,1 3,1", "SUCCESS") in runs_of(gate)
-    [failure] = gate.reported(a, "failure")
-    assert "Build failed (gate pipeline)." in failure.message and "- unit https://logs/" in failure.message
-    assert ": FAILURE" in failure.message and failure.labels == {"Verified": -2} and not failure.submit
-    assert not gate.reported(a, "success") and not gate.queue()
-
-
-def test_a_failing_change_in_the_middle_leaves_the_one_ahead_alone_and_resets_the_one_behind(gate: Gate) -> None:
-    a, b, c = gate.change("org/b"), gate.change("org/b"), gate.change("org/b")
-    gate.failing[("unit", 2)] = ["FAILURE"]
-    gate.approve(a, b, c)
-    gate.settle()
-    assert gate.merged() == ["1,1", "3,1"]
-    assert [changes for changes, _ in runs_of(gate)].count("1,1") == 1, "the change ahead is tested once"
-    assert ("1,1 2,1", "FAILURE") in runs_of(gate)
-    assert runs_of(gate)[-1] == ("3,1", "SUCCESS"), "tested again without the failed change"
-    assert gate.reported(b, "failure") and not gate.reported(b, "dequeue")
-
-
-def test_a_change_that_does_not_merge_is_reported_and_one_that_needs_it_leaves_saying_why(gate: Gate) -> None:
-    a, b = gate.change("org/b"), gate.change("org/b")
-    c = gate.change("org/b", needs=("2,1",))
-    gate.conflicts.add(2)
-    gate.approve(a, b, c)
-    gate.settle()
-    assert gate.merged() == ["1,1"]
-    [conflict] = gate.reported(b, "merge-conflict")
-    assert "could not be merged onto the changes ahead of it" in conflict.message
-    assert "2,1 conflicts in README" in conflict.message
-    [dequeued] = gate.reported(c, "dequeue")
-    assert "Removed because it depends on change 2,1, which could not be merged onto the changes ahead of it." \
-        in dequeued.message
-
-
-def test_a_change_whose_dependency_fails_leaves_the_queue_naming_the_failed_job(gate: Gate) -> None:
-    a = gate.change("org/b")
-    b = gate.change("org/b", needs=("1,1",))
-    gate.failing[("unit", 1)] = ["FAILURE"]
-    gate.approve(a, b)
-    gate.settle()
-    assert gate.merged() == []
-    [dequeued] = gate.reported(b, "dequeue")
-    assert "it depends on change 1,1, which failed (unit: FAILURE)" in dequeued.message
-    assert gate.reported(a, "failure") and not gate.reported(b, "failure")
-
-
-def test_only_the_changes_inside_the_queue_window_are_merged_and_tested(gate: Gate) -> None:
-    s1, s2, s3 = gate.change("org/s"), gate.change("org/s"), gate.change("org/s")
-    gate.hold = True  # builds never finish
-    gate.approve(s1, s2, s3)
-    gate.settle()
-    building = sorted(r.changes for r in gate.backend.builds.values())
-    assert building == [s1.key, f"{s1.key} {s2.key}"], "the third change waits outside the window of two"
-    assert gate.queue("gate", "small") == [s1.key, s2.key, s3.key]
-    gate.hold = False
-    gate.settle()
-    assert gate.merged() == [s1.key, s2.key, s3.key]
-
-
 def test_a_build_lost_to_its_node_is_retried_elsewhere_and_then_given_up_with_both_attempts_said(gate: Gate) -> None:
     a = gate.change("org/a")
     gate.hold = True
@@ -171,26 +108,6 @@ def test_changes_that_cannot_enter_the_gate_are_refused_with_the_reason(gate: Ga
     assert gate.queue() == []
 
 
-def test_a_dependency_cycle_is_refused_naming_the_cycle(gate: Gate) -> None:
-    a = gate.change("org/b", needs=("2,1",))
-    b = gate.change("org/b", needs=("1,1",))
-    approved(gate, a)
-    gate.approve(b)
-    [refused] = gate.reported(b, "refused")
-    assert "dependency cycle 2,1 -> 1,1 -> 2,1" in refused.message
-
-
-def test_a_change_refused_for_an_unapproved_dependency_follows_it_once_that_one_is_approved(gate: Gate) -> None:
-    a = gate.change("org/b")
-    b = gate.change("org/b", needs=("1,1",))
-    gate.approve(b)
-    assert gate.reported(b, "refused") and gate.queue() == []
-    gate.approve(a)
-    assert gate.queue() == ["1,1", "2,1"]
-    gate.settle()
-    assert gate.merged() == ["1,1", "2,1"]
-
-
 def test_a_change_of_a_project_without_gate_jobs_is_not_enqueued(gate: Gate) -> None:
     m = gate.manager("gate")
     change = gate.change("org/none")
@@ -202,34 +119,6 @@ def test_a_change_of_a_project_without_gate_jobs_is_not_enqueued(gate: Gate) -> 
 
 
 # -- events on queued changes ---------------------------------------------------------------------------------------
-def test_a_new_patch_set_takes_the_old_one_out_of_the_gate_and_those_that_need_it_follow(gate: Gate) -> None:
-    a = gate.change("org/b")
-    b = gate.change("org/b", needs=("1,1",))
-    gate.hold = True
-    gate.approve(a, b)
-    gate.settle()
-    latest = gate.source.changes[a.number]
-    latest.patchset = latest.current_patchset = 2
-    latest.ref = "refs/changes/01/1/2"
-    gate.event("patchset-created", a)
-    gate.process()
-    assert gate.queue() == []
-    assert gate.reported(a, "dequeue") and gate.reported(b, "dequeue")
-    assert "which was removed from the queue because" in gate.reported(b, "dequeue")[0].message
-    assert not gate.backend.builds, "their builds are cancelled"
-
-
-def test_a_change_approved_for_the_gate_leaves_check(gate: Gate) -> None:
-    a = gate.change("org/b")
-    gate.hold = True
-    gate.event("patchset-created", a)
-    gate.process()
-    assert gate.queue("check", "org/b 1,1") == ["1,1"]
-    gate.approve(a)
-    assert "org/b 1,1" not in gate.states["check"].queues
-    assert gate.queue() == ["1,1"]
-
-
 def test_check_tests_a_change_on_what_it_needs_and_reports_their_conflict_as_its_own(gate: Gate) -> None:
     a = gate.change("org/b")
     b = gate.change("org/b", needs=("1,1",))
@@ -427,7 +316,6 @@ def test_a_layout_that_adds_a_requirement_takes_out_the_changes_that_no_longer_m
     gate.process()
     assert gate.queue() == []
     assert gate.reported(a, "dequeue")
-
 
 
 def test_a_change_abandoned_while_in_check_takes_its_queue_out_and_its_builds_are_cancelled(gate: Gate) -> None:
