@@ -8,17 +8,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
-
-import pytest
 
 from gatekeeper.models.interfaces import Report, ReportOutcome
-from gatekeeper.models.pipeline import Change
-from gatekeeper.scheduler.backend import BATCH, ReportQueue
+from gatekeeper.scheduler.backend import BATCH
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.record import decode, encode
+from tests.functional import test_report_ledger
+from tests.functional.test_report_ledger import outcome, report
 from tests.helpers import wait_for
+
+make_queue = test_report_ledger.make_queue  # make_queue(owner, reporter, source=None, wake=...)
 
 
 class Gerrit:
@@ -52,38 +52,6 @@ class Gerrit:
             return self.arrived.get(report.key)
 
 
-class Source:
-    def get_change(self, number: int) -> Change | None:
-        return Change(project="org/a", number=number, patchset=1, status="NEW")
-
-    def git_url(self, project: str) -> str:
-        return f"ssh://review/{project}"
-
-
-@pytest.fixture
-def make_queue(zk_factory: Callable[..., ZKClient]) -> Iterator[Callable[..., ReportQueue]]:
-    made: list[ReportQueue] = []
-
-    def make(reporter: object, owner: str = "scheduler-1", wake: Callable[[], None] = lambda: None) -> ReportQueue:
-        q = ReportQueue(zk_factory(), "gate", reporter, Source(), owner, wake)  # type: ignore[arg-type]
-        made.append(q)
-        return q
-
-    yield make
-    for q in made:
-        q.stop()
-
-
-def report(number: int, action: str, submit: bool = False) -> Report:
-    change = Change(project="org/a", number=number, patchset=1)
-    return Report(pipeline="gate", change=change, action=action, message=f"{action} of {number},1",
-                  labels={"Verified": 2 if submit else 0}, submit=submit, key=f"item-{number}:{action}")
-
-
-def outcome(q: ReportQueue, r: Report) -> ReportOutcome:
-    return wait_for(lambda: q.submit(r), 20, f"the outcome of {r.key}")
-
-
 def entries(zk: ZKClient) -> set[str]:
     return set(zk.client.get_children(paths.pipeline_reported("gate")))
 
@@ -91,7 +59,7 @@ def entries(zk: ZKClient) -> set[str]:
 def test_a_lost_answer_is_settled_by_asking_gerrit_and_the_report_is_not_sent_again(zk, make_queue, caplog):
     caplog.set_level(logging.WARNING, logger="gatekeeper.scheduler.backend")
     gerrit = Gerrit(lose=1)
-    q = make_queue(gerrit)
+    q = make_queue("scheduler-1", gerrit)
     merge = report(1, "success", submit=True)
     assert outcome(q, merge) == ReportOutcome(True, "as Gerrit shows it")
     assert gerrit.sent == [merge.key] and gerrit.asked == [merge.key]
@@ -105,7 +73,7 @@ def test_a_lost_answer_is_settled_by_asking_gerrit_and_the_report_is_not_sent_ag
 
 def test_a_report_that_did_not_arrive_is_sent_again_after_gerrit_was_asked(zk, make_queue):
     gerrit = Gerrit(lose=1, lose_before_arrival=True)
-    q = make_queue(gerrit)
+    q = make_queue("scheduler-1", gerrit)
     merge = report(2, "success", submit=True)
     assert outcome(q, merge) == ReportOutcome(True, "sent")
     assert gerrit.sent == [merge.key, merge.key] and gerrit.asked == [merge.key]
@@ -115,7 +83,7 @@ def test_a_report_that_did_not_arrive_is_sent_again_after_gerrit_was_asked(zk, m
 
 def test_while_gerrit_cannot_be_asked_the_report_is_not_sent_again(zk, make_queue):
     gerrit = Gerrit(lose=1, unreachable=2)
-    q = make_queue(gerrit)
+    q = make_queue("scheduler-1", gerrit)
     merge = report(3, "success", submit=True)
     assert outcome(q, merge) == ReportOutcome(True, "as Gerrit shows it")
     assert gerrit.sent == [merge.key]
@@ -129,7 +97,7 @@ def test_a_report_left_pending_by_a_dead_scheduler_is_settled_by_its_marker(zk, 
     for r in (arrived, lost):
         zk.client.create(f"{paths.pipeline_reported('gate')}/{r.key}",
                          encode({"state": "pending", "owner": "dead-scheduler"}), makepath=True)
-    q = make_queue(gerrit)
+    q = make_queue("scheduler-1", gerrit)
     assert outcome(q, arrived) == ReportOutcome(True, "as Gerrit shows it")
     assert outcome(q, lost) == ReportOutcome(True, "sent")
     # Gerrit was asked about each by its report, and only the one it did not show was sent
@@ -143,7 +111,7 @@ def test_a_reporter_that_fails_refuses_the_submit_and_does_not_stop_the_gate(zk,
         def report(self, report: Report) -> ReportOutcome:
             raise OSError("ssh: broken pipe")
 
-    q = make_queue(Broken())
+    q = make_queue("scheduler-1", Broken())
     merge, comment = report(6, "success", submit=True), report(7, "failure")
     assert outcome(q, merge) == ReportOutcome(False, "ssh: broken pipe")
     assert outcome(q, comment) == ReportOutcome(True, "ssh: broken pipe")
@@ -164,7 +132,7 @@ def test_report_latency_runs_from_the_first_request_and_includes_gerrit_time(zk,
             return super().report(report)
 
     gerrit = Slow()
-    q = make_queue(gerrit)
+    q = make_queue("scheduler-1", gerrit)
     merge = report(8, "success", submit=True)
     assert q.submit(merge) is None
     assert gerrit.sending.wait(20)
@@ -182,7 +150,7 @@ def test_a_report_sent_by_a_live_scheduler_wakes_the_pipeline_once_when_it_is_do
     caplog.set_level(logging.WARNING, logger="gatekeeper")
     woken: list[int] = []
     gerrit = Gerrit()
-    q = make_queue(gerrit, owner="scheduler-2", wake=lambda: woken.append(1))
+    q = make_queue("scheduler-2", gerrit, wake=lambda: woken.append(1))
     first = report(9, "start")
     assert outcome(q, first) == ReportOutcome(True, "sent")
     assert q.completed == 1 and len(woken) == 1
@@ -213,7 +181,7 @@ def test_a_report_sent_by_a_live_scheduler_wakes_the_pipeline_once_when_it_is_do
 
 def test_entries_of_items_that_left_are_deleted_in_batches(zk, make_queue):
     gerrit = Gerrit()
-    q = make_queue(gerrit)
+    q = make_queue("scheduler-1", gerrit)
     reports = [report(100 + i, "failure") for i in range(BATCH + 2)]
     for r in reports:
         outcome(q, r)
@@ -245,7 +213,7 @@ def test_draining_waits_for_the_reports_queued_and_the_queue_goes_on(zk, make_qu
             return super().report(report)
 
     gerrit = Slow()
-    q = make_queue(gerrit)
+    q = make_queue("scheduler-1", gerrit)
     start, verdict = report(10, "start"), report(11, "failure")
     q.submit(start)
     q.submit(verdict)
@@ -268,7 +236,7 @@ def test_a_done_entry_without_its_outcome_counts_as_sent_and_is_not_sent_again(z
     merge = report(13, "success", submit=True)
     # as an older scheduler wrote it: done, nothing more
     zk.client.create(f"{paths.pipeline_reported('gate')}/{merge.key}", encode({"state": "done"}), makepath=True)
-    q = make_queue(gerrit)
+    q = make_queue("scheduler-1", gerrit)
     assert outcome(q, merge) == ReportOutcome(True, "")
     assert gerrit.sent == [] and gerrit.asked == []
     assert "[gate 13,1] success already reported" in [r.getMessage() for r in caplog.records]
@@ -296,7 +264,7 @@ def test_an_unexpected_error_while_ledgering_is_logged_and_the_report_tried_agai
     merge = report(14, "success", submit=True)
     zk.client.create(f"{paths.pipeline_reported('gate')}/{merge.key}",
                      encode({"state": "pending", "owner": "dead-scheduler"}), makepath=True)
-    q = make_queue(gerrit)
+    q = make_queue("scheduler-1", gerrit)
     assert outcome(q, merge) == ReportOutcome(True, "sent")
     assert gerrit.asked == [merge.key, merge.key] and gerrit.sent == [merge.key]
     failed = [r for r in caplog.records if r.levelno == logging.ERROR]
