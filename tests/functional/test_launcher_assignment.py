@@ -13,8 +13,8 @@ from tests.functional.test_launcher import wait_live
 from tests.functional.test_launcher_requests import provider, ready, take, wait_ready
 from tests.helpers import wait_for
 
-key = test_launcher_requests.key
-cloud = test_launcher_requests.cloud  # clouds alpha and beta
+ssh_key = test_launcher_requests.ssh_key
+sim = test_launcher_requests.sim  # clouds alpha and beta
 start_launcher = test_launcher_requests.start_launcher
 
 

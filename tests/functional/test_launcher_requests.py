@@ -4,33 +4,18 @@ ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
 
 from gatekeeper.config.layout import parse_layout
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
 from gatekeeper.launcher.launcher import Launcher
-from gatekeeper.sim.openstack.sim import CloudSim
 from gatekeeper.zk import paths
+from tests.functional import test_launcher
 from tests.helpers import wait_for
 
-
-@pytest.fixture(scope="module")
-def key(tmp_path_factory) -> str:
-    path = str(tmp_path_factory.mktemp("sshkey") / "id_ed25519")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", path], check=True)
-    return path
-
-
-@pytest.fixture
-def cloud():
-    sim = CloudSim(["alpha", "beta"])
-    try:
-        yield sim
-    finally:
-        sim.stop()
+# the fixtures of the launcher tests: the simulator's two clouds, and the key nodes are reached with
+sim, ssh_key = test_launcher.sim, test_launcher.ssh_key
 
 
 def provider(name: str, cloud: str, labels: list[str], max_servers: int, extra: str = "") -> str:
@@ -41,14 +26,14 @@ def provider(name: str, cloud: str, labels: list[str], max_servers: int, extra: 
 
 
 @pytest.fixture
-def start_launcher(zk_factory, cloud, key):
+def start_launcher(zk_factory, sim, ssh_key):
     started: list[Launcher] = []
 
     def start(min_ready: dict[str, int], *providers: str) -> Launcher:
         labels = ", ".join(f"{{name: {n}, min-ready: {m}}}" for n, m in min_ready.items())
         nodepool = parse_layout({"nodepool.yaml": f"nodepool:\n  labels: [{labels}]\n  providers:\n"
                                                   + "".join(providers)}).nodepool
-        launcher = Launcher(zk_factory(), nodepool, ssh_key=key, clouds_yaml=cloud.clouds_yaml, owner="gatekeeper",
+        launcher = Launcher(zk_factory(), nodepool, ssh_key=ssh_key, clouds_yaml=sim.clouds_yaml, owner="gatekeeper",
                             poll_interval=0.05, delete_verify_timeout=5.0)
         started.append(launcher)
         return launcher.start()
