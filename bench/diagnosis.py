@@ -62,6 +62,7 @@ from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.selfcheck import finish  # noqa: E402
 from gatekeeper.config.layout import parse_layout  # noqa: E402
 from gatekeeper.executor import diagnosis, logs  # noqa: E402
 from gatekeeper.executor.build import BuildRunner, ExecutorSettings  # noqa: E402
@@ -606,10 +607,7 @@ def main() -> int:
             missed = self_check(root)
         finally:
             shutil.rmtree(root, ignore_errors=True)
-        for line in missed:
-            print(f"bench/diagnosis.py --self-check: NOT caught: {line}", file=sys.stderr)
-        print(json.dumps({"self_check": "failed" if missed else "passed", "not_caught": missed}))
-        return 1 if missed else 0
+        return finish("diagnosis.py", missed)
     started = time.monotonic()
     figures: dict = {}
     try:

@@ -37,6 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.selfcheck import finish  # noqa: E402
 from gatekeeper.config.layout import parse_layout  # noqa: E402
 from gatekeeper.executor.build import ExecutorSettings  # noqa: E402
 from gatekeeper.executor.logs import LogStore, collect_files, compress_large  # noqa: E402
@@ -342,11 +343,7 @@ def main() -> int:
     tmp = tempfile.mkdtemp(prefix="gk-bench-executor-")
     try:
         if args.self_check:
-            missed = self_check(tmp)
-            for line in missed:
-                print(f"bench/executor.py --self-check: NOT caught: {line}", file=sys.stderr)
-            print(json.dumps({"self_check": "failed" if missed else "passed", "not_caught": missed}))
-            return 1 if missed else 0
+            return finish("executor.py", self_check(tmp))
         started = time.monotonic()
         latencies = start_latency(tmp, runs)
         xfer = transfers(tmp, mb, xfer_runs)

@@ -39,6 +39,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.selfcheck import finish  # noqa: E402
 from gatekeeper.child_process import start_tied
 from gatekeeper.gitrepo import ssh_command  # noqa: E402
 from gatekeeper.merger.service import MergerService  # noqa: E402
@@ -305,8 +306,7 @@ def self_check() -> int:
     finally:
         rig.stop()
         shutil.rmtree(root, ignore_errors=True)
-    print(json.dumps({"self_check": "failed" if not_caught else "passed", "not_caught": not_caught}))
-    return 1 if not_caught else 0
+    return finish("faults.py", not_caught)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,6 +35,7 @@ from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.selfcheck import finish  # noqa: E402
 from gatekeeper.gerrit import GerritConnection  # noqa: E402
 from gatekeeper.gerrit import listener as listener_module  # noqa: E402
 from gatekeeper.gerrit.events import GerritEvent  # noqa: E402
@@ -323,11 +324,7 @@ def main() -> int:
     try:
         rig.start()
         if args.self_check:
-            missed = self_check(rig)
-            for line in missed:
-                print(f"bench/gerrit_events.py --self-check: NOT caught: {line}", file=sys.stderr)
-            print(json.dumps({"self_check": "failed" if missed else "passed", "not_caught": missed}))
-            return 1 if missed else 0
+            return finish("gerrit_events.py", self_check(rig))
         results = measure(rig, "/bench", runs, burst, paced, rate)
     except BenchFailure as exc:
         print(f"bench/gerrit_events.py: the measured work was not done, no figures: {exc}", file=sys.stderr)
