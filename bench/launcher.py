@@ -112,6 +112,16 @@ Launcher._serve = broken_serve
 """
 
 
+def stop_process(proc: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM, and SIGKILL if it has not ended within `timeout` seconds."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class LauncherProcess:
     """`gatekeeper launcher` in its own process, on the bench's ZooKeeper (`chroot`) and clouds."""
 
@@ -133,12 +143,7 @@ class LauncherProcess:
                                    stdout=subprocess.DEVNULL, stderr=log)
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc, 30)
 
     def check_alive(self, phase: str) -> None:
         if self.proc.poll() is not None:
@@ -204,12 +209,7 @@ class Bench:
         for client in self.clients:
             client.stop()
         self.hosts.close()
-        self.sim.terminate()
-        try:
-            self.sim.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self.sim.kill()
-            self.sim.wait()
+        stop_process(self.sim, 60)
         self.zk_server.cleanup()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
