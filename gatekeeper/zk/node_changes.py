@@ -31,9 +31,6 @@ def claim_autohold(zk: ZKClient, project: str, job: str, change: str, node_id: s
 
 
 # -- operators' node changes: the CLI and the web admin API share these --------------------------------------------
-__all__ = ["MAX_HOLD_HOURS", "NodeChangeError", "change_node", "hold_node", "release_node"]
-
-
 class NodeChangeError(Exception):
     """An operator's change to a node was refused; `status` says why in HTTP terms (404 no node, 409 wrong state)."""
 
