@@ -362,21 +362,6 @@ class NodeStore(ProviderStore):
             return req, stat.version
         return Pending(self.kz.get_async(path), interpret)
 
-    def read_requests(self, rids: list[str]) -> dict[str, tuple[NodeRequest, int] | None]:
-        """Several requests read at once (one round trip): each with its version, None if gone or unreadable."""
-        answers = [(rid, self.kz.get_async(paths.node_request(rid))) for rid in rids]
-        out = {}
-        for rid, answer in answers:
-            try:
-                raw, stat = answer.get()
-                req = self._decode(NodeRequest, paths.node_request(rid), raw)
-            except (NoNodeError, UnreadableRecord):
-                out[rid] = None
-                continue
-            req.id = rid
-            out[rid] = (req, stat.version)
-        return out
-
     def request_ids(self) -> list[str]:
         return self._children(paths.NODE_REQUESTS)
 
