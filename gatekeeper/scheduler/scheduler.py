@@ -54,6 +54,7 @@ from gatekeeper.zk.deadletter import DeadLetters
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.management import Action, ManagementAnswer, ManagementRequest, NotFound, request_paths, take_request
 from gatekeeper.zk.merges import MergeResult
+from gatekeeper.zk.sharding import ShardedReadError
 
 log = logging.getLogger("gatekeeper.scheduler")
 
@@ -553,7 +554,7 @@ class Scheduler(EventIntake, PipelineLocks):
         self._layout_version = pointer
         try:
             layout = read_layout(self.zk)
-        except (ConfigErrors, RuntimeError) as exc:  # (RuntimeError: it kept changing while being read)
+        except (ConfigErrors, ShardedReadError) as exc:
             self._layout_version = ""  # read again at its next change
             log.error("the layout in ZooKeeper does not load (%s); keeping the running one",
                       f"{len(exc.errors)} errors" if isinstance(exc, ConfigErrors) else exc)

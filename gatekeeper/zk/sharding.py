@@ -20,6 +20,10 @@ SHARD_BYTES = MAX_ZNODE_BYTES // 2
 WRITE_ATTEMPTS = 10  # a writer that keeps losing the race to others gives up (the others' data stands)
 
 
+class ShardedReadError(RuntimeError):
+    """The data kept being replaced while it was read (or names a generation that is gone)."""
+
+
 def write_sharded(client: KazooClient, path: str, data: bytes) -> None:
     """Replace the data stored at `path` with `data`, of any size.
 
@@ -75,7 +79,7 @@ def read_sharded(client: KazooClient, path: str) -> bytes | None:
         except NoNodeError:
             continue  # a writer swapped generations under us: read the new one
         return zlib.decompress(packed)
-    raise RuntimeError(f"{path}: sharded data kept changing while being read")
+    raise ShardedReadError(f"{path}: sharded data kept changing while being read")
 
 
 def delete_sharded(client: KazooClient, path: str) -> None:
