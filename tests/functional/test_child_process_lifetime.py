@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Starts a server (from the main thread or from a thread that ends at once; with setpriv or, as where util-linux
 # lacks it, with prctl), says its pid and whether it still answers once that thread is gone, then waits for its
-# stdin to close: it never stops the server itself.
+# stdin to close: it never stops the server itself. Its `ruok` may wait 10 s: a JVM on a loaded two-core machine
+# has been seen to take more than the default 2 s to answer, though it was serving.
 CHILD = textwrap.dedent("""
     import os, shutil, sys, threading, time
     from gatekeeper.zk.server import LocalZooKeeper, four_letter_word
@@ -38,7 +39,7 @@ CHILD = textwrap.dedent("""
             time.sleep(0.01)
     else:
         server.start()
-    print(server.process.pid, four_letter_word(server.host, server.port, "ruok"), flush=True)
+    print(server.process.pid, four_letter_word(server.host, server.port, "ruok", timeout=10), flush=True)
     sys.stdin.read()
 """)
 
@@ -89,7 +90,7 @@ def test_zookeeper_start_leaves_a_server_running_after_the_command_exits(tmp_pat
     try:
         assert started.returncode == 0, started.stderr
         pid = int((tmp_path / "zk" / "zookeeper.pid").read_text())
-        assert four_letter_word("127.0.0.1", port, "ruok") == "imok"
+        assert four_letter_word("127.0.0.1", port, "ruok", timeout=10) == "imok"
         assert _is_jvm(pid)
     finally:
         stopped = gatekeeper("stop")
