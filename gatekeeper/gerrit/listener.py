@@ -37,6 +37,7 @@ BATCH_MAX = 200  # events per ZooKeeper transaction
 SEEN_WINDOW_S = 600  # how long keys of enqueued events are remembered to drop duplicates
 CATCH_UP_RETRY_S = 5.0  # after a failed catch-up query
 CONNECTED = object()  # inbox marker: a new stream started; catch up before what follows
+WAKE = object()  # inbox marker: look at the step-down flag now (stop, or a lost session), not at the next timeout
 
 
 @dataclass
@@ -106,7 +107,7 @@ class EventListener:
 
     def stop(self, timeout: float = 15.0) -> None:
         self._stopped.set()
-        self._step_down.set()
+        self._leave()
         election = self._election
         if election is not None:
             try:
@@ -136,7 +137,12 @@ class EventListener:
         # SUSPENDED: our session (and election node) may still live; writes just wait and retry, and the
         # state's version check stops us if someone else took over meanwhile. LOST: we are no longer leader.
         if event == ConnectionEvent.LOST:
-            self._step_down.set()
+            self._leave()
+
+    def _leave(self) -> None:
+        """Step down as leader: the dispatch loop sees it at once."""
+        self._step_down.set()
+        self._inbox.put(WAKE)
 
     def _election_loop(self) -> None:
         while not self._stopped.is_set():
@@ -186,6 +192,8 @@ class EventListener:
                 continue
             batch: list[GerritEvent] = []
             while True:
+                if item is WAKE:
+                    break
                 if item is CONNECTED:
                     self._write(batch)
                     batch = []
