@@ -84,7 +84,9 @@ class HookServer:
         self._httpd = ThreadingHTTPServer((host, port), _Handler)
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="gerrit-sim-http", daemon=True)
+        # a short poll: shutdown() waits for it (the default half second is paid by every stop)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="gerrit-sim-http", daemon=True)
 
     def start(self) -> HookServer:
         self._thread.start()

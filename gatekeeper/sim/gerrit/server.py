@@ -178,6 +178,11 @@ class SSHServer:
 
     def stop(self) -> None:
         self._stopping.set()
+        if self._sock:
+            try:
+                self._sock.shutdown(socket.SHUT_RDWR)  # wakes the accept at once, not at its next timeout
+            except OSError:
+                pass
         if self._accept_thread:
             self._accept_thread.join(5)
         if self._sock:

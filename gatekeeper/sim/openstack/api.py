@@ -55,8 +55,9 @@ class CloudServer:
         self._thread: threading.Thread | None = None
 
     def start(self) -> CloudServer:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name=f"cloud-sim-{self.cloud.name}",
-                                        daemon=True)
+        # a short poll: shutdown() waits for it (the default half second is paid by every stop)
+        self._thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name=f"cloud-sim-{self.cloud.name}", daemon=True)
         self._thread.start()
         return self
 
