@@ -205,13 +205,22 @@ class ServiceProcess:
             self.proc.wait(10)
 
     def stop(self) -> None:
+        self.ask_to_stop()
+        self.wait_stopped()
+
+    def ask_to_stop(self) -> None:
         if self.alive():
             os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
+
+    def wait_stopped(self) -> None:
+        """After `ask_to_stop`: wait for the service to exit, and kill it if it takes longer than 15 s."""
+        if self.proc is None:
+            return
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
 
 
 @dataclass
@@ -397,9 +406,14 @@ class ScaleRig:
 
     # -- tear-down --------------------------------------------------------------------------------------------------
     def stop(self) -> None:
+        for service in reversed(self.services):  # all at once: each takes a while to stop gracefully
+            try:
+                service.ask_to_stop()
+            except Exception:
+                log.exception("stopping %s", service.name)
         for service in reversed(self.services):
             try:
-                service.stop()
+                service.wait_stopped()
             except Exception:
                 log.exception("stopping %s", service.name)
         if self.gerrit is not None:
@@ -409,6 +423,9 @@ class ScaleRig:
                 server.stop()
             except Exception:
                 log.exception("stopping a cloud")
+        for member in self.zookeepers:  # all at once, as the services
+            if member.process is not None and member.process.poll() is None:
+                member.process.terminate()
         for member in self.zookeepers:
             member.stop()
         if self.network is not None:
