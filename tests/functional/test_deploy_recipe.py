@@ -149,17 +149,22 @@ class Deployment:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def stop(self) -> dict[str, int | None]:
-        """SIGTERM every process, newest first (as systemd stops them); returns their exit statuses."""
+        """SIGTERM every process, gatekeeper's services together and then what they use (ZooKeeper and the
+        simulators) together, as systemd stops units that have no order between them; returns their exit
+        statuses."""
         codes: dict[str, int | None] = {}
-        for name, proc in reversed(list(self.procs.items())):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                codes[name] = proc.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(10)
-                codes[name] = None
+        services = [name for name in self.procs if name in SERVICES]
+        for group in (services, [name for name in self.procs if name not in SERVICES]):
+            for name in group:
+                if self.procs[name].poll() is None:
+                    self.procs[name].send_signal(signal.SIGTERM)
+            for name in group:
+                try:
+                    codes[name] = self.procs[name].wait(90)
+                except subprocess.TimeoutExpired:
+                    os.killpg(self.procs[name].pid, signal.SIGKILL)
+                    self.procs[name].wait(10)
+                    codes[name] = None
         return codes
 
 
