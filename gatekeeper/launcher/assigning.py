@@ -189,6 +189,14 @@ class Assigning:
         return frozenset(req.avoid_providers if others else ())
 
     def _maybe_fail(self, req: NodeRequest) -> None:
+        """Fail a request every live provider declined, unless a provider of ours that could serve it is not live
+        yet (starting, or waiting for its lock): Nodepool's launcher registers all its pools at once, so a request
+        never fails there for a pool that is still starting."""
+        starting = [m.name for m in self.managers.values() if not m.active and m.name not in self.live_providers
+                    and m.name not in req.declined_by and m.can_ever_serve(req.labels)]
+        if starting:
+            log.debug("request %s: waiting for %s, still starting", req.id, ", ".join(starting))
+            return
         if self.live_providers and set(req.declined_by) >= self.live_providers:
             req.set_state(model.REQUEST_FAILED)
             req.reason = (f"no provider can serve labels {', '.join(req.labels)}: declined by "
