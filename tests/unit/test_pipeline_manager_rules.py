@@ -305,6 +305,22 @@ def test_a_change_whose_dependency_an_operator_dequeued_leaves_saying_it_is_no_l
         in dequeued.message
 
 
+def test_a_dependent_is_told_every_voting_job_that_failed_ahead_of_it(gate: Gate) -> None:
+    """A's unit and integration jobs both fail before a pass sees either (two results in one batch): B, which needs
+    A, leaves naming both (the real gate cannot promise both results arrive before a pass)."""
+    a = gate.change("org/a")
+    b = gate.change("org/b", needs=("1,1",))
+    gate.hold = True
+    gate.approve(a, b)
+    gate.settle()
+    for request in [r for r in gate.backend.builds.values() if r.change["number"] == 1]:
+        gate.finish(request, "FAILURE")
+    gate.process()
+    [dequeued] = gate.reported(b, "dequeue")
+    assert dequeued.message.endswith(
+        "Removed because it depends on change 1,1, which failed (unit: FAILURE, integration: FAILURE).")
+
+
 def test_a_layout_that_adds_a_requirement_takes_out_the_changes_that_no_longer_meet_it(gate: Gate) -> None:
     a = gate.change("org/b")
     gate.hold = True
