@@ -396,13 +396,14 @@ class PipelineManager(ItemReports):
 
     @staticmethod
     def _failure(item: Item) -> str:
-        """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs."""
+        """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs (a
+        failing item without a conflict has at least one)."""
         if item.merge_state == MergeState.CONFLICT:
             return "could not be merged onto the changes ahead of it"
         jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed)
         if item.infrastructure_failure:
             return f"could not be tested because of an infrastructure failure ({jobs})"
-        return f"failed ({jobs})" if jobs else "failed"
+        return f"failed ({jobs})"
 
     def _unmet(self, change: Change) -> str:
         """unmet_requirements, remembered on the snapshot (a refresh replaces the snapshot, and the answer)."""
