@@ -270,6 +270,7 @@ def test_a_depends_on_across_per_branch_queues_is_refused_until_the_change_it_ne
     assert gate.status(s) == "MERGED" and gate.status(m) == "NEW"
     assert gate.reports(m) == [f"Change 2,1 cannot enter gate: it depends on change 1,1 in org/a, which is not in the "
                                f'same change queue ("integrated ({STABLE})", not "integrated (master)")']
+    assert gate.schedulers[0].load_state("gate").waiting == {}  # it waits for no change to enter: for S to merge
     gate.sim.delete_vote(m, "rita", "Approved")  # approved again, as people do
     gate.sim.approve(m, "rita")
     gate.settle()

@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 
 from gatekeeper.zk.client import ZKClient
-from tests.functional.gate_harness import LAYOUT, GateHarness
+from tests.functional.gate_harness import LAYOUT, PROJECTS, GateHarness
 
 REMOVED = "This change was removed from the gate queue.\n\n"
 
@@ -273,3 +273,49 @@ def test_a_vote_that_changes_nothing_the_gate_looks_at_costs_no_walk_over_the_qu
     gate.settle()
     assert scheduler.states["gate"].walks > walks
     assert gate.gate_queue() == ["1,1", "3,1"]
+
+
+def test_a_change_needing_one_in_the_gate_and_one_that_failed_out_of_it_brings_that_one_back_ahead(
+        gate: GateHarness) -> None:
+    """A fails at the head and leaves the gate; Q, behind it, restarts without it. C, which Depends-On Q and then A,
+    is approved: A (still approved) enters again, behind Q and ahead of C, and all three merge."""
+    a = gate.change("org/b", "A")
+    q = gate.change("org/a", "Q")
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(a, q)
+    gate.settle()
+    gate.executor.release("unit", a.number, "FAILURE")
+    gate.settle()
+    assert gate.gate_queue() == ["2,1"]
+    c = gate.change("org/b", "C", depends_on=(q, a))
+    gate.settle()
+    gate.approve(c)
+    gate.settle()
+    assert gate.gate_queue() == ["2,1", "1,1", "3,1"]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert [gate.status(x) for x in (a, q, c)] == ["MERGED"] * 3
+    gate.assert_history(("unit", "FAILURE", "1,1"), ("unit", "SUCCESS", "2,1 1,1"), ("unit", "SUCCESS", "2,1 1,1 3,1"))
+
+
+def test_a_dependency_in_a_project_outside_the_layout_is_tested_in_check_and_keeps_the_change_out_of_the_gate(
+        tmp_path, zk_factory: Callable[..., ZKClient]) -> None:
+    """org/x has no definition in the layout. A (org/a) Depends-On X (org/x): check tests A on X, merged the default
+    way; the gate cannot take X, so A is refused until X merged."""
+    gate = GateHarness(tmp_path, zk_factory, projects=(*PROJECTS, "org/x"))
+    try:
+        x = gate.change("org/x", "X", files={"x.txt": "x\n"})
+        a = gate.change("org/a", "A needs X", depends_on=(x,))
+        gate.settle()
+        gate.assert_history(("unit", "SUCCESS", "1,1 2,1"))
+        assert gate.ci_votes(a) == {"Verified": 1}
+        assert gate.reports(x, "check") == []
+        gate.approve(x, a)
+        gate.settle()
+        assert gate.gate_queue() == []
+        assert gate.reports(a)[-1] == ('Change 2,1 cannot enter gate: it depends on change 1,1 in org/x, which is '
+                                       'not in the same change queue ("none", not "integrated")')
+    finally:
+        gate.stop()
