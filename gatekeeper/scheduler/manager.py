@@ -285,8 +285,7 @@ class PipelineManager(ItemReports):
         if queue is None:
             window = (conf.window if conf and conf.window else self.pipeline.window)
             queue = ChangeQueue(name=key, window=window.initial, layout_queue=name)
-            self.state.queues[key] = queue
-            self.state.changed = True
+            self.state.queues[key] = queue  # saved with the item `_add` puts in it next
         return queue
 
     def _add(self, queue: ChangeQueue, change: Change, live: bool) -> Item:
