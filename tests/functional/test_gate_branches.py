@@ -299,3 +299,26 @@ def test_a_change_to_a_branch_none_of_its_gate_jobs_runs_on_stays_out_and_an_ope
     finally:
         gate.stop()
 
+
+
+def test_a_depends_on_a_change_id_on_two_branches_needs_both_changes(gate: GateHarness) -> None:
+    """Zuul's "multiple changes": the Change-Id of a fix names it on master and its backport on stable, and a change
+    that Depends-On that Change-Id needs both. With per-branch queues, U (master) cannot gate with the backport: it
+    is refused, though the master fix is in its queue, and enters once the backport merged."""
+    change_id = "I" + "5" * 40
+    backport = stable_change(gate, "org/a", "Fix, backported", change_id=change_id)
+    fix = gate.sim.create_change("org/a", "Fix", owner="jane", change_id=change_id)
+    user = gate.change("org/b", "Uses the fix", depends_on=(change_id,))
+    gate.settle()
+    gate.approve(fix, user)
+    gate.settle()
+    assert [gate.status(c) for c in (backport, fix, user)] == ["NEW", "MERGED", "NEW"]
+    assert gate.reports(user) == ["Change 3,1 cannot enter gate: it depends on change 1,1 in org/a, which is not in "
+                                  f'the same change queue ("integrated ({STABLE})", not "integrated (master)")']
+    gate.approve(backport)
+    gate.settle()
+    gate.sim.delete_vote(user, "rita", "Approved")  # approved again, as people do
+    gate.approve(user)
+    gate.settle()
+    assert [gate.status(c) for c in (backport, fix, user)] == ["MERGED"] * 3
+    assert gate.merge_order() == [fix.number, backport.number, user.number]
