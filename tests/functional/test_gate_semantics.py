@@ -319,3 +319,27 @@ def test_a_dependency_in_a_project_outside_the_layout_is_tested_in_check_and_kee
                                        'not in the same change queue ("none", not "integrated")')
     finally:
         gate.stop()
+
+
+def test_a_failing_non_voting_job_neither_fails_the_change_nor_resets_those_behind(
+        tmp_path, zk_factory: Callable[..., ZKClient]) -> None:
+    """org/b runs unit and a non-voting lint in the gate. A's lint fails: A still merges with Verified +2, and B,
+    tested on A, is not tested again."""
+    layout = LAYOUT.replace("  - name: integration\n", "  - name: lint\n    voting: false\n  - name: integration\n",
+                            1).replace("queue: integrated\n    pipelines: {check: [unit], gate: [unit]}",
+                                       "queue: integrated\n    pipelines: {check: [unit], gate: [unit, lint]}", 1)
+    assert layout.count("lint") == 2
+    gate = GateHarness(tmp_path, zk_factory, layout)
+    try:
+        a, b = gate.change("org/b", "A"), gate.change("org/b", "B")
+        gate.settle()
+        gate.executor.fail("lint", a.number)
+        gate.approve(a, b)
+        gate.settle()
+        assert [gate.status(c) for c in (a, b)] == ["MERGED", "MERGED"]
+        assert gate.ci_votes(a) == {"Verified": 2}
+        gate.assert_history(("lint", "FAILURE", "1,1"), ("unit", "SUCCESS", "1,1"), ("lint", "SUCCESS", "1,1 2,1"))
+        assert [r.changes for r in gate.executor.history if r.pipeline == "gate" and r.change == b.number] == \
+            ["1,1 2,1", "1,1 2,1"]
+    finally:
+        gate.stop()
