@@ -343,3 +343,15 @@ def test_a_failing_non_voting_job_neither_fails_the_change_nor_resets_those_behi
             ["1,1 2,1", "1,1 2,1"]
     finally:
         gate.stop()
+
+
+def test_check_tests_a_change_on_everything_it_needs_when_two_of_its_needs_share_a_dependency(
+        gate: GateHarness) -> None:
+    """C Depends-On B, A and X, and B is A's child: check tests C on A, B and X, each once, in that order."""
+    a = gate.change("org/a", "A")
+    b = gate.change("org/a", "B", parent=a)
+    x = gate.change("org/b", "X")
+    c = gate.change("org/b", "C", depends_on=(b, a, x))
+    gate.settle()
+    assert [r.changes for r in gate.executor.history if r.pipeline == "check" and r.change == c.number] == \
+        ["1,1 2,1 3,1 4,1"]
