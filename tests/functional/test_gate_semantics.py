@@ -355,3 +355,15 @@ def test_check_tests_a_change_on_everything_it_needs_when_two_of_its_needs_share
     gate.settle()
     assert [r.changes for r in gate.executor.history if r.pipeline == "check" and r.change == c.number] == \
         ["1,1 2,1 3,1 4,1"]
+
+
+def test_a_depends_on_naming_no_change_keeps_the_change_out_saying_which(gate: GateHarness) -> None:
+    """Check, on the upload, and the gate, on the approval, each tell why the change cannot enter."""
+    unknown = "I" + "9" * 40
+    a = gate.change("org/b", "Needs a change nobody uploaded", depends_on=(unknown,))
+    gate.settle()
+    gate.approve(a)
+    gate.settle()
+    assert gate.gate_queue() == [] and gate.status(a) == "NEW"
+    assert gate.reports(a) == [f"Change 1,1 cannot enter {pipeline}: its Depends-On {unknown} names no change Gerrit "
+                               "knows" for pipeline in ("check", "gate")]
