@@ -367,3 +367,12 @@ def test_a_depends_on_naming_no_change_keeps_the_change_out_saying_which(gate: G
     assert gate.gate_queue() == [] and gate.status(a) == "NEW"
     assert gate.reports(a) == [f"Change 1,1 cannot enter {pipeline}: its Depends-On {unknown} names no change Gerrit "
                                "knows" for pipeline in ("check", "gate")]
+
+
+def test_an_operator_enqueues_a_change_into_check_again_and_it_is_tested_again(gate: GateHarness) -> None:
+    a = gate.change("org/a")
+    gate.settle()
+    assert gate.management("enqueue", "check", change="1,1") == ""
+    gate.settle()
+    assert [r.changes for r in gate.executor.history if r.pipeline == "check"] == ["1,1", "1,1"]
+    assert gate.reports(a, "check").count("Starting check jobs.") == 2
