@@ -57,25 +57,28 @@ class GerritChangeSource:
             if key not in needs:
                 needs.append(key)
         for target in DEPENDS_ON.findall(row.get("commitMessage", "")):
-            dep_row = self._depends_on_row(target)
-            if dep_row is None:
+            dep_rows = self._depends_on_rows(target)
+            if not dep_rows:
                 change.needs_error = f"its Depends-On {target} names no change Gerrit knows"
                 continue
-            if dep_row.get("status") == "MERGED":
-                continue
-            key = f"{dep_row['number']},{(dep_row.get('currentPatchSet') or {}).get('number', 0)}"
-            if key not in needs:
-                needs.append(key)
+            for dep_row in dep_rows:
+                if dep_row.get("status") == "MERGED":
+                    continue
+                key = f"{dep_row['number']},{(dep_row.get('currentPatchSet') or {}).get('number', 0)}"
+                if key not in needs:
+                    needs.append(key)
         change.needs = needs
         return change
 
-    def _depends_on_row(self, target: str) -> dict | None:
+    def _depends_on_rows(self, target: str) -> list[dict]:
+        """The changes a Depends-On names: the one its URL names; for a Change-Id, every open change with it (a fix
+        and its backports on other branches, as Zuul has it), else the one Gerrit lists first."""
         match = URL_NUMBER.search(target)
         if match and not target.startswith("I"):
-            return self.connection.get_change(int(match.group(1)), "--current-patch-set")
+            row = self.connection.get_change(int(match.group(1)), "--current-patch-set")
+            return [row] if row else []
         rows = self.connection.query(f"change:{target}", "--current-patch-set")
-        open_rows = [r for r in rows if r.get("status") == "NEW"]
-        return (open_rows or rows or [None])[0]
+        return [r for r in rows if r.get("status") == "NEW"] or rows[:1]
 
 
 class GerritReporter:

@@ -285,8 +285,7 @@ class PipelineManager(ItemReports):
         if queue is None:
             window = (conf.window if conf and conf.window else self.pipeline.window)
             queue = ChangeQueue(name=key, window=window.initial, layout_queue=name)
-            self.state.queues[key] = queue
-            self.state.changed = True
+            self.state.queues[key] = queue  # saved with the item `_add` puts in it next
         return queue
 
     def _add(self, queue: ChangeQueue, change: Change, live: bool) -> Item:
@@ -396,13 +395,14 @@ class PipelineManager(ItemReports):
 
     @staticmethod
     def _failure(item: Item) -> str:
-        """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs."""
+        """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs (a
+        failing item without a conflict has at least one)."""
         if item.merge_state == MergeState.CONFLICT:
             return "could not be merged onto the changes ahead of it"
         jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed)
         if item.infrastructure_failure:
             return f"could not be tested because of an infrastructure failure ({jobs})"
-        return f"failed ({jobs})" if jobs else "failed"
+        return f"failed ({jobs})"
 
     def _unmet(self, change: Change) -> str:
         """unmet_requirements, remembered on the snapshot (a refresh replaces the snapshot, and the answer)."""

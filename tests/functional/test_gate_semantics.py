@@ -8,7 +8,7 @@ import re
 from collections.abc import Callable
 
 from gatekeeper.zk.client import ZKClient
-from tests.functional.gate_harness import LAYOUT, GateHarness
+from tests.functional.gate_harness import LAYOUT, PROJECTS, GateHarness
 
 REMOVED = "This change was removed from the gate queue.\n\n"
 
@@ -273,3 +273,106 @@ def test_a_vote_that_changes_nothing_the_gate_looks_at_costs_no_walk_over_the_qu
     gate.settle()
     assert scheduler.states["gate"].walks > walks
     assert gate.gate_queue() == ["1,1", "3,1"]
+
+
+def test_a_change_needing_one_in_the_gate_and_one_that_failed_out_of_it_brings_that_one_back_ahead(
+        gate: GateHarness) -> None:
+    """A fails at the head and leaves the gate; Q, behind it, restarts without it. C, which Depends-On Q and then A,
+    is approved: A (still approved) enters again, behind Q and ahead of C, and all three merge."""
+    a = gate.change("org/b", "A")
+    q = gate.change("org/a", "Q")
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(a, q)
+    gate.settle()
+    gate.executor.release("unit", a.number, "FAILURE")
+    gate.settle()
+    assert gate.gate_queue() == ["2,1"]
+    c = gate.change("org/b", "C", depends_on=(q, a))
+    gate.settle()
+    gate.approve(c)
+    gate.settle()
+    assert gate.gate_queue() == ["2,1", "1,1", "3,1"]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert [gate.status(x) for x in (a, q, c)] == ["MERGED"] * 3
+    gate.assert_history(("unit", "FAILURE", "1,1"), ("unit", "SUCCESS", "2,1 1,1"), ("unit", "SUCCESS", "2,1 1,1 3,1"))
+
+
+def test_a_dependency_in_a_project_outside_the_layout_is_tested_in_check_and_keeps_the_change_out_of_the_gate(
+        tmp_path, zk_factory: Callable[..., ZKClient]) -> None:
+    """org/x has no definition in the layout. A (org/a) Depends-On X (org/x): check tests A on X, merged the default
+    way; the gate cannot take X, so A is refused until X merged."""
+    gate = GateHarness(tmp_path, zk_factory, projects=(*PROJECTS, "org/x"))
+    try:
+        x = gate.change("org/x", "X", files={"x.txt": "x\n"})
+        a = gate.change("org/a", "A needs X", depends_on=(x,))
+        gate.settle()
+        gate.assert_history(("unit", "SUCCESS", "1,1 2,1"))
+        assert gate.ci_votes(a) == {"Verified": 1}
+        assert gate.reports(x, "check") == []
+        gate.approve(x, a)
+        gate.settle()
+        assert gate.gate_queue() == []
+        assert gate.reports(a)[-1] == ('Change 2,1 cannot enter gate: it depends on change 1,1 in org/x, which is '
+                                       'not in the same change queue ("none", not "integrated")')
+    finally:
+        gate.stop()
+
+
+def test_a_failing_non_voting_job_neither_fails_the_change_nor_resets_those_behind(
+        tmp_path, zk_factory: Callable[..., ZKClient]) -> None:
+    """org/b runs unit and a non-voting lint in the gate. A's lint fails: A still merges with Verified +2, and B,
+    tested on A, is not tested again."""
+    layout = LAYOUT.replace("  - name: integration\n", "  - name: lint\n    voting: false\n  - name: integration\n",
+                            1).replace("queue: integrated\n    pipelines: {check: [unit], gate: [unit]}",
+                                       "queue: integrated\n    pipelines: {check: [unit], gate: [unit, lint]}", 1)
+    assert layout.count("lint") == 2
+    gate = GateHarness(tmp_path, zk_factory, layout)
+    try:
+        a, b = gate.change("org/b", "A"), gate.change("org/b", "B")
+        gate.settle()
+        gate.executor.fail("lint", a.number)
+        gate.approve(a, b)
+        gate.settle()
+        assert [gate.status(c) for c in (a, b)] == ["MERGED", "MERGED"]
+        assert gate.ci_votes(a) == {"Verified": 2}
+        gate.assert_history(("lint", "FAILURE", "1,1"), ("unit", "SUCCESS", "1,1"), ("lint", "SUCCESS", "1,1 2,1"))
+        assert [r.changes for r in gate.executor.history if r.pipeline == "gate" and r.change == b.number] == \
+            ["1,1 2,1", "1,1 2,1"]
+    finally:
+        gate.stop()
+
+
+def test_check_tests_a_change_on_everything_it_needs_when_two_of_its_needs_share_a_dependency(
+        gate: GateHarness) -> None:
+    """C Depends-On B, A and X, and B is A's child: check tests C on A, B and X, each once, in that order."""
+    a = gate.change("org/a", "A")
+    b = gate.change("org/a", "B", parent=a)
+    x = gate.change("org/b", "X")
+    c = gate.change("org/b", "C", depends_on=(b, a, x))
+    gate.settle()
+    assert [r.changes for r in gate.executor.history if r.pipeline == "check" and r.change == c.number] == \
+        ["1,1 2,1 3,1 4,1"]
+
+
+def test_a_depends_on_naming_no_change_keeps_the_change_out_saying_which(gate: GateHarness) -> None:
+    """Check, on the upload, and the gate, on the approval, each tell why the change cannot enter."""
+    unknown = "I" + "9" * 40
+    a = gate.change("org/b", "Needs a change nobody uploaded", depends_on=(unknown,))
+    gate.settle()
+    gate.approve(a)
+    gate.settle()
+    assert gate.gate_queue() == [] and gate.status(a) == "NEW"
+    assert gate.reports(a) == [f"Change 1,1 cannot enter {pipeline}: its Depends-On {unknown} names no change Gerrit "
+                               "knows" for pipeline in ("check", "gate")]
+
+
+def test_an_operator_enqueues_a_change_into_check_again_and_it_is_tested_again(gate: GateHarness) -> None:
+    a = gate.change("org/a")
+    gate.settle()
+    assert gate.management("enqueue", "check", change="1,1") == ""
+    gate.settle()
+    assert [r.changes for r in gate.executor.history if r.pipeline == "check"] == ["1,1", "1,1"]
+    assert gate.reports(a, "check").count("Starting check jobs.") == 2

@@ -8,12 +8,14 @@ them against the manager's mutants.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from gatekeeper.config.layout import parse_layout
 from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.pipeline import Change
-from gatekeeper.scheduler.manager import job_params
+from gatekeeper.scheduler.manager import PipelineManager, job_params
 from gatekeeper.zk.builds import BuildResult
 from gatekeeper.zk.management import Action, ManagementRequest, NotFound
 from gatekeeper.zk.merges import MergeResult
@@ -106,6 +108,23 @@ def test_changes_that_cannot_enter_the_gate_are_refused_with_the_reason(gate: Ga
         [refused] = gate.reported(change, "refused")
         assert refused.message == f"Change {change.key} cannot enter gate: {reason}", refused.message
     assert gate.queue() == []
+
+
+def test_an_event_processed_again_after_a_crash_reports_its_refusal_once(gate: Gate) -> None:
+    """The refusal of an event is keyed by the event, not by when it was processed: a replay of the same event
+    (a scheduler that died before it took the event off its queue) is not told to Gerrit a second time."""
+    gate.change("org/b")  # 1: not approved
+    b = gate.change("org/b", needs=("1,1",))
+    approved(gate, b)
+    event = TriggerEvent(id="0000000042", type="comment-added", project="org/b", branch="master", change=b.number,
+                         patchset=1, approvals=[{"label": "Approved", "value": 1}])
+    ticks = itertools.count(1000)
+    for _ in range(2):
+        PipelineManager(gate.layout, gate.layout.pipelines["gate"], gate.states["gate"], gate.backend, gate.source,
+                        clock=lambda: float(next(ticks))).apply_trigger(event)
+    assert [r.message for r in gate.reported(b, "refused")] == [
+        "Change 2,1 cannot enter gate: it depends on change 1,1, which cannot enter gate: it does not have "
+        "Code-Review: +2"]
 
 
 def test_a_change_of_a_project_without_gate_jobs_is_not_enqueued(gate: Gate) -> None:
@@ -303,6 +322,22 @@ def test_a_change_whose_dependency_an_operator_dequeued_leaves_saying_it_is_no_l
     [dequeued] = gate.reported(b, "dequeue")
     assert "Removed because it depends on change 1,1, which is no longer ahead of it in the queue." \
         in dequeued.message
+
+
+def test_a_dependent_is_told_every_voting_job_that_failed_ahead_of_it(gate: Gate) -> None:
+    """A's unit and integration jobs both fail before a pass sees either (two results in one batch): B, which needs
+    A, leaves naming both (the real gate cannot promise both results arrive before a pass)."""
+    a = gate.change("org/a")
+    b = gate.change("org/b", needs=("1,1",))
+    gate.hold = True
+    gate.approve(a, b)
+    gate.settle()
+    for request in [r for r in gate.backend.builds.values() if r.change["number"] == 1]:
+        gate.finish(request, "FAILURE")
+    gate.process()
+    [dequeued] = gate.reported(b, "dequeue")
+    assert dequeued.message.endswith(
+        "Removed because it depends on change 1,1, which failed (unit: FAILURE, integration: FAILURE).")
 
 
 def test_a_layout_that_adds_a_requirement_takes_out_the_changes_that_no_longer_meet_it(gate: Gate) -> None:
