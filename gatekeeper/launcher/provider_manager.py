@@ -14,10 +14,12 @@ from gatekeeper.launcher.events import LaunchResult, ServerDeleted
 from gatekeeper.launcher.health import ProviderHealth
 from gatekeeper.launcher.model import META_NODE, Node
 from gatekeeper.launcher.poller import ServerPoller
-from gatekeeper.launcher.providers.base import Limits, ProviderAdapter, ProviderError, QuotaError
+from gatekeeper.launcher.providers.base import Flavor, Limits, ProviderAdapter, ProviderError, QuotaError
 from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
 
 log = logging.getLogger("gatekeeper.launcher.provider_manager")
+
+META_LABEL = "gatekeeper-label"  # a server's metadata: the label of the node it was created for
 
 
 class ProviderManager:
@@ -50,6 +52,8 @@ class ProviderManager:
         self._limits: Limits | None = None
         self._limits_at = 0.0
         self._limits_mine = 0
+        self._sizes: dict[str, Flavor] = {}  # label -> the size of its flavor, read with the limits
+        self._foreign_cores = self._foreign_ram = 0  # what servers not ours use of the cores and RAM quota
         self.quota_blocked_until = 0.0
         self.image_builds: dict[str, tuple[str, str]] = {}  # image name -> (build id, cloud image id)
         self.image_failed: set[str] = set()
@@ -158,27 +162,57 @@ class ProviderManager:
             pool = next(p for p in self.config.pools if p.name == pool_name)
             if pool.max_servers is not None:
                 free = min(free, pool.max_servers - self.count(pool_name))
+            free = min(free, self._room_by_size(label))
         if label:
             known = self.adapter.free_for(label)
             if known is not None:
                 free = min(free, known - self._unplaced(label))
         return max(0, free)
 
+    def _room_by_size(self, label: str) -> int:
+        """How many more servers of `label`'s flavor the cloud's cores and RAM quota holds, after the other
+        users' servers and our nodes (as Nodepool weighs quota: not by servers alone)."""
+        size = self._sizes.get(label)
+        if size is None or self._limits is None:
+            return 1 << 30
+        ours = [self._sizes[n.label] for n, _ in self.nodes.values() if n.label in self._sizes]
+        cores = self._limits.cores - self._foreign_cores - sum(f.vcpus for f in ours)
+        ram = self._limits.ram - self._foreign_ram - sum(f.ram for f in ours)
+        return min(cores // size.vcpus if size.vcpus else 1 << 30, ram // size.ram if size.ram else 1 << 30)
+
     def can_ever_serve(self, labels: list[str]) -> bool:
-        """False when the request is larger than this provider could ever hold at once."""
+        """False when the request is larger than this provider could ever hold at once: more servers than its
+        max-servers or the cloud's limit, or more cores or RAM than the cloud's quota leaves us."""
         if not all(self.serves(label) for label in labels):
             return False
+        if self._limits is not None and all(label in self._sizes for label in labels):
+            sizes = [self._sizes[label] for label in labels]
+            if sum(f.vcpus for f in sizes) > self._limits.cores - self._foreign_cores or \
+                    sum(f.ram for f in sizes) > self._limits.ram - self._foreign_ram:
+                return False
         return len(labels) <= self.capacity() or self._limits is None and len(labels) <= self.config.max_servers
 
     def refresh_limits(self) -> None:
-        """Read the cloud's limits (worker thread); cached for limits_ttl, and re-read on an over-quota error."""
+        """Read the cloud's limits and the sizes of the labels' flavors (worker thread); cached for limits_ttl,
+        and re-read on an over-quota error."""
         try:
             limits = self.adapter.limits()
-            mine = len(self.adapter.poll())  # our servers as the cloud counts them, not as our records do
+            ours = self.adapter.poll()  # our servers as the cloud counts them, not as our records do
         except ProviderError as e:
             log.warning("provider %s: reading limits failed: %s", self.name, e)
             return
-        self._limits, self._limits_at, self._limits_mine = limits, time.monotonic(), mine
+        sizes = dict(self._sizes)
+        for label, (_, pl) in self.pool_labels.items():
+            if pl.flavor and label not in sizes:
+                try:
+                    sizes[label] = self.adapter.flavor(pl.flavor)
+                except ProviderError as e:  # its launches will say so; the servers' quota still holds
+                    log.warning("provider %s: label %s: reading flavor %s: %s", self.name, label, pl.flavor, e)
+        mine = [sizes[s.metadata[META_LABEL]] for s in ours.values() if s.metadata.get(META_LABEL) in sizes]
+        self._foreign_cores = max(0, limits.cores_used - sum(f.vcpus for f in mine))
+        self._foreign_ram = max(0, limits.ram_used - sum(f.ram for f in mine))
+        self._sizes = sizes
+        self._limits, self._limits_at, self._limits_mine = limits, time.monotonic(), len(ours)
 
     # -- workers ---------------------------------------------------------------------------------------------
     def start_launch(self, node: Node, flavor: str, cloud_image: str) -> None:
@@ -192,7 +226,7 @@ class ProviderManager:
                 self.keypair_ready = True
 
     def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
-        meta = {META_NODE: node.id, "gatekeeper-label": node.label}
+        meta = {META_NODE: node.id, META_LABEL: node.label}
         build = node.image_build
         # Until a server was created from an image build, its creates go one at a time: launches started together
         # (a burst) would otherwise all find a vanished upload gone, where one failure is enough to know it.
