@@ -512,6 +512,7 @@ class _Builder:
             region=pr.get("region", ""),
             max_servers=pr.get("max-servers", len(hosts) if pr["driver"] == "static" else 10),
             boot_timeout=pr.get("boot-timeout", 120),
+            launch_timeout=pr.get("launch-timeout", 3600),
             launch_attempts=pr.get("launch-attempts", 3),
             priority=pr.get("priority", 100),
             image_rebuild_hours=pr.get("image-rebuild-hours", 24),

@@ -205,7 +205,8 @@ class Provider:
     cloud: str = ""
     region: str = ""
     max_servers: int = 10
-    boot_timeout: float = 120
+    boot_timeout: float = 120  # from ACTIVE to answering SSH (Nodepool's boot-timeout)
+    launch_timeout: float = 3600  # from the create call to ACTIVE (Nodepool's launch-timeout)
     launch_attempts: int = 3
     image_rebuild_hours: float = 24
     priority: int = 100  # lower is preferred when several providers could launch

@@ -254,6 +254,7 @@ PROVIDER = v.Schema(
         "region": str,
         "max-servers": v.All(int, v.Range(min=0, msg="must not be negative")),
         "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
+        "launch-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
         "priority": int,
         "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),

@@ -120,7 +120,7 @@ class ImageBuilder:
                                          key_name=m.key_name)
             build.template_id = server_id
             self.store.write_image_build(build)
-            info = m.poller.wait_settled(server_id).result(timeout=m.config.boot_timeout)
+            info = m.poller.wait_settled(server_id).result(timeout=m.config.launch_timeout)
             if info is None or info.state != "ACTIVE":
                 raise RuntimeError(f"template server {server_id} is {info.state if info else 'gone'}: "
                                    f"{info.fault if info else ''}")

@@ -267,13 +267,14 @@ class ProviderManager:
                 return
             self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
             return
+        # as Nodepool: launch-timeout bounds the wait for ACTIVE, boot-timeout the wait for SSH after it
         try:
-            info = self.poller.wait_settled(server_id).result(timeout=self.config.boot_timeout)
+            info = self.poller.wait_settled(server_id).result(timeout=self.config.launch_timeout)
         except Exception:
             info = None
             self.poller.forget(server_id)
             self.post(LaunchResult(node.id, False, server_id,
-                                   error=f"server {server_id} not ACTIVE within {self.config.boot_timeout}s"))
+                                   error=f"server {server_id} not ACTIVE within {self.config.launch_timeout}s"))
             return
         if info is None:
             self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} vanished while booting"))
@@ -286,9 +287,8 @@ class ProviderManager:
                                    f"{info.fault or 'no fault given'}", quota=quota,
                                    image_missing=self.adapter.is_missing_image_message(info.fault)))
             return
-        remaining = max(1.0, self.config.boot_timeout - (time.time() - node.created))
         try:
-            keys = scan_host_keys(info.address, info.port, timeout=remaining, stop=self.stop_event)
+            keys = scan_host_keys(info.address, info.port, timeout=self.config.boot_timeout, stop=self.stop_event)
         except HostKeyScanError as e:
             self.post(LaunchResult(node.id, False, server_id, info.address, error=str(e)))
             return
