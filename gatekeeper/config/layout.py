@@ -510,7 +510,7 @@ class _Builder:
             driver=pr["driver"],
             cloud=pr.get("cloud", ""),
             region=pr.get("region", ""),
-            max_servers=pr.get("max-servers", len(hosts) if pr["driver"] == "static" else 10),
+            max_servers=pr.get("max-servers", len(hosts) if pr["driver"] == "static" else None),
             boot_timeout=pr.get("boot-timeout", 120),
             launch_timeout=pr.get("launch-timeout", 3600),
             launch_attempts=pr.get("launch-attempts", 3),

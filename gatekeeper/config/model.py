@@ -204,7 +204,7 @@ class Provider:
     driver: str
     cloud: str = ""
     region: str = ""
-    max_servers: int = 10
+    max_servers: int | None = None  # None: as many as the cloud's quota allows (as Nodepool's max-servers)
     boot_timeout: float = 120  # from ACTIVE to answering SSH (Nodepool's boot-timeout)
     launch_timeout: float = 3600  # from the create call to ACTIVE (Nodepool's launch-timeout)
     launch_attempts: int = 3

@@ -19,6 +19,7 @@ from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
 
 log = logging.getLogger("gatekeeper.launcher.provider_manager")
 
+UNLIMITED = 1 << 30  # no limit configured, or none known
 META_LABEL = "gatekeeper-label"  # a server's metadata: the label of the node it was created for
 
 
@@ -47,7 +48,7 @@ class ProviderManager:
                 self.pool_labels.setdefault(pl.name, (pool.name, pl))
         self.host_labels = {label for h in config.hosts for label in h.labels}
         self.poller = ServerPoller(self.name, adapter, poll_interval)
-        workers = max(8, min(128, config.max_servers + 8))
+        workers = 128 if config.max_servers is None else max(8, min(128, config.max_servers + 8))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"provider-{self.name}")
         self._limits: Limits | None = None
         self._limits_at = 0.0
@@ -146,8 +147,9 @@ class ProviderManager:
         return sum(1 for n, _ in self.nodes.values() if n.pool == pool)
 
     def capacity(self) -> int:
-        """How many servers in all this provider may have (max-servers, or the cloud's limit if lower)."""
-        cap = self.config.max_servers
+        """How many servers in all this provider may have: max-servers, or the cloud's limit if lower (without
+        max-servers, the cloud's limit alone)."""
+        cap = UNLIMITED if self.config.max_servers is None else self.config.max_servers
         if self._limits is not None:
             foreign = max(0, self._limits.instances_used - self._limits_mine)
             cap = min(cap, self._limits.instances - foreign)
@@ -174,11 +176,11 @@ class ProviderManager:
         users' servers and our nodes (as Nodepool weighs quota: not by servers alone)."""
         size = self._sizes.get(label)
         if size is None or self._limits is None:
-            return 1 << 30
+            return UNLIMITED
         ours = [self._sizes[n.label] for n, _ in self.nodes.values() if n.label in self._sizes]
         cores = self._limits.cores - self._foreign_cores - sum(f.vcpus for f in ours)
         ram = self._limits.ram - self._foreign_ram - sum(f.ram for f in ours)
-        return min(cores // size.vcpus if size.vcpus else 1 << 30, ram // size.ram if size.ram else 1 << 30)
+        return min(cores // size.vcpus if size.vcpus else UNLIMITED, ram // size.ram if size.ram else UNLIMITED)
 
     def can_ever_serve(self, labels: list[str]) -> bool:
         """False when the request is larger than this provider could ever hold at once: more servers than its
@@ -190,7 +192,7 @@ class ProviderManager:
             if sum(f.vcpus for f in sizes) > self._limits.cores - self._foreign_cores or \
                     sum(f.ram for f in sizes) > self._limits.ram - self._foreign_ram:
                 return False
-        return len(labels) <= self.capacity() or self._limits is None and len(labels) <= self.config.max_servers
+        return len(labels) <= self.capacity()
 
     def refresh_limits(self) -> None:
         """Read the cloud's limits and the sizes of the labels' flavors (worker thread); cached for limits_ttl,

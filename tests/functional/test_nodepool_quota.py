@@ -7,7 +7,7 @@ from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
 from gatekeeper.sim.openstack.cloud import QuotaExceeded
 from tests.functional import test_launcher as base
-from tests.functional.test_launcher import pool_yaml, servers, wait_live
+from tests.functional.test_launcher import pool_yaml, ready_ids, servers, wait_live
 from tests.helpers import wait_for
 
 # the launcher tests' fixtures: a key pair, the two-cloud simulator, and launchers stopped at the end
@@ -59,3 +59,11 @@ def test_launches_stop_at_the_cores_the_cloud_has_left_and_wait_instead_of_being
     assert client.wait(other, 30).state == model.FULFILLED
     assert refused == []  # the launcher knew the cores were taken: it never asked the cloud for more
     assert len(servers(sim, "alpha")) == 1
+
+
+def test_without_max_servers_a_provider_launches_as_many_servers_as_the_cloud_allows(zk, sim, start_launcher):
+    sim.cloud("alpha").limits.max_instances = 12
+    unlimited = provider("prov-a", "alpha", "small").replace("      max-servers: 4\n", "")
+    start_launcher(pool_yaml({"debian": 14}, unlimited))  # more than the cloud holds: best effort
+    wait_for(lambda: len(ready_ids(zk)) == 12, 60, "12 ready nodes, the cloud's limit")
+    assert len(servers(sim, "alpha")) == 12
