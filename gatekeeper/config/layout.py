@@ -498,7 +498,8 @@ class _Builder:
                 self.refs.append(("label", pl["name"], pool["labels"].source, pool["labels"].line_of(i), where))
                 labels.append(PoolLabel(pl["name"], pl["image"], pl.get("flavor", ""), pl.get("key-name", ""),
                                         pl.get("username") or images.get(pl["image"], {}).get("username", "root")))
-            pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers")))
+            pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers"), pool.get("max-cores"),
+                              pool.get("max-ram")))
         hosts = []
         for i, h in enumerate(pr.get("hosts", [])):
             for label in h["labels"]:

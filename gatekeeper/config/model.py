@@ -177,6 +177,8 @@ class Pool:
     name: str
     labels: tuple[PoolLabel, ...]
     max_servers: int | None = None
+    max_cores: int | None = None  # of its nodes' flavors, in all (None: up to the cloud's quota)
+    max_ram: int | None = None  # MB, likewise
 
 
 @dataclass(frozen=True)

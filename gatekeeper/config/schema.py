@@ -258,7 +258,10 @@ PROVIDER = v.Schema(
         "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
         "priority": int,
         "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
-        "pools": Each({v.Required("name"): NAME, "max-servers": int, v.Required("labels"): Each(POOL_LABEL)}),
+        "pools": Each({v.Required("name"): NAME, "max-servers": int,
+                       "max-cores": v.All(int, v.Range(min=0, msg="must not be negative")),
+                       "max-ram": v.All(int, v.Range(min=0, msg="must not be negative")),
+                       v.Required("labels"): Each(POOL_LABEL)}),
         "images": Each(IMAGE),
         "hosts": Each(STATIC_HOST),
     }

@@ -8,7 +8,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from gatekeeper.config.layout import PoolLabel, Provider
+from gatekeeper.config.layout import Pool, PoolLabel, Provider
 from gatekeeper.launcher import model
 from gatekeeper.launcher.events import LaunchResult, ServerDeleted
 from gatekeeper.launcher.health import ProviderHealth
@@ -46,6 +46,7 @@ class ProviderManager:
         for pool in config.pools:
             for pl in pool.labels:
                 self.pool_labels.setdefault(pl.name, (pool.name, pl))
+        self.pools = {pool.name: pool for pool in config.pools}
         self.host_labels = {label for h in config.hosts for label in h.labels}
         self.poller = ServerPoller(self.name, adapter, poll_interval)
         workers = 128 if config.max_servers is None else max(8, min(128, config.max_servers + 8))
@@ -160,39 +161,57 @@ class ProviderManager:
             return 0
         free = self.capacity() - self.count()
         if label and label in self.pool_labels:
-            pool_name, _ = self.pool_labels[label]
-            pool = next(p for p in self.config.pools if p.name == pool_name)
+            pool = self.pools[self.pool_labels[label][0]]
             if pool.max_servers is not None:
-                free = min(free, pool.max_servers - self.count(pool_name))
-            free = min(free, self._room_by_size(label))
+                free = min(free, pool.max_servers - self.count(pool.name))
+            free = min(free, self._room_by_size(label, pool))
         if label:
             known = self.adapter.free_for(label)
             if known is not None:
                 free = min(free, known - self._unplaced(label))
         return max(0, free)
 
-    def _room_by_size(self, label: str) -> int:
-        """How many more servers of `label`'s flavor the cloud's cores and RAM quota holds, after the other
-        users' servers and our nodes (as Nodepool weighs quota: not by servers alone)."""
+    def _room_by_size(self, label: str, pool: Pool) -> int:
+        """How many more servers of `label`'s flavor fit in the cores and RAM left: of the cloud's quota (after
+        the other users' servers and our nodes) and of the pool's max-cores and max-ram, as Nodepool weighs
+        quota (not by servers alone)."""
         size = self._sizes.get(label)
-        if size is None or self._limits is None:
+        if size is None:
             return UNLIMITED
-        ours = [self._sizes[n.label] for n, _ in self.nodes.values() if n.label in self._sizes]
-        cores = self._limits.cores - self._foreign_cores - sum(f.vcpus for f in ours)
-        ram = self._limits.ram - self._foreign_ram - sum(f.ram for f in ours)
-        return min(cores // size.vcpus if size.vcpus else UNLIMITED, ram // size.ram if size.ram else UNLIMITED)
+        room = UNLIMITED
+        if self._limits is not None:
+            ours = [self._sizes[n.label] for n, _ in self.nodes.values() if n.label in self._sizes]
+            room = _fits(size, self._limits.cores - self._foreign_cores - sum(f.vcpus for f in ours),
+                         self._limits.ram - self._foreign_ram - sum(f.ram for f in ours))
+        if pool.max_cores is not None or pool.max_ram is not None:
+            in_pool = [self._sizes[n.label] for n, _ in self.nodes.values()
+                       if n.pool == pool.name and n.label in self._sizes]
+            room = min(room, _fits(size, _less(pool.max_cores, sum(f.vcpus for f in in_pool)),
+                                   _less(pool.max_ram, sum(f.ram for f in in_pool))))
+        return room
 
     def can_ever_serve(self, labels: list[str]) -> bool:
         """False when the request is larger than this provider could ever hold at once: more servers than its
-        max-servers or the cloud's limit, or more cores or RAM than the cloud's quota leaves us."""
+        max-servers or the cloud's limit, or more cores or RAM than the cloud's quota leaves us or a pool's
+        max-cores or max-ram allows."""
         if not all(self.serves(label) for label in labels):
             return False
-        if self._limits is not None and all(label in self._sizes for label in labels):
-            sizes = [self._sizes[label] for label in labels]
-            if sum(f.vcpus for f in sizes) > self._limits.cores - self._foreign_cores or \
-                    sum(f.ram for f in sizes) > self._limits.ram - self._foreign_ram:
+        if len(labels) > self.capacity():
+            return False
+        sizes = [(self._sizes[label], self.pools[self.pool_labels[label][0]]) for label in labels
+                 if label in self._sizes]
+        if len(sizes) < len(labels):
+            return True  # (a size we could not read: the cloud will say)
+        if self._limits is not None and (
+                sum(f.vcpus for f, _ in sizes) > self._limits.cores - self._foreign_cores
+                or sum(f.ram for f, _ in sizes) > self._limits.ram - self._foreign_ram):
+            return False
+        for pool in {p.name: p for _, p in sizes}.values():
+            in_pool = [f for f, p in sizes if p is pool]
+            if _less(pool.max_cores, sum(f.vcpus for f in in_pool)) < 0 or \
+                    _less(pool.max_ram, sum(f.ram for f in in_pool)) < 0:
                 return False
-        return len(labels) <= self.capacity()
+        return True
 
     def refresh_limits(self) -> None:
         """Read the cloud's limits and the sizes of the labels' flavors (worker thread); cached for limits_ttl,
@@ -353,3 +372,13 @@ class ProviderManager:
         self.poller.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.adapter.close()
+
+
+def _less(limit: int | None, used: int) -> int:
+    """What is left of a limit (None: no limit)."""
+    return UNLIMITED if limit is None else limit - used
+
+
+def _fits(size: Flavor, cores: int, ram: int) -> int:
+    """How many servers of a flavor fit in so many cores and so much RAM."""
+    return min(cores // size.vcpus if size.vcpus else UNLIMITED, ram // size.ram if size.ram else UNLIMITED)
