@@ -159,7 +159,7 @@ class Project:
 @dataclass(frozen=True)
 class NodeLabel:
     name: str
-    min_ready: int = 0
+    min_ready: int = 0  # -1: disabled (nothing of it is launched)
     max_ready_age: float = 0  # seconds an unused ready node is kept (0: for ever)
 
 

@@ -212,7 +212,9 @@ PROJECT = v.Schema(
     }
 )
 
-NODE_LABEL = v.Schema({v.Required("name"): NAME, "min-ready": v.All(int, v.Range(min=0, msg="must not be negative")),
+# min-ready -1: the label is disabled (as in Nodepool): no node of it is launched, requests for it are declined
+NODE_LABEL = v.Schema({v.Required("name"): NAME,
+                       "min-ready": v.All(int, v.Range(min=-1, msg="must not be negative, except -1 (disabled)")),
                        "max-ready-age": v.All(v.Any(int, float), v.Range(min=0, msg="must not be negative"))})
 
 POOL_LABEL = v.Schema(

@@ -97,12 +97,14 @@ class Launcher(Assigning, Launching):
         self.component.register()
         self.zk.add_listener(self._on_connection)
         self.public_key = _public_key(self.ssh_key)
+        disabled = frozenset(label.name for label in self.nodepool.labels.values() if label.min_ready < 0)
         for provider in self.nodepool.providers.values():
             adapter = self.adapter_factory(provider)
             self.managers[provider.name] = ProviderManager(
                 provider, adapter, owner=self.owner, post=self._events.put, stop_event=self._stop,
                 ssh_key=self.ssh_key, key_name=f"{self.owner}-launcher" if adapter.uses_keypair else "",
-                poll_interval=self.poll_interval, delete_verify_timeout=self.delete_verify_timeout)
+                poll_interval=self.poll_interval, delete_verify_timeout=self.delete_verify_timeout,
+                disabled=disabled)
             health = self.managers[provider.name].health
             health.backoff_base, health.backoff_cap = self.backoff
         self._spawn(self._run, "launcher-main")

@@ -96,7 +96,7 @@ class Launching:
         """The provider to launch one more node of the label on for its min-ready (counting `taken` ready nodes
         as gone already), or None: no deficit, another launcher keeps it, or nowhere to launch."""
         label = self.nodepool.labels.get(label_name)
-        if label is None or not label.min_ready:
+        if label is None or label.min_ready <= 0:
             return None
         # the first live provider serving the label that can launch keeps its min-ready
         owners = sorted(p for p in self.live_providers if label.name in self.live_provider_labels.get(p, ())

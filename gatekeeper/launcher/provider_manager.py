@@ -29,8 +29,9 @@ class ProviderManager:
 
     def __init__(self, config: Provider, adapter: ProviderAdapter, *, owner: str, post, stop_event,
                  ssh_key: str, key_name: str, poll_interval: float = 0.2, delete_verify_timeout: float = 30.0,
-                 limits_ttl: float = 300.0) -> None:
+                 limits_ttl: float = 300.0, disabled: frozenset[str] = frozenset()) -> None:
         self.config = config
+        self.disabled = disabled  # labels with min-ready -1: nothing of them is launched
         self.name = config.name
         self.adapter = adapter
         self.owner = owner
@@ -84,7 +85,7 @@ class ProviderManager:
 
     def standing_deficit(self) -> list[str]:
         """Labels of always-there servers that have no node yet (one entry per server)."""
-        labels = self.adapter.standing_labels()
+        labels = [label for label in self.adapter.standing_labels() if label not in self.disabled]
         for n, _ in self.nodes.values():
             if n.state == model.BUILDING and not n.external_id and n.label in labels:
                 labels.remove(n.label)
@@ -107,7 +108,7 @@ class ProviderManager:
         return self.drained or self.health.state == "backing-off"
 
     def serves(self, label: str) -> bool:
-        return label in self.pool_labels or label in self.host_labels
+        return label not in self.disabled and (label in self.pool_labels or label in self.host_labels)
 
     def image_for(self, label: str) -> tuple[str, str, str] | None:
         """(image name, build id, cloud image) to boot `label` from; None while its image is not built yet."""
