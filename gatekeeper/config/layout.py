@@ -520,7 +520,7 @@ class _Builder:
             pools=tuple(pools),
             images=tuple(
                 Image(i["name"], i.get("base-image", ""), i.get("prepare", ""), i.get("username", "root"),
-                      i.get("rebuild-hours"))
+                      i.get("rebuild-hours"), i.get("pause", False))
                 for i in pr.get("images", [])
             ),
             hosts=tuple(hosts),

@@ -188,6 +188,7 @@ class Image:
     prepare: str = ""
     username: str = "root"
     rebuild_hours: float | None = None
+    pause: bool = False  # no new builds; the ready ones keep serving
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ class ImageBuilder:
         self.store = launcher.store
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._paused: set[str] = set()  # paused images already logged as such
         self._thread = threading.Thread(target=self._run, name=f"images-{manager.name}", daemon=True)
 
     def start(self) -> None:
@@ -66,6 +67,12 @@ class ImageBuilder:
                 log.warning("provider %s: image %s build %s is gone from the cloud; falling back to %s",
                             self.manager.name, image.name, gone.id, ready[-1].id if ready else "a new build")
             self._publish(image.name, ready[-1] if ready else None, builds)
+            if image.pause:
+                if image.name not in self._paused:
+                    self._paused.add(image.name)
+                    log.info("provider %s: image %s is paused: no new build (%s serves)", self.manager.name,
+                             image.name, f"build {ready[-1].id}" if ready else "no build")
+                continue
             hours = image.rebuild_hours if image.rebuild_hours is not None else \
                 self.manager.config.image_rebuild_hours
             last_attempt = max((b.created for b in builds), default=0.0)
