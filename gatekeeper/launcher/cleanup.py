@@ -68,7 +68,8 @@ def cleanup_provider(launcher, manager) -> None:
         builds_by_image[image.name] = builds
         build_ids.update(b.id for b in builds)
         building_templates.update(b.id for b in builds if b.state == model.BUILDING)
-    servers = manager.adapter.poll()
+    # another provider's servers and images (one sharing this cloud project) are its own to clean up
+    servers = {sid: s for sid, s in manager.adapter.poll().items() if manager.made(s.metadata)}
     # read after the listing: a node record is written before its server is created, so a server listed above
     # without a record here has none
     known = set(store.node_ids())
@@ -91,6 +92,8 @@ def cleanup_provider(launcher, manager) -> None:
     # keeps the current and the previous one to fall back on) and deleted or vanished ones, once no node uses them
     in_use = {n.image_build for n, _ in nodes.values()}
     for image in manager.adapter.list_images():
+        if not manager.made(image.metadata):
+            continue
         build_id = image.metadata.get(META_BUILD)
         if build_id and build_id not in build_ids:
             log.info("provider %s: deleting leaked image %s (%s)", manager.name, image.id, image.name)

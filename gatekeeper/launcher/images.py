@@ -11,6 +11,7 @@ import time
 import uuid
 
 from gatekeeper.launcher.model import IMAGE_GONE, META_BUILD, ImageBuild
+from gatekeeper.launcher.provider_manager import META_PROVIDER
 from gatekeeper.launcher.sshkeys import run_script, scan_host_keys
 from gatekeeper.zk.nodes import NodeStore
 
@@ -123,7 +124,8 @@ class ImageBuilder:
         server_id = ""
         try:
             server_id = m.adapter.create(f"gk-template-{image.name}-{build.id[-6:]}",
-                                         image.base_image or image.name, flavor, {META_BUILD: build.id},
+                                         image.base_image or image.name, flavor,
+                                         {META_BUILD: build.id, META_PROVIDER: m.name},
                                          key_name=m.key_name)
             build.template_id = server_id
             self.store.write_image_build(build)
@@ -137,7 +139,8 @@ class ImageBuilder:
             if status != 0:
                 raise RuntimeError(f"prepare script exited {status}: {output[-2000:]}")
             image_id = m.adapter.snapshot(server_id, f"gk-{image.name}-{build.id}",
-                                          {META_BUILD: build.id, "gatekeeper-image": image.name})
+                                          {META_BUILD: build.id, "gatekeeper-image": image.name,
+                                           META_PROVIDER: m.name})
             build.external_id = image_id
             self.store.write_image_build(build)
             deadline = time.monotonic() + max(600.0, m.config.boot_timeout)

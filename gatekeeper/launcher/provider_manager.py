@@ -21,6 +21,9 @@ log = logging.getLogger("gatekeeper.launcher.provider_manager")
 
 UNLIMITED = 1 << 30  # no limit configured, or none known
 META_LABEL = "gatekeeper-label"  # a server's metadata: the label of the node it was created for
+# a server's or image's metadata: the provider that made it, so that providers sharing a cloud project leave each
+# other's alone (as Nodepool's nodepool_provider_name)
+META_PROVIDER = "gatekeeper-provider"
 
 
 class ProviderManager:
@@ -219,7 +222,8 @@ class ProviderManager:
         and re-read on an over-quota error."""
         try:
             limits = self.adapter.limits()
-            ours = self.adapter.poll()  # our servers as the cloud counts them, not as our records do
+            ours = {sid: s for sid, s in self.adapter.poll().items() if self.made(s.metadata)}
+            # (our servers as the cloud counts them, not as our records do)
         except ProviderError as e:
             log.warning("provider %s: reading limits failed: %s", self.name, e)
             return
@@ -236,6 +240,11 @@ class ProviderManager:
         self._sizes = sizes
         self._limits, self._limits_at, self._limits_mine = limits, time.monotonic(), len(ours)
 
+    def made(self, metadata: dict) -> bool:
+        """Whether a server or image with this metadata is this provider's (one made before providers named
+        themselves in it counts as anyone's)."""
+        return metadata.get(META_PROVIDER, self.name) == self.name
+
     # -- workers ---------------------------------------------------------------------------------------------
     def start_launch(self, node: Node, flavor: str, cloud_image: str) -> None:
         self.pool.submit(self._launch, node, flavor, cloud_image)
@@ -248,7 +257,7 @@ class ProviderManager:
                 self.keypair_ready = True
 
     def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
-        meta = {META_NODE: node.id, META_LABEL: node.label}
+        meta = {META_NODE: node.id, META_LABEL: node.label, META_PROVIDER: self.name}
         build = node.image_build
         # Until a server was created from an image build, its creates go one at a time: launches started together
         # (a burst) would otherwise all find a vanished upload gone, where one failure is enough to know it.
