@@ -230,7 +230,8 @@ class Launching:
 
     def providers_status(self) -> list[dict]:
         """Health of the providers this launcher manages, JSON-able (main loop, or a stale read elsewhere)."""
-        return [dict(m.health.status(), drained=m.drained, active=m.active) for m in self.managers.values()]
+        return [dict(m.health.status(), drained=m.drained, active=m.active, full=m.free() <= 0)
+                for m in self.managers.values()]
 
     def _publish_health(self) -> None:
         for status in self.providers_status():
@@ -241,7 +242,7 @@ class Launching:
             last = manager.published_health or {}
             # a change of state at once; figures that only drift (percentiles, rates) at most every 10 s
             urgent = any(last.get(k) != shown[k] for k in ("state", "drained", "backing_off_until",
-                                                           "consecutive_failures"))
+                                                           "consecutive_failures", "full"))
             if shown != last and (urgent or time.monotonic() - manager.published_at >= 10.0):
                 try:
                     self.store.publish_health(status["name"], shown)
@@ -272,6 +273,24 @@ class Launching:
                  manager.config.launch_attempts)
         self._write_request(plan.request, req, version)
 
+
+    def _leaves_to_preferred(self, manager: ProviderManager, req: NodeRequest, named: str,
+                             avoid: frozenset[str]) -> bool:
+        """Whether `manager` leaves a request to launch to another launcher's provider of a better priority that
+        can take it now (live, serving its labels, with room, not drained or backing off, not declined or
+        avoided by it): as in Nodepool, better-priority providers fill up before the others are used."""
+        if named == manager.name:
+            return False
+        for name in self.live_providers:
+            config = self.nodepool.providers.get(name)
+            if config is None or config.priority >= manager.config.priority or \
+                    (name in self.managers and self.managers[name].active):
+                continue
+            if name in self.foreign_unable or name in self.foreign_full or name in req.declined_by or \
+                    name in avoid or not self.live_provider_labels.get(name, set()).issuperset(req.labels):
+                continue
+            return True
+        return False
 
     def _make_room(self, req: NodeRequest, able: list[ProviderManager]) -> None:
         """Never wedge at max-servers: when idle ready nodes hold the room a request needs to launch, delete the
