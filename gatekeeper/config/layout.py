@@ -520,7 +520,7 @@ class _Builder:
             pools=tuple(pools),
             images=tuple(
                 Image(i["name"], i.get("base-image", ""), i.get("prepare", ""), i.get("username", "root"),
-                      i.get("rebuild-hours"), i.get("pause", False))
+                      i.get("rebuild-hours"), i.get("pause", False), i.get("build-timeout", 8 * 3600))
                 for i in pr.get("images", [])
             ),
             hosts=tuple(hosts),

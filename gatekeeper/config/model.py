@@ -189,6 +189,7 @@ class Image:
     username: str = "root"
     rebuild_hours: float | None = None
     pause: bool = False  # no new builds; the ready ones keep serving
+    build_timeout: float = 8 * 3600  # seconds the prepare script may run (Nodepool's build-timeout)
 
 
 @dataclass(frozen=True)

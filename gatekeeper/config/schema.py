@@ -234,6 +234,7 @@ IMAGE = v.Schema(
         "prepare": str,
         "username": str,
         "rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
+        "build-timeout": v.All(v.Any(int, float), v.Range(min=1)),  # seconds the prepare script may run
         "pause": bool,  # build no new image (the ready builds keep serving), as Nodepool's diskimage pause
     }
 )

@@ -12,7 +12,7 @@ import uuid
 
 from gatekeeper.launcher.model import IMAGE_GONE, META_BUILD, ImageBuild
 from gatekeeper.launcher.provider_manager import META_PROVIDER
-from gatekeeper.launcher.sshkeys import run_script, scan_host_keys
+from gatekeeper.launcher.sshkeys import ScriptTimeout, run_script, scan_host_keys
 from gatekeeper.zk.nodes import NodeStore
 
 log = logging.getLogger("gatekeeper.launcher.images")
@@ -134,8 +134,11 @@ class ImageBuilder:
                 raise RuntimeError(f"template server {server_id} is {info.state if info else 'gone'}: "
                                    f"{info.fault if info else ''}")
             keys = scan_host_keys(info.address, info.port, timeout=m.config.boot_timeout, stop=self._stop)
-            status, output = run_script(info.address, info.port, image.username, self.launcher.ssh_key, keys,
-                                        image.prepare)
+            try:
+                status, output = run_script(info.address, info.port, image.username, self.launcher.ssh_key, keys,
+                                            image.prepare, timeout=image.build_timeout, stop=self._stop)
+            except ScriptTimeout as e:
+                raise RuntimeError(f"prepare script stopped: {e}") from None
             if status != 0:
                 raise RuntimeError(f"prepare script exited {status}: {output[-2000:]}")
             image_id = m.adapter.snapshot(server_id, f"gk-{image.name}-{build.id}",

@@ -52,3 +52,17 @@ def test_a_paused_images_ready_build_keeps_serving_past_its_rebuild_age(zk, sim,
     [node] = client.lock_nodes(client.wait(client.request(["debian"]), 30))
     assert node.image_build == first.id
     client.release(node)
+
+
+def test_a_build_whose_prepare_script_outlasts_build_timeout_fails_and_its_template_is_deleted(
+        zk, sim, start_launcher):
+    # it keeps printing (a quiet-time limit would never fire) and never ends on its own
+    hung = ("    - name: prov-a\n      driver: openstack\n      cloud: alpha\n      max-servers: 2\n"
+            "      pools:\n        - name: main\n          labels: [{name: debian, image: deb, flavor: small}]\n"
+            "      images:\n        - name: deb\n          base-image: debian-12\n          build-timeout: 2\n"
+            "          prepare: |\n            while true; do echo still going; sleep 0.2; done\n")
+    start_launcher(pool_yaml({"debian": 0}, hung))
+    failed = wait_for(lambda: next((b for b in builds(zk, "deb") if b.state == "failed"), None), 60,
+                      "the build failed")
+    assert "did not finish within 2s" in failed.reason and "still going" in failed.reason, failed.reason
+    wait_for(lambda: not servers(sim, "alpha"), 30, "the template server deleted")
