@@ -64,11 +64,12 @@ class Launching:
 
     def _node_for(self, manager: ProviderManager, label: str, rid: str) -> tuple[Node, str, str] | None:
         """A new node record of `label` on `manager` (not written yet), its flavor and cloud image."""
-        image = manager.image_for(label)
+        pool = manager.pool_for(label)
+        image = manager.image_for(label, pool)
         if image is None:
             return None
         image_name, build_id, cloud_image = image
-        pool, flavor, username = manager.launch_spec(label)
+        pool, flavor, username = manager.launch_spec(label, pool)
         node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
                     label=label, image=image_name, image_build=build_id, username=username,
                     private_key=self.ssh_key, launcher=self.ident, request=rid)

@@ -24,6 +24,7 @@ META_LABEL = "gatekeeper-label"  # a server's metadata: the label of the node it
 # a server's or image's metadata: the provider that made it, so that providers sharing a cloud project leave each
 # other's alone (as Nodepool's nodepool_provider_name)
 META_PROVIDER = "gatekeeper-provider"
+META_POOL = "gatekeeper-pool"  # a server's metadata: the pool it was launched in
 
 
 class ProviderManager:
@@ -46,10 +47,12 @@ class ProviderManager:
         self.limits_ttl = limits_ttl
         self.active = False  # this process holds the provider's lock
         self.nodes: dict[str, tuple[Node, int]] = {}
-        self.pool_labels: dict[str, tuple[str, PoolLabel]] = {}
+        self.pool_labels: dict[str, tuple[str, PoolLabel]] = {}  # label -> the first pool offering it
+        self.label_pools: dict[str, list[tuple[Pool, PoolLabel]]] = {}  # label -> every pool offering it
         for pool in config.pools:
             for pl in pool.labels:
                 self.pool_labels.setdefault(pl.name, (pool.name, pl))
+                self.label_pools.setdefault(pl.name, []).append((pool, pl))
         self.pools = {pool.name: pool for pool in config.pools}
         self.host_labels = {label for h in config.hosts for label in h.labels}
         self.poller = ServerPoller(self.name, adapter, poll_interval)
@@ -58,7 +61,7 @@ class ProviderManager:
         self._limits: Limits | None = None
         self._limits_at = 0.0
         self._limits_mine = 0
-        self._sizes: dict[str, Flavor] = {}  # label -> the size of its flavor, read with the limits
+        self._sizes: dict[str, Flavor] = {}  # flavor name -> its size, read with the limits
         self._foreign_cores = self._foreign_ram = 0  # what servers not ours use of the cores and RAM quota
         self.quota_blocked_until = 0.0
         self.image_builds: dict[str, tuple[str, str]] = {}  # image name -> (build id, cloud image id)
@@ -94,13 +97,25 @@ class ProviderManager:
                 labels.remove(n.label)
         return labels
 
-    def launch_spec(self, label: str) -> tuple[str, str, str]:
-        """(pool, flavor, username) to launch `label` with."""
+    def _pool_label(self, label: str, pool: str | None) -> PoolLabel:
+        """`label` as the pool named offers it (the first pool offering it when none is named)."""
+        return next((pl for p, pl in self.label_pools[label] if p.name == pool), self.pool_labels[label][1])
+
+    def pool_for(self, label: str) -> str:
+        """The pool to launch `label` in: of the pools offering it, the one with the most room (as Nodepool, any
+        pool that offers a label may launch it); "" for a label of no pool (static hosts)."""
+        options = self.label_pools.get(label)
+        if not options:
+            return ""
+        return max(options, key=lambda o: self._pool_room(o[0], o[1]))[0].name
+
+    def launch_spec(self, label: str, pool: str | None = None) -> tuple[str, str, str]:
+        """(pool, flavor, username) to launch `label` with (in `pool`, or the first pool offering it)."""
         username = self.adapter.username_for(label)
         if label not in self.pool_labels:
             return "", "", username or "root"
-        pool, pl = self.pool_labels[label]
-        return pool, pl.flavor, username or pl.username
+        pl = self._pool_label(label, pool)
+        return pool or self.pool_labels[label][0], pl.flavor, username or pl.username
 
     def can_launch(self) -> bool:
         """Held by us, not drained, and not backing off after boot failures (a probe may be allowed)."""
@@ -113,11 +128,12 @@ class ProviderManager:
     def serves(self, label: str) -> bool:
         return label not in self.disabled and (label in self.pool_labels or label in self.host_labels)
 
-    def image_for(self, label: str) -> tuple[str, str, str] | None:
-        """(image name, build id, cloud image) to boot `label` from; None while its image is not built yet."""
+    def image_for(self, label: str, pool: str | None = None) -> tuple[str, str, str] | None:
+        """(image name, build id, cloud image) to boot `label` from (in `pool`, or the first pool offering it);
+        None while its image is not built yet."""
         if label not in self.pool_labels:
             return "", "", ""  # a label of servers that need no image (static hosts)
-        _, pl = self.pool_labels[label]
+        pl = self._pool_label(label, pool)
         image = next(i for i in self.config.images if i.name == pl.image)
         if not image.prepare:
             return image.name, "", image.base_image or image.name
@@ -164,32 +180,36 @@ class ProviderManager:
         if time.monotonic() < self.quota_blocked_until:
             return 0
         free = self.capacity() - self.count()
-        if label and label in self.pool_labels:
-            pool = self.pools[self.pool_labels[label][0]]
-            if pool.max_servers is not None:
-                free = min(free, pool.max_servers - self.count(pool.name))
-            free = min(free, self._room_by_size(label, pool))
+        if label and label in self.label_pools:
+            free = min(free, sum(max(0, self._pool_room(pool, pl)) for pool, pl in self.label_pools[label]))
         if label:
             known = self.adapter.free_for(label)
             if known is not None:
                 free = min(free, known - self._unplaced(label))
         return max(0, free)
 
-    def _room_by_size(self, label: str, pool: Pool) -> int:
-        """How many more servers of `label`'s flavor fit in the cores and RAM left: of the cloud's quota (after
-        the other users' servers and our nodes) and of the pool's max-cores and max-ram, as Nodepool weighs
-        quota (not by servers alone)."""
-        size = self._sizes.get(label)
+    def _size(self, pool: str, label: str) -> Flavor | None:
+        """The size of the flavor `label` is launched with in `pool` (None: not known)."""
+        options = self.label_pools.get(label)
+        if not options:
+            return None
+        pl = next((pl for p, pl in options if p.name == pool), options[0][1])
+        return self._sizes.get(pl.flavor)
+
+    def _pool_room(self, pool: Pool, pl: PoolLabel) -> int:
+        """How many more servers of `pl` the pool holds: its max-servers, and the cores and RAM left of the
+        cloud's quota (after the other users' servers and our nodes) and of the pool's max-cores and max-ram, as
+        Nodepool weighs quota (not by servers alone)."""
+        room = UNLIMITED if pool.max_servers is None else pool.max_servers - self.count(pool.name)
+        size = self._sizes.get(pl.flavor)
         if size is None:
-            return UNLIMITED
-        room = UNLIMITED
+            return room
+        ours = [(n.pool, f) for n, _ in self.nodes.values() if (f := self._size(n.pool, n.label)) is not None]
         if self._limits is not None:
-            ours = [self._sizes[n.label] for n, _ in self.nodes.values() if n.label in self._sizes]
-            room = _fits(size, self._limits.cores - self._foreign_cores - sum(f.vcpus for f in ours),
-                         self._limits.ram - self._foreign_ram - sum(f.ram for f in ours))
+            room = min(room, _fits(size, self._limits.cores - self._foreign_cores - sum(f.vcpus for _, f in ours),
+                                   self._limits.ram - self._foreign_ram - sum(f.ram for _, f in ours)))
         if pool.max_cores is not None or pool.max_ram is not None:
-            in_pool = [self._sizes[n.label] for n, _ in self.nodes.values()
-                       if n.pool == pool.name and n.label in self._sizes]
+            in_pool = [f for p, f in ours if p == pool.name]
             room = min(room, _fits(size, _less(pool.max_cores, sum(f.vcpus for f in in_pool)),
                                    _less(pool.max_ram, sum(f.ram for f in in_pool))))
         return room
@@ -202,18 +222,28 @@ class ProviderManager:
             return False
         if len(labels) > self.capacity():
             return False
-        sizes = [(self._sizes[label], self.pools[self.pool_labels[label][0]]) for label in labels
-                 if label in self._sizes]
-        if len(sizes) < len(labels):
-            return True  # (a size we could not read: the cloud will say)
-        if self._limits is not None and (
-                sum(f.vcpus for f, _ in sizes) > self._limits.cores - self._foreign_cores
-                or sum(f.ram for f, _ in sizes) > self._limits.ram - self._foreign_ram):
+        options = {label: [(pool, self._sizes.get(pl.flavor)) for pool, pl in self.label_pools.get(label, [])]
+                   for label in labels}
+        if any(not opts or any(f is None for _, f in opts) for opts in options.values()):
+            return True  # (no pool, or a size we could not read: the cloud will say)
+        least_cores = sum(min(f.vcpus for _, f in options[label]) for label in labels)
+        least_ram = sum(min(f.ram for _, f in options[label]) for label in labels)
+        if self._limits is not None and (least_cores > self._limits.cores - self._foreign_cores
+                                         or least_ram > self._limits.ram - self._foreign_ram):
             return False
-        for pool in {p.name: p for _, p in sizes}.values():
-            in_pool = [f for f, p in sizes if p is pool]
-            if _less(pool.max_cores, sum(f.vcpus for f in in_pool)) < 0 or \
-                    _less(pool.max_ram, sum(f.ram for f in in_pool)) < 0:
+        # each label fits in one of its pools; labels that only one pool offers fit there together
+        alone: dict[str, list[Flavor]] = {}
+        for label in labels:
+            fitting = [(pool, f) for pool, f in options[label] if _less(pool.max_cores, f.vcpus) >= 0
+                       and _less(pool.max_ram, f.ram) >= 0]
+            if not fitting:
+                return False
+            if len(options[label]) == 1:
+                alone.setdefault(options[label][0][0].name, []).append(options[label][0][1])
+        for name, sizes in alone.items():
+            pool = self.pools[name]
+            if _less(pool.max_cores, sum(f.vcpus for f in sizes)) < 0 or \
+                    _less(pool.max_ram, sum(f.ram for f in sizes)) < 0:
                 return False
         return True
 
@@ -228,16 +258,17 @@ class ProviderManager:
             log.warning("provider %s: reading limits failed: %s", self.name, e)
             return
         sizes = dict(self._sizes)
-        for label, (_, pl) in self.pool_labels.items():
-            if pl.flavor and label not in sizes:
+        for flavor in {pl.flavor for options in self.label_pools.values() for _, pl in options} - set(sizes):
+            if flavor:
                 try:
-                    sizes[label] = self.adapter.flavor(pl.flavor)
+                    sizes[flavor] = self.adapter.flavor(flavor)
                 except ProviderError as e:  # its launches will say so; the servers' quota still holds
-                    log.warning("provider %s: label %s: reading flavor %s: %s", self.name, label, pl.flavor, e)
-        mine = [sizes[s.metadata[META_LABEL]] for s in ours.values() if s.metadata.get(META_LABEL) in sizes]
+                    log.warning("provider %s: reading flavor %s: %s", self.name, flavor, e)
+        self._sizes = sizes
+        mine = [f for s in ours.values() if (f := self._size(s.metadata.get(META_POOL, ""),
+                                                              s.metadata.get(META_LABEL, ""))) is not None]
         self._foreign_cores = max(0, limits.cores_used - sum(f.vcpus for f in mine))
         self._foreign_ram = max(0, limits.ram_used - sum(f.ram for f in mine))
-        self._sizes = sizes
         self._limits, self._limits_at, self._limits_mine = limits, time.monotonic(), len(ours)
 
     def made(self, metadata: dict) -> bool:
@@ -257,7 +288,7 @@ class ProviderManager:
                 self.keypair_ready = True
 
     def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
-        meta = {META_NODE: node.id, META_LABEL: node.label, META_PROVIDER: self.name}
+        meta = {META_NODE: node.id, META_LABEL: node.label, META_PROVIDER: self.name, META_POOL: node.pool}
         build = node.image_build
         # Until a server was created from an image build, its creates go one at a time: launches started together
         # (a burst) would otherwise all find a vanished upload gone, where one failure is enough to know it.

@@ -7,7 +7,7 @@ from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
 from gatekeeper.sim.openstack.hosts import HostSpec
 from tests.functional import test_launcher as base
-from tests.functional.test_launcher import pool_yaml, provider_yaml, ready_ids, servers, wait_live
+from tests.functional.test_launcher import node_records, pool_yaml, provider_yaml, ready_ids, servers, wait_live
 from tests.helpers import wait_for
 
 # the launcher tests' fixtures: a key pair, the two-cloud simulator, and launchers stopped at the end
@@ -45,3 +45,18 @@ def test_a_static_host_of_a_disabled_label_is_not_offered(zk, sim, start_launche
     finally:
         for i in range(2):
             backend.destroy(f"rack-{i}")
+
+
+def test_a_label_offered_by_two_pools_uses_the_room_of_both(zk, sim, start_launcher):
+    two_pools = ("    - name: prov-a\n      driver: openstack\n      cloud: alpha\n      boot-timeout: 15\n"
+                 "      pools:\n"
+                 "        - name: az1\n          max-servers: 1\n"
+                 "          labels: [{name: debian, image: deb, flavor: small}]\n"
+                 "        - name: az2\n          max-servers: 1\n"
+                 "          labels: [{name: debian, image: deb, flavor: medium}]\n"
+                 "      images:\n        - name: deb\n          base-image: debian-12\n")
+    start_launcher(pool_yaml({"debian": 2}, two_pools))
+    wait_for(lambda: len(ready_ids(zk, "debian")) == 2, 30, "a ready node from each pool")
+    nodes = node_records(zk).values()
+    assert sorted(n.pool for n in nodes) == ["az1", "az2"]
+    assert sorted(s.flavor.name for s in servers(sim, "alpha")) == ["medium", "small"]  # each pool's flavor
