@@ -62,6 +62,7 @@ class ProviderManager:
         self._limits_at = 0.0
         self._limits_mine = 0
         self._sizes: dict[str, Flavor] = {}  # flavor name -> its size, read with the limits
+        self._biggest = (0, 0)  # the most cores and RAM of those flavors
         self._foreign_cores = self._foreign_ram = 0  # what servers not ours use of the cores and RAM quota
         self.quota_blocked_until = 0.0
         self.image_builds: dict[str, tuple[str, str]] = {}  # image name -> (build id, cloud image id)
@@ -204,11 +205,19 @@ class ProviderManager:
         size = self._sizes.get(pl.flavor)
         if size is None:
             return room
+        limits, by_pool = self._limits, pool.max_cores is not None or pool.max_ram is not None
+        if limits is not None and not by_pool:
+            # the common case, without walking every node: when even our largest flavor on every node leaves room
+            # for more servers than max-servers or the cloud's server limit allow, cores and RAM do not bind
+            cores, ram = self._biggest
+            if _fits(size, limits.cores - self._foreign_cores - len(self.nodes) * cores,
+                     limits.ram - self._foreign_ram - len(self.nodes) * ram) >= self.capacity():
+                return room
         ours = [(n.pool, f) for n, _ in self.nodes.values() if (f := self._size(n.pool, n.label)) is not None]
-        if self._limits is not None:
-            room = min(room, _fits(size, self._limits.cores - self._foreign_cores - sum(f.vcpus for _, f in ours),
-                                   self._limits.ram - self._foreign_ram - sum(f.ram for _, f in ours)))
-        if pool.max_cores is not None or pool.max_ram is not None:
+        if limits is not None:
+            room = min(room, _fits(size, limits.cores - self._foreign_cores - sum(f.vcpus for _, f in ours),
+                                   limits.ram - self._foreign_ram - sum(f.ram for _, f in ours)))
+        if by_pool:
             in_pool = [f for p, f in ours if p == pool.name]
             room = min(room, _fits(size, _less(pool.max_cores, sum(f.vcpus for f in in_pool)),
                                    _less(pool.max_ram, sum(f.ram for f in in_pool))))
@@ -265,6 +274,8 @@ class ProviderManager:
                 except ProviderError as e:  # its launches will say so; the servers' quota still holds
                     log.warning("provider %s: reading flavor %s: %s", self.name, flavor, e)
         self._sizes = sizes
+        self._biggest = (max((f.vcpus for f in sizes.values()), default=0),
+                         max((f.ram for f in sizes.values()), default=0))
         mine = [f for s in ours.values() if (f := self._size(s.metadata.get(META_POOL, ""),
                                                               s.metadata.get(META_LABEL, ""))) is not None]
         self._foreign_cores = max(0, limits.cores_used - sum(f.vcpus for f in mine))
