@@ -179,6 +179,8 @@ class Pool:
     max_servers: int | None = None
     max_cores: int | None = None  # of its nodes' flavors, in all (None: up to the cloud's quota)
     max_ram: int | None = None  # MB, likewise
+    # stored with each node launched in it, for its consumer (Nodepool's node-attributes)
+    node_attributes: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)

@@ -265,6 +265,7 @@ PROVIDER = v.Schema(
         "pools": Each({v.Required("name"): NAME, "max-servers": int,
                        "max-cores": v.All(int, v.Range(min=0, msg="must not be negative")),
                        "max-ram": v.All(int, v.Range(min=0, msg="must not be negative")),
+                       "node-attributes": {str: v.Any(str, int, float, bool)},
                        v.Required("labels"): Each(POOL_LABEL)}),
         "images": Each(IMAGE),
         "hosts": Each(STATIC_HOST),

@@ -72,7 +72,8 @@ class Launching:
         pool, flavor, username = manager.launch_spec(label, pool)
         node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
                     label=label, image=image_name, image_build=build_id, username=username,
-                    private_key=self.ssh_key, launcher=self.ident, request=rid)
+                    private_key=self.ssh_key, launcher=self.ident, request=rid,
+                    attributes=dict(manager.pools[pool].node_attributes) if pool else {})
         return node, flavor, cloud_image
 
     def _boot(self, manager: ProviderManager, node: Node, flavor: str, cloud_image: str) -> None:

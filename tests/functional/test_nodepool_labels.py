@@ -60,3 +60,14 @@ def test_a_label_offered_by_two_pools_uses_the_room_of_both(zk, sim, start_launc
     nodes = node_records(zk).values()
     assert sorted(n.pool for n in nodes) == ["az1", "az2"]
     assert sorted(s.flavor.name for s in servers(sim, "alpha")) == ["medium", "small"]  # each pool's flavor
+
+
+def test_a_pools_node_attributes_are_stored_with_its_nodes_for_their_consumer(zk, sim, start_launcher):
+    attributed = provider_yaml("prov-a", "alpha").replace(
+        "        - name: main\n", "        - name: main\n          node-attributes: {zone: az1, gpu: false}\n")
+    start_launcher(pool_yaml({"debian": 0}, attributed))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "attributes")
+    [node] = client.lock_nodes(client.wait(client.request(["debian"]), 30))
+    assert node.attributes == {"zone": "az1", "gpu": False}
+    client.release(node)
