@@ -69,6 +69,11 @@ def cleanup_provider(launcher, manager) -> None:
         build_ids.update(b.id for b in builds)
         building_templates.update(b.id for b in builds if b.state == model.BUILDING)
     # another provider's servers and images (one sharing this cloud project) are its own to clean up
+    # builds of images no longer in the provider's configuration: deleted below, once no node uses them
+    configured = {image.name for image in manager.config.images}
+    removed = [b for name in store.image_names() if name not in configured
+               for b in store.image_builds(name, manager.name)]
+    build_ids.update(b.id for b in removed)
     servers = {sid: s for sid, s in manager.adapter.poll().items() if manager.made(s.metadata)}
     # read after the listing: a node record is written before its server is created, so a server listed above
     # without a record here has none
@@ -113,6 +118,13 @@ def cleanup_provider(launcher, manager) -> None:
                      and b.id not in in_use):
             if _delete_image(manager, gone.external_id):
                 store.delete_image_build(gone)
+    # as in Nodepool, an image removed from a provider's configuration is deleted from its cloud
+    for old in removed:
+        if old.id not in in_use and old.state != model.BUILDING:
+            log.info("provider %s: image %s is no longer configured; deleting its build %s", manager.name,
+                     old.image, old.id)
+            if _delete_image(manager, old.external_id):
+                store.delete_image_build(old)
 
 
 def _delete_image(manager, image_id: str) -> bool:

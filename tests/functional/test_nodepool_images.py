@@ -66,3 +66,17 @@ def test_a_build_whose_prepare_script_outlasts_build_timeout_fails_and_its_templ
                       "the build failed")
     assert "did not finish within 2s" in failed.reason and "still going" in failed.reason, failed.reason
     wait_for(lambda: not servers(sim, "alpha"), 30, "the template server deleted")
+
+
+def test_an_image_removed_from_the_configuration_is_deleted_from_the_cloud(zk, sim, start_launcher):
+    launcher = start_launcher(pool_yaml({"debian": 0, "fedora": 0}, two_images("", "")))
+    deb = wait_for(lambda: next((b for b in builds(zk, "deb") if b.state == "ready"), None), 60, "deb built")
+    fed = wait_for(lambda: next((b for b in builds(zk, "fed") if b.state == "ready"), None), 60, "fed built")
+    launcher.stop()
+    # restarted without fed (and its label): fed's upload goes, deb's stays
+    only_deb = two_images("", "").split("        - name: fed\n")[0].replace(
+        ", {name: fedora, image: fed, flavor: small}", "")
+    start_launcher(pool_yaml({"debian": 0}, only_deb), cleanup_interval=0.3)
+    wait_for(lambda: not builds(zk, "fed"), 30, "fed's build record removed")
+    assert fed.external_id not in sim.cloud("alpha").images
+    assert deb.external_id in sim.cloud("alpha").images and [b.id for b in builds(zk, "deb")] == [deb.id]
