@@ -96,7 +96,12 @@ def cleanup_provider(launcher, manager) -> None:
     # leaked images (ours, no build record), superseded ones (older than the last two ready builds, as Nodepool
     # keeps the current and the previous one to fall back on) and deleted or vanished ones, once no node uses them
     in_use = {n.image_build for n, _ in nodes.values()}
-    for image in manager.adapter.list_images():
+    cloud_images = manager.adapter.list_images()
+    # read after the listing: a build's record is written before its snapshot, so an image listed above whose
+    # build has no record here has none (builds read before the listing miss those started meanwhile)
+    for name in configured:
+        build_ids.update(b.id for b in store.image_builds(name, manager.name))
+    for image in cloud_images:
         if not manager.made(image.metadata):
             continue
         build_id = image.metadata.get(META_BUILD)

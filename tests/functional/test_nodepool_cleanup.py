@@ -7,8 +7,12 @@ from __future__ import annotations
 from gatekeeper.launcher import cleanup as cleanup_module
 from gatekeeper.launcher.client import NodeRequestClient
 from gatekeeper.launcher.images import list_builds
+from gatekeeper.launcher.model import META_BUILD, META_OWNER, ImageBuild
+from gatekeeper.launcher.provider_manager import META_PROVIDER
+from gatekeeper.sim.openstack.cloud import Image
+from gatekeeper.zk.nodes import NodeStore
 from tests.functional import test_launcher as base
-from tests.functional.test_launcher import pool_yaml
+from tests.functional.test_launcher import OWNER, pool_yaml
 from tests.helpers import wait_for
 
 # the launcher tests' fixtures: a key pair, the two-cloud simulator, and launchers stopped at the end
@@ -51,3 +55,29 @@ def test_two_providers_on_one_cloud_project_keep_each_others_images_and_servers(
     # and prov-a counts it against the cloud's limit as another's server, not as one of its own
     assert launcher.managers["prov-a"].capacity() == 3
     client.release(nodes[0])
+
+
+def test_an_image_whose_build_started_during_a_cleanup_pass_is_not_taken_for_a_leak(zk, sim, start_launcher,
+                                                                                    monkeypatch):
+    cloud = sim.cloud("alpha")
+    launcher = start_launcher(pool_yaml({"debian": 0}, same_cloud_provider("prov-a", "debian")))
+    wait_for(lambda: any(b.state == "ready" for b in list_builds(zk.client, "deb", "prov-a")), 60, "deb built")
+    manager = launcher.managers["prov-a"]
+    listing = manager.adapter.list_images
+    started = []
+
+    def build_starts_meanwhile():
+        # a build begins after the pass read the builds and before it lists the cloud's images: its record is
+        # written, then its snapshot appears
+        if not started:
+            build = ImageBuild(id="9999999999999-late00", image="deb", provider="prov-a")
+            NodeStore(zk).write_image_build(build)
+            with cloud.lock:
+                image = Image("late-snapshot", "gk-deb-late", properties={
+                    META_OWNER: OWNER, META_BUILD: build.id, META_PROVIDER: "prov-a"})
+                cloud.images[image.id] = image
+            started.append(build)
+        return listing()
+    monkeypatch.setattr(manager.adapter, "list_images", build_starts_meanwhile)
+    cleanup_module.cleanup_provider(launcher, manager)
+    assert started and "late-snapshot" in cloud.images
