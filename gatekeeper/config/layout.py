@@ -498,7 +498,8 @@ class _Builder:
                 self.refs.append(("label", pl["name"], pool["labels"].source, pool["labels"].line_of(i), where))
                 labels.append(PoolLabel(pl["name"], pl["image"], pl.get("flavor", ""), pl.get("key-name", ""),
                                         pl.get("username") or images.get(pl["image"], {}).get("username", "root")))
-            pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers")))
+            pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers"), pool.get("max-cores"),
+                              pool.get("max-ram"), dict(pool.get("node-attributes", {}))))
         hosts = []
         for i, h in enumerate(pr.get("hosts", [])):
             for label in h["labels"]:
@@ -510,15 +511,16 @@ class _Builder:
             driver=pr["driver"],
             cloud=pr.get("cloud", ""),
             region=pr.get("region", ""),
-            max_servers=pr.get("max-servers", len(hosts) if pr["driver"] == "static" else 10),
+            max_servers=pr.get("max-servers", len(hosts) if pr["driver"] == "static" else None),
             boot_timeout=pr.get("boot-timeout", 120),
+            launch_timeout=pr.get("launch-timeout", 3600),
             launch_attempts=pr.get("launch-attempts", 3),
             priority=pr.get("priority", 100),
             image_rebuild_hours=pr.get("image-rebuild-hours", 24),
             pools=tuple(pools),
             images=tuple(
                 Image(i["name"], i.get("base-image", ""), i.get("prepare", ""), i.get("username", "root"),
-                      i.get("rebuild-hours"))
+                      i.get("rebuild-hours"), i.get("pause", False), i.get("build-timeout", 8 * 3600))
                 for i in pr.get("images", [])
             ),
             hosts=tuple(hosts),

@@ -159,7 +159,7 @@ class Project:
 @dataclass(frozen=True)
 class NodeLabel:
     name: str
-    min_ready: int = 0
+    min_ready: int = 0  # -1: disabled (nothing of it is launched)
     max_ready_age: float = 0  # seconds an unused ready node is kept (0: for ever)
 
 
@@ -177,6 +177,10 @@ class Pool:
     name: str
     labels: tuple[PoolLabel, ...]
     max_servers: int | None = None
+    max_cores: int | None = None  # of its nodes' flavors, in all (None: up to the cloud's quota)
+    max_ram: int | None = None  # MB, likewise
+    # stored with each node launched in it, for its consumer (Nodepool's node-attributes)
+    node_attributes: dict = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -186,6 +190,8 @@ class Image:
     prepare: str = ""
     username: str = "root"
     rebuild_hours: float | None = None
+    pause: bool = False  # no new builds; the ready ones keep serving
+    build_timeout: float = 8 * 3600  # seconds the prepare script may run (Nodepool's build-timeout)
 
 
 @dataclass(frozen=True)
@@ -204,8 +210,9 @@ class Provider:
     driver: str
     cloud: str = ""
     region: str = ""
-    max_servers: int = 10
-    boot_timeout: float = 120
+    max_servers: int | None = None  # None: as many as the cloud's quota allows (as Nodepool's max-servers)
+    boot_timeout: float = 120  # from ACTIVE to answering SSH (Nodepool's boot-timeout)
+    launch_timeout: float = 3600  # from the create call to ACTIVE (Nodepool's launch-timeout)
     launch_attempts: int = 3
     image_rebuild_hours: float = 24
     priority: int = 100  # lower is preferred when several providers could launch

@@ -212,7 +212,9 @@ PROJECT = v.Schema(
     }
 )
 
-NODE_LABEL = v.Schema({v.Required("name"): NAME, "min-ready": v.All(int, v.Range(min=0, msg="must not be negative")),
+# min-ready -1: the label is disabled (as in Nodepool): no node of it is launched, requests for it are declined
+NODE_LABEL = v.Schema({v.Required("name"): NAME,
+                       "min-ready": v.All(int, v.Range(min=-1, msg="must not be negative, except -1 (disabled)")),
                        "max-ready-age": v.All(v.Any(int, float), v.Range(min=0, msg="must not be negative"))})
 
 POOL_LABEL = v.Schema(
@@ -232,6 +234,8 @@ IMAGE = v.Schema(
         "prepare": str,
         "username": str,
         "rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
+        "build-timeout": v.All(v.Any(int, float), v.Range(min=1)),  # seconds the prepare script may run
+        "pause": bool,  # build no new image (the ready builds keep serving), as Nodepool's diskimage pause
     }
 )
 
@@ -254,10 +258,15 @@ PROVIDER = v.Schema(
         "region": str,
         "max-servers": v.All(int, v.Range(min=0, msg="must not be negative")),
         "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
+        "launch-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
         "priority": int,
         "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
-        "pools": Each({v.Required("name"): NAME, "max-servers": int, v.Required("labels"): Each(POOL_LABEL)}),
+        "pools": Each({v.Required("name"): NAME, "max-servers": int,
+                       "max-cores": v.All(int, v.Range(min=0, msg="must not be negative")),
+                       "max-ram": v.All(int, v.Range(min=0, msg="must not be negative")),
+                       "node-attributes": {str: v.Any(str, int, float, bool)},
+                       v.Required("labels"): Each(POOL_LABEL)}),
         "images": Each(IMAGE),
         "hosts": Each(STATIC_HOST),
     }

@@ -68,7 +68,13 @@ def cleanup_provider(launcher, manager) -> None:
         builds_by_image[image.name] = builds
         build_ids.update(b.id for b in builds)
         building_templates.update(b.id for b in builds if b.state == model.BUILDING)
-    servers = manager.adapter.poll()
+    # another provider's servers and images (one sharing this cloud project) are its own to clean up
+    # builds of images no longer in the provider's configuration: deleted below, once no node uses them
+    configured = {image.name for image in manager.config.images}
+    removed = [b for name in store.image_names() if name not in configured
+               for b in store.image_builds(name, manager.name)]
+    build_ids.update(b.id for b in removed)
+    servers = {sid: s for sid, s in manager.adapter.poll().items() if manager.made(s.metadata)}
     # read after the listing: a node record is written before its server is created, so a server listed above
     # without a record here has none
     known = set(store.node_ids())
@@ -90,7 +96,14 @@ def cleanup_provider(launcher, manager) -> None:
     # leaked images (ours, no build record), superseded ones (older than the last two ready builds, as Nodepool
     # keeps the current and the previous one to fall back on) and deleted or vanished ones, once no node uses them
     in_use = {n.image_build for n, _ in nodes.values()}
-    for image in manager.adapter.list_images():
+    cloud_images = manager.adapter.list_images()
+    # read after the listing: a build's record is written before its snapshot, so an image listed above whose
+    # build has no record here has none (builds read before the listing miss those started meanwhile)
+    for name in configured:
+        build_ids.update(b.id for b in store.image_builds(name, manager.name))
+    for image in cloud_images:
+        if not manager.made(image.metadata):
+            continue
         build_id = image.metadata.get(META_BUILD)
         if build_id and build_id not in build_ids:
             log.info("provider %s: deleting leaked image %s (%s)", manager.name, image.id, image.name)
@@ -110,6 +123,13 @@ def cleanup_provider(launcher, manager) -> None:
                      and b.id not in in_use):
             if _delete_image(manager, gone.external_id):
                 store.delete_image_build(gone)
+    # as in Nodepool, an image removed from a provider's configuration is deleted from its cloud
+    for old in removed:
+        if old.id not in in_use and old.state != model.BUILDING:
+            log.info("provider %s: image %s is no longer configured; deleting its build %s", manager.name,
+                     old.image, old.id)
+            if _delete_image(manager, old.external_id):
+                store.delete_image_build(old)
 
 
 def _delete_image(manager, image_id: str) -> bool:

@@ -11,7 +11,8 @@ import time
 import uuid
 
 from gatekeeper.launcher.model import IMAGE_GONE, META_BUILD, ImageBuild
-from gatekeeper.launcher.sshkeys import run_script, scan_host_keys
+from gatekeeper.launcher.provider_manager import META_PROVIDER
+from gatekeeper.launcher.sshkeys import ScriptTimeout, run_script, scan_host_keys
 from gatekeeper.zk.nodes import NodeStore
 
 log = logging.getLogger("gatekeeper.launcher.images")
@@ -29,6 +30,7 @@ class ImageBuilder:
         self.store = launcher.store
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._paused: set[str] = set()  # paused images already logged as such
         self._thread = threading.Thread(target=self._run, name=f"images-{manager.name}", daemon=True)
 
     def start(self) -> None:
@@ -66,6 +68,12 @@ class ImageBuilder:
                 log.warning("provider %s: image %s build %s is gone from the cloud; falling back to %s",
                             self.manager.name, image.name, gone.id, ready[-1].id if ready else "a new build")
             self._publish(image.name, ready[-1] if ready else None, builds)
+            if image.pause:
+                if image.name not in self._paused:
+                    self._paused.add(image.name)
+                    log.info("provider %s: image %s is paused: no new build (%s serves)", self.manager.name,
+                             image.name, f"build {ready[-1].id}" if ready else "no build")
+                continue
             hours = image.rebuild_hours if image.rebuild_hours is not None else \
                 self.manager.config.image_rebuild_hours
             last_attempt = max((b.created for b in builds), default=0.0)
@@ -116,21 +124,26 @@ class ImageBuilder:
         server_id = ""
         try:
             server_id = m.adapter.create(f"gk-template-{image.name}-{build.id[-6:]}",
-                                         image.base_image or image.name, flavor, {META_BUILD: build.id},
+                                         image.base_image or image.name, flavor,
+                                         {META_BUILD: build.id, META_PROVIDER: m.name},
                                          key_name=m.key_name)
             build.template_id = server_id
             self.store.write_image_build(build)
-            info = m.poller.wait_settled(server_id).result(timeout=m.config.boot_timeout)
+            info = m.poller.wait_settled(server_id).result(timeout=m.config.launch_timeout)
             if info is None or info.state != "ACTIVE":
                 raise RuntimeError(f"template server {server_id} is {info.state if info else 'gone'}: "
                                    f"{info.fault if info else ''}")
             keys = scan_host_keys(info.address, info.port, timeout=m.config.boot_timeout, stop=self._stop)
-            status, output = run_script(info.address, info.port, image.username, self.launcher.ssh_key, keys,
-                                        image.prepare)
+            try:
+                status, output = run_script(info.address, info.port, image.username, self.launcher.ssh_key, keys,
+                                            image.prepare, timeout=image.build_timeout, stop=self._stop)
+            except ScriptTimeout as e:
+                raise RuntimeError(f"prepare script stopped: {e}") from None
             if status != 0:
                 raise RuntimeError(f"prepare script exited {status}: {output[-2000:]}")
             image_id = m.adapter.snapshot(server_id, f"gk-{image.name}-{build.id}",
-                                          {META_BUILD: build.id, "gatekeeper-image": image.name})
+                                          {META_BUILD: build.id, "gatekeeper-image": image.name,
+                                           META_PROVIDER: m.name})
             build.external_id = image_id
             self.store.write_image_build(build)
             deadline = time.monotonic() + max(600.0, m.config.boot_timeout)

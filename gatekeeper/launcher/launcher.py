@@ -87,6 +87,7 @@ class Launcher(Assigning, Launching):
         self.access_keeper: AccessKeeper | None = None
         self.nodes = NodeLifecycle(self.store, self.post, self.ready, self._after)
         self.foreign_unable: set[str] = set()  # other launchers' providers that cannot launch now
+        self.foreign_full: set[str] = set()  # other launchers' providers at their max-servers or quota
         self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
         self._fallback_logged: set[str] = set()  # requests that fell back to a provider they asked to avoid
 
@@ -97,12 +98,14 @@ class Launcher(Assigning, Launching):
         self.component.register()
         self.zk.add_listener(self._on_connection)
         self.public_key = _public_key(self.ssh_key)
+        disabled = frozenset(label.name for label in self.nodepool.labels.values() if label.min_ready < 0)
         for provider in self.nodepool.providers.values():
             adapter = self.adapter_factory(provider)
             self.managers[provider.name] = ProviderManager(
                 provider, adapter, owner=self.owner, post=self._events.put, stop_event=self._stop,
                 ssh_key=self.ssh_key, key_name=f"{self.owner}-launcher" if adapter.uses_keypair else "",
-                poll_interval=self.poll_interval, delete_verify_timeout=self.delete_verify_timeout)
+                poll_interval=self.poll_interval, delete_verify_timeout=self.delete_verify_timeout,
+                disabled=disabled)
             health = self.managers[provider.name].health
             health.backoff_base, health.backoff_cap = self.backoff
         self._spawn(self._run, "launcher-main")
@@ -312,17 +315,19 @@ class Launcher(Assigning, Launching):
     def _read_foreign_health(self) -> None:
         """Which live providers of other launchers cannot launch now (backing off, drained): their labels'
         min-ready is then kept by the next provider (timer thread; the result goes to the main loop)."""
-        unable = set()
-        for name in set(self.live_providers) - set(self.managers):
+        unable, full = set(), set()
+        for name in set(self.live_providers) - {n for n, m in self.managers.items() if m.active}:
             try:
-                if self.store.provider_state(name).drained or \
-                        self.store.provider_health(name).get("state") == "backing-off":
+                health = self.store.provider_health(name)
+                if self.store.provider_state(name).drained or health.get("state") == "backing-off":
                     unable.add(name)
+                if health.get("full"):
+                    full.add(name)
             except Exception as e:
                 log.debug("provider %s: reading its health: %s", name, e)
 
         def apply() -> None:
-            self.foreign_unable = unable
+            self.foreign_unable, self.foreign_full = unable, full
         self.post(apply)
 
     # -- watch handlers --------------------------------------------------------------------------------------

@@ -64,14 +64,16 @@ class Launching:
 
     def _node_for(self, manager: ProviderManager, label: str, rid: str) -> tuple[Node, str, str] | None:
         """A new node record of `label` on `manager` (not written yet), its flavor and cloud image."""
-        image = manager.image_for(label)
+        pool = manager.pool_for(label)
+        image = manager.image_for(label, pool)
         if image is None:
             return None
         image_name, build_id, cloud_image = image
-        pool, flavor, username = manager.launch_spec(label)
+        pool, flavor, username = manager.launch_spec(label, pool)
         node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
                     label=label, image=image_name, image_build=build_id, username=username,
-                    private_key=self.ssh_key, launcher=self.ident, request=rid)
+                    private_key=self.ssh_key, launcher=self.ident, request=rid,
+                    attributes=dict(manager.pools[pool].node_attributes) if pool else {})
         return node, flavor, cloud_image
 
     def _boot(self, manager: ProviderManager, node: Node, flavor: str, cloud_image: str) -> None:
@@ -96,7 +98,7 @@ class Launching:
         """The provider to launch one more node of the label on for its min-ready (counting `taken` ready nodes
         as gone already), or None: no deficit, another launcher keeps it, or nowhere to launch."""
         label = self.nodepool.labels.get(label_name)
-        if label is None or not label.min_ready:
+        if label is None or label.min_ready <= 0:
             return None
         # the first live provider serving the label that can launch keeps its min-ready
         owners = sorted(p for p in self.live_providers if label.name in self.live_provider_labels.get(p, ())
@@ -230,7 +232,8 @@ class Launching:
 
     def providers_status(self) -> list[dict]:
         """Health of the providers this launcher manages, JSON-able (main loop, or a stale read elsewhere)."""
-        return [dict(m.health.status(), drained=m.drained, active=m.active) for m in self.managers.values()]
+        return [dict(m.health.status(), drained=m.drained, active=m.active, full=m.free() <= 0)
+                for m in self.managers.values()]
 
     def _publish_health(self) -> None:
         for status in self.providers_status():
@@ -241,7 +244,7 @@ class Launching:
             last = manager.published_health or {}
             # a change of state at once; figures that only drift (percentiles, rates) at most every 10 s
             urgent = any(last.get(k) != shown[k] for k in ("state", "drained", "backing_off_until",
-                                                           "consecutive_failures"))
+                                                           "consecutive_failures", "full"))
             if shown != last and (urgent or time.monotonic() - manager.published_at >= 10.0):
                 try:
                     self.store.publish_health(status["name"], shown)
@@ -272,6 +275,24 @@ class Launching:
                  manager.config.launch_attempts)
         self._write_request(plan.request, req, version)
 
+
+    def _leaves_to_preferred(self, manager: ProviderManager, req: NodeRequest, named: str,
+                             avoid: frozenset[str]) -> bool:
+        """Whether `manager` leaves a request to launch to another launcher's provider of a better priority that
+        can take it now (live, serving its labels, with room, not drained or backing off, not declined or
+        avoided by it): as in Nodepool, better-priority providers fill up before the others are used."""
+        if named == manager.name:
+            return False
+        for name in self.live_providers:
+            config = self.nodepool.providers.get(name)
+            if config is None or config.priority >= manager.config.priority or \
+                    (name in self.managers and self.managers[name].active):
+                continue
+            if name in self.foreign_unable or name in self.foreign_full or name in req.declined_by or \
+                    name in avoid or not self.live_provider_labels.get(name, set()).issuperset(req.labels):
+                continue
+            return True
+        return False
 
     def _make_room(self, req: NodeRequest, able: list[ProviderManager]) -> None:
         """Never wedge at max-servers: when idle ready nodes hold the room a request needs to launch, delete the

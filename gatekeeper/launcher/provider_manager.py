@@ -8,16 +8,23 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from gatekeeper.config.layout import PoolLabel, Provider
+from gatekeeper.config.layout import Pool, PoolLabel, Provider
 from gatekeeper.launcher import model
 from gatekeeper.launcher.events import LaunchResult, ServerDeleted
 from gatekeeper.launcher.health import ProviderHealth
 from gatekeeper.launcher.model import META_NODE, Node
 from gatekeeper.launcher.poller import ServerPoller
-from gatekeeper.launcher.providers.base import Limits, ProviderAdapter, ProviderError, QuotaError
+from gatekeeper.launcher.providers.base import Flavor, Limits, ProviderAdapter, ProviderError, QuotaError
 from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
 
 log = logging.getLogger("gatekeeper.launcher.provider_manager")
+
+UNLIMITED = 1 << 30  # no limit configured, or none known
+META_LABEL = "gatekeeper-label"  # a server's metadata: the label of the node it was created for
+# a server's or image's metadata: the provider that made it, so that providers sharing a cloud project leave each
+# other's alone (as Nodepool's nodepool_provider_name)
+META_PROVIDER = "gatekeeper-provider"
+META_POOL = "gatekeeper-pool"  # a server's metadata: the pool it was launched in
 
 
 class ProviderManager:
@@ -26,8 +33,9 @@ class ProviderManager:
 
     def __init__(self, config: Provider, adapter: ProviderAdapter, *, owner: str, post, stop_event,
                  ssh_key: str, key_name: str, poll_interval: float = 0.2, delete_verify_timeout: float = 30.0,
-                 limits_ttl: float = 300.0) -> None:
+                 limits_ttl: float = 300.0, disabled: frozenset[str] = frozenset()) -> None:
         self.config = config
+        self.disabled = disabled  # labels with min-ready -1: nothing of them is launched
         self.name = config.name
         self.adapter = adapter
         self.owner = owner
@@ -39,17 +47,23 @@ class ProviderManager:
         self.limits_ttl = limits_ttl
         self.active = False  # this process holds the provider's lock
         self.nodes: dict[str, tuple[Node, int]] = {}
-        self.pool_labels: dict[str, tuple[str, PoolLabel]] = {}
+        self.pool_labels: dict[str, tuple[str, PoolLabel]] = {}  # label -> the first pool offering it
+        self.label_pools: dict[str, list[tuple[Pool, PoolLabel]]] = {}  # label -> every pool offering it
         for pool in config.pools:
             for pl in pool.labels:
                 self.pool_labels.setdefault(pl.name, (pool.name, pl))
+                self.label_pools.setdefault(pl.name, []).append((pool, pl))
+        self.pools = {pool.name: pool for pool in config.pools}
         self.host_labels = {label for h in config.hosts for label in h.labels}
         self.poller = ServerPoller(self.name, adapter, poll_interval)
-        workers = max(8, min(128, config.max_servers + 8))
+        workers = 128 if config.max_servers is None else max(8, min(128, config.max_servers + 8))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"provider-{self.name}")
         self._limits: Limits | None = None
         self._limits_at = 0.0
         self._limits_mine = 0
+        self._sizes: dict[str, Flavor] = {}  # flavor name -> its size, read with the limits
+        self._biggest = (0, 0)  # the most cores and RAM of those flavors
+        self._foreign_cores = self._foreign_ram = 0  # what servers not ours use of the cores and RAM quota
         self.quota_blocked_until = 0.0
         self.image_builds: dict[str, tuple[str, str]] = {}  # image name -> (build id, cloud image id)
         self.image_failed: set[str] = set()
@@ -78,19 +92,31 @@ class ProviderManager:
 
     def standing_deficit(self) -> list[str]:
         """Labels of always-there servers that have no node yet (one entry per server)."""
-        labels = self.adapter.standing_labels()
+        labels = [label for label in self.adapter.standing_labels() if label not in self.disabled]
         for n, _ in self.nodes.values():
             if n.state == model.BUILDING and not n.external_id and n.label in labels:
                 labels.remove(n.label)
         return labels
 
-    def launch_spec(self, label: str) -> tuple[str, str, str]:
-        """(pool, flavor, username) to launch `label` with."""
+    def _pool_label(self, label: str, pool: str | None) -> PoolLabel:
+        """`label` as the pool named offers it (the first pool offering it when none is named)."""
+        return next((pl for p, pl in self.label_pools[label] if p.name == pool), self.pool_labels[label][1])
+
+    def pool_for(self, label: str) -> str:
+        """The pool to launch `label` in: of the pools offering it, the one with the most room (as Nodepool, any
+        pool that offers a label may launch it); "" for a label of no pool (static hosts)."""
+        options = self.label_pools.get(label)
+        if not options:
+            return ""
+        return max(options, key=lambda o: self._pool_room(o[0], o[1]))[0].name
+
+    def launch_spec(self, label: str, pool: str | None = None) -> tuple[str, str, str]:
+        """(pool, flavor, username) to launch `label` with (in `pool`, or the first pool offering it)."""
         username = self.adapter.username_for(label)
         if label not in self.pool_labels:
             return "", "", username or "root"
-        pool, pl = self.pool_labels[label]
-        return pool, pl.flavor, username or pl.username
+        pl = self._pool_label(label, pool)
+        return pool or self.pool_labels[label][0], pl.flavor, username or pl.username
 
     def can_launch(self) -> bool:
         """Held by us, not drained, and not backing off after boot failures (a probe may be allowed)."""
@@ -101,13 +127,14 @@ class ProviderManager:
         return self.drained or self.health.state == "backing-off"
 
     def serves(self, label: str) -> bool:
-        return label in self.pool_labels or label in self.host_labels
+        return label not in self.disabled and (label in self.pool_labels or label in self.host_labels)
 
-    def image_for(self, label: str) -> tuple[str, str, str] | None:
-        """(image name, build id, cloud image) to boot `label` from; None while its image is not built yet."""
+    def image_for(self, label: str, pool: str | None = None) -> tuple[str, str, str] | None:
+        """(image name, build id, cloud image) to boot `label` from (in `pool`, or the first pool offering it);
+        None while its image is not built yet."""
         if label not in self.pool_labels:
             return "", "", ""  # a label of servers that need no image (static hosts)
-        _, pl = self.pool_labels[label]
+        pl = self._pool_label(label, pool)
         image = next(i for i in self.config.images if i.name == pl.image)
         if not image.prepare:
             return image.name, "", image.base_image or image.name
@@ -142,8 +169,9 @@ class ProviderManager:
         return sum(1 for n, _ in self.nodes.values() if n.pool == pool)
 
     def capacity(self) -> int:
-        """How many servers in all this provider may have (max-servers, or the cloud's limit if lower)."""
-        cap = self.config.max_servers
+        """How many servers in all this provider may have: max-servers, or the cloud's limit if lower (without
+        max-servers, the cloud's limit alone)."""
+        cap = UNLIMITED if self.config.max_servers is None else self.config.max_servers
         if self._limits is not None:
             foreign = max(0, self._limits.instances_used - self._limits_mine)
             cap = min(cap, self._limits.instances - foreign)
@@ -153,32 +181,111 @@ class ProviderManager:
         if time.monotonic() < self.quota_blocked_until:
             return 0
         free = self.capacity() - self.count()
-        if label and label in self.pool_labels:
-            pool_name, _ = self.pool_labels[label]
-            pool = next(p for p in self.config.pools if p.name == pool_name)
-            if pool.max_servers is not None:
-                free = min(free, pool.max_servers - self.count(pool_name))
+        if label and label in self.label_pools:
+            free = min(free, sum(max(0, self._pool_room(pool, pl)) for pool, pl in self.label_pools[label]))
         if label:
             known = self.adapter.free_for(label)
             if known is not None:
                 free = min(free, known - self._unplaced(label))
         return max(0, free)
 
+    def _size(self, pool: str, label: str) -> Flavor | None:
+        """The size of the flavor `label` is launched with in `pool` (None: not known)."""
+        options = self.label_pools.get(label)
+        if not options:
+            return None
+        pl = next((pl for p, pl in options if p.name == pool), options[0][1])
+        return self._sizes.get(pl.flavor)
+
+    def _pool_room(self, pool: Pool, pl: PoolLabel) -> int:
+        """How many more servers of `pl` the pool holds: its max-servers, and the cores and RAM left of the
+        cloud's quota (after the other users' servers and our nodes) and of the pool's max-cores and max-ram, as
+        Nodepool weighs quota (not by servers alone)."""
+        room = UNLIMITED if pool.max_servers is None else pool.max_servers - self.count(pool.name)
+        size = self._sizes.get(pl.flavor)
+        if size is None:
+            return room
+        limits, by_pool = self._limits, pool.max_cores is not None or pool.max_ram is not None
+        if limits is not None and not by_pool:
+            # the common case, without walking every node: when even our largest flavor on every node leaves room
+            # for more servers than max-servers or the cloud's server limit allow, cores and RAM do not bind
+            cores, ram = self._biggest
+            if _fits(size, limits.cores - self._foreign_cores - len(self.nodes) * cores,
+                     limits.ram - self._foreign_ram - len(self.nodes) * ram) >= self.capacity():
+                return room
+        ours = [(n.pool, f) for n, _ in self.nodes.values() if (f := self._size(n.pool, n.label)) is not None]
+        if limits is not None:
+            room = min(room, _fits(size, limits.cores - self._foreign_cores - sum(f.vcpus for _, f in ours),
+                                   limits.ram - self._foreign_ram - sum(f.ram for _, f in ours)))
+        if by_pool:
+            in_pool = [f for p, f in ours if p == pool.name]
+            room = min(room, _fits(size, _less(pool.max_cores, sum(f.vcpus for f in in_pool)),
+                                   _less(pool.max_ram, sum(f.ram for f in in_pool))))
+        return room
+
     def can_ever_serve(self, labels: list[str]) -> bool:
-        """False when the request is larger than this provider could ever hold at once."""
+        """False when the request is larger than this provider could ever hold at once: more servers than its
+        max-servers or the cloud's limit, or more cores or RAM than the cloud's quota leaves us or a pool's
+        max-cores or max-ram allows."""
         if not all(self.serves(label) for label in labels):
             return False
-        return len(labels) <= self.capacity() or self._limits is None and len(labels) <= self.config.max_servers
+        if len(labels) > self.capacity():
+            return False
+        options = {label: [(pool, self._sizes.get(pl.flavor)) for pool, pl in self.label_pools.get(label, [])]
+                   for label in labels}
+        if any(not opts or any(f is None for _, f in opts) for opts in options.values()):
+            return True  # (no pool, or a size we could not read: the cloud will say)
+        least_cores = sum(min(f.vcpus for _, f in options[label]) for label in labels)
+        least_ram = sum(min(f.ram for _, f in options[label]) for label in labels)
+        if self._limits is not None and (least_cores > self._limits.cores - self._foreign_cores
+                                         or least_ram > self._limits.ram - self._foreign_ram):
+            return False
+        # each label fits in one of its pools; labels that only one pool offers fit there together
+        alone: dict[str, list[Flavor]] = {}
+        for label in labels:
+            fitting = [(pool, f) for pool, f in options[label] if _less(pool.max_cores, f.vcpus) >= 0
+                       and _less(pool.max_ram, f.ram) >= 0]
+            if not fitting:
+                return False
+            if len(options[label]) == 1:
+                alone.setdefault(options[label][0][0].name, []).append(options[label][0][1])
+        for name, sizes in alone.items():
+            pool = self.pools[name]
+            if _less(pool.max_cores, sum(f.vcpus for f in sizes)) < 0 or \
+                    _less(pool.max_ram, sum(f.ram for f in sizes)) < 0:
+                return False
+        return True
 
     def refresh_limits(self) -> None:
-        """Read the cloud's limits (worker thread); cached for limits_ttl, and re-read on an over-quota error."""
+        """Read the cloud's limits and the sizes of the labels' flavors (worker thread); cached for limits_ttl,
+        and re-read on an over-quota error."""
         try:
             limits = self.adapter.limits()
-            mine = len(self.adapter.poll())  # our servers as the cloud counts them, not as our records do
+            ours = {sid: s for sid, s in self.adapter.poll().items() if self.made(s.metadata)}
+            # (our servers as the cloud counts them, not as our records do)
         except ProviderError as e:
             log.warning("provider %s: reading limits failed: %s", self.name, e)
             return
-        self._limits, self._limits_at, self._limits_mine = limits, time.monotonic(), mine
+        sizes = dict(self._sizes)
+        for flavor in {pl.flavor for options in self.label_pools.values() for _, pl in options} - set(sizes):
+            if flavor:
+                try:
+                    sizes[flavor] = self.adapter.flavor(flavor)
+                except ProviderError as e:  # its launches will say so; the servers' quota still holds
+                    log.warning("provider %s: reading flavor %s: %s", self.name, flavor, e)
+        self._sizes = sizes
+        self._biggest = (max((f.vcpus for f in sizes.values()), default=0),
+                         max((f.ram for f in sizes.values()), default=0))
+        mine = [f for s in ours.values() if (f := self._size(s.metadata.get(META_POOL, ""),
+                                                              s.metadata.get(META_LABEL, ""))) is not None]
+        self._foreign_cores = max(0, limits.cores_used - sum(f.vcpus for f in mine))
+        self._foreign_ram = max(0, limits.ram_used - sum(f.ram for f in mine))
+        self._limits, self._limits_at, self._limits_mine = limits, time.monotonic(), len(ours)
+
+    def made(self, metadata: dict) -> bool:
+        """Whether a server or image with this metadata is this provider's (one made before providers named
+        themselves in it counts as anyone's)."""
+        return metadata.get(META_PROVIDER, self.name) == self.name
 
     # -- workers ---------------------------------------------------------------------------------------------
     def start_launch(self, node: Node, flavor: str, cloud_image: str) -> None:
@@ -192,7 +299,7 @@ class ProviderManager:
                 self.keypair_ready = True
 
     def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
-        meta = {META_NODE: node.id, "gatekeeper-label": node.label}
+        meta = {META_NODE: node.id, META_LABEL: node.label, META_PROVIDER: self.name, META_POOL: node.pool}
         build = node.image_build
         # Until a server was created from an image build, its creates go one at a time: launches started together
         # (a burst) would otherwise all find a vanished upload gone, where one failure is enough to know it.
@@ -233,13 +340,14 @@ class ProviderManager:
                 return
             self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
             return
+        # as Nodepool: launch-timeout bounds the wait for ACTIVE, boot-timeout the wait for SSH after it
         try:
-            info = self.poller.wait_settled(server_id).result(timeout=self.config.boot_timeout)
+            info = self.poller.wait_settled(server_id).result(timeout=self.config.launch_timeout)
         except Exception:
             info = None
             self.poller.forget(server_id)
             self.post(LaunchResult(node.id, False, server_id,
-                                   error=f"server {server_id} not ACTIVE within {self.config.boot_timeout}s"))
+                                   error=f"server {server_id} not ACTIVE within {self.config.launch_timeout}s"))
             return
         if info is None:
             self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} vanished while booting"))
@@ -252,9 +360,8 @@ class ProviderManager:
                                    f"{info.fault or 'no fault given'}", quota=quota,
                                    image_missing=self.adapter.is_missing_image_message(info.fault)))
             return
-        remaining = max(1.0, self.config.boot_timeout - (time.time() - node.created))
         try:
-            keys = scan_host_keys(info.address, info.port, timeout=remaining, stop=self.stop_event)
+            keys = scan_host_keys(info.address, info.port, timeout=self.config.boot_timeout, stop=self.stop_event)
         except HostKeyScanError as e:
             self.post(LaunchResult(node.id, False, server_id, info.address, error=str(e)))
             return
@@ -317,3 +424,13 @@ class ProviderManager:
         self.poller.stop()
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.adapter.close()
+
+
+def _less(limit: int | None, used: int) -> int:
+    """What is left of a limit (None: no limit)."""
+    return UNLIMITED if limit is None else limit - used
+
+
+def _fits(size: Flavor, cores: int, ram: int) -> int:
+    """How many servers of a flavor fit in so many cores and so much RAM."""
+    return min(cores // size.vcpus if size.vcpus else UNLIMITED, ram // size.ram if size.ram else UNLIMITED)

@@ -1,4 +1,4 @@
-"""Scanning a node's SSH host keys at boot, so that consumers can pin them."""
+"""Scanning a node's SSH host keys at boot, so that consumers can pin them; running an image's prepare script."""
 
 from __future__ import annotations
 
@@ -73,20 +73,40 @@ def _scan_once(address: str, port: int, deadline: float) -> list[str]:
         sock.close()
 
 
+class ScriptTimeout(Exception):
+    """A script ran past its time (or the launcher is stopping); the output so far is in the message."""
+
+
 def run_script(address: str, port: int, username: str, key_file: str, host_keys: list[str], script: str,
-               timeout: float = 3600.0) -> tuple[int, str]:
-    """Run a shell script on a host (host key verified against host_keys); returns (exit status, output)."""
+               timeout: float = 8 * 3600.0, stop: threading.Event | None = None) -> tuple[int, str]:
+    """Run a shell script on a host (host key verified against host_keys) for at most `timeout` seconds in all;
+    returns (exit status, output), raises ScriptTimeout."""
     from gatekeeper.launcher.client import connect_ssh
     from gatekeeper.launcher.model import Node
 
+    deadline = time.monotonic() + timeout
     ssh = connect_ssh(Node(address=address, port=port, username=username, private_key=key_file,
                            host_keys=host_keys))
     try:
-        stdin, stdout, _ = ssh.exec_command("/bin/sh -s", timeout=timeout, get_pty=False)
-        stdout.channel.set_combine_stderr(True)
+        stdin, stdout, _ = ssh.exec_command("/bin/sh -s", get_pty=False)
+        channel = stdout.channel
+        channel.set_combine_stderr(True)
         stdin.write(script)
-        stdin.channel.shutdown_write()
-        output = stdout.read().decode(errors="replace")
-        return stdout.channel.recv_exit_status(), output
+        channel.shutdown_write()
+        channel.settimeout(0.5)
+        output = bytearray()
+        while True:
+            try:
+                data = channel.recv(65536)
+            except TimeoutError:
+                data = None
+            if data == b"":
+                break
+            output += data or b""
+            if time.monotonic() > deadline or (stop is not None and stop.is_set()):
+                why = "the launcher is stopping" if stop is not None and stop.is_set() else \
+                    f"it did not finish within {timeout:g}s"
+                raise ScriptTimeout(f"{why}: {output.decode(errors='replace')[-2000:]}")
+        return channel.recv_exit_status(), output.decode(errors="replace")
     finally:
         ssh.close()

@@ -93,6 +93,7 @@ class Node(_HotRecord):
     hold_change: str = ""  # "N,P" of the change whose failed build this node is held for
     hold_owner: str = ""  # that change's owner (username): who, besides operators, may ask for access
     comment: str = ""
+    attributes: dict[str, Any] = field(default_factory=dict)  # its pool's node-attributes, for its consumer
 
     def set_state(self, state: str) -> None:
         self.state = state

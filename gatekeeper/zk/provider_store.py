@@ -201,6 +201,10 @@ class ProviderStore:
         except NoNodeError:
             self.kz.create(path, data, makepath=True)
 
+    def image_names(self) -> list[str]:
+        """Every image that has builds recorded, on any provider."""
+        return sorted(self._children(paths.IMAGES))
+
     def live_provider_names(self) -> list[str]:
         return self._children(paths.LAUNCHERS)
 

@@ -259,7 +259,7 @@ def test_unknown_provider_driver():
 
 def test_negative_min_ready():
     (msg,) = errors_of(replace("    - name: small\n", "    - name: small\n      min-ready: -2\n"))
-    assert msg == "layout0.yaml:29: nodepool.labels[0] (small).min-ready: must not be negative"
+    assert msg == "layout0.yaml:29: nodepool.labels[0] (small).min-ready: must not be negative, except -1 (disabled)"
 
 
 def test_trigger_on_unknown_connection():
