@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
+from gatekeeper.zk import paths
+from gatekeeper.zk.nodes import NodeStore
 from tests.functional import test_launcher
 from tests.functional.test_launcher import pool_yaml, provider_yaml, wait_live
 from tests.helpers import wait_for
@@ -49,6 +51,14 @@ def test_a_request_whose_launch_failed_takes_a_node_that_becomes_ready_while_it_
     client.cancel(withdrawn)  # the first server is not needed by its request any more: it becomes a spare
     req = client.wait(waiting, 30)
     assert req.state == model.FULFILLED, req.reason
-    [node] = client.lock_nodes(req)
-    assert node.external_id == alpha.created_server_ids[0], "the spare that became ready, not a new launch"
-    assert len(alpha.created_server_ids) == 2
+    [(spare, _)] = [NodeStore(zk).read_node(node_id) for node_id in req.nodes]
+    assert spare.external_id == alpha.created_server_ids[0], "the spare that became ready, not a new launch"
+    # the failed server's room, once it is deleted, goes to the next request: nothing more is launched for this one
+    failed = alpha.created_server_ids[1]
+    wait_for(lambda: failed in alpha.deleted_server_ids and zk.client.get_children(paths.NODES) == [spare.id], 15,
+             "the failed server and its node record deleted")
+    alpha.set_faults(delete_delay=0.0)
+    following = client.wait(client.request(["debian"]), 10)
+    assert following.state == model.FULFILLED, following.reason
+    assert client.get(waiting).nodes == [spare.id]
+    assert len(alpha.created_server_ids) == 3
