@@ -1,12 +1,13 @@
 """What becomes of a node request while it waits: it fails, saying why, once the provider it waited for goes away
-and every provider still live has declined it; and a request whose launch failed takes a node that becomes ready
-meanwhile instead of waiting for room to launch another. Over real wires: ZooKeeper, the OpenStack simulator over
-HTTP, nodes that are SSH hosts."""
+and every provider still live has declined it, or at once when its image cannot be built; and a request whose launch
+failed takes a node that becomes ready meanwhile instead of waiting for room to launch another. Over real wires:
+ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
 
 from __future__ import annotations
 
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
+from gatekeeper.launcher.images import list_builds
 from gatekeeper.zk import paths
 from gatekeeper.zk.nodes import NodeStore
 from tests.functional import test_launcher
@@ -62,3 +63,16 @@ def test_a_request_whose_launch_failed_takes_a_node_that_becomes_ready_while_it_
     assert following.state == model.FULFILLED, following.reason
     assert client.get(waiting).nodes == [spare.id]
     assert len(alpha.created_server_ids) == 3
+
+
+def test_a_request_whose_only_provider_has_no_image_and_failed_to_build_one_fails_with_a_reason(
+        zk, sim, start_launcher):
+    sim.cloud("alpha").set_faults(boot_errors=-1)  # the image's template server never boots: its build fails
+    prepare = "          prepare: |\n            echo warmed > \"$HOME/marker\"\n"
+    start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha", image_extra=prepare)))
+    wait_for(lambda: [b for b in list_builds(zk.client, "deb", "prov-a") if b.state == "failed"], 30,
+             "the first image build failing")
+    client = NodeRequestClient(zk, "no-image")
+    req = client.wait(client.request(["debian"]), 10)
+    assert req.state == model.REQUEST_FAILED, "not left waiting for an image the provider cannot build"
+    assert req.reason == "no provider can serve labels debian: declined by prov-a"
