@@ -1,7 +1,7 @@
 """A node request that names a provider, when that provider cannot take it now: its ready nodes still come first
-once its launcher is gone, a launch goes elsewhere while it backs off, and while the request waits for it the other
-launchers go on serving other requests. Over real wires: ZooKeeper, the OpenStack simulator over HTTP, nodes that are
-SSH hosts."""
+once its launcher is gone, a launch goes elsewhere while it backs off, while the request waits for it the other
+launchers go on serving other requests, and waiting for a launch there it takes no other provider's node. Over real
+wires: ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
 
 from __future__ import annotations
 
@@ -79,3 +79,28 @@ def test_a_request_waiting_for_the_provider_it_names_does_not_hold_up_another_la
     client.release(busy_node)
     req = client.wait(named, 30)
     assert req.state == model.FULFILLED and req.provider == "prov-b", req.reason
+
+
+def test_a_request_waiting_for_a_launch_on_the_provider_it_names_takes_no_node_another_provider_makes_ready(
+        zk, sim, start_launcher):
+    alpha, beta = sim.cloud("alpha"), sim.cloud("beta")
+    start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha", max_servers=1),
+                             provider_yaml("prov-b", "beta")))
+    wait_live(zk, 2)
+    # the request's first boot on prov-a fails, and the failed server's delete holds prov-a's one slot a while
+    alpha.set_faults(boot_errors=1, delete_delay=5.0)
+    client = NodeRequestClient(zk, "named")
+    waiting = client.request(["debian"], provider="prov-a")
+    wait_for(lambda: any(s.status == "ERROR" for s in alpha.list_servers()), 10, "the boot on prov-a failing")
+    # meanwhile a node becomes ready on prov-b: a spare, its request withdrawn while it booted
+    beta.set_faults(boot_delay=1.0)
+    withdrawn = client.request(["debian"], provider="prov-b")
+    wait_for(lambda: beta.created_server_ids, 10, "a server booting on prov-b")
+    client.cancel(withdrawn)
+    [spare] = wait_for(lambda: ready(zk, "debian"), 10, "prov-b's spare node ready")
+    assert spare[0] == "prov-b"
+    req = client.wait(waiting, 20)
+    alpha.set_faults(delete_delay=0.0)
+    assert req.state == model.FULFILLED and req.provider == "prov-a", req.reason
+    assert NodeStore(zk).read_node(req.nodes[0])[0].external_id == alpha.created_server_ids[1], "launched on prov-a"
+    assert ready(zk, "debian") == [spare]

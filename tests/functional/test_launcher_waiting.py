@@ -52,6 +52,7 @@ def test_a_request_whose_launch_failed_takes_a_node_that_becomes_ready_while_it_
     client.cancel(withdrawn)  # the first server is not needed by its request any more: it becomes a spare
     req = client.wait(waiting, 30)
     assert req.state == model.FULFILLED, req.reason
+    assert req.provider == "prov-a"
     [(spare, _)] = [NodeStore(zk).read_node(node_id) for node_id in req.nodes]
     assert spare.external_id == alpha.created_server_ids[0], "the spare that became ready, not a new launch"
     # the failed server's room, once it is deleted, goes to the next request: nothing more is launched for this one
