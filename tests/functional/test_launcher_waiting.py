@@ -1,7 +1,8 @@
 """What becomes of a node request while it waits: it fails, saying why, once the provider it waited for goes away
 and every provider still live has declined it, or at once when its image cannot be built; and a request whose launch
-failed takes a node that becomes ready meanwhile instead of waiting for room to launch another. Over real wires:
-ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
+failed takes a node that becomes ready meanwhile instead of waiting for room to launch another; the room a waiting
+launch needs is kept for it. Over real wires: ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH
+hosts."""
 
 from __future__ import annotations
 
@@ -77,3 +78,43 @@ def test_a_request_whose_only_provider_has_no_image_and_failed_to_build_one_fail
     req = client.wait(client.request(["debian"]), 10)
     assert req.state == model.REQUEST_FAILED, "not left waiting for an image the provider cannot build"
     assert req.reason == "no provider can serve labels debian: declined by prov-a"
+
+
+def two_pools(max_servers: int, debian_pool_max: int) -> str:
+    """prov-a on alpha: debian in a pool of its own with its own max-servers, fedora in another."""
+    return ("    - name: prov-a\n      driver: openstack\n      cloud: alpha\n"
+            f"      max-servers: {max_servers}\n      pools:\n"
+            f"        - {{name: small, max-servers: {debian_pool_max}, "
+            "labels: [{name: debian, image: deb, flavor: small}]}\n"
+            "        - {name: other, labels: [{name: fedora, image: deb, flavor: small}]}\n"
+            "      images: [{name: deb, base-image: debian-12}]\n")
+
+
+def considered(client: NodeRequestClient) -> None:
+    """Return once the launcher has decided on every request made before, and its writes for them are in: a
+    request larger than any provider fails in a pass of its own, and the second one after the pass that saw the
+    first."""
+    for _ in range(2):
+        req = client.wait(client.request(["debian"] * 4), 10)
+        assert req.state == model.REQUEST_FAILED, req
+
+
+def test_room_kept_for_a_request_whose_launch_waits_is_not_given_to_a_later_request(zk, sim, start_launcher):
+    alpha = sim.cloud("alpha")
+    start_launcher(pool_yaml({"debian": 0, "fedora": 0}, two_pools(max_servers=3, debian_pool_max=2)))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "room")
+    busy = client.wait(client.request(["debian"]), 30)
+    [busy_node] = client.lock_nodes(busy)
+    # two debian nodes: the pool has room for one now, so one is launched and the other waits for room, which the
+    # provider keeps for it (its third and last server)
+    pair = client.request(["debian", "debian"])
+    wait_for(lambda: len(alpha.created_server_ids) == 2, 10, "one of the pair's nodes launched")
+    later = client.request(["fedora"])
+    considered(client)
+    assert client.get(later).state == model.REQUESTED, "the later request took the room kept for the pair"
+    client.release(busy_node)
+    pair_req = client.wait(pair, 30)
+    assert pair_req.state == model.FULFILLED, pair_req.reason
+    later_req = client.wait(later, 30)
+    assert later_req.state == model.FULFILLED, later_req.reason
