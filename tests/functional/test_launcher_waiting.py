@@ -1,8 +1,8 @@
 """What becomes of a node request while it waits: it fails, saying why, once the provider it waited for goes away
-and every provider still live has declined it, or at once when its image cannot be built; and a request whose launch
+and every provider still live has declined it, or at once when its image cannot be built; a request whose launch
 failed takes a node that becomes ready meanwhile instead of waiting for room to launch another; the room a waiting
-launch needs is kept for it. Over real wires: ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH
-hosts."""
+launch needs is kept for it; and a request waits on no provider whose pool for its label is full. Over real wires:
+ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
 
 from __future__ import annotations
 
@@ -118,3 +118,16 @@ def test_room_kept_for_a_request_whose_launch_waits_is_not_given_to_a_later_requ
     assert pair_req.state == model.FULFILLED, pair_req.reason
     later_req = client.wait(later, 30)
     assert later_req.state == model.FULFILLED, later_req.reason
+
+
+def test_a_request_is_launched_where_its_labels_pool_has_room_not_where_only_the_provider_has(
+        zk, sim, start_launcher):
+    start_launcher(pool_yaml({"debian": 0, "fedora": 0}, two_pools(max_servers=3, debian_pool_max=1),
+                             provider_yaml("prov-b", "beta", max_servers=1)))
+    wait_live(zk, 2)
+    client = NodeRequestClient(zk, "pools")
+    busy = client.wait(client.request(["debian"]), 30)
+    assert busy.provider == "prov-a", "the provider with the most room"
+    # prov-a still has room for two servers, but none in its debian pool: prov-b, with room for one, launches it
+    req = client.wait(client.request(["debian"]), 10)
+    assert req.state == model.FULFILLED and req.provider == "prov-b", req.reason
