@@ -1,8 +1,8 @@
 """What becomes of a node request while it waits: it fails, saying why, once the provider it waited for goes away
 and every provider still live has declined it, or at once when its image cannot be built; a request whose launch
 failed takes a node that becomes ready meanwhile instead of waiting for room to launch another; the room a waiting
-launch needs is kept for it; and a request waits on no provider whose pool for its label is full. Over real wires:
-ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
+launch needs is kept for it; a request waits on no provider whose pool for its label is full, and unclaimed while
+its image is being built. Over real wires: ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
 
 from __future__ import annotations
 
@@ -132,3 +132,21 @@ def test_a_request_is_launched_where_its_labels_pool_has_room_not_where_only_the
     # prov-a still has room for two servers, but none in its debian pool: prov-b, with room for one, launches it
     req = client.wait(client.request(["debian"]), 10)
     assert req.state == model.FULFILLED and req.provider == "prov-b", req.reason
+
+
+def test_a_request_made_before_its_image_is_built_waits_unclaimed_and_is_served_once_it_is(zk, sim, start_launcher):
+    sim.cloud("alpha").set_faults(boot_delay=2.0)  # the image's template server boots slowly: the build takes a while
+    prepare = "          prepare: |\n            echo warmed > \"$HOME/marker\"\n"
+    start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha", max_servers=3, image_extra=prepare)))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "early")
+    rid = client.request(["debian"])
+    considered(client)
+    assert not [b for b in list_builds(zk.client, "deb", "prov-a") if b.state == "ready"], "built too soon to tell"
+    _, stat = zk.client.get(paths.node_request(rid))
+    assert stat.version == 0, "claimed and given back while there is no image to boot (written again every pass)"
+    sim.cloud("alpha").set_faults(boot_delay=0.0)
+    req = client.wait(rid, 30)
+    assert req.state == model.FULFILLED, req.reason
+    [node] = client.lock_nodes(req)
+    assert node.image_build
