@@ -1,8 +1,9 @@
 """What becomes of a node request while it waits: it fails, saying why, once the provider it waited for goes away
 and every provider still live has declined it, or at once when its image cannot be built; a request whose launch
 failed takes a node that becomes ready meanwhile instead of waiting for room to launch another; the room a waiting
-launch needs is kept for it; a request waits on no provider whose pool for its label is full, and unclaimed while
-its image is being built. Over real wires: ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
+launch needs is kept for it and it holds up no request behind it; a request waits on no provider whose pool for its
+label is full, and unclaimed while its image is being built. Over real wires: ZooKeeper, the OpenStack simulator
+over HTTP, nodes that are SSH hosts."""
 
 from __future__ import annotations
 
@@ -150,3 +151,19 @@ def test_a_request_made_before_its_image_is_built_waits_unclaimed_and_is_served_
     assert req.state == model.FULFILLED, req.reason
     [node] = client.lock_nodes(req)
     assert node.image_build
+
+
+def test_a_request_waiting_for_room_does_not_hold_up_the_requests_behind_it(zk, sim, start_launcher):
+    start_launcher(pool_yaml({"debian": 0, "fedora": 0}, provider_yaml("prov-a", "alpha", max_servers=1),
+                             provider_yaml("prov-b", "beta", label="fedora")))
+    wait_live(zk, 2)
+    client = NodeRequestClient(zk, "queue")
+    busy = client.wait(client.request(["debian"]), 30)
+    [busy_node] = client.lock_nodes(busy)  # prov-a's one server is in use
+    waiting = client.request(["debian"])
+    behind = client.wait(client.request(["fedora"]), 10)
+    assert behind.state == model.FULFILLED and behind.provider == "prov-b", behind.reason
+    assert client.get(waiting).state == model.REQUESTED
+    client.release(busy_node)
+    req = client.wait(waiting, 30)
+    assert req.state == model.FULFILLED and req.provider == "prov-a", req.reason
