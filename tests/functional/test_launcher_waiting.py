@@ -114,6 +114,8 @@ def test_room_kept_for_a_request_whose_launch_waits_is_not_given_to_a_later_requ
     later = client.request(["fedora"])
     considered(client)
     assert len(alpha.created_server_ids) == 2, "the debian pool holds two servers: the pair's second one waits"
+    claimed = client.get(pair)
+    assert (claimed.state, claimed.provider) == (model.PENDING, "prov-a"), "the pair is seen being launched there"
     assert client.get(later).state == model.REQUESTED, "the later request took the room kept for the pair"
     client.release(busy_node)
     pair_req = client.wait(pair, 30)
