@@ -169,3 +169,21 @@ def test_a_request_waiting_for_room_does_not_hold_up_the_requests_behind_it(zk, 
     client.release(busy_node)
     req = client.wait(waiting, 30)
     assert req.state == model.FULFILLED and req.provider == "prov-a", req.reason
+
+
+def test_a_later_request_goes_to_the_provider_with_the_most_room_not_kept_for_waiting_launches(
+        zk, sim, start_launcher):
+    alpha = sim.cloud("alpha")
+    start_launcher(pool_yaml({"debian": 0, "fedora": 0}, two_pools(max_servers=4, debian_pool_max=2),
+                             provider_yaml("prov-b", "beta", max_servers=2, label="fedora")))
+    wait_live(zk, 2)
+    client = NodeRequestClient(zk, "room")
+    busy = client.wait(client.request(["debian"]), 30)
+    [busy_node] = client.lock_nodes(busy)
+    pair = client.request(["debian", "debian"])  # one launched, one waiting for room in prov-a's debian pool
+    wait_for(lambda: len(alpha.created_server_ids) == 2, 10, "one of the pair's nodes launched")
+    # prov-a has two free servers, one of them kept for the pair; prov-b has two
+    later = client.wait(client.request(["fedora"]), 10)
+    assert later.state == model.FULFILLED and later.provider == "prov-b", later.reason
+    client.release(busy_node)
+    assert client.wait(pair, 30).state == model.FULFILLED
