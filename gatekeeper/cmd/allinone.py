@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+from gatekeeper.cmd.signals import wait_forever
+
 log = logging.getLogger("gatekeeper.allinone.cli")
 REPO_LAYOUTS = Path(__file__).resolve().parents[2] / "layouts"
 
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
             print("   every change ended as expected" if ok else "   SOME CHANGES DID NOT END AS EXPECTED")
         if args.keep_running or args.no_demo:
             print("serving; Ctrl-C stops everything", flush=True)
-            threading.Event().wait()
+            wait_forever()
         return 0 if ok else 1
     except KeyboardInterrupt:
         print("\ninterrupted: stopping everything", file=sys.stderr)

@@ -8,6 +8,8 @@ import signal
 import sys
 import threading
 
+from gatekeeper.cmd.signals import wait_until_set
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("cloud-sim", help="run simulated OpenStack clouds whose servers are real SSH hosts")
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(info), flush=True)
         print("faults: POST {url}/sim/faults with JSON, e.g. {\"boot_errors\": 1}; state: GET {url}/sim/state",
               file=sys.stderr, flush=True)
-        stop.wait()
+        wait_until_set(stop)
     finally:
         sim.stop()
     return 0

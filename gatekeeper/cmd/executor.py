@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from gatekeeper.cmd.signals import wait_until_set
 from gatekeeper.config.settings import ServiceConfig, load_service_config
 
 
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     service.start()
     print(f"executor {service.name}: live consoles at {service.console_server.url('<build-id>')}", flush=True)
     try:
-        done.wait()
+        wait_until_set(done)
     finally:
         service.stop()
         zk.stop()

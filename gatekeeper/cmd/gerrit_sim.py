@@ -10,6 +10,8 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from gatekeeper.cmd.signals import wait_until_set
+
 if TYPE_CHECKING:
     from gatekeeper.sim.gerrit import Account, GerritSimulator
 
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"Gerrit simulator on {sim.host}:{sim.port} (ssh -p {sim.port} USER@{sim.host} gerrit version){where}",
           flush=True)
     try:
-        done.wait()
+        wait_until_set(done)
     finally:
         sim.stop()
     return 0

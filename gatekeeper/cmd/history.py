@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 
+from gatekeeper.cmd.signals import wait_until_set
 from gatekeeper.config.settings import load_service_config
 
 EXIT_USAGE = 2
@@ -71,7 +72,7 @@ def cmd_recorder(args: argparse.Namespace) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
-        done.wait()
+        wait_until_set(done)
     except KeyboardInterrupt:
         pass
     finally:

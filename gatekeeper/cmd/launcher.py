@@ -19,6 +19,7 @@ from kazoo.exceptions import NoNodeError
 
 from gatekeeper.cmd import add_config_args
 from gatekeeper.cmd import args as types
+from gatekeeper.cmd.signals import wait_until_set
 
 if TYPE_CHECKING:
     from gatekeeper.zk.client import ZKClient
@@ -147,7 +148,7 @@ def cmd_launcher(args: argparse.Namespace) -> int:
     sys.setswitchinterval(HAND_OUT_SWITCH_INTERVAL)
     launcher.start()
     try:
-        stop.wait()
+        wait_until_set(stop)
     finally:
         launcher.stop()
         zk.stop()

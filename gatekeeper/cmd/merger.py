@@ -9,6 +9,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from gatekeeper.cmd.signals import wait_until_set
 from gatekeeper.config.settings import ServiceConfig, load_service_config
 from gatekeeper.gitrepo import ssh_command
 
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda *_: done.set())
     service.start()
     try:
-        done.wait()
+        wait_until_set(done)
     finally:
         service.stop()
         zk.stop()

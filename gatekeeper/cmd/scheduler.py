@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any
 
+from gatekeeper.cmd.signals import wait_until_set
 from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 from gatekeeper.zk.deadletter import DeadLetters, FailedEvent
 from gatekeeper.zk.management import Action, MalformedRequest, ManagementRequest, ManagementTimeout, send_management
@@ -177,7 +178,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGHUP, lambda *_: threading.Thread(target=scheduler.reload, daemon=True).start())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
-        done.wait()
+        wait_until_set(done)
     except KeyboardInterrupt:
         pass
     scheduler.stop()

@@ -8,6 +8,8 @@ import sys
 import threading
 from typing import Any
 
+from gatekeeper.cmd.signals import wait_until_set
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("web", help="run the web service: status pages, JSON API, /metrics, admin API")
@@ -50,7 +52,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
-        done.wait()
+        wait_until_set(done)
     except KeyboardInterrupt:
         pass
     finally:

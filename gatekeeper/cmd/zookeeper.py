@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from gatekeeper.cmd import args as types
+from gatekeeper.cmd.signals import wait_for_process
 from gatekeeper.zk.server import LocalZooKeeper, four_letter_word, pid_alive
 
 DEFAULT_DIR = "~/.gatekeeper/zookeeper"
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         server.process = None  # leave it running as a daemon; `stop` ends it by PID
         return 0
     try:
-        server.process.wait()
+        wait_for_process(server.process)
     except KeyboardInterrupt:
         server.stop()
     return 0
