@@ -10,9 +10,11 @@ args and returns an exit code. `args` holds the argument types that refuse bad i
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import importlib
 import logging
 import os
+import signal
 import sys
 
 from kazoo.exceptions import ConnectionLoss, NoAuthError, SessionExpiredError
@@ -149,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # As Zuul's services: SIGUSR2 writes every thread's stack to stderr (a service that seems stuck says where).
+    if hasattr(signal, "SIGUSR2"):
+        faulthandler.register(signal.SIGUSR2, all_threads=True)
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "command", None), args.verbose, args.quiet)

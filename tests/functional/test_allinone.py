@@ -36,6 +36,17 @@ def stop(proc: subprocess.Popen, workdir) -> None:
             pass
 
 
+def stacks(proc: subprocess.Popen) -> str:
+    """For a failing test: the output of a stuck all-in-one, ending with every thread's stack (SIGUSR2)."""
+    proc.send_signal(signal.SIGUSR2)
+    try:
+        out, _ = proc.communicate(timeout=5)
+    except subprocess.TimeoutExpired as still:  # the output read so far, since communicate began
+        out = still.output or ""
+    out = out.decode(errors="replace") if isinstance(out, bytes) else out
+    return out[-12000:]
+
+
 def test_all_in_one_demo_gates_the_series_and_cleans_up(tmp_path):
     workdir = tmp_path / "aio"
     port = free_port()
@@ -103,8 +114,17 @@ def test_ctrl_c_stops_everything(tmp_path):
                 break
         assert "serving; Ctrl-C stops everything" in lines[-1], "".join(lines)
         assert leftovers(str(workdir)), "the embedded stand-ins should be running now"
+        proc.send_signal(signal.SIGUSR2)  # as Zuul's services: every thread's stack, and it carries on
+        dumped = []
+        while not dumped or dumped[-1] and "gatekeeper/cmd/allinone.py" not in dumped[-1]:
+            dumped.append(proc.stdout.readline())
+        assert any(line.startswith("Current thread") for line in dumped), "".join(dumped)
+        assert proc.poll() is None
         proc.send_signal(signal.SIGINT)
-        rest, _ = proc.communicate(timeout=120)
+        try:
+            rest, _ = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the all-in-one did not stop within 120 s of Ctrl-C:\n{stacks(proc)}") from None
     finally:
         stop(proc, workdir)
     assert proc.returncode == 130
