@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import importlib
+import io
 import logging
 import os
 import signal
@@ -153,7 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     # As Zuul's services: SIGUSR2 writes every thread's stack to stderr (a service that seems stuck says where).
     if hasattr(signal, "SIGUSR2"):
-        faulthandler.register(signal.SIGUSR2, all_threads=True)
+        try:
+            faulthandler.register(signal.SIGUSR2, all_threads=True)
+        except (AttributeError, ValueError, io.UnsupportedOperation):  # stderr is no file (called in-process)
+            pass
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "command", None), args.verbose, args.quiet)
