@@ -192,12 +192,13 @@ class Assigning:
         """Fail a request every live provider declined, unless a provider of ours that could serve it is not live
         yet (starting, or waiting for its lock): Nodepool's launcher registers all its pools at once, so a request
         never fails there for a pool that is still starting."""
+        if not self.live_providers or not set(req.declined_by) >= self.live_providers:
+            return
         starting = [m.name for m in self.managers.values() if not m.active and m.name not in self.live_providers
                     and m.name not in req.declined_by and m.can_ever_serve(req.labels)]
         if starting:
             log.debug("request %s: waiting for %s, still starting", req.id, ", ".join(starting))
-            return
-        if self.live_providers and set(req.declined_by) >= self.live_providers:
+        else:
             req.set_state(model.REQUEST_FAILED)
             req.reason = (f"no provider can serve labels {', '.join(req.labels)}: declined by "
                           f"{', '.join(req.declined_by)}")
