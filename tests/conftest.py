@@ -22,7 +22,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.fixture(scope="session")
 def zk_server() -> Iterator[LocalZooKeeper]:
     """A real ZooKeeper from Debian's package on a free loopback port, stopped at the end of the session."""
-    server = LocalZooKeeper()
+    server = LocalZooKeeper(force_sync=False)  # thrown away with the session
     server.start()
     try:
         yield server

@@ -89,7 +89,7 @@ def cmd_bootstrap(args: argparse.Namespace) -> int:
     layout = load_layout(args.layout or config.layout_path, config.connections)
     print(f"layout OK: {layout.summary()}")
     with tempfile.TemporaryDirectory(prefix="gatekeeper-") as tmp:
-        server = LocalZooKeeper(data_dir=tmp)
+        server = LocalZooKeeper(data_dir=tmp, force_sync=False)  # thrown away with the check
         try:
             server.start()
         except RuntimeError as exc:  # not installed, exited at once, or never answered

@@ -77,7 +77,8 @@ class LocalZooKeeper:
     """A standalone ZooKeeper server in `data_dir`, listening on 127.0.0.1:`port`.
 
     The JVM dies with the process that started it (even a SIGKILLed one) unless `outlive_parent` is set, as for
-    `gatekeeper zookeeper start`, which leaves it running as a daemon."""
+    `gatekeeper zookeeper start`, which leaves it running as a daemon. `force_sync=False` writes transactions
+    without waiting for the disk: only for a server whose data is thrown away with its run."""
 
     def __init__(
         self,
@@ -88,6 +89,7 @@ class LocalZooKeeper:
         secure_port: int | None = None,
         heap_mb: int = 256,
         outlive_parent: bool = False,
+        force_sync: bool = True,
     ) -> None:
         self._own_dir = data_dir is None
         self.data_dir = Path(data_dir or tempfile.mkdtemp(prefix="gk-zk-"))
@@ -97,6 +99,7 @@ class LocalZooKeeper:
         self.secure_port = (secure_port or free_port(host)) if tls else None
         self.heap_mb = heap_mb
         self.outlive_parent = outlive_parent
+        self.force_sync = force_sync
         self.process: subprocess.Popen | None = None
 
     @property
@@ -126,6 +129,9 @@ class LocalZooKeeper:
             "maxSessionTimeout=30000",
             "snapCount=100000",
             "autopurge.purgeInterval=0",
+            # A server whose data is thrown away with its run (tests, `gatekeeper check`, the demo) need not wait
+            # for the disk on every write: on a slow or shared disk each fsync costs tens of milliseconds.
+            f"forceSync={'yes' if self.force_sync else 'no'}",
         ]
         if self.tls:
             lines += [

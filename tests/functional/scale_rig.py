@@ -138,7 +138,7 @@ class EnsembleMember(LocalZooKeeper):
     """One member of a ZooKeeper ensemble, run inside its host's network namespace."""
 
     def __init__(self, myid: int, netns: str, host: str, peers: list[str], data_dir: str) -> None:
-        super().__init__(data_dir=data_dir, port=2181, host=host, heap_mb=192)
+        super().__init__(data_dir=data_dir, port=2181, host=host, heap_mb=192, force_sync=False)
         self.myid, self.netns, self.peers = myid, netns, peers
 
     def write_config(self) -> Path:

@@ -30,7 +30,7 @@ CHILD = textwrap.dedent("""
     if sys.argv[3] == "prctl":
         which = shutil.which
         shutil.which = lambda name, *args, **kwargs: None if name == "setpriv" else which(name, *args, **kwargs)
-    server = LocalZooKeeper(data_dir=sys.argv[1])
+    server = LocalZooKeeper(data_dir=sys.argv[1], force_sync=False)
     if sys.argv[2] == "thread":
         starter = threading.Thread(target=server.start)
         starter.start()

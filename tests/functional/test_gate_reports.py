@@ -96,7 +96,7 @@ class FreezeZooKeeperAfterSubmit:
 @pytest.fixture
 def own_zookeeper(tmp_path) -> Iterator[LocalZooKeeper]:
     """A ZooKeeper of this test's own, which it freezes (the session's server stays up for others)."""
-    server = LocalZooKeeper(data_dir=str(tmp_path / "zk")).start()
+    server = LocalZooKeeper(data_dir=str(tmp_path / "zk"), force_sync=False).start()
     try:
         yield server
     finally:

@@ -159,7 +159,7 @@ def registration_owner(observer: ZKClient, component: Component) -> int | None:
 def test_client_survives_server_restart_and_registration_returns(tmp_path):
     """The server restarts and the client cannot reach it until its session has expired: the client gets a new
     session and its registration comes back on it."""
-    server = LocalZooKeeper(data_dir=str(tmp_path / "zk")).start()
+    server = LocalZooKeeper(data_dir=str(tmp_path / "zk"), force_sync=False).start()
     link = CuttableLink(server.hosts)
     events: list[ConnectionEvent] = []
     zk = ZKClient(link.hosts, chroot="/restart", timeout=2.0).start()
@@ -250,7 +250,7 @@ def test_tls_with_client_certificates(tmp_path):
     from gatekeeper.zk.tls import make_pki
 
     pki = make_pki(tmp_path / "pki")
-    server = LocalZooKeeper(data_dir=str(tmp_path / "zk"), tls=pki).start()
+    server = LocalZooKeeper(data_dir=str(tmp_path / "zk"), tls=pki, force_sync=False).start()
     try:
         tls = TLSOptions(ca=pki.ca_cert, cert=pki.client_cert, key=pki.client_key)
         zk = ZKClient(server.secure_hosts, chroot="/tls", tls=tls).start(timeout=20)

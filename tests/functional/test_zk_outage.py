@@ -20,7 +20,7 @@ from tests.helpers import wait_for
 
 @pytest.fixture
 def own_zk() -> Iterator[LocalZooKeeper]:
-    server = LocalZooKeeper()
+    server = LocalZooKeeper(force_sync=False)
     server.start()
     try:
         yield server
