@@ -541,11 +541,3 @@ class _Builder:
                 src, line = self.where[("label", label.name)]
                 self.errors.append(ConfigError(src, line, f'label "{label.name}"',
                                                "no provider offers this label"))
-        for project in lay.projects.values():
-            for pipe in project.pipelines:
-                pipeline = lay.pipelines.get(pipe)
-                if pipeline and pipeline.dependent and not project.queue:
-                    src, line = self.where[("project", project.name)]
-                    self.errors.append(ConfigError(
-                        src, line, f'project "{project.name}"',
-                        f'is in dependent pipeline "{pipe}" but names no queue'))

@@ -267,5 +267,7 @@ class Layout:
         )
 
     def queue_of(self, project: str) -> str | None:
+        """The change queue a project's changes share in a dependent pipeline: the one it names, else (as in Zuul)
+        an implicit queue of its own, named after it."""
         proj = self.projects.get(project)
-        return proj.queue if proj else None
+        return (proj.queue or proj.name) if proj else None

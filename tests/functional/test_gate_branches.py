@@ -278,6 +278,36 @@ def test_a_depends_on_across_per_branch_queues_is_refused_until_the_change_it_ne
     gate.assert_history(("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1"))
 
 
+def test_a_project_without_a_queue_gates_in_a_queue_of_its_own(tmp_path, zk_factory: Callable[..., ZKClient]) -> None:
+    """As in Zuul: org/c names no queue, so it gates in an implicit queue of its own, named after it. A failing org/a
+    change approved ahead of it does not reset it; a Depends-On from org/c to an open org/a change is refused,
+    naming both queues."""
+    layout = SHARED.replace("  - name: org/c\n    queue: other\n", "  - name: org/c\n", 1)
+    assert layout != SHARED
+    gate = harness(tmp_path, zk_factory, layout)
+    try:
+        a = gate.change("org/a", "A")
+        c = gate.change("org/c", "C")
+        d = gate.change("org/c", "D needs A", depends_on=(a,))
+        gate.settle()
+        gate.executor.hold = True
+        gate.approve(a, c, d)
+        gate.settle()
+        assert {key: item.queue for key, item in items(gate).items()} == {"1,1": "integrated", "2,1": "org/c"}
+        assert held(gate) == ["1,1", "2,1"]  # each tested on its own
+        gate.executor.release("unit", a.number, "FAILURE")
+        gate.settle()
+        assert held(gate) == ["2,1"]  # not reset by the failure in the other queue
+        gate.executor.hold = False
+        gate.executor.release()
+        gate.settle()
+        assert [gate.status(x) for x in (a, c, d)] == ["NEW", "MERGED", "NEW"]
+        assert gate.reports(d) == ['Change 3,1 cannot enter gate: it depends on change 1,1 in org/a, which is not in '
+                                   'the same change queue ("integrated", not "org/c")']
+    finally:
+        gate.stop()
+
+
 # -- jobs limited to branches ---------------------------------------------------------------------------------------
 def test_a_change_to_a_branch_none_of_its_gate_jobs_runs_on_stays_out_and_an_operator_is_told_why(
         tmp_path, zk_factory: Callable[..., ZKClient]) -> None:

@@ -212,9 +212,12 @@ def test_project_in_two_queues():
     assert msg == 'extra.yaml:6: project "org/a": project in two queues: "integrated" (base.yaml:21) and "other"'
 
 
-def test_project_in_dependent_pipeline_without_queue():
-    (msg,) = errors_of(replace("    queue: integrated\n", ""))
-    assert msg == 'layout0.yaml:21: project "org/a": is in dependent pipeline "gate" but names no queue'
+def test_project_in_dependent_pipeline_without_queue_gets_an_implicit_queue_of_its_own():
+    layout = parse_layout({"layout0.yaml": textwrap.dedent(replace("    queue: integrated\n", ""))},
+                          connections={"gerrit"})
+    assert layout.projects["org/a"].queue is None  # as written
+    assert layout.queue_of("org/a") == "org/a"  # as Zuul: a queue of its own, named after the project
+    assert "org/a" not in layout.queues
 
 
 def test_duplicate_job_across_files():
