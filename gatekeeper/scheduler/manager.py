@@ -308,6 +308,8 @@ class PipelineManager(ItemReports):
                 and self.state.layout is self.layout:
             return
         self.state.walks += 1
+        if self.state.layout is not self.layout:
+            self._relayout()
         for queue in list(self.state.queues.values()):
             if self.pipeline.dependent:
                 self._process_dependent(queue)
@@ -318,6 +320,31 @@ class PipelineManager(ItemReports):
                 self.state.changed = True
         # What the walk itself changed needs no second walk: it waits for results, events or report outcomes.
         self.state.settled, self.state.progress, self.state.layout = True, progress, self.layout
+
+    def _relayout(self) -> None:
+        """A new layout (or the first pass after loading the state): each live item runs the jobs this layout gives
+        it, as Zuul freezes an item's jobs again on reconfiguration. Builds of jobs it no longer has are cancelled
+        and their results forgotten; jobs it gained are requested by this pass; an item left with no job leaves the
+        pipeline, saying why. Items with a result reported already keep theirs."""
+        for item in list(self.state.items.values()):
+            if not item.live or any(kind != "start" for kind in item.reported):
+                continue
+            project = self.layout.projects.get(item.change.project)
+            jobs = list(project.jobs_on_branch(self.name, item.change.branch, self.layout.jobs)) if project else []
+            if jobs == item.jobs:
+                continue
+            for job in set(item.jobs) - set(jobs):
+                build = item.builds.pop(job, None)
+                if build is not None and not build.finished:
+                    self.backend.cancel_build(build.id)
+            log.info("%s: the layout changed its jobs from %s to %s", item.label(self.name),
+                     ", ".join(item.jobs) or "none", ", ".join(jobs) or "none")
+            item.jobs = jobs
+            self.state.touch(item)
+            self.state.changed = True
+            if not jobs:
+                self._dequeue(item, f"the layout no longer runs any job for {item.change.project} in {self.name}",
+                              "other")
 
     def _process_dependent(self, queue: ChangeQueue) -> None:
         nnfi: Item | None = None  # the nearest non-failing item ahead

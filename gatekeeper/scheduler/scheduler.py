@@ -355,11 +355,11 @@ class Scheduler(EventIntake, PipelineLocks):
         pipeline = self.layout.pipelines[name]
         if name in self._reports_done:
             return True
-        if any(r.pipeline == name for r in self._merge_results.values()):
-            return True
-        if any(r.pipeline == name for r in self._build_results.values()):
+        if any(r.pipeline == name for results in (self._merge_results, self._build_results) for r in results.values()):
             return True
         state = self.states.get(name)
+        if state is not None and state.items and state.layout is not self.layout:
+            return True  # a new layout: its items' jobs are looked at again
         cursors = state.cursors if state else {}
         numbers = state.index() if state else {}
         for queue_name, events in self._events.items():
@@ -409,7 +409,8 @@ class Scheduler(EventIntake, PipelineLocks):
             manager = PipelineManager(self.layout, pipeline, state, backend, self.source)
             manager._looked_up = self._lookups
             consumed_merges, consumed_builds, answers = self._apply(manager, state)
-            if loaded or reported or answers or state.dirty or state.removed or state.changed:
+            if loaded or reported or answers or state.dirty or state.removed or state.changed \
+                    or state.layout is not self.layout:
                 manager.process()  # else nothing the loop looks at changed: it would decide the same again
             extra = backend.tx_ops() + [encode_op(paths.management_result(i), ManagementAnswer.of(err).to_dict())
                                         for i, err in answers]
@@ -591,7 +592,6 @@ class Scheduler(EventIntake, PipelineLocks):
         """The pipeline's state as stored (for status and tests); no lock needed."""
         store = self.stores.get(name) or PipelineStore(self.zk.client, name)
         return store.load(None)
-
 
 
 def _is_bug(error: BaseException) -> bool:
