@@ -209,26 +209,27 @@ class NodeStore(ProviderStore):
         except NoNodeError:
             return False
 
-    def delete_node(self, node_id: str, released: bool = False) -> bool:
-        """Remove a node's record with its lock parent (and its release signal, if `released`), in one transaction;
-        False while a consumer holds its lock."""
+    def delete_node_async(self, node_id: str) -> Pending:
+        """Remove a node's record with its lock parent, in one transaction, sent without waiting for the answer: a
+        Pending whose result() is False while a consumer holds its lock, else True (its release signal, if any,
+        goes too when the transaction could not be used)."""
         tx = self.kz.transaction()
         tx.delete(paths.node_lock(node_id))
         tx.delete(paths.node(node_id))
-        if released:
-            tx.delete(paths.released_node(node_id))
-        results = tx.commit()
-        if any(isinstance(r, NotEmptyError) for r in results):
-            return False
-        if _failed(results):
-            for path in (paths.node_lock(node_id), paths.node(node_id), paths.released_node(node_id)):
-                try:
-                    self.kz.delete(path)
-                except NoNodeError:
-                    pass
-                except NotEmptyError:
-                    return False
-        return True
+
+        def interpret(results) -> bool:
+            if not isinstance(results, Exception) and any(isinstance(r, NotEmptyError) for r in results):
+                return False
+            if isinstance(results, Exception) or _failed(results):  # some part was gone already: one by one
+                for path in (paths.node_lock(node_id), paths.node(node_id), paths.released_node(node_id)):
+                    try:
+                        self.kz.delete(path)
+                    except NoNodeError:
+                        pass
+                    except NotEmptyError:
+                        return False
+            return True
+        return Pending(tx.commit_async(), interpret)
 
     def remove_released(self, node_ids: list[str]) -> None:
         """Remove release signals (of nodes already deleted) in one transaction, one by one if some are gone."""
