@@ -29,8 +29,8 @@ class Assigning:
         self._answers.append((pending, done))
 
     def _send_deferred(self) -> None:
-        """Send the writes held back until the hand-outs were sent (recycled static hosts): the requests' reads do
-        not wait behind them, and they share the hand-outs' round trip."""
+        """Send the writes held back until the hand-outs were sent (the records of deleted servers): the requests'
+        reads do not wait behind them, and they share the hand-outs' round trip."""
         sends, self._deferred[:] = list(self._deferred), []
         for send in sends:
             send()
