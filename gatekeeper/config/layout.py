@@ -255,7 +255,7 @@ def _value_at(data: Any, path: list) -> Any:
 
 
 def _branch_list(value: str | list[str] | None) -> tuple[str, ...]:
-    """`branches:` takes one pattern or a list of them."""
+    """`branches:`, `files:` and `irrelevant-files:` take one pattern or a list of them."""
     if not value:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
