@@ -108,7 +108,8 @@ def files_match(files: tuple[re.Pattern, ...], irrelevant: tuple[re.Pattern, ...
 
 @dataclass(frozen=True)
 class JobVariant:
-    """What a job changes on the branches it names: its node label, timeout, variables and devstack settings."""
+    """What a job changes on the branches it names: its node label, timeout, variables, devstack settings and file
+    matchers."""
 
     branches: tuple[str, ...]
     label: str | None = None
