@@ -84,3 +84,26 @@ def test_a_change_none_of_whose_gate_jobs_its_files_select_stays_out_and_an_oper
         "project org/c has no jobs in pipeline gate for the files change 1,1 touches"
     gate.assert_history(("unit", "SUCCESS", "2,1"))
     assert gate_jobs(gate, docs) == set()
+
+
+def test_a_variant_replaces_the_jobs_file_matchers_on_its_branches(
+        tmp_path, zk_factory: Callable[..., ZKClient]) -> None:
+    layout = LAYOUT.replace("    irrelevant-files: ['^doc/.*$']\n", """    irrelevant-files: ['^doc/.*$']
+    variants:
+      - branches: stable/
+        irrelevant-files: ['^releasenotes/']
+""", 1)
+    assert layout != LAYOUT
+    gate = GateHarness(tmp_path, zk_factory, layout_text=layout)
+    try:
+        gate.sim.create_branch("org/a", "stable/2024.1")
+        master = gate.change("org/a", "Document master", files=DOCS)
+        stable = gate.sim.create_change("org/a", "Document stable", files=DOCS, branch="stable/2024.1", owner="jane")
+        gate.settle()
+        gate.approve(master, stable)
+        gate.settle()
+        assert [gate.status(c) for c in (master, stable)] == ["MERGED", "MERGED"]
+        assert gate_jobs(gate, master) == {"integration"}
+        assert gate_jobs(gate, stable) == {"unit", "integration"}  # doc/ is relevant on stable: its variant says so
+    finally:
+        gate.stop()
