@@ -255,7 +255,7 @@ def _value_at(data: Any, path: list) -> Any:
 
 
 def _branch_list(value: str | list[str] | None) -> tuple[str, ...]:
-    """`branches:` takes one pattern or a list of them."""
+    """`branches:`, `files:` and `irrelevant-files:` take one pattern or a list of them."""
     if not value:
         return ()
     return (value,) if isinstance(value, str) else tuple(value)
@@ -410,7 +410,9 @@ class _Builder:
             variants.append(JobVariant(branches=_branch_list(var["branches"]), label=var.get("label"),
                                        timeout=var.get("timeout"), vars=dict(var.get("vars", {})),
                                        devstack_localrc=dict(vds.get("localrc", {})),
-                                       devstack_local_conf=vds.get("local-conf")))
+                                       devstack_local_conf=vds.get("local-conf"),
+                                       files=self.file_patterns(var, "files", where, None),
+                                       irrelevant_files=self.file_patterns(var, "irrelevant-files", where, None)))
         for holder in [j, *(j.get("variants") or [])]:
             for pattern in _branch_list(holder.get("branches")):
                 try:
@@ -434,7 +436,23 @@ class _Builder:
             hold_hours=j.get("hold-hours"),
             branches=_branch_list(j.get("branches")),
             variants=tuple(variants),
+            files=self.file_patterns(j, "files", where, ()),
+            irrelevant_files=self.file_patterns(j, "irrelevant-files", where, ()),
         )
+
+    def file_patterns(self, holder: Any, key: str, where: str,
+                      absent: tuple[re.Pattern, ...] | None) -> tuple[re.Pattern, ...] | None:
+        """A job's (or variant's) `files` or `irrelevant-files`, compiled; `absent` when it gives none. A pattern
+        that is no regular expression is an error naming it."""
+        if key not in holder:
+            return absent
+        compiled = []
+        for pattern in _branch_list(holder[key]):
+            try:
+                compiled.append(re.compile(pattern))
+            except re.error as e:
+                self.error(holder, key, where, f"{key}: {pattern!r} is not a regular expression ({e})")
+        return tuple(compiled)
 
     def add_project(self, p: dict) -> None:
         name = p["name"]

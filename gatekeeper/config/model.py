@@ -90,9 +90,26 @@ def branch_matches(patterns: tuple[str, ...], branch: str) -> bool:
     return not patterns or any(re.match(p, branch) for p in patterns)
 
 
+# Gerrit lists these with a patch set's files, but they are no files of the change (Zuul ignores them too)
+MAGIC_FILES = re.compile(r"^/(COMMIT_MSG|MERGE_LIST)$")
+
+
+def files_match(files: tuple[re.Pattern, ...], irrelevant: tuple[re.Pattern, ...], changed: list[str] | None) -> bool:
+    """Zuul's job file matchers: with `files`, a change must touch one file matching one of them; with
+    `irrelevant`, it must touch one file matching none of them. Patterns match at the start of a path (`re.match`).
+    Unknown changed files (None or empty) always match: a job is never skipped for want of information."""
+    if not changed:
+        return True
+    real = [path for path in changed if not MAGIC_FILES.match(path)]
+    if files and not any(p.match(path) for path in real for p in files):
+        return False
+    return not irrelevant or any(not any(p.match(path) for p in irrelevant) for path in real)
+
+
 @dataclass(frozen=True)
 class JobVariant:
-    """What a job changes on the branches it names: its node label, timeout, variables and devstack settings."""
+    """What a job changes on the branches it names: its node label, timeout, variables, devstack settings and file
+    matchers."""
 
     branches: tuple[str, ...]
     label: str | None = None
@@ -100,6 +117,8 @@ class JobVariant:
     vars: dict[str, Any] = field(default_factory=dict)
     devstack_localrc: dict[str, Any] = field(default_factory=dict)
     devstack_local_conf: str | None = None
+    files: tuple[re.Pattern, ...] | None = None  # None: the job's own
+    irrelevant_files: tuple[re.Pattern, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -119,6 +138,8 @@ class Job:
     hold_hours: float | None = None
     branches: tuple[str, ...] = ()  # the job runs only for changes to these branches (all when empty)
     variants: tuple[JobVariant, ...] = ()
+    files: tuple[re.Pattern, ...] = ()  # the job runs only if the change touches a file matching one of these
+    irrelevant_files: tuple[re.Pattern, ...] = ()  # ... and not if every file it touches matches one of these
     variant: str = ""  # set on a job resolved for a branch: the branch patterns of the variants applied
 
     def for_branch(self, branch: str) -> Job | None:
@@ -134,9 +155,17 @@ class Job:
                           vars={**job.vars, **variant.vars},
                           devstack_localrc={**job.devstack_localrc, **variant.devstack_localrc},
                           devstack_local_conf=job.devstack_local_conf if variant.devstack_local_conf is None
-                          else variant.devstack_local_conf)
+                          else variant.devstack_local_conf,
+                          files=job.files if variant.files is None else variant.files,
+                          irrelevant_files=job.irrelevant_files if variant.irrelevant_files is None
+                          else variant.irrelevant_files)
             applied.append(" ".join(variant.branches))
         return replace(job, variant="; ".join(applied)) if applied else job
+
+    def runs_for(self, branch: str, files: list[str] | None = None) -> bool:
+        """Whether this job runs for a change to `branch` touching `files` (unknown files: the branch decides)."""
+        job = self.for_branch(branch)
+        return job is not None and files_match(job.files, job.irrelevant_files, files)
 
 
 @dataclass(frozen=True)
@@ -149,11 +178,12 @@ class Project:
     def jobs_for(self, pipeline: str) -> tuple[str, ...]:
         return self.pipelines.get(pipeline, ())
 
-    def jobs_on_branch(self, pipeline: str, branch: str, jobs: dict[str, Job]) -> tuple[str, ...]:
-        """The pipeline's jobs that run for a change to `branch` (a job the layout does not define runs
-        everywhere)."""
+    def jobs_on_branch(self, pipeline: str, branch: str, jobs: dict[str, Job],
+                       files: list[str] | None = None) -> tuple[str, ...]:
+        """The pipeline's jobs that run for a change to `branch` touching `files` (None: not known, the branch
+        decides); a job the layout does not define runs everywhere."""
         return tuple(name for name in self.jobs_for(pipeline)
-                     if name not in jobs or jobs[name].for_branch(branch) is not None)
+                     if name not in jobs or jobs[name].runs_for(branch, files))
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,8 @@ QUEUE = v.Schema({v.Required("name"): NAME, "window": WINDOW, "per-branch": bool
 
 BRANCHES = v.Any(v.All(str, v.Length(min=1)), v.All([v.All(str, v.Length(min=1))], v.Length(min=1)),
                  msg="expected a branch pattern or a list of them")
+FILE_PATTERNS = v.Any(v.All(str, v.Length(min=1)), v.All([v.All(str, v.Length(min=1))], v.Length(min=1)),
+                      msg="expected a file pattern or a list of them")
 DEVSTACK = v.Schema({"localrc": v.Schema({str: v.Any(str, int, float, bool)}), "local-conf": str})
 
 JOB_VARIANT = v.Schema(
@@ -181,6 +183,8 @@ JOB_VARIANT = v.Schema(
         "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
         "vars": v.Schema({str: v.Any(str, int, float, bool)}),
         "devstack": DEVSTACK,
+        "files": FILE_PATTERNS,
+        "irrelevant-files": FILE_PATTERNS,
     }
 )
 
@@ -200,6 +204,8 @@ JOB = v.Schema(
         "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
         "branches": BRANCHES,
         "variants": [JOB_VARIANT],
+        "files": FILE_PATTERNS,
+        "irrelevant-files": FILE_PATTERNS,
     }
 )
 

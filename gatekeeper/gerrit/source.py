@@ -31,7 +31,8 @@ class GerritChangeSource:
         return from_record(record, connection, ident)
 
     def get_change(self, number: int) -> Change | None:
-        row = self.connection.get_change(number, "--current-patch-set", "--commit-message", "--dependencies")
+        row = self.connection.get_change(number, "--current-patch-set", "--files", "--commit-message",
+                                          "--dependencies")
         if not row:
             return None
         return self.to_change(row)
@@ -46,6 +47,7 @@ class GerritChangeSource:
             owner=(row.get("owner") or {}).get("username", ""),
             approvals=[{"label": a.get("type", ""), "value": int(a.get("value", 0)),
                         "by": (a.get("by") or {}).get("username", "")} for a in ps.get("approvals") or []],
+            files=[f["file"] for f in ps.get("files") or [] if f.get("file")],
         )
         needs: list[str] = []
         for dep in row.get("dependsOn") or []:

@@ -33,6 +33,7 @@ class Change(Record):
     needs: list[str] = field(default_factory=list)  # "N,P" of open changes it needs: git parent, Depends-On
     needs_error: str = ""  # a Depends-On the source could not resolve
     owner: str = ""  # the change owner's username (who may reach a node held for its failed build)
+    files: list[str] = field(default_factory=list)  # the patch set's files as Gerrit lists them ([]: not known)
 
     @property
     def key(self) -> str:

@@ -178,9 +178,11 @@ class PipelineManager(ItemReports):
         """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused (reported
         on the change unless `quiet`)."""
         project = self.layout.projects.get(change.project)
-        jobs = project.jobs_on_branch(self.name, change.branch, self.layout.jobs) if project else ()
+        jobs = project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files) if project else ()
         if not jobs:
             on = f" on branch {change.branch}" if project and project.jobs_for(self.name) else ""
+            if on and project.jobs_on_branch(self.name, change.branch, self.layout.jobs):
+                on = f" for the files change {change.key} touches"
             return f"project {change.project} has no jobs in pipeline {self.name}{on}"
         if self.state.find(change.key):
             return f"change {change.key} is already in {self.name}"
@@ -290,7 +292,8 @@ class PipelineManager(ItemReports):
 
     def _add(self, queue: ChangeQueue, change: Change, live: bool) -> Item:
         project = self.layout.projects.get(change.project)
-        jobs = list(project.jobs_on_branch(self.name, change.branch, self.layout.jobs)) if project and live else []
+        jobs = (list(project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files))
+                if project and live else [])
         item = Item(change=change, queue=queue.name, live=live, jobs=jobs, enqueued=self.clock())
         self.state.items[item.id] = item
         self.state.reindex()
@@ -330,7 +333,8 @@ class PipelineManager(ItemReports):
             if not item.live or any(kind != "start" for kind in item.reported):
                 continue
             project = self.layout.projects.get(item.change.project)
-            jobs = list(project.jobs_on_branch(self.name, item.change.branch, self.layout.jobs)) if project else []
+            jobs = (list(project.jobs_on_branch(self.name, item.change.branch, self.layout.jobs, item.change.files))
+                    if project else [])
             if jobs == item.jobs:
                 continue
             for job in set(item.jobs) - set(jobs):

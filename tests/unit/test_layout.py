@@ -356,3 +356,101 @@ def test_every_bad_signature_is_listed():
     assert len(errors) == 2, errors
     assert errors[0].startswith("layout1.yaml:3: signatures[0].pattern: bad regular expression '(('")
     assert errors[1].startswith("layout1.yaml:4: signatures[1].title: ")
+
+
+# -- files and irrelevant-files (Zuul's job file matchers) ----------------------------------------------------------
+def matcher_layout(settings: str, variant: str = "") -> dict:
+    """The BASE layout with `settings` on job unit (and a stable/ variant with `variant`, if given)."""
+    extra = f"\n    variants:\n      - branches: stable/\n        {variant}" if variant else ""
+    layout = parse_layout({"layout.yaml": replace("    label: small", f"    label: small\n    {settings}{extra}")},
+                          connections={"gerrit"})
+    return layout.jobs
+
+
+def runs(settings: str, files: list[str] | None, branch: str = "master", variant: str = "") -> bool:
+    return matcher_layout(settings, variant)["unit"].runs_for(branch, files)
+
+
+def test_files_match_at_the_start_of_a_path_not_at_its_end():
+    assert runs("files: ['^nova/']", ["nova/api.py"])
+    assert runs("files: ['nova/']", ["nova/api.py", "README"])
+    assert not runs("files: ['nova/']", ["README", "doc/nova/index.rst"])  # re.match: anchored at the start only
+    assert runs("files: ['doc/.*']", ["doc/nova/index.rst"])
+    assert runs("files: ['nova']", ["nova_tests/x.py"])  # not anchored at the end
+
+
+def test_files_takes_one_pattern_or_a_list():
+    assert matcher_layout("files: '^nova/'")["unit"].files == matcher_layout("files: ['^nova/']")["unit"].files
+    assert runs("files: '^nova/'", ["nova/api.py"]) and not runs("files: '^nova/'", ["README"])
+    assert runs("irrelevant-files: '^doc/'", ["nova/api.py"]) and not runs("irrelevant-files: '^doc/'", ["doc/x"])
+
+
+def test_irrelevant_files_skip_a_job_only_when_every_file_is_irrelevant():
+    assert not runs("irrelevant-files: ['^doc/.*$', '^README$']", ["doc/index.rst", "README"])
+    assert runs("irrelevant-files: ['^doc/.*$', '^README$']", ["doc/index.rst", "nova/api.py"])
+    assert runs("irrelevant-files: ['^doc/.*$']", ["README.doc/x"])
+
+
+def test_the_commit_message_and_merge_list_are_no_files():
+    assert not runs("files: ['.*']", ["/COMMIT_MSG"])
+    assert not runs("files: ['.*']", ["/COMMIT_MSG", "/MERGE_LIST"])
+    assert runs("files: ['.*']", ["/COMMIT_MSG", "setup.py"])
+    # a change touching only its commit message is all irrelevant, whatever the patterns
+    assert not runs("irrelevant-files: ['^doc/']", ["/COMMIT_MSG"])
+    assert runs("irrelevant-files: ['^/COMMIT_MSG$']", ["/COMMIT_MSG", "setup.py"])
+
+
+def test_a_job_runs_when_the_changed_files_are_not_known():
+    for settings in ("files: ['^nova/']", "irrelevant-files: ['.*']", "files: [x]\n    irrelevant-files: [x]"):
+        assert runs(settings, None) and runs(settings, [])
+
+
+def test_files_and_irrelevant_files_on_one_job_must_both_let_it_run():
+    both = "files: ['^nova/']\n    irrelevant-files: ['^nova/tests/']"
+    assert runs(both, ["nova/api.py"])
+    assert not runs(both, ["nova/tests/test_api.py"])
+    assert not runs(both, ["README"])
+    assert runs(both, ["nova/tests/test_api.py", "nova/api.py"])
+
+
+def test_a_job_without_matchers_runs_for_any_files_and_the_branch_still_decides():
+    assert runs("timeout: 60", ["README"]) and runs("timeout: 60", ["/COMMIT_MSG"])
+    assert not runs("branches: stable/\n    files: ['.*']", ["nova/api.py"], branch="master")
+    assert runs("branches: stable/\n    files: ['.*']", ["nova/api.py"], branch="stable/2024.1")
+
+
+def test_a_variant_overrides_the_matchers_on_its_branches():
+    settings, variant = "irrelevant-files: ['^doc/']", "files: ['^nova/']"
+    assert not runs(settings, ["doc/x"], variant=variant)
+    assert runs(settings, ["README"], variant=variant)
+    assert runs(settings, ["doc/x", "nova/api.py"], branch="stable/2024.1", variant=variant)
+    assert not runs(settings, ["README"], branch="stable/2024.1", variant=variant)
+    # a variant replaces only the matchers it gives: the job's irrelevant-files still hold on stable
+    assert not runs(settings, ["doc/x"], branch="stable/2024.1", variant="files: ['.*']")
+    job = matcher_layout(settings, "irrelevant-files: ['^releasenotes/']")["unit"]
+    assert job.runs_for("stable/2024.1", ["doc/x"]) and not job.runs_for("stable/2024.1", ["releasenotes/x"])
+    assert not job.runs_for("master", ["doc/x"]) and job.runs_for("master", ["releasenotes/x"])
+
+
+def test_the_project_lists_the_jobs_the_files_select():
+    jobs = matcher_layout("files: ['^nova/']")
+    layout = parse_layout({"layout.yaml": replace("    label: small", "    label: small\n    files: ['^nova/']")},
+                          connections={"gerrit"})
+    assert layout.projects["org/a"].jobs_on_branch("gate", "master", jobs, ["nova/api.py"]) == ("unit",)
+    assert layout.projects["org/a"].jobs_on_branch("gate", "master", jobs, ["README"]) == ()
+    assert layout.projects["org/a"].jobs_on_branch("gate", "master", jobs) == ("unit",)
+
+
+def test_a_file_pattern_that_is_no_regular_expression_is_refused_with_file_line_and_job():
+    (msg,) = errors_of(replace("    label: small", "    label: small\n    files: ['^nova/(']"))
+    assert msg.startswith("layout0.yaml:20: job \"unit\": files: '^nova/(' is not a regular expression (")
+    (msg,) = errors_of(replace("    label: small", "    label: small\n    irrelevant-files: '[doc'"))
+    assert msg.startswith("layout0.yaml:20: job \"unit\": irrelevant-files: '[doc' is not a regular expression (")
+    (msg,) = errors_of(replace("    label: small", "    label: small\n    variants:\n      - branches: stable/\n"
+                                                   "        files: ['(']"))
+    assert msg.startswith("layout0.yaml:22: job \"unit\": files: '(' is not a regular expression (")
+
+
+def test_a_file_pattern_must_be_a_string():
+    (msg,) = errors_of(replace("    label: small", "    label: small\n    files: [3]"))
+    assert msg == "layout0.yaml:20: jobs[0] (unit).files: expected a file pattern or a list of them, got a list [3]"
