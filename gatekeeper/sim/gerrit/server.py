@@ -398,7 +398,8 @@ class SSHServer:
             push_thread.join(5)
         if service == "git-receive-pack" and status == 0:
             self.sim.after_receive_pack(project, before, pusher)
-        channel.send_exit_status(status)
+        # a git killed by a signal (its client went away mid-fetch) ends as a shell reports it: 128 + the signal
+        channel.send_exit_status(status if status >= 0 else 128 - status)
         channel.shutdown_write()
         channel.close()
 
