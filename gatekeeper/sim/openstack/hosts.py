@@ -321,7 +321,11 @@ class NetnsBackend(HostBackend):
             else:
                 raise HostBootError("no free 169.254.N.0/24 subnet for a bridge")
             self.subnet = f"169.254.{octet}"
-            _run("ip", "link", "add", self.bridge, "type", "bridge")
+            # A fixed address: a Linux bridge otherwise takes the lowest address of its ports, so a server booted
+            # or deleted can change it, and every host's ARP entry for the bridge then points nowhere until it
+            # expires (tens of seconds in which nothing reaches the simulators). Locally administered, unique
+            # to this subnet.
+            _run("ip", "link", "add", self.bridge, "address", f"02:67:6b:a9:fe:{octet:02x}", "type", "bridge")
             _run("ip", "addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
             _run("ip", "link", "set", self.bridge, "up")
 
