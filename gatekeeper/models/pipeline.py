@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper.zk.builds import ABORTED, INFRASTRUCTURE, SUCCESS
+from gatekeeper.zk.builds import ABORTED, INFRASTRUCTURE, SKIPPED, SUCCESS
 from gatekeeper.zk.merges import ChangeSpec, MergeState
 from gatekeeper.zk.record import Record
 
@@ -92,7 +92,9 @@ class Build(Record):
 
     @property
     def failed(self) -> bool:
-        return self.finished and self.voting and self.result != SUCCESS and self.result != ABORTED
+        """A voting job that ended otherwise than well; a job skipped for its dependencies did not fail (the job it
+        depends on did, if it counts)."""
+        return self.finished and self.voting and self.result not in (SUCCESS, ABORTED, SKIPPED)
 
     @property
     def infrastructure(self) -> bool:
