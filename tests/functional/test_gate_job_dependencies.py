@@ -5,12 +5,14 @@ the Gerrit simulator over SSH, the merger and git."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.history.recorder import HistoryRecorder
+from gatekeeper.web.status import pipeline_status
 from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
 from tests.helpers import wait_for
@@ -184,11 +186,24 @@ def test_an_independent_pipeline_runs_a_job_after_the_job_it_depends_on(gate: Ga
 
 def test_a_failed_non_voting_job_skips_what_depends_on_it_and_the_change_still_merges(gate: GateHarness) -> None:
     """B's non-voting docs fails: publish, which depends on it, and announce, which depends on publish, are
-    SKIPPED and never asked for; nothing voting failed, so B merges."""
+    SKIPPED and never asked for; the status page does not call B failing for them; nothing voting failed, so B
+    merges once unit passes."""
     b = gate.change("org/b", "B")
     gate.settle()
-    gate.executor.fail("docs", b.number)
+    gate.executor.hold = True
     gate.approve(b)
+    gate.settle()
+    assert held(gate) == [("docs", "1,1"), ("unit", "1,1")]
+    gate.executor.release("docs", b.number, "FAILURE")
+    gate.settle()
+    assert held(gate) == [("unit", "1,1")]
+    status = pipeline_status("gate", "dependent", "", gate.schedulers[0].load_state("gate"), time.time(),
+                             lambda project, job: None, str, str)
+    (item,) = [i for q in status["queues"] for i in q["items"]]
+    assert {j["name"]: j["result"] for j in item["jobs"]} == {"unit": None, "docs": "FAILURE", "publish": "SKIPPED",
+                                                              "announce": "SKIPPED"}
+    assert (item["failing"], item["failing_reasons"]) == (False, [])
+    gate.executor.release()
     gate.settle()
     assert gate.status(b) == "MERGED"
     assert requested(gate, "publish") == requested(gate, "announce") == []
