@@ -156,8 +156,15 @@ class Item(Record):
 
     @property
     def failing(self) -> bool:
-        """Will not merge as tested: a merge conflict or a failed voting job."""
-        return self.merge_state == MergeState.CONFLICT or any(b.failed for b in self.builds.values())
+        """Will not merge as tested: a merge conflict, a failed voting job, or every job skipped."""
+        return self.merge_state == MergeState.CONFLICT or any(b.failed for b in self.builds.values()) \
+            or self.all_skipped
+
+    @property
+    def all_skipped(self) -> bool:
+        """Every job was skipped (each depends on a job that does not run for the change): nothing was tested, which
+        fails the item, as in Zuul."""
+        return bool(self.jobs) and all(job in self.builds and self.builds[job].result == SKIPPED for job in self.jobs)
 
     @property
     def infrastructure_failure(self) -> bool:

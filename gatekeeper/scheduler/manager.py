@@ -431,7 +431,7 @@ class PipelineManager(ItemReports):
         failing item without a conflict has at least one)."""
         if item.merge_state == MergeState.CONFLICT:
             return "could not be merged onto the changes ahead of it"
-        jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed)
+        jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed or item.all_skipped)
         if item.infrastructure_failure:
             return f"could not be tested because of an infrastructure failure ({jobs})"
         return f"failed ({jobs})"

@@ -33,6 +33,8 @@ JOBS = """jobs:
     dependencies: [docs]
   - name: announce
     dependencies: publish
+  - name: package
+    dependencies: image
 """
 LAYOUT = (GATE_LAYOUT
           .replace("jobs:\n  - name: unit\n  - name: integration\n    attempts: 2\n", JOBS, 1)
@@ -42,13 +44,15 @@ LAYOUT = (GATE_LAYOUT
                    "  - name: org/c\n    queue: other\n    pipelines: {check: [unit], gate: [unit, image, deploy]}", 1)
           .replace("  - name: org/b\n    queue: integrated\n    pipelines: {check: [unit], gate: [unit]}",
                    "  - name: org/b\n    queue: integrated\n    pipelines: {check: [unit], gate: [unit, docs, publish, "
-                   "announce]}", 1))
+                   "announce]}", 1)
+          .replace("  - name: org/s\n    queue: small\n    pipelines: {gate: [unit]}",
+                   "  - name: org/s\n    queue: small\n    pipelines: {gate: [image, package]}", 1))
 
 
 @pytest.fixture
 def gate(tmp_path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
-    assert LAYOUT.count("dependencies:") == 4 and "check: [unit, integration]" in LAYOUT
-    assert "deploy]}" in LAYOUT and "announce]}" in LAYOUT
+    assert LAYOUT.count("dependencies:") == 5 and "check: [unit, integration]" in LAYOUT
+    assert "deploy]}" in LAYOUT and "announce]}" in LAYOUT and "[image, package]" in LAYOUT
     harness = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT)
     try:
         yield harness
@@ -212,3 +216,25 @@ def test_a_failed_non_voting_job_skips_what_depends_on_it_and_the_change_still_m
     assert "- publish (no logs) : SKIPPED (its dependency docs: FAILURE)" in lines, report
     assert "- announce (no logs) : SKIPPED (its dependency publish: SKIPPED)" in lines, report
     assert any(line.startswith("- docs ") and line.endswith("(non-voting)") for line in lines), report
+
+
+def test_a_job_whose_hard_dependency_does_not_run_is_skipped_and_a_change_with_nothing_run_fails(
+        gate: GateHarness) -> None:
+    """org/s runs image (only for changes to images/) and package, which depends on image. S touches no image
+    file: package is SKIPPED naming image, nothing was tested, and S fails (as Zuul fails it); T touches an image
+    file: image then package run, and T merges."""
+    s = gate.change("org/s", "S", files={"setup.py": "x = 1\n"})
+    t = gate.change("org/s", "T", files={"images/base.txt": "debian\n"})
+    gate.settle()
+    gate.approve(s)
+    gate.settle()
+    assert gate.status(s) == "NEW"
+    assert gate.ci_votes(s).get("Verified") == -2
+    assert requested(gate, "package") == []
+    (report,) = [r for r in gate.reports(s) if r.startswith("Build failed")]
+    assert "- package (no logs) : SKIPPED (its dependency image does not run for this change)" in report.splitlines()
+
+    gate.approve(t)
+    gate.settle()
+    assert gate.status(t) == "MERGED"
+    assert gate.history("gate") == [("image", "SUCCESS", "2,1"), ("package", "SUCCESS", "2,1")]

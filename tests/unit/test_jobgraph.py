@@ -77,3 +77,9 @@ def test_a_skipped_build_is_finished_and_not_failed():
     failed = item(["image", "unit"], image=FAILURE, unit=SKIPPED)
     assert failed.complete and failed.failing  # for image, not for unit
     assert [b.job for b in failed.builds.values() if b.failed] == ["image"]
+
+
+def test_an_item_whose_every_job_was_skipped_fails_as_nothing_was_tested():
+    skipped = item(["unit"], unit=SKIPPED)
+    assert skipped.complete and skipped.all_skipped and skipped.failing
+    assert not item([]).all_skipped
