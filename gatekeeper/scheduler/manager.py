@@ -342,6 +342,8 @@ class PipelineManager(ItemReports):
                 build = item.builds.pop(job, None)
                 if build is not None and not build.finished:
                     self.backend.cancel_build(build.id)
+            for job in [job for job, build in item.builds.items() if build.result == SKIPPED]:
+                del item.builds[job]  # what it depends on changed: decided again with this layout
             log.info("%s: the layout changed its jobs from %s to %s", item.label(self.name),
                      ", ".join(item.jobs) or "none", ", ".join(jobs) or "none")
             item.jobs = jobs

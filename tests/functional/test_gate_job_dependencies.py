@@ -238,3 +238,31 @@ def test_a_job_whose_hard_dependency_does_not_run_is_skipped_and_a_change_with_n
     gate.settle()
     assert gate.status(t) == "MERGED"
     assert gate.history("gate") == [("image", "SUCCESS", "2,1"), ("package", "SUCCESS", "2,1")]
+
+
+def test_a_new_layout_decides_again_the_jobs_skipped_for_their_dependencies(gate: GateHarness) -> None:
+    """A and B approved; B's unit fails, so its integration is SKIPPED while A still runs. The layout then drops
+    unit from org/a and integration's dependency on it: B's integration now runs (it is no longer skipped, nor
+    does it count as a result), and A and B merge on integration alone."""
+    a = gate.change("org/a", "A")
+    b = gate.change("org/a", "B")
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(a, b)
+    gate.settle()
+    gate.executor.release("unit", b.number, "FAILURE")
+    gate.settle()
+    assert held(gate) == [("unit", "1,1")]
+    assert requested(gate, "integration") == []
+
+    text = gate.layout_path.read_text()
+    new = text.replace("    attempts: 2\n    dependencies: unit\n", "    attempts: 2\n", 1).replace(
+        "gate: [unit, integration]}", "gate: [integration]}", 1)
+    assert new.count("dependencies:") == 4 and "check: [unit, integration], gate: [integration]}" in new
+    gate.layout_path.write_text(new)
+    assert gate.schedulers[0].reload() == ""
+    gate.settle()
+    assert held(gate) == [("integration", "1,1"), ("integration", "1,1 2,1")]
+    gate.executor.release()
+    gate.settle()
+    assert [gate.status(a), gate.status(b)] == ["MERGED", "MERGED"]
