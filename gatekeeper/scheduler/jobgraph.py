@@ -39,7 +39,7 @@ def next_jobs(item: Item, layout: Layout) -> tuple[list[str], dict[str, str]]:
 
 
 def _verdict(job: str, jobs: list[str], results: dict[str, str], layout: Layout) -> str | None:
-    """"" when `job` may start, why it is skipped, or WAIT."""
+    """Why `job` is skipped, WAIT while a job it depends on has not finished, or "" when it may start."""
     defined = layout.jobs.get(job)
     waiting = False
     for dep in defined.dependencies if defined else ():

@@ -514,6 +514,7 @@ class PipelineManager(ItemReports):
         self.backend.request_build(request)
 
     def _skip_build(self, item: Item, job_name: str, why: str) -> None:
+        """Record a job that will not run (for its dependencies) as SKIPPED: reported and kept in the history."""
         defined = self.layout.jobs.get(job_name)
         build = item.builds[job_name] = skipped_build(job_name, why, defined.voting if defined else True)
         log.info("%s %s: %s (%s)", item.label(self.name), job_name, SKIPPED, why)
