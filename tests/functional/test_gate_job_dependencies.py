@@ -266,3 +266,15 @@ def test_a_new_layout_decides_again_the_jobs_skipped_for_their_dependencies(gate
     gate.executor.release()
     gate.settle()
     assert [gate.status(a), gate.status(b)] == ["MERGED", "MERGED"]
+
+
+def test_a_dependency_retried_for_the_infrastructure_is_waited_for_not_skipped(gate: GateHarness) -> None:
+    """A's unit loses its node once: it is retried, integration waits for the retry and runs after it; A merges."""
+    a = gate.change("org/a", "A")
+    gate.settle()
+    gate.executor.fail("unit", a.number, "NODE_FAILURE")
+    gate.approve(a)
+    gate.settle()
+    assert gate.status(a) == "MERGED"
+    assert gate.history("gate") == [("unit", "NODE_FAILURE", "1,1"), ("unit", "SUCCESS", "1,1"),
+                                    ("integration", "SUCCESS", "1,1")]
