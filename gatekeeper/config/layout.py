@@ -16,10 +16,12 @@ from typing import Any
 import voluptuous as v
 
 from gatekeeper.config import schema
+from gatekeeper.config.jobdeps import dependency_errors, parse_dependencies
 from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-exported for its readers)
     PRECEDENCE_ORDER,
     Image,
     Job,
+    JobDependency,
     JobVariant,
     Layout,
     NodeLabel,
@@ -297,6 +299,7 @@ class _Builder:
         self.errors: list[ConfigError] = []
         self.where: dict[tuple[str, str], tuple[str, int]] = {}
         self.refs: list[tuple[str, str, str, int, str]] = []  # kind, name, source, line, context
+        self.listed: dict[tuple[str, str, str], tuple[str, int]] = {}  # (project, pipeline, job) -> source, line
 
     def error(self, node: Any, key: Any, where: str, message: str) -> None:
         line = node.line_of(key) if hasattr(node, "line_of") else getattr(node, "line", 0)
@@ -436,6 +439,7 @@ class _Builder:
             hold_hours=j.get("hold-hours"),
             branches=_branch_list(j.get("branches")),
             variants=tuple(variants),
+            dependencies=parse_dependencies(j, where, self.refs),
             files=self.file_patterns(j, "files", where, ()),
             irrelevant_files=self.file_patterns(j, "irrelevant-files", where, ()),
         )
@@ -464,6 +468,7 @@ class _Builder:
             self.refs.append(("pipeline", pipe, p.source, p["pipelines"].line_of(pipe), where))
             for i, job in enumerate(jobs):
                 self.refs.append(("job", job, p.source, jobs.line_of(i), f"{where} pipeline {pipe}"))
+                self.listed.setdefault((name, pipe, job), (p.source, jobs.line_of(i)))
         if queue:
             self.refs.append(("queue", queue, p.source, p.line_of("queue"), where))
         if existing:
@@ -552,6 +557,7 @@ class _Builder:
                 have = ", ".join(sorted(known[kind])) or "none"
                 self.errors.append(ConfigError(source, line, context,
                                                f'undefined {kind} "{name}" (defined: {have})'))
+        self.errors.extend(dependency_errors(lay, self.where, self.listed))
         offered = set().union(*(p.labels for p in lay.nodepool.providers.values())) if lay.nodepool.providers else set()
         some_provider_broken = any(kind == "provider" for kind, _ in self.broken)
         for label in lay.nodepool.labels.values():

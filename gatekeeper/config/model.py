@@ -122,6 +122,15 @@ class JobVariant:
 
 
 @dataclass(frozen=True)
+class JobDependency:
+    """A job that must succeed before the job naming it starts; a soft one is ignored when it does not run for the
+    change (Zuul's `dependencies: [{name, soft}]`)."""
+
+    name: str
+    soft: bool = False
+
+
+@dataclass(frozen=True)
 class Job:
     name: str
     label: str | None = None
@@ -140,6 +149,7 @@ class Job:
     variants: tuple[JobVariant, ...] = ()
     files: tuple[re.Pattern, ...] = ()  # the job runs only if the change touches a file matching one of these
     irrelevant_files: tuple[re.Pattern, ...] = ()  # ... and not if every file it touches matches one of these
+    dependencies: tuple[JobDependency, ...] = ()  # jobs of the same item that must succeed before this one starts
     variant: str = ""  # set on a job resolved for a branch: the branch patterns of the variants applied
 
     def for_branch(self, branch: str) -> Job | None:

@@ -174,6 +174,20 @@ BRANCHES = v.Any(v.All(str, v.Length(min=1)), v.All([v.All(str, v.Length(min=1))
                  msg="expected a branch pattern or a list of them")
 FILE_PATTERNS = v.Any(v.All(str, v.Length(min=1)), v.All([v.All(str, v.Length(min=1))], v.Length(min=1)),
                       msg="expected a file pattern or a list of them")
+# Zuul's job `dependencies`: job names, each optionally as {name, soft}
+DEPENDENCY = v.Any(NAME, v.Schema({v.Required("name"): NAME, "soft": bool}),
+                   msg="expected a job name or a mapping like {name: build-image, soft: true}")
+
+
+def DEPENDENCIES(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    """One job name, or a list of names and {name, soft} mappings (each entry's error kept)."""
+    if isinstance(value, list):
+        return Each(DEPENDENCY)(value)
+    if not isinstance(value, str):
+        raise v.Invalid("expected a job name or a list of them")
+    return v.Schema(NAME)(value)
+
+
 DEVSTACK = v.Schema({"localrc": v.Schema({str: v.Any(str, int, float, bool)}), "local-conf": str})
 
 JOB_VARIANT = v.Schema(
@@ -206,6 +220,7 @@ JOB = v.Schema(
         "variants": [JOB_VARIANT],
         "files": FILE_PATTERNS,
         "irrelevant-files": FILE_PATTERNS,
+        "dependencies": DEPENDENCIES,
     }
 )
 

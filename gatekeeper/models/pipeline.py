@@ -8,7 +8,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from gatekeeper.zk.builds import ABORTED, INFRASTRUCTURE, SUCCESS
+from gatekeeper.zk.builds import ABORTED, INFRASTRUCTURE, SKIPPED, SUCCESS
 from gatekeeper.zk.merges import ChangeSpec, MergeState
 from gatekeeper.zk.record import Record
 
@@ -92,7 +92,9 @@ class Build(Record):
 
     @property
     def failed(self) -> bool:
-        return self.finished and self.voting and self.result != SUCCESS and self.result != ABORTED
+        """A voting job that ended otherwise than well; a job skipped for its dependencies did not fail (the job it
+        depends on did, if it counts)."""
+        return self.finished and self.voting and self.result not in (SUCCESS, ABORTED, SKIPPED)
 
     @property
     def infrastructure(self) -> bool:
@@ -154,8 +156,15 @@ class Item(Record):
 
     @property
     def failing(self) -> bool:
-        """Will not merge as tested: a merge conflict or a failed voting job."""
-        return self.merge_state == MergeState.CONFLICT or any(b.failed for b in self.builds.values())
+        """Will not merge as tested: a merge conflict, a failed voting job, or every job skipped."""
+        return self.merge_state == MergeState.CONFLICT or any(b.failed for b in self.builds.values()) \
+            or self.all_skipped
+
+    @property
+    def all_skipped(self) -> bool:
+        """Every job was skipped (each depends on a job that does not run for the change): nothing was tested, which
+        fails the item, as in Zuul."""
+        return bool(self.jobs) and all(job in self.builds and self.builds[job].result == SKIPPED for job in self.jobs)
 
     @property
     def infrastructure_failure(self) -> bool:

@@ -15,9 +15,10 @@ from gatekeeper.config.layout import Job, Layout, Pipeline
 from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.interfaces import Backend, ChangeSource, Report
 from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
+from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
-from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, BuildRequest, BuildResult
+from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, SKIPPED, BuildRequest, BuildResult
 from gatekeeper.zk.management import Action, ManagementRequest, NotFound
 from gatekeeper.zk.merges import MergeRequest, MergeResult, MergeState
 
@@ -341,6 +342,8 @@ class PipelineManager(ItemReports):
                 build = item.builds.pop(job, None)
                 if build is not None and not build.finished:
                     self.backend.cancel_build(build.id)
+            for job in [job for job, build in item.builds.items() if build.result == SKIPPED]:
+                del item.builds[job]  # what it depends on changed: decided again with this layout
             log.info("%s: the layout changed its jobs from %s to %s", item.label(self.name),
                      ", ".join(item.jobs) or "none", ", ".join(jobs) or "none")
             item.jobs = jobs
@@ -430,7 +433,7 @@ class PipelineManager(ItemReports):
         failing item without a conflict has at least one)."""
         if item.merge_state == MergeState.CONFLICT:
             return "could not be merged onto the changes ahead of it"
-        jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed)
+        jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed or item.all_skipped)
         if item.infrastructure_failure:
             return f"could not be tested because of an infrastructure failure ({jobs})"
         return f"failed ({jobs})"
@@ -467,9 +470,11 @@ class PipelineManager(ItemReports):
             # Asked on each pass until its outcome is known here; after a restart the ledger settles it.
             if item.id not in self.state.started and self._report(item, "start") is not None:
                 self.state.started.add(item.id)
-            for job in item.jobs:
-                if job not in item.builds:
-                    self._request_build(item, job, 1, position)
+            ready, skipped = next_jobs(item, self.layout)  # jobs wait for those they depend on
+            for job, why in skipped.items():
+                self._skip_build(item, job, why)
+            for job in ready:
+                self._request_build(item, job, 1, position)
 
     def _request_merge(self, item: Item, ahead: Item | None) -> None:
         project = self.layout.projects.get(item.change.project)
@@ -507,6 +512,15 @@ class PipelineManager(ItemReports):
         item.builds[job_name] = build
         self.state.touch(item)
         self.backend.request_build(request)
+
+    def _skip_build(self, item: Item, job_name: str, why: str) -> None:
+        """Record a job that will not run (for its dependencies) as SKIPPED: reported and kept in the history."""
+        defined = self.layout.jobs.get(job_name)
+        build = item.builds[job_name] = skipped_build(job_name, why, defined.voting if defined else True)
+        log.info("%s %s: %s (%s)", item.label(self.name), job_name, SKIPPED, why)
+        self._record_build(item, build, BuildResult(id=build.id, pipeline=self.name, item=item.id, job=job_name,
+                                                    result=SKIPPED, message=why), SKIPPED, why, final=True)
+        self.state.touch(item)
 
     def _position(self, item: Item) -> int:
         queue = self.state.queues.get(item.queue)

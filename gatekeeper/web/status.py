@@ -93,7 +93,7 @@ def item_status(item: Any, position: int, window: int, ahead: Any, behind: list[
     if item.merge_state == "conflict":
         failing.append(f"merge conflict: {item.merge_message}".rstrip(": "))
     for job in jobs:
-        if job["state"] == COMPLETED and job["voting"] and job["result"] not in ("SUCCESS", "ABORTED"):
+        if job["state"] == COMPLETED and job["voting"] and job["result"] not in ("SUCCESS", "ABORTED", "SKIPPED"):
             failing.append(f"{job['name']}: {job['result']}")
     remaining = [j["remaining"] for j in jobs if j["state"] != COMPLETED]
     unknown = any(r is None for r in remaining)

@@ -454,3 +454,78 @@ def test_a_file_pattern_that_is_no_regular_expression_is_refused_with_file_line_
 def test_a_file_pattern_must_be_a_string():
     (msg,) = errors_of(replace("    label: small", "    label: small\n    files: [3]"))
     assert msg == "layout0.yaml:20: jobs[0] (unit).files: expected a file pattern or a list of them, got a list [3]"
+
+
+# -- job dependencies ----------------------------------------------------------------------------------------------
+DEP_JOBS = """jobs:
+  - name: unit
+    label: small
+  - name: image
+  - name: docs
+"""
+
+
+def deps_layout(unit: str = "", image: str = "", docs: str = "", gate: str = "[unit, image, docs]",
+                check: str = "[unit, image, docs]") -> str:
+    """BASE with jobs image and docs beside unit, each with the settings given, and org/a's lists `check`, `gate`."""
+    text = replace("jobs:\n  - name: unit\n    label: small\n", DEP_JOBS)
+    for job, settings in (("docs", docs), ("image", image), ("unit", unit)):
+        if settings:
+            text = text.replace(f"  - name: {job}\n", f"  - name: {job}\n    {settings}\n", 1)
+    text = text.replace("      check: [unit]\n", f"      check: {check}\n", 1)
+    return text.replace("      gate: [unit]\n", f"      gate: {gate}\n", 1)
+
+
+def test_job_dependencies_are_read_from_a_name_a_list_and_soft_mappings():
+    jobs = parse_layout({"layout.yaml": deps_layout(unit="dependencies: image",
+                                                    docs="dependencies: [image, {name: unit, soft: true}]")},
+                        connections={"gerrit"}).jobs
+    assert [(d.name, d.soft) for d in jobs["unit"].dependencies] == [("image", False)]
+    assert [(d.name, d.soft) for d in jobs["docs"].dependencies] == [("image", False), ("unit", True)]
+    assert jobs["image"].dependencies == ()
+    soft = parse_layout({"layout.yaml": deps_layout(unit="dependencies: [{name: image}]")}, connections={"gerrit"})
+    assert [(d.name, d.soft) for d in soft.jobs["unit"].dependencies] == [("image", False)]
+
+
+def test_a_dependency_on_an_undefined_job_is_refused_with_file_line_and_job():
+    assert errors_of(deps_layout(docs="dependencies: [image, {name: lint, soft: true}, build]")) == [
+        'layout0.yaml:22: job "docs" dependencies: undefined job "build" (defined: docs, image, unit)',
+        'layout0.yaml:22: job "docs" dependencies: undefined job "lint" (defined: docs, image, unit)',
+    ]
+    (msg,) = errors_of(deps_layout(unit="dependencies: lint"))
+    assert msg == 'layout0.yaml:19: job "unit" dependencies: undefined job "lint" (defined: docs, image, unit)'
+
+
+def test_a_dependency_cycle_is_refused_naming_its_jobs_files_and_lines():
+    (msg,) = errors_of(deps_layout(unit="dependencies: docs", image="dependencies: unit", docs="dependencies: image"))
+    assert msg == ('layout0.yaml:23: job "docs": dependency cycle docs (layout0.yaml:23) -> image (layout0.yaml:21) '
+                   '-> unit (layout0.yaml:18) -> docs (layout0.yaml:23)')
+    (msg,) = errors_of(deps_layout(image="dependencies: [image]"))
+    assert msg == 'layout0.yaml:20: job "image": dependency cycle image (layout0.yaml:20) -> image (layout0.yaml:20)'
+    # across files: each job named with its own file
+    other = "jobs:\n  - name: lint\n    dependencies: unit\n"
+    (msg,) = errors_of(deps_layout(unit="dependencies: [{name: lint, soft: true}]"), other, names=("a.yaml", "b.yaml"))
+    assert msg == 'b.yaml:2: job "lint": dependency cycle lint (b.yaml:2) -> unit (a.yaml:18) -> lint (b.yaml:2)'
+
+
+def test_a_pipeline_listing_a_job_without_a_job_it_hard_depends_on_is_refused():
+    (msg,) = errors_of(deps_layout(unit="dependencies: image", gate="[unit, docs]"))
+    assert msg == ('layout0.yaml:28: project "org/a" pipeline gate: job "unit" depends on job "image", which this '
+                   'pipeline does not run for the project (list it too, or make the dependency soft)')
+    # the check pipeline lists unit alone: refused there too
+    (msg,) = errors_of(deps_layout(unit="dependencies: image", check="[unit]"))
+    assert msg.startswith('layout0.yaml:27: project "org/a" pipeline check: job "unit" depends on job "image"')
+    soft = deps_layout(unit="dependencies: [{name: image, soft: true}]", gate="[unit, docs]")
+    assert parse_layout({"layout.yaml": soft}, connections={"gerrit"}).jobs["unit"].dependencies[0].soft
+
+
+def test_a_malformed_dependency_is_refused():
+    assert errors_of(deps_layout(unit="dependencies: [{soft: true}, 3]")) == [
+        "layout0.yaml:19: jobs[0] (unit).dependencies[0]: expected a job name or a mapping like "
+        "{name: build-image, soft: true}, got a mapping {'soft': True}",
+        "layout0.yaml:19: jobs[0] (unit).dependencies[1]: expected a job name or a mapping like "
+        "{name: build-image, soft: true}, got an integer 3",
+    ]
+    (msg,) = errors_of(deps_layout(unit="dependencies: {name: image}"))
+    assert msg == ("layout0.yaml:19: jobs[0] (unit).dependencies: expected a job name or a list of them, got a "
+                   "mapping {'name': 'image'}")
