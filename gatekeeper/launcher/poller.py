@@ -31,18 +31,27 @@ class ServerPoller:
         self._thread.start()
 
     def wait_settled(self, server_id: str) -> Future:
-        """A future resolving to the server's ServerInfo once ACTIVE or ERROR (None if it vanished)."""
+        """A future resolving to the server's ServerInfo once ACTIVE or ERROR (None if it vanished); cancelled at
+        once when the poller has stopped (nothing would ever resolve it: a launch asking then would wait out its
+        launch-timeout, and hold up the process's exit as long)."""
         fut: Future = Future()
         with self._cond:
+            if self._stop:
+                fut.cancel()
+                return fut
             self._boots[server_id] = fut
             fut.registered = time.monotonic()
             self._cond.notify()
         return fut
 
     def wait_gone(self, server_id: str) -> Future:
-        """A future resolving to True once the server no longer appears in listings."""
+        """A future resolving to True once the server no longer appears in listings; cancelled at once when the
+        poller has stopped."""
         fut: Future = Future()
         with self._cond:
+            if self._stop:
+                fut.cancel()
+                return fut
             self._gone[server_id] = fut
             self._cond.notify()
         return fut

@@ -390,6 +390,8 @@ class ProviderManager:
             if not self.adapter.boots:
                 return True  # nothing to wait for: the server is not destroyed, only given back
             gone = self.poller.wait_gone(server_id)
+            if gone.cancelled():
+                return False  # the poller has stopped: the launcher is stopping
             try:
                 if on_slow is not None:
                     try:
