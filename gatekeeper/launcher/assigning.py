@@ -28,13 +28,6 @@ class Assigning:
         """Run `done(answer)` when the pass settles: writes are sent as decided and their answers read together."""
         self._answers.append((pending, done))
 
-    def _send_deferred(self) -> None:
-        """Send the writes held back until the hand-outs were sent (the records of deleted servers): the requests'
-        reads do not wait behind them, and they share the hand-outs' round trip."""
-        sends, self._deferred[:] = list(self._deferred), []
-        for send in sends:
-            send()
-
     def _settle(self) -> None:
         while self._answers:
             answers, self._answers = self._answers, []
@@ -58,7 +51,6 @@ class Assigning:
                     self._reset_orphan(rid)  # its plan went with a lost ZooKeeper session: start it afresh
                 elif self._launchers_known and req.launcher not in self.live_launchers:
                     self._reset_orphan(rid)
-        self._send_deferred()
         self._settle()
         self._start_queued_launches()
         self._keep_min_ready()

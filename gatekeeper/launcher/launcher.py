@@ -73,7 +73,6 @@ class Launcher(Assigning, Launching):
         self._ready_dirty: set[str] = set()  # labels whose index is read afresh at its next use
         self._read_this_pass: set[str] = set()  # labels whose index was read in this assignment pass
         self._answers: list[tuple[Pending, Callable]] = []  # writes sent in this pass, with what follows each
-        self._deferred: list[Callable[[], None]] = []  # writes to send after this pass's hand-outs
         self.live_providers: set[str] = set()
         self.live_provider_labels: dict[str, set[str]] = {}  # live provider -> labels it serves
         self.live_launchers: set[str] = set()
@@ -86,7 +85,7 @@ class Launcher(Assigning, Launching):
         self.builders: list = []
         self.handed_out = 0
         self.access_keeper: AccessKeeper | None = None
-        self.nodes = NodeLifecycle(self.store, self.post, self.ready, self._after, self._deferred.append)
+        self.nodes = NodeLifecycle(self.store, self.post, self.ready, self._after)
         self.foreign_unable: set[str] = set()  # other launchers' providers that cannot launch now
         self.foreign_full: set[str] = set()  # other launchers' providers at their max-servers or quota
         self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be

@@ -19,11 +19,10 @@ log = logging.getLogger("gatekeeper.launcher.lifecycle")
 
 class NodeLifecycle:
     def __init__(self, store: NodeStore, post: Callable, ready: dict[str, list[str]],
-                 after: Callable[[Pending, Callable], None], defer: Callable[[Callable[[], None]], None]) -> None:
+                 after: Callable[[Pending, Callable], None]) -> None:
         self.store = store
         self.post = post
         self.after = after  # run a callback with a sent write's answer when the main loop's pass settles
-        self.defer = defer  # send a write once this pass's hand-outs are sent
         self.ready = ready  # the launcher's ready-index cache (label -> sorted entries), kept in step
         self.released_seen: set[str] = set()
         self.signals_done: set[str] = set()  # release signals of deleted nodes, removed in one batch (flush)
@@ -130,8 +129,8 @@ class NodeLifecycle:
             manager.nodes[node_id] = (node, version)
 
     def on_deleted(self, manager: ProviderManager, node_id: str, ok: bool) -> None:
-        """Its server is gone: remove the node's record, sent after this pass's hand-outs (the record counts against
-        quota until it is answered)."""
+        """Its server is gone: remove the node's record (answered when the main loop's pass settles, so many
+        deleted servers cost one round trip; the record counts against quota until then)."""
         manager.deleting.discard(node_id)
         if not ok:
             log.error("provider %s: node %s's server would not go away; cleanup will retry", manager.name, node_id)
@@ -145,8 +144,7 @@ class NodeLifecycle:
                 self.signals_done.add(node_id)
             manager.nodes.pop(node_id, None)
             manager.quota_blocked_until = 0.0  # room was freed: try again now
-            self.post(_nothing)  # a pass, for a request waiting for room
-        self.defer(lambda: self.after(self.store.delete_node_async(node_id), done))
+        self.after(self.store.delete_node_async(node_id), done)
 
     def flush_signals(self) -> None:
         """Remove the release signals of nodes deleted since the last flush, in one transaction: one change of
@@ -154,7 +152,3 @@ class NodeLifecycle:
         if self.signals_done:
             done, self.signals_done = sorted(self.signals_done), set()
             self.store.remove_released(done)
-
-
-def _nothing() -> None:
-    """Posted to the main loop for the pass that follows it."""
