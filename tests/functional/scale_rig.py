@@ -369,6 +369,23 @@ class ScaleRig:
             doubles += sum(n - 1 for n in texts.values() if n > 1)
         return Accounting(len(changes), merged, len(not_merged), doubles, not_merged)
 
+    def report(self, changes: list) -> str:
+        """What an operator would look at first when the gate stalls: the account, where each unmerged change
+        stands (its last CI message), the ensemble's modes, and each service's state and last warnings."""
+        account = self.account(changes)
+        lines = [f"merged {account.merged}/{account.changes}, double reports {account.double_reports}",
+                 f"zookeeper modes: {[m.mode() or '-' for m in self.zookeepers]}"]
+        for number in account.not_merged:
+            c = self.gerrit.change(number)
+            last = next((m.message for m in reversed(c.messages) if m.author.username == CI), "no CI message")
+            lines.append(f"change {number}: {c.status}; last CI message: {last.splitlines()[0][:100]}")
+        for service in self.services:
+            tail = [line for line in self.log_tail(service, 200_000).splitlines()
+                    if " WARNING " in line or " ERROR " in line or "Traceback" in line][-4:]
+            lines.append(f"{service.name} ({'alive' if service.alive() else 'DEAD'}, restarts {service.restarts})"
+                         + "".join(f"\n    {line[:300]}" for line in tail))
+        return "\n".join(lines)
+
     def zk_packets(self) -> int:
         return sum(m.packets_received() for m in self.zookeepers)
 

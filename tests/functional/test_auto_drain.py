@@ -70,12 +70,13 @@ def test_outlier_is_drained_only_when_the_layout_asks_and_another_provider_serve
         with caplog.at_level(logging.INFO, logger="gatekeeper.audit"):
             one_more_build(zk, 2)
             wait_for(lambda: store.provider_state("cloud-b").drained, timeout=20, what="cloud-b to be drained")
+            # the audit line follows the stored drain (the recorder's thread writes it just after)
+            wait_for(lambda: any(r.name == "gatekeeper.audit" and "provider cloud-b drained automatically, as a "
+                                 "job-failure outlier" in r.getMessage() for r in caplog.records),
+                     timeout=10, what="the drain in the audit log")
         reason = store.provider_state("cloud-b").drain_reason
         assert reason.startswith("automatically, as a job-failure outlier (cloud-b's")
         assert not store.provider_state("cloud-a").drained and not store.provider_state("cloud-c").drained
-        assert any(r.name == "gatekeeper.audit" and "provider cloud-b drained automatically, as a job-failure outlier"
-                   in r.getMessage()
-                   for r in caplog.records)
     finally:
         recorder.stop()
         db.close()

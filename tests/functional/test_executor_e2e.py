@@ -7,6 +7,7 @@ real sshd hosts) and the executor running the devstack stand-in against the nova
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import threading
@@ -262,7 +263,8 @@ def test_subject_with_command_substitution_runs_nothing(e2e, tmp_path):
     assert pwned == [] and not os.path.exists("pwned")
 
 
-def test_timed_out_job_is_killed_on_the_node_and_held_by_an_autohold(e2e):
+def test_timed_out_job_is_killed_on_the_node_and_held_by_an_autohold(e2e, caplog):
+    caplog.set_level(logging.INFO)
     gate = e2e.gate
     add_autohold(gate.zk, Autohold(project="openstack/glance", job="hang", change=r"\d+,1", hold_hours=2,
                                    reason="operator wants to see the hang"))
@@ -272,7 +274,9 @@ def test_timed_out_job_is_killed_on_the_node_and_held_by_an_autohold(e2e):
     (result,) = e2e.results(change)
     assert result.result == "TIMED_OUT"
     node = e2e.node(result.node["name"])
-    assert node is not None and node.state == model.HOLD  # held for inspection, so we can look inside
+    # held for inspection, so we can look inside (the message: what the services said of this node)
+    assert node is not None and node.state == model.HOLD, "\n".join(
+        r.getMessage() for r in caplog.records if result.node["name"] in r.getMessage() or "autohold" in r.getMessage())
     assert node.hold_reason == "operator wants to see the hang"
     assert 2 * 3600 - 600 < node.hold_until - time.time() <= 2 * 3600  # the autohold's 2 hours, not the default
     with RemoteHost(node).connect() as remote:
