@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 from tenacity import Retrying, retry_if_result, stop_after_attempt, wait_fixed
 
@@ -37,16 +38,22 @@ def cleanup_provider(launcher, manager) -> None:
     for rid in store.unreadable_requests():
         store.set_aside_request(rid)
     live_requests = set(store.request_ids())
+    # Each delete below is posted with the condition that called for it, and runs only if the node's fresh record
+    # still meets it: the record read above may be stale by then (a consumer that released its node as held
+    # between this scan and the lock check must not lose the hold).
     for node_id, (node, _version) in nodes.items():
-        if node.state == model.HOLD and node.hold_until and node.hold_until <= now:
+        if _hold_expired(node, now):
             log.info("node %s: hold (%s) expired; deleting", node_id, node.hold_reason)
-            launcher.post(lambda n=node_id: _delete_after_sync(launcher, manager, n, force=True))
+            launcher.post(lambda n=node_id: _delete_after_sync(launcher, manager, n,
+                                                               lambda fresh: _hold_expired(fresh, time.time())))
         elif node.state == model.IN_USE and not store.is_locked(node_id):
             log.info("node %s: in use but its consumer's lock is gone; deleting", node_id)
-            launcher.post(lambda n=node_id: _delete_after_sync(launcher, manager, n, force=True))
+            launcher.post(lambda n=node_id: _delete_after_sync(
+                launcher, manager, n, lambda fresh: fresh.state == model.IN_USE and not store.is_locked(fresh.id)))
         elif node.state in (model.USED, model.DELETING, model.FAILED):
             # a delete that failed, or never started, is retried every pass until the record is gone
-            launcher.post(lambda n=node_id: _delete_after_sync(launcher, manager, n))
+            launcher.post(lambda n=node_id: _delete_after_sync(
+                launcher, manager, n, lambda fresh: fresh.state in (model.USED, model.DELETING, model.FAILED)))
         elif node.state == model.ALLOCATED and node.request not in live_requests and not store.is_locked(node_id):
             launcher.post(lambda n=node_id: _ready_after_sync(launcher, manager, n))
     # release signals of nodes that are gone (their launcher stopped before it removed them); signals are read
@@ -149,11 +156,17 @@ def _delete_and_check(manager, image_id: str) -> bool:
     return manager.adapter.get_image(image_id) is None
 
 
-def _delete_after_sync(launcher, manager, node_id: str, force: bool = False) -> None:
+def _hold_expired(node, now: float) -> bool:
+    return node.state == model.HOLD and bool(node.hold_until) and node.hold_until <= now
+
+
+def _delete_after_sync(launcher, manager, node_id: str, still: Callable[[model.Node], bool]) -> None:
+    """Delete the node if its fresh record still meets `still`; a held or in-use one is first marked used with a
+    versioned write, so that a change made meanwhile (a release, a longer hold) wins."""
     node = launcher.nodes.refresh(manager, node_id)
-    if node is None:
+    if node is None or not still(node):
         return
-    if force and node.state in (model.HOLD, model.IN_USE):
+    if node.state in (model.HOLD, model.IN_USE):
         node.set_state(model.USED)
         if not launcher.nodes.write(manager, node, manager.nodes[node_id][1]):
             return

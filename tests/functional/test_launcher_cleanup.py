@@ -3,9 +3,12 @@ real ZooKeeper and the OpenStack simulator over HTTP."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from gatekeeper.launcher import model
+from gatekeeper.launcher.cleanup import cleanup_provider
 from gatekeeper.launcher.client import NodeRequestClient, NodeRequestError
 from gatekeeper.zk import paths
 from gatekeeper.zk.nodes import UNREADABLE, NodeStore
@@ -129,3 +132,29 @@ def test_taken_node_is_locked_to_its_consumer_and_deleted_when_that_consumer_is_
     wait_for(lambda: not NodeStore(zk).is_locked(node.id), 30, "the lock gone with its session")
     wait_for(lambda: node.id not in node_records(zk), 30, "the abandoned node deleted")
     assert node.external_id not in {s.id for s in servers(sim, "alpha")}
+
+
+def test_a_node_released_as_held_while_cleanup_scans_it_in_use_keeps_its_hold(zk, zk_factory, sim, start_launcher):
+    """Cleanup read the node in use; its consumer then released it as held (state and lock in one transaction)
+    before cleanup looked at the lock. The delete cleanup posted must see the fresh record and leave the hold."""
+    launcher = start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha")))  # no periodic pass
+    client = NodeRequestClient(zk_factory(), "holder")
+    [node] = client.lock_nodes(client.wait(client.request(["debian"]), 30))
+    real_is_locked = launcher.store.is_locked
+    released = []
+
+    def is_locked(node_id: str) -> bool:
+        if node_id == node.id and not released:  # the release lands just after the scan read "in use"
+            client.release(node, held=True, reason="the build failed", hold_hours=1)
+            released.append(node_id)
+        return real_is_locked(node_id)
+
+    launcher.store.is_locked = is_locked
+    cleanup_provider(launcher, launcher.managers["prov-a"])
+    assert released, "the scan never looked at the in-use node's lock"
+    done = threading.Event()
+    launcher.post(done.set)  # the loop runs what cleanup posted before this
+    assert done.wait(10)
+    record = node_records(zk).get(node.id)
+    assert record is not None and record.state == model.HOLD and record.hold_reason == "the build failed"
+    assert node.external_id in {s.id for s in servers(sim, "alpha")}
