@@ -557,6 +557,8 @@ class NodeStore(ProviderStore):
             for hold, version in self.autoholds():
                 if hold.project not in ("", project) or hold.job not in ("", job):
                     continue
+                if node_id in hold.held_nodes:  # claimed already (a retried call whose first write went through)
+                    return hold
                 if not re.fullmatch(hold.change or ".*", change) or len(hold.held_nodes) >= hold.count:
                     continue
                 hold.held_nodes.append(node_id)

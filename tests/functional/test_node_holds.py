@@ -79,3 +79,16 @@ def test_a_hold_of_no_time_or_beyond_the_longest_hold_is_refused_and_changes_not
             hold_node(zk, node.id, "look", hours=hours)
     record = NodeStore(zk).read_node(node.id)[0]
     assert (record.state, record.hold_requested, record.hold_requested_hours) == (model.IN_USE, "", 0.0)
+
+
+def test_an_autohold_claimed_twice_for_one_node_keeps_that_node_and_takes_one_unit(zk):
+    """A claim retried after its first write went through (a reply lost with the connection) finds its node among
+    the held ones: the same hold again, not "no autohold left" for the node that took its last unit."""
+    store = NodeStore(zk)
+    store.add_autohold(model.Autohold(project="org/a", job="unit", change=r"\d+,1", count=1, reason="look inside"))
+    first = store.claim_autohold("org/a", "unit", "7,1", "node-1")
+    again = store.claim_autohold("org/a", "unit", "7,1", "node-1")
+    assert first is not None and again is not None and again.id == first.id and again.reason == "look inside"
+    [(hold, _)] = store.autoholds()
+    assert hold.held_nodes == ["node-1"]
+    assert store.claim_autohold("org/a", "unit", "8,1", "node-2") is None  # its one unit is taken
