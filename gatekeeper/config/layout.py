@@ -272,6 +272,8 @@ def _window(data: dict | None) -> WindowConfig | None:
         ceiling=data.get("ceiling", 0),
         increase=data.get("increase", 1),
         decrease_factor=data.get("decrease-factor", 2),
+        increase_type=data.get("increase-type", "linear"),
+        decrease_type=data.get("decrease-type", "exponential"),
     )
 
 
@@ -367,6 +369,14 @@ class _Builder:
             self.error(p, "window", where, "a window applies only to a dependent pipeline")
         if window:
             self.check_window(p["window"], where)
+        supercedes = p.get("supercedes") or []
+        supercedes = [supercedes] if isinstance(supercedes, str) else supercedes
+        for i, other in enumerate(supercedes):
+            line = p["supercedes"].line_of(i) if isinstance(p["supercedes"], list) else p.line_of("supercedes")
+            if other == p["name"]:
+                self.error(p, "supercedes", where, "a pipeline cannot supercede itself")
+            else:
+                self.refs.append(("pipeline", other, p.source, line, f"{where} supercedes"))
         reports = {}
         for action in ("start", "success", "failure", "merge-conflict", "dequeue"):
             r = _report(p.get(action))
@@ -389,6 +399,8 @@ class _Builder:
             ),
             reports=reports,
             window=window or WindowConfig(),
+            supercedes=tuple(dict.fromkeys(supercedes)),
+            dequeue_on_new_patchset=p.get("dequeue-on-new-patchset", True),
         )
 
     def check_window(self, w: dict, where: str) -> None:

@@ -140,6 +140,9 @@ DEQUEUE_REPORTER = REPORTER.extend(
                           bool})}
 )
 
+# Zuul's window-increase-type and window-decrease-type: how the factor is applied (added or multiplied)
+WINDOW_TYPES = ("linear", "exponential")
+
 WINDOW = v.Schema(
     {
         "initial": v.All(int, v.Range(min=1, msg="must be at least 1")),
@@ -147,6 +150,8 @@ WINDOW = v.Schema(
         "ceiling": v.All(int, v.Range(min=1, msg="must be at least 1")),
         "increase": v.All(int, v.Range(min=0, msg="must not be negative")),
         "decrease-factor": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1")),
+        "increase-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
+        "decrease-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
     }
 )
 
@@ -165,6 +170,8 @@ PIPELINE = v.Schema(
         "merge-conflict": REPORTER,
         "dequeue": DEQUEUE_REPORTER,
         "window": WINDOW,
+        "supercedes": v.Any(NAME, [NAME], msg="expected a pipeline name or a list of them"),
+        "dequeue-on-new-patchset": bool,
     }
 )
 
