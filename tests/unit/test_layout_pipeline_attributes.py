@@ -77,3 +77,42 @@ def test_window_grows_as_its_increase_type_says(window: WindowConfig, size: int,
 ])
 def test_window_shrinks_as_its_decrease_type_says(window: WindowConfig, size: int, shrunk: int):
     assert window.shrunk(size) == shrunk
+
+
+# -- Zuul's flat spelling of the window -----------------------------------------------------------------------------
+FLAT = """    manager: dependent
+    window: 10
+    window-floor: 2
+    window-ceiling: 40
+    window-increase-type: exponential
+    window-increase-factor: 2
+    window-decrease-type: linear
+    window-decrease-factor: 3"""
+
+
+def test_zuuls_flat_window_keys_mean_the_window_mapping():
+    gate = pipelines_of(replace("    manager: dependent", FLAT))["gate"]
+    assert gate.window == WindowConfig(initial=10, floor=2, ceiling=40, increase=2, decrease_factor=3,
+                                       increase_type="exponential", decrease_type="linear")
+    only_size = pipelines_of(replace("    manager: dependent", "    manager: dependent\n    window: 7"))["gate"]
+    assert only_size.window == WindowConfig(initial=7)
+    only_floor = pipelines_of(replace("    manager: dependent", "    manager: dependent\n    window-floor: 5"))
+    assert only_floor["gate"].window == WindowConfig(floor=5)
+
+
+def test_a_pipeline_mixing_the_flat_window_keys_and_the_window_mapping_is_refused():
+    (msg,) = errors_of(replace("    manager: dependent",
+                               "    manager: dependent\n    window: {initial: 5}\n    window-floor: 2"))
+    assert msg == ('layout0.yaml:11: pipeline "gate": window-floor is Zuul\'s flat spelling of the window, which '
+                   "this pipeline also gives as a mapping: write floor inside window, or window as a number")
+
+
+def test_the_flat_window_is_checked_as_the_mapping_is():
+    (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window: 2\n    window-floor: 5"))
+    assert msg == 'layout0.yaml:11: pipeline "gate": window floor 5 is above its initial size 2'
+    (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window: 0"))
+    assert msg == "layout0.yaml:10: pipelines[1] (gate).window: must be at least 1"
+    (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window: big"))
+    assert msg.endswith("(gate).window: expected a window mapping or a number of changes, got a string 'big'"), msg
+    (msg,) = errors_of(replace("    manager: independent", "    manager: independent\n    window-ceiling: 30"))
+    assert msg == 'layout0.yaml:5: pipeline "check": a window applies only to a dependent pipeline'
