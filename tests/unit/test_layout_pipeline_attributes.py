@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.config.layout import parse_layout
-from gatekeeper.config.model import WindowConfig
+from gatekeeper.config.model import Pipeline, Requirements, WindowConfig
+from gatekeeper.models.pipeline import Change
+from gatekeeper.scheduler.triggers import unmet_requirements
 from tests.unit.test_layout import BASE, errors_of, replace
 
 
@@ -116,3 +118,17 @@ def test_the_flat_window_is_checked_as_the_mapping_is():
     assert msg.endswith("(gate).window: expected a window mapping or a number of changes, got a string 'big'"), msg
     (msg,) = errors_of(replace("    manager: independent", "    manager: independent\n    window-ceiling: 30"))
     assert msg == 'layout0.yaml:5: pipeline "check": a window applies only to a dependent pipeline'
+
+
+# -- what a new patch set does to an item ---------------------------------------------------------------------------
+def test_a_new_patch_set_dequeues_unless_the_pipeline_keeps_old_patch_sets():
+    outdated = Change(project="org/a", number=1, patchset=1, current_patchset=2)
+    requires_current = Requirements(current_patchset=True)
+    default = Pipeline("check", "independent", require=requires_current)
+    keeps = Pipeline("check", "independent", require=requires_current, dequeue_on_new_patchset=False)
+    uploaded = "a new patch set (1,2) was uploaded"
+    assert unmet_requirements(default, outdated, staying=True) == uploaded
+    assert unmet_requirements(keeps, outdated, staying=True) == ""
+    assert unmet_requirements(keeps, outdated) == uploaded  # an outdated patch set still does not enter
+    # Zuul's default dequeues an old patch set whatever the pipeline requires of the ones entering
+    assert unmet_requirements(Pipeline("check", "independent"), outdated, staying=True) == uploaded
