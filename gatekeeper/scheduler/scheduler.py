@@ -495,7 +495,6 @@ class Scheduler(EventIntake, PipelineLocks):
             manager.apply_build_result(self._build_results[ident])
         return merges, builds, answers
 
-
     def _delete_consumed_events(self, force: bool = False) -> None:
         """Remove events every pipeline has passed (by this scheduler's knowledge, which only lags).
 
