@@ -84,11 +84,13 @@ class TestExecutor:
             self._diagnoses[(job, change)] = {"failure_class": failure_class, "summary": summary,
                                               "signatures": [dict(s) for s in signatures]}
 
-    def release(self, job: str | None = None, change: int | None = None, result: str | None = None) -> int:
+    def release(self, job: str | None = None, change: int | None = None, result: str | None = None,
+                pipeline: str | None = None) -> int:
         """Finish the held builds that match; returns how many."""
         with self._lock:
             matching = [i for i, (r, _, _) in self.running.items()
-                        if (job is None or r.job == job) and (change is None or r.change.get("number") == change)]
+                        if (job is None or r.job == job) and (change is None or r.change.get("number") == change)
+                        and (pipeline is None or r.pipeline == pipeline)]
         for ident in matching:
             self._finish(ident, result)
         return len(matching)

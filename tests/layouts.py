@@ -17,6 +17,7 @@ pipelines:
   - name: gate
     manager: dependent
     precedence: high
+    supercedes: check
     trigger:
       gerrit:
         - event: comment-added

@@ -272,6 +272,8 @@ def _window(data: dict | None) -> WindowConfig | None:
         ceiling=data.get("ceiling", 0),
         increase=data.get("increase", 1),
         decrease_factor=data.get("decrease-factor", 2),
+        increase_type=data.get("increase-type", "linear"),
+        decrease_type=data.get("decrease-type", "exponential"),
     )
 
 
@@ -362,11 +364,30 @@ class _Builder:
                 ))
         req = p.get("require") or {}
         reject = p.get("reject") or {}
-        window = _window(p.get("window"))
-        if window and p["manager"] != "dependent":
-            self.error(p, "window", where, "a window applies only to a dependent pipeline")
-        if window:
+        flat = [k for k in schema.FLAT_WINDOW if k in p]
+        if flat and isinstance(p.get("window"), dict):
+            self.error(p, flat[0], where, f"{flat[0]} is Zuul's flat spelling of the window, which this pipeline also "
+                       f"gives as a mapping: write {schema.FLAT_WINDOW[flat[0]]} inside window, or window as a number")
+        if isinstance(p.get("window"), dict):
+            window = _window(p["window"])
             self.check_window(p["window"], where)
+        elif flat or "window" in p:  # Zuul's spelling, read as ours
+            nested = {schema.FLAT_WINDOW[k]: p[k] for k in flat} | ({"initial": p["window"]} if "window" in p else {})
+            self.check_window(nested, where, p, "window-")
+            window = _window(nested)
+        else:
+            window = None
+        if window and p["manager"] != "dependent":
+            key = "window" if "window" in p else flat[0]
+            self.error(p, key, where, "a window applies only to a dependent pipeline")
+        supercedes = p.get("supercedes") or []
+        supercedes = [supercedes] if isinstance(supercedes, str) else supercedes
+        for i, other in enumerate(supercedes):
+            line = p["supercedes"].line_of(i) if isinstance(p["supercedes"], list) else p.line_of("supercedes")
+            if other == p["name"]:
+                self.error(p, "supercedes", where, "a pipeline cannot supercede itself")
+            else:
+                self.refs.append(("pipeline", other, p.source, line, f"{where} supercedes"))
         reports = {}
         for action in ("start", "success", "failure", "merge-conflict", "dequeue"):
             r = _report(p.get(action))
@@ -389,15 +410,18 @@ class _Builder:
             ),
             reports=reports,
             window=window or WindowConfig(),
+            supercedes=tuple(dict.fromkeys(supercedes)),
+            dequeue_on_new_patchset=p.get("dequeue-on-new-patchset", True),
         )
 
-    def check_window(self, w: dict, where: str) -> None:
+    def check_window(self, w: dict, where: str, node: Any = None, prefix: str = "") -> None:
         initial, floor = w.get("initial", 20), w.get("floor", 3)
         if floor > initial:
-            self.error(w, "floor", where, f"window floor {floor} is above its initial size {initial}")
+            self.error(node or w, prefix + "floor", where, f"window floor {floor} is above its initial size {initial}")
         ceiling = w.get("ceiling")
         if ceiling is not None and ceiling < initial:
-            self.error(w, "ceiling", where, f"window ceiling {ceiling} is below its initial size {initial}")
+            self.error(node or w, prefix + "ceiling", where,
+                       f"window ceiling {ceiling} is below its initial size {initial}")
 
     def add_job(self, j: dict) -> None:
         if not self.define("job", j["name"], j):

@@ -51,8 +51,23 @@ class WindowConfig:
     initial: int = 20
     floor: int = 3
     ceiling: int = 0  # 0: unlimited
-    increase: int = 1
-    decrease_factor: float = 2
+    increase: int = 1  # Zuul's window-increase-factor: added (linear) or multiplied by (exponential)
+    decrease_factor: float = 2  # subtracted (linear) or divided by (exponential)
+    increase_type: str = "linear"
+    decrease_type: str = "exponential"
+
+    def grown(self, size: int) -> int:
+        """The window after the head of its queue succeeded (never past the ceiling)."""
+        if self.ceiling and size >= self.ceiling:
+            return size
+        bigger = size * self.increase if self.increase_type == "exponential" else size + self.increase
+        return min(bigger, self.ceiling) if self.ceiling else bigger
+
+    def shrunk(self, size: int) -> int:
+        """The window after the head of its queue failed (never below the floor)."""
+        if self.decrease_type == "linear":
+            return max(self.floor, int(size - self.decrease_factor))
+        return max(self.floor, int(size / self.decrease_factor))
 
 
 @dataclass(frozen=True)
@@ -65,6 +80,8 @@ class Pipeline:
     require: Requirements = Requirements()
     reports: dict[str, Report] = field(default_factory=dict)
     window: WindowConfig = WindowConfig()
+    supercedes: tuple[str, ...] = ()  # pipelines a change leaves when it enters this one (Zuul's spelling)
+    dequeue_on_new_patchset: bool = True  # a new patch set removes the item of the old one
 
     @property
     def dependent(self) -> bool:

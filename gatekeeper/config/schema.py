@@ -140,6 +140,9 @@ DEQUEUE_REPORTER = REPORTER.extend(
                           bool})}
 )
 
+# Zuul's window-increase-type and window-decrease-type: how the factor is applied (added or multiplied)
+WINDOW_TYPES = ("linear", "exponential")
+
 WINDOW = v.Schema(
     {
         "initial": v.All(int, v.Range(min=1, msg="must be at least 1")),
@@ -147,8 +150,26 @@ WINDOW = v.Schema(
         "ceiling": v.All(int, v.Range(min=1, msg="must be at least 1")),
         "increase": v.All(int, v.Range(min=0, msg="must not be negative")),
         "decrease-factor": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1")),
+        "increase-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
+        "decrease-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
     }
 )
+
+
+# Zuul's flat window keys of a pipeline, and the keys of our window mapping they stand for
+FLAT_WINDOW = {"window-floor": "floor", "window-ceiling": "ceiling", "window-increase-type": "increase-type",
+               "window-increase-factor": "increase", "window-decrease-type": "decrease-type",
+               "window-decrease-factor": "decrease-factor"}
+
+
+def WINDOW_OR_SIZE(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    """Our window mapping, or Zuul's `window: 20` (its initial size, with the flat window-* keys beside it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return v.Schema(v.Range(min=1, msg="must be at least 1"))(value)
+    if not isinstance(value, dict):
+        raise v.Invalid("expected a window mapping or a number of changes")
+    return WINDOW(value)
+
 
 PIPELINE = v.Schema(
     {
@@ -164,7 +185,16 @@ PIPELINE = v.Schema(
         "failure": REPORTER,
         "merge-conflict": REPORTER,
         "dequeue": DEQUEUE_REPORTER,
-        "window": WINDOW,
+        "window": WINDOW_OR_SIZE,
+        # Zuul's flat spelling of the window (with `window: N`); a layout uses it or the mapping, not both
+        "window-floor": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "window-ceiling": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "window-increase-factor": v.All(int, v.Range(min=0, msg="must not be negative")),
+        "window-decrease-factor": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1")),
+        "window-increase-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
+        "window-decrease-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
+        "supercedes": v.Any(NAME, [NAME], msg="expected a pipeline name or a list of them"),
+        "dequeue-on-new-patchset": bool,
     }
 )
 

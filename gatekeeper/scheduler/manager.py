@@ -17,6 +17,7 @@ from gatekeeper.models.interfaces import Backend, ChangeSource, Report
 from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
+from gatekeeper.scheduler.supersede import superseded_by
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, SKIPPED, BuildRequest, BuildResult
 from gatekeeper.zk.management import Action, ManagementRequest, NotFound
@@ -102,10 +103,11 @@ class PipelineManager(ItemReports):
                 relevant = fresh.needs != item.change.needs or self._unmet(fresh) != self._unmet(item.change)
                 item.change = fresh
                 self.state.touch(item, settle=relevant)
-        if not self.pipeline.dependent and self._superseded(event, latest):
+        taker = superseded_by(self.layout, self.pipeline, event, latest)
+        if taker:
             for item in self.state.items_for_change(event.change):
                 if item.live and item.id in self.state.items:
-                    log.info("%s leaves %s for a dependent pipeline", item.label(self.name), self.name)
+                    log.info("%s leaves %s for %s, which supercedes it", item.label(self.name), self.name, taker)
                     self._remove_queue_of(item)
             return
         if not pipeline_triggered(self.pipeline, event):
@@ -118,15 +120,6 @@ class PipelineManager(ItemReports):
             log.debug("[%s %s] not enqueued: %s", self.name, latest.key, reason)
             return
         self.enqueue(latest, refusal_key=event.id)
-
-    def _superseded(self, event: TriggerEvent, change: Change) -> bool:
-        """Whether this event moves the change into a dependent pipeline (it then leaves an independent one)."""
-        for other in self.layout.pipelines.values():
-            if other.dependent and pipeline_triggered(other, event) and not unmet_requirements(other, change):
-                project = self.layout.projects.get(change.project)
-                if project and project.jobs_for(other.name):
-                    return True
-        return False
 
     def apply_merge_result(self, result: MergeResult) -> bool:
         item = self.state.items.get(result.item)
@@ -390,7 +383,7 @@ class PipelineManager(ItemReports):
             for item in items:
                 self._remove(item, merged=False)
             return
-        reason = unmet_requirements(self.pipeline, live.change)
+        reason = unmet_requirements(self.pipeline, live.change, staying=True)
         if reason:
             self._dequeue(live, reason, requirement_kind(live.change))
             for item in items[:-1]:
@@ -439,11 +432,11 @@ class PipelineManager(ItemReports):
         return f"failed ({jobs})"
 
     def _unmet(self, change: Change) -> str:
-        """unmet_requirements, remembered on the snapshot (a refresh replaces the snapshot, and the answer)."""
+        """unmet_requirements to stay, remembered on the snapshot (a refresh replaces the snapshot, and the answer)."""
         memo = change.__dict__.setdefault("_unmet", {})
         known = memo.get(self.name)
         if known is None or known[0] is not self.pipeline:  # a layout reload brings new requirements
-            known = memo[self.name] = (self.pipeline, unmet_requirements(self.pipeline, change))
+            known = memo[self.name] = (self.pipeline, unmet_requirements(self.pipeline, change, staying=True))
         return known[1]
 
     def _reset(self, item: Item, base: list | None) -> None:

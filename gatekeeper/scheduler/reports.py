@@ -47,11 +47,10 @@ class ItemReports:
         succeeded = not item.failing and outcome.ok
         window = self._window_config(queue)
         if succeeded:
-            if not window.ceiling or queue.window < window.ceiling:
-                queue.window += window.increase
+            queue.window = window.grown(queue.window)
         else:
             if not item.infrastructure_failure:  # the infrastructure's failures say nothing of the queue's health
-                queue.window = max(window.floor, int(queue.window / window.decrease_factor))
+                queue.window = window.shrunk(queue.window)
             self._left[item.key] = self._failure(item) if outcome.ok else "could not be submitted"
         self.state.changed = True
         self._remove(item, merged=succeeded)
@@ -113,8 +112,10 @@ class ItemReports:
             parts.append("\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds))
         if extra:
             parts.append(extra)
+        # Gerrit takes no votes on an outdated patch set (one kept by dequeue-on-new-patchset: false): a message only
+        labels = dict(conf.labels) if conf and item.change.is_current else {}
         return Report(self.name, item.change, action, "\n\n".join(p for p in parts if p),
-                      dict(conf.labels) if conf else {}, submit=bool(conf and conf.submit),
+                      labels, submit=bool(conf and conf.submit),
                       tag=conf.tag if conf else "", key=f"{item.id}:{action}")
 
     # -- build history (gatekeeper.zk.history: the history recorder stores these) ----------------------------

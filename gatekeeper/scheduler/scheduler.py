@@ -45,6 +45,7 @@ from gatekeeper.scheduler.intake import (
 )
 from gatekeeper.scheduler.locks import PipelineLocks
 from gatekeeper.scheduler.manager import PipelineManager
+from gatekeeper.scheduler.supersede import may_supersede
 from gatekeeper.scheduler.triggers import pipeline_triggered
 from gatekeeper.zk import paths
 from gatekeeper.zk.builds import BuildResult
@@ -451,7 +452,7 @@ class Scheduler(EventIntake, PipelineLocks):
                     continue
                 last = n
                 if self._relevant(manager.pipeline, event, state.index()) or (
-                        not manager.pipeline.dependent and event.change and self._any_dependent(event)):
+                        event.change and may_supersede(self.layout, manager.pipeline, event)):
                     try:
                         manager.apply_trigger(event)
                     except ZK_ERRORS:
@@ -493,10 +494,6 @@ class Scheduler(EventIntake, PipelineLocks):
         for ident in builds:
             manager.apply_build_result(self._build_results[ident])
         return merges, builds, answers
-
-    def _any_dependent(self, event: TriggerEvent) -> bool:
-        return any(p.dependent and pipeline_triggered(p, event) for p in self.layout.pipelines.values())
-
 
     def _delete_consumed_events(self, force: bool = False) -> None:
         """Remove events every pipeline has passed (by this scheduler's knowledge, which only lags).

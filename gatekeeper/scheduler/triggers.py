@@ -52,12 +52,15 @@ def pipeline_triggered(pipeline: Pipeline, event: TriggerEvent) -> bool:
     return event.change > 0 and any(trigger_matches(t, event) for t in pipeline.triggers)
 
 
-def unmet_requirements(pipeline: Pipeline, change: Change) -> str:
-    """Why `change` may not be (or stay) in `pipeline`, as a phrase for people; "" when it may."""
+def unmet_requirements(pipeline: Pipeline, change: Change, staying: bool = False) -> str:
+    """Why `change` may not enter `pipeline` (or, `staying`, stay in it), as a phrase for people; "" when it may."""
     req: Requirements = pipeline.require
     if req.open and change.status != "NEW":
         return "it was abandoned" if change.status == "ABANDONED" else f"it is {change.status.lower()}"
-    if req.current_patchset and not change.is_current:
+    # A change enters only as its current patch set when the pipeline requires it; an item stays after a new
+    # patch set only when the pipeline says so (Zuul's dequeue-on-new-patchset, true by default).
+    outdated = req.current_patchset if not staying else pipeline.dequeue_on_new_patchset
+    if outdated and not change.is_current:
         return f"a new patch set ({change.number},{change.current_patchset}) was uploaded"
     for wanted in req.approvals:
         if not approval_present(change.approvals, wanted):

@@ -105,14 +105,14 @@ def test_a_variant_without_branches_is_refused_with_its_line() -> None:
     text = GATE_LAYOUT.replace("  - name: unit\n", "  - name: unit\n    variants:\n      - {timeout: 60}\n", 1)
     with pytest.raises(ConfigErrors) as exc:
         parse_layout({"layout.yaml": text})
-    assert str(exc.value) == 'layout.yaml:41: jobs[0] (unit).variants[0]: missing required key "branches"'
+    assert str(exc.value) == 'layout.yaml:42: jobs[0] (unit).variants[0]: missing required key "branches"'
 
 
 def test_a_branch_pattern_that_is_no_regular_expression_is_refused() -> None:
     text = GATE_LAYOUT.replace("  - name: unit\n", "  - name: unit\n    branches: ['stable/(']\n", 1)
     with pytest.raises(ConfigErrors) as exc:
         parse_layout({"layout.yaml": text})
-    assert str(exc.value).startswith("layout.yaml:40: job \"unit\": branches: 'stable/(' is not a regular expression")
+    assert str(exc.value).startswith("layout.yaml:41: job \"unit\": branches: 'stable/(' is not a regular expression")
 
 
 # -- one queue across branches, or one per branch ---------------------------------------------------------------------
