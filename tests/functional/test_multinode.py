@@ -20,6 +20,8 @@ from gatekeeper.executor.console import ConsoleRegistry
 from gatekeeper.executor.nodes import LauncherNodes
 from gatekeeper.executor.workspace import GitCache
 from gatekeeper.launcher import model
+from gatekeeper.launcher.client import add_autohold
+from gatekeeper.launcher.model import Autohold
 from gatekeeper.sim.devstack import NOVA_COMPUTE
 from gatekeeper.zk.builds import FAILURE, NODE_FAILURE, SUCCESS, BuildRequest
 from tests.functional import test_launcher as base
@@ -186,3 +188,16 @@ def test_a_layouts_nodeset_job_runs_on_two_nodes_and_votes(tmp_path, zk_factory)
         assert said.endswith(f"-{compute1['id']}")
     finally:
         rig.stop()
+
+
+def test_an_autohold_holds_every_node_of_a_failed_build_and_counts_it_once(rig, zk):
+    add_autohold(zk, Autohold(project="org/a", job="multinode", count=1, hold_hours=2, reason="look at both"))
+    r = rig(max_held=0)  # only the autohold holds anything
+    first = r.run(["exit 3"], nodeset=NODESET, number=1)
+    assert first.result == FAILURE
+    records = node_records(zk)
+    held = [records[n["id"]] for n in first.node["nodeset"]]
+    assert [(n.state, n.hold_reason) for n in held] == [(model.HOLD, "look at both")] * 2
+    # the one unit went to that build, whatever its number of nodes: the next failure is not held
+    second = r.run(["exit 3"], nodeset=NODESET, number=2)
+    assert second.result == FAILURE and "held_until" not in second.node
