@@ -17,19 +17,21 @@ import pytest
 from gatekeeper.executor import logs
 from gatekeeper.executor.build import BuildRunner, ExecutorSettings
 from gatekeeper.executor.console import ConsoleRegistry
-from gatekeeper.executor.nodes import LauncherNodes
+from gatekeeper.executor.nodes import FixedNodes, LauncherNodes
 from gatekeeper.executor.workspace import GitCache
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import add_autohold
 from gatekeeper.launcher.model import Autohold
 from gatekeeper.sim.devstack import NOVA_COMPUTE
 from gatekeeper.zk.builds import FAILURE, NODE_FAILURE, SUCCESS, BuildRequest
+from tests.functional import test_executor as fixed
 from tests.functional import test_launcher as base
 from tests.functional.test_executor_e2e import E2E, e2e_layout
 from tests.functional.test_launcher import node_records, pool_yaml, provider_yaml, servers, wait_live
 from tests.helpers import wait_for
 
 ssh_key, sim, start_launcher = base.ssh_key, base.sim, base.start_launcher
+hosts = fixed.hosts  # sshd hosts without a launcher, for FixedNodes
 
 NODESET = {"name": "two-node", "nodes": [{"name": "controller", "label": "debian"},
                                          {"name": "compute1", "label": "debian"}],
@@ -201,3 +203,24 @@ def test_an_autohold_holds_every_node_of_a_failed_build_and_counts_it_once(rig, 
     # the one unit went to that build, whatever its number of nodes: the next failure is not held
     second = r.run(["exit 3"], nodeset=NODESET, number=2)
     assert second.result == FAILURE and "held_until" not in second.node
+
+
+def test_other_node_unreachable_before_the_job_is_a_node_failure_and_both_go_back(hosts, tmp_path):
+    primary = hosts.boot("debian")
+    # a node whose host is gone: nothing answers at its address, so it cannot be set up
+    dead = hosts.boot("debian")
+    hosts.destroy(dead)
+    source = FixedNodes([primary, dead])
+    runner = BuildRunner(ExecutorSettings(work_dir=str(tmp_path / "builds")),
+                         GitCache(str(tmp_path / "cache"), lambda project: str(tmp_path / project)), source,
+                         logs.LogStore(str(tmp_path / "logstore"), "http://logs.example.com"), ConsoleRegistry(),
+                         "executor-test")
+    request = BuildRequest(pipeline="check", job="multinode", nodeset=NODESET, changes="1,1",
+                           change={"project": "org/a", "branch": "master", "number": 1, "patchset": 1},
+                           repo_state={"branches": {}, "steps": []},
+                           params={"run": ["touch ran"], "timeout": 60, "workdir": "."})
+    result = runner.run(request)
+    assert result.result == NODE_FAILURE and "before the job started" in result.message, result.message
+    assert dead.address in result.message
+    assert sorted(source.released) == sorted([(primary.id, False, ""), (dead.id, False, "")])
+    assert not os.path.exists(os.path.join(hosts.home(primary), "workspace", "ran"))
