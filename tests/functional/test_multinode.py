@@ -165,7 +165,12 @@ E2E_LAYOUT = e2e_layout("""\
     timeout: 60
     attempts: 1
     run: ['ssh -o BatchMode=yes compute1 "echo from the peer: \\$(hostname)"']
-""", "{check: [multinode]}", {"ubuntu-jammy": ("jammy", "debian-12")}) + """\
+  - name: multinode-broken
+    nodeset: pair
+    attempts: 1
+    run: ['ssh -o BatchMode=yes compute1 "exit 1"']
+""", "{check: [multinode]}", {"ubuntu-jammy": ("jammy", "debian-12")},
+    more_projects="  - name: openstack/glance\n    pipelines: {check: [multinode-broken]}\n") + """\
 nodesets:
   - name: pair
     nodes:
@@ -224,3 +229,20 @@ def test_other_node_unreachable_before_the_job_is_a_node_failure_and_both_go_bac
     assert dead.address in result.message
     assert sorted(source.released) == sorted([(primary.id, False, ""), (dead.id, False, "")])
     assert not os.path.exists(os.path.join(hosts.home(primary), "workspace", "ran"))
+
+
+def test_a_failed_nodeset_jobs_report_names_every_held_node(tmp_path, zk_factory):
+    rig = E2E(tmp_path, zk_factory, layout=E2E_LAYOUT)
+    try:
+        gate = rig.gate
+        change = gate.change("openstack/glance", "Break the peer")
+        gate.settle(120)
+        assert gate.ci_votes(change) == {"Verified": -1}
+        (result,) = rig.results(change)
+        controller, compute1 = (n["id"] for n in result.node["nodeset"])
+        assert [rig.node(n).state for n in (controller, compute1)] == [model.HOLD, model.HOLD]
+        assert any(f"Its node {controller} is held until" in m
+                   and f"The other nodes of its nodeset are held too: {compute1}." in m
+                   for m in gate.ci_messages(change))
+    finally:
+        rig.stop()
