@@ -216,13 +216,16 @@ class BuildRunner:
         p = _params(request)
         if not request.repo_state:
             raise BuildFailed(ERROR, "the build request carries no repo state")
+        try:
+            plan = multinode.plan_of(request.nodeset)
+        except ValueError as exc:
+            raise BuildFailed(ERROR, str(exc)) from None
         ws_dir = os.path.join(build_dir, "src")
         paths: dict[str, str] | None = None
         ws_error = ""
         # the workspace is built here while the launcher finds the node
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="workspace") as pool:
             ws_future = pool.submit(prepare_workspace, request.repo_state, ws_dir, self.cache)
-            plan = multinode.plan_of(request.nodeset)
             try:
                 if plan is None:
                     ctx.node = self.nodes.acquire(request.label or p.get("label", ""), request.priority,

@@ -52,12 +52,21 @@ class NodesetPlan:
 
 
 def plan_of(nodeset: dict[str, Any]) -> NodesetPlan | None:
-    """The request's nodeset as a plan; None for a one-node request on a label (no nodeset)."""
+    """The request's nodeset as a plan; None for a one-node request on a label (no nodeset). ValueError, naming
+    what is wrong, for a nodeset whose nodes lack a name or label or share a name."""
     nodes = nodeset.get("nodes") or []
     if not nodes:
         return None
-    return NodesetPlan([str(n["name"]) for n in nodes], [str(n["label"]) for n in nodes],
-                       {str(g["name"]): [str(x) for x in g.get("nodes") or []] for g in nodeset.get("groups") or []})
+    if not all(isinstance(n, dict) and n.get("name") and n.get("label") for n in nodes):
+        raise ValueError(f"the build request's nodeset {nodeset.get('name', '')!r} has a node without a name or "
+                         "label")
+    names = [str(n["name"]) for n in nodes]
+    if len(set(names)) != len(names):
+        raise ValueError(f"the build request's nodeset {nodeset.get('name', '')!r} names a node twice: "
+                         f"{', '.join(names)}")
+    groups = {str(g.get("name")): [str(x) for x in g.get("nodes") or []]
+              for g in nodeset.get("groups") or [] if isinstance(g, dict)}
+    return NodesetPlan(names, [str(n["label"]) for n in nodes], groups)
 
 
 def new_key_pair(comment: str) -> tuple[bytes, str]:

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from gatekeeper.config.layout import parse_layout
 from gatekeeper.zk.builds import BuildRequest
 from tests.layouts import GATE_LAYOUT
@@ -58,3 +60,16 @@ def test_a_request_written_before_nodesets_loads_as_one_node() -> None:
     del old["nodeset"]
     req = BuildRequest.from_dict(old)
     assert req.nodeset == {} and req.label == "small"
+
+
+def test_a_malformed_nodeset_is_refused_with_a_sentence() -> None:
+    from gatekeeper.executor.multinode import plan_of
+
+    assert plan_of({}) is None
+    with pytest.raises(ValueError, match="'pair' has a node without a name or label"):
+        plan_of({"name": "pair", "nodes": [{"name": "a"}]})
+    with pytest.raises(ValueError, match="names a node twice: a, a"):
+        plan_of({"name": "pair", "nodes": [{"name": "a", "label": "x"}, {"name": "a", "label": "x"}]})
+    plan = plan_of({"nodes": [{"name": "a", "label": "x"}, {"name": "b", "label": "y"}],
+                    "groups": [{"name": "g", "nodes": ["b"]}]})
+    assert (plan.names, plan.labels, plan.groups) == (["a", "b"], ["x", "y"], {"g": ["b"]})
