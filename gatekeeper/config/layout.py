@@ -40,6 +40,7 @@ from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-expo
     WindowConfig,
     branch_matches,
 )
+from gatekeeper.config.nodesets import add_nodesets, job_nodeset, resolve_nodesets
 from gatekeeper.config.yamlfile import (
     ConfigError,
     ConfigErrors,
@@ -139,7 +140,7 @@ def _invalid(s: v.Schema, data: Any) -> list[v.Invalid]:
 
 
 _SECTION_KINDS = {"pipelines": "pipeline", "queues": "queue", "jobs": "job", "projects": "project",
-                  "labels": "label", "providers": "provider"}
+                  "labels": "label", "providers": "provider", "nodesets": "nodeset"}
 
 
 def _without(data: dict, paths: list[list], broken: set[tuple[str, str]]) -> dict:
@@ -331,6 +332,7 @@ class _Builder:
             self.add_nodepool(np)
         for sig in data.get("signatures", []):
             self.add_signature(sig)
+        add_nodesets(data.get("nodesets", []), self.define, self.layout.nodesets, self.refs, self.error)
 
     def add_signature(self, sig: dict) -> None:
         ident = str(sig["id"])
@@ -435,6 +437,7 @@ class _Builder:
                 self.refs.append(("label", var["label"], var.source, var.line_of("label"), f"{where} variant {i + 1}"))
             vds = var.get("devstack") or {}
             variants.append(JobVariant(branches=_branch_list(var["branches"]), label=var.get("label"),
+                                       nodeset=job_nodeset(var, f"{where} variant {i + 1}", self.refs, self.error),
                                        timeout=var.get("timeout"), vars=dict(var.get("vars", {})),
                                        devstack_localrc=dict(vds.get("localrc", {})),
                                        devstack_local_conf=vds.get("local-conf"),
@@ -450,6 +453,7 @@ class _Builder:
         self.layout.jobs[j["name"]] = Job(
             name=j["name"],
             label=j.get("label"),
+            nodeset=job_nodeset(j, where, self.refs, self.error),
             description=j.get("description", ""),
             run=tuple(j.get("run", ())),
             timeout=j.get("timeout", 3600),
@@ -575,13 +579,15 @@ class _Builder:
 
     def check(self) -> None:
         lay = self.layout
-        known = {"pipeline": lay.pipelines, "job": lay.jobs, "queue": lay.queues, "label": lay.nodepool.labels}
+        known = {"pipeline": lay.pipelines, "job": lay.jobs, "queue": lay.queues, "label": lay.nodepool.labels,
+                 "nodeset": lay.nodesets}
         for kind, name, source, line, context in self.refs:
             if name not in known[kind] and (kind, name) not in self.broken:
                 have = ", ".join(sorted(known[kind])) or "none"
                 self.errors.append(ConfigError(source, line, context,
                                                f'undefined {kind} "{name}" (defined: {have})'))
         self.errors.extend(dependency_errors(lay, self.where, self.listed))
+        resolve_nodesets(lay)
         offered = set().union(*(p.labels for p in lay.nodepool.providers.values())) if lay.nodepool.providers else set()
         some_provider_broken = any(kind == "provider" for kind, _ in self.broken)
         for label in lay.nodepool.labels.values():

@@ -124,12 +124,44 @@ def files_match(files: tuple[re.Pattern, ...], irrelevant: tuple[re.Pattern, ...
 
 
 @dataclass(frozen=True)
+class NodesetNode:
+    """One named node of a nodeset and the label it is launched from."""
+
+    name: str
+    label: str
+
+
+@dataclass(frozen=True)
+class NodesetGroup:
+    """A named group of a nodeset's nodes (Zuul's nodeset groups), written to the build's inventory."""
+
+    name: str
+    nodes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Nodeset:
+    """The nodes a job runs on, all from one provider in one node request; the first is the primary, where the
+    job's steps run. `name` is "" for a nodeset written inline in a job."""
+
+    name: str
+    nodes: tuple[NodesetNode, ...] = ()
+    groups: tuple[NodesetGroup, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The nodeset as a build request carries it."""
+        return {"name": self.name, "nodes": [{"name": n.name, "label": n.label} for n in self.nodes],
+                "groups": [{"name": g.name, "nodes": list(g.nodes)} for g in self.groups]}
+
+
+@dataclass(frozen=True)
 class JobVariant:
     """What a job changes on the branches it names: its node label, timeout, variables, devstack settings and file
     matchers."""
 
     branches: tuple[str, ...]
     label: str | None = None
+    nodeset: Nodeset | None = None
     timeout: int | None = None
     vars: dict[str, Any] = field(default_factory=dict)
     devstack_localrc: dict[str, Any] = field(default_factory=dict)
@@ -151,6 +183,7 @@ class JobDependency:
 class Job:
     name: str
     label: str | None = None
+    nodeset: Nodeset | None = None  # instead of `label`: several nodes (a `label` is a one-node nodeset)
     description: str = ""
     run: tuple[str, ...] = ()
     timeout: int = 3600
@@ -178,7 +211,11 @@ class Job:
         for variant in self.variants:
             if not branch_matches(variant.branches, branch):
                 continue
-            job = replace(job, label=variant.label or job.label, timeout=variant.timeout or job.timeout,
+            if variant.nodeset is not None:  # a variant's nodes replace the job's label or nodeset, and vice versa
+                job = replace(job, nodeset=variant.nodeset, label=None)
+            elif variant.label:
+                job = replace(job, label=variant.label, nodeset=None)
+            job = replace(job, timeout=variant.timeout or job.timeout,
                           vars={**job.vars, **variant.vars},
                           devstack_localrc={**job.devstack_localrc, **variant.devstack_localrc},
                           devstack_local_conf=job.devstack_local_conf if variant.devstack_local_conf is None
@@ -314,6 +351,7 @@ class Layout:
     projects: dict[str, Project] = field(default_factory=dict)
     nodepool: NodePool = field(default_factory=NodePool)
     signatures: dict[str, Signature] = field(default_factory=dict)
+    nodesets: dict[str, Nodeset] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:

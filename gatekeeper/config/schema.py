@@ -218,12 +218,31 @@ def DEPENDENCIES(value: Any) -> Any:  # noqa: N802 - reads like a type in schema
     return v.Schema(NAME)(value)
 
 
+# Zuul's nodesets: named nodes, each from a label, and groups of them; a job names one or writes one inline
+NODESET_NODE = v.Schema({v.Required("name"): NAME, v.Required("label"): NAME})
+NODESET_GROUP = v.Schema({v.Required("name"): NAME, v.Required("nodes"): v.All([NAME], v.Length(min=1))})
+INLINE_NODESET = v.Schema({v.Required("nodes"): v.All(Each(NODESET_NODE),
+                                                     v.Length(min=1, msg="needs at least one node")),
+                           "groups": Each(NODESET_GROUP)})
+NODESET = INLINE_NODESET.extend({v.Required("name"): NAME})
+
+
+def JOB_NODESET(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    """A job's `nodeset`: the name of a nodeset, or a nodeset written inline ({nodes, groups})."""
+    if isinstance(value, dict):
+        return INLINE_NODESET(value)
+    if not isinstance(value, str):
+        raise v.Invalid("expected a nodeset name or a mapping like {nodes: [{name: controller, label: ...}]}")
+    return v.Schema(NAME)(value)
+
+
 DEVSTACK = v.Schema({"localrc": v.Schema({str: v.Any(str, int, float, bool)}), "local-conf": str})
 
 JOB_VARIANT = v.Schema(
     {
         v.Required("branches"): BRANCHES,
         "label": NAME,
+        "nodeset": JOB_NODESET,
         "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
         "vars": v.Schema({str: v.Any(str, int, float, bool)}),
         "devstack": DEVSTACK,
@@ -237,6 +256,7 @@ JOB = v.Schema(
         v.Required("name"): NAME,
         "description": str,
         "label": NAME,
+        "nodeset": JOB_NODESET,
         "run": v.All([str], v.Length(min=1, msg="needs at least one step")),
         "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
         "attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
@@ -356,6 +376,7 @@ LAYOUT_FILE = v.Schema(
         "projects": Each(PROJECT),
         "nodepool": NODEPOOL,
         "signatures": Each(SIGNATURE),
+        "nodesets": Each(NODESET),
     }
 )
 

@@ -14,6 +14,9 @@ Node release: SUCCESS, NODE_FAILURE, ERROR and ABORTED give the node back used (
 FAILURE and TIMED_OUT hold it (24 h by default, or the job's hold-hours) with the build named as reason, unless
 `max_held` nodes are already held; an operator's autohold request matching the build holds it in any case, with
 the autohold's reason and duration.
+A build on a nodeset (gatekeeper.executor.multinode) gets all its nodes in one request; its steps run on the
+first, the primary. Its nodes are released together and held together (one autohold unit for the build; held only
+while all fit under `max_held`); a step failure while another node of the set no longer answers is NODE_FAILURE.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gatekeeper.config.layout import Signature
-from gatekeeper.executor import devstack, diagnosis, logs
+from gatekeeper.executor import devstack, diagnosis, logs, multinode
 from gatekeeper.executor.console import Console, ConsoleRegistry
 from gatekeeper.executor.masking import Masker, secrets_from_vars
+from gatekeeper.executor.multinode import BuildNode
 from gatekeeper.executor.nodes import NodeSource, NodeWaitAborted, NoNode
 from gatekeeper.executor.remote import ENV_NAME, NodeLost, RemoteHost, StepOutcome
 from gatekeeper.executor.transfer import TransferError, push_rsync, push_tar
@@ -82,8 +86,9 @@ class BuildTimings:
 
 @dataclass
 class _Context:
-    node: Node | None = None
+    node: Node | None = None  # the primary, where the steps run
     remote: RemoteHost | None = None
+    members: list[BuildNode] = field(default_factory=list)  # a nodeset's nodes, the primary first ([]: one node)
 
 
 class BuildFailed(Exception):
@@ -178,6 +183,7 @@ class BuildRunner:
                      f" ({masker.text(result.message)})" if result.message else "")
             if ctx.remote is not None and result.result != NODE_FAILURE:
                 self._collect(ctx.remote, request, log_dir, masker, console)
+                self._collect_peers(ctx.members[1:], request, log_dir, masker, console)
             self._diagnose(request, result, console, log_dir, bool(timings.first_command), tag)
             console.line(f"Build {request.id} finished: {result.result}")
         finally:
@@ -185,11 +191,14 @@ class BuildRunner:
             self.consoles.finish(request.id)
             if ctx.remote is not None:
                 ctx.remote.close()
+            for member in ctx.members[1:]:
+                if member.remote is not None:
+                    member.remote.close()
         result.log_url, archived = self._archive(request, log_dir)
         if archived:  # a late follower of the live console now reads it from the log store
             console.path = os.path.join(archived, "console.txt")
         if ctx.node is not None:
-            held_hours = self._release(request, ctx.node, result.result, tag)
+            held_hours = self._release(request, [m.node for m in ctx.members] or [ctx.node], result.result, tag)
             if held_hours:
                 # the report tells the change's owner that the node waits for them, and until when
                 result.node["held_until"] = round(time.time() + held_hours * 3600)
@@ -207,6 +216,10 @@ class BuildRunner:
         p = _params(request)
         if not request.repo_state:
             raise BuildFailed(ERROR, "the build request carries no repo state")
+        try:
+            plan = multinode.plan_of(request.nodeset)
+        except ValueError as exc:
+            raise BuildFailed(ERROR, str(exc)) from None
         ws_dir = os.path.join(build_dir, "src")
         paths: dict[str, str] | None = None
         ws_error = ""
@@ -214,9 +227,15 @@ class BuildRunner:
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="workspace") as pool:
             ws_future = pool.submit(prepare_workspace, request.repo_state, ws_dir, self.cache)
             try:
-                ctx.node = self.nodes.acquire(request.label or p.get("label", ""), request.priority,
-                                              f"{self.name} build {request.id}", abort, self.settings.node_timeout,
-                                              avoid=request.avoid_providers)
+                if plan is None:
+                    ctx.node = self.nodes.acquire(request.label or p.get("label", ""), request.priority,
+                                                  f"{self.name} build {request.id}", abort,
+                                                  self.settings.node_timeout, avoid=request.avoid_providers)
+                else:  # one node request for the whole nodeset: one provider, the labels in order
+                    got = self.nodes.acquire_set(plan.labels, request.priority, f"{self.name} build {request.id}",
+                                                 abort, self.settings.node_timeout, avoid=request.avoid_providers)
+                    ctx.members = [BuildNode(name, n) for name, n in zip(plan.names, got, strict=True)]
+                    ctx.node = got[0]
             except NodeWaitAborted as exc:
                 raise BuildFailed(ABORTED, str(exc)) from None
             except NoNode as exc:
@@ -234,6 +253,9 @@ class BuildRunner:
         timings.node_ready = time.time()
         result.node = {"name": node.id, "label": node.label, "provider": node.provider, "address": node.address,
                        "image": node.image}
+        if ctx.members:
+            result.node["nodeset"] = [{"name": m.name, "id": m.node.id, "label": m.node.label,
+                                       "provider": m.node.provider, "address": m.node.address} for m in ctx.members]
         if on_start is not None:
             try:
                 on_start(node)
@@ -242,14 +264,32 @@ class BuildRunner:
         if paths is None:
             raise BuildFailed(ERROR, f"could not rebuild the repo state on {self.name}: {ws_error}")
         self._header(console, request, node, paths)
+        for m in ctx.members:
+            console.line(f"NODESET_NODE={m.name} {m.node.id} {m.node.label} {m.node.provider} "
+                         f"{m.node.address}:{m.node.port}{' (primary)' if m is ctx.members[0] else ''}")
         if abort.is_set():
             raise BuildFailed(ABORTED, "cancelled before the job started")
         try:
             ctx.remote = RemoteHost(node).connect()
+            for member in ctx.members:
+                member.remote = ctx.remote if member.node is node else RemoteHost(member.node).connect()
             home = self._prepare_node(ctx.remote, request, p, ws_dir, paths, node)
+            if ctx.members:
+                multinode.prepare(ctx.members, plan.groups, request.id)
+                console.line(f"Nodeset ready: {len(ctx.members)} nodes reachable from {ctx.members[0].name}, "
+                             f"inventory at {home}/{multinode.INVENTORY}")
         except (NodeLost, TransferError) as exc:
             raise BuildFailed(NODE_FAILURE, f"before the job started: {exc}") from None
-        self._steps(ctx.remote, request, p, home, paths, console, abort, timings)
+        extra = multinode.environment(ctx.members, home) if ctx.members else {}
+        try:
+            self._steps(ctx.remote, request, p, home, paths, console, abort, timings, extra)
+        except BuildFailed as exc:
+            # a step that failed because another node of the set went away is the infrastructure's failure
+            lost = multinode.lost_peers(ctx.members) if exc.result in HELD_RESULTS else []
+            if lost:
+                raise BuildFailed(NODE_FAILURE, f"node {', '.join(lost)} of the nodeset stopped answering "
+                                                f"({exc.message})") from None
+            raise
         result.result = SUCCESS
 
     def _header(self, console: Console, request: BuildRequest, node: Node, paths: dict[str, str]) -> None:
@@ -307,11 +347,12 @@ class BuildRunner:
         return env
 
     def _steps(self, remote: RemoteHost, request: BuildRequest, p: dict, home: str, paths: dict[str, str],
-               console: Console, abort: threading.Event, timings: BuildTimings) -> None:
+               console: Console, abort: threading.Event, timings: BuildTimings,
+               extra_env: dict[str, str] | None = None) -> None:
         timeout = float(p.get("timeout") or 3600)
         deadline = time.monotonic() + timeout
         cwd = f"{home}/{REMOTE_WORKSPACE}/{step_dir(request, list(paths))}"
-        env = self._env(request, p, home)
+        env = {**self._env(request, p, home), **(extra_env or {})}
 
         def started() -> None:
             if not timings.first_command:
@@ -347,6 +388,19 @@ class BuildRunner:
             console.line(f"Collected {len(got.files) + 1} log files ({', '.join(got.files + [name])})")
         except (NodeLost, OSError) as exc:
             console.line(f"Log collection failed: {exc}")
+
+    def _collect_peers(self, peers: list[BuildNode], request: BuildRequest, log_dir: str, masker: Masker,
+                       console: Console) -> None:
+        """The other nodes' syslogs and `collect` files, each stored as `<node name>-<file>`."""
+        patterns = [c for c in (_params(request).get("collect") or []) if c not in logs.SYSLOG_FILES]
+        for member in peers:
+            if member.remote is None:
+                continue
+            try:
+                got = multinode.collect_peer_logs(member, patterns, log_dir, masker)
+                console.line(f"Collected {len(got)} log files from {member.name} ({', '.join(got)})")
+            except (NodeLost, OSError) as exc:
+                console.line(f"Log collection from {member.name} failed: {exc}")
 
     def _diagnose(self, request: BuildRequest, result: BuildResult, console: Console, log_dir: str,
                   steps_started: bool, tag: str) -> None:
@@ -388,8 +442,11 @@ class BuildRunner:
             log.error("build %s: archiving logs in %s failed: %s", request.id, self.log_store.root, exc)
             return "", ""
 
-    def _release(self, request: BuildRequest, node: Node, result: str, tag: str) -> float:
-        """Give the node back, held when the build failed; returns the hours it is held for (0: not held)."""
+    def _release(self, request: BuildRequest, nodes: list[Node], result: str, tag: str) -> float:
+        """Give the build's nodes back together, all held when the build failed; returns the hours they are held
+        for (0: not held). A nodeset is held as one: it takes one unit of an autohold, and is held only while all
+        its nodes fit under `max_held` (a count of nodes)."""
+        node = nodes[0]
         p = _params(request)
         hours = p.get("hold_hours")
         hours = self.settings.hold_hours if hours is None else float(hours)
@@ -403,13 +460,21 @@ class BuildRunner:
                 if auto is not None:
                     hold, (reason, hours) = True, auto
                 else:
-                    hold = result in HELD_RESULTS and hours > 0 and self.nodes.held_count() < self.settings.max_held
+                    hold = (result in HELD_RESULTS and hours > 0
+                            and self.nodes.held_count() + len(nodes) <= self.settings.max_held)
                     reason = hold_reason(request, result) if hold else ""
-                self.nodes.release(node, held=hold, reason=reason, hold_hours=hours,
-                                   change=f"{change.get('number')},{change.get('patchset')}",
-                                   owner=change.get("owner", ""))
-            log.info("%s node %s released %s", tag, node.id, f"held for {hours:g}h" if hold else "as used")
-            return hours if hold else 0.0
+                released = []
+                for one in nodes:
+                    try:
+                        self.nodes.release(one, held=hold, reason=reason, hold_hours=hours,
+                                           change=f"{change.get('number')},{change.get('patchset')}",
+                                           owner=change.get("owner", ""))
+                        released.append(one.id)
+                    except Exception:  # the others still go back
+                        log.exception("%s could not release node %s", tag, one.id)
+            log.info("%s %s %s released %s", tag, "node" if len(released) == 1 else "nodes", ", ".join(released),
+                     f"held for {hours:g}h" if hold else "as used")
+            return hours if hold and released else 0.0
         except Exception:
             log.exception("%s could not release node %s", tag, node.id)
             return 0.0

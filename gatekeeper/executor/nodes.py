@@ -37,6 +37,10 @@ class NodeSource(Protocol):
         """A node for `label`, from a provider not in `avoid` (where an earlier attempt of the build failed for
         infrastructure reasons) while another provider can serve it."""
 
+    def acquire_set(self, labels: list[str], priority: list[int], requestor: str, abort: threading.Event,
+                    timeout: float, avoid: Sequence[str] = ()) -> list[Node]:
+        """One node per label, in that order, all from one provider (a nodeset): all of them or none."""
+
     def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
                 change: str = "", owner: str = "") -> None:
         """Give the node back: used, or held (for `change`, "N,P", owned by `owner`)."""
@@ -59,11 +63,17 @@ class LauncherNodes:
 
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
                 timeout: float = 600.0, avoid: Sequence[str] = ()) -> Node:
+        return self.acquire_set([label], priority, requestor, abort, timeout, avoid)[0]
+
+    def acquire_set(self, labels: list[str], priority: list[int], requestor: str, abort: threading.Event,
+                    timeout: float = 600.0, avoid: Sequence[str] = ()) -> list[Node]:
+        """One node request for every label: the launcher fulfils it from one provider, in the labels' order."""
         precedence, position = (list(priority) + [1, 0])[:2]
-        req_id = self.client.request([label], requestor=requestor,
+        what = f"label {labels[0]!r}" if len(labels) == 1 else f"labels {', '.join(labels)}"
+        req_id = self.client.request(list(labels), requestor=requestor,
                                      priority=self.client.priority(int(precedence), int(position)), avoid=avoid)
         if avoid:
-            log.info("node request %s for label %r avoids provider %s", req_id, label, ", ".join(avoid))
+            log.info("node request %s for %s avoids provider %s", req_id, what, ", ".join(avoid))
         done = threading.Event()
         box: list[model.NodeRequest | None] = []
 
@@ -80,18 +90,22 @@ class LauncherNodes:
                 raise NodeWaitAborted(f"node request {req_id} withdrawn: the build was cancelled")
             if waited >= timeout:
                 self.client.cancel(req_id)
-                raise NoNode(f"node request {req_id} for label {label!r} not fulfilled within {timeout:.0f}s")
+                raise NoNode(f"node request {req_id} for {what} not fulfilled within {timeout:.0f}s")
         req = box[0]
         if req is None:
-            raise NoNode(f"node request {req_id} for label {label!r} disappeared")
+            raise NoNode(f"node request {req_id} for {what} disappeared")
         if req.state != model.FULFILLED:
             self.client.cancel(req_id)
-            raise NoNode(f"node request {req_id} for label {label!r} failed: {req.reason or req.state}")
+            raise NoNode(f"node request {req_id} for {what} failed: {req.reason or req.state}")
         try:
             nodes = self.client.lock_nodes(req)
         except NodeStoreError as exc:
-            raise NoNode(f"could not lock the node of request {req_id}: {exc}") from None
-        return nodes[0]
+            raise NoNode(f"could not lock the nodes of request {req_id}: {exc}") from None
+        if len(nodes) != len(labels):  # never expected: a fulfilled request has one node per label
+            for node in nodes:
+                self.client.release(node)
+            raise NoNode(f"node request {req_id} for {what} was fulfilled with {len(nodes)} nodes")
+        return nodes
 
     def release(self, node: Node, held: bool = False, reason: str = "", hold_hours: float = 24.0,
                 change: str = "", owner: str = "") -> None:
@@ -136,6 +150,31 @@ class FixedNodes:
                     raise NodeWaitAborted("the build was cancelled while waiting for a node")
                 if waited >= timeout:
                     raise NoNode(f"no host with label {label!r} free within {timeout:.0f}s")
+                self._cond.wait(0.1)
+                waited += 0.1
+
+    def acquire_set(self, labels: list[str], priority: list[int], requestor: str, abort: threading.Event,
+                    timeout: float = 600.0, avoid: Sequence[str] = ()) -> list[Node]:
+        """One free host per label, taken together once all are free (the hosts' providers are not checked)."""
+        waited = 0.0
+        with self._cond:
+            while True:
+                free, taken = list(self._free), []
+                for label in labels:
+                    fits = [n for n in free if not label or not n.label or n.label == label]
+                    if not fits:
+                        break
+                    taken.append(fits[0])
+                    free.remove(fits[0])
+                if len(taken) == len(labels):
+                    for node in taken:
+                        self._free.remove(node)
+                        node.set_state(model.IN_USE)
+                    return taken
+                if abort.is_set():
+                    raise NodeWaitAborted("the build was cancelled while waiting for its nodes")
+                if waited >= timeout:
+                    raise NoNode(f"no hosts for labels {', '.join(labels)} free within {timeout:.0f}s")
                 self._cond.wait(0.1)
                 waited += 0.1
 

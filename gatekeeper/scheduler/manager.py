@@ -499,6 +499,7 @@ class PipelineManager(ItemReports):
         request = BuildRequest(
             id=build.id, pipeline=self.name, item=item.id, job=job_name, params=job_params(job),
             change=spec.to_dict(), changes=item.changes, repo_state=item.repo_state, label=job.label or "",
+            nodeset=job.nodeset.to_dict() if job.nodeset else {},
             priority=[self.pipeline.priority, position], attempt=attempt, attempts=job.attempts,
             avoid_providers=list(avoid or []), created=self.clock(),
         )

@@ -165,6 +165,9 @@ class ItemReports:
                          f"change owner can ask for SSH access with their public key (POST /api/v1/nodes/{node}/"
                          f"access on the status site, or an operator runs: gatekeeper hold-access {node} --key "
                          "KEY.pub).")
+                others = [n.get("id", "") for n in build.node.get("nodeset") or []][1:]
+                if others:  # a multi-node job's other nodes are held with it
+                    line += f" The other nodes of its nodeset are held too: {', '.join(others)}."
         return line
 
     def _dequeue(self, item: Item, reason: str, kind: str) -> None:

@@ -4,7 +4,8 @@ The contract between scheduler and executor (neither imports the other):
 
 - The scheduler writes a `BuildRequest` to `/executor/requests/<id>`: the job and its parameters, the item's change
   and every change of its speculative state (`changes`, "1,1 2,1", the item's own last), the frozen `RepoState`
-  the merger produced, the node label, and the node priority (pipeline precedence, then position in the queue).
+  the merger produced, the node label (or the nodeset: several named nodes in one node request), and the node
+  priority (pipeline precedence, then position in the queue).
 - An executor takes a request with `claim_build` (a kazoo lock at `/locks/build/<id>`, held while it runs), runs
   it, then `complete_build` publishes a `BuildResult` at `/executor/results/<id>` and deletes the request, in one
   transaction.  A request is cancelled by deleting it (`cancel_build`): an executor running it notices that its
@@ -65,7 +66,10 @@ class BuildRequest(Record):
     change: dict[str, Any] = field(default_factory=dict)  # gatekeeper.zk.merges.ChangeSpec.to_dict()
     changes: str = ""  # every change of the speculative state, in merge order, own last: "1,1 2,1"
     repo_state: dict[str, Any] | None = None  # gatekeeper.zk.merges.RepoState.to_dict()
-    label: str = ""  # node label
+    label: str = ""  # node label, for a job on one node
+    # a job on a nodeset: {name, nodes: [{name, label}], groups: [{name, nodes}]}, the first node the primary
+    # ({} for a one-node job on `label`; records written before nodesets have none)
+    nodeset: dict[str, Any] = field(default_factory=dict)
     priority: list[int] = field(default_factory=lambda: [1, 0])  # [pipeline precedence, position in queue]
     attempt: int = 1
     attempts: int = 3
