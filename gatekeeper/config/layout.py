@@ -363,7 +363,12 @@ class _Builder:
                     comments=_patterns(f.get("comment")),
                     branches=_patterns(f.get("branch")),
                     usernames=_patterns(f.get("username")),
+                    refs=_patterns(f.get("ref")),
+                    ignore_deletes=f.get("ignore-deletes", True),
                 ))
+                if "ref-updated" in triggers[-1].events and p["manager"] == "dependent":
+                    self.error(f, "event", where, "a dependent pipeline cannot be triggered by ref-updated (a ref "
+                               "has no change to gate): use an independent pipeline")
         req = p.get("require") or {}
         reject = p.get("reject") or {}
         flat = [k for k in schema.FLAT_WINDOW if k in p]

@@ -20,6 +20,8 @@ class Trigger:
     comments: tuple[re.Pattern, ...] = ()
     branches: tuple[re.Pattern, ...] = ()
     usernames: tuple[re.Pattern, ...] = ()
+    refs: tuple[re.Pattern, ...] = ()  # ref-updated: the full ref name (refs/heads/...) matches one of these
+    ignore_deletes: bool = True  # ref-updated: a deleted ref does not trigger
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,142 @@
+"""Post pipelines over real wires: Gerrit's ref-updated (from a gate's submit or a direct push, over SSH) enqueues
+the branch's new revision; the merger gives the job the project at exactly that revision; nothing is reported to
+Gerrit."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.zk import paths
+from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.event_queue import EventQueue
+from tests.functional.gate_harness import GateHarness
+from tests.helpers import wait_for
+from tests.layouts import GATE_LAYOUT
+
+POST = r"""
+  - name: post
+    manager: independent
+    precedence: low
+    trigger:
+      gerrit:
+        - event: ref-updated
+          ref: ^refs/heads/(master|stable/.*)$
+    success: {gerrit: {labels: {Verified: 1}, message: Post jobs passed.}}
+    failure: {gerrit: {labels: {Verified: -1}, message: Post jobs failed.}}
+  - name: post-other
+    manager: independent
+    trigger:
+      gerrit:
+        - event: ref-updated
+          ref: ^refs/(?!heads/).*$
+queues:"""
+
+LAYOUT = GATE_LAYOUT.replace("\nqueues:", POST, 1).replace(
+    "  - name: unit\n", "  - name: unit\n  - name: publish\n    required-projects: [org/b]\n", 1).replace(
+    "pipelines: {check: [unit], gate: [unit, integration]}",
+    "pipelines: {check: [unit], gate: [unit, integration], post: [publish], post-other: [publish]}", 1)
+
+
+@pytest.fixture
+def gate(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
+    harness = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT)
+    try:
+        yield harness
+    finally:
+        harness.stop()
+
+
+def post_builds(gate: GateHarness, pipeline: str = "post") -> list:
+    return [r for r in gate.executor.history if r.pipeline == pipeline and r.result != "ABORTED"]
+
+
+def given(gate: GateHarness, record) -> dict:
+    """The repo state the build was given: project -> branch -> commit."""
+    return gate.executor.requests[record.id].repo_state["branches"]
+
+
+def push(gate: GateHarness, tmp_path: Path, branch: str, text: str) -> str:
+    """Rita pushes one commit on top of master straight to `branch` (no review); returns its sha."""
+    account = gate.sim.add_account("rita", key_dir=str(tmp_path / "rita-keys"))
+    env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_SSH_COMMAND=(
+        f"ssh -i {account.key_file} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
+        f"-p {gate.sim.port}"))
+    work = tmp_path / f"work-{branch.replace('/', '-')}"
+
+    def git(*args: str) -> str:
+        proc = subprocess.run(["git", *args], cwd=work if work.exists() else tmp_path, env=env, capture_output=True,
+                              text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    git("clone", "-q", gate.sim.ssh_url("org/a", "rita"), str(work))
+    git("config", "user.name", "Rita Core")
+    git("config", "user.email", "rita@example.com")
+    (work / "pushed.txt").write_text(text)
+    git("add", "pushed.txt")
+    git("commit", "-q", "-m", f"Pushed: {text}")
+    git("push", "-q", "origin", f"HEAD:refs/heads/{branch}")
+    return git("rev-parse", "HEAD")
+
+
+def test_merged_change_runs_post_jobs_on_the_merged_commit_and_reports_nothing(gate: GateHarness) -> None:
+    change = gate.change("org/a", "Publish me")
+    gate.settle()
+    gate.approve(change)
+    gate.settle()
+    assert gate.status(change) == "MERGED"
+    tip = gate.sim.branch_tip("org/a", "master")
+    wait_for(lambda: post_builds(gate), 30, "the post build")
+    gate.settle()
+    [build] = post_builds(gate)
+    assert (build.job, build.result, build.changes) == ("publish", "SUCCESS", f"refs/heads/master@{tip[:12]}")
+    state = given(gate, build)
+    assert state["org/a"] == {"master": tip}
+    assert state["org/b"] == {"master": gate.sim.branch_tip("org/b", "master")}  # required: at its tip
+    # Gerrit heard from check and gate only: post has no change to report on.
+    assert not [m for m in gate.ci_messages(change) if "Post jobs" in m]
+    assert all("refs/heads" not in m for m in gate.ci_messages(change))
+    assert post_builds(gate, "post-other") == []
+    assert gate.gate_queue("post") == []
+
+
+def test_direct_push_triggers_post_and_a_branch_the_ref_filter_does_not_match_does_not(
+        gate: GateHarness, tmp_path: Path) -> None:
+    pushed = push(gate, tmp_path, "master", "straight in")
+    assert gate.sim.branch_tip("org/a", "master") == pushed
+    wait_for(lambda: post_builds(gate), 30, "the post build of the pushed commit")
+    gate.settle()
+    [build] = post_builds(gate)
+    assert build.changes == f"refs/heads/master@{pushed[:12]}"
+    assert given(gate, build)["org/a"] == {"master": pushed}
+
+    feature = push(gate, tmp_path, "feature", "elsewhere")
+    gate.settle()
+    assert gate.sim.branch_tip("org/a", "feature") == feature
+    assert [b.changes for b in post_builds(gate)] == [f"refs/heads/master@{pushed[:12]}"]
+    assert post_builds(gate, "post-other") == []
+
+    stable = push(gate, tmp_path, "stable/1", "a stable branch")  # a new branch the filter matches
+    wait_for(lambda: len(post_builds(gate)) == 2, 30, "the post build of the new stable branch")
+    gate.settle()
+    build = post_builds(gate)[-1]
+    assert build.changes == f"refs/heads/stable/1@{stable[:12]}"
+    assert given(gate, build)["org/a"] == {"stable/1": stable}
+
+
+def test_change_refs_never_trigger_a_post_pipeline(gate: GateHarness) -> None:
+    change = gate.change("org/a", "Noise")
+    gate.settle()
+    current = gate.sim.change(change).current
+    # As a listener would queue it had it not dropped it as NoteDb noise: a ref-updated of the change's ref.
+    EventQueue(gate.zk, paths.event_queue("gerrit")).put({
+        "type": "ref-updated", "project": "org/a", "ref_name": current.ref, "old_rev": "0" * 40,
+        "new_rev": current.revision, "author": "jane"})
+    gate.settle()
+    assert post_builds(gate, "post-other") == [] and post_builds(gate) == []
+    assert [r.pipeline for r in gate.executor.history] == ["check"]
