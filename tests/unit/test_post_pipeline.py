@@ -4,18 +4,24 @@ tests/functional/test_post_pipeline.py."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from gatekeeper.config.layout import parse_layout
 from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.gerrit.trigger import from_gerrit
+from gatekeeper.gitrepo import reproduce
+from gatekeeper.merger.cache import RepoCache
+from gatekeeper.merger.speculative import SpeculativeMerger
+from gatekeeper.merger.upstream import Upstream
 from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.pipeline import PipelineState, ref_item
 from gatekeeper.scheduler.manager import PipelineManager
 from gatekeeper.scheduler.triggers import pipeline_triggered, unmet_requirements
 from gatekeeper.zk.builds import BuildResult
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
-from gatekeeper.zk.merges import MergeResult
+from gatekeeper.zk.merges import MergeRequest, MergeResult, RepoState
 from tests.unit.test_scheduler_manager import FakeBackend, FakeSource
 
 NEW = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b"
@@ -174,3 +180,26 @@ def test_operator_dequeues_a_ref_item_by_its_key() -> None:
     key = f"refs/heads/master@{NEW[:12]}"
     assert post.manager().manage(ManagementRequest(Action.DEQUEUE, pipeline="post", change=key)) == ""
     assert post.state.all_items() == [] and post.backend.reports == []
+
+
+def test_merger_gives_a_ref_item_its_project_at_the_revision_even_after_the_branch_moved_on(tmp_path) -> None:
+    up = Upstream(str(tmp_path / "upstream"))
+    up.create_project("nova", {"a.txt": "a\n"})
+    up.create_project("glance", {"g.txt": "g\n"})
+    pushed = up.advance("nova", {"b.txt": "pushed\n"})
+    up.advance("nova", {"c.txt": "later\n"})  # the branch moves on before the merger gets to it
+    cache = RepoCache(str(tmp_path / "cache")).open()
+    try:
+        merger = SpeculativeMerger(cache)
+        item = ref_item("nova", "refs/heads/master", pushed)
+        result = merger.merge(MergeRequest(changes=[item.spec(up.url("nova")).to_dict()], pipeline="post",
+                                           projects=[{"project": "glance", "branch": "master",
+                                                      "url": up.url("glance")}], item="x"))
+        assert result.ok, result.message
+        state = RepoState.from_dict(result.repo_state)
+        assert state.branches == {"nova": {"master": pushed}, "glance": {"master": up.tip("glance")}}
+        assert result.merges == 0 and state.steps == []
+        work = reproduce(state, str(tmp_path / "ws"), up.url)
+        assert sorted(os.listdir(work["nova"])) == [".git", "a.txt", "b.txt"]  # exactly the pushed revision
+    finally:
+        cache.close()
