@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.gerrit.source import GerritReporter
+from gatekeeper.models.interfaces import Report, ReportOutcome
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.event_queue import EventQueue
@@ -42,9 +44,31 @@ LAYOUT = GATE_LAYOUT.replace("\nqueues:", POST, 1).replace(
     "pipelines: {check: [unit], gate: [unit, integration], post: [publish], post-other: [publish]}", 1)
 
 
+class Recording:
+    """The Gerrit reporter, noting each report it is asked to send (pipeline, change key, action)."""
+
+    def __init__(self, reporter: GerritReporter) -> None:
+        self.reporter = reporter
+        self.sent: list[tuple[str, str, str]] = []
+
+    def report(self, report: Report) -> ReportOutcome:
+        self.sent.append((report.pipeline, report.change.key, report.action))
+        return self.reporter.report(report)
+
+    def reported(self, report: Report) -> ReportOutcome | None:
+        return self.reporter.reported(report)
+
+
 @pytest.fixture
 def gate(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
-    harness = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT)
+    recorders: list[Recording] = []
+
+    def wrap(reporter: GerritReporter) -> Recording:
+        recorders.append(Recording(reporter))
+        return recorders[-1]
+
+    harness = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT, wrap_reporter=wrap)
+    harness.gerrit_reports = recorders[0].sent
     try:
         yield harness
     finally:
@@ -53,6 +77,12 @@ def gate(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHa
 
 def post_builds(gate: GateHarness, pipeline: str = "post") -> list:
     return [r for r in gate.executor.history if r.pipeline == pipeline and r.result != "ABORTED"]
+
+
+def recorded(gate: GateHarness, pipeline: str) -> list[dict]:
+    """The history records (buildsets and builds) the scheduler queued for `pipeline`."""
+    return [e["record"] for _, e in EventQueue(gate.zk, paths.history_queue()).list()
+            if e.get("record", {}).get("pipeline") == pipeline]
 
 
 def given(gate: GateHarness, record) -> dict:
@@ -99,10 +129,13 @@ def test_merged_change_runs_post_jobs_on_the_merged_commit_and_reports_nothing(g
     assert state["org/a"] == {"master": tip}
     assert state["org/b"] == {"master": gate.sim.branch_tip("org/b", "master")}  # required: at its tip
     # Gerrit heard from check and gate only: post has no change to report on.
+    assert {pipeline for pipeline, _, _ in gate.gerrit_reports} == {"check", "gate"}, gate.gerrit_reports
     assert not [m for m in gate.ci_messages(change) if "Post jobs" in m]
-    assert all("refs/heads" not in m for m in gate.ci_messages(change))
     assert post_builds(gate, "post-other") == []
     assert gate.gate_queue("post") == []
+    [buildset] = [r for r in recorded(gate, "post") if "job" not in r]
+    assert (buildset["change"], buildset["ref"], buildset["changes"], buildset["result"]) == (
+        None, "refs/heads/master", build.changes, "SUCCESS")
 
 
 def test_direct_push_triggers_post_and_a_branch_the_ref_filter_does_not_match_does_not(
@@ -119,6 +152,7 @@ def test_direct_push_triggers_post_and_a_branch_the_ref_filter_does_not_match_do
     gate.settle()
     assert gate.sim.branch_tip("org/a", "feature") == feature
     assert [b.changes for b in post_builds(gate)] == [f"refs/heads/master@{pushed[:12]}"]
+    assert gate.gerrit_reports == []
     assert post_builds(gate, "post-other") == []
 
     stable = push(gate, tmp_path, "stable/1", "a stable branch")  # a new branch the filter matches
@@ -139,4 +173,5 @@ def test_change_refs_never_trigger_a_post_pipeline(gate: GateHarness) -> None:
         "new_rev": current.revision, "author": "jane"})
     gate.settle()
     assert post_builds(gate, "post-other") == [] and post_builds(gate) == []
+    assert recorded(gate, "post-other") == [] and recorded(gate, "post") == []  # never enqueued at all
     assert [r.pipeline for r in gate.executor.history] == ["check"]
