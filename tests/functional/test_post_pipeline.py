@@ -4,15 +4,20 @@ Gerrit."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from gatekeeper.gerrit.source import GerritReporter
+from gatekeeper.history.db import HistoryDB
+from gatekeeper.history.recorder import HistoryRecorder
 from gatekeeper.models.interfaces import Report, ReportOutcome
+from gatekeeper.web.server import WebService
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.event_queue import EventQueue
@@ -175,3 +180,48 @@ def test_change_refs_never_trigger_a_post_pipeline(gate: GateHarness) -> None:
     assert post_builds(gate, "post-other") == [] and post_builds(gate) == []
     assert recorded(gate, "post-other") == [] and recorded(gate, "post") == []  # never enqueued at all
     assert [r.pipeline for r in gate.executor.history] == ["check"]
+
+
+def get(url: str) -> tuple[int, str]:
+    with urllib.request.urlopen(url, timeout=10) as resp:
+        return resp.status, resp.read().decode()
+
+
+def test_ref_item_shows_in_the_status_and_its_builds_in_the_history_pages(gate: GateHarness, tmp_path: Path) -> None:
+    db = HistoryDB(f"sqlite:///{tmp_path}/history.sqlite")
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    web = WebService(gate.zk_factory(), port=0, history=db, log_dir=logs).start()
+    recorder = HistoryRecorder(gate.zk, db).start()
+    try:
+        gate.executor.hold = True
+        pushed = push(gate, tmp_path, "master", "watched")
+        key = f"refs/heads/master@{pushed[:12]}"
+        wait_for(lambda: gate.executor.held(), 30, "the post build to start")
+
+        def items() -> list[dict]:
+            web._status_cache.clear()
+            status = json.loads(get(f"{web.url}/api/v1/status")[1])
+            return [i for p in status["pipelines"] if p["name"] == "post" for q in p["queues"] for i in q["items"]]
+
+        [item] = wait_for(items, 20, "the ref item in the status")
+        assert (item["change"]["key"], item["change"]["ref"], item["change"]["project"]) == (
+            key, "refs/heads/master", "org/a")
+        assert [j["name"] for j in item["jobs"]] == ["publish"]
+        assert get(f"{web.url}/")[0] == 200
+        gate.executor.release()
+        gate.settle()
+        wait_for(lambda: db.buildsets(pipeline="post"), 20, "the post buildset in the history")
+        builds = json.loads(get(f"{web.url}/api/v1/builds?pipeline=post")[1])
+        assert [(b["job"], b["result"], b["change"], b["ref"], b["changes"]) for b in builds] == [
+            ("publish", "SUCCESS", None, "refs/heads/master", key)]
+        assert get(f"{web.url}/api/v1/builds/{builds[0]['uuid']}")[0] == 200
+        assert get(f"{web.url}/builds")[0] == 200
+        assert get(f"{web.url}/build/{builds[0]['uuid']}")[0] == 200
+        sets = json.loads(get(f"{web.url}/api/v1/buildsets?pipeline=post")[1])
+        assert [(s["ref"], s["result"]) for s in sets] == [("refs/heads/master", "SUCCESS")]
+    finally:
+        gate.executor.release()
+        recorder.stop()
+        web.stop()
+        db.close()
