@@ -37,6 +37,7 @@ class Change(Record):
     needs_error: str = ""  # a Depends-On the source could not resolve
     owner: str = ""  # the change owner's username (who may reach a node held for its failed build)
     files: list[str] = field(default_factory=list)  # the patch set's files as Gerrit lists them ([]: not known)
+    oldrev: str = ""  # a ref item: the ref's revision before (all zeros: the ref was created)
 
     @property
     def key(self) -> str:
@@ -81,10 +82,10 @@ def is_ref_key(key: str) -> bool:
     return key.startswith("refs/") and "@" in key
 
 
-def ref_item(project: str, ref: str, newrev: str, url: str = "") -> Change:
+def ref_item(project: str, ref: str, newrev: str, oldrev: str = "", url: str = "") -> Change:
     """What a pipeline holds for a ref updated to `newrev`: a Change of number 0 (its project at `newrev`)."""
     branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
-    return Change(project=project, branch=branch, ref=ref, commit=newrev, url=url, status="MERGED",
+    return Change(project=project, branch=branch, ref=ref, commit=newrev, oldrev=oldrev, url=url, status="MERGED",
                   subject=f"{ref} updated to {newrev[:12]}")
 
 

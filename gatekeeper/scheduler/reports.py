@@ -147,6 +147,7 @@ class ItemReports:
             self.backend.record_history(BuildsetEvent(
                 id=item.id, pipeline=self.name, project=item.change.project, change=_number(item),
                 patchset=_patchset(item), ref=item.change.ref, changes=item.changes or item.key, result=result,
+                oldrev=item.change.oldrev, newrev=item.change.commit if item.change.is_ref else "",
                 message=outcome.message, enqueue_time=item.enqueued,
                 start_time=min((b.start_time for b in item.builds.values() if b.start_time), default=0.0),
                 end_time=max((b.end_time for b in item.builds.values() if b.end_time), default=0.0)))

@@ -122,6 +122,7 @@ def push(gate: GateHarness, tmp_path: Path, branch: str, text: str) -> str:
 def test_merged_change_runs_post_jobs_on_the_merged_commit_and_reports_nothing(gate: GateHarness) -> None:
     change = gate.change("org/a", "Publish me")
     gate.settle()
+    before = gate.sim.branch_tip("org/a", "master")
     gate.approve(change)
     gate.settle()
     assert gate.status(change) == "MERGED"
@@ -141,6 +142,7 @@ def test_merged_change_runs_post_jobs_on_the_merged_commit_and_reports_nothing(g
     [buildset] = [r for r in recorded(gate, "post") if "job" not in r]
     assert (buildset["change"], buildset["ref"], buildset["changes"], buildset["result"]) == (
         None, "refs/heads/master", build.changes, "SUCCESS")
+    assert (buildset["oldrev"], buildset["newrev"]) == (before, tip)
 
 
 def test_direct_push_triggers_post_and_a_branch_the_ref_filter_does_not_match_does_not(
@@ -195,6 +197,7 @@ def test_ref_item_shows_in_the_status_and_its_builds_in_the_history_pages(gate: 
     recorder = HistoryRecorder(gate.zk, db).start()
     try:
         gate.executor.hold = True
+        before = gate.sim.branch_tip("org/a", "master")
         pushed = push(gate, tmp_path, "master", "watched")
         key = f"refs/heads/master@{pushed[:12]}"
         wait_for(lambda: gate.executor.held(), 30, "the post build to start")
@@ -218,8 +221,10 @@ def test_ref_item_shows_in_the_status_and_its_builds_in_the_history_pages(gate: 
         assert get(f"{web.url}/api/v1/builds/{builds[0]['uuid']}")[0] == 200
         assert get(f"{web.url}/builds")[0] == 200
         assert get(f"{web.url}/build/{builds[0]['uuid']}")[0] == 200
+        assert builds[0]["newrev"] == pushed
         sets = json.loads(get(f"{web.url}/api/v1/buildsets?pipeline=post")[1])
-        assert [(s["ref"], s["result"]) for s in sets] == [("refs/heads/master", "SUCCESS")]
+        assert [(s["ref"], s["oldrev"], s["newrev"], s["result"]) for s in sets] == [
+            ("refs/heads/master", before, pushed, "SUCCESS")]
     finally:
         gate.executor.release()
         recorder.stop()

@@ -168,6 +168,7 @@ def test_ref_item_runs_its_jobs_on_the_new_revision_and_reports_nothing(caplog) 
     [done] = [e for e in post.backend.history if isinstance(e, BuildsetEvent)]
     assert (done.change, done.patchset, done.ref, done.changes, done.result) == (
         None, None, "refs/heads/master", key, "SUCCESS")
+    assert (done.oldrev, done.newrev) == (OLD, NEW)
     [recorded] = [e for e in post.backend.history if isinstance(e, BuildEvent)]
     assert (recorded.change, recorded.job, recorded.result) == (None, "publish", "SUCCESS")
 

@@ -173,6 +173,7 @@ gk.buildPage = async function () {
   try {
     const b = await gk.fetchJSON(`/api/v1/builds/${encodeURIComponent(id)}`);
     const rows = [["job", b.job], ["project", b.project], ["change", b.change ? `${b.change},${b.patchset}` : (b.changes || b.ref || "")],
+      ...(b.newrev ? [["revision", `${b.ref} at ${b.newrev}`]] : []),
       ["pipeline", b.pipeline], ["result", el("span", {class: `result-${b.result}`}, b.result || b.state)],
       ["message", b.message || ""], ["attempt", `${b.attempt}${b.final === false ? " (retried)" : ""}`],
       ["started", gk.time(b.start_time)], ["ended", gk.time(b.end_time)],
