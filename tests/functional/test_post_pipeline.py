@@ -22,6 +22,7 @@ from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.event_queue import EventQueue
 from tests.functional.gate_harness import GateHarness
+from tests.functional.test_browser import CHROMIUM, chromium
 from tests.helpers import wait_for
 from tests.layouts import GATE_LAYOUT
 
@@ -212,6 +213,9 @@ def test_ref_item_shows_in_the_status_and_its_builds_in_the_history_pages(gate: 
             key, "refs/heads/master", "org/a")
         assert [j["name"] for j in item["jobs"]] == ["publish"]
         assert get(f"{web.url}/")[0] == 200
+        if CHROMIUM:
+            dom = chromium(tmp_path, f"{web.url}/", "--dump-dom")
+            assert f'data-change="{key}"' in dom and f"refs/heads/master updated to {pushed[:12]}" in dom
         gate.executor.release()
         gate.settle()
         wait_for(lambda: db.buildsets(pipeline="post"), 20, "the post buildset in the history")
@@ -222,6 +226,10 @@ def test_ref_item_shows_in_the_status_and_its_builds_in_the_history_pages(gate: 
         assert get(f"{web.url}/builds")[0] == 200
         assert get(f"{web.url}/build/{builds[0]['uuid']}")[0] == 200
         assert builds[0]["newrev"] == pushed
+        if CHROMIUM:
+            dom = chromium(tmp_path, f"{web.url}/build/{builds[0]['uuid']}", "--dump-dom")
+            assert key in dom and f"refs/heads/master at {pushed}" in dom
+            assert key in chromium(tmp_path, f"{web.url}/builds?pipeline=post", "--dump-dom")
         sets = json.loads(get(f"{web.url}/api/v1/buildsets?pipeline=post")[1])
         assert [(s["ref"], s["oldrev"], s["newrev"], s["result"]) for s in sets] == [
             ("refs/heads/master", before, pushed, "SUCCESS")]
