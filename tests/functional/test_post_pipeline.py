@@ -238,3 +238,27 @@ def test_ref_item_shows_in_the_status_and_its_builds_in_the_history_pages(gate: 
         recorder.stop()
         web.stop()
         db.close()
+
+
+def test_ref_item_survives_a_scheduler_restart_and_still_reports_nothing(gate: GateHarness, tmp_path: Path) -> None:
+    gate.executor.hold = True
+    pushed = push(gate, tmp_path, "master", "across a restart")
+    key = f"refs/heads/master@{pushed[:12]}"
+    wait_for(lambda: gate.executor.held(), 30, "the post build to start")
+    gate.kill_scheduler(gate.schedulers[0])
+    sent: list[tuple[str, str, str]] = []
+
+    def wrap(reporter: GerritReporter) -> Recording:
+        recording = Recording(reporter)
+        recording.sent = sent
+        return recording
+
+    gate.start_scheduler(wrap)
+    assert gate.gate_queue("post") == [key]  # the ref item, read back from ZooKeeper
+    gate.executor.release()
+    wait_for(lambda: gate.gate_queue("post") == [], 30, "the ref item to complete under the new scheduler")
+    gate.settle()
+    assert [(b.result, b.changes) for b in post_builds(gate)] == [("SUCCESS", key)]
+    assert sent == [] and gate.gerrit_reports == []
+    [buildset] = [r for r in recorded(gate, "post") if "job" not in r]
+    assert (buildset["ref"], buildset["newrev"], buildset["result"]) == ("refs/heads/master", pushed, "SUCCESS")
