@@ -364,8 +364,9 @@ class _Builder:
                     branches=_patterns(f.get("branch")),
                     usernames=_patterns(f.get("username")),
                     refs=_patterns(f.get("ref")),
-                    ignore_deletes=f.get("ignore-deletes", True),
                 ))
+                if f.get("ref") and "ref-updated" not in triggers[-1].events:
+                    self.error(f, "ref", where, "a trigger's ref applies only to ref-updated events")
                 if "ref-updated" in triggers[-1].events and p["manager"] == "dependent":
                     self.error(f, "event", where, "a dependent pipeline cannot be triggered by ref-updated (a ref "
                                "has no change to gate): use an independent pipeline")

@@ -21,7 +21,6 @@ class Trigger:
     branches: tuple[re.Pattern, ...] = ()
     usernames: tuple[re.Pattern, ...] = ()
     refs: tuple[re.Pattern, ...] = ()  # ref-updated: the full ref name (refs/heads/...) matches one of these
-    ignore_deletes: bool = True  # ref-updated: a deleted ref does not trigger
 
 
 @dataclass(frozen=True)

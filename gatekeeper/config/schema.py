@@ -105,7 +105,6 @@ GERRIT_TRIGGER = v.Schema(
         "branch": v.Any(Regex, [Regex]),
         "username": v.Any(Regex, [Regex]),
         "ref": v.Any(Regex, [Regex]),
-        "ignore-deletes": bool,
     }
 )
 

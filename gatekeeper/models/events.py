@@ -35,7 +35,7 @@ class TriggerEvent:
     @property
     def deletes_ref(self) -> bool:
         """A ref-updated that deleted its ref (its new revision is all zeros)."""
-        return bool(self.ref) and self.newrev.strip("0") == ""
+        return bool(self.ref) and bool(self.newrev) and self.newrev.strip("0") == ""
 
 
 class UnreadableEvent(ValueError):

@@ -26,6 +26,9 @@ def enqueue_ref(manager: PipelineManager, event: TriggerEvent) -> str:
     pipeline = manager.pipeline
     if pipeline.dependent or not pipeline_triggered(pipeline, event):
         return ""
+    if not event.newrev:
+        log.info("[%s] %s of %s names no new revision: nothing to enqueue", manager.name, event.type, event.ref)
+        return ""
     change = ref_item(event.project, event.ref, event.newrev, event.oldrev)
     if manager.state.find(change.key):
         log.info("[%s %s] already in the pipeline; %s ignored", manager.name, change.key, event.type)

@@ -15,8 +15,8 @@ def trigger_matches(trigger: Trigger, event: TriggerEvent) -> bool:
         return False
     if trigger.refs and not any(p.search(event.ref) for p in trigger.refs):
         return False
-    if trigger.ignore_deletes and event.deletes_ref:
-        return False
+    if event.deletes_ref:
+        return False  # a deleted branch has no revision to run jobs on (Zuul's ignore-deletes, always on)
     if trigger.branches and not any(p.search(event.branch) for p in trigger.branches):
         return False
     if trigger.usernames and not any(p.search(event.account) for p in trigger.usernames):

@@ -96,8 +96,9 @@ def given(gate: GateHarness, record) -> dict:
     return gate.executor.requests[record.id].repo_state["branches"]
 
 
-def push(gate: GateHarness, tmp_path: Path, branch: str, text: str) -> str:
-    """Rita pushes one commit on top of master straight to `branch` (no review); returns its sha."""
+def push(gate: GateHarness, tmp_path: Path, branch: str, text: str, delete: bool = False) -> str:
+    """Rita pushes one commit on top of master straight to `branch` (no review), or deletes the branch; returns the
+    commit's sha."""
     account = gate.sim.add_account("rita", key_dir=str(tmp_path / "rita-keys"))
     env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_SSH_COMMAND=(
         f"ssh -i {account.key_file} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "
@@ -110,6 +111,9 @@ def push(gate: GateHarness, tmp_path: Path, branch: str, text: str) -> str:
         assert proc.returncode == 0, proc.stderr
         return proc.stdout.strip()
 
+    if delete:
+        git("push", "-q", "origin", f":refs/heads/{branch}")
+        return ""
     git("clone", "-q", gate.sim.ssh_url("org/a", "rita"), str(work))
     git("config", "user.name", "Rita Core")
     git("config", "user.email", "rita@example.com")
@@ -169,6 +173,14 @@ def test_direct_push_triggers_post_and_a_branch_the_ref_filter_does_not_match_do
     build = post_builds(gate)[-1]
     assert build.changes == f"refs/heads/stable/1@{stable[:12]}"
     assert given(gate, build)["org/a"] == {"stable/1": stable}
+
+    events = len(gate.sim.events)
+    push(gate, tmp_path, "stable/1", "", delete=True)  # a deleted branch that the filter matches
+    assert gate.sim.branch_tip("org/a", "stable/1") is None
+    assert gate.sim.events[events:][-1]["refUpdate"]["newRev"] == "0" * 40
+    gate.settle()
+    assert len(post_builds(gate)) == 2 and gate.gate_queue("post") == []
+    assert [r["newrev"] for r in recorded(gate, "post") if "job" not in r] == [pushed, stable]
 
 
 def test_change_refs_never_trigger_a_post_pipeline(gate: GateHarness) -> None:

@@ -47,7 +47,6 @@ pipelines:
         - event: ref-updated
           ref: [^refs/heads/stable/.*$, ^refs/heads/master$]
           branch: ^stable/
-          ignore-deletes: false
 jobs:
   - name: publish
 projects:
@@ -91,11 +90,11 @@ def test_branch_filter_applies_to_the_short_branch_name(layout) -> None:
     assert not pipeline_triggered(stable, ref_updated("refs/heads/feature"))
 
 
-def test_a_deleted_branch_triggers_only_where_deletes_are_not_ignored(layout) -> None:
+def test_a_deleted_branch_never_triggers(layout) -> None:
     deleted = ref_updated("refs/heads/stable/old", new=ZERO)
     assert deleted.deletes_ref
     assert not pipeline_triggered(layout.pipelines["post"], deleted)
-    assert pipeline_triggered(layout.pipelines["stable-post"], deleted)
+    assert not pipeline_triggered(layout.pipelines["stable-post"], deleted)
     created = ref_updated("refs/heads/stable/new", old=ZERO)
     assert not created.deletes_ref and pipeline_triggered(layout.pipelines["post"], created)
 
@@ -121,6 +120,22 @@ def test_a_dependent_pipeline_triggered_by_ref_updated_is_a_layout_error() -> No
     errors = [str(e) for e in exc.value.errors]
     assert any('pipeline "post"' in e and "dependent pipeline cannot be triggered by ref-updated" in e
                and e.startswith("layout.yaml:") for e in errors), errors
+
+
+def test_a_ref_filter_on_a_trigger_without_ref_updated_is_a_layout_error() -> None:
+    text = LAYOUT.replace("        - event: ref-updated\n          ref: ^refs/heads/.*$",
+                          "        - event: patchset-created\n          ref: ^refs/heads/.*$", 1)
+    assert text != LAYOUT
+    with pytest.raises(ConfigErrors) as exc:
+        parse_layout({"layout.yaml": text}, connections={"gerrit"})
+    assert any("ref applies only to ref-updated events" in str(e) for e in exc.value.errors), exc.value.errors
+
+
+def test_a_ref_updated_without_a_new_revision_enqueues_nothing() -> None:
+    post = Post()
+    post.manager().apply_trigger(TriggerEvent(type="ref-updated", project="org/a", branch="master",
+                                              ref="refs/heads/master", oldrev=OLD, newrev=""))
+    assert post.state.all_items() == [] and post.backend.merges == []
 
 
 def test_ref_item_key_is_unique_per_ref_and_revision_and_found_by_it(layout) -> None:
