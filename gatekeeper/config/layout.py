@@ -362,14 +362,10 @@ class _Builder:
                     approvals=tuple(f.get("approval", ())),
                     comments=_patterns(f.get("comment")),
                     branches=_patterns(f.get("branch")),
-                    usernames=_patterns(f.get("username")),
-                    refs=_patterns(f.get("ref")),
+                    usernames=_patterns(f.get("username")), refs=_patterns(f.get("ref")),
                 ))
-                if f.get("ref") and "ref-updated" not in triggers[-1].events:
-                    self.error(f, "ref", where, "a trigger's ref applies only to ref-updated events")
-                if "ref-updated" in triggers[-1].events and p["manager"] == "dependent":
-                    self.error(f, "event", where, "a dependent pipeline cannot be triggered by ref-updated (a ref "
-                               "has no change to gate): use an independent pipeline")
+                for key, message in triggers[-1].errors(p["manager"]):
+                    self.error(f, key, where, message)
         req = p.get("require") or {}
         reject = p.get("reject") or {}
         flat = [k for k in schema.FLAT_WINDOW if k in p]
