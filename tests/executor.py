@@ -53,6 +53,7 @@ class TestExecutor:
         self.log_url = log_url.rstrip("/")
         self.hold = False
         self.history: list[BuildRecord] = []
+        self.requests: dict[str, BuildRequest] = {}  # every request claimed, by id (what each build was given)
         self.running: dict[str, tuple[BuildRequest, object, float]] = {}  # id -> (request, lock, start)
         self._results: dict[tuple[str, int], list[str]] = {}
         self._diagnoses: dict[tuple[str, int], dict] = {}  # (job, change) -> failure_class, summary, signatures
@@ -121,6 +122,7 @@ class TestExecutor:
             lock, request = claimed
             with self._lock:
                 self.running[request.id] = (request, lock, time.time())
+                self.requests[request.id] = request
                 hold = self.hold
             if hold:
                 DataWatch(self.zk.client, paths.executor_request(request.id), self._watcher(request.id))

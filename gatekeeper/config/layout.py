@@ -362,8 +362,10 @@ class _Builder:
                     approvals=tuple(f.get("approval", ())),
                     comments=_patterns(f.get("comment")),
                     branches=_patterns(f.get("branch")),
-                    usernames=_patterns(f.get("username")),
+                    usernames=_patterns(f.get("username")), refs=_patterns(f.get("ref")),
                 ))
+                for key, message in triggers[-1].errors(p["manager"]):
+                    self.error(f, key, where, message)
         req = p.get("require") or {}
         reject = p.get("reject") or {}
         flat = [k for k in schema.FLAT_WINDOW if k in p]

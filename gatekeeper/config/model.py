@@ -20,6 +20,18 @@ class Trigger:
     comments: tuple[re.Pattern, ...] = ()
     branches: tuple[re.Pattern, ...] = ()
     usernames: tuple[re.Pattern, ...] = ()
+    refs: tuple[re.Pattern, ...] = ()  # ref-updated: the full ref name (refs/heads/...) matches one of these
+
+    def errors(self, manager: str) -> list[tuple[str, str]]:
+        """(key, message) for what a pipeline managed by `manager` may not ask of this trigger (post pipelines: a
+        ref-updated enqueues a branch's new revision, not a change)."""
+        found = []
+        if self.refs and "ref-updated" not in self.events:
+            found.append(("ref", "a trigger's ref applies only to ref-updated events"))
+        if "ref-updated" in self.events and manager == "dependent":
+            found.append(("event", "a dependent pipeline cannot be triggered by ref-updated (a ref has no change to "
+                                   "gate): use an independent pipeline"))
+        return found
 
 
 @dataclass(frozen=True)

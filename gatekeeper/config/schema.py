@@ -104,6 +104,7 @@ GERRIT_TRIGGER = v.Schema(
         "comment": v.Any(Regex, [Regex]),
         "branch": v.Any(Regex, [Regex]),
         "username": v.Any(Regex, [Regex]),
+        "ref": v.Any(Regex, [Regex]),
     }
 )
 

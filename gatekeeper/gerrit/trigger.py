@@ -32,7 +32,15 @@ def from_event(event: GerritEvent, connection: str = "gerrit", ident: str = "") 
         account=event.author or "",
         id=ident,
         raw=event.raw,
+        ref=_full_ref(event.ref_name or "") if event.type == "ref-updated" else "",
+        oldrev=event.old_rev or "",
+        newrev=event.new_rev or "",
     )
+
+
+def _full_ref(name: str) -> str:
+    """Gerrit 2.x named a branch short in refUpdate.refName: the full ref, as triggers match it."""
+    return name if not name or name.startswith("refs/") else f"refs/heads/{name}"
 
 
 def from_record(data: Any, connection: str = "gerrit", ident: str = "") -> TriggerEvent:

@@ -60,6 +60,7 @@ class BuildRow:
     failure_class: str = ""
     summary: str = ""
     signatures: list[dict[str, Any]] = field(default_factory=list)
+    newrev: str = ""  # a ref item's new revision (its buildset's)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -80,6 +81,8 @@ class BuildsetRow:
     start_time: float
     end_time: float
     builds: list[BuildRow]
+    oldrev: str = ""  # a ref item's revisions
+    newrev: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -147,6 +150,8 @@ class HistoryDB:
             row.change = event.change if event.change is not None else row.change
             row.patchset = event.patchset if event.patchset is not None else row.patchset
             row.ref = event.ref or row.ref
+            row.oldrev = event.oldrev or row.oldrev
+            row.newrev = event.newrev or row.newrev
             row.changes = event.changes or row.changes
             row.result = event.result or row.result
             row.message = event.message or row.message
@@ -186,7 +191,8 @@ class HistoryDB:
     def _buildset(session: Session, uuid: str) -> Buildset:
         row = session.scalars(select(Buildset).where(Buildset.uuid == uuid)).first()
         if row is None:
-            row = Buildset(uuid=uuid, pipeline="", project="", ref="", changes="", result="", message="",
+            row = Buildset(uuid=uuid, pipeline="", project="", ref="", oldrev="", newrev="", changes="", result="",
+                           message="",
                            enqueue_time=0.0, start_time=0.0, end_time=0.0)
             session.add(row)
             session.flush()
@@ -288,7 +294,7 @@ def _build_row(b: Build, bs: Buildset) -> BuildRow:
         start_time=b.start_time, end_time=b.end_time, duration=max(0.0, b.end_time - b.start_time),
         log_url=b.log_url, node_name=b.node_name, node_label=b.node_label, node_provider=b.node_provider,
         executor=b.executor, attempt=b.attempt, final=b.final, failure_class=b.failure_class or "",
-        summary=b.summary or "", signatures=_signatures(b.signatures),
+        summary=b.summary or "", signatures=_signatures(b.signatures), newrev=bs.newrev or "",
     )
 
 
@@ -305,6 +311,7 @@ def _buildset_row(bs: Buildset) -> BuildsetRow:
         uuid=bs.uuid, pipeline=bs.pipeline, project=bs.project, change=bs.change, patchset=bs.patchset,
         ref=bs.ref, changes=bs.changes, result=bs.result, message=bs.message, enqueue_time=bs.enqueue_time,
         start_time=bs.start_time, end_time=bs.end_time, builds=[_build_row(b, bs) for b in bs.builds],
+        oldrev=bs.oldrev or "", newrev=bs.newrev or "",
     )
 
 

@@ -24,6 +24,8 @@ class Buildset(Base):
     change: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)
     patchset: Mapped[int | None] = mapped_column(Integer, nullable=True)
     ref: Mapped[str] = mapped_column(String(255), default="")
+    oldrev: Mapped[str] = mapped_column(String(64), default="")  # a ref item's revisions (a branch updated)
+    newrev: Mapped[str] = mapped_column(String(64), default="")
     changes: Mapped[str] = mapped_column(Text, default="")
     result: Mapped[str] = mapped_column(String(64), default="")
     message: Mapped[str] = mapped_column(Text, default="")

@@ -17,6 +17,11 @@ log = logging.getLogger("gatekeeper.merger.speculative")
 DEFAULT_BRANCH = "master"
 
 
+def is_ref(change: ChangeSpec) -> bool:
+    """A ref's new revision (number 0, `ref` the branch, `commit` the revision), not a change to merge."""
+    return change.number == 0 and change.ref.startswith("refs/heads/") and bool(change.commit)
+
+
 @dataclass
 class MergerCounters:
     """What this merger did, for stats and benchmarks (`merges` is one per change merged)."""
@@ -102,6 +107,10 @@ class SpeculativeMerger:
         steps = list(base.steps)
         merges = fast_forwards = 0
         for change in changes:
+            if is_ref(change):
+                # A ref's new revision (a post pipeline's item): the project exactly as it is there, no merge.
+                branches[change.project][change.branch] = change.commit
+                continue
             repo = self.cache.repo(change.project)
             onto = branches[change.project][change.branch]
             try:
@@ -147,7 +156,10 @@ class SpeculativeMerger:
         onto = {b: have[b] for b in project_branches if b in have and any(c.branch == b for c in project_changes)}
         missing = repo.missing(sha for sha in [c.commit for c in project_changes] + list(onto.values())
                                if (project, sha) not in self._present)
-        refspecs += [ref_refspec(c.ref) for c in project_changes if not c.commit or c.commit in missing]
+        # A ref's revision comes with its branch (fetched whole, as the branch tip or behind it).
+        refspecs += [branch_refspec(c.branch) if is_ref(c) else ref_refspec(c.ref)
+                     for c in project_changes if not c.commit or c.commit in missing]
+        refspecs = list(dict.fromkeys(refspecs))
         # Bases made by this merger are here; others are replayed from the recipe (or were Gerrit's tips).
         if not refspecs and not missing:
             return 0  # everything is here already (made here, or fetched ahead by `prefetch`)
@@ -164,6 +176,8 @@ class SpeculativeMerger:
                 change.commit = repo.rev_parse(change.ref) or ""
         lost = repo.missing(c.commit for c in project_changes)
         for change in project_changes:
+            if is_ref(change) and change.commit in lost:
+                raise GitError(f"{change.ref} revision {change.commit} not found in {project} at {url}")
             if not change.commit or change.commit in lost:
                 raise GitError(f"change {change.key}: {change.ref} not found in {project} at {url}")
         return replayed
@@ -175,7 +189,9 @@ class SpeculativeMerger:
         missing = repo.missing(c.commit for c in changes if c.commit)
         refs = [c.ref or change_ref(c.number, c.patchset) for c in changes if not c.commit or c.commit in missing]
         if refs:
-            self.cache.prepare(project, url, (), [ref_refspec(r) for r in dict.fromkeys(refs)])
+            refspecs = [branch_refspec(r[len("refs/heads/"):]) if r.startswith("refs/heads/") else ref_refspec(r)
+                        for r in dict.fromkeys(refs)]
+            self.cache.prepare(project, url, (), refspecs)
             self._count(prefetched=len(refs))
             missing = repo.missing(missing)
         self._known(project, [c.commit for c in changes if c.commit and c.commit not in missing])

@@ -22,10 +22,20 @@ class TriggerEvent:
     id: str = ""  # the event's id in its ZooKeeper queue
     raw: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0  # failed tries before this one (an event set aside and put back)
+    ref: str = ""  # ref-updated: the full ref name (refs/heads/master)
+    oldrev: str = ""  # ref-updated: the ref's revision before, and after (all zeros: created, or deleted)
+    newrev: str = ""
 
     @property
     def key(self) -> str:
+        if not self.change and self.ref:
+            return f"{self.ref}@{self.newrev[:12]}"
         return f"{self.change},{self.patchset}"
+
+    @property
+    def deletes_ref(self) -> bool:
+        """A ref-updated that deleted its ref (its new revision is all zeros)."""
+        return bool(self.ref) and bool(self.newrev) and self.newrev.strip("0") == ""
 
 
 class UnreadableEvent(ValueError):

@@ -15,7 +15,10 @@ from gatekeeper.zk.record import Record
 
 @dataclass
 class Change(Record):
-    """One patch set of a Gerrit change, as the scheduler last saw it (refreshed on every event about it)."""
+    """One patch set of a Gerrit change, as the scheduler last saw it (refreshed on every event about it).
+
+    Number 0 stands for a ref instead (a post pipeline's item): `ref` is the branch ref that was updated and
+    `commit` its new revision; see `ref_item`."""
 
     project: str = ""
     branch: str = "master"
@@ -34,10 +37,18 @@ class Change(Record):
     needs_error: str = ""  # a Depends-On the source could not resolve
     owner: str = ""  # the change owner's username (who may reach a node held for its failed build)
     files: list[str] = field(default_factory=list)  # the patch set's files as Gerrit lists them ([]: not known)
+    oldrev: str = ""  # a ref item: the ref's revision before (all zeros: the ref was created)
 
     @property
     def key(self) -> str:
+        if self.is_ref:
+            return ref_key(self.ref, self.commit)
         return f"{self.number},{self.patchset}"
+
+    @property
+    def is_ref(self) -> bool:
+        """A ref's new revision (a branch updated), not a change: nothing to vote on, nothing to merge."""
+        return self.number == 0 and bool(self.ref)
 
     @property
     def is_current(self) -> bool:
@@ -60,6 +71,22 @@ class Change(Record):
             return latest
         return _with(self, status=latest.status, current_patchset=latest.current_patchset, wip=latest.wip,
                      approvals=[])
+
+
+def ref_key(ref: str, commit: str) -> str:
+    """The key of a ref item: unique per ref and revision, never "N,P" (`refs/heads/master@1a2b3c4d5e6f`)."""
+    return f"{ref}@{commit[:12]}"
+
+
+def is_ref_key(key: str) -> bool:
+    return key.startswith("refs/") and "@" in key
+
+
+def ref_item(project: str, ref: str, newrev: str, oldrev: str = "", url: str = "") -> Change:
+    """What a pipeline holds for a ref updated to `newrev`: a Change of number 0 (its project at `newrev`)."""
+    branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+    return Change(project=project, branch=branch, ref=ref, commit=newrev, oldrev=oldrev, url=url, status="MERGED",
+                  subject=f"{ref} updated to {newrev[:12]}")
 
 
 def _with(change: Change, **updates: Any) -> Change:
@@ -237,7 +264,7 @@ class PipelineState:
 
     def find(self, key: str, live_only: bool = True) -> Item | None:
         try:
-            number = int(key.split(",")[0])
+            number = 0 if is_ref_key(key) else int(key.split(",")[0])
         except ValueError:
             return None
         for item in self.items_for_change(number):

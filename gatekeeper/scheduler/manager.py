@@ -16,6 +16,7 @@ from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.interfaces import Backend, ChangeSource, Report
 from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
+from gatekeeper.scheduler.refs import enqueue_ref
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.supersede import superseded_by
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
@@ -91,6 +92,7 @@ class PipelineManager(ItemReports):
     def apply_trigger(self, event: TriggerEvent) -> None:
         """Refresh the items of the event's change, then enqueue the change if the event triggers this pipeline."""
         if not event.change:
+            enqueue_ref(self, event)  # a branch updated (post pipelines)
             return
         latest = self.lookup(event.change)
         if latest is None:

@@ -35,6 +35,15 @@ def format_duration(seconds: float) -> str:
     return f"{seconds}s"
 
 
+def _number(item: Item) -> int | None:
+    """The change number the history keeps for the item (none for a ref: it records the ref instead)."""
+    return None if item.change.is_ref else item.change.number
+
+
+def _patchset(item: Item) -> int | None:
+    return None if item.change.is_ref else item.change.patchset
+
+
 class ItemReports:
     """Reporting and leaving, for PipelineManager."""
 
@@ -102,6 +111,8 @@ class ItemReports:
         return report.key
 
     def _make_report(self, item: Item, action: str, extra: str = "") -> Report | None:
+        if item.change.is_ref:
+            return None  # no review names a branch: a ref item's outcome goes to the build history only
         conf = self.pipeline.reports.get(action)
         if conf is None and not extra:
             return None
@@ -123,7 +134,7 @@ class ItemReports:
                       final: bool) -> None:
         self.backend.record_history(BuildEvent(
             id=result.id, buildset=item.id, pipeline=self.name, project=item.change.project,
-            change=item.change.number, patchset=item.change.patchset, job=result.job, result=outcome,
+            change=_number(item), patchset=_patchset(item), job=result.job, result=outcome,
             message=message, start_time=result.start_time, end_time=result.end_time, log_url=result.log_url,
             node=dict(result.node), executor=result.executor, attempt=build.attempt, final=final,
             failure_class=result.failure_class, summary=result.summary, signatures=list(result.signatures)))
@@ -134,8 +145,9 @@ class ItemReports:
             if result == "SUCCESS" and not outcome.ok:
                 result = "FAILURE"
             self.backend.record_history(BuildsetEvent(
-                id=item.id, pipeline=self.name, project=item.change.project, change=item.change.number,
-                patchset=item.change.patchset, ref=item.change.ref, changes=item.changes, result=result,
+                id=item.id, pipeline=self.name, project=item.change.project, change=_number(item),
+                patchset=_patchset(item), ref=item.change.ref, changes=item.changes or item.key, result=result,
+                oldrev=item.change.oldrev, newrev=item.change.commit if item.change.is_ref else "",
                 message=outcome.message, enqueue_time=item.enqueued,
                 start_time=min((b.start_time for b in item.builds.values() if b.start_time), default=0.0),
                 end_time=max((b.end_time for b in item.builds.values() if b.end_time), default=0.0)))

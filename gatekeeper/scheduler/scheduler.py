@@ -383,7 +383,7 @@ class Scheduler(EventIntake, PipelineLocks):
 
     def _relevant(self, pipeline, event: TriggerEvent, numbers: dict[int, list[str]]) -> bool:
         if not event.change:
-            return False
+            return pipeline_triggered(pipeline, event)  # a ref-updated: it may enqueue the ref
         if event.change in numbers:
             return event.account not in self.ignore_accounts
         if pipeline_triggered(pipeline, event):

@@ -13,6 +13,10 @@ from gatekeeper.models.pipeline import Change
 def trigger_matches(trigger: Trigger, event: TriggerEvent) -> bool:
     if event.connection != trigger.connection or event.type not in trigger.events:
         return False
+    if trigger.refs and not any(p.search(event.ref) for p in trigger.refs):
+        return False
+    if event.deletes_ref:
+        return False  # a deleted branch has no revision to run jobs on (Zuul's ignore-deletes, always on)
     if trigger.branches and not any(p.search(event.branch) for p in trigger.branches):
         return False
     if trigger.usernames and not any(p.search(event.account) for p in trigger.usernames):
@@ -49,12 +53,17 @@ def _describe(wanted: dict[str, Any]) -> str:
 
 
 def pipeline_triggered(pipeline: Pipeline, event: TriggerEvent) -> bool:
-    return event.change > 0 and any(trigger_matches(t, event) for t in pipeline.triggers)
+    """Whether the event enqueues something: its change, or (a branch updated) the branch's new revision."""
+    about = event.change > 0 or (event.type == "ref-updated" and event.ref.startswith("refs/heads/"))
+    return about and any(trigger_matches(t, event) for t in pipeline.triggers)
 
 
 def unmet_requirements(pipeline: Pipeline, change: Change, staying: bool = False) -> str:
-    """Why `change` may not enter `pipeline` (or, `staying`, stay in it), as a phrase for people; "" when it may."""
+    """Why `change` may not enter `pipeline` (or, `staying`, stay in it), as a phrase for people; "" when it may
+    (a ref item always may: requirements are about changes)."""
     req: Requirements = pipeline.require
+    if change.is_ref:
+        return ""
     if req.open and change.status != "NEW":
         return "it was abandoned" if change.status == "ABANDONED" else f"it is {change.status.lower()}"
     # A change enters only as its current patch set when the pipeline requires it; an item stays after a new

@@ -32,6 +32,8 @@ class BuildsetEvent(Record):
     patchset: int | None = None
     ref: str = ""
     changes: str = ""  # the speculative state, "1,1 2,1"
+    oldrev: str = ""  # a ref item's revisions (no change: a branch updated from oldrev to newrev)
+    newrev: str = ""
     result: str = ""  # SUCCESS, FAILURE, MERGE_CONFLICT, DEQUEUED, ... ("" while running)
     message: str = ""
     enqueue_time: float = 0.0

@@ -92,15 +92,16 @@ def indexes(engine: Engine, table: str) -> set[str]:
 def test_fresh_database_gets_every_revision_once(tmp_path):
     engine = make_engine(f"sqlite:///{tmp_path}/h.sqlite")
     assert current_version(engine) is None
-    assert migrate(engine) == ["0001", "0002", "0003"]
+    assert migrate(engine) == ["0001", "0002", "0003", "0004"]
     assert migrate(engine) == []
     assert {"failure_class", "summary", "signatures"} <= {c["name"] for c in inspect(engine).get_columns("builds")}
+    assert {"oldrev", "newrev"} <= {c["name"] for c in inspect(engine).get_columns("buildsets")}
     assert current_version(engine) == LATEST
     assert {"buildsets", "builds", "alembic_version"} <= set(inspect(engine).get_table_names())
     assert "gatekeeper_schema" not in inspect(engine).get_table_names()
 
 
-@pytest.mark.parametrize(("version", "applied"), [(1, ["0002", "0003"]), (2, ["0003"])])
+@pytest.mark.parametrize(("version", "applied"), [(1, ["0002", "0003", "0004"]), (2, ["0003", "0004"])])
 def test_database_made_by_the_hand_written_migrations_is_adopted_and_upgraded_in_place(tmp_path, version, applied):
     url = f"sqlite:///{tmp_path}/h.sqlite"
     engine = make_engine(url)

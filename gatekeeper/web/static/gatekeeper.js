@@ -157,7 +157,7 @@ gk.buildsPage = async function () {
     const rows = await gk.fetchJSON(`/api/v1/builds?${params}`);
     results.replaceChildren(rows.length ? gk.table([
       ["build", (r) => el("a", {href: `/build/${r.uuid}`}, r.uuid.slice(0, 10))],
-      ["job", (r) => r.job], ["project", (r) => r.project], ["change", (r) => r.change ? `${r.change},${r.patchset}` : ""],
+      ["job", (r) => r.job], ["project", (r) => r.project], ["change", (r) => r.change ? `${r.change},${r.patchset}` : (r.changes || r.ref || "")],
       ["pipeline", (r) => r.pipeline],
       ["result", (r) => el("span", {class: `result-${r.result}`}, r.result, r.final ? "" : " (retried)")],
       ["duration", (r) => gk.duration(r.duration)], ["ended", (r) => gk.time(r.end_time)],
@@ -172,7 +172,8 @@ gk.buildPage = async function () {
   const id = decodeURIComponent(location.pathname.split("/").pop());
   try {
     const b = await gk.fetchJSON(`/api/v1/builds/${encodeURIComponent(id)}`);
-    const rows = [["job", b.job], ["project", b.project], ["change", b.change ? `${b.change},${b.patchset}` : ""],
+    const rows = [["job", b.job], ["project", b.project], ["change", b.change ? `${b.change},${b.patchset}` : (b.changes || b.ref || "")],
+      ...(b.newrev ? [["revision", `${b.ref} at ${b.newrev}`]] : []),
       ["pipeline", b.pipeline], ["result", el("span", {class: `result-${b.result}`}, b.result || b.state)],
       ["message", b.message || ""], ["attempt", `${b.attempt}${b.final === false ? " (retried)" : ""}`],
       ["started", gk.time(b.start_time)], ["ended", gk.time(b.end_time)],
