@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.gerrit.client import GerritCommandError
 from gatekeeper.gerrit.source import GerritReporter
 from gatekeeper.scheduler.timer import PipelineTimer
 from gatekeeper.zk.client import ZKClient
@@ -116,3 +117,13 @@ def test_each_fire_runs_the_jobs_once_on_every_branch_tip_and_reports_nothing(ga
         (START + 0.5, -1), (START + 0.5, 2), (START + 5.5, -1), (START + 5.5, 2)]
     assert not [r for rec in gate.recorders for r in rec.sent if r[0] == "periodic"]
     assert not [m for m in gate.ci_messages(change) if "Periodic" in m]
+
+
+def test_branch_tips_are_read_from_gerrits_git_over_ssh_and_an_unknown_project_is_a_clear_error(
+        gate: GateHarness) -> None:
+    stable = gate.sim.create_branch("org/b", "stable/2")
+    assert gate.connection.branch_heads("org/b") == {"master": gate.sim.branch_tip("org/b", "master"),
+                                                     "stable/2": stable}
+    with pytest.raises(GerritCommandError) as exc:
+        gate.connection.branch_heads("org/nope")
+    assert "'org/nope': not a Gerrit project" in str(exc.value), exc.value
