@@ -243,7 +243,12 @@ class GerritClient(gerritlib.Gerrit):
             self._reset(client)
             raise GerritUnavailableError(f"Gerrit {self.host}: cannot list the branches of {project}: {e}") from e
         try:
-            channel.exec_command(command)
+            try:
+                channel.exec_command(command)
+            except paramiko.SSHException:
+                if not channel.exit_status_ready():
+                    raise
+                # the command ended (an unknown project) before its start was acknowledged: its error is there
             return branch_heads(read_advertisement(channel, self.timeout))
         except AdvertisementError as e:
             raise GerritCommandError(self.host, command, 1, str(e)) from e

@@ -28,9 +28,8 @@ def read_advertisement(channel: paramiko.Channel, timeout: float) -> dict[str, s
             channel.settimeout(remaining)
             data = channel.recv(65536)
             if not data:
-                text = channel.recv_stderr(4096).decode("utf-8", "replace").strip() if channel.recv_stderr_ready() \
-                    else ""
-                raise AdvertisementError(text or "the connection closed before the ref advertisement ended")
+                raise AdvertisementError(_stderr(channel, deadline) or "the connection closed before the ref "
+                                                                      "advertisement ended")
             buffer.extend(data)
         chunk = bytes(buffer[:n])
         del buffer[:n]
@@ -55,3 +54,12 @@ def read_advertisement(channel: paramiko.Channel, timeout: float) -> dict[str, s
 def branch_heads(refs: dict[str, str]) -> dict[str, str]:
     """Branch name -> tip revision, from an advertisement's refs."""
     return {name[len("refs/heads/"):]: sha for name, sha in refs.items() if name.startswith("refs/heads/")}
+
+
+def _stderr(channel: paramiko.Channel, deadline: float) -> str:
+    """What the command wrote to stderr, once it has ended (waiting for its exit status until `deadline`)."""
+    channel.status_event.wait(max(0.0, deadline - time.monotonic()))
+    err = bytearray()
+    while channel.recv_stderr_ready():
+        err += channel.recv_stderr(65536)
+    return err.decode("utf-8", "replace").strip()

@@ -565,6 +565,8 @@ class Scheduler(EventIntake, PipelineLocks):
             log.info("layout reloaded: %s", layout.summary())
         self.layout = layout
         self._wake.set()
+        if self.timer:  # new schedules, maybe
+            self.timer.wake()
         return None
 
     def reload(self) -> str:

@@ -12,12 +12,19 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from croniter import croniter
-from kazoo.exceptions import NodeExistsError, NoNodeError, RolledBackError
-from kazoo.recipe.watchers import DataWatch
+from kazoo.exceptions import (
+    ConnectionClosedError,
+    ConnectionLoss,
+    NodeExistsError,
+    NoNodeError,
+    RolledBackError,
+    SessionExpiredError,
+)
 
 from gatekeeper.config.model import Layout
 from gatekeeper.models.events import TriggerEvent
@@ -32,7 +39,9 @@ log = logging.getLogger("gatekeeper.scheduler.timer")
 FIRES = "/scheduler/timer-fires"  # /<pipeline>/<fire time>: created by the scheduler that enqueues that fire
 KEEP_FIRES = 3600.0  # fire nodes older than this (seconds before the newest) are deleted
 LONGEST_WAIT = 60.0  # look at the clock and the layout at least this often
+FIRES_KEPT = 100  # fires remembered in `PipelineTimer.fired` (for status and tests)
 EVENT_TYPE = "timer"
+ZK_ERRORS = (ConnectionLoss, SessionExpiredError, ConnectionClosedError)
 
 
 class BranchSource(Protocol):
@@ -92,25 +101,17 @@ class PipelineTimer:
         self.layout = layout
         self.branches = branches
         self.queue = EventQueue(zk, paths.event_queue(connection))
-        self.fired: list[tuple[str, float, int]] = []  # (pipeline, fire time, events put; -1: fired elsewhere)
+        # the latest fires seen: (pipeline, fire time, events put; -1: enqueued by another scheduler)
+        self.fired: deque[tuple[str, float, int]] = deque(maxlen=FIRES_KEPT)
         self.looked_at = 0.0  # the clock when the timer last looked for due fires
         self._wake = threading.Event()
         self._stopping = stopping or threading.Event()
         self._thread: threading.Thread | None = None
-        self._watch: DataWatch | None = None
 
     def start(self) -> PipelineTimer:
-        # A new layout may bring new schedules (the scheduler's own watch, registered first, has read it).
-        self._watch = DataWatch(self.zk.client, paths.LAYOUT, self._on_layout)
         self._thread = threading.Thread(target=self._run, name="scheduler-timer", daemon=True)
         self._thread.start()
         return self
-
-    def _on_layout(self, data: bytes | None, stat: Any) -> bool | None:
-        if self._stopping.is_set():
-            return False
-        self._wake.set()
-        return None
 
     def stop(self) -> None:
         self._stopping.set()
@@ -135,9 +136,11 @@ class PipelineTimer:
                 if last < due <= now:
                     try:
                         self.fire(name, due)
+                    except ZK_ERRORS as exc:
+                        log.warning("[%s] timer fire %s lost: ZooKeeper cannot be reached (%s: %s)", name,
+                                    _when(due), type(exc).__name__, exc)
                     except Exception:
-                        log.exception("[%s] timer fire of %s failed", name, time.strftime(
-                            "%Y-%m-%d %H:%M:%S", time.gmtime(due)))
+                        log.exception("[%s] timer fire %s failed", name, _when(due))
                 wait = min(wait, *(croniter(spec, now).get_next(float) - now for spec in pipeline.timers))
             last = now
             self._wake.wait(max(0.0, wait))
@@ -167,8 +170,7 @@ class PipelineTimer:
                 return -1
             raise next(r for r in results if isinstance(r, Exception) and not isinstance(r, RolledBackError))
         self._forget_old_fires(pipeline, when)
-        log.info("[%s] timer fire %s: enqueued %d branch tip(s): %s", pipeline,
-                 time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(when)), len(refs),
+        log.info("[%s] timer fire %s: enqueued %d branch tip(s): %s", pipeline, _when(when), len(refs),
                  ", ".join(f"{p} {b}@{t[:12]}" for p, b, t in refs) or "none")
         self.fired.append((pipeline, when, len(refs)))
         return len(refs)
@@ -181,3 +183,7 @@ class PipelineTimer:
                     self.zk.client.delete(f"{parent}/{child}")
                 except NoNodeError:
                     pass
+
+
+def _when(fire: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(fire))

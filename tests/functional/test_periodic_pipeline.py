@@ -127,3 +127,21 @@ def test_branch_tips_are_read_from_gerrits_git_over_ssh_and_an_unknown_project_i
     with pytest.raises(GerritCommandError) as exc:
         gate.connection.branch_heads("org/nope")
     assert "'org/nope': not a Gerrit project" in str(exc.value), exc.value
+
+
+def test_a_reloaded_layout_changes_what_the_next_fire_enqueues(gate: GateHarness, clock: Clock) -> None:
+    change = gate.change("org/b", "Give org/b a tip of its own")  # the projects start from the same commit
+    gate.settle()
+    gate.approve(change)
+    gate.settle()
+    wait_for(lambda: all(s.timer.looked_at == START for s in gate.schedulers), 30, "both timers to look at the clock")
+    gate.layout_path.write_text(LAYOUT.replace("pipelines: {check: [unit], gate: [unit]}\n",
+                                               "pipelines: {check: [unit], gate: [unit], periodic: [nightly]}\n", 1))
+    assert gate.schedulers[0].reload() == ""
+    wait_for(lambda: all(s.layout.projects["org/b"].jobs_for("periodic") for s in gate.schedulers), 30,
+             "both schedulers to run the new layout")
+    fire(gate, clock, START + 0.5, START + 0.5)
+    gate.settle()
+    a, b = (gate.sim.branch_tip(p, "master") for p in ("org/a", "org/b"))
+    assert sorted(r.changes for r in periodic_builds(gate)) == [f"refs/heads/master@{a[:12]}",
+                                                               f"refs/heads/master@{b[:12]}"]
