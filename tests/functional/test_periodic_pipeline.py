@@ -143,5 +143,5 @@ def test_a_reloaded_layout_changes_what_the_next_fire_enqueues(gate: GateHarness
     fire(gate, clock, START + 0.5, START + 0.5)
     gate.settle()
     a, b = (gate.sim.branch_tip(p, "master") for p in ("org/a", "org/b"))
-    assert sorted(r.changes for r in periodic_builds(gate)) == [f"refs/heads/master@{a[:12]}",
-                                                               f"refs/heads/master@{b[:12]}"]
+    assert sorted((r.job, r.changes) for r in periodic_builds(gate)) == sorted([
+        ("nightly", f"refs/heads/master@{a[:12]}"), ("nightly", f"refs/heads/master@{b[:12]}")])
