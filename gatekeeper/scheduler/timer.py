@@ -37,7 +37,8 @@ from gatekeeper.zk.record import encode
 log = logging.getLogger("gatekeeper.scheduler.timer")
 
 FIRES = "/scheduler/timer-fires"  # /<pipeline>/<fire time>: created by the scheduler that enqueues that fire
-KEEP_FIRES = 3600.0  # fire nodes older than this (seconds before the newest) are deleted
+KEEP_FIRES = 300.0  # fire nodes older than this (seconds before the newest) are deleted: schedulers whose clocks
+# differ by less than this never enqueue one fire twice
 LONGEST_WAIT = 60.0  # look at the clock and the layout at least this often
 FIRES_KEPT = 100  # fires remembered in `PipelineTimer.fired` (for status and tests)
 EVENT_TYPE = "timer"

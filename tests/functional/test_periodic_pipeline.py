@@ -11,7 +11,7 @@ import pytest
 
 from gatekeeper.gerrit.client import GerritCommandError
 from gatekeeper.gerrit.source import GerritReporter
-from gatekeeper.scheduler.timer import PipelineTimer
+from gatekeeper.scheduler.timer import FIRES, KEEP_FIRES, PipelineTimer
 from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
 from tests.functional.test_post_pipeline import Recording, given
@@ -115,6 +115,13 @@ def test_each_fire_runs_the_jobs_once_on_every_branch_tip_and_reports_nothing(ga
     assert len(periodic_builds(gate)) == 4
     assert sorted((t, put) for s in gate.schedulers for _, t, put in s.timer.fired) == [
         (START + 0.5, -1), (START + 0.5, 2), (START + 5.5, -1), (START + 5.5, 2)]
+    assert sorted(gate.zk.client.get_children(f"{FIRES}/periodic")) == ["1800000001", "1800000006"]
+
+    # Fire nodes older than KEEP_FIRES before the latest fire are deleted.
+    fire(gate, clock, START + KEEP_FIRES + 10, START + KEEP_FIRES + 9.5)
+    gate.settle()
+    assert len(periodic_builds(gate)) == 6
+    assert gate.zk.client.get_children(f"{FIRES}/periodic") == [f"{START + KEEP_FIRES + 9.5:.0f}"]
     assert not [r for rec in gate.recorders for r in rec.sent if r[0] == "periodic"]
     assert not [m for m in gate.ci_messages(change) if "Periodic" in m]
 
