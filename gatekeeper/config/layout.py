@@ -41,6 +41,7 @@ from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-expo
     branch_matches,
 )
 from gatekeeper.config.nodesets import add_nodesets, job_nodeset, resolve_nodesets
+from gatekeeper.config.timers import TIMER, pipeline_timers
 from gatekeeper.config.yamlfile import (
     ConfigError,
     ConfigErrors,
@@ -350,7 +351,10 @@ class _Builder:
             return
         where = f'pipeline "{p["name"]}"'
         triggers = []
+        timers = pipeline_timers(p, where, self.error)
         for conn, filters in (p.get("trigger") or {}).items():
+            if conn == TIMER:
+                continue
             if self.connections is not None and conn not in self.connections:
                 self.error(p["trigger"], conn, where,
                            f'trigger names unknown connection "{conn}" (known: {", ".join(sorted(self.connections))})')
@@ -392,13 +396,8 @@ class _Builder:
                 self.error(p, "supercedes", where, "a pipeline cannot supercede itself")
             else:
                 self.refs.append(("pipeline", other, p.source, line, f"{where} supercedes"))
-        reports = {}
-        for action in ("start", "success", "failure", "merge-conflict", "dequeue"):
-            r = _report(p.get(action))
-            if r:
-                reports[action] = r
-                if r.submit and p["manager"] != "dependent" and action == "success":
-                    pass  # an independent pipeline may submit too (a post-review "merge" pipeline)
+        actions = ("start", "success", "failure", "merge-conflict", "dequeue")
+        reports = {a: r for a in actions if (r := _report(p.get(a)))}
         self.layout.pipelines[p["name"]] = Pipeline(
             name=p["name"],
             manager=p["manager"],
@@ -415,7 +414,7 @@ class _Builder:
             reports=reports,
             window=window or WindowConfig(),
             supercedes=tuple(dict.fromkeys(supercedes)),
-            dequeue_on_new_patchset=p.get("dequeue-on-new-patchset", True),
+            dequeue_on_new_patchset=p.get("dequeue-on-new-patchset", True), timers=timers,
         )
 
     def check_window(self, w: dict, where: str, node: Any = None, prefix: str = "") -> None:

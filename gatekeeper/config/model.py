@@ -94,6 +94,7 @@ class Pipeline:
     window: WindowConfig = WindowConfig()
     supercedes: tuple[str, ...] = ()  # pipelines a change leaves when it enters this one (Zuul's spelling)
     dequeue_on_new_patchset: bool = True  # a new patch set removes the item of the old one
+    timers: tuple[str, ...] = ()  # cron schedules: each fire enqueues every branch tip with jobs here
 
     @property
     def dependent(self) -> bool:

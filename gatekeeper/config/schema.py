@@ -94,6 +94,8 @@ class Each:
 
 APPROVAL = v.Schema(_int_label_map)
 
+TIMER_TRIGGER = v.Schema({v.Required("time"): v.Any(str, msg="expected a cron schedule, as a string")})
+
 GERRIT_TRIGGER = v.Schema(
     {
         v.Required("event"): v.Any(
@@ -178,7 +180,8 @@ PIPELINE = v.Schema(
         v.Required("manager"): v.In(MANAGERS, msg="unknown manager (expected independent or dependent)"),
         "description": str,
         "precedence": v.In(PRECEDENCES, msg="expected high, normal or low"),
-        "trigger": v.Schema({str: Each(GERRIT_TRIGGER)}),
+        # `timer` (gatekeeper.config.timers) beside the connections' names
+        "trigger": v.Schema({v.Optional("timer"): Each(TIMER_TRIGGER), str: Each(GERRIT_TRIGGER)}),
         "require": REQUIRE,
         "reject": REJECT,
         "start": REPORTER,

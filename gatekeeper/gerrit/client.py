@@ -28,6 +28,7 @@ from tenacity import (
 )
 from tenacity.retry import retry_base
 
+from gatekeeper.gerrit.refs import AdvertisementError, branch_heads, read_advertisement
 from gatekeeper.gerrit.watcher import TimedSSHConnection
 from gatekeeper.models.interfaces import SourceError, SourceUnavailable
 
@@ -229,6 +230,33 @@ class GerritClient(gerritlib.Gerrit):
         if status != 0:
             raise GerritCommandError(self.host, command, status, stderr)
         return stdout, stderr
+
+    def branch_heads(self, project: str) -> dict[str, str]:
+        """Branch -> tip revision of `project`, from its git ref advertisement (as `git ls-remote` reads it) over
+        this client's SSH connection. Raises GerritCommandError for an unknown project, GerritUnavailableError
+        when Gerrit cannot be reached."""
+        command = f"git-upload-pack {shlex.quote('/' + project)}"
+        client = self._connected()
+        try:
+            channel = client.get_transport().open_session(timeout=self.timeout)
+        except TRANSPORT_ERRORS as e:
+            self._reset(client)
+            raise GerritUnavailableError(f"Gerrit {self.host}: cannot list the branches of {project}: {e}") from e
+        try:
+            try:
+                channel.exec_command(command)
+            except paramiko.SSHException:
+                if not channel.exit_status_ready():
+                    raise
+                # the command ended (an unknown project) before its start was acknowledged: its error is there
+            return branch_heads(read_advertisement(channel, self.timeout))
+        except AdvertisementError as e:
+            raise GerritCommandError(self.host, command, 1, str(e)) from e
+        except TRANSPORT_ERRORS as e:
+            self._reset(client)
+            raise GerritUnavailableError(f"Gerrit {self.host}: cannot list the branches of {project}: {e}") from e
+        finally:
+            channel.close()
 
     # -- queries ----------------------------------------------------------------------------------------------
     def query_changes(self, query: str, *flags: str, limit: int | None = None) -> list[dict]:

@@ -119,6 +119,10 @@ class GerritConnection:
         """The SSH URL to fetch a project (and its change refs) from."""
         return f"{self.git_url_base}/{project}"
 
+    def branch_heads(self, project: str) -> dict[str, str]:
+        """Branch -> tip revision of `project` (see GerritClient.branch_heads)."""
+        return self.client.branch_heads(project)
+
     change_ref = staticmethod(change_ref)
 
     def change_url(self, project: str, change: int) -> str:

@@ -30,6 +30,10 @@ class GerritChangeSource:
     def trigger_event(self, record: Any, connection: str, ident: str) -> TriggerEvent:
         return from_record(record, connection, ident)
 
+    def branch_heads(self, project: str) -> dict[str, str]:
+        """Branch -> tip revision of `project`, as Gerrit's git serves it."""
+        return self.connection.branch_heads(project)
+
     def get_change(self, number: int) -> Change | None:
         row = self.connection.get_change(number, "--current-patch-set", "--files", "--commit-message",
                                           "--dependencies")

@@ -13,6 +13,7 @@ from kazoo.exceptions import NoNodeError
 from gatekeeper.models.events import TriggerEvent, UnreadableEvent
 from gatekeeper.models.interfaces import SourceUnavailable
 from gatekeeper.models.pipeline import Change
+from gatekeeper.scheduler.timer import timer_event
 from gatekeeper.zk.deadletter import ATTEMPTS_KEY
 from gatekeeper.zk.management import Action, MalformedRequest, ManagementRequest, take_request
 from gatekeeper.zk.record import decode
@@ -112,7 +113,7 @@ class EventIntake:
                     if name == MANAGEMENT:
                         known[ident] = self._read_request(ident, data)
                     else:
-                        known[ident] = self.source.trigger_event(data, name, ident)
+                        known[ident] = timer_event(data, name, ident) or self.source.trigger_event(data, name, ident)
                         known[ident].attempts = int(data.get(ATTEMPTS_KEY, 0) or 0)
                 except (ValueError, TypeError) as exc:  # UnreadableEvent, bad JSON, bad UTF-8
                     unreadable.append((ident, exc))

@@ -46,6 +46,7 @@ from gatekeeper.scheduler.intake import (
 from gatekeeper.scheduler.locks import PipelineLocks
 from gatekeeper.scheduler.manager import PipelineManager
 from gatekeeper.scheduler.supersede import may_supersede
+from gatekeeper.scheduler.timer import PipelineTimer
 from gatekeeper.scheduler.triggers import pipeline_triggered
 from gatekeeper.zk import paths
 from gatekeeper.zk.builds import BuildResult
@@ -126,6 +127,7 @@ class Scheduler(EventIntake, PipelineLocks):
         self._zk_broken = False  # a round failed on ZooKeeper: everything cached is re-read first
         self._reconnected = threading.Event()  # set when the ZooKeeper session is usable again
         self._lock_watched: set[str] = set()  # pipelines whose lock, held elsewhere, we wait on
+        self.timer: PipelineTimer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> Scheduler:
@@ -147,10 +149,15 @@ class Scheduler(EventIntake, PipelineLocks):
         self.zk.add_listener(self._on_connection)
         self._thread = threading.Thread(target=self._run, name=self.ident, daemon=True)
         self._thread.start()
+        if hasattr(self.source, "branch_heads"):  # a source that can list branches: timer triggers work
+            self.timer = PipelineTimer(self.zk, lambda: self.layout, self.source, self.connections[0], self._stopping)
+            self.timer.start()
         log.info("scheduler %s started: %s", self.ident, self.layout.summary())
         return self
 
     def stop(self) -> None:
+        if self.timer:
+            self.timer.stop()
         self._stopping.set()
         self._wake.set()
         if self._thread:
@@ -161,10 +168,7 @@ class Scheduler(EventIntake, PipelineLocks):
             reports.take_records(set())  # no save is coming: the "done" entries are written now
         self._pool.shutdown(wait=False)
         for watch in self._watches:
-            try:
-                watch._stopped = True  # kazoo watchers stop on their next call
-            except Exception:
-                pass
+            watch._stopped = True  # kazoo watchers stop on their next call
         try:
             self.component.unregister()
         except Exception:
@@ -386,9 +390,7 @@ class Scheduler(EventIntake, PipelineLocks):
             return pipeline_triggered(pipeline, event)  # a ref-updated: it may enqueue the ref
         if event.change in numbers:
             return event.account not in self.ignore_accounts
-        if pipeline_triggered(pipeline, event):
-            return True
-        return False
+        return pipeline_triggered(pipeline, event)
 
     # -- one pipeline ---------------------------------------------------------------------------------------------
     def process_pipeline(self, name: str) -> None:
@@ -563,6 +565,8 @@ class Scheduler(EventIntake, PipelineLocks):
             log.info("layout reloaded: %s", layout.summary())
         self.layout = layout
         self._wake.set()
+        if self.timer:  # new schedules, maybe
+            self.timer.wake()
         return None
 
     def reload(self) -> str:

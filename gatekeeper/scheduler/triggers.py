@@ -53,7 +53,10 @@ def _describe(wanted: dict[str, Any]) -> str:
 
 
 def pipeline_triggered(pipeline: Pipeline, event: TriggerEvent) -> bool:
-    """Whether the event enqueues something: its change, or (a branch updated) the branch's new revision."""
+    """Whether the event enqueues something: its change, or (a branch updated, or a timer fired for this
+    pipeline) a branch's revision."""
+    if event.type == "timer":
+        return bool(pipeline.timers) and event.raw.get("pipeline") == pipeline.name
     about = event.change > 0 or (event.type == "ref-updated" and event.ref.startswith("refs/heads/"))
     return about and any(trigger_matches(t, event) for t in pipeline.triggers)
 
