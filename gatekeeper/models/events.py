@@ -29,7 +29,7 @@ class TriggerEvent:
     @property
     def key(self) -> str:
         if not self.change and self.ref:
-            return f"{self.ref}@{self.newrev[:12]}"
+            return f"{self.project}:{self.ref}@{self.newrev[:12]}"  # as gatekeeper.models.pipeline.ref_key
         return f"{self.change},{self.patchset}"
 
     @property

@@ -42,7 +42,7 @@ class Change(Record):
     @property
     def key(self) -> str:
         if self.is_ref:
-            return ref_key(self.ref, self.commit)
+            return ref_key(self.project, self.ref, self.commit)
         return f"{self.number},{self.patchset}"
 
     @property
@@ -73,13 +73,14 @@ class Change(Record):
                      approvals=[])
 
 
-def ref_key(ref: str, commit: str) -> str:
-    """The key of a ref item: unique per ref and revision, never "N,P" (`refs/heads/master@1a2b3c4d5e6f`)."""
-    return f"{ref}@{commit[:12]}"
+def ref_key(project: str, ref: str, commit: str) -> str:
+    """The key of a ref item: unique per project, ref and revision, never "N,P"
+    (`org/a:refs/heads/master@1a2b3c4d5e6f`; two projects' branches may well point at one commit)."""
+    return f"{project}:{ref}@{commit[:12]}"
 
 
 def is_ref_key(key: str) -> bool:
-    return key.startswith("refs/") and "@" in key
+    return ":refs/" in key and "@" in key
 
 
 def ref_item(project: str, ref: str, newrev: str, oldrev: str = "", url: str = "") -> Change:

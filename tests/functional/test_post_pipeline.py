@@ -135,7 +135,7 @@ def test_merged_change_runs_post_jobs_on_the_merged_commit_and_reports_nothing(g
     wait_for(lambda: post_builds(gate), 30, "the post build")
     gate.settle()
     [build] = post_builds(gate)
-    assert (build.job, build.result, build.changes) == ("publish", "SUCCESS", f"refs/heads/master@{tip[:12]}")
+    assert (build.job, build.result, build.changes) == ("publish", "SUCCESS", f"org/a:refs/heads/master@{tip[:12]}")
     state = given(gate, build)
     assert state["org/a"] == {"master": tip}
     assert state["org/b"] == {"master": gate.sim.branch_tip("org/b", "master")}  # required: at its tip
@@ -157,13 +157,13 @@ def test_direct_push_triggers_post_and_a_branch_the_ref_filter_does_not_match_do
     wait_for(lambda: post_builds(gate), 30, "the post build of the pushed commit")
     gate.settle()
     [build] = post_builds(gate)
-    assert build.changes == f"refs/heads/master@{pushed[:12]}"
+    assert build.changes == f"org/a:refs/heads/master@{pushed[:12]}"
     assert given(gate, build)["org/a"] == {"master": pushed}
 
     feature = push(gate, tmp_path, "feature", "elsewhere")
     gate.settle()
     assert gate.sim.branch_tip("org/a", "feature") == feature
-    assert [b.changes for b in post_builds(gate)] == [f"refs/heads/master@{pushed[:12]}"]
+    assert [b.changes for b in post_builds(gate)] == [f"org/a:refs/heads/master@{pushed[:12]}"]
     assert gate.gerrit_reports == []
     assert post_builds(gate, "post-other") == []
 
@@ -171,7 +171,7 @@ def test_direct_push_triggers_post_and_a_branch_the_ref_filter_does_not_match_do
     wait_for(lambda: len(post_builds(gate)) == 2, 30, "the post build of the new stable branch")
     gate.settle()
     build = post_builds(gate)[-1]
-    assert build.changes == f"refs/heads/stable/1@{stable[:12]}"
+    assert build.changes == f"org/a:refs/heads/stable/1@{stable[:12]}"
     assert given(gate, build)["org/a"] == {"stable/1": stable}
 
     events = len(gate.sim.events)
@@ -212,7 +212,7 @@ def test_ref_item_shows_in_the_status_and_its_builds_in_the_history_pages(gate: 
         gate.executor.hold = True
         before = gate.sim.branch_tip("org/a", "master")
         pushed = push(gate, tmp_path, "master", "watched")
-        key = f"refs/heads/master@{pushed[:12]}"
+        key = f"org/a:refs/heads/master@{pushed[:12]}"
         wait_for(lambda: gate.executor.held(), 30, "the post build to start")
 
         def items() -> list[dict]:
@@ -255,7 +255,7 @@ def test_ref_item_shows_in_the_status_and_its_builds_in_the_history_pages(gate: 
 def test_ref_item_survives_a_scheduler_restart_and_still_reports_nothing(gate: GateHarness, tmp_path: Path) -> None:
     gate.executor.hold = True
     pushed = push(gate, tmp_path, "master", "across a restart")
-    key = f"refs/heads/master@{pushed[:12]}"
+    key = f"org/a:refs/heads/master@{pushed[:12]}"
     wait_for(lambda: gate.executor.held(), 30, "the post build to start")
     gate.kill_scheduler(gate.schedulers[0])
     sent: list[tuple[str, str, str]] = []

@@ -70,7 +70,7 @@ def test_ref_updated_event_carries_the_ref_and_its_revisions() -> None:
     event = ref_updated("refs/heads/master")
     assert (event.ref, event.oldrev, event.newrev, event.branch, event.change) == (
         "refs/heads/master", OLD, NEW, "master", 0)
-    assert event.key == f"refs/heads/master@{NEW[:12]}"
+    assert event.key == f"org/a:refs/heads/master@{NEW[:12]}"
     assert from_gerrit({"type": "ref-updated", "refUpdate": {"newRev": NEW, "refName": "stable/1",
                                                              "project": "org/a"}}).ref == "refs/heads/stable/1"
 
@@ -138,11 +138,12 @@ def test_a_ref_updated_without_a_new_revision_enqueues_nothing() -> None:
     assert post.state.all_items() == [] and post.backend.merges == []
 
 
-def test_ref_item_key_is_unique_per_ref_and_revision_and_found_by_it(layout) -> None:
+def test_ref_item_key_is_unique_per_project_ref_and_revision_and_found_by_it(layout) -> None:
     item = ref_item("org/a", "refs/heads/stable/1", NEW)
-    assert item.is_ref and item.key == f"refs/heads/stable/1@{NEW[:12]}"
+    assert item.is_ref and item.key == f"org/a:refs/heads/stable/1@{NEW[:12]}"
     assert (item.branch, item.commit, item.number) == ("stable/1", NEW, 0)
     assert ref_item("org/a", "refs/heads/stable/1", OLD).key != item.key
+    assert ref_item("org/b", "refs/heads/stable/1", NEW).key != item.key  # two projects at one commit
     assert unmet_requirements(layout.pipelines["post"], item) == ""  # requirements are about changes
 
 
@@ -161,7 +162,7 @@ def test_ref_item_runs_its_jobs_on_the_new_revision_and_reports_nothing(caplog) 
     caplog.set_level("INFO", "gatekeeper.scheduler.refs")
     post.manager().apply_trigger(ref_updated("refs/heads/master"))
     post.manager().apply_trigger(ref_updated("refs/heads/master"))  # the same revision again: one item
-    key = f"refs/heads/master@{NEW[:12]}"
+    key = f"org/a:refs/heads/master@{NEW[:12]}"
     assert [i.key for i in post.state.all_items()] == [key]
     assert sum("do not apply to a ref" in r.getMessage() for r in caplog.records) == 1
     post.manager().process()
@@ -193,7 +194,7 @@ def test_operator_dequeues_a_ref_item_by_its_key() -> None:
 
     post = Post()
     post.manager().apply_trigger(ref_updated("refs/heads/master"))
-    key = f"refs/heads/master@{NEW[:12]}"
+    key = f"org/a:refs/heads/master@{NEW[:12]}"
     assert post.manager().manage(ManagementRequest(Action.DEQUEUE, pipeline="post", change=key)) == ""
     assert post.state.all_items() == [] and post.backend.reports == []
 
