@@ -190,13 +190,9 @@ PIPELINE = v.Schema(
         "merge-conflict": REPORTER,
         "dequeue": DEQUEUE_REPORTER,
         "window": WINDOW_OR_SIZE,
-        # Zuul's flat spelling of the window (with `window: N`); a layout uses it or the mapping, not both
-        "window-floor": v.All(int, v.Range(min=1, msg="must be at least 1")),
-        "window-ceiling": v.All(int, v.Range(min=1, msg="must be at least 1")),
-        "window-increase-factor": v.All(int, v.Range(min=0, msg="must not be negative")),
-        "window-decrease-factor": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1")),
-        "window-increase-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
-        "window-decrease-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
+        # Zuul's flat spelling of the window (with `window: N`), checked as the mapping's keys are; a layout uses
+        # it or the mapping, not both
+        **{flat: WINDOW.schema[key] for flat, key in FLAT_WINDOW.items()},
         "supercedes": v.Any(NAME, [NAME], msg="expected a pipeline name or a list of them"),
         "dequeue-on-new-patchset": bool,
     }
