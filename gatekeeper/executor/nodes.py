@@ -137,31 +137,19 @@ class FixedNodes:
 
     def acquire(self, label: str, priority: list[int], requestor: str, abort: threading.Event,
                 timeout: float = 600.0, avoid: Sequence[str] = ()) -> Node:
-        waited = 0.0
-        with self._cond:
-            while True:
-                fits = [n for n in self._free if not label or not n.label or n.label == label]
-                # a host of a provider to avoid only when no other fits
-                for node in sorted(fits, key=lambda n: n.provider in avoid):
-                        self._free.remove(node)
-                        node.set_state(model.IN_USE)
-                        return node
-                if abort.is_set():
-                    raise NodeWaitAborted("the build was cancelled while waiting for a node")
-                if waited >= timeout:
-                    raise NoNode(f"no host with label {label!r} free within {timeout:.0f}s")
-                self._cond.wait(0.1)
-                waited += 0.1
+        return self.acquire_set([label], priority, requestor, abort, timeout, avoid)[0]
 
     def acquire_set(self, labels: list[str], priority: list[int], requestor: str, abort: threading.Event,
                     timeout: float = 600.0, avoid: Sequence[str] = ()) -> list[Node]:
-        """One free host per label, taken together once all are free (the hosts' providers are not checked)."""
+        """One free host per label, taken together once all are free (the hosts' providers are not checked); a
+        host of a provider to avoid only when no other fits."""
         waited = 0.0
         with self._cond:
             while True:
                 free, taken = list(self._free), []
                 for label in labels:
-                    fits = [n for n in free if not label or not n.label or n.label == label]
+                    fits = sorted((n for n in free if not label or not n.label or n.label == label),
+                                  key=lambda n: n.provider in avoid)
                     if not fits:
                         break
                     taken.append(fits[0])
@@ -172,9 +160,11 @@ class FixedNodes:
                         node.set_state(model.IN_USE)
                     return taken
                 if abort.is_set():
-                    raise NodeWaitAborted("the build was cancelled while waiting for its nodes")
+                    raise NodeWaitAborted("the build was cancelled while waiting for a node" if len(labels) == 1
+                                          else "the build was cancelled while waiting for its nodes")
                 if waited >= timeout:
-                    raise NoNode(f"no hosts for labels {', '.join(labels)} free within {timeout:.0f}s")
+                    raise NoNode(f"no host with label {labels[0]!r} free within {timeout:.0f}s" if len(labels) == 1
+                                 else f"no hosts for labels {', '.join(labels)} free within {timeout:.0f}s")
                 self._cond.wait(0.1)
                 waited += 0.1
 

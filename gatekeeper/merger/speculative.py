@@ -22,6 +22,11 @@ def is_ref(change: ChangeSpec) -> bool:
     return change.number == 0 and change.ref.startswith("refs/heads/") and bool(change.commit)
 
 
+def _refspec(ref: str) -> str:
+    """What fetches `ref`: a change's ref as itself; a branch (a ref item's revision comes with it) as its tip."""
+    return branch_refspec(ref[len("refs/heads/"):]) if ref.startswith("refs/heads/") else ref_refspec(ref)
+
+
 @dataclass
 class MergerCounters:
     """What this merger did, for stats and benchmarks (`merges` is one per change merged)."""
@@ -157,8 +162,7 @@ class SpeculativeMerger:
         missing = repo.missing(sha for sha in [c.commit for c in project_changes] + list(onto.values())
                                if (project, sha) not in self._present)
         # A ref's revision comes with its branch (fetched whole, as the branch tip or behind it).
-        refspecs += [branch_refspec(c.branch) if is_ref(c) else ref_refspec(c.ref)
-                     for c in project_changes if not c.commit or c.commit in missing]
+        refspecs += [_refspec(c.ref) for c in project_changes if not c.commit or c.commit in missing]
         refspecs = list(dict.fromkeys(refspecs))
         # Bases made by this merger are here; others are replayed from the recipe (or were Gerrit's tips).
         if not refspecs and not missing:
@@ -189,9 +193,7 @@ class SpeculativeMerger:
         missing = repo.missing(c.commit for c in changes if c.commit)
         refs = [c.ref or change_ref(c.number, c.patchset) for c in changes if not c.commit or c.commit in missing]
         if refs:
-            refspecs = [branch_refspec(r[len("refs/heads/"):]) if r.startswith("refs/heads/") else ref_refspec(r)
-                        for r in dict.fromkeys(refs)]
-            self.cache.prepare(project, url, (), refspecs)
+            self.cache.prepare(project, url, (), [_refspec(r) for r in dict.fromkeys(refs)])
             self._count(prefetched=len(refs))
             missing = repo.missing(missing)
         self._known(project, [c.commit for c in changes if c.commit and c.commit not in missing])

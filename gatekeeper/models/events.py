@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from gatekeeper.models.pipeline import ref_key
+
 
 @dataclass
 class TriggerEvent:
@@ -29,7 +31,7 @@ class TriggerEvent:
     @property
     def key(self) -> str:
         if not self.change and self.ref:
-            return f"{self.project}:{self.ref}@{self.newrev[:12]}"  # as gatekeeper.models.pipeline.ref_key
+            return ref_key(self.project, self.ref, self.newrev)
         return f"{self.change},{self.patchset}"
 
     @property
