@@ -4,14 +4,11 @@ jobs run on every branch of every project that has jobs in it. Read and checked 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 from croniter import croniter
 
-TIMER = "timer"  # the trigger section's key, beside the connections' names
+from gatekeeper.config.nodesets import ErrorFn
 
-ErrorFn = Callable[[Any, Any, str, str], None]  # (node, key, where, message): the layout builder's error
+TIMER = "timer"  # the trigger section's key, beside the connections' names
 
 
 def cron_problem(spec: str) -> str:
