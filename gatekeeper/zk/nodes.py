@@ -12,7 +12,6 @@ skipped; `set_aside` moves it under /nodepool/unreadable for an operator to look
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -22,7 +21,8 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotE
 
 from gatekeeper.zk import node_records as model
 from gatekeeper.zk import paths
-from gatekeeper.zk.node_records import Autohold, Node, NodeRequest, ready_entry
+from gatekeeper.zk.autoholds import AutoholdStore
+from gatekeeper.zk.node_records import Node, NodeRequest, ready_entry
 from gatekeeper.zk.provider_store import ProviderStore, UnreadableRecord, providers_status
 
 log = logging.getLogger("gatekeeper.zk.nodes")
@@ -63,6 +63,11 @@ class Pending:
             return self._interpret(e)
         return self._interpret(raw)
 
+    def on_answer(self, callback: Callable[[Pending], None]) -> None:
+        """Call `callback(self)` once the answer is in (on kazoo's completion thread; at once if it is in already;
+        a lost connection answers too, with its error): `result()` then returns without waiting."""
+        self._answer.rawlink(lambda _answer: callback(self))
+
 
 def node_holder(node_id: str) -> str:
     """A consumer's lock on a node: an ephemeral child of the node's lock path, made when it takes the node."""
@@ -73,7 +78,7 @@ def _failed(results) -> bool:
     return any(isinstance(r, Exception) for r in results)
 
 
-class NodeStore(ProviderStore):
+class NodeStore(ProviderStore, AutoholdStore):
     """One per ZooKeeper client; thread-safe (kazoo is), holds no cache except the set of records reported bad.
 
     Takes a ZKClient, or a raw KazooClient for callers that only hold one."""
@@ -166,14 +171,20 @@ class NodeStore(ProviderStore):
 
     def create_node(self, node: Node) -> bool:
         """Create a new node record and its lock parent, in one transaction."""
+        return self.create_node_async(node).result()
+
+    def create_node_async(self, node: Node) -> Pending:
+        """create_node, sent without waiting (a Pending whose result() is whether the record was made)."""
         tx = self.kz.transaction()
         tx.create(paths.node(node.id), node.to_bytes())
         tx.create(paths.node_lock(node.id), b"")
-        results = tx.commit()
-        if _failed(results):
-            log.error("node %s: could not create its record: %s", node.id, results)
-            return False
-        return True
+
+        def interpret(results) -> bool:
+            if isinstance(results, Exception) or _failed(results):
+                log.error("node %s: could not create its record: %s", node.id, results)
+                return False
+            return True
+        return Pending(tx.commit_async(), interpret)
 
     def write_node(self, node: Node, version: int, *, add_ready: bool = False, remove_ready: bool = False,
                    remove_released: bool = False) -> int | None:
@@ -305,6 +316,28 @@ class NodeStore(ProviderStore):
                 return HandOut(False, request_changed=changed)
             nodes = [(node, results[2 * i + 1].version) for i, (node, _) in enumerate(updated)]
             return HandOut(True, new, results[at].version, nodes)
+        return Pending(tx.commit_async(), interpret)
+
+    def fulfil_async(self, request: NodeRequest, version: int, handed: list[tuple[Node, int]],
+                     write: tuple[Node, int]) -> Pending:
+        """Fulfil a request with nodes launched for it (already allocated to it) in one transaction with the
+        versioned write `write` of the last of them, sent without waiting; `handed` are the nodes in the requested
+        order, each with the version it has once this is applied. result() is a HandOut."""
+        node, node_version = write
+        new = NodeRequest.from_dict(request.to_dict())
+        new.id = request.id
+        new.set_state(model.FULFILLED)
+        new.nodes = [n.id for n, _ in handed]
+        new.handed = [{"node": n.to_dict(), "version": v} for n, v in handed]
+        tx = self.kz.transaction()
+        tx.set_data(paths.node(node.id), node.to_bytes(), version=node_version)
+        tx.set_data(paths.node_request(request.id), new.to_bytes(), version=version)
+
+        def interpret(results) -> HandOut:
+            if isinstance(results, Exception) or _failed(results):
+                log.debug("request %s: fulfilment refused (%s)", request.id, results)
+                return HandOut(False, request_changed=True)
+            return HandOut(True, new, results[1].version, [(node, results[0].version)])
         return Pending(tx.commit_async(), interpret)
 
     # -- requests (launcher side) ----------------------------------------------------------------------------
@@ -527,46 +560,3 @@ class NodeStore(ProviderStore):
             if not any(isinstance(r, (BadVersionError, NoNodeError, NodeExistsError)) for r in results):
                 raise NodeStoreError(f"node {node_id}: {[type(r).__name__ for r in results]}")
         raise NodeStoreError(f"node {node_id} keeps changing; try again")
-
-    # -- autoholds -------------------------------------------------------------------------------------------
-    def add_autohold(self, hold: Autohold) -> str:
-        path = self.kz.create(f"{paths.HOLDS}/hold-", hold.to_bytes(), sequence=True, makepath=True)
-        return path.rsplit("/", 1)[1]
-
-    def autoholds(self) -> list[tuple[Autohold, int]]:
-        out = []
-        for name in sorted(self._children(paths.HOLDS)):
-            try:
-                raw, stat = self.kz.get(paths.hold(name))
-                hold = self._decode(Autohold, paths.hold(name), raw)
-            except (NoNodeError, UnreadableRecord):
-                continue
-            hold.id = name
-            out.append((hold, stat.version))
-        return out
-
-    def delete_autohold(self, hold_id: str) -> None:
-        try:
-            self.kz.delete(paths.hold(hold_id))
-        except NoNodeError:
-            pass
-
-    def claim_autohold(self, project: str, job: str, change: str, node_id: str) -> Autohold | None:
-        """Take one unit of the first autohold matching this failed build (atomically); None if none matches."""
-        for _ in range(10):
-            for hold, version in self.autoholds():
-                if hold.project not in ("", project) or hold.job not in ("", job):
-                    continue
-                if node_id in hold.held_nodes:  # claimed already (a retried call whose first write went through)
-                    return hold
-                if not re.fullmatch(hold.change or ".*", change) or len(hold.held_nodes) >= hold.count:
-                    continue
-                hold.held_nodes.append(node_id)
-                try:
-                    self.kz.set(paths.hold(hold.id), hold.to_bytes(), version=version)
-                except (BadVersionError, NoNodeError):
-                    break  # changed meanwhile: look again
-                return hold
-            else:
-                return None
-        return None
