@@ -1,9 +1,10 @@
 """Assignment, as the launcher decides it: which request gets which ready nodes, and which request is claimed for
 launching on which provider. A part of the Launcher class (its main loop only).
 
-Writes are sent as they are decided and their answers read together when the pass settles (`_after`, `_settle`):
-a pass that hands out or claims many requests waits one round trip to ZooKeeper, not one per request. What a
-decision assumes meanwhile (ready entries taken, nodes counted against quota) is undone if its write fails.
+Writes are sent as they are decided, and each answer comes back to the main loop as an event (`_after`): the loop
+never waits on ZooKeeper for them, so a request that arrives while others' writes are in flight is decided at
+once, and many writes share one disk sync on the server. What a decision assumes meanwhile (ready entries taken,
+nodes counted against quota, a request busy until its write is answered) is undone if its write fails.
 """
 
 from __future__ import annotations
@@ -13,11 +14,14 @@ from collections import Counter
 from collections.abc import Callable
 
 from gatekeeper.launcher import model
+from gatekeeper.launcher.events import Answer
 from gatekeeper.launcher.launching import Plan
 from gatekeeper.launcher.model import NodeRequest, parse_entry
 from gatekeeper.zk.nodes import Pending, UnreadableRecord
 
 log = logging.getLogger("gatekeeper.launcher")
+
+INDEX_FRESH_S = 0.05  # a ready index read this recently counts as read just now (seconds)
 
 
 class Assigning:
@@ -25,21 +29,26 @@ class Assigning:
 
     # -- assignment (main loop) ----------------------------------------------------------------------------
     def _after(self, pending: Pending, done: Callable) -> None:
-        """Run `done(answer)` when the pass settles: writes are sent as decided and their answers read together."""
-        self._answers.append((pending, done))
+        """Run `done(answer)` on the main loop once ZooKeeper answered: the loop never waits for an answer, it
+        goes on deciding meanwhile (any thread may call this)."""
+        pending.on_answer(lambda answered: self._events.put(Answer(answered, done)))
 
-    def _settle(self) -> None:
-        while self._answers:
-            answers, self._answers = self._answers, []
-            for pending, done in answers:
-                done(pending.result())
+    def _after_request(self, rid: str, pending: Pending, done: Callable) -> None:
+        """`_after` for a write of request `rid`: until it is answered the request is busy, and no other decision
+        is made on it. A change event meanwhile is our own write's (a refused write is read afresh by `done`;
+        once ours is applied, its consumer only removes the request)."""
+        self._busy.add(rid)
+
+        def answered(result) -> None:
+            self._busy.discard(rid)
+            done(result)
+        self._after(pending, answered)
 
     def _assign(self) -> None:
         self.waiting_for_room.clear()
-        self._read_this_pass.clear()
         for rid in sorted(self.requests):
             entry = self.requests.get(rid)
-            if entry is None:
+            if entry is None or rid in self._busy:
                 continue
             req, _ = entry
             if req.state == model.REQUESTED:
@@ -51,10 +60,8 @@ class Assigning:
                     self._reset_orphan(rid)  # its plan went with a lost ZooKeeper session: start it afresh
                 elif self._launchers_known and req.launcher not in self.live_launchers:
                     self._reset_orphan(rid)
-        self._settle()
         self._start_queued_launches()
         self._keep_min_ready()
-        self._settle()
 
     def _ready_by_provider(self, labels: list[str], only: str = "") -> list[tuple[str, list[str]]]:
         """Providers (`only` if named) whose ready nodes cover every label, each with the entries to take."""
@@ -94,25 +101,16 @@ class Assigning:
         req, version = self.requests[rid]
         named = self._named_provider(req)
         avoid = self._avoided(rid, req) if req.avoid_providers else frozenset()
-        fresh = self._read_this_pass.issuperset(req.labels)  # whether the ready index is as read just now
-        for _ in range(4):
-            offers = [o for o in self._ready_by_provider(req.labels, named) if o[0] not in avoid]
-            if req.requested_provider and not named:
-                offers.sort(key=lambda offer: offer[0] != req.requested_provider)  # still its first choice
-            if not offers:
-                if fresh:
-                    break
-                # Never launch on a cached "nothing ready": another launcher may have made a node ready since we
-                # last read the index. One read per pass before launching is cheap next to a launch.
-                self._ready_dirty.update(req.labels)
-                fresh = True
-                continue
-            for provider, take in offers:
-                if self._fulfil_from_ready(rid, provider, take):
-                    return
-            # those nodes are no longer ready: look at the index afresh before deciding to launch
-            self._ready_dirty.update(req.labels)
-            fresh = True
+        offers = [o for o in self._ready_by_provider(req.labels, named) if o[0] not in avoid]
+        if req.requested_provider and not named:
+            offers.sort(key=lambda offer: offer[0] != req.requested_provider)  # still its first choice
+        for provider, take in offers:
+            if self._fulfil_from_ready(rid, provider, take):
+                return
+        if offers:  # no longer ready: read the index afresh (answered on the main loop, which decides again)
+            for label in req.labels:
+                self.index.refresh(label)
+            return
         req, version = self.requests[rid]
         # no ready nodes anywhere: launch on a provider this launcher manages
         could = [m for m in self.managers.values() if m.active and m.name not in req.declined_by
@@ -145,6 +143,13 @@ class Assigning:
             if able:
                 self._make_room(req, able)
             return  # (its changes reach us through the requests' tree watch)
+        if not self.index.fresh(req.labels, INDEX_FRESH_S):
+            # Never launch on a cached "nothing ready": another launcher may have made a node ready since we last
+            # read the index. One read before launching is cheap next to a launch, and one younger than
+            # INDEX_FRESH_S is as good. It is answered on the main loop, which decides on the request again then.
+            for label in req.labels:
+                self.index.refresh(label)
+            return
         top = min(m.config.priority for m in candidates)
         manager = max((m for m in candidates if m.config.priority == top),
                       key=lambda m: (m.free() - backlog[m.name], m.capacity()))
@@ -168,14 +173,16 @@ class Assigning:
                 self.plans.pop(rid, None)
                 for launch in launches:
                     manager.nodes.pop(launch[0].id, None)
-                self._fetch_request(rid)
+                if rid in self.requests:
+                    self._fetch_request(rid)
                 self.wake()  # decide again on the request as it is now
                 return
-            self.requests[rid] = (req, new_version)
+            if rid in self.requests:  # (withdrawn meanwhile: its nodes, written already, boot as spares)
+                self.requests[rid] = (req, new_version)
             log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
             for launch in launches:
                 self._boot(manager, *launch)
-        self._after(pending, done)
+        self._after_request(rid, pending, done)
 
     def _avoided(self, rid: str, req: NodeRequest) -> frozenset[str]:
         """Providers `req` asks to avoid (an attempt failed there) while another live one can serve it; else none."""
@@ -215,8 +222,8 @@ class Assigning:
 
     def _fulfil_from_ready(self, rid: str, provider: str, take: list[tuple[str, str]],
                            then: Callable[[], None] | None = None) -> bool:
-        """Send the hand-out of ready nodes to a request (one transaction, answered when the pass settles; `then`
-        runs if it succeeded); False if the nodes are no longer ready as far as we know."""
+        """Send the hand-out of ready nodes to a request (one transaction, not waited for; `then` runs if it
+        succeeded); False if the nodes are no longer ready as far as we know."""
         req, version = self.requests[rid]
         manager = self.managers.get(provider)
         picks = []
@@ -239,8 +246,7 @@ class Assigning:
         pending = self.store.hand_out_async(req, version, picks, provider, self.ident,
                                            create=[node for _, node, _, _ in replacements])
         for label, entry in take:
-            if entry in self.ready.get(label, []):
-                self.ready[label].remove(entry)  # taken now, or by someone else (the next read resyncs us)
+            self.index.remove(label, entry)  # taken now, or by someone else (the next read resyncs us)
         for launch in replacements:
             launch[0].nodes[launch[1].id] = (launch[1], 0)  # counted at once; booted once written
 
@@ -248,25 +254,26 @@ class Assigning:
             if not result.ok:
                 for launch in replacements:
                     launch[0].nodes.pop(launch[1].id, None)
-                self._ready_dirty.update(label for label, _ in take)
+                self.index.mark_dirty(label for label, _ in take)
                 if manager is not None and manager.active:
                     for _, node, _ in picks:  # our record of them may be what was stale
                         if node.id in manager.nodes:
                             self.nodes.refresh(manager, node.id)
-                if result.request_changed:
+                if result.request_changed and rid in self.requests:
                     self._fetch_request(rid)
                 self.wake()  # serve it again, from the index and the records as they are now
                 return
             for node, nversion in result.nodes:
                 if manager is not None and node.id in manager.nodes:
                     manager.nodes[node.id] = (node, nversion)
-            self.requests[rid] = (result.request, result.request_version)
+            if rid in self.requests:  # (its consumer may have taken it and removed it already)
+                self.requests[rid] = (result.request, result.request_version)
             self.handed_out += 1
             for launch in replacements:
                 self._boot(*launch)
             if then is not None:
                 then()
-        self._after(pending, done)
+        self._after_request(rid, pending, done)
         return True
 
     def _try_ready_for_plan(self, rid: str) -> None:

@@ -1,14 +1,16 @@
 """What wakes the launcher's main loop: the typed events on its queue.
 
-Workers report what happened in the cloud (a launch's outcome, a server deleted); ZooKeeper watches, timers,
-cleanup and the image builder hand the loop work to do in its own thread (`Call`); `Wake` only asks it to look at
-its requests again, `Stop` ends it.
+Workers report what happened in the cloud (a launch's outcome, a server deleted); ZooKeeper answers the writes
+and reads the loop sent without waiting (`Answer`); watches, timers, cleanup and the image builder hand the loop
+work to do in its own thread (`Call`); `Wake` only asks it to look at its requests again, `Stop` ends it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from gatekeeper.zk.nodes import Pending
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,14 @@ class Call:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """ZooKeeper answered a request the main loop sent without waiting: run `done` with its result."""
+
+    pending: Pending
+    done: Callable[[object], None]
+
+
+@dataclass(frozen=True)
 class Wake:
     """Look at the requests again (a backoff ended, room was freed)."""
 
@@ -53,4 +63,4 @@ class Stop:
     """The launcher is stopping: leave the loop."""
 
 
-Event = LaunchResult | ServerDeleted | Call | Wake | Stop
+Event = LaunchResult | ServerDeleted | Answer | Call | Wake | Stop

@@ -23,17 +23,18 @@ from gatekeeper.config.layout import NodePool, Provider
 from gatekeeper.launcher import model
 from gatekeeper.launcher.access import AccessKeeper
 from gatekeeper.launcher.assigning import Assigning
-from gatekeeper.launcher.events import Call, Event, LaunchResult, ServerDeleted, Stop, Wake
+from gatekeeper.launcher.events import Answer, Call, Event, LaunchResult, ServerDeleted, Stop, Wake
 from gatekeeper.launcher.launching import Launching, Plan
 from gatekeeper.launcher.lifecycle import NodeLifecycle
 from gatekeeper.launcher.model import Node, NodeRequest, ready_entry
 from gatekeeper.launcher.provider_manager import ProviderManager
 from gatekeeper.launcher.providers import make_adapter
 from gatekeeper.launcher.providers.base import ProviderAdapter
+from gatekeeper.launcher.ready_index import ReadyIndex
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.components import Component
-from gatekeeper.zk.nodes import NodeStore, Pending, UnreadableRecord
+from gatekeeper.zk.nodes import NodeStore, UnreadableRecord
 from gatekeeper.zk.tree_watch import TreeWatch
 
 log = logging.getLogger("gatekeeper.launcher")
@@ -69,23 +70,21 @@ class Launcher(Assigning, Launching):
         self._provider_locks: dict[str, Lock] = {}
         # caches, touched by the main loop only
         self.requests: dict[str, tuple[NodeRequest, int]] = {}
-        self.ready: dict[str, list[str]] = {}  # label -> sorted ready-index entries
-        self._ready_dirty: set[str] = set()  # labels whose index is read afresh at its next use
-        self._read_this_pass: set[str] = set()  # labels whose index was read in this assignment pass
-        self._answers: list[tuple[Pending, Callable]] = []  # writes sent in this pass, with what follows each
+        self.index = ReadyIndex(self.store, self._after)  # the ready index as this launcher knows it
+        self._busy: set[str] = set()  # requests with a write of ours in flight: decided on again once answered
+        self._gone_requests: dict[str, None] = {}  # deleted before their creation's read was answered (bounded)
         self.live_providers: set[str] = set()
         self.live_provider_labels: dict[str, set[str]] = {}  # live provider -> labels it serves
         self.live_launchers: set[str] = set()
         self._launchers_known = False  # no orphan judgement before the first launcher listing arrived
         self.plans: dict[str, Plan] = {}
         self._tree_watches: list[TreeWatch] = []
-        # created since the last pass, each with its read if already sent: answered together when the pass settles
-        self._new_requests: dict[str, Pending | None] = {}
+        self._new_requests: dict[str, None] = {}  # named by a listing since the last pass: to read
         self._released_seen: set[str] = set()
         self.builders: list = []
         self.handed_out = 0
         self.access_keeper: AccessKeeper | None = None
-        self.nodes = NodeLifecycle(self.store, self.post, self.ready, self._after)
+        self.nodes = NodeLifecycle(self.store, self.post, self.index, self._after)
         self.foreign_unable: set[str] = set()  # other launchers' providers that cannot launch now
         self.foreign_full: set[str] = set()  # other launchers' providers at their max-servers or quota
         self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
@@ -124,7 +123,7 @@ class Launcher(Assigning, Launching):
         for name in self.managers:
             self.store.watch_provider_state(name, lambda state, n=name: False if self._stop.is_set() else self.post(
                 lambda: self._on_provider_state(n, state.drained)))
-        self._ready_dirty.update(self.nodepool.labels)
+        self.index.mark_dirty(self.nodepool.labels)
         self.access_keeper = AccessKeeper(self.zk, self.ssh_key).start()
         log.info("launcher %s started with providers %s", self.ident, ", ".join(self.managers))
         return self
@@ -195,7 +194,7 @@ class Launcher(Assigning, Launching):
         log.warning("ZooKeeper session lost: pausing providers %s until re-acquired", ", ".join(self.managers))
         self.plans.clear()
         # one-shot watches died with the session (kazoo's recipes re-arm themselves, ours do not)
-        self._ready_dirty.update(self.nodepool.labels)
+        self.index.mark_dirty(self.nodepool.labels)
         for name, manager in self.managers.items():
             if manager.active:
                 manager.active = False
@@ -235,7 +234,7 @@ class Launcher(Assigning, Launching):
         for node, _ in nodes.values():
             if node.external_id:
                 manager.adapter.adopt(node.external_id, {})
-        ready_entries = {e for label in self.nodepool.labels for e in self.ready_entries(label)}
+        ready_entries = {e for label in self.nodepool.labels for e in self.store.ready_entries(label)}
         for node, version in list(nodes.values()):
             if node.state in (model.BUILDING, model.FAILED, model.USED, model.DELETING):
                 # a launch or delete the previous owner did not finish: finish it by deleting
@@ -269,7 +268,6 @@ class Launcher(Assigning, Launching):
                     except queue.Empty:
                         break
                 self._read_new_requests()
-                self._settle()
                 self._assign()
             except Exception:
                 log.exception("launcher main loop")
@@ -280,6 +278,8 @@ class Launcher(Assigning, Launching):
                 self._on_launch_result(event)
             case ServerDeleted(provider=provider, node_id=node_id, ok=ok):
                 self.nodes.on_deleted(self.managers[provider], node_id, ok)
+            case Answer(pending=pending, done=done):
+                done(pending.result())
             case Call(fn=fn):
                 fn()
             case Wake():
@@ -301,7 +301,7 @@ class Launcher(Assigning, Launching):
                 next_tick = time.monotonic() + 1.0
                 self.post(self._publish_health)
                 self.post(self._expire_ready)
-                self.post(lambda: self._ready_dirty.update(self.nodepool.labels))
+                self.post(lambda: self.index.mark_dirty(self.nodepool.labels))
                 self.post(self.nodes.flush_signals)
                 self._read_foreign_health()
             if any(m.health.due() for m in self.managers.values()):
@@ -339,10 +339,11 @@ class Launcher(Assigning, Launching):
     def _request_event(self, kind: str, rid: str) -> None:
         if self._stop.is_set() or "/" in rid:
             return
-        # a new request is read at once, from the watch's thread: its answer is on its way while the event waits
-        # for the main loop, not one more round trip after it
-        pending = self.store.read_request_async(rid) if kind == "created" else None
-        self.post(lambda: self._on_request_event(kind, rid, pending))
+        if kind == "created":
+            # a new request is read at once, from the watch's thread, and its answer goes to the main loop
+            self._after(self.store.read_request_async(rid), lambda found: self._request_read(rid, found, new=True))
+            return
+        self.post(lambda: self._on_request_event(kind, rid))
 
     def _release_event(self, kind: str, node_id: str) -> None:
         if self._stop.is_set() or "/" in node_id:
@@ -361,15 +362,19 @@ class Launcher(Assigning, Launching):
             if rid not in current:
                 self._forget_request(rid)
         for rid in children:
-            self._new_requests.setdefault(rid, None)
+            self._new_requests[rid] = None
         self._read_new_requests()
 
-    def _on_request_event(self, kind: str, rid: str, pending: Pending | None = None) -> None:
-        if kind == "created":
-            self._new_requests[rid] = pending
-        elif kind == "deleted":
+    def _on_request_event(self, kind: str, rid: str) -> None:
+        if kind == "deleted":
             self._new_requests.pop(rid, None)
+            if rid not in self.requests:  # its read may still be on its way: do not let it bring it back
+                self._gone_requests[rid] = None
+                if len(self._gone_requests) > 1000:
+                    del self._gone_requests[next(iter(self._gone_requests))]
             self._forget_request(rid)
+        elif rid in self._busy:
+            return  # our own write's change: its answer says what became of it
         elif rid in self.requests:
             req = self.requests[rid][0]
             if req.state == model.FULFILLED or (req.state == model.PENDING and req.launcher == self.ident):
@@ -377,17 +382,21 @@ class Launcher(Assigning, Launching):
             self._fetch_request(rid)  # declined, given back, failed, or its launcher is gone: look again
 
     def _read_new_requests(self) -> None:
-        """Send the reads of the requests created since the last pass (those a watch event has not sent already);
-        they are answered when it settles, in the same round trip as the other writes of the batch."""
+        """Send the reads of the requests a listing named; each answer comes back to the main loop."""
         new, self._new_requests = self._new_requests, {}
         for rid in sorted(new):
-            pending = new[rid] or self.store.read_request_async(rid)
-            self._after(pending, lambda found, rid=rid: self._request_read(rid, found))
+            self._after(self.store.read_request_async(rid), lambda found, rid=rid: self._request_read(rid, found))
 
-    def _request_read(self, rid: str, found: tuple[NodeRequest, int] | None) -> None:
+    def _request_read(self, rid: str, found: tuple[NodeRequest, int] | None, new: bool = False) -> None:
+        """A request read. `new`: read on its creation event, so anything cached already (a listing's read, our
+        own write) is as fresh, and a deletion seen meanwhile means it is gone (its answers and events travel on
+        two threads, so they may arrive in either order)."""
+        if new and (rid in self.requests or rid in self._gone_requests):
+            self._gone_requests.pop(rid, None)
+            return
         if found is None:
             self._forget_request(rid)
-        else:  # read after every write this launcher sent before it: as fresh as anything we know
+        elif rid not in self._busy:  # read after every write this launcher sent before it: as fresh as any
             self.requests[rid] = found
 
     def _fetch_request(self, rid: str) -> None:
@@ -422,11 +431,7 @@ class Launcher(Assigning, Launching):
         """The label's ready index as this launcher knows it. Its own changes keep it in step; what others change
         is read when a decision needs it (before launching, after a lost hand-out) and once a second, not on
         every change: a watch would re-read the index after each of our own hand-outs and readies."""
-        if label in self._ready_dirty:
-            self.ready[label] = self.store.ready_entries(label)
-            self._ready_dirty.discard(label)
-            self._read_this_pass.add(label)
-        return self.ready.setdefault(label, [])
+        return self.index.get(label)
 
     def _on_live_providers(self, children: list[str]) -> None:
         self.live_providers = set(children)

@@ -56,11 +56,25 @@ class Launching:
                 plan.nodes[node.id] = label
 
     def _new_node(self, manager: ProviderManager, label: str, rid: str) -> Node | None:
+        """Write a new node's record and boot it once written (not waited for: the node counts against quota at
+        once); None if the label has no usable image there."""
         launch = self._node_for(manager, label, rid)
-        if launch is None or not self.store.create_node(launch[0]):
+        if launch is None:
             return None
-        self._boot(manager, *launch)
-        return launch[0]
+        node = launch[0]
+        manager.nodes[node.id] = (node, 0)
+
+        def done(created: bool) -> None:
+            if created:
+                self._boot(manager, *launch)
+                return
+            manager.nodes.pop(node.id, None)
+            plan = self.plans.get(rid) if rid else None
+            if plan is not None and plan.nodes.pop(node.id, None) is not None:
+                plan.queued.insert(0, label)
+            self.wake()
+        self._after(self.store.create_node_async(node), done)
+        return node
 
     def _node_for(self, manager: ProviderManager, label: str, rid: str) -> tuple[Node, str, str] | None:
         """A new node record of `label` on `manager` (not written yet), its flavor and cloud image."""
@@ -170,28 +184,43 @@ class Launching:
         node.address, node.port, node.host_keys = res.address, res.port, list(res.host_keys or [])
         if plan is not None and plan.request in self.requests:
             node.set_state(model.ALLOCATED)
-            if not self.nodes.write(manager, node, version):
-                return
-            self._complete_plan(plan)
+            self._allocate(plan, manager, node, version)
         else:
             self.nodes.make_ready(manager, node, version)
 
-    def _complete_plan(self, plan: Plan) -> None:
-        manager = self.managers[plan.provider]
-        if plan.queued:
+    def _allocate(self, plan: Plan, manager: ProviderManager, node: Node, version: int) -> None:
+        """A node launched for a plan is up: write it allocated; with the plan's last node, fulfil the request in
+        the same transaction (not waited for)."""
+        others = [manager.nodes[n][0] for n in plan.nodes if n in manager.nodes and n != node.id]
+        if plan.queued or len(others) + 1 != len(plan.labels) or any(n.state != model.ALLOCATED for n in others):
+            self.nodes.write_async(manager, node, version)
             return
-        launched = [manager.nodes[n][0] for n in plan.nodes if n in manager.nodes]
-        if len(launched) != len(plan.labels) or any(n.state != model.ALLOCATED for n in launched):
-            return
+        launched = [*others, node]
         nodes = [launched.pop(next(i for i, n in enumerate(launched) if n.label == label))
                  for label in plan.labels]  # in the requested order, whatever order the launches ended in
-        req, version = self.requests[plan.request]
-        req.set_state(model.FULFILLED)
-        req.nodes = [n.id for n in nodes]
-        req.handed = [{"node": n.to_dict(), "version": manager.nodes[n.id][1]} for n in nodes]
-        if self._write_request(plan.request, req, version):
-            self.plans.pop(plan.request, None)
+        handed = [(n, version + 1 if n is node else manager.nodes[n.id][1]) for n in nodes]
+        rid = plan.request
+        req, req_version = self.requests[rid]
+        manager.nodes[node.id] = (node, version + 1)
+
+        def done(result) -> None:
+            if not result.ok:
+                # the request was withdrawn or changed meanwhile: write the node on its own, look at the request
+                fresh = self.nodes.refresh(manager, node.id)
+                if fresh is not None and fresh.state == model.BUILDING:
+                    self.nodes.write(manager, node, manager.nodes[node.id][1])
+                if rid in self.requests:
+                    self._fetch_request(rid)
+                self.wake()
+                return
+            for written, nversion in result.nodes:
+                if manager.nodes.get(written.id, (None,))[0] is written:
+                    manager.nodes[written.id] = (written, nversion)
+            self.plans.pop(rid, None)
+            if rid in self.requests:
+                self.requests[rid] = (result.request, result.request_version)
             self.handed_out += 1
+        self._after_request(rid, self.store.fulfil_async(req, req_version, handed, (node, version)), done)
 
     def _image_gone(self, manager: ProviderManager, node: Node) -> None:
         """A boot found its image gone from the cloud: that upload is bad. Stop booting it at once; the image
@@ -246,11 +275,12 @@ class Launching:
             urgent = any(last.get(k) != shown[k] for k in ("state", "drained", "backing_off_until",
                                                            "consecutive_failures", "full"))
             if shown != last and (urgent or time.monotonic() - manager.published_at >= 10.0):
-                try:
-                    self.store.publish_health(status["name"], shown)
-                    manager.published_health, manager.published_at = shown, time.monotonic()
-                except Exception as e:
-                    log.warning("provider %s: could not publish its health: %s", status["name"], e)
+                manager.published_health, manager.published_at = shown, time.monotonic()
+
+                def done(ok: bool, manager: ProviderManager = manager, shown: dict = shown) -> None:
+                    if not ok and manager.published_health is shown:
+                        manager.published_health = None  # publish it again at the next tick
+                self._after(self.store.publish_health_async(status["name"], shown), done)
 
     def _decline_plan(self, plan: Plan, reason: str) -> None:
         """This provider keeps failing the request: give it back so another provider takes it."""

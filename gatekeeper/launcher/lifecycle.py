@@ -12,18 +12,19 @@ from collections.abc import Callable
 from gatekeeper.launcher import model
 from gatekeeper.launcher.model import Node, ready_entry
 from gatekeeper.launcher.provider_manager import ProviderManager
+from gatekeeper.launcher.ready_index import ReadyIndex
 from gatekeeper.zk.nodes import NodeStore, Pending, UnreadableRecord
 
 log = logging.getLogger("gatekeeper.launcher.lifecycle")
 
 
 class NodeLifecycle:
-    def __init__(self, store: NodeStore, post: Callable, ready: dict[str, list[str]],
+    def __init__(self, store: NodeStore, post: Callable, index: ReadyIndex,
                  after: Callable[[Pending, Callable], None]) -> None:
         self.store = store
         self.post = post
-        self.after = after  # run a callback with a sent write's answer when the main loop's pass settles
-        self.ready = ready  # the launcher's ready-index cache (label -> sorted entries), kept in step
+        self.after = after  # run a callback with a sent write's answer on the main loop, once it is answered
+        self.index = index  # the launcher's copy of the ready index, kept in step
         self.released_seen: set[str] = set()
         self.signals_done: set[str] = set()  # release signals of deleted nodes, removed in one batch (flush)
 
@@ -36,12 +37,31 @@ class NodeLifecycle:
             return False
         manager.nodes[node.id] = (node, new_version)
         if add_ready:
-            entries = self.ready.setdefault(node.label, [])
-            entry = ready_entry(node)
-            if entry not in entries:
-                entries.append(entry)
-                entries.sort()
+            self.index.add(node.label, ready_entry(node))
         return True
+
+    def write_async(self, manager: ProviderManager, node: Node, version: int, add_ready: bool = False) -> None:
+        """A versioned write of a managed node, sent without waiting. The cache takes the node at once, with the
+        version the write gives it (one session's writes are applied in order, so a later write of the node, a
+        hand-out included, builds on it), and its ready entry if `add_ready`; if the write is refused, the entry
+        is withdrawn and the node re-read."""
+        pending = self.store.write_node_async(node, version, add_ready=add_ready)
+        manager.nodes[node.id] = (node, version + 1 if version >= 0 else -1)
+        entry = ready_entry(node) if add_ready else ""
+        if entry:
+            self.index.add(node.label, entry)
+
+        def done(new_version: int | None) -> None:
+            if new_version is not None:
+                if manager.nodes.get(node.id, (None,))[0] is node:
+                    manager.nodes[node.id] = (node, new_version)
+                return
+            log.warning("node %s: write conflicted; re-reading", node.id)
+            if entry:
+                self.index.remove(node.label, entry)
+            if manager.nodes.get(node.id, (None,))[0] is node:
+                self.refresh(manager, node.id)
+        self.after(pending, done)
 
     def refresh(self, manager: ProviderManager, node_id: str) -> Node | None:
         """Re-read a node into the manager's cache; None (and forgotten) when gone or unreadable."""
@@ -56,10 +76,10 @@ class NodeLifecycle:
         return found[0]
 
     def make_ready(self, manager: ProviderManager, node: Node, version: int) -> None:
-        """Write the node ready and add it to the ready index, in one transaction."""
+        """Write the node ready and add it to the ready index, in one transaction (sent without waiting)."""
         node.request = ""
         node.set_state(model.READY)
-        self.write(manager, node, version, add_ready=True)
+        self.write_async(manager, node, version, add_ready=True)
 
     def return_to_ready(self, manager: ProviderManager, node_id: str) -> None:
         node, version = manager.nodes[node_id]
@@ -75,9 +95,7 @@ class NodeLifecycle:
         if node.state == model.READY:
             if not self.store.remove_ready_entry(node):
                 return  # handed out meanwhile
-            entries = self.ready.get(node.label, [])
-            if ready_entry(node) in entries:
-                entries.remove(ready_entry(node))
+            self.index.remove(node.label, ready_entry(node))
         if node.state != model.DELETING:
             node.set_state(model.DELETING)
             self.write(manager, node, manager.nodes[node_id][1])
@@ -93,8 +111,8 @@ class NodeLifecycle:
             return  # a stale listing from before we recycled this node
         node = Node.from_dict(node.to_dict())
         if manager.recycles_nodes:
-            # the server outlives its node (a static host): hand the same record out again (the write is answered
-            # when the main loop's pass settles, so many releases cost one round trip)
+            # the server outlives its node (a static host): hand the same record out again (the write is not
+            # waited for, so many releases share one round trip)
             node.request = node.comment = ""
             node.set_state(model.READY)
 
@@ -104,9 +122,7 @@ class NodeLifecycle:
                     return
                 manager.nodes[node_id] = (node, version)
                 self.released_seen.discard(node_id)
-                entries = self.ready.setdefault(node.label, [])
-                entries.append(ready_entry(node))
-                entries.sort()
+                self.index.add(node.label, ready_entry(node))
             self.after(self.store.write_node_async(node, -1, add_ready=True, remove_released=True), done)
             return
         self._delete_used(manager, node)
@@ -129,8 +145,8 @@ class NodeLifecycle:
             manager.nodes[node_id] = (node, version)
 
     def on_deleted(self, manager: ProviderManager, node_id: str, ok: bool) -> None:
-        """Its server is gone: remove the node's record (answered when the main loop's pass settles, so many
-        deleted servers cost one round trip; the record counts against quota until then)."""
+        """Its server is gone: remove the node's record (not waited for, so many deleted servers share one round
+        trip; the record counts against quota until it is answered)."""
         manager.deleting.discard(node_id)
         if not ok:
             log.error("provider %s: node %s's server would not go away; cleanup will retry", manager.name, node_id)

@@ -58,6 +58,9 @@ class ProviderManager:
         self.poller = ServerPoller(self.name, adapter, poll_interval)
         workers = 128 if config.max_servers is None else max(8, min(128, config.max_servers + 8))
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"provider-{self.name}")
+        # The main loop hands launches and deletes to this one thread, which gives them to the pool: starting a
+        # pool thread waits until it runs, which takes tens of milliseconds among a burst's busy threads.
+        self._dispatch = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"provider-{self.name}-dispatch")
         self._limits: Limits | None = None
         self._limits_at = 0.0
         self._limits_mine = 0
@@ -289,7 +292,19 @@ class ProviderManager:
 
     # -- workers ---------------------------------------------------------------------------------------------
     def start_launch(self, node: Node, flavor: str, cloud_image: str) -> None:
-        self.pool.submit(self._launch, node, flavor, cloud_image)
+        self._hand_over(self._launch, node, flavor, cloud_image)
+
+    def _hand_over(self, fn, *args) -> None:
+        """Run `fn(*args)` on the pool, without waiting for a pool thread to start (see `_dispatch`)."""
+        def submit() -> None:
+            try:
+                self.pool.submit(fn, *args)
+            except RuntimeError:  # stopping
+                pass
+        try:
+            self._dispatch.submit(submit)
+        except RuntimeError:
+            pass
 
     def ensure_keypair(self) -> None:
         """Upload the launcher's public key once (retried by the next launch if the cloud failed us)."""
@@ -372,7 +387,7 @@ class ProviderManager:
         if node.id in self.deleting:
             return
         self.deleting.add(node.id)
-        self.pool.submit(self._delete, node, on_slow)
+        self._hand_over(self._delete, node, on_slow)
 
     def delete_server(self, server_id: str, on_slow=None) -> bool:
         """Delete and verify (re-issuing the delete while the server lingers); True when gone.
@@ -424,6 +439,7 @@ class ProviderManager:
 
     def stop(self) -> None:
         self.poller.stop()
+        self._dispatch.shutdown(wait=False, cancel_futures=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.adapter.close()
 

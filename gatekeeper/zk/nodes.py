@@ -11,6 +11,7 @@ skipped; `set_aside` moves it under /nodepool/unreadable for an operator to look
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -275,6 +276,17 @@ class NodeStore(ProviderStore, AutoholdStore):
             self.kz.ensure_path(paths.ready_node(label))
             return []
 
+    def ready_entries_async(self, label: str) -> Pending:
+        """ready_entries, sent without waiting: result() is the sorted entries, None if they could not be read."""
+        def interpret(answer) -> list[str] | None:
+            if isinstance(answer, NoNodeError):
+                return []
+            if isinstance(answer, Exception):
+                log.warning("ready index of %s: could not be read: %s", label, answer)
+                return None
+            return sorted(answer)
+        return Pending(self.kz.get_children_async(paths.ready_node(label)), interpret)
+
     def hand_out(self, request: NodeRequest, version: int, picks: list[tuple[str, Node, int]], provider: str,
                  launcher: str, create: list[Node] = ()) -> HandOut:
         """Hand ready nodes to a request in one transaction. `picks` is (ready entry, node, node version); `create`
@@ -339,6 +351,19 @@ class NodeStore(ProviderStore, AutoholdStore):
                 return HandOut(False, request_changed=True)
             return HandOut(True, new, results[1].version, [(node, results[0].version)])
         return Pending(tx.commit_async(), interpret)
+
+    def publish_health_async(self, name: str, status: dict) -> Pending:
+        """publish_health, sent without waiting (the record is made, waiting, on the provider's first publish)."""
+        data = json.dumps(status).encode()
+
+        def interpret(answer) -> bool:
+            if isinstance(answer, NoNodeError):
+                self.publish_health(name, status)
+            elif isinstance(answer, Exception):
+                log.warning("provider %s: could not publish its health: %s", name, answer)
+                return False
+            return True
+        return Pending(self.kz.set_async(paths.provider_health(name), data), interpret)
 
     # -- requests (launcher side) ----------------------------------------------------------------------------
     def read_request(self, rid: str, watch: Callable | None = None) -> tuple[NodeRequest, int] | None:

@@ -36,7 +36,7 @@ def test_a_request_naming_a_provider_whose_launcher_is_gone_gets_its_ready_node_
     assert ready(zk, "debian") == [older, younger]
     # prov-a's launcher reads the ready index of other launchers' nodes once a second: until then it knows of
     # prov-a's node only
-    wait_for(lambda: any(entry.endswith(younger[1]) for entry in a_launcher.ready.get("debian", [])), 10,
+    wait_for(lambda: any(entry.endswith(younger[1]) for entry in a_launcher.index.entries.get("debian", [])), 10,
              "prov-a's launcher knowing of prov-b's ready node")
     b_launcher.stop()  # prov-b is no longer live; its ready node is still there
     wait_live(zk, 1)

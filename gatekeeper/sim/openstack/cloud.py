@@ -179,39 +179,40 @@ class Cloud:
             error = self.faults.take("boot_errors")
             ssh = not self.faults.take("no_ssh")
             delay = self.faults.boot_delay
-        if delay:
-            # a timer, so that slow boots do not hold the workers that start hosts
-            timer = threading.Timer(delay, self._submit, args=(self._boot, server, image, error, ssh))
-            timer.daemon = True
-            timer.start()
-        else:
-            self._pool.submit(self._boot, server, image, error, ssh)
+        # The host is made at once, and the server turns ACTIVE (or ERROR) `boot_delay` seconds after its create,
+        # or when its host is up if that takes longer: as in a cloud, a boot's work is done within its boot time.
+        self._pool.submit(self._boot, server, image, error, ssh, time.monotonic() + delay)
         return server
 
-    def _submit(self, fn, *args) -> None:
-        try:
-            self._pool.submit(fn, *args)
-        except RuntimeError:  # closed meanwhile
-            pass
-
-    def _boot(self, server: Server, image: Image, error: bool, ssh: bool) -> None:
+    def _boot(self, server: Server, image: Image, error: bool, ssh: bool, due: float = 0.0) -> None:
         with self.lock:
             if server.deleted:
                 return
-        if error:
-            self._fail(server, self.faults.boot_error_message)
-            return
-        keys = self.keypairs.get(server.key_name, {}).get("public_key", "") if server.key_name else ""
-        try:
-            if self.backend is not None:
-                address = self.backend.boot(HostSpec(server.id, server.name, keys, image.disk, ssh))
-            else:
-                with self.lock:
-                    self._fake_addr += 1
-                    address = f"127.0.{100 + self._fake_addr // 250}.{self._fake_addr % 250 + 1}"
-        except Exception as e:
-            log.warning("cloud %s: server %s failed to boot: %s", self.name, server.id, e)
-            self._fail(server, f"Build of instance {server.id} aborted: {e}")
+        address, failure = "", self.faults.boot_error_message if error else ""
+        if not error:
+            keys = self.keypairs.get(server.key_name, {}).get("public_key", "") if server.key_name else ""
+            try:
+                if self.backend is not None:
+                    address = self.backend.boot(HostSpec(server.id, server.name, keys, image.disk, ssh))
+                else:
+                    with self.lock:
+                        self._fake_addr += 1
+                        address = f"127.0.{100 + self._fake_addr // 250}.{self._fake_addr % 250 + 1}"
+            except Exception as e:
+                log.warning("cloud %s: server %s failed to boot: %s", self.name, server.id, e)
+                failure = f"Build of instance {server.id} aborted: {e}"
+        wait = due - time.monotonic()
+        if wait > 0:  # a timer, so that slow boots do not hold the workers that start hosts
+            timer = threading.Timer(wait, self._booted, args=(server, address, failure))
+            timer.daemon = True
+            timer.start()
+        else:
+            self._booted(server, address, failure)
+
+    def _booted(self, server: Server, address: str, failure: str) -> None:
+        """The boot time is over: the server is ACTIVE on `address`, or ERROR with `failure`."""
+        if failure:
+            self._fail(server, failure)
             return
         with self.lock:
             if server.deleted:
