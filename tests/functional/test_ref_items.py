@@ -71,15 +71,15 @@ def gate(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHa
 
 
 class Clone:
-    """Rita's clone of org/a over SSH: she commits, tags and pushes straight to Gerrit (no review)."""
+    """Rita's clone of a project over SSH: she commits, tags and pushes straight to Gerrit (no review)."""
 
-    def __init__(self, gate: GateHarness, tmp_path: Path) -> None:
+    def __init__(self, gate: GateHarness, tmp_path: Path, project: str = "org/a") -> None:
         account = gate.sim.add_account("rita", key_dir=str(tmp_path / "rita-keys"))
         self.env = dict(os.environ, GIT_CONFIG_NOSYSTEM="1", GIT_SSH_COMMAND=(
             f"ssh -i {account.key_file} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null "
             f"-o LogLevel=ERROR -p {gate.sim.port}"))
         self.work = tmp_path / "work"
-        subprocess.run(["git", "clone", "-q", gate.sim.ssh_url("org/a", "rita"), str(self.work)], env=self.env,
+        subprocess.run(["git", "clone", "-q", gate.sim.ssh_url(project, "rita"), str(self.work)], env=self.env,
                        check=True, capture_output=True, timeout=60)
         self.git("config", "user.name", "Rita Core")
         self.git("config", "user.email", "rita@example.com")
