@@ -77,25 +77,25 @@ def test_ref_items_jobs_get_zuuls_ref_variables_and_run_on_the_refs_revision(e2e
     after = clone.commit("two")
     clone.git("tag", "-a", "2.0", "-m", "Release 2.0", tagged)
     tag_object = clone.git("rev-parse", "2.0")
-    clone.git("push", "-q", "origin", "HEAD:refs/heads/master")
-    [(req, res)] = wait_for(lambda: ran(e2e, "post"), 120, "the post build")
+    clone.git("push", "-q", "origin", "refs/tags/2.0")  # first: the tagged commit is on no branch yet
+    [(req, res)] = wait_for(lambda: ran(e2e, "tag"), 120, "the tag build")
     assert res.result == "SUCCESS", res.message
     env, lines = job_env(e2e, res)
     assert {k: env.get(k) for k in ("GK_PROJECT", "GK_BRANCH", "GK_REF", "GK_OLDREV", "GK_NEWREV", "GK_TAG",
                                     "GK_CHANGE", "GK_PATCHSET", "GK_PIPELINE", "GK_CHANGES")} == {
-        "GK_PROJECT": PROJECT, "GK_BRANCH": "master", "GK_REF": "refs/heads/master", "GK_OLDREV": before,
-        "GK_NEWREV": after, "GK_TAG": "", "GK_CHANGE": "", "GK_PATCHSET": "", "GK_PIPELINE": "post",
-        "GK_CHANGES": f"{PROJECT}:refs/heads/master@{after[:12]}"}
-    assert "two" in lines
+        "GK_PROJECT": PROJECT, "GK_BRANCH": "", "GK_REF": "refs/tags/2.0", "GK_OLDREV": ZERO,
+        "GK_NEWREV": tag_object, "GK_TAG": "2.0", "GK_CHANGE": "", "GK_PATCHSET": "", "GK_PIPELINE": "tag",
+        "GK_CHANGES": f"{PROJECT}:refs/tags/2.0@{tag_object[:12]}"}
+    assert "one" in lines  # the workspace is at the commit the tag names
 
-    clone.git("push", "-q", "origin", "refs/tags/2.0")
-    [(req, res)] = wait_for(lambda: ran(e2e, "tag"), 120, "the tag build")
+    clone.git("push", "-q", "origin", "HEAD:refs/heads/master")
+    [(req, res)] = wait_for(lambda: ran(e2e, "post"), 120, "the post build")
     assert res.result == "SUCCESS", res.message
     env, lines = job_env(e2e, res)
     assert {k: env.get(k) for k in ("GK_BRANCH", "GK_REF", "GK_OLDREV", "GK_NEWREV", "GK_TAG", "GK_CHANGE")} == {
-        "GK_BRANCH": "", "GK_REF": "refs/tags/2.0", "GK_OLDREV": ZERO, "GK_NEWREV": tag_object, "GK_TAG": "2.0",
-        "GK_CHANGE": ""}
-    assert "one" in lines and "two" not in lines  # the workspace is at the commit the tag names, not master's tip
+        "GK_BRANCH": "master", "GK_REF": "refs/heads/master", "GK_OLDREV": before, "GK_NEWREV": after,
+        "GK_TAG": "", "GK_CHANGE": ""}
+    assert "two" in lines and "one" not in lines
 
     gate.sim.project(PROJECT).repo.update_ref("refs/heads/stable/1", before)  # a branch made before (no event)
     clone.git("push", "-q", "origin", ":refs/heads/stable/1")
