@@ -43,7 +43,7 @@ JOB = """\
     run: ['env | grep "^GK_" | sort', 'cat release.txt || echo "no release.txt"']
 """
 
-LAYOUT = e2e_layout(JOB, "{post: [show-env], tag: [show-env], branch-deleted: [show-env]}",
+LAYOUT = e2e_layout(JOB, "{check: [show-env], post: [show-env], tag: [show-env], branch-deleted: [show-env]}",
                     {"ubuntu-jammy": ("jammy", "debian-12")}, min_ready=1).replace("\nqueues:", PIPELINES, 1)
 
 PROJECT = "openstack/nova"
@@ -106,3 +106,12 @@ def test_ref_items_jobs_get_zuuls_ref_variables_and_run_on_the_refs_revision(e2e
         "GK_BRANCH": "stable/1", "GK_REF": "refs/heads/stable/1", "GK_OLDREV": before, "GK_NEWREV": ZERO,
         "GK_TAG": "", "GK_CHANGE": ""}
     assert "two" in lines  # the default branch, as it is now
+
+    change = gate.change(PROJECT, "A change, for contrast")
+    [(req, res)] = wait_for(lambda: ran(e2e, "check"), 120, "the check build")
+    env, _ = job_env(e2e, res)
+    ref = gate.sim.change(change).current.ref
+    assert {k: env.get(k) for k in ("GK_BRANCH", "GK_REF", "GK_OLDREV", "GK_NEWREV", "GK_TAG", "GK_CHANGE",
+                                    "GK_PATCHSET")} == {
+        "GK_BRANCH": "master", "GK_REF": ref, "GK_OLDREV": "", "GK_NEWREV": "", "GK_TAG": "",
+        "GK_CHANGE": str(change.number), "GK_PATCHSET": "1"}
