@@ -134,7 +134,7 @@ class ChangeOrRefRequest(_Request):
     @model_validator(mode="after")
     def _change_or_ref(self) -> ChangeOrRefRequest:
         if not self.change and not (self.project or self.ref):
-            raise ValueError("give a change (NUMBER,PATCHSET), or a project and a ref")
+            raise ValueError("missing field: change")  # a ref's request names project or ref: checked later
         return self
 
     def management(self, action: Action, who: str) -> ManagementRequest:
@@ -186,8 +186,10 @@ def describe_errors(exc: ValidationError) -> str:
     """A sentence naming each field that is missing, unknown or wrong, and why."""
     missing, unknown, wrong = [], [], []
     for error in exc.errors(include_url=False):
-        field = ".".join(str(p) for p in error["loc"]) or "body"
-        if error["type"] == "missing":
+        field = ".".join(str(p) for p in error["loc"])
+        if not field:  # the request's own check across fields: its message says it all
+            wrong.append(error["msg"].removeprefix("Value error, "))
+        elif error["type"] == "missing":
             missing.append(field)
         elif error["type"] == "extra_forbidden":
             unknown.append(field)

@@ -290,7 +290,8 @@ def test_admin_api_enqueues_and_dequeues_a_ref_and_refuses_bad_input(gate: GateH
         wait_for(lambda: gate.executor.held(), 30, "the tag build to start")
 
         bad = [
-            ({"pipeline": "tag"}, 400, "field body: give a change (NUMBER,PATCHSET), or a project and a ref"),
+            ({"pipeline": "tag"}, 400, "missing field: change"),
+            ({"pipeline": "tag", "project": "org/a"}, 400, 'field "ref": enqueue of a ref needs a project and a ref'),
             ({**ref, "ref": "refs/tags/3.0 ; rm -rf /"}, 400, 'field "ref": \'refs/tags/3.0 ; rm -rf /\' is not a '
                                                               "branch or tag"),
             ({**ref, "newrev": "x" * 40}, 400, 'field "newrev": \'' + "x" * 40 + "' is not a revision"),
