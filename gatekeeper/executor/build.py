@@ -315,8 +315,12 @@ class BuildRunner:
         console.line(f"NODE_ID={node.id}")
         console.line(f"NODE_ADDRESS={node.address}:{node.port}")
         console.line(f"BUILD_ID={request.id}")
-        console.line(f"CHANGE={change.get('project', '')} {change.get('number', '')},{change.get('patchset', '')}"
-                     f" ({request.changes})")
+        if ref_env(change):  # a ref item: no change to name
+            console.line(f"REF={change.get('project', '')} {change.get('ref', '')} "
+                         f"{change.get('oldrev', '')[:12] or '?'}..{change.get('commit', '')[:12]} ({request.changes})")
+        else:
+            console.line(f"CHANGE={change.get('project', '')} {change.get('number', '')},"
+                         f"{change.get('patchset', '')} ({request.changes})")
         console.line(f"PIPELINE={request.pipeline}")
         console.line(f"JOB={request.job} attempt {request.attempt}/{request.attempts}")
         variant = (request.params or {}).get("variant")

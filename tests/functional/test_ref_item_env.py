@@ -87,6 +87,7 @@ def test_ref_items_jobs_get_zuuls_ref_variables_and_run_on_the_refs_revision(e2e
         "GK_NEWREV": tag_object, "GK_TAG": "2.0", "GK_CHANGE": "", "GK_PATCHSET": "", "GK_PIPELINE": "tag",
         "GK_CHANGES": f"{PROJECT}:refs/tags/2.0@{tag_object[:12]}"}
     assert "one" in lines  # the workspace is at the commit the tag names
+    assert f"REF={PROJECT} refs/tags/2.0 {ZERO[:12]}..{tag_object[:12]} ({env['GK_CHANGES']})" in lines
 
     clone.git("push", "-q", "origin", "HEAD:refs/heads/master")
     [(req, res)] = wait_for(lambda: ran(e2e, "post"), 120, "the post build")
