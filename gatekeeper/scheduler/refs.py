@@ -25,8 +25,9 @@ log = logging.getLogger("gatekeeper.scheduler.refs")
 
 
 def enqueue_ref(manager: PipelineManager, event: TriggerEvent) -> str:
-    """Enqueue the branch revision a ref-updated event names, when it triggers the manager's pipeline; returns
-    the new item's key ("" when nothing was enqueued)."""
+    """Enqueue the branch's or tag's revision a ref-updated event names (or its deletion, when the trigger does not
+    ignore deletes), when it triggers the manager's pipeline; returns the new item's key ("" when nothing was
+    enqueued)."""
     pipeline = manager.pipeline
     if pipeline.dependent or not pipeline_triggered(pipeline, event):
         return ""
