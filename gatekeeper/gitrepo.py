@@ -351,7 +351,8 @@ def tip_ref(branch: str) -> str:
 
 
 def branch_refspec(branch: str) -> str:
-    return f"+refs/heads/{branch}:{tip_ref(branch)}"
+    """What fetches `branch` to its tip_ref; a full ref name (a tag item's `refs/tags/v1`) is fetched as itself."""
+    return f"+{branch}:{tip_ref(branch)}" if branch.startswith("refs/") else f"+refs/heads/{branch}:{tip_ref(branch)}"
 
 
 def ref_refspec(ref: str) -> str:

@@ -48,12 +48,18 @@ def _request(args: argparse.Namespace, request: ManagementRequest) -> int:
     return 0
 
 
+def _change_or_ref(action: Action, args: argparse.Namespace) -> ManagementRequest:
+    """The request for `--change N,P`, or for `--project P --ref REF` (and its revisions)."""
+    return ManagementRequest(action, pipeline=args.pipeline, change=args.change or "", project=args.project or "",
+                             ref=args.ref or "", oldrev=getattr(args, "oldrev", None) or "", newrev=args.newrev or "")
+
+
 def cmd_enqueue(args: argparse.Namespace) -> int:
-    return _request(args, ManagementRequest(Action.ENQUEUE, pipeline=args.pipeline, change=args.change))
+    return _request(args, _change_or_ref(Action.ENQUEUE, args))
 
 
 def cmd_dequeue(args: argparse.Namespace) -> int:
-    return _request(args, ManagementRequest(Action.DEQUEUE, pipeline=args.pipeline, change=args.change))
+    return _request(args, _change_or_ref(Action.DEQUEUE, args))
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
@@ -198,14 +204,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_scheduler)
 
     for name, func, helptext in (
-        ("enqueue", cmd_enqueue, "put a change in a pipeline (as if it had been triggered)"),
-        ("dequeue", cmd_dequeue, "take a change out of a pipeline"),
+        ("enqueue", cmd_enqueue, "put a change, or a ref's revision, in a pipeline (as if it had been triggered)"),
+        ("dequeue", cmd_dequeue, "take a change, or a ref's items, out of a pipeline"),
     ):
         p = sub.add_parser(name, help=helptext)
         add_config_args(p)
         p.add_argument("--pipeline", required=True, type=types.pipeline_name)
-        p.add_argument("--change", required=True, metavar="N,P", type=types.change_key,
-                       help="change and patch set, e.g. 5,1")
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--change", metavar="N,P", type=types.change_key, help="change and patch set, e.g. 5,1")
+        which.add_argument("--ref", metavar="REF",
+                           help="a branch or tag of --project as a full ref, e.g. refs/heads/master, refs/tags/1.0")
+        p.add_argument("--project", metavar="PROJECT", help="the ref's project (with --ref)")
+        if name == "enqueue":
+            p.add_argument("--oldrev", metavar="SHA", help="with --ref: the ref's revision before (default: none)")
+            p.add_argument("--newrev", metavar="SHA",
+                           help="with --ref: the revision to run on (default: a branch's tip in Gerrit)")
+        else:
+            p.add_argument("--newrev", metavar="SHA", help="with --ref: only the item of this revision "
+                                                           "(default: every item of the ref)")
         p.add_argument("--timeout", type=types.positive_number, default=30.0)
         p.set_defaults(func=func)
 

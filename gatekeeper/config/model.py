@@ -21,6 +21,7 @@ class Trigger:
     branches: tuple[re.Pattern, ...] = ()
     usernames: tuple[re.Pattern, ...] = ()
     refs: tuple[re.Pattern, ...] = ()  # ref-updated: the full ref name (refs/heads/...) matches one of these
+    ignore_deletes: bool = True  # ref-updated: a deleted ref (new revision all zeros) does not match (Zuul's)
 
     def errors(self, manager: str) -> list[tuple[str, str]]:
         """(key, message) for what a pipeline managed by `manager` may not ask of this trigger (post pipelines: a
@@ -28,6 +29,8 @@ class Trigger:
         found = []
         if self.refs and "ref-updated" not in self.events:
             found.append(("ref", "a trigger's ref applies only to ref-updated events"))
+        if not self.ignore_deletes and "ref-updated" not in self.events:
+            found.append(("ignore-deletes", "a trigger's ignore-deletes applies only to ref-updated events"))
         if "ref-updated" in self.events and manager == "dependent":
             found.append(("event", "a dependent pipeline cannot be triggered by ref-updated (a ref has no change to "
                                    "gate): use an independent pipeline"))

@@ -107,6 +107,7 @@ GERRIT_TRIGGER = v.Schema(
         "branch": v.Any(Regex, [Regex]),
         "username": v.Any(Regex, [Regex]),
         "ref": v.Any(Regex, [Regex]),
+        "ignore-deletes": v.Any(bool, msg="expected true or false"),
     }
 )
 

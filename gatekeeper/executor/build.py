@@ -129,6 +129,18 @@ def step_dir(request: BuildRequest, projects: list[str]) -> str:
     return request.change.get("project") or (projects[0] if projects else "")
 
 
+def ref_env(change: dict[str, Any]) -> dict[str, Any]:
+    """What a ref item's job (number 0: a branch or tag updated, created or deleted) is told, as Zuul's
+    zuul.ref/oldrev/newrev/branch/tag: its revisions, the tag's name for a tag (and no branch), no change or
+    patch set. Nothing for a change."""
+    ref = change.get("ref", "")
+    if change.get("number") or not ref.startswith("refs/"):
+        return {}
+    tag = ref[len("refs/tags/"):] if ref.startswith("refs/tags/") else ""
+    return {"GK_CHANGE": "", "GK_PATCHSET": "", "GK_OLDREV": change.get("oldrev", ""),
+            "GK_NEWREV": change.get("commit", ""), "GK_TAG": tag, "GK_BRANCH": "" if tag else change.get("branch", "")}
+
+
 def hold_reason(request: BuildRequest, result: str) -> str:
     change = request.change or {}
     what = f"{change.get('number')},{change.get('patchset')}" if change.get("number") else "no change"
@@ -303,8 +315,12 @@ class BuildRunner:
         console.line(f"NODE_ID={node.id}")
         console.line(f"NODE_ADDRESS={node.address}:{node.port}")
         console.line(f"BUILD_ID={request.id}")
-        console.line(f"CHANGE={change.get('project', '')} {change.get('number', '')},{change.get('patchset', '')}"
-                     f" ({request.changes})")
+        if ref_env(change):  # a ref item: no change to name
+            console.line(f"REF={change.get('project', '')} {change.get('ref', '')} "
+                         f"{change.get('oldrev', '')[:12] or '?'}..{change.get('commit', '')[:12]} ({request.changes})")
+        else:
+            console.line(f"CHANGE={change.get('project', '')} {change.get('number', '')},"
+                         f"{change.get('patchset', '')} ({request.changes})")
         console.line(f"PIPELINE={request.pipeline}")
         console.line(f"JOB={request.job} attempt {request.attempt}/{request.attempts}")
         variant = (request.params or {}).get("variant")
@@ -341,9 +357,11 @@ class BuildRunner:
         env.update(
             GK_BUILD_ID=request.id, GK_JOB=request.job, GK_PIPELINE=request.pipeline,
             GK_PROJECT=change.get("project", ""), GK_BRANCH=change.get("branch", ""),
-            GK_CHANGE=change.get("number", ""), GK_PATCHSET=change.get("patchset", ""),
+            GK_CHANGE=change.get("number", ""), GK_PATCHSET=change.get("patchset", ""), GK_REF=change.get("ref", ""),
+            GK_OLDREV="", GK_NEWREV="", GK_TAG="",
             GK_CHANGES=request.changes, GK_WORKSPACE=f"{home}/{REMOTE_WORKSPACE}",
         )
+        env.update(ref_env(change))
         return env
 
     def _steps(self, remote: RemoteHost, request: BuildRequest, p: dict, home: str, paths: dict[str, str],

@@ -18,8 +18,15 @@ DEFAULT_BRANCH = "master"
 
 
 def is_ref(change: ChangeSpec) -> bool:
-    """A ref's new revision (number 0, `ref` the branch, `commit` the revision), not a change to merge."""
-    return change.number == 0 and change.ref.startswith("refs/heads/") and bool(change.commit)
+    """A ref's new revision (number 0, `ref` a branch or a tag, `commit` the revision), not a change to merge."""
+    return (change.number == 0 and change.ref.startswith(("refs/heads/", "refs/tags/")) and bool(change.commit)
+            and not is_deleted_ref(change))
+
+
+def is_deleted_ref(change: ChangeSpec) -> bool:
+    """A ref's deletion (its new revision all zeros): there is no revision of it to check out."""
+    return (change.number == 0 and change.ref.startswith("refs/") and bool(change.commit)
+            and not change.commit.strip("0"))
 
 
 def _refspec(ref: str) -> str:
@@ -80,6 +87,9 @@ class SpeculativeMerger:
         base = RepoState.from_dict(request.base) if request.base else RepoState()
         branches = {project: dict(b) for project, b in base.branches.items()}
         urls = self._urls(request, changes)
+        # A deleted ref's item (ignore-deletes: false) runs on its project's default branch, as Zuul's does.
+        deleted = {c.project for c in changes if is_deleted_ref(c)}
+        changes = [c for c in changes if not is_deleted_ref(c)]
         base_steps: dict[str, list[MergeStep]] = {}
         for raw in base.steps:
             step = MergeStep.from_dict(raw)
@@ -90,6 +100,10 @@ class SpeculativeMerger:
             wanted_branches.setdefault(change.project, [])
             if change.branch not in wanted_branches[change.project]:
                 wanted_branches[change.project].append(change.branch)
+        for project in deleted:
+            wanted_branches.setdefault(project, [])
+            if DEFAULT_BRANCH not in wanted_branches[project]:
+                wanted_branches[project].append(DEFAULT_BRANCH)
         for extra in request.projects:
             wanted_branches.setdefault(extra["project"], [])
             if extra.get("branch", "master") not in wanted_branches[extra["project"]]:
@@ -113,8 +127,10 @@ class SpeculativeMerger:
         merges = fast_forwards = 0
         for change in changes:
             if is_ref(change):
-                # A ref's new revision (a post pipeline's item): the project exactly as it is there, no merge.
-                branches[change.project][change.branch] = change.commit
+                # A ref's new revision (a post pipeline's item): the project exactly as it is there, no merge
+                # (an annotated tag's revision is the tag object: the project is at the commit it tags).
+                branches[change.project][change.branch] = self.cache.repo(change.project).rev_parse(
+                    change.commit) or change.commit
                 continue
             repo = self.cache.repo(change.project)
             onto = branches[change.project][change.branch]
@@ -190,6 +206,7 @@ class SpeculativeMerger:
         """Fetch, in one fetch, the changes of `project` this cache lacks (those of requests about to be merged);
         returns how many were fetched."""
         repo = self.cache.repo(project)
+        changes = [c for c in changes if not is_deleted_ref(c)]
         missing = repo.missing(c.commit for c in changes if c.commit)
         refs = [c.ref or change_ref(c.number, c.patchset) for c in changes if not c.commit or c.commit in missing]
         if refs:

@@ -63,7 +63,8 @@ class Change(Record):
 
     def spec(self, url: str, merge_mode: str = "merge-resolve") -> ChangeSpec:
         return ChangeSpec(project=self.project, branch=self.branch, number=self.number, patchset=self.patchset,
-                          ref=self.ref, commit=self.commit, url=url, merge_mode=merge_mode, owner=self.owner)
+                          ref=self.ref, commit=self.commit, url=url, merge_mode=merge_mode, owner=self.owner,
+                          oldrev=self.oldrev)
 
     def refreshed(self, latest: Change) -> Change:
         """This patch set seen through `latest` (a newer snapshot of the same change, maybe a newer patch set)."""
@@ -86,8 +87,9 @@ def is_ref_key(key: str) -> bool:
 def ref_item(project: str, ref: str, newrev: str, oldrev: str = "", url: str = "") -> Change:
     """What a pipeline holds for a ref updated to `newrev`: a Change of number 0 (its project at `newrev`)."""
     branch = ref[len("refs/heads/"):] if ref.startswith("refs/heads/") else ref
+    subject = f"{ref} deleted" if not newrev.strip("0") else f"{ref} updated to {newrev[:12]}"
     return Change(project=project, branch=branch, ref=ref, commit=newrev, oldrev=oldrev, url=url, status="MERGED",
-                  subject=f"{ref} updated to {newrev[:12]}")
+                  subject=subject)
 
 
 def _with(change: Change, **updates: Any) -> Change:

@@ -16,7 +16,7 @@ from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.interfaces import Backend, ChangeSource, Report
 from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
-from gatekeeper.scheduler.refs import enqueue_ref
+from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.supersede import superseded_by
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
@@ -528,17 +528,16 @@ class PipelineManager(ItemReports):
         NotFound when the request names a change that is not there."""
         action = request.action
         if action is Action.ENQUEUE:
-            return self._manage_enqueue(request.change)
+            return enqueue_ref_request(self, request) if request.ref else self._manage_enqueue(request.change)
         if action is Action.DEQUEUE:
-            key = request.change
-            item = self.state.find(key)
-            if item is None:
-                raise NotFound(f"no change {key} in {self.name}")
-            queue = self.state.queues.get(item.queue)
-            if queue and queue.dynamic:
-                self._remove_queue_of(item)
-            else:
-                self._dequeue(item, "an operator dequeued it", OPERATOR)
+            for item in ref_items(self.state, self.name, request) if request.ref else [self.state.find(request.change)]:
+                if item is None:
+                    raise NotFound(f"no change {request.change} in {self.name}")
+                queue = self.state.queues.get(item.queue)
+                if queue and queue.dynamic:
+                    self._remove_queue_of(item)
+                else:
+                    self._dequeue(item, "an operator dequeued it", OPERATOR)
             return ""
         if action is Action.PROMOTE:
             return self._promote(list(request.changes))

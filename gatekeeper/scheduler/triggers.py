@@ -9,14 +9,16 @@ from gatekeeper.config.layout import Pipeline, Requirements, Trigger
 from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.pipeline import Change
 
+REF_ITEM_PREFIXES = ("refs/heads/", "refs/tags/")  # the refs whose updates can enqueue a ref item
+
 
 def trigger_matches(trigger: Trigger, event: TriggerEvent) -> bool:
     if event.connection != trigger.connection or event.type not in trigger.events:
         return False
     if trigger.refs and not any(p.search(event.ref) for p in trigger.refs):
         return False
-    if event.deletes_ref:
-        return False  # a deleted branch has no revision to run jobs on (Zuul's ignore-deletes, always on)
+    if event.deletes_ref and trigger.ignore_deletes:
+        return False  # Zuul's ignore-deletes (true by default): a deleted ref enqueues nothing
     if trigger.branches and not any(p.search(event.branch) for p in trigger.branches):
         return False
     if trigger.usernames and not any(p.search(event.account) for p in trigger.usernames):
@@ -53,11 +55,11 @@ def _describe(wanted: dict[str, Any]) -> str:
 
 
 def pipeline_triggered(pipeline: Pipeline, event: TriggerEvent) -> bool:
-    """Whether the event enqueues something: its change, or (a branch updated, or a timer fired for this
-    pipeline) a branch's revision."""
+    """Whether the event enqueues something: its change, or (a branch or a tag updated, or a timer fired for this
+    pipeline) a ref's revision. A change's own refs (refs/changes/..., Gerrit's NoteDb) never do."""
     if event.type == "timer":
         return bool(pipeline.timers) and event.raw.get("pipeline") == pipeline.name
-    about = event.change > 0 or (event.type == "ref-updated" and event.ref.startswith("refs/heads/"))
+    about = event.change > 0 or (event.type == "ref-updated" and event.ref.startswith(REF_ITEM_PREFIXES))
     return about and any(trigger_matches(t, event) for t in pipeline.triggers)
 
 

@@ -11,7 +11,7 @@ import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.management import (
@@ -118,6 +118,36 @@ class ChangeRequest(_Request):
     change: ChangeKey = Field(description="NUMBER,PATCHSET such as 5,1")
 
 
+class ChangeOrRefRequest(_Request):
+    """enqueue, dequeue: one change, or one ref of a project (Zuul's enqueue-ref and dequeue --ref), in one
+    pipeline. A ref's name and revisions are checked as the scheduler's request checks them."""
+
+    pipeline: Name
+    change: ChangeKey | None = Field(None, description="NUMBER,PATCHSET such as 5,1")
+    project: Name | None = Field(None, description="with ref: the ref's project")
+    ref: Annotated[str, Field(max_length=255)] | None = Field(
+        None, description="a branch or tag as a full ref, such as refs/heads/master or refs/tags/1.0")
+    oldrev: Annotated[str, Field(max_length=40)] | None = Field(None, description="enqueue: the ref's revision before")
+    newrev: Annotated[str, Field(max_length=40)] | None = Field(
+        None, description="enqueue: the revision to run on (default: a branch's tip); dequeue: only that revision")
+
+    @model_validator(mode="after")
+    def _change_or_ref(self) -> ChangeOrRefRequest:
+        if not self.change and not (self.project or self.ref):
+            raise ValueError("missing field: change")  # a ref's request names project or ref: checked later
+        return self
+
+    def management(self, action: Action, who: str) -> ManagementRequest:
+        return ManagementRequest(action, pipeline=self.pipeline, change=self.change or "", project=self.project or "",
+                                 ref=self.ref or "", oldrev=self.oldrev or "", newrev=self.newrev or "", user=who)
+
+    def answer(self, action: str, pipeline: str) -> dict[str, Any]:
+        about = {"change": self.change} if self.change else {
+            k: v for k, v in (("project", self.project), ("ref", self.ref), ("oldrev", self.oldrev),
+                              ("newrev", self.newrev)) if v}
+        return {"action": action, "pipeline": pipeline, **about, "result": "done"}
+
+
 class PromoteRequest(_Request):
     pipeline: Name
     changes: Annotated[list[ChangeKey], BeforeValidator(_split_words), Field(min_length=1, max_length=500)] = Field(
@@ -156,8 +186,10 @@ def describe_errors(exc: ValidationError) -> str:
     """A sentence naming each field that is missing, unknown or wrong, and why."""
     missing, unknown, wrong = [], [], []
     for error in exc.errors(include_url=False):
-        field = ".".join(str(p) for p in error["loc"]) or "body"
-        if error["type"] == "missing":
+        field = ".".join(str(p) for p in error["loc"])
+        if not field:  # the request's own check across fields: its message says it all
+            wrong.append(error["msg"].removeprefix("Value error, "))
+        elif error["type"] == "missing":
             missing.append(field)
         elif error["type"] == "extra_forbidden":
             unknown.append(field)
@@ -180,8 +212,8 @@ class Admin:
 
     # action name -> (request model, method name); the web builds its routes and OpenAPI document from this
     ACTIONS: dict[str, tuple[type[BaseModel], str]] = {
-        "enqueue": (ChangeRequest, "do_enqueue"),
-        "dequeue": (ChangeRequest, "do_dequeue"),
+        "enqueue": (ChangeOrRefRequest, "do_enqueue"),
+        "dequeue": (ChangeOrRefRequest, "do_dequeue"),
         "promote": (PromoteRequest, "do_promote"),
         "retrigger": (ChangeRequest, "do_retrigger"),
         "autohold": (AutoholdRequest, "do_autohold"),
@@ -195,10 +227,11 @@ class Admin:
         self.timeout = timeout  # how long to wait for a scheduler's answer
 
     def _management(self, action: Action, pipeline: str, who: str, change: str = "",
-                    changes: list[str] | None = None) -> None:
+                    changes: list[str] | None = None, request: ManagementRequest | None = None) -> None:
         """Send an operator request to the scheduler (its own helper and format) and wait for its answer: a
         refusal naming something that is not there is a 404, any other a 409."""
-        request = ManagementRequest(action, pipeline=pipeline, change=change, changes=changes or [], user=who)
+        if request is None:
+            request = ManagementRequest(action, pipeline=pipeline, change=change, changes=changes or [], user=who)
         try:
             apply_management(self.zk, request, self.timeout)
         except MalformedRequest as exc:
@@ -227,15 +260,15 @@ class Admin:
         audit.info("admin %s by %s: %s -> %s", action, who, describe_request(body), outcome)
         return result
 
-    def do_enqueue(self, req: ChangeRequest, who: str) -> dict[str, Any]:
+    def do_enqueue(self, req: ChangeOrRefRequest, who: str) -> dict[str, Any]:
         pipeline = self._pipeline(req.pipeline)
-        self._management(Action.ENQUEUE, pipeline, who, change=req.change)
-        return {"action": "enqueue", "pipeline": pipeline, "change": req.change, "result": "done"}
+        self._management(Action.ENQUEUE, pipeline, who, request=req.management(Action.ENQUEUE, who))
+        return req.answer("enqueue", pipeline)
 
-    def do_dequeue(self, req: ChangeRequest, who: str) -> dict[str, Any]:
+    def do_dequeue(self, req: ChangeOrRefRequest, who: str) -> dict[str, Any]:
         pipeline = self._pipeline(req.pipeline)
-        self._management(Action.DEQUEUE, pipeline, who, change=req.change)
-        return {"action": "dequeue", "pipeline": pipeline, "change": req.change, "result": "done"}
+        self._management(Action.DEQUEUE, pipeline, who, request=req.management(Action.DEQUEUE, who))
+        return req.answer("dequeue", pipeline)
 
     def do_promote(self, req: PromoteRequest, who: str) -> dict[str, Any]:
         pipeline = self._pipeline(req.pipeline)

@@ -28,7 +28,11 @@ from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.record import Record
 
 CHANGE_KEY = re.compile(r"\d+,\d+")  # matched whole (fullmatch: no trailing newline)
+REVISION = re.compile(r"[0-9a-f]{40}")  # a full commit (or tag object) sha, matched whole
+# a branch or tag, as git-check-ref-format allows it (no "..", "@{", "//", control characters, space or ~^:?*[\)
+REF_NAME = re.compile(r"refs/(heads|tags)/(?!.*(\.\.|@\{|//|\.lock(/|$)|/\.))[^\x00-\x20\x7f~^:?*\[\\]+(?<![./])")
 MAX_NAME = 255  # a pipeline or user name
+PROJECT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]*(?<![./])")  # a Gerrit project name such as org/a
 MAX_CHANGES = 500  # changes in one promote
 TAKEN = "taken"  # child of a queued request once a scheduler applies it: from then on it cannot be withdrawn
 
@@ -69,6 +73,12 @@ class ManagementRequest(Record):
     action: Action
     pipeline: str = ""
     change: str = ""  # NUMBER,PATCHSET
+    # enqueue or dequeue of a ref item instead of a change (Zuul's enqueue-ref, dequeue --ref): a branch or tag of
+    # `project`; enqueue takes its revisions (newrev: default, a branch's tip), dequeue its revision (default: all)
+    project: str = ""
+    ref: str = ""
+    oldrev: str = ""
+    newrev: str = ""
     changes: list[str] = dataclasses.field(default_factory=list)  # promote: in their new order
     user: str = ""  # who asked, for the log (the web's admin API sets it)
     id: str = ""
@@ -85,7 +95,7 @@ class ManagementRequest(Record):
             expected = ", ".join(a.value for a in Action)
             raise MalformedRequest(f'field "action": {_shown(action)} is not an operator action '
                                    f"(expected one of {expected})")
-        for name in ("pipeline", "change", "user", "id"):
+        for name in ("pipeline", "change", "user", "id", "project", "ref", "oldrev", "newrev"):
             if not isinstance(data.get(name, ""), str):
                 raise MalformedRequest(f'field "{name}": {_shown(data[name])} is not a string')
         created = data.get("created", 0.0)
@@ -119,12 +129,39 @@ class ManagementRequest(Record):
                                        f"takes (at most {MAX_CHANGES})")
             for key in self.changes:
                 _check_change("changes", key)
+        elif self.ref or self.project:
+            self._check_ref()
         else:
             _check_change("change", self.change)
 
+    def _check_ref(self) -> None:
+        if self.change:
+            raise MalformedRequest(f'field "change": {self.action.value} takes a change or a ref, not both')
+        if not self.project or not self.ref:
+            missing = "project" if not self.project else "ref"
+            raise MalformedRequest(f'field "{missing}": {self.action.value} of a ref needs a project and a ref')
+        if len(self.project) > MAX_NAME or not PROJECT.fullmatch(self.project):
+            raise MalformedRequest(f'field "project": {_shown(self.project)} is not a project name')
+        if not REF_NAME.fullmatch(self.ref):
+            raise MalformedRequest(f'field "ref": {_shown(self.ref)} is not a branch or tag (expected a full ref '
+                                   "such as refs/heads/master or refs/tags/1.0)")
+        for name in ("oldrev", "newrev"):
+            value = getattr(self, name)
+            if value and not REVISION.fullmatch(value):
+                raise MalformedRequest(f'field "{name}": {_shown(value)} is not a revision (expected 40 hex digits)')
+        if self.action is Action.DEQUEUE and self.oldrev:
+            raise MalformedRequest('field "oldrev": dequeue names a ref item by its ref and new revision only')
+
+    @property
+    def ref_key(self) -> str:
+        """What a ref request is about, for people: "org/a refs/heads/master" (and "@<newrev>" when given)."""
+        return f"{self.project} {self.ref}" + (f"@{self.newrev[:12]}" if self.newrev else "")
+
     def subject(self) -> str:
         """What the request is about, for log lines: "5,1", "5,1 6,1" or "" (a reload)."""
-        return self.change if self.action in (Action.ENQUEUE, Action.DEQUEUE) else " ".join(self.changes)
+        if self.action in (Action.ENQUEUE, Action.DEQUEUE):
+            return self.ref_key if self.ref else self.change
+        return " ".join(self.changes)
 
 
 @dataclasses.dataclass

@@ -52,6 +52,7 @@ class ChangeSpec(Record):
     url: str = ""  # git fetch URL of the project
     merge_mode: str = "merge-resolve"
     owner: str = ""  # the change owner's username
+    oldrev: str = ""  # a ref item (number 0): the ref's revision before (the job's GK_OLDREV)
 
     @property
     def key(self) -> str:

@@ -41,7 +41,8 @@ def test_a_request_reads_back_typed_and_keeps_a_newer_senders_fields():
     sent = ManagementRequest(Action.PROMOTE, "gate", changes=["5,1", "6,2"], user="rita", id="abc", created=1.5)
     data = decode(sent.to_bytes())
     assert data == {"_v": 1, "action": "promote", "pipeline": "gate", "change": "", "changes": ["5,1", "6,2"],
-                    "user": "rita", "id": "abc", "created": 1.5}
+                    "user": "rita", "id": "abc", "created": 1.5, "project": "", "ref": "", "oldrev": "",
+                    "newrev": ""}
     read = ManagementRequest.parse({**data, "priority": "high"})
     assert read == sent and read.action is Action.PROMOTE
     assert decode(read.to_bytes())["priority"] == "high"
