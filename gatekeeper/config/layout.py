@@ -254,7 +254,8 @@ class _Builder:
             window = None
         if window and p["manager"] != "dependent":
             key = "window" if "window" in p else flat[0]
-            self.error(p, key, where, "a window applies only to a dependent pipeline")
+            why = schema.IN_TURN.get(p["manager"], "")
+            self.error(p, key, where, f"a window applies only to a dependent pipeline{why}")
         supercedes = p.get("supercedes") or []
         supercedes = [supercedes] if isinstance(supercedes, str) else supercedes
         for i, other in enumerate(supercedes):
