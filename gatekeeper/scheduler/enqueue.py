@@ -41,6 +41,9 @@ class Enqueueing:
             return f"project {change.project} has no jobs in pipeline {self.name}{on}"
         if self.state.find(change.key):
             return f"change {change.key} is already in {self.name}"
+        if self.in_turn:  # the change alone (gatekeeper.scheduler.inturn)
+            self._enqueue_in_turn(change, project)
+            return ""
         try:
             needed = self._needed_chain(change)
         except Refusal as exc:

@@ -16,6 +16,7 @@ from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.interfaces import Backend, ChangeSource
 from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
 from gatekeeper.scheduler.enqueue import Enqueueing
+from gatekeeper.scheduler.inturn import InTurn
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
 from gatekeeper.scheduler.refs import enqueue_ref
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
@@ -52,7 +53,7 @@ def job_params(job: Job) -> dict:
     }
 
 
-class PipelineManager(Enqueueing, ItemReports):
+class PipelineManager(Enqueueing, InTurn, ItemReports):
     """Acts on one pipeline's state; built afresh for each pass (it holds nothing between passes)."""
 
     def __init__(self, layout: Layout, pipeline: Pipeline, state: PipelineState, backend: Backend,
@@ -173,6 +174,8 @@ class PipelineManager(Enqueueing, ItemReports):
         for queue in list(self.state.queues.values()):
             if self.pipeline.dependent:
                 self._process_dependent(queue)
+            elif self.in_turn:
+                self._process_in_turn(queue)
             else:
                 self._process_independent(queue)
             if queue.dynamic and not queue.items:
@@ -396,7 +399,7 @@ class PipelineManager(Enqueueing, ItemReports):
             if item is None:
                 raise NotFound(f"no change {key} in {self.name}")
             queue = self.state.queues.get(item.queue)
-            if queue and queue.dynamic:
+            if queue and queue.dynamic and not self.in_turn:  # an independent item, with the changes it needs
                 self._remove_queue_of(item)
             else:
                 self._dequeue(item, "an operator dequeued it", OPERATOR)

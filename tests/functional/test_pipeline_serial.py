@@ -1,0 +1,125 @@
+"""Zuul's `serial` pipeline manager over real wires (Gerrit simulator over SSH, real ZooKeeper, merger, scheduler):
+projects share queues as in the gate, but one item of a queue runs at a time, on its branch as it is."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.history.db import HistoryDB
+from gatekeeper.web.server import WebService
+from gatekeeper.zk.client import ZKClient
+from tests.functional.gate_harness import GateHarness
+from tests.helpers import wait_for
+from tests.layouts import GATE_LAYOUT
+
+DEPLOY = r"""
+  - name: deploy
+    manager: serial
+    precedence: low
+    trigger:
+      gerrit:
+        - event: comment-added
+          comment: (?im)^\s*deploy\s*$
+    success: {gerrit: {labels: {}, message: Deployed.}}
+    failure: {gerrit: {labels: {}, message: Deploy failed.}}
+queues:"""
+
+LAYOUT = GATE_LAYOUT.replace("\nqueues:", DEPLOY, 1).replace(
+    "pipelines: {check: [unit], gate: [unit, integration]}",
+    "pipelines: {check: [unit], gate: [unit, integration], deploy: [unit]}", 1).replace(
+    "pipelines: {check: [unit], gate: [unit]}", "pipelines: {check: [unit], gate: [unit], deploy: [unit]}")
+
+
+@pytest.fixture
+def gate(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
+    harness = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT)
+    try:
+        yield harness
+    finally:
+        harness.stop()
+
+
+def running(gate: GateHarness) -> list[tuple[str, str]]:
+    """(job, changes) of the deploy builds running now."""
+    return sorted((r.job, r.changes) for r in gate.executor.held() if r.pipeline == "deploy")
+
+
+def deploy_reports(gate: GateHarness, change) -> list[str]:
+    return [m.split("\n\n", 1)[-1].split("\n")[0] for m in gate.ci_messages(change) if "Deploy" in m]
+
+
+def test_serial_runs_one_item_of_each_shared_queue_at_a_time_on_the_branch_as_it_is(
+        gate: GateHarness, tmp_path: Path) -> None:
+    """A, B and D (org/a, org/b, org/a share the integrated queue) and C (org/c, queue other) are to be deployed: A
+    and C run at once, B and D wait. Each success leaves one item running in the queue (no window grows), on the
+    branch as it is, not on the speculative state of those ahead. The status API shows the serial pipeline's queues,
+    their items in order and a window of one."""
+    a, b, c, d = gate.change("org/a"), gate.change("org/b"), gate.change("org/c"), gate.change("org/a")
+    gate.settle()
+    gate.executor.hold = True
+    for change in (a, b, c, d):
+        gate.comment(change, "deploy")
+    gate.settle()
+    assert running(gate) == [("unit", "1,1"), ("unit", "3,1")]
+    assert gate.gate_queue("deploy") == ["1,1", "2,1", "4,1", "3,1"]
+
+    db = HistoryDB(f"sqlite:///{tmp_path}/history.sqlite")
+    web = WebService(gate.zk_factory(), port=0, history=db, log_dir=tmp_path).start()
+    try:
+        with urllib.request.urlopen(f"{web.url}/api/v1/status", timeout=10) as resp:
+            status = json.loads(resp.read())
+        [deploy] = [p for p in status["pipelines"] if p["name"] == "deploy"]
+        assert deploy["manager"] == "serial"
+        queues = {q["name"]: ([i["change"]["key"] for i in q["items"]], q["window"]) for q in deploy["queues"]}
+        assert queues == {"integrated": (["1,1", "2,1", "4,1"], 1), "other": (["3,1"], 1)}
+    finally:
+        web.stop()
+        db.close()
+
+    assert gate.executor.release(change=1) == 1
+    gate.settle()
+    assert running(gate) == [("unit", "2,1"), ("unit", "3,1")]  # B alone, on the branch: A is not merged onto it
+    assert gate.executor.release(change=2) == 1
+    gate.settle()
+    assert running(gate) == [("unit", "3,1"), ("unit", "4,1")]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert sorted(gate.history("deploy")) == [("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1"),
+                                              ("unit", "SUCCESS", "3,1"), ("unit", "SUCCESS", "4,1")]
+    assert [deploy_reports(gate, x) for x in (a, b, c, d)] == [["Deployed."]] * 4
+    assert gate.gate_queue("deploy") == []
+
+
+def test_a_failure_in_a_serial_queue_is_reported_and_the_next_item_still_runs_across_a_scheduler_restart(
+        gate: GateHarness) -> None:
+    """A and B wait in the integrated queue, A running, when the scheduler is killed; a new one reads both back, A
+    still running and B waiting. A fails: it is reported, and B is neither dequeued nor blamed: it runs next and
+    is deployed."""
+    a, b = gate.change("org/a"), gate.change("org/b")
+    gate.settle()
+    gate.executor.hold = True
+    gate.comment(a, "deploy")
+    gate.comment(b, "deploy")
+    gate.settle()
+    assert running(gate) == [("unit", "1,1")]
+    gate.kill_scheduler(gate.schedulers[0])
+    gate.start_scheduler()
+    assert gate.gate_queue("deploy") == ["1,1", "2,1"]
+    gate.settle()
+    assert running(gate) == [("unit", "1,1")]
+
+    assert gate.executor.release(change=1, result="FAILURE") == 1
+    wait_for(lambda: running(gate) == [("unit", "2,1")], 30, "B's turn after A failed")
+    assert deploy_reports(gate, a) == ["Deploy failed."]
+    assert gate.gate_queue("deploy") == ["2,1"]
+    gate.executor.release()
+    gate.settle()
+    assert gate.history("deploy") == [("unit", "FAILURE", "1,1"), ("unit", "SUCCESS", "2,1")]
+    assert deploy_reports(gate, b) == ["Deployed."]
+    assert gate.gate_queue("deploy") == []
