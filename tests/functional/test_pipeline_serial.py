@@ -14,6 +14,7 @@ from gatekeeper.history.db import HistoryDB
 from gatekeeper.web.server import WebService
 from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
+from tests.functional.test_pipeline_supercedent import push_to, ref_key
 from tests.helpers import wait_for
 from tests.layouts import GATE_LAYOUT
 
@@ -25,6 +26,8 @@ DEPLOY = r"""
       gerrit:
         - event: comment-added
           comment: (?im)^\s*deploy\s*$
+        - event: ref-updated
+          ref: ^refs/heads/master$
     success: {gerrit: {labels: {}, message: Deployed.}}
     failure: {gerrit: {labels: {}, message: Deploy failed.}}
 queues:"""
@@ -123,3 +126,24 @@ def test_a_failure_in_a_serial_queue_is_reported_and_the_next_item_still_runs_ac
     assert gate.history("deploy") == [("unit", "FAILURE", "1,1"), ("unit", "SUCCESS", "2,1")]
     assert deploy_reports(gate, b) == ["Deployed."]
     assert gate.gate_queue("deploy") == []
+
+
+def test_every_update_of_a_branch_is_deployed_in_turn(gate: GateHarness, tmp_path: Path) -> None:
+    """Three pushes to master while the first one's deploy runs: unlike a supercedent pipeline, serial keeps them
+    all, and each runs at exactly its own revision once the one ahead is done."""
+    gate.executor.hold = True
+    first = push_to(gate, tmp_path, "master", "one")
+    wait_for(lambda: running(gate) == [("unit", ref_key(first))], 30, "the first push's deploy")
+    second = push_to(gate, tmp_path, "master", "two")
+    third = push_to(gate, tmp_path, "master", "three")
+    gate.settle()
+    assert gate.gate_queue("deploy") == [ref_key(first), ref_key(second), ref_key(third)]
+    assert running(gate) == [("unit", ref_key(first))]
+    for push, after in ((second, first), (third, second)):
+        assert gate.executor.release(pipeline="deploy") == 1
+        wait_for(lambda push=push: running(gate) == [("unit", ref_key(push))], 30, "the next push's deploy")
+        [build] = [r for r in gate.executor.held() if r.pipeline == "deploy"]
+        assert build.repo_state["branches"]["org/a"] == {"master": push}, f"not at its revision, after {after}"
+    gate.executor.release()
+    gate.settle()
+    assert gate.history("deploy") == [("unit", "SUCCESS", ref_key(sha)) for sha in (first, second, third)]

@@ -34,7 +34,8 @@ LAYOUT = GATE_LAYOUT.replace("\nqueues:", PROMOTE, 1).replace(
     "  - name: unit\n", "  - name: unit\n  - name: publish\n", 1).replace(
     "pipelines: {check: [unit], gate: [unit, integration]}",
     "pipelines: {check: [unit], gate: [unit, integration], promote: [publish]}", 1).replace(
-    "pipelines: {check: [unit], gate: [unit]}", "pipelines: {check: [unit], gate: [unit], promote: [publish]}")
+    "pipelines: {check: [unit], gate: [unit]}", "pipelines: {check: [unit], gate: [unit], promote: [publish]}").replace(
+    "    supercedes: check\n", "    supercedes: [check, promote]\n", 1)
 
 
 @pytest.fixture
@@ -121,3 +122,27 @@ def test_a_superseded_change_leaves_without_a_report_and_a_dequeue_leaves_the_ru
     assert sorted(gate.history("promote")) == [("publish", "SUCCESS", "1,1"), ("publish", "SUCCESS", "4,1")]
     assert any("Promoted." in m for m in gate.ci_messages(a1)) and any("Promoted." in m for m in gate.ci_messages(b))
     assert not [m for m in gate.ci_messages(a2) if "promote" in m.lower()]
+
+
+def test_a_change_leaving_a_supercedent_queue_for_a_pipeline_superseding_it_leaves_the_others_there(
+        gate: GateHarness) -> None:
+    """The gate supercedes promote: A1 runs in promote, A2 waits behind it; A2 is approved and leaves promote for the
+    gate, and A1 (in the same queue, but not A2's) runs on to its report."""
+    a1, a2 = gate.change("org/a"), gate.change("org/a")
+    gate.settle()
+    gate.executor.hold = True
+    for change in (a1, a2):
+        gate.comment(change, "promote")
+        gate.settle()
+    assert gate.gate_queue("promote") == ["1,1", "2,1"]
+    gate.approve(a2)
+    gate.settle()
+    assert gate.gate_queue("promote") == ["1,1"] and gate.gate_queue("gate") == ["2,1"]
+    assert running(gate) == ["1,1"]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert gate.status(a2) == "MERGED"
+    merged = ref_key(gate.sim.branch_tip("org/a", "master"))  # A2's merge updated master: promote runs on it too
+    assert sorted(gate.history("promote")) == [("publish", "SUCCESS", "1,1"), ("publish", "SUCCESS", merged)]
+    assert any("Promoted." in m for m in gate.ci_messages(a1))
