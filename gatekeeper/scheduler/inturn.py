@@ -58,10 +58,22 @@ class InTurn:
     def _process_in_turn(self, queue: ChangeQueue) -> None:
         """The head runs on its branch as it is, and is reported and leaves when complete; then the next one's turn
         comes in the same pass. A change that may no longer stay leaves wherever it is, alone."""
+        head = None
         for item in self.state.queue_items(queue):
             reason = self._unmet(item.change)
             if reason:
                 self._dequeue(item, reason, requirement_kind(item.change))
+                continue
+            # What another manager of this pipeline left (a layout changed it): a change that only rode along for
+            # the one that needs it leaves; one tested on a speculative state, or out of turn, starts again.
+            if not item.live:
+                self._remove(item, merged=False)
+                continue
+            if item.ahead is not None or (head is not None and (item.merge_state or item.builds)):
+                self._reset(item, None)
+            head = head or item
+        if queue.window != 1:  # one at a time, whatever the queue's window was under another manager
+            queue.window, self.state.changed = 1, True
         while items := self.state.queue_items(queue):
             head = items[0]
             self._advance(head, None, 0)

@@ -147,3 +147,64 @@ def test_every_update_of_a_branch_is_deployed_in_turn(gate: GateHarness, tmp_pat
     gate.executor.release()
     gate.settle()
     assert gate.history("deploy") == [("unit", "SUCCESS", ref_key(sha)) for sha in (first, second, third)]
+
+
+def test_a_dependent_pipeline_made_serial_by_a_reload_keeps_its_head_running_and_starts_the_others_in_turn(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    """deploy is dependent at first: A, B and D run at once, B and D on the speculative state ahead. The layout is
+    reloaded with deploy serial: A runs on, B's and D's builds are cancelled, and B then runs alone, on the
+    branch as it is."""
+    dependent = LAYOUT.replace("    manager: serial\n", "    manager: dependent\n", 1).replace(
+        "        - event: ref-updated\n          ref: ^refs/heads/master$\n", "", 1)  # no ref items in a gate
+    gate = GateHarness(tmp_path, zk_factory, layout_text=dependent)
+    try:
+        a, b, d = gate.change("org/a"), gate.change("org/b"), gate.change("org/a")
+        gate.settle()
+        gate.executor.hold = True
+        for change in (a, b, d):
+            gate.comment(change, "deploy")
+        gate.settle()
+        assert running(gate) == [("unit", "1,1"), ("unit", "1,1 2,1"), ("unit", "1,1 2,1 3,1")]
+        gate.layout_path.write_text(LAYOUT)
+        assert gate.schedulers[0].reload() == ""
+        gate.settle()
+        assert running(gate) == [("unit", "1,1")]
+        assert gate.gate_queue("deploy") == ["1,1", "2,1", "3,1"]
+        assert gate.executor.release(change=1) == 1
+        gate.settle()
+        assert running(gate) == [("unit", "2,1")]
+        gate.executor.hold = False
+        gate.executor.release()
+        gate.settle()
+        assert gate.history("deploy") == [("unit", "SUCCESS", key) for key in ("1,1", "2,1", "3,1")]
+    finally:
+        gate.stop()
+
+
+def test_an_independent_pipeline_made_serial_by_a_reload_drops_the_changes_that_only_rode_along(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    """deploy is independent at first: B depends on A, so B's item tests A and B together, A riding along (not
+    live). deploy is reloaded serial: A leaves without a report (it was never to be deployed) and B runs again
+    alone, on the branch as it is."""
+    gate = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT.replace("    manager: serial\n",
+                                                                        "    manager: independent\n", 1))
+    try:
+        a = gate.change("org/a")
+        b = gate.change("org/b", depends_on=(a,))
+        gate.settle()
+        gate.executor.hold = True
+        gate.comment(b, "deploy")
+        gate.settle()
+        assert running(gate) == [("unit", "1,1 2,1")]
+        gate.layout_path.write_text(LAYOUT)
+        assert gate.schedulers[0].reload() == ""
+        gate.settle()
+        assert running(gate) == [("unit", "2,1")]
+        assert gate.gate_queue("deploy") == ["2,1"]
+        gate.executor.hold = False
+        gate.executor.release()
+        gate.settle()
+        assert gate.history("deploy") == [("unit", "SUCCESS", "2,1")]
+        assert deploy_reports(gate, a) == [] and deploy_reports(gate, b) == ["Deployed."]
+    finally:
+        gate.stop()
