@@ -208,3 +208,26 @@ def test_an_independent_pipeline_made_serial_by_a_reload_drops_the_changes_that_
         assert deploy_reports(gate, a) == [] and deploy_reports(gate, b) == ["Deployed."]
     finally:
         gate.stop()
+
+
+def test_a_change_merged_by_the_gate_is_deployed_and_told_so(tmp_path: Path,
+                                                            zk_factory: Callable[..., ZKClient]) -> None:
+    """deploy also runs on change-merged (as Zuul's deployment pipelines do): the gate merges A; deploy runs A's jobs
+    on the branch that now holds it and reports on A; the master update A made is deployed too, in the same
+    queue."""
+    text = LAYOUT.replace("        - event: ref-updated\n",
+                          "        - event: change-merged\n        - event: ref-updated\n", 1)
+    gate = GateHarness(tmp_path, zk_factory, layout_text=text)
+    try:
+        a = gate.change("org/a")
+        gate.settle()
+        gate.approve(a)
+        gate.settle()
+        assert gate.status(a) == "MERGED"
+        tip = gate.sim.branch_tip("org/a", "master")
+        assert sorted(gate.history("deploy")) == [("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", ref_key(tip))]
+        [change_build] = [r for r in gate.executor.history if r.pipeline == "deploy" and r.changes == "1,1"]
+        assert gate.executor.requests[change_build.id].repo_state["branches"]["org/a"]["master"] == tip
+        assert deploy_reports(gate, a) == ["Deployed."]
+    finally:
+        gate.stop()
