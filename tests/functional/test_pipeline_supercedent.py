@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from gatekeeper.scheduler.timer import PipelineTimer
 from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
+from tests.functional.test_periodic_pipeline import START, Clock, fire
 from tests.functional.test_post_pipeline import push, recorded
 from tests.helpers import wait_for
 from tests.layouts import GATE_LAYOUT
@@ -146,3 +148,42 @@ def test_a_change_leaving_a_supercedent_queue_for_a_pipeline_superseding_it_leav
     merged = ref_key(gate.sim.branch_tip("org/a", "master"))  # A2's merge updated master: promote runs on it too
     assert sorted(gate.history("promote")) == [("publish", "SUCCESS", "1,1"), ("publish", "SUCCESS", merged)]
     assert any("Promoted." in m for m in gate.ci_messages(a1))
+
+
+def test_a_supercedent_periodic_pipeline_runs_the_newest_branch_tip_after_the_running_one(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A timer fires while the previous fire's job still runs: the fires pile up as one waiting item, the newest
+    branch tip (a periodic pipeline that falls behind runs the latest state once, not every state in turn)."""
+    clock = Clock(START)
+    monkeypatch.setattr(PipelineTimer, "clock", staticmethod(clock))
+    text = LAYOUT.replace("""      gerrit:
+        - event: ref-updated
+          ref: ^refs/heads/.*$
+        - event: comment-added
+          comment: (?im)^\\s*promote\\s*$
+""", """      timer:
+        - time: '* * * * * *'
+""", 1)
+    assert text != LAYOUT
+    gate = GateHarness(tmp_path, zk_factory, layout_text=text)
+    try:
+        gate.executor.hold = True
+        wait_for(lambda: gate.schedulers[0].timer.looked_at == START, 30, "the timer to look at the clock")
+        tips = []
+        for n in range(3):
+            if n:
+                tips.append(push_to(gate, tmp_path, "master", f"tip{n}"))
+            else:
+                tips.append(gate.sim.branch_tip("org/a", "master"))
+            fire(gate, clock, START + 0.5 + n, START + 0.5 + n)
+            gate.settle()
+        queued = [k for k in gate.gate_queue("promote") if k.startswith("org/a:")]
+        assert queued == [ref_key(tips[0]), ref_key(tips[2])]
+        assert [k for k in running(gate) if k.startswith("org/a:")] == [ref_key(tips[0])]
+        gate.executor.hold = False
+        gate.executor.release()
+        gate.settle()
+        assert [c for _, _, c in gate.history("promote") if c.startswith("org/a:")] == [
+            ref_key(tips[0]), ref_key(tips[2])]
+    finally:
+        gate.stop()
