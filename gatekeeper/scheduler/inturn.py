@@ -6,10 +6,10 @@ tested on its branch as it is when its turn comes. A failure is reported on its 
 neither reset nor dequeued, and the next one takes its turn (deployment pipelines, where every change must run in
 order).
 
-A supercedent pipeline has one queue per project and branch (a ref item's branch is its ref: a tag's item queues
-apart from the branches). Its head runs and is never cancelled for a newer item; at most one item waits behind it: a
-newer one replaces it, removed without a report, as Zuul's removeItem does (post and promote pipelines, where only
-the newest merge's jobs are worth running).
+A supercedent pipeline has one queue per project and branch (a branch's changes and its updates share one, as in
+Zuul; a tag's items queue apart, by the tag). Its head runs and is never cancelled for a newer item; at most one
+item waits behind it: a newer one replaces it, removed without a report, as Zuul's removeItem does (post and promote
+pipelines, where only the newest merge's jobs are worth running).
 
 Neither enqueues what a change needs ahead of it (as in Zuul: each item is the change alone, on its branch).
 
