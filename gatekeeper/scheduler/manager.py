@@ -243,6 +243,9 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             position += 1
 
     def _process_independent(self, queue: ChangeQueue) -> None:
+        for item in self.state.queue_items(queue)[:-1]:
+            if item.live:  # queued by another manager of this pipeline (a layout changed it): tested on its own
+                self._process_independent(self._alone(item))
         items = self.state.queue_items(queue)
         live = items[-1] if items else None
         if live is None or not live.live:
@@ -271,6 +274,18 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             for item in items:
                 if item.id in self.state.items:
                     self._remove(item, merged=False)
+
+    def _alone(self, item: Item) -> ChangeQueue:
+        """Move a live item into a queue of its own, as an independent pipeline tests each change (the queue loop
+        then resets what it did on the state of the items that were ahead of it)."""
+        self.state.queues[item.queue].items.remove(item.id)
+        queue = ChangeQueue(name=f"{item.change.project} {item.key}", dynamic=True)
+        queue.items.append(item.id)
+        self.state.queues[queue.name] = queue
+        item.queue = queue.name
+        self.state.touch(item)
+        self.state.changed = True
+        return queue
 
     def _why_leave(self, item: Item, ahead: dict[str, Item]) -> tuple[str, str]:
         """Why the item must leave the queue, and the kind of reason (for the dequeue report); ("", "") if not."""

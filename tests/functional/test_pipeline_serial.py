@@ -231,3 +231,31 @@ def test_a_change_merged_by_the_gate_is_deployed_and_told_so(tmp_path: Path,
         assert deploy_reports(gate, a) == ["Deployed."]
     finally:
         gate.stop()
+
+
+def test_a_serial_pipeline_made_independent_by_a_reload_tests_each_waiting_change_on_its_own(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    """deploy is serial at first: A runs, B and D wait in the integrated queue. The layout is reloaded with deploy
+    independent: each change is tested on its own at once (none rides along on another's state), and each is
+    reported."""
+    gate = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT)
+    try:
+        a, b, d = gate.change("org/a"), gate.change("org/b"), gate.change("org/a")
+        gate.settle()
+        gate.executor.hold = True
+        for change in (a, b, d):
+            gate.comment(change, "deploy")
+        gate.settle()
+        assert running(gate) == [("unit", "1,1")]
+        gate.layout_path.write_text(LAYOUT.replace("    manager: serial\n", "    manager: independent\n", 1))
+        assert gate.schedulers[0].reload() == ""
+        gate.settle()
+        assert running(gate) == [("unit", "1,1"), ("unit", "2,1"), ("unit", "3,1")]
+        gate.executor.hold = False
+        gate.executor.release()
+        gate.settle()
+        assert sorted(gate.history("deploy")) == [("unit", "SUCCESS", key) for key in ("1,1", "2,1", "3,1")]
+        assert [deploy_reports(gate, x) for x in (a, b, d)] == [["Deployed."]] * 3
+        assert gate.gate_queue("deploy") == []
+    finally:
+        gate.stop()
