@@ -25,7 +25,16 @@ GERRIT_EVENTS = (
     "change-deleted",
     "project-created",
 )
-MANAGERS = ("independent", "dependent")
+# Zuul's pipeline managers: each change alone (independent), speculatively gated in shared queues (dependent), shared
+# queues run one item at a time on the branch as it is (serial), one queue per project and branch where a newer
+# item replaces the one waiting (supercedent)
+MANAGERS = ("independent", "dependent", "serial", "supercedent")
+# the managers whose queues run one item at a time -> why a window makes no sense for them (a layout error's end)
+IN_TURN = {
+    "serial": " (a serial pipeline runs one item of each queue at a time, on the branch as it is)",
+    "supercedent": " (a supercedent pipeline runs one item per project and branch at a time, and keeps only the "
+                   "newest one waiting)",
+}
 PRECEDENCES = ("high", "normal", "low")
 MERGE_MODES = ("merge-resolve", "merge", "cherry-pick")
 NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_.@/+-]+$", msg="may hold only letters, digits and _.@/+-"))
@@ -178,7 +187,8 @@ def WINDOW_OR_SIZE(value: Any) -> Any:  # noqa: N802 - reads like a type in sche
 PIPELINE = v.Schema(
     {
         v.Required("name"): NAME,
-        v.Required("manager"): v.In(MANAGERS, msg="unknown manager (expected independent or dependent)"),
+        v.Required("manager"): v.In(MANAGERS,
+                                    msg="unknown manager (expected independent, dependent, serial or supercedent)"),
         "description": str,
         "precedence": v.In(PRECEDENCES, msg="expected high, normal or low"),
         # `timer` (gatekeeper.config.timers) beside the connections' names

@@ -13,8 +13,10 @@ from collections.abc import Callable
 
 from gatekeeper.config.layout import Job, Layout, Pipeline
 from gatekeeper.models.events import TriggerEvent
-from gatekeeper.models.interfaces import Backend, ChangeSource, Report
+from gatekeeper.models.interfaces import Backend, ChangeSource
 from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
+from gatekeeper.scheduler.enqueue import Enqueueing
+from gatekeeper.scheduler.inturn import InTurn
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
 from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
@@ -27,16 +29,6 @@ from gatekeeper.zk.merges import MergeRequest, MergeResult, MergeState
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
 MERGE_ATTEMPTS = 3
-
-class Refusal(Exception):
-    """A change cannot enter the pipeline; the message, for people, is reported on the change.
-
-    `waits_on` names the change ("N,P") whose entering may let it in (one it needs that does not yet meet the
-    pipeline's requirements): it is reconsidered when that one enters."""
-
-    def __init__(self, message: str, waits_on: str = "") -> None:
-        super().__init__(message)
-        self.waits_on = waits_on
 
 
 def _provider_of(result: BuildResult) -> list[str]:
@@ -61,7 +53,7 @@ def job_params(job: Job) -> dict:
     }
 
 
-class PipelineManager(ItemReports):
+class PipelineManager(Enqueueing, InTurn, ItemReports):
     """Acts on one pipeline's state; built afresh for each pass (it holds nothing between passes)."""
 
     def __init__(self, layout: Layout, pipeline: Pipeline, state: PipelineState, backend: Backend,
@@ -169,136 +161,6 @@ class PipelineManager(ItemReports):
         self.state.touch(item)
         return True
 
-    # -- enqueue --------------------------------------------------------------------------------------------------
-    def enqueue(self, change: Change, refusal_key: str = "", quiet: bool = False) -> str:
-        """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused (reported
-        on the change unless `quiet`)."""
-        project = self.layout.projects.get(change.project)
-        jobs = project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files) if project else ()
-        if not jobs:
-            on = f" on branch {change.branch}" if project and project.jobs_for(self.name) else ""
-            if on and project.jobs_on_branch(self.name, change.branch, self.layout.jobs):
-                on = f" for the files change {change.key} touches"
-            return f"project {change.project} has no jobs in pipeline {self.name}{on}"
-        if self.state.find(change.key):
-            return f"change {change.key} is already in {self.name}"
-        try:
-            needed = self._needed_chain(change)
-        except Refusal as exc:
-            message = f"Change {change.key} cannot enter {self.name}: {exc}"
-            log.info("[%s %s] refused: %s", self.name, change.key, exc)
-            if exc.waits_on and self.pipeline.dependent:
-                waiters = self.state.waiting.setdefault(exc.waits_on, [])
-                if change.number not in waiters:
-                    waiters.append(change.number)
-                    self.state.changed = True
-            if not quiet:
-                self.backend.report(Report(self.name, change, "refused", message, {},
-                                           key=f"refused:{refusal_key or self.clock()}:{change.key}"))
-            return message
-        if self.pipeline.dependent:
-            queue = self._shared_queue(project.queue or project.name, change.branch)
-            for dep in needed:
-                self._add(queue, dep, live=True)
-            self._add(queue, change, live=True)
-            for entered in [*needed, change]:
-                self._follow(entered)
-            return ""
-        # Named for people (the status page shows it): the one live change it tests, unique in this pipeline.
-        queue = ChangeQueue(name=f"{change.project} {change.key}", dynamic=True)
-        self.state.queues[queue.name] = queue
-        for dep in needed:
-            self._add(queue, dep, live=False)
-        self._add(queue, change, live=True)
-        return ""
-
-    def _needed_chain(self, change: Change) -> list[Change]:
-        """The changes `change` needs that must be enqueued ahead of it, in order; raises Refusal."""
-        order: list[Change] = []
-        done: set[str] = set()
-        my_queue = self._queue_name(change.project, change.branch)
-
-        def visit(c: Change, path: list[str]) -> None:
-            if c.needs_error:
-                raise Refusal(c.needs_error)
-            for key in c.needs:
-                if key in path:
-                    raise Refusal("dependency cycle " + " -> ".join(path[path.index(key):] + [key]))
-                if key in done:
-                    continue
-                queued = self.state.find(key) if self.pipeline.dependent else None
-                if queued is not None and queued.queue == my_queue:
-                    continue
-                number = int(key.split(",")[0])
-                dep = self.lookup(number)
-                if dep is None:
-                    raise Refusal(f"it depends on change {key}, which cannot be found")
-                if dep.status == "MERGED":
-                    continue
-                if dep.status != "NEW":
-                    raise Refusal(f"it depends on change {key}, which is {dep.status.lower()}")
-                if dep.key != key:
-                    raise Refusal(f"it depends on {key}, an outdated patch set of change {number}")
-                if self.pipeline.dependent:
-                    queue = self._queue_name(dep.project, dep.branch)
-                    if queue != my_queue:
-                        raise Refusal(f"it depends on change {key} in {dep.project}, which is not in the same "
-                                      f'change queue ("{queue or "none"}", not "{my_queue}")')
-                    reason = unmet_requirements(self.pipeline, dep)
-                    if reason:
-                        raise Refusal(f"it depends on change {key}, which cannot enter {self.name}: {reason}",
-                                      waits_on=key)
-                visit(dep, path + [key])
-                done.add(key)
-                order.append(dep)
-
-        visit(change, [change.key])
-        return order
-
-    def _follow(self, entered: Change) -> None:
-        """Enqueue, behind a change that just entered, the refused changes that waited for it and now may enter
-        (approved dependents follow what they need, whatever the order their approvals came in)."""
-        waiters = self.state.waiting.pop(entered.key, None)
-        if waiters is None:
-            return
-        self.state.changed = True
-        for number in waiters:
-            latest = self.lookup(number)
-            if latest is None or self.state.find(latest.key) or unmet_requirements(self.pipeline, latest):
-                continue
-            log.info("[%s %s] follows %s, which it needs", self.name, latest.key, entered.key)
-            self.enqueue(latest, quiet=True)
-
-    def _queue_name(self, project: str, branch: str) -> str | None:
-        """The shared queue a change of `project` to `branch` goes into: the layout's queue, one per branch where
-        the queue is per-branch."""
-        name = self.layout.queue_of(project)
-        conf = self.layout.queues.get(name) if name else None
-        return f"{name} ({branch})" if conf and conf.per_branch else name
-
-    def _shared_queue(self, name: str, branch: str) -> ChangeQueue:
-        conf = self.layout.queues.get(name)
-        key = f"{name} ({branch})" if conf and conf.per_branch else name
-        queue = self.state.queues.get(key)
-        if queue is None:
-            window = (conf.window if conf and conf.window else self.pipeline.window)
-            queue = ChangeQueue(name=key, window=window.initial, layout_queue=name)
-            self.state.queues[key] = queue  # saved with the item `_add` puts in it next
-        return queue
-
-    def _add(self, queue: ChangeQueue, change: Change, live: bool) -> Item:
-        project = self.layout.projects.get(change.project)
-        jobs = (list(project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files))
-                if project and live else [])
-        item = Item(change=change, queue=queue.name, live=live, jobs=jobs, enqueued=self.clock())
-        self.state.items[item.id] = item
-        self.state.reindex()
-        queue.items.append(item.id)
-        self.state.touch(item)
-        self.state.changed = True
-        log.info("%s enqueued%s in queue %s", item.label(self.name), "" if live else " (not live)", queue.name)
-        return item
-
     # -- the queue loop -------------------------------------------------------------------------------------------
     def process(self) -> None:
         """One pass over every queue; nothing when nothing the loop looks at changed since its last pass."""
@@ -312,6 +174,8 @@ class PipelineManager(ItemReports):
         for queue in list(self.state.queues.values()):
             if self.pipeline.dependent:
                 self._process_dependent(queue)
+            elif self.in_turn:
+                self._process_in_turn(queue)
             else:
                 self._process_independent(queue)
             if queue.dynamic and not queue.items:
@@ -379,6 +243,9 @@ class PipelineManager(ItemReports):
             position += 1
 
     def _process_independent(self, queue: ChangeQueue) -> None:
+        for item in self.state.queue_items(queue)[:-1]:
+            if item.live:  # queued by another manager of this pipeline (a layout changed it): tested on its own
+                self._process_independent(self._alone(item))
         items = self.state.queue_items(queue)
         live = items[-1] if items else None
         if live is None or not live.live:
@@ -407,6 +274,18 @@ class PipelineManager(ItemReports):
             for item in items:
                 if item.id in self.state.items:
                     self._remove(item, merged=False)
+
+    def _alone(self, item: Item) -> ChangeQueue:
+        """Move a live item into a queue of its own, as an independent pipeline tests each change (the queue loop
+        then resets what it did on the state of the items that were ahead of it)."""
+        self.state.queues[item.queue].items.remove(item.id)
+        queue = ChangeQueue(name=f"{item.change.project} {item.key}", dynamic=True)
+        queue.items.append(item.id)
+        self.state.queues[queue.name] = queue
+        item.queue = queue.name
+        self.state.touch(item)
+        self.state.changed = True
+        return queue
 
     def _why_leave(self, item: Item, ahead: dict[str, Item]) -> tuple[str, str]:
         """Why the item must leave the queue, and the kind of reason (for the dequeue report); ("", "") if not."""
@@ -534,7 +413,7 @@ class PipelineManager(ItemReports):
                 if item is None:
                     raise NotFound(f"no change {request.change} in {self.name}")
                 queue = self.state.queues.get(item.queue)
-                if queue and queue.dynamic:
+                if queue and queue.dynamic and not self.in_turn:  # an independent item, with the changes it needs
                     self._remove_queue_of(item)
                 else:
                     self._dequeue(item, "an operator dequeued it", OPERATOR)

@@ -68,8 +68,8 @@ def enqueue_ref_request(manager: PipelineManager, request: ManagementRequest) ->
     and raises NotFound for a project or branch that is not there."""
     name = manager.name
     if manager.pipeline.dependent:
-        return (f"{request.ref_key}: a ref enters independent pipelines only (post, tag, periodic); {name} is "
-                f"{manager.pipeline.manager}")
+        return (f"{request.ref_key}: a ref does not enter a dependent pipeline ({name}); it enters independent, "
+                "supercedent and serial ones (post, tag, periodic, deploy)")
     if request.project not in manager.layout.projects:
         raise NotFound(f"no project {request.project} in the layout")
     newrev = request.newrev or _branch_tip(manager, request)

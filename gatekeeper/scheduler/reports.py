@@ -216,8 +216,9 @@ class ItemReports:
                     self.state.touch(other)
 
     def _remove_queue_of(self, item: Item) -> None:
+        """Remove the item without a report: an independent one with the changes it needs (its queue)."""
         queue = self.state.queues.get(item.queue)
-        items = self.state.queue_items(queue) if queue and queue.dynamic else [item]
+        items = self.state.queue_items(queue) if queue and queue.dynamic and not self.in_turn else [item]
         for other in items:
             self._remove(other, merged=False)
 

@@ -108,7 +108,7 @@ def test_scheduler_process_listens_reports_reloads_and_stops(rig, zk):
     # SIGHUP reloads the layout: a bad one is refused and the running one kept
     layout.write_text(LAYOUT.replace("manager: independent", "manager: serial-ish", 1))
     proc.send_signal(signal.SIGHUP)
-    wait_for(lambda: output.has("unknown manager (expected independent or dependent)"), 30,
+    wait_for(lambda: output.has("unknown manager (expected independent, dependent, serial or supercedent)"), 30,
              "the scheduler to refuse the bad layout")
     assert read_layout(zk).files == started_with
     second = sim.create_change("org/a", "Still checked after a bad reload", owner="jane")

@@ -25,7 +25,8 @@ def test_validate_lists_every_error_and_fails(tmp_path, capsys):
     assert main(["validate", "--layout", str(bad)]) == 3
     err = capsys.readouterr().err.splitlines()
     assert err == [
-        f"{bad}:3: pipelines[0] (gate).manager: unknown manager (expected independent or dependent)",
+        f"{bad}:3: pipelines[0] (gate).manager: unknown manager (expected independent, dependent, serial or "
+        "supercedent)",
         f'{bad}:4: pipelines[0] (gate): unknown key "colour"',
         "2 errors: the layout is not valid",
     ]
@@ -74,7 +75,8 @@ def test_validate_lists_every_bad_item_in_every_section(tmp_path):
     assert "Traceback" not in proc.stderr
     assert proc.stderr.splitlines() == [
         f"{bad}:4: pipelines[0] (check).precedence: expected high, normal or low, got a string 'urgent'",
-        f"{bad}:6: pipelines[1] (gate).manager: unknown manager (expected independent or dependent)",
+        f"{bad}:6: pipelines[1] (gate).manager: unknown manager (expected independent, dependent, serial or "
+        "supercedent)",
         f"{bad}:9: jobs[0] (a).timeout: expected an integer, got a string 'x'",
         f"{bad}:11: jobs[1] (b).timeout: expected an integer, got a string 'y'",
         f"{bad}:13: jobs[2] (c).voting: expected true or false, got an integer 3",

@@ -115,7 +115,8 @@ def test_unknown_key_in_pipeline():
 def test_unknown_pipeline_manager():
     (msg,) = errors_of(replace("manager: dependent", "manager: serial-ish"))
     assert msg == (
-        "layout0.yaml:9: pipelines[1] (gate).manager: unknown manager (expected independent or dependent)"
+        "layout0.yaml:9: pipelines[1] (gate).manager: unknown manager (expected independent, dependent, serial or "
+        "supercedent)"
     )
 
 
