@@ -233,8 +233,7 @@ def test_operator_enqueues_and_dequeues_a_ref_from_the_cli(gate: GateHarness, cl
 
     refusals = [
         (("enqueue", "--pipeline", "gate", "--project", "org/a", "--ref", "refs/heads/master"),
-         1, "org/a refs/heads/master: a ref enters independent pipelines only (post, tag, periodic); gate is "
-            "dependent"),
+         1, "org/a refs/heads/master: a ref does not enter a dependent pipeline (gate)"),
         (("enqueue", "--pipeline", "post", "--project", "org/nope", "--ref", "refs/heads/master"),
          1, "no project org/nope in the layout"),
         (("enqueue", "--pipeline", "post", "--project", "org/a", "--ref", "refs/heads/nope"),
@@ -297,7 +296,7 @@ def test_admin_api_enqueues_and_dequeues_a_ref_and_refuses_bad_input(gate: GateH
             ({**ref, "newrev": "x" * 40}, 400, 'field "newrev": \'' + "x" * 40 + "' is not a revision"),
             ({**ref, "newrev": "a" * 41}, 400, "field newrev: String should have at most 40 characters"),
             ({**ref, "change": "1,1"}, 400, 'field "change": enqueue takes a change or a ref, not both'),
-            ({**ref, "newrev": tip, "pipeline": "gate"}, 409, "a ref enters independent pipelines only"),
+            ({**ref, "newrev": tip, "pipeline": "gate"}, 409, "a ref does not enter a dependent pipeline"),
             ({**ref, "newrev": tip, "project": "org/zzz"}, 404, "no project org/zzz in the layout"),
             ({**ref, "newrev": tip, "pipeline": "nope"}, 404, 'no pipeline "nope"'),
             ({**ref, "ref": ["refs/tags/3.0"]}, 400, "field ref: Input should be a valid string"),
