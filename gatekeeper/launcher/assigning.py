@@ -21,7 +21,7 @@ from gatekeeper.zk.nodes import Pending, UnreadableRecord
 
 log = logging.getLogger("gatekeeper.launcher")
 
-INDEX_FRESH_S = 0.05  # a ready index read this recently counts as read just now (seconds)
+INDEX_FRESH_S = 0.25  # a ready index read answered this recently counts as read just now (seconds)
 
 
 class Assigning:
@@ -56,6 +56,8 @@ class Assigning:
             elif req.state == model.PENDING:
                 if req.launcher == self.ident and rid in self.plans:
                     self._try_ready_for_plan(rid)
+                    if rid in self.plans:
+                        self._fulfil_plan(self.plans[rid])  # (a refused fulfilment, sent again)
                 elif req.launcher == self.ident:
                     self._reset_orphan(rid)  # its plan went with a lost ZooKeeper session: start it afresh
                 elif self._launchers_known and req.launcher not in self.live_launchers:
@@ -107,7 +109,9 @@ class Assigning:
         for provider, take in offers:
             if self._fulfil_from_ready(rid, provider, take):
                 return
-        if offers:  # no longer ready: read the index afresh (answered on the main loop, which decides again)
+        if offers and not self.index.fresh(req.labels, INDEX_FRESH_S):
+            # no longer ready: read the index afresh (answered on the main loop, which decides again); if it was
+            # fresh already, those entries are stale ones: launch
             for label in req.labels:
                 self.index.refresh(label)
             return

@@ -72,7 +72,7 @@ class Launcher(Assigning, Launching):
         self.requests: dict[str, tuple[NodeRequest, int]] = {}
         self.index = ReadyIndex(self.store, self._after)  # the ready index as this launcher knows it
         self._busy: set[str] = set()  # requests with a write of ours in flight: decided on again once answered
-        self._gone_requests: dict[str, None] = {}  # deleted before their creation's read was answered (bounded)
+        self._gone_requests: dict[str, None] = {}  # deleted requests, the latest 1000: a late read ignores them
         self.live_providers: set[str] = set()
         self.live_provider_labels: dict[str, set[str]] = {}  # live provider -> labels it serves
         self.live_launchers: set[str] = set()
@@ -241,8 +241,8 @@ class Launcher(Assigning, Launching):
                 self.nodes.delete(manager, node.id)
             elif node.state == model.READY and ready_entry(node) not in ready_entries:
                 self.nodes.make_ready(manager, node, version)
-            elif node.state == model.ALLOCATED and node.request not in self.requests:
-                self.nodes.return_to_ready(manager, node.id)
+            elif node.state == model.ALLOCATED and self.store.read_request(node.request) is None:
+                self.nodes.return_to_ready(manager, node.id)  # (read: this launcher's cache may be filling still)
         self.store.register_provider(name, self.ident, sorted(manager.config.labels))
         # live_providers itself comes only from the watch, so every launcher sees the same registration order
         self.live_provider_labels[name] = set(manager.config.labels)
@@ -368,10 +368,9 @@ class Launcher(Assigning, Launching):
     def _on_request_event(self, kind: str, rid: str) -> None:
         if kind == "deleted":
             self._new_requests.pop(rid, None)
-            if rid not in self.requests:  # its read may still be on its way: do not let it bring it back
-                self._gone_requests[rid] = None
-                if len(self._gone_requests) > 1000:
-                    del self._gone_requests[next(iter(self._gone_requests))]
+            self._gone_requests[rid] = None  # a read of it may still be on its way: it must not bring it back
+            if len(self._gone_requests) > 1000:
+                del self._gone_requests[next(iter(self._gone_requests))]
             self._forget_request(rid)
         elif rid in self._busy:
             return  # our own write's change: its answer says what became of it
@@ -391,8 +390,7 @@ class Launcher(Assigning, Launching):
         """A request read. `new`: read on its creation event, so anything cached already (a listing's read, our
         own write) is as fresh, and a deletion seen meanwhile means it is gone (its answers and events travel on
         two threads, so they may arrive in either order)."""
-        if new and (rid in self.requests or rid in self._gone_requests):
-            self._gone_requests.pop(rid, None)
+        if rid in self._gone_requests or (new and rid in self.requests):
             return
         if found is None:
             self._forget_request(rid)
@@ -413,19 +411,8 @@ class Launcher(Assigning, Launching):
         self.requests.pop(rid, None)
         self._fallback_logged.discard(rid)
         plan = self.plans.pop(rid, None)
-        if plan is None:
-            return
-        # its consumer went away: nodes launched for it become spares, allocated ones go back to ready
-        manager = self.managers[plan.provider]
-        for node_id in plan.nodes:
-            entry = manager.nodes.get(node_id)
-            if entry is None:
-                continue
-            node, _ = entry
-            if node.state == model.ALLOCATED:
-                self.nodes.return_to_ready(manager, node_id)
-            elif node.state == model.BUILDING:
-                node.request = ""
+        if plan is not None:
+            self._spares(plan)  # its consumer went away: nodes launched for it become spares
 
     def ready_entries(self, label: str) -> list[str]:
         """The label's ready index as this launcher knows it. Its own changes keep it in step; what others change

@@ -17,6 +17,8 @@ from gatekeeper.launcher.provider_manager import ProviderManager
 
 log = logging.getLogger("gatekeeper.launcher")
 
+PLAN_RETRY_S = 0.5  # a refused fulfilment of a launched request is sent again after this (seconds)
+
 
 @dataclass
 class Plan:
@@ -28,6 +30,8 @@ class Plan:
     nodes: dict[str, str] = field(default_factory=dict)  # node id -> label (launched or launching)
     queued: list[str] = field(default_factory=list)  # labels still to launch
     attempts: Counter = field(default_factory=Counter)
+    up: dict[str, Node] = field(default_factory=dict)  # launched and up (allocated when the request is fulfilled)
+    retry_at: float = 0.0  # a refused fulfilment is sent again no sooner than this (monotonic)
 
 
 class Launching:
@@ -37,6 +41,8 @@ class Launching:
     def _start_queued_launches(self) -> None:
         for rid in sorted(self.plans):
             plan = self.plans[rid]
+            if rid in self._busy:
+                continue  # its claim (or a hand-out to it) is in flight: decided on once answered
             manager = self.managers[plan.provider]
             if plan.queued and not manager.can_launch() and manager.active:
                 if not plan.nodes:
@@ -71,8 +77,7 @@ class Launching:
             manager.nodes.pop(node.id, None)
             plan = self.plans.get(rid) if rid else None
             if plan is not None and plan.nodes.pop(node.id, None) is not None:
-                plan.queued.insert(0, label)
-            self.wake()
+                plan.queued.insert(0, label)  # (launched again by a later pass)
         self._after(self.store.create_node_async(node), done)
         return node
 
@@ -147,10 +152,11 @@ class Launching:
         manager = next((m for m in self.managers.values() if res.node_id in m.nodes), None)
         if manager is None:
             return
-        node, version = manager.nodes[res.node_id]
-        if node.state == model.DELETING or node.id in manager.deleting:
+        cached, version = manager.nodes[res.node_id]
+        if cached.state == model.DELETING or cached.id in manager.deleting:
             return  # given up meanwhile (its launcher lost its session and took the provider back): being deleted
-        node.external_id = res.external_id or node.external_id
+        cached.external_id = res.external_id or cached.external_id  # (a delete finds its server by it)
+        node = Node.from_dict(cached.to_dict())  # the cache keeps what ZooKeeper has until a write changes it
         plan = self.plans.get(node.request) if node.request else None
         if not res.ok:
             retry_free = res.quota or res.image_missing  # says nothing of the cloud's health, nor the request's
@@ -183,44 +189,70 @@ class Launching:
         manager.health.record(True, time.time() - node.created)
         node.address, node.port, node.host_keys = res.address, res.port, list(res.host_keys or [])
         if plan is not None and plan.request in self.requests:
-            node.set_state(model.ALLOCATED)
-            self._allocate(plan, manager, node, version)
+            plan.up[node.id] = node
+            self._fulfil_plan(plan)
         else:
             self.nodes.make_ready(manager, node, version)
 
-    def _allocate(self, plan: Plan, manager: ProviderManager, node: Node, version: int) -> None:
-        """A node launched for a plan is up: write it allocated; with the plan's last node, fulfil the request in
-        the same transaction (not waited for)."""
-        others = [manager.nodes[n][0] for n in plan.nodes if n in manager.nodes and n != node.id]
-        if plan.queued or len(others) + 1 != len(plan.labels) or any(n.state != model.ALLOCATED for n in others):
-            self.nodes.write_async(manager, node, version)
-            return
-        launched = [*others, node]
-        nodes = [launched.pop(next(i for i, n in enumerate(launched) if n.label == label))
-                 for label in plan.labels]  # in the requested order, whatever order the launches ended in
-        handed = [(n, version + 1 if n is node else manager.nodes[n.id][1]) for n in nodes]
+    def _fulfil_plan(self, plan: Plan) -> None:
+        """Once every node launched for a plan is up, write them allocated and fulfil the request, in one
+        transaction (not waited for). Refused (the request withdrawn or changed, a lost connection): the records
+        are read again and, while the request is still ours, it is sent again by a later pass."""
         rid = plan.request
+        if plan.queued or len(plan.up) != len(plan.labels) or rid in self._busy or rid not in self.requests \
+                or time.monotonic() < plan.retry_at:
+            return
+        manager = self.managers[plan.provider]
+        writes = []
+        for node_id, up in list(plan.up.items()):
+            cached = manager.nodes.get(node_id)
+            if cached is None:  # its record is gone: launch that label again
+                del plan.up[node_id]
+                plan.nodes.pop(node_id, None)
+                plan.queued.insert(0, up.label)
+                return
+            node = Node.from_dict(up.to_dict())
+            node.request = rid
+            node.set_state(model.ALLOCATED)
+            writes.append((node, cached[1]))
+        launched = [node for node, _ in writes]
+        ordered = [launched.pop(next(i for i, n in enumerate(launched) if n.label == label))
+                   for label in plan.labels]  # in the requested order, whatever order the launches ended in
+        versions = {node.id: version for node, version in writes}
         req, req_version = self.requests[rid]
-        manager.nodes[node.id] = (node, version + 1)
 
         def done(result) -> None:
-            if not result.ok:
-                # the request was withdrawn or changed meanwhile: write the node on its own, look at the request
-                fresh = self.nodes.refresh(manager, node.id)
-                if fresh is not None and fresh.state == model.BUILDING:
-                    self.nodes.write(manager, node, manager.nodes[node.id][1])
-                if rid in self.requests:
-                    self._fetch_request(rid)
-                self.wake()
+            if result.ok:
+                for node, version in result.nodes:
+                    manager.nodes[node.id] = (node, version)
+                self.plans.pop(rid, None)
+                if rid in self.requests:  # (its consumer may have taken it and removed it already)
+                    self.requests[rid] = (result.request, result.request_version)
+                self.handed_out += 1
                 return
-            for written, nversion in result.nodes:
-                if manager.nodes.get(written.id, (None,))[0] is written:
-                    manager.nodes[written.id] = (written, nversion)
-            self.plans.pop(rid, None)
+            plan.retry_at = time.monotonic() + PLAN_RETRY_S
+            for node, _ in writes:
+                self.nodes.refresh(manager, node.id)
             if rid in self.requests:
-                self.requests[rid] = (result.request, result.request_version)
-            self.handed_out += 1
-        self._after_request(rid, self.store.fulfil_async(req, req_version, handed, (node, version)), done)
+                self._fetch_request(rid)  # gone: forgotten, and its nodes become spares
+        pending = self.store.fulfil_async(req, req_version, [(n, versions[n.id] + 1) for n in ordered], writes)
+        self._after_request(rid, pending, done)
+
+    def _spares(self, plan: Plan) -> None:
+        """A plan ended without its request: the nodes up for it become ready spares, those still launching
+        become spares once up."""
+        manager = self.managers[plan.provider]
+        for node_id in plan.nodes:
+            entry = manager.nodes.get(node_id)
+            if entry is None:
+                continue
+            node, version = entry
+            if node_id in plan.up:
+                self.nodes.make_ready(manager, plan.up[node_id], version)
+            elif node.state == model.ALLOCATED:
+                self.nodes.return_to_ready(manager, node_id)
+            elif node.state == model.BUILDING:
+                node.request = ""
 
     def _image_gone(self, manager: ProviderManager, node: Node) -> None:
         """A boot found its image gone from the cloud: that upload is bad. Stop booting it at once; the image
@@ -286,12 +318,7 @@ class Launching:
         """This provider keeps failing the request: give it back so another provider takes it."""
         self.plans.pop(plan.request, None)
         manager = self.managers[plan.provider]
-        for node_id in plan.nodes:
-            entry = manager.nodes.get(node_id)
-            if entry and entry[0].state == model.ALLOCATED:
-                self.nodes.return_to_ready(manager, node_id)
-            elif entry:
-                entry[0].request = ""
+        self._spares(plan)
         if plan.request not in self.requests:
             return
         req, version = self.requests[plan.request]

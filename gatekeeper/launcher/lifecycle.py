@@ -76,7 +76,9 @@ class NodeLifecycle:
         return found[0]
 
     def make_ready(self, manager: ProviderManager, node: Node, version: int) -> None:
-        """Write the node ready and add it to the ready index, in one transaction (sent without waiting)."""
+        """Write the node ready and add it to the ready index, in one transaction (sent without waiting). A copy is
+        written: the object given may be one a write still in flight holds."""
+        node = Node.from_dict(node.to_dict())
         node.request = ""
         node.set_state(model.READY)
         self.write_async(manager, node, version, add_ready=True)

@@ -27,7 +27,7 @@ class ReadyIndex:
         self.entries: dict[str, list[str]] = {}
         self.dirty: set[str] = set()  # labels to read afresh at their next use
         self._reading: dict[str, list[tuple[bool, str]]] = {}  # label -> changes made since its read was sent
-        self._read_at: dict[str, float] = {}  # label -> when its last answered read was sent (monotonic)
+        self._read_at: dict[str, float] = {}  # label -> when its last read was answered (monotonic)
         self._retry_at: dict[str, float] = {}
 
     def get(self, label: str) -> list[str]:
@@ -54,21 +54,26 @@ class ReadyIndex:
         self.dirty.update(labels)
 
     def fresh(self, labels, within: float) -> bool:
-        """Whether every label's entries come from a read sent less than `within` seconds ago (and none is due)."""
+        """Whether every label's entries come from a read answered less than `within` seconds ago (and none is
+        due). Counted from the answer, not the request: under load a round trip may take longer than `within`,
+        and a read must still be able to count as fresh once it is in."""
         now = time.monotonic()
         return all(label not in self.dirty and label not in self._reading
                    and now - self._read_at.get(label, -within) < within for label in labels)
 
     def refresh(self, label: str) -> None:
-        """Send a read of the label's index, unless one is on its way (or a failed one is too recent)."""
-        self.dirty.discard(label)
-        now = time.monotonic()
-        if label in self._reading or now < self._retry_at.get(label, 0.0):
+        """Send a read of the label's index, unless one is on its way (or a failed one is too recent: it is then
+        sent at a use of the label after RETRY_S)."""
+        if label in self._reading:
             return
+        if time.monotonic() < self._retry_at.get(label, 0.0):
+            self.dirty.add(label)
+            return
+        self.dirty.discard(label)
         self._reading[label] = []
-        self.after(self.store.ready_entries_async(label), lambda found: self._answered(label, found, now))
+        self.after(self.store.ready_entries_async(label), lambda found: self._answered(label, found))
 
-    def _answered(self, label: str, found: list[str] | None, sent: float) -> None:
+    def _answered(self, label: str, found: list[str] | None) -> None:
         changes = self._reading.pop(label, [])
         if found is None:
             self._retry_at[label] = time.monotonic() + RETRY_S
@@ -81,4 +86,4 @@ class ReadyIndex:
             else:
                 entries.discard(entry)
         self.entries[label] = sorted(entries)
-        self._read_at[label] = sent
+        self._read_at[label] = time.monotonic()

@@ -331,25 +331,26 @@ class NodeStore(ProviderStore, AutoholdStore):
         return Pending(tx.commit_async(), interpret)
 
     def fulfil_async(self, request: NodeRequest, version: int, handed: list[tuple[Node, int]],
-                     write: tuple[Node, int]) -> Pending:
-        """Fulfil a request with nodes launched for it (already allocated to it) in one transaction with the
-        versioned write `write` of the last of them, sent without waiting; `handed` are the nodes in the requested
-        order, each with the version it has once this is applied. result() is a HandOut."""
-        node, node_version = write
+                     writes: list[tuple[Node, int]]) -> Pending:
+        """Fulfil a request with the nodes launched for it, in one transaction with their versioned writes
+        `writes` (node, its version now), sent without waiting; `handed` are the nodes in the requested order,
+        each with the version it has once this is applied. result() is a HandOut."""
         new = NodeRequest.from_dict(request.to_dict())
         new.id = request.id
         new.set_state(model.FULFILLED)
         new.nodes = [n.id for n, _ in handed]
         new.handed = [{"node": n.to_dict(), "version": v} for n, v in handed]
         tx = self.kz.transaction()
-        tx.set_data(paths.node(node.id), node.to_bytes(), version=node_version)
+        for node, node_version in writes:
+            tx.set_data(paths.node(node.id), node.to_bytes(), version=node_version)
         tx.set_data(paths.node_request(request.id), new.to_bytes(), version=version)
 
         def interpret(results) -> HandOut:
             if isinstance(results, Exception) or _failed(results):
                 log.debug("request %s: fulfilment refused (%s)", request.id, results)
                 return HandOut(False, request_changed=True)
-            return HandOut(True, new, results[1].version, [(node, results[0].version)])
+            written = [(node, r.version) for (node, _), r in zip(writes, results[:-1], strict=True)]
+            return HandOut(True, new, results[-1].version, written)
         return Pending(tx.commit_async(), interpret)
 
     def publish_health_async(self, name: str, status: dict) -> Pending:
@@ -358,8 +359,11 @@ class NodeStore(ProviderStore, AutoholdStore):
 
         def interpret(answer) -> bool:
             if isinstance(answer, NoNodeError):
-                self.publish_health(name, status)
-            elif isinstance(answer, Exception):
+                try:
+                    self.publish_health(name, status)
+                except Exception as e:
+                    answer = e
+            if isinstance(answer, Exception) and not isinstance(answer, NoNodeError):
                 log.warning("provider %s: could not publish its health: %s", name, answer)
                 return False
             return True

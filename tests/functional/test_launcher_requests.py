@@ -96,3 +96,29 @@ def test_a_request_for_more_nodes_than_one_provider_has_ready_is_launched_on_one
     client = NodeRequestClient(zk, "pair")
     nodes = take(client, ["debian", "debian"])
     assert len({n.provider for n in nodes}) == 1 and len({n.id for n in nodes}) == 2
+
+
+def test_a_request_withdrawn_while_its_fulfilment_is_in_flight_leaves_its_nodes_as_ready_spares(zk, start_launcher):
+    """The launcher does not wait for ZooKeeper's answers: the fulfilment of a request it launched for can be
+    in flight when the consumer withdraws the request. The nodes launched for it must end as ready spares in the
+    index (handed to the next request), not as records nobody hands out or deletes."""
+    launcher = start_launcher({"l1": 0, "l2": 0}, provider("prov-a", "alpha", ["l1", "l2"], 4))
+    client = NodeRequestClient(zk, "withdraws")
+    send = launcher.store.fulfil_async
+    withdrawn = []
+
+    def withdraw_first(request, *args, **kwargs):
+        if not withdrawn:  # the consumer gives up just as the launcher sends the fulfilment
+            withdrawn.append(request.id)
+            client.store.cancel_request(request.id)
+        return send(request, *args, **kwargs)
+
+    launcher.store.fulfil_async = withdraw_first
+    first = client.request(["l1", "l2"])
+    wait_for(lambda: withdrawn == [first], 30, "the fulfilment sent after the request was withdrawn")
+    spares = wait_for(lambda: (found := ready(zk, "l1") + ready(zk, "l2")) and len(found) == 2 and found, 30,
+                      "both launched nodes ready")
+    records = {n.id: n for n, _ in launcher.store.load_nodes().values()}
+    assert all(records[node_id].state == model.READY and not records[node_id].request for _, node_id in spares)
+    nodes = take(client, ["l2", "l1"])
+    assert sorted(n.id for n in nodes) == sorted(node_id for _, node_id in spares)

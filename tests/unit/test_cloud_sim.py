@@ -67,3 +67,53 @@ def test_snapshot_of_a_building_server_is_refused(cloud):
     server = cloud.create_server("a", "debian-12", "1", None, {})
     with pytest.raises(ValueError, match="while it is in vm_state build"):
         cloud.snapshot(server.id, "snap", {})
+
+
+class SlowHosts:
+    """A host backend whose hosts take `seconds` to come up; records when each boot began and ended."""
+
+    def __init__(self, seconds: float) -> None:
+        import threading
+
+        self.seconds = seconds
+        self.started: dict[str, float] = {}
+        self.up: dict[str, float] = {}
+        self.stop = threading.Event()
+
+    def boot(self, spec) -> str:
+        import time
+
+        self.started[spec.server_id] = time.monotonic()
+        self.stop.wait(self.seconds)
+        self.up[spec.server_id] = time.monotonic()
+        return "127.0.0.9"
+
+    def destroy(self, server_id: str) -> None:
+        pass
+
+
+def test_a_server_is_built_during_its_boot_time_and_active_once_that_time_is_over():
+    """A cloud's boot time includes making the machine: the host is made at once, and the server turns ACTIVE
+    boot_delay after its create (or once its host is up, if that takes longer), not boot_delay plus the host's
+    own start-up."""
+    import time
+
+    hosts = SlowHosts(0.5)
+    cloud = Cloud("unit", hosts)
+    try:
+        cloud.set_faults(boot_delay=1.5)
+        created = time.monotonic()
+        server = cloud.create_server("n", "debian-12", "small", None, {})
+        wait_for(lambda: server.id in hosts.up, timeout=5, what="the host to be made")
+        assert hosts.started[server.id] - created < 1.0  # made during the boot time, not after it
+        assert cloud.get_server(server.id).status == "BUILD"  # the boot time is not over yet
+        wait_status(cloud, server.id, "ACTIVE")
+        assert time.monotonic() - created >= 1.5
+        hosts.seconds = 1.0  # a host slower than the boot time: ACTIVE once it is up
+        cloud.set_faults(boot_delay=0.2)
+        slow = cloud.create_server("m", "debian-12", "small", None, {})
+        wait_status(cloud, slow.id, "ACTIVE")
+        assert slow.id in hosts.up and cloud.get_server(slow.id).address == "127.0.0.9"
+    finally:
+        hosts.stop.set()
+        cloud.close()
