@@ -162,9 +162,13 @@ class Bench:
         self.zk_server = LocalZooKeeper(data_dir=os.path.join(self.tmp, "zk"))
         self.zk_server.start()
         self.clouds_yaml = os.path.join(self.tmp, "clouds.yaml")
+        # The clouds run at the lowest CPU priority, their hosts too: in production they are other machines, and
+        # here a host's start-up (a network namespace and an sshd) would take the CPU from the launcher, its
+        # consumers and ZooKeeper whose latency is measured. They still get every cycle those leave free.
         self.sim = start_tied(
-            [sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--cloud", "west",
-             "--max-instances", "200", "--clouds-yaml", self.clouds_yaml, "--work-dir", os.path.join(self.tmp, "sim")],
+            ["nice", "-n", "19", sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--cloud",
+             "west", "--max-instances", "200", "--clouds-yaml", self.clouds_yaml,
+             "--work-dir", os.path.join(self.tmp, "sim")],
             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.sim_urls = json.loads(self.sim.stdout.readline())["clouds"]
         self.hosts = default_backend(os.path.join(self.tmp, "static"))
