@@ -1,13 +1,15 @@
 """How fast the launcher hands out nodes, how it copes with a burst, and what a request costs in ZooKeeper.
 
 Runs its own ZooKeeper, the OpenStack simulator in its own process (`gatekeeper cloud-sim`, two clouds; servers
-are real sshd hosts in network namespaces, or on loopback without root) and one launcher, then removes everything.
+are real sshd hosts in network namespaces, or on loopback without root; at the lowest CPU priority, as the clouds
+are other machines in production) and one launcher, then removes everything.
 The timed phases (hand-out, burst, sustained) run the launcher as production does, `gatekeeper launcher` in its own
 process; the two fault phases count boots and read the launcher's own counters, so they run it in this process.
 
     handoff_p50_ms / _p99_ms   request -> fulfilled from a ready pool (two providers, min-ready kept), one at a
                                time (200 requests; --quick 60)
-    boot_s                     T, the simulated boot time used for the burst
+    boot_s                     T, the simulated boot time used for the burst (a server turns ACTIVE T after its
+                               create, or once its host is up if that takes longer)
     burst_100_s                100 one-node requests at once against an empty pool (max-servers 60 x 2):
                                first request to last fulfilment
     sustained_requests_per_s   8 consumers looping request -> fulfilled -> lock -> release against 16 static hosts
