@@ -51,6 +51,8 @@ class Assigning:
             if entry is None or rid in self._busy:
                 continue
             req, _ = entry
+            if rid in self.plans and not (req.state == model.PENDING and req.launcher == self.ident):
+                self._spares(self.plans.pop(rid))  # no longer ours (offered again by another launcher)
             if req.state == model.REQUESTED:
                 self._serve(rid)
             elif req.state == model.PENDING:
@@ -109,7 +111,7 @@ class Assigning:
         for provider, take in offers:
             if self._fulfil_from_ready(rid, provider, take):
                 return
-        if offers and not self.index.fresh(req.labels, INDEX_FRESH_S):
+        if offers and not self.index.fresh(req.labels, INDEX_FRESH_S, self._batch_started):
             # no longer ready: read the index afresh (answered on the main loop, which decides again); if it was
             # fresh already, those entries are stale ones: launch
             for label in req.labels:
@@ -147,7 +149,7 @@ class Assigning:
             if able:
                 self._make_room(req, able)
             return  # (its changes reach us through the requests' tree watch)
-        if not self.index.fresh(req.labels, INDEX_FRESH_S):
+        if not self.index.fresh(req.labels, INDEX_FRESH_S, self._batch_started):
             # Never launch on a cached "nothing ready": another launcher may have made a node ready since we last
             # read the index. One read before launching is cheap next to a launch, and one younger than
             # INDEX_FRESH_S is as good. It is answered on the main loop, which decides on the request again then.

@@ -71,6 +71,7 @@ class Launcher(Assigning, Launching):
         # caches, touched by the main loop only
         self.requests: dict[str, tuple[NodeRequest, int]] = {}
         self.index = ReadyIndex(self.store, self._after)  # the ready index as this launcher knows it
+        self._batch_started = 0.0  # when the main loop took the batch of events it is handling (monotonic)
         self._busy: set[str] = set()  # requests with a write of ours in flight: decided on again once answered
         self._gone_requests: dict[str, None] = {}  # deleted requests, the latest 1000: a late read ignores them
         self.live_providers: set[str] = set()
@@ -241,8 +242,8 @@ class Launcher(Assigning, Launching):
                 self.nodes.delete(manager, node.id)
             elif node.state == model.READY and ready_entry(node) not in ready_entries:
                 self.nodes.make_ready(manager, node, version)
-            elif node.state == model.ALLOCATED and self.store.read_request(node.request) is None:
-                self.nodes.return_to_ready(manager, node.id)  # (read: this launcher's cache may be filling still)
+            elif node.state == model.ALLOCATED and not self._request_exists(node.request):
+                self.nodes.return_to_ready(manager, node.id)
         self.store.register_provider(name, self.ident, sorted(manager.config.labels))
         # live_providers itself comes only from the watch, so every launcher sees the same registration order
         self.live_provider_labels[name] = set(manager.config.labels)
@@ -254,10 +255,22 @@ class Launcher(Assigning, Launching):
             builder.start()
         log.info("provider %s: managed by %s (%d existing nodes)", name, self.ident, len(nodes))
 
+    def _request_exists(self, rid: str) -> bool:
+        """Whether a request is there, read (the cache may be filling still); an unreadable one is not, and one
+        that cannot be read now is (cleanup looks at its nodes again later)."""
+        try:
+            return self.store.read_request(rid) is not None
+        except UnreadableRecord:
+            return False
+        except Exception as e:
+            log.warning("request %s: could not be read (%s); its nodes are left to cleanup", rid, e)
+            return True
+
     # -- main loop -----------------------------------------------------------------------------------------
     def _run(self) -> None:
         while not self._stop.is_set():
             item = self._events.get()
+            self._batch_started = time.monotonic()
             try:
                 while True:
                     if isinstance(item, Stop) or self._stop.is_set():

@@ -202,11 +202,15 @@ class Launching:
         if plan.queued or len(plan.up) != len(plan.labels) or rid in self._busy or rid not in self.requests \
                 or time.monotonic() < plan.retry_at:
             return
+        req, req_version = self.requests[rid]
         manager = self.managers[plan.provider]
+        if req.state != model.PENDING or req.launcher != self.ident or not manager.active:
+            return
         writes = []
         for node_id, up in list(plan.up.items()):
             cached = manager.nodes.get(node_id)
-            if cached is None:  # its record is gone: launch that label again
+            if cached is None or cached[0].state != model.BUILDING or node_id in manager.deleting:
+                # its record is gone or given up: launch that label again
                 del plan.up[node_id]
                 plan.nodes.pop(node_id, None)
                 plan.queued.insert(0, up.label)
@@ -219,7 +223,6 @@ class Launching:
         ordered = [launched.pop(next(i for i, n in enumerate(launched) if n.label == label))
                    for label in plan.labels]  # in the requested order, whatever order the launches ended in
         versions = {node.id: version for node, version in writes}
-        req, req_version = self.requests[rid]
 
         def done(result) -> None:
             if result.ok:
@@ -232,7 +235,9 @@ class Launching:
                 return
             plan.retry_at = time.monotonic() + PLAN_RETRY_S
             for node, _ in writes:
-                self.nodes.refresh(manager, node.id)
+                fresh = self.nodes.refresh(manager, node.id)
+                if fresh is not None and not fresh.external_id:
+                    fresh.external_id = node.external_id  # (known here only, until the node is written)
             if rid in self.requests:
                 self._fetch_request(rid)  # gone: forgotten, and its nodes become spares
         pending = self.store.fulfil_async(req, req_version, [(n, versions[n.id] + 1) for n in ordered], writes)

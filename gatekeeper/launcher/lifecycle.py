@@ -99,6 +99,7 @@ class NodeLifecycle:
                 return  # handed out meanwhile
             self.index.remove(node.label, ready_entry(node))
         if node.state != model.DELETING:
+            node = Node.from_dict(node.to_dict())  # (the cached object may be one a write in flight holds)
             node.set_state(model.DELETING)
             self.write(manager, node, manager.nodes[node_id][1])
         manager.start_delete(node)

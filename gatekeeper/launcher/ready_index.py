@@ -53,11 +53,12 @@ class ReadyIndex:
     def mark_dirty(self, labels) -> None:
         self.dirty.update(labels)
 
-    def fresh(self, labels, within: float) -> bool:
+    def fresh(self, labels, within: float, now: float | None = None) -> bool:
         """Whether every label's entries come from a read answered less than `within` seconds ago (and none is
-        due). Counted from the answer, not the request: under load a round trip may take longer than `within`,
-        and a read must still be able to count as fresh once it is in."""
-        now = time.monotonic()
+        due) at `now` (the start of the main loop's batch: a read answered in that batch is fresh however long
+        the batch takes). Counted from the answer, not the request: under load a round trip may take longer than
+        `within`, and a read must still be able to count as fresh once it is in."""
+        now = time.monotonic() if now is None else now
         return all(label not in self.dirty and label not in self._reading
                    and now - self._read_at.get(label, -within) < within for label in labels)
 

@@ -42,3 +42,19 @@ def test_a_request_only_a_starting_provider_serves_waits_for_it_instead_of_faili
     assert req.state == model.FULFILLED, req.reason
     [node] = client.lock_nodes(req)
     assert node.provider == "prov-b"
+
+
+def test_an_allocated_node_whose_request_is_unreadable_goes_back_to_ready_and_the_provider_goes_live(
+        zk, start_launcher):
+    """A provider's start looks at each of its allocated nodes' requests: a garbage request record must not stop
+    the provider from going live (nor leave its other nodes unlooked at)."""
+    store = NodeStore(zk)
+    store.ensure_paths(["debian"])
+    stranded = model.Node(id="stranded0001", provider="prov-a", label="debian", state=model.ALLOCATED,
+                          request="000100-0000000077", address="127.0.0.1", external_id="gone-server")
+    assert store.create_node(stranded)
+    zk.client.create(paths.node_request("000100-0000000077"), b"\xff not a request", makepath=True)
+    start_launcher({"debian": 0}, provider("prov-a", "alpha", ["debian"], 2))
+    wait_live(zk, 1)
+    wait_for(lambda: (found := store.read_node("stranded0001")) and found[0].state == model.READY, 30,
+             "the allocated node of the unreadable request back to ready")
