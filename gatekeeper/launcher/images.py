@@ -34,8 +34,11 @@ class ImageBuilder:
         self._thread = threading.Thread(target=self._run, name=f"images-{manager.name}", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        # the watch calls wake() once as it is made: that call is not a request (the first check reads the
+        # requests anyway), and left set it would make a second check follow the first at once
         self.store.watch_image_build_requests(self.wake)
+        self._wake.clear()
+        self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
