@@ -30,7 +30,8 @@ class Plan:
     nodes: dict[str, str] = field(default_factory=dict)  # node id -> label (launched or launching)
     queued: list[str] = field(default_factory=list)  # labels still to launch
     attempts: Counter = field(default_factory=Counter)
-    up: dict[str, Node] = field(default_factory=dict)  # launched and up (allocated when the request is fulfilled)
+    up: dict[str, Node] = field(default_factory=dict)  # launched and up (written allocated as they come up, and
+    # again, all together, with the request's fulfilment)
     retry_at: float = 0.0  # a refused fulfilment is sent again no sooner than this (monotonic)
 
 
@@ -190,6 +191,12 @@ class Launching:
         node.address, node.port, node.host_keys = res.address, res.port, list(res.host_keys or [])
         if plan is not None and plan.request in self.requests:
             plan.up[node.id] = node
+            if plan.queued or len(plan.up) < len(plan.labels):
+                # others of its nodes still boot: written allocated now (as Nodepool shows a node launched for
+                # a request once it is up), with its address; the fulfilment writes it again with the others
+                allocated = Node.from_dict(node.to_dict())
+                allocated.set_state(model.ALLOCATED)
+                self.nodes.write_async(manager, allocated, version)
             self._fulfil_plan(plan)
         else:
             self.nodes.make_ready(manager, node, version)
@@ -209,7 +216,8 @@ class Launching:
         writes = []
         for node_id, up in list(plan.up.items()):
             cached = manager.nodes.get(node_id)
-            if cached is None or cached[0].state != model.BUILDING or node_id in manager.deleting:
+            if cached is None or cached[0].state not in (model.BUILDING, model.ALLOCATED) \
+                    or node_id in manager.deleting:
                 # its record is gone or given up: launch that label again
                 del plan.up[node_id]
                 plan.nodes.pop(node_id, None)

@@ -122,3 +122,27 @@ def test_a_request_withdrawn_while_its_fulfilment_is_in_flight_leaves_its_nodes_
     assert all(records[node_id].state == model.READY and not records[node_id].request for _, node_id in spares)
     nodes = take(client, ["l2", "l1"])
     assert sorted(n.id for n in nodes) == sorted(node_id for _, node_id in spares)
+
+
+def test_a_node_up_while_another_of_its_request_boots_again_is_shown_allocated_with_its_address(zk, sim,
+                                                                                               start_launcher):
+    """As Nodepool shows a node launched for a request once it is up: while another node of the same request
+    boots again (its first boot failed), the one that is up is recorded allocated to the request, with its
+    address; both are handed out together."""
+    sim.cloud("alpha").set_faults(boot_errors=1, boot_delay=1.0)
+    try:
+        launcher = start_launcher({"l1": 0, "l2": 0}, provider("prov-a", "alpha", ["l1", "l2"], 4))
+        client = NodeRequestClient(zk, "two-nodes")
+        rid = client.request(["l1", "l2"])
+
+        def up_while_pending() -> bool:
+            req = launcher.store.read_request(rid)
+            nodes = [n for n, _ in launcher.store.load_nodes().values() if n.request == rid]
+            return bool(req) and req[0].state == model.PENDING and any(
+                n.state == model.ALLOCATED and n.address for n in nodes)
+        wait_for(up_while_pending, 30, "a node allocated with its address while the other boots again")
+        req = client.wait(rid, 60)
+        assert req.state == model.FULFILLED, req.reason
+        assert [n.label for n in client.lock_nodes(req)] == ["l1", "l2"]
+    finally:
+        sim.cloud("alpha").set_faults(boot_errors=0, boot_delay=0)
