@@ -75,6 +75,17 @@ def node_holder(node_id: str) -> str:
     return f"{paths.node_lock(node_id)}/holder"
 
 
+def _fulfilled(request: NodeRequest, handed: list[tuple[Node, int]]) -> NodeRequest:
+    """A copy of `request`, fulfilled with `handed`: its nodes in the requested order, each with the version it
+    has once the fulfilment is applied (what the consumer takes them with)."""
+    new = NodeRequest.from_dict(request.to_dict())
+    new.id = request.id
+    new.set_state(model.FULFILLED)
+    new.nodes = [n.id for n, _ in handed]
+    new.handed = [{"node": n.to_dict(), "version": v} for n, v in handed]
+    return new
+
+
 def _failed(results) -> bool:
     return any(isinstance(r, Exception) for r in results)
 
@@ -305,11 +316,7 @@ class NodeStore(ProviderStore, AutoholdStore):
             tx.delete(paths.ready_node(node.label, entry))
             tx.set_data(paths.node(node.id), node.to_bytes(), version=nversion)
             updated.append((node, nversion))
-        new = NodeRequest.from_dict(request.to_dict())
-        new.id = request.id
-        new.set_state(model.FULFILLED)
-        new.nodes = [n.id for n, _ in updated]
-        new.handed = [{"node": n.to_dict(), "version": v + 1} for n, v in updated]
+        new = _fulfilled(request, [(n, v + 1) for n, v in updated])
         new.provider = provider
         new.launcher = launcher
         tx.set_data(paths.node_request(request.id), new.to_bytes(), version=version)
@@ -335,11 +342,7 @@ class NodeStore(ProviderStore, AutoholdStore):
         """Fulfil a request with the nodes launched for it, in one transaction with their versioned writes
         `writes` (node, its version now), sent without waiting; `handed` are the nodes in the requested order,
         each with the version it has once this is applied. result() is a HandOut."""
-        new = NodeRequest.from_dict(request.to_dict())
-        new.id = request.id
-        new.set_state(model.FULFILLED)
-        new.nodes = [n.id for n, _ in handed]
-        new.handed = [{"node": n.to_dict(), "version": v} for n, v in handed]
+        new = _fulfilled(request, handed)
         tx = self.kz.transaction()
         for node, node_version in writes:
             tx.set_data(paths.node(node.id), node.to_bytes(), version=node_version)
@@ -358,13 +361,13 @@ class NodeStore(ProviderStore, AutoholdStore):
         data = json.dumps(status).encode()
 
         def interpret(answer) -> bool:
-            if isinstance(answer, NoNodeError):
-                try:
-                    self.publish_health(name, status)
-                except Exception as e:
-                    answer = e
-            if isinstance(answer, Exception) and not isinstance(answer, NoNodeError):
-                log.warning("provider %s: could not publish its health: %s", name, answer)
+            try:
+                if isinstance(answer, NoNodeError):
+                    self.publish_health(name, status)  # the provider's first publish makes the record
+                elif isinstance(answer, Exception):
+                    raise answer
+            except Exception as e:
+                log.warning("provider %s: could not publish its health: %s", name, e)
                 return False
             return True
         return Pending(self.kz.set_async(paths.provider_health(name), data), interpret)
