@@ -122,8 +122,16 @@ class ProviderManager:
         return pool or self.pool_labels[label][0], pl.flavor, username or pl.username
 
     def can_launch(self) -> bool:
-        """Held by us, not drained, and not backing off after boot failures (a probe may be allowed)."""
-        return self.active and not self.drained and self.health.allows_launch()
+        """Held by us, not drained, and not backing off after boot failures (a probe may be allowed). While its
+        last boot failed, one boot at a time: a cloud that fails every boot sees `threshold` boots, not every
+        launch a burst started before the breaker opened, and the other providers take the rest."""
+        if not (self.active and not self.drained and self.health.allows_launch()):
+            return False
+        return not (self.health.consecutive and self.booting())
+
+    def booting(self) -> bool:
+        """Whether a server of ours is being launched here."""
+        return any(n.state == model.BUILDING for n, _ in self.nodes.values())
 
     def cannot_launch_now(self) -> bool:
         """Drained, or backing off (a question that, unlike can_launch, does not start a probe)."""

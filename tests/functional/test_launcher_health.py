@@ -113,6 +113,27 @@ def test_failing_provider_backs_off_min_ready_fills_from_the_healthy_one_and_a_p
         client.release(node)
 
 
+def test_a_provider_whose_last_boot_failed_boots_one_server_at_a_time(zk, sim, start_launcher):
+    alpha = sim.cloud("alpha")
+    alpha.set_faults(boot_errors=-1, boot_error_message="No valid host was found.")
+    # prov-a has the most room, so it is chosen first; one attempt each, so a failed boot is declined at once
+    start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha", max_servers=8, attempts=1),
+                             provider_yaml("prov-b", "beta", max_servers=8)), backoff=(60.0, 60.0))
+    wait_live(zk, 2)
+    client = NodeRequestClient(zk, "one-at-a-time")
+    first = client.wait(client.request(["debian"]), 30)
+    assert first.state == model.FULFILLED and first.provider == "prov-b"
+    assert len(alpha.created_server_ids) == 1
+    # a burst while prov-a's last boot failed: it gets one boot at a time until it opens its breaker (3 in a
+    # row), not one for every request the burst brought; prov-b serves them all
+    burst = [client.wait(r, 30) for r in [client.request(["debian"]) for _ in range(6)]]
+    assert all(r.state == model.FULFILLED and r.provider == "prov-b" for r in burst), burst
+    assert len(alpha.created_server_ids) <= 3, alpha.created_server_ids
+    wait_for(lambda: status_of(zk, "prov-a").get("state") in ("backing-off", "healthy"), what="prov-a published")
+    for node in [n for r in [first, *burst] for n in client.lock_nodes(r)]:
+        client.release(node)
+
+
 def test_min_ready_owned_by_another_launchers_failing_provider_is_kept_by_the_healthy_one(zk, sim, start_launcher):
     sim.cloud("alpha").set_faults(boot_errors=-1, boot_error_message="No valid host was found.")
     # prov-a sorts first, so its launcher owns the label's min-ready; its cloud fails every boot
