@@ -16,6 +16,20 @@ log = logging.getLogger("gatekeeper.gerrit.source")
 
 DEPENDS_ON = re.compile(r"^Depends-On:\s*(\S+)\s*$", re.MULTILINE | re.IGNORECASE)
 URL_NUMBER = re.compile(r"(?:/\+/|/c/|/)(\d+)/?(?:#.*)?$")
+# A change's files travel with its item in ZooKeeper, whose records hold 1 MiB at most. The paths of a change past
+# this many bytes (a vendored tree, a mass rename) are not kept: its files count as not known, so every job of its
+# pipelines runs for it (file matchers never skip a job for want of information).
+FILES_BUDGET = 256 * 1024
+
+
+def kept_files(key: str, files: list[str]) -> list[str]:
+    """`files`, or [] (not known) when their paths would take more than FILES_BUDGET bytes."""
+    size = sum(len(f.encode()) + 4 for f in files)
+    if size <= FILES_BUDGET:
+        return files
+    log.warning("change %s touches %d files (%d bytes of paths, more than the %d kept): its files count as not "
+                "known, so every job runs for it", key, len(files), size, FILES_BUDGET)
+    return []
 
 
 class GerritChangeSource:
@@ -51,7 +65,8 @@ class GerritChangeSource:
             owner=(row.get("owner") or {}).get("username", ""),
             approvals=[{"label": a.get("type", ""), "value": int(a.get("value", 0)),
                         "by": (a.get("by") or {}).get("username", "")} for a in ps.get("approvals") or []],
-            files=[f["file"] for f in ps.get("files") or [] if f.get("file")],
+            files=kept_files(f"{row['number']},{ps.get('number', 0)}",
+                             [f["file"] for f in ps.get("files") or [] if f.get("file")]),
         )
         needs: list[str] = []
         for dep in row.get("dependsOn") or []:

@@ -107,3 +107,21 @@ def test_a_variant_replaces_the_jobs_file_matchers_on_its_branches(
         assert gate_jobs(gate, stable) == {"unit", "integration"}  # doc/ is relevant on stable: its variant says so
     finally:
         gate.stop()
+
+
+def test_a_change_touching_more_files_than_an_item_can_keep_runs_every_job_and_holds_up_no_other(
+        gate: GateHarness) -> None:
+    # about 1.2 MB of paths, all of them docs: more than a ZooKeeper record holds, so the files are not kept
+    deep = "/".join(c * 250 for c in "xyz")
+    tree = gate.change("org/a", "Vendor the docs theme", files={f"doc/{deep}/{i:04d}.rst": "." for i in range(1500)})
+    fix = gate.change("org/a", "Fix the API", files={"nova/api.py": "x = 2\n"})
+    gate.settle()
+    assert len(GerritChangeSource(gate.connection).get_change(tree.number).files) == 0  # not known
+    assert [gate.status(c) for c in (tree, fix)] == ["NEW", "NEW"]
+    # check runs only unit, whose irrelevant-files (doc/) would skip the tree were its files known
+    assert gate.history("check") == [("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1")]
+    gate.approve(tree, fix)
+    gate.settle()
+    assert [gate.status(c) for c in (tree, fix)] == ["MERGED", "MERGED"]
+    # its files not known, no job is skipped for them: unit (irrelevant-files: doc/) and api (files: nova/) run
+    assert gate_jobs(gate, tree) == {"unit", "integration", "api"}
