@@ -34,6 +34,12 @@ from gatekeeper.zk.record import Record, encode
 log = logging.getLogger("gatekeeper.gerrit.listener")
 
 BATCH_MAX = 200  # events per ZooKeeper transaction
+# ZooKeeper refuses a request over 1 MiB (it drops the connection): a transaction's events are kept under this many
+# bytes, and an event over EVENT_MAX loses its bulky parts (the original JSON, the comment's and subject's tails).
+TX_BYTES = 768 * 1024
+EVENT_MAX = 64 * 1024
+KEEP_COMMENT = 32 * 1024
+KEEP_SUBJECT = 1024
 SEEN_WINDOW_S = 600  # how long keys of enqueued events are remembered to drop duplicates
 CATCH_UP_RETRY_S = 5.0  # after a failed catch-up query
 CONNECTED = object()  # inbox marker: a new stream started; catch up before what follows
@@ -294,15 +300,52 @@ class EventListener:
         self._state_version = stat.version
 
     def _write(self, batch: list[GerritEvent]) -> None:
-        """Enqueue `batch` and the new state in one transaction: all or nothing, and only if no other
-        listener wrote the state since we read it (a deposed leader cannot enqueue)."""
-        if not batch:
+        """Enqueue `batch` with the new state, in as few transactions of at most TX_BYTES as it takes: each all or
+        nothing, and only if no other listener wrote the state since we read it (a deposed leader cannot
+        enqueue)."""
+        chunk: list[tuple[GerritEvent, bytes]] = []
+        size = 0
+        for event in batch:
+            data = self._encoded(event)
+            if data is None:
+                continue
+            if chunk and size + len(data) > TX_BYTES:
+                self._write_chunk(chunk)
+                chunk, size = [], 0
+            chunk.append((event, data))
+            size += len(data)
+        self._write_chunk(chunk)
+
+    def _encoded(self, event: GerritEvent) -> bytes | None:
+        """The event's record; an oversized event (a comment or subject of megabytes) is kept without its original
+        JSON and with the heads of its comment and subject (which is what triggers match); None if even that is
+        too large (logged: nothing of it would fit in ZooKeeper)."""
+        data = encode(event.to_dict())
+        if len(data) <= EVENT_MAX:
+            return data
+        size = len(data)
+        event.raw = {}
+        event.comment = event.comment[:KEEP_COMMENT] if event.comment else event.comment
+        event.subject = event.subject[:KEEP_SUBJECT] if event.subject else event.subject
+        data = encode(event.to_dict())
+        if len(data) <= EVENT_MAX:
+            log.warning("[%s] %s event of change %s is %d bytes: kept without its original JSON, its comment cut to "
+                        "%d characters and its subject to %d", self.name, event.type, event.change_key, size,
+                        KEEP_COMMENT, KEEP_SUBJECT)
+            return data
+        log.error("[%s] %s event of change %s is %d bytes even without its original JSON: dropped (ZooKeeper "
+                  "cannot hold it)", self.name, event.type, event.change_key, len(data))
+        return None
+
+    def _write_chunk(self, chunk: list[tuple[GerritEvent, bytes]]) -> None:
+        if not chunk:
             return
+        batch = [event for event, _ in chunk]
         self._next_state(batch)
         while True:
             tx = self.zk.client.transaction()
-            for event in batch:
-                tx.create(f"{self.queue.path}/{PREFIX}", encode(event.to_dict()), sequence=True)
+            for _, data in chunk:
+                tx.create(f"{self.queue.path}/{PREFIX}", data, sequence=True)
             tx.set_data(self.state_path, self._state.to_bytes(), version=self._state_version)
             try:
                 results = tx.commit()

@@ -20,6 +20,7 @@ URL_NUMBER = re.compile(r"(?:/\+/|/c/|/)(\d+)/?(?:#.*)?$")
 # this many bytes (a vendored tree, a mass rename) are not kept: its files count as not known, so every job of its
 # pipelines runs for it (file matchers never skip a job for want of information).
 FILES_BUDGET = 256 * 1024
+KEEP_SUBJECT = 1000  # characters of a subject kept (it is shown, never matched)
 
 
 def kept_files(key: str, files: list[str]) -> list[str]:
@@ -60,7 +61,7 @@ class GerritChangeSource:
         change = Change(
             project=row.get("project", ""), branch=row.get("branch", "master"), number=int(row["number"]),
             patchset=int(ps.get("number", 0)), ref=ps.get("ref", ""), commit=ps.get("revision", ""),
-            url=row.get("url", ""), subject=row.get("subject", ""), change_id=row.get("id", ""),
+            url=row.get("url", ""), subject=row.get("subject", "")[:KEEP_SUBJECT], change_id=row.get("id", ""),
             status=row.get("status", "NEW"), current_patchset=int(ps.get("number", 0)), wip=bool(row.get("wip")),
             owner=(row.get("owner") or {}).get("username", ""),
             approvals=[{"label": a.get("type", ""), "value": int(a.get("value", 0)),

@@ -5,6 +5,8 @@ A mixin of `PipelineManager` (gatekeeper.scheduler.manager): it acts on the same
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 
 from gatekeeper.models.interfaces import Report
@@ -25,6 +27,19 @@ class Refusal(Exception):
         self.waits_on = waits_on
 
 
+# An item is one ZooKeeper record (1 MiB at most) holding its change and, later, its builds' results: a change
+# whose own part alone is larger than this (a subject of megabytes, thousands of Depends-On) cannot be kept.
+CHANGE_BUDGET = 512 * 1024
+
+
+def check_size(change: Change) -> None:
+    """Raise Refusal when `change` is too large to be kept in an item (see CHANGE_BUDGET)."""
+    size = len(json.dumps(dataclasses.asdict(change)))
+    if size > CHANGE_BUDGET:
+        raise Refusal(f"change {change.key} is too large for gatekeeper to keep ({size} bytes of subject, votes, "
+                      f"dependencies and files; at most {CHANGE_BUDGET})")
+
+
 class Enqueueing:
     """Putting changes in queues, for PipelineManager."""
 
@@ -41,11 +56,9 @@ class Enqueueing:
             return f"project {change.project} has no jobs in pipeline {self.name}{on}"
         if self.state.find(change.key):
             return f"change {change.key} is already in {self.name}"
-        if self.in_turn:  # the change alone (gatekeeper.scheduler.inturn)
-            self._enqueue_in_turn(change, project)
-            return ""
         try:
-            needed = self._needed_chain(change)
+            check_size(change)
+            needed = [] if self.in_turn else self._needed_chain(change)
         except Refusal as exc:
             message = f"Change {change.key} cannot enter {self.name}: {exc}"
             log.info("[%s %s] refused: %s", self.name, change.key, exc)
@@ -58,6 +71,9 @@ class Enqueueing:
                 self.backend.report(Report(self.name, change, "refused", message, {},
                                            key=f"refused:{refusal_key or self.clock()}:{change.key}"))
             return message
+        if self.in_turn:  # the change alone (gatekeeper.scheduler.inturn)
+            self._enqueue_in_turn(change, project)
+            return ""
         if self.pipeline.dependent:
             queue = self._shared_queue(project.queue or project.name, change.branch)
             for dep in needed:
@@ -101,6 +117,7 @@ class Enqueueing:
                     raise Refusal(f"it depends on change {key}, which is {dep.status.lower()}")
                 if dep.key != key:
                     raise Refusal(f"it depends on {key}, an outdated patch set of change {number}")
+                check_size(dep)
                 if self.pipeline.dependent:
                     queue = self._queue_name(dep.project, dep.branch)
                     if queue != my_queue:

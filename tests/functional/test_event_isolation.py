@@ -62,6 +62,17 @@ def test_a_malformed_event_is_rejected_and_a_change_uploaded_after_it_merges(gat
     assert DeadLetters(gate.zk).list() == []  # rejected at the edge: it never reached a queue
 
 
+def test_a_change_with_a_subject_of_megabytes_is_gated_with_its_subject_cut(gate: GateHarness) -> None:
+    # its events and its query are each more than ZooKeeper takes in one request
+    huge = gate.change("org/a", "Fix " + "a very long subject " * 60000, files={"a.py": "1\n"})
+    after = gate.change("org/a", "Fix the API", files={"b.py": "2\n"})
+    gate.settle()
+    gate.approve(huge, after)
+    gate.settle()
+    assert [gate.status(c) for c in (huge, after)] == ["MERGED", "MERGED"]
+    assert DeadLetters(gate.zk).list() == []
+
+
 def test_a_change_whose_lookup_keeps_failing_holds_up_only_itself(gate: GateHarness, config: str, capsys) -> None:
     a, b = gate.change("org/a"), gate.change("org/b")
     gate.settle()

@@ -19,6 +19,7 @@ from gatekeeper.gerrit import (
     GerritUnavailableError,
 )
 from gatekeeper.gerrit import listener as listener_module
+from gatekeeper.gerrit.events import parse_event
 from gatekeeper.sim.gerrit import GerritSimulator
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
@@ -220,6 +221,48 @@ def test_malformed_event_is_rejected_at_the_edge_naming_the_field(sim, zk, make_
     assert "Rejected a malformed Gerrit comment-added event: change.number is 'abc', expected an integer" \
         in caplog.text
     assert "patchSet.number is [1], expected an integer" in caplog.text
+
+
+def test_an_oversized_event_is_enqueued_without_its_bulk_and_the_stream_goes_on(sim, zk, make_connection,
+                                                                               caplog) -> None:
+    conn = make_connection(zk)
+    listening(conn, sim)
+    c = sim.create_change("org/project", "Huge review", owner="jane")
+    sim.comment(c, "rita", "a model event")
+    model = next(e for e in wait_queued(zk, lambda ev: bool(comments(ev, "a model event")))
+                 if e.type == "comment-added" and e.change_number == c.number).raw
+    # 1.5 MB: more than ZooKeeper takes in one request, so as it came the event could never be enqueued
+    huge = "Patch Set 1:\n\nrecheck\n\n" + "all the logs pasted in " * 65000
+    sim.faults.inject_raw(json.dumps({**model, "comment": huge}) + "\n")
+    sim.comment(c, "rita", "after the huge one")
+    events = wait_queued(zk, lambda ev: bool(comments(ev, "after the huge one")))
+    (cut,) = comments(events, "recheck")
+    assert len(cut) < listener_module.KEEP_COMMENT and cut.startswith("recheck\n\nall the logs pasted in")
+    assert next(e for e in events if e.comment and "recheck" in e.comment).raw == {}
+    assert f"comment-added event of change {c.number},1 is" in caplog.text
+    assert conn.listener.is_leader
+
+
+def test_events_too_many_for_one_transaction_are_enqueued_in_several(sim, zk, make_connection) -> None:
+    conn = make_connection(zk)
+    listening(conn, sim)
+    c = sim.create_change("org/project", "Long reviews", owner="jane")
+    sim.comment(c, "rita", "a model event")
+    model = next(e for e in wait_queued(zk, lambda ev: bool(comments(ev, "a model event")))
+                 if e.type == "comment-added" and e.change_number == c.number).raw
+    # 30 reviews of 20 kB each (40 kB as records, which hold the comment twice) handed to the listener as one
+    # batch, as it takes what arrived together: 1.2 MB, more than one ZooKeeper request takes
+    batch = [parse_event(json.dumps({**model, "comment": f"Patch Set 1:\n\nlong {i:02d} " + "x" * 20000,
+                                     "eventCreatedOn": model["eventCreatedOn"] + 1 + i}))
+             for i in range(30)]
+    writer = threading.Thread(target=conn.listener._write, args=(batch,), daemon=True)
+    writer.start()
+    writer.join(30)
+    assert not writer.is_alive()
+    sim.comment(c, "rita", "after the long ones")
+    events = wait_queued(zk, lambda ev: bool(comments(ev, "after the long ones")))
+    assert [x[:7] for x in comments(events, "long ")] == [f"long {i:02d}" for i in range(30)]
+    assert all(e.raw for e in events if e.change_number == c.number)  # each small enough to be kept whole
 
 
 def test_new_leader_takes_over_and_catches_up_exactly_once(sim, zk, zk_factory, make_connection) -> None:
