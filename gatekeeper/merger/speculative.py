@@ -29,6 +29,19 @@ def is_deleted_ref(change: ChangeSpec) -> bool:
             and not change.commit.strip("0"))
 
 
+CONFLICT_FILES_SHOWN = 20  # a conflict's message names this many files at most (it is reported on the change)
+
+
+def conflict_message(change: ChangeSpec, detail: str, files: list[str]) -> str:
+    """Why `change` does not merge, for people: the first CONFLICT_FILES_SHOWN conflicting files, and how many
+    more (a conflict over a vendored tree can name thousands)."""
+    shown = ", ".join(files[:CONFLICT_FILES_SHOWN])
+    if len(files) > CONFLICT_FILES_SHOWN:
+        shown += f" and {len(files) - CONFLICT_FILES_SHOWN} more"
+    return (f"change {change.key} does not merge onto {change.project} {change.branch} (with the changes ahead of "
+            f"it): {detail[:2000]}{f' ({shown})' if files else ''}")
+
+
 def _refspec(ref: str) -> str:
     """What fetches `ref`: a change's ref as itself; a branch (a ref item's revision comes with it) as its tip."""
     return branch_refspec(ref[len("refs/heads/"):]) if ref.startswith("refs/heads/") else ref_refspec(ref)
@@ -138,13 +151,9 @@ class SpeculativeMerger:
                 outcome = repo.merge(onto, change.commit, change.merge_mode, change.branch, change.ref)
             except MergeConflict as exc:
                 self._count(conflicts=1, merges=merges, fast_forwards=fast_forwards, replayed=replayed)
-                files = f" ({', '.join(exc.files)})" if exc.files else ""
                 result.ok, result.conflict = False, True
                 result.conflict_change, result.conflict_project = change.key, change.project
-                result.message = (
-                    f"change {change.key} does not merge onto {change.project} {change.branch} "
-                    f"(with the changes ahead of it): {exc.detail}{files}"
-                )
+                result.message = conflict_message(change, exc.detail, exc.files)
                 result.merges = merges
                 return
             merges += 1
