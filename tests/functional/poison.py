@@ -34,4 +34,7 @@ def poison_lines() -> dict[str, bytes]:
         "nesting bomb": nested.encode() + b"\n",
         "unknown project": json.dumps(approval("org/nope", 9001)).encode() + b"\n",
         "change that does not exist": json.dumps(approval("org/a", 4242)).encode() + b"\n",
+        # well formed, but more than ZooKeeper takes in one request
+        "oversized event": json.dumps(approval("org/a", 4243, comment="Patch Set 1:\n\n" + "x" * (1536 * 1024)))
+        .encode() + b"\n",
     }
