@@ -18,6 +18,7 @@ from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, Pipelin
 from gatekeeper.scheduler.enqueue import Enqueueing
 from gatekeeper.scheduler.inturn import InTurn
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
+from gatekeeper.scheduler.promote import promote
 from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.supersede import superseded_by
@@ -171,13 +172,14 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         self.state.walks += 1
         if self.state.layout is not self.layout:
             self._relayout()
+        ranks = self._project_ranks()
         for queue in list(self.state.queues.values()):
             if self.pipeline.dependent:
                 self._process_dependent(queue)
             elif self.in_turn:
                 self._process_in_turn(queue)
             else:
-                self._process_independent(queue)
+                self._process_independent(queue, ranks.get(queue.name, 0))
             if queue.dynamic and not queue.items:
                 del self.state.queues[queue.name]
                 self.state.changed = True
@@ -242,7 +244,23 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             ahead[item.key] = item
             position += 1
 
-    def _process_independent(self, queue: ChangeQueue) -> None:
+    def _project_ranks(self) -> dict[str, int]:
+        """An independent pipeline's queues -> how many queues before each hold a live change of the same project:
+        where its builds' node requests stand (Zuul's relative priority: a change's place among its project's
+        changes in the pipeline, so that one project's many changes do not hold up another's, and a promoted
+        change's queue, moved to the front, comes first). Empty for the other managers (their queue position)."""
+        ranks: dict[str, int] = {}
+        if self.pipeline.dependent or self.in_turn:
+            return ranks
+        seen: dict[str, int] = {}
+        for queue in self.state.queues.values():
+            live = self.state.items.get(queue.items[-1]) if queue.items else None
+            if live is not None and live.live:
+                ranks[queue.name] = seen.get(live.change.project, 0)
+                seen[live.change.project] = ranks[queue.name] + 1
+        return ranks
+
+    def _process_independent(self, queue: ChangeQueue, rank: int = 0) -> None:
         for item in self.state.queue_items(queue)[:-1]:
             if item.live:  # queued by another manager of this pipeline (a layout changed it): tested on its own
                 self._process_independent(self._alone(item))
@@ -268,7 +286,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
                 live.merge_message = f"Change {item.key}, which this change needs: {item.merge_message}"
                 self.state.touch(live)
                 break
-            self._advance(item, prev, position)
+            self._advance(item, prev, rank + position)
             prev = item
         if live.complete and self._report_complete(live) is not None:
             for item in items:
@@ -399,7 +417,8 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
 
     def _position(self, item: Item) -> int:
         queue = self.state.queues.get(item.queue)
-        return queue.items.index(item.id) if queue and item.id in queue.items else 0
+        position = queue.items.index(item.id) if queue and item.id in queue.items else 0
+        return position + self._project_ranks().get(item.queue, 0)
 
     # -- operator requests ----------------------------------------------------------------------------------------
     def manage(self, request: ManagementRequest) -> str:
@@ -419,7 +438,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
                     self._dequeue(item, "an operator dequeued it", OPERATOR)
             return ""
         if action is Action.PROMOTE:
-            return self._promote(list(request.changes))
+            return promote(self, list(request.changes))
         return f"{action.value} is not an action for pipeline {self.name}"
 
     def _manage_enqueue(self, key: str) -> str:
@@ -438,30 +457,3 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         if reason:
             return f"change {key} cannot enter {self.name}: {reason}"
         return self.enqueue(change, refusal_key=f"manage:{self.clock()}")
-
-    def _promote(self, keys: list[str]) -> str:
-        if not self.pipeline.dependent:
-            return f"promote applies to dependent pipelines; {self.name} is {self.pipeline.manager}"
-        if not keys:
-            return "promote needs at least one change"
-        items = []
-        for key in keys:
-            item = self.state.find(key)
-            if item is None:
-                raise NotFound(f"no change {key} in {self.name}")
-            items.append(item)
-        queues = {i.queue for i in items}
-        if len(queues) > 1:
-            return f"changes {', '.join(keys)} are in different queues ({', '.join(sorted(queues))})"
-        queue = self.state.queues[items[0].queue]
-        promoted = [i.id for i in items]
-        order = promoted + [i for i in queue.items if i not in promoted]
-        position = {self.state.items[i].key: n for n, i in enumerate(order)}
-        for item in items:
-            for need in item.change.needs:
-                if need in position and position[need] > position[item.key]:
-                    return f"change {item.key} needs {need}, which would be behind it"
-        queue.items = order
-        self.state.changed = True
-        log.info("[%s] promoted %s in queue %s", self.name, " ".join(keys), queue.name)
-        return ""
