@@ -117,10 +117,14 @@ class Queue:
     # each other
 
 
-def branch_matches(patterns: tuple[str, ...], branch: str) -> bool:
+def branch_matches(patterns: tuple[str, ...], branch: str, containing: tuple[str, ...] | None = ()) -> bool:
     """Zuul's branch matchers: no pattern matches every branch; a pattern is a regular expression anchored at the
-    start of the branch name (`stable/` matches every stable branch, `master$` only master)."""
-    return not patterns or any(re.match(p, branch) for p in patterns)
+    start of the branch name (`stable/` matches every stable branch, `master$` only master). A tag item's `branch`
+    is its full ref (`refs/tags/1.0`): a pattern matches it, or one of the branches `containing` the tagged commit
+    (None: those are not known yet, and any pattern may match)."""
+    if not patterns or containing is None:
+        return True
+    return any(re.match(p, name) for p in patterns for name in (branch, *containing))
 
 
 # Gerrit lists these with a patch set's files, but they are no files of the change (Zuul ignores them too)
@@ -218,14 +222,14 @@ class Job:
     dependencies: tuple[JobDependency, ...] = ()  # jobs of the same item that must succeed before this one starts
     variant: str = ""  # set on a job resolved for a branch: the branch patterns of the variants applied
 
-    def for_branch(self, branch: str) -> Job | None:
+    def for_branch(self, branch: str, containing: tuple[str, ...] | None = ()) -> Job | None:
         """This job as it runs for a change to `branch` (every matching variant applied in order, later ones
-        winning), or None when the job does not run on that branch."""
-        if not branch_matches(self.branches, branch):
+        winning), or None when the job does not run on that branch (`containing`: see branch_matches)."""
+        if not branch_matches(self.branches, branch, containing):
             return None
         job, applied = self, []
         for variant in self.variants:
-            if not branch_matches(variant.branches, branch):
+            if not branch_matches(variant.branches, branch, containing):
                 continue
             if variant.nodeset is not None:  # a variant's nodes replace the job's label or nodeset, and vice versa
                 job = replace(job, nodeset=variant.nodeset, label=None)
@@ -242,9 +246,9 @@ class Job:
             applied.append(" ".join(variant.branches))
         return replace(job, variant="; ".join(applied)) if applied else job
 
-    def runs_for(self, branch: str, files: list[str] | None = None) -> bool:
+    def runs_for(self, branch: str, files: list[str] | None = None, containing: tuple[str, ...] | None = ()) -> bool:
         """Whether this job runs for a change to `branch` touching `files` (unknown files: the branch decides)."""
-        job = self.for_branch(branch)
+        job = self.for_branch(branch, containing)
         return job is not None and files_match(job.files, job.irrelevant_files, files)
 
 
@@ -259,11 +263,12 @@ class Project:
         return self.pipelines.get(pipeline, ())
 
     def jobs_on_branch(self, pipeline: str, branch: str, jobs: dict[str, Job],
-                       files: list[str] | None = None) -> tuple[str, ...]:
+                       files: list[str] | None = None, containing: tuple[str, ...] | None = ()) -> tuple[str, ...]:
         """The pipeline's jobs that run for a change to `branch` touching `files` (None: not known, the branch
-        decides); a job the layout does not define runs everywhere."""
+        decides; `containing`: a tag item's, see branch_matches); a job the layout does not define runs
+        everywhere."""
         return tuple(name for name in self.jobs_for(pipeline)
-                     if name not in jobs or jobs[name].runs_for(branch, files))
+                     if name not in jobs or jobs[name].runs_for(branch, files, containing))
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ class Change(Record):
     owner: str = ""  # the change owner's username (who may reach a node held for its failed build)
     files: list[str] = field(default_factory=list)  # the patch set's files as Gerrit lists them ([]: not known)
     oldrev: str = ""  # a ref item: the ref's revision before (all zeros: the ref was created)
+    containing: list[str] | None = None  # a tag item: the branches that contain its commit (None: not known yet)
 
     @property
     def key(self) -> str:
@@ -49,6 +50,18 @@ class Change(Record):
     def is_ref(self) -> bool:
         """A ref's new revision (a branch updated), not a change: nothing to vote on, nothing to merge."""
         return self.number == 0 and bool(self.ref)
+
+    @property
+    def is_tag(self) -> bool:
+        return self.is_ref and self.ref.startswith("refs/tags/")
+
+    @property
+    def containing_branches(self) -> tuple[str, ...] | None:
+        """What job branch matchers look at besides `branch`: a tag item's branches that contain its commit (None
+        while the merger has not said), nothing for any other item."""
+        if not self.is_tag:
+            return ()
+        return None if self.containing is None else tuple(self.containing)
 
     @property
     def is_current(self) -> bool:

@@ -33,10 +33,12 @@ class Enqueueing:
         """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused (reported
         on the change unless `quiet`)."""
         project = self.layout.projects.get(change.project)
-        jobs = project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files) if project else ()
+        jobs = (project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files,
+                                       change.containing_branches) if project else ())
         if not jobs:
             on = f" on branch {change.branch}" if project and project.jobs_for(self.name) else ""
-            if on and project.jobs_on_branch(self.name, change.branch, self.layout.jobs):
+            if on and project.jobs_on_branch(self.name, change.branch, self.layout.jobs,
+                                             containing=change.containing_branches):
                 on = f" for the files change {change.key} touches"
             return f"project {change.project} has no jobs in pipeline {self.name}{on}"
         if self.state.find(change.key):
@@ -150,8 +152,8 @@ class Enqueueing:
 
     def _add(self, queue: ChangeQueue, change: Change, live: bool) -> Item:
         project = self.layout.projects.get(change.project)
-        jobs = (list(project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files))
-                if project and live else [])
+        jobs = (list(project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files,
+                                            change.containing_branches)) if project and live else [])
         item = Item(change=change, queue=queue.name, live=live, jobs=jobs, enqueued=self.clock())
         self.state.items[item.id] = item
         self.state.reindex()

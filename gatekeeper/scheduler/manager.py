@@ -19,7 +19,7 @@ from gatekeeper.scheduler.enqueue import Enqueueing
 from gatekeeper.scheduler.inturn import InTurn
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
 from gatekeeper.scheduler.promote import promote
-from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items
+from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items, tag_jobs
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.supersede import superseded_by
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
@@ -122,6 +122,8 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             return False
         if result.ok:
             item.merge_state, item.repo_state = MergeState.OK, result.repo_state
+            if item.change.is_tag and not tag_jobs(self, item, result.containing_branches):
+                self._remove_queue_of(item)  # a ref item: nothing is reported
         elif result.conflict:
             item.merge_state, item.merge_message = MergeState.CONFLICT, result.message
             log.info("%s merge conflict: %s", item.label(self.name), result.message)
@@ -195,8 +197,8 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             if not item.live or any(kind != "start" for kind in item.reported):
                 continue
             project = self.layout.projects.get(item.change.project)
-            jobs = (list(project.jobs_on_branch(self.name, item.change.branch, self.layout.jobs, item.change.files))
-                    if project else [])
+            jobs = (list(project.jobs_on_branch(self.name, item.change.branch, self.layout.jobs, item.change.files,
+                                                item.change.containing_branches)) if project else [])
             if jobs == item.jobs:
                 continue
             for job in set(item.jobs) - set(jobs):
@@ -390,7 +392,8 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
     def _request_build(self, item: Item, job_name: str, attempt: int, position: int,
                        avoid: list[str] | None = None) -> None:
         defined = self.layout.jobs.get(job_name)
-        job = (defined.for_branch(item.change.branch) or defined) if defined else Job(job_name)
+        job = ((defined.for_branch(item.change.branch, item.change.containing_branches) or defined) if defined
+               else Job(job_name))
         build = Build(job=job_name, attempt=attempt, voting=job.voting)
         project = self.layout.projects.get(item.change.project)
         spec = item.change.spec(self.source.git_url(item.change.project),
