@@ -155,9 +155,18 @@ def _patterns(value: Any) -> tuple[re.Pattern, ...]:
 def _report(data: dict | None) -> Report | None:
     if not data:
         return None
-    g = data.get("gerrit", {})
-    return Report(labels=dict(g.get("labels", {})), message=g.get("message", ""), submit=g.get("submit", False),
+    g = data.get("gerrit") or {}
+    # Zuul writes the labels as the reporter's keys (`Verified: 1`); ours under `labels`
+    labels = {**{k: vote for k, vote in g.items() if k not in schema.GERRIT_REPORT_KEYS}, **(g.get("labels") or {})}
+    return Report(labels=labels, message=g.get("message", ""), submit=g.get("submit", False),
                   tag=g.get("tag", ""), reasons=dict(data.get("reasons") or {}))
+
+
+def _approvals(value: Any) -> tuple:
+    """An `approval` filter's list (Zuul also takes one mapping alone)."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, dict) else tuple(value)
 
 
 class _Builder:
@@ -230,7 +239,7 @@ class _Builder:
                 triggers.append(Trigger(
                     connection=conn,
                     events=tuple([events] if isinstance(events, str) else events),
-                    approvals=tuple(f.get("approval", ())),
+                    approvals=_approvals(f.get("approval")),
                     comments=_patterns(f.get("comment")),
                     branches=_patterns(f.get("branch")),
                     usernames=_patterns(f.get("username")), refs=_patterns(f.get("ref")),
@@ -238,8 +247,8 @@ class _Builder:
                 ))
                 for key, message in triggers[-1].errors(p["manager"]):
                     self.error(f, key, where, message)
-        req = p.get("require") or {}
-        reject = p.get("reject") or {}
+        req = self.requirements(p, "require", schema.REQUIRE_KEYS, where)
+        reject = self.requirements(p, "reject", schema.REJECT_KEYS, where)
         flat = [k for k in schema.FLAT_WINDOW if k in p]
         if flat and isinstance(p.get("window"), dict):
             self.error(p, flat[0], where, f"{flat[0]} is Zuul's flat spelling of the window, which this pipeline also "
@@ -265,8 +274,15 @@ class _Builder:
                 self.error(p, "supercedes", where, "a pipeline cannot supercede itself")
             else:
                 self.refs.append(("pipeline", other, p.source, line, f"{where} supercedes"))
-        actions = ("start", "success", "failure", "merge-conflict", "dequeue")
-        reports = {a: r for a in actions if (r := _report(p.get(a)))}
+        for new, old in (("merge-conflict", "merge-failure"), ("merge-conflict-message", "merge-failure-message")):
+            if old in p and new in p:
+                self.error(p, old, where, f"{old} is Zuul's older name of {new}, which this pipeline also gives")
+        actions = ("enqueue", "start", "success", "failure", "merge-conflict", "no-jobs", "dequeue")
+        reports = {a: r for a in actions if (r := _report(p.get(a) or (p.get("merge-failure") if a == "merge-conflict"
+                                                                      else None)))}
+        messages = {a: text for a in schema.MESSAGES if (text := p.get(f"{a}-message"))}
+        if "merge-failure" in messages:
+            messages.setdefault("merge-conflict", messages.pop("merge-failure"))
         self.layout.pipelines[p["name"]] = Pipeline(
             name=p["name"],
             manager=p["manager"],
@@ -276,15 +292,31 @@ class _Builder:
             require=Requirements(
                 open=req.get("open"),
                 current_patchset=req.get("current-patchset"),
-                approvals=tuple(req.get("approval", ())),
+                approvals=_approvals(req.get("approval")),
                 wip=req.get("wip"),
-                reject_approvals=tuple(reject.get("approval", ())),
+                reject_approvals=_approvals(reject.get("approval")),
             ),
             reports=reports,
+            messages=messages,
+            footer=p.get("footer-message", ""),
             window=window or WindowConfig(),
             supercedes=tuple(dict.fromkeys(supercedes)),
             dequeue_on_new_patchset=p.get("dequeue-on-new-patchset", True), timers=timers,
         )
+
+    def requirements(self, p: dict, key: str, keys: tuple[str, ...], where: str) -> dict:
+        """A pipeline's `require` or `reject`: ours, or Zuul's under its source's connection name (whose name must
+        be a connection of the layout)."""
+        value = p.get(key) or {}
+        if not value or any(k in keys for k in value):
+            return value
+        merged: dict = {}
+        for conn, conditions in value.items():
+            if self.connections is not None and conn not in self.connections:
+                self.error(value, conn, where, f'{key} names unknown connection "{conn}" (known: '
+                           f'{", ".join(sorted(self.connections))})')
+            merged.update(conditions or {})
+        return merged
 
     def check_window(self, w: dict, where: str, node: Any = None, prefix: str = "") -> None:
         initial, floor = w.get("initial", 20), w.get("floor", 3)

@@ -94,6 +94,8 @@ class Pipeline:
     triggers: tuple[Trigger, ...] = ()
     require: Requirements = Requirements()
     reports: dict[str, Report] = field(default_factory=dict)
+    messages: dict[str, str] = field(default_factory=dict)  # action -> Zuul's `<action>-message`: a report's start
+    footer: str = ""  # Zuul's footer-message: after the results of a success, failure or merge-conflict report
     window: WindowConfig = WindowConfig()
     supercedes: tuple[str, ...] = ()  # pipelines a change leaves when it enters this one (Zuul's spelling)
     dequeue_on_new_patchset: bool = True  # a new patch set removes the item of the old one

@@ -7,6 +7,7 @@ gatekeeper.config.layout.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import voluptuous as v
@@ -28,6 +29,9 @@ GERRIT_EVENTS = (
 # Zuul's pipeline managers: each change alone (independent), speculatively gated in shared queues (dependent), shared
 # queues run one item at a time on the branch as it is (serial), one queue per project and branch where a newer
 # item replaces the one waiting (supercedent)
+# Zuul's pipeline texts: `<action>-message` introduces that action's reports (merge-failure: the older name)
+MESSAGES = ("enqueue", "start", "success", "failure", "merge-conflict", "merge-failure", "no-jobs", "dequeue")
+
 MANAGERS = ("independent", "dependent", "serial", "supercedent")
 # the managers whose queues run one item at a time -> why a window makes no sense for them (a layout error's end)
 IN_TURN = {
@@ -103,6 +107,17 @@ class Each:
 
 APPROVAL = v.Schema(_int_label_map)
 
+def one_or_each(item: Any) -> Callable[[Any], Any]:
+    """A list of `item`s, or (as Zuul also takes it) one mapping alone."""
+    each = Each(item)
+
+    def check(value: Any) -> Any:
+        return each([value] if isinstance(value, dict) else value)
+    return check
+
+
+APPROVALS = one_or_each(APPROVAL)
+
 TIMER_TRIGGER = v.Schema({v.Required("time"): v.Any(str, msg="expected a cron schedule, as a string")})
 
 GERRIT_TRIGGER = v.Schema(
@@ -111,7 +126,7 @@ GERRIT_TRIGGER = v.Schema(
             v.In(GERRIT_EVENTS, msg=f"unknown Gerrit event (expected one of {', '.join(GERRIT_EVENTS)})"),
             [v.In(GERRIT_EVENTS, msg=f"unknown Gerrit event (expected one of {', '.join(GERRIT_EVENTS)})")],
         ),
-        "approval": Each(APPROVAL),
+        "approval": APPROVALS,
         "comment": v.Any(Regex, [Regex]),
         "branch": v.Any(Regex, [Regex]),
         "username": v.Any(Regex, [Regex]),
@@ -120,30 +135,55 @@ GERRIT_TRIGGER = v.Schema(
     }
 )
 
-REQUIRE = v.Schema(
-    {
-        "open": bool,
-        "current-patchset": bool,
-        "approval": Each(APPROVAL),
-        "wip": bool,
-    }
-)
+REQUIRE_KEYS = ("open", "current-patchset", "approval", "wip")
+REQUIRE_FLAT = v.Schema({"open": bool, "current-patchset": bool, "approval": APPROVALS, "wip": bool})
 
 # A change that has any of these approvals may not enter the pipeline, and leaves it (Zuul's `reject`).
-REJECT = v.Schema({"approval": Each(APPROVAL)})
+REJECT_KEYS = ("approval",)
+REJECT_FLAT = v.Schema({"approval": APPROVALS})
 
-REPORTER = v.Schema(
-    {
-        "gerrit": v.Schema(
-            {
-                "labels": v.Schema({str: int}),
-                "message": str,
-                "submit": bool,
-                "tag": str,
-            }
-        )
-    }
-)
+
+def by_connection(flat: v.Schema, keys: tuple[str, ...]) -> Callable[[Any], Any]:
+    """`require`/`reject` as ours (`{approval: ...}`) or as Zuul's, under its source's connection name
+    (`{gerrit: {approval: ...}}`)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, dict) and value and not any(key in keys for key in value):
+            return v.Schema({str: flat})(value)
+        return flat(value)
+    return check
+
+
+REQUIRE = by_connection(REQUIRE_FLAT, REQUIRE_KEYS)
+REJECT = by_connection(REJECT_FLAT, REJECT_KEYS)
+
+# A Gerrit reporter: ours (`labels: {Verified: 1}`, `message`, `tag`) and Zuul's labels as keys (`Verified: 1`).
+GERRIT_REPORT_KEYS = ("labels", "message", "submit", "tag")
+GERRIT_REPORT_FLAT = v.Schema({"labels": v.Schema({str: int}), "message": str, "submit": bool, "tag": str})
+UNSUPPORTED_REPORT_KEYS = {
+    "comment": "every report carries a message (its marker is how each report is sent exactly once)",
+    "notify": "Gerrit's default notifications apply",
+}
+
+
+def GERRIT_REPORT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    if not isinstance(value, dict):
+        raise v.Invalid("expected a mapping like {Verified: 1, submit: true}")
+    GERRIT_REPORT_FLAT({k: value[k] for k in value if k in GERRIT_REPORT_KEYS})
+    errors: list[v.Invalid] = []
+    for key, vote in value.items():
+        if key in GERRIT_REPORT_KEYS:
+            continue
+        if key in UNSUPPORTED_REPORT_KEYS:
+            errors.append(v.Invalid(f"{key} is not supported: {UNSUPPORTED_REPORT_KEYS[key]}", [key]))
+        elif not isinstance(key, str) or isinstance(vote, bool) or not isinstance(vote, int):
+            errors.append(v.Invalid(f"expected a vote (an integer) for label {key}, or one of "
+                                    f"{', '.join(GERRIT_REPORT_KEYS)}", [key]))
+    if errors:
+        raise v.MultipleInvalid(errors)
+    return value
+
+
+REPORTER = v.Schema({"gerrit": GERRIT_REPORT})
 
 # Why an item leaves a pipeline early; a dependent pipeline's `dequeue` report says which ones are reported.
 DEQUEUE_REASONS = ("abandoned", "new-patchset", "lost-approval", "dependency-failed", "operator", "other")
@@ -195,11 +235,16 @@ PIPELINE = v.Schema(
         "trigger": v.Schema({v.Optional("timer"): Each(TIMER_TRIGGER), str: Each(GERRIT_TRIGGER)}),
         "require": REQUIRE,
         "reject": REJECT,
+        "enqueue": REPORTER,
         "start": REPORTER,
         "success": REPORTER,
         "failure": REPORTER,
         "merge-conflict": REPORTER,
+        "merge-failure": REPORTER,  # Zuul's older name of merge-conflict
+        "no-jobs": REPORTER,
         "dequeue": DEQUEUE_REPORTER,
+        **{f"{action}-message": str for action in MESSAGES},
+        "footer-message": str,
         "window": WINDOW_OR_SIZE,
         # Zuul's flat spelling of the window (with `window: N`), checked as the mapping's keys are; a layout uses
         # it or the mapping, not both

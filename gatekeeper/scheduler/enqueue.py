@@ -40,6 +40,8 @@ class Enqueueing:
             if on and project.jobs_on_branch(self.name, change.branch, self.layout.jobs,
                                              containing=change.containing_branches):
                 on = f" for the files change {change.key} touches"
+            if on and not quiet:
+                self._report_no_jobs(change, refusal_key)
             return f"project {change.project} has no jobs in pipeline {self.name}{on}"
         if self.state.find(change.key):
             return f"change {change.key} is already in {self.name}"
@@ -75,6 +77,19 @@ class Enqueueing:
             self._add(queue, dep, live=False)
         self._add(queue, change, live=True)
         return ""
+
+    def _report_no_jobs(self, change: Change, refusal_key: str) -> None:
+        """Tell a change of a project in this pipeline that none of its jobs runs for it, where the pipeline has a
+        no-jobs reporter (as Zuul reports an item that leaves without running any job)."""
+        conf = self.pipeline.reports.get("no-jobs")
+        if conf is None or change.is_ref:
+            return
+        text = (conf.message or self.pipeline.messages.get("no-jobs", "")).replace("{pipeline.name}", self.name)
+        labels = dict(conf.labels) if change.is_current else {}
+        if text or labels:
+            log.info("[%s %s] runs no job: reported (no-jobs)", self.name, change.key)
+            self.backend.report(Report(self.name, change, "no-jobs", text, labels, tag=conf.tag,
+                                       key=f"no-jobs:{refusal_key or self.clock()}:{change.key}"))
 
     def _needed_chain(self, change: Change) -> list[Change]:
         """The changes `change` needs that must be enqueued ahead of it, in order; raises Refusal."""
@@ -161,4 +176,6 @@ class Enqueueing:
         self.state.touch(item)
         self.state.changed = True
         log.info("%s enqueued%s in queue %s", item.label(self.name), "" if live else " (not live)", queue.name)
+        if live and "enqueue" in self.pipeline.reports:
+            self._report(item, "enqueue")  # Zuul's enqueue reporters: the change is in, before any job is decided
         return item

@@ -6,6 +6,7 @@ A mixin of `PipelineManager` (gatekeeper.scheduler.manager): it acts on the same
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -17,6 +18,7 @@ from gatekeeper.zk.merges import MergeState
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
+MERGE_FAILED = "Merge failed."  # Zuul's merge-conflict-message, when the failure reporters report a conflict
 INFRA_MESSAGE = ("Build could not be completed because of an infrastructure failure ({pipeline} pipeline). "
                  "This is not the change's fault, and no vote is given: a recheck will retry it.")
 
@@ -114,15 +116,22 @@ class ItemReports:
         if item.change.is_ref:
             return None  # no review names a branch: a ref item's outcome goes to the build history only
         conf = self.pipeline.reports.get(action)
+        intro = self.pipeline.messages.get(action, "")
+        if conf is None and action == "merge-conflict" and "failure" in self.pipeline.reports:
+            # as Zuul: without merge-conflict reporters, the failure reporters (their votes, not their text) are used
+            conf, intro = self.pipeline.reports["failure"], intro or MERGE_FAILED
+            conf = dataclasses.replace(conf, message="", submit=False)
         if conf is None and not extra:
             return None
-        parts = [conf.message] if conf and conf.message else []
+        parts = [conf.message] if conf and conf.message else [intro.replace("{pipeline.name}", self.name)]
         if extra and action == "infra-failure":
             parts, extra = [extra], ""
         if action in ("success", "failure", "infra-failure"):
             parts.append("\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds))
         if extra:
             parts.append(extra)
+        if action in ("success", "failure", "infra-failure", "merge-conflict"):
+            parts.append(self.pipeline.footer)
         # Gerrit takes no votes on an outdated patch set (one kept by dequeue-on-new-patchset: false): a message only
         labels = dict(conf.labels) if conf and item.change.is_current else {}
         return Report(self.name, item.change, action, "\n\n".join(p for p in parts if p),
