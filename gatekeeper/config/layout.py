@@ -277,7 +277,11 @@ class _Builder:
         for new, old in (("merge-conflict", "merge-failure"), ("merge-conflict-message", "merge-failure-message")):
             if old in p and new in p:
                 self.error(p, old, where, f"{old} is Zuul's older name of {new}, which this pipeline also gives")
-        actions = ("enqueue", "start", "success", "failure", "merge-conflict", "no-jobs", "dequeue")
+        if "disable-after-consecutive-failures" in p and p["manager"] == "dependent":
+            self.error(p, "disable-after-consecutive-failures", where,
+                       "a dependent pipeline cannot be disabled: it merges the changes that succeed, and the changes "
+                       "behind them are tested on them (use it on independent, serial or supercedent pipelines)")
+        actions = ("enqueue", "start", "success", "failure", "merge-conflict", "no-jobs", "disabled", "dequeue")
         reports = {a: r for a in actions if (r := _report(p.get(a) or (p.get("merge-failure") if a == "merge-conflict"
                                                                       else None)))}
         messages = {a: text for a in schema.MESSAGES if (text := p.get(f"{a}-message"))}
@@ -299,6 +303,7 @@ class _Builder:
             reports=reports,
             messages=messages,
             footer=p.get("footer-message", ""),
+            disable_after=p.get("disable-after-consecutive-failures"),
             window=window or WindowConfig(),
             supercedes=tuple(dict.fromkeys(supercedes)),
             dequeue_on_new_patchset=p.get("dequeue-on-new-patchset", True), timers=timers,

@@ -3,8 +3,10 @@ signatures, as plain frozen dataclasses. `gatekeeper.config.layout` reads them f
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 PRECEDENCE_ORDER = {"high": 0, "normal": 1, "low": 2}
@@ -96,6 +98,7 @@ class Pipeline:
     reports: dict[str, Report] = field(default_factory=dict)
     messages: dict[str, str] = field(default_factory=dict)  # action -> Zuul's `<action>-message`: a report's start
     footer: str = ""  # Zuul's footer-message: after the results of a success, failure or merge-conflict report
+    disable_after: int | None = None  # Zuul's disable-after-consecutive-failures
     window: WindowConfig = WindowConfig()
     supercedes: tuple[str, ...] = ()  # pipelines a change leaves when it enters this one (Zuul's spelling)
     dequeue_on_new_patchset: bool = True  # a new patch set removes the item of the old one
@@ -376,6 +379,12 @@ class Layout:
     signatures: dict[str, Signature] = field(default_factory=dict)
     nodesets: dict[str, Nodeset] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+
+    @cached_property
+    def digest(self) -> str:
+        """A short digest of the layout's source texts: the same for the same layout, whoever loaded it."""
+        text = "\0".join(f"{name}\0{body}" for name, body in sorted(self.files.items()))
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
 
     def summary(self) -> str:
         np = self.nodepool

@@ -242,6 +242,8 @@ PIPELINE = v.Schema(
         "merge-conflict": REPORTER,
         "merge-failure": REPORTER,  # Zuul's older name of merge-conflict
         "no-jobs": REPORTER,
+        "disabled": REPORTER,
+        "disable-after-consecutive-failures": v.All(int, v.Range(min=1, msg="must be at least 1")),
         "dequeue": DEQUEUE_REPORTER,
         **{f"{action}-message": str for action in MESSAGES},
         "footer-message": str,

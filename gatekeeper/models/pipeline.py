@@ -250,6 +250,10 @@ class PipelineState:
     items: dict[str, Item] = field(default_factory=dict)
     cursors: dict[str, int] = field(default_factory=dict)  # event queue name -> last sequence number applied
     waiting: dict[str, list[int]] = field(default_factory=dict)  # "N,P" -> refused changes that need it to enter
+    # Zuul's disable-after-consecutive-failures: items reported as failed in a row, and, once disabled, the layout
+    # (its digest) under which the pipeline was disabled (a new layout enables it again)
+    failures: int = 0
+    disabled: str = ""
     version: int = -1  # the summary znode's version when loaded or saved
     dirty: set[str] = field(default_factory=set)  # item ids changed since the last save
     removed: set[str] = field(default_factory=set)  # item ids removed since the last save
@@ -311,5 +315,7 @@ class PipelineState:
             "revs": {i.id: i.rev for i in self.items.values()},
             "cursors": dict(self.cursors),
             "waiting": {key: list(numbers) for key, numbers in self.waiting.items()},
+            **({"failures": self.failures} if self.failures else {}),
+            **({"disabled": self.disabled} if self.disabled else {}),
             **({"nodes": {i: n for i, n in self.nodes.items() if i in self.items}} if self.nodes else {}),
         }

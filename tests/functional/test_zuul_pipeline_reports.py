@@ -15,6 +15,7 @@ from gatekeeper.config.layout import parse_layout
 from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
+from tests.layouts import GATE_LAYOUT
 
 ZUUL_LAYOUT = r"""
 pipelines:
@@ -142,6 +143,8 @@ def test_a_layout_in_zuuls_spelling_votes_and_says_what_zuul_would(gate: GateHar
     ("  - name: p\n    manager: independent\n    merge-failure: {gerrit: {Verified: -1}}\n"
      "    merge-conflict: {gerrit: {Verified: -1}}\n",
      "merge-failure is Zuul's older name of merge-conflict, which this pipeline also gives"),
+    ("  - name: p\n    manager: dependent\n    disable-after-consecutive-failures: 3\n",
+     "a dependent pipeline cannot be disabled: it merges the changes that succeed"),
 ])
 def test_zuul_spellings_that_cannot_work_get_a_sentence_naming_the_place(pipeline: str, message: str) -> None:
     text = "pipelines:\n" + pipeline + "    trigger: {gerrit: [{event: patchset-created}]}\n"
@@ -149,3 +152,44 @@ def test_zuul_spellings_that_cannot_work_get_a_sentence_naming_the_place(pipelin
         parse_layout({"layout.yaml": text}, connections={"gerrit"})
     assert message in str(caught.value), str(caught.value)
     assert "layout.yaml:" in str(caught.value)
+
+
+DISABLING = GATE_LAYOUT.replace(
+    "    merge-conflict: {gerrit: {labels: {Verified: -1}, message: This change could not be merged.}}\n",
+    "    merge-conflict: {gerrit: {labels: {Verified: -1}, message: This change could not be merged.}}\n"
+    "    disable-after-consecutive-failures: 2\n"
+    "    disabled: {gerrit: {message: Check is disabled after failures in a row; results are not voted on.}}\n", 1)
+
+
+def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_reporters_until_a_new_layout(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    gate = GateHarness(tmp_path, zk_factory, layout_text=DISABLING)
+    try:
+        a, b = gate.change("org/a"), gate.change("org/b")
+        gate.executor.fail("unit", a.number)
+        gate.executor.fail("unit", b.number)
+        gate.settle()
+        assert [gate.ci_votes(x) for x in (a, b)] == [{"Verified": -1}] * 2
+        c = gate.change("org/a")  # a third item: it would pass, but the pipeline is disabled now
+        gate.settle()
+        assert gate.ran("unit", "SUCCESS", "3,1")
+        assert gate.ci_votes(c) == {}
+        [said] = texts(gate, c)  # no start report either
+        assert said.startswith("Check is disabled after failures in a row; results are not voted on.\n\n- unit ")
+        # it stays disabled across a scheduler's restart (the state is in ZooKeeper)
+        gate.kill_scheduler(gate.schedulers[0])
+        gate.start_scheduler()
+        d = gate.change("org/a")
+        gate.settle()
+        assert gate.ci_votes(d) == {} and texts(gate, d)[0].startswith("Check is disabled")
+        # a new layout enables it again
+        gate.layout_path.write_text(gate.layout_path.read_text().replace("consecutive-failures: 2", "consecutive-"
+                                                                         "failures: 3"))
+        assert gate.schedulers[-1].reload() == ""
+        e = gate.change("org/a")
+        gate.settle()
+        assert gate.ci_votes(e) == {"Verified": 1}
+        assert texts(gate, e) == ["Starting check jobs.", texts(gate, e)[1]]
+        assert texts(gate, e)[1].startswith("Build succeeded (check pipeline).")
+    finally:
+        gate.stop()
