@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.config import schema
+from gatekeeper.config.inherit import resolve_parents, usage_errors
 from gatekeeper.config.jobdeps import dependency_errors, parse_dependencies
 from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-exported for its readers)
     PRECEDENCE_ORDER,
@@ -180,6 +181,7 @@ class _Builder:
         self.where: dict[tuple[str, str], tuple[str, int]] = {}
         self.refs: list[tuple[str, str, str, int, str]] = []  # kind, name, source, line, context
         self.listed: dict[tuple[str, str, str], tuple[str, int]] = {}  # (project, pipeline, job) -> source, line
+        self.job_keys: dict[str, set[str]] = {}  # job -> the keys its own definition gives (what it does not inherit)
 
     def error(self, node: Any, key: Any, where: str, message: str) -> None:
         line = node.line_of(key) if hasattr(node, "line_of") else getattr(node, "line", 0)
@@ -307,6 +309,7 @@ class _Builder:
             window=window or WindowConfig(),
             supercedes=tuple(dict.fromkeys(supercedes)),
             dequeue_on_new_patchset=p.get("dequeue-on-new-patchset", True), timers=timers,
+            post_review=p.get("post-review", False),
         )
 
     def requirements(self, p: dict, key: str, keys: tuple[str, ...], where: str) -> dict:
@@ -336,6 +339,9 @@ class _Builder:
         if not self.define("job", j["name"], j):
             return
         where = f'job "{j["name"]}"'
+        self.job_keys[j["name"]] = set(j)
+        if "parent" in j:
+            self.refs.append(("job", j["parent"], j.source, j.line_of("parent"), f"{where} parent"))
         if "label" in j:
             self.refs.append(("label", j["label"], j.source, j.line_of("label"), where))
         variants = []
@@ -377,6 +383,10 @@ class _Builder:
             dependencies=parse_dependencies(j, where, self.refs),
             files=self.file_patterns(j, "files", where, ()),
             irrelevant_files=self.file_patterns(j, "irrelevant-files", where, ()),
+            parent=j.get("parent", ""),
+            abstract=j.get("abstract", False),
+            final=j.get("final", False),
+            post_review=j.get("post-review", False),
         )
 
     def file_patterns(self, holder: Any, key: str, where: str,
@@ -493,6 +503,8 @@ class _Builder:
                 have = ", ".join(sorted(known[kind])) or "none"
                 self.errors.append(ConfigError(source, line, context,
                                                f'undefined {kind} "{name}" (defined: {have})'))
+        self.errors.extend(resolve_parents(lay, self.job_keys, self.where))
+        self.errors.extend(usage_errors(lay, self.listed))
         self.errors.extend(dependency_errors(lay, self.where, self.listed))
         resolve_nodesets(lay)
         offered = set().union(*(p.labels for p in lay.nodepool.providers.values())) if lay.nodepool.providers else set()

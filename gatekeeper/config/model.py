@@ -102,6 +102,7 @@ class Pipeline:
     window: WindowConfig = WindowConfig()
     supercedes: tuple[str, ...] = ()  # pipelines a change leaves when it enters this one (Zuul's spelling)
     dequeue_on_new_patchset: bool = True  # a new patch set removes the item of the old one
+    post_review: bool = False  # Zuul's post-review: only such a pipeline runs post-review jobs (on reviewed code)
     timers: tuple[str, ...] = ()  # cron schedules: each fire enqueues every branch tip with jobs here
 
     @property
@@ -226,6 +227,10 @@ class Job:
     irrelevant_files: tuple[re.Pattern, ...] = ()  # ... and not if every file it touches matches one of these
     dependencies: tuple[JobDependency, ...] = ()  # jobs of the same item that must succeed before this one starts
     variant: str = ""  # set on a job resolved for a branch: the branch patterns of the variants applied
+    parent: str = ""  # Zuul's job inheritance (gatekeeper.config.inherit): the job it takes what it does not set from
+    abstract: bool = False  # only a parent: no project pipeline may list it
+    final: bool = False  # no job may inherit from it
+    post_review: bool = False  # runs only in post-review pipelines (inherited: once set, set for every child)
 
     def for_branch(self, branch: str, containing: tuple[str, ...] | None = ()) -> Job | None:
         """This job as it runs for a change to `branch` (every matching variant applied in order, later ones

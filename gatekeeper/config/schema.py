@@ -253,6 +253,7 @@ PIPELINE = v.Schema(
         **{flat: WINDOW.schema[key] for flat, key in FLAT_WINDOW.items()},
         "supercedes": v.Any(NAME, [NAME], msg="expected a pipeline name or a list of them"),
         "dequeue-on-new-patchset": bool,
+        "post-review": bool,
     }
 )
 
@@ -329,6 +330,10 @@ JOB = v.Schema(
         "files": FILE_PATTERNS,
         "irrelevant-files": FILE_PATTERNS,
         "dependencies": DEPENDENCIES,
+        "parent": NAME,
+        "abstract": bool,
+        "final": bool,
+        "post-review": bool,
     }
 )
 
