@@ -310,6 +310,7 @@ class _Builder:
             supercedes=tuple(dict.fromkeys(supercedes)),
             dequeue_on_new_patchset=p.get("dequeue-on-new-patchset", True), timers=timers,
             post_review=p.get("post-review", False),
+            ignore_dependencies=p.get("ignore-dependencies", False),
         )
 
     def requirements(self, p: dict, key: str, keys: tuple[str, ...], where: str) -> dict:

@@ -103,6 +103,7 @@ class Pipeline:
     supercedes: tuple[str, ...] = ()  # pipelines a change leaves when it enters this one (Zuul's spelling)
     dequeue_on_new_patchset: bool = True  # a new patch set removes the item of the old one
     post_review: bool = False  # Zuul's post-review: only such a pipeline runs post-review jobs (on reviewed code)
+    ignore_dependencies: bool = False  # an independent pipeline tests each change alone, without what it needs
     timers: tuple[str, ...] = ()  # cron schedules: each fire enqueues every branch tip with jobs here
 
     @property

@@ -254,6 +254,7 @@ PIPELINE = v.Schema(
         "supercedes": v.Any(NAME, [NAME], msg="expected a pipeline name or a list of them"),
         "dequeue-on-new-patchset": bool,
         "post-review": bool,
+        "ignore-dependencies": bool,
     }
 )
 

@@ -49,7 +49,9 @@ class Enqueueing:
             self._enqueue_in_turn(change, project)
             return ""
         try:
-            needed = self._needed_chain(change)
+            # Zuul's ignore-dependencies: an independent pipeline's change alone (a dependent one ignores the setting)
+            alone = self.pipeline.ignore_dependencies and not self.pipeline.dependent
+            needed = [] if alone else self._needed_chain(change)
         except Refusal as exc:
             message = f"Change {change.key} cannot enter {self.name}: {exc}"
             log.info("[%s %s] refused: %s", self.name, change.key, exc)

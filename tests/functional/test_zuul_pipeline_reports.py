@@ -193,3 +193,18 @@ def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_rep
         assert texts(gate, e)[1].startswith("Build succeeded (check pipeline).")
     finally:
         gate.stop()
+
+
+def test_an_independent_pipeline_ignoring_dependencies_tests_each_change_alone(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    require = "    require: {open: true, current-patchset: true}\n"
+    layout = GATE_LAYOUT.replace(require, require + "    ignore-dependencies: true\n", 1)
+    gate = GateHarness(tmp_path, zk_factory, layout_text=layout)
+    try:
+        a = gate.change("org/a")
+        gate.settle()
+        gate.change("org/a", parent=a)  # B's git parent is A, still open
+        gate.settle()
+        assert gate.history("check") == [("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1")]  # not "1,1 2,1"
+    finally:
+        gate.stop()
