@@ -139,7 +139,7 @@ def _window(data: dict | None) -> WindowConfig | None:
     return WindowConfig(
         initial=data.get("initial", 20),
         floor=data.get("floor", 3),
-        ceiling=data.get("ceiling", 0),
+        ceiling=data.get("ceiling") or 0,
         increase=data.get("increase", 1),
         decrease_factor=data.get("decrease-factor", 2),
         increase_type=data.get("increase-type", "linear"),
@@ -329,10 +329,10 @@ class _Builder:
 
     def check_window(self, w: dict, where: str, node: Any = None, prefix: str = "") -> None:
         initial, floor = w.get("initial", 20), w.get("floor", 3)
-        if floor > initial:
+        if initial and floor > initial:  # 0: no window at all (as in Zuul)
             self.error(node or w, prefix + "floor", where, f"window floor {floor} is above its initial size {initial}")
         ceiling = w.get("ceiling")
-        if ceiling is not None and ceiling < initial:
+        if ceiling is not None and initial and ceiling < initial:
             self.error(node or w, prefix + "ceiling", where,
                        f"window ceiling {ceiling} is below its initial size {initial}")
 

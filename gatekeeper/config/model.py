@@ -65,7 +65,7 @@ class Report:
 class WindowConfig:
     """A dependent queue's window: how many items are tested at once, grown on success, shrunk on failure."""
 
-    initial: int = 20
+    initial: int = 20  # 0: no limit at all (Zuul's window: 0), whatever the queue's results
     floor: int = 3
     ceiling: int = 0  # 0: unlimited
     increase: int = 1  # Zuul's window-increase-factor: added (linear) or multiplied by (exponential)
@@ -75,6 +75,8 @@ class WindowConfig:
 
     def grown(self, size: int) -> int:
         """The window after the head of its queue succeeded (never past the ceiling)."""
+        if not self.initial:
+            return 0
         if self.ceiling and size >= self.ceiling:
             return size
         bigger = size * self.increase if self.increase_type == "exponential" else size + self.increase
@@ -82,6 +84,8 @@ class WindowConfig:
 
     def shrunk(self, size: int) -> int:
         """The window after the head of its queue failed (never below the floor)."""
+        if not self.initial:
+            return 0
         if self.decrease_type == "linear":
             return max(self.floor, int(size - self.decrease_factor))
         return max(self.floor, int(size / self.decrease_factor))

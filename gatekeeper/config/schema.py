@@ -198,9 +198,9 @@ WINDOW_TYPES = ("linear", "exponential")
 
 WINDOW = v.Schema(
     {
-        "initial": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "initial": v.All(int, v.Range(min=0, msg="must not be negative (0: no limit)")),
         "floor": v.All(int, v.Range(min=1, msg="must be at least 1")),
-        "ceiling": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "ceiling": v.Any(None, v.All(int, v.Range(min=1, msg="must be at least 1"))),  # null: no limit
         "increase": v.All(int, v.Range(min=0, msg="must not be negative")),
         "decrease-factor": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1")),
         "increase-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
@@ -218,7 +218,7 @@ FLAT_WINDOW = {"window-floor": "floor", "window-ceiling": "ceiling", "window-inc
 def WINDOW_OR_SIZE(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
     """Our window mapping, or Zuul's `window: 20` (its initial size, with the flat window-* keys beside it)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return v.Schema(v.Range(min=1, msg="must be at least 1"))(value)
+        return v.Schema(v.Range(min=0, msg="must not be negative (0: no limit)"))(value)
     if not isinstance(value, dict):
         raise v.Invalid("expected a window mapping or a number of changes")
     return WINDOW(value)
