@@ -79,7 +79,8 @@ def resolve_parents(layout: Layout, given: dict[str, set[str]],
 
 
 def usage_errors(layout: Layout, listed: dict[tuple[str, str, str], tuple[str, int]]) -> list[ConfigError]:
-    """Project pipelines that list an abstract job, or a post-review job in a pipeline that is not post-review."""
+    """Project pipelines that list an abstract job, change a final one, or list a post-review job in a pipeline
+    that is not post-review."""
     errors = []
     for project in layout.projects.values():
         for pipeline, names in project.pipelines.items():
@@ -90,7 +91,10 @@ def usage_errors(layout: Layout, listed: dict[tuple[str, str, str], tuple[str, i
                     continue
                 src, line = listed[(project.name, pipeline, name)]
                 context = f'project "{project.name}" pipeline {pipeline}'
-                if job.abstract:
+                if job.final and (pipeline, name) in project.variants:
+                    errors.append(ConfigError(src, line, context, f'job "{name}" is final: a project pipeline cannot '
+                                                                  "change it"))
+                elif job.abstract:
                     errors.append(ConfigError(src, line, context, f'job "{name}" is abstract: it may only be the '
                                                                   "parent of other jobs"))
                 elif job.post_review and conf is not None and not conf.post_review:

@@ -39,6 +39,7 @@ from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-expo
     branch_matches,
 )
 from gatekeeper.config.nodesets import add_nodesets, job_nodeset, resolve_nodesets
+from gatekeeper.config.projects import project_pipelines
 from gatekeeper.config.timers import TIMER, pipeline_timers
 from gatekeeper.config.validation import (  # noqa: F401 (validate: re-exported for the service settings)
     config_error,
@@ -415,6 +416,16 @@ class _Builder:
             for i, job in enumerate(jobs):
                 self.refs.append(("job", job, p.source, jobs.line_of(i), f"{where} pipeline {pipe}"))
                 self.listed.setdefault((name, pipe, job), (p.source, jobs.line_of(i)))
+        zuul_pipelines, variants, queues = project_pipelines(p, where, self.refs, self.listed, self.file_patterns)
+        for pipe, jobs in zuul_pipelines.items():
+            if pipe in pipelines:
+                self.error(p, pipe, where, f"pipeline {pipe} is given twice: under pipelines and as {pipe}")
+            pipelines[pipe] = tuple(dict.fromkeys(pipelines.get(pipe, ()) + jobs))
+        for named, line in queues:  # Zuul's older spelling: the queue in a project's (dependent) pipeline
+            if queue and named != queue:
+                self.errors.append(ConfigError(p.source, line, where, f'project in two queues: "{queue}" and '
+                                                                      f'"{named}"'))
+            queue = queue or named
         if queue:
             self.refs.append(("queue", queue, p.source, p.line_of("queue"), where))
         if existing:
@@ -427,10 +438,11 @@ class _Builder:
             for pipe, jobs in pipelines.items():
                 merged[pipe] = tuple(dict.fromkeys(merged.get(pipe, ()) + jobs))
             self.layout.projects[name] = Project(name, existing.queue or queue,
-                                                 p.get("merge-mode", existing.merge_mode), merged)
+                                                 p.get("merge-mode", existing.merge_mode), merged,
+                                                 {**existing.variants, **variants})
             return
         self.where[("project", name)] = (p.source, p.line)
-        self.layout.projects[name] = Project(name, queue, p.get("merge-mode", "merge-resolve"), pipelines)
+        self.layout.projects[name] = Project(name, queue, p.get("merge-mode", "merge-resolve"), pipelines, variants)
 
     def add_nodepool(self, np: dict) -> None:
         if "auto-drain-outliers" in np:

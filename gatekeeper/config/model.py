@@ -268,14 +268,43 @@ class Job:
 
 
 @dataclass(frozen=True)
+class JobOverride:
+    """What a project's pipeline changes of a job it lists (Zuul's project-pipeline job variant: `- unit: {voting:
+    false}`); None: the job's own. Its vars are merged into the job's."""
+
+    voting: bool | None = None
+    timeout: int | None = None
+    attempts: int | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    files: tuple[re.Pattern, ...] | None = None
+    irrelevant_files: tuple[re.Pattern, ...] | None = None
+    dependencies: tuple[JobDependency, ...] | None = None
+
+    def apply(self, job: Job) -> Job:
+        changes = {name: value for name in ("voting", "timeout", "attempts", "files", "irrelevant_files",
+                                            "dependencies") if (value := getattr(self, name)) is not None}
+        return replace(job, vars={**job.vars, **self.vars}, **changes)
+
+
+@dataclass(frozen=True)
 class Project:
     name: str
     queue: str | None = None
     merge_mode: str = "merge-resolve"
     pipelines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    variants: dict[tuple[str, str], JobOverride] = field(default_factory=dict)  # (pipeline, job) -> its override
 
     def jobs_for(self, pipeline: str) -> tuple[str, ...]:
         return self.pipelines.get(pipeline, ())
+
+    def frozen(self, pipeline: str, name: str, jobs: dict[str, Job], branch: str,
+               containing: tuple[str, ...] | None = ()) -> Job | None:
+        """The job `name` as this project's `pipeline` runs it for a change to `branch`: its branch variants, then
+        the project's override (as Zuul freezes a job); None when it does not run on that branch, or is not
+        defined."""
+        job = jobs[name].for_branch(branch, containing) if name in jobs else None
+        override = self.variants.get((pipeline, name))
+        return override.apply(job) if job is not None and override is not None else job
 
     def jobs_on_branch(self, pipeline: str, branch: str, jobs: dict[str, Job],
                        files: list[str] | None = None, containing: tuple[str, ...] | None = ()) -> tuple[str, ...]:
@@ -283,7 +312,8 @@ class Project:
         decides; `containing`: a tag item's, see branch_matches); a job the layout does not define runs
         everywhere."""
         return tuple(name for name in self.jobs_for(pipeline)
-                     if name not in jobs or jobs[name].runs_for(branch, files, containing))
+                     if name not in jobs or ((job := self.frozen(pipeline, name, jobs, branch, containing)) is not None
+                                             and files_match(job.files, job.irrelevant_files, files)))
 
 
 @dataclass(frozen=True)
@@ -402,6 +432,15 @@ class Layout:
             f"{len(self.pipelines)} pipelines, {len(self.queues)} queues, {len(self.jobs)} jobs, "
             f"{len(self.projects)} projects, {len(np.labels)} node labels, {len(np.providers)} providers"
         )
+
+    def job_for(self, project: str, pipeline: str, name: str, branch: str,
+                containing: tuple[str, ...] | None = ()) -> Job | None:
+        """The job `name` as `project`'s `pipeline` runs it for a change to `branch` (Project.frozen); for a job
+        the branch does not run, or a project the layout does not know, the job as defined (None: undefined)."""
+        proj = self.projects.get(project)
+        job = proj.frozen(pipeline, name, self.jobs, branch, containing) if proj is not None else None
+        return job or (self.jobs[name].for_branch(branch, containing) or self.jobs[name] if name in self.jobs
+                       else None)
 
     def queue_of(self, project: str) -> str | None:
         """The change queue a project's changes share in a dependent pipeline: the one it names, else (as in Zuul)

@@ -338,12 +338,46 @@ JOB = v.Schema(
     }
 )
 
+# What a project's pipeline may change of a job it lists (Zuul's project-pipeline job variant)
+PROJECT_JOB_VARIANT = v.Schema({
+    "voting": bool,
+    "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
+    "attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
+    "vars": v.Schema({str: v.Any(str, int, float, bool)}),
+    "files": FILE_PATTERNS,
+    "irrelevant-files": FILE_PATTERNS,
+    "dependencies": DEPENDENCIES,
+})
+
+
+def PROJECT_JOB(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    """A job a project's pipeline runs: its name, or {name: what this project changes of it}."""
+    if isinstance(value, str):
+        return v.Schema(NAME)(value)
+    if isinstance(value, dict) and len(value) == 1:
+        (name, attrs), = value.items()
+        v.Schema(NAME)(name)
+        try:
+            PROJECT_JOB_VARIANT(attrs or {})
+        except v.MultipleInvalid as exc:
+            for err in exc.errors:
+                err.prepend([name])
+            raise
+        return value
+    raise v.Invalid("expected a job name, or one job name mapped to what this project changes of it, like "
+                    "{unit: {voting: false}}")
+
+
+# Zuul's spelling of a project's pipeline: `check: {jobs: [unit, {integration: {voting: false}}]}`
+PROJECT_PIPELINE = v.Schema({"jobs": Each(PROJECT_JOB), "queue": NAME})
+
 PROJECT = v.Schema(
     {
         v.Required("name"): v.All(str, v.Length(min=1)),
         "queue": NAME,
         "merge-mode": v.In(MERGE_MODES, msg=f"expected one of {', '.join(MERGE_MODES)}"),
         "pipelines": v.Schema({str: [str]}),
+        str: PROJECT_PIPELINE,  # any other key names a pipeline, in Zuul's spelling
     }
 )
 

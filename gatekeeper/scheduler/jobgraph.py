@@ -9,14 +9,16 @@ already refuses a pipeline list without it, so only branch and file matchers get
 
 from __future__ import annotations
 
-from gatekeeper.config.model import Layout
+from collections.abc import Callable
+
+from gatekeeper.config.model import Job, Layout
 from gatekeeper.models.pipeline import Build, Item
 from gatekeeper.zk.builds import SKIPPED, SUCCESS
 
 WAIT = None  # a job whose dependencies have not all finished yet
 
 
-def next_jobs(item: Item, layout: Layout) -> tuple[list[str], dict[str, str]]:
+def next_jobs(item: Item, layout: Layout | Callable[[str], Job | None]) -> tuple[list[str], dict[str, str]]:
     """The item's jobs without a build that may be requested now, and those to skip, with why (for people)."""
     results = {job: build.result for job, build in item.builds.items()}
     lacking = {job: dep.name for job in item.jobs for dep in _dependencies(job, layout)
@@ -46,12 +48,14 @@ def next_jobs(item: Item, layout: Layout) -> tuple[list[str], dict[str, str]]:
     return ready, skipped
 
 
-def _dependencies(job: str, layout: Layout) -> tuple:
-    defined = layout.jobs.get(job)
+def _dependencies(job: str, layout: Layout | Callable[[str], Job | None]) -> tuple:
+    """The job's dependencies; `layout` is the layout, or what gives the item's jobs as they run for it."""
+    defined = layout(job) if callable(layout) else layout.jobs.get(job)
     return defined.dependencies if defined else ()
 
 
-def _verdict(job: str, jobs: list[str], results: dict[str, str], layout: Layout) -> str | None:
+def _verdict(job: str, jobs: list[str], results: dict[str, str], layout: Layout | Callable[[str], Job | None],
+             ) -> str | None:
     """Why `job` is skipped, WAIT while a job it depends on has not finished, or "" when it may start (a job the
     item does not run is a soft dependency here: a hard one stopped every job already)."""
     waiting = False

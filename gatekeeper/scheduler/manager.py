@@ -145,7 +145,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             return False
         outcome, message = result.result, result.message
         if outcome in RETRYABLE:
-            job = self.layout.jobs.get(result.job)
+            job = self._job(item, result.job)
             if job and build.attempt < job.attempts:
                 log.info("%s %s: %s on attempt %d, retrying", item.label(self.name), result.job, outcome,
                          build.attempt)
@@ -364,7 +364,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             # Asked on each pass until its outcome is known here; after a restart the ledger settles it.
             if item.id not in self.state.started and self._report(item, "start") is not None:
                 self.state.started.add(item.id)
-            ready, skipped = next_jobs(item, self.layout)  # jobs wait for those they depend on
+            ready, skipped = next_jobs(item, lambda name: self._job(item, name))  # jobs wait for those they depend on
             for job, why in skipped.items():
                 self._skip_build(item, job, why)
             for job in ready:
@@ -373,8 +373,8 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
     def _request_merge(self, item: Item, ahead: Item | None) -> None:
         project = self.layout.projects.get(item.change.project)
         mode = project.merge_mode if project else "merge-resolve"
-        extra = sorted({p for job in item.jobs if job in self.layout.jobs
-                        for p in self.layout.jobs[job].required_projects} - {item.change.project})
+        extra = sorted({p for name in item.jobs if (job := self._job(item, name))
+                        for p in job.required_projects} - {item.change.project})
         request = MergeRequest(
             changes=[item.change.spec(self.source.git_url(item.change.project), mode).to_dict()],
             base=ahead.repo_state if ahead and ahead.merged else None,
@@ -391,9 +391,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
 
     def _request_build(self, item: Item, job_name: str, attempt: int, position: int,
                        avoid: list[str] | None = None) -> None:
-        defined = self.layout.jobs.get(job_name)
-        job = ((defined.for_branch(item.change.branch, item.change.containing_branches) or defined) if defined
-               else Job(job_name))
+        job = self._job(item, job_name) or Job(job_name)
         build = Build(job=job_name, attempt=attempt, voting=job.voting)
         project = self.layout.projects.get(item.change.project)
         spec = item.change.spec(self.source.git_url(item.change.project),
@@ -411,12 +409,17 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
 
     def _skip_build(self, item: Item, job_name: str, why: str) -> None:
         """Record a job that will not run (for its dependencies) as SKIPPED: reported and kept in the history."""
-        defined = self.layout.jobs.get(job_name)
+        defined = self._job(item, job_name)
         build = item.builds[job_name] = skipped_build(job_name, why, defined.voting if defined else True)
         log.info("%s %s: %s (%s)", item.label(self.name), job_name, SKIPPED, why)
         self._record_build(item, build, BuildResult(id=build.id, pipeline=self.name, item=item.id, job=job_name,
                                                     result=SKIPPED, message=why), SKIPPED, why, final=True)
         self.state.touch(item)
+
+    def _job(self, item: Item, name: str) -> Job | None:
+        """The job `name` as it runs for the item (its branch variants and its project pipeline's override)."""
+        return self.layout.job_for(item.change.project, self.name, name, item.change.branch,
+                                   item.change.containing_branches)
 
     def _position(self, item: Item) -> int:
         queue = self.state.queues.get(item.queue)
