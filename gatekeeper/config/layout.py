@@ -54,6 +54,7 @@ from gatekeeper.config.yamlfile import (
     load_yaml,
     read_text,
 )
+from gatekeeper.config.zuulformat import from_zuul_list
 
 
 # -- loading ----------------------------------------------------------------------------------------------------
@@ -96,6 +97,9 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None, ori
             continue
         if data is None:
             continue
+        if isinstance(data, list):  # Zuul's format: a list of configuration objects
+            data, zuul_errors = from_zuul_list(data, source)
+            errors.extend(zuul_errors)
         if not isinstance(data, dict):
             errors.append(ConfigError(source, getattr(data, "line", 1), "", "expected a mapping of sections "
                                       "(pipelines, queues, jobs, projects, nodepool) at the top level, got "

@@ -93,3 +93,85 @@ def test_zuul_spelled_project_mistakes_are_sentences_naming_file_and_line(projec
     with pytest.raises(ConfigErrors) as caught:
         parse_layout({"zuul.yaml": text}, connections={"gerrit"})
     assert [str(e) for e in caught.value.errors] == [message]
+
+
+ZUUL_FORMAT = r"""
+- pipeline:
+    name: check
+    manager: independent
+    trigger:
+      gerrit:
+        - event: patchset-created
+    success:
+      gerrit:
+        Verified: 1
+    failure:
+      gerrit:
+        Verified: -1
+- pipeline:
+    name: gate
+    manager: dependent
+    trigger:
+      gerrit:
+        - event: comment-added
+          approval:
+            - Approved: 1
+    require:
+      gerrit:
+        approval:
+          - Code-Review: 2
+    success:
+      gerrit:
+        Verified: 2
+        submit: true
+    failure:
+      gerrit:
+        Verified: -2
+- queue:
+    name: integrated
+- job:
+    name: base
+    abstract: true
+    timeout: 1800
+- job:
+    name: unit
+    parent: base
+- project:
+    name: org/a
+    queue: integrated
+    check:
+      jobs:
+        - unit
+    gate:
+      jobs:
+        - unit
+"""
+
+
+def test_a_layout_file_in_zuuls_format_gates_a_change(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    """Zuul's file format (a list of `- pipeline:`, `- queue:`, `- job:`, `- project:` objects) runs as ours."""
+    gate = GateHarness(tmp_path, zk_factory, layout_text=ZUUL_FORMAT)
+    try:
+        a = gate.change("org/a")
+        gate.settle()
+        assert gate.ci_votes(a) == {"Verified": 1}
+        gate.approve(a)
+        gate.settle()
+        assert gate.status(a) == "MERGED" and gate.ci_votes(a) == {"Verified": 2}
+        assert [gate.executor.requests[r.id].params["timeout"] for r in gate.executor.records("unit")] == [1800] * 2
+    finally:
+        gate.stop()
+
+
+def test_zuul_format_objects_we_do_not_have_are_named_with_their_line() -> None:
+    from gatekeeper.config.layout import parse_layout
+    from gatekeeper.config.yamlfile import ConfigErrors
+
+    text = ZUUL_FORMAT + "- project-template:\n    name: python-jobs\n- semaphore:\n    name: one\n- 3\n"
+    with pytest.raises(ConfigErrors) as caught:
+        parse_layout({"zuul.yaml": text}, connections={"gerrit"})
+    assert [str(e) for e in caught.value.errors] == [
+        "zuul.yaml:51: item 7: project-template is not supported: list the template's jobs in each project's "
+        "pipelines",
+        "zuul.yaml:53: item 8: semaphore is not supported: jobs are not limited by semaphores here",
+        "zuul.yaml:55: item 9: expected one configuration object, like - pipeline: {...} or - job: {...}"]
