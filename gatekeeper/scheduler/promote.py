@@ -1,10 +1,11 @@
 """An operator's promote (Zuul's `zuul-client promote`): the changes named go first.
 
-In a queue whose items wait on each other (dependent, serial and supercedent pipelines) the promoted changes move
-to its head, in the order given, and the queue loop restarts whatever now has another state ahead of it. In every
-pipeline the queues holding them move to the front of the pipeline: they are processed first, and their builds'
-node requests come before those of the other items of their project (an independent pipeline's changes have a
-queue each, so there promote reorders queues only and restarts nothing), as Zuul documents.
+In a queue whose items wait on each other in order (dependent and serial pipelines) the promoted changes move to its
+head, in the order given, and the queue loop restarts whatever now has another state ahead of it. In every pipeline
+the queues holding them move to the front of the pipeline: they are processed first, and their builds' node
+requests come before those of the other items of their project (an independent pipeline's changes have a queue
+each, so there promote reorders queues only and restarts nothing, as Zuul documents; a supercedent queue's waiting
+item is the newest of its branch and stays behind the running one, which is never cancelled for it).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from gatekeeper.models.pipeline import Item
+from gatekeeper.scheduler.inturn import SERIAL
 from gatekeeper.zk.management import NotFound
 
 if TYPE_CHECKING:
@@ -34,7 +36,7 @@ def promote(manager: PipelineManager, keys: list[str]) -> str:
             raise NotFound(f"no change {key} in {manager.name}")
         by_queue.setdefault(item.queue, []).append(item)
     orders: dict[str, list[str]] = {}
-    if manager.pipeline.dependent or manager.in_turn:
+    if manager.pipeline.dependent or manager.pipeline.manager == SERIAL:
         for name, items in by_queue.items():
             promoted = [i.id for i in items]
             order = promoted + [i for i in state.queues[name].items if i not in promoted]

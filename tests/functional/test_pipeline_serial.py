@@ -292,3 +292,25 @@ def test_a_waiting_items_estimates_count_the_items_ahead_of_it_in_its_serial_que
         assert 600 * n - 30 <= item["remaining_time"] <= 600 * n, item
         assert 600 * n - 30 <= item["eta"]["p50"] <= item["eta"]["p90"] <= 600 * n, item
         assert item["eta"]["merge_probability"] > 0.9  # a failure ahead does not hold it up
+
+
+def test_a_promoted_change_takes_its_serial_queues_turn_first(gate: GateHarness) -> None:
+    """A, B and D wait in one serial queue, A running. Promoting D puts it at the head: A's build is cancelled, D
+    runs, then A and B in turn."""
+    a, b, d = gate.change("org/a"), gate.change("org/b"), gate.change("org/a")
+    gate.settle()
+    gate.executor.hold = True
+    for change in (a, b, d):
+        gate.comment(change, "deploy")
+    gate.settle()
+    assert running(gate) == [("unit", "1,1")]
+    assert gate.management("promote", "deploy", changes=["3,1"]) == ""
+    gate.settle()
+    assert gate.gate_queue("deploy") == ["3,1", "1,1", "2,1"]
+    assert running(gate) == [("unit", "3,1")]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    done = [(job, result, changes) for job, result, changes in gate.history("deploy") if result != "ABORTED"]
+    assert done == [("unit", "SUCCESS", "3,1"), ("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1")]
+    assert [deploy_reports(gate, x) for x in (a, b, d)] == [["Deployed."]] * 3
