@@ -97,7 +97,7 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None, ori
             continue
         if data is None:
             continue
-        if isinstance(data, list):  # Zuul's format: a list of configuration objects
+        if isinstance(data, list) and any(isinstance(x, dict) for x in data):  # Zuul's: configuration objects
             data, zuul_errors = from_zuul_list(data, source)
             errors.extend(zuul_errors)
         if not isinstance(data, dict):
