@@ -442,11 +442,14 @@ def reproduce(
         url = fetch_url_for_project(project)
         replay(repo, steps, url, wanted=branches)
         for branch, sha in branches.items():
-            repo.git("update-ref", f"refs/heads/{branch}", sha)
-            if repo.rev_parse(f"refs/heads/{branch}") != sha:
-                raise GitError(f"{project} {branch}: could not point the branch at {sha}")
+            ref = work_ref(branch)
+            repo.git("update-ref", ref, sha)
+            if repo.rev_parse(ref) != sha:
+                raise GitError(f"{project} {branch}: could not point {ref} at {sha}")
         target = (checkout or {}).get(project) or (steps[-1].branch if steps else next(iter(branches)))
-        proc = repo.run("checkout", "-q", "-f", target, cwd=path, env={"GIT_WORK_TREE": path})
+        # a tag item's project is at the commit its tag names, on a detached HEAD (as Zuul checks a tag out)
+        where = ["--detach", work_ref(target)] if target.startswith("refs/") else [target]
+        proc = repo.run("checkout", "-q", "-f", *where, cwd=path, env={"GIT_WORK_TREE": path})
         if proc.returncode != 0:
             raise GitError(f"{project}: checking out {target} in {path} failed: {_stderr(proc)}")
         head = repo.rev_parse("HEAD")
@@ -454,6 +457,12 @@ def reproduce(
             raise GitError(f"{project}: {path} is at {head}, not {branches[target]} as the repo state says")
         paths[project] = path
     return paths
+
+
+def work_ref(branch: str) -> str:
+    """Where a work tree keeps a repo state's branch: a branch under refs/heads, a tag item's full ref (such as
+    refs/tags/1.0) as itself."""
+    return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
 
 
 def _borrow_objects(repo: GitRepo, reference: str) -> None:

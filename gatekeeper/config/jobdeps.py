@@ -68,7 +68,9 @@ def dependency_errors(layout: Layout, where: dict[tuple[str, str], tuple[str, in
     for project in layout.projects.values():
         for pipeline, names in project.pipelines.items():
             for name in names:
-                for dep in jobs[name].dependencies if name in jobs else ():
+                override = project.variants.get((pipeline, name))
+                own = override.dependencies if override is not None else None
+                for dep in (own if own is not None else jobs[name].dependencies) if name in jobs else ():
                     if not dep.soft and dep.name in jobs and dep.name not in names:
                         src, line = listed[(project.name, pipeline, name)]
                         errors.append(ConfigError(

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from gatekeeper.config import schema
+from gatekeeper.config.inherit import resolve_parents, usage_errors
 from gatekeeper.config.jobdeps import dependency_errors, parse_dependencies
 from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-exported for its readers)
     PRECEDENCE_ORDER,
@@ -38,6 +39,7 @@ from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-expo
     branch_matches,
 )
 from gatekeeper.config.nodesets import add_nodesets, job_nodeset, resolve_nodesets
+from gatekeeper.config.projects import project_pipelines
 from gatekeeper.config.timers import TIMER, pipeline_timers
 from gatekeeper.config.validation import (  # noqa: F401 (validate: re-exported for the service settings)
     config_error,
@@ -52,6 +54,7 @@ from gatekeeper.config.yamlfile import (
     load_yaml,
     read_text,
 )
+from gatekeeper.config.zuulformat import from_zuul_list
 
 
 # -- loading ----------------------------------------------------------------------------------------------------
@@ -94,6 +97,9 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None, ori
             continue
         if data is None:
             continue
+        if isinstance(data, list) and any(isinstance(x, dict) for x in data):  # Zuul's: configuration objects
+            data, zuul_errors = from_zuul_list(data, source)
+            errors.extend(zuul_errors)
         if not isinstance(data, dict):
             errors.append(ConfigError(source, getattr(data, "line", 1), "", "expected a mapping of sections "
                                       "(pipelines, queues, jobs, projects, nodepool) at the top level, got "
@@ -138,7 +144,7 @@ def _window(data: dict | None) -> WindowConfig | None:
     return WindowConfig(
         initial=data.get("initial", 20),
         floor=data.get("floor", 3),
-        ceiling=data.get("ceiling", 0),
+        ceiling=data.get("ceiling") or 0,
         increase=data.get("increase", 1),
         decrease_factor=data.get("decrease-factor", 2),
         increase_type=data.get("increase-type", "linear"),
@@ -155,9 +161,18 @@ def _patterns(value: Any) -> tuple[re.Pattern, ...]:
 def _report(data: dict | None) -> Report | None:
     if not data:
         return None
-    g = data.get("gerrit", {})
-    return Report(labels=dict(g.get("labels", {})), message=g.get("message", ""), submit=g.get("submit", False),
+    g = data.get("gerrit") or {}
+    # Zuul writes the labels as the reporter's keys (`Verified: 1`); ours under `labels`
+    labels = {**{k: vote for k, vote in g.items() if k not in schema.GERRIT_REPORT_KEYS}, **(g.get("labels") or {})}
+    return Report(labels=labels, message=g.get("message", ""), submit=g.get("submit", False),
                   tag=g.get("tag", ""), reasons=dict(data.get("reasons") or {}))
+
+
+def _approvals(value: Any) -> tuple:
+    """An `approval` filter's list (Zuul also takes one mapping alone)."""
+    if not value:
+        return ()
+    return (value,) if isinstance(value, dict) else tuple(value)
 
 
 class _Builder:
@@ -171,6 +186,7 @@ class _Builder:
         self.where: dict[tuple[str, str], tuple[str, int]] = {}
         self.refs: list[tuple[str, str, str, int, str]] = []  # kind, name, source, line, context
         self.listed: dict[tuple[str, str, str], tuple[str, int]] = {}  # (project, pipeline, job) -> source, line
+        self.job_keys: dict[str, set[str]] = {}  # job -> the keys its own definition gives (what it does not inherit)
 
     def error(self, node: Any, key: Any, where: str, message: str) -> None:
         line = node.line_of(key) if hasattr(node, "line_of") else getattr(node, "line", 0)
@@ -230,7 +246,7 @@ class _Builder:
                 triggers.append(Trigger(
                     connection=conn,
                     events=tuple([events] if isinstance(events, str) else events),
-                    approvals=tuple(f.get("approval", ())),
+                    approvals=_approvals(f.get("approval")),
                     comments=_patterns(f.get("comment")),
                     branches=_patterns(f.get("branch")),
                     usernames=_patterns(f.get("username")), refs=_patterns(f.get("ref")),
@@ -238,8 +254,8 @@ class _Builder:
                 ))
                 for key, message in triggers[-1].errors(p["manager"]):
                     self.error(f, key, where, message)
-        req = p.get("require") or {}
-        reject = p.get("reject") or {}
+        req = self.requirements(p, "require", schema.REQUIRE_KEYS, where)
+        reject = self.requirements(p, "reject", schema.REJECT_KEYS, where)
         flat = [k for k in schema.FLAT_WINDOW if k in p]
         if flat and isinstance(p.get("window"), dict):
             self.error(p, flat[0], where, f"{flat[0]} is Zuul's flat spelling of the window, which this pipeline also "
@@ -265,8 +281,19 @@ class _Builder:
                 self.error(p, "supercedes", where, "a pipeline cannot supercede itself")
             else:
                 self.refs.append(("pipeline", other, p.source, line, f"{where} supercedes"))
-        actions = ("start", "success", "failure", "merge-conflict", "dequeue")
-        reports = {a: r for a in actions if (r := _report(p.get(a)))}
+        for new, old in (("merge-conflict", "merge-failure"), ("merge-conflict-message", "merge-failure-message")):
+            if old in p and new in p:
+                self.error(p, old, where, f"{old} is Zuul's older name of {new}, which this pipeline also gives")
+        if "disable-after-consecutive-failures" in p and p["manager"] == "dependent":
+            self.error(p, "disable-after-consecutive-failures", where,
+                       "a dependent pipeline cannot be disabled: it merges the changes that succeed, and the changes "
+                       "behind them are tested on them (use it on independent, serial or supercedent pipelines)")
+        actions = ("enqueue", "start", "success", "failure", "merge-conflict", "no-jobs", "disabled", "dequeue")
+        reports = {a: r for a in actions if (r := _report(p.get(a) or (p.get("merge-failure") if a == "merge-conflict"
+                                                                      else None)))}
+        messages = {a: text for a in schema.MESSAGES if (text := p.get(f"{a}-message"))}
+        if "merge-failure" in messages:
+            messages.setdefault("merge-conflict", messages.pop("merge-failure"))
         self.layout.pipelines[p["name"]] = Pipeline(
             name=p["name"],
             manager=p["manager"],
@@ -276,22 +303,41 @@ class _Builder:
             require=Requirements(
                 open=req.get("open"),
                 current_patchset=req.get("current-patchset"),
-                approvals=tuple(req.get("approval", ())),
+                approvals=_approvals(req.get("approval")),
                 wip=req.get("wip"),
-                reject_approvals=tuple(reject.get("approval", ())),
+                reject_approvals=_approvals(reject.get("approval")),
             ),
             reports=reports,
+            messages=messages,
+            footer=p.get("footer-message", ""),
+            disable_after=p.get("disable-after-consecutive-failures"),
             window=window or WindowConfig(),
             supercedes=tuple(dict.fromkeys(supercedes)),
             dequeue_on_new_patchset=p.get("dequeue-on-new-patchset", True), timers=timers,
+            post_review=p.get("post-review", False),
+            ignore_dependencies=p.get("ignore-dependencies", False),
         )
+
+    def requirements(self, p: dict, key: str, keys: tuple[str, ...], where: str) -> dict:
+        """A pipeline's `require` or `reject`: ours, or Zuul's under its source's connection name (whose name must
+        be a connection of the layout)."""
+        value = p.get(key) or {}
+        if not value or any(k in keys for k in value):
+            return value
+        merged: dict = {}
+        for conn, conditions in value.items():
+            if self.connections is not None and conn not in self.connections:
+                self.error(value, conn, where, f'{key} names unknown connection "{conn}" (known: '
+                           f'{", ".join(sorted(self.connections))})')
+            merged.update(conditions or {})
+        return merged
 
     def check_window(self, w: dict, where: str, node: Any = None, prefix: str = "") -> None:
         initial, floor = w.get("initial", 20), w.get("floor", 3)
-        if floor > initial:
+        if initial and floor > initial:  # 0: no window at all (as in Zuul)
             self.error(node or w, prefix + "floor", where, f"window floor {floor} is above its initial size {initial}")
         ceiling = w.get("ceiling")
-        if ceiling is not None and ceiling < initial:
+        if ceiling is not None and initial and ceiling < initial:
             self.error(node or w, prefix + "ceiling", where,
                        f"window ceiling {ceiling} is below its initial size {initial}")
 
@@ -299,6 +345,9 @@ class _Builder:
         if not self.define("job", j["name"], j):
             return
         where = f'job "{j["name"]}"'
+        self.job_keys[j["name"]] = set(j)
+        if "parent" in j:
+            self.refs.append(("job", j["parent"], j.source, j.line_of("parent"), f"{where} parent"))
         if "label" in j:
             self.refs.append(("label", j["label"], j.source, j.line_of("label"), where))
         variants = []
@@ -340,6 +389,10 @@ class _Builder:
             dependencies=parse_dependencies(j, where, self.refs),
             files=self.file_patterns(j, "files", where, ()),
             irrelevant_files=self.file_patterns(j, "irrelevant-files", where, ()),
+            parent=j.get("parent", ""),
+            abstract=j.get("abstract", False),
+            final=j.get("final", False),
+            post_review=j.get("post-review", False),
         )
 
     def file_patterns(self, holder: Any, key: str, where: str,
@@ -367,6 +420,16 @@ class _Builder:
             for i, job in enumerate(jobs):
                 self.refs.append(("job", job, p.source, jobs.line_of(i), f"{where} pipeline {pipe}"))
                 self.listed.setdefault((name, pipe, job), (p.source, jobs.line_of(i)))
+        zuul_pipelines, variants, queues = project_pipelines(p, where, self.refs, self.listed, self.file_patterns)
+        for pipe, jobs in zuul_pipelines.items():
+            if pipe in pipelines:
+                self.error(p, pipe, where, f"pipeline {pipe} is given twice: under pipelines and as {pipe}")
+            pipelines[pipe] = tuple(dict.fromkeys(pipelines.get(pipe, ()) + jobs))
+        for named, line in queues:  # Zuul's older spelling: the queue in a project's (dependent) pipeline
+            if queue and named != queue:
+                self.errors.append(ConfigError(p.source, line, where, f'project in two queues: "{queue}" and '
+                                                                      f'"{named}"'))
+            queue = queue or named
         if queue:
             self.refs.append(("queue", queue, p.source, p.line_of("queue"), where))
         if existing:
@@ -379,10 +442,11 @@ class _Builder:
             for pipe, jobs in pipelines.items():
                 merged[pipe] = tuple(dict.fromkeys(merged.get(pipe, ()) + jobs))
             self.layout.projects[name] = Project(name, existing.queue or queue,
-                                                 p.get("merge-mode", existing.merge_mode), merged)
+                                                 p.get("merge-mode", existing.merge_mode), merged,
+                                                 {**existing.variants, **variants})
             return
         self.where[("project", name)] = (p.source, p.line)
-        self.layout.projects[name] = Project(name, queue, p.get("merge-mode", "merge-resolve"), pipelines)
+        self.layout.projects[name] = Project(name, queue, p.get("merge-mode", "merge-resolve"), pipelines, variants)
 
     def add_nodepool(self, np: dict) -> None:
         if "auto-drain-outliers" in np:
@@ -456,6 +520,8 @@ class _Builder:
                 have = ", ".join(sorted(known[kind])) or "none"
                 self.errors.append(ConfigError(source, line, context,
                                                f'undefined {kind} "{name}" (defined: {have})'))
+        self.errors.extend(resolve_parents(lay, self.job_keys, self.where))
+        self.errors.extend(usage_errors(lay, self.listed))
         self.errors.extend(dependency_errors(lay, self.where, self.listed))
         resolve_nodesets(lay)
         offered = set().union(*(p.labels for p in lay.nodepool.providers.values())) if lay.nodepool.providers else set()

@@ -3,8 +3,10 @@ signatures, as plain frozen dataclasses. `gatekeeper.config.layout` reads them f
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 PRECEDENCE_ORDER = {"high": 0, "normal": 1, "low": 2}
@@ -63,7 +65,7 @@ class Report:
 class WindowConfig:
     """A dependent queue's window: how many items are tested at once, grown on success, shrunk on failure."""
 
-    initial: int = 20
+    initial: int = 20  # 0: no limit at all (Zuul's window: 0), whatever the queue's results
     floor: int = 3
     ceiling: int = 0  # 0: unlimited
     increase: int = 1  # Zuul's window-increase-factor: added (linear) or multiplied by (exponential)
@@ -73,6 +75,8 @@ class WindowConfig:
 
     def grown(self, size: int) -> int:
         """The window after the head of its queue succeeded (never past the ceiling)."""
+        if not self.initial:
+            return 0
         if self.ceiling and size >= self.ceiling:
             return size
         bigger = size * self.increase if self.increase_type == "exponential" else size + self.increase
@@ -80,6 +84,8 @@ class WindowConfig:
 
     def shrunk(self, size: int) -> int:
         """The window after the head of its queue failed (never below the floor)."""
+        if not self.initial:
+            return 0
         if self.decrease_type == "linear":
             return max(self.floor, int(size - self.decrease_factor))
         return max(self.floor, int(size / self.decrease_factor))
@@ -94,9 +100,14 @@ class Pipeline:
     triggers: tuple[Trigger, ...] = ()
     require: Requirements = Requirements()
     reports: dict[str, Report] = field(default_factory=dict)
+    messages: dict[str, str] = field(default_factory=dict)  # action -> Zuul's `<action>-message`: a report's start
+    footer: str = ""  # Zuul's footer-message: after the results of a success, failure or merge-conflict report
+    disable_after: int | None = None  # Zuul's disable-after-consecutive-failures
     window: WindowConfig = WindowConfig()
     supercedes: tuple[str, ...] = ()  # pipelines a change leaves when it enters this one (Zuul's spelling)
     dequeue_on_new_patchset: bool = True  # a new patch set removes the item of the old one
+    post_review: bool = False  # Zuul's post-review: only such a pipeline runs post-review jobs (on reviewed code)
+    ignore_dependencies: bool = False  # an independent pipeline tests each change alone, without what it needs
     timers: tuple[str, ...] = ()  # cron schedules: each fire enqueues every branch tip with jobs here
 
     @property
@@ -117,10 +128,14 @@ class Queue:
     # each other
 
 
-def branch_matches(patterns: tuple[str, ...], branch: str) -> bool:
+def branch_matches(patterns: tuple[str, ...], branch: str, containing: tuple[str, ...] | None = ()) -> bool:
     """Zuul's branch matchers: no pattern matches every branch; a pattern is a regular expression anchored at the
-    start of the branch name (`stable/` matches every stable branch, `master$` only master)."""
-    return not patterns or any(re.match(p, branch) for p in patterns)
+    start of the branch name (`stable/` matches every stable branch, `master$` only master). A tag item's `branch`
+    is its full ref (`refs/tags/1.0`): a pattern matches it, or one of the branches `containing` the tagged commit
+    (None: those are not known yet, and any pattern may match)."""
+    if not patterns or containing is None:
+        return True
+    return any(re.match(p, name) for p in patterns for name in (branch, *containing))
 
 
 # Gerrit lists these with a patch set's files, but they are no files of the change (Zuul ignores them too)
@@ -217,15 +232,19 @@ class Job:
     irrelevant_files: tuple[re.Pattern, ...] = ()  # ... and not if every file it touches matches one of these
     dependencies: tuple[JobDependency, ...] = ()  # jobs of the same item that must succeed before this one starts
     variant: str = ""  # set on a job resolved for a branch: the branch patterns of the variants applied
+    parent: str = ""  # Zuul's job inheritance (gatekeeper.config.inherit): the job it takes what it does not set from
+    abstract: bool = False  # only a parent: no project pipeline may list it
+    final: bool = False  # no job may inherit from it
+    post_review: bool = False  # runs only in post-review pipelines (inherited: once set, set for every child)
 
-    def for_branch(self, branch: str) -> Job | None:
+    def for_branch(self, branch: str, containing: tuple[str, ...] | None = ()) -> Job | None:
         """This job as it runs for a change to `branch` (every matching variant applied in order, later ones
-        winning), or None when the job does not run on that branch."""
-        if not branch_matches(self.branches, branch):
+        winning), or None when the job does not run on that branch (`containing`: see branch_matches)."""
+        if not branch_matches(self.branches, branch, containing):
             return None
         job, applied = self, []
         for variant in self.variants:
-            if not branch_matches(variant.branches, branch):
+            if not branch_matches(variant.branches, branch, containing):
                 continue
             if variant.nodeset is not None:  # a variant's nodes replace the job's label or nodeset, and vice versa
                 job = replace(job, nodeset=variant.nodeset, label=None)
@@ -242,10 +261,29 @@ class Job:
             applied.append(" ".join(variant.branches))
         return replace(job, variant="; ".join(applied)) if applied else job
 
-    def runs_for(self, branch: str, files: list[str] | None = None) -> bool:
+    def runs_for(self, branch: str, files: list[str] | None = None, containing: tuple[str, ...] | None = ()) -> bool:
         """Whether this job runs for a change to `branch` touching `files` (unknown files: the branch decides)."""
-        job = self.for_branch(branch)
+        job = self.for_branch(branch, containing)
         return job is not None and files_match(job.files, job.irrelevant_files, files)
+
+
+@dataclass(frozen=True)
+class JobOverride:
+    """What a project's pipeline changes of a job it lists (Zuul's project-pipeline job variant: `- unit: {voting:
+    false}`); None: the job's own. Its vars are merged into the job's."""
+
+    voting: bool | None = None
+    timeout: int | None = None
+    attempts: int | None = None
+    vars: dict[str, Any] = field(default_factory=dict)
+    files: tuple[re.Pattern, ...] | None = None
+    irrelevant_files: tuple[re.Pattern, ...] | None = None
+    dependencies: tuple[JobDependency, ...] | None = None
+
+    def apply(self, job: Job) -> Job:
+        changes = {name: value for name in ("voting", "timeout", "attempts", "files", "irrelevant_files",
+                                            "dependencies") if (value := getattr(self, name)) is not None}
+        return replace(job, vars={**job.vars, **self.vars}, **changes)
 
 
 @dataclass(frozen=True)
@@ -254,16 +292,28 @@ class Project:
     queue: str | None = None
     merge_mode: str = "merge-resolve"
     pipelines: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    variants: dict[tuple[str, str], JobOverride] = field(default_factory=dict)  # (pipeline, job) -> its override
 
     def jobs_for(self, pipeline: str) -> tuple[str, ...]:
         return self.pipelines.get(pipeline, ())
 
+    def frozen(self, pipeline: str, name: str, jobs: dict[str, Job], branch: str,
+               containing: tuple[str, ...] | None = ()) -> Job | None:
+        """The job `name` as this project's `pipeline` runs it for a change to `branch`: its branch variants, then
+        the project's override (as Zuul freezes a job); None when it does not run on that branch, or is not
+        defined."""
+        job = jobs[name].for_branch(branch, containing) if name in jobs else None
+        override = self.variants.get((pipeline, name))
+        return override.apply(job) if job is not None and override is not None else job
+
     def jobs_on_branch(self, pipeline: str, branch: str, jobs: dict[str, Job],
-                       files: list[str] | None = None) -> tuple[str, ...]:
+                       files: list[str] | None = None, containing: tuple[str, ...] | None = ()) -> tuple[str, ...]:
         """The pipeline's jobs that run for a change to `branch` touching `files` (None: not known, the branch
-        decides); a job the layout does not define runs everywhere."""
+        decides; `containing`: a tag item's, see branch_matches); a job the layout does not define runs
+        everywhere."""
         return tuple(name for name in self.jobs_for(pipeline)
-                     if name not in jobs or jobs[name].runs_for(branch, files))
+                     if name not in jobs or ((job := self.frozen(pipeline, name, jobs, branch, containing)) is not None
+                                             and files_match(job.files, job.irrelevant_files, files)))
 
 
 @dataclass(frozen=True)
@@ -370,12 +420,27 @@ class Layout:
     nodesets: dict[str, Nodeset] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
 
+    @cached_property
+    def digest(self) -> str:
+        """A short digest of the layout's source texts: the same for the same layout, whoever loaded it."""
+        text = "\0".join(f"{name}\0{body}" for name, body in sorted(self.files.items()))
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
     def summary(self) -> str:
         np = self.nodepool
         return (
             f"{len(self.pipelines)} pipelines, {len(self.queues)} queues, {len(self.jobs)} jobs, "
             f"{len(self.projects)} projects, {len(np.labels)} node labels, {len(np.providers)} providers"
         )
+
+    def job_for(self, project: str, pipeline: str, name: str, branch: str,
+                containing: tuple[str, ...] | None = ()) -> Job | None:
+        """The job `name` as `project`'s `pipeline` runs it for a change to `branch` (Project.frozen); for a job
+        the branch does not run, or a project the layout does not know, the job as defined (None: undefined)."""
+        proj = self.projects.get(project)
+        job = proj.frozen(pipeline, name, self.jobs, branch, containing) if proj is not None else None
+        return job or (self.jobs[name].for_branch(branch, containing) or self.jobs[name] if name in self.jobs
+                       else None)
 
     def queue_of(self, project: str) -> str | None:
         """The change queue a project's changes share in a dependent pipeline: the one it names, else (as in Zuul)

@@ -7,6 +7,7 @@ gatekeeper.config.layout.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import voluptuous as v
@@ -28,6 +29,9 @@ GERRIT_EVENTS = (
 # Zuul's pipeline managers: each change alone (independent), speculatively gated in shared queues (dependent), shared
 # queues run one item at a time on the branch as it is (serial), one queue per project and branch where a newer
 # item replaces the one waiting (supercedent)
+# Zuul's pipeline texts: `<action>-message` introduces that action's reports (merge-failure: the older name)
+MESSAGES = ("enqueue", "start", "success", "failure", "merge-conflict", "merge-failure", "no-jobs", "dequeue")
+
 MANAGERS = ("independent", "dependent", "serial", "supercedent")
 # the managers whose queues run one item at a time -> why a window makes no sense for them (a layout error's end)
 IN_TURN = {
@@ -103,6 +107,17 @@ class Each:
 
 APPROVAL = v.Schema(_int_label_map)
 
+def one_or_each(item: Any) -> Callable[[Any], Any]:
+    """A list of `item`s, or (as Zuul also takes it) one mapping alone."""
+    each = Each(item)
+
+    def check(value: Any) -> Any:
+        return each([value] if isinstance(value, dict) else value)
+    return check
+
+
+APPROVALS = one_or_each(APPROVAL)
+
 TIMER_TRIGGER = v.Schema({v.Required("time"): v.Any(str, msg="expected a cron schedule, as a string")})
 
 GERRIT_TRIGGER = v.Schema(
@@ -111,7 +126,7 @@ GERRIT_TRIGGER = v.Schema(
             v.In(GERRIT_EVENTS, msg=f"unknown Gerrit event (expected one of {', '.join(GERRIT_EVENTS)})"),
             [v.In(GERRIT_EVENTS, msg=f"unknown Gerrit event (expected one of {', '.join(GERRIT_EVENTS)})")],
         ),
-        "approval": Each(APPROVAL),
+        "approval": APPROVALS,
         "comment": v.Any(Regex, [Regex]),
         "branch": v.Any(Regex, [Regex]),
         "username": v.Any(Regex, [Regex]),
@@ -120,30 +135,55 @@ GERRIT_TRIGGER = v.Schema(
     }
 )
 
-REQUIRE = v.Schema(
-    {
-        "open": bool,
-        "current-patchset": bool,
-        "approval": Each(APPROVAL),
-        "wip": bool,
-    }
-)
+REQUIRE_KEYS = ("open", "current-patchset", "approval", "wip")
+REQUIRE_FLAT = v.Schema({"open": bool, "current-patchset": bool, "approval": APPROVALS, "wip": bool})
 
 # A change that has any of these approvals may not enter the pipeline, and leaves it (Zuul's `reject`).
-REJECT = v.Schema({"approval": Each(APPROVAL)})
+REJECT_KEYS = ("approval",)
+REJECT_FLAT = v.Schema({"approval": APPROVALS})
 
-REPORTER = v.Schema(
-    {
-        "gerrit": v.Schema(
-            {
-                "labels": v.Schema({str: int}),
-                "message": str,
-                "submit": bool,
-                "tag": str,
-            }
-        )
-    }
-)
+
+def by_connection(flat: v.Schema, keys: tuple[str, ...]) -> Callable[[Any], Any]:
+    """`require`/`reject` as ours (`{approval: ...}`) or as Zuul's, under its source's connection name
+    (`{gerrit: {approval: ...}}`)."""
+    def check(value: Any) -> Any:
+        if isinstance(value, dict) and value and not any(key in keys for key in value):
+            return v.Schema({str: flat})(value)
+        return flat(value)
+    return check
+
+
+REQUIRE = by_connection(REQUIRE_FLAT, REQUIRE_KEYS)
+REJECT = by_connection(REJECT_FLAT, REJECT_KEYS)
+
+# A Gerrit reporter: ours (`labels: {Verified: 1}`, `message`, `tag`) and Zuul's labels as keys (`Verified: 1`).
+GERRIT_REPORT_KEYS = ("labels", "message", "submit", "tag")
+GERRIT_REPORT_FLAT = v.Schema({"labels": v.Schema({str: int}), "message": str, "submit": bool, "tag": str})
+UNSUPPORTED_REPORT_KEYS = {
+    "comment": "every report carries a message (its marker is how each report is sent exactly once)",
+    "notify": "Gerrit's default notifications apply",
+}
+
+
+def GERRIT_REPORT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    if not isinstance(value, dict):
+        raise v.Invalid("expected a mapping like {Verified: 1, submit: true}")
+    GERRIT_REPORT_FLAT({k: value[k] for k in value if k in GERRIT_REPORT_KEYS})
+    errors: list[v.Invalid] = []
+    for key, vote in value.items():
+        if key in GERRIT_REPORT_KEYS:
+            continue
+        if key in UNSUPPORTED_REPORT_KEYS:
+            errors.append(v.Invalid(f"{key} is not supported: {UNSUPPORTED_REPORT_KEYS[key]}", [key]))
+        elif not isinstance(key, str) or isinstance(vote, bool) or not isinstance(vote, int):
+            errors.append(v.Invalid(f"expected a vote (an integer) for label {key}, or one of "
+                                    f"{', '.join(GERRIT_REPORT_KEYS)}", [key]))
+    if errors:
+        raise v.MultipleInvalid(errors)
+    return value
+
+
+REPORTER = v.Schema({"gerrit": GERRIT_REPORT})
 
 # Why an item leaves a pipeline early; a dependent pipeline's `dequeue` report says which ones are reported.
 DEQUEUE_REASONS = ("abandoned", "new-patchset", "lost-approval", "dependency-failed", "operator", "other")
@@ -158,9 +198,9 @@ WINDOW_TYPES = ("linear", "exponential")
 
 WINDOW = v.Schema(
     {
-        "initial": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "initial": v.All(int, v.Range(min=0, msg="must not be negative (0: no limit)")),
         "floor": v.All(int, v.Range(min=1, msg="must be at least 1")),
-        "ceiling": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "ceiling": v.Any(None, v.All(int, v.Range(min=1, msg="must be at least 1"))),  # null: no limit
         "increase": v.All(int, v.Range(min=0, msg="must not be negative")),
         "decrease-factor": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1")),
         "increase-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
@@ -178,7 +218,7 @@ FLAT_WINDOW = {"window-floor": "floor", "window-ceiling": "ceiling", "window-inc
 def WINDOW_OR_SIZE(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
     """Our window mapping, or Zuul's `window: 20` (its initial size, with the flat window-* keys beside it)."""
     if isinstance(value, int) and not isinstance(value, bool):
-        return v.Schema(v.Range(min=1, msg="must be at least 1"))(value)
+        return v.Schema(v.Range(min=0, msg="must not be negative (0: no limit)"))(value)
     if not isinstance(value, dict):
         raise v.Invalid("expected a window mapping or a number of changes")
     return WINDOW(value)
@@ -195,17 +235,26 @@ PIPELINE = v.Schema(
         "trigger": v.Schema({v.Optional("timer"): Each(TIMER_TRIGGER), str: Each(GERRIT_TRIGGER)}),
         "require": REQUIRE,
         "reject": REJECT,
+        "enqueue": REPORTER,
         "start": REPORTER,
         "success": REPORTER,
         "failure": REPORTER,
         "merge-conflict": REPORTER,
+        "merge-failure": REPORTER,  # Zuul's older name of merge-conflict
+        "no-jobs": REPORTER,
+        "disabled": REPORTER,
+        "disable-after-consecutive-failures": v.All(int, v.Range(min=1, msg="must be at least 1")),
         "dequeue": DEQUEUE_REPORTER,
+        **{f"{action}-message": str for action in MESSAGES},
+        "footer-message": str,
         "window": WINDOW_OR_SIZE,
         # Zuul's flat spelling of the window (with `window: N`), checked as the mapping's keys are; a layout uses
         # it or the mapping, not both
         **{flat: WINDOW.schema[key] for flat, key in FLAT_WINDOW.items()},
         "supercedes": v.Any(NAME, [NAME], msg="expected a pipeline name or a list of them"),
         "dequeue-on-new-patchset": bool,
+        "post-review": bool,
+        "ignore-dependencies": bool,
     }
 )
 
@@ -282,8 +331,45 @@ JOB = v.Schema(
         "files": FILE_PATTERNS,
         "irrelevant-files": FILE_PATTERNS,
         "dependencies": DEPENDENCIES,
+        "parent": NAME,
+        "abstract": bool,
+        "final": bool,
+        "post-review": bool,
     }
 )
+
+# What a project's pipeline may change of a job it lists (Zuul's project-pipeline job variant)
+PROJECT_JOB_VARIANT = v.Schema({
+    "voting": bool,
+    "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
+    "attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
+    "vars": v.Schema({str: v.Any(str, int, float, bool)}),
+    "files": FILE_PATTERNS,
+    "irrelevant-files": FILE_PATTERNS,
+    "dependencies": DEPENDENCIES,
+})
+
+
+def PROJECT_JOB(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    """A job a project's pipeline runs: its name, or {name: what this project changes of it}."""
+    if isinstance(value, str):
+        return v.Schema(NAME)(value)
+    if isinstance(value, dict) and len(value) == 1:
+        (name, attrs), = value.items()
+        v.Schema(NAME)(name)
+        try:
+            PROJECT_JOB_VARIANT(attrs or {})
+        except v.MultipleInvalid as exc:
+            for err in exc.errors:
+                err.prepend([name])
+            raise
+        return value
+    raise v.Invalid("expected a job name, or one job name mapped to what this project changes of it, like "
+                    "{unit: {voting: false}}")
+
+
+# Zuul's spelling of a project's pipeline: `check: {jobs: [unit, {integration: {voting: false}}]}`
+PROJECT_PIPELINE = v.Schema({"jobs": Each(PROJECT_JOB), "queue": NAME})
 
 PROJECT = v.Schema(
     {
@@ -291,6 +377,7 @@ PROJECT = v.Schema(
         "queue": NAME,
         "merge-mode": v.In(MERGE_MODES, msg=f"expected one of {', '.join(MERGE_MODES)}"),
         "pipelines": v.Schema({str: [str]}),
+        str: PROJECT_PIPELINE,  # any other key names a pipeline, in Zuul's spelling
     }
 )
 

@@ -63,22 +63,17 @@ class GitCache:
                 # every commit is here, but a branch created on an existing commit (a new stable branch) has no
                 # ref yet: builds fetch branches from the cache by name
                 for branch, sha in branches.items():
-                    if repo.rev_parse(_cache_ref(branch)) != sha:
-                        repo.git("update-ref", _cache_ref(branch), sha)
+                    if repo.rev_parse(gitrepo.work_ref(branch)) != sha:
+                        repo.git("update-ref", gitrepo.work_ref(branch), sha)
                 return
             url = self.url_for(project)
-            refspecs = [f"+{_cache_ref(b)}:{_cache_ref(b)}" for b in branches]
+            refspecs = [f"+{gitrepo.work_ref(b)}:{gitrepo.work_ref(b)}" for b in branches]
             refspecs += [gitrepo.ref_refspec(s.change_ref) for s in steps if s.change_ref]
             repo.fetch(url, refspecs)
             gitrepo.replay(repo, steps, url, wanted=dict(branches))
             # keep the speculative commits reachable from refs, so nothing ever prunes them
             for sha in set(branches.values()) | {s.result for s in steps}:
                 repo.git("update-ref", f"refs/gatekeeper/{sha}", sha)
-
-
-def _cache_ref(branch: str) -> str:
-    """Where the cache keeps a repo state's branch, as Gerrit names it: a tag item's `refs/tags/v1` as itself."""
-    return branch if branch.startswith("refs/") else f"refs/heads/{branch}"
 
 
 def prepare_workspace(repo_state: RepoState | dict, dest: str, cache: GitCache,

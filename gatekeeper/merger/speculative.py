@@ -142,8 +142,10 @@ class SpeculativeMerger:
             if is_ref(change):
                 # A ref's new revision (a post pipeline's item): the project exactly as it is there, no merge
                 # (an annotated tag's revision is the tag object: the project is at the commit it tags).
-                branches[change.project][change.branch] = self.cache.repo(change.project).rev_parse(
-                    change.commit) or change.commit
+                commit = self.cache.repo(change.project).rev_parse(change.commit) or change.commit
+                branches[change.project][change.branch] = commit
+                if change.ref.startswith("refs/tags/"):
+                    result.containing_branches = self._containing(change.project, commit, urls.get(change.project))
                 continue
             repo = self.cache.repo(change.project)
             onto = branches[change.project][change.branch]
@@ -210,6 +212,16 @@ class SpeculativeMerger:
             if not change.commit or change.commit in lost:
                 raise GitError(f"change {change.key}: {change.ref} not found in {project} at {url}")
         return replayed
+
+    def _containing(self, project: str, commit: str, url: str | None) -> list[str]:
+        """The branches of `project` (their tips fetched now) whose history has `commit`: what a tag item's job
+        branch matchers look at."""
+        self.cache.prepare(project, url, (), [branch_refspec("*")])
+        prefix = tip_ref("")
+        out = self.cache.repo(project).git("for-each-ref", "--contains", commit, "--format=%(refname)", prefix)
+        # (a tag item's own ref is kept there too, under its full name: not a branch)
+        names = (ref[len(prefix):] for ref in out.split())
+        return sorted(name for name in names if name != "HEAD" and not name.startswith("refs/"))
 
     def prefetch(self, project: str, url: str, changes: list[ChangeSpec]) -> int:
         """Fetch, in one fetch, the changes of `project` this cache lacks (those of requests about to be merged);

@@ -38,6 +38,7 @@ class Change(Record):
     owner: str = ""  # the change owner's username (who may reach a node held for its failed build)
     files: list[str] = field(default_factory=list)  # the patch set's files as Gerrit lists them ([]: not known)
     oldrev: str = ""  # a ref item: the ref's revision before (all zeros: the ref was created)
+    containing: list[str] | None = None  # a tag item: the branches that contain its commit (None: not known yet)
 
     @property
     def key(self) -> str:
@@ -49,6 +50,18 @@ class Change(Record):
     def is_ref(self) -> bool:
         """A ref's new revision (a branch updated), not a change: nothing to vote on, nothing to merge."""
         return self.number == 0 and bool(self.ref)
+
+    @property
+    def is_tag(self) -> bool:
+        return self.is_ref and self.ref.startswith("refs/tags/")
+
+    @property
+    def containing_branches(self) -> tuple[str, ...] | None:
+        """What job branch matchers look at besides `branch`: a tag item's branches that contain its commit (None
+        while the merger has not said), nothing for any other item."""
+        if not self.is_tag:
+            return ()
+        return None if self.containing is None else tuple(self.containing)
 
     @property
     def is_current(self) -> bool:
@@ -237,6 +250,10 @@ class PipelineState:
     items: dict[str, Item] = field(default_factory=dict)
     cursors: dict[str, int] = field(default_factory=dict)  # event queue name -> last sequence number applied
     waiting: dict[str, list[int]] = field(default_factory=dict)  # "N,P" -> refused changes that need it to enter
+    # Zuul's disable-after-consecutive-failures: items reported as failed in a row, and, once disabled, the layout
+    # (its digest) under which the pipeline was disabled (a new layout enables it again)
+    failures: int = 0
+    disabled: str = ""
     version: int = -1  # the summary znode's version when loaded or saved
     dirty: set[str] = field(default_factory=set)  # item ids changed since the last save
     removed: set[str] = field(default_factory=set)  # item ids removed since the last save
@@ -298,5 +315,7 @@ class PipelineState:
             "revs": {i.id: i.rev for i in self.items.values()},
             "cursors": dict(self.cursors),
             "waiting": {key: list(numbers) for key, numbers in self.waiting.items()},
+            **({"failures": self.failures} if self.failures else {}),
+            **({"disabled": self.disabled} if self.disabled else {}),
             **({"nodes": {i: n for i, n in self.nodes.items() if i in self.items}} if self.nodes else {}),
         }

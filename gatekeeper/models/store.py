@@ -59,7 +59,8 @@ class PipelineStore:
             return cached
         data = decode(raw) if raw else {}
         state = PipelineState(self.name, version=stat.version, cursors=dict(data.get("cursors", {})),
-                              waiting={k: list(v) for k, v in data.get("waiting", {}).items()})
+                              waiting={k: list(v) for k, v in data.get("waiting", {}).items()},
+                              failures=int(data.get("failures", 0)), disabled=str(data.get("disabled", "")))
         for q in data.get("queues", []):
             queue = ChangeQueue.from_dict(q)
             state.queues[queue.name] = queue

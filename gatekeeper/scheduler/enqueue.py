@@ -48,17 +48,23 @@ class Enqueueing:
         """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused (reported
         on the change unless `quiet`)."""
         project = self.layout.projects.get(change.project)
-        jobs = project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files) if project else ()
+        jobs = (project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files,
+                                       change.containing_branches) if project else ())
         if not jobs:
             on = f" on branch {change.branch}" if project and project.jobs_for(self.name) else ""
-            if on and project.jobs_on_branch(self.name, change.branch, self.layout.jobs):
+            if on and project.jobs_on_branch(self.name, change.branch, self.layout.jobs,
+                                             containing=change.containing_branches):
                 on = f" for the files change {change.key} touches"
+            if on and not quiet:
+                self._report_no_jobs(change, refusal_key)
             return f"project {change.project} has no jobs in pipeline {self.name}{on}"
         if self.state.find(change.key):
             return f"change {change.key} is already in {self.name}"
         try:
             check_size(change)
-            needed = [] if self.in_turn else self._needed_chain(change)
+            # Zuul's ignore-dependencies: an independent pipeline's change alone (a dependent one ignores the setting)
+            alone = self.in_turn or (self.pipeline.ignore_dependencies and not self.pipeline.dependent)
+            needed = [] if alone else self._needed_chain(change)
         except Refusal as exc:
             message = f"Change {change.key} cannot enter {self.name}: {exc}"
             log.info("[%s %s] refused: %s", self.name, change.key, exc)
@@ -89,6 +95,19 @@ class Enqueueing:
             self._add(queue, dep, live=False)
         self._add(queue, change, live=True)
         return ""
+
+    def _report_no_jobs(self, change: Change, refusal_key: str) -> None:
+        """Tell a change of a project in this pipeline that none of its jobs runs for it, where the pipeline has a
+        no-jobs reporter (as Zuul reports an item that leaves without running any job)."""
+        conf = self.pipeline.reports.get("no-jobs")
+        if conf is None or change.is_ref:
+            return
+        text = (conf.message or self.pipeline.messages.get("no-jobs", "")).replace("{pipeline.name}", self.name)
+        labels = dict(conf.labels) if change.is_current else {}
+        if text or labels:
+            log.info("[%s %s] runs no job: reported (no-jobs)", self.name, change.key)
+            self.backend.report(Report(self.name, change, "no-jobs", text, labels, tag=conf.tag,
+                                       key=f"no-jobs:{refusal_key or self.clock()}:{change.key}"))
 
     def _needed_chain(self, change: Change) -> list[Change]:
         """The changes `change` needs that must be enqueued ahead of it, in order; raises Refusal."""
@@ -167,8 +186,8 @@ class Enqueueing:
 
     def _add(self, queue: ChangeQueue, change: Change, live: bool) -> Item:
         project = self.layout.projects.get(change.project)
-        jobs = (list(project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files))
-                if project and live else [])
+        jobs = (list(project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files,
+                                            change.containing_branches)) if project and live else [])
         item = Item(change=change, queue=queue.name, live=live, jobs=jobs, enqueued=self.clock())
         self.state.items[item.id] = item
         self.state.reindex()
@@ -176,4 +195,6 @@ class Enqueueing:
         self.state.touch(item)
         self.state.changed = True
         log.info("%s enqueued%s in queue %s", item.label(self.name), "" if live else " (not live)", queue.name)
+        if live and "enqueue" in self.pipeline.reports:
+            self._report(item, "enqueue")  # Zuul's enqueue reporters: the change is in, before any job is decided
         return item

@@ -18,7 +18,8 @@ from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, Pipelin
 from gatekeeper.scheduler.enqueue import Enqueueing
 from gatekeeper.scheduler.inturn import InTurn
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
-from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items
+from gatekeeper.scheduler.promote import promote
+from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items, tag_jobs
 from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.supersede import superseded_by
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
@@ -121,6 +122,8 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             return False
         if result.ok:
             item.merge_state, item.repo_state = MergeState.OK, result.repo_state
+            if item.change.is_tag and not tag_jobs(self, item, result.containing_branches):
+                self._remove_queue_of(item)  # a ref item: nothing is reported
         elif result.conflict:
             item.merge_state, item.merge_message = MergeState.CONFLICT, result.message
             log.info("%s merge conflict: %s", item.label(self.name), result.message)
@@ -142,7 +145,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             return False
         outcome, message = result.result, result.message
         if outcome in RETRYABLE:
-            job = self.layout.jobs.get(result.job)
+            job = self._job(item, result.job)
             if job and build.attempt < job.attempts:
                 log.info("%s %s: %s on attempt %d, retrying", item.label(self.name), result.job, outcome,
                          build.attempt)
@@ -171,13 +174,14 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         self.state.walks += 1
         if self.state.layout is not self.layout:
             self._relayout()
+        ranks = self._project_ranks()
         for queue in list(self.state.queues.values()):
             if self.pipeline.dependent:
                 self._process_dependent(queue)
             elif self.in_turn:
                 self._process_in_turn(queue)
             else:
-                self._process_independent(queue)
+                self._process_independent(queue, ranks.get(queue.name, 0))
             if queue.dynamic and not queue.items:
                 del self.state.queues[queue.name]
                 self.state.changed = True
@@ -193,8 +197,8 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             if not item.live or any(kind != "start" for kind in item.reported):
                 continue
             project = self.layout.projects.get(item.change.project)
-            jobs = (list(project.jobs_on_branch(self.name, item.change.branch, self.layout.jobs, item.change.files))
-                    if project else [])
+            jobs = (list(project.jobs_on_branch(self.name, item.change.branch, self.layout.jobs, item.change.files,
+                                                item.change.containing_branches)) if project else [])
             if jobs == item.jobs:
                 continue
             for job in set(item.jobs) - set(jobs):
@@ -242,7 +246,23 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             ahead[item.key] = item
             position += 1
 
-    def _process_independent(self, queue: ChangeQueue) -> None:
+    def _project_ranks(self) -> dict[str, int]:
+        """An independent pipeline's queues -> how many queues before each hold a live change of the same project:
+        where its builds' node requests stand (Zuul's relative priority: a change's place among its project's
+        changes in the pipeline, so that one project's many changes do not hold up another's, and a promoted
+        change's queue, moved to the front, comes first). Empty for the other managers (their queue position)."""
+        ranks: dict[str, int] = {}
+        if self.pipeline.dependent or self.in_turn:
+            return ranks
+        seen: dict[str, int] = {}
+        for queue in self.state.queues.values():
+            live = self.state.items.get(queue.items[-1]) if queue.items else None
+            if live is not None and live.live:
+                ranks[queue.name] = seen.get(live.change.project, 0)
+                seen[live.change.project] = ranks[queue.name] + 1
+        return ranks
+
+    def _process_independent(self, queue: ChangeQueue, rank: int = 0) -> None:
         for item in self.state.queue_items(queue)[:-1]:
             if item.live:  # queued by another manager of this pipeline (a layout changed it): tested on its own
                 self._process_independent(self._alone(item))
@@ -268,7 +288,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
                 live.merge_message = f"Change {item.key}, which this change needs: {item.merge_message}"
                 self.state.touch(live)
                 break
-            self._advance(item, prev, position)
+            self._advance(item, prev, rank + position)
             prev = item
         if live.complete and self._report_complete(live) is not None:
             for item in items:
@@ -344,7 +364,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             # Asked on each pass until its outcome is known here; after a restart the ledger settles it.
             if item.id not in self.state.started and self._report(item, "start") is not None:
                 self.state.started.add(item.id)
-            ready, skipped = next_jobs(item, self.layout)  # jobs wait for those they depend on
+            ready, skipped = next_jobs(item, lambda name: self._job(item, name))  # jobs wait for those they depend on
             for job, why in skipped.items():
                 self._skip_build(item, job, why)
             for job in ready:
@@ -353,8 +373,8 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
     def _request_merge(self, item: Item, ahead: Item | None) -> None:
         project = self.layout.projects.get(item.change.project)
         mode = project.merge_mode if project else "merge-resolve"
-        extra = sorted({p for job in item.jobs if job in self.layout.jobs
-                        for p in self.layout.jobs[job].required_projects} - {item.change.project})
+        extra = sorted({p for name in item.jobs if (job := self._job(item, name))
+                        for p in job.required_projects} - {item.change.project})
         request = MergeRequest(
             changes=[item.change.spec(self.source.git_url(item.change.project), mode).to_dict()],
             base=ahead.repo_state if ahead and ahead.merged else None,
@@ -371,8 +391,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
 
     def _request_build(self, item: Item, job_name: str, attempt: int, position: int,
                        avoid: list[str] | None = None) -> None:
-        defined = self.layout.jobs.get(job_name)
-        job = (defined.for_branch(item.change.branch) or defined) if defined else Job(job_name)
+        job = self._job(item, job_name) or Job(job_name)
         build = Build(job=job_name, attempt=attempt, voting=job.voting)
         project = self.layout.projects.get(item.change.project)
         spec = item.change.spec(self.source.git_url(item.change.project),
@@ -390,16 +409,22 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
 
     def _skip_build(self, item: Item, job_name: str, why: str) -> None:
         """Record a job that will not run (for its dependencies) as SKIPPED: reported and kept in the history."""
-        defined = self.layout.jobs.get(job_name)
+        defined = self._job(item, job_name)
         build = item.builds[job_name] = skipped_build(job_name, why, defined.voting if defined else True)
         log.info("%s %s: %s (%s)", item.label(self.name), job_name, SKIPPED, why)
         self._record_build(item, build, BuildResult(id=build.id, pipeline=self.name, item=item.id, job=job_name,
                                                     result=SKIPPED, message=why), SKIPPED, why, final=True)
         self.state.touch(item)
 
+    def _job(self, item: Item, name: str) -> Job | None:
+        """The job `name` as it runs for the item (its branch variants and its project pipeline's override)."""
+        return self.layout.job_for(item.change.project, self.name, name, item.change.branch,
+                                   item.change.containing_branches)
+
     def _position(self, item: Item) -> int:
         queue = self.state.queues.get(item.queue)
-        return queue.items.index(item.id) if queue and item.id in queue.items else 0
+        position = queue.items.index(item.id) if queue and item.id in queue.items else 0
+        return position + self._project_ranks().get(item.queue, 0)
 
     # -- operator requests ----------------------------------------------------------------------------------------
     def manage(self, request: ManagementRequest) -> str:
@@ -419,7 +444,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
                     self._dequeue(item, "an operator dequeued it", OPERATOR)
             return ""
         if action is Action.PROMOTE:
-            return self._promote(list(request.changes))
+            return promote(self, list(request.changes))
         return f"{action.value} is not an action for pipeline {self.name}"
 
     def _manage_enqueue(self, key: str) -> str:
@@ -438,30 +463,3 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         if reason:
             return f"change {key} cannot enter {self.name}: {reason}"
         return self.enqueue(change, refusal_key=f"manage:{self.clock()}")
-
-    def _promote(self, keys: list[str]) -> str:
-        if not self.pipeline.dependent:
-            return f"promote applies to dependent pipelines; {self.name} is {self.pipeline.manager}"
-        if not keys:
-            return "promote needs at least one change"
-        items = []
-        for key in keys:
-            item = self.state.find(key)
-            if item is None:
-                raise NotFound(f"no change {key} in {self.name}")
-            items.append(item)
-        queues = {i.queue for i in items}
-        if len(queues) > 1:
-            return f"changes {', '.join(keys)} are in different queues ({', '.join(sorted(queues))})"
-        queue = self.state.queues[items[0].queue]
-        promoted = [i.id for i in items]
-        order = promoted + [i for i in queue.items if i not in promoted]
-        position = {self.state.items[i].key: n for n, i in enumerate(order)}
-        for item in items:
-            for need in item.change.needs:
-                if need in position and position[need] > position[item.key]:
-                    return f"change {item.key} needs {need}, which would be behind it"
-        queue.items = order
-        self.state.changed = True
-        log.info("[%s] promoted %s in queue %s", self.name, " ".join(keys), queue.name)
-        return ""

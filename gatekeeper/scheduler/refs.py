@@ -100,3 +100,20 @@ def _branch_tip(manager: PipelineManager, request: ManagementRequest) -> str:
     if not tip:
         raise NotFound(f"{request.project} has no branch {branch} in Gerrit")
     return tip
+
+
+def tag_jobs(manager: PipelineManager, item: Item, containing: list[str]) -> list[str]:
+    """A tag item's merge told which branches contain its commit: its jobs are now those whose branch matchers match
+    the tag or one of those branches (as Zuul matches tag items); returns them (none: the item is to leave)."""
+    item.change.containing = list(containing)
+    project = manager.layout.projects.get(item.change.project)
+    jobs = (list(project.jobs_on_branch(manager.name, item.change.branch, manager.layout.jobs, item.change.files,
+                                        item.change.containing_branches)) if project else [])
+    manager.state.touch(item)
+    if jobs == item.jobs:
+        return jobs
+    on = ", ".join(containing) or "no branch"
+    log.info("%s: the tagged commit is on %s: its jobs are %s (were %s)", item.label(manager.name), on,
+             ", ".join(jobs) or "none", ", ".join(item.jobs))
+    item.jobs = jobs
+    return jobs

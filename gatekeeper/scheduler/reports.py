@@ -6,6 +6,7 @@ A mixin of `PipelineManager` (gatekeeper.scheduler.manager): it acts on the same
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 
@@ -17,6 +18,9 @@ from gatekeeper.zk.merges import MergeState
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
+# what a disabled pipeline no longer reports (its results go to its `disabled` reporters instead)
+DISABLED_ACTIONS = frozenset({"start", "success", "failure", "merge-conflict", "infra-failure"})
+MERGE_FAILED = "Merge failed."  # Zuul's merge-conflict-message, when the failure reporters report a conflict
 INFRA_MESSAGE = ("Build could not be completed because of an infrastructure failure ({pipeline} pipeline). "
                  "This is not the change's fault, and no vote is given: a recheck will retry it.")
 
@@ -83,7 +87,27 @@ class ItemReports:
                                        f"{outcome.message}", {}, key=f"{item.id}:submit-refused"))
         return outcome
 
+    def _disabled(self) -> bool:
+        """Whether the pipeline is disabled (Zuul's disable-after-consecutive-failures): from the report that
+        follows that many failed items in a row, until a new layout is loaded. Its results then go to the disabled
+        reporters only, and nothing reports a start."""
+        limit = self.pipeline.disable_after
+        if not limit:
+            return False
+        if self.state.disabled and self.state.disabled != self.layout.digest:
+            log.info("[%s] enabled again by a new layout", self.name)
+            self.state.disabled, self.state.failures, self.state.changed = "", 0, True
+        if not self.state.disabled and self.state.failures >= limit:
+            log.warning("[%s] disabled after %d failed items in a row: it reports to its disabled reporters only "
+                        "until a new layout is loaded", self.name, self.state.failures)
+            self.state.disabled, self.state.changed = self.layout.digest, True
+        return bool(self.state.disabled)
+
     def _report(self, item: Item, action: str, extra: str = "") -> ReportOutcome | None:
+        if action in DISABLED_ACTIONS and self._disabled():
+            if action == "start":
+                return ReportOutcome()
+            action = "disabled"
         report = self._make_report(item, action, extra)
         if report is None:
             return ReportOutcome()
@@ -114,15 +138,22 @@ class ItemReports:
         if item.change.is_ref:
             return None  # no review names a branch: a ref item's outcome goes to the build history only
         conf = self.pipeline.reports.get(action)
-        if conf is None and not extra:
+        intro = self.pipeline.messages.get(action, "")
+        if conf is None and action == "merge-conflict" and "failure" in self.pipeline.reports:
+            # as Zuul: without merge-conflict reporters, the failure reporters (their votes, not their text) are used
+            conf, intro = self.pipeline.reports["failure"], intro or MERGE_FAILED
+            conf = dataclasses.replace(conf, message="", submit=False)
+        if conf is None and (not extra or action == "disabled"):
             return None
-        parts = [conf.message] if conf and conf.message else []
+        parts = [conf.message] if conf and conf.message else [intro.replace("{pipeline.name}", self.name)]
         if extra and action == "infra-failure":
             parts, extra = [extra], ""
-        if action in ("success", "failure", "infra-failure"):
+        if action in ("success", "failure", "infra-failure", "disabled"):
             parts.append("\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds))
         if extra:
             parts.append(extra)
+        if action in ("success", "failure", "infra-failure", "merge-conflict", "disabled"):
+            parts.append(self.pipeline.footer)
         # Gerrit takes no votes on an outdated patch set (one kept by dequeue-on-new-patchset: false): a message only
         labels = dict(conf.labels) if conf and item.change.is_current else {}
         return Report(self.name, item.change, action, "\n\n".join(p for p in parts if p),
@@ -140,10 +171,14 @@ class ItemReports:
             failure_class=result.failure_class, summary=result.summary, signatures=list(result.signatures)))
 
     def _recorded(self, item: Item, result: str, outcome: ReportOutcome | None) -> ReportOutcome | None:
-        """Record the item's buildset once its report is settled (a refused submit is a failure)."""
+        """Record the item's buildset once its report is settled (a refused submit is a failure), and count the
+        failed items in a row where the pipeline may be disabled for them."""
         if outcome is not None:
             if result == "SUCCESS" and not outcome.ok:
                 result = "FAILURE"
+            if self.pipeline.disable_after and not item.change.is_ref:
+                self.state.failures = 0 if result == "SUCCESS" else self.state.failures + 1
+                self.state.changed = True
             self.backend.record_history(BuildsetEvent(
                 id=item.id, pipeline=self.name, project=item.change.project, change=_number(item),
                 patchset=_patchset(item), ref=item.change.ref, changes=item.changes or item.key, result=result,

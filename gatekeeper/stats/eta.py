@@ -6,13 +6,14 @@ each job's durations, less what a running job has already spent); it passes when
 pass rates); it merges once it passed and every item ahead of it merged or was removed.  A failure ahead resets
 the items behind it: they start their jobs again from the moment the failure is known, with new draws.  The item's
 ETA is the 50th and 90th percentiles of its merge time over the simulations where it merged, and the share of
-simulations where it did.
+simulations where it did. In a queue whose items run one at a time (serial, supercedent) an item starts when the one
+ahead of it ended, passed or failed, and nothing is reset (`simulate_in_turn`).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 
@@ -70,6 +71,19 @@ def simulate_queue(items: Sequence[ItemModel], rng: random.Random) -> list[float
     return merged
 
 
+def simulate_in_turn(items: Sequence[ItemModel], rng: random.Random) -> list[float | None]:
+    """One simulated future of a queue whose items run one at a time (a serial or supercedent pipeline's): each
+    starts when the one ahead ended, whatever its result, and nothing is reset; each item's time to success
+    (seconds from now) or None."""
+    out: list[float | None] = []
+    ended = 0.0
+    for item in items:
+        duration, passed = _run(item, rng, True)  # only the head has started: the others have spent nothing
+        ended += duration
+        out.append(ended if passed else None)
+    return out
+
+
 def _percentile(values: list[float], q: float) -> float:
     values = sorted(values)
     k = (len(values) - 1) * q
@@ -77,12 +91,14 @@ def _percentile(values: list[float], q: float) -> float:
     return values[lo] + (values[hi] - values[lo]) * (k - lo)
 
 
-def queue_etas(items: Sequence[ItemModel], simulations: int = 400, seed: int | None = 0) -> list[Eta]:
-    """The ETA of every item of a queue, head first."""
+def queue_etas(items: Sequence[ItemModel], simulations: int = 400, seed: int | None = 0,
+               simulate: Callable[[Sequence[ItemModel], random.Random], list[float | None]] = simulate_queue,
+               ) -> list[Eta]:
+    """The ETA of every item of a queue, head first (`simulate`: a dependent queue's, or `simulate_in_turn`)."""
     rng = random.Random(seed)
     times: list[list[float]] = [[] for _ in items]
     for _ in range(simulations):
-        for i, t in enumerate(simulate_queue(items, rng)):
+        for i, t in enumerate(simulate(items, rng)):
             if t is not None:
                 times[i].append(t)
     out = []

@@ -20,6 +20,10 @@ QUEUED = "queued"  # requested, not started by an executor
 RUNNING = "running"
 COMPLETED = "completed"
 
+# managers whose queue items wait for those ahead of them (the others test each item on its own)
+IN_ORDER = frozenset({"dependent", "serial", "supercedent"})
+IN_TURN = frozenset({"serial", "supercedent"})  # ... and run one at a time, each after the one ahead ended
+
 Estimator = Callable[[str, str], "float | None"]  # (project, job) -> expected seconds
 
 
@@ -134,8 +138,21 @@ def pipeline_status(name: str, manager: str, description: str, state: Any, now: 
             behind = items[position + 1:position + 2]
             docs.append(item_status(item, position, queue.window, ahead, behind, name, now, estimate,
                                     console_url, build_url, starts))
+        if manager in IN_TURN:
+            _after_those_ahead(docs)
         queues.append({"name": queue.name, "window": queue.window, "dynamic": queue.dynamic, "items": docs})
     return {"name": name, "manager": manager, "description": description, "queues": queues}
+
+
+def _after_those_ahead(docs: list[dict[str, Any]]) -> None:
+    """In a queue whose items run one at a time, an item's remaining time counts those ahead of it (unknown when
+    one of theirs is)."""
+    ahead: float | None = 0.0
+    for doc in docs:
+        if ahead is None or doc["remaining_time"] is None:
+            ahead = doc["remaining_time"] = None
+        else:
+            ahead = doc["remaining_time"] = ahead + doc["remaining_time"]
 
 
 def started_builds(zk: Any) -> dict[str, Any]:
@@ -259,16 +276,20 @@ class HistoryInsight:
 
     def annotate(self, status: dict[str, Any]) -> dict[str, Any]:
         """Add `eta` to every item, and `provider_outliers` and `failure_classes` to the document; returns it."""
-        from gatekeeper.stats.eta import queue_etas
+        from gatekeeper.stats.eta import queue_etas, simulate_in_turn, simulate_queue
 
         for pipeline in status.get("pipelines", []):
             for queue in pipeline["queues"]:
                 items = [i for i in queue["items"] if i["live"]]
                 models = [self._item_model(i) for i in items]
-                # in a dependent queue an item waits for those ahead; elsewhere each item stands alone
-                if pipeline.get("manager") == "dependent":
+                # in a dependent, serial or supercedent queue an item waits for those ahead; elsewhere each item
+                # stands alone
+                manager = pipeline.get("manager")
+                if manager in IN_ORDER:
+                    simulate = simulate_queue if manager == "dependent" else simulate_in_turn
                     known = next((n for n, m in enumerate(models) if m is None), len(models))
-                    etas = queue_etas(models[:known], self.simulations, seed=0)  # each from those ahead of it
+                    # each from those ahead of it
+                    etas = queue_etas(models[:known], self.simulations, seed=0, simulate=simulate)
                     for item, eta in zip(items, etas, strict=False):
                         item["eta"] = eta.to_dict()
                 else:

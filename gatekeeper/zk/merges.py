@@ -109,6 +109,8 @@ class MergeResult(Record):
     merger: str = ""  # which merger did it
     elapsed: float = 0.0
     merges: int = 0  # merges (and cherry-picks) this request performed: one per change, never a replay of the base
+    containing_branches: list[str] = field(default_factory=list)  # a tag item's: its project's branches that
+    # contain the tagged commit (what job branch matchers look at for a tag)
 
     @property
     def state(self) -> MergeState:

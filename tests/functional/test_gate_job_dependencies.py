@@ -278,3 +278,24 @@ def test_a_dependency_retried_for_the_infrastructure_is_waited_for_not_skipped(g
     assert gate.status(a) == "MERGED"
     assert gate.history("gate") == [("unit", "NODE_FAILURE", "1,1"), ("unit", "SUCCESS", "1,1"),
                                     ("integration", "SUCCESS", "1,1")]
+
+
+def test_a_hard_dependency_that_does_not_run_runs_none_of_the_changes_jobs(tmp_path, zk_factory) -> None:
+    """As Zuul documents: org/s runs image (only for images/), package (which depends on image) and unit. S touches no
+    image file: Zuul runs no job at all and reports the error, so unit is not run either, and S fails."""
+    layout = LAYOUT.replace("[image, package]", "[image, package, unit]")
+    harness = GateHarness(tmp_path, zk_factory, layout_text=layout)
+    try:
+        s = harness.change("org/s", "S", files={"setup.py": "x = 1\n"})
+        harness.settle()
+        harness.approve(s)
+        harness.settle()
+        assert harness.status(s) == "NEW" and harness.ci_votes(s).get("Verified") == -2
+        assert requested(harness, "package") == requested(harness, "unit") == []
+        (report,) = [r for r in harness.reports(s) if r.startswith("Build failed")]
+        lines = report.splitlines()
+        assert "- package (no logs) : SKIPPED (its dependency image does not run for this change)" in lines, report
+        assert ("- unit (no logs) : SKIPPED (no job runs: job package depends on job image, which does not run for "
+                "this change)") in lines, report
+    finally:
+        harness.stop()

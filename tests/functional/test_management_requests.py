@@ -176,9 +176,9 @@ def test_a_refusal_says_whether_what_the_request_names_is_not_there(gate: GateHa
     assert [(type(r), str(r)) for r in missing] == [
         (NotFound, "no change 7,1 in check"), (NotFound, "no change 99 in Gerrit"), (NotFound, "no change 7,1 in gate"),
         (NotFound, "no pipeline 'nope' (pipelines: check, gate)")]
-    conflicts = [refusal("enqueue", "check", change="1,1"), refusal("promote", "check", changes=["1,1"])]
+    conflicts = [refusal("enqueue", "check", change="1,1"), refusal("enqueue", "gate", change="1,1")]
     assert [(type(r), str(r)) for r in conflicts] == [
         (Refused, "change 1,1 is already in check"),
-        (Refused, "promote applies to dependent pipelines; check is independent")]
+        (Refused, "change 1,1 cannot enter gate: it does not have Code-Review: +2")]
     apply_management(gate.zk, ManagementRequest(Action.DEQUEUE, "check", change="1,1"), timeout=30)  # done: no error
     gate.executor.release()

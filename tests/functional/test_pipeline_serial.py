@@ -13,6 +13,7 @@ import pytest
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.web.server import WebService
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.history import BuildEvent
 from tests.functional.gate_harness import GateHarness
 from tests.functional.test_pipeline_supercedent import push_to, ref_key
 from tests.helpers import wait_for
@@ -259,3 +260,57 @@ def test_a_serial_pipeline_made_independent_by_a_reload_tests_each_waiting_chang
         assert gate.gate_queue("deploy") == []
     finally:
         gate.stop()
+
+
+def test_a_waiting_items_estimates_count_the_items_ahead_of_it_in_its_serial_queue(
+        gate: GateHarness, tmp_path: Path) -> None:
+    """A, B and D share a serial queue; unit takes 600 s (the history says). A runs; B starts when A ended, D when B
+    did: the status page's remaining time and ETA of each count those ahead of it, not its own jobs alone."""
+    a, b, d = gate.change("org/a"), gate.change("org/b"), gate.change("org/a")
+    gate.settle()
+    gate.executor.hold = True
+    for change in (a, b, d):
+        gate.comment(change, "deploy")
+    gate.settle()
+    assert running(gate) == [("unit", "1,1")]
+    db = HistoryDB(f"sqlite:///{tmp_path}/history.sqlite")
+    for n in range(80):
+        db.record_build(BuildEvent(id=f"h{n}", buildset=f"hs{n}", pipeline="deploy", project=("org/a", "org/b")[n % 2],
+                                   change=900 + n, patchset=1, job="unit", result="SUCCESS",
+                                   start_time=1000.0 * n, end_time=1000.0 * n + 600))
+    web = WebService(gate.zk_factory(), port=0, history=db, log_dir=tmp_path).start()
+    try:
+        with urllib.request.urlopen(f"{web.url}/api/v1/status", timeout=10) as resp:
+            status = json.loads(resp.read())
+    finally:
+        web.stop()
+        db.close()
+    [deploy] = [p for p in status["pipelines"] if p["name"] == "deploy"]
+    items = [i for q in deploy["queues"] for i in q["items"]]
+    assert [i["change"]["key"] for i in items] == ["1,1", "2,1", "3,1"]
+    for n, item in enumerate(items, 1):  # A has been running for a moment only
+        assert 600 * n - 30 <= item["remaining_time"] <= 600 * n, item
+        assert 600 * n - 30 <= item["eta"]["p50"] <= item["eta"]["p90"] <= 600 * n, item
+        assert item["eta"]["merge_probability"] > 0.9  # a failure ahead does not hold it up
+
+
+def test_a_promoted_change_takes_its_serial_queues_turn_first(gate: GateHarness) -> None:
+    """A, B and D wait in one serial queue, A running. Promoting D puts it at the head: A's build is cancelled, D
+    runs, then A and B in turn."""
+    a, b, d = gate.change("org/a"), gate.change("org/b"), gate.change("org/a")
+    gate.settle()
+    gate.executor.hold = True
+    for change in (a, b, d):
+        gate.comment(change, "deploy")
+    gate.settle()
+    assert running(gate) == [("unit", "1,1")]
+    assert gate.management("promote", "deploy", changes=["3,1"]) == ""
+    gate.settle()
+    assert gate.gate_queue("deploy") == ["3,1", "1,1", "2,1"]
+    assert running(gate) == [("unit", "3,1")]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    done = [(job, result, changes) for job, result, changes in gate.history("deploy") if result != "ABORTED"]
+    assert done == [("unit", "SUCCESS", "3,1"), ("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1")]
+    assert [deploy_reports(gate, x) for x in (a, b, d)] == [["Deployed."]] * 3

@@ -116,8 +116,8 @@ def test_admin_api_answers_404_for_what_the_scheduler_does_not_have_and_409_for_
     assert admin(url, "promote", {"pipeline": "gate", "changes": "7,1"}) == (404, {"error": "no change 7,1 in gate"})
     assert admin(url, "enqueue", {"pipeline": "check", "change": "1,1"}) == (
         409, {"error": "change 1,1 is already in check"})
-    assert admin(url, "promote", {"pipeline": "check", "changes": "1,1"}) == (
-        409, {"error": "promote applies to dependent pipelines; check is independent"})
+    assert admin(url, "promote", {"pipeline": "check", "changes": "1,1"}) == (200, {
+        "action": "promote", "pipeline": "check", "changes": ["1,1"], "result": "done"})
     # retrigger of a change not in the pipeline: its dequeue is not found, and it is enqueued all the same
     assert admin(url, "dequeue", {"pipeline": "check", "change": "1,1"})[0] == 200
     wait_for(lambda: not gate_web.items("check"), 10, "the dequeued change to leave the status")

@@ -63,10 +63,11 @@ def test_a_failed_non_voting_job_still_skips_its_dependents_but_fails_nothing():
     assert it.complete and not it.failing
 
 
-def test_a_soft_dependency_the_item_does_not_run_is_ignored_and_a_hard_one_skips():
+def test_a_soft_dependency_the_item_does_not_run_is_ignored_and_a_hard_one_runs_no_job_at_all():
     assert next_jobs(item(["image", "unit", "deploy"], image=SUCCESS, unit=SUCCESS), layout()) == (["deploy"], {})
-    assert next_jobs(item(["unit", "lint"]), layout()) == (
-        ["lint"], {"unit": "its dependency image does not run for this change"})
+    assert next_jobs(item(["unit", "lint"]), layout()) == ([], {
+        "unit": "its dependency image does not run for this change",
+        "lint": "no job runs: job unit depends on job image, which does not run for this change"})
 
 
 def test_a_skipped_build_is_finished_and_not_failed():

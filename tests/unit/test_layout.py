@@ -173,7 +173,7 @@ def test_reject_and_approval_filters_are_read_and_checked():
 
 def test_negative_window():
     (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window:\n      initial: -1"))
-    assert msg == "layout0.yaml:11: pipelines[1] (gate).window.initial: must be at least 1"
+    assert msg == "layout0.yaml:11: pipelines[1] (gate).window.initial: must not be negative (0: no limit)"
 
 
 def test_window_floor_above_initial():

@@ -112,8 +112,8 @@ def test_a_pipeline_mixing_the_flat_window_keys_and_the_window_mapping_is_refuse
 def test_the_flat_window_is_checked_as_the_mapping_is():
     (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window: 2\n    window-floor: 5"))
     assert msg == 'layout0.yaml:11: pipeline "gate": window floor 5 is above its initial size 2'
-    (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window: 0"))
-    assert msg == "layout0.yaml:10: pipelines[1] (gate).window: must be at least 1"
+    (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window: -1"))
+    assert msg == "layout0.yaml:10: pipelines[1] (gate).window: must not be negative (0: no limit)"
     (msg,) = errors_of(replace("    manager: dependent", "    manager: dependent\n    window: big"))
     assert msg.endswith("(gate).window: expected a window mapping or a number of changes, got a string 'big'"), msg
     (msg,) = errors_of(replace("    manager: independent", "    manager: independent\n    window-ceiling: 30"))

@@ -1,0 +1,210 @@
+"""A layout in Zuul's own spelling of pipelines runs as Zuul documents it, over real wires (the Gerrit simulator over
+SSH, ZooKeeper, the merger on real git): `require`/`reject` under the source's connection name, an approval filter
+as one mapping, Gerrit reporters with their labels as keys, the `<action>-message` texts and the footer, the
+enqueue and no-jobs reporters, and a merge conflict reported through the failure reporters where the pipeline has
+no merge-conflict reporters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gatekeeper.config.layout import parse_layout
+from gatekeeper.config.yamlfile import ConfigErrors
+from gatekeeper.zk.client import ZKClient
+from tests.functional.gate_harness import GateHarness
+from tests.layouts import GATE_LAYOUT
+
+ZUUL_LAYOUT = r"""
+pipelines:
+  - name: check
+    manager: independent
+    trigger:
+      gerrit:
+        - event: patchset-created
+    require:
+      gerrit:
+        open: true
+        current-patchset: true
+    enqueue:
+      gerrit: {}
+    start:
+      gerrit:
+        Verified: 0
+    success:
+      gerrit:
+        Verified: 1
+    failure:
+      gerrit:
+        Verified: -1
+    no-jobs:
+      gerrit: {}
+    enqueue-message: Enqueued in {pipeline.name}.
+    start-message: Starting {pipeline.name} jobs.
+    success-message: Build succeeded.
+    failure-message: Build failed.
+    no-jobs-message: No jobs run for this change in {pipeline.name}.
+    footer-message: 'Questions? Ask in #infra.'
+  - name: gate
+    manager: dependent
+    trigger:
+      gerrit:
+        - event: comment-added
+          approval:
+            - Approved: 1
+    require:
+      gerrit:
+        open: true
+        current-patchset: true
+        approval:
+          Code-Review: 2
+    reject:
+      gerrit:
+        approval:
+          - Verified: [-1, -2]
+    success:
+      gerrit:
+        Verified: 2
+        submit: true
+    failure:
+      gerrit:
+        Verified: -2
+    success-message: Build succeeded (gate pipeline).
+    failure-message: Build failed (gate pipeline).
+    footer-message: 'Questions? Ask in #infra.'
+queues:
+  - name: integrated
+jobs:
+  - name: unit
+  - name: stable-only
+    branches: stable/.*
+projects:
+  - name: org/a
+    queue: integrated
+    pipelines: {check: [unit], gate: [unit]}
+  - name: org/b
+    queue: integrated
+    pipelines: {check: [stable-only], gate: [unit]}
+"""
+
+
+@pytest.fixture
+def gate(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
+    harness = GateHarness(tmp_path, zk_factory, layout_text=ZUUL_LAYOUT)
+    try:
+        yield harness
+    finally:
+        harness.stop()
+
+
+def texts(gate: GateHarness, change) -> list[str]:
+    """CI's messages on a change, without Gerrit's "Patch Set N: votes" line."""
+    return [m.split("\n\n", 1)[1] if "\n\n" in m else m for m in gate.ci_messages(change)]
+
+
+def test_a_layout_in_zuuls_spelling_votes_and_says_what_zuul_would(gate: GateHarness) -> None:
+    a = gate.change("org/a", files={"README": "from a\n"})
+    b = gate.change("org/b")
+    gate.settle()
+    enqueued, started, succeeded = texts(gate, a)
+    assert (enqueued, started) == ("Enqueued in check.", "Starting check jobs.")
+    assert succeeded.startswith("Build succeeded.\n\n- unit ") and succeeded.endswith("\n\nQuestions? Ask in #infra.")
+    assert gate.ci_votes(a) == {"Verified": 1}
+    assert texts(gate, b) == ["No jobs run for this change in check."]  # its project is in check: no job matches
+
+    c = gate.change("org/a", files={"README": "from c\n"})  # conflicts with A once A merged
+    gate.settle()
+    gate.approve(a, c)
+    gate.settle()
+    assert [gate.status(x) for x in (a, c)] == ["MERGED", "NEW"]
+    # no merge-conflict reporter: the failure reporters say it, with Zuul's merge-conflict text and the footer
+    assert gate.ci_votes(c) == {"Verified": -2}
+    conflict = texts(gate, c)[-1]
+    assert conflict.startswith("Merge failed.\n\n") and conflict.endswith("\n\nQuestions? Ask in #infra.")
+    assert "Build failed" not in conflict
+
+    d = gate.change("org/a")
+    gate.settle()
+    gate.sim.review(d, "rita", labels={"Verified": -1})  # the reject under gerrit keeps it out of the gate
+    gate.approve(d)
+    gate.settle()
+    assert gate.status(d) == "NEW" and gate.gate_queue() == []
+
+
+@pytest.mark.parametrize(("pipeline", "message"), [
+    ("  - name: p\n    manager: independent\n    require: {gerritt: {open: true}}\n",
+     'require names unknown connection "gerritt" (known: gerrit)'),
+    ("  - name: p\n    manager: independent\n    success: {gerrit: {Verified: yes please}}\n",
+     "expected a vote (an integer) for label Verified, or one of labels, message, submit, tag"),
+    ("  - name: p\n    manager: independent\n    failure: {gerrit: {comment: false}}\n",
+     "comment is not supported: every report carries a message"),
+    ("  - name: p\n    manager: independent\n    merge-failure: {gerrit: {Verified: -1}}\n"
+     "    merge-conflict: {gerrit: {Verified: -1}}\n",
+     "merge-failure is Zuul's older name of merge-conflict, which this pipeline also gives"),
+    ("  - name: p\n    manager: dependent\n    disable-after-consecutive-failures: 3\n",
+     "a dependent pipeline cannot be disabled: it merges the changes that succeed"),
+])
+def test_zuul_spellings_that_cannot_work_get_a_sentence_naming_the_place(pipeline: str, message: str) -> None:
+    text = "pipelines:\n" + pipeline + "    trigger: {gerrit: [{event: patchset-created}]}\n"
+    with pytest.raises(ConfigErrors) as caught:
+        parse_layout({"layout.yaml": text}, connections={"gerrit"})
+    assert message in str(caught.value), str(caught.value)
+    assert "layout.yaml:" in str(caught.value)
+
+
+DISABLING = GATE_LAYOUT.replace(
+    "    merge-conflict: {gerrit: {labels: {Verified: -1}, message: This change could not be merged.}}\n",
+    "    merge-conflict: {gerrit: {labels: {Verified: -1}, message: This change could not be merged.}}\n"
+    "    disable-after-consecutive-failures: 2\n"
+    "    disabled: {gerrit: {message: Check is disabled after failures in a row; results are not voted on.}}\n", 1)
+
+
+def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_reporters_until_a_new_layout(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    gate = GateHarness(tmp_path, zk_factory, layout_text=DISABLING)
+    try:
+        a, b = gate.change("org/a"), gate.change("org/b")
+        gate.executor.fail("unit", a.number)
+        gate.executor.fail("unit", b.number)
+        gate.settle()
+        assert [gate.ci_votes(x) for x in (a, b)] == [{"Verified": -1}] * 2
+        c = gate.change("org/a")  # a third item: it would pass, but the pipeline is disabled now
+        gate.settle()
+        assert gate.ran("unit", "SUCCESS", "3,1")
+        assert gate.ci_votes(c) == {}
+        [said] = texts(gate, c)  # no start report either
+        assert said.startswith("Check is disabled after failures in a row; results are not voted on.\n\n- unit ")
+        # it stays disabled across a scheduler's restart (the state is in ZooKeeper)
+        gate.kill_scheduler(gate.schedulers[0])
+        gate.start_scheduler()
+        d = gate.change("org/a")
+        gate.settle()
+        assert gate.ci_votes(d) == {} and texts(gate, d)[0].startswith("Check is disabled")
+        # a new layout enables it again
+        gate.layout_path.write_text(gate.layout_path.read_text().replace("consecutive-failures: 2", "consecutive-"
+                                                                         "failures: 3"))
+        assert gate.schedulers[-1].reload() == ""
+        e = gate.change("org/a")
+        gate.settle()
+        assert gate.ci_votes(e) == {"Verified": 1}
+        assert texts(gate, e) == ["Starting check jobs.", texts(gate, e)[1]]
+        assert texts(gate, e)[1].startswith("Build succeeded (check pipeline).")
+    finally:
+        gate.stop()
+
+
+def test_an_independent_pipeline_ignoring_dependencies_tests_each_change_alone(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    require = "    require: {open: true, current-patchset: true}\n"
+    layout = GATE_LAYOUT.replace(require, require + "    ignore-dependencies: true\n", 1)
+    gate = GateHarness(tmp_path, zk_factory, layout_text=layout)
+    try:
+        a = gate.change("org/a")
+        gate.settle()
+        gate.change("org/a", parent=a)  # B's git parent is A, still open
+        gate.settle()
+        assert gate.history("check") == [("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1")]  # not "1,1 2,1"
+    finally:
+        gate.stop()
