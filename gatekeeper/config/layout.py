@@ -425,14 +425,16 @@ class _Builder:
         for i, h in enumerate(pr.get("hosts", [])):
             for label in h["labels"]:
                 self.refs.append(("label", label, pr["hosts"].source, pr["hosts"].line_of(i), where))
-            hosts.append(StaticHost(h["name"], h["address"], tuple(h["labels"]), h.get("port", 22),
-                                    h.get("username", "root"), h.get("host-key", "")))
+            hosts.append(StaticHost(h["name"], h["address"], tuple(h["labels"]),
+                                    h.get("connection-port", h.get("port", 22)), h.get("username", "root"),
+                                    h.get("host-key", ""), h.get("max-parallel-jobs", 1)))
         self.layout.nodepool.providers[pr["name"]] = Provider(
             name=pr["name"],
             driver=pr["driver"],
             cloud=pr.get("cloud", ""),
             region=pr.get("region", ""),
-            max_servers=pr.get("max-servers", len(hosts) if pr["driver"] == "static" else None),
+            max_servers=pr.get("max-servers", sum(h.max_parallel_jobs for h in hosts)
+                               if pr["driver"] == "static" else None),
             boot_timeout=pr.get("boot-timeout", 120),
             launch_timeout=pr.get("launch-timeout", 3600),
             launch_attempts=pr.get("launch-attempts", 3),

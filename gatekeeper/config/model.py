@@ -312,6 +312,7 @@ class StaticHost:
     port: int = 22
     username: str = "root"
     host_key: str = ""
+    max_parallel_jobs: int = 1  # nodes it serves at once (Nodepool's static max-parallel-jobs)
 
 
 @dataclass(frozen=True)

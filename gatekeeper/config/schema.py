@@ -326,9 +326,13 @@ STATIC_HOST = v.Schema(
         v.Required("name"): NAME,
         v.Required("address"): str,
         "port": v.All(int, v.Range(min=1, max=65535)),
+        "connection-port": v.All(int, v.Range(min=1, max=65535)),  # Nodepool's name for port
         "username": str,
         v.Required("labels"): v.All([NAME], v.Length(min=1)),
-        "host-key": str,
+        "host-key": v.Match(r"^\S+ [A-Za-z0-9+/]+={0,2}(\s.*)?$",
+                            msg='expected "TYPE BASE64", such as a line of `ssh-keyscan -t ed25519 HOST` without '
+                                'the host'),
+        "max-parallel-jobs": v.All(int, v.Range(min=1, msg="must be at least 1")),
     }
 )
 

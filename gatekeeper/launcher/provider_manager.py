@@ -353,7 +353,8 @@ class ProviderManager:
             # up already (a static host); a configured host key is pinned without a scan
             pinned = self.adapter.pinned_host_key(server_id)
             if pinned:
-                self.post(LaunchResult(node.id, True, server_id, info.address, info.port, [pinned]))
+                self.post(LaunchResult(node.id, True, server_id, info.address, info.port, [pinned],
+                                       username=info.username))
                 return
             try:
                 keys = scan_host_keys(info.address, info.port, timeout=self.config.boot_timeout,
@@ -361,7 +362,7 @@ class ProviderManager:
             except HostKeyScanError as e:
                 self.post(LaunchResult(node.id, False, server_id, info.address, error=str(e)))
                 return
-            self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
+            self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys, username=info.username))
             return
         # as Nodepool: launch-timeout bounds the wait for ACTIVE, boot-timeout the wait for SSH after it
         try:

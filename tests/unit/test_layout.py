@@ -308,6 +308,39 @@ def test_static_provider_and_project_defined_in_two_files_merge():
     assert lab.max_servers == 1 and lab.hosts[0].address == "127.0.0.5" and lab.labels == {"small"}
 
 
+def test_static_hosts_take_nodepools_connection_port_and_max_parallel_jobs():
+    extra = """
+    nodepool:
+      providers:
+        - name: lab
+          driver: static
+          hosts:
+            - {name: box1, address: 127.0.0.5, connection-port: 2222, labels: [small], max-parallel-jobs: 3,
+               host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}
+            - {name: box2, address: 127.0.0.6, labels: [small]}
+    """
+    lab = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(extra)}, connections={"gerrit"}) \
+        .nodepool.providers["lab"]
+    assert [(h.port, h.max_parallel_jobs) for h in lab.hosts] == [(2222, 3), (22, 1)]
+    assert lab.max_servers == 4  # by default, every job slot of every host
+
+
+def test_static_host_key_that_is_not_type_and_base64_is_refused():
+    extra = """
+    nodepool:
+      providers:
+        - name: lab
+          driver: static
+          hosts:
+            - {name: box1, address: 127.0.0.5, labels: [small], host-key: fake-key, max-parallel-jobs: 0}
+    """
+    assert errors_of(BASE, extra) == [
+        'layout1.yaml:7: nodepool.providers[0] (lab).hosts[0] (box1).host-key: expected "TYPE BASE64", such as a '
+        "line of `ssh-keyscan -t ed25519 HOST` without the host, got a string 'fake-key'",
+        "layout1.yaml:7: nodepool.providers[0] (lab).hosts[0] (box1).max-parallel-jobs: must be at least 1",
+    ]
+
+
 def test_missing_layout_directory(tmp_path):
     with pytest.raises(ConfigErrors, match="no such layout file or directory"):
         load_layout(tmp_path / "nope")

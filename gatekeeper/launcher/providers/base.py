@@ -24,6 +24,7 @@ class ServerInfo:
     port: int = 22
     fault: str = ""
     metadata: dict = field(default_factory=dict)
+    username: str = ""  # the login user, when the server decides it (a static host); "": the label's
 
 
 @dataclass
