@@ -23,6 +23,7 @@ from gatekeeper.cmd.signals import wait_until_set
 
 if TYPE_CHECKING:
     from gatekeeper.zk.client import ZKClient
+    from gatekeeper.zk.node_records import Node
 
 
 HAND_OUT_SWITCH_INTERVAL = 0.0005  # seconds (see cmd_launcher)
@@ -34,9 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-l", "--layout", metavar="DIR", help="layout file or directory (default: from config)")
     p.set_defaults(func=cmd_launcher)
 
-    p = sub.add_parser("nodes", help="list nodes")
+    p = sub.add_parser("nodes", help="list nodes (as Nodepool's list: server id, state, age, locked)")
     add_config_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--detail", action="store_true",
+                   help="more columns: pool, image build, user, launcher, request, hold expiry, comment")
     p.set_defaults(func=cmd_nodes)
 
     p = sub.add_parser("images", help="list image builds")
@@ -155,11 +158,14 @@ def cmd_launcher(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nodes(zk):
+def _nodes(zk) -> list[tuple[Node, bool]]:
+    """Every readable node, oldest first, with whether a consumer holds its lock."""
     from gatekeeper.zk.nodes import NodeStore
 
+    store = NodeStore(zk)
     # unreadable records are skipped (and named once on stderr), never a traceback
-    return sorted((n for n, _ in NodeStore(zk).load_nodes().values()), key=lambda n: n.created)
+    nodes = sorted((n for n, _ in store.load_nodes().values()), key=lambda n: n.created)
+    return [(n, store.is_locked(n.id)) for n in nodes]
 
 
 def _age(t: float) -> str:
@@ -170,15 +176,24 @@ def _age(t: float) -> str:
 def cmd_nodes(args: argparse.Namespace) -> int:
     with _connected(args) as zk:
         nodes = _nodes(zk)
-        if args.json:
-            print(json.dumps([n.to_dict() for n in nodes], indent=1))
-            return 0
-        print(f"{'id':12} {'provider':12} {'label':12} {'state':9} {'age':>7} {'address':21} comment")
-        for n in nodes:
-            extra = n.hold_reason if n.state == "hold" else n.comment
-            print(f"{n.id:12} {n.provider:12} {n.label:12} {n.state:9} {_age(n.state_time):>7} "
-                  f"{n.address + ':' + str(n.port) if n.address else '':21} {extra[:60]}")
+    if args.json:
+        print(json.dumps([n.to_dict() | {"locked": locked} for n, locked in nodes], indent=1))
         return 0
+    head = f"{'id':12} {'provider':12} {'label':12} {'server id':36} {'address':21} {'state':9} {'age':>7} locked"
+    print(head + ("  pool / image build / user / launcher / request / hold until / comment" if args.detail
+                  else "  comment"))
+    for n, locked in nodes:
+        extra = n.hold_reason if n.state == "hold" else n.comment
+        line = (f"{n.id:12} {n.provider:12} {n.label:12} {n.external_id or '-':36} "
+                f"{n.address + ':' + str(n.port) if n.address else '-':21} {n.state:9} {_age(n.state_time):>7} "
+                f"{'yes' if locked else 'no':6}")
+        if args.detail:
+            until = _utc_minutes(n.hold_until) if n.state == "hold" and n.hold_until else "-"
+            print(f"{line}  {n.pool or '-'} / {n.image_build or '-'} / {n.username} / {n.launcher or '-'} / "
+                  f"{n.request or '-'} / {until} / {extra or '-'}")
+        else:
+            print(f"{line}  {extra[:60]}")
+    return 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:
