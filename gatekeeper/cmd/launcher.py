@@ -42,7 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="more columns: pool, image build, user, launcher, request, hold expiry, comment")
     p.set_defaults(func=cmd_nodes)
 
-    p = sub.add_parser("images", help="list image builds")
+    p = sub.add_parser("images", aliases=["image-list"], help="list image builds (Nodepool's image-list)")
     add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_images)
@@ -61,7 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--build", type=types.identifier("build"), required=True, help="the build id (`images`)")
     p.set_defaults(func=cmd_image_delete)
 
-    p = sub.add_parser("requests", help="list node requests")
+    p = sub.add_parser("requests", aliases=["request-list"],
+                       help="list node requests: state, priority, nodes, providers that declined (Nodepool's "
+                            "request-list)")
     add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_requests)
@@ -273,9 +275,11 @@ def cmd_requests(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([r.to_dict() | {"id": r.id} for r in reqs], indent=1))
             return 0
-        print(f"{'id':18} {'state':10} {'labels':20} {'provider':12} {'age':>7} requestor")
+        print(f"{'id':18} {'state':10} {'priority':>8} {'labels':20} {'provider':12} {'age':>7} {'nodes':26} "
+              f"{'declined by':20} requestor")
         for r in reqs:
-            print(f"{r.id:18} {r.state:10} {','.join(r.labels)[:20]:20} {r.provider:12} {_age(r.created):>7} "
+            print(f"{r.id:18} {r.state:10} {r.priority:>8} {','.join(r.labels)[:20]:20} {r.provider or '-':12} "
+                  f"{_age(r.created):>7} {','.join(r.nodes) or '-':26} {','.join(r.declined_by) or '-':20} "
                   f"{r.requestor}")
         return 0
 

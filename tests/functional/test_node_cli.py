@@ -58,6 +58,24 @@ def test_nodes_lists_server_id_and_lock_and_detail(zk, sim, start_launcher, gk):
     client.release(taken)
 
 
+def test_request_list_shows_priority_nodes_and_who_declined(zk, sim, start_launcher, gk):
+    start_launcher(pool_yaml({"debian": 1}, provider_yaml("prov-a", "alpha")))
+    wait_for(lambda: len(ready_ids(zk)) == 1, 30, "a ready node")
+    client = NodeRequestClient(zk, "request-list")
+    served = client.wait(client.request(["debian"], priority=250), 30)
+    refused = client.wait(client.request(["no-such-label"]), 30)
+    assert served.state == model.FULFILLED and refused.state == model.REQUEST_FAILED
+    code, out, _ = gk("request-list")  # Nodepool's name for `requests`
+    header, *rows = out.splitlines()
+    assert code == 0 and gk("requests")[1].splitlines()[0] == header
+    assert ["priority", "nodes", "declined"] == [w for w in header.split() if w in ("priority", "nodes", "declined")]
+    rows = {row.split()[0]: row.split() for row in rows}
+    assert rows[served.id][1:3] == ["fulfilled", "250"] and rows[served.id][6] == served.nodes[0]
+    assert rows[refused.id][1:3] == ["failed", "100"] and rows[refused.id][7] == "prov-a"
+    code, out, _ = gk("image-list")
+    assert code == 0 and out.startswith("image ")
+
+
 def test_providers_info_shows_and_erase_removes_a_gone_providers_data(zk, sim, start_launcher, gk):
     launcher = start_launcher(pool_yaml({"debian": 2}, provider_yaml("prov-a", "alpha")))
     wait_for(lambda: len(ready_ids(zk)) == 2, 30, "two ready nodes")
