@@ -409,6 +409,8 @@ class _Builder:
         else:
             if pr.get("pools"):
                 self.error(pr, "pools", where, '"pools" belongs to openstack providers; static ones list hosts')
+        if "launch-attempts" in pr and "launch-retries" in pr:
+            self.error(pr, "launch-retries", where, 'give "launch-attempts" or Nodepool\'s "launch-retries", not both')
         for pool in pr.get("pools", []):
             labels = []
             for i, pl in enumerate(pool["labels"]):
@@ -437,7 +439,7 @@ class _Builder:
                                if pr["driver"] == "static" else None),
             boot_timeout=pr.get("boot-timeout", 120),
             launch_timeout=pr.get("launch-timeout", 3600),
-            launch_attempts=pr.get("launch-attempts", 3),
+            launch_attempts=pr.get("launch-attempts", pr.get("launch-retries", 3)),
             priority=pr.get("priority", 100),
             image_rebuild_hours=pr.get("image-rebuild-hours", 24),
             pools=tuple(pools),

@@ -346,6 +346,7 @@ PROVIDER = v.Schema(
         "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "launch-retries": v.All(int, v.Range(min=1, msg="must be at least 1")),  # Nodepool's name for it
         "priority": int,
         "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
         "pools": Each({v.Required("name"): NAME, "max-servers": int,

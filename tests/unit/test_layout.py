@@ -341,6 +341,23 @@ def test_static_host_key_that_is_not_type_and_base64_is_refused():
     ]
 
 
+def test_nodepools_launch_retries_is_launch_attempts_and_both_at_once_are_refused():
+    extra = """
+    nodepool:
+      providers:
+        - name: lab
+          driver: static
+          launch-retries: 5
+          hosts:
+            - {name: box1, address: 127.0.0.5, labels: [small]}
+    """
+    layout = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(extra)}, connections={"gerrit"})
+    assert layout.nodepool.providers["lab"].launch_attempts == 5
+    both = extra.replace("launch-retries: 5", "launch-retries: 5\n          launch-attempts: 2")
+    assert errors_of(BASE, both) == [
+        'layout1.yaml:6: provider "lab": give "launch-attempts" or Nodepool\'s "launch-retries", not both']
+
+
 def test_missing_layout_directory(tmp_path):
     with pytest.raises(ConfigErrors, match="no such layout file or directory"):
         load_layout(tmp_path / "nope")
