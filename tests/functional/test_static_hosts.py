@@ -64,3 +64,32 @@ def test_a_host_with_max_parallel_jobs_two_serves_two_nodes_at_once_and_a_third_
         assert legacy == {"old-box": ("zuul", 22), "new-box": ("ubuntu", 22)}
     finally:
         backend.destroy("rack-0")
+
+
+def test_nodes_of_a_static_host_removed_from_the_layout_are_deleted_once_idle(zk, sim, start_launcher, ssh_key):
+    key = " ".join(open(ssh_key + ".pub").read().split()[:2])  # pinned: these hosts are never reached
+
+    def rack(*names: str) -> str:
+        return ("nodepool:\n  labels:\n    - {name: metal}\n  providers:\n"
+                "    - name: rack\n      driver: static\n      hosts:\n" +
+                "".join(f"        - {{name: {n}, address: 192.0.2.{i + 1}, labels: [metal], host-key: '{key}'}}\n"
+                        for i, n in enumerate(names)))
+
+    first = start_launcher(rack("box-a", "box-b", "box-c"))
+    wait_for(lambda: len(ready_ids(zk, "metal")) == 3, 30, "a ready node on each host")
+    client = NodeRequestClient(zk, "removed-hosts")
+    [taken] = client.lock_nodes(client.wait(client.request(["metal"]), 30))
+    kept_host = next(h for h in ("box-a", "box-b", "box-c") if h != taken.external_id)
+    by_host = {n.external_id: n.id for n in node_records(zk).values()}
+    idle_removed = next(by_host[h] for h in by_host if h not in (kept_host, taken.external_id))
+    first.stop()
+
+    start_launcher(rack(kept_host))  # the other two hosts leave the layout
+    wait_for(lambda: idle_removed not in node_records(zk), 30, "the idle node of a removed host deleted")
+    assert ready_ids(zk, "metal") == {by_host[kept_host]}
+    assert node_records(zk)[taken.id].state == model.IN_USE  # a build still runs there: left until released
+    client.release(taken)
+    wait_for(lambda: taken.id not in node_records(zk), 30, "the released node of a removed host deleted")
+    served = client.wait(client.request(["metal"]), 30)
+    assert served.state == model.FULFILLED and served.nodes == [by_host[kept_host]]
+    assert set(node_records(zk)) == {by_host[kept_host]}

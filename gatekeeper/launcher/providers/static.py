@@ -58,6 +58,9 @@ class StaticAdapter(ProviderAdapter):
     def ready_now(self, server_id: str) -> ServerInfo | None:
         return self._info(server_id)
 
+    def configured(self, server_id: str) -> bool:
+        return server_id in self.slots
+
     def pinned_host_key(self, server_id: str) -> str:
         return self.slots[server_id].host_key or ""
 
