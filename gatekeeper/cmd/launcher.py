@@ -231,9 +231,31 @@ def cmd_image_build(args: argparse.Namespace) -> int:
             print(f"image {args.image}: provider {args.provider} does not build it (it is built on "
                   f"{', '.join(providers)})", file=sys.stderr)
             return 1
+        targets = [args.provider] if args.provider else providers
+        paused = [p for p in targets if p in _paused_on(zk, args.image)]
+        if paused == targets:  # as Nodepool: a paused image is not built, even when asked
+            print(f"image {args.image} is paused on {', '.join(paused)}: no build is made there (unpause it in the "
+                  f"layout first)", file=sys.stderr)
+            return 1
         ProviderStore(zk).request_image_build(args.image, args.provider or "", by=getpass.getuser())
-        print(f"image {args.image}: a new build was asked for on {args.provider or ', '.join(providers)}")
+        building = [p for p in targets if p not in paused]
+        note = f" (paused on {', '.join(paused)}: not built there)" if paused else ""
+        print(f"image {args.image}: a new build was asked for on {', '.join(building)}{note}")
         return 0
+
+
+def _paused_on(zk, image: str) -> set[str]:
+    """The providers on which the published layout pauses `image` (none when no layout can be read)."""
+    from gatekeeper.config.store import read_layout
+    from gatekeeper.config.yamlfile import ConfigErrors
+
+    try:
+        layout = read_layout(zk)
+    except (ConfigErrors, ValueError):  # an unreadable layout must not stop a build
+        return set()
+    if layout is None:
+        return set()
+    return {p.name for p in layout.nodepool.providers.values() if any(i.name == image and i.pause for i in p.images)}
 
 
 def cmd_image_delete(args: argparse.Namespace) -> int:

@@ -114,3 +114,24 @@ def test_providers_info_shows_and_erase_removes_a_gone_providers_data(zk, sim, s
     assert not zk.client.exists(paths.provider_health("prov-a"))
     code, out, _ = gk("providers", "info", "prov-a", "--json")
     assert [n["id"] for n in json.loads(out)["nodes"]] == [taken.id]
+
+
+def test_image_build_of_a_paused_image_is_refused_where_it_is_paused(zk, gk):
+    from gatekeeper.config.layout import parse_layout
+    from gatekeeper.config.store import publish_layout
+
+    paused = provider_yaml("prov-b", "beta", image_extra="          prepare: echo hi\n          pause: true\n")
+    publish_layout(zk, parse_layout({"nodepool.yaml": pool_yaml(
+        {"debian": 0}, provider_yaml("prov-a", "alpha", image_extra="          prepare: echo hi\n"), paused)}))
+    store = NodeStore(zk)
+    for provider in ("prov-a", "prov-b"):
+        store.write_image_build(model.ImageBuild(id="0000000001", image="deb", provider=provider,
+                                                 state=model.READY, external_id="img-1"))
+    code, _, err = gk("image-build", "deb", "--provider", "prov-b")
+    assert code == 1 and err.strip() == ("image deb is paused on prov-b: no build is made there (unpause it in the "
+                                         "layout first)")
+    assert store.image_build_requested("deb", "prov-b") == 0
+    code, out, err = gk("image-build", "deb")
+    assert code == 0, err
+    assert out.strip() == "image deb: a new build was asked for on prov-a (paused on prov-b: not built there)"
+    assert store.image_build_requested("deb", "prov-a") > 0
