@@ -1,6 +1,7 @@
 """Launcher commands: `gatekeeper launcher` (the service) and the operators' `nodes`, `images`, `image-build`,
 `image-delete`, `requests`, `hold`, `release`, `delete-node`, `autohold` and `hold-access` (a developer's SSH key
-on a held node)."""
+on a held node). They follow Nodepool's CLI where it has the same command (`list`, `image-list`, `request-list`,
+`delete [--now]`, ...), under gatekeeper's names, with Nodepool's as aliases where they fit."""
 
 from __future__ import annotations
 
@@ -83,6 +84,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("delete-node", help="delete a node now")
     add_config_args(p)
     p.add_argument("node", type=types.identifier("node"))
+    p.add_argument("--now", action="store_true",
+                   help="wait until its launcher has deleted its server and record (as Nodepool's delete --now)")
+    p.add_argument("--timeout", type=types.positive_number, default=300.0, help="seconds to wait with --now")
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("autohold", help="hold the nodes of matching failed builds (list, add, delete)")
@@ -339,7 +343,24 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    return _to_used(args, ("ready", "hold", "in-use", "used", "failed", "allocated"))
+    code = _to_used(args, ("ready", "hold", "in-use", "used", "failed", "allocated"))
+    if code or not args.now:
+        return code
+    from gatekeeper.zk.node_changes import wait_node_gone
+    from gatekeeper.zk.nodes import NodeStore
+
+    with _connected(args) as zk:
+        found = NodeStore(zk).read_node(args.node)
+        if found is not None and found[0].provider not in NodeStore(zk).live_provider_names():
+            print(f"node {args.node}: no launcher serves provider {found[0].provider} now; the node is deleted when "
+                  "one does", file=sys.stderr)
+            return 1
+        if not wait_node_gone(zk, args.node, args.timeout):
+            print(f"node {args.node}: still there after {args.timeout:g}s; its launcher deletes it when it can",
+                  file=sys.stderr)
+            return 1
+    print(f"node {args.node}: deleted")
+    return 0
 
 
 def cmd_autohold(args: argparse.Namespace) -> int:

@@ -135,3 +135,20 @@ def test_image_build_of_a_paused_image_is_refused_where_it_is_paused(zk, gk):
     assert code == 0, err
     assert out.strip() == "image deb: a new build was asked for on prov-a (paused on prov-b: not built there)"
     assert store.image_build_requested("deb", "prov-a") > 0
+
+
+def test_delete_now_returns_once_the_node_and_its_server_are_gone(zk, sim, start_launcher, gk):
+    start_launcher(pool_yaml({"debian": 1}, provider_yaml("prov-a", "alpha")))
+    node_id = wait_for(lambda: next(iter(ready_ids(zk)), None), 30, "a ready node")
+    server = node_records(zk)[node_id].external_id
+    sim.cloud("alpha").set_faults(delete_delay=3.0)  # a cloud slow to delete: the command waits it out
+    code, out, err = gk("delete-node", node_id, "--now")
+    assert (code, out.splitlines()[-1]) == (0, f"node {node_id}: deleted"), err
+    assert node_id not in node_records(zk)  # at once: the command waited for it
+    assert server not in {s.id for s in base.servers(sim, "alpha")}
+
+    orphan = model.Node(id="0000000099", provider="prov-gone", label="debian", state=model.HOLD)
+    assert NodeStore(zk).create_node(orphan)
+    code, _, err = gk("delete-node", orphan.id, "--now", "--timeout", "5")
+    assert code == 1 and err.strip() == ("node 0000000099: no launcher serves provider prov-gone now; the node is "
+                                         "deleted when one does")
