@@ -441,6 +441,7 @@ class _Builder:
             launch_timeout=pr.get("launch-timeout", 3600),
             launch_attempts=pr.get("launch-attempts", pr.get("launch-retries", 3)),
             priority=pr.get("priority", 100),
+            rate=pr.get("rate", 0.0),
             image_rebuild_hours=pr.get("image-rebuild-hours", 24),
             pools=tuple(pools),
             images=tuple(

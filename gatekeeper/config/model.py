@@ -327,6 +327,7 @@ class Provider:
     launch_attempts: int = 3
     image_rebuild_hours: float = 24
     priority: int = 100  # lower is preferred when several providers could launch
+    rate: float = 0.0  # seconds between its server creates and deletes (Nodepool's rate); 0: no spacing
     pools: tuple[Pool, ...] = ()
     images: tuple[Image, ...] = ()
     hosts: tuple[StaticHost, ...] = ()

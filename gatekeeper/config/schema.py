@@ -348,6 +348,7 @@ PROVIDER = v.Schema(
         "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
         "launch-retries": v.All(int, v.Range(min=1, msg="must be at least 1")),  # Nodepool's name for it
         "priority": int,
+        "rate": v.All(v.Any(int, float), v.Range(min=0, msg="must not be negative")),
         "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
         "pools": Each({v.Required("name"): NAME, "max-servers": int,
                        "max-cores": v.All(int, v.Range(min=0, msg="must not be negative")),

@@ -76,6 +76,8 @@ class ProviderManager:
         self.keypair_ready = False
         self._keypair_lock = threading.Lock()
         self._first_create = threading.Lock()  # creates from an image build no server was created from yet
+        self._rate_lock = threading.Lock()
+        self._next_call = 0.0  # monotonic time before which no create or delete is sent (the provider's rate)
         self._proven_builds: set[str] = set()  # image builds a server was created from (worker threads)
         self._gone_builds: set[str] = set()  # image builds a create found gone from the cloud (worker threads)
         self.health = ProviderHealth(self.name)
@@ -321,6 +323,17 @@ class ProviderManager:
                 self.adapter.ensure_keypair(self.key_name, self.public_key)
                 self.keypair_ready = True
 
+    def _await_rate(self) -> bool:
+        """Space the cloud calls that create or delete servers `rate` seconds apart (Nodepool's rate; 0: no
+        spacing); False if the launcher stops meanwhile."""
+        if self.config.rate <= 0:
+            return not self.stop_event.is_set()
+        with self._rate_lock:
+            now = time.monotonic()
+            start = max(now, self._next_call)
+            self._next_call = start + self.config.rate
+        return not self.stop_event.wait(start - now) if start > now else not self.stop_event.is_set()
+
     def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
         meta = {META_NODE: node.id, META_LABEL: node.label, META_PROVIDER: self.name, META_POOL: node.pool}
         build = node.image_build
@@ -334,6 +347,8 @@ class ProviderManager:
                 return
             try:
                 self.ensure_keypair()
+                if not self._await_rate():
+                    return  # stopping
                 server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
                                                 key_name=self.key_name)
             except QuotaError as e:
@@ -403,7 +418,7 @@ class ProviderManager:
 
         on_slow() is called once if the server is still there after a second."""
         deadline = time.monotonic() + self.delete_verify_timeout * 3
-        while time.monotonic() < deadline and not self.stop_event.is_set():
+        while time.monotonic() < deadline and self._await_rate():
             try:
                 self.adapter.delete(server_id)
             except ProviderError as e:
