@@ -400,6 +400,11 @@ class _Builder:
             return
         where = f'provider "{pr["name"]}"'
         images = {i["name"]: i for i in pr.get("images", [])}
+        for i, ci in enumerate(pr.get("cloud-images", [])):
+            if ci["name"] in images:
+                self.error(pr["cloud-images"], i, where, f'image "{ci["name"]}" is defined twice')
+            images[ci["name"]] = {"name": ci["name"], "base-image": ci.get("image-id") or ci.get("image-name")
+                                  or ci["name"], "username": ci.get("username", "root")}
         pools = []
         if pr["driver"] == "openstack":
             if not pr.get("cloud"):
@@ -414,7 +419,13 @@ class _Builder:
         for pool in pr.get("pools", []):
             labels = []
             for i, pl in enumerate(pool["labels"]):
-                if pl["image"] not in images:
+                named = [pl[k] for k in ("image", "cloud-image", "diskimage") if k in pl]
+                pl = {**pl, "image": named[0] if named else "", "flavor": pl.get("flavor", pl.get("flavor-name", ""))}
+                if len(named) != 1:
+                    self.error(pool["labels"], i, f'{where} pool "{pool["name"]}"',
+                               f'label "{pl["name"]}" needs one image: "image" (or Nodepool\'s "cloud-image" or '
+                               '"diskimage")')
+                elif pl["image"] not in images:
                     self.error(pool["labels"], i, f'{where} pool "{pool["name"]}"',
                                f'label "{pl["name"]}" uses image "{pl["image"]}", which this provider does not define'
                                f' (defined: {", ".join(sorted(images)) or "none"})')
@@ -447,7 +458,7 @@ class _Builder:
             images=tuple(
                 Image(i["name"], i.get("base-image", ""), i.get("prepare", ""), i.get("username", "root"),
                       i.get("rebuild-hours"), i.get("pause", False), i.get("build-timeout", 8 * 3600))
-                for i in pr.get("images", [])
+                for i in images.values()
             ),
             hosts=tuple(hosts),
         )

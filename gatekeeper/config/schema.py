@@ -302,7 +302,10 @@ NODE_LABEL = v.Schema({v.Required("name"): NAME,
 POOL_LABEL = v.Schema(
     {
         v.Required("name"): NAME,
-        v.Required("image"): NAME,
+        "image": NAME,  # one of image, cloud-image and diskimage (Nodepool's names) is required
+        "cloud-image": NAME,
+        "diskimage": NAME,
+        "flavor-name": str,  # Nodepool's name for flavor
         "flavor": str,
         "key-name": str,
         "username": str,
@@ -320,6 +323,10 @@ IMAGE = v.Schema(
         "pause": bool,  # build no new image (the ready builds keep serving), as Nodepool's diskimage pause
     }
 )
+
+# Nodepool's cloud-images: an image the cloud has (by name or id), booted as it is; one of our images without
+# a prepare script
+CLOUD_IMAGE = v.Schema({v.Required("name"): NAME, "image-name": str, "image-id": str, "username": str})
 
 STATIC_HOST = v.Schema(
     {
@@ -356,6 +363,7 @@ PROVIDER = v.Schema(
                        "node-attributes": {str: v.Any(str, int, float, bool)},
                        v.Required("labels"): Each(POOL_LABEL)}),
         "images": Each(IMAGE),
+        "cloud-images": Each(CLOUD_IMAGE),
         "hosts": Each(STATIC_HOST),
     }
 )

@@ -358,6 +358,40 @@ def test_nodepools_launch_retries_is_launch_attempts_and_both_at_once_are_refuse
         'layout1.yaml:6: provider "lab": give "launch-attempts" or Nodepool\'s "launch-retries", not both']
 
 
+def test_a_pool_label_names_exactly_one_image_by_gatekeepers_or_nodepools_key():
+    extra = """
+    nodepool:
+      providers:
+        - name: cloud-z
+          driver: openstack
+          cloud: z
+          cloud-images:
+            - {name: jammy, image-id: 0f1e2d}
+          images:
+            - {name: jammy, base-image: ubuntu-22.04}
+          pools:
+            - name: main
+              labels:
+                - {name: small, cloud-image: jammy, flavor-name: m1.small}
+                - {name: small, image: jammy, diskimage: jammy}
+                - {name: small}
+    """
+    assert errors_of(BASE, extra) == [
+        'layout1.yaml:8: provider "cloud-z": image "jammy" is defined twice',
+        'layout1.yaml:15: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
+        '"cloud-image" or "diskimage")',
+        'layout1.yaml:16: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
+        '"cloud-image" or "diskimage")',
+    ]
+    fine = extra.replace("            - {name: jammy, base-image: ubuntu-22.04}\n", "").replace(
+        "                - {name: small, image: jammy, diskimage: jammy}\n                - {name: small}\n", "")
+    provider = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(fine.replace("images:\n          pools",
+                                                                                     "pools"))},
+                            connections={"gerrit"}).nodepool.providers["cloud-z"]
+    assert [(i.name, i.base_image, i.prepare) for i in provider.images] == [("jammy", "0f1e2d", "")]
+    assert [(pl.image, pl.flavor) for pl in provider.pools[0].labels] == [("jammy", "m1.small")]
+
+
 def test_missing_layout_directory(tmp_path):
     with pytest.raises(ConfigErrors, match="no such layout file or directory"):
         load_layout(tmp_path / "nope")
