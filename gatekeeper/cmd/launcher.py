@@ -43,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="more columns: pool, image build, user, launcher, request, hold expiry, comment")
     p.set_defaults(func=cmd_nodes)
 
-    p = sub.add_parser("images", aliases=["image-list"], help="list image builds (Nodepool's image-list)")
+    # an image build here is one provider's snapshot: Nodepool's builds and uploads in one list
+    p = sub.add_parser("images", aliases=["image-list", "dib-image-list"],
+                       help="list image builds, each on its provider (Nodepool's image-list and dib-image-list)")
     add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_images)
@@ -59,7 +61,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("image", type=types.identifier("image"))
     p.add_argument("--provider", type=types.identifier("provider"), required=True)
-    p.add_argument("--build", type=types.identifier("build"), required=True, help="the build id (`images`)")
+    p.add_argument("--build", "--build-id", dest="build", type=types.identifier("build"), required=True,
+                   help="the build id (`images`)")
     p.set_defaults(func=cmd_image_delete)
 
     p = sub.add_parser("requests", aliases=["request-list"],

@@ -72,8 +72,9 @@ def test_request_list_shows_priority_nodes_and_who_declined(zk, sim, start_launc
     rows = {row.split()[0]: row.split() for row in rows}
     assert rows[served.id][1:3] == ["fulfilled", "250"] and rows[served.id][6] == served.nodes[0]
     assert rows[refused.id][1:3] == ["failed", "100"] and rows[refused.id][7] == "prov-a"
-    code, out, _ = gk("image-list")
-    assert code == 0 and out.startswith("image ")
+    for names in ("image-list", "dib-image-list"):  # Nodepool's names for `images`
+        code, out, _ = gk(names)
+        assert code == 0 and out.startswith("image ")
 
 
 def test_providers_info_shows_and_erase_removes_a_gone_providers_data(zk, sim, start_launcher, gk):
@@ -135,6 +136,9 @@ def test_image_build_of_a_paused_image_is_refused_where_it_is_paused(zk, gk):
     assert code == 0, err
     assert out.strip() == "image deb: a new build was asked for on prov-a (paused on prov-b: not built there)"
     assert store.image_build_requested("deb", "prov-a") > 0
+    code, out, err = gk("image-delete", "deb", "--provider", "prov-a", "--build-id", "0000000001")  # Nodepool's
+    assert code == 0, err
+    assert [b.state for b in store.image_builds("deb", "prov-a")] == [model.IMAGE_DELETING]
 
 
 def test_delete_now_returns_once_the_node_and_its_server_are_gone(zk, sim, start_launcher, gk):
