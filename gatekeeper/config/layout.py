@@ -433,7 +433,7 @@ class _Builder:
                 labels.append(PoolLabel(pl["name"], pl["image"], pl.get("flavor", ""), pl.get("key-name", ""),
                                         pl.get("username") or images.get(pl["image"], {}).get("username", "root")))
             pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers"), pool.get("max-cores"),
-                              pool.get("max-ram"), dict(pool.get("node-attributes", {}))))
+                              pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority")))
         hosts = []
         for i, h in enumerate(pr.get("hosts", [])):
             for label in h["labels"]:

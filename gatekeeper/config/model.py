@@ -291,6 +291,7 @@ class Pool:
     max_ram: int | None = None  # MB, likewise
     # stored with each node launched in it, for its consumer (Nodepool's node-attributes)
     node_attributes: dict = field(default_factory=dict, compare=False)
+    priority: int | None = None  # lower is filled first among its provider's pools (None: the provider's)
 
 
 @dataclass(frozen=True)

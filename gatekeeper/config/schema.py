@@ -361,6 +361,7 @@ PROVIDER = v.Schema(
                        "max-cores": v.All(int, v.Range(min=0, msg="must not be negative")),
                        "max-ram": v.All(int, v.Range(min=0, msg="must not be negative")),
                        "node-attributes": {str: v.Any(str, int, float, bool)},
+                       "priority": int,
                        v.Required("labels"): Each(POOL_LABEL)}),
         "images": Each(IMAGE),
         "cloud-images": Each(CLOUD_IMAGE),

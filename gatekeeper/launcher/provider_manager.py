@@ -108,12 +108,18 @@ class ProviderManager:
         return next((pl for p, pl in self.label_pools[label] if p.name == pool), self.pool_labels[label][1])
 
     def pool_for(self, label: str) -> str:
-        """The pool to launch `label` in: of the pools offering it, the one with the most room (as Nodepool, any
-        pool that offers a label may launch it); "" for a label of no pool (static hosts)."""
+        """The pool to launch `label` in: of the pools offering it that have room, the one of the best (lowest)
+        priority, then the one with the most room (as Nodepool, any pool that offers a label may launch it, and
+        better-priority pools fill first); "" for a label of no pool (static hosts)."""
         options = self.label_pools.get(label)
         if not options:
             return ""
-        return max(options, key=lambda o: self._pool_room(o[0], o[1]))[0].name
+
+        def rank(option: tuple[Pool, PoolLabel]) -> tuple[bool, int, int]:
+            room = self._pool_room(*option)
+            priority = self.config.priority if option[0].priority is None else option[0].priority
+            return room > 0, -priority, room
+        return max(options, key=rank)[0].name
 
     def launch_spec(self, label: str, pool: str | None = None) -> tuple[str, str, str]:
         """(pool, flavor, username) to launch `label` with (in `pool`, or the first pool offering it)."""
