@@ -171,7 +171,6 @@ class _Builder:
         self.where: dict[tuple[str, str], tuple[str, int]] = {}
         self.refs: list[tuple[str, str, str, int, str]] = []  # kind, name, source, line, context
         self.listed: dict[tuple[str, str, str], tuple[str, int]] = {}  # (project, pipeline, job) -> source, line
-        self.static_hosts: dict[tuple[str, int, str], str] = {}  # (address, port, user) -> "host H of provider P"
 
     def error(self, node: Any, key: Any, where: str, message: str) -> None:
         line = node.line_of(key) if hasattr(node, "line_of") else getattr(node, "line", 0)
@@ -437,12 +436,8 @@ class _Builder:
                               pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority")))
         hosts = []
         for i, h in enumerate(pr.get("hosts", [])):
-            # as Nodepool: one machine (address, port and user) is one static node, in one place only
-            login = (h["address"], h.get("connection-port", h.get("port", 22)), h.get("username", "root"))
-            if any(h["name"] == other.name for other in hosts) or login in self.static_hosts:
-                first = self.static_hosts.get(login) or f'host "{h["name"]}" of provider "{pr["name"]}"'
-                self.error(pr["hosts"], i, where, f'static host "{h["name"]}" is listed twice (also as {first})')
-            self.static_hosts.setdefault(login, f'host "{h["name"]}" of provider "{pr["name"]}"')
+            if any(h["name"] == other.name for other in hosts):  # one name is one host (its nodes' server id)
+                self.error(pr["hosts"], i, where, f'static host "{h["name"]}" is listed twice')
             for label in h["labels"]:
                 self.refs.append(("label", label, pr["hosts"].source, pr["hosts"].line_of(i), where))
             hosts.append(StaticHost(h["name"], h["address"], tuple(h["labels"]),
