@@ -325,7 +325,7 @@ def test_static_hosts_take_nodepools_connection_port_and_max_parallel_jobs():
     assert lab.max_servers == 4  # by default, every job slot of every host
 
 
-def test_static_host_key_that_is_not_type_and_base64_is_refused():
+def test_a_static_hosts_max_parallel_jobs_is_at_least_one():
     extra = """
     nodepool:
       providers:
@@ -335,8 +335,6 @@ def test_static_host_key_that_is_not_type_and_base64_is_refused():
             - {name: box1, address: 127.0.0.5, labels: [small], host-key: fake-key, max-parallel-jobs: 0}
     """
     assert errors_of(BASE, extra) == [
-        'layout1.yaml:7: nodepool.providers[0] (lab).hosts[0] (box1).host-key: expected "TYPE BASE64", such as a '
-        "line of `ssh-keyscan -t ed25519 HOST` without the host, got a string 'fake-key'",
         "layout1.yaml:7: nodepool.providers[0] (lab).hosts[0] (box1).max-parallel-jobs: must be at least 1",
     ]
 
