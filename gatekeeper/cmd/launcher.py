@@ -1,6 +1,7 @@
 """Launcher commands: `gatekeeper launcher` (the service) and the operators' `nodes`, `images`, `image-build`,
 `image-delete`, `requests`, `hold`, `release`, `delete-node`, `autohold` and `hold-access` (a developer's SSH key
-on a held node)."""
+on a held node). They follow Nodepool's CLI where it has the same command (`list`, `image-list`, `request-list`,
+`delete [--now]`, ...), under gatekeeper's names, with Nodepool's as aliases where they fit."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from gatekeeper.cmd.signals import wait_until_set
 
 if TYPE_CHECKING:
     from gatekeeper.zk.client import ZKClient
+    from gatekeeper.zk.node_records import Node
 
 
 HAND_OUT_SWITCH_INTERVAL = 0.0005  # seconds (see cmd_launcher)
@@ -34,12 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-l", "--layout", metavar="DIR", help="layout file or directory (default: from config)")
     p.set_defaults(func=cmd_launcher)
 
-    p = sub.add_parser("nodes", help="list nodes")
+    p = sub.add_parser("nodes", help="list nodes (as Nodepool's list: server id, state, age, locked)")
     add_config_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--detail", action="store_true",
+                   help="more columns: pool, image build, user, launcher, request, hold expiry, comment")
     p.set_defaults(func=cmd_nodes)
 
-    p = sub.add_parser("images", help="list image builds")
+    # an image build here is one provider's snapshot: Nodepool's builds and uploads in one list
+    p = sub.add_parser("images", aliases=["image-list", "dib-image-list"],
+                       help="list image builds, each on its provider (Nodepool's image-list and dib-image-list)")
     add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_images)
@@ -55,10 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("image", type=types.identifier("image"))
     p.add_argument("--provider", type=types.identifier("provider"), required=True)
-    p.add_argument("--build", type=types.identifier("build"), required=True, help="the build id (`images`)")
+    p.add_argument("--build", "--build-id", dest="build", type=types.identifier("build"), required=True,
+                   help="the build id (`images`)")
     p.set_defaults(func=cmd_image_delete)
 
-    p = sub.add_parser("requests", help="list node requests")
+    p = sub.add_parser("requests", aliases=["request-list"],
+                       help="list node requests: state, priority, nodes, providers that declined (Nodepool's "
+                            "request-list)")
     add_config_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_requests)
@@ -78,6 +87,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("delete-node", help="delete a node now")
     add_config_args(p)
     p.add_argument("node", type=types.identifier("node"))
+    p.add_argument("--now", action="store_true",
+                   help="wait until its launcher has deleted its server and record (as Nodepool's delete --now)")
+    p.add_argument("--timeout", type=types.positive_number, default=300.0, help="seconds to wait with --now")
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("autohold", help="hold the nodes of matching failed builds (list, add, delete)")
@@ -127,6 +139,7 @@ def _connected(args: argparse.Namespace) -> Iterator[ZKClient]:
 
 def cmd_launcher(args: argparse.Namespace) -> int:
     from gatekeeper.config.layout import load_layout
+    from gatekeeper.launcher.follow import LayoutFollower
     from gatekeeper.launcher.launcher import Launcher
 
     config, zk = _zk(args, service=True)
@@ -136,9 +149,11 @@ def cmd_launcher(args: argparse.Namespace) -> int:
         print(f"{config.source}: launcher: ssh-key is required (the private key nodes are reached with)",
               file=sys.stderr)
         return 3
-    launcher = Launcher(zk, layout.nodepool, ssh_key=str(config.path("launcher", "ssh-key")),
-                        clouds_yaml=str(config.path("launcher", "clouds-yaml")),
-                        cleanup_interval=float(config.get("launcher", "cleanup-interval", 3600)))
+    # the launcher follows the published layout's node-pool section from here on (`gatekeeper reload`)
+    launcher = LayoutFollower(zk, layout.nodepool, lambda nodepool: Launcher(
+        zk, nodepool, ssh_key=str(config.path("launcher", "ssh-key")),
+        clouds_yaml=str(config.path("launcher", "clouds-yaml")),
+        cleanup_interval=float(config.get("launcher", "cleanup-interval", 3600))))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
@@ -155,11 +170,14 @@ def cmd_launcher(args: argparse.Namespace) -> int:
     return 0
 
 
-def _nodes(zk):
+def _nodes(zk) -> list[tuple[Node, bool]]:
+    """Every readable node, oldest first, with whether a consumer holds its lock."""
     from gatekeeper.zk.nodes import NodeStore
 
+    store = NodeStore(zk)
     # unreadable records are skipped (and named once on stderr), never a traceback
-    return sorted((n for n, _ in NodeStore(zk).load_nodes().values()), key=lambda n: n.created)
+    nodes = sorted((n for n, _ in store.load_nodes().values()), key=lambda n: n.created)
+    return [(n, store.is_locked(n.id)) for n in nodes]
 
 
 def _age(t: float) -> str:
@@ -170,15 +188,24 @@ def _age(t: float) -> str:
 def cmd_nodes(args: argparse.Namespace) -> int:
     with _connected(args) as zk:
         nodes = _nodes(zk)
-        if args.json:
-            print(json.dumps([n.to_dict() for n in nodes], indent=1))
-            return 0
-        print(f"{'id':12} {'provider':12} {'label':12} {'state':9} {'age':>7} {'address':21} comment")
-        for n in nodes:
-            extra = n.hold_reason if n.state == "hold" else n.comment
-            print(f"{n.id:12} {n.provider:12} {n.label:12} {n.state:9} {_age(n.state_time):>7} "
-                  f"{n.address + ':' + str(n.port) if n.address else '':21} {extra[:60]}")
+    if args.json:
+        print(json.dumps([n.to_dict() | {"locked": locked} for n, locked in nodes], indent=1))
         return 0
+    head = f"{'id':12} {'provider':12} {'label':12} {'server id':36} {'address':21} {'state':9} {'age':>7} locked"
+    print(head + ("  pool / image build / user / launcher / request / hold until / comment" if args.detail
+                  else "  comment"))
+    for n, locked in nodes:
+        extra = n.hold_reason if n.state == "hold" else n.comment
+        line = (f"{n.id:12} {n.provider:12} {n.label:12} {n.external_id or '-':36} "
+                f"{n.address + ':' + str(n.port) if n.address else '-':21} {n.state:9} {_age(n.state_time):>7} "
+                f"{'yes' if locked else 'no':6}")
+        if args.detail:
+            until = _utc_minutes(n.hold_until) if n.state == "hold" and n.hold_until else "-"
+            print(f"{line}  {n.pool or '-'} / {n.image_build or '-'} / {n.username} / {n.launcher or '-'} / "
+                  f"{n.request or '-'} / {until} / {extra or '-'}")
+        else:
+            print(f"{line}  {extra[:60]}")
+    return 0
 
 
 def cmd_images(args: argparse.Namespace) -> int:
@@ -214,9 +241,31 @@ def cmd_image_build(args: argparse.Namespace) -> int:
             print(f"image {args.image}: provider {args.provider} does not build it (it is built on "
                   f"{', '.join(providers)})", file=sys.stderr)
             return 1
+        targets = [args.provider] if args.provider else providers
+        paused = [p for p in targets if p in _paused_on(zk, args.image)]
+        if paused == targets:  # as Nodepool: a paused image is not built, even when asked
+            print(f"image {args.image} is paused on {', '.join(paused)}: no build is made there (unpause it in the "
+                  f"layout first)", file=sys.stderr)
+            return 1
         ProviderStore(zk).request_image_build(args.image, args.provider or "", by=getpass.getuser())
-        print(f"image {args.image}: a new build was asked for on {args.provider or ', '.join(providers)}")
+        building = [p for p in targets if p not in paused]
+        note = f" (paused on {', '.join(paused)}: not built there)" if paused else ""
+        print(f"image {args.image}: a new build was asked for on {', '.join(building)}{note}")
         return 0
+
+
+def _paused_on(zk, image: str) -> set[str]:
+    """The providers on which the published layout pauses `image` (none when no layout can be read)."""
+    from gatekeeper.config.store import read_layout
+    from gatekeeper.config.yamlfile import ConfigErrors
+
+    try:
+        layout = read_layout(zk)
+    except (ConfigErrors, ValueError):  # an unreadable layout must not stop a build
+        return set()
+    if layout is None:
+        return set()
+    return {p.name for p in layout.nodepool.providers.values() if any(i.name == image and i.pause for i in p.images)}
 
 
 def cmd_image_delete(args: argparse.Namespace) -> int:
@@ -258,9 +307,11 @@ def cmd_requests(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps([r.to_dict() | {"id": r.id} for r in reqs], indent=1))
             return 0
-        print(f"{'id':18} {'state':10} {'labels':20} {'provider':12} {'age':>7} requestor")
+        print(f"{'id':18} {'state':10} {'priority':>8} {'labels':20} {'provider':12} {'age':>7} {'nodes':26} "
+              f"{'declined by':20} requestor")
         for r in reqs:
-            print(f"{r.id:18} {r.state:10} {','.join(r.labels)[:20]:20} {r.provider:12} {_age(r.created):>7} "
+            print(f"{r.id:18} {r.state:10} {r.priority:>8} {','.join(r.labels)[:20]:20} {r.provider or '-':12} "
+                  f"{_age(r.created):>7} {','.join(r.nodes) or '-':26} {','.join(r.declined_by) or '-':20} "
                   f"{r.requestor}")
         return 0
 
@@ -298,7 +349,24 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    return _to_used(args, ("ready", "hold", "in-use", "used", "failed", "allocated"))
+    code = _to_used(args, ("ready", "hold", "in-use", "used", "failed", "allocated"))
+    if code or not args.now:
+        return code
+    from gatekeeper.zk.node_changes import wait_node_gone
+    from gatekeeper.zk.nodes import NodeStore
+
+    with _connected(args) as zk:
+        found = NodeStore(zk).read_node(args.node)
+        if found is not None and found[0].provider not in NodeStore(zk).live_provider_names():
+            print(f"node {args.node}: no launcher serves provider {found[0].provider} now; the node is deleted when "
+                  "one does", file=sys.stderr)
+            return 1
+        if not wait_node_gone(zk, args.node, args.timeout):
+            print(f"node {args.node}: still there after {args.timeout:g}s; its launcher deletes it when it can",
+                  file=sys.stderr)
+            return 1
+    print(f"node {args.node}: deleted")
+    return 0
 
 
 def cmd_autohold(args: argparse.Namespace) -> int:

@@ -1,7 +1,10 @@
-"""`gatekeeper providers [--json]`, `gatekeeper drain <provider>`, `gatekeeper undrain <provider>`.
+"""`gatekeeper providers [--json]`, `gatekeeper providers info|erase <provider>`, `gatekeeper drain <provider>`,
+`gatekeeper undrain <provider>`.
 
 Provider health as the launchers publish it (state, recent error rate, boot-time percentiles, backing off
 until), and the operators' drain switch, which lives in ZooKeeper so that any launcher (and the admin API) sees it.
+`info` and `erase` are Nodepool's: one provider's image builds and nodes in ZooKeeper, shown or removed (after the
+provider left the layout).
 """
 
 from __future__ import annotations
@@ -12,13 +15,27 @@ import sys
 import time
 
 from gatekeeper.cmd import add_config_args
+from gatekeeper.cmd import args as types
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("providers", help="list node providers: health, backoff, drained")
+    p = sub.add_parser("providers", help="list node providers: health, backoff, drained; `info` or `erase` one "
+                                         "provider's data")
     add_config_args(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(func=cmd_providers)
+    actions = p.add_subparsers(dest="action", metavar="ACTION")
+    q = actions.add_parser("info", help="a provider's image builds and nodes as ZooKeeper holds them")
+    _sub_config_args(q)
+    q.add_argument("provider", type=types.identifier("provider"))
+    q.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    q.set_defaults(func=cmd_provider_info)
+    q = actions.add_parser("erase", help="remove a provider's image builds and nodes from ZooKeeper (after it "
+                                         "was removed from the layout; its cloud is not touched)")
+    _sub_config_args(q)
+    q.add_argument("provider", type=types.identifier("provider"))
+    q.add_argument("--force", action="store_true", help="do not ask for confirmation")
+    q.set_defaults(func=cmd_provider_erase)
 
     p = sub.add_parser("drain", help="drain a provider: launch nothing on it, delete its idle ready nodes")
     add_config_args(p)
@@ -32,12 +49,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_undrain)
 
 
+def _sub_config_args(parser: argparse.ArgumentParser) -> None:
+    """-c after an action too; unset there, it keeps what was given before the action."""
+    parser.add_argument("-c", "--config", metavar="FILE", default=argparse.SUPPRESS,
+                        help="service config (default: $GATEKEEPER_CONFIG or none)")
+
+
 def _zk(args):
     from gatekeeper.config.settings import load_service_config
-    from gatekeeper.zk.client import ZKClient
+    from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 
     config = load_service_config(args.config)
-    return ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start()
+    # an operator command gives up on an unreachable ZooKeeper quickly
+    return ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start(timeout=OPERATOR_CONNECT_TIMEOUT)
 
 
 def _fmt_seconds(value) -> str:
@@ -99,3 +123,59 @@ def cmd_drain(args: argparse.Namespace) -> int:
 
 def cmd_undrain(args: argparse.Namespace) -> int:
     return _set_drained(args, False)
+
+
+def _info_tables(data) -> list[str]:
+    lines = [f"provider {data.name}{' (served by a running launcher)' if data.live else ''}", "", "image builds:"]
+    lines += [f"  {image:20} {', '.join(b.id for b in builds)}" for image, builds in sorted(data.builds.items())]
+    lines += ["  none"] if not data.builds else []
+    lines += ["", "nodes:", f"  {'id':12} {'server id':38} {'state':9} locked"]
+    lines += [f"  {n.id:12} {n.external_id or '-':38} {n.state:9} {'yes' if n.id in data.locked else 'no'}"
+              for n in data.nodes]
+    return lines
+
+
+def cmd_provider_info(args: argparse.Namespace) -> int:
+    from gatekeeper.zk.node_provider_data import provider_data
+
+    zk = _zk(args)
+    try:
+        data = provider_data(zk, args.provider)
+    finally:
+        zk.stop()
+    if getattr(args, "json", False):
+        print(json.dumps(data.to_dict(), indent=2, sort_keys=True))
+    else:
+        print("\n".join(_info_tables(data)))
+    return 0
+
+
+def cmd_provider_erase(args: argparse.Namespace) -> int:
+    from gatekeeper.zk.node_provider_data import ProviderLive, erase_provider, provider_data
+
+    zk = _zk(args)
+    try:
+        data = provider_data(zk, args.provider)
+        if data.live:
+            raise ProviderLive(f"provider {args.provider} is served by a running launcher: remove it from the "
+                               "layout (and let the launchers take the new layout) before erasing its data")
+        if not args.force:
+            print("\n".join(_info_tables(data)))
+            answer = input(f"\nThis cannot be undone. Erase provider {args.provider}'s data from ZooKeeper? [N/y] ")
+            if answer.strip().lower() != "y":
+                print("not erased")
+                return 1
+        data = erase_provider(zk, args.provider)
+    except ProviderLive as exc:
+        print(f"gatekeeper providers erase: {exc}", file=sys.stderr)
+        return 1
+    except EOFError:  # no terminal to answer from
+        print("\ngatekeeper providers erase: no answer (use --force to erase without asking)", file=sys.stderr)
+        return 1
+    finally:
+        zk.stop()
+    builds = sum(len(b) for b in data.builds.values())
+    left = f"; {len(data.locked)} in use left (erase again once released)" if data.locked else ""
+    print(f"provider {args.provider}: erased {builds} image build{'s' * (builds != 1)} and "
+          f"{len(data.nodes) - len(data.locked)} node{'s' * (len(data.nodes) - len(data.locked) != 1)}{left}")
+    return 0

@@ -464,6 +464,11 @@ class _Builder:
             return
         where = f'provider "{pr["name"]}"'
         images = {i["name"]: i for i in pr.get("images", [])}
+        for i, ci in enumerate(pr.get("cloud-images", [])):
+            if ci["name"] in images:
+                self.error(pr["cloud-images"], i, where, f'image "{ci["name"]}" is defined twice')
+            images[ci["name"]] = {"name": ci["name"], "base-image": ci.get("image-id") or ci.get("image-name")
+                                  or ci["name"], "username": ci.get("username", "root")}
         pools = []
         if pr["driver"] == "openstack":
             if not pr.get("cloud"):
@@ -473,10 +478,18 @@ class _Builder:
         else:
             if pr.get("pools"):
                 self.error(pr, "pools", where, '"pools" belongs to openstack providers; static ones list hosts')
+        if "launch-attempts" in pr and "launch-retries" in pr:
+            self.error(pr, "launch-retries", where, 'give "launch-attempts" or Nodepool\'s "launch-retries", not both')
         for pool in pr.get("pools", []):
             labels = []
             for i, pl in enumerate(pool["labels"]):
-                if pl["image"] not in images:
+                named = [pl[k] for k in ("image", "cloud-image", "diskimage") if k in pl]
+                pl = {**pl, "image": named[0] if named else "", "flavor": pl.get("flavor", pl.get("flavor-name", ""))}
+                if len(named) != 1:
+                    self.error(pool["labels"], i, f'{where} pool "{pool["name"]}"',
+                               f'label "{pl["name"]}" needs one image: "image" (or Nodepool\'s "cloud-image" or '
+                               '"diskimage")')
+                elif pl["image"] not in images:
                     self.error(pool["labels"], i, f'{where} pool "{pool["name"]}"',
                                f'label "{pl["name"]}" uses image "{pl["image"]}", which this provider does not define'
                                f' (defined: {", ".join(sorted(images)) or "none"})')
@@ -484,29 +497,34 @@ class _Builder:
                 labels.append(PoolLabel(pl["name"], pl["image"], pl.get("flavor", ""), pl.get("key-name", ""),
                                         pl.get("username") or images.get(pl["image"], {}).get("username", "root")))
             pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers"), pool.get("max-cores"),
-                              pool.get("max-ram"), dict(pool.get("node-attributes", {}))))
+                              pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority")))
         hosts = []
         for i, h in enumerate(pr.get("hosts", [])):
+            if any(h["name"] == other.name for other in hosts):  # one name is one host (its nodes' server id)
+                self.error(pr["hosts"], i, where, f'static host "{h["name"]}" is listed twice')
             for label in h["labels"]:
                 self.refs.append(("label", label, pr["hosts"].source, pr["hosts"].line_of(i), where))
-            hosts.append(StaticHost(h["name"], h["address"], tuple(h["labels"]), h.get("port", 22),
-                                    h.get("username", "root"), h.get("host-key", "")))
+            hosts.append(StaticHost(h["name"], h["address"], tuple(h["labels"]),
+                                    h.get("connection-port", h.get("port", 22)), h.get("username", "root"),
+                                    h.get("host-key", ""), h.get("max-parallel-jobs", 1)))
         self.layout.nodepool.providers[pr["name"]] = Provider(
             name=pr["name"],
             driver=pr["driver"],
             cloud=pr.get("cloud", ""),
             region=pr.get("region", ""),
-            max_servers=pr.get("max-servers", len(hosts) if pr["driver"] == "static" else None),
+            max_servers=pr.get("max-servers", sum(h.max_parallel_jobs for h in hosts)
+                               if pr["driver"] == "static" else None),
             boot_timeout=pr.get("boot-timeout", 120),
             launch_timeout=pr.get("launch-timeout", 3600),
-            launch_attempts=pr.get("launch-attempts", 3),
+            launch_attempts=pr.get("launch-attempts", pr.get("launch-retries", 3)),
             priority=pr.get("priority", 100),
+            rate=pr.get("rate", 0.0),
             image_rebuild_hours=pr.get("image-rebuild-hours", 24),
             pools=tuple(pools),
             images=tuple(
                 Image(i["name"], i.get("base-image", ""), i.get("prepare", ""), i.get("username", "root"),
                       i.get("rebuild-hours"), i.get("pause", False), i.get("build-timeout", 8 * 3600))
-                for i in pr.get("images", [])
+                for i in images.values()
             ),
             hosts=tuple(hosts),
         )

@@ -341,6 +341,7 @@ class Pool:
     max_ram: int | None = None  # MB, likewise
     # stored with each node launched in it, for its consumer (Nodepool's node-attributes)
     node_attributes: dict = field(default_factory=dict, compare=False)
+    priority: int | None = None  # lower is filled first among its provider's pools (None: the provider's)
 
 
 @dataclass(frozen=True)
@@ -362,6 +363,7 @@ class StaticHost:
     port: int = 22
     username: str = "root"
     host_key: str = ""
+    max_parallel_jobs: int = 1  # nodes it serves at once (Nodepool's static max-parallel-jobs)
 
 
 @dataclass(frozen=True)
@@ -376,6 +378,7 @@ class Provider:
     launch_attempts: int = 3
     image_rebuild_hours: float = 24
     priority: int = 100  # lower is preferred when several providers could launch
+    rate: float = 0.0  # seconds between its server creates and deletes (Nodepool's rate); 0: no spacing
     pools: tuple[Pool, ...] = ()
     images: tuple[Image, ...] = ()
     hosts: tuple[StaticHost, ...] = ()

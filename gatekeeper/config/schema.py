@@ -389,7 +389,10 @@ NODE_LABEL = v.Schema({v.Required("name"): NAME,
 POOL_LABEL = v.Schema(
     {
         v.Required("name"): NAME,
-        v.Required("image"): NAME,
+        "image": NAME,  # one of image, cloud-image and diskimage (Nodepool's names) is required
+        "cloud-image": NAME,
+        "diskimage": NAME,
+        "flavor-name": str,  # Nodepool's name for flavor
         "flavor": str,
         "key-name": str,
         "username": str,
@@ -408,14 +411,22 @@ IMAGE = v.Schema(
     }
 )
 
+# Nodepool's cloud-images: an image the cloud has (by name or id), booted as it is; one of our images without
+# a prepare script
+CLOUD_IMAGE = v.Schema({v.Required("name"): NAME, "image-name": str, "image-id": str, "username": str})
+
 STATIC_HOST = v.Schema(
     {
         v.Required("name"): NAME,
         v.Required("address"): str,
         "port": v.All(int, v.Range(min=1, max=65535)),
+        "connection-port": v.All(int, v.Range(min=1, max=65535)),  # Nodepool's name for port
         "username": str,
         v.Required("labels"): v.All([NAME], v.Length(min=1)),
+        # "TYPE BASE64" (as ssh-keyscan prints it); taken as written, as Nodepool does: a node whose pinned key
+        # cannot be read is refused at login (an infrastructure failure), never logged into unverified
         "host-key": str,
+        "max-parallel-jobs": v.All(int, v.Range(min=1, msg="must be at least 1")),
     }
 )
 
@@ -429,14 +440,18 @@ PROVIDER = v.Schema(
         "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "launch-retries": v.All(int, v.Range(min=1, msg="must be at least 1")),  # Nodepool's name for it
         "priority": int,
+        "rate": v.All(v.Any(int, float), v.Range(min=0, msg="must not be negative")),
         "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
         "pools": Each({v.Required("name"): NAME, "max-servers": int,
                        "max-cores": v.All(int, v.Range(min=0, msg="must not be negative")),
                        "max-ram": v.All(int, v.Range(min=0, msg="must not be negative")),
                        "node-attributes": {str: v.Any(str, int, float, bool)},
+                       "priority": int,
                        v.Required("labels"): Each(POOL_LABEL)}),
         "images": Each(IMAGE),
+        "cloud-images": Each(CLOUD_IMAGE),
         "hosts": Each(STATIC_HOST),
     }
 )

@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 import re
 import shlex
@@ -20,6 +19,11 @@ from dataclasses import dataclass
 
 import paramiko
 
+from gatekeeper.zk.node_host_keys import (  # noqa: F401 (known_hosts_text: re-exported for the executor)
+    UnusableHostKey,
+    known_hosts_text,
+    pinned_host_keys,
+)
 from gatekeeper.zk.node_records import Node
 
 log = logging.getLogger("gatekeeper.executor.remote")
@@ -48,17 +52,6 @@ class StepOutcome:
     elapsed: float = 0.0
 
 
-def host_name(address: str, port: int) -> str:
-    """The known_hosts name of address:port."""
-    return address if port == 22 else f"[{address}]:{port}"
-
-
-def known_hosts_text(node: Node) -> str:
-    """A known_hosts file pinning the node's host keys, for OpenSSH (rsync)."""
-    name = host_name(node.address, node.port)
-    return "".join(f"{name} {' '.join(k.split()[:2])}\n" for k in node.host_keys)
-
-
 def _gcm_first(*args, **kwargs) -> paramiko.Transport:
     """A transport that offers AES-GCM first (paramiko's own order starts with AES-CTR and an HMAC, computed apart
     for each packet: with GCM a log copy-back moves about a fifth more per second here); the other ciphers stay
@@ -68,14 +61,6 @@ def _gcm_first(*args, **kwargs) -> paramiko.Transport:
     options.ciphers = tuple(sorted(options.ciphers, key=lambda cipher: "gcm@openssh.com" not in cipher))
     return transport
 
-
-def pinned_host_keys(node: Node) -> paramiko.HostKeys:
-    keys = paramiko.HostKeys()
-    name = host_name(node.address, node.port)
-    for line in node.host_keys:
-        kind, b64 = line.split()[:2]
-        keys.add(name, kind, paramiko.PKey.from_type_string(kind, base64.b64decode(b64)))
-    return keys
 
 
 def env_exports(env: Mapping[str, object]) -> str:
@@ -117,8 +102,12 @@ class RemoteHost:
     def connect(self) -> RemoteHost:
         if not self.node.host_keys:
             raise HostKeyMismatch(f"{self.where} has no pinned host key; refusing to connect")
+        try:
+            pinned = pinned_host_keys(self.node)
+        except UnusableHostKey as exc:
+            raise HostKeyMismatch(f"{exc}; refusing to connect") from None
         client = paramiko.SSHClient()
-        client._host_keys = pinned_host_keys(self.node)  # paramiko has no public setter for a HostKeys object
+        client._host_keys = pinned  # paramiko has no public setter for a HostKeys object
         client.set_missing_host_key_policy(paramiko.RejectPolicy())
         t = self.connect_timeout
         try:

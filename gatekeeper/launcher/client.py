@@ -39,6 +39,7 @@ from gatekeeper.zk.node_changes import (  # noqa: F401 (the operators' node chan
     release_node,
 )
 from gatekeeper.zk.node_consumer import NodeConsumer
+from gatekeeper.zk.node_host_keys import pinned_host_keys
 from gatekeeper.zk.nodes import NodeStore, NodeStoreError
 
 log = logging.getLogger("gatekeeper.launcher.client")
@@ -60,20 +61,10 @@ def read_node(zk: ZKClient, node_id: str) -> tuple[Node, int]:
     return found
 
 
-def host_key_policy(node: Node) -> paramiko.HostKeys:
-    """The node's pinned host keys as paramiko HostKeys, for a RejectPolicy client."""
-    keys = paramiko.HostKeys()
-    name = node.address if node.port == 22 else f"[{node.address}]:{node.port}"
-    for line in node.host_keys:
-        kind, b64 = line.split()[:2]
-        keys.add(name, kind, paramiko.PKey.from_type_string(kind, __import__("base64").b64decode(b64)))
-    return keys
-
-
 def connect_ssh(node: Node, timeout: float = 10.0) -> paramiko.SSHClient:
     """An SSH connection to `node` that refuses any host key but the ones pinned in its record."""
     ssh = paramiko.SSHClient()
-    ssh._host_keys = host_key_policy(node)  # paramiko has no public setter for a HostKeys object
+    ssh._host_keys = pinned_host_keys(node)  # paramiko has no public setter for a HostKeys object
     ssh.set_missing_host_key_policy(paramiko.RejectPolicy())
     ssh.connect(node.address, node.port, node.username, key_filename=node.private_key or None,
                 look_for_keys=False, allow_agent=False, timeout=timeout, banner_timeout=timeout,

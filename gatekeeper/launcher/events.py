@@ -23,6 +23,7 @@ class LaunchResult:
     address: str = ""
     port: int = 22
     host_keys: list | None = None
+    username: str = ""  # the login user the server says (a static host's own); "": as launched
     error: str = ""
     quota: bool = False
     image_missing: bool = False  # the cloud no longer has the image it was booted from

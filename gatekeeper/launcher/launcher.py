@@ -237,13 +237,19 @@ class Launcher(Assigning, Launching):
                 manager.adapter.adopt(node.external_id, {})
         ready_entries = {e for label in self.nodepool.labels for e in self.store.ready_entries(label)}
         for node, version in list(nodes.values()):
-            if node.state in (model.BUILDING, model.FAILED, model.USED, model.DELETING):
+            # a node on a server the layout no longer has (a static host removed) goes once it is idle
+            retired = bool(node.external_id) and not manager.adapter.configured(node.external_id)
+            if node.state in (model.BUILDING, model.FAILED, model.USED, model.DELETING) or \
+                    (retired and node.state == model.READY):
                 # a launch or delete the previous owner did not finish: finish it by deleting
                 self.nodes.delete(manager, node.id)
             elif node.state == model.READY and ready_entry(node) not in ready_entries:
                 self.nodes.make_ready(manager, node, version)
             elif node.state == model.ALLOCATED and not self._request_exists(node.request):
-                self.nodes.return_to_ready(manager, node.id)
+                if retired:
+                    self.nodes.delete(manager, node.id)
+                else:
+                    self.nodes.return_to_ready(manager, node.id)
         self.store.register_provider(name, self.ident, sorted(manager.config.labels))
         # live_providers itself comes only from the watch, so every launcher sees the same registration order
         self.live_provider_labels[name] = set(manager.config.labels)

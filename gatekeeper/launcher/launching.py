@@ -189,6 +189,7 @@ class Launching:
             return
         manager.health.record(True, time.time() - node.created)
         node.address, node.port, node.host_keys = res.address, res.port, list(res.host_keys or [])
+        node.username = res.username or node.username
         if plan is not None and plan.request in self.requests:
             plan.up[node.id] = node
             if plan.queued or len(plan.up) < len(plan.labels):

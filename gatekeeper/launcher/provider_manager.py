@@ -76,6 +76,8 @@ class ProviderManager:
         self.keypair_ready = False
         self._keypair_lock = threading.Lock()
         self._first_create = threading.Lock()  # creates from an image build no server was created from yet
+        self._rate_lock = threading.Lock()
+        self._next_call = 0.0  # monotonic time before which no create or delete is sent (the provider's rate)
         self._proven_builds: set[str] = set()  # image builds a server was created from (worker threads)
         self._gone_builds: set[str] = set()  # image builds a create found gone from the cloud (worker threads)
         self.health = ProviderHealth(self.name)
@@ -106,12 +108,18 @@ class ProviderManager:
         return next((pl for p, pl in self.label_pools[label] if p.name == pool), self.pool_labels[label][1])
 
     def pool_for(self, label: str) -> str:
-        """The pool to launch `label` in: of the pools offering it, the one with the most room (as Nodepool, any
-        pool that offers a label may launch it); "" for a label of no pool (static hosts)."""
+        """The pool to launch `label` in: of the pools offering it that have room, the one of the best (lowest)
+        priority, then the one with the most room (as Nodepool, any pool that offers a label may launch it, and
+        better-priority pools fill first); "" for a label of no pool (static hosts)."""
         options = self.label_pools.get(label)
         if not options:
             return ""
-        return max(options, key=lambda o: self._pool_room(o[0], o[1]))[0].name
+
+        def rank(option: tuple[Pool, PoolLabel]) -> tuple[bool, int, int]:
+            room = self._pool_room(*option)
+            priority = self.config.priority if option[0].priority is None else option[0].priority
+            return room > 0, -priority, room
+        return max(options, key=rank)[0].name
 
     def launch_spec(self, label: str, pool: str | None = None) -> tuple[str, str, str]:
         """(pool, flavor, username) to launch `label` with (in `pool`, or the first pool offering it)."""
@@ -321,6 +329,17 @@ class ProviderManager:
                 self.adapter.ensure_keypair(self.key_name, self.public_key)
                 self.keypair_ready = True
 
+    def _await_rate(self) -> bool:
+        """Space the cloud calls that create or delete servers `rate` seconds apart (Nodepool's rate; 0: no
+        spacing); False if the launcher stops meanwhile."""
+        if self.config.rate <= 0:
+            return not self.stop_event.is_set()
+        with self._rate_lock:
+            now = time.monotonic()
+            start = max(now, self._next_call)
+            self._next_call = start + self.config.rate
+        return not self.stop_event.wait(start - now) if start > now else not self.stop_event.is_set()
+
     def _launch(self, node: Node, flavor: str, cloud_image: str) -> None:
         meta = {META_NODE: node.id, META_LABEL: node.label, META_PROVIDER: self.name, META_POOL: node.pool}
         build = node.image_build
@@ -334,6 +353,8 @@ class ProviderManager:
                 return
             try:
                 self.ensure_keypair()
+                if not self._await_rate():
+                    return  # stopping
                 server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
                                                 key_name=self.key_name)
             except QuotaError as e:
@@ -353,7 +374,8 @@ class ProviderManager:
             # up already (a static host); a configured host key is pinned without a scan
             pinned = self.adapter.pinned_host_key(server_id)
             if pinned:
-                self.post(LaunchResult(node.id, True, server_id, info.address, info.port, [pinned]))
+                self.post(LaunchResult(node.id, True, server_id, info.address, info.port, [pinned],
+                                       username=info.username))
                 return
             try:
                 keys = scan_host_keys(info.address, info.port, timeout=self.config.boot_timeout,
@@ -361,7 +383,7 @@ class ProviderManager:
             except HostKeyScanError as e:
                 self.post(LaunchResult(node.id, False, server_id, info.address, error=str(e)))
                 return
-            self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
+            self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys, username=info.username))
             return
         # as Nodepool: launch-timeout bounds the wait for ACTIVE, boot-timeout the wait for SSH after it
         try:
@@ -402,7 +424,7 @@ class ProviderManager:
 
         on_slow() is called once if the server is still there after a second."""
         deadline = time.monotonic() + self.delete_verify_timeout * 3
-        while time.monotonic() < deadline and not self.stop_event.is_set():
+        while time.monotonic() < deadline and self._await_rate():
             try:
                 self.adapter.delete(server_id)
             except ProviderError as e:

@@ -78,7 +78,8 @@ def pipeline_names(zk: ZKClient, layout: Any) -> list[tuple[str, str, str]]:
 
 
 def nodes(zk: ZKClient) -> list[dict[str, Any]]:
-    """Every node record (as dicts, without key material), oldest first."""
+    """Every node record (as dicts, without key material, with whether a consumer holds its lock, as Nodepool's
+    list shows), oldest first."""
     out = []
     for ident in _children(zk, paths.NODES):
         data = _read(zk, paths.node(ident))
@@ -88,6 +89,7 @@ def nodes(zk: ZKClient) -> list[dict[str, Any]]:
         data.setdefault("id", ident)
         for key in HIDDEN_NODE_FIELDS:
             data.pop(key, None)
+        data["locked"] = bool(_children(zk, paths.node_lock(ident)))
         out.append(data)
     return sorted(out, key=lambda n: n.get("created", 0))
 

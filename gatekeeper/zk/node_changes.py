@@ -3,10 +3,12 @@ launcher's CLI and the web's admin API share."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 
 from gatekeeper.zk import node_records as model
+from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.node_records import MAX_HOLD_HOURS, Autohold, Node
 from gatekeeper.zk.nodes import NodeStore, NodeStoreError
@@ -68,6 +70,19 @@ def hold_node(zk: ZKClient, node_id: str, reason: str, hours: float = 24.0) -> N
         return False
 
     return change_node(zk, node_id, change)
+
+
+def wait_node_gone(zk: ZKClient, node_id: str, timeout: float) -> bool:
+    """Wait until the node's record is removed (its launcher deleted its server); False if it is still there after
+    `timeout` seconds."""
+    gone = threading.Event()
+
+    def watch(_event=None) -> None:
+        if zk.client.exists(paths.node(node_id), watch=watch) is None:
+            gone.set()
+
+    watch()
+    return gone.wait(timeout)
 
 
 def release_node(zk: ZKClient, node_id: str, allowed: tuple[str, ...] = (model.HOLD,),

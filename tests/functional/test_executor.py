@@ -190,6 +190,25 @@ def test_host_key_not_pinned_is_refused_before_anything_runs(hosts):
     assert not os.path.exists(os.path.join(hosts.home(node), "copied"))
 
 
+def test_pinned_host_key_that_cannot_be_read_is_refused_with_a_sentence_by_executor_and_launcher(hosts):
+    from gatekeeper.launcher.client import connect_ssh
+    from gatekeeper.zk.node_host_keys import UnusableHostKey
+
+    node = hosts.boot()
+    good = list(node.host_keys)
+    for bad, says in (["fake-key"], 'is not "TYPE BASE64"'), (["ssh-foo AAAA"], "unknown type 'ssh-foo'"), \
+            ([good[0].split()[0] + " AAAAC3Nz"], "not a valid key"):
+        node.host_keys = bad
+        with pytest.raises(HostKeyMismatch, match=says):
+            RemoteHost(node).connect()
+        with pytest.raises(UnusableHostKey, match=says):
+            connect_ssh(node)
+    node.host_keys = good  # one function reads the pinned keys for both: the right key logs in through each
+    with connect_ssh(node) as ssh:
+        assert ssh.exec_command("echo ok")[1].read().strip() == b"ok"
+    RemoteHost(node).connect().close()
+
+
 def test_unreachable_node_raises_node_lost(hosts):
     node = hosts.boot()
     hosts.destroy(node)

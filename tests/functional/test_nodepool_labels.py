@@ -62,6 +62,19 @@ def test_a_label_offered_by_two_pools_uses_the_room_of_both(zk, sim, start_launc
     assert sorted(s.flavor.name for s in servers(sim, "alpha")) == ["medium", "small"]  # each pool's flavor
 
 
+def test_a_better_priority_pool_fills_first_then_the_others_take_the_rest(zk, sim, start_launcher):
+    prioritised = ("    - name: prov-a\n      driver: openstack\n      cloud: alpha\n      boot-timeout: 15\n"
+                   "      pools:\n"
+                   "        - name: az1\n          max-servers: 2\n          priority: 2\n"
+                   "          labels: [{name: debian, image: deb, flavor: small}]\n"
+                   "        - name: az2\n          max-servers: 2\n          priority: 1\n"
+                   "          labels: [{name: debian, image: deb, flavor: small}]\n"
+                   "      images:\n        - name: deb\n          base-image: debian-12\n")
+    start_launcher(pool_yaml({"debian": 3}, prioritised))
+    wait_for(lambda: len(ready_ids(zk, "debian")) == 3, 30, "three ready nodes")
+    assert sorted(n.pool for n in node_records(zk).values()) == ["az1", "az2", "az2"]  # az2 full before az1
+
+
 def test_a_pools_node_attributes_are_stored_with_its_nodes_for_their_consumer(zk, sim, start_launcher):
     attributed = provider_yaml("prov-a", "alpha").replace(
         "        - name: main\n", "        - name: main\n          node-attributes: {zone: az1, gpu: false}\n")

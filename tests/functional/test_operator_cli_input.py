@@ -115,7 +115,8 @@ def test_the_cases_that_printed_tracebacks_or_were_accepted_end_with_usage_error
 
 
 ZOOKEEPER_COMMANDS = [
-    ("nodes",), ("images",), ("requests",),
+    ("nodes",), ("nodes", "--detail"), ("images",), ("requests",), ("providers",), ("providers", "info", "prov-a"),
+    ("providers", "erase", "prov-a", "--force"), ("drain", "prov-a"),
     ("hold", "0123456789ab", "--reason", "look"), ("release", "0123456789ab"), ("delete-node", "0123456789ab"),
     ("autohold", "list"), ("autohold", "add", "--project", "nova"), ("autohold", "delete", "--id", "hold-0000000001"),
     ("enqueue", "--pipeline", "gate", "--change", "1,1"), ("dequeue", "--pipeline", "gate", "--change", "1,1"),

@@ -164,8 +164,9 @@ def test_nodes_images_and_holds_read_the_launcher_records(web, zk):
     build = ImageBuild(id="0000000001", image="debian", provider="sim-a", state="ready", external_id="img-1")
     zk.client.create(paths.image_build("debian", "sim-a", build.id), build.to_bytes(), makepath=True)
     add_autohold(zk, Autohold(project="nova", job="devstack", reason="why"))
+    zk.client.create(f"{paths.node_lock('0002')}/holder", b"", makepath=True)  # a consumer holds it
     nodes = get_json(f"{web.url}/api/v1/nodes")[1]
-    assert [(n["id"], n["state"]) for n in nodes] == [("0001", "ready"), ("0002", "hold")]
+    assert [(n["id"], n["state"], n["locked"]) for n in nodes] == [("0001", "ready", False), ("0002", "hold", True)]
     assert "private_key" not in nodes[0]
     assert [(i["image"], i["provider"], i["external_id"]) for i in get_json(f"{web.url}/api/v1/images")[1]] == [
         ("debian", "sim-a", "img-1")]

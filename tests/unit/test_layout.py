@@ -308,6 +308,101 @@ def test_static_provider_and_project_defined_in_two_files_merge():
     assert lab.max_servers == 1 and lab.hosts[0].address == "127.0.0.5" and lab.labels == {"small"}
 
 
+def test_static_hosts_take_nodepools_connection_port_and_max_parallel_jobs():
+    extra = """
+    nodepool:
+      providers:
+        - name: lab
+          driver: static
+          hosts:
+            - {name: box1, address: 127.0.0.5, connection-port: 2222, labels: [small], max-parallel-jobs: 3,
+               host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}
+            - {name: box2, address: 127.0.0.6, labels: [small]}
+    """
+    lab = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(extra)}, connections={"gerrit"}) \
+        .nodepool.providers["lab"]
+    assert [(h.port, h.max_parallel_jobs) for h in lab.hosts] == [(2222, 3), (22, 1)]
+    assert lab.max_servers == 4  # by default, every job slot of every host
+
+
+def test_a_static_hosts_max_parallel_jobs_is_at_least_one():
+    extra = """
+    nodepool:
+      providers:
+        - name: lab
+          driver: static
+          hosts:
+            - {name: box1, address: 127.0.0.5, labels: [small], host-key: fake-key, max-parallel-jobs: 0}
+    """
+    assert errors_of(BASE, extra) == [
+        "layout1.yaml:7: nodepool.providers[0] (lab).hosts[0] (box1).max-parallel-jobs: must be at least 1",
+    ]
+
+
+def test_nodepools_launch_retries_is_launch_attempts_and_both_at_once_are_refused():
+    extra = """
+    nodepool:
+      providers:
+        - name: lab
+          driver: static
+          launch-retries: 5
+          hosts:
+            - {name: box1, address: 127.0.0.5, labels: [small]}
+    """
+    layout = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(extra)}, connections={"gerrit"})
+    assert layout.nodepool.providers["lab"].launch_attempts == 5
+    both = extra.replace("launch-retries: 5", "launch-retries: 5\n          launch-attempts: 2")
+    assert errors_of(BASE, both) == [
+        'layout1.yaml:6: provider "lab": give "launch-attempts" or Nodepool\'s "launch-retries", not both']
+
+
+def test_a_pool_label_names_exactly_one_image_by_gatekeepers_or_nodepools_key():
+    extra = """
+    nodepool:
+      providers:
+        - name: cloud-z
+          driver: openstack
+          cloud: z
+          cloud-images:
+            - {name: jammy, image-id: 0f1e2d}
+          images:
+            - {name: jammy, base-image: ubuntu-22.04}
+          pools:
+            - name: main
+              labels:
+                - {name: small, cloud-image: jammy, flavor-name: m1.small}
+                - {name: small, image: jammy, diskimage: jammy}
+                - {name: small}
+    """
+    assert errors_of(BASE, extra) == [
+        'layout1.yaml:8: provider "cloud-z": image "jammy" is defined twice',
+        'layout1.yaml:15: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
+        '"cloud-image" or "diskimage")',
+        'layout1.yaml:16: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
+        '"cloud-image" or "diskimage")',
+    ]
+    fine = extra.replace("            - {name: jammy, base-image: ubuntu-22.04}\n", "").replace(
+        "                - {name: small, image: jammy, diskimage: jammy}\n                - {name: small}\n", "")
+    provider = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(fine.replace("images:\n          pools",
+                                                                                     "pools"))},
+                            connections={"gerrit"}).nodepool.providers["cloud-z"]
+    assert [(i.name, i.base_image, i.prepare) for i in provider.images] == [("jammy", "0f1e2d", "")]
+    assert [(pl.image, pl.flavor) for pl in provider.pools[0].labels] == [("jammy", "m1.small")]
+
+
+def test_a_static_host_named_twice_in_a_provider_is_refused():
+    extra = """
+    nodepool:
+      providers:
+        - name: lab
+          driver: static
+          hosts:
+            - {name: box1, address: 127.0.0.5, labels: [small]}
+            - {name: box1, address: 127.0.0.6, labels: [small]}
+    """
+    assert errors_of(BASE, extra) == ['layout1.yaml:8: provider "lab": static host "box1" is listed twice']
+
+
 def test_missing_layout_directory(tmp_path):
     with pytest.raises(ConfigErrors, match="no such layout file or directory"):
         load_layout(tmp_path / "nope")

@@ -24,6 +24,7 @@ class ServerInfo:
     port: int = 22
     fault: str = ""
     metadata: dict = field(default_factory=dict)
+    username: str = ""  # the login user, when the server decides it (a static host); "": the label's
 
 
 @dataclass
@@ -117,6 +118,11 @@ class ProviderAdapter:
     def ready_now(self, server_id: str) -> ServerInfo | None:
         """For a provider whose servers need no boot: the server as it is (None: wait for it to boot)."""
         return None
+
+    def configured(self, server_id: str) -> bool:
+        """Whether the server is still part of the provider's configuration (a static host removed from the
+        layout is not): a node on one that is not is deleted, never handed out again."""
+        return True
 
     def pinned_host_key(self, server_id: str) -> str:
         """A host key configured for the server ("" to scan it)."""

@@ -251,6 +251,6 @@ gk.listPage = async function (targetId, url, columns, pick) {
 };
 
 gk.nodeColumns = [["id", (n) => n.id], ["state", (n) => n.state], ["label", (n) => n.label],
-  ["provider", (n) => n.provider], ["address", (n) => n.address || ""],
-  ["age", (n) => gk.duration(Date.now() / 1000 - n.state_time)],
+  ["provider", (n) => n.provider], ["server id", (n) => n.external_id || ""], ["address", (n) => n.address || ""],
+  ["age", (n) => gk.duration(Date.now() / 1000 - n.state_time)], ["locked", (n) => (n.locked ? "yes" : "no")],
   ["comment", (n) => n.hold_reason || n.hold_requested || n.comment || ""]];
