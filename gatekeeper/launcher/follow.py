@@ -77,9 +77,6 @@ class LayoutFollower:
             self.checked += 1
             if layout is None or layout.nodepool == self.nodepool:
                 continue
-            if not layout.nodepool.providers:  # a layout without a node pool is not one for launchers
-                log.warning("the published layout has no node providers; the launcher keeps its node pool")
-                continue
             log.info("the published layout changed the node pool: the launcher takes the new section "
                      "(providers %s)", ", ".join(layout.nodepool.providers) or "none")
             old, self.launcher = self.launcher, None
