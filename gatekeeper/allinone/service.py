@@ -47,7 +47,6 @@ class AllInOne:
         from gatekeeper.gerrit.source import GerritChangeSource, GerritReporter
         from gatekeeper.gitrepo import ssh_command
         from gatekeeper.history.recorder import HistoryRecorder
-        from gatekeeper.launcher.follow import LayoutFollower
         from gatekeeper.launcher.launcher import Launcher
         from gatekeeper.merger.service import MergerService
         from gatekeeper.scheduler.scheduler import Scheduler
@@ -71,11 +70,9 @@ class AllInOne:
                                    url_for_project=self.connection.git_url)
             self.services.append(("merger", merger.start()))
 
-            launcher_zk = self._zk()  # the launcher follows `gatekeeper reload`'s node-pool section
-            launcher = LayoutFollower(launcher_zk, self.layout.nodepool, lambda nodepool: Launcher(
-                launcher_zk, nodepool, ssh_key=str(cfg.path("launcher", "ssh-key")),
-                clouds_yaml=str(cfg.path("launcher", "clouds-yaml")),
-                cleanup_interval=float(cfg.get("launcher", "cleanup-interval", 3600))))
+            launcher = Launcher(self._zk(), self.layout.nodepool, ssh_key=str(cfg.path("launcher", "ssh-key")),
+                                clouds_yaml=str(cfg.path("launcher", "clouds-yaml")),
+                                cleanup_interval=float(cfg.get("launcher", "cleanup-interval", 3600)))
             self.services.append(("launcher", launcher.start()))
 
             settings = ExecutorSettings(work_dir=str(cfg.path("executor", "work-dir")),

@@ -139,7 +139,6 @@ def _connected(args: argparse.Namespace) -> Iterator[ZKClient]:
 
 def cmd_launcher(args: argparse.Namespace) -> int:
     from gatekeeper.config.layout import load_layout
-    from gatekeeper.launcher.follow import LayoutFollower
     from gatekeeper.launcher.launcher import Launcher
 
     config, zk = _zk(args, service=True)
@@ -149,11 +148,9 @@ def cmd_launcher(args: argparse.Namespace) -> int:
         print(f"{config.source}: launcher: ssh-key is required (the private key nodes are reached with)",
               file=sys.stderr)
         return 3
-    # the launcher follows the published layout's node-pool section from here on (`gatekeeper reload`)
-    launcher = LayoutFollower(zk, layout.nodepool, lambda nodepool: Launcher(
-        zk, nodepool, ssh_key=str(config.path("launcher", "ssh-key")),
-        clouds_yaml=str(config.path("launcher", "clouds-yaml")),
-        cleanup_interval=float(config.get("launcher", "cleanup-interval", 3600))))
+    launcher = Launcher(zk, layout.nodepool, ssh_key=str(config.path("launcher", "ssh-key")),
+                        clouds_yaml=str(config.path("launcher", "clouds-yaml")),
+                        cleanup_interval=float(config.get("launcher", "cleanup-interval", 3600)))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
