@@ -134,6 +134,8 @@ class DeadLetters:
         return self._read(paths.DEAD_LETTERS, paths.dead_letter)
 
     def get(self, ident: str) -> FailedEvent | None:
+        if not _is_name(ident):
+            return None
         try:
             raw, _ = self.zk.client.get(paths.dead_letter(ident))
         except NoNodeError:
@@ -152,6 +154,8 @@ class DeadLetters:
 
     def discard(self, ident: str) -> bool:
         """Delete dead letter `ident`; False when there is none."""
+        if not _is_name(ident):
+            return False
         try:
             self.zk.client.delete(paths.dead_letter(ident))
         except NoNodeError:
@@ -189,3 +193,8 @@ class DeadLetters:
                 return None
             raise failed[0]
         return results[1].rsplit("/", 1)[1]
+
+
+def _is_name(ident: str) -> bool:
+    """Whether `ident` can name a dead letter at all (one znode name: not empty, no "/", not "." or "..")."""
+    return bool(ident) and "/" not in ident and "\0" not in ident and ident not in (".", "..")

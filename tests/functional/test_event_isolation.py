@@ -100,6 +100,10 @@ def test_a_change_whose_lookup_keeps_failing_holds_up_only_itself(gate: GateHarn
     assert letters.list() == [] and letters.total() == len(dead)
     code, _, err = events_cli(capsys, config, "replay", letter.ident)
     assert code == 4 and f"{letter.ident}: no such dead letter" in err
+    for name in (".", "..", "../../x"):  # no path of ZooKeeper's: no such dead letter either
+        for verb in ("replay", "discard"):
+            code, _, err = events_cli(capsys, config, verb, name)
+            assert code == 4 and f"{name}: no such dead letter" in err, (verb, name, err)
 
 
 def test_queued_records_that_do_not_read_become_dead_letters_at_once(gate: GateHarness, config: str,

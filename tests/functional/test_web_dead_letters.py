@@ -49,5 +49,9 @@ def test_dead_letters_are_counted_listed_replayed_and_discarded(zk):
         assert code == 200 and DeadLetters(zk).list() == []
         assert call(f"{web.url}/api/v1/admin/events/{second}/discard", "POST", TOKEN)[0] == 404
         assert call(f"{web.url}/api/v1/admin/events/{second}/explode", "POST", TOKEN)[0] == 404
+        # "." and ".." (as %2e) name no dead letter: a 404, not a path of ZooKeeper's refused with a 500
+        for name in ("%2e", "%2e%2e", ".."):
+            assert call(f"{web.url}/api/v1/admin/events/{name}/discard", "POST", TOKEN)[0] == 404, name
+            assert call(f"{web.url}/api/v1/admin/events/{name}/replay", "POST", TOKEN)[0] == 404, name
     finally:
         web.stop()
