@@ -185,3 +185,19 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # the reader went away (`gatekeeper nodes | head -1`): stop without a word, as other Unix tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILURE
+    except Exception as exc:
+        # The last resort: one sentence, not a traceback (it is in the log with --verbose, or from a service that
+        # failed while running, where bad input at its start, such as a port in use, is one sentence too).
+        command = getattr(args, "command", None) or "gatekeeper"
+        bad_input = isinstance(exc, (OSError, ValueError, OverflowError))
+        if command in SERVICE_COMMANDS and not bad_input:
+            logging.getLogger(f"gatekeeper.{command}").exception("%s stopped on an unexpected error", command)
+        else:
+            logging.getLogger("gatekeeper.cmd").debug("%s failed", command, exc_info=True)
+        print(f"gatekeeper {command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE

@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+from gatekeeper.cmd import args as types
 from gatekeeper.cmd.signals import wait_forever
 
 log = logging.getLogger("gatekeeper.allinone.cli")
@@ -30,10 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p)
     p.add_argument("-l", "--layout", metavar="DIR", help="layout directory (default: the reference layouts/)")
     p.add_argument("--workdir", help="where the embedded stand-ins keep their state (default: a temp dir)")
-    p.add_argument("--web-port", type=int, default=9000, help="status page port for the embedded setup (9000)")
+    p.add_argument("--web-port", type=types.port, default=9000, help="status page port for the embedded setup (9000)")
     p.add_argument("--no-demo", action="store_true", help="do not play the demo series")
     p.add_argument("--keep-running", action="store_true", help="after the demo, keep serving until Ctrl-C")
-    p.add_argument("--timeout", type=float, default=900, help="give up on the demo after this many seconds")
+    p.add_argument("--timeout", type=types.positive_number, default=900,
+                   help="give up on the demo after this many seconds")
     p.set_defaults(func=run)
 
 

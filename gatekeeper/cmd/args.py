@@ -82,6 +82,40 @@ def positive_number(value: str) -> float:
     return number
 
 
+MAX_WAIT_S = 7 * 24 * 3600  # a command's --timeout: at most a week
+
+
+def wait_seconds(value: str) -> float:
+    """How long a command waits: seconds above zero, at most a week."""
+    seconds = positive_number(value)
+    if seconds > MAX_WAIT_S:
+        raise argparse.ArgumentTypeError(f'"{value}" seconds is longer than a command waits (at most {MAX_WAIT_S}, '
+                                         "a week)")
+    return seconds
+
+
+def port(value: str) -> int:
+    """A TCP port, 0 to 65535 (0: a free one)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'"{value}" is not a port number') from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{number} is not a TCP port (0 to 65535)")
+    return number
+
+
+def count(value: str) -> int:
+    """A whole number, 0 or more."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'"{value}" is not a whole number') from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{number} is below 0")
+    return number
+
+
 def hold_hours(value: str) -> float:
     """How long to hold a node: a number of hours above zero and at most MAX_HOLD_HOURS (30 days)."""
     from gatekeeper.zk.node_changes import MAX_HOLD_HOURS
@@ -106,10 +140,3 @@ def non_empty(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return value
-
-
-def port(value: str) -> int:
-    number = positive_int(value)
-    if number > 65535:
-        raise argparse.ArgumentTypeError(f"{number} is not a TCP port (1 to 65535)")
-    return number

@@ -8,6 +8,7 @@ import signal
 import sys
 import threading
 
+from gatekeeper.cmd import args as types
 from gatekeeper.cmd.signals import wait_until_set
 
 
@@ -18,8 +19,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--clouds-yaml", metavar="FILE", help="write a clouds.yaml naming the clouds here")
     p.add_argument("--backend", choices=("auto", "netns", "loopback", "none"), default="auto",
                    help="hosts: netns (root), loopback sshd, or none (addresses only); default auto")
-    p.add_argument("--max-instances", type=int, default=100, help="each cloud's instance quota (default 100)")
-    p.add_argument("--port", type=int, default=0, help="first HTTP port (default: free ports)")
+    p.add_argument("--max-instances", type=types.count, default=100, help="each cloud's instance quota (default 100)")
+    p.add_argument("--port", type=types.port, default=0, help="first HTTP port (default: free ports)")
     p.add_argument("--work-dir", metavar="DIR", help="where hosts keep their files (default: a temp dir)")
     p.add_argument("--config", metavar="FILE",
                    help="YAML with the images (names) and flavors (id, name, vcpus, ram, disk, extra_specs) every "

@@ -8,6 +8,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from gatekeeper.cmd import args as types
 from gatekeeper.cmd.signals import wait_until_set
 from gatekeeper.config.settings import ServiceConfig, load_service_config
 
@@ -15,16 +16,17 @@ from gatekeeper.config.settings import ServiceConfig, load_service_config
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("executor", help="run an executor: build requests from ZooKeeper, jobs on nodes over SSH")
     parser.add_argument("-c", "--config", metavar="FILE", help="service config (default: $GATEKEEPER_CONFIG or none)")
-    parser.add_argument("--concurrency", type=int, help="builds at once (default: executor.concurrency)")
+    parser.add_argument("--concurrency", type=types.positive_int, help="builds at once (default: executor.concurrency)")
     parser.add_argument("--console-host", default="127.0.0.1", help="address of the live console HTTP server")
-    parser.add_argument("--console-port", type=int, default=0, help="its port (default: any free port)")
+    parser.add_argument("--console-port", type=types.port, default=0, help="its port (default: any free port)")
     parser.add_argument("--transfer", choices=("tar", "rsync"), default="tar",
                         help="how the workspace is copied to the node (default: tar over the build's SSH connection)")
     parser.set_defaults(func=run)
 
     parser = sub.add_parser("signatures", help="known-bug signatures of the layout and the failed builds each matched")
     parser.add_argument("-c", "--config", metavar="FILE", help="service config (default: $GATEKEEPER_CONFIG or none)")
-    parser.add_argument("--hits", type=int, default=3, metavar="N", help="newest hits listed per signature (default 3)")
+    parser.add_argument("--hits", type=types.count, default=3, metavar="N",
+                        help="newest hits listed per signature (default 3)")
     parser.add_argument("--json", action="store_true", help="print the signatures with their counts as JSON")
     parser.set_defaults(func=list_signatures)
 

@@ -7,6 +7,8 @@ import json
 import queue
 import sys
 
+from gatekeeper.cmd import args as types
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from gatekeeper.cmd import add_config_args
@@ -20,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser("gerrit-events", help="print the configured Gerrit's events as gatekeeper parses "
                                                     "them (read-only: nothing is enqueued)")
     add_config_args(e)
-    e.add_argument("--count", type=int, default=0, help="stop after this many events (default: run until ^C)")
+    e.add_argument("--count", type=types.count, default=0, help="stop after this many events (default: run until ^C)")
     e.set_defaults(func=run_events)
 
 

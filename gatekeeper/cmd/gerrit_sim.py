@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import TYPE_CHECKING
 
+from gatekeeper.cmd import args as types
 from gatekeeper.cmd.signals import wait_until_set
 
 if TYPE_CHECKING:
@@ -24,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="where the repositories, keys and state live (created if missing); a restart with the "
                         "same directory keeps every project, change, vote, message and event")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=29418, help="SSH port (default 29418; 0 picks a free one)")
-    p.add_argument("--http-port", type=int, default=None, metavar="PORT",
+    p.add_argument("--port", type=types.port, default=29418, help="SSH port (default 29418; 0 picks a free one)")
+    p.add_argument("--http-port", type=types.port, default=None, metavar="PORT",
                    help="serve <web-url>/tools/hooks/commit-msg over HTTP on this port (0 picks a free one)")
     p.add_argument("--web-url", default=None,
                    help="base of change URLs (default http://HOST:HTTP_PORT with --http-port, else "

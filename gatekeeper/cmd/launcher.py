@@ -89,7 +89,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("node", type=types.identifier("node"))
     p.add_argument("--now", action="store_true",
                    help="wait until its launcher has deleted its server and record (as Nodepool's delete --now)")
-    p.add_argument("--timeout", type=types.positive_number, default=300.0, help="seconds to wait with --now")
+    p.add_argument("--timeout", type=types.wait_seconds, default=300.0, help="seconds to wait with --now")
     p.set_defaults(func=cmd_delete)
 
     p = sub.add_parser("autohold", help="hold the nodes of matching failed builds (list, add, delete)")

@@ -9,6 +9,7 @@ import signal
 import threading
 from collections.abc import Callable
 
+from gatekeeper.cmd import args as types
 from gatekeeper.cmd.signals import wait_until_set
 from gatekeeper.config.settings import ServiceConfig, load_service_config
 from gatekeeper.gitrepo import ssh_command
@@ -20,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser("merger", help="run a merger: speculative merges for the scheduler, from ZooKeeper")
     parser.add_argument("-c", "--config", metavar="FILE", help="service config (default: $GATEKEEPER_CONFIG or none)")
     parser.add_argument("--git-dir", help="repo cache directory (default: merger.git-dir from the config)")
-    parser.add_argument("--workers", type=int, help="parallel merges (default: merger.workers from the config)")
+    parser.add_argument("--workers", type=types.positive_int,
+                        help="parallel merges (default: merger.workers from the config)")
     parser.set_defaults(func=run)
 
 

@@ -222,19 +222,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         else:
             p.add_argument("--newrev", metavar="SHA", help="with --ref: only the item of this revision "
                                                            "(default: every item of the ref)")
-        p.add_argument("--timeout", type=types.positive_number, default=30.0)
+        p.add_argument("--timeout", type=types.wait_seconds, default=30.0)
         p.set_defaults(func=func)
 
     p = sub.add_parser("promote", help="move changes to the head of their gate queue, in the order given")
     add_config_args(p)
     p.add_argument("--pipeline", required=True, type=types.pipeline_name)
     p.add_argument("--changes", required=True, nargs="+", metavar="N,P", type=types.change_key)
-    p.add_argument("--timeout", type=types.positive_number, default=30.0)
+    p.add_argument("--timeout", type=types.wait_seconds, default=30.0)
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("reload", help="read the layout again (a bad layout is refused; the running one stays)")
     add_config_args(p)
-    p.add_argument("--timeout", type=types.positive_number, default=30.0)
+    p.add_argument("--timeout", type=types.wait_seconds, default=30.0)
     p.set_defaults(func=cmd_reload)
 
     events = sub.add_parser("events", help="events that kept failing (dead letters): list, replay or discard them")

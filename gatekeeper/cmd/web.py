@@ -8,13 +8,14 @@ import sys
 import threading
 from typing import Any
 
+from gatekeeper.cmd import args as types
 from gatekeeper.cmd.signals import wait_until_set
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("web", help="run the web service: status pages, JSON API, /metrics, admin API")
     parser.add_argument("-c", "--config", metavar="FILE", help="service config (default: $GATEKEEPER_CONFIG or none)")
-    parser.add_argument("--port", type=int, help="listen on this port (default: web.port from the config)")
+    parser.add_argument("--port", type=types.port, help="listen on this port (default: web.port from the config)")
     parser.add_argument("--record-history", action="store_true",
                         help="also run the history recorder in this process (one is elected among all)")
     parser.set_defaults(func=cmd_web)

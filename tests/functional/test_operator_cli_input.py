@@ -71,7 +71,17 @@ BAD_ARGUMENTS = [
     (("status", "--change", "abc"), 'argument --change: "abc" is not a change'),
     (("status", "--url", "notaurl"), 'error: --url: "notaurl" is not an http:// or https:// URL of the web server'),
     (("status", "--url", "http://[::1"), 'error: --url: "http://[::1" is not a URL (Invalid IPv6 URL)'),
-    (("zookeeper", "status", "--port", "70000"), "argument --port: 70000 is not a TCP port (1 to 65535)"),
+    (("zookeeper", "status", "--port", "70000"), "argument --port: 70000 is not a TCP port (0 to 65535)"),
+    (("web", "--port", "-1"), "argument --port: -1 is not a TCP port (0 to 65535)"),
+    (("executor", "--console-port", "99999"), "argument --console-port: 99999 is not a TCP port (0 to 65535)"),
+    (("all-in-one", "--web-port", "99999"), "argument --web-port: 99999 is not a TCP port (0 to 65535)"),
+    (("merger", "--workers", "-5"), "argument --workers: -5 is not at least 1"),
+    (("executor", "--concurrency", "0"), "argument --concurrency: 0 is not at least 1"),
+    (("cloud-sim", "--max-instances", "-5"), "argument --max-instances: -5 is below 0"),
+    (("gerrit-events", "--count", "-1"), "argument --count: -1 is below 0"),
+    (("reload", "--timeout", "1e308"), 'argument --timeout: "1e308" seconds is longer than a command waits'),
+    (("enqueue", "--pipeline", "gate", "--change", "1,1", "--timeout", "1e10"),
+     'argument --timeout: "1e10" seconds is longer than a command waits'),
     (("history", "--url", "garbage", "migrate"), '--url: "garbage" is not a database URL SQLAlchemy can use'),
     (("hold", "0123abcd", "--reason", "x", "--hours", "1e308"),
      'argument --hours: "1e308" hours is longer than a hold may last (at most 720 hours, 30 days)'),
@@ -257,3 +267,27 @@ def test_zookeeper_start_status_stop_of_a_real_server(tmp_path, capsys):
         assert main(["zookeeper", "stop", "--data-dir", data]) == 0
     assert capsys.readouterr().out.startswith("stopped pid ")
     assert main(["zookeeper", "status", "--data-dir", data]) == 1
+
+
+def test_a_reader_that_goes_away_ends_a_command_quietly(tmp_path):
+    """`gatekeeper nodes | head -1`: the pipe closes before the command writes; no traceback, as other tools."""
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(f"layout: {REPO / 'layouts'}\n")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before anything is written
+    try:
+        proc = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "validate", "-c", str(config)], cwd=REPO,
+                              stdout=write, stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write)
+    assert proc.returncode == 1 and proc.stderr == ""
+
+
+def test_a_port_in_use_is_one_sentence_not_a_traceback():
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        (code, _, err, _), = run_all([("gerrit-sim", "--port", str(port), "--data-dir", "/nonexistent-gk/x")])
+    assert code == 1 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("gatekeeper gerrit-sim: ")
