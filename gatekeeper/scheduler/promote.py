@@ -26,6 +26,7 @@ log = logging.getLogger("gatekeeper.scheduler.promote")
 def promote(manager: PipelineManager, keys: list[str]) -> str:
     """Apply a promote of the changes `keys` ("N,P"); returns "" or why not (for the operator), and raises
     NotFound for a change that is not in the pipeline."""
+    keys = list(dict.fromkeys(keys))  # a change named twice is promoted once (a queue holds each item once)
     if not keys:
         return "promote needs at least one change"
     state = manager.state

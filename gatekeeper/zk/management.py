@@ -129,6 +129,9 @@ class ManagementRequest(Record):
                                        f"takes (at most {MAX_CHANGES})")
             for key in self.changes:
                 _check_change("changes", key)
+            twice = sorted({key for key in self.changes if self.changes.count(key) > 1})
+            if twice:
+                raise MalformedRequest(f'field "changes": {", ".join(twice)} named more than once')
         elif self.ref or self.project:
             self._check_ref()
         else:

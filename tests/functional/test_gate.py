@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+
+from gatekeeper.zk.management import MalformedRequest
 from tests.functional.gate_harness import GateHarness
 from tests.helpers import wait_for
 
@@ -258,6 +261,9 @@ def test_promote_moves_a_change_to_the_head_and_operator_errors_are_clear(gate: 
     assert gate.management("promote", "gate", changes=["9,1"]) == "no change 9,1 in gate"
     assert gate.management("dequeue", "check", change="1,1") == "no change 1,1 in check"
     assert gate.management("promote", "nope", changes=["1,1"]).startswith("no pipeline 'nope'")
+    # a change named twice would be two entries of one item in the queue, which then never moves
+    with pytest.raises(MalformedRequest, match='field "changes": 3,1 named more than once'):
+        gate.management("promote", "gate", changes=["3,1", "2,1", "3,1"])
     assert gate.management("promote", "gate", changes=["3,1"]) == ""
     gate.settle()
     assert gate.gate_queue() == ["3,1", "1,1", "2,1"]
