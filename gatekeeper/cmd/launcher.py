@@ -383,8 +383,9 @@ def cmd_autohold(args: argparse.Namespace) -> int:
             if not zk.client.exists(paths.hold(args.id)):
                 print(f"no autohold {args.id} (see `gatekeeper autohold list`)", file=sys.stderr)
                 return 1
-            delete_autohold(zk, args.id)
-            print(f"autohold {args.id} deleted")
+            released = delete_autohold(zk, args.id)
+            print(f"autohold {args.id} deleted" + (f"; released the nodes it held: {', '.join(released)}"
+                                                   if released else ""))
         else:
             for h in list_autoholds(zk):
                 print(f"{h.id} project={h.project or '*'} job={h.job or '*'} change={h.change} "

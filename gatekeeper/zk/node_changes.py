@@ -23,8 +23,20 @@ def list_autoholds(zk: ZKClient) -> list[Autohold]:
     return [hold for hold, _ in NodeStore(zk).autoholds()]
 
 
-def delete_autohold(zk: ZKClient, hold_id: str) -> None:
-    NodeStore(zk).delete_autohold(hold_id)
+def delete_autohold(zk: ZKClient, hold_id: str) -> list[str]:
+    """Delete autohold `hold_id` and release the nodes it holds still (as Zuul does: they are marked used, and
+    their launcher deletes them); returns the ids of the nodes released."""
+    store = NodeStore(zk)
+    held = next((hold.held_nodes for hold, _ in store.autoholds() if hold.id == hold_id), [])
+    store.delete_autohold(hold_id)
+    released = []
+    for node_id in held:
+        try:
+            release_node(zk, node_id, comment=f"released with autohold {hold_id}")
+        except NodeChangeError:  # gone already, or no longer held (released, or held again by an operator)
+            continue
+        released.append(node_id)
+    return released
 
 
 def claim_autohold(zk: ZKClient, project: str, job: str, change: str, node_id: str) -> Autohold | None:

@@ -198,6 +198,26 @@ def test_autohold_delete_of_an_unknown_id_fails_and_a_known_one_is_deleted(zk_co
     assert (listed, listing) == (0, "")
 
 
+def test_deleting_an_autohold_releases_the_nodes_it_holds_as_zuul_does(zk_config, zk_server, zk_chroot):
+    from gatekeeper.launcher import model
+    from gatekeeper.zk.nodes import NodeStore
+
+    zk = ZKClient(zk_server.hosts, chroot=zk_chroot).start()
+    try:
+        store = NodeStore(zk)
+        store.ensure_paths(["debian"])
+        held, other = (model.Node(id=i, provider="p", label="debian", state=model.HOLD, hold_reason="r")
+                       for i in ("0123456789ab", "ba9876543210"))
+        assert store.create_node(held) and store.create_node(other)
+        ident = store.add_autohold(model.Autohold(project="nova", reason="debug", held_nodes=[held.id, "00000000dead"]))
+        [(code, out, err, _)] = run_all([("autohold", "delete", "--id", ident)], env=zk_config)
+        assert (code, out.strip()) == (0, f"autohold {ident} deleted; released the nodes it held: {held.id}"), err
+        assert store.read_node(held.id)[0].state == model.USED  # its launcher deletes it now
+        assert store.read_node(other.id)[0].state == model.HOLD  # held by something else: left alone
+    finally:
+        zk.stop()
+
+
 def test_node_commands_name_a_node_that_does_not_exist(zk_config):
     results = run_all([("hold", "0123456789ab", "--reason", "look"), ("release", "0123456789ab")], env=zk_config)
     for code, out, err, _ in results:
