@@ -23,6 +23,8 @@ from gatekeeper.zk.record import Record
 
 log = logging.getLogger("gatekeeper.zk.components")
 
+UNREGISTER_WAIT_S = 5.0  # how long a stopping service waits for ZooKeeper to remove its registration
+
 
 @dataclass
 class ComponentInfo(Record):
@@ -69,13 +71,18 @@ class Component:
             if self._registered:
                 self._write()
 
-    def unregister(self) -> None:
+    def unregister(self, timeout: float = UNREGISTER_WAIT_S) -> None:
+        """Remove the registration, waiting at most `timeout` seconds for ZooKeeper: a service stopping while
+        ZooKeeper cannot be reached must still stop (the record is ephemeral: it goes with the session)."""
         with self._lock:
             self._registered = False
             try:
-                self.zk.client.delete(self.path)
+                self.zk.client.delete_async(self.path).get(timeout=timeout)
             except NoNodeError:
                 pass
+            except Exception as exc:  # unreachable or slow: the session's end removes the record
+                log.warning("%s %s: could not remove its registration (%s); it goes when the session ends",
+                            self.info.kind, self.info.ident, type(exc).__name__)
         try:
             self.zk.remove_listener(self._on_connection)
         except ValueError:

@@ -44,3 +44,29 @@ def test_a_stop_signal_delivered_to_a_thread_other_than_the_main_one_stops_the_s
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+
+
+@pytest.mark.parametrize("service", ["web", "merger"])
+def test_a_service_stops_on_sigterm_while_zookeeper_is_down(tmp_path, service):
+    """Its registration cannot be removed then (the record is ephemeral and goes with the session): it stops
+    anyway, where it waited for ZooKeeper for as long as ZooKeeper was away."""
+    from gatekeeper.zk.server import LocalZooKeeper
+
+    zk = LocalZooKeeper(data_dir=str(tmp_path / "zk"), force_sync=False).start()
+    config = tmp_path / "gatekeeper.yaml"
+    config.write_text(f"zookeeper:\n  hosts: {zk.hosts}\nweb:\n  port: {free_port()}\n"
+                      f"merger:\n  git-dir: {tmp_path / 'git'}\n")
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", service, "-c", str(config)], cwd=REPO,
+                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        ready = {"web": "serving on", "merger": "started with"}[service]
+        while ready not in (line := proc.stdout.readline()):
+            assert line, f"the {service} did not start"
+        zk.stop()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) in (0, -signal.SIGTERM)  # stopped (by its handler, or by the signal itself)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        zk.stop()
