@@ -30,6 +30,8 @@ from gatekeeper.zk.merges import MergeRequest, MergeResult, MergeState
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
 MERGE_ATTEMPTS = 3
+# reports that tell no result: an item that sent only these still takes a new layout's jobs
+UNRESULTED = frozenset({"enqueue", "start"})
 
 
 def _provider_of(result: BuildResult) -> list[str]:
@@ -194,7 +196,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         and their results forgotten; jobs it gained are requested by this pass; an item left with no job leaves the
         pipeline, saying why. Items with a result reported already keep theirs."""
         for item in list(self.state.items.values()):
-            if not item.live or any(kind != "start" for kind in item.reported):
+            if not item.live or any(kind not in UNRESULTED for kind in item.reported):
                 continue
             project = self.layout.projects.get(item.change.project)
             jobs = (list(project.jobs_on_branch(self.name, item.change.branch, self.layout.jobs, item.change.files,

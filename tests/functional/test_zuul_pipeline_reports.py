@@ -133,6 +133,24 @@ def test_a_layout_in_zuuls_spelling_votes_and_says_what_zuul_would(gate: GateHar
     assert gate.status(d) == "NEW" and gate.gate_queue() == []
 
 
+def test_a_new_layout_changes_the_jobs_of_an_item_that_only_reported_its_enqueue(gate: GateHarness) -> None:
+    gate.executor.hold = True
+    a = gate.change("org/a")
+    gate.settle()
+    assert texts(gate, a) == ["Enqueued in check.", "Starting check jobs."]
+    assert [r.job for r in gate.executor.held()] == ["unit"]
+    text = gate.layout_path.read_text().replace("  - name: unit\n", "  - name: unit\n  - name: lint\n", 1)
+    gate.layout_path.write_text(text.replace("pipelines: {check: [unit], gate: [unit]}",
+                                             "pipelines: {check: [unit, lint], gate: [unit]}", 1))
+    assert gate.schedulers[0].reload() == ""
+    gate.settle()
+    assert sorted(r.job for r in gate.executor.held()) == ["lint", "unit"]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert sorted(gate.history("check")) == [("lint", "SUCCESS", "1,1"), ("unit", "SUCCESS", "1,1")]
+
+
 @pytest.mark.parametrize(("pipeline", "message"), [
     ("  - name: p\n    manager: independent\n    require: {gerritt: {open: true}}\n",
      'require names unknown connection "gerritt" (known: gerrit)'),
