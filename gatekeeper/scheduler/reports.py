@@ -176,7 +176,8 @@ class ItemReports:
         if outcome is not None:
             if result == "SUCCESS" and not outcome.ok:
                 result = "FAILURE"
-            if self.pipeline.disable_after and not item.change.is_ref:
+            if self.pipeline.disable_after and not item.change.is_ref and result in ("SUCCESS", "FAILURE"):
+                # as Zuul: only failed jobs count (a merge conflict, the infrastructure's failure: neither way)
                 self.state.failures = 0 if result == "SUCCESS" else self.state.failures + 1
                 self.state.changed = True
             self.backend.record_history(BuildsetEvent(

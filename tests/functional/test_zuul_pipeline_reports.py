@@ -213,6 +213,30 @@ def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_rep
         gate.stop()
 
 
+def test_a_merge_conflict_is_no_failure_in_a_row_that_disables_a_pipeline(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    gate = GateHarness(tmp_path, zk_factory, layout_text=DISABLING)
+    try:
+        a, c = gate.change("org/a", files={"README": "from a\n"}), gate.change("org/a", files={"README": "from c\n"})
+        gate.settle()
+        gate.approve(a)
+        gate.settle()
+        assert gate.status(a) == "MERGED"
+        b = gate.change("org/b")
+        gate.executor.fail("unit", b.number)
+        gate.settle()
+        assert gate.ci_votes(b) == {"Verified": -1}  # one failure
+        gate.comment(c, "recheck")
+        gate.settle()
+        assert texts(gate, c)[-1].startswith("This change could not be merged.")  # a conflict: not counted
+        d = gate.change("org/a")
+        gate.settle()
+        assert gate.ci_votes(d) == {"Verified": 1}
+        assert texts(gate, d)[-1].startswith("Build succeeded (check pipeline).")
+    finally:
+        gate.stop()
+
+
 def test_an_independent_pipeline_ignoring_dependencies_tests_each_change_alone(
         tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
     require = "    require: {open: true, current-patchset: true}\n"
