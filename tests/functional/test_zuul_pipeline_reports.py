@@ -237,6 +237,23 @@ def test_a_merge_conflict_is_no_failure_in_a_row_that_disables_a_pipeline(
         gate.stop()
 
 
+def test_a_disabled_pipeline_tells_a_change_without_jobs_through_its_disabled_reporters(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    layout = ZUUL_LAYOUT.replace("    no-jobs:\n", "    disable-after-consecutive-failures: 1\n"
+                                 "    disabled: {gerrit: {message: Check is disabled.}}\n    no-jobs:\n", 1)
+    gate = GateHarness(tmp_path, zk_factory, layout_text=layout)
+    try:
+        a = gate.change("org/a")
+        gate.executor.fail("unit", a.number)
+        gate.settle()
+        assert gate.ci_votes(a) == {"Verified": -1}
+        b = gate.change("org/b")  # no job of org/b runs on master
+        gate.settle()
+        assert texts(gate, b) == ["Check is disabled.\n\nQuestions? Ask in #infra."]
+    finally:
+        gate.stop()
+
+
 def test_an_independent_pipeline_ignoring_dependencies_tests_each_change_alone(
         tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
     require = "    require: {open: true, current-patchset: true}\n"
