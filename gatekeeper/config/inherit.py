@@ -54,20 +54,22 @@ def resolve_parents(layout: Layout, given: dict[str, set[str]],
     jobs = layout.jobs
     errors: list[ConfigError] = []
     done: dict[str, Job] = {}
+    refused: set[str] = set()  # jobs whose own inheritance error is said already (a cycle is said once anyway)
 
     def place(name: str) -> tuple[str, int, str]:
         src, line = where[("job", name)]
         return src, line, f'job "{name}"'
 
     def resolve(name: str, path: list[str]) -> Job | None:
-        if name in done:
-            return done[name]
+        if name in done or name in refused:
+            return done.get(name)
         job = jobs[name]
         if not job.parent or job.parent not in jobs:
             done[name] = job
             return job
         if job.parent == name:
             errors.append(ConfigError(*place(name), "names itself as its parent"))
+            refused.add(name)
             return None
         if job.parent in path:
             chain = path[path.index(job.parent):] + [name]  # each inherits from the next, the last from the first
@@ -83,6 +85,7 @@ def resolve_parents(layout: Layout, given: dict[str, set[str]],
             src, line = where[("job", job.parent)]
             errors.append(ConfigError(*place(name), f'cannot inherit from job "{job.parent}": it is final '
                                                     f"({src}:{line})"))
+            refused.add(name)
             return None
         done[name] = inherit(parent, job, given.get(name, set()))
         return done[name]

@@ -168,8 +168,11 @@ UNSUPPORTED_REPORT_KEYS = {
 def GERRIT_REPORT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
     if not isinstance(value, dict):
         raise v.Invalid("expected a mapping like {Verified: 1, submit: true}")
-    GERRIT_REPORT_FLAT({k: value[k] for k in value if k in GERRIT_REPORT_KEYS})
     errors: list[v.Invalid] = []
+    try:
+        GERRIT_REPORT_FLAT({k: value[k] for k in value if k in GERRIT_REPORT_KEYS})
+    except v.MultipleInvalid as exc:
+        errors.extend(exc.errors)
     for key, vote in value.items():
         if key in GERRIT_REPORT_KEYS:
             continue

@@ -90,6 +90,10 @@ jobs:
     post-review: true
   - name: publish-docs
     parent: publish
+  - name: selfish-child
+    parent: selfish
+  - name: thaw-child
+    parent: thaw
 projects:
   - name: org/a
     pipelines: {check: [base, publish-docs], post: [publish-docs]}
@@ -107,11 +111,11 @@ def test_inheritance_mistakes_are_sentences_naming_file_and_line() -> None:
         'zuul.yaml:17: job "c1": inherits from itself: c1 -> c2 -> c1',
         'zuul.yaml:21: job "selfish": names itself as its parent',
         'zuul.yaml:24: job "orphan" parent: undefined job "nobody" (defined: base, c1, c2, frozen, orphan, publish, '
-        "publish-docs, selfish, thaw)",
-        'zuul.yaml:31: project "org/a" pipeline check: job "base" is abstract: it may only be the parent of other jobs',
-        'zuul.yaml:31: project "org/a" pipeline check: job "publish-docs" is post-review: it runs only in a '
+        "publish-docs, selfish, selfish-child, thaw, thaw-child)",
+        'zuul.yaml:35: project "org/a" pipeline check: job "base" is abstract: it may only be the parent of other jobs',
+        'zuul.yaml:35: project "org/a" pipeline check: job "publish-docs" is post-review: it runs only in a '
         "post-review pipeline (check is not)",
-    ]
+    ]  # each said once, though selfish and thaw have children
 
 
 VARIANTS = """

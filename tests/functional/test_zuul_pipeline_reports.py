@@ -172,6 +172,17 @@ def test_zuul_spellings_that_cannot_work_get_a_sentence_naming_the_place(pipelin
     assert "layout.yaml:" in str(caught.value)
 
 
+def test_every_mistake_of_one_gerrit_reporter_is_listed() -> None:
+    text = ("pipelines:\n  - name: p\n    manager: independent\n    success: {gerrit: {message: 3, Verified: x}}\n"
+            "    trigger: {gerrit: [{event: patchset-created}]}\n")
+    with pytest.raises(ConfigErrors) as caught:
+        parse_layout({"layout.yaml": text}, connections={"gerrit"})
+    assert sorted(str(e) for e in caught.value.errors) == [
+        "layout.yaml:4: pipelines[0] (p).success.gerrit.Verified: expected a vote (an integer) for label Verified, or "
+        "one of labels, message, submit, tag, got a string 'x'",
+        "layout.yaml:4: pipelines[0] (p).success.gerrit.message: expected a string, got an integer 3"]
+
+
 DISABLING = GATE_LAYOUT.replace(
     "    merge-conflict: {gerrit: {labels: {Verified: -1}, message: This change could not be merged.}}\n",
     "    merge-conflict: {gerrit: {labels: {Verified: -1}, message: This change could not be merged.}}\n"

@@ -82,6 +82,8 @@ def test_a_project_pipeline_changes_a_job_for_itself_only(gate: GateHarness) -> 
      'zuul.yaml:12: project "org/a": pipeline check is given twice: under pipelines and as check'),
     ("  - name: org/a\n    chek:\n      jobs: [unit]\n",
      'zuul.yaml:11: project "org/a": undefined pipeline "chek" (defined: check)'),
+    ("  - name: org/a\n    check:\n      queue: nope\n      jobs: [unit]\n",
+     'zuul.yaml:12: project "org/a": undefined queue "nope" (defined: none)'),
     ("  - name: org/a\n    merge_mode: cherry-pick\n",
      'zuul.yaml:11: projects[0] (org/a): unknown key "merge_mode"'),
     ("  - name: org/a\n    templates: [python-jobs]\n",
