@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gatekeeper.config.model import Job, JobDependency, Layout
+from gatekeeper.config.model import JobDependency, Layout, Project
 from gatekeeper.config.yamlfile import ConfigError, SourceList
 
 
@@ -27,15 +27,16 @@ def parse_dependencies(job: Any, where: str, refs: list[tuple[str, str, str, int
     return tuple(out)
 
 
-def dependency_cycle(jobs: dict[str, Job]) -> list[str]:
-    """A cycle among the jobs' dependencies, as job names with the first repeated at the end ([] when none)."""
+def dependency_cycle(deps: dict[str, tuple[JobDependency, ...]]) -> list[str]:
+    """A cycle among jobs given with their dependencies, as job names with the first repeated at the end ([] when
+    none); a dependency on a job not given is no edge."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
 
     def visit(name: str, path: list[str]) -> list[str]:
         state[name] = 1
         here = path + [name]
-        for dep in jobs[name].dependencies:
-            if dep.name not in jobs or state.get(dep.name) == 2:
+        for dep in deps.get(name, ()):
+            if dep.name not in deps or state.get(dep.name) == 2:
                 continue
             if state.get(dep.name) == 1:
                 return here[here.index(dep.name):] + [dep.name]
@@ -45,7 +46,7 @@ def dependency_cycle(jobs: dict[str, Job]) -> list[str]:
         state[name] = 2
         return []
 
-    for name in sorted(jobs):
+    for name in sorted(deps):
         if name not in state:
             found = visit(name, [])
             if found:
@@ -60,21 +61,41 @@ def dependency_errors(layout: Layout, where: dict[tuple[str, str], tuple[str, in
     line, `listed` each (project, pipeline, job) entry's."""
     errors = []
     jobs = layout.jobs
-    cycle = dependency_cycle(jobs)
+    cycle = dependency_cycle({name: job.dependencies for name, job in jobs.items()})
     if cycle:
         src, line = where[("job", cycle[0])]
         places = " -> ".join(f"{name} ({':'.join(map(str, where[('job', name)]))})" for name in cycle)
         errors.append(ConfigError(src, line, f'job "{cycle[0]}"', f"dependency cycle {places}"))
     for project in layout.projects.values():
         for pipeline, names in project.pipelines.items():
+            deps = {}  # the dependencies each defined job listed here has in this project's pipeline
             for name in names:
                 override = project.variants.get((pipeline, name))
                 own = override.dependencies if override is not None else None
-                for dep in (own if own is not None else jobs[name].dependencies) if name in jobs else ():
+                if name in jobs:
+                    deps[name] = own if own is not None else jobs[name].dependencies
+                for dep in deps.get(name, ()):
                     if not dep.soft and dep.name in jobs and dep.name not in names:
                         src, line = listed[(project.name, pipeline, name)]
                         errors.append(ConfigError(
                             src, line, f'project "{project.name}" pipeline {pipeline}',
                             f'job "{name}" depends on job "{dep.name}", which this pipeline does not run for the '
                             "project (list it too, or make the dependency soft)"))
+            errors.extend(_pipeline_cycle(project, pipeline, deps, listed))
     return errors
+
+
+def _pipeline_cycle(project: Project, pipeline: str, deps: dict[str, tuple[JobDependency, ...]],
+                    listed: dict[tuple[str, str, str], tuple[str, int]]) -> list[ConfigError]:
+    """A dependency cycle in one project's pipeline that the project's own `dependencies` of a job make (a cycle
+    of the jobs' definitions alone is said once, at the jobs): its items could never start a job."""
+    overridden = {name for name in deps if (override := project.variants.get((pipeline, name))) is not None
+                  and override.dependencies is not None}
+    cycle = dependency_cycle(deps) if overridden else []
+    if not overridden & set(cycle):
+        return []
+    start = min(i for i, name in enumerate(cycle[:-1]) if name in overridden)
+    cycle = cycle[start:-1] + cycle[:start] + [cycle[start]]
+    src, line = listed[(project.name, pipeline, cycle[0])]
+    return [ConfigError(src, line, f'project "{project.name}" pipeline {pipeline}',
+                        "dependency cycle " + " -> ".join(cycle))]

@@ -425,13 +425,14 @@ class _Builder:
             if pipe in pipelines:
                 self.error(p, pipe, where, f"pipeline {pipe} is given twice: under pipelines and as {pipe}")
             pipelines[pipe] = tuple(dict.fromkeys(pipelines.get(pipe, ()) + jobs))
+        queue_line = p.line_of("queue")
         for named, line in queues:  # Zuul's older spelling: the queue in a project's (dependent) pipeline
             if queue and named != queue:
                 self.errors.append(ConfigError(p.source, line, where, f'project in two queues: "{queue}" and '
                                                                       f'"{named}"'))
-            queue = queue or named
+            queue, queue_line = (queue, queue_line) if queue else (named, line)
         if queue:
-            self.refs.append(("queue", queue, p.source, p.line_of("queue"), where))
+            self.refs.append(("queue", queue, p.source, queue_line, where))
         if existing:
             if queue and existing.queue and queue != existing.queue:
                 src, line = self.where[("project", name)]

@@ -74,18 +74,22 @@ class WindowConfig:
     decrease_type: str = "exponential"
 
     def grown(self, size: int) -> int:
-        """The window after the head of its queue succeeded (never past the ceiling)."""
+        """The window after the head of its queue succeeded (never past the ceiling); `size` 0 (no window until
+        now) counts as the initial size."""
         if not self.initial:
             return 0
+        size = size or self.initial
         if self.ceiling and size >= self.ceiling:
             return size
         bigger = size * self.increase if self.increase_type == "exponential" else size + self.increase
         return min(bigger, self.ceiling) if self.ceiling else bigger
 
     def shrunk(self, size: int) -> int:
-        """The window after the head of its queue failed (never below the floor)."""
+        """The window after the head of its queue failed (never below the floor); `size` 0 counts as the initial
+        size."""
         if not self.initial:
             return 0
+        size = size or self.initial
         if self.decrease_type == "linear":
             return max(self.floor, int(size - self.decrease_factor))
         return max(self.floor, int(size / self.decrease_factor))

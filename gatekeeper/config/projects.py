@@ -10,8 +10,7 @@ from typing import Any
 
 from gatekeeper.config.jobdeps import parse_dependencies
 from gatekeeper.config.model import JobOverride
-
-OWN_KEYS = ("name", "queue", "merge-mode", "pipelines")  # a project's keys that name no pipeline
+from gatekeeper.config.schema import PROJECT_KEYS
 
 Refs = list[tuple[str, str, str, int, str]]
 Patterns = Callable[[Any, str, str, "tuple[re.Pattern, ...] | None"], "tuple[re.Pattern, ...] | None"]
@@ -27,7 +26,7 @@ def project_pipelines(p: Any, where: str, refs: Refs, listed: dict[tuple[str, st
     variants: dict[tuple[str, str], JobOverride] = {}
     queues: list[tuple[str, int]] = []
     for pipe, conf in p.items():
-        if pipe in OWN_KEYS:
+        if pipe in PROJECT_KEYS:
             continue
         refs.append(("pipeline", pipe, p.source, p.line_of(pipe), where))
         conf = conf or {}

@@ -168,8 +168,11 @@ UNSUPPORTED_REPORT_KEYS = {
 def GERRIT_REPORT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
     if not isinstance(value, dict):
         raise v.Invalid("expected a mapping like {Verified: 1, submit: true}")
-    GERRIT_REPORT_FLAT({k: value[k] for k in value if k in GERRIT_REPORT_KEYS})
     errors: list[v.Invalid] = []
+    try:
+        GERRIT_REPORT_FLAT({k: value[k] for k in value if k in GERRIT_REPORT_KEYS})
+    except v.MultipleInvalid as exc:
+        errors.extend(exc.errors)
     for key, vote in value.items():
         if key in GERRIT_REPORT_KEYS:
             continue
@@ -371,15 +374,53 @@ def PROJECT_JOB(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
 # Zuul's spelling of a project's pipeline: `check: {jobs: [unit, {integration: {voting: false}}]}`
 PROJECT_PIPELINE = v.Schema({"jobs": Each(PROJECT_JOB), "queue": NAME})
 
-PROJECT = v.Schema(
+PROJECT_KEYS = ("name", "description", "queue", "merge-mode", "pipelines")  # a project's keys that name no pipeline
+PROJECT_OWN = v.Schema(
     {
         v.Required("name"): v.All(str, v.Length(min=1)),
+        "description": str,
         "queue": NAME,
         "merge-mode": v.In(MERGE_MODES, msg=f"expected one of {', '.join(MERGE_MODES)}"),
         "pipelines": v.Schema({str: [str]}),
-        str: PROJECT_PIPELINE,  # any other key names a pipeline, in Zuul's spelling
     }
 )
+UNSUPPORTED_PROJECT_KEYS = {  # Zuul's project keys we do not have, and why
+    "templates": "project templates are not supported: list the template's jobs in each of the project's pipelines",
+    "vars": "a project's vars are not supported: give them in its pipelines' jobs, like {unit: {vars: {...}}}",
+    "default-branch": "a project's default branch is not used here: a job's branches match each change's own "
+                      "branch",
+}
+
+
+def PROJECT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    """A project: its own keys, and its pipelines in Zuul's spelling (a key whose value is a mapping, or empty)."""
+    if not isinstance(value, dict):
+        raise v.Invalid("expected a mapping")
+    errors: list[v.Invalid] = []
+    try:
+        PROJECT_OWN({k: x for k, x in value.items() if k in PROJECT_KEYS})
+    except v.MultipleInvalid as exc:
+        errors.extend(exc.errors)
+    for key, conf in value.items():
+        if key in PROJECT_KEYS:
+            continue
+        if key in UNSUPPORTED_PROJECT_KEYS:
+            errors.append(v.Invalid(UNSUPPORTED_PROJECT_KEYS[key], [key]))
+        elif isinstance(key, str) and isinstance(conf, list):  # likely our spelling where Zuul's is read
+            errors.append(v.Invalid(f"unknown key, or pipeline {key}'s jobs given as a list: write {key}: {{jobs: "
+                                    f"[...]}}, or the list under pipelines", [key]))
+        elif not isinstance(key, str) or not (conf is None or isinstance(conf, dict)):
+            errors.append(v.Invalid("extra keys not allowed", [key]))  # no pipeline: said as an unknown key
+        else:
+            try:
+                PROJECT_PIPELINE(conf)
+            except v.MultipleInvalid as exc:
+                for err in exc.errors:
+                    err.prepend([key])
+                errors.extend(exc.errors)
+    if errors:
+        raise v.MultipleInvalid(errors)
+    return value
 
 # min-ready -1: the label is disabled (as in Nodepool): no node of it is launched, requests for it are declined
 NODE_LABEL = v.Schema({v.Required("name"): NAME,

@@ -98,16 +98,15 @@ class Enqueueing:
 
     def _report_no_jobs(self, change: Change, refusal_key: str) -> None:
         """Tell a change of a project in this pipeline that none of its jobs runs for it, where the pipeline has a
-        no-jobs reporter (as Zuul reports an item that leaves without running any job)."""
-        conf = self.pipeline.reports.get("no-jobs")
-        if conf is None or change.is_ref:
+        no-jobs reporter (as Zuul reports an item that leaves without running any job); a disabled pipeline tells
+        its disabled reporters instead."""
+        action = "disabled" if self._disabled() else "no-jobs"
+        if action == "disabled" and "no-jobs" not in self.pipeline.reports:
             return
-        text = (conf.message or self.pipeline.messages.get("no-jobs", "")).replace("{pipeline.name}", self.name)
-        labels = dict(conf.labels) if change.is_current else {}
-        if text or labels:
-            log.info("[%s %s] runs no job: reported (no-jobs)", self.name, change.key)
-            self.backend.report(Report(self.name, change, "no-jobs", text, labels, tag=conf.tag,
-                                       key=f"no-jobs:{refusal_key or self.clock()}:{change.key}"))
+        report = self._change_report(change, action, f"no-jobs:{refusal_key or self.clock()}:{change.key}")
+        if report is not None and (report.message or report.labels):
+            log.info("[%s %s] runs no job: reported (%s)", self.name, change.key, action)
+            self.backend.report(dataclasses.replace(report, submit=False))  # nothing ran: nothing to merge on
 
     def _needed_chain(self, change: Change) -> list[Change]:
         """The changes `change` needs that must be enqueued ahead of it, in order; raises Refusal."""

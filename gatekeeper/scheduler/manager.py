@@ -30,6 +30,8 @@ from gatekeeper.zk.merges import MergeRequest, MergeResult, MergeState
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
 MERGE_ATTEMPTS = 3
+# reports that tell no result: an item that sent only these still takes a new layout's jobs
+UNRESULTED = frozenset({"enqueue", "start"})
 
 
 def _provider_of(result: BuildResult) -> list[str]:
@@ -192,9 +194,16 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         """A new layout (or the first pass after loading the state): each live item runs the jobs this layout gives
         it, as Zuul freezes an item's jobs again on reconfiguration. Builds of jobs it no longer has are cancelled
         and their results forgotten; jobs it gained are requested by this pass; an item left with no job leaves the
-        pipeline, saying why. Items with a result reported already keep theirs."""
+        pipeline, saying why. Items with a result reported already keep theirs. A queue that had no window and now
+        has one starts at its initial size (and one that has none now keeps none)."""
+        for queue in self.state.queues.values() if self.pipeline.dependent else ():
+            initial = self._window_config(queue).initial
+            size = queue.window if initial and queue.window else initial
+            if size != queue.window:
+                log.info("[%s] queue %s: the layout's window is %s now", self.name, queue.name, size or "no limit")
+                queue.window, self.state.changed = size, True
         for item in list(self.state.items.values()):
-            if not item.live or any(kind != "start" for kind in item.reported):
+            if not item.live or any(kind not in UNRESULTED for kind in item.reported):
                 continue
             project = self.layout.projects.get(item.change.project)
             jobs = (list(project.jobs_on_branch(self.name, item.change.branch, self.layout.jobs, item.change.files,

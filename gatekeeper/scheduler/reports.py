@@ -11,7 +11,7 @@ import logging
 import time
 
 from gatekeeper.models.interfaces import Report, ReportOutcome
-from gatekeeper.models.pipeline import Build, ChangeQueue, Item
+from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item
 from gatekeeper.zk.builds import INFRASTRUCTURE, BuildResult
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.merges import MergeState
@@ -135,7 +135,14 @@ class ItemReports:
         return report.key
 
     def _make_report(self, item: Item, action: str, extra: str = "") -> Report | None:
-        if item.change.is_ref:
+        results = "\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds)
+        return self._change_report(item.change, action, f"{item.id}:{action}", extra, results)
+
+    def _change_report(self, change: Change, action: str, key: str, extra: str = "",
+                       results: str = "") -> Report | None:
+        """The report of `action` on `change` as the pipeline's reporters and messages give it (`results`: its job
+        lines), or None when there is nothing to send."""
+        if change.is_ref:
             return None  # no review names a branch: a ref item's outcome goes to the build history only
         conf = self.pipeline.reports.get(action)
         intro = self.pipeline.messages.get(action, "")
@@ -149,16 +156,16 @@ class ItemReports:
         if extra and action == "infra-failure":
             parts, extra = [extra], ""
         if action in ("success", "failure", "infra-failure", "disabled"):
-            parts.append("\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds))
+            parts.append(results)
         if extra:
             parts.append(extra)
         if action in ("success", "failure", "infra-failure", "merge-conflict", "disabled"):
             parts.append(self.pipeline.footer)
         # Gerrit takes no votes on an outdated patch set (one kept by dequeue-on-new-patchset: false): a message only
-        labels = dict(conf.labels) if conf and item.change.is_current else {}
-        return Report(self.name, item.change, action, "\n\n".join(p for p in parts if p),
+        labels = dict(conf.labels) if conf and change.is_current else {}
+        return Report(self.name, change, action, "\n\n".join(p for p in parts if p),
                       labels, submit=bool(conf and conf.submit),
-                      tag=conf.tag if conf else "", key=f"{item.id}:{action}")
+                      tag=conf.tag if conf else "", key=key)
 
     # -- build history (gatekeeper.zk.history: the history recorder stores these) ----------------------------
     def _record_build(self, item: Item, build: Build, result: BuildResult, outcome: str, message: str,
@@ -176,7 +183,8 @@ class ItemReports:
         if outcome is not None:
             if result == "SUCCESS" and not outcome.ok:
                 result = "FAILURE"
-            if self.pipeline.disable_after and not item.change.is_ref:
+            if self.pipeline.disable_after and not item.change.is_ref and result in ("SUCCESS", "FAILURE"):
+                # as Zuul: only failed jobs count (a merge conflict, the infrastructure's failure: neither way)
                 self.state.failures = 0 if result == "SUCCESS" else self.state.failures + 1
                 self.state.changed = True
             self.backend.record_history(BuildsetEvent(

@@ -1,6 +1,7 @@
 """Zuul's job inheritance over real wires (the Gerrit simulator over SSH, ZooKeeper, the merger, the scheduler's
 build requests): a job takes from its parent what it does not set, its vars merged with the parent's, and the
-parent's branch variants apply to it; an abstract parent cannot run on its own."""
+parent's branch variants apply to it where it does not set an attribute itself; an abstract parent cannot run on
+its own."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ JOBS = """  - name: base
     variants:
       - branches: stable/
         timeout: 900
+        vars: {release: stable, flavor: tiny}
   - name: unit
     parent: base
     vars: {flavor: large}
@@ -57,6 +59,7 @@ def test_a_job_runs_with_what_it_inherits_from_its_parent(gate: GateHarness) -> 
     gate.settle()
     [on_stable] = [gate.executor.requests[r.id] for r in gate.executor.records("unit") if r.changes == f"{b.number},1"]
     assert on_stable.params["timeout"] == 900  # the parent's variant for stable branches
+    assert on_stable.params["vars"] == {"release": "stable", "flavor": "large"}  # but not over unit's own vars
 
 
 ERRORS = """
@@ -87,6 +90,10 @@ jobs:
     post-review: true
   - name: publish-docs
     parent: publish
+  - name: selfish-child
+    parent: selfish
+  - name: thaw-child
+    parent: thaw
 projects:
   - name: org/a
     pipelines: {check: [base, publish-docs], post: [publish-docs]}
@@ -104,8 +111,54 @@ def test_inheritance_mistakes_are_sentences_naming_file_and_line() -> None:
         'zuul.yaml:17: job "c1": inherits from itself: c1 -> c2 -> c1',
         'zuul.yaml:21: job "selfish": names itself as its parent',
         'zuul.yaml:24: job "orphan" parent: undefined job "nobody" (defined: base, c1, c2, frozen, orphan, publish, '
-        "publish-docs, selfish, thaw)",
-        'zuul.yaml:31: project "org/a" pipeline check: job "base" is abstract: it may only be the parent of other jobs',
-        'zuul.yaml:31: project "org/a" pipeline check: job "publish-docs" is post-review: it runs only in a '
+        "publish-docs, selfish, selfish-child, thaw, thaw-child)",
+        'zuul.yaml:35: project "org/a" pipeline check: job "base" is abstract: it may only be the parent of other jobs',
+        'zuul.yaml:35: project "org/a" pipeline check: job "publish-docs" is post-review: it runs only in a '
         "post-review pipeline (check is not)",
+    ]  # each said once, though selfish and thaw have children
+
+
+VARIANTS = """
+pipelines:
+  - name: check
+    manager: independent
+    trigger: {gerrit: [{event: patchset-created}]}
+jobs:
+  - name: base
+    timeout: 1800
+    vars: {flavor: small, release: base}
+    variants:
+      - branches: stable/
+        timeout: 900
+        vars: {flavor: tiny, release: stable}
+        files: ['^stable-only/']
+  - name: unit
+    parent: base
+    timeout: 3000
+    vars: {flavor: large}
+    files: ['^src/']
+  - name: fast-unit
+    parent: unit
+    variants:
+      - branches: stable/
+        timeout: 60
+projects:
+  - name: org/a
+    pipelines: {check: [base, unit, fast-unit]}
+"""
+
+
+def test_what_a_job_sets_itself_wins_over_its_parents_branch_variants() -> None:
+    from gatekeeper.config.layout import parse_layout
+
+    lay = parse_layout({"zuul.yaml": VARIANTS}, connections={"gerrit"})
+    on = {(job, branch): lay.job_for("org/a", "check", job, branch) for job in ("base", "unit", "fast-unit")
+          for branch in ("master", "stable/1")}
+    assert [(j.timeout, j.vars, [p.pattern for p in j.files]) for j in on.values()] == [
+        (1800, {"flavor": "small", "release": "base"}, []),
+        (900, {"flavor": "tiny", "release": "stable"}, ["^stable-only/"]),
+        (3000, {"flavor": "large", "release": "base"}, ["^src/"]),
+        (3000, {"flavor": "large", "release": "stable"}, ["^src/"]),  # the parent's variant, under unit's own
+        (3000, {"flavor": "large", "release": "base"}, ["^src/"]),
+        (60, {"flavor": "large", "release": "stable"}, ["^src/"]),  # its own variant comes last
     ]

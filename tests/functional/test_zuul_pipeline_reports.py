@@ -133,6 +133,24 @@ def test_a_layout_in_zuuls_spelling_votes_and_says_what_zuul_would(gate: GateHar
     assert gate.status(d) == "NEW" and gate.gate_queue() == []
 
 
+def test_a_new_layout_changes_the_jobs_of_an_item_that_only_reported_its_enqueue(gate: GateHarness) -> None:
+    gate.executor.hold = True
+    a = gate.change("org/a")
+    gate.settle()
+    assert texts(gate, a) == ["Enqueued in check.", "Starting check jobs."]
+    assert [r.job for r in gate.executor.held()] == ["unit"]
+    text = gate.layout_path.read_text().replace("  - name: unit\n", "  - name: unit\n  - name: lint\n", 1)
+    gate.layout_path.write_text(text.replace("pipelines: {check: [unit], gate: [unit]}",
+                                             "pipelines: {check: [unit, lint], gate: [unit]}", 1))
+    assert gate.schedulers[0].reload() == ""
+    gate.settle()
+    assert sorted(r.job for r in gate.executor.held()) == ["lint", "unit"]
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert sorted(gate.history("check")) == [("lint", "SUCCESS", "1,1"), ("unit", "SUCCESS", "1,1")]
+
+
 @pytest.mark.parametrize(("pipeline", "message"), [
     ("  - name: p\n    manager: independent\n    require: {gerritt: {open: true}}\n",
      'require names unknown connection "gerritt" (known: gerrit)'),
@@ -152,6 +170,17 @@ def test_zuul_spellings_that_cannot_work_get_a_sentence_naming_the_place(pipelin
         parse_layout({"layout.yaml": text}, connections={"gerrit"})
     assert message in str(caught.value), str(caught.value)
     assert "layout.yaml:" in str(caught.value)
+
+
+def test_every_mistake_of_one_gerrit_reporter_is_listed() -> None:
+    text = ("pipelines:\n  - name: p\n    manager: independent\n    success: {gerrit: {message: 3, Verified: x}}\n"
+            "    trigger: {gerrit: [{event: patchset-created}]}\n")
+    with pytest.raises(ConfigErrors) as caught:
+        parse_layout({"layout.yaml": text}, connections={"gerrit"})
+    assert sorted(str(e) for e in caught.value.errors) == [
+        "layout.yaml:4: pipelines[0] (p).success.gerrit.Verified: expected a vote (an integer) for label Verified, or "
+        "one of labels, message, submit, tag, got a string 'x'",
+        "layout.yaml:4: pipelines[0] (p).success.gerrit.message: expected a string, got an integer 3"]
 
 
 DISABLING = GATE_LAYOUT.replace(
@@ -191,6 +220,47 @@ def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_rep
         assert gate.ci_votes(e) == {"Verified": 1}
         assert texts(gate, e) == ["Starting check jobs.", texts(gate, e)[1]]
         assert texts(gate, e)[1].startswith("Build succeeded (check pipeline).")
+    finally:
+        gate.stop()
+
+
+def test_a_merge_conflict_is_no_failure_in_a_row_that_disables_a_pipeline(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    gate = GateHarness(tmp_path, zk_factory, layout_text=DISABLING)
+    try:
+        a, c = gate.change("org/a", files={"README": "from a\n"}), gate.change("org/a", files={"README": "from c\n"})
+        gate.settle()
+        gate.approve(a)
+        gate.settle()
+        assert gate.status(a) == "MERGED"
+        b = gate.change("org/b")
+        gate.executor.fail("unit", b.number)
+        gate.settle()
+        assert gate.ci_votes(b) == {"Verified": -1}  # one failure
+        gate.comment(c, "recheck")
+        gate.settle()
+        assert texts(gate, c)[-1].startswith("This change could not be merged.")  # a conflict: not counted
+        d = gate.change("org/a")
+        gate.settle()
+        assert gate.ci_votes(d) == {"Verified": 1}
+        assert texts(gate, d)[-1].startswith("Build succeeded (check pipeline).")
+    finally:
+        gate.stop()
+
+
+def test_a_disabled_pipeline_tells_a_change_without_jobs_through_its_disabled_reporters(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    layout = ZUUL_LAYOUT.replace("    no-jobs:\n", "    disable-after-consecutive-failures: 1\n"
+                                 "    disabled: {gerrit: {message: Check is disabled.}}\n    no-jobs:\n", 1)
+    gate = GateHarness(tmp_path, zk_factory, layout_text=layout)
+    try:
+        a = gate.change("org/a")
+        gate.executor.fail("unit", a.number)
+        gate.settle()
+        assert gate.ci_votes(a) == {"Verified": -1}
+        b = gate.change("org/b")  # no job of org/b runs on master
+        gate.settle()
+        assert texts(gate, b) == ["Check is disabled.\n\nQuestions? Ask in #infra."]
     finally:
         gate.stop()
 

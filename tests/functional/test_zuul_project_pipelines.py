@@ -82,6 +82,22 @@ def test_a_project_pipeline_changes_a_job_for_itself_only(gate: GateHarness) -> 
      'zuul.yaml:12: project "org/a": pipeline check is given twice: under pipelines and as check'),
     ("  - name: org/a\n    chek:\n      jobs: [unit]\n",
      'zuul.yaml:11: project "org/a": undefined pipeline "chek" (defined: check)'),
+    ("  - name: org/a\n    check:\n      queue: nope\n      jobs: [unit]\n",
+     'zuul.yaml:12: project "org/a": undefined queue "nope" (defined: none)'),
+    ("  - name: org/a\n    merge_mode: cherry-pick\n",
+     'zuul.yaml:11: projects[0] (org/a): unknown key "merge_mode"'),
+    ("  - name: org/a\n    templates: [python-jobs]\n",
+     "zuul.yaml:11: projects[0] (org/a).templates: project templates are not supported: list the template's jobs "
+     "in each of the project's pipelines"),
+    ("  - name: org/a\n    vars: {python: '3.11'}\n",
+     "zuul.yaml:11: projects[0] (org/a).vars: a project's vars are not supported: give them in its pipelines' "
+     "jobs, like {unit: {vars: {...}}}"),
+    ("  - name: org/a\n    default-branch: main\n",
+     "zuul.yaml:11: projects[0] (org/a).default-branch: a project's default branch is not used here: a job's "
+     "branches match each change's own branch"),
+    ("  - name: org/a\n    check: [unit]\n",
+     "zuul.yaml:11: projects[0] (org/a).check: unknown key, or pipeline check's jobs given as a list: write check: "
+     "{jobs: [...]}, or the list under pipelines"),
 ])
 def test_zuul_spelled_project_mistakes_are_sentences_naming_file_and_line(projects: str, message: str) -> None:
     from gatekeeper.config.layout import parse_layout
@@ -146,6 +162,14 @@ ZUUL_FORMAT = r"""
       jobs:
         - unit
 """
+
+
+def test_a_zuul_spelled_project_may_describe_itself() -> None:
+    from gatekeeper.config.layout import parse_layout
+
+    text = ZUUL_FORMAT.replace("    name: org/a\n", "    name: org/a\n    description: The A service.\n", 1)
+    assert parse_layout({"zuul.yaml": text}, connections={"gerrit"}).projects["org/a"].pipelines == {
+        "check": ("unit",), "gate": ("unit",)}
 
 
 def test_a_layout_file_in_zuuls_format_gates_a_change(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:

@@ -604,6 +604,20 @@ def test_a_dependency_cycle_is_refused_naming_its_jobs_files_and_lines():
     assert msg == 'b.yaml:2: job "lint": dependency cycle lint (b.yaml:2) -> unit (a.yaml:18) -> lint (b.yaml:2)'
 
 
+def test_a_dependency_cycle_made_by_a_project_pipelines_own_dependencies_is_refused_at_the_project():
+    # unit depends on image in its job; org/b's check makes image depend on unit: its items could never start
+    other = ("projects:\n  - name: org/b\n    check:\n      jobs:\n        - unit\n"
+             "        - image: {dependencies: [unit]}\n")
+    assert errors_of(deps_layout(unit="dependencies: image"), other, names=("a.yaml", "b.yaml")) == [
+        'b.yaml:6: project "org/b" pipeline check: dependency cycle image -> unit -> image']
+    itself = "projects:\n  - name: org/b\n    check:\n      jobs:\n        - unit: {dependencies: [unit]}\n"
+    assert errors_of(deps_layout(), itself, names=("a.yaml", "b.yaml")) == [
+        'b.yaml:5: project "org/b" pipeline check: dependency cycle unit -> unit']
+    # an override that breaks the job's own dependency makes no cycle
+    fine = "projects:\n  - name: org/b\n    check:\n      jobs: [image, {unit: {dependencies: []}}]\n"
+    parse_layout({"a.yaml": deps_layout(unit="dependencies: image"), "b.yaml": fine}, connections={"gerrit"})
+
+
 def test_a_pipeline_listing_a_job_without_a_job_it_hard_depends_on_is_refused():
     (msg,) = errors_of(deps_layout(unit="dependencies: image", gate="[unit, docs]"))
     assert msg == ('layout0.yaml:28: project "org/a" pipeline gate: job "unit" depends on job "image", which this '

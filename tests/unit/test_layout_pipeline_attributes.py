@@ -64,6 +64,9 @@ def test_window_types_are_read_and_an_unknown_type_is_an_error():
     (WindowConfig(ceiling=20), 20, 20),
     (WindowConfig(increase=2, increase_type="exponential"), 5, 10),
     (WindowConfig(ceiling=12, increase=2, increase_type="exponential"), 8, 12),
+    (WindowConfig(), 0, 21),  # a queue that had no window: from the initial size
+    (WindowConfig(increase=2, increase_type="exponential"), 0, 40),
+    (WindowConfig(initial=0), 0, 0),  # no window: none
 ])
 def test_window_grows_as_its_increase_type_says(window: WindowConfig, size: int, grown: int):
     assert window.grown(size) == grown
@@ -76,6 +79,8 @@ def test_window_grows_as_its_increase_type_says(window: WindowConfig, size: int,
     (WindowConfig(decrease_factor=2, decrease_type="linear"), 20, 18),
     (WindowConfig(decrease_factor=1.5, decrease_type="linear"), 10, 8),
     (WindowConfig(floor=4, decrease_factor=3, decrease_type="linear"), 6, 4),
+    (WindowConfig(), 0, 10),  # a queue that had no window: from the initial size
+    (WindowConfig(initial=0), 5, 0),
 ])
 def test_window_shrinks_as_its_decrease_type_says(window: WindowConfig, size: int, shrunk: int):
     assert window.shrunk(size) == shrunk
