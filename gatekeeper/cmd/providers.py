@@ -150,23 +150,35 @@ def cmd_provider_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _layout_providers(zk, name: str) -> set[str]:
+    """The providers of the published layout (none if none was published yet)."""
+    from gatekeeper.config.store import read_layout
+    from gatekeeper.zk.node_provider_data import ErasureRefused
+
+    try:
+        layout = read_layout(zk)
+    except Exception as exc:  # a layout this command cannot read may still have the provider: erase nothing
+        raise ErasureRefused(f"the published layout cannot be read ({exc}), so whether it still has provider "
+                             f"{name} is unknown: nothing is erased") from None
+    return set(layout.nodepool.providers) if layout is not None else set()
+
+
 def cmd_provider_erase(args: argparse.Namespace) -> int:
-    from gatekeeper.zk.node_provider_data import ProviderLive, erase_provider, provider_data
+    from gatekeeper.zk.node_provider_data import ErasureRefused, check_erasable, erase_provider, provider_data
 
     zk = _zk(args)
     try:
-        data = provider_data(zk, args.provider)
-        if data.live:
-            raise ProviderLive(f"provider {args.provider} is served by a running launcher: remove it from the "
-                               "layout (and let the launchers take the new layout) before erasing its data")
+        listed = provider_data(zk, args.provider)
+        check_erasable(listed, _layout_providers(zk, args.provider))
         if not args.force:
-            print("\n".join(_info_tables(data)))
+            print("\n".join(_info_tables(listed)))
             answer = input(f"\nThis cannot be undone. Erase provider {args.provider}'s data from ZooKeeper? [N/y] ")
             if answer.strip().lower() != "y":
                 print("not erased")
                 return 1
-        data = erase_provider(zk, args.provider)
-    except ProviderLive as exc:
+        # the layout read again: it may have changed while the operator read the listing
+        data = erase_provider(zk, args.provider, _layout_providers(zk, args.provider))
+    except ErasureRefused as exc:
         print(f"gatekeeper providers erase: {exc}", file=sys.stderr)
         return 1
     except EOFError:  # no terminal to answer from
@@ -175,7 +187,8 @@ def cmd_provider_erase(args: argparse.Namespace) -> int:
     finally:
         zk.stop()
     builds = sum(len(b) for b in data.builds.values())
-    left = f"; {len(data.locked)} in use left (erase again once released)" if data.locked else ""
+    erased = len(data.nodes) - len(data.spared)
+    left = f"; {len(data.spared)} in use left (erase again once released)" if data.spared else ""
     print(f"provider {args.provider}: erased {builds} image build{'s' * (builds != 1)} and "
-          f"{len(data.nodes) - len(data.locked)} node{'s' * (len(data.nodes) - len(data.locked) != 1)}{left}")
+          f"{erased} node{'s' * (erased != 1)}{left}")
     return 0

@@ -485,6 +485,9 @@ class _Builder:
             labels = []
             for i, pl in enumerate(pool["labels"]):
                 named = [pl[k] for k in ("image", "cloud-image", "diskimage") if k in pl]
+                if "flavor" in pl and "flavor-name" in pl:
+                    self.error(pl, "flavor-name", f'{where} pool "{pool["name"]}" label "{pl["name"]}"',
+                               'give "flavor" or Nodepool\'s "flavor-name", not both')
                 pl = {**pl, "image": named[0] if named else "", "flavor": pl.get("flavor", pl.get("flavor-name", ""))}
                 if len(named) != 1:
                     self.error(pool["labels"], i, f'{where} pool "{pool["name"]}"',
@@ -503,6 +506,9 @@ class _Builder:
         for i, h in enumerate(pr.get("hosts", [])):
             if any(h["name"] == other.name for other in hosts):  # one name is one host (its nodes' server id)
                 self.error(pr["hosts"], i, where, f'static host "{h["name"]}" is listed twice')
+            if "port" in h and "connection-port" in h:
+                self.error(h, "connection-port", f'{where} static host "{h["name"]}"',
+                           'give "port" or Nodepool\'s "connection-port", not both')
             for label in h["labels"]:
                 self.refs.append(("label", label, pr["hosts"].source, pr["hosts"].line_of(i), where))
             hosts.append(StaticHost(h["name"], h["address"], tuple(h["labels"]),

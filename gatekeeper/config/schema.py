@@ -12,6 +12,8 @@ from typing import Any
 
 import voluptuous as v
 
+from gatekeeper.zk.node_host_keys import UnusableHostKey, read_host_key
+
 GERRIT_EVENTS = (
     "patchset-created",
     "comment-added",
@@ -456,6 +458,18 @@ IMAGE = v.Schema(
 # a prepare script
 CLOUD_IMAGE = v.Schema({v.Required("name"): NAME, "image-name": str, "image-id": str, "username": str})
 
+def HOST_KEY(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
+    """A static host's key to pin, "TYPE BASE64" as ssh-keyscan prints it, read as every login will read it: a key
+    that cannot be read would refuse every login to the host's nodes, so the layout refuses it."""
+    if not isinstance(value, str):
+        raise v.Invalid("expected str")
+    try:
+        read_host_key(value)
+    except UnusableHostKey as exc:
+        raise v.Invalid(f"the key {exc}") from None
+    return value
+
+
 STATIC_HOST = v.Schema(
     {
         v.Required("name"): NAME,
@@ -464,9 +478,7 @@ STATIC_HOST = v.Schema(
         "connection-port": v.All(int, v.Range(min=1, max=65535)),  # Nodepool's name for port
         "username": str,
         v.Required("labels"): v.All([NAME], v.Length(min=1)),
-        # "TYPE BASE64" (as ssh-keyscan prints it); taken as written, as Nodepool does: a node whose pinned key
-        # cannot be read is refused at login (an infrastructure failure), never logged into unverified
-        "host-key": str,
+        "host-key": HOST_KEY,
         "max-parallel-jobs": v.All(int, v.Range(min=1, msg="must be at least 1")),
     }
 )

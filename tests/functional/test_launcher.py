@@ -25,6 +25,7 @@ from gatekeeper.launcher.images import list_builds
 from gatekeeper.launcher.launcher import Launcher
 from gatekeeper.sim.openstack.sim import CloudSim
 from gatekeeper.zk import paths
+from gatekeeper.zk.nodes import NodeStore
 from tests.helpers import wait_for
 
 OWNER = "gatekeeper"
@@ -584,3 +585,28 @@ def test_launcher_whose_zookeeper_session_expires_takes_its_providers_back(zk, z
     nodes = [n for r in reqs for n in client.lock_nodes(r)]
     for node in nodes:
         client.release(node)
+
+
+def test_idle_nodes_of_a_label_the_provider_no_longer_serves_are_deleted_after_a_restart(zk, sim, start_launcher):
+    first = start_launcher(pool_yaml({"debian": 2}, provider_yaml("prov-a", "alpha")))
+    wait_for(lambda: len(ready_ids(zk)) == 2, 30, "two ready debian nodes")
+    client = NodeRequestClient(zk, "changed-section")
+    unlocked = client.wait(client.request(["debian"]), 30)  # fulfilled, never locked: its node stays allocated
+    used = client.wait(client.request(["debian"]), 30)
+    [taken] = client.lock_nodes(used)
+    wait_for(lambda: len(ready_ids(zk)) == 2, 30, "min-ready refilled")
+    idle = ready_ids(zk)
+    first.stop()
+    wait_live(zk, 0)
+    NodeStore(zk).cancel_request(unlocked.id)  # its consumer went away while no launcher ran
+    old_servers = {n.external_id for n in node_records(zk).values()} - {taken.external_id}
+
+    # restarted on a section whose provider offers ubuntu only: the idle debian nodes are never handed out again
+    start_launcher(pool_yaml({"ubuntu": 1}, provider_yaml("prov-a", "alpha", label="ubuntu")))
+    gone = idle | set(unlocked.nodes)
+    wait_for(lambda: not gone & set(node_records(zk)), 30, "the idle debian nodes deleted")
+    wait_for(lambda: old_servers.isdisjoint(s.id for s in servers(sim, "alpha")), 30, "their servers deleted")
+    assert not ready_ids(zk) and len(ready_ids(zk, "ubuntu")) <= 1
+    assert node_records(zk)[taken.id].state == model.IN_USE  # a build still runs there: left until released
+    client.release(taken)
+    wait_for(lambda: taken.id not in node_records(zk), 30, "the released debian node deleted")

@@ -84,8 +84,9 @@ def test_providers_info_shows_and_erase_removes_a_gone_providers_data(zk, sim, s
     [taken] = client.lock_nodes(client.wait(client.request(["debian"]), 30))
     idle = wait_for(lambda: next(iter(ready_ids(zk) - {taken.id}), None), 30, "an idle ready node")
     store = NodeStore(zk)
+    # building: the launcher's cleanup would delete a ready build of an image its provider no longer has
     store.write_image_build(model.ImageBuild(id="0000000007", image="old-image", provider="prov-a",
-                                             state=model.READY, external_id="img-7"))
+                                             state=model.BUILDING, external_id="img-7"))
 
     code, out, _ = gk("providers", "info", "prov-a", "--json")
     info = json.loads(out)
@@ -115,6 +116,60 @@ def test_providers_info_shows_and_erase_removes_a_gone_providers_data(zk, sim, s
     assert not zk.client.exists(paths.provider_health("prov-a"))
     code, out, _ = gk("providers", "info", "prov-a", "--json")
     assert [n["id"] for n in json.loads(out)["nodes"]] == [taken.id]
+
+
+def test_erase_refuses_a_provider_of_the_published_layout_and_leaves_nodes_given_to_consumers(
+        zk, zk_factory, sim, start_launcher, gk):
+    from gatekeeper.config.layout import parse_layout
+    from gatekeeper.config.store import publish_layout
+
+    section = pool_yaml({"debian": 2}, provider_yaml("prov-a", "alpha"))
+    publish_layout(zk, parse_layout({"nodepool.yaml": section}))
+    launcher = start_launcher(section)
+    wait_for(lambda: len(ready_ids(zk)) == 2, 30, "two ready nodes")
+    client = NodeRequestClient(zk, "fulfilled-not-locked")
+    [allocated] = client.wait(client.request(["debian"]), 30).nodes
+    crashed = NodeRequestClient(zk_factory(), "crashed-consumer")
+    [in_use] = crashed.lock_nodes(crashed.wait(crashed.request(["debian"]), 30))
+    wait_for(lambda: len(ready_ids(zk)) == 2, 30, "min-ready refilled")
+    idle = ready_ids(zk)
+    launcher.stop()  # down or restarting: the provider is still the layout's
+    wait_live(zk, 0)
+    crashed.zk.stop()  # its lock went with its session: the node is in use and unlocked
+
+    code, _, err = gk("providers", "erase", "prov-a", "--force")
+    assert (code, err.strip()) == (1, "gatekeeper providers erase: provider prov-a is in the published layout, so "
+                                      "its launchers serve it (or will when they run again): remove it from the "
+                                      "layout before erasing its data")
+    assert idle | {allocated, in_use.id} <= set(node_records(zk)) and ready_ids(zk) == idle
+
+    publish_layout(zk, parse_layout({"nodepool.yaml": pool_yaml({"debian": 0}, provider_yaml("prov-b", "beta"))}))
+    code, out, err = gk("providers", "erase", "prov-a", "--force")
+    assert code == 0, err
+    assert out.strip() == ("provider prov-a: erased 0 image builds and 2 nodes; 2 in use left (erase again once "
+                           "released)")
+    records = node_records(zk)
+    assert not idle & set(records) and not ready_ids(zk)
+    assert (records[allocated].state, records[in_use.id].state) == (model.ALLOCATED, model.IN_USE)
+    assert not NodeStore(zk).is_locked(in_use.id)
+
+
+def test_erase_refuses_while_the_published_layout_cannot_be_read(zk, gk):
+    from gatekeeper.zk.sharding import write_sharded
+
+    # a layout this command cannot parse (say, one a newer scheduler published) may still have the provider
+    files = {"nodepool.yaml": "nodepool: {providers: [{name: prov-a, driver: k8s}]}"}
+    write_sharded(zk.client, paths.LAYOUT, json.dumps({"files": files}).encode())
+    store = NodeStore(zk)
+    store.ensure_paths(["debian"])
+    orphan = model.Node(id="0000000042", provider="prov-a", label="debian", state=model.READY)
+    assert store.create_node(orphan)
+    code, _, err = gk("providers", "erase", "prov-a", "--force")
+    assert (code, err.strip()) == (1, "gatekeeper providers erase: the published layout cannot be read "
+                                      "(nodepool.yaml:1: nodepool.providers[0] (prov-a).driver: unknown driver "
+                                      "(expected openstack or static)), so whether it still has provider prov-a "
+                                      "is unknown: nothing is erased")
+    assert orphan.id in node_records(zk)
 
 
 def test_image_build_of_a_paused_image_is_refused_where_it_is_paused(zk, gk):

@@ -93,3 +93,25 @@ def test_nodes_of_a_static_host_removed_from_the_layout_are_deleted_once_idle(zk
     served = client.wait(client.request(["metal"]), 30)
     assert served.state == model.FULFILLED and served.nodes == [by_host[kept_host]]
     assert set(node_records(zk)) == {by_host[kept_host]}
+
+
+def test_a_node_of_a_label_its_static_host_no_longer_has_is_deleted_once_released(zk, sim, start_launcher, ssh_key):
+    key = " ".join(open(ssh_key + ".pub").read().split()[:2])  # pinned: this host is never reached
+
+    def rack(label: str) -> str:
+        return (f"nodepool:\n  labels:\n    - {{name: {label}}}\n  providers:\n"
+                "    - name: rack\n      driver: static\n      hosts:\n"
+                f"        - {{name: box-a, address: 192.0.2.1, labels: [{label}], host-key: '{key}'}}\n")
+
+    first = start_launcher(rack("metal"))
+    wait_for(lambda: len(ready_ids(zk, "metal")) == 1, 30, "a ready metal node")
+    client = NodeRequestClient(zk, "relabelled-host")
+    [taken] = client.lock_nodes(client.wait(client.request(["metal"]), 30))
+    first.stop()
+
+    start_launcher(rack("bare"))  # the host now serves another label
+    client.release(taken)
+    wait_for(lambda: taken.id not in node_records(zk), 30, "the released metal node deleted, not reused")
+    wait_for(lambda: len(ready_ids(zk, "bare")) == 1, 30, "the host's slot serving its new label")
+    assert not ready_ids(zk, "metal")
+    assert [n.label for n in node_records(zk).values()] == ["bare"]

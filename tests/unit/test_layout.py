@@ -299,7 +299,8 @@ def test_static_provider_and_project_defined_in_two_files_merge():
         - name: lab
           driver: static
           hosts:
-            - {name: box1, address: 127.0.0.5, labels: [small], host-key: "ssh-ed25519 AAAA"}
+            - {name: box1, address: 127.0.0.5, labels: [small],
+               host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"}
     """
     layout = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(extra)}, connections={"gerrit"})
     assert layout.projects["org/a"].jobs_for("check") == ("unit", "lint")
@@ -316,7 +317,7 @@ def test_static_hosts_take_nodepools_connection_port_and_max_parallel_jobs():
           driver: static
           hosts:
             - {name: box1, address: 127.0.0.5, connection-port: 2222, labels: [small], max-parallel-jobs: 3,
-               host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}
+               host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"}
             - {name: box2, address: 127.0.0.6, labels: [small]}
     """
     lab = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(extra)}, connections={"gerrit"}) \
@@ -325,7 +326,7 @@ def test_static_hosts_take_nodepools_connection_port_and_max_parallel_jobs():
     assert lab.max_servers == 4  # by default, every job slot of every host
 
 
-def test_a_static_hosts_max_parallel_jobs_is_at_least_one():
+def test_a_static_hosts_key_that_logins_could_not_read_and_max_parallel_jobs_zero_are_refused():
     extra = """
     nodepool:
       providers:
@@ -333,9 +334,45 @@ def test_a_static_hosts_max_parallel_jobs_is_at_least_one():
           driver: static
           hosts:
             - {name: box1, address: 127.0.0.5, labels: [small], host-key: fake-key, max-parallel-jobs: 0}
+            - {name: box2, address: 127.0.0.6, labels: [small],
+               host-key: "ssh-foo AAAA"}
+            - {name: box3, address: 127.0.0.7, labels: [small], host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}
+            - {name: box4, address: 127.0.0.8, labels: [small],
+               host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f box4"}
     """
     assert errors_of(BASE, extra) == [
+        "layout1.yaml:7: nodepool.providers[0] (lab).hosts[0] (box1).host-key: the key 'fake-key' is not \"TYPE "
+        "BASE64\" (such as a line of ssh-keyscan's output without the host)",
         "layout1.yaml:7: nodepool.providers[0] (lab).hosts[0] (box1).max-parallel-jobs: must be at least 1",
+        "layout1.yaml:9: nodepool.providers[0] (lab).hosts[1] (box2).host-key: the key is of unknown type 'ssh-foo'",
+        "layout1.yaml:10: nodepool.providers[0] (lab).hosts[2] (box3).host-key: the key is not a valid key of type "
+        "ssh-ed25519",
+    ]  # box4's key (with a comment after it, as ssh-keyscan may print) is taken
+
+
+def test_nodepools_spellings_and_ours_of_one_setting_are_refused_together():
+    extra = """
+    nodepool:
+      providers:
+        - name: lab
+          driver: static
+          hosts:
+            - {name: box1, address: 127.0.0.5, labels: [small], port: 2222,
+               connection-port: 22}
+        - name: cloud-z
+          driver: openstack
+          cloud: z
+          images:
+            - {name: jammy, base-image: ubuntu-22.04}
+          pools:
+            - name: main
+              labels:
+                - {name: small, image: jammy, flavor: m1.large, flavor-name: m1.small}
+    """
+    assert errors_of(BASE, extra) == [
+        'layout1.yaml:8: provider "lab" static host "box1": give "port" or Nodepool\'s "connection-port", not both',
+        'layout1.yaml:17: provider "cloud-z" pool "main" label "small": give "flavor" or Nodepool\'s "flavor-name", '
+        "not both",
     ]
 
 
