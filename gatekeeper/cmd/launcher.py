@@ -374,6 +374,10 @@ def cmd_autohold(args: argparse.Namespace) -> int:
     if args.action == "delete" and not args.id:
         print("gatekeeper autohold delete: --id is required", file=sys.stderr)
         return 2
+    if args.action == "add" and not (args.project.strip() and args.reason.strip()):
+        # as Zuul's autohold and our admin API: a hold says whose builds it holds and why
+        print("gatekeeper autohold add: --project and --reason are required", file=sys.stderr)
+        return 2
     with _connected(args) as zk:
         if args.action == "add":
             ident = add_autohold(zk, Autohold(project=args.project, job=args.job, change=args.change,

@@ -61,6 +61,8 @@ BAD_ARGUMENTS = [
     (("autohold", "add", "--hours", "-3"), 'argument --hours: "-3" is not a number above zero'),
     (("autohold", "delete", "--id", "nope"), 'argument --id: "nope" is not an autohold id'),
     (("autohold", "delete"), "gatekeeper autohold delete: --id is required"),
+    (("autohold", "add"), "gatekeeper autohold add: --project and --reason are required"),
+    (("autohold", "add", "--project", "nova"), "gatekeeper autohold add: --project and --reason are required"),
     (("enqueue", "--pipeline", "gate", "--change", "abc"), 'argument --change: "abc" is not a change'),
     (("dequeue", "--pipeline", "gate", "--change", "5"), 'argument --change: "5" is not a change'),
     (("promote", "--pipeline", "gate", "--changes", "1,1", "2;rm"), 'argument --changes: "2;rm" is not a change'),
@@ -128,7 +130,8 @@ ZOOKEEPER_COMMANDS = [
     ("nodes",), ("nodes", "--detail"), ("images",), ("requests",), ("providers",), ("providers", "info", "prov-a"),
     ("providers", "erase", "prov-a", "--force"), ("drain", "prov-a"),
     ("hold", "0123456789ab", "--reason", "look"), ("release", "0123456789ab"), ("delete-node", "0123456789ab"),
-    ("autohold", "list"), ("autohold", "add", "--project", "nova"), ("autohold", "delete", "--id", "hold-0000000001"),
+    ("autohold", "list"), ("autohold", "add", "--project", "nova", "--reason", "x"),
+    ("autohold", "delete", "--id", "hold-0000000001"),
     ("enqueue", "--pipeline", "gate", "--change", "1,1"), ("dequeue", "--pipeline", "gate", "--change", "1,1"),
     ("promote", "--pipeline", "gate", "--changes", "1,1"), ("reload",),
 ]
@@ -189,7 +192,8 @@ def zk_config(zk_server, zk_chroot, tmp_path) -> Iterator[dict[str, str]]:
 def test_autohold_delete_of_an_unknown_id_fails_and_a_known_one_is_deleted(zk_config):
     [(code, out, err, _)] = run_all([("autohold", "delete", "--id", "hold-0000000042")], env=zk_config)
     assert (code, out, err.strip()) == (1, "", "no autohold hold-0000000042 (see `gatekeeper autohold list`)")
-    [(code, out, err, _)] = run_all([("autohold", "add", "--project", "nova", "--change", r"^5,\d+$")], env=zk_config)
+    [(code, out, err, _)] = run_all([("autohold", "add", "--project", "nova", "--reason", "x", "--change", r"^5,\d+$")],
+                                    env=zk_config)
     assert code == 0, err
     ident = out.strip()
     [(code, out, err, _), (listed, listing, _, _)] = run_all([("autohold", "delete", "--id", ident)], env=zk_config) \
