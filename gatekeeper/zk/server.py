@@ -177,6 +177,11 @@ class LocalZooKeeper:
 
     def start(self, timeout: float = 60.0) -> LocalZooKeeper:
         """Start the JVM and wait until the server answers `ruok` with `imok`."""
+        for port in (self.port, self.secure_port):
+            # another server on the port would answer `ruok` for ours, which then exits unseen
+            if port and not _port_free(self.host, port):
+                raise RuntimeError(f"cannot start ZooKeeper on {self.host}:{port}: the port is in use by another "
+                                   "process")
         cmd = self.command()
         logfile = open(self.data_dir / "zookeeper.log", "ab")
         # its own session: a Ctrl-C in the terminal reaches the command (which stops the server), not the JVM
@@ -194,7 +199,7 @@ class LocalZooKeeper:
                 tail = (self.data_dir / "zookeeper.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"ZooKeeper exited with {self.process.returncode} on start:\n{tail}")
             try:
-                if four_letter_word(self.host, self.port, "ruok", timeout=1) == "imok":
+                if four_letter_word(self.host, self.port, "ruok", timeout=1) == "imok" and self.process.poll() is None:
                     log.info("ZooKeeper up on %s (pid %d)", self.hosts, self.process.pid)
                     return self
             except OSError:
@@ -246,4 +251,15 @@ def pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
+    return True
+
+
+def _port_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port now (a bind succeeds)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
     return True

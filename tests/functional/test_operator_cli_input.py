@@ -315,3 +315,11 @@ def test_a_port_in_use_is_one_sentence_not_a_traceback():
         (code, _, err, _), = run_all([("gerrit-sim", "--port", str(port), "--data-dir", "/nonexistent-gk/x")])
     assert code == 1 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("gatekeeper gerrit-sim: ")
+
+
+def test_zookeeper_start_on_a_port_another_server_holds_fails_and_says_so(zk_server, tmp_path, capsys):
+    # the other server would answer `ruok` for ours, which exits at once: not "running"
+    port = zk_server.hosts.rsplit(":", 1)[1]
+    assert main(["zookeeper", "start", "--port", port, "--data-dir", str(tmp_path / "zk")]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"cannot start ZooKeeper on 127.0.0.1:{port}: the port is in use by another process")
