@@ -97,6 +97,27 @@ class CommonHeaders:
         await self.app(scope, receive, add_headers)
 
 
+class BodyLimit:
+    """Pure ASGI middleware: a request declaring a body over MAX_BODY is refused with 413 before it is read (the
+    admin routes read theirs themselves and say the same; this covers the routes whose body FastAPI reads)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            declared = dict(scope.get("headers") or []).get(b"content-length", b"")
+            if declared.isdigit() and int(declared) > MAX_BODY:
+                body = json.dumps({"error": f"request body too large ({int(declared)} bytes; at most "
+                                            f"{MAX_BODY})"}).encode()
+                await send({"type": "http.response.start", "status": 413, "headers": [
+                    (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                    (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
+
+
 class StatusFastPath:
     """Pure ASGI middleware for the most polled endpoint: while the cached status document is fresh, answer
     `GET /api/v1/status` with its JSON without routing (the route below builds it when it is not)."""
@@ -122,6 +143,8 @@ def _validation_message(exc: RequestValidationError) -> str:
         loc = [str(p) for p in error.get("loc", ())]
         where = f"{loc[0]} parameter {'.'.join(loc[1:])}" if len(loc) > 1 else ".".join(loc) or "request"
         given = error.get("input")
+        if isinstance(given, str) and len(given) > 200:  # what was sent is quoted, not echoed back whole
+            given = given[:200] + "…"
         shown = f' (got "{given}")' if isinstance(given, str) else ""
         parts.append(f"{where}: {error.get('msg', 'invalid')}{shown}")
     return "; ".join(parts)
@@ -132,6 +155,7 @@ def create_app(svc: WebService) -> FastAPI:
                   description="Status, build history, nodes, logs, live consoles and the admin API of gatekeeper "
                               "(docs/status-api.md).", redoc_url=None)
     app.add_middleware(StatusFastPath, svc=svc)
+    app.add_middleware(BodyLimit)
     app.add_middleware(CommonHeaders)  # the outer one: its headers go on the fast path's answers too
 
     # -- errors: always {"error": sentence}, never a traceback ------------------------------------------------------

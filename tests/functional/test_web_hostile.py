@@ -151,3 +151,13 @@ def test_a_node_id_that_is_a_path_never_reaches_zookeeper(web, zk):
 def test_head_is_answered_like_get_without_a_body(web):
     code, body = raw(web, b"HEAD /api/v1/status HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert (code, body) == (200, b"")
+
+
+def test_a_developer_access_request_is_held_to_the_same_body_limit_and_never_echoed_whole(web):
+    path = "/api/v1/nodes/0123456789ab/access"
+    code, body = raw(web, admin_request(path, "Content-Length: 5000000\r\n"))
+    assert code == 413 and "too large" in json.loads(body)["error"]
+    key = "ssh-ed25519 " + "A" * 20000  # within the limit, but no key: refused, quoting a little of it
+    text = json.dumps({"public_key": key, "hours": "many"}).encode()
+    code, body = raw(web, admin_request(path, f"Content-Length: {len(text)}\r\n", text))
+    assert code == 400 and len(body) < 2000, body[:300]
