@@ -552,7 +552,7 @@ SERVICE_CONFIG = v.Schema(
         "zookeeper": {
             "hosts": str,
             "chroot": str,
-            "timeout": v.Any(int, float),
+            "timeout": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1 (seconds)")),
             "auth": {v.Required("username"): str, v.Required("password"): str},
             "tls": {v.Required("ca"): str, v.Required("cert"): str, v.Required("key"): str},
         },
@@ -565,15 +565,15 @@ SERVICE_CONFIG = v.Schema(
             "url": str,
             "git-url": str,
             "catch-up": bool,
-            "timeout": v.Any(int, float),
+            "timeout": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1 (seconds)")),
         },
         "layout": str,
-        "scheduler": {"workers": int},
-        "merger": {"git-dir": str, "workers": int},
+        "scheduler": {"workers": v.All(int, v.Range(min=1, msg="must be at least 1"))},
+        "merger": {"git-dir": str, "workers": v.All(int, v.Range(min=1, msg="must be at least 1"))},
         "executor": {
             "work-dir": str,
             "concurrency": v.All(int, v.Range(min=1)),
-            "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
+            "hold-hours": v.All(v.Any(int, float), v.Range(min=0, max=720, msg="must be 0 to 720 (30 days)")),
             "max-held": v.All(int, v.Range(min=0)),
         },
         "launcher": {
@@ -586,8 +586,9 @@ SERVICE_CONFIG = v.Schema(
                 # developers' own tokens (user name -> token): what they may do is ask for access to nodes held
                 # for their own changes
                 "user-tokens": {str: str}},
-        "hold-access": {"enabled": bool, "max-hours": v.All(v.Any(int, float), v.Range(min=0))},
-        "statsd": {"host": str, "port": int, "prefix": str},
+        "hold-access": {"enabled": bool, "max-hours": v.All(v.Any(int, float),
+                                                                   v.Range(min=0, max=720, msg="must be 0 to 720"))},
+        "statsd": {"host": str, "port": v.All(int, v.Range(min=1, max=65535)), "prefix": str},
         "history": {"url": str},
     }
 )

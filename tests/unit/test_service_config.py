@@ -135,3 +135,20 @@ def test_service_config_that_is_not_utf8_is_a_clear_error(tmp_path):
 def test_a_top_level_value_can_come_from_the_environment(tmp_path):
     config = load_service_config(write(tmp_path, "layout: from-file\n"), environ={"GATEKEEPER_LAYOUT": "/srv/layouts"})
     assert config.layout_path == Path("/srv/layouts")
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("zookeeper:\n  timeout: -10\n", "zookeeper.timeout: must be at least 1 (seconds)"),
+    ("gerrit:\n  host: h\n  user: u\n  timeout: 0\n", "gerrit.timeout: must be at least 1 (seconds)"),
+    ("scheduler:\n  workers: -3\n", "scheduler.workers: must be at least 1"),
+    ("merger:\n  workers: 0\n", "merger.workers: must be at least 1"),
+    ("executor:\n  hold-hours: 100000\n", "executor.hold-hours: must be 0 to 720 (30 days)"),
+    ("hold-access:\n  max-hours: 99999\n", "hold-access.max-hours: must be 0 to 720"),
+    ("statsd:\n  port: -1\n", "statsd.port: value must be at least 1"),
+])
+def test_numbers_out_of_their_range_are_refused_naming_the_key(tmp_path, text, error):
+    path = tmp_path / "gatekeeper.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigErrors) as caught:
+        load_service_config(str(path))
+    assert any(error in str(e) for e in caught.value.errors), caught.value.errors
