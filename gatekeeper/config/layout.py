@@ -502,9 +502,10 @@ class _Builder:
         for i, h in enumerate(pr.get("hosts", [])):
             if any(h["name"] == other.name for other in hosts):  # one name is one host (its nodes' server id)
                 self.error(pr["hosts"], i, where, f'static host "{h["name"]}" is listed twice')
-            for label in h["labels"]:
+            labels = [h["labels"]] if isinstance(h["labels"], str) else h["labels"]
+            for label in labels:
                 self.refs.append(("label", label, pr["hosts"].source, pr["hosts"].line_of(i), where))
-            hosts.append(StaticHost(h["name"], h["address"], tuple(h["labels"]),
+            hosts.append(StaticHost(h["name"], h["address"], tuple(labels),
                                     h.get("connection-port", h.get("port", 22)), h.get("username", "root"),
                                     h.get("host-key", ""), h.get("max-parallel-jobs", 1)))
         self.layout.nodepool.providers[pr["name"]] = Provider(

@@ -422,7 +422,8 @@ STATIC_HOST = v.Schema(
         "port": v.All(int, v.Range(min=1, max=65535)),
         "connection-port": v.All(int, v.Range(min=1, max=65535)),  # Nodepool's name for port
         "username": str,
-        v.Required("labels"): v.All([NAME], v.Length(min=1)),
+        # a list, or one label as a string (as Nodepool's static nodes take it)
+        v.Required("labels"): v.Any(NAME, v.All([NAME], v.Length(min=1)), msg="expected a label or a list of them"),
         # "TYPE BASE64" (as ssh-keyscan prints it); taken as written, as Nodepool does: a node whose pinned key
         # cannot be read is refused at login (an infrastructure failure), never logged into unverified
         "host-key": str,

@@ -317,11 +317,12 @@ def test_static_hosts_take_nodepools_connection_port_and_max_parallel_jobs():
           hosts:
             - {name: box1, address: 127.0.0.5, connection-port: 2222, labels: [small], max-parallel-jobs: 3,
                host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA"}
-            - {name: box2, address: 127.0.0.6, labels: [small]}
+            - {name: box2, address: 127.0.0.6, labels: small}
     """
     lab = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(extra)}, connections={"gerrit"}) \
         .nodepool.providers["lab"]
-    assert [(h.port, h.max_parallel_jobs) for h in lab.hosts] == [(2222, 3), (22, 1)]
+    assert [(h.port, h.max_parallel_jobs, h.labels) for h in lab.hosts] == [(2222, 3, ("small",)),
+                                                                            (22, 1, ("small",))]  # one label: a str
     assert lab.max_servers == 4  # by default, every job slot of every host
 
 
