@@ -512,7 +512,7 @@ class _Builder:
             name=pr["name"],
             driver=pr["driver"],
             cloud=pr.get("cloud", ""),
-            region=pr.get("region", ""),
+            region=pr.get("region", pr.get("region-name", "")),
             max_servers=pr.get("max-servers", sum(h.max_parallel_jobs for h in hosts)
                                if pr["driver"] == "static" else None),
             boot_timeout=pr.get("boot-timeout", 120),

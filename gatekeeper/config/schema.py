@@ -437,6 +437,7 @@ PROVIDER = v.Schema(
         v.Required("driver"): v.In(("openstack", "static"), msg="unknown driver (expected openstack or static)"),
         "cloud": str,
         "region": str,
+        "region-name": str,  # Nodepool's name for region
         "max-servers": v.All(int, v.Range(min=0, msg="must not be negative")),
         "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-timeout": v.All(v.Any(int, float), v.Range(min=1)),

@@ -364,6 +364,7 @@ def test_a_pool_label_names_exactly_one_image_by_gatekeepers_or_nodepools_key():
         - name: cloud-z
           driver: openstack
           cloud: z
+          region-name: RegionTwo
           cloud-images:
             - {name: jammy, image-id: 0f1e2d}
           images:
@@ -376,10 +377,10 @@ def test_a_pool_label_names_exactly_one_image_by_gatekeepers_or_nodepools_key():
                 - {name: small}
     """
     assert errors_of(BASE, extra) == [
-        'layout1.yaml:8: provider "cloud-z": image "jammy" is defined twice',
-        'layout1.yaml:15: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
-        '"cloud-image" or "diskimage")',
+        'layout1.yaml:9: provider "cloud-z": image "jammy" is defined twice',
         'layout1.yaml:16: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
+        '"cloud-image" or "diskimage")',
+        'layout1.yaml:17: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
         '"cloud-image" or "diskimage")',
     ]
     fine = extra.replace("            - {name: jammy, base-image: ubuntu-22.04}\n", "").replace(
@@ -388,6 +389,7 @@ def test_a_pool_label_names_exactly_one_image_by_gatekeepers_or_nodepools_key():
                                                                                      "pools"))},
                             connections={"gerrit"}).nodepool.providers["cloud-z"]
     assert [(i.name, i.base_image, i.prepare) for i in provider.images] == [("jammy", "0f1e2d", "")]
+    assert provider.region == "RegionTwo"
     assert [(pl.image, pl.flavor) for pl in provider.pools[0].labels] == [("jammy", "m1.small")]
 
 
