@@ -415,10 +415,7 @@ IMAGE = v.Schema(
 # a prepare script
 CLOUD_IMAGE = v.Schema({v.Required("name"): NAME, "image-name": str, "image-id": str, "username": str})
 
-STATIC_HOST = v.Schema(
-    {
-        v.Required("name"): NAME,
-        v.Required("address"): str,
+_STATIC_KEYS = {
         "port": v.All(int, v.Range(min=1, max=65535)),
         "connection-port": v.All(int, v.Range(min=1, max=65535)),  # Nodepool's name for port
         "username": str,
@@ -428,8 +425,15 @@ STATIC_HOST = v.Schema(
         # cannot be read is refused at login (an infrastructure failure), never logged into unverified
         "host-key": str,
         "max-parallel-jobs": v.All(int, v.Range(min=1, msg="must be at least 1")),
-    }
-)
+        "timeout": v.All(v.Any(int, float), v.Range(min=1)),  # seconds its host-key scan may take
+        # Nodepool's switches that gatekeeper has one way only: keys are always checked, over SSH
+        "host-key-checking": v.All(bool, v.In([True], msg="cannot be false: every node's host key is pinned and "
+                                                       "checked")),
+        "connection-type": v.In(["ssh"], msg="expected ssh (the only connection gatekeeper makes)"),
+}
+STATIC_HOST = v.Schema({v.Required("name"): NAME, v.Required("address"): str, **_STATIC_KEYS})
+# Nodepool's static nodes, listed in a static provider's pools: the name is the host's address
+STATIC_NODE = v.Schema({v.Required("name"): NAME, **_STATIC_KEYS})
 
 PROVIDER = v.Schema(
     {
@@ -451,7 +455,8 @@ PROVIDER = v.Schema(
                        "max-ram": v.All(int, v.Range(min=0, msg="must not be negative")),
                        "node-attributes": {str: v.Any(str, int, float, bool)},
                        "priority": int,
-                       v.Required("labels"): Each(POOL_LABEL)}),
+                       "labels": Each(POOL_LABEL),  # an openstack provider's pool
+                       "nodes": Each(STATIC_NODE)}),  # a static provider's pool, as Nodepool's
         "images": Each(IMAGE),
         "cloud-images": Each(CLOUD_IMAGE),
         "hosts": Each(STATIC_HOST),

@@ -406,6 +406,53 @@ def test_a_static_host_named_twice_in_a_provider_is_refused():
     assert errors_of(BASE, extra) == ['layout1.yaml:8: provider "lab": static host "box1" is listed twice']
 
 
+def test_nodepools_static_pools_of_nodes_are_static_hosts_and_what_gatekeeper_does_not_do_is_refused():
+    nodepool_example = """
+    nodepool:
+      providers:
+        - name: static-rack
+          driver: static
+          pools:
+            - name: main
+              nodes:
+                - name: trusty.example.com
+                  labels: small
+                  timeout: 13
+                  connection-port: 22022
+                  host-key: fake-key
+                  max-parallel-jobs: 2
+    """
+    rack = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(nodepool_example)}, connections={"gerrit"}) \
+        .nodepool.providers["static-rack"]
+    [host] = rack.hosts
+    assert (host.name, host.address, host.port, host.username, host.timeout, host.max_parallel_jobs) == (
+        "trusty.example.com", "trusty.example.com", 22022, "zuul", 13, 2)  # Nodepool's default user, zuul
+    assert rack.pools == () and rack.max_servers == 2
+    refused = nodepool_example.replace("timeout: 13", "host-key-checking: false").replace(
+        "            - name: main\n", "            - name: main\n              max-servers: 3\n")
+    openstack = """
+    nodepool:
+      providers:
+        - name: cloud-z
+          driver: openstack
+          cloud: z
+          images: [{name: jammy}]
+          pools:
+            - name: main
+              nodes: [{name: box, labels: [small]}]
+    """
+    assert errors_of(BASE, refused, openstack) == [
+        "layout1.yaml:12: nodepool.providers[0] (static-rack).pools[0] (main).nodes[0] (trusty.example.com)"
+        ".host-key-checking: cannot be false: every node's host key is pinned and checked",
+        'layout2.yaml:10: provider "cloud-z" pool "main": an openstack provider\'s pool lists "labels" ("nodes" are '
+        "a static provider's)",
+    ]
+    assert errors_of(BASE, nodepool_example.replace("            - name: main\n",
+                                                    "            - name: main\n              max-servers: 3\n")) == [
+        'layout1.yaml:8: provider "static-rack" pool "main": a static provider\'s pool lists only "nodes" (its hosts, '
+        "as Nodepool's static driver); not max-servers"]
+
+
 def test_missing_layout_directory(tmp_path):
     with pytest.raises(ConfigErrors, match="no such layout file or directory"):
         load_layout(tmp_path / "nope")
