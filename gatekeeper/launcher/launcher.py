@@ -236,9 +236,12 @@ class Launcher(Assigning, Launching):
             if node.external_id:
                 manager.adapter.adopt(node.external_id, {})
         ready_entries = {e for label in self.nodepool.labels for e in self.store.ready_entries(label)}
+        served = manager.config.labels
         for node, version in list(nodes.values()):
-            # a node on a server the layout no longer has (a static host removed) goes once it is idle
-            retired = bool(node.external_id) and not manager.adapter.configured(node.external_id)
+            # a node on a server the layout no longer has (a static host removed), or of a label its provider no
+            # longer offers, goes once it is idle
+            retired = node.label not in served or (
+                bool(node.external_id) and not manager.adapter.configured(node.external_id))
             if node.state in (model.BUILDING, model.FAILED, model.USED, model.DELETING) or \
                     (retired and node.state == model.READY):
                 # a launch or delete the previous owner did not finish: finish it by deleting

@@ -113,7 +113,8 @@ class NodeLifecycle:
         if check and node.state == model.READY and not self.store.is_released(node_id):
             return  # a stale listing from before we recycled this node
         node = Node.from_dict(node.to_dict())
-        if manager.recycles_nodes and manager.adapter.configured(node.external_id):
+        if manager.recycles_nodes and manager.adapter.configured(node.external_id) and \
+                node.label in manager.config.labels:
             # the server outlives its node (a static host): hand the same record out again (the write is not
             # waited for, so many releases share one round trip)
             node.request = node.comment = ""
