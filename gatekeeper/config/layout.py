@@ -471,17 +471,32 @@ class _Builder:
             images[ci["name"]] = {"name": ci["name"], "base-image": ci.get("image-id") or ci.get("image-name")
                                   or ci["name"], "username": ci.get("username", "root")}
         pools = []
+        openstack_pools, static_pools = [], []
         if pr["driver"] == "openstack":
             if not pr.get("cloud"):
                 self.error(pr, "name", where, 'an openstack provider needs "cloud" (its name in clouds.yaml)')
             if pr.get("hosts"):
                 self.error(pr, "hosts", where, '"hosts" belongs to static providers; openstack ones use pools')
+            for pool in pr.get("pools", []):
+                if "labels" not in pool or "nodes" in pool:
+                    self.error(pool, "nodes" if "nodes" in pool else "name", f'{where} pool "{pool["name"]}"',
+                               'an openstack provider\'s pool lists "labels" ("nodes" are a static provider\'s)')
+                else:
+                    openstack_pools.append(pool)
         else:
-            if pr.get("pools"):
-                self.error(pr, "pools", where, '"pools" belongs to openstack providers; static ones list hosts')
+            for pool in pr.get("pools", []):  # Nodepool's way of listing static hosts: pools[].nodes
+                other = sorted(set(pool) - {"name", "nodes"})
+                if "nodes" not in pool or other:
+                    self.error(pool, other[0] if other else "name", f'{where} pool "{pool["name"]}"',
+                               'a static provider\'s pool lists only "nodes" (its hosts, as Nodepool\'s static '
+                               f'driver){"; not " + ", ".join(other) if other else ""}')
+                else:
+                    static_pools.append(pool)
         if "launch-attempts" in pr and "launch-retries" in pr:
             self.error(pr, "launch-retries", where, 'give "launch-attempts" or Nodepool\'s "launch-retries", not both')
-        for pool in pr.get("pools", []):
+        if "region" in pr and "region-name" in pr:
+            self.error(pr, "region-name", where, 'give "region" or Nodepool\'s "region-name", not both')
+        for pool in openstack_pools:
             labels = []
             for i, pl in enumerate(pool["labels"]):
                 named = [pl[k] for k in ("image", "cloud-image", "diskimage") if k in pl]
@@ -503,22 +518,28 @@ class _Builder:
             pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers"), pool.get("max-cores"),
                               pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority")))
         hosts = []
-        for i, h in enumerate(pr.get("hosts", [])):
+        # (entry, the list it is in, its index, its address, the default user): the provider's hosts, and
+        # Nodepool's pools[].nodes, whose name is the address and whose user is Nodepool's default, zuul
+        entries = [(h, pr["hosts"], i, h["address"], "root") for i, h in enumerate(pr.get("hosts", []))]
+        entries += [(n, pool["nodes"], i, n["name"], "zuul") for pool in static_pools
+                    for i, n in enumerate(pool["nodes"])]
+        for h, listed, i, address, user in entries:
             if any(h["name"] == other.name for other in hosts):  # one name is one host (its nodes' server id)
-                self.error(pr["hosts"], i, where, f'static host "{h["name"]}" is listed twice')
+                self.error(listed, i, where, f'static host "{h["name"]}" is listed twice')
             if "port" in h and "connection-port" in h:
                 self.error(h, "connection-port", f'{where} static host "{h["name"]}"',
                            'give "port" or Nodepool\'s "connection-port", not both')
-            for label in h["labels"]:
-                self.refs.append(("label", label, pr["hosts"].source, pr["hosts"].line_of(i), where))
-            hosts.append(StaticHost(h["name"], h["address"], tuple(h["labels"]),
-                                    h.get("connection-port", h.get("port", 22)), h.get("username", "root"),
-                                    h.get("host-key", ""), h.get("max-parallel-jobs", 1)))
+            labels = [h["labels"]] if isinstance(h["labels"], str) else h["labels"]
+            for label in labels:
+                self.refs.append(("label", label, listed.source, listed.line_of(i), where))
+            hosts.append(StaticHost(h["name"], address, tuple(labels), h.get("connection-port", h.get("port", 22)),
+                                    h.get("username", user), h.get("host-key", ""), h.get("max-parallel-jobs", 1),
+                                    h.get("timeout")))
         self.layout.nodepool.providers[pr["name"]] = Provider(
             name=pr["name"],
             driver=pr["driver"],
             cloud=pr.get("cloud", ""),
-            region=pr.get("region", ""),
+            region=pr.get("region", pr.get("region-name", "")),
             max_servers=pr.get("max-servers", sum(h.max_parallel_jobs for h in hosts)
                                if pr["driver"] == "static" else None),
             boot_timeout=pr.get("boot-timeout", 120),

@@ -368,6 +368,7 @@ class StaticHost:
     username: str = "root"
     host_key: str = ""
     max_parallel_jobs: int = 1  # nodes it serves at once (Nodepool's static max-parallel-jobs)
+    timeout: float | None = None  # seconds its host-key scan may take (None: the provider's boot-timeout)
 
 
 @dataclass(frozen=True)

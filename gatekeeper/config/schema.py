@@ -6,13 +6,13 @@ gatekeeper.config.layout.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
 import voluptuous as v
 
-from gatekeeper.zk.node_host_keys import UnusableHostKey, read_host_key
+from gatekeeper.config.schema_parts import NAME, Each, Regex, one_or_each
+from gatekeeper.config.schema_static import STATIC_HOST, STATIC_NODE
 
 GERRIT_EVENTS = (
     "patchset-created",
@@ -43,17 +43,6 @@ IN_TURN = {
 }
 PRECEDENCES = ("high", "normal", "low")
 MERGE_MODES = ("merge-resolve", "merge", "cherry-pick")
-NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_.@/+-]+$", msg="may hold only letters, digits and _.@/+-"))
-
-
-def Regex(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
-    if not isinstance(value, str):
-        raise v.Invalid(f"expected a regular expression string, got {type(value).__name__}")
-    try:
-        re.compile(value)
-    except re.error as exc:
-        raise v.Invalid(f"bad regular expression {value!r}: {exc}") from None
-    return value
 
 
 def _int_label_map(value: Any) -> dict:
@@ -78,46 +67,7 @@ def _int_label_map(value: Any) -> dict:
     return value
 
 
-class Each:
-    """A list whose every item is checked and every error kept: voluptuous's own `[schema]` stops a list at the
-    first item with an error inside it, so four bad jobs would show as one."""
-
-    def __init__(self, item: Any) -> None:
-        self.item = v.Schema(item)
-
-    def __call__(self, value: Any) -> Any:
-        if not isinstance(value, list):
-            raise v.Invalid("expected list")
-        errors: list[v.Invalid] = []
-        for index, entry in enumerate(value):
-            try:
-                self.item(entry)
-            except v.MultipleInvalid as exc:
-                for err in exc.errors:
-                    err.prepend([index])
-                    errors.append(err)
-            except v.Invalid as exc:
-                exc.prepend([index])
-                errors.append(exc)
-        if errors:
-            raise v.MultipleInvalid(errors)
-        return value
-
-    def __repr__(self) -> str:
-        return f"Each({self.item!r})"
-
-
 APPROVAL = v.Schema(_int_label_map)
-
-def one_or_each(item: Any) -> Callable[[Any], Any]:
-    """A list of `item`s, or (as Zuul also takes it) one mapping alone."""
-    each = Each(item)
-
-    def check(value: Any) -> Any:
-        return each([value] if isinstance(value, dict) else value)
-    return check
-
-
 APPROVALS = one_or_each(APPROVAL)
 
 TIMER_TRIGGER = v.Schema({v.Required("time"): v.Any(str, msg="expected a cron schedule, as a string")})
@@ -458,37 +408,13 @@ IMAGE = v.Schema(
 # a prepare script
 CLOUD_IMAGE = v.Schema({v.Required("name"): NAME, "image-name": str, "image-id": str, "username": str})
 
-def HOST_KEY(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
-    """A static host's key to pin, "TYPE BASE64" as ssh-keyscan prints it, read as every login will read it: a key
-    that cannot be read would refuse every login to the host's nodes, so the layout refuses it."""
-    if not isinstance(value, str):
-        raise v.Invalid("expected str")
-    try:
-        read_host_key(value)
-    except UnusableHostKey as exc:
-        raise v.Invalid(f"the key {exc}") from None
-    return value
-
-
-STATIC_HOST = v.Schema(
-    {
-        v.Required("name"): NAME,
-        v.Required("address"): str,
-        "port": v.All(int, v.Range(min=1, max=65535)),
-        "connection-port": v.All(int, v.Range(min=1, max=65535)),  # Nodepool's name for port
-        "username": str,
-        v.Required("labels"): v.All([NAME], v.Length(min=1)),
-        "host-key": HOST_KEY,
-        "max-parallel-jobs": v.All(int, v.Range(min=1, msg="must be at least 1")),
-    }
-)
-
 PROVIDER = v.Schema(
     {
         v.Required("name"): NAME,
         v.Required("driver"): v.In(("openstack", "static"), msg="unknown driver (expected openstack or static)"),
         "cloud": str,
         "region": str,
+        "region-name": str,  # Nodepool's name for region
         "max-servers": v.All(int, v.Range(min=0, msg="must not be negative")),
         "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
         "launch-timeout": v.All(v.Any(int, float), v.Range(min=1)),
@@ -502,7 +428,8 @@ PROVIDER = v.Schema(
                        "max-ram": v.All(int, v.Range(min=0, msg="must not be negative")),
                        "node-attributes": {str: v.Any(str, int, float, bool)},
                        "priority": int,
-                       v.Required("labels"): Each(POOL_LABEL)}),
+                       "labels": Each(POOL_LABEL),  # an openstack provider's pool
+                       "nodes": Each(STATIC_NODE)}),  # a static provider's pool, as Nodepool's
         "images": Each(IMAGE),
         "cloud-images": Each(CLOUD_IMAGE),
         "hosts": Each(STATIC_HOST),

@@ -378,7 +378,8 @@ class ProviderManager:
                                        username=info.username))
                 return
             try:
-                keys = scan_host_keys(info.address, info.port, timeout=self.config.boot_timeout,
+                keys = scan_host_keys(info.address, info.port,
+                                      timeout=self.adapter.scan_timeout(server_id) or self.config.boot_timeout,
                                       stop=self.stop_event)
             except HostKeyScanError as e:
                 self.post(LaunchResult(node.id, False, server_id, info.address, error=str(e)))

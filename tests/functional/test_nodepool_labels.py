@@ -75,6 +75,21 @@ def test_a_better_priority_pool_fills_first_then_the_others_take_the_rest(zk, si
     assert sorted(n.pool for n in node_records(zk).values()) == ["az1", "az2", "az2"]  # az2 full before az1
 
 
+def test_only_a_label_the_provider_no_longer_offers_loses_its_ready_nodes_when_it_starts(zk, sim, start_launcher):
+    both = provider_yaml("prov-a", "alpha").replace(
+        "labels: [{name: debian, image: deb, flavor: small}]",
+        "labels: [{name: debian, image: deb, flavor: small}, {name: fedora, image: deb, flavor: small}]")
+    first = start_launcher(pool_yaml({"debian": 1, "fedora": 1}, both))
+    wait_for(lambda: len(ready_ids(zk, "debian")) == len(ready_ids(zk, "fedora")) == 1, 30, "one of each ready")
+    [fedora], [debian] = ready_ids(zk, "fedora"), ready_ids(zk, "debian")
+    server = node_records(zk)[fedora].external_id
+    first.stop()
+    start_launcher(pool_yaml({"debian": 1}, provider_yaml("prov-a", "alpha")))  # fedora left the layout
+    wait_for(lambda: fedora not in node_records(zk), 30, "the fedora node deleted")
+    assert not ready_ids(zk, "fedora") and server not in {s.id for s in servers(sim, "alpha")}
+    assert debian in ready_ids(zk, "debian")  # the label still offered keeps its node
+
+
 def test_a_pools_node_attributes_are_stored_with_its_nodes_for_their_consumer(zk, sim, start_launcher):
     attributed = provider_yaml("prov-a", "alpha").replace(
         "        - name: main\n", "        - name: main\n          node-attributes: {zone: az1, gpu: false}\n")

@@ -4,6 +4,7 @@ username and pinned host-key. Real ZooKeeper, and hosts that are real SSH server
 from __future__ import annotations
 
 import os
+import socket
 
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
@@ -115,3 +116,33 @@ def test_a_node_of_a_label_its_static_host_no_longer_has_is_deleted_once_release
     wait_for(lambda: len(ready_ids(zk, "bare")) == 1, 30, "the host's slot serving its new label")
     assert not ready_ids(zk, "metal")
     assert [n.label for n in node_records(zk).values()] == ["bare"]
+
+
+def test_nodepools_static_pools_and_nodes_serve_and_a_nodes_timeout_bounds_its_key_scan(
+        zk, sim, start_launcher, ssh_key):
+    backend = sim.backend
+    address = backend.boot(HostSpec("rack-0", "rack-0", open(ssh_key + ".pub").read()))
+    silent = socket.create_server(("127.0.0.1", 0))  # takes connections, never says a word: a host that hangs
+    try:
+        # Nodepool's static driver configuration, as its documentation writes it (pools of nodes)
+        start_launcher(
+            "nodepool:\n  labels:\n    - {name: metal}\n    - {name: hung}\n  providers:\n"
+            "    - name: static-rack\n      driver: static\n      boot-timeout: 60\n      launch-retries: 1\n"
+            "      pools:\n        - name: main\n          nodes:\n"
+            f"            - name: '{address}'\n              labels: metal\n"
+            f"              connection-port: {backend.port}\n              username: root\n"
+            "              max-parallel-jobs: 1\n              host-key-checking: true\n"
+            "            - name: 127.0.0.1\n              labels: [hung]\n"
+            f"              connection-port: {silent.getsockname()[1]}\n              timeout: 1\n")
+        client = NodeRequestClient(zk, "nodepool-static")
+        [node] = client.lock_nodes(client.wait(client.request(["metal"]), 30))
+        assert (node.external_id, node.address, node.username) == (address, address, "root")
+        with client.ssh(node) as ssh:  # its host key was scanned when its node was made, and is checked
+            assert ssh.exec_command("echo ok")[1].read().decode().strip() == "ok"
+        client.release(node)
+        # the hung host's scan gives up after its timeout (1 s), not the provider's boot-timeout (60 s)
+        hung = client.wait(client.request(["hung"]), 20)
+        assert hung.state == model.REQUEST_FAILED and "127.0.0.1" in hung.reason, hung.reason
+    finally:
+        silent.close()
+        backend.destroy("rack-0")

@@ -318,11 +318,12 @@ def test_static_hosts_take_nodepools_connection_port_and_max_parallel_jobs():
           hosts:
             - {name: box1, address: 127.0.0.5, connection-port: 2222, labels: [small], max-parallel-jobs: 3,
                host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"}
-            - {name: box2, address: 127.0.0.6, labels: [small]}
+            - {name: box2, address: 127.0.0.6, labels: small}
     """
     lab = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(extra)}, connections={"gerrit"}) \
         .nodepool.providers["lab"]
-    assert [(h.port, h.max_parallel_jobs) for h in lab.hosts] == [(2222, 3), (22, 1)]
+    assert [(h.port, h.max_parallel_jobs, h.labels) for h in lab.hosts] == [(2222, 3, ("small",)),
+                                                                            (22, 1, ("small",))]  # one label: a str
     assert lab.max_servers == 4  # by default, every job slot of every host
 
 
@@ -359,9 +360,15 @@ def test_nodepools_spellings_and_ours_of_one_setting_are_refused_together():
           hosts:
             - {name: box1, address: 127.0.0.5, labels: [small], port: 2222,
                connection-port: 22}
+          pools:
+            - name: main
+              nodes:
+                - {name: 127.0.0.6, labels: small, port: 2222, connection-port: 22}
         - name: cloud-z
           driver: openstack
           cloud: z
+          region: RegionOne
+          region-name: RegionTwo
           images:
             - {name: jammy, base-image: ubuntu-22.04}
           pools:
@@ -371,7 +378,10 @@ def test_nodepools_spellings_and_ours_of_one_setting_are_refused_together():
     """
     assert errors_of(BASE, extra) == [
         'layout1.yaml:8: provider "lab" static host "box1": give "port" or Nodepool\'s "connection-port", not both',
-        'layout1.yaml:17: provider "cloud-z" pool "main" label "small": give "flavor" or Nodepool\'s "flavor-name", '
+        'layout1.yaml:12: provider "lab" static host "127.0.0.6": give "port" or Nodepool\'s "connection-port", not '
+        "both",  # a node of a pool, as Nodepool lists them, as well
+        'layout1.yaml:17: provider "cloud-z": give "region" or Nodepool\'s "region-name", not both',
+        'layout1.yaml:23: provider "cloud-z" pool "main" label "small": give "flavor" or Nodepool\'s "flavor-name", '
         "not both",
     ]
 
@@ -400,6 +410,7 @@ def test_a_pool_label_names_exactly_one_image_by_gatekeepers_or_nodepools_key():
         - name: cloud-z
           driver: openstack
           cloud: z
+          region-name: RegionTwo
           cloud-images:
             - {name: jammy, image-id: 0f1e2d}
           images:
@@ -412,10 +423,10 @@ def test_a_pool_label_names_exactly_one_image_by_gatekeepers_or_nodepools_key():
                 - {name: small}
     """
     assert errors_of(BASE, extra) == [
-        'layout1.yaml:8: provider "cloud-z": image "jammy" is defined twice',
-        'layout1.yaml:15: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
-        '"cloud-image" or "diskimage")',
+        'layout1.yaml:9: provider "cloud-z": image "jammy" is defined twice',
         'layout1.yaml:16: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
+        '"cloud-image" or "diskimage")',
+        'layout1.yaml:17: provider "cloud-z" pool "main": label "small" needs one image: "image" (or Nodepool\'s '
         '"cloud-image" or "diskimage")',
     ]
     fine = extra.replace("            - {name: jammy, base-image: ubuntu-22.04}\n", "").replace(
@@ -424,6 +435,7 @@ def test_a_pool_label_names_exactly_one_image_by_gatekeepers_or_nodepools_key():
                                                                                      "pools"))},
                             connections={"gerrit"}).nodepool.providers["cloud-z"]
     assert [(i.name, i.base_image, i.prepare) for i in provider.images] == [("jammy", "0f1e2d", "")]
+    assert provider.region == "RegionTwo"
     assert [(pl.image, pl.flavor) for pl in provider.pools[0].labels] == [("jammy", "m1.small")]
 
 
@@ -438,6 +450,58 @@ def test_a_static_host_named_twice_in_a_provider_is_refused():
             - {name: box1, address: 127.0.0.6, labels: [small]}
     """
     assert errors_of(BASE, extra) == ['layout1.yaml:8: provider "lab": static host "box1" is listed twice']
+
+
+def test_nodepools_static_pools_of_nodes_are_static_hosts_and_what_gatekeeper_does_not_do_is_refused():
+    nodepool_example = """
+    nodepool:
+      providers:
+        - name: static-rack
+          driver: static
+          pools:
+            - name: main
+              nodes:
+                - name: trusty.example.com
+                  labels: small
+                  timeout: 13
+                  connection-port: 22022
+                  host-key: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f"
+                  max-parallel-jobs: 2
+    """
+    rack = parse_layout({"a.yaml": BASE, "b.yaml": textwrap.dedent(nodepool_example)}, connections={"gerrit"}) \
+        .nodepool.providers["static-rack"]
+    [host] = rack.hosts
+    assert (host.name, host.address, host.port, host.username, host.timeout, host.max_parallel_jobs) == (
+        "trusty.example.com", "trusty.example.com", 22022, "zuul", 13, 2)  # Nodepool's default user, zuul
+    assert rack.pools == () and rack.max_servers == 2
+    assert host.host_key.startswith("ssh-ed25519 AAAAC3")
+    # a node's key is read as a host's is: one no login could read is refused
+    refused = nodepool_example.replace("timeout: 13", "host-key-checking: false").replace(
+        "AAAAIAABAgMEBQYHCAkKCwwNDg8QERITFBUWFxgZGhscHR4f", "AAAA").replace(
+        "            - name: main\n", "            - name: main\n              max-servers: 3\n")
+    openstack = """
+    nodepool:
+      providers:
+        - name: cloud-z
+          driver: openstack
+          cloud: z
+          images: [{name: jammy}]
+          pools:
+            - name: main
+              nodes: [{name: box, labels: [small]}]
+    """
+    assert errors_of(BASE, refused, openstack) == [
+        "layout1.yaml:12: nodepool.providers[0] (static-rack).pools[0] (main).nodes[0] (trusty.example.com)"
+        ".host-key-checking: cannot be false: every node's host key is pinned and checked",
+        "layout1.yaml:14: nodepool.providers[0] (static-rack).pools[0] (main).nodes[0] (trusty.example.com)"
+        ".host-key: the key is not a valid key of type ssh-ed25519",
+        'layout2.yaml:10: provider "cloud-z" pool "main": an openstack provider\'s pool lists "labels" ("nodes" are '
+        "a static provider's)",
+    ]
+    assert errors_of(BASE, nodepool_example.replace("            - name: main\n",
+                                                    "            - name: main\n              max-servers: 3\n")) == [
+        'layout1.yaml:8: provider "static-rack" pool "main": a static provider\'s pool lists only "nodes" (its hosts, '
+        "as Nodepool's static driver); not max-servers"]
 
 
 def test_missing_layout_directory(tmp_path):

@@ -119,6 +119,10 @@ class ProviderAdapter:
         """For a provider whose servers need no boot: the server as it is (None: wait for it to boot)."""
         return None
 
+    def scan_timeout(self, server_id: str) -> float | None:
+        """Seconds a server that is up at once may take to show its host keys (None: the boot-timeout)."""
+        return None
+
     def configured(self, server_id: str) -> bool:
         """Whether the server is still part of the provider's configuration (a static host removed from the
         layout is not): a node on one that is not is deleted, never handed out again."""

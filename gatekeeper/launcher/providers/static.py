@@ -58,6 +58,9 @@ class StaticAdapter(ProviderAdapter):
     def ready_now(self, server_id: str) -> ServerInfo | None:
         return self._info(server_id)
 
+    def scan_timeout(self, server_id: str) -> float | None:
+        return self.slots[server_id].timeout
+
     def configured(self, server_id: str) -> bool:
         return server_id in self.slots
 

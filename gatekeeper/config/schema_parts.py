@@ -1,0 +1,60 @@
+"""The validators every layout schema is built of: names, regular expressions, and lists whose every item is
+checked (gatekeeper.config.schema and gatekeeper.config.schema_static compose them)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import voluptuous as v
+
+NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_.@/+-]+$", msg="may hold only letters, digits and _.@/+-"))
+
+
+def Regex(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
+    if not isinstance(value, str):
+        raise v.Invalid(f"expected a regular expression string, got {type(value).__name__}")
+    try:
+        re.compile(value)
+    except re.error as exc:
+        raise v.Invalid(f"bad regular expression {value!r}: {exc}") from None
+    return value
+
+
+class Each:
+    """A list whose every item is checked and every error kept: voluptuous's own `[schema]` stops a list at the
+    first item with an error inside it, so four bad jobs would show as one."""
+
+    def __init__(self, item: Any) -> None:
+        self.item = v.Schema(item)
+
+    def __call__(self, value: Any) -> Any:
+        if not isinstance(value, list):
+            raise v.Invalid("expected list")
+        errors: list[v.Invalid] = []
+        for index, entry in enumerate(value):
+            try:
+                self.item(entry)
+            except v.MultipleInvalid as exc:
+                for err in exc.errors:
+                    err.prepend([index])
+                    errors.append(err)
+            except v.Invalid as exc:
+                exc.prepend([index])
+                errors.append(exc)
+        if errors:
+            raise v.MultipleInvalid(errors)
+        return value
+
+    def __repr__(self) -> str:
+        return f"Each({self.item!r})"
+
+
+def one_or_each(item: Any) -> Callable[[Any], Any]:
+    """A list of `item`s, or (as Zuul also takes it) one mapping alone."""
+    each = Each(item)
+
+    def check(value: Any) -> Any:
+        return each([value] if isinstance(value, dict) else value)
+    return check
