@@ -61,11 +61,15 @@ def regex(value: str) -> str:
     return value
 
 
-def positive_int(value: str) -> int:
+def _whole(value: str, what: str = "a whole number") -> int:
     try:
-        number = int(value)
+        return int(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f'"{value}" is not a whole number') from None
+        raise argparse.ArgumentTypeError(f'"{value}" is not {what}') from None
+
+
+def positive_int(value: str) -> int:
+    number = _whole(value)
     if number < 1:
         raise argparse.ArgumentTypeError(f"{number} is not at least 1")
     return number
@@ -96,10 +100,7 @@ def wait_seconds(value: str) -> float:
 
 def port(value: str) -> int:
     """A TCP port, 0 to 65535 (0: a free one)."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'"{value}" is not a port number') from None
+    number = _whole(value, "a port number")
     if not 0 <= number <= 65535:
         raise argparse.ArgumentTypeError(f"{number} is not a TCP port (0 to 65535)")
     return number
@@ -107,10 +108,7 @@ def port(value: str) -> int:
 
 def count(value: str) -> int:
     """A whole number, 0 or more."""
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'"{value}" is not a whole number') from None
+    number = _whole(value)
     if number < 0:
         raise argparse.ArgumentTypeError(f"{number} is below 0")
     return number
