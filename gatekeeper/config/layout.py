@@ -168,6 +168,16 @@ def _report(data: dict | None) -> Report | None:
                   tag=g.get("tag", ""), reasons=dict(data.get("reasons") or {}))
 
 
+def _trigger_requirements(f: dict) -> Requirements | None:
+    """A trigger's own require and reject (Zuul's), or None when it gives neither."""
+    req, reject = f.get("require") or {}, f.get("reject") or {}
+    if not req and not reject:
+        return None
+    return Requirements(open=req.get("open"), current_patchset=req.get("current-patchset"),
+                        approvals=_approvals(req.get("approval")), wip=req.get("wip"),
+                        reject_approvals=_approvals(reject.get("approval")))
+
+
 def _approvals(value: Any) -> tuple:
     """An `approval` filter's list (Zuul also takes one mapping alone)."""
     if not value:
@@ -251,6 +261,7 @@ class _Builder:
                     branches=_patterns(f.get("branch")),
                     usernames=_patterns(f.get("username")), refs=_patterns(f.get("ref")),
                     ignore_deletes=f.get("ignore-deletes", True),
+                    require=_trigger_requirements(f),
                 ))
                 for key, message in triggers[-1].errors(p["manager"]):
                     self.error(f, key, where, message)

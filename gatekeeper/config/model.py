@@ -24,6 +24,7 @@ class Trigger:
     usernames: tuple[re.Pattern, ...] = ()
     refs: tuple[re.Pattern, ...] = ()  # ref-updated: the full ref name (refs/heads/...) matches one of these
     ignore_deletes: bool = True  # ref-updated: a deleted ref (new revision all zeros) does not match (Zuul's)
+    require: Requirements | None = None  # Zuul's trigger require/reject: what the event's change must satisfy
 
     def errors(self, manager: str) -> list[tuple[str, str]]:
         """(key, message) for what a pipeline managed by `manager` may not ask of this trigger (post pipelines: a

@@ -84,6 +84,9 @@ GERRIT_TRIGGER = v.Schema(
         "username": v.Any(Regex, [Regex]),
         "ref": v.Any(Regex, [Regex]),
         "ignore-deletes": v.Any(bool, msg="expected true or false"),
+        # Zuul's conditions on the event's change, which the event itself may satisfy
+        "require": v.Schema({"open": bool, "current-patchset": bool, "approval": APPROVALS, "wip": bool}),
+        "reject": v.Schema({"approval": APPROVALS}),
     }
 )
 

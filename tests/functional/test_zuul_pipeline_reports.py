@@ -278,3 +278,36 @@ def test_an_independent_pipeline_ignoring_dependencies_tests_each_change_alone(
         assert gate.history("check") == [("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1")]  # not "1,1 2,1"
     finally:
         gate.stop()
+
+
+TRIGGER_REQUIRE = GATE_LAYOUT.replace(
+    "        - event: comment-added\n          comment: (?im)^\\s*recheck\\s*$\n",
+    "        - event: comment-added\n          comment: (?im)^\\s*recheck\\s*$\n"
+    "          require:\n            approval:\n              - Code-Review: [1, 2]\n"
+    "          reject:\n            approval:\n              - Verified: -2\n", 1)
+
+
+def test_a_triggers_own_require_and_reject_decide_on_the_events_change(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    """Check's recheck comment counts only on a change with a positive review and no Verified -2 (Zuul's trigger
+    require and reject); a new patch set still triggers check as before."""
+    assert "require:\n            approval:" in TRIGGER_REQUIRE
+    gate = GateHarness(tmp_path, zk_factory, layout_text=TRIGGER_REQUIRE)
+    try:
+        a = gate.change("org/a")
+        gate.settle()
+        runs = lambda: len([h for h in gate.history("check") if h[2] == "1,1"])  # noqa: E731
+        assert runs() == 1
+        gate.comment(a, "recheck")  # no review yet: the trigger's require is not met
+        gate.settle()
+        assert runs() == 1
+        gate.sim.review(a, "rita", labels={"Code-Review": 1})
+        gate.comment(a, "recheck")
+        gate.settle()
+        assert runs() == 2
+        gate.sim.review(a, "rita", labels={"Verified": -2})
+        gate.comment(a, "recheck")  # rejected by the trigger's reject
+        gate.settle()
+        assert runs() == 2
+    finally:
+        gate.stop()
