@@ -290,24 +290,18 @@ TRIGGER_REQUIRE = GATE_LAYOUT.replace(
 def test_a_triggers_own_require_and_reject_decide_on_the_events_change(
         tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
     """Check's recheck comment counts only on a change with a positive review and no Verified -2 (Zuul's trigger
-    require and reject); a new patch set still triggers check as before."""
+    require and reject): A has no review, B a +1, C a +1 and a Verified -2; each is rechecked, only B runs again."""
     assert "require:\n            approval:" in TRIGGER_REQUIRE
     gate = GateHarness(tmp_path, zk_factory, layout_text=TRIGGER_REQUIRE)
     try:
-        a = gate.change("org/a")
+        a, b, c = gate.change("org/a"), gate.change("org/a"), gate.change("org/a")
         gate.settle()
-        runs = lambda: len([h for h in gate.history("check") if h[2] == "1,1"])  # noqa: E731
-        assert runs() == 1
-        gate.comment(a, "recheck")  # no review yet: the trigger's require is not met
+        gate.sim.review(b, "rita", labels={"Code-Review": 1})
+        gate.sim.review(c, "rita", labels={"Code-Review": 1, "Verified": -2})
+        for change in (a, b, c):
+            gate.comment(change, "recheck")
         gate.settle()
-        assert runs() == 1
-        gate.sim.review(a, "rita", labels={"Code-Review": 1})
-        gate.comment(a, "recheck")
-        gate.settle()
-        assert runs() == 2
-        gate.sim.review(a, "rita", labels={"Verified": -2})
-        gate.comment(a, "recheck")  # rejected by the trigger's reject
-        gate.settle()
-        assert runs() == 2
+        runs = {key: len([h for h in gate.history("check") if h[2] == key]) for key in ("1,1", "2,1", "3,1")}
+        assert runs == {"1,1": 1, "2,1": 2, "3,1": 1}
     finally:
         gate.stop()
