@@ -6,6 +6,7 @@ no merge-conflict reporters."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -190,6 +191,14 @@ DISABLING = GATE_LAYOUT.replace(
     "    disabled: {gerrit: {message: Check is disabled after failures in a row; results are not voted on.}}\n", 1)
 
 
+def check_status(gate: GateHarness) -> dict:
+    """The status document's entry of the check pipeline, from its state in ZooKeeper."""
+    from gatekeeper.web.status import pipeline_status
+
+    state = gate.schedulers[-1].load_state("check")
+    return pipeline_status("check", "independent", "", state, time.time(), lambda project, job: None, str, str)
+
+
 def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_reporters_until_a_new_layout(
         tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
     gate = GateHarness(tmp_path, zk_factory, layout_text=DISABLING)
@@ -211,6 +220,7 @@ def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_rep
         d = gate.change("org/a")
         gate.settle()
         assert gate.ci_votes(d) == {} and texts(gate, d)[0].startswith("Check is disabled")
+        assert check_status(gate)["disabled"] is True  # the status page says so
         # a new layout enables it again
         gate.layout_path.write_text(gate.layout_path.read_text().replace("consecutive-failures: 2", "consecutive-"
                                                                          "failures: 3"))
@@ -220,6 +230,7 @@ def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_rep
         assert gate.ci_votes(e) == {"Verified": 1}
         assert texts(gate, e) == ["Starting check jobs.", texts(gate, e)[1]]
         assert texts(gate, e)[1].startswith("Build succeeded (check pipeline).")
+        assert check_status(gate)["disabled"] is False
     finally:
         gate.stop()
 
