@@ -90,12 +90,15 @@ GERRIT_TRIGGER = v.Schema(
     }
 )
 
-REQUIRE_KEYS = ("open", "current-patchset", "approval", "wip")
-REQUIRE_FLAT = v.Schema({"open": bool, "current-patchset": bool, "approval": APPROVALS, "wip": bool})
+STATUSES = ("NEW", "MERGED", "ABANDONED")  # a Gerrit change's status
+REQUIRE_KEYS = ("open", "current-patchset", "approval", "wip", "status")
+REQUIRE_FLAT = v.Schema({"open": bool, "current-patchset": bool, "approval": APPROVALS, "wip": bool,
+                         "status": v.In(STATUSES, msg=f"expected a change status ({', '.join(STATUSES)})")})
 
-# A change that has any of these approvals may not enter the pipeline, and leaves it (Zuul's `reject`).
-REJECT_KEYS = ("approval",)
-REJECT_FLAT = v.Schema({"approval": APPROVALS})
+# A change that matches any of these may not enter the pipeline, and leaves it (Zuul's `reject`, the mirror of
+# `require`).
+REJECT_KEYS = REQUIRE_KEYS
+REJECT_FLAT = REQUIRE_FLAT
 
 
 def by_connection(flat: v.Schema, keys: tuple[str, ...]) -> Callable[[Any], Any]:

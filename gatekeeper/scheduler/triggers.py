@@ -105,11 +105,30 @@ def unmet_requirements(pipeline: Pipeline, change: Change, staying: bool = False
     for unwanted in req.reject_approvals:
         if approval_present(change.approvals, unwanted):
             return f"it has {_describe(unwanted)}"
+    if req.status and change.status != req.status:
+        return f"its status is {change.status}, not {req.status}"
+    rejected = _rejected(req, change)
+    if rejected:
+        return rejected
     wip_allowed = req.wip if req.wip is not None else (None if not pipeline.dependent else False)
     if wip_allowed is False and change.wip:
         return "it is marked work in progress"
     if wip_allowed is True and not change.wip:
         return "it is not marked work in progress"
+    return ""
+
+
+def _rejected(req: Requirements, change: Change) -> str:
+    """Why the pipeline's reject keeps `change` out, beyond its approvals ("" when it does not)."""
+    is_open = change.status == "NEW"
+    if req.reject_open is not None and is_open == req.reject_open:
+        return "it is open" if is_open else f"it is {change.status.lower()}"
+    if req.reject_current_patchset is not None and change.is_current == req.reject_current_patchset:
+        return "it is the current patch set" if change.is_current else "it is not the current patch set"
+    if req.reject_wip is not None and change.wip == req.reject_wip:
+        return "it is marked work in progress" if change.wip else "it is not marked work in progress"
+    if req.reject_status and change.status == req.reject_status:
+        return f"its status is {change.status}"
     return ""
 
 

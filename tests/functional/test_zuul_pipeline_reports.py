@@ -316,3 +316,33 @@ def test_a_triggers_own_require_and_reject_decide_on_the_events_change(
         assert runs == {"1,1": 1, "2,1": 2, "3,1": 1}
     finally:
         gate.stop()
+
+
+def test_a_pipelines_reject_mirrors_its_require(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    """Check rejects work-in-progress changes (Zuul's `reject: {gerrit: {wip: true}}`): W does not enter until it is
+    ready for review; a running change marked work in progress leaves."""
+    require = "    require: {open: true, current-patchset: true}\n"
+    layout = GATE_LAYOUT.replace(require, require + "    reject: {gerrit: {wip: true}}\n", 1)
+    gate = GateHarness(tmp_path, zk_factory, layout_text=layout)
+    try:
+        project = gate.sim.project("org/a")
+        tip = gate.sim.branch_tip("org/a")
+        sha = project.repo.commit([tip], "Not ready\n\nChange-Id: I0123456789abcdef0123456789abcdef01234567\n",
+                                  {"w.txt": "w\n"}, ("Jane Dev", "jane@example.com"))
+        w, _ = gate.sim.upload("org/a", sha, uploader="jane", wip=True)  # uploaded as work in progress
+        gate.settle()
+        assert gate.history("check") == []
+        gate.sim.set_wip(w, False, "jane")
+        gate.comment(w, "recheck")
+        gate.settle()
+        assert gate.history("check") == [("unit", "SUCCESS", "1,1")]
+        gate.executor.hold = True
+        gate.comment(w, "recheck")
+        gate.settle()
+        assert [r.changes for r in gate.executor.held()] == ["1,1"]
+        gate.sim.set_wip(w, True, "jane")
+        gate.settle()
+        assert gate.gate_queue("check") == [] and gate.executor.held() == []
+    finally:
+        gate.executor.release()
+        gate.stop()
