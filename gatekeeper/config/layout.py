@@ -178,6 +178,12 @@ def _trigger_requirements(f: dict) -> Requirements | None:
                         reject_approvals=_approvals(reject.get("approval")))
 
 
+def _required_projects(value: Any) -> tuple[str, ...]:
+    """A job's required projects: names, or Zuul's {name: ...} mappings; one name alone (Zuul's shorthand)."""
+    entries = [value] if isinstance(value, str) else value or []
+    return tuple(e["name"] if isinstance(e, dict) else e for e in entries)
+
+
 def _approvals(value: Any) -> tuple:
     """An `approval` filter's list (Zuul also takes one mapping alone)."""
     if not value:
@@ -396,7 +402,7 @@ class _Builder:
             voting=j.get("voting", True),
             collect=tuple(j.get("collect", ())),
             vars=dict(j.get("vars", {})),
-            required_projects=tuple(j.get("required-projects", ())),
+            required_projects=_required_projects(j.get("required-projects")),
             devstack_localrc=dict(ds.get("localrc", {})),
             devstack_local_conf=ds.get("local-conf", ""),
             hold_hours=j.get("hold-hours"),

@@ -239,6 +239,18 @@ def DEPENDENCIES(value: Any) -> Any:  # noqa: N802 - reads like a type in schema
     return v.Schema(NAME)(value)
 
 
+def REQUIRED_PROJECT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    """A project a job needs beside the change's: its name, or Zuul's {name: ...} (override-checkout refused)."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict):
+        if "override-checkout" in value:
+            raise v.Invalid("override-checkout is not supported: a required project is checked out at the change's "
+                            "branch (or its default branch when it has none)", ["override-checkout"])
+        return v.Schema({v.Required("name"): v.All(str, v.Length(min=1))})(value)
+    raise v.Invalid("expected a project name, or a mapping like {name: org/project}")
+
+
 # Zuul's nodesets: named nodes, each from a label, and groups of them; a job names one or writes one inline
 NODESET_NODE = v.Schema({v.Required("name"): NAME, v.Required("label"): NAME})
 NODESET_GROUP = v.Schema({v.Required("name"): NAME, v.Required("nodes"): v.All([NAME], v.Length(min=1))})
@@ -284,7 +296,7 @@ JOB = v.Schema(
         "voting": bool,
         "collect": [str],
         "vars": v.Schema({str: v.Any(str, int, float, bool)}),
-        "required-projects": [str],
+        "required-projects": v.Any(str, Each(REQUIRED_PROJECT)),
         "devstack": DEVSTACK,
         "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
         "branches": BRANCHES,
