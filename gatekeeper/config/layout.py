@@ -40,6 +40,7 @@ from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-expo
 )
 from gatekeeper.config.nodesets import add_nodesets, job_nodeset, resolve_nodesets
 from gatekeeper.config.projects import project_pipelines
+from gatekeeper.config.requirements import approvals, requirements, trigger_requirements
 from gatekeeper.config.timers import TIMER, pipeline_timers
 from gatekeeper.config.validation import (  # noqa: F401 (validate: re-exported for the service settings)
     config_error,
@@ -168,27 +169,10 @@ def _report(data: dict | None) -> Report | None:
                   tag=g.get("tag", ""), reasons=dict(data.get("reasons") or {}))
 
 
-def _trigger_requirements(f: dict) -> Requirements | None:
-    """A trigger's own require and reject (Zuul's), or None when it gives neither."""
-    req, reject = f.get("require") or {}, f.get("reject") or {}
-    if not req and not reject:
-        return None
-    return Requirements(open=req.get("open"), current_patchset=req.get("current-patchset"),
-                        approvals=_approvals(req.get("approval")), wip=req.get("wip"),
-                        reject_approvals=_approvals(reject.get("approval")))
-
-
 def _required_projects(value: Any) -> tuple[str, ...]:
     """A job's required projects: names, or Zuul's {name: ...} mappings; one name alone (Zuul's shorthand)."""
     entries = [value] if isinstance(value, str) else value or []
     return tuple(e["name"] if isinstance(e, dict) else e for e in entries)
-
-
-def _approvals(value: Any) -> tuple:
-    """An `approval` filter's list (Zuul also takes one mapping alone)."""
-    if not value:
-        return ()
-    return (value,) if isinstance(value, dict) else tuple(value)
 
 
 class _Builder:
@@ -262,12 +246,12 @@ class _Builder:
                 triggers.append(Trigger(
                     connection=conn,
                     events=tuple([events] if isinstance(events, str) else events),
-                    approvals=_approvals(f.get("approval")),
+                    approvals=approvals(f.get("approval")),
                     comments=_patterns(f.get("comment")),
                     branches=_patterns(f.get("branch")),
                     usernames=_patterns(f.get("username")), refs=_patterns(f.get("ref")),
                     ignore_deletes=f.get("ignore-deletes", True),
-                    require=_trigger_requirements(f),
+                    require=trigger_requirements(f),
                 ))
                 for key, message in triggers[-1].errors(p["manager"]):
                     self.error(f, key, where, message)
@@ -317,18 +301,7 @@ class _Builder:
             description=p.get("description", ""),
             precedence=p.get("precedence", "normal"),
             triggers=tuple(triggers),
-            require=Requirements(
-                open=req.get("open"),
-                current_patchset=req.get("current-patchset"),
-                approvals=_approvals(req.get("approval")),
-                wip=req.get("wip"),
-                reject_approvals=_approvals(reject.get("approval")),
-                status=req.get("status"),
-                reject_open=reject.get("open"),
-                reject_current_patchset=reject.get("current-patchset"),
-                reject_wip=reject.get("wip"),
-                reject_status=reject.get("status"),
-            ),
+            require=requirements(req, reject),
             reports=reports,
             messages=messages,
             footer=p.get("footer-message", ""),
