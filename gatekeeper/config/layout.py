@@ -40,6 +40,7 @@ from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-expo
 )
 from gatekeeper.config.nodesets import add_nodesets, job_nodeset, resolve_nodesets
 from gatekeeper.config.projects import project_pipelines
+from gatekeeper.config.requirements import approvals, requirements, trigger_requirements
 from gatekeeper.config.timers import TIMER, pipeline_timers
 from gatekeeper.config.validation import (  # noqa: F401 (validate: re-exported for the service settings)
     config_error,
@@ -168,11 +169,10 @@ def _report(data: dict | None) -> Report | None:
                   tag=g.get("tag", ""), reasons=dict(data.get("reasons") or {}))
 
 
-def _approvals(value: Any) -> tuple:
-    """An `approval` filter's list (Zuul also takes one mapping alone)."""
-    if not value:
-        return ()
-    return (value,) if isinstance(value, dict) else tuple(value)
+def _required_projects(value: Any) -> tuple[str, ...]:
+    """A job's required projects: names, or Zuul's {name: ...} mappings; one name alone (Zuul's shorthand)."""
+    entries = [value] if isinstance(value, str) else value or []
+    return tuple(e["name"] if isinstance(e, dict) else e for e in entries)
 
 
 class _Builder:
@@ -246,11 +246,12 @@ class _Builder:
                 triggers.append(Trigger(
                     connection=conn,
                     events=tuple([events] if isinstance(events, str) else events),
-                    approvals=_approvals(f.get("approval")),
+                    approvals=approvals(f.get("approval")),
                     comments=_patterns(f.get("comment")),
                     branches=_patterns(f.get("branch")),
                     usernames=_patterns(f.get("username")), refs=_patterns(f.get("ref")),
                     ignore_deletes=f.get("ignore-deletes", True),
+                    require=trigger_requirements(f),
                 ))
                 for key, message in triggers[-1].errors(p["manager"]):
                     self.error(f, key, where, message)
@@ -300,13 +301,7 @@ class _Builder:
             description=p.get("description", ""),
             precedence=p.get("precedence", "normal"),
             triggers=tuple(triggers),
-            require=Requirements(
-                open=req.get("open"),
-                current_patchset=req.get("current-patchset"),
-                approvals=_approvals(req.get("approval")),
-                wip=req.get("wip"),
-                reject_approvals=_approvals(reject.get("approval")),
-            ),
+            require=requirements(req, reject),
             reports=reports,
             messages=messages,
             footer=p.get("footer-message", ""),
@@ -380,7 +375,7 @@ class _Builder:
             voting=j.get("voting", True),
             collect=tuple(j.get("collect", ())),
             vars=dict(j.get("vars", {})),
-            required_projects=tuple(j.get("required-projects", ())),
+            required_projects=_required_projects(j.get("required-projects")),
             devstack_localrc=dict(ds.get("localrc", {})),
             devstack_local_conf=ds.get("local-conf", ""),
             hold_hours=j.get("hold-hours"),

@@ -24,6 +24,7 @@ class Trigger:
     usernames: tuple[re.Pattern, ...] = ()
     refs: tuple[re.Pattern, ...] = ()  # ref-updated: the full ref name (refs/heads/...) matches one of these
     ignore_deletes: bool = True  # ref-updated: a deleted ref (new revision all zeros) does not match (Zuul's)
+    require: Requirements | None = None  # Zuul's trigger require/reject: what the event's change must satisfy
 
     def errors(self, manager: str) -> list[tuple[str, str]]:
         """(key, message) for what a pipeline managed by `manager` may not ask of this trigger (post pipelines: a
@@ -48,6 +49,13 @@ class Requirements:
     approvals: tuple[dict[str, Any], ...] = ()  # each: {label: vote or [votes], username?: regex}
     wip: bool | None = None
     reject_approvals: tuple[dict[str, Any], ...] = ()  # any one of these present keeps the change out
+    status: str | None = None  # the change's Gerrit status must be this one
+    # Zuul's reject, the mirror of the above: a change that is (or is not) open, the current patch set, work in
+    # progress, or of this status is kept out
+    reject_open: bool | None = None
+    reject_current_patchset: bool | None = None
+    reject_wip: bool | None = None
+    reject_status: str | None = None
 
 
 @dataclass(frozen=True)

@@ -84,15 +84,21 @@ GERRIT_TRIGGER = v.Schema(
         "username": v.Any(Regex, [Regex]),
         "ref": v.Any(Regex, [Regex]),
         "ignore-deletes": v.Any(bool, msg="expected true or false"),
+        # Zuul's conditions on the event's change, which the event itself may satisfy
+        "require": v.Schema({"open": bool, "current-patchset": bool, "approval": APPROVALS, "wip": bool}),
+        "reject": v.Schema({"approval": APPROVALS}),
     }
 )
 
-REQUIRE_KEYS = ("open", "current-patchset", "approval", "wip")
-REQUIRE_FLAT = v.Schema({"open": bool, "current-patchset": bool, "approval": APPROVALS, "wip": bool})
+STATUSES = ("NEW", "MERGED", "ABANDONED")  # a Gerrit change's status
+REQUIRE_KEYS = ("open", "current-patchset", "approval", "wip", "status")
+REQUIRE_FLAT = v.Schema({"open": bool, "current-patchset": bool, "approval": APPROVALS, "wip": bool,
+                         "status": v.In(STATUSES, msg=f"expected a change status ({', '.join(STATUSES)})")})
 
-# A change that has any of these approvals may not enter the pipeline, and leaves it (Zuul's `reject`).
-REJECT_KEYS = ("approval",)
-REJECT_FLAT = v.Schema({"approval": APPROVALS})
+# A change that matches any of these may not enter the pipeline, and leaves it (Zuul's `reject`, the mirror of
+# `require`).
+REJECT_KEYS = REQUIRE_KEYS
+REJECT_FLAT = REQUIRE_FLAT
 
 
 def by_connection(flat: v.Schema, keys: tuple[str, ...]) -> Callable[[Any], Any]:
@@ -233,6 +239,18 @@ def DEPENDENCIES(value: Any) -> Any:  # noqa: N802 - reads like a type in schema
     return v.Schema(NAME)(value)
 
 
+def REQUIRED_PROJECT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    """A project a job needs beside the change's: its name, or Zuul's {name: ...} (override-checkout refused)."""
+    if isinstance(value, str) and value:
+        return value
+    if isinstance(value, dict):
+        if "override-checkout" in value:
+            raise v.Invalid("override-checkout is not supported: a required project is checked out at the change's "
+                            "branch (or its default branch when it has none)", ["override-checkout"])
+        return v.Schema({v.Required("name"): v.All(str, v.Length(min=1))})(value)
+    raise v.Invalid("expected a project name, or a mapping like {name: org/project}")
+
+
 # Zuul's nodesets: named nodes, each from a label, and groups of them; a job names one or writes one inline
 NODESET_NODE = v.Schema({v.Required("name"): NAME, v.Required("label"): NAME})
 NODESET_GROUP = v.Schema({v.Required("name"): NAME, v.Required("nodes"): v.All([NAME], v.Length(min=1))})
@@ -278,7 +296,7 @@ JOB = v.Schema(
         "voting": bool,
         "collect": [str],
         "vars": v.Schema({str: v.Any(str, int, float, bool)}),
-        "required-projects": [str],
+        "required-projects": v.Any(str, Each(REQUIRED_PROJECT)),
         "devstack": DEVSTACK,
         "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
         "branches": BRANCHES,

@@ -107,7 +107,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
                     log.info("%s leaves %s for %s, which supercedes it", item.label(self.name), self.name, taker)
                     self._remove_queue_of(item)
             return
-        if not pipeline_triggered(self.pipeline, event):
+        if not pipeline_triggered(self.pipeline, event, latest):
             return
         if self.state.find(latest.key):
             log.info("[%s %s] already in the pipeline; %s ignored", self.name, latest.key, event.type)

@@ -26,7 +26,7 @@ def superseded_by(layout: Layout, pipeline: Pipeline, event: TriggerEvent, chang
     event triggers, whose requirements the change meets, and where its project runs jobs."""
     project = layout.projects.get(change.project)
     for other in superseding(layout, pipeline):
-        if pipeline_triggered(other, event) and not unmet_requirements(other, change):
+        if pipeline_triggered(other, event, change) and not unmet_requirements(other, change):
             if project and project.jobs_for(other.name):
                 return other.name
     return ""

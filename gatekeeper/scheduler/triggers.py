@@ -54,13 +54,36 @@ def _describe(wanted: dict[str, Any]) -> str:
     return ", ".join(parts) + who
 
 
-def pipeline_triggered(pipeline: Pipeline, event: TriggerEvent) -> bool:
+def pipeline_triggered(pipeline: Pipeline, event: TriggerEvent, change: Change | None = None) -> bool:
     """Whether the event enqueues something: its change, or (a branch or a tag updated, or a timer fired for this
-    pipeline) a ref's revision. A change's own refs (refs/changes/..., Gerrit's NoteDb) never do."""
+    pipeline) a ref's revision. A change's own refs (refs/changes/..., Gerrit's NoteDb) never do. With the event's
+    `change` (as it is now), a trigger's own require and reject must hold for it too (without it: they may)."""
     if event.type == "timer":
         return bool(pipeline.timers) and event.raw.get("pipeline") == pipeline.name
     about = event.change > 0 or (event.type == "ref-updated" and event.ref.startswith(REF_ITEM_PREFIXES))
-    return about and any(trigger_matches(t, event) for t in pipeline.triggers)
+    return about and any(trigger_matches(t, event) and (change is None or not trigger_unmet(t, change))
+                         for t in pipeline.triggers)
+
+
+def trigger_unmet(trigger: Trigger, change: Change) -> str:
+    """Why `change` does not satisfy what `trigger` itself requires of it (Zuul's trigger require and reject), ""
+    when it does."""
+    req = trigger.require
+    if req is None or change.is_ref:
+        return ""
+    if req.open is not None and (change.status == "NEW") != req.open:
+        return "it is open" if change.status == "NEW" else f"it is {change.status.lower()}"
+    if req.current_patchset is not None and change.is_current != req.current_patchset:
+        return "it is not the current patch set" if req.current_patchset else "it is the current patch set"
+    if req.wip is not None and change.wip != req.wip:
+        return "it is marked work in progress" if change.wip else "it is not marked work in progress"
+    for wanted in req.approvals:
+        if not approval_present(change.approvals, wanted):
+            return f"it does not have {_describe(wanted)}"
+    for unwanted in req.reject_approvals:
+        if approval_present(change.approvals, unwanted):
+            return f"it has {_describe(unwanted)}"
+    return ""
 
 
 def unmet_requirements(pipeline: Pipeline, change: Change, staying: bool = False) -> str:
@@ -82,11 +105,30 @@ def unmet_requirements(pipeline: Pipeline, change: Change, staying: bool = False
     for unwanted in req.reject_approvals:
         if approval_present(change.approvals, unwanted):
             return f"it has {_describe(unwanted)}"
+    if req.status and change.status != req.status:
+        return f"its status is {change.status}, not {req.status}"
+    rejected = _rejected(req, change)
+    if rejected:
+        return rejected
     wip_allowed = req.wip if req.wip is not None else (None if not pipeline.dependent else False)
     if wip_allowed is False and change.wip:
         return "it is marked work in progress"
     if wip_allowed is True and not change.wip:
         return "it is not marked work in progress"
+    return ""
+
+
+def _rejected(req: Requirements, change: Change) -> str:
+    """Why the pipeline's reject keeps `change` out, beyond its approvals ("" when it does not)."""
+    is_open = change.status == "NEW"
+    if req.reject_open is not None and is_open == req.reject_open:
+        return "it is open" if is_open else f"it is {change.status.lower()}"
+    if req.reject_current_patchset is not None and change.is_current == req.reject_current_patchset:
+        return "it is the current patch set" if change.is_current else "it is not the current patch set"
+    if req.reject_wip is not None and change.wip == req.reject_wip:
+        return "it is marked work in progress" if change.wip else "it is not marked work in progress"
+    if req.reject_status and change.status == req.reject_status:
+        return f"its status is {change.status}"
     return ""
 
 

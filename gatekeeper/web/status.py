@@ -141,7 +141,9 @@ def pipeline_status(name: str, manager: str, description: str, state: Any, now: 
         if manager in IN_TURN:
             _after_those_ahead(docs)
         queues.append({"name": queue.name, "window": queue.window, "dynamic": queue.dynamic, "items": docs})
-    return {"name": name, "manager": manager, "description": description, "queues": queues}
+    # disabled: Zuul's disable-after-consecutive-failures tripped; it reports to its disabled reporters only
+    return {"name": name, "manager": manager, "description": description,
+            "disabled": bool(getattr(state, "disabled", "")), "queues": queues}
 
 
 def _after_those_ahead(docs: list[dict[str, Any]]) -> None:

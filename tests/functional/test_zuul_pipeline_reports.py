@@ -6,6 +6,7 @@ no merge-conflict reporters."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -190,6 +191,14 @@ DISABLING = GATE_LAYOUT.replace(
     "    disabled: {gerrit: {message: Check is disabled after failures in a row; results are not voted on.}}\n", 1)
 
 
+def check_status(gate: GateHarness) -> dict:
+    """The status document's entry of the check pipeline, from its state in ZooKeeper."""
+    from gatekeeper.web.status import pipeline_status
+
+    state = gate.schedulers[-1].load_state("check")
+    return pipeline_status("check", "independent", "", state, time.time(), lambda project, job: None, str, str)
+
+
 def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_reporters_until_a_new_layout(
         tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
     gate = GateHarness(tmp_path, zk_factory, layout_text=DISABLING)
@@ -211,6 +220,7 @@ def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_rep
         d = gate.change("org/a")
         gate.settle()
         assert gate.ci_votes(d) == {} and texts(gate, d)[0].startswith("Check is disabled")
+        assert check_status(gate)["disabled"] is True  # the status page says so
         # a new layout enables it again
         gate.layout_path.write_text(gate.layout_path.read_text().replace("consecutive-failures: 2", "consecutive-"
                                                                          "failures: 3"))
@@ -220,6 +230,7 @@ def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_rep
         assert gate.ci_votes(e) == {"Verified": 1}
         assert texts(gate, e) == ["Starting check jobs.", texts(gate, e)[1]]
         assert texts(gate, e)[1].startswith("Build succeeded (check pipeline).")
+        assert check_status(gate)["disabled"] is False
     finally:
         gate.stop()
 
@@ -277,4 +288,61 @@ def test_an_independent_pipeline_ignoring_dependencies_tests_each_change_alone(
         gate.settle()
         assert gate.history("check") == [("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1")]  # not "1,1 2,1"
     finally:
+        gate.stop()
+
+
+TRIGGER_REQUIRE = GATE_LAYOUT.replace(
+    "        - event: comment-added\n          comment: (?im)^\\s*recheck\\s*$\n",
+    "        - event: comment-added\n          comment: (?im)^\\s*recheck\\s*$\n"
+    "          require:\n            approval:\n              - Code-Review: [1, 2]\n"
+    "          reject:\n            approval:\n              - Verified: -2\n", 1)
+
+
+def test_a_triggers_own_require_and_reject_decide_on_the_events_change(
+        tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    """Check's recheck comment counts only on a change with a positive review and no Verified -2 (Zuul's trigger
+    require and reject): A has no review, B a +1, C a +1 and a Verified -2; each is rechecked, only B runs again."""
+    assert "require:\n            approval:" in TRIGGER_REQUIRE
+    gate = GateHarness(tmp_path, zk_factory, layout_text=TRIGGER_REQUIRE)
+    try:
+        a, b, c = gate.change("org/a"), gate.change("org/a"), gate.change("org/a")
+        gate.settle()
+        gate.sim.review(b, "rita", labels={"Code-Review": 1})
+        gate.sim.review(c, "rita", labels={"Code-Review": 1, "Verified": -2})
+        for change in (a, b, c):
+            gate.comment(change, "recheck")
+        gate.settle()
+        runs = {key: len([h for h in gate.history("check") if h[2] == key]) for key in ("1,1", "2,1", "3,1")}
+        assert runs == {"1,1": 1, "2,1": 2, "3,1": 1}
+    finally:
+        gate.stop()
+
+
+def test_a_pipelines_reject_mirrors_its_require(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> None:
+    """Check rejects work-in-progress changes (Zuul's `reject: {gerrit: {wip: true}}`): W does not enter until it is
+    ready for review; a running change marked work in progress leaves."""
+    require = "    require: {open: true, current-patchset: true}\n"
+    layout = GATE_LAYOUT.replace(require, require + "    reject: {gerrit: {wip: true}}\n", 1)
+    gate = GateHarness(tmp_path, zk_factory, layout_text=layout)
+    try:
+        project = gate.sim.project("org/a")
+        tip = gate.sim.branch_tip("org/a")
+        sha = project.repo.commit([tip], "Not ready\n\nChange-Id: I0123456789abcdef0123456789abcdef01234567\n",
+                                  {"w.txt": "w\n"}, ("Jane Dev", "jane@example.com"))
+        w, _ = gate.sim.upload("org/a", sha, uploader="jane", wip=True)  # uploaded as work in progress
+        gate.settle()
+        assert gate.history("check") == []
+        gate.sim.set_wip(w, False, "jane")
+        gate.comment(w, "recheck")
+        gate.settle()
+        assert gate.history("check") == [("unit", "SUCCESS", "1,1")]
+        gate.executor.hold = True
+        gate.comment(w, "recheck")
+        gate.settle()
+        assert [r.changes for r in gate.executor.held()] == ["1,1"]
+        gate.sim.set_wip(w, True, "jane")
+        gate.settle()
+        assert gate.gate_queue("check") == [] and gate.executor.held() == []
+    finally:
+        gate.executor.release()
         gate.stop()

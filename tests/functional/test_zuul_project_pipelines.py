@@ -152,6 +152,8 @@ ZUUL_FORMAT = r"""
 - job:
     name: unit
     parent: base
+    required-projects:
+      - name: org/b
 - project:
     name: org/a
     queue: integrated
@@ -182,7 +184,9 @@ def test_a_layout_file_in_zuuls_format_gates_a_change(tmp_path: Path, zk_factory
         gate.approve(a)
         gate.settle()
         assert gate.status(a) == "MERGED" and gate.ci_votes(a) == {"Verified": 2}
-        assert [gate.executor.requests[r.id].params["timeout"] for r in gate.executor.records("unit")] == [1800] * 2
+        requests = [gate.executor.requests[r.id] for r in gate.executor.records("unit")]
+        assert [r.params["timeout"] for r in requests] == [1800] * 2
+        assert all(sorted(r.repo_state["branches"]) == ["org/a", "org/b"] for r in requests)  # its required project
     finally:
         gate.stop()
 
@@ -191,11 +195,15 @@ def test_zuul_format_objects_we_do_not_have_are_named_with_their_line() -> None:
     from gatekeeper.config.layout import parse_layout
     from gatekeeper.config.yamlfile import ConfigErrors
 
-    text = ZUUL_FORMAT + "- project-template:\n    name: python-jobs\n- semaphore:\n    name: one\n- 3\n"
+    text = ZUUL_FORMAT + "- project-template:\n    name: python-jobs\n- semaphore:\n    name: one\n- 3\n" + (
+        "- job:\n    name: pinned\n    required-projects: [{name: org/b, override-checkout: stable/1}]\n")
     with pytest.raises(ConfigErrors) as caught:
         parse_layout({"zuul.yaml": text}, connections={"gerrit"})
     assert [str(e) for e in caught.value.errors] == [
-        "zuul.yaml:51: item 7: project-template is not supported: list the template's jobs in each project's "
+        "zuul.yaml:53: item 7: project-template is not supported: list the template's jobs in each project's "
         "pipelines",
-        "zuul.yaml:53: item 8: semaphore is not supported: jobs are not limited by semaphores here",
-        "zuul.yaml:55: item 9: expected one configuration object, like - pipeline: {...} or - job: {...}"]
+        "zuul.yaml:55: item 8: semaphore is not supported: jobs are not limited by semaphores here",
+        "zuul.yaml:57: item 9: expected one configuration object, like - pipeline: {...} or - job: {...}",
+        "zuul.yaml:60: jobs[2] (pinned).required-projects[0] (org/b).override-checkout: override-checkout is not "
+        "supported: a required project is checked out at the change's branch (or its default branch when it has "
+        "none)"]
