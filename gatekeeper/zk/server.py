@@ -6,6 +6,7 @@ it answers `ruok`, and stops it by PID.  Optional TLS (client certificates) on a
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -255,11 +256,12 @@ def pid_alive(pid: int) -> bool:
 
 
 def _port_free(host: str, port: int) -> bool:
-    """Whether nothing listens on host:port now (a bind succeeds)."""
+    """Whether nothing listens on host:port now; True when this process cannot tell (the address is not one of
+    this network namespace's: a server started in another, as an ensemble's members are)."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
-        except OSError:
-            return False
+        except OSError as exc:
+            return exc.errno != errno.EADDRINUSE
     return True
