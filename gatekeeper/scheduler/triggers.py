@@ -61,19 +61,21 @@ def pipeline_triggered(pipeline: Pipeline, event: TriggerEvent, change: Change |
     if event.type == "timer":
         return bool(pipeline.timers) and event.raw.get("pipeline") == pipeline.name
     about = event.change > 0 or (event.type == "ref-updated" and event.ref.startswith(REF_ITEM_PREFIXES))
-    return about and any(trigger_matches(t, event) and (change is None or not trigger_unmet(t, change))
+    return about and any(trigger_matches(t, event) and (change is None or not trigger_unmet(t, change, event.patchset))
                          for t in pipeline.triggers)
 
 
-def trigger_unmet(trigger: Trigger, change: Change) -> str:
+def trigger_unmet(trigger: Trigger, change: Change, patchset: int = 0) -> str:
     """Why `change` does not satisfy what `trigger` itself requires of it (Zuul's trigger require and reject), ""
-    when it does."""
+    when it does. `patchset`: the event's patch set (Zuul decides current-patchset on it: a comment on an old patch
+    set is not on the current one, though the change looked up is)."""
     req = trigger.require
     if req is None or change.is_ref:
         return ""
     if req.open is not None and (change.status == "NEW") != req.open:
         return "it is open" if change.status == "NEW" else f"it is {change.status.lower()}"
-    if req.current_patchset is not None and change.is_current != req.current_patchset:
+    current = change.is_current if not patchset else patchset == change.current_patchset
+    if req.current_patchset is not None and current != req.current_patchset:
         return "it is not the current patch set" if req.current_patchset else "it is the current patch set"
     if req.wip is not None and change.wip != req.wip:
         return "it is marked work in progress" if change.wip else "it is not marked work in progress"

@@ -68,3 +68,18 @@ def _fields(change: Change) -> dict:
     data = change.to_dict()
     data.pop("_v")
     return data
+
+
+def test_a_triggers_current_patchset_requirement_is_decided_on_the_events_patch_set() -> None:
+    layout = parse_layout({"layout.yaml": LAYOUT.replace(
+        "          comment: (?im)^\\s*recheck\\s*$\n",
+        "          comment: (?im)^\\s*recheck\\s*$\n          require: {current-patchset: true}\n", 1)})
+    check = layout.pipelines["check"]
+    assert check.triggers[-1].require is not None
+    # the change as looked up is its current patch set, 3; the recheck was left on patch set 2
+    now = Change(project="org/a", number=7, patchset=3, current_patchset=3)
+    old_recheck = from_gerrit({**APPROVED, "approvals": [], "comment": "Patch Set 2:\n\nrecheck"})
+    assert not pipeline_triggered(check, old_recheck, now)
+    current_recheck = from_gerrit({**APPROVED, "patchSet": {"number": 3, "ref": "refs/changes/07/7/3"},
+                                   "approvals": [], "comment": "Patch Set 3:\n\nrecheck"})
+    assert pipeline_triggered(check, current_recheck, now)
