@@ -296,7 +296,7 @@ JOB = v.Schema(
         "voting": bool,
         "collect": [str],
         "vars": v.Schema({str: v.Any(str, int, float, bool)}),
-        "required-projects": v.Any(str, Each(REQUIRED_PROJECT)),
+        "required-projects": v.Any(v.All(str, REQUIRED_PROJECT), Each(REQUIRED_PROJECT)),
         "devstack": DEVSTACK,
         "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
         "branches": BRANCHES,

@@ -196,7 +196,8 @@ def test_zuul_format_objects_we_do_not_have_are_named_with_their_line() -> None:
     from gatekeeper.config.yamlfile import ConfigErrors
 
     text = ZUUL_FORMAT + "- project-template:\n    name: python-jobs\n- semaphore:\n    name: one\n- 3\n" + (
-        "- job:\n    name: pinned\n    required-projects: [{name: org/b, override-checkout: stable/1}]\n")
+        "- job:\n    name: pinned\n    required-projects: [{name: org/b, override-checkout: stable/1}]\n"
+        "- job:\n    name: nameless\n    required-projects: ''\n")
     with pytest.raises(ConfigErrors) as caught:
         parse_layout({"zuul.yaml": text}, connections={"gerrit"})
     assert [str(e) for e in caught.value.errors] == [
@@ -206,4 +207,6 @@ def test_zuul_format_objects_we_do_not_have_are_named_with_their_line() -> None:
         "zuul.yaml:57: item 9: expected one configuration object, like - pipeline: {...} or - job: {...}",
         "zuul.yaml:60: jobs[2] (pinned).required-projects[0] (org/b).override-checkout: override-checkout is not "
         "supported: a required project is checked out at the change's branch (or its default branch when it has "
-        "none)"]
+        "none)",
+        "zuul.yaml:63: jobs[3] (nameless).required-projects: expected a project name, or a mapping like "
+        "{name: org/project}, got a string ''"]
