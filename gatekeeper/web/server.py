@@ -34,7 +34,7 @@ from gatekeeper.web import sources
 from gatekeeper.web.admin import Admin
 from gatekeeper.web.console import Upstream
 from gatekeeper.web.logstore import LogStore
-from gatekeeper.web.status import HistoryInsight, pipeline_status, started_builds, status_document
+from gatekeeper.web.status import HistoryInsight, is_disabled, pipeline_status, started_builds, status_document
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.signatures import signature_totals
 
@@ -213,7 +213,8 @@ class WebService:
         now = time.time()
         pipelines = []
         starts = started_builds(self.zk)
-        for name, manager, description in sources.pipeline_names(self.zk, self.layout()):
+        layout = self.layout()
+        for name, manager, description in sources.pipeline_names(self.zk, layout):
             try:
                 state = self.state_loader(self.zk, name)
             except Exception:
@@ -221,7 +222,7 @@ class WebService:
                 state = None
             pipelines.append(pipeline_status(name, manager, description, state, now, self.estimate,
                                              lambda b: f"/api/v1/builds/{b}/console", lambda b: f"/build/{b}",
-                                             starts))
+                                             starts, is_disabled(state, layout, name)))
         doc = status_document(pipelines, sources.event_queue_depths(self.zk), now)
         doc["dead_letters"] = sources.dead_letter_counts(self.zk)
         doc["providers"] = sources.providers(self.zk)

@@ -125,9 +125,19 @@ def item_status(item: Any, position: int, window: int, ahead: Any, behind: list[
     }
 
 
+def is_disabled(state: Any, layout: Any, name: str) -> bool:
+    """Whether Zuul's disable-after-consecutive-failures holds the pipeline now, as its scheduler decides at its
+    next report: tripped under the running layout (a new one enables it again), or as many failures in a row."""
+    pipeline = layout.pipelines.get(name) if layout is not None else None
+    limit = getattr(pipeline, "disable_after", None)
+    if state is None or not limit:
+        return False
+    return getattr(state, "disabled", "") == layout.digest or getattr(state, "failures", 0) >= limit
+
+
 def pipeline_status(name: str, manager: str, description: str, state: Any, now: float, estimate: Estimator,
                     console_url: Callable[[str], str], build_url: Callable[[str], str],
-                    starts: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                    starts: Mapping[str, Any] | None = None, disabled: bool = False) -> dict[str, Any]:
     """One pipeline's entry; `starts` (build id -> BuildStart, from `started_builds`) shows running builds."""
     queues = []
     for queue in (state.queues.values() if state is not None else ()):
@@ -143,7 +153,7 @@ def pipeline_status(name: str, manager: str, description: str, state: Any, now: 
         queues.append({"name": queue.name, "window": queue.window, "dynamic": queue.dynamic, "items": docs})
     # disabled: Zuul's disable-after-consecutive-failures tripped; it reports to its disabled reporters only
     return {"name": name, "manager": manager, "description": description,
-            "disabled": bool(getattr(state, "disabled", "")), "queues": queues}
+            "disabled": disabled, "queues": queues}
 
 
 def _after_those_ahead(docs: list[dict[str, Any]]) -> None:

@@ -193,10 +193,12 @@ DISABLING = GATE_LAYOUT.replace(
 
 def check_status(gate: GateHarness) -> dict:
     """The status document's entry of the check pipeline, from its state in ZooKeeper."""
-    from gatekeeper.web.status import pipeline_status
+    from gatekeeper.web.status import is_disabled, pipeline_status
 
-    state = gate.schedulers[-1].load_state("check")
-    return pipeline_status("check", "independent", "", state, time.time(), lambda project, job: None, str, str)
+    scheduler = gate.schedulers[-1]
+    state = scheduler.load_state("check")
+    return pipeline_status("check", "independent", "", state, time.time(), lambda project, job: None, str, str,
+                           disabled=is_disabled(state, scheduler.layout, "check"))
 
 
 def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_reporters_until_a_new_layout(
@@ -208,6 +210,7 @@ def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_rep
         gate.executor.fail("unit", b.number)
         gate.settle()
         assert [gate.ci_votes(x) for x in (a, b)] == [{"Verified": -1}] * 2
+        assert check_status(gate)["disabled"] is True  # two in a row: disabled, before any further report
         c = gate.change("org/a")  # a third item: it would pass, but the pipeline is disabled now
         gate.settle()
         assert gate.ran("unit", "SUCCESS", "3,1")
@@ -225,6 +228,7 @@ def test_a_pipeline_disabled_after_failures_in_a_row_reports_to_its_disabled_rep
         gate.layout_path.write_text(gate.layout_path.read_text().replace("consecutive-failures: 2", "consecutive-"
                                                                          "failures: 3"))
         assert gate.schedulers[-1].reload() == ""
+        assert check_status(gate)["disabled"] is False  # enabled by the new layout at once, not at the next report
         e = gate.change("org/a")
         gate.settle()
         assert gate.ci_votes(e) == {"Verified": 1}
