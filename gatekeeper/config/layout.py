@@ -192,6 +192,11 @@ class _Builder:
         line = node.line_of(key) if hasattr(node, "line_of") else getattr(node, "line", 0)
         self.errors.append(ConfigError(getattr(node, "source", "<string>"), line, where, message))
 
+    def one_spelling(self, node: Any, ours: str, nodepools: str, where: str) -> None:
+        """A setting given both in our spelling and in Nodepool's is refused (neither would silently win)."""
+        if ours in node and nodepools in node:
+            self.error(node, nodepools, where, f'give "{ours}" or Nodepool\'s "{nodepools}", not both')
+
     def define(self, kind: str, name: str, node: Any) -> bool:
         key = (kind, name)
         if key in self.where:
@@ -487,17 +492,13 @@ class _Builder:
                                f'driver){"; not " + ", ".join(other) if other else ""}')
                 else:
                     static_pools.append(pool)
-        if "launch-attempts" in pr and "launch-retries" in pr:
-            self.error(pr, "launch-retries", where, 'give "launch-attempts" or Nodepool\'s "launch-retries", not both')
-        if "region" in pr and "region-name" in pr:
-            self.error(pr, "region-name", where, 'give "region" or Nodepool\'s "region-name", not both')
+        self.one_spelling(pr, "launch-attempts", "launch-retries", where)
+        self.one_spelling(pr, "region", "region-name", where)
         for pool in openstack_pools:
             labels = []
             for i, pl in enumerate(pool["labels"]):
                 named = [pl[k] for k in ("image", "cloud-image", "diskimage") if k in pl]
-                if "flavor" in pl and "flavor-name" in pl:
-                    self.error(pl, "flavor-name", f'{where} pool "{pool["name"]}" label "{pl["name"]}"',
-                               'give "flavor" or Nodepool\'s "flavor-name", not both')
+                self.one_spelling(pl, "flavor", "flavor-name", f'{where} pool "{pool["name"]}" label "{pl["name"]}"')
                 pl = {**pl, "image": named[0] if named else "", "flavor": pl.get("flavor", pl.get("flavor-name", ""))}
                 if len(named) != 1:
                     self.error(pool["labels"], i, f'{where} pool "{pool["name"]}"',
@@ -521,9 +522,7 @@ class _Builder:
         for h, listed, i, address, user in entries:
             if any(h["name"] == other.name for other in hosts):  # one name is one host (its nodes' server id)
                 self.error(listed, i, where, f'static host "{h["name"]}" is listed twice')
-            if "port" in h and "connection-port" in h:
-                self.error(h, "connection-port", f'{where} static host "{h["name"]}"',
-                           'give "port" or Nodepool\'s "connection-port", not both')
+            self.one_spelling(h, "port", "connection-port", f'{where} static host "{h["name"]}"')
             labels = [h["labels"]] if isinstance(h["labels"], str) else h["labels"]
             for label in labels:
                 self.refs.append(("label", label, listed.source, listed.line_of(i), where))

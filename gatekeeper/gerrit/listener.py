@@ -25,6 +25,7 @@ from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, Roll
 from gatekeeper.gerrit import catchup
 from gatekeeper.gerrit.client import GerritClient, GerritError
 from gatekeeper.gerrit.events import DroppedOutputEvent, GerritEvent, parse_event
+from gatekeeper.gerrit.source import KEEP_SUBJECT
 from gatekeeper.gerrit.watcher import KEEPALIVE_INTERVAL_S, KEEPALIVE_TIMEOUT_S, StreamWatcher
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ConnectionEvent, ZKClient
@@ -35,11 +36,11 @@ log = logging.getLogger("gatekeeper.gerrit.listener")
 
 BATCH_MAX = 200  # events per ZooKeeper transaction
 # ZooKeeper refuses a request over 1 MiB (it drops the connection): a transaction's events are kept under this many
-# bytes, and an event over EVENT_MAX loses its bulky parts (the original JSON, the comment's and subject's tails).
+# bytes, and an event over EVENT_MAX loses its bulky parts (the original JSON, the comment's and subject's tails;
+# a subject is cut as a change's is).
 TX_BYTES = 768 * 1024
 EVENT_MAX = 64 * 1024
 KEEP_COMMENT = 32 * 1024
-KEEP_SUBJECT = 1024
 SEEN_WINDOW_S = 600  # how long keys of enqueued events are remembered to drop duplicates
 CATCH_UP_RETRY_S = 5.0  # after a failed catch-up query
 CONNECTED = object()  # inbox marker: a new stream started; catch up before what follows

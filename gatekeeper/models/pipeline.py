@@ -276,6 +276,14 @@ class PipelineState:
             if settle:
                 self.settled = False
 
+    def disabled_under(self, limit: int | None, digest: str) -> bool:
+        """Whether Zuul's disable-after-consecutive-failures (`limit`) holds under the layout of `digest`: tripped
+        under that layout (a trip under another layout counts for nothing: a new one enables the pipeline again), or,
+        not tripped yet, `limit` failed items in a row."""
+        if not limit:
+            return False
+        return self.disabled == digest if self.disabled else self.failures >= limit
+
     def queue_items(self, queue: ChangeQueue) -> list[Item]:
         return [self.items[i] for i in queue.items if i in self.items]
 

@@ -97,7 +97,7 @@ class ItemReports:
         if self.state.disabled and self.state.disabled != self.layout.digest:
             log.info("[%s] enabled again by a new layout", self.name)
             self.state.disabled, self.state.failures, self.state.changed = "", 0, True
-        if not self.state.disabled and self.state.failures >= limit:
+        if not self.state.disabled and self.state.disabled_under(limit, self.layout.digest):
             log.warning("[%s] disabled after %d failed items in a row: it reports to its disabled reporters only "
                         "until a new layout is loaded", self.name, self.state.failures)
             self.state.disabled, self.state.changed = self.layout.digest, True

@@ -130,9 +130,7 @@ def is_disabled(state: Any, layout: Any, name: str) -> bool:
     next report: tripped under the running layout (a new one enables it again), or as many failures in a row."""
     pipeline = layout.pipelines.get(name) if layout is not None else None
     limit = getattr(pipeline, "disable_after", None)
-    if state is None or not limit:
-        return False
-    return getattr(state, "disabled", "") == layout.digest or getattr(state, "failures", 0) >= limit
+    return state is not None and bool(limit) and state.disabled_under(limit, layout.digest)
 
 
 def pipeline_status(name: str, manager: str, description: str, state: Any, now: float, estimate: Estimator,
