@@ -67,7 +67,8 @@ def test_a_lost_answer_is_settled_by_asking_gerrit_and_the_report_is_not_sent_ag
     assert decode(zk.client.get(f"{paths.pipeline_reported('gate')}/{merge.key}")[0]) == {
         "state": "done", "ok": True, "message": "as Gerrit shows it"}
     assert not q.latencies, "an answer that never came back has no latency"
-    assert [r.getMessage() for r in caplog.records] == [
+    # the report queue's own records (a ZooKeeper client of another test in this process may log meanwhile)
+    assert [r.getMessage() for r in caplog.records if r.name == "gatekeeper.scheduler.backend"] == [
         "[gate 1,1] success report unsettled (connection reset); asking Gerrit again in 0.5s"]
 
 
