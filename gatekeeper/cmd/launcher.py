@@ -23,6 +23,7 @@ from gatekeeper.cmd import args as types
 from gatekeeper.cmd.signals import wait_until_set
 
 if TYPE_CHECKING:
+    from gatekeeper.config.model import Layout
     from gatekeeper.zk.client import ZKClient
     from gatekeeper.zk.node_records import Node
 
@@ -367,6 +368,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_autohold(args: argparse.Namespace) -> int:
+    from gatekeeper.config.store import unknown_project
     from gatekeeper.launcher.client import add_autohold, delete_autohold, list_autoholds
     from gatekeeper.launcher.model import Autohold
     from gatekeeper.zk import paths
@@ -380,6 +382,10 @@ def cmd_autohold(args: argparse.Namespace) -> int:
         return 2
     with _connected(args) as zk:
         if args.action == "add":
+            refusal = unknown_project(_published_layout(zk), args.project)
+            if refusal:
+                print(f"gatekeeper autohold add: {refusal}", file=sys.stderr)
+                return 1
             ident = add_autohold(zk, Autohold(project=args.project, job=args.job, change=args.change,
                                               count=args.count, hold_hours=args.hours, reason=args.reason))
             print(ident)
@@ -395,6 +401,20 @@ def cmd_autohold(args: argparse.Namespace) -> int:
                 print(f"{h.id} project={h.project or '*'} job={h.job or '*'} change={h.change} "
                       f"held={len(h.held_nodes)}/{h.count} hours={h.hold_hours} {h.reason}")
         return 0
+
+
+def _published_layout(zk: ZKClient) -> Layout | None:
+    """The layout the schedulers run, to check names against; None (and a warning) when it cannot be read."""
+    from gatekeeper.config.store import read_layout
+    from gatekeeper.config.yamlfile import ConfigErrors
+
+    try:
+        return read_layout(zk)
+    except (ConfigErrors, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).split("\n", 1)[0] or type(exc).__name__
+        print(f"warning: the published layout cannot be read ({first}); names are not checked against it",
+              file=sys.stderr)
+        return None
 
 
 def cmd_hold_access(args: argparse.Namespace) -> int:

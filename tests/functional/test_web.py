@@ -40,7 +40,7 @@ TOKEN = "s3cret-admin-token"
 def layout() -> SimpleNamespace:
     pipelines = {name: SimpleNamespace(name=name, manager=manager, description=f"the {name} pipeline")
                  for name, manager in (("check", "independent"), ("gate", "dependent"))}
-    return SimpleNamespace(pipelines=pipelines)
+    return SimpleNamespace(pipelines=pipelines, projects={"nova": SimpleNamespace(name="nova")})
 
 
 def start_web(zk, tmp_path) -> WebService:
@@ -238,6 +238,12 @@ def test_admin_holds_and_releases_a_node_and_adds_an_autohold(web, zk):
     assert code == 200
     holds = get_json(f"{web.url}/api/v1/holds")[1]["autoholds"]
     assert [(h["id"], h["count"], h["reason"]) for h in holds] == [(body["id"], 2, "flaky (by alice from 127.0.0.1)")]
+
+
+def test_admin_refuses_an_autohold_for_a_project_the_layout_does_not_know(web):
+    assert post(web, "autohold", {"project": "nvoa", "reason": "flaky"}) == (
+        404, {"error": 'no project "nvoa" in the published layout (did you mean nova?)'})
+    assert get_json(f"{web.url}/api/v1/holds")[1]["autoholds"] == []
 
 
 def test_live_console_is_relayed_from_the_executor_while_it_is_written(web, zk, tmp_path):
