@@ -78,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("node", type=types.identifier("node"))
     p.add_argument("--reason", required=True, type=types.non_empty)
     p.add_argument("--hours", type=types.hold_hours, default=24.0, help="hold expiry (default 24, at most 720)")
+    p.add_argument("--replace", action="store_true",
+                   help="hold a node held already anew: this reason and expiry replace its hold's (may shorten it)")
     p.set_defaults(func=cmd_hold)
 
     p = sub.add_parser("release", help="release a held node (it is then deleted)")
@@ -333,7 +335,8 @@ def _node_change(args: argparse.Namespace, action, done: str) -> int:
 def cmd_hold(args: argparse.Namespace) -> int:
     from gatekeeper.launcher.client import hold_node
 
-    return _node_change(args, lambda zk: hold_node(zk, args.node, args.reason, args.hours), f"held ({args.reason})")
+    return _node_change(args, lambda zk: hold_node(zk, args.node, args.reason, args.hours, args.replace),
+                        f"held ({args.reason})")
 
 
 def _to_used(args: argparse.Namespace, allowed: tuple[str, ...]) -> int:

@@ -167,6 +167,8 @@ class HoldNodeRequest(_Request):
     node: NodeId
     reason: Annotated[str, Field(min_length=1)]
     hours: Hours = 24.0
+    replace: Annotated[bool, Field(strict=True, description="replace the hold of a node held already (its reason "
+                                                            "and expiry, which may shorten it)")] = False
 
 
 class ReleaseNodeRequest(_Request):
@@ -306,7 +308,7 @@ class Admin:
         from gatekeeper.zk.node_changes import hold_node
 
         reason = f"{req.reason} (by {who})"
-        node = _node_change(lambda: hold_node(self.zk, req.node, reason, req.hours))
+        node = _node_change(lambda: hold_node(self.zk, req.node, reason, req.hours, req.replace))
         return {"id": req.node, "action": "hold-node", "state": node.state}
 
     def do_release_node(self, req: ReleaseNodeRequest, who: str) -> dict[str, Any]:
