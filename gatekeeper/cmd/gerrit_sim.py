@@ -44,8 +44,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from gatekeeper.sim.gerrit import GerritSimulator
+    from gatekeeper.sim.gerrit.model import project_name_problem
     from gatekeeper.sim.gerrit.persist import StateError
 
+    for name in args.project:  # before anything is created: a name like ../../x would be a path out of DIR
+        problem = project_name_problem(name)
+        if problem:
+            print(f"gerrit-sim: --project {name!r} {problem}", file=sys.stderr)
+            return 2
     root = os.path.abspath(args.data_dir)
     web_url = args.web_url
     if web_url is None and args.http_port is not None:

@@ -23,6 +23,7 @@ from gatekeeper.cmd import args as types
 from gatekeeper.cmd.signals import wait_until_set
 
 if TYPE_CHECKING:
+    from gatekeeper.config.model import Layout
     from gatekeeper.zk.client import ZKClient
     from gatekeeper.zk.node_records import Node
 
@@ -77,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("node", type=types.identifier("node"))
     p.add_argument("--reason", required=True, type=types.non_empty)
     p.add_argument("--hours", type=types.hold_hours, default=24.0, help="hold expiry (default 24, at most 720)")
+    p.add_argument("--replace", action="store_true",
+                   help="hold a node held already anew: this reason and expiry replace its hold's (may shorten it)")
     p.set_defaults(func=cmd_hold)
 
     p = sub.add_parser("release", help="release a held node (it is then deleted)")
@@ -332,7 +335,8 @@ def _node_change(args: argparse.Namespace, action, done: str) -> int:
 def cmd_hold(args: argparse.Namespace) -> int:
     from gatekeeper.launcher.client import hold_node
 
-    return _node_change(args, lambda zk: hold_node(zk, args.node, args.reason, args.hours), f"held ({args.reason})")
+    return _node_change(args, lambda zk: hold_node(zk, args.node, args.reason, args.hours, args.replace),
+                        f"held ({args.reason})")
 
 
 def _to_used(args: argparse.Namespace, allowed: tuple[str, ...]) -> int:
@@ -367,6 +371,7 @@ def cmd_delete(args: argparse.Namespace) -> int:
 
 
 def cmd_autohold(args: argparse.Namespace) -> int:
+    from gatekeeper.config.store import unknown_project
     from gatekeeper.launcher.client import add_autohold, delete_autohold, list_autoholds
     from gatekeeper.launcher.model import Autohold
     from gatekeeper.zk import paths
@@ -380,6 +385,10 @@ def cmd_autohold(args: argparse.Namespace) -> int:
         return 2
     with _connected(args) as zk:
         if args.action == "add":
+            refusal = unknown_project(_published_layout(zk), args.project)
+            if refusal:
+                print(f"gatekeeper autohold add: {refusal}", file=sys.stderr)
+                return 1
             ident = add_autohold(zk, Autohold(project=args.project, job=args.job, change=args.change,
                                               count=args.count, hold_hours=args.hours, reason=args.reason))
             print(ident)
@@ -395,6 +404,20 @@ def cmd_autohold(args: argparse.Namespace) -> int:
                 print(f"{h.id} project={h.project or '*'} job={h.job or '*'} change={h.change} "
                       f"held={len(h.held_nodes)}/{h.count} hours={h.hold_hours} {h.reason}")
         return 0
+
+
+def _published_layout(zk: ZKClient) -> Layout | None:
+    """The layout the schedulers run, to check names against; None (and a warning) when it cannot be read."""
+    from gatekeeper.config.store import read_layout
+    from gatekeeper.config.yamlfile import ConfigErrors
+
+    try:
+        return read_layout(zk)
+    except (ConfigErrors, ValueError, KeyError, TypeError) as exc:
+        first = str(exc).split("\n", 1)[0] or type(exc).__name__
+        print(f"warning: the published layout cannot be read ({first}); names are not checked against it",
+              file=sys.stderr)
+        return None
 
 
 def cmd_hold_access(args: argparse.Namespace) -> int:

@@ -11,7 +11,7 @@ from typing import Any
 
 import voluptuous as v
 
-from gatekeeper.config.schema_parts import NAME, Each, Regex, one_or_each
+from gatekeeper.config.schema_parts import INT, NAME, NUMBER, Each, Regex, one_or_each
 from gatekeeper.config.schema_static import STATIC_HOST, STATIC_NODE
 
 GERRIT_EVENTS = (
@@ -60,7 +60,7 @@ def _int_label_map(value: Any) -> dict:
         labels += 1
         votes = vote if isinstance(vote, list) and vote else [vote]
         for one in votes:
-            if isinstance(one, bool) or not isinstance(one, int):
+            if not INT.accepts(one):
                 raise v.Invalid(f"vote for {key} must be an integer or a list of integers, got {vote!r}")
     if not labels:
         raise v.Invalid("names no label: expected a label and its vote, like {Code-Review: 2}")
@@ -116,7 +116,7 @@ REJECT = by_connection(REJECT_FLAT, REJECT_KEYS)
 
 # A Gerrit reporter: ours (`labels: {Verified: 1}`, `message`, `tag`) and Zuul's labels as keys (`Verified: 1`).
 GERRIT_REPORT_KEYS = ("labels", "message", "submit", "tag")
-GERRIT_REPORT_FLAT = v.Schema({"labels": v.Schema({str: int}), "message": str, "submit": bool, "tag": str})
+GERRIT_REPORT_FLAT = v.Schema({"labels": v.Schema({str: INT}), "message": str, "submit": bool, "tag": str})
 UNSUPPORTED_REPORT_KEYS = {
     "comment": "every report carries a message (its marker is how each report is sent exactly once)",
     "notify": "Gerrit's default notifications apply",
@@ -136,7 +136,7 @@ def GERRIT_REPORT(value: Any) -> Any:  # noqa: N802 - reads like a type in schem
             continue
         if key in UNSUPPORTED_REPORT_KEYS:
             errors.append(v.Invalid(f"{key} is not supported: {UNSUPPORTED_REPORT_KEYS[key]}", [key]))
-        elif not isinstance(key, str) or isinstance(vote, bool) or not isinstance(vote, int):
+        elif not isinstance(key, str) or not INT.accepts(vote):
             errors.append(v.Invalid(f"expected a vote (an integer) for label {key}, or one of "
                                     f"{', '.join(GERRIT_REPORT_KEYS)}", [key]))
     if errors:
@@ -159,11 +159,11 @@ WINDOW_TYPES = ("linear", "exponential")
 
 WINDOW = v.Schema(
     {
-        "initial": v.All(int, v.Range(min=0, msg="must not be negative (0: no limit)")),
-        "floor": v.All(int, v.Range(min=1, msg="must be at least 1")),
-        "ceiling": v.Any(None, v.All(int, v.Range(min=1, msg="must be at least 1"))),  # null: no limit
-        "increase": v.All(int, v.Range(min=0, msg="must not be negative")),
-        "decrease-factor": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1")),
+        "initial": v.All(INT, v.Range(min=0, msg="must not be negative (0: no limit)")),
+        "floor": v.All(INT, v.Range(min=1, msg="must be at least 1")),
+        "ceiling": v.Any(None, v.All(INT, v.Range(min=1, msg="must be at least 1"))),  # null: no limit
+        "increase": v.All(INT, v.Range(min=0, msg="must not be negative")),
+        "decrease-factor": v.All(NUMBER, v.Range(min=1, msg="must be at least 1")),
         "increase-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
         "decrease-type": v.In(WINDOW_TYPES, msg="unknown window type (expected linear or exponential)"),
     }
@@ -178,7 +178,7 @@ FLAT_WINDOW = {"window-floor": "floor", "window-ceiling": "ceiling", "window-inc
 
 def WINDOW_OR_SIZE(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
     """Our window mapping, or Zuul's `window: 20` (its initial size, with the flat window-* keys beside it)."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if INT.accepts(value):
         return v.Schema(v.Range(min=0, msg="must not be negative (0: no limit)"))(value)
     if not isinstance(value, dict):
         raise v.Invalid("expected a window mapping or a number of changes")
@@ -204,7 +204,7 @@ PIPELINE = v.Schema(
         "merge-failure": REPORTER,  # Zuul's older name of merge-conflict
         "no-jobs": REPORTER,
         "disabled": REPORTER,
-        "disable-after-consecutive-failures": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "disable-after-consecutive-failures": v.All(INT, v.Range(min=1, msg="must be at least 1")),
         "dequeue": DEQUEUE_REPORTER,
         **{f"{action}-message": str for action in MESSAGES},
         "footer-message": str,
@@ -276,7 +276,7 @@ JOB_VARIANT = v.Schema(
         v.Required("branches"): BRANCHES,
         "label": NAME,
         "nodeset": JOB_NODESET,
-        "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
+        "timeout": v.All(INT, v.Range(min=1, msg="must be a positive number of seconds")),
         "vars": v.Schema({str: v.Any(str, int, float, bool)}),
         "devstack": DEVSTACK,
         "files": FILE_PATTERNS,
@@ -291,14 +291,14 @@ JOB = v.Schema(
         "label": NAME,
         "nodeset": JOB_NODESET,
         "run": v.All([str], v.Length(min=1, msg="needs at least one step")),
-        "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
-        "attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
+        "timeout": v.All(INT, v.Range(min=1, msg="must be a positive number of seconds")),
+        "attempts": v.All(INT, v.Range(min=1, msg="must be at least 1")),
         "voting": bool,
         "collect": [str],
         "vars": v.Schema({str: v.Any(str, int, float, bool)}),
         "required-projects": v.Any(v.All(str, REQUIRED_PROJECT), Each(REQUIRED_PROJECT)),
         "devstack": DEVSTACK,
-        "hold-hours": v.All(v.Any(int, float), v.Range(min=0)),
+        "hold-hours": v.All(NUMBER, v.Range(min=0)),
         "branches": BRANCHES,
         "variants": [JOB_VARIANT],
         "files": FILE_PATTERNS,
@@ -314,8 +314,8 @@ JOB = v.Schema(
 # What a project's pipeline may change of a job it lists (Zuul's project-pipeline job variant)
 PROJECT_JOB_VARIANT = v.Schema({
     "voting": bool,
-    "timeout": v.All(int, v.Range(min=1, msg="must be a positive number of seconds")),
-    "attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
+    "timeout": v.All(INT, v.Range(min=1, msg="must be a positive number of seconds")),
+    "attempts": v.All(INT, v.Range(min=1, msg="must be at least 1")),
     "vars": v.Schema({str: v.Any(str, int, float, bool)}),
     "files": FILE_PATTERNS,
     "irrelevant-files": FILE_PATTERNS,
@@ -394,8 +394,8 @@ def PROJECT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
 
 # min-ready -1: the label is disabled (as in Nodepool): no node of it is launched, requests for it are declined
 NODE_LABEL = v.Schema({v.Required("name"): NAME,
-                       "min-ready": v.All(int, v.Range(min=-1, msg="must not be negative, except -1 (disabled)")),
-                       "max-ready-age": v.All(v.Any(int, float), v.Range(min=0, msg="must not be negative"))})
+                       "min-ready": v.All(INT, v.Range(min=-1, msg="must not be negative, except -1 (disabled)")),
+                       "max-ready-age": v.All(NUMBER, v.Range(min=0, msg="must not be negative"))})
 
 POOL_LABEL = v.Schema(
     {
@@ -416,8 +416,8 @@ IMAGE = v.Schema(
         "base-image": str,
         "prepare": str,
         "username": str,
-        "rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
-        "build-timeout": v.All(v.Any(int, float), v.Range(min=1)),  # seconds the prepare script may run
+        "rebuild-hours": v.All(NUMBER, v.Range(min=0)),
+        "build-timeout": v.All(NUMBER, v.Range(min=1)),  # seconds the prepare script may run
         "pause": bool,  # build no new image (the ready builds keep serving), as Nodepool's diskimage pause
     }
 )
@@ -433,19 +433,19 @@ PROVIDER = v.Schema(
         "cloud": str,
         "region": str,
         "region-name": str,  # Nodepool's name for region
-        "max-servers": v.All(int, v.Range(min=0, msg="must not be negative")),
-        "boot-timeout": v.All(v.Any(int, float), v.Range(min=1)),
-        "launch-timeout": v.All(v.Any(int, float), v.Range(min=1)),
-        "launch-attempts": v.All(int, v.Range(min=1, msg="must be at least 1")),
-        "launch-retries": v.All(int, v.Range(min=1, msg="must be at least 1")),  # Nodepool's name for it
-        "priority": int,
-        "rate": v.All(v.Any(int, float), v.Range(min=0, msg="must not be negative")),
-        "image-rebuild-hours": v.All(v.Any(int, float), v.Range(min=0)),
-        "pools": Each({v.Required("name"): NAME, "max-servers": int,
-                       "max-cores": v.All(int, v.Range(min=0, msg="must not be negative")),
-                       "max-ram": v.All(int, v.Range(min=0, msg="must not be negative")),
+        "max-servers": v.All(INT, v.Range(min=0, msg="must not be negative")),
+        "boot-timeout": v.All(NUMBER, v.Range(min=1)),
+        "launch-timeout": v.All(NUMBER, v.Range(min=1)),
+        "launch-attempts": v.All(INT, v.Range(min=1, msg="must be at least 1")),
+        "launch-retries": v.All(INT, v.Range(min=1, msg="must be at least 1")),  # Nodepool's name for it
+        "priority": INT,
+        "rate": v.All(NUMBER, v.Range(min=0, msg="must not be negative")),
+        "image-rebuild-hours": v.All(NUMBER, v.Range(min=0)),
+        "pools": Each({v.Required("name"): NAME, "max-servers": INT,
+                       "max-cores": v.All(INT, v.Range(min=0, msg="must not be negative")),
+                       "max-ram": v.All(INT, v.Range(min=0, msg="must not be negative")),
                        "node-attributes": {str: v.Any(str, int, float, bool)},
-                       "priority": int,
+                       "priority": INT,
                        "labels": Each(POOL_LABEL),  # an openstack provider's pool
                        "nodes": Each(STATIC_NODE)}),  # a static provider's pool, as Nodepool's
         "images": Each(IMAGE),
@@ -471,7 +471,7 @@ def LogGlob(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
 # A known bug: a failed build whose console (or the log files `files` names) matches `pattern` is said to match it.
 SIGNATURE = v.Schema(
     {
-        v.Required("id"): v.Any(NAME, v.All(int, v.Range(min=0)), msg="expected a bug number or a name"),
+        v.Required("id"): v.Any(NAME, v.All(INT, v.Range(min=0)), msg="expected a bug number or a name"),
         v.Required("title"): v.All(str, v.Length(min=1)),
         "url": str,
         v.Required("pattern"): Regex,
@@ -497,43 +497,43 @@ SERVICE_CONFIG = v.Schema(
         "zookeeper": {
             "hosts": str,
             "chroot": str,
-            "timeout": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1 (seconds)")),
+            "timeout": v.All(NUMBER, v.Range(min=1, msg="must be at least 1 (seconds)")),
             "auth": {v.Required("username"): str, v.Required("password"): str},
             "tls": {v.Required("ca"): str, v.Required("cert"): str, v.Required("key"): str},
         },
         "gerrit": {
             "name": NAME,
             v.Required("host"): str,
-            "port": v.All(int, v.Range(min=1, max=65535)),
+            "port": v.All(INT, v.Range(min=1, max=65535)),
             v.Required("user"): str,
             "key": str,
             "url": str,
             "git-url": str,
             "catch-up": bool,
-            "timeout": v.All(v.Any(int, float), v.Range(min=1, msg="must be at least 1 (seconds)")),
+            "timeout": v.All(NUMBER, v.Range(min=1, msg="must be at least 1 (seconds)")),
         },
         "layout": str,
-        "scheduler": {"workers": v.All(int, v.Range(min=1, msg="must be at least 1"))},
-        "merger": {"git-dir": str, "workers": v.All(int, v.Range(min=1, msg="must be at least 1"))},
+        "scheduler": {"workers": v.All(INT, v.Range(min=1, msg="must be at least 1"))},
+        "merger": {"git-dir": str, "workers": v.All(INT, v.Range(min=1, msg="must be at least 1"))},
         "executor": {
             "work-dir": str,
-            "concurrency": v.All(int, v.Range(min=1)),
-            "hold-hours": v.All(v.Any(int, float), v.Range(min=0, max=720, msg="must be 0 to 720 (30 days)")),
-            "max-held": v.All(int, v.Range(min=0)),
+            "concurrency": v.All(INT, v.Range(min=1)),
+            "hold-hours": v.All(NUMBER, v.Range(min=0, max=720, msg="must be 0 to 720 (30 days)")),
+            "max-held": v.All(INT, v.Range(min=0)),
         },
         "launcher": {
             "clouds-yaml": str,
-            "cleanup-interval": v.All(v.Any(int, float), v.Range(min=1)),
+            "cleanup-interval": v.All(NUMBER, v.Range(min=1)),
             "ssh-key": str,
         },
         "log-store": {"dir": str, "url": str},
-        "web": {"listen": str, "port": v.All(int, v.Range(min=0, max=65535)), "admin-token": str,
+        "web": {"listen": str, "port": v.All(INT, v.Range(min=0, max=65535)), "admin-token": str,
                 # developers' own tokens (user name -> token): what they may do is ask for access to nodes held
                 # for their own changes
                 "user-tokens": {str: str}},
-        "hold-access": {"enabled": bool, "max-hours": v.All(v.Any(int, float),
+        "hold-access": {"enabled": bool, "max-hours": v.All(NUMBER,
                                                                    v.Range(min=0, max=720, msg="must be 0 to 720"))},
-        "statsd": {"host": str, "port": v.All(int, v.Range(min=1, max=65535)), "prefix": str},
+        "statsd": {"host": str, "port": v.All(INT, v.Range(min=1, max=65535)), "prefix": str},
         "history": {"url": str},
     }
 )

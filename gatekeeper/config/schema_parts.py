@@ -1,5 +1,5 @@
-"""The validators every layout schema is built of: names, regular expressions, and lists whose every item is
-checked (gatekeeper.config.schema and gatekeeper.config.schema_static compose them)."""
+"""The validators every layout schema is built of: names, regular expressions, numbers that are no booleans, and
+lists whose every item is checked (gatekeeper.config.schema and gatekeeper.config.schema_static compose them)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,30 @@ from typing import Any
 import voluptuous as v
 
 NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_.@/+-]+$", msg="may hold only letters, digits and _.@/+-"))
+
+
+class Number:
+    """A number of the given kinds (`int`, or `int` and `float`), never a boolean: YAML's `true` is an int to
+    Python, so `timeout: true` would otherwise be read as one second. Every number a schema takes is one of these."""
+
+    def __init__(self, *kinds: type) -> None:
+        self.kinds = kinds
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, self.kinds) and not isinstance(value, bool)
+
+    def __call__(self, value: Any) -> Any:
+        if not self.accepts(value):
+            # the words gatekeeper.config.validation turns into "expected an integer/a number, got ..."
+            raise v.Invalid("expected int" if self.kinds == (int,) else "expected float")
+        return value
+
+    def __repr__(self) -> str:
+        return f"Number({', '.join(kind.__name__ for kind in self.kinds)})"
+
+
+INT = Number(int)
+NUMBER = Number(int, float)
 
 
 def Regex(value: Any) -> str:  # noqa: N802 - reads like a type in schemas

@@ -10,7 +10,7 @@ from typing import Any
 
 import voluptuous as v
 
-from gatekeeper.config.schema_parts import NAME
+from gatekeeper.config.schema_parts import INT, NAME, NUMBER
 from gatekeeper.zk.node_host_keys import UnusableHostKey, read_host_key
 
 
@@ -27,14 +27,14 @@ def HOST_KEY(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
 
 
 _STATIC_KEYS = {
-    "port": v.All(int, v.Range(min=1, max=65535)),
-    "connection-port": v.All(int, v.Range(min=1, max=65535)),  # Nodepool's name for port
+    "port": v.All(INT, v.Range(min=1, max=65535)),
+    "connection-port": v.All(INT, v.Range(min=1, max=65535)),  # Nodepool's name for port
     "username": str,
     # a list, or one label as a string (as Nodepool's static nodes take it)
     v.Required("labels"): v.Any(NAME, v.All([NAME], v.Length(min=1)), msg="expected a label or a list of them"),
     "host-key": HOST_KEY,
-    "max-parallel-jobs": v.All(int, v.Range(min=1, msg="must be at least 1")),
-    "timeout": v.All(v.Any(int, float), v.Range(min=1)),  # seconds its host-key scan may take
+    "max-parallel-jobs": v.All(INT, v.Range(min=1, msg="must be at least 1")),
+    "timeout": v.All(NUMBER, v.Range(min=1)),  # seconds its host-key scan may take
     # Nodepool's switches that gatekeeper has one way only: keys are always checked, over SSH
     "host-key-checking": v.All(bool, v.In([True], msg="cannot be false: every node's host key is pinned and checked")),
     "connection-type": v.In(["ssh"], msg="expected ssh (the only connection gatekeeper makes)"),

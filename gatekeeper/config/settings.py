@@ -19,6 +19,7 @@ import voluptuous as v
 
 from gatekeeper.config import schema
 from gatekeeper.config.layout import validate
+from gatekeeper.config.schema_parts import Number
 from gatekeeper.config.yamlfile import ConfigError, ConfigErrors, load_yaml, read_text
 from gatekeeper.zk.client import DigestAuth, TLSOptions
 
@@ -167,9 +168,11 @@ def _schema_keys(s: Any, key: str) -> Any:
 
 
 def _wanted_types(validator: Any) -> tuple[type, ...]:
-    """The plain types a schema value accepts: `str` for NAME, (int, float) for `v.Any(int, float)`."""
+    """The plain types a schema value accepts: `str` for NAME, (int, float) for NUMBER."""
     if isinstance(validator, type):
         return (validator,)
+    if isinstance(validator, Number):
+        return validator.kinds
     if isinstance(validator, v.Schema):
         return _wanted_types(validator.schema)
     if isinstance(validator, v.All):

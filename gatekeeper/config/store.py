@@ -6,6 +6,7 @@ A layout is published only after it parsed cleanly; a bad one never replaces the
 
 from __future__ import annotations
 
+import difflib
 import json
 
 from gatekeeper.config.layout import Layout, parse_layout
@@ -24,3 +25,13 @@ def read_layout(zk: ZKClient, connections: set[str] | None = None) -> Layout | N
     if raw is None:
         return None
     return parse_layout(json.loads(raw)["files"], connections)
+
+
+def unknown_project(layout: Layout | None, project: str) -> str:
+    """Why an operator may not name `project` (an autohold for it would never match; Zuul's "project not found"):
+    the layout has no project of that name. "" when it has, or when there is no layout to check against."""
+    if layout is None or project in layout.projects:
+        return ""
+    close = difflib.get_close_matches(project, list(layout.projects), n=3)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return f'no project "{project}" in the published layout{hint}'

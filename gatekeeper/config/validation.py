@@ -101,7 +101,7 @@ def config_error(data: Any, source: str, err: v.Invalid) -> ConfigError:
     elif msg.startswith("expected ") and path:
         msg = _TYPE_WORDS.get(msg, msg)
         value = _value_at(data, path)
-        msg = f"{msg}, got {kind_of(value)} {_plain(value)!r}" if value is not _MISSING else msg
+        msg = f"{msg}, got {kind_of(value)} {_shown(value)}" if value is not _MISSING else msg
     return ConfigError(src if src != "<string>" else source, line, where, msg)
 
 
@@ -124,6 +124,13 @@ def kind_of(value: Any) -> str:
         return "a list"
     names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number", type(None): "an empty value"}
     return names.get(type(value), type(value).__name__)
+
+
+def _shown(value: Any) -> str:
+    """A value as the file spells it where YAML and Python differ (`true`, not `True`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(_plain(value))
 
 
 def _plain(value: Any) -> Any:

@@ -167,6 +167,8 @@ class HoldNodeRequest(_Request):
     node: NodeId
     reason: Annotated[str, Field(min_length=1)]
     hours: Hours = 24.0
+    replace: Annotated[bool, Field(strict=True, description="replace the hold of a node held already (its reason "
+                                                            "and expiry, which may shorten it)")] = False
 
 
 class ReleaseNodeRequest(_Request):
@@ -208,7 +210,8 @@ def describe_errors(exc: ValidationError) -> str:
 
 
 class Admin:
-    """The admin actions, given a ZooKeeper client and the known pipelines (to refuse typos early)."""
+    """The admin actions, given a ZooKeeper client, the known pipelines and the published layout (to refuse typos
+    early)."""
 
     # action name -> (request model, method name); the web builds its routes and OpenAPI document from this
     ACTIONS: dict[str, tuple[type[BaseModel], str]] = {
@@ -221,9 +224,11 @@ class Admin:
         "release-node": (ReleaseNodeRequest, "do_release_node"),
     }
 
-    def __init__(self, zk: ZKClient, pipelines: Callable[[], list[str]], timeout: float = 30.0) -> None:
+    def __init__(self, zk: ZKClient, pipelines: Callable[[], list[str]], timeout: float = 30.0,
+                 layout: Callable[[], Any] = lambda: None) -> None:
         self.zk = zk
         self._pipelines = pipelines  # callable returning the known pipeline names
+        self._layout = layout  # callable returning the published layout (None when it cannot be read)
         self.timeout = timeout  # how long to wait for a scheduler's answer
 
     def _management(self, action: Action, pipeline: str, who: str, change: str = "",
@@ -287,9 +292,13 @@ class Admin:
         return {"action": "retrigger", "pipeline": pipeline, "change": req.change, "result": "done"}
 
     def do_autohold(self, req: AutoholdRequest, who: str) -> dict[str, Any]:
+        from gatekeeper.config.store import unknown_project
         from gatekeeper.zk.node_changes import add_autohold
         from gatekeeper.zk.node_records import Autohold
 
+        refusal = unknown_project(self._layout(), req.project)
+        if refusal:
+            raise AdminError(refusal, 404)
         hold = Autohold(project=req.project, job=req.job, change=req.change, count=req.count, hold_hours=req.hours,
                         reason=f"{req.reason} (by {who})")
         ident = add_autohold(self.zk, hold)
@@ -299,7 +308,7 @@ class Admin:
         from gatekeeper.zk.node_changes import hold_node
 
         reason = f"{req.reason} (by {who})"
-        node = _node_change(lambda: hold_node(self.zk, req.node, reason, req.hours))
+        node = _node_change(lambda: hold_node(self.zk, req.node, reason, req.hours, req.replace))
         return {"id": req.node, "action": "hold-node", "state": node.state}
 
     def do_release_node(self, req: ReleaseNodeRequest, who: str) -> dict[str, Any]:

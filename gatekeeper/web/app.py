@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import gatekeeper
 from gatekeeper.web import console, sources
 from gatekeeper.web.admin import AccessRequest, Admin, AdminError, check_token, describe_request, identify
-from gatekeeper.web.logstore import LogPathError
+from gatekeeper.web.logstore import LOG_HEADERS, LogPathError
 from gatekeeper.web.status import find_item, signature_status
 from gatekeeper.zk import access as node_access
 from gatekeeper.zk.deadletter import DeadLetters
@@ -224,7 +224,7 @@ def create_app(svc: WebService) -> FastAPI:
                 for e in entries)
             title = html.escape(relative)
             page = f"<!doctype html><title>logs: {title}</title><h1>{title}</h1><ul>{links}</ul>"
-            return Response(page.encode(), media_type="text/html; charset=utf-8")
+            return Response(page.encode(), headers=LOG_HEADERS, media_type="text/html; charset=utf-8")
         headers = svc.logs.headers(target)
         content_type = headers.pop("Content-Type")
         return Response(target.read_bytes(), headers=headers, media_type=content_type)

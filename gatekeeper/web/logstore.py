@@ -14,6 +14,12 @@ from typing import Any
 from urllib.parse import quote
 
 MAX_LISTED = 500
+# A build's logs are written by the job, so by whoever wrote the change: an .html or .svg log must not run script
+# in the web's origin (where the admin API's token lives in the operator's browser). Every log answer is a
+# sandboxed document that may load nothing and run nothing (styles written inline still show), and is never
+# sniffed into another type.
+LOG_HEADERS = {"Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; sandbox",
+               "X-Content-Type-Options": "nosniff"}
 
 
 class LogPathError(ValueError):
@@ -63,10 +69,11 @@ class LogStore:
 
     @classmethod
     def headers(cls, path: Path) -> dict[str, str]:
-        """Content-Type (and Content-Encoding for `x.txt.gz`, so browsers show compressed logs inline)."""
+        """Content-Type (and Content-Encoding for `x.txt.gz`, so browsers show compressed logs inline), and
+        LOG_HEADERS."""
         if path.suffix == ".gz" and cls.content_type(path.with_suffix("")).startswith("text/"):
-            return {"Content-Type": "text/plain; charset=utf-8", "Content-Encoding": "gzip"}
-        return {"Content-Type": cls.content_type(path)}
+            return {"Content-Type": "text/plain; charset=utf-8", "Content-Encoding": "gzip", **LOG_HEADERS}
+        return {"Content-Type": cls.content_type(path), **LOG_HEADERS}
 
     @staticmethod
     def content_type(path: Path) -> str:

@@ -99,7 +99,7 @@ class WebService:
         self.state_loader = state_loader or sources.StoreStateLoader()
         self.layout_loader = layout_loader or self._read_layout
         self.console_bases = console_bases or (lambda: sources.console_bases(self.zk))
-        self.admin = Admin(zk, self.pipeline_names, management_timeout)
+        self.admin = Admin(zk, self.pipeline_names, management_timeout, layout=self.layout)
         # one rebuild at a time for the status (the others wait for it); the rest may be made twice in a race
         self._status_cache: TTLCache = TTLCache(1, STATUS_TTL, timer=time.monotonic)
         self._status_ready = threading.Condition()

@@ -64,14 +64,19 @@ def change_node(zk: ZKClient, node_id: str, change: Callable[[Node], bool]) -> N
     return node
 
 
-def hold_node(zk: ZKClient, node_id: str, reason: str, hours: float = 24.0) -> Node:
+def hold_node(zk: ZKClient, node_id: str, reason: str, hours: float = 24.0, replace: bool = False) -> Node:
     """Hold a node for `hours` (at most MAX_HOLD_HOURS): a ready one at once, an allocated or in-use one when its
-    consumer releases it, for the hours asked here."""
+    consumer releases it, for the hours asked here. A node held already, or with a hold asked already, is refused
+    unless `replace`: another's hold (a failed build's, an operator's) is not shortened or renamed by accident."""
     if not 0 < hours <= MAX_HOLD_HOURS:  # also refuses NaN
         raise NodeChangeError(f"node {node_id}: a hold lasts more than 0 and at most {MAX_HOLD_HOURS} hours, "
                               f"not {hours:g}", 400)
 
     def change(node: Node) -> bool:
+        held = _held_already(node)
+        if held and not replace:
+            raise NodeChangeError(f"node {node.id} {held}; to put this reason and expiry in its place, hold it "
+                                  'with --replace (admin API: "replace": true), or release it')
         if node.state in (model.READY, model.HOLD):
             node.set_state(model.HOLD)
             node.hold_reason, node.hold_until = reason, time.time() + hours * 3600
@@ -82,6 +87,18 @@ def hold_node(zk: ZKClient, node_id: str, reason: str, hours: float = 24.0) -> N
         return False
 
     return change_node(zk, node_id, change)
+
+
+def _held_already(node: Node) -> str:
+    """How `node` is held already, as a phrase after its name ("" when it is not): the hold another hold would
+    replace."""
+    if node.state == model.HOLD:
+        until = (f"until {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(node.hold_until))}" if node.hold_until
+                 else "with no expiry")
+        return f"is held already {until} ({node.hold_reason or 'no reason given'})"
+    if node.state in (model.IN_USE, model.ALLOCATED) and node.hold_requested:
+        return f"has a hold asked already, for when its build ends ({node.hold_requested})"
+    return ""
 
 
 def wait_node_gone(zk: ZKClient, node_id: str, timeout: float) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -423,3 +424,38 @@ def test_gerrit_sim_command_runs_standalone(tmp_path: object) -> None:
         proc.terminate()
         proc.wait(10)
     assert proc.returncode == 0
+
+
+@pytest.mark.parametrize(("name", "problem"), [
+    ("../../outside", "has a '..' segment (a path out of the simulator's git directory)"),
+    ("org/../../../outside", "has a '..' segment"),
+    ("/tmp/outside", "starts with / (an absolute path)"),
+    ("org/./a", "has a '.' segment"),
+    ("org//a", "has an empty segment (//)"),
+    ("org/a/", "ends with /"),
+    ("org/a.git", "ends with .git (the repository's suffix, not the project's: name it 'org/a')"),
+    ("org.git/a", "has a segment ending in .git"),
+    ("org/a~b", "holds '~', which Gerrit refuses in a project name"),
+    ("org/a\nb", "holds a control character"),
+])
+def test_a_project_name_gerrit_refuses_is_refused_and_creates_nothing(tmp_path, name, problem) -> None:
+    root = tmp_path / "deep" / "site"
+    sim = GerritSimulator(str(root))
+    with pytest.raises(GerritSimError, match="^" + re.escape(f"project name {name!r} {problem}")):
+        sim.create_project(name)
+    assert name not in sim.projects
+    assert [p.name for p in tmp_path.rglob("*.git")] == []
+
+
+def test_gerrit_sim_command_refuses_a_project_name_leading_out_of_its_data_dir(tmp_path) -> None:
+    root = tmp_path / "deep" / "site"
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "gerrit-sim", "--data-dir", str(root), "--port", "0",
+                       "--project", "org/fine", "--project", "../../x"], stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # it served instead of refusing: end it (the assertions below say so)
+    assert (proc.returncode, out, err) == (
+        2, "", "gerrit-sim: --project '../../x' has a '..' segment (a path out of the simulator's git directory)\n")
+    assert not (tmp_path / "x.git").exists() and not root.exists()

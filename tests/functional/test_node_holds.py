@@ -1,5 +1,5 @@
-"""Operators' holds of nodes in use, through a real ZooKeeper: the hold asked for is the hold applied when the
-node's consumer gives it back."""
+"""Operators' holds of nodes, through a real ZooKeeper: the hold asked for is the hold applied when the node's
+consumer gives it back, and a hold there already is replaced only when the operator says so."""
 
 from __future__ import annotations
 
@@ -92,3 +92,53 @@ def test_an_autohold_claimed_twice_for_one_node_keeps_that_node_and_takes_one_un
     [(hold, _)] = store.autoholds()
     assert hold.held_nodes == ["node-1"]
     assert store.claim_autohold("org/a", "unit", "8,1", "node-2") is None  # its one unit is taken
+
+
+def ready_node(zk, node_id: str) -> Node:
+    """A ready node in the ready index, as a launcher leaves one."""
+    store = NodeStore(zk)
+    store.ensure_paths(["debian"])
+    node = Node(id=node_id, provider="sim-a", label="debian", state=model.READY)
+    assert store.create_node(node)
+    store.write_node(node, 0, add_ready=True)
+    return node
+
+
+def test_a_held_node_is_not_held_again_unless_the_hold_is_replaced_on_purpose(zk):
+    """A second hold would replace the first one's reason and expiry: an operator could shorten a hold another set,
+    or make a held node expire at once. It is refused, naming the hold there; `replace` puts it in its place."""
+    node = ready_node(zk, "0000000105")
+    hold_node(zk, node.id, "alice debugs the image", hours=48)
+    first = NodeStore(zk).read_node(node.id)[0]
+    with pytest.raises(NodeChangeError, match=rf"^node {node.id} is held already until \d{{4}}-\d\d-\d\d \d\d:\d\d UTC "
+                                              r"\(alice debugs the image\); to put this reason and expiry in its "
+                                              r"place, hold it with --replace") as refused:
+        hold_node(zk, node.id, "bob is done", hours=0.01)
+    assert refused.value.status == 409
+    kept = NodeStore(zk).read_node(node.id)[0]
+    assert (kept.state, kept.hold_reason, kept.hold_until) == (model.HOLD, first.hold_reason, first.hold_until)
+    hold_node(zk, node.id, "bob is done", hours=0.01, replace=True)
+    replaced = NodeStore(zk).read_node(node.id)[0]
+    assert replaced.hold_reason == "bob is done" and within(replaced.hold_until, time.time() + 36)
+
+
+def test_an_in_use_node_with_a_hold_asked_is_not_asked_again_unless_replaced(zk):
+    _, node = node_in_use(zk, "0000000106")
+    hold_node(zk, node.id, "watch it", hours=48)
+    with pytest.raises(NodeChangeError, match=rf"^node {node.id} has a hold asked already, for when its build ends "
+                                              r"\(watch it\)"):
+        hold_node(zk, node.id, "shorter", hours=1)
+    hold_node(zk, node.id, "longer", hours=72, replace=True)
+    record = NodeStore(zk).read_node(node.id)[0]
+    assert (record.hold_requested, record.hold_requested_hours) == ("longer", 72.0)
+
+
+def test_the_cli_refuses_a_second_hold_and_replaces_one_with_replace(zk, zk_config):  # noqa: F811
+    node = ready_node(zk, "0000000107")
+    hold = ("hold", node.id, "--reason", "look")
+    assert run_all([hold], env=zk_config)[0][0] == 0
+    [(code, out, err, _)] = run_all([hold], env=zk_config)
+    assert (code, out) == (1, "") and f"node {node.id} is held already until " in err and "Traceback" not in err
+    [(code, out, err, _)] = run_all([(*hold[:3], "look again", "--hours", "2", "--replace")], env=zk_config)
+    assert (code, out.strip()) == (0, f"node {node.id}: held (look again)"), err
+    assert NodeStore(zk).read_node(node.id)[0].hold_reason == "look again"

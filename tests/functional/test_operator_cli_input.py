@@ -202,6 +202,26 @@ def test_autohold_delete_of_an_unknown_id_fails_and_a_known_one_is_deleted(zk_co
     assert (listed, listing) == (0, "")
 
 
+def test_an_autohold_for_a_project_the_published_layout_does_not_know_is_refused_as_zuul_does(zk_config, zk_server,
+                                                                                              zk_chroot):
+    from gatekeeper.config.layout import parse_layout
+    from gatekeeper.config.store import publish_layout
+
+    add = ("autohold", "add", "--reason", "debug", "--project")
+    [(code, out, err, _)] = run_all([(*add, "org/x")], env=zk_config)
+    assert code == 0 and "Traceback" not in err, err  # no layout published yet: nothing to check against
+    zk = ZKClient(zk_server.hosts, chroot=zk_chroot).start()
+    try:
+        publish_layout(zk, parse_layout({"l.yaml": "pipelines:\n  - {name: check, manager: independent}\n"
+                                                   "projects:\n  - name: org/a\n"}))
+    finally:
+        zk.stop()
+    [(code, out, err, _), (known, ident, _, _)] = run_all([(*add, "org/x"), (*add, "org/a")], env=zk_config)
+    assert (code, out, err.strip()) == (
+        1, "", 'gatekeeper autohold add: no project "org/x" in the published layout (did you mean org/a?)')
+    assert known == 0 and ident.startswith("hold-")
+
+
 def test_deleting_an_autohold_releases_the_nodes_it_holds_as_zuul_does(zk_config, zk_server, zk_chroot):
     from gatekeeper.launcher import model
     from gatekeeper.zk.nodes import NodeStore

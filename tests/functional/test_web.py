@@ -40,7 +40,7 @@ TOKEN = "s3cret-admin-token"
 def layout() -> SimpleNamespace:
     pipelines = {name: SimpleNamespace(name=name, manager=manager, description=f"the {name} pipeline")
                  for name, manager in (("check", "independent"), ("gate", "dependent"))}
-    return SimpleNamespace(pipelines=pipelines)
+    return SimpleNamespace(pipelines=pipelines, projects={"nova": SimpleNamespace(name="nova")})
 
 
 def start_web(zk, tmp_path) -> WebService:
@@ -238,6 +238,26 @@ def test_admin_holds_and_releases_a_node_and_adds_an_autohold(web, zk):
     assert code == 200
     holds = get_json(f"{web.url}/api/v1/holds")[1]["autoholds"]
     assert [(h["id"], h["count"], h["reason"]) for h in holds] == [(body["id"], 2, "flaky (by alice from 127.0.0.1)")]
+
+
+def test_admin_holds_a_held_node_again_only_when_asked_to_replace_its_hold(web, zk):
+    zk.client.create(paths.node("0008"), Node(id="0008", provider="sim-a", label="debian", state="hold",
+                                              hold_reason="carol's hold", hold_until=time.time() + 3600).to_bytes(),
+                     makepath=True)
+    code, body = post(web, "hold-node", {"node": "0008", "reason": "mine now", "hours": 0.01})
+    assert code == 409 and body["error"].startswith("node 0008 is held already until "), body
+    assert "(carol's hold); to put this reason and expiry in its place" in body["error"]
+    assert post(web, "hold-node", {"node": "0008", "reason": "mine now", "replace": "yes"})[0] == 400
+    assert Node.from_bytes(zk.client.get(paths.node("0008"))[0]).hold_reason == "carol's hold"
+    assert post(web, "hold-node", {"node": "0008", "reason": "mine now", "hours": 0.01, "replace": True}) == (
+        200, {"id": "0008", "action": "hold-node", "state": "hold"})
+    assert Node.from_bytes(zk.client.get(paths.node("0008"))[0]).hold_reason == "mine now (by alice from 127.0.0.1)"
+
+
+def test_admin_refuses_an_autohold_for_a_project_the_layout_does_not_know(web):
+    assert post(web, "autohold", {"project": "nvoa", "reason": "flaky"}) == (
+        404, {"error": 'no project "nvoa" in the published layout (did you mean nova?)'})
+    assert get_json(f"{web.url}/api/v1/holds")[1]["autoholds"] == []
 
 
 def test_live_console_is_relayed_from_the_executor_while_it_is_written(web, zk, tmp_path):

@@ -117,6 +117,22 @@ def test_log_paths_with_nul_dot_dot_absolute_or_overlong_names_are_4xx(web):
     assert code == 404 and b"root:" not in body
 
 
+LOG_CSP = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
+
+
+@pytest.mark.parametrize("name", ["report.html", "diagram.svg", "job-output.txt", "screen.log.gz", "blob.bin"])
+def test_a_jobs_log_cannot_run_script_in_the_webs_origin(web, name):
+    """A job writes its own logs: an .html or .svg log with a script is served as a sandboxed document that may run
+    and load nothing, whatever its type; so is every other log, and the folder listing."""
+    page = b"<html><body><script>fetch('/api/v1/admin/dequeue', {method: 'POST'})</script></body></html>"
+    (web.logs.root / "1" / "tox" / name).write_bytes(page)
+    for path in (f"/logs/1/tox/{name}", "/logs/1/tox/"):
+        code, body, headers = get(web.url + path)
+        assert code == 200, path
+        assert (headers["Content-Security-Policy"], headers["X-Content-Type-Options"]) == (LOG_CSP, "nosniff"), path
+    assert get(f"{web.url}/logs/1/tox/{name}")[1] == page  # served as written, only never run
+
+
 @pytest.mark.parametrize(("path", "code", "words"), [
     ("/api/v1/builds?limit=lots", 400, 'query parameter limit="lots" is not a number'),
     ("/api/v1/builds?offset=-3", 400, "query parameter offset=-3 is negative"),

@@ -117,7 +117,7 @@ def test_a_bad_environment_value_is_named_by_its_variable(tmp_path):
         load_service_config(path, environ={"GATEKEEPER_WEB_PORT": "ninety", "GATEKEEPER_EXECUTOR_HOLD_HOURS": "nan"})
     assert [str(e) for e in exc.value.errors] == [
         "environment variable GATEKEEPER_EXECUTOR_HOLD_HOURS: executor.hold-hours: "
-        "expected an integer, got a string 'nan'",
+        "expected a number, got a string 'nan'",
         "environment variable GATEKEEPER_WEB_PORT: web.port: expected an integer, got a string 'ninety'",
     ]
 

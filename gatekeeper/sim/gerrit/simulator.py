@@ -31,6 +31,7 @@ from gatekeeper.sim.gerrit.model import (
     PatchSet,
     Project,
     change_ref,
+    project_name_problem,
     vote_text,
 )
 from gatekeeper.sim.gerrit.persist import append_event, load_state, save_state
@@ -214,6 +215,9 @@ class GerritSimulator:
         `submit_rule` maps label -> value needed to submit (default: each label's max).
         """
         branches = list(branches)
+        problem = project_name_problem(name)
+        if problem:
+            raise GerritSimError(f"project name {name!r} {problem}")
         with self._lock:
             if name in self.projects:
                 raise GerritSimError(f'Project "{name}" already exists')
