@@ -43,8 +43,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from gatekeeper.config.schema_parts import project_name_problem
     from gatekeeper.sim.gerrit import GerritSimulator
-    from gatekeeper.sim.gerrit.model import project_name_problem
     from gatekeeper.sim.gerrit.persist import StateError
 
     for name in args.project:  # before anything is created: a name like ../../x would be a path out of DIR

@@ -11,7 +11,7 @@ from typing import Any
 
 import voluptuous as v
 
-from gatekeeper.config.schema_parts import INT, NAME, NUMBER, Each, Regex, one_or_each
+from gatekeeper.config.schema_parts import INT, NAME, NUMBER, Each, Regex, one_or_each, project_name
 from gatekeeper.config.schema_static import STATIC_HOST, STATIC_NODE
 
 GERRIT_EVENTS = (
@@ -242,12 +242,12 @@ def DEPENDENCIES(value: Any) -> Any:  # noqa: N802 - reads like a type in schema
 def REQUIRED_PROJECT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
     """A project a job needs beside the change's: its name, or Zuul's {name: ...} (override-checkout refused)."""
     if isinstance(value, str) and value:
-        return value
+        return project_name(value)
     if isinstance(value, dict):
         if "override-checkout" in value:
             raise v.Invalid("override-checkout is not supported: a required project is checked out at the change's "
                             "branch (or its default branch when it has none)", ["override-checkout"])
-        return v.Schema({v.Required("name"): v.All(str, v.Length(min=1))})(value)
+        return v.Schema({v.Required("name"): project_name})(value)
     raise v.Invalid("expected a project name, or a mapping like {name: org/project}")
 
 
@@ -347,7 +347,7 @@ PROJECT_PIPELINE = v.Schema({"jobs": Each(PROJECT_JOB), "queue": NAME})
 PROJECT_KEYS = ("name", "description", "queue", "merge-mode", "pipelines")  # a project's keys that name no pipeline
 PROJECT_OWN = v.Schema(
     {
-        v.Required("name"): v.All(str, v.Length(min=1)),
+        v.Required("name"): project_name,
         "description": str,
         "queue": NAME,
         "merge-mode": v.In(MERGE_MODES, msg=f"expected one of {', '.join(MERGE_MODES)}"),

@@ -9,6 +9,48 @@ from typing import Any
 
 import voluptuous as v
 
+# What Gerrit refuses in a project name (LocalDiskRepositoryManager.isUnreasonableName): a name is a path under the
+# git directory, so none may lead out of it or name one repository in two ways.
+UNREASONABLE_IN_NAME = ("\\", "?", "%", "*", ":", "<", ">", "|", "$", "~", "/+")
+
+
+def project_name_problem(name: str) -> str:
+    """Why Gerrit would refuse `name` as a project name, as a phrase after it; "" when it would take it."""
+    if not name:
+        return "is empty"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "holds a control character"
+    if name.startswith("/"):
+        return "starts with / (an absolute path)"
+    if name.endswith("/"):
+        return "ends with /"
+    segments = name.split("/")
+    if "" in segments:
+        return "has an empty segment (//)"
+    if ".." in segments:
+        return "has a '..' segment (a path out of the git directory)"
+    if "." in segments:
+        return "has a '.' segment (a second name of another project's repository)"
+    if name.endswith(".git"):
+        return f"ends with .git (the repository's suffix, not the project's: name it {name[:-4]!r})"
+    if any(segment.endswith(".git") for segment in segments):
+        return "has a segment ending in .git"
+    bad = [part for part in UNREASONABLE_IN_NAME if part in name]
+    if bad:
+        return f"holds {bad[0]!r}, which Gerrit refuses in a project name"
+    return ""
+
+
+def project_name(value: Any) -> str:
+    """A project name as Gerrit takes it (a layout project is a repository path for the merger and the executor)."""
+    if not isinstance(value, str):
+        raise v.Invalid("expected str")
+    problem = project_name_problem(value)
+    if problem:
+        raise v.Invalid(f"project name {value!r} {problem}")
+    return value
+
+
 NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_.@/+-]+$", msg="may hold only letters, digits and _.@/+-"))
 
 

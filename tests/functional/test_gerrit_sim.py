@@ -427,7 +427,7 @@ def test_gerrit_sim_command_runs_standalone(tmp_path: object) -> None:
 
 
 @pytest.mark.parametrize(("name", "problem"), [
-    ("../../outside", "has a '..' segment (a path out of the simulator's git directory)"),
+    ("../../outside", "has a '..' segment (a path out of the git directory)"),
     ("org/../../../outside", "has a '..' segment"),
     ("/tmp/outside", "starts with / (an absolute path)"),
     ("org/./a", "has a '.' segment"),
@@ -457,5 +457,5 @@ def test_gerrit_sim_command_refuses_a_project_name_leading_out_of_its_data_dir(t
     finally:
         proc.kill()  # it served instead of refusing: end it (the assertions below say so)
     assert (proc.returncode, out, err) == (
-        2, "", "gerrit-sim: --project '../../x' has a '..' segment (a path out of the simulator's git directory)\n")
+        2, "", "gerrit-sim: --project '../../x' has a '..' segment (a path out of the git directory)\n")
     assert not (tmp_path / "x.git").exists() and not root.exists()

@@ -740,3 +740,29 @@ def test_a_malformed_dependency_is_refused():
     (msg,) = errors_of(deps_layout(unit="dependencies: {name: image}"))
     assert msg == ("layout0.yaml:19: jobs[0] (unit).dependencies: expected a job name or a list of them, got a "
                    "mapping {'name': 'image'}")
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("../../x", "has a '..' segment"),
+    ("/srv/git/x", "starts with /"),
+    ("org/./a", "has a '.' segment"),
+    ("org/a.git", "ends with .git"),
+    ("org//a", "has an empty segment"),
+    ("org/a~", "holds '~'"),
+])
+def test_a_project_name_gerrit_would_refuse_is_refused_where_a_project_is_named(name: str, problem: str) -> None:
+    """A project is a repository path for the merger and the executor: `../../x` would be one outside their git
+    directories. As a project and as a job's required project alike."""
+    errors = errors_of(replace("  - name: org/a\n", f"  - name: {name}\n"))
+    assert any(f"project name '{name}' {problem}" in e and "projects[0]" in e for e in errors), errors
+    required = f"    label: small\n    required-projects: [org/a, {{name: '{name}'}}]\n"
+    errors = errors_of(replace("    label: small\n", required))
+    assert any(f"project name '{name}' {problem}" in e and "required-projects[1]" in e for e in errors), errors
+
+
+def test_project_names_as_gerrit_and_zuul_write_them_are_taken() -> None:
+    required = "    label: small\n    required-projects: [opendev.org/openstack/nova, x_y.z-1]\n"
+    text = replace("    label: small\n", required)
+    layout = parse_layout({"layout.yaml": text.replace("  - name: org/a\n", "  - name: openstack/python-novaclient\n")},
+                          connections={"gerrit"})
+    assert "openstack/python-novaclient" in layout.projects

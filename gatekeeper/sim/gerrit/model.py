@@ -17,38 +17,6 @@ from gatekeeper.sim.gerrit.repo import BareRepo, FileChange
 DEFAULT_LABELS: dict[str, tuple[int, int]] = {"Code-Review": (-2, 2), "Verified": (-2, 2), "Approved": (0, 1)}
 
 
-# What Gerrit refuses in a project name (LocalDiskRepositoryManager.isUnreasonableName): a name is a path under the
-# git directory, so none may lead out of it or name one repository in two ways.
-UNREASONABLE_IN_NAME = ("\\", "?", "%", "*", ":", "<", ">", "|", "$", "~", "/+")
-
-
-def project_name_problem(name: str) -> str:
-    """Why Gerrit would refuse `name` as a project name, as a phrase after it; "" when it would take it."""
-    if not name:
-        return "is empty"
-    if any(ord(c) < 32 or ord(c) == 127 for c in name):
-        return "holds a control character"
-    if name.startswith("/"):
-        return "starts with / (an absolute path)"
-    if name.endswith("/"):
-        return "ends with /"
-    segments = name.split("/")
-    if "" in segments:
-        return "has an empty segment (//)"
-    if ".." in segments:
-        return "has a '..' segment (a path out of the simulator's git directory)"
-    if "." in segments:
-        return "has a '.' segment (a second name of another project's repository)"
-    if name.endswith(".git"):
-        return f"ends with .git (the repository's suffix, not the project's: name it {name[:-4]!r})"
-    if any(segment.endswith(".git") for segment in segments):
-        return "has a segment ending in .git"
-    bad = [part for part in UNREASONABLE_IN_NAME if part in name]
-    if bad:
-        return f"holds {bad[0]!r}, which Gerrit refuses in a project name"
-    return ""
-
-
 def format_value(value: int) -> str:
     """Gerrit's LabelValue.formatValue: "+1", " 0", "-2"."""
     if value < 0:

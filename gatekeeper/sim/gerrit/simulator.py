@@ -20,6 +20,7 @@ from typing import Any
 
 import paramiko
 
+from gatekeeper.config.schema_parts import project_name_problem
 from gatekeeper.sim.gerrit.faults import Faults
 from gatekeeper.sim.gerrit.model import (
     DEFAULT_LABELS,
@@ -31,7 +32,6 @@ from gatekeeper.sim.gerrit.model import (
     PatchSet,
     Project,
     change_ref,
-    project_name_problem,
     vote_text,
 )
 from gatekeeper.sim.gerrit.persist import append_event, load_state, save_state
