@@ -101,6 +101,7 @@ class LayoutChanges:
     def _retire_removed(self) -> None:
         """Forget, and remove from ZooKeeper, the pipelines the running layout no longer has (see the module's
         docstring); what cannot be done now (a lock held elsewhere, a layout not yet read) is tried again."""
+        self._retire_due = False  # set again by a layout read meanwhile (on the watch's thread)
         known = self.layout.pipelines
         for name in [n for n in {*self.states, *self.stores, *self._report_queues} if n not in known]:
             self._forget_pipeline(name)
@@ -111,11 +112,12 @@ class LayoutChanges:
             stored = []
         gone = sorted({*stored, *(r.pipeline for r in results if r.pipeline)} - set(known))
         if not gone:
-            self._retire_due = False
             return
         if not self._layout_current():
-            return  # the layout watch brings the published layout, and then this runs again
-        self._retire_due = not all([self._retire(name) for name in gone])
+            self._retire_due = True  # the layout watch brings the published layout (and wakes this scheduler)
+            return
+        if not all([self._retire(name) for name in gone]):
+            self._retire_due = True  # a lock held elsewhere: its release wakes this scheduler (a lock watch)
 
     def _retire(self, name: str) -> bool:
         """Remove pipeline `name` under its lock; False when another scheduler holds it or the layout changed."""
