@@ -216,14 +216,13 @@ def delete_pipeline(client: KazooClient, name: str) -> bool:
     """Remove a pipeline's whole state (summary, items, report ledger), for a pipeline the layout no longer has;
     its lock is the caller's to hold. The summary goes first, so a reader meanwhile finds no state rather than
     a summary naming items already gone. False when there was none."""
+    if client.exists(paths.pipeline(name)) is None:
+        return False
     try:
         client.delete(paths.pipeline_state(name))
     except NoNodeError:
         pass
-    try:
-        client.delete(paths.pipeline(name), recursive=True)
-    except NoNodeError:
-        return False
+    client.delete(paths.pipeline(name), recursive=True)  # (kazoo's recursive delete takes a node gone meanwhile)
     return True
 
 
