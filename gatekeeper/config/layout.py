@@ -15,6 +15,7 @@ from typing import Any
 from gatekeeper.config import schema
 from gatekeeper.config.inherit import resolve_parents, usage_errors
 from gatekeeper.config.jobdeps import dependency_errors, parse_dependencies
+from gatekeeper.config.layout_contents import emptiness_errors
 from gatekeeper.config.model import (  # noqa: F401 (the layout's model, re-exported for its readers)
     PRECEDENCE_ORDER,
     Image,
@@ -90,6 +91,7 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None, ori
     errors: list[ConfigError] = []
     docs: list[Any] = []
     broken: set[tuple[str, str]] = set()  # (kind, name) of definitions left out for their errors
+    blank: list[str] = []  # files empty or with only comments
     for source, text in texts.items():
         try:
             data = load_yaml(text, source)
@@ -97,6 +99,7 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None, ori
             errors.extend(exc.errors)
             continue
         if data is None:
+            blank.append(source)
             continue
         if isinstance(data, list) and any(isinstance(x, dict) for x in data):  # Zuul's: configuration objects
             data, zuul_errors = from_zuul_list(data, source)
@@ -116,18 +119,10 @@ def parse_layout(texts: dict[str, str], connections: set[str] | None = None, ori
         builder.add(data)
     builder.check()
     errors.extend(builder.errors)
+    if not errors:
+        errors.extend(emptiness_errors(builder.layout, texts, blank, origin))
     if errors:
         raise ConfigErrors(errors)
-    lay = builder.layout
-    # known-bug signatures alone make a layout too: the executor's diagnosis reads just them
-    if not lay.pipelines and not lay.nodepool.providers and not lay.signatures:
-        where = origin or (next(iter(texts)) if len(texts) == 1 else "layout")
-        have = [f"{len(things)} {kind}" for kind, things in (("queues", lay.queues), ("jobs", lay.jobs),
-                                                                ("projects", lay.projects),
-                                                                ("node labels", lay.nodepool.labels)) if things]
-        raise ConfigErrors([ConfigError(where, 0, "", "the layout defines no pipelines and no node providers, so "
-                                        "nothing would be gated or launched"
-                                        + (f" (it defines only {', '.join(have)})" if have else " (it is empty)"))])
     builder.layout.files = dict(texts)
     return builder.layout
 

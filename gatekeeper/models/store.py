@@ -44,7 +44,6 @@ class PipelineStore:
         self.name = name
         self.fault = fault
         self.summary_path = paths.pipeline_state(name)
-        client.ensure_path(paths.pipeline_items(name))
 
     def _item_path(self, state: PipelineState, ident: str) -> str:
         return paths.pipeline_item(self.name, state.nodes.get(ident, ident))
@@ -90,6 +89,8 @@ class PipelineStore:
         extra = extra or []
         if not (state.dirty or state.removed or state.changed or extra):
             return False
+        if state.version < 0:  # its first save: nothing is created before (not even by a reader, or to be removed)
+            self.client.ensure_path(paths.pipeline_items(self.name))
         written: list[tuple[str, bytes]] = []
         for ident in sorted(state.dirty):
             item = state.items.get(ident)
@@ -209,6 +210,20 @@ class PipelineStore:
         if errors:
             cause = next((e for e in errors if not isinstance(e, RolledBackError)), errors[0])
             raise StateConflict(f"pipeline {self.name}: saving its state failed: {cause!r}")
+
+
+def delete_pipeline(client: KazooClient, name: str) -> bool:
+    """Remove a pipeline's whole state (summary, items, report ledger), for a pipeline the layout no longer has;
+    its lock is the caller's to hold. The summary goes first, so a reader meanwhile finds no state rather than
+    a summary naming items already gone. False when there was none."""
+    if client.exists(paths.pipeline(name)) is None:
+        return False
+    try:
+        client.delete(paths.pipeline_state(name))
+    except NoNodeError:
+        pass
+    client.delete(paths.pipeline(name), recursive=True)  # (kazoo's recursive delete takes a node gone meanwhile)
+    return True
 
 
 def create_op(path: str) -> tuple[int, TxOp]:

@@ -41,6 +41,7 @@ from gatekeeper.zk import paths
 from gatekeeper.zk.builds import BUILDS, BuildRequest
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent, history_tx_op
+from gatekeeper.zk.jobs import JobKind
 from gatekeeper.zk.merges import MERGES, MergeRequest
 from gatekeeper.zk.record import decode, encode
 
@@ -505,11 +506,17 @@ class ZKBackend:
 
     def flush_cancels(self) -> None:
         """Withdraw cancelled builds (after the state that forgets them is saved)."""
-        pending = [self.zk.client.delete_async(paths.executor_request(i)) for i in self.cancels]
-        locks = [self.zk.client.delete_async(paths.lock("build", i)) for i in self.cancels]
-        for p in pending + locks:
-            try:
-                p.get()
-            except (NoNodeError, NotEmptyError):
-                pass  # it had finished (its result is ignored), or an executor still holds its lock
+        withdraw_requests(self.zk, BUILDS, self.cancels)
         self.cancels.clear()
+
+
+def withdraw_requests(zk: ZKClient, kind: JobKind, ids: list[str]) -> None:
+    """Withdraw requests (builds or merges) and the parents of their takers' locks: an executor running one
+    aborts it and gives back its nodes; one not taken yet is never taken."""
+    pending = [zk.client.delete_async(kind.request_path(i)) for i in ids]
+    locks = [zk.client.delete_async(kind.lock_path(i)) for i in ids]
+    for p in pending + locks:
+        try:
+            p.get()
+        except (NoNodeError, NotEmptyError):
+            pass  # it had finished (its result is ignored), or a worker still holds its lock

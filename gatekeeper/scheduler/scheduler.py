@@ -27,8 +27,6 @@ from kazoo.exceptions import ConnectionClosedError, ConnectionLoss, NodeExistsEr
 from kazoo.recipe.watchers import ChildrenWatch, DataWatch
 
 from gatekeeper.config.layout import Layout
-from gatekeeper.config.store import publish_layout, read_layout
-from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.interfaces import ChangeSource, SourceError, SourceUnavailable
 from gatekeeper.models.pipeline import Change, PipelineState
@@ -43,6 +41,7 @@ from gatekeeper.scheduler.intake import (
     SourceOutage,
     seq,
 )
+from gatekeeper.scheduler.layouts import LayoutChanges
 from gatekeeper.scheduler.locks import PipelineLocks
 from gatekeeper.scheduler.manager import PipelineManager
 from gatekeeper.scheduler.supersede import may_supersede
@@ -56,7 +55,6 @@ from gatekeeper.zk.deadletter import DeadLetters
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.management import Action, ManagementAnswer, ManagementRequest, NotFound, request_paths, take_request
 from gatekeeper.zk.merges import MergeResult
-from gatekeeper.zk.sharding import ShardedReadError
 
 log = logging.getLogger("gatekeeper.scheduler")
 
@@ -78,7 +76,7 @@ class SchedulerStats:
     zk_waits: int = 0  # rounds abandoned because the ZooKeeper connection was lost or suspended
 
 
-class Scheduler(EventIntake, PipelineLocks):
+class Scheduler(EventIntake, PipelineLocks, LayoutChanges):
     """One scheduler process. `source` reads changes, `reporter` sends reports (both from the Gerrit connection)."""
 
     def __init__(self, zk: ZKClient, layout: Layout, source: ChangeSource, reporter: Reporter,
@@ -108,7 +106,8 @@ class Scheduler(EventIntake, PipelineLocks):
         self._merge_results: dict[str, MergeResult] = {}
         self._build_results: dict[str, BuildResult] = {}
         self._results_done: dict[str, tuple[str, bool]] = {}  # applied result id -> (its path, deleted yet)
-        self._layout_version = ""
+        self._layout_version = ""  # the published layout this scheduler runs (its pointer in ZooKeeper)
+        self._retire_due = True  # pipelines the layout no longer has may be left in ZooKeeper
         self._report_queues: dict[str, ReportQueue] = {}
         self._reports_done: set[str] = set()  # pipelines with a report sent since their last pass
         self._prefetched: set[str] = set()  # trigger event ids whose change was queried ahead of the passes
@@ -299,6 +298,9 @@ class Scheduler(EventIntake, PipelineLocks):
         self._read_results()
         self._forget_deleted_results()
         self._prefetch()
+        if self._retire_due or any(r.pipeline and r.pipeline not in self.layout.pipelines for results in (
+                self._merge_results, self._build_results) for r in results.values()):
+            self._retire_removed()
         for name in list(self.layout.pipelines):
             if self._has_work(name):
                 self._process_isolated(name)
@@ -404,6 +406,11 @@ class Scheduler(EventIntake, PipelineLocks):
             loaded = state is None
             if loaded:
                 state = store.load(self.states.get(name))
+                if state.version < 0 and not self._layout_current():
+                    # No state: a new pipeline, or one a scheduler on a newer layout removed; not started
+                    # from nothing before this scheduler has read that layout (its watch wakes it).
+                    self._release(name)
+                    return
             self.states[name] = state
             reported = name in self._reports_done
             self._reports_done.discard(name)
@@ -538,55 +545,6 @@ class Scheduler(EventIntake, PipelineLocks):
             self.zk.client.create(paths.management_result(ident), ManagementAnswer.of(error).to_bytes(), makepath=True)
         except NodeExistsError:
             pass
-
-    # -- layout ---------------------------------------------------------------------------------------------------
-    def _publish_layout_if_absent(self) -> None:
-        """The first scheduler (or the all-in-one) publishes the layout; later ones run what is published."""
-        if not self.zk.client.exists(paths.LAYOUT):
-            publish_layout(self.zk, self.layout)
-
-    def _on_layout(self, data: bytes | None, stat) -> bool | None:
-        if self._stopping.is_set():
-            return False
-        pointer = (data or b"").decode()
-        if not pointer or pointer == self._layout_version:
-            return None
-        self._layout_version = pointer
-        try:
-            layout = read_layout(self.zk)
-        except (ConfigErrors, ShardedReadError) as exc:
-            self._layout_version = ""  # read again at its next change
-            log.error("the layout in ZooKeeper does not load (%s); keeping the running one",
-                      f"{len(exc.errors)} errors" if isinstance(exc, ConfigErrors) else exc)
-            return None
-        if layout is None:
-            return None
-        if layout.files != self.layout.files:
-            log.info("layout reloaded: %s", layout.summary())
-        self.layout = layout
-        self._wake.set()
-        if self.timer:  # new schedules, maybe
-            self.timer.wake()
-        return None
-
-    def reload(self) -> str:
-        """Read the layout again (SIGHUP, `gatekeeper reload`); returns "" or its errors, keeping the running one."""
-        if self.layout_loader is None:
-            return "this scheduler was started without a layout path"
-        try:
-            layout = self.layout_loader()
-        except ConfigErrors as exc:
-            errors = "\n".join(str(e) for e in exc.errors)
-            log.error("layout reload rejected; keeping the running layout:\n%s", errors)
-            return errors
-        publish_layout(self.zk, layout)
-        self.layout = layout
-        return ""
-
-    def _reload(self, ident: str) -> None:
-        self._answer(ident, self.reload())
-        for p in self.layout.pipelines:
-            self._skipped[(p, MANAGEMENT)] = max(self._skipped.get((p, MANAGEMENT), -1), seq(ident))
 
     # -- reading --------------------------------------------------------------------------------------------------
     def load_state(self, name: str) -> PipelineState:

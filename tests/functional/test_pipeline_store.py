@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.models.pipeline import Change, ChangeQueue, Item, PipelineState
-from gatekeeper.models.store import TX_BYTES, PipelineStore
+from gatekeeper.models.store import TX_BYTES, PipelineStore, delete_pipeline
 from gatekeeper.zk import paths
 
 ITEM_BYTES = 40_000  # 20 items make a pass well above one transaction (512 KiB)
@@ -123,3 +123,20 @@ def test_a_per_branch_queue_keeps_the_layout_queue_it_stands_for(zk):
     loaded = PipelineStore(zk.client, "gate").load(None)
     assert loaded.queues["integrated (stable/2024.1)"].layout_queue == "integrated"
     assert loaded.queues["integrated (stable/2024.1)"].window == 5
+
+
+def test_a_removed_pipeline_is_not_brought_back_by_a_reader(zk):
+    """A pipeline's state is removed whole (a layout no longer has it); a store that only reads, as a scheduler
+    still on the older layout does, writes nothing back: its first save would, and starts it anew."""
+    assert PipelineStore(zk.client, "gate").save(big_state(2, "first"))
+    reported = f"{paths.pipeline_reported('gate')}/some-item:start"
+    zk.client.create(reported, b"{}", makepath=True)
+    assert delete_pipeline(zk.client, "gate")
+    assert zk.client.exists(paths.pipeline("gate")) is None
+    reader = PipelineStore(zk.client, "gate")
+    state = reader.load(None)
+    assert (state.version, state.items) == (-1, {})
+    assert zk.client.exists(paths.pipeline("gate")) is None
+    assert not delete_pipeline(zk.client, "gate")
+    assert reader.save(big_state(1, "again"))
+    assert snapshot(zk) == {1: "again 1"}

@@ -116,6 +116,32 @@ def test_validate_refuses_an_empty_layout(tmp_path):
     assert "nothing would be gated or launched (it defines only 1 jobs)" in proc.stderr
 
 
+def test_validate_refuses_a_layout_whose_main_file_a_deploy_emptied(tmp_path, capsys):
+    """The reference layout with openstack.yaml emptied leaves the known-bug signatures alone: nothing would be
+    gated or launched, and the sentence names the directory and the empty file."""
+    (tmp_path / "known-bugs.yaml").write_text((REPO / "layouts" / "known-bugs.yaml").read_text())
+    (tmp_path / "openstack.yaml").write_text("# managed by the deploy\n")
+    assert main(["validate", "--layout", str(tmp_path)]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path}: the layout defines no pipelines and no node providers, so nothing would be gated or launched "
+        "(it defines only 2 known-bug signatures; openstack.yaml is empty or only comments)",
+        "1 error: the layout is not valid",
+    ]
+
+
+def test_validate_refuses_an_empty_file_beside_others(tmp_path, capsys):
+    """One file of several is empty (a deploy's half-written layout): taken as it is, the pipelines it held would
+    be removed with their changes, so it is refused, named."""
+    (tmp_path / "openstack.yaml").write_text((REPO / "layouts" / "openstack.yaml").read_text())
+    (tmp_path / "gate.yaml").write_text("")
+    assert main(["validate", "--layout", str(tmp_path)]) == 3
+    assert capsys.readouterr().err.splitlines() == [
+        f"{tmp_path / 'gate.yaml'}: this layout file is empty (or holds only comments); a file that was meant to "
+        "define nothing can be removed",
+        "1 error: the layout is not valid",
+    ]
+
+
 def test_validate_names_a_top_level_that_is_not_a_mapping_and_a_control_character(tmp_path):
     listed = tmp_path / "a.yaml"
     listed.write_text("- pipelines\n- jobs\n")
