@@ -18,10 +18,11 @@ def emptiness_errors(lay: Layout, texts: dict[str, str], blank: list[str], origi
         # Known-bug signatures left alone in a file of their own make no layout either.
         return [ConfigError(_whole(texts, origin), 0, "", "the layout defines no pipelines and no node providers, so "
                             "nothing would be gated or launched" + _contents(lay, texts, blank))]
-    # A file that defines nothing, beside others that do, is most often one a deploy left empty: taken as it is,
-    # the pipelines it held would be removed with their items. One meant to be empty can go.
-    return [ConfigError(source, 0, "", "this layout file is empty (or holds only comments); a file that was meant "
-                        "to define nothing can be removed") for source in blank]
+    # An empty file beside others that define things is most often one a deploy truncated: taken as it is, the
+    # pipelines it held would be removed with their items. One meant to define nothing says so in a comment (a file
+    # of comments only is taken, as Zuul takes it), or can go.
+    return [ConfigError(source, 0, "", "this layout file is empty; a file meant to define nothing can be removed, "
+                        "or say so in a comment") for source in blank if not texts[source].strip()]
 
 
 def pipelines_missing(layout: Layout) -> ConfigError | None:

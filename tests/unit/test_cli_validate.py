@@ -136,10 +136,17 @@ def test_validate_refuses_an_empty_file_beside_others(tmp_path, capsys):
     (tmp_path / "gate.yaml").write_text("")
     assert main(["validate", "--layout", str(tmp_path)]) == 3
     assert capsys.readouterr().err.splitlines() == [
-        f"{tmp_path / 'gate.yaml'}: this layout file is empty (or holds only comments); a file that was meant to "
-        "define nothing can be removed",
+        f"{tmp_path / 'gate.yaml'}: this layout file is empty; a file meant to define nothing can be removed, or say "
+        "so in a comment",
         "1 error: the layout is not valid",
     ]
+
+
+def test_validate_takes_a_file_of_comments_only_beside_others(tmp_path, capsys):
+    """A file that says in a comment it defines nothing is meant, as Zuul takes it."""
+    (tmp_path / "openstack.yaml").write_text((REPO / "layouts" / "openstack.yaml").read_text())
+    (tmp_path / "later.yaml").write_text("# jobs of the next release go here\n")
+    assert main(["validate", "--layout", str(tmp_path)]) == 0
 
 
 def test_validate_names_a_top_level_that_is_not_a_mapping_and_a_control_character(tmp_path):
