@@ -255,6 +255,8 @@ class PipelineState:
     failures: int = 0
     disabled: str = ""
     version: int = -1  # the summary znode's version when loaded or saved
+    created: int = 0  # the summary znode's creation (czxid) when loaded: a pipeline removed and added again restarts
+    # its version, so a version alone could match a state cached before the removal
     dirty: set[str] = field(default_factory=set)  # item ids changed since the last save
     removed: set[str] = field(default_factory=set)  # item ids removed since the last save
     changed: bool = False  # the summary (queues, windows, cursors) changed

@@ -54,10 +54,11 @@ class PipelineStore:
             raw, stat = self.client.get(self.summary_path)
         except NoNodeError:
             return PipelineState(self.name)
-        if cached is not None and cached.version == stat.version:
+        if cached is not None and cached.version == stat.version and cached.created == stat.czxid:
             return cached
         data = decode(raw) if raw else {}
-        state = PipelineState(self.name, version=stat.version, cursors=dict(data.get("cursors", {})),
+        state = PipelineState(self.name, version=stat.version, created=stat.czxid,
+                              cursors=dict(data.get("cursors", {})),
                               waiting={k: list(v) for k, v in data.get("waiting", {}).items()},
                               failures=int(data.get("failures", 0)), disabled=str(data.get("disabled", "")))
         for q in data.get("queues", []):
@@ -65,7 +66,7 @@ class PipelineStore:
             state.queues[queue.name] = queue
         revs: dict[str, int] = data.get("revs", {})
         state.nodes = {i: n for i, n in data.get("nodes", {}).items() if i in revs}
-        old = cached.items if cached else {}
+        old = cached.items if cached and cached.created == stat.czxid else {}
         fetch = [i for i, rev in revs.items() if i not in old or old[i].rev != rev]
         pending = [(i, self.client.get_async(self._item_path(state, i))) for i in fetch]
         for ident in revs:

@@ -140,3 +140,25 @@ def test_a_removed_pipeline_is_not_brought_back_by_a_reader(zk):
     assert not delete_pipeline(zk.client, "gate")
     assert reader.save(big_state(1, "again"))
     assert snapshot(zk) == {1: "again 1"}
+
+
+def test_a_reader_caching_a_removed_pipeline_sees_the_one_added_again_even_at_the_same_version(zk):
+    """A pipeline removed and added again starts its summary's version afresh: a reader (the status page, another
+    scheduler) that cached the old one at version N must not take the new one for it when it reaches N too."""
+    old = big_state(3, "old")
+    store = PipelineStore(zk.client, "gate")
+    store.save(old)
+    old.changed = True
+    store.save(old)
+    reader = PipelineStore(zk.client, "gate")
+    cached = reader.load(None)
+    assert cached.version == 1
+    assert delete_pipeline(zk.client, "gate")
+    new = big_state(2, "new")
+    store.save(new)
+    new.changed = True
+    store.save(new)
+    seen = reader.load(cached)
+    assert seen.version == 1
+    assert {item.change.subject.split(" ")[0] for item in seen.items.values()} == {"new"}
+    assert len(seen.items) == 2
