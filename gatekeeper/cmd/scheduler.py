@@ -153,6 +153,7 @@ def cmd_events_discard(args: argparse.Namespace) -> int:
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
     from gatekeeper.config.layout import load_layout
+    from gatekeeper.config.layout_contents import pipelines_missing
     from gatekeeper.config.settings import load_service_config
     from gatekeeper.gerrit.connection import GerritConnection
     from gatekeeper.gerrit.source import GerritChangeSource, GerritReporter
@@ -170,6 +171,10 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
         return load_layout(args.layout or config.layout_path, config.connections)
 
     layout = loader()
+    missing = pipelines_missing(layout)
+    if missing is not None:  # as a reload to it is refused: a scheduler without pipelines would drop every change
+        print(missing, file=sys.stderr)
+        return 3
     zk = ZKClient(config.get("zookeeper", "hosts"), **config.zk_kwargs()).start()
     # The event listener (elected: one per connection however many schedulers run) writes Gerrit's events into
     # ZooKeeper; the scheduler's own client queries changes and reports.

@@ -270,6 +270,20 @@ def test_scheduler_without_a_gerrit_section_is_a_config_error(no_config, monkeyp
                                                "(the Gerrit it gates)")
 
 
+def test_scheduler_with_a_layout_of_no_pipelines_is_refused_before_it_starts(no_config, monkeypatch, capsys,
+                                                                             tmp_path):
+    """A layout of node providers only (a launcher's) would leave a scheduler gating nothing: refused at start as
+    a reload to it is, naming the file, before anything connects."""
+    layout = tmp_path / "nodes.yaml"
+    layout.write_text("nodepool:\n  labels: [{name: small}]\n  providers:\n    - {name: c, driver: openstack, "
+                      "cloud: c, images: [{name: i}], pools: [{name: p, labels: [{name: small, image: i}]}]}\n")
+    for name, value in {**no_config, "GATEKEEPER_GERRIT_HOST": "127.0.0.1", "GATEKEEPER_GERRIT_USER": "ci"}.items():
+        monkeypatch.setenv(name, value)
+    assert main(["scheduler", "-l", str(layout)]) == 3
+    assert capsys.readouterr().err.strip().startswith(f"{layout}: the layout defines no pipelines, so a scheduler "
+                                                      "would gate nothing")
+
+
 def test_zookeeper_commands_say_when_zookeeper_is_not_installed(no_config, tmp_path):
     env = {**no_config, "PATH": str(tmp_path / "no-java-here")}
     results = run_all([("bootstrap", "-l", str(REPO / "layouts")),
