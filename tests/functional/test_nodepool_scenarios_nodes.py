@@ -117,6 +117,30 @@ def test_a_static_host_that_fails_its_key_scan_is_not_handed_out_and_requests_wa
         backend.destroy("rack-0")
 
 
+@pytest.mark.xfail(strict=True, reason="a ready static node is handed out without a check of its host: one whose "
+                   "host went down is given to the request (its build then fails as NODE_FAILURE); Nodepool's static "
+                   "driver scans the host before a hand-out (checkReusableNode -> checkNodeLiveness) and "
+                   "deregisters it when it does not answer")
+def test_a_ready_static_node_whose_host_went_down_is_not_handed_out(zk, sim, start_launcher, ssh_key):
+    """Nodepool's static driver: a ready node is checked before it is handed out (checkReusableNode: a scan of
+    its host, nodescan); one whose host does not answer is deregistered, not given to the request."""
+    backend = sim.backend
+    address = backend.boot(HostSpec("rack-0", "rack-0", open(ssh_key + ".pub").read()))
+    try:
+        start_launcher("nodepool:\n  labels:\n    - {name: metal}\n  providers:\n"
+                       "    - name: rack\n      driver: static\n      hosts:\n"
+                       f"        - {{name: rack-0, address: '{address}', port: {backend.port}, labels: [metal], "
+                       "timeout: 1}\n")
+        [ready] = wait_for(lambda: ready_ids(zk, "metal"), 30, "the host ready")
+    finally:
+        backend.destroy("rack-0")  # the host goes down while its node is ready
+    client = NodeRequestClient(zk, "metal")
+    rid = client.request(["metal"])
+    considered(client)
+    req = client.get(rid)
+    assert not (req.state == model.FULFILLED and req.nodes == [ready]), "the dead host's node was handed out"
+
+
 # -- 10: request priority -------------------------------------------------------------------------------------
 def test_a_static_node_freed_goes_to_the_waiting_request_of_the_best_priority(zk, sim, start_launcher, ssh_key):
     """Nodepool: requests are handled in order of priority (lower first), then of age; a node that becomes ready
