@@ -172,6 +172,30 @@ def test_a_static_node_freed_goes_to_the_waiting_request_of_the_best_priority(zk
         backend.destroy("rack-0")
 
 
+def test_requests_of_one_priority_are_served_in_the_order_they_were_made(zk, sim, start_launcher, ssh_key):
+    """Nodepool: requests of the same priority are handled oldest first (by request id)."""
+    backend = sim.backend
+    address = backend.boot(HostSpec("rack-0", "rack-0", open(ssh_key + ".pub").read()))
+    try:
+        start_launcher("nodepool:\n  labels:\n    - {name: metal}\n  providers:\n"
+                       "    - name: rack\n      driver: static\n      hosts:\n"
+                       f"        - {{name: rack-0, address: '{address}', port: {backend.port}, labels: [metal]}}\n")
+        wait_for(lambda: len(ready_ids(zk, "metal")) == 1, 30, "the host ready")
+        client = NodeRequestClient(zk, "fifo")
+        [node] = client.lock_nodes(client.wait(client.request(["metal"]), 30))
+        waiting = [client.request(["metal"]) for _ in range(3)]
+        considered(client)
+        for rid in waiting:
+            client.release(node)
+            req = client.wait(rid, 30)
+            assert req.state == model.FULFILLED, req.reason
+            assert all(client.get(r).state != model.FULFILLED for r in waiting if r > rid)
+            [node] = client.lock_nodes(req)
+        client.release(node)
+    finally:
+        backend.destroy("rack-0")
+
+
 # -- 12: the operator's commands ------------------------------------------------------------------------------
 @pytest.mark.xfail(strict=True, reason="`delete-node` of a node in use marks it used and the launcher deletes its "
                    "server under the running build; Nodepool's `delete` must lock the node first (timeout 5 s), "

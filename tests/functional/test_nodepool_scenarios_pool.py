@@ -84,6 +84,27 @@ def test_a_pools_max_servers_makes_a_request_wait_and_it_is_served_once_a_server
     assert len(sim.cloud("alpha").created_server_ids) == 2
 
 
+def test_min_ready_beyond_a_pools_max_servers_is_best_effort(zk, sim, start_launcher):
+    """Nodepool (labels.min-ready): best effort within the available capacity, not a guaranteed allocation."""
+    start_launcher(pool_yaml({"debian": 3}, provider("prov-a", "alpha").replace("max-servers: 4", "max-servers: 2")))
+    wait_for(lambda: len(ready_ids(zk)) == 2, 30, "two ready nodes")
+    considered(NodeRequestClient(zk, "barrier"))
+    assert len(ready_ids(zk)) == 2 and len(servers(sim, "alpha")) == 2
+
+
+def test_a_held_node_counts_against_max_servers_and_a_request_waits_for_room(zk, sim, start_launcher):
+    """Nodepool: every node of a pool, held ones included, is a server that counts against its max-servers."""
+    start_launcher(pool_yaml({"debian": 0}, provider("prov-a", "alpha").replace("max-servers: 4", "max-servers: 1")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "held")
+    [node] = client.lock_nodes(client.wait(client.request(["debian"]), 30))
+    client.release(node, held=True, reason="looking into it", hold_hours=1)
+    waiting = client.request(["debian"])
+    considered(client)
+    assert client.get(waiting).state in (model.REQUESTED, model.PENDING)
+    assert len(servers(sim, "alpha")) == 1 and node_records(zk)[node.id].state == model.HOLD
+
+
 def test_a_cloud_quota_error_on_create_makes_the_request_wait_not_fail(zk, sim, start_launcher):
     """Nodepool: a launch the cloud refuses for quota is not a launch failure; the request waits until the quota
     allows it (the handler pauses)."""
