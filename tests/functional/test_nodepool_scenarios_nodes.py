@@ -1,6 +1,7 @@
 """Nodepool's documented behaviour of a node's life after its launch, scenario by scenario: a used node deleted and
-a held one kept, a static host that fails its key scan, and the operator's `delete` of a node. Real ZooKeeper, the
-OpenStack simulator over HTTP, hosts that are real SSH servers, and the `gatekeeper` CLI as a process."""
+a held one kept, static hosts that fail their key scan or go down, the order waiting requests are served in, and
+the operator's `delete` of a node. Real ZooKeeper, the OpenStack simulator over HTTP, hosts that are real SSH
+servers, and the `gatekeeper` CLI as a process."""
 
 from __future__ import annotations
 
