@@ -350,7 +350,9 @@ def cmd_release(args: argparse.Namespace) -> int:
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
-    code = _to_used(args, ("ready", "hold", "in-use", "used", "failed", "allocated"))
+    from gatekeeper.zk.node_changes import delete_node
+
+    code = _node_change(args, lambda zk: delete_node(zk, args.node), "will be deleted")
     if code or not args.now:
         return code
     from gatekeeper.zk.node_changes import wait_node_gone

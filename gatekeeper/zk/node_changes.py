@@ -7,11 +7,13 @@ import threading
 import time
 from collections.abc import Callable
 
+from kazoo.exceptions import NoNodeError
+
 from gatekeeper.zk import node_records as model
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.node_records import MAX_HOLD_HOURS, Autohold, Node
-from gatekeeper.zk.nodes import NodeStore, NodeStoreError
+from gatekeeper.zk.nodes import NodeStore, NodeStoreError, node_holder
 
 
 # -- autoholds ------------------------------------------------------------------------------------------------
@@ -99,6 +101,32 @@ def _held_already(node: Node) -> str:
     if node.state in (model.IN_USE, model.ALLOCATED) and node.hold_requested:
         return f"has a hold asked already, for when its build ends ({node.hold_requested})"
     return ""
+
+
+DELETABLE = (model.READY, model.HOLD, model.IN_USE, model.USED, model.FAILED, model.ALLOCATED)
+
+
+def delete_node(zk: ZKClient, node_id: str) -> Node:
+    """Nodepool's `delete`: mark a node used so that its launcher deletes it, unless its consumer holds it locked
+    (a running build: Nodepool's delete must take the node's lock first). The versioned write fails if a consumer
+    locked it after the look, and the look is taken again."""
+    store = NodeStore(zk)
+
+    def change(node: Node) -> bool:
+        if node.state not in DELETABLE:
+            raise NodeChangeError(f"node {node.id} is {node.state} (expected {' or '.join(DELETABLE)})")
+        if store.is_locked(node.id):
+            try:
+                holder = zk.client.get(node_holder(node.id))[0].decode(errors="replace") or "its consumer"
+            except NoNodeError:  # released meanwhile: the write below fails on its version, and we look again
+                holder = "its consumer"
+            raise NodeChangeError(f"node {node.id} is {node.state} and locked by {holder} (a running build): not "
+                                  "deleted; it is deleted when its build gives it back, or hold it to keep it")
+        node.set_state(model.USED)
+        node.comment = "deleted by an operator"
+        return True
+
+    return change_node(zk, node_id, change)
 
 
 def wait_node_gone(zk: ZKClient, node_id: str, timeout: float) -> bool:

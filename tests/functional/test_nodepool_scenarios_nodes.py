@@ -198,9 +198,6 @@ def test_requests_of_one_priority_are_served_in_the_order_they_were_made(zk, sim
 
 
 # -- 12: the operator's commands ------------------------------------------------------------------------------
-@pytest.mark.xfail(strict=True, reason="`delete-node` of a node in use marks it used and the launcher deletes its "
-                   "server under the running build; Nodepool's `delete` must lock the node first (timeout 5 s), "
-                   "so a node its consumer holds locked is not deleted and the command fails")
 def test_delete_of_a_node_its_consumer_holds_is_refused_and_the_node_kept(zk, sim, start_launcher, gk,
                                                                            cleanup_runs):
     """Nodepool (nodepool delete): the node is locked, then marked deleting; a node in use is locked by its
@@ -209,7 +206,8 @@ def test_delete_of_a_node_its_consumer_holds_is_refused_and_the_node_kept(zk, si
     wait_live(zk, 1)
     client = NodeRequestClient(zk, "running-build")
     [node] = client.lock_nodes(client.wait(client.request(["debian"]), 30))
-    code, _, _ = gk("delete-node", node.id)
+    code, _, err = gk("delete-node", node.id)
+    assert f"node {node.id} is in-use and locked by running-build (a running build): not deleted" in err
     seen = len(cleanup_runs)
     wait_for(lambda: len(cleanup_runs) >= seen + 2, 30, "two cleanup passes after the command")
     considered(client)
