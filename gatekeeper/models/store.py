@@ -54,7 +54,8 @@ class PipelineStore:
             raw, stat = self.client.get(self.summary_path)
         except NoNodeError:
             return PipelineState(self.name)
-        if cached is not None and cached.version == stat.version and cached.created == stat.czxid:
+        if cached is not None and cached.version == stat.version and cached.created in (stat.czxid, 0):
+            cached.created = stat.czxid  # (0: a state this process created by its first save)
             return cached
         data = decode(raw) if raw else {}
         state = PipelineState(self.name, version=stat.version, created=stat.czxid,
@@ -66,7 +67,7 @@ class PipelineStore:
             state.queues[queue.name] = queue
         revs: dict[str, int] = data.get("revs", {})
         state.nodes = {i: n for i, n in data.get("nodes", {}).items() if i in revs}
-        old = cached.items if cached and cached.created == stat.czxid else {}
+        old = cached.items if cached and cached.created in (stat.czxid, 0) else {}
         fetch = [i for i, rev in revs.items() if i not in old or old[i].rev != rev]
         pending = [(i, self.client.get_async(self._item_path(state, i))) for i in fetch]
         for ident in revs:
