@@ -376,3 +376,20 @@ def test_a_retried_build_keeps_its_changes_place_in_the_queue_as_its_node_priori
     [again] = [r for r in gate.backend.builds.values() if r.job == "integration" and r.change["number"] == 2]
     assert (again.attempt, again.priority) == (2, [gate.layout.pipelines["gate"].priority, 1])
     assert again.avoid_providers == [], "no node, so no provider to avoid"
+
+
+def test_a_dependent_of_a_change_lost_to_the_infrastructure_leaves_without_a_vote(gate: Gate) -> None:
+    """A's integration build is lost to the infrastructure on every attempt: A gets no vote, and neither does B,
+    which needs A: B is told why through the dequeue reporter, not the failure reporters."""
+    a = gate.change("org/a")
+    b = gate.change("org/b", needs=("1,1",))
+    gate.failing[("integration", 1)] = ["NODE_FAILURE", "NODE_FAILURE"]
+    gate.approve(a, b)
+    gate.settle()
+    assert gate.queue() == []
+    assert gate.reported(a, "infra-failure") and not gate.reported(a, "failure")
+    assert not gate.reported(b, "failure")
+    [dequeued] = gate.reported(b, "dequeue")
+    assert "Removed because it depends on change 1,1, which could not be tested because of an infrastructure " \
+        "failure" in dequeued.message
+    assert dequeued.labels == {}
