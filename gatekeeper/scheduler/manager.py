@@ -20,7 +20,7 @@ from gatekeeper.scheduler.inturn import InTurn
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
 from gatekeeper.scheduler.promote import promote
 from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items, tag_jobs
-from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
+from gatekeeper.scheduler.reports import DEPENDENCY, MERGE_ATTEMPTS, OPERATOR, ItemReports
 from gatekeeper.scheduler.supersede import superseded_by
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, SKIPPED, BuildRequest, BuildResult
@@ -29,7 +29,6 @@ from gatekeeper.zk.merges import MergeRequest, MergeResult, MergeState
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
-MERGE_ATTEMPTS = 3
 # reports that tell no result: an item that sent only these still takes a new layout's jobs
 UNRESULTED = frozenset({"enqueue", "start"})
 
@@ -69,6 +68,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         self.clock = clock
         self._looked_up: dict[int, Change | None] = {}
         self._left: dict[str, str] = {}  # change key -> why it left the queue during this pass ("failed (...)")
+        self._blameless: set[str] = set()  # keys of those that left this pass through no fault of their own
 
     @property
     def name(self) -> str:
@@ -230,12 +230,22 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         ahead: dict[str, Item] = {}
         position = 0
         merging = ""  # the success report asked for the item ahead, while every item from the head succeeds
+        held: set[str] = set()  # keys of items that wait, untested, for a failing change they need to be reported
         for item in self.state.queue_items(queue):
-            reason, kind = self._why_leave(item, ahead)
+            reason, kind, blameless = self._why_leave(item, ahead)
             if reason:
-                self._dequeue(item, reason, kind)
+                self._dequeue(item, reason, kind, blameless)
                 continue
             base = [nnfi.id, nnfi.gen] if nnfi else None
+            if any(key in held or ahead[key].failing for key in item.change.needs if key in ahead):
+                # As Zuul: it fails with what it needs, untested, and leaves once that one is reported (a failure
+                # ahead of the needed change may yet clear it); those behind are not built on it.
+                if item.ahead != base or item.merge_state or item.builds:
+                    self._reset(item, base)
+                held.add(item.key)
+                ahead[item.key] = item
+                position += 1
+                continue
             if item.ahead != base:
                 self._reset(item, base)
             if not queue.window or position < queue.window:
@@ -316,25 +326,25 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         self.state.changed = True
         return queue
 
-    def _why_leave(self, item: Item, ahead: dict[str, Item]) -> tuple[str, str]:
-        """Why the item must leave the queue, and the kind of reason (for the dequeue report); ("", "") if not."""
+    def _why_leave(self, item: Item, ahead: dict[str, Item]) -> tuple[str, str, bool]:
+        """Why the item must leave the queue, the kind of reason (for its report), and whether the cause is nobody's
+        fault (a needed change lost to the infrastructure); ("", "", False) if it stays."""
         reason = self._unmet(item.change)
         if reason:
-            return reason, requirement_kind(item.change)
+            return reason, requirement_kind(item.change), False
         for key in item.change.needs:
-            needed = ahead.get(key)
-            if needed is None:
+            if key not in ahead:
                 why = self._left.get(key, "is no longer ahead of it in the queue")
-                return f"it depends on change {key}, which {why}", DEPENDENCY
-            if needed.failing:
-                return f"it depends on change {key}, which {self._failure(needed)}", DEPENDENCY
-        return "", ""
+                return f"it depends on change {key}, which {why}", DEPENDENCY, key in self._blameless
+        return "", "", False
 
     @staticmethod
     def _failure(item: Item) -> str:
         """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs (a
         failing item without a conflict has at least one)."""
         if item.merge_state == MergeState.CONFLICT:
+            if item.merge_attempts >= MERGE_ATTEMPTS:  # not a conflict: the merger itself kept failing
+                return f"could not be tested because the merger failed ({item.merge_message})"
             return "could not be merged onto the changes ahead of it"
         jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed or item.all_skipped)
         if item.infrastructure_failure:

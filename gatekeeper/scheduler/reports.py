@@ -28,6 +28,11 @@ INFRA_MESSAGE = ("Build could not be completed because of an infrastructure fail
 DEPENDENCY = "dependency-failed"
 OPERATOR = "operator"
 SILENT_DEQUEUE = frozenset({"abandoned"})  # by default: whoever abandoned a change needs no message about it
+# As Zuul's _reportItem: a dependent pipeline reports these through its failure reporters (their vote), opening with
+# Zuul's sentence (dequeued_needing_change, dequeued_missing_requirements) before ours naming the cause.
+FAILURE_LEADS = {DEPENDENCY: "This change depends on a change that failed to merge.",
+                 "lost-approval": "This change is unable to merge due to a missing merge requirement."}
+MERGE_ATTEMPTS = 3  # merger errors in a row before an item's merge is given up (reported as the merger's failure)
 
 
 def format_duration(seconds: float) -> str:
@@ -65,6 +70,8 @@ class ItemReports:
             if not item.infrastructure_failure:  # the infrastructure's failures say nothing of the queue's health
                 queue.window = window.shrunk(queue.window)
             self._left[item.key] = self._failure(item) if outcome.ok else "could not be submitted"
+            if outcome.ok and self._not_its_fault(item):
+                self._blameless.add(item.key)
         self.state.changed = True
         self._remove(item, merged=succeeded)
         return True
@@ -103,12 +110,19 @@ class ItemReports:
             self.state.disabled, self.state.changed = self.layout.digest, True
         return bool(self.state.disabled)
 
-    def _report(self, item: Item, action: str, extra: str = "") -> ReportOutcome | None:
+    @staticmethod
+    def _not_its_fault(item: Item) -> bool:
+        """Whether a failing item fails through no fault of its change: the infrastructure lost its builds, or the
+        merger kept failing (what needs it is then not voted on either)."""
+        return item.infrastructure_failure or (item.merge_state == MergeState.CONFLICT
+                                               and item.merge_attempts >= MERGE_ATTEMPTS)
+
+    def _report(self, item: Item, action: str, extra: str = "", lead: str = "") -> ReportOutcome | None:
         if action in DISABLED_ACTIONS and self._disabled():
             if action == "start":
                 return ReportOutcome()
             action = "disabled"
-        report = self._make_report(item, action, extra)
+        report = self._make_report(item, action, extra, lead)
         if report is None:
             return ReportOutcome()
         if action not in item.reported:
@@ -134,14 +148,15 @@ class ItemReports:
             self.backend.report_after(report, after)
         return report.key
 
-    def _make_report(self, item: Item, action: str, extra: str = "") -> Report | None:
-        results = "\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds)
-        return self._change_report(item.change, action, f"{item.id}:{action}", extra, results)
+    def _make_report(self, item: Item, action: str, extra: str = "", lead: str = "") -> Report | None:
+        results = "" if lead else "\n".join(self._job_line(item.builds[j]) for j in item.jobs if j in item.builds)
+        return self._change_report(item.change, action, f"{item.id}:{action}", extra, results, lead)
 
     def _change_report(self, change: Change, action: str, key: str, extra: str = "",
-                       results: str = "") -> Report | None:
+                       results: str = "", lead: str = "") -> Report | None:
         """The report of `action` on `change` as the pipeline's reporters and messages give it (`results`: its job
-        lines), or None when there is nothing to send."""
+        lines; `lead`: a text that replaces the reporter's message, as Zuul's for an item dequeued with a failure),
+        or None when there is nothing to send."""
         if change.is_ref:
             return None  # no review names a branch: a ref item's outcome goes to the build history only
         conf = self.pipeline.reports.get(action)
@@ -152,7 +167,8 @@ class ItemReports:
             conf = dataclasses.replace(conf, message="", submit=False)
         if conf is None and (not extra or action == "disabled"):
             return None
-        parts = [conf.message] if conf and conf.message else [intro.replace("{pipeline.name}", self.name)]
+        parts = [lead] if lead else \
+            [conf.message] if conf and conf.message else [intro.replace("{pipeline.name}", self.name)]
         if extra and action == "infra-failure":
             parts, extra = [extra], ""
         if action in ("success", "failure", "infra-failure", "disabled"):
@@ -225,14 +241,22 @@ class ItemReports:
                     line += f" The other nodes of its nodeset are held too: {', '.join(others)}."
         return line
 
-    def _dequeue(self, item: Item, reason: str, kind: str) -> None:
-        """Take the item out for `reason`; its owner is told unless the layout keeps that kind of reason silent."""
+    def _dequeue(self, item: Item, reason: str, kind: str, blameless: bool = False) -> None:
+        """Take the item out for `reason`; its owner is told unless the layout keeps that kind of reason silent. A
+        dependent pipeline's item that lost a requirement or a change it needs gets the failure reporters' vote, as in
+        Zuul, unless the cause is nobody's fault (`blameless`: a needed change lost to the infrastructure)."""
         log.info("%s dequeued: %s", item.label(self.name), reason)
         # Those that need it are told the root cause, through any depth of dependency.
         self._left[item.key] = reason[len("it "):] if kind == DEPENDENCY else \
             f"was removed from the queue because {reason}"
+        if blameless:
+            self._blameless.add(item.key)
         conf = self.pipeline.reports.get("dequeue")
-        if item.live and conf is not None and conf.reasons.get(kind, kind not in SILENT_DEQUEUE):
+        told = conf.reasons.get(kind, kind not in SILENT_DEQUEUE) if conf is not None else None
+        lead = FAILURE_LEADS.get(kind, "") if self.pipeline.dependent and not blameless else ""
+        if item.live and lead and told is not False and "failure" in self.pipeline.reports:
+            self._report(item, "failure", f"{reason[0].upper()}{reason[1:]}.", lead=lead)
+        elif item.live and told:
             self._report(item, "dequeue", f"Removed because {reason}.")
         self._remove(item, merged=False)
 

@@ -95,11 +95,12 @@ def test_changes_that_depend_on_a_failed_change_are_dequeued_saying_why(gate: Ga
     gate.settle()
     gate.executor.release("unit", a.number, "FAILURE")
     gate.settle()
-    assert gate_messages(gate, b)[-1] == ("This change was removed from the gate queue.\n\n"
-                                          "Removed because it depends on change 1,1, which failed (unit: FAILURE).")
     gate.executor.hold = False
     gate.executor.release()
     gate.settle()
+    assert gate_messages(gate, b)[-1].startswith("This change depends on a change that failed to merge.\n\n"
+                                                 "It depends on change 1,1, which failed (unit: FAILURE).")
+    assert gate.ci_votes(b) == {"Verified": -2}
     gate.assert_history(("unit", "SUCCESS", "3,1"))
     assert [gate.status(x) for x in (a, b, c)] == ["NEW", "NEW", "MERGED"]
 
@@ -184,7 +185,8 @@ def test_removed_approval_dequeues_the_change(gate: GateHarness) -> None:
     gate.settle()
     gate.sim.delete_vote(a, "rita", "Approved")
     gate.settle()
-    assert "Removed because it does not have Approved: +1." in gate_messages(gate, a)[-1]
+    assert gate_messages(gate, a)[-1].startswith("This change is unable to merge due to a missing merge requirement."
+                                                 "\n\nIt does not have Approved: +1.")
     gate.executor.hold = False
     gate.executor.release()
     gate.settle()

@@ -11,6 +11,7 @@ from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import LAYOUT, PROJECTS, GateHarness
 
 REMOVED = "This change was removed from the gate queue.\n\n"
+NEEDING = "This change depends on a change that failed to merge.\n\n"
 
 
 def test_every_dependent_is_told_the_root_cause_through_any_depth(gate: GateHarness) -> None:
@@ -28,12 +29,15 @@ def test_every_dependent_is_told_the_root_cause_through_any_depth(gate: GateHarn
     assert gate.gate_queue() == ["1,1", "2,1", "3,1", "4,1", "5,1"]
     gate.executor.release("unit", a.number, "FAILURE")
     gate.settle()
+    assert gate.gate_queue() == ["1,1", "2,1", "3,1", "4,1", "5,1"]  # B, C, D wait for A's report (as Zuul's)
+    gate.executor.release(change=a.number)
+    gate.settle()
     cause = "which failed (unit: FAILURE)."
-    assert gate.reports(b) == ["Starting gate jobs.", REMOVED + f"Removed because it depends on change 1,1, {cause}"]
-    assert gate.reports(c) == ["Starting gate jobs.", REMOVED + "Removed because it depends on change 2,1, which "
-                               f"depends on change 1,1, {cause}"]
-    assert gate.reports(d) == ["Starting gate jobs.", REMOVED + "Removed because it depends on change 3,1, which "
-                               f"depends on change 2,1, which depends on change 1,1, {cause}"]
+    assert gate.reports(b)[1].startswith(NEEDING + f"It depends on change 1,1, {cause}")
+    assert gate.reports(c)[1].startswith(NEEDING + f"It depends on change 2,1, which depends on change 1,1, {cause}")
+    assert gate.reports(d)[1].startswith(NEEDING + "It depends on change 3,1, which depends on change 2,1, which "
+                                         f"depends on change 1,1, {cause}")
+    assert all(len(gate.reports(x)) == 2 and gate.ci_votes(x) == {"Verified": -2} for x in (b, c, d))
     gate.executor.hold = False
     gate.executor.release()
     gate.settle()
@@ -51,18 +55,20 @@ def test_dependents_of_a_merge_conflict_are_told_it_was_a_conflict(gate: GateHar
     gate.executor.hold = True
     gate.approve(x, a, b)
     gate.settle()
-    assert gate.reports(b) == [
-        REMOVED + "Removed because it depends on change 2,1, which could not be merged onto the changes ahead "
-                  "of it."]
+    assert gate.reports(b) == []  # it waits for A's report: X may yet fail, and A merge
     gate.executor.hold = False
     gate.executor.release()
     gate.settle()
+    assert gate.reports(b) == [NEEDING + "It depends on change 2,1, which could not be merged onto the changes ahead "
+                               "of it."]
+    assert gate.ci_votes(b) == {"Verified": -2}
     assert [gate.status(c) for c in (x, a, b)] == ["MERGED", "NEW", "NEW"]
     assert len(gate.reports(a)) == 1 and gate.reports(a)[0].startswith("This change could not be merged")
 
 
 def test_dequeue_reports_by_default_explain_all_but_an_abandon(gate: GateHarness) -> None:
-    """Abandoned: silent. Lost approval, new patch set, operator dequeue: each explained once."""
+    """Abandoned: silent. Lost approval (with the failure vote, as Zuul), new patch set, operator dequeue: each
+    explained once."""
     a, b, c, d, e = (gate.change("org/b") for _ in range(5))
     gate.settle()
     gate.executor.hold = True
@@ -76,7 +82,8 @@ def test_dequeue_reports_by_default_explain_all_but_an_abandon(gate: GateHarness
     gate.settle()
     assert gate.gate_queue() == ["5,1"]
     assert gate.reports(a) == ["Starting gate jobs."]
-    assert gate.reports(b)[1:] == [REMOVED + "Removed because it does not have Approved: +1."]
+    assert gate.reports(b)[1].startswith("This change is unable to merge due to a missing merge requirement.\n\n"
+                                         "It does not have Approved: +1.")
     assert gate.reports(c)[1:] == [REMOVED + "Removed because a new patch set (3,2) was uploaded."]
     assert gate.reports(d)[1:] == [REMOVED + "Removed because an operator dequeued it."]
     gate.executor.hold = False

@@ -4,8 +4,6 @@ order, a merge conflict and the window. Each docstring names the Zuul page or te
 
 from __future__ import annotations
 
-import pytest
-
 from tests.functional.gate_harness import GateHarness
 
 
@@ -119,7 +117,9 @@ def test_a_code_review_minus_two_in_the_gate_removes_the_change_and_the_rest_mer
     gate.executor.release()
     gate.settle()
     assert [gate.status(x) for x in (a, b)] == ["NEW", "MERGED"]
-    assert "Removed because it does not have Code-Review: +2." in gate.reports(a)[-1]
+    assert gate.reports(a)[-1].startswith("This change is unable to merge due to a missing merge requirement.\n\n"
+                                          "It does not have Code-Review: +2.")
+    assert gate.ci_votes(a) == {"Verified": -2}
 
 
 def test_a_depends_on_approved_alone_waits_and_both_merge_in_order_once_its_need_is_approved(
@@ -251,9 +251,6 @@ def test_a_new_patch_set_of_a_parent_removes_it_and_its_child_from_the_gate(gate
     gate.assert_history(("unit", "SUCCESS", "3,1"))
 
 
-@pytest.mark.xfail(strict=True, reason="a change dequeued because a change it needs failed is told so through the "
-                   "dequeue reporter, without a vote, where Zuul reports it through the failure reporters (Verified "
-                   "-2 here), so it keeps check's +1")
 def test_a_change_whose_needed_change_failed_is_reported_through_the_failure_reporters(gate: GateHarness) -> None:
     """Zuul's manager reports an item dequeued for a needed change (setDequeuedNeedingChange: "Change <url> is
     needed.") with the pipeline's failure actions: B, Depends-On A, gets Verified -2 when A fails."""
@@ -265,6 +262,8 @@ def test_a_change_whose_needed_change_failed_is_reported_through_the_failure_rep
     gate.settle()
     assert [gate.status(x) for x in (a, b)] == ["NEW", "NEW"]
     assert gate.ci_votes(a) == {"Verified": -2}
-    assert "1,1" in gate.reports(b)[-1]
+    assert gate.reports(b)[-1].startswith("This change depends on a change that failed to merge.\n\n"
+                                          "It depends on change 1,1, which failed (unit: FAILURE).")
     assert gate.ci_votes(b) == {"Verified": -2}
+    assert sum(r.startswith("This change depends on") for r in gate.reports(b)) == 1
 

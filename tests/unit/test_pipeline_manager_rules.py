@@ -315,9 +315,8 @@ def test_a_change_whose_dependency_an_operator_dequeued_leaves_saying_it_is_no_l
     gate.settle()
     assert gate.manager("gate").manage(ManagementRequest(Action.DEQUEUE, "gate", change="1,1")) == ""
     gate.process()
-    [dequeued] = gate.reported(b, "dequeue")
-    assert "Removed because it depends on change 1,1, which is no longer ahead of it in the queue." \
-        in dequeued.message
+    [dequeued] = gate.reported(b, "failure")
+    assert "It depends on change 1,1, which is no longer ahead of it in the queue." in dequeued.message
 
 
 def test_a_dependent_is_told_every_voting_job_that_failed_ahead_of_it(gate: Gate) -> None:
@@ -331,9 +330,8 @@ def test_a_dependent_is_told_every_voting_job_that_failed_ahead_of_it(gate: Gate
     for request in [r for r in gate.backend.builds.values() if r.change["number"] == 1]:
         gate.finish(request, "FAILURE")
     gate.process()
-    [dequeued] = gate.reported(b, "dequeue")
-    assert dequeued.message.endswith(
-        "Removed because it depends on change 1,1, which failed (unit: FAILURE, integration: FAILURE).")
+    [dequeued] = gate.reported(b, "failure")
+    assert "It depends on change 1,1, which failed (unit: FAILURE, integration: FAILURE)." in dequeued.message
 
 
 def test_a_layout_that_adds_a_requirement_takes_out_the_changes_that_no_longer_meet_it(gate: Gate) -> None:
@@ -346,7 +344,7 @@ def test_a_layout_that_adds_a_requirement_takes_out_the_changes_that_no_longer_m
         "approval: [{Code-Review: 2}, {Approved: 1}]", "approval: [{Code-Review: 2}, {Approved: 1}, {Verified: 1}]")})
     gate.process()
     assert gate.queue() == []
-    assert gate.reported(a, "dequeue")
+    assert gate.reported(a, "failure")
 
 
 def test_a_change_abandoned_while_in_check_takes_its_queue_out_and_its_builds_are_cancelled(gate: Gate) -> None:
@@ -378,3 +376,20 @@ def test_a_retried_build_keeps_its_changes_place_in_the_queue_as_its_node_priori
     [again] = [r for r in gate.backend.builds.values() if r.job == "integration" and r.change["number"] == 2]
     assert (again.attempt, again.priority) == (2, [gate.layout.pipelines["gate"].priority, 1])
     assert again.avoid_providers == [], "no node, so no provider to avoid"
+
+
+def test_a_dependent_of_a_change_lost_to_the_infrastructure_leaves_without_a_vote(gate: Gate) -> None:
+    """A's integration build is lost to the infrastructure on every attempt: A gets no vote, and neither does B,
+    which needs A: B is told why through the dequeue reporter, not the failure reporters."""
+    a = gate.change("org/a")
+    b = gate.change("org/b", needs=("1,1",))
+    gate.failing[("integration", 1)] = ["NODE_FAILURE", "NODE_FAILURE"]
+    gate.approve(a, b)
+    gate.settle()
+    assert gate.queue() == []
+    assert gate.reported(a, "infra-failure") and not gate.reported(a, "failure")
+    assert not gate.reported(b, "failure")
+    [dequeued] = gate.reported(b, "dequeue")
+    assert "Removed because it depends on change 1,1, which could not be tested because of an infrastructure " \
+        "failure" in dequeued.message
+    assert dequeued.labels == {}
