@@ -122,10 +122,6 @@ def test_a_cloud_quota_error_on_create_makes_the_request_wait_not_fail(zk, sim, 
     assert req.state == model.FULFILLED, req.reason
 
 
-@pytest.mark.xfail(strict=True, reason="a request for more nodes than its label's pool's max-servers waits for "
-                   "ever; Nodepool declines it (hasProviderQuota: 'it would exceed quota') and, declined by all, "
-                   "it fails. can_ever_serve weighs the provider's max-servers and the pools' cores and RAM, not "
-                   "a pool's max-servers")
 def test_a_request_larger_than_its_pools_max_servers_is_declined_and_fails(zk, sim, start_launcher):
     """Nodepool: a launcher declines a request its pool could never hold at once (pool quota: max-servers,
     max-cores, max-ram); declined by every launcher, it fails."""
@@ -136,6 +132,7 @@ def test_a_request_larger_than_its_pools_max_servers_is_declined_and_fails(zk, s
     considered(client)
     req = client.get(rid)
     assert req.state == model.REQUEST_FAILED and req.declined_by == ["prov-a"], (req.state, req.reason)
+    assert not servers(sim, "alpha") and not node_records(zk), "nothing launched for it"
 
 
 # -- 3: what no provider has; several labels ------------------------------------------------------------------
