@@ -4,8 +4,6 @@ max-ready-age. Real ZooKeeper and the OpenStack simulator over HTTP, nodes that 
 
 from __future__ import annotations
 
-import pytest
-
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
 from tests.functional import test_launcher as base
@@ -192,9 +190,6 @@ def fail_boots_of(cloud, label: str, monkeypatch, times: int = -1) -> None:
     monkeypatch.setattr(cloud, "create_server", create_server)
 
 
-@pytest.mark.xfail(strict=True, reason="launch attempts are counted per label of a request, not per node: two "
-                   "nodes of one label whose first boots both fail use up launch-retries 2 and the request "
-                   "fails; Nodepool retries each node's launch launch-retries times (NodeLauncher)")
 def test_launch_retries_are_counted_for_each_node_of_a_request(zk, sim, start_launcher, monkeypatch):
     """Nodepool (launch-retries): the times a server's launch is tried before the node fails; each node of a
     request has its own."""
@@ -208,6 +203,18 @@ def test_launch_retries_are_counted_for_each_node_of_a_request(zk, sim, start_la
     assert len(cloud.created_server_ids) == 4  # each node failed once and booted at its second try
     for node in client.lock_nodes(req):
         client.release(node)
+
+
+def test_a_node_whose_launch_retries_are_used_up_fails_the_request_though_its_other_node_boots(
+        zk, sim, start_launcher, monkeypatch):
+    """Nodepool (launch-retries): a node that failed them all fails its request, whatever the other nodes do."""
+    cloud = sim.cloud("alpha")
+    fail_boots_of(cloud, "debian", monkeypatch, times=3)  # one of the two nodes fails twice
+    start_launcher(pool_yaml({"debian": 0}, provider("prov-a", "alpha", extra="      launch-retries: 2\n")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "pair")
+    req = client.wait(client.request(["debian", "debian"]), 60)
+    assert req.state == model.REQUEST_FAILED and req.declined_by == ["prov-a"], req.reason
 
 
 def test_a_request_failed_by_one_label_leaves_its_other_launched_node_ready_for_the_next_request(
