@@ -29,10 +29,25 @@ class Plan:
     labels: list[str]
     nodes: dict[str, str] = field(default_factory=dict)  # node id -> label (launched or launching)
     queued: list[str] = field(default_factory=list)  # labels still to launch
+    # launch-retries count for each node of the request, as Nodepool's: node id -> the failed boots of its slot
+    # of the request, and label -> those of its slots queued again
     attempts: Counter = field(default_factory=Counter)
+    retried: dict[str, list[int]] = field(default_factory=dict)
     up: dict[str, Node] = field(default_factory=dict)  # launched and up (written allocated as they come up, and
     # again, all together, with the request's fulfilment)
     retry_at: float = 0.0  # a refused fulfilment is sent again no sooner than this (monotonic)
+
+    def launched(self, node_id: str, label: str) -> None:
+        """Node `node_id` is launched for the next queued slot of `label` (with that slot's failed boots)."""
+        self.nodes[node_id] = label
+        if self.retried.get(label):
+            self.attempts[node_id] = self.retried[label].pop()
+
+    def queue_again(self, node_id: str, label: str) -> None:
+        """Launch the slot of node `node_id` (of `label`) again, keeping its failed boots."""
+        self.nodes.pop(node_id, None)
+        self.queued.insert(0, label)
+        self.retried.setdefault(label, []).append(self.attempts.pop(node_id, 0))
 
 
 class Launching:
@@ -60,7 +75,7 @@ class Launching:
                 if node is None:
                     break
                 plan.queued.pop(0)
-                plan.nodes[node.id] = label
+                plan.launched(node.id, label)
 
     def _new_node(self, manager: ProviderManager, label: str, rid: str) -> Node | None:
         """Write a new node's record and boot it once written (not waited for: the node counts against quota at
@@ -77,8 +92,8 @@ class Launching:
                 return
             manager.nodes.pop(node.id, None)
             plan = self.plans.get(rid) if rid else None
-            if plan is not None and plan.nodes.pop(node.id, None) is not None:
-                plan.queued.insert(0, label)  # (launched again by a later pass)
+            if plan is not None and node.id in plan.nodes:
+                plan.queue_again(node.id, label)  # (launched again by a later pass)
         self._after(self.store.create_node_async(node), done)
         return node
 
@@ -179,13 +194,13 @@ class Launching:
             self.nodes.write(manager, node, version)
             self.nodes.delete(manager, node.id)
             if plan is not None:
-                plan.nodes.pop(node.id, None)
                 if not retry_free:
-                    plan.attempts[node.label] += 1
-                if plan.attempts[node.label] >= manager.config.launch_attempts:
+                    plan.attempts[node.id] += 1
+                if plan.attempts[node.id] >= manager.config.launch_attempts:
+                    plan.nodes.pop(node.id, None)
                     self._decline_plan(plan, f"{manager.name}: {res.error}")
                 else:
-                    plan.queued.insert(0, node.label)
+                    plan.queue_again(node.id, node.label)
             return
         manager.health.record(True, time.time() - node.created)
         node.address, node.port, node.host_keys = res.address, res.port, list(res.host_keys or [])
@@ -221,8 +236,7 @@ class Launching:
                     or node_id in manager.deleting:
                 # its record is gone or given up: launch that label again
                 del plan.up[node_id]
-                plan.nodes.pop(node_id, None)
-                plan.queued.insert(0, up.label)
+                plan.queue_again(node_id, up.label)
                 return
             node = Node.from_dict(up.to_dict())
             node.request = rid

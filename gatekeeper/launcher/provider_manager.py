@@ -6,6 +6,7 @@ import contextlib
 import logging
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 from gatekeeper.config.layout import Pool, PoolLabel, Provider
@@ -244,11 +245,20 @@ class ProviderManager:
 
     def can_ever_serve(self, labels: list[str]) -> bool:
         """False when the request is larger than this provider could ever hold at once: more servers than its
-        max-servers or the cloud's limit, or more cores or RAM than the cloud's quota leaves us or a pool's
-        max-cores or max-ram allows."""
+        max-servers, the cloud's limit or its pools' max-servers allow, or more cores or RAM than the cloud's
+        quota leaves us or a pool's max-cores or max-ram allows."""
         if not all(self.serves(label) for label in labels):
             return False
         if len(labels) > self.capacity():
+            return False
+        # as Nodepool declines a request its pool's max-servers could never hold: the labels only one pool
+        # offers fit in its max-servers together, and all of them in the max-servers of the pools offering them
+        room = {p.name: UNLIMITED if p.max_servers is None else p.max_servers for p in self.config.pools}
+        by_one = Counter(self.label_pools[x][0][0].name for x in labels if len(self.label_pools.get(x, ())) == 1)
+        if any(n > room[name] for name, n in by_one.items()):
+            return False
+        offering = {p.name for x in labels for p, _ in self.label_pools.get(x, ())}
+        if sum(1 for x in labels if x in self.label_pools) > sum(room[name] for name in offering):
             return False
         options = {label: [(pool, self._sizes.get(pl.flavor)) for pool, pl in self.label_pools.get(label, [])]
                    for label in labels}

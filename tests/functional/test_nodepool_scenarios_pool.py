@@ -4,8 +4,6 @@ max-ready-age. Real ZooKeeper and the OpenStack simulator over HTTP, nodes that 
 
 from __future__ import annotations
 
-import pytest
-
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
 from tests.functional import test_launcher as base
@@ -122,10 +120,6 @@ def test_a_cloud_quota_error_on_create_makes_the_request_wait_not_fail(zk, sim, 
     assert req.state == model.FULFILLED, req.reason
 
 
-@pytest.mark.xfail(strict=True, reason="a request for more nodes than its label's pool's max-servers waits for "
-                   "ever; Nodepool declines it (hasProviderQuota: 'it would exceed quota') and, declined by all, "
-                   "it fails. can_ever_serve weighs the provider's max-servers and the pools' cores and RAM, not "
-                   "a pool's max-servers")
 def test_a_request_larger_than_its_pools_max_servers_is_declined_and_fails(zk, sim, start_launcher):
     """Nodepool: a launcher declines a request its pool could never hold at once (pool quota: max-servers,
     max-cores, max-ram); declined by every launcher, it fails."""
@@ -136,6 +130,7 @@ def test_a_request_larger_than_its_pools_max_servers_is_declined_and_fails(zk, s
     considered(client)
     req = client.get(rid)
     assert req.state == model.REQUEST_FAILED and req.declined_by == ["prov-a"], (req.state, req.reason)
+    assert not servers(sim, "alpha") and not node_records(zk), "nothing launched for it"
 
 
 # -- 3: what no provider has; several labels ------------------------------------------------------------------
@@ -195,9 +190,6 @@ def fail_boots_of(cloud, label: str, monkeypatch, times: int = -1) -> None:
     monkeypatch.setattr(cloud, "create_server", create_server)
 
 
-@pytest.mark.xfail(strict=True, reason="launch attempts are counted per label of a request, not per node: two "
-                   "nodes of one label whose first boots both fail use up launch-retries 2 and the request "
-                   "fails; Nodepool retries each node's launch launch-retries times (NodeLauncher)")
 def test_launch_retries_are_counted_for_each_node_of_a_request(zk, sim, start_launcher, monkeypatch):
     """Nodepool (launch-retries): the times a server's launch is tried before the node fails; each node of a
     request has its own."""
@@ -211,6 +203,18 @@ def test_launch_retries_are_counted_for_each_node_of_a_request(zk, sim, start_la
     assert len(cloud.created_server_ids) == 4  # each node failed once and booted at its second try
     for node in client.lock_nodes(req):
         client.release(node)
+
+
+def test_a_node_whose_launch_retries_are_used_up_fails_the_request_though_its_other_node_boots(
+        zk, sim, start_launcher, monkeypatch):
+    """Nodepool (launch-retries): a node that failed them all fails its request, whatever the other nodes do."""
+    cloud = sim.cloud("alpha")
+    fail_boots_of(cloud, "debian", monkeypatch, times=3)  # one of the two nodes fails twice
+    start_launcher(pool_yaml({"debian": 0}, provider("prov-a", "alpha", extra="      launch-retries: 2\n")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "pair")
+    req = client.wait(client.request(["debian", "debian"]), 60)
+    assert req.state == model.REQUEST_FAILED and req.declined_by == ["prov-a"], req.reason
 
 
 def test_a_request_failed_by_one_label_leaves_its_other_launched_node_ready_for_the_next_request(

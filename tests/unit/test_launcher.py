@@ -87,6 +87,39 @@ def test_quota_counts_cloud_limits_pool_max_servers_and_every_node_state(manager
     assert manager.free("small") == 1
     assert manager.can_ever_serve(["big"] * 5) and not manager.can_ever_serve(["big"] * 6)
     assert not manager.can_ever_serve(["fedora"])
+    assert manager.can_ever_serve(["small"] * 2) and not manager.can_ever_serve(["small"] * 3)  # tiny's 2
+
+
+TWO_POOLS = """
+nodepool:
+  labels: [{name: small}, {name: big}]
+  providers:
+    - name: east-1
+      driver: openstack
+      cloud: east
+      pools:
+        - name: tiny
+          max-servers: 2
+          labels: [{name: small, image: deb, flavor: s}]
+        - name: main
+          max-servers: 3
+          labels: [{name: small, image: deb, flavor: s}, {name: big, image: deb, flavor: l}]
+      images: [{name: deb, base-image: debian-12}]
+"""
+
+
+def test_a_request_beyond_the_max_servers_of_the_pools_offering_its_labels_can_never_be_served():
+    provider = parse_layout({"l.yaml": TWO_POOLS}).nodepool.providers["east-1"]
+    manager = ProviderManager(provider, LimitsOnly(Limits()), owner="gk", post=print, stop_event=threading.Event(),
+                              ssh_key="", key_name="")
+    try:
+        # small is offered by tiny (2) and main (3), big by main alone
+        assert manager.can_ever_serve(["small"] * 5) and not manager.can_ever_serve(["small"] * 6)
+        assert manager.can_ever_serve(["big"] * 3) and not manager.can_ever_serve(["big"] * 4)
+        assert manager.can_ever_serve(["big", "big", "small", "small"])
+        assert not manager.can_ever_serve(["big", "small"] * 3)
+    finally:
+        manager.stop()
 
 
 def test_quota_errors_are_recognised_from_the_cloud_message():
