@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from gatekeeper.sim.gerrit.commands import CommandResult, run_gerrit_command
+from gatekeeper.sim.gerrit.commands import CommandResult, fault_names, run_gerrit_command
 from gatekeeper.sim.gerrit.hooks import SCP_FILES
 from gatekeeper.sim.gerrit.receive import PUSH_FD_ENV, receive_pack_config, serve_push, write_hook
 from gatekeeper.sim.gerrit.split import gerrit_split
@@ -129,6 +129,9 @@ class _Session(paramiko.ServerInterface):
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         text = command.decode("utf-8", errors="replace")
         argv = gerrit_split(text)
+        if self.server.sim.faults.take_unanswered(fault_names(argv)):
+            self.server.go_silent(self.transport)  # this thread answers the request: no answer while it waits
+            return False
         listener = None
         if argv[:2] == ["gerrit", "stream-events"]:
             # Registered before the exec reply, so every event after the client's exec_command() returns
@@ -232,6 +235,13 @@ class SSHServer:
             transport.close()
             with self._lock:
                 self._transports.discard(transport)
+
+    def go_silent(self, transport: paramiko.Transport) -> None:
+        """Read and answer nothing more on `transport` (it is its own thread that calls this) until the faults are
+        cleared or the server stops; then close it."""
+        while not self.sim.faults.wait_answering(0.2) and not self._stopping.is_set():
+            pass
+        transport.close()
 
     # -- streams ----------------------------------------------------------------------------------------------
     def add_listener(self, listener: StreamListener, transport: paramiko.Transport) -> None:
