@@ -29,7 +29,7 @@ from tenacity import (
 from tenacity.retry import retry_base
 
 from gatekeeper.gerrit.refs import AdvertisementError, branch_heads, read_advertisement
-from gatekeeper.gerrit.watcher import TimedSSHConnection
+from gatekeeper.gerrit.watcher import TimedSSHConnection, exec_within
 from gatekeeper.models.interfaces import SourceError, SourceUnavailable
 
 log = logging.getLogger("gatekeeper.gerrit.client")
@@ -193,7 +193,7 @@ class GerritClient(gerritlib.Gerrit):
             self._reset(client)
             raise
         try:
-            channel.exec_command(command)
+            exec_within(channel, command, deadline - time.monotonic())
             out, err = bytearray(), bytearray()
             while True:
                 remaining = deadline - time.monotonic()
@@ -244,7 +244,7 @@ class GerritClient(gerritlib.Gerrit):
             raise GerritUnavailableError(f"Gerrit {self.host}: cannot list the branches of {project}: {e}") from e
         try:
             try:
-                channel.exec_command(command)
+                exec_within(channel, command, self.timeout)
             except paramiko.SSHException:
                 if not channel.exit_status_ready():
                     raise

@@ -80,3 +80,19 @@ def test_a_review_is_tried_again_after_internal_errors_and_posted_once(sim, clie
     sim.faults.fail("review", times=10, exit_status=128)
     with pytest.raises(GerritUnavailableError, match=r"review of change \d+,1 failed after 4 attempt\(s\)"):
         client.review(change.number, 1, "never posted")
+
+
+def test_a_command_whose_start_gerrit_never_answers_times_out_and_is_tried_again(sim, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="gatekeeper.gerrit.client")
+    client = GerritClient("127.0.0.1", "ci", sim.port, sim.accounts["ci"].key_file, timeout=1.0, retries=1,
+                          retry_delay=0.1)
+    try:
+        sim.faults.unanswered("version")  # the connection goes silent as the command arrives, and stays so
+        out, _ = client.run(["gerrit", "version"])
+        assert out.startswith("gerrit version")
+        assert sim.faults.pending("version") == 0
+        [failure] = lines(caplog, logging.WARNING)
+        assert failure.endswith("`gerrit version`: no answer to the command's start within 1s")
+    finally:
+        sim.faults.clear()
+        client.close()
