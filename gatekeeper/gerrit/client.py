@@ -166,7 +166,9 @@ class GerritClient(gerritlib.Gerrit):
         """gerritlib's hook: every gerritlib wrapper (getVersion, listProjects, ...) gets timeouts and retries."""
         return self.run_command(command)
 
-    def _connected(self) -> paramiko.SSHClient:
+    def _connected(self) -> tuple[paramiko.SSHClient, paramiko.Transport]:
+        """The shared connection and its transport, read together: another command's reset may close the client
+        at any moment, and a closed client has no transport left to ask for."""
         with self._lock:
             client = self.client
             if client is None or not client.get_transport() or not client.get_transport().is_active():
@@ -176,7 +178,7 @@ class GerritClient(gerritlib.Gerrit):
                 # A command is a few small request/answer packets: without this, Nagle's algorithm holds a packet
                 # back until the previous one is acknowledged, which the server delays (~40 ms a command).
                 client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return client
+            return client, client.get_transport()
 
     def _reset(self, client: paramiko.SSHClient) -> None:
         with self._lock:
@@ -186,9 +188,9 @@ class GerritClient(gerritlib.Gerrit):
 
     def _ssh_once(self, command: str, timeout: float) -> tuple[str, str]:
         deadline = time.monotonic() + timeout
-        client = self._connected()
+        client, transport = self._connected()
         try:
-            channel = client.get_transport().open_session(timeout=timeout)
+            channel = transport.open_session(timeout=timeout)
         except Exception:
             self._reset(client)
             raise
@@ -236,9 +238,9 @@ class GerritClient(gerritlib.Gerrit):
         this client's SSH connection. Raises GerritCommandError for an unknown project, GerritUnavailableError
         when Gerrit cannot be reached."""
         command = f"git-upload-pack {shlex.quote('/' + project)}"
-        client = self._connected()
+        client, transport = self._connected()
         try:
-            channel = client.get_transport().open_session(timeout=self.timeout)
+            channel = transport.open_session(timeout=self.timeout)
         except TRANSPORT_ERRORS as e:
             self._reset(client)
             raise GerritUnavailableError(f"Gerrit {self.host}: cannot list the branches of {project}: {e}") from e

@@ -96,3 +96,20 @@ def test_a_command_whose_start_gerrit_never_answers_times_out_and_is_tried_again
     finally:
         sim.faults.clear()
         client.close()
+
+
+def test_a_connection_closed_by_another_command_just_as_one_starts_is_opened_again(sim, client, monkeypatch) -> None:
+    taken = client._connected
+    closed: list[bool] = []
+
+    def taken_then_closed():
+        connection = taken()
+        if not closed:  # another command's failure resets the shared connection just now, once
+            closed.append(True)
+            client.client.close()
+        return connection
+
+    monkeypatch.setattr(client, "_connected", taken_then_closed)
+    # An AttributeError before, not retried: a success report took it for a refused submit.
+    out, _ = client.run(["gerrit", "version"])
+    assert out.startswith("gerrit version") and closed
