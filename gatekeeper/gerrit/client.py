@@ -224,8 +224,9 @@ class GerritClient(gerritlib.Gerrit):
             self._reset(client)  # the server may be wedged; start afresh next time
             raise TimeoutError(f"Gerrit {self.host}: `{_short(command, 80)}`: {e}") from None
         except Exception:
+            # One channel's failure is its own: the commands in flight on the connection go on (a connection that
+            # died is replaced by the next command).
             channel.close()
-            self._reset(client)
             raise
         channel.close()
         stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
@@ -255,7 +256,8 @@ class GerritClient(gerritlib.Gerrit):
         except AdvertisementError as e:
             raise GerritCommandError(self.host, command, 1, str(e)) from e
         except TRANSPORT_ERRORS as e:
-            self._reset(client)
+            if isinstance(e, TimeoutError):
+                self._reset(client)  # the server may be wedged; start afresh next time
             raise GerritUnavailableError(f"Gerrit {self.host}: cannot list the branches of {project}: {e}") from e
         finally:
             channel.close()

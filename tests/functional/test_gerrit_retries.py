@@ -4,6 +4,7 @@ tried again with exponential backoff capped at `retry_max`, each logged; Gerrit'
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import pytest
 
 from gatekeeper.gerrit.client import GerritClient, GerritCommandError, GerritUnavailableError
 from gatekeeper.sim.gerrit import GerritSimulator
+from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +115,16 @@ def test_a_connection_closed_by_another_command_just_as_one_starts_is_opened_aga
     # An AttributeError before, not retried: a success report took it for a refused submit.
     out, _ = client.run(["gerrit", "version"])
     assert out.startswith("gerrit version") and closed
+
+
+def test_a_channel_closed_without_an_answer_costs_only_its_own_command(sim, client) -> None:
+    sim.faults.hang("version", 1.0)  # in flight on the shared connection while the query's channel is closed
+    answers: list[str] = []
+    version = threading.Thread(target=lambda: answers.append(client.run(["gerrit", "version"], retry=False)[0]))
+    version.start()
+    wait_for(lambda: sim.faults.pending("version") == 0, 10, "the version command to reach Gerrit")
+    sim.faults.close("query")
+    with pytest.raises(GerritUnavailableError, match="Channel closed"):
+        client.run(["gerrit", "query", "status:open"], retry=False)
+    version.join(10)
+    assert answers and answers[0].startswith("gerrit version")  # it was cut off with the query's connection before

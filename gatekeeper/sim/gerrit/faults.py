@@ -20,6 +20,7 @@ class CommandFault:
     exit_status: int | None = None  # fail with this status instead of running
     drop_after: bool = False  # run the command, then drop the connection before answering ("Channel closed.")
     unanswered: bool = False  # no answer to the exec request, and silence on its connection (see `unanswered()`)
+    closed: bool = False  # its channel closed before the exec request's answer, the command not run (`close()`)
     stderr: str = "fatal: internal server error\n"
 
 
@@ -101,11 +102,19 @@ class Faults:
             self._commands[command] = CommandFault(times, unanswered=True)
             self._answering.clear()
 
-    def take_unanswered(self, names: list[str]) -> bool:
-        """Whether this exec request (its command's fault `names`) is to get no answer (consumes one run)."""
+    def close(self, command: str, times: int = 1) -> None:
+        """Make the next `times` runs of `command` close their channel before answering its exec request, without
+        running (the client's "Channel closed."); the connection and its other channels go on."""
         with self._lock:
-            name = next((n for n in names if n in self._commands and self._commands[n].unanswered), None)
-        return name is not None and self.take(name) is not None
+            self._commands[command] = CommandFault(times, closed=True)
+
+    def take_exec_fault(self, names: list[str]) -> CommandFault | None:
+        """The fault of an `unanswered()` or `close()` for this exec request (its command's fault `names`), if any
+        (consumes one run)."""
+        with self._lock:
+            name = next((n for n in names if n in self._commands
+                         and (self._commands[n].unanswered or self._commands[n].closed)), None)
+        return self.take(name) if name is not None else None
 
     def wait_answering(self, timeout: float) -> bool:
         """Wait up to `timeout` for clear() to end the silence of `unanswered()` connections."""

@@ -173,8 +173,12 @@ class _Session(paramiko.ServerInterface):
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         text = command.decode("utf-8", errors="replace")
         argv = gerrit_split(text)
-        if self.server.sim.faults.take_unanswered(fault_names(argv)):
+        fault = self.server.sim.faults.take_exec_fault(fault_names(argv))
+        if fault is not None and fault.unanswered:
             self.server.go_silent(self.transport)  # this thread answers the request: no answer while it waits
+            return False
+        if fault is not None:
+            channel.close()  # before the answer, which paramiko then sends for a closed channel
             return False
         listener = None
         if argv[:2] == ["gerrit", "stream-events"]:
