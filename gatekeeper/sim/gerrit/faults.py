@@ -1,4 +1,5 @@
-"""Fault controls for tests: cut or pause the event streams, make commands fail or hang, refuse connections."""
+"""Fault controls for tests: cut or pause the event streams, make commands fail, hang, lose their channel or their
+answer, refuse connections."""
 
 from __future__ import annotations
 
