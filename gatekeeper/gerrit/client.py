@@ -29,7 +29,7 @@ from tenacity import (
 from tenacity.retry import retry_base
 
 from gatekeeper.gerrit.refs import AdvertisementError, branch_heads, read_advertisement
-from gatekeeper.gerrit.watcher import TimedSSHConnection
+from gatekeeper.gerrit.watcher import TimedSSHConnection, exec_within
 from gatekeeper.models.interfaces import SourceError, SourceUnavailable
 
 log = logging.getLogger("gatekeeper.gerrit.client")
@@ -166,7 +166,9 @@ class GerritClient(gerritlib.Gerrit):
         """gerritlib's hook: every gerritlib wrapper (getVersion, listProjects, ...) gets timeouts and retries."""
         return self.run_command(command)
 
-    def _connected(self) -> paramiko.SSHClient:
+    def _connected(self) -> tuple[paramiko.SSHClient, paramiko.Transport]:
+        """The shared connection and its transport, read together: another command's reset may close the client
+        at any moment, and a closed client has no transport left to ask for."""
         with self._lock:
             client = self.client
             if client is None or not client.get_transport() or not client.get_transport().is_active():
@@ -176,7 +178,7 @@ class GerritClient(gerritlib.Gerrit):
                 # A command is a few small request/answer packets: without this, Nagle's algorithm holds a packet
                 # back until the previous one is acknowledged, which the server delays (~40 ms a command).
                 client.get_transport().sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return client
+            return client, client.get_transport()
 
     def _reset(self, client: paramiko.SSHClient) -> None:
         with self._lock:
@@ -186,14 +188,14 @@ class GerritClient(gerritlib.Gerrit):
 
     def _ssh_once(self, command: str, timeout: float) -> tuple[str, str]:
         deadline = time.monotonic() + timeout
-        client = self._connected()
+        client, transport = self._connected()
         try:
-            channel = client.get_transport().open_session(timeout=timeout)
+            channel = transport.open_session(timeout=timeout)
         except Exception:
             self._reset(client)
             raise
         try:
-            channel.exec_command(command)
+            exec_within(channel, command, deadline - time.monotonic())
             out, err = bytearray(), bytearray()
             while True:
                 remaining = deadline - time.monotonic()
@@ -222,8 +224,9 @@ class GerritClient(gerritlib.Gerrit):
             self._reset(client)  # the server may be wedged; start afresh next time
             raise TimeoutError(f"Gerrit {self.host}: `{_short(command, 80)}`: {e}") from None
         except Exception:
+            # One channel's failure is its own: the commands in flight on the connection go on (a connection that
+            # died is replaced by the next command).
             channel.close()
-            self._reset(client)
             raise
         channel.close()
         stdout, stderr = out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
@@ -236,15 +239,15 @@ class GerritClient(gerritlib.Gerrit):
         this client's SSH connection. Raises GerritCommandError for an unknown project, GerritUnavailableError
         when Gerrit cannot be reached."""
         command = f"git-upload-pack {shlex.quote('/' + project)}"
-        client = self._connected()
+        client, transport = self._connected()
         try:
-            channel = client.get_transport().open_session(timeout=self.timeout)
+            channel = transport.open_session(timeout=self.timeout)
         except TRANSPORT_ERRORS as e:
             self._reset(client)
             raise GerritUnavailableError(f"Gerrit {self.host}: cannot list the branches of {project}: {e}") from e
         try:
             try:
-                channel.exec_command(command)
+                exec_within(channel, command, self.timeout)
             except paramiko.SSHException:
                 if not channel.exit_status_ready():
                     raise
@@ -253,7 +256,8 @@ class GerritClient(gerritlib.Gerrit):
         except AdvertisementError as e:
             raise GerritCommandError(self.host, command, 1, str(e)) from e
         except TRANSPORT_ERRORS as e:
-            self._reset(client)
+            if isinstance(e, TimeoutError):
+                self._reset(client)  # the server may be wedged; start afresh next time
             raise GerritUnavailableError(f"Gerrit {self.host}: cannot list the branches of {project}: {e}") from e
         finally:
             channel.close()

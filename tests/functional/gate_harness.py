@@ -46,8 +46,9 @@ class GateHarness:
 
     def __init__(self, root: Path, zk_factory: Callable[..., ZKClient], layout_text: str = LAYOUT,
                  projects: tuple[str, ...] = PROJECTS, executor_duration: float = 0.0,
-                 wrap_reporter: Callable[[GerritReporter], object] | None = None) -> None:
+                 wrap_reporter: Callable[[GerritReporter], object] | None = None, ssh_timeout: float = 10.0) -> None:
         self.root = Path(root)
+        self.ssh_timeout = ssh_timeout  # of every Gerrit command (and connect) of the connections
         self.root.mkdir(parents=True, exist_ok=True)
         self.zk_factory = zk_factory
         self.layout_text = layout_text
@@ -80,8 +81,8 @@ class GateHarness:
 
     def _connection(self, zk: ZKClient | None) -> GerritConnection:
         conn = GerritConnection(CONNECTION, "127.0.0.1", "ci", port=self.sim.port, keyfile=self.ci.key_file,
-                                web_url=self.sim.web_url, zk=zk, ssh_timeout=10.0, ssh_retries=2, retry_delay=0.1,
-                                stream_backoff_min=0.1, stream_backoff_max=0.5)
+                                web_url=self.sim.web_url, zk=zk, ssh_timeout=self.ssh_timeout, ssh_retries=2,
+                                retry_delay=0.1, stream_backoff_min=0.1, stream_backoff_max=0.5)
         if conn.listener is not None:
             conn.listener.on_enqueued = self._enqueued
         conn.start()

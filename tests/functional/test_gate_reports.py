@@ -1,6 +1,6 @@
-"""Each outcome reported exactly once, as Gerrit sees it, through the faults that used to double or falsify one:
-an answer lost after Gerrit applied a review, ZooKeeper stopped while a merged change is ledgered, a scheduler
-killed between sending a report and recording it."""
+"""Each outcome reported exactly once, as Gerrit sees it, through the faults that used to double, falsify or hold
+up one: an answer lost after Gerrit applied a review, a command Gerrit never answers, ZooKeeper stopped while a
+merged change is ledgered, a scheduler killed between sending a report and recording it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from gatekeeper.models.interfaces import Report, ReportOutcome
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.server import LocalZooKeeper
 from tests.functional.gate_harness import GateHarness
+from tests.helpers import wait_for
 
 MARKER = re.compile(r"\n\nGatekeeper-Report: [0-9a-f]{12}$")
 
@@ -64,6 +65,27 @@ def test_a_channel_closed_after_gerrit_applied_a_report_never_doubles_it(gate: G
     assert gate.ci_votes(a) == {"Verified": 2} and gate.ci_votes(b) == {"Verified": -2}
     gate.assert_history(("unit", "SUCCESS", "1,1"), ("unit", "FAILURE", "1,1 2,1"))
     assert len(gate.history("gate")) == 2, gate.history("gate")  # nothing was reset or retried
+
+
+def test_a_report_whose_command_gerrit_never_answers_is_sent_again_and_the_gate_moves_on(
+        tmp_path, zk_factory: Callable[..., ZKClient]) -> None:
+    gate = GateHarness(tmp_path, zk_factory, ssh_timeout=3.0)
+    try:
+        a, b = gate.change("org/b"), gate.change("org/b")
+        settled_in_check(gate, a, b)
+        # A's success report: Gerrit's SSH connection goes silent as the command arrives (no answer to its start,
+        # nothing more on that connection), and stays so
+        gate.sim.faults.unanswered("submit")
+        gate.approve(a, b)
+        wait_for(lambda: gate.status(b) == "MERGED", 60, "A and B to merge past the silent connection")
+        gate.settle()
+        assert gate.sim.faults.pending("submit") == 0
+        assert gate.status(a) == "MERGED"
+        assert_each_once(gate, a, "Starting gate jobs.", "Build succeeded (gate pipeline).")
+        assert_each_once(gate, b, "Starting gate jobs.", "Build succeeded (gate pipeline).")
+        gate.assert_history(("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "1,1 2,1"))
+    finally:
+        gate.stop()
 
 
 class FreezeZooKeeperAfterSubmit:

@@ -4,6 +4,7 @@ tried again with exponential backoff capped at `retry_max`, each logged; Gerrit'
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
@@ -11,6 +12,7 @@ import pytest
 
 from gatekeeper.gerrit.client import GerritClient, GerritCommandError, GerritUnavailableError
 from gatekeeper.sim.gerrit import GerritSimulator
+from tests.helpers import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -80,3 +82,49 @@ def test_a_review_is_tried_again_after_internal_errors_and_posted_once(sim, clie
     sim.faults.fail("review", times=10, exit_status=128)
     with pytest.raises(GerritUnavailableError, match=r"review of change \d+,1 failed after 4 attempt\(s\)"):
         client.review(change.number, 1, "never posted")
+
+
+def test_a_command_whose_start_gerrit_never_answers_times_out_and_is_tried_again(sim, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="gatekeeper.gerrit.client")
+    client = GerritClient("127.0.0.1", "ci", sim.port, sim.accounts["ci"].key_file, timeout=1.0, retries=1,
+                          retry_delay=0.1)
+    try:
+        sim.faults.unanswered("version")  # the connection goes silent as the command arrives, and stays so
+        out, _ = client.run(["gerrit", "version"])
+        assert out.startswith("gerrit version")
+        assert sim.faults.pending("version") == 0
+        [failure] = lines(caplog, logging.WARNING)
+        assert failure.endswith("`gerrit version`: no answer to the command's start within 1s")
+    finally:
+        sim.faults.clear()
+        client.close()
+
+
+def test_a_connection_closed_by_another_command_just_as_one_starts_is_opened_again(sim, client, monkeypatch) -> None:
+    taken = client._connected
+    closed: list[bool] = []
+
+    def taken_then_closed():
+        connection = taken()
+        if not closed:  # another command's failure resets the shared connection just now, once
+            closed.append(True)
+            client.client.close()
+        return connection
+
+    monkeypatch.setattr(client, "_connected", taken_then_closed)
+    # An AttributeError before, not retried: a success report took it for a refused submit.
+    out, _ = client.run(["gerrit", "version"])
+    assert out.startswith("gerrit version") and closed
+
+
+def test_a_channel_closed_without_an_answer_costs_only_its_own_command(sim, client) -> None:
+    sim.faults.hang("version", 1.0)  # in flight on the shared connection while the query's channel is closed
+    answers: list[str] = []
+    version = threading.Thread(target=lambda: answers.append(client.run(["gerrit", "version"], retry=False)[0]))
+    version.start()
+    wait_for(lambda: sim.faults.pending("version") == 0, 10, "the version command to reach Gerrit")
+    sim.faults.close("query")
+    with pytest.raises(GerritUnavailableError, match="Channel closed"):
+        client.run(["gerrit", "query", "status:open"], retry=False)
+    version.join(10)
+    assert answers and answers[0].startswith("gerrit version")  # it was cut off with the query's connection before

@@ -1,5 +1,6 @@
 """A Gerrit event stream that dies silently (packets dropped, nothing closed) is noticed by an SSH keepalive that
-wants an answer, within 15 s; the listener reconnects, catches up by query, and what happened meanwhile gates."""
+wants an answer, within 15 s; the listener reconnects, catches up by query, and what happened meanwhile gates. A
+stream whose start Gerrit never answers is given up at the connection's timeout and opened again."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import time
 from collections.abc import Callable
 
 from gatekeeper.gerrit.connection import GerritConnection
+from gatekeeper.gerrit.watcher import StreamWatcher
+from gatekeeper.sim.gerrit import GerritSimulator
 from gatekeeper.zk.client import ZKClient
 from tests.functional.blackhole import BlackholeProxy
 from tests.functional.gate_harness import CONNECTION, GateHarness
@@ -58,3 +61,20 @@ def test_blackholed_stream_is_detected_within_15s_and_an_approval_made_meanwhile
         assert len(starts) == 1 and listener.catch_ups >= 1
     finally:
         gate.stop()
+
+
+def test_a_stream_whose_start_gerrit_never_answers_is_opened_again(tmp_path) -> None:
+    sim = GerritSimulator(str(tmp_path / "site")).start()
+    watcher: StreamWatcher | None = None
+    try:
+        ci = sim.add_account("ci", name="CI", email="ci@example.com", key_dir=str(tmp_path / "keys"))
+        sim.faults.unanswered("stream-events")  # the connection goes silent as the command arrives, and stays so
+        watcher = StreamWatcher("127.0.0.1", sim.port, "ci", ci.key_file, on_line=lambda line, at: None,
+                                connect_timeout=1.0, backoff_min=0.1, backoff_max=0.5)
+        watcher.start()
+        wait_for(lambda: watcher.connects >= 1, 30, "a stream started on a new connection")
+        assert sim.faults.pending("stream-events") == 0 and sim.listener_count("ci") == 1
+    finally:
+        if watcher is not None:
+            watcher.stop()
+        sim.stop()

@@ -32,7 +32,9 @@ Usage (tests, demo; every method is documented on GerritSimulator)::
     sim.set_topic(c, "t", "jane"); sim.add_reviewer(c, "rita", "jane"); sim.delete_vote(c, "rita", "Code-Review")
 
     # Faults: sim.faults.cut_streams(), .pause_streams()/.resume_streams(), .fail("review"|"submit"|"query"),
-    # .hang("review", seconds[, after=True]), .refuse_connections = True, .inject_raw(b"not json\\n"), .clear();
+    # .hang("review", seconds[, after=True]), .drop("review"), .close("query") (its channel, unanswered),
+    # .unanswered("submit") (its connection goes silent), .refuse_connections = True, .inject_raw(b"not json\\n"),
+    # .clear();
     # sim.stream_buffer = 128 makes a slow listener lose events behind `dropped-output`, as Gerrit does.
 
 Developers' tools work against it: `git push HEAD:refs/for/master[%topic=t,wip,r=rita]` (or `-o topic=t`) is

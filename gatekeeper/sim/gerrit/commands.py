@@ -44,13 +44,12 @@ def run_gerrit_command(sim: GerritSimulator, username: str | None, argv: list[st
     handler = COMMANDS.get(name)
     if handler is None:
         return CommandResult(stderr=f"fatal: gerrit: {name}: not found\n", status=1)
-    fault_names = [name] + (["submit"] if name == "review" and ("--submit" in args or "-s" in args) else [])
     persistent = sim.faults.matching(name, args)
     if persistent is not None:
         return CommandResult(stderr=persistent.stderr, status=persistent.exit_status or 1)
     hang_after = 0.0
     drop_after = False
-    for fault_name in fault_names:
+    for fault_name in fault_names(argv):
         fault = sim.faults.take(fault_name)
         if fault is None:
             continue
@@ -73,6 +72,15 @@ def run_gerrit_command(sim: GerritSimulator, username: str | None, argv: list[st
     if drop_after and channel is not None:
         channel.get_transport().close()  # applied, but the client never hears so
     return result
+
+
+def fault_names(argv: list[str]) -> list[str]:
+    """The names under which faults of this `gerrit ...` command are set: its own, and "submit" for a submitting
+    review."""
+    if len(argv) < 2 or argv[0] != "gerrit":
+        return []
+    name, args = argv[1], argv[2:]
+    return [name] + (["submit"] if name == "review" and ("--submit" in args or "-s" in args) else [])
 
 
 def _read_stdin(channel: paramiko.Channel | None, limit: int = 1 << 20) -> bytes:

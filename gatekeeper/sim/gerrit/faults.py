@@ -1,4 +1,5 @@
-"""Fault controls for tests: cut or pause the event streams, make commands fail or hang, refuse connections."""
+"""Fault controls for tests: cut or pause the event streams, make commands fail, hang, lose their channel or their
+answer, refuse connections."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ class CommandFault:
     hang_after: bool = False  # run the command first, then hang before answering (the answer gets lost)
     exit_status: int | None = None  # fail with this status instead of running
     drop_after: bool = False  # run the command, then drop the connection before answering ("Channel closed.")
+    unanswered: bool = False  # no answer to the exec request, and silence on its connection (see `unanswered()`)
+    closed: bool = False  # its channel closed before the exec request's answer, the command not run (`close()`)
     stderr: str = "fatal: internal server error\n"
 
 
@@ -33,6 +36,8 @@ class Faults:
         self.refuse_connections = False  # when True, new TCP connections are closed right after accept
         self._resumed = threading.Event()
         self._resumed.set()
+        self._answering = threading.Event()
+        self._answering.set()
 
     # -- event streams ----------------------------------------------------------------------------------------
     def cut_streams(self) -> int:
@@ -90,6 +95,32 @@ class Faults:
         with self._lock:
             self._commands[command] = CommandFault(times, drop_after=True)
 
+    def unanswered(self, command: str, times: int = 1) -> None:
+        """Make the SSH daemon go silent on the connection where the next `times` runs of `command` arrive: their
+        exec requests get no answer and nothing more is read or sent on that connection (a wedged daemon, a
+        network blackhole) until clear(), which closes it; the command is not run."""
+        with self._lock:
+            self._commands[command] = CommandFault(times, unanswered=True)
+            self._answering.clear()
+
+    def close(self, command: str, times: int = 1) -> None:
+        """Make the next `times` runs of `command` close their channel before answering its exec request, without
+        running (the client's "Channel closed."); the connection and its other channels go on."""
+        with self._lock:
+            self._commands[command] = CommandFault(times, closed=True)
+
+    def take_exec_fault(self, names: list[str]) -> CommandFault | None:
+        """The fault of an `unanswered()` or `close()` for this exec request (its command's fault `names`), if any
+        (consumes one run)."""
+        with self._lock:
+            name = next((n for n in names if n in self._commands
+                         and (self._commands[n].unanswered or self._commands[n].closed)), None)
+        return self.take(name) if name is not None else None
+
+    def wait_answering(self, timeout: float) -> bool:
+        """Wait up to `timeout` for clear() to end the silence of `unanswered()` connections."""
+        return self._answering.wait(timeout)
+
     def pending(self, command: str) -> int:
         """How many runs of `command` a fault still waits for (0: it fired, or there is none)."""
         with self._lock:
@@ -103,6 +134,7 @@ class Faults:
             self._matching.clear()
         self.refuse_connections = False
         self.resume_streams()
+        self._answering.set()
 
     def take(self, command: str) -> CommandFault | None:
         """The fault for this run of `command`, if any (consumes one of its `times`)."""

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 import paramiko
 
-from gatekeeper.sim.gerrit.commands import CommandResult, run_gerrit_command
+from gatekeeper.sim.gerrit.commands import CommandResult, fault_names, run_gerrit_command
 from gatekeeper.sim.gerrit.hooks import SCP_FILES
 from gatekeeper.sim.gerrit.receive import PUSH_FD_ENV, receive_pack_config, serve_push, write_hook
 from gatekeeper.sim.gerrit.split import gerrit_split
@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from gatekeeper.sim.gerrit.simulator import GerritSimulator
 
 log = logging.getLogger("gatekeeper.sim.gerrit.server")
+
+ANSWER_WAIT_S = 10.0  # a command waits this long at most for its exec request's answer to go out
 
 BANNER = (
     "\r\n  ****    Welcome to Gerrit Code Review    ****\r\n\r\n"
@@ -92,12 +94,53 @@ class StreamListener:
             self.server.remove_listener(self)
 
 
+class _AnswerWatch:
+    """A connection's socket as its paramiko transport uses it, telling when an exec or shell request was answered.
+
+    Gerrit answers such a request before the command can write or end. paramiko answers it from the transport's
+    thread once our callback returned, and a busy machine can run the command's thread first: a fast command's
+    close then overtook the answer, and a paramiko client raised "Channel closed." for a command that ran. The
+    transport's thread sends nothing between our callback's return and that answer, so the first packet it sends
+    after `expect()` is the answer; the command's thread waits for it before writing anything."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.transport: paramiko.Transport | None = None
+        self._expected: list[threading.Event] = []
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)  # recv, settimeout, close, ... as the socket's
+
+    def expect(self) -> threading.Event:
+        """In a request callback (the transport's thread): an event set once the request's answer was sent."""
+        answered = threading.Event()
+        self._expected.append(answered)
+        return answered
+
+    def send(self, data: bytes, *flags: int) -> int:
+        sent = self._sock.send(data, *flags)
+        if self._expected and threading.current_thread() is self.transport:
+            answered, self._expected = self._expected, []
+            for event in answered:
+                event.set()
+        return sent
+
+
+def _wait_answered(channel: paramiko.Channel, answered: threading.Event) -> None:
+    """Wait until the request that started this channel's command was answered (or the connection ended)."""
+    transport = channel.get_transport()
+    deadline = time.monotonic() + ANSWER_WAIT_S
+    while not answered.wait(0.1) and transport.is_active() and time.monotonic() < deadline:
+        pass
+
+
 class _Session(paramiko.ServerInterface):
     """paramiko's per-connection callbacks."""
 
-    def __init__(self, server: SSHServer, transport: paramiko.Transport) -> None:
+    def __init__(self, server: SSHServer, transport: paramiko.Transport, answers: _AnswerWatch) -> None:
         self.server = server
         self.transport = transport
+        self.answers = answers
         self.username: str | None = None
 
     def get_allowed_auths(self, username: str) -> str:
@@ -123,12 +166,20 @@ class _Session(paramiko.ServerInterface):
         return True
 
     def check_channel_shell_request(self, channel: paramiko.Channel) -> bool:
-        threading.Thread(target=self.server.shell, args=(channel, self.username), daemon=True).start()
+        threading.Thread(target=self.server.shell, args=(channel, self.username, self.answers.expect()),
+                         daemon=True).start()
         return True
 
     def check_channel_exec_request(self, channel: paramiko.Channel, command: bytes) -> bool:
         text = command.decode("utf-8", errors="replace")
         argv = gerrit_split(text)
+        fault = self.server.sim.faults.take_exec_fault(fault_names(argv))
+        if fault is not None and fault.unanswered:
+            self.server.go_silent(self.transport)  # this thread answers the request: no answer while it waits
+            return False
+        if fault is not None:
+            channel.close()  # before the answer, which paramiko then sends for a closed channel
+            return False
         listener = None
         if argv[:2] == ["gerrit", "stream-events"]:
             # Registered before the exec reply, so every event after the client's exec_command() returns
@@ -137,7 +188,7 @@ class _Session(paramiko.ServerInterface):
             listener = StreamListener(self.server, channel, types or None, self.username)
             self.server.add_listener(listener, self.transport)
         threading.Thread(
-            target=self.server.run_exec, args=(channel, self.username, argv, text, listener),
+            target=self.server.run_exec, args=(channel, self.username, argv, text, listener, self.answers.expect()),
             name=f"gerrit-sim-exec-{argv[:2]}", daemon=True,
         ).start()
         return True
@@ -211,13 +262,14 @@ class SSHServer:
 
     def _serve(self, conn: socket.socket) -> None:
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        transport = paramiko.Transport(conn)
+        answers = _AnswerWatch(conn)
+        transport = answers.transport = paramiko.Transport(answers)
         transport.local_version = f"SSH-2.0-GerritCodeReview_{self.sim.version} (APACHE-SSHD-2.12.0)"
         transport.add_server_key(self.host_key)
         with self._lock:
             self._transports.add(transport)
         try:
-            transport.start_server(server=_Session(self, transport))
+            transport.start_server(server=_Session(self, transport, answers))
             # Channels are acted on in the exec callback; accept() them here and hold a reference, because
             # paramiko's transport keeps channels only weakly and a collected Channel closes itself.
             channels: list[paramiko.Channel] = []
@@ -232,6 +284,13 @@ class SSHServer:
             transport.close()
             with self._lock:
                 self._transports.discard(transport)
+
+    def go_silent(self, transport: paramiko.Transport) -> None:
+        """Read and answer nothing more on `transport` (it is its own thread that calls this) until the faults are
+        cleared or the server stops; then close it."""
+        while not self.sim.faults.wait_answering(0.2) and not self._stopping.is_set():
+            pass
+        transport.close()
 
     # -- streams ----------------------------------------------------------------------------------------------
     def add_listener(self, listener: StreamListener, transport: paramiko.Transport) -> None:
@@ -262,21 +321,21 @@ class SSHServer:
         return len(items)
 
     # -- commands ---------------------------------------------------------------------------------------------
-    def shell(self, channel: paramiko.Channel, username: str | None) -> None:
+    def shell(self, channel: paramiko.Channel, username: str | None, answered: threading.Event) -> None:
         account = self.sim.accounts.get(username or "")
-        time.sleep(0.01)
+        _wait_answered(channel, answered)
         channel.sendall(BANNER.format(name=account.name if account else username, user=username,
                                       host=self.host, port=self.port).encode())
         channel.send_exit_status(127)
         channel.close()
 
     def run_exec(self, channel: paramiko.Channel, username: str | None, argv: list[str], text: str,
-                 listener: StreamListener | None) -> None:
-        started = time.monotonic()
+                 listener: StreamListener | None, answered: threading.Event) -> None:
+        _wait_answered(channel, answered)
         try:
             if listener is not None:
                 listener.run()
-                _finish(channel, CommandResult(), started)
+                _finish(channel, CommandResult())
                 return
             if argv and (argv[0] in ("git-upload-pack", "git-receive-pack")
                          or (argv[0] == "git" and len(argv) > 1 and argv[1] in ("upload-pack", "receive-pack"))):
@@ -286,10 +345,10 @@ class SSHServer:
                 self._scp(channel, argv)
                 return
             result = run_gerrit_command(self.sim, username, argv, channel)
-            _finish(channel, result, started)
+            _finish(channel, result)
         except Exception:
             log.exception("simulated command %r failed", text)
-            _finish(channel, CommandResult(stderr="fatal: internal server error\n", status=128), started)
+            _finish(channel, CommandResult(stderr="fatal: internal server error\n", status=128))
 
     def _scp(self, channel: paramiko.Channel, argv: list[str]) -> None:
         """`scp -O host:hooks/commit-msg .`: the source side of the legacy scp protocol, for the hook only."""
@@ -297,7 +356,7 @@ class SSHServer:
         paths = [a for a in argv[1:] if not a.startswith("-")]
         if "-f" not in flags or len(paths) != 1:
             _finish(channel, CommandResult(stderr="fatal: scp: only downloads of hooks/commit-msg are served\n",
-                                           status=1), 0)
+                                           status=1))
             return
         body = SCP_FILES.get(paths[0])
 
@@ -337,7 +396,7 @@ class SSHServer:
             name = name[: -len(".git")]
         project = self.sim.projects.get(name)
         if project is None:
-            _finish(channel, CommandResult(stderr=f"fatal: '{name}': not a Gerrit project\n", status=1), 0)
+            _finish(channel, CommandResult(stderr=f"fatal: '{name}': not a Gerrit project\n", status=1))
             return
         pusher = self.sim.account(username)
         before = project.repo.refs() if service == "git-receive-pack" else {}
@@ -404,12 +463,8 @@ class SSHServer:
         channel.close()
 
 
-def _finish(channel: paramiko.Channel, result: CommandResult, started: float) -> None:
+def _finish(channel: paramiko.Channel, result: CommandResult) -> None:
     """Write output, then the exit status, then close: gerritlib reads stdout to EOF before the status."""
-    # The exec reply is sent by paramiko's thread after our callback returned; let it go out first.
-    delay = 0.01 - (time.monotonic() - started)
-    if delay > 0:
-        time.sleep(delay)
     try:
         if result.stdout:
             channel.sendall(result.stdout.encode() if isinstance(result.stdout, str) else result.stdout)
