@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import paramiko
 
+from gatekeeper.sshexec import exec_within
 from gatekeeper.zk.node_host_keys import (  # noqa: F401 (known_hosts_text: re-exported for the executor)
     UnusableHostKey,
     known_hosts_text,
@@ -159,8 +160,8 @@ class RemoteHost:
         try:
             kwargs = {"window_size": BULK_WINDOW, "max_packet_size": BULK_PACKET} if bulk else {}
             chan = self._transport().open_session(timeout=timeout, **kwargs)
-            chan.exec_command(command)
-        except (paramiko.SSHException, OSError, EOFError) as exc:
+            exec_within(chan, command, timeout)  # (paramiko's own wait has no deadline: a node gone silent)
+        except (paramiko.SSHException, OSError, EOFError) as exc:  # (TimeoutError is an OSError)
             raise NodeLost(f"{self.where}: could not start a command: {exc}") from None
         return chan
 
@@ -193,7 +194,7 @@ class RemoteHost:
         try:
             chan = self._transport().open_session(timeout=timeout)
             chan.settimeout(timeout)
-            chan.exec_command("true")
+            exec_within(chan, "true", timeout)
             while chan.recv(1024):
                 pass
             ok = chan.recv_exit_status() == 0

@@ -29,8 +29,9 @@ from tenacity import (
 from tenacity.retry import retry_base
 
 from gatekeeper.gerrit.refs import AdvertisementError, branch_heads, read_advertisement
-from gatekeeper.gerrit.watcher import TimedSSHConnection, exec_within
+from gatekeeper.gerrit.watcher import TimedSSHConnection
 from gatekeeper.models.interfaces import SourceError, SourceUnavailable
+from gatekeeper.sshexec import exec_within
 
 log = logging.getLogger("gatekeeper.gerrit.client")
 

@@ -128,3 +128,24 @@ def test_a_channel_closed_without_an_answer_costs_only_its_own_command(sim, clie
         client.run(["gerrit", "query", "status:open"], retry=False)
     version.join(10)
     assert answers and answers[0].startswith("gerrit version")  # it was cut off with the query's connection before
+
+
+@pytest.mark.timeout(60)
+def test_a_node_that_never_answers_a_commands_start_is_lost_not_waited_on_for_ever(sim) -> None:
+    """The executor's commands on a node start with the same deadline (here the simulator stands in for a node's
+    sshd that goes silent as a command arrives): NodeLost, so the build is retried, instead of a build that never
+    ends."""
+    from gatekeeper.executor.remote import NodeLost, RemoteHost
+    from gatekeeper.zk.node_records import Node
+
+    key = sim._server.host_key
+    node = Node(id="0123456789ab", address="127.0.0.1", port=sim.port, username="ci",
+                private_key=sim.accounts["ci"].key_file, host_keys=[f"{key.get_name()} {key.get_base64()}"])
+    host = RemoteHost(node, connect_timeout=5.0).connect()
+    try:
+        sim.faults.unanswered("version")
+        with pytest.raises(NodeLost, match="could not start a command"):
+            host.open_channel("gerrit version", timeout=1.0)
+    finally:
+        sim.faults.clear()
+        host.close()
