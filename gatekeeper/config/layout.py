@@ -536,6 +536,7 @@ class _Builder:
             launch_attempts=pr.get("launch-attempts", pr.get("launch-retries", 3)),
             priority=pr.get("priority", 100),
             rate=pr.get("rate", 0.0),
+            max_concurrency=pr["max-concurrency"] if pr.get("max-concurrency", 0) > 0 else None,
             image_rebuild_hours=pr.get("image-rebuild-hours", 24),
             pools=tuple(pools),
             images=tuple(

@@ -392,6 +392,7 @@ class Provider:
     image_rebuild_hours: float = 24
     priority: int = 100  # lower is preferred when several providers could launch
     rate: float = 0.0  # seconds between its server creates and deletes (Nodepool's rate); 0: no spacing
+    max_concurrency: int | None = None  # requests it launches for at once (Nodepool's max-concurrency); None: any
     pools: tuple[Pool, ...] = ()
     images: tuple[Image, ...] = ()
     hosts: tuple[StaticHost, ...] = ()

@@ -62,6 +62,17 @@ class Launching:
                 plan.queued.pop(0)
                 plan.nodes[node.id] = label
 
+    def _may_handle_another(self, manager: ProviderManager) -> bool:
+        """Whether `manager` is below its max-concurrency: Nodepool's count of the node requests a provider
+        handles at once, here the requests it launches for and the min-ready launches (requests in Nodepool) still
+        booting. A request it may not take yet stays open, for another provider or for later."""
+        limit = manager.config.max_concurrency
+        if limit is None:
+            return True
+        handling = sum(1 for plan in self.plans.values() if plan.provider == manager.name)
+        handling += sum(1 for n, _ in manager.nodes.values() if n.state == model.BUILDING and not n.request)
+        return handling < limit
+
     def _new_node(self, manager: ProviderManager, label: str, rid: str) -> Node | None:
         """Write a new node's record and boot it once written (not waited for: the node counts against quota at
         once); None if the label has no usable image there."""
@@ -132,7 +143,7 @@ class Launching:
         if label.min_ready - (len(self.ready_entries(label.name)) - taken) - spare_building <= 0:
             return None
         candidates = [m for m in mine if m.can_launch() and m.name not in self.waiting_for_room
-                      and m.free(label.name) > 0
+                      and m.free(label.name) > 0 and self._may_handle_another(m)
                       and not m.image_unavailable(label.name) and m.image_for(label.name) is not None]
         if not candidates:
             return None

@@ -133,6 +133,7 @@ class Cloud:
         self._seq = 0
         self.deleted_server_ids: list[str] = []
         self.created_server_ids: list[str] = []  # every server ever created, failed boots included
+        self.most_building = 0  # the most servers in BUILD at once (how many boots a client ran together)
 
     # -- faults ----------------------------------------------------------------------------------
     def set_faults(self, **kw) -> Faults:
@@ -176,6 +177,8 @@ class Cloud:
                             seq=self._seq)
             self.servers[server.id] = server
             self.created_server_ids.append(server.id)
+            self.most_building = max(self.most_building, sum(1 for s in self.servers.values()
+                                                             if s.status == "BUILD" and not s.deleted))
             error = self.faults.take("boot_errors")
             ssh = not self.faults.take("no_ssh")
             delay = self.faults.boot_delay

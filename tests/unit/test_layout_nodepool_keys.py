@@ -1,0 +1,43 @@
+"""Nodepool's keys an operator porting a nodepool.yaml brings: read as Nodepool means them, and a value Nodepool
+would not take refused naming the file, the line and the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from gatekeeper.config.layout import parse_layout
+from gatekeeper.config.yamlfile import ConfigErrors
+
+PROVIDER = ("nodepool:\n  labels:\n    - {{name: small}}\n"
+            "  providers:\n    - name: p\n      driver: openstack\n      cloud: c\n{extra}"
+            "      pools:\n        - name: main\n{pool}          labels:\n"
+            "            - {{name: small, image: deb, flavor: f{label}}}\n"
+            "      images:\n        - {{name: deb, base-image: debian-12}}\n")
+
+
+def layout(extra: str = "", pool: str = "", label: str = "", top: str = ""):
+    text = PROVIDER.format(extra=extra, pool=pool, label=label).replace("nodepool:\n", f"nodepool:\n{top}", 1)
+    return parse_layout({"layout.yaml": text}).nodepool
+
+
+def errors(**kw) -> list[str]:
+    with pytest.raises(ConfigErrors) as caught:
+        layout(**kw)
+    return [str(e) for e in caught.value.errors]
+
+
+def test_max_concurrency_bounds_the_provider_and_nodepools_no_maximum_is_none():
+    assert layout(extra="      max-concurrency: 2\n").providers["p"].max_concurrency == 2
+    assert layout().providers["p"].max_concurrency is None
+    assert layout(extra="      max-concurrency: -1\n").providers["p"].max_concurrency is None
+    assert layout(extra="      max-concurrency: 0\n").providers["p"].max_concurrency is None  # as Nodepool
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("true", "layout.yaml:8: nodepool.providers[0] (p).max-concurrency: expected an integer, got a boolean true"),
+    ("-2", "layout.yaml:8: nodepool.providers[0] (p).max-concurrency: must be at least 1, or -1 (no maximum)"),
+    ("1.5", "layout.yaml:8: nodepool.providers[0] (p).max-concurrency: expected an integer"),
+])
+def test_a_max_concurrency_nodepool_would_not_take_is_refused(value, error):
+    assert any(e.startswith(error) for e in errors(extra=f"      max-concurrency: {value}\n")), errors(
+        extra=f"      max-concurrency: {value}\n")
