@@ -507,7 +507,8 @@ class _Builder:
                 labels.append(PoolLabel(pl["name"], pl["image"], pl.get("flavor", ""), pl.get("key-name", ""),
                                         pl.get("username") or images.get(pl["image"], {}).get("username", "root")))
             pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers"), pool.get("max-cores"),
-                              pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority")))
+                              pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority"),
+                              tuple(pool.get("networks", ()))))
         hosts = []
         # (entry, the list it is in, its index, its address, the default user): the provider's hosts, and
         # Nodepool's pools[].nodes, whose name is the address and whose user is Nodepool's default, zuul

@@ -354,6 +354,7 @@ class Pool:
     # stored with each node launched in it, for its consumer (Nodepool's node-attributes)
     node_attributes: dict = field(default_factory=dict, compare=False)
     priority: int | None = None  # lower is filled first among its provider's pools (None: the provider's)
+    networks: tuple[str, ...] = ()  # its servers are attached to these (names or ids); none: the cloud's default
 
 
 @dataclass(frozen=True)

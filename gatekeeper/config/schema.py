@@ -448,6 +448,8 @@ PROVIDER = v.Schema(
                        "max-ram": v.All(INT, v.Range(min=0, msg="must not be negative")),
                        "node-attributes": {str: v.Any(str, int, float, bool)},
                        "priority": INT,
+                       # the networks its servers are attached to, by name or id (Nodepool's pool networks)
+                       "networks": Each(v.All(str, v.Length(min=1, msg="must not be empty"))),
                        "labels": Each(POOL_LABEL),  # an openstack provider's pool
                        "nodes": Each(STATIC_NODE)}),  # a static provider's pool, as Nodepool's
         "images": Each(IMAGE),

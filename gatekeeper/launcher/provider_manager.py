@@ -355,8 +355,9 @@ class ProviderManager:
                 self.ensure_keypair()
                 if not self._await_rate():
                     return  # stopping
+                pool = self.pools.get(node.pool)
                 server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
-                                                key_name=self.key_name)
+                                                key_name=self.key_name, networks=pool.networks if pool else ())
             except QuotaError as e:
                 self.refresh_limits()
                 self.post(LaunchResult(node.id, False, error=str(e), quota=True))

@@ -41,3 +41,22 @@ def test_max_concurrency_bounds_the_provider_and_nodepools_no_maximum_is_none():
 def test_a_max_concurrency_nodepool_would_not_take_is_refused(value, error):
     assert any(e.startswith(error) for e in errors(extra=f"      max-concurrency: {value}\n")), errors(
         extra=f"      max-concurrency: {value}\n")
+
+
+def test_a_pools_networks_are_kept_in_order_and_none_is_the_clouds_default():
+    assert layout(pool="          networks: [ci-net, 5e1f0000-aaaa]\n").providers["p"].pools[0].networks == (
+        "ci-net", "5e1f0000-aaaa")
+    assert layout().providers["p"].pools[0].networks == ()
+
+
+POOL = "layout.yaml:10: nodepool.providers[0] (p).pools[0] (main)"
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("ci-net", f"{POOL}.networks: expected a list, got a string 'ci-net'"),
+    ("[ci-net, 3]", f"{POOL}.networks[1]: expected a string, got an integer 3"),
+    ("['']", f"{POOL}.networks[0]: must not be empty"),
+])
+def test_networks_that_are_not_a_list_of_names_are_refused(value, error):
+    found = errors(pool=f"          networks: {value}\n")
+    assert any(e.startswith(error) for e in found), found

@@ -66,8 +66,10 @@ class ProviderAdapter:
     boots = True
     uses_keypair = True
 
-    def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "") -> str:
-        """Start a server; returns its id (raises QuotaError or ProviderError)."""
+    def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "",
+               networks: tuple[str, ...] = ()) -> str:
+        """Start a server (attached to `networks`, names or ids, when given); returns its id (raises QuotaError or
+        ProviderError)."""
         raise NotImplementedError
 
     def poll(self) -> dict[str, ServerInfo]:

@@ -62,6 +62,8 @@ class Flavor:
 
 # What every cloud offers unless told otherwise: the base images and flavors of layouts/openstack.yaml, plus the
 # small/medium/large trio and debian-12 that tests and older configs name.
+# the network every cloud has (Neutron's "private"); a server created with networks "none" shows its address there
+PRIVATE_NETWORK_ID = "a1d3f5c7-0000-4000-8000-000000000001"
 DEFAULT_IMAGES = ("debian-12", "ubuntu-22.04", "ubuntu-24.04")
 DEFAULT_FLAVORS = (
     Flavor("1", "small", 1, 1024), Flavor("2", "medium", 2, 4096), Flavor("3", "large", 4, 8192),
@@ -100,6 +102,7 @@ class Server:
     updated: str = field(default_factory=_now)
     deleted: bool = False
     seq: int = 0
+    networks: list[str] = field(default_factory=list)  # ids of the networks it is attached to, as created
 
 
 class QuotaExceeded(Exception):
@@ -127,6 +130,7 @@ class Cloud:
             self.images[img.id] = img
         self.servers: dict[str, Server] = {}
         self.keypairs: dict[str, dict] = {}
+        self.networks: dict[str, str] = {PRIVATE_NETWORK_ID: "private"}  # Neutron's networks: id -> name
         self.lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"cloud-{name}")
         self._fake_addr = 0
@@ -145,14 +149,26 @@ class Cloud:
                 setattr(self.faults, k, type(getattr(self.faults, k))(v))
             return Faults(**asdict(self.faults))
 
+    # -- networks --------------------------------------------------------------------------------
+    def add_network(self, name: str) -> str:
+        """A Neutron network servers may be created on; returns its id."""
+        with self.lock:
+            nid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"network.{self.name}.{name}"))
+            self.networks[nid] = name
+            return nid
+
     # -- servers ---------------------------------------------------------------------------------
     def usage(self) -> tuple[int, int, int]:
         live = [s for s in self.servers.values() if not s.deleted]
         return len(live), sum(s.flavor.vcpus for s in live), sum(s.flavor.ram for s in live)
 
     def create_server(self, name: str, image_id: str, flavor_id: str, key_name: str | None,
-                      metadata: dict) -> Server:
+                      metadata: dict, networks: list[str] | None = None) -> Server:
+        """`networks`: the ids of the networks to attach it to, as Nova takes them (an unknown one is refused)."""
         with self.lock:
+            for nid in networks or []:
+                if nid not in self.networks:
+                    raise ValueError(f"Network {nid} could not be found.")  # Nova's 400 for it
             flavor = self.flavors.get(str(flavor_id))
             if flavor is None:
                 flavor = next((f for f in self.flavors.values() if f.name == flavor_id), None)
@@ -174,7 +190,7 @@ class Cloud:
                                         f"{used} of {cap} {what}")
             self._seq += 1
             server = Server(str(uuid.uuid4()), name, image.id, flavor, key_name, dict(metadata or {}),
-                            seq=self._seq)
+                            seq=self._seq, networks=list(networks or []))
             self.servers[server.id] = server
             self.created_server_ids.append(server.id)
             self.most_building = max(self.most_building, sum(1 for s in self.servers.values()
