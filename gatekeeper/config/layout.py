@@ -464,7 +464,8 @@ class _Builder:
             if ci["name"] in images:
                 self.error(pr["cloud-images"], i, where, f'image "{ci["name"]}" is defined twice')
             images[ci["name"]] = {"name": ci["name"], "base-image": ci.get("image-id") or ci.get("image-name")
-                                  or ci["name"], "username": ci.get("username", "root")}
+                                  or ci["name"], "username": ci.get("username", "root"),
+                                  **{k: ci[k] for k in ("python-path", "shell-type") if k in ci}}
         pools = []
         openstack_pools, static_pools = [], []
         if pr["driver"] == "openstack":
@@ -504,8 +505,11 @@ class _Builder:
                                f'label "{pl["name"]}" uses image "{pl["image"]}", which this provider does not define'
                                f' (defined: {", ".join(sorted(images)) or "none"})')
                 self.refs.append(("label", pl["name"], pool["labels"].source, pool["labels"].line_of(i), where))
+                image = images.get(pl["image"], {})
                 labels.append(PoolLabel(pl["name"], pl["image"], pl.get("flavor", ""), pl.get("key-name", ""),
-                                        pl.get("username") or images.get(pl["image"], {}).get("username", "root")))
+                                        pl.get("username") or image.get("username", "root"), pl.get("userdata", ""),
+                                        pl.get("console-log", False), pl.get("python-path", image.get("python-path",
+                                        "auto")), pl.get("shell-type", image.get("shell-type", ""))))
             pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers"), pool.get("max-cores"),
                               pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority"),
                               tuple(pool.get("networks", ()))))

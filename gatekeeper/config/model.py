@@ -342,6 +342,10 @@ class PoolLabel:
     flavor: str = ""
     key_name: str = ""
     username: str = "root"
+    userdata: str = ""  # given to the cloud with each create (cloud-init's user data)
+    console_log: bool = False  # log its server's console when a boot fails or times out
+    python_path: str = "auto"  # on each node, for its consumer (Nodepool's python-path and shell-type)
+    shell_type: str = ""
 
 
 @dataclass(frozen=True)

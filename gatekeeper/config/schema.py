@@ -407,6 +407,10 @@ POOL_LABEL = v.Schema(
         "flavor": str,
         "key-name": str,
         "username": str,
+        # Nodepool's: cloud-init userdata for its servers; on a failed boot, its server's console log is logged
+        "userdata": str,
+        "console-log": bool,
+        **{key: v.All(str, v.Length(min=1, msg="must not be empty")) for key in ("python-path", "shell-type")},
     }
 )
 
@@ -419,12 +423,16 @@ IMAGE = v.Schema(
         "rebuild-hours": v.All(NUMBER, v.Range(min=0)),
         "build-timeout": v.All(NUMBER, v.Range(min=1)),  # seconds the prepare script may run
         "pause": bool,  # build no new image (the ready builds keep serving), as Nodepool's diskimage pause
+        # its nodes' Python and shell, for their consumer, as Nodepool's (a pool label's own win)
+        **{key: v.All(str, v.Length(min=1, msg="must not be empty")) for key in ("python-path", "shell-type")},
     }
 )
 
 # Nodepool's cloud-images: an image the cloud has (by name or id), booted as it is; one of our images without
 # a prepare script
-CLOUD_IMAGE = v.Schema({v.Required("name"): NAME, "image-name": str, "image-id": str, "username": str})
+CLOUD_IMAGE = v.Schema({v.Required("name"): NAME, "image-name": str, "image-id": str, "username": str,
+                        **{key: v.All(str, v.Length(min=1, msg="must not be empty"))
+                           for key in ("python-path", "shell-type")}})
 
 PROVIDER = v.Schema(
     {

@@ -101,10 +101,12 @@ class Launching:
             return None
         image_name, build_id, cloud_image = image
         pool, flavor, username = manager.launch_spec(label, pool)
+        pl = manager.pool_label(label, pool)
         node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
                     label=label, image=image_name, image_build=build_id, username=username,
                     private_key=self.ssh_key, launcher=self.ident, request=rid,
-                    attributes=dict(manager.pools[pool].node_attributes) if pool else {})
+                    attributes=dict(manager.pools[pool].node_attributes) if pool else {},
+                    python_path=pl.python_path if pl else "auto", shell_type=pl.shell_type if pl else "")
         return node, flavor, cloud_image
 
     def _boot(self, manager: ProviderManager, node: Node, flavor: str, cloud_image: str) -> None:

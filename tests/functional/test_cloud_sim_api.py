@@ -4,6 +4,7 @@ with the clouds' images and flavors from a config file."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -104,6 +105,20 @@ def test_a_server_is_created_on_the_networks_named_and_an_unknown_one_is_refused
         conn.compute.create_server(name="n3", image_id="debian-12", flavor_id="1", networks=[{"uuid": missing}])
     assert f"Network {missing} could not be found." in str(caught.value)
     assert [s.name for s in conn.compute.servers()] == ["n2"]  # nothing made of the refused create
+
+
+def test_a_servers_console_output_and_user_data_as_nova_takes_them(sim):
+    conn = connect(sim.clouds_yaml, "alpha")
+    server = conn.compute.create_server(name="c1", image_id="debian-12", flavor_id="1", networks="none",
+                                        user_data=base64.b64encode(b"#cloud-config").decode())
+    conn.compute.wait_for_server(server, wait=30)
+    assert sim.cloud("alpha").get_server(server.id).user_data == "#cloud-config"
+    output = conn.compute.get_server_console_output(server)["output"]
+    assert "Linux version" in output and "running user data (13 bytes)" in output
+    assert conn.compute.get_server_console_output(server, length=1)["output"].count("\n") == 1
+    with pytest.raises(osexc.BadRequestException, match="user_data"):
+        conn.compute.create_server(name="c2", image_id="debian-12", flavor_id="1", networks="none",
+                                   user_data="not base64!")
 
 
 def test_a_wrong_password_gets_keystones_error_body(sim):

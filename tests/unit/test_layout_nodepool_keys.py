@@ -60,3 +60,30 @@ POOL = "layout.yaml:10: nodepool.providers[0] (p).pools[0] (main)"
 def test_networks_that_are_not_a_list_of_names_are_refused(value, error):
     found = errors(pool=f"          networks: {value}\n")
     assert any(e.startswith(error) for e in found), found
+
+
+def test_a_pool_labels_nodepool_keys_are_read_and_python_path_and_shell_type_default_to_its_images():
+    [pl] = layout(label=", userdata: '#cloud-config', console-log: true, python-path: /usr/bin/python3, "
+                        "shell-type: sh").providers["p"].pools[0].labels
+    assert (pl.userdata, pl.console_log, pl.python_path, pl.shell_type) == ("#cloud-config", True,
+                                                                            "/usr/bin/python3", "sh")
+    [pl] = layout().providers["p"].pools[0].labels
+    assert (pl.userdata, pl.console_log, pl.python_path, pl.shell_type) == ("", False, "auto", "")
+    text = PROVIDER.format(extra="", pool="", label="").replace(
+        "{name: deb, base-image: debian-12}", "{name: deb, base-image: debian-12, python-path: /py, shell-type: csh}")
+    [pl] = parse_layout({"layout.yaml": text}).nodepool.providers["p"].pools[0].labels
+    assert (pl.python_path, pl.shell_type) == ("/py", "csh")
+
+
+LABEL = "layout.yaml:11: nodepool.providers[0] (p).pools[0] (main).labels[0] (small)"
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    (", console-log: 'yes'", f"{LABEL}.console-log: expected true or false, got a string 'yes'"),
+    (", userdata: 3", f"{LABEL}.userdata: expected a string, got an integer 3"),
+    (", python-path: ''", f"{LABEL}.python-path: must not be empty"),
+    (", shell-type: [sh]", f"{LABEL}.shell-type: expected a string, got a list"),
+])
+def test_a_pool_label_key_nodepool_would_not_take_is_refused(value, error):
+    found = errors(label=value)
+    assert any(e.startswith(error) for e in found), found

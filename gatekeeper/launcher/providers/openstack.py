@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 
@@ -21,6 +22,8 @@ from gatekeeper.launcher.providers.base import (
 )
 
 log = logging.getLogger("gatekeeper.launcher.providers.openstack")
+
+CONSOLE_LINES = 200  # the last lines of a console log fetched for a failed boot
 
 
 def is_quota_message(message: str) -> bool:
@@ -104,7 +107,7 @@ class OpenStackAdapter(ProviderAdapter):
         return found.id
 
     def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "",
-               networks: tuple[str, ...] = ()) -> str:
+               networks: tuple[str, ...] = (), userdata: str = "") -> str:
         # A raw request, as for polling: the SDK's resource objects cost more CPU than a boot's whole API traffic,
         # and a burst boots a hundred servers at once. 2.37 is the first microversion that takes networks "none".
         nics = [{"uuid": self._network_id(network)} for network in networks]
@@ -112,6 +115,8 @@ class OpenStackAdapter(ProviderAdapter):
                   "metadata": {META_OWNER: self.owner, **metadata}, "networks": nics or "none"}
         if key_name:
             server["key_name"] = key_name
+        if userdata:
+            server["user_data"] = base64.b64encode(userdata.encode()).decode()  # (Nova takes it encoded)
         what = f"create server {name}"
         resp = self._call(what, "compute.post", "/servers", json={"server": server}, microversion="2.37")
         if resp.status_code >= 400:
@@ -123,6 +128,14 @@ class OpenStackAdapter(ProviderAdapter):
             return resp.json()["server"]["id"]
         except (ValueError, KeyError, TypeError):
             raise ProviderError(f"cloud {self.cloud}: {what}: the answer names no server id") from None
+
+    def console_log(self, server_id: str) -> str:
+        resp = self._call(f"console log of server {server_id}", "compute.post", f"/servers/{server_id}/action",
+                          json={"os-getConsoleOutput": {"length": CONSOLE_LINES}})
+        if resp.status_code >= 400:
+            raise ProviderError(f"cloud {self.cloud}: console log of server {server_id}: {resp.status_code} "
+                                f"{_error_message(resp)}")
+        return (resp.json() or {}).get("output") or ""
 
     def poll(self) -> dict[str, ServerInfo]:
         # A raw listing (as Zuul does): one request per page and plain JSON, no SDK resource objects, so polling

@@ -37,7 +37,7 @@ class StaticAdapter(ProviderAdapter):
         self._lock = threading.Lock()
 
     def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "",
-               networks: tuple[str, ...] = ()) -> str:
+               networks: tuple[str, ...] = (), userdata: str = "") -> str:
         label = metadata.get("gatekeeper-label", "")
         with self._lock:
             for slot, host in self.slots.items():

@@ -6,6 +6,8 @@ and operators). One :class:`CloudServer` serves one :class:`Cloud` on its own po
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
@@ -309,12 +311,24 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
                                                 "required property")
         s = self.sim.cloud.create_server(req["name"], req.get("imageRef", ""), str(req["flavorRef"]),
                                          req.get("key_name"), req.get("metadata") or {},
-                                         self._requested_networks(req.get("networks")))
+                                         self._requested_networks(req.get("networks")),
+                                         self._user_data(req.get("user_data")))
         return self._json(202, {"server": {"id": s.id, "adminPass": secrets.token_hex(6),
                                            "links": [{"rel": "self",
                                                       "href": f"{self.base}/compute/v2.1/servers/{s.id}"}],
                                            "security_groups": [{"name": "default"}]}},
                           {"Location": f"{self.base}/compute/v2.1/servers/{s.id}"})
+
+    @staticmethod
+    def _user_data(value) -> str:
+        """A create's user_data, which Nova takes base64-encoded (and refuses otherwise)."""
+        if value is None:
+            return ""
+        try:
+            return base64.b64decode(value, validate=True).decode("utf-8", "replace")
+        except (TypeError, ValueError, binascii.Error):
+            raise HttpError(400, "badRequest", "Invalid input for field/attribute user_data: not valid base64") \
+                from None
 
     @staticmethod
     def _requested_networks(networks) -> list[str]:
@@ -383,6 +397,12 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
             if mv >= (2, 45):
                 return self._json(202, {"image_id": img.id}, loc)
             return self._empty(202, loc)
+        if "os-getConsoleOutput" in body:
+            length = (body["os-getConsoleOutput"] or {}).get("length")
+            if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < -1):
+                raise HttpError(400, "badRequest", f"Invalid input for field/attribute length. Value: {length}.")
+            output = self.sim.cloud.console_output(sid, None if length in (None, -1) else length)
+            return self._json(200, {"output": output})
         raise HttpError(400, "badRequest", f"unsupported server action {sorted(body)}")
 
     def _keypair_view(self, kp: dict) -> dict:

@@ -103,6 +103,8 @@ class Server:
     deleted: bool = False
     seq: int = 0
     networks: list[str] = field(default_factory=list)  # ids of the networks it is attached to, as created
+    user_data: str = ""  # as given to the create (decoded)
+    console: list[str] = field(default_factory=list)  # its console's lines (Nova's console output)
 
 
 class QuotaExceeded(Exception):
@@ -163,7 +165,7 @@ class Cloud:
         return len(live), sum(s.flavor.vcpus for s in live), sum(s.flavor.ram for s in live)
 
     def create_server(self, name: str, image_id: str, flavor_id: str, key_name: str | None,
-                      metadata: dict, networks: list[str] | None = None) -> Server:
+                      metadata: dict, networks: list[str] | None = None, user_data: str = "") -> Server:
         """`networks`: the ids of the networks to attach it to, as Nova takes them (an unknown one is refused)."""
         with self.lock:
             for nid in networks or []:
@@ -190,7 +192,11 @@ class Cloud:
                                         f"{used} of {cap} {what}")
             self._seq += 1
             server = Server(str(uuid.uuid4()), name, image.id, flavor, key_name, dict(metadata or {}),
-                            seq=self._seq, networks=list(networks or []))
+                            seq=self._seq, networks=list(networks or []), user_data=user_data)
+            server.console += [f"[    0.000000] Linux version 6.1.0-sim (cloud {self.name}) #1 SMP",
+                               f"cloud-init: booting {server.name} ({server.id})"]
+            if user_data:
+                server.console.append(f"cloud-init: running user data ({len(user_data)} bytes)")
             self.servers[server.id] = server
             self.created_server_ids.append(server.id)
             self.most_building = max(self.most_building, sum(1 for s in self.servers.values()
@@ -220,6 +226,9 @@ class Cloud:
             except Exception as e:
                 log.warning("cloud %s: server %s failed to boot: %s", self.name, server.id, e)
                 failure = f"Build of instance {server.id} aborted: {e}"
+        with self.lock:
+            server.console.append(f"sshd: {'listening on port 22' if ssh else 'failed to start'}" if address else
+                                  f"kernel: boot failed: {failure}")
         wait = due - time.monotonic()
         if wait > 0:  # a timer, so that slow boots do not hold the workers that start hosts
             timer = threading.Timer(wait, self._booted, args=(server, address, failure))
@@ -256,6 +265,12 @@ class Cloud:
             if s is None or s.deleted:
                 raise NotFound(f"Server {server_id} could not be found.")
             return s
+
+    def console_output(self, server_id: str, length: int | None = None) -> str:
+        """The last `length` lines of the server's console (all of them when None)."""
+        with self.lock:
+            lines = self.get_server(server_id).console
+            return "".join(line + "\n" for line in (lines[-length:] if length else lines))
 
     def list_servers(self) -> list[Server]:
         with self.lock:
