@@ -445,9 +445,9 @@ class _Builder:
         self.layout.projects[name] = Project(name, queue, p.get("merge-mode", "merge-resolve"), pipelines, variants)
 
     def add_nodepool(self, np: dict) -> None:
-        if "auto-drain-outliers" in np:
-            self.layout.nodepool = dataclasses.replace(self.layout.nodepool,
-                                                       auto_drain_outliers=np["auto-drain-outliers"])
+        for key in ("auto-drain-outliers", "max-hold-age"):
+            if key in np:
+                self.layout.nodepool = dataclasses.replace(self.layout.nodepool, **{key.replace("-", "_"): np[key]})
         for label in np.get("labels", []):
             if self.define("label", label["name"], label):
                 self.layout.nodepool.labels[label["name"]] = NodeLabel(label["name"], label.get("min-ready", 0),

@@ -415,6 +415,7 @@ class NodePool:
     labels: dict[str, NodeLabel] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)
     auto_drain_outliers: bool = False  # drain a provider flagged as a job-failure outlier
+    max_hold_age: float = 0  # seconds a node may stay held, whatever its hold says (Nodepool's); 0: no limit
 
 
 @dataclass(frozen=True)

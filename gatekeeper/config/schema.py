@@ -467,7 +467,9 @@ PROVIDER = v.Schema(
 )
 
 # auto-drain-outliers: drain a provider flagged as a job-failure outlier (never the last undrained one of a label)
-NODEPOOL = v.Schema({"labels": Each(NODE_LABEL), "providers": Each(PROVIDER), "auto-drain-outliers": bool})
+# max-hold-age: seconds a node may stay held, whatever its hold says (Nodepool's; 0: no limit, its default)
+NODEPOOL = v.Schema({"labels": Each(NODE_LABEL), "providers": Each(PROVIDER), "auto-drain-outliers": bool,
+                     "max-hold-age": v.All(NUMBER, v.Range(min=0, msg="must not be negative (0: no limit)"))})
 
 
 def LogGlob(value: Any) -> str:  # noqa: N802 - reads like a type in schemas

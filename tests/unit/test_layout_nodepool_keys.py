@@ -87,3 +87,18 @@ LABEL = "layout.yaml:11: nodepool.providers[0] (p).pools[0] (main).labels[0] (sm
 def test_a_pool_label_key_nodepool_would_not_take_is_refused(value, error):
     found = errors(label=value)
     assert any(e.startswith(error) for e in found), found
+
+
+def test_max_hold_age_is_read_and_nodepools_default_is_no_limit():
+    assert layout(top="  max-hold-age: 86400\n").max_hold_age == 86400
+    assert layout().max_hold_age == 0
+
+
+@pytest.mark.parametrize(("value", "error"), [
+    ("true", "layout.yaml:2: nodepool.max-hold-age: expected a number, got a boolean true"),
+    ("-1", "layout.yaml:2: nodepool.max-hold-age: must not be negative (0: no limit)"),
+    ("1d", "layout.yaml:2: nodepool.max-hold-age: expected a number, got a string '1d'"),
+])
+def test_a_max_hold_age_that_is_not_seconds_is_refused(value, error):
+    found = errors(top=f"  max-hold-age: {value}\n")
+    assert any(e.startswith(error) for e in found), found
