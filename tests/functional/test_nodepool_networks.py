@@ -45,3 +45,19 @@ def test_a_network_the_cloud_does_not_have_fails_the_launch_naming_it(zk, sim, s
     assert req.state == model.REQUEST_FAILED
     assert "no network 'no-such-net'" in req.reason, req.reason
     assert sim.cloud("alpha").created_server_ids == []
+
+
+def test_a_network_made_again_under_its_name_is_looked_up_afresh_after_nova_refuses_the_old_id(zk, sim,
+                                                                                               start_launcher):
+    cloud = sim.cloud("alpha")
+    old = cloud.add_network("ci-net")
+    start_launcher(pool_yaml({"debian": 0}, provider("[ci-net]").replace("launch-attempts: 1", "launch-attempts: 2")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "networks")
+    assert client.wait(client.request(["debian"]), 60).state == model.FULFILLED  # (the launcher knows old's id)
+    with cloud.lock:  # an operator deletes the network and makes it again: same name, new id
+        del cloud.networks[old]
+        cloud.networks["5e1f0000-0000-4000-8000-0000000000aa"] = "ci-net"
+    req = client.wait(client.request(["debian"]), 60)
+    assert req.state == model.FULFILLED, req.reason  # the second attempt, on the new id
+    assert servers(sim, "alpha")[-1].networks == ["5e1f0000-0000-4000-8000-0000000000aa"]

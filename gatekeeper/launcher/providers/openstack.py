@@ -121,6 +121,9 @@ class OpenStackAdapter(ProviderAdapter):
         resp = self._call(what, "compute.post", "/servers", json={"server": server}, microversion="2.37")
         if resp.status_code >= 400:
             msg = f"{resp.status_code} {_error_message(resp)}"
+            if nics and resp.status_code == 400:
+                with self._lock:
+                    self._networks.clear()  # a network deleted and made again has a new id: look it up afresh
             if resp.status_code in (403, 413) and is_quota_message(msg):
                 raise QuotaError(f"cloud {self.cloud}: {what}: {msg}")
             raise ProviderError(f"cloud {self.cloud}: {what}: {msg}")
