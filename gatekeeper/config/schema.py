@@ -443,7 +443,7 @@ PROVIDER = v.Schema(
         "region-name": str,  # Nodepool's name for region
         "max-servers": v.All(INT, v.Range(min=0, msg="must not be negative")),
         # node requests it handles at once, as Nodepool's (-1 or 0: no maximum, Nodepool's default)
-        "max-concurrency": v.All(INT, v.Range(min=-1, msg="must be at least 1, or -1 (no maximum)")),
+        "max-concurrency": v.All(INT, v.Range(min=-1, msg="must be at least 1, or -1 or 0 (no maximum)")),
         "boot-timeout": v.All(NUMBER, v.Range(min=1)),
         "launch-timeout": v.All(NUMBER, v.Range(min=1)),
         "launch-attempts": v.All(INT, v.Range(min=1, msg="must be at least 1")),

@@ -35,7 +35,7 @@ def test_max_concurrency_bounds_the_provider_and_nodepools_no_maximum_is_none():
 
 @pytest.mark.parametrize(("value", "error"), [
     ("true", "layout.yaml:8: nodepool.providers[0] (p).max-concurrency: expected an integer, got a boolean true"),
-    ("-2", "layout.yaml:8: nodepool.providers[0] (p).max-concurrency: must be at least 1, or -1 (no maximum)"),
+    ("-2", "layout.yaml:8: nodepool.providers[0] (p).max-concurrency: must be at least 1, or -1 or 0 (no maximum)"),
     ("1.5", "layout.yaml:8: nodepool.providers[0] (p).max-concurrency: expected an integer"),
 ])
 def test_a_max_concurrency_nodepool_would_not_take_is_refused(value, error):
