@@ -445,9 +445,9 @@ class _Builder:
         self.layout.projects[name] = Project(name, queue, p.get("merge-mode", "merge-resolve"), pipelines, variants)
 
     def add_nodepool(self, np: dict) -> None:
-        if "auto-drain-outliers" in np:
-            self.layout.nodepool = dataclasses.replace(self.layout.nodepool,
-                                                       auto_drain_outliers=np["auto-drain-outliers"])
+        for key in ("auto-drain-outliers", "max-hold-age"):
+            if key in np:
+                self.layout.nodepool = dataclasses.replace(self.layout.nodepool, **{key.replace("-", "_"): np[key]})
         for label in np.get("labels", []):
             if self.define("label", label["name"], label):
                 self.layout.nodepool.labels[label["name"]] = NodeLabel(label["name"], label.get("min-ready", 0),
@@ -464,7 +464,8 @@ class _Builder:
             if ci["name"] in images:
                 self.error(pr["cloud-images"], i, where, f'image "{ci["name"]}" is defined twice')
             images[ci["name"]] = {"name": ci["name"], "base-image": ci.get("image-id") or ci.get("image-name")
-                                  or ci["name"], "username": ci.get("username", "root")}
+                                  or ci["name"], "username": ci.get("username", "root"),
+                                  **{k: ci[k] for k in ("python-path", "shell-type") if k in ci}}
         pools = []
         openstack_pools, static_pools = [], []
         if pr["driver"] == "openstack":
@@ -504,10 +505,14 @@ class _Builder:
                                f'label "{pl["name"]}" uses image "{pl["image"]}", which this provider does not define'
                                f' (defined: {", ".join(sorted(images)) or "none"})')
                 self.refs.append(("label", pl["name"], pool["labels"].source, pool["labels"].line_of(i), where))
+                image = images.get(pl["image"], {})
                 labels.append(PoolLabel(pl["name"], pl["image"], pl.get("flavor", ""), pl.get("key-name", ""),
-                                        pl.get("username") or images.get(pl["image"], {}).get("username", "root")))
+                                        pl.get("username") or image.get("username", "root"), pl.get("userdata", ""),
+                                        pl.get("console-log", False), pl.get("python-path", image.get("python-path",
+                                        "auto")), pl.get("shell-type", image.get("shell-type", ""))))
             pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers"), pool.get("max-cores"),
-                              pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority")))
+                              pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority"),
+                              tuple(pool.get("networks", ()))))
         hosts = []
         # (entry, the list it is in, its index, its address, the default user): the provider's hosts, and
         # Nodepool's pools[].nodes, whose name is the address and whose user is Nodepool's default, zuul
@@ -536,6 +541,7 @@ class _Builder:
             launch_attempts=pr.get("launch-attempts", pr.get("launch-retries", 3)),
             priority=pr.get("priority", 100),
             rate=pr.get("rate", 0.0),
+            max_concurrency=pr["max-concurrency"] if pr.get("max-concurrency", 0) > 0 else None,
             image_rebuild_hours=pr.get("image-rebuild-hours", 24),
             pools=tuple(pools),
             images=tuple(

@@ -342,6 +342,10 @@ class PoolLabel:
     flavor: str = ""
     key_name: str = ""
     username: str = "root"
+    userdata: str = ""  # given to the cloud with each create (cloud-init's user data)
+    console_log: bool = False  # log its server's console when a boot fails or times out
+    python_path: str = "auto"  # on each node, for its consumer (Nodepool's python-path and shell-type)
+    shell_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -354,6 +358,7 @@ class Pool:
     # stored with each node launched in it, for its consumer (Nodepool's node-attributes)
     node_attributes: dict = field(default_factory=dict, compare=False)
     priority: int | None = None  # lower is filled first among its provider's pools (None: the provider's)
+    networks: tuple[str, ...] = ()  # its servers are attached to these (names or ids); none: the cloud's default
 
 
 @dataclass(frozen=True)
@@ -392,6 +397,7 @@ class Provider:
     image_rebuild_hours: float = 24
     priority: int = 100  # lower is preferred when several providers could launch
     rate: float = 0.0  # seconds between its server creates and deletes (Nodepool's rate); 0: no spacing
+    max_concurrency: int | None = None  # requests it launches for at once (Nodepool's max-concurrency); None: any
     pools: tuple[Pool, ...] = ()
     images: tuple[Image, ...] = ()
     hosts: tuple[StaticHost, ...] = ()
@@ -409,6 +415,7 @@ class NodePool:
     labels: dict[str, NodeLabel] = field(default_factory=dict)
     providers: dict[str, Provider] = field(default_factory=dict)
     auto_drain_outliers: bool = False  # drain a provider flagged as a job-failure outlier
+    max_hold_age: float = 0  # seconds a node may stay held, whatever its hold says (Nodepool's); 0: no limit
 
 
 @dataclass(frozen=True)

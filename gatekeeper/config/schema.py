@@ -407,6 +407,10 @@ POOL_LABEL = v.Schema(
         "flavor": str,
         "key-name": str,
         "username": str,
+        # Nodepool's: cloud-init userdata for its servers; on a failed boot, its server's console log is logged
+        "userdata": str,
+        "console-log": bool,
+        **{key: v.All(str, v.Length(min=1, msg="must not be empty")) for key in ("python-path", "shell-type")},
     }
 )
 
@@ -419,12 +423,16 @@ IMAGE = v.Schema(
         "rebuild-hours": v.All(NUMBER, v.Range(min=0)),
         "build-timeout": v.All(NUMBER, v.Range(min=1)),  # seconds the prepare script may run
         "pause": bool,  # build no new image (the ready builds keep serving), as Nodepool's diskimage pause
+        # its nodes' Python and shell, for their consumer, as Nodepool's (a pool label's own win)
+        **{key: v.All(str, v.Length(min=1, msg="must not be empty")) for key in ("python-path", "shell-type")},
     }
 )
 
 # Nodepool's cloud-images: an image the cloud has (by name or id), booted as it is; one of our images without
 # a prepare script
-CLOUD_IMAGE = v.Schema({v.Required("name"): NAME, "image-name": str, "image-id": str, "username": str})
+CLOUD_IMAGE = v.Schema({v.Required("name"): NAME, "image-name": str, "image-id": str, "username": str,
+                        **{key: v.All(str, v.Length(min=1, msg="must not be empty"))
+                           for key in ("python-path", "shell-type")}})
 
 PROVIDER = v.Schema(
     {
@@ -434,6 +442,8 @@ PROVIDER = v.Schema(
         "region": str,
         "region-name": str,  # Nodepool's name for region
         "max-servers": v.All(INT, v.Range(min=0, msg="must not be negative")),
+        # node requests it handles at once, as Nodepool's (-1 or 0: no maximum, Nodepool's default)
+        "max-concurrency": v.All(INT, v.Range(min=-1, msg="must be at least 1, or -1 or 0 (no maximum)")),
         "boot-timeout": v.All(NUMBER, v.Range(min=1)),
         "launch-timeout": v.All(NUMBER, v.Range(min=1)),
         "launch-attempts": v.All(INT, v.Range(min=1, msg="must be at least 1")),
@@ -446,6 +456,8 @@ PROVIDER = v.Schema(
                        "max-ram": v.All(INT, v.Range(min=0, msg="must not be negative")),
                        "node-attributes": {str: v.Any(str, int, float, bool)},
                        "priority": INT,
+                       # the networks its servers are attached to, by name or id (Nodepool's pool networks)
+                       "networks": Each(v.All(str, v.Length(min=1, msg="must not be empty"))),
                        "labels": Each(POOL_LABEL),  # an openstack provider's pool
                        "nodes": Each(STATIC_NODE)}),  # a static provider's pool, as Nodepool's
         "images": Each(IMAGE),
@@ -455,7 +467,9 @@ PROVIDER = v.Schema(
 )
 
 # auto-drain-outliers: drain a provider flagged as a job-failure outlier (never the last undrained one of a label)
-NODEPOOL = v.Schema({"labels": Each(NODE_LABEL), "providers": Each(PROVIDER), "auto-drain-outliers": bool})
+# max-hold-age: seconds a node may stay held, whatever its hold says (Nodepool's; 0: no limit, its default)
+NODEPOOL = v.Schema({"labels": Each(NODE_LABEL), "providers": Each(PROVIDER), "auto-drain-outliers": bool,
+                     "max-hold-age": v.All(NUMBER, v.Range(min=0, msg="must not be negative (0: no limit)"))})
 
 
 def LogGlob(value: Any) -> str:  # noqa: N802 - reads like a type in schemas

@@ -123,6 +123,7 @@ class Assigning:
                  and m.can_ever_serve(req.labels) and not any(m.image_unavailable(x) for x in req.labels)]
         able = [m for m in could if named in ("", m.name)  # the others leave it to the provider it names
                 and m.name not in avoid and not self._leaves_to_preferred(m, req, named, avoid)]
+        able = [m for m in able if self._may_handle_another(m)]  # (not a decline: it takes it later)
         declines = [m.name for m in self.managers.values() if m.active and m.name not in req.declined_by
                     and m not in could and m.name not in avoid]
         if declines:

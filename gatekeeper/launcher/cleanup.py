@@ -41,11 +41,14 @@ def cleanup_provider(launcher, manager) -> None:
     # Each delete below is posted with the condition that called for it, and runs only if the node's fresh record
     # still meets it: the record read above may be stale by then (a consumer that released its node as held
     # between this scan and the lock check must not lose the hold).
+    max_age = launcher.nodepool.max_hold_age
     for node_id, (node, _version) in nodes.items():
-        if _hold_expired(node, now):
-            log.info("node %s: hold (%s) expired; deleting", node_id, node.hold_reason)
-            launcher.post(lambda n=node_id: _delete_after_sync(launcher, manager, n,
-                                                               lambda fresh: _hold_expired(fresh, time.time())))
+        if _hold_expired(node, now, max_age):
+            over = not _hold_expired(node, now, 0)  # held past max-hold-age, before its hold's own expiry
+            log.info("node %s: hold (%s) %s; deleting", node_id, node.hold_reason,
+                     f"older than max-hold-age ({max_age:g}s)" if over else "expired")
+            launcher.post(lambda n=node_id: _delete_after_sync(
+                launcher, manager, n, lambda fresh: _hold_expired(fresh, time.time(), max_age)))
         elif node.state == model.IN_USE and not store.is_locked(node_id):
             log.info("node %s: in use but its consumer's lock is gone; deleting", node_id)
             launcher.post(lambda n=node_id: _delete_after_sync(
@@ -156,8 +159,12 @@ def _delete_and_check(manager, image_id: str) -> bool:
     return manager.adapter.get_image(image_id) is None
 
 
-def _hold_expired(node, now: float) -> bool:
-    return node.state == model.HOLD and bool(node.hold_until) and node.hold_until <= now
+def _hold_expired(node, now: float, max_age: float) -> bool:
+    """Whether a held node's hold is over: its own expiry passed, or it has been held longer than `max_age`
+    seconds (the layout's max-hold-age; 0: no limit), which caps every hold as Nodepool's does."""
+    if node.state != model.HOLD:
+        return False
+    return (bool(node.hold_until) and node.hold_until <= now) or (max_age > 0 and now - node.state_time >= max_age)
 
 
 def _delete_after_sync(launcher, manager, node_id: str, still: Callable[[model.Node], bool]) -> None:

@@ -77,6 +77,17 @@ class Launching:
                 plan.queued.pop(0)
                 plan.launched(node.id, label)
 
+    def _may_handle_another(self, manager: ProviderManager) -> bool:
+        """Whether `manager` is below its max-concurrency: Nodepool's count of the node requests a provider
+        handles at once, here the requests it launches for and the min-ready launches (requests in Nodepool) still
+        booting. A request it may not take yet stays open, for another provider or for later."""
+        limit = manager.config.max_concurrency
+        if limit is None:
+            return True
+        handling = sum(1 for plan in self.plans.values() if plan.provider == manager.name)
+        handling += sum(1 for n, _ in manager.nodes.values() if n.state == model.BUILDING and not n.request)
+        return handling < limit
+
     def _new_node(self, manager: ProviderManager, label: str, rid: str) -> Node | None:
         """Write a new node's record and boot it once written (not waited for: the node counts against quota at
         once); None if the label has no usable image there."""
@@ -105,10 +116,12 @@ class Launching:
             return None
         image_name, build_id, cloud_image = image
         pool, flavor, username = manager.launch_spec(label, pool)
+        pl = manager.pool_label(label, pool)
         node = Node(id=uuid.uuid4().hex[:12], provider=manager.name, cloud=manager.config.cloud, pool=pool,
                     label=label, image=image_name, image_build=build_id, username=username,
                     private_key=self.ssh_key, launcher=self.ident, request=rid,
-                    attributes=dict(manager.pools[pool].node_attributes) if pool else {})
+                    attributes=dict(manager.pools[pool].node_attributes) if pool else {},
+                    python_path=pl.python_path if pl else "auto", shell_type=pl.shell_type if pl else "")
         return node, flavor, cloud_image
 
     def _boot(self, manager: ProviderManager, node: Node, flavor: str, cloud_image: str) -> None:
@@ -147,7 +160,7 @@ class Launching:
         if label.min_ready - (len(self.ready_entries(label.name)) - taken) - spare_building <= 0:
             return None
         candidates = [m for m in mine if m.can_launch() and m.name not in self.waiting_for_room
-                      and m.free(label.name) > 0
+                      and m.free(label.name) > 0 and self._may_handle_another(m)
                       and not m.image_unavailable(label.name) and m.image_for(label.name) is not None]
         if not candidates:
             return None

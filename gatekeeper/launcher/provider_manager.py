@@ -104,8 +104,11 @@ class ProviderManager:
                 labels.remove(n.label)
         return labels
 
-    def _pool_label(self, label: str, pool: str | None) -> PoolLabel:
-        """`label` as the pool named offers it (the first pool offering it when none is named)."""
+    def pool_label(self, label: str, pool: str | None) -> PoolLabel | None:
+        """`label` as the pool named offers it (the first pool offering it when none is named); None for a label
+        of no pool (static hosts)."""
+        if label not in self.pool_labels:
+            return None
         return next((pl for p, pl in self.label_pools[label] if p.name == pool), self.pool_labels[label][1])
 
     def pool_for(self, label: str) -> str:
@@ -127,7 +130,7 @@ class ProviderManager:
         username = self.adapter.username_for(label)
         if label not in self.pool_labels:
             return "", "", username or "root"
-        pl = self._pool_label(label, pool)
+        pl = self.pool_label(label, pool)
         return pool or self.pool_labels[label][0], pl.flavor, username or pl.username
 
     def can_launch(self) -> bool:
@@ -154,7 +157,7 @@ class ProviderManager:
         None while its image is not built yet."""
         if label not in self.pool_labels:
             return "", "", ""  # a label of servers that need no image (static hosts)
-        pl = self._pool_label(label, pool)
+        pl = self.pool_label(label, pool)
         image = next(i for i in self.config.images if i.name == pl.image)
         if not image.prepare:
             return image.name, "", image.base_image or image.name
@@ -365,8 +368,10 @@ class ProviderManager:
                 self.ensure_keypair()
                 if not self._await_rate():
                     return  # stopping
+                pool, pl = self.pools.get(node.pool), self.pool_label(node.label, node.pool)
                 server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
-                                                key_name=self.key_name)
+                                                key_name=self.key_name, networks=pool.networks if pool else (),
+                                                userdata=pl.userdata if pl else "")
             except QuotaError as e:
                 self.refresh_limits()
                 self.post(LaunchResult(node.id, False, error=str(e), quota=True))
@@ -402,6 +407,7 @@ class ProviderManager:
         except Exception:
             info = None
             self.poller.forget(server_id)
+            self._log_console(node, server_id)
             self.post(LaunchResult(node.id, False, server_id,
                                    error=f"server {server_id} not ACTIVE within {self.config.launch_timeout}s"))
             return
@@ -412,6 +418,8 @@ class ProviderManager:
             quota = self.adapter.is_quota_message(info.fault)
             if quota:
                 self.refresh_limits()
+            else:
+                self._log_console(node, server_id)
             self.post(LaunchResult(node.id, False, server_id, error=f"server {server_id} is {info.state}: "
                                    f"{info.fault or 'no fault given'}", quota=quota,
                                    image_missing=self.adapter.is_missing_image_message(info.fault)))
@@ -419,9 +427,24 @@ class ProviderManager:
         try:
             keys = scan_host_keys(info.address, info.port, timeout=self.config.boot_timeout, stop=self.stop_event)
         except HostKeyScanError as e:
+            self._log_console(node, server_id)
             self.post(LaunchResult(node.id, False, server_id, info.address, error=str(e)))
             return
         self.post(LaunchResult(node.id, True, server_id, info.address, info.port, keys))
+
+    def _log_console(self, node: Node, server_id: str) -> None:
+        """Log the console of a server whose boot failed, when its label asks for it (Nodepool's console-log)."""
+        pl = self.pool_label(node.label, node.pool)
+        if pl is None or not pl.console_log or self.stop_event.is_set():
+            return
+        try:
+            output = self.adapter.console_log(server_id)
+        except ProviderError as e:
+            log.warning("provider %s: node %s (%s): no console log of server %s: %s", self.name, node.id,
+                        node.label, server_id, e)
+            return
+        log.warning("provider %s: node %s (%s): console log of server %s, whose boot failed:\n%s", self.name,
+                    node.id, node.label, server_id, output.rstrip() or "(empty)")
 
     def start_delete(self, node: Node, on_slow=None) -> None:
         """Delete the node's server and verify it is gone, then post ServerDeleted."""

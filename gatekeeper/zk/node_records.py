@@ -94,6 +94,8 @@ class Node(_HotRecord):
     hold_owner: str = ""  # that change's owner (username): who, besides operators, may ask for access
     comment: str = ""
     attributes: dict[str, Any] = field(default_factory=dict)  # its pool's node-attributes, for its consumer
+    python_path: str = "auto"  # for its consumer (Ansible's interpreter), as Nodepool's node python_path
+    shell_type: str = ""  # likewise its shell ("": the default one), as Nodepool's shell_type
 
     def set_state(self, state: str) -> None:
         self.state = state

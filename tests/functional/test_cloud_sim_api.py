@@ -4,6 +4,7 @@ with the clouds' images and flavors from a config file."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -86,6 +87,38 @@ def test_the_network_service_answers_so_the_sdk_does_not_warn(sim):
     network_warnings = [w for w in caught if "network" in str(w.message).lower()]
     assert network_warnings == []
     assert server.status == "ACTIVE"
+
+
+def test_a_server_is_created_on_the_networks_named_and_an_unknown_one_is_refused_as_nova_does(sim):
+    ci = sim.cloud("alpha").add_network("ci-net")
+    conn = connect(sim.clouds_yaml, "alpha")
+    assert {n.name: n.id for n in conn.network.networks()}["ci-net"] == ci
+    assert conn.network.find_network("ci-net").id == ci
+    server = conn.compute.create_server(name="n2", image_id="debian-12", flavor_id="1",
+                                        networks=[{"uuid": ci}, {"uuid": conn.network.find_network("private").id}])
+    server = conn.compute.wait_for_server(server, wait=30)
+    assert list(server.addresses) == ["ci-net", "private"] and server.addresses["ci-net"][0]["addr"]
+    assert [p.network_id for p in conn.network.ports(device_id=server.id)] == [ci]
+
+    missing = "0b5e7a2e-0000-4000-8000-00000000dead"
+    with pytest.raises(osexc.BadRequestException) as caught:
+        conn.compute.create_server(name="n3", image_id="debian-12", flavor_id="1", networks=[{"uuid": missing}])
+    assert f"Network {missing} could not be found." in str(caught.value)
+    assert [s.name for s in conn.compute.servers()] == ["n2"]  # nothing made of the refused create
+
+
+def test_a_servers_console_output_and_user_data_as_nova_takes_them(sim):
+    conn = connect(sim.clouds_yaml, "alpha")
+    server = conn.compute.create_server(name="c1", image_id="debian-12", flavor_id="1", networks="none",
+                                        user_data=base64.b64encode(b"#cloud-config").decode())
+    conn.compute.wait_for_server(server, wait=30)
+    assert sim.cloud("alpha").get_server(server.id).user_data == "#cloud-config"
+    output = conn.compute.get_server_console_output(server)["output"]
+    assert "Linux version" in output and "running user data (13 bytes)" in output
+    assert conn.compute.get_server_console_output(server, length=1)["output"].count("\n") == 1
+    with pytest.raises(osexc.BadRequestException, match="user_data"):
+        conn.compute.create_server(name="c2", image_id="debian-12", flavor_id="1", networks="none",
+                                   user_data="not base64!")
 
 
 def test_a_wrong_password_gets_keystones_error_body(sim):

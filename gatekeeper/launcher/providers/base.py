@@ -66,9 +66,15 @@ class ProviderAdapter:
     boots = True
     uses_keypair = True
 
-    def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "") -> str:
-        """Start a server; returns its id (raises QuotaError or ProviderError)."""
+    def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "",
+               networks: tuple[str, ...] = (), userdata: str = "") -> str:
+        """Start a server (attached to `networks`, names or ids, when given; with cloud-init `userdata`); returns
+        its id (raises QuotaError or ProviderError)."""
         raise NotImplementedError
+
+    def console_log(self, server_id: str) -> str:
+        """The server's console output, to tell why its boot failed ("" where a server has none)."""
+        return ""
 
     def poll(self) -> dict[str, ServerInfo]:
         """All servers of ours by id, in one call (the launcher's single view of their states)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import threading
 
@@ -21,6 +22,8 @@ from gatekeeper.launcher.providers.base import (
 )
 
 log = logging.getLogger("gatekeeper.launcher.providers.openstack")
+
+CONSOLE_LINES = 200  # the last lines of a console log fetched for a failed boot
 
 
 def is_quota_message(message: str) -> bool:
@@ -44,6 +47,7 @@ class OpenStackAdapter(ProviderAdapter):
         self.conn = openstack.connection.Connection(config=cfg)
         self._flavors: dict[str, object] | None = None
         self._images: dict[str, str] = {}
+        self._networks: dict[str, str] = {}  # network name or id -> id, as Neutron answered
         self._lock = threading.Lock()
 
     def _call(self, what: str, fn, *args, **kw):
@@ -90,17 +94,36 @@ class OpenStackAdapter(ProviderAdapter):
             self._images[image] = found.id
         return found.id
 
-    def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "") -> str:
+    def _network_id(self, network: str) -> str:
+        """The id of a network named by name or id, as Nodepool looks a pool's networks up in Neutron."""
+        with self._lock:
+            if network in self._networks:
+                return self._networks[network]
+        found = self._call(f"find network {network}", "network.find_network", network, ignore_missing=True)
+        if found is None:
+            raise ProviderError(f"cloud {self.cloud}: no network {network!r} (Neutron has none of that name or id)")
+        with self._lock:
+            self._networks[network] = found.id
+        return found.id
+
+    def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "",
+               networks: tuple[str, ...] = (), userdata: str = "") -> str:
         # A raw request, as for polling: the SDK's resource objects cost more CPU than a boot's whole API traffic,
         # and a burst boots a hundred servers at once. 2.37 is the first microversion that takes networks "none".
+        nics = [{"uuid": self._network_id(network)} for network in networks]
         server = {"name": name, "imageRef": self._image_id(image), "flavorRef": self._flavor(flavor).id,
-                  "metadata": {META_OWNER: self.owner, **metadata}, "networks": "none"}
+                  "metadata": {META_OWNER: self.owner, **metadata}, "networks": nics or "none"}
         if key_name:
             server["key_name"] = key_name
+        if userdata:
+            server["user_data"] = base64.b64encode(userdata.encode()).decode()  # (Nova takes it encoded)
         what = f"create server {name}"
         resp = self._call(what, "compute.post", "/servers", json={"server": server}, microversion="2.37")
         if resp.status_code >= 400:
             msg = f"{resp.status_code} {_error_message(resp)}"
+            if nics and resp.status_code == 400:
+                with self._lock:
+                    self._networks.clear()  # a network deleted and made again has a new id: look it up afresh
             if resp.status_code in (403, 413) and is_quota_message(msg):
                 raise QuotaError(f"cloud {self.cloud}: {what}: {msg}")
             raise ProviderError(f"cloud {self.cloud}: {what}: {msg}")
@@ -108,6 +131,14 @@ class OpenStackAdapter(ProviderAdapter):
             return resp.json()["server"]["id"]
         except (ValueError, KeyError, TypeError):
             raise ProviderError(f"cloud {self.cloud}: {what}: the answer names no server id") from None
+
+    def console_log(self, server_id: str) -> str:
+        resp = self._call(f"console log of server {server_id}", "compute.post", f"/servers/{server_id}/action",
+                          json={"os-getConsoleOutput": {"length": CONSOLE_LINES}})
+        if resp.status_code >= 400:
+            raise ProviderError(f"cloud {self.cloud}: console log of server {server_id}: {resp.status_code} "
+                                f"{_error_message(resp)}")
+        return (resp.json() or {}).get("output") or ""
 
     def poll(self) -> dict[str, ServerInfo]:
         # A raw listing (as Zuul does): one request per page and plain JSON, no SDK resource objects, so polling

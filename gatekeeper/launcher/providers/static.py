@@ -36,7 +36,8 @@ class StaticAdapter(ProviderAdapter):
         self.in_use: dict[str, dict] = {}
         self._lock = threading.Lock()
 
-    def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "") -> str:
+    def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "",
+               networks: tuple[str, ...] = (), userdata: str = "") -> str:
         label = metadata.get("gatekeeper-label", "")
         with self._lock:
             for slot, host in self.slots.items():

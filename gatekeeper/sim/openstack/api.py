@@ -6,6 +6,8 @@ and operators). One :class:`CloudServer` serves one :class:`Cloud` on its own po
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
@@ -271,8 +273,12 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
     def _server_view(self, s: Server, mv: tuple[int, int]) -> dict:
         addresses = {}
         if s.address:
-            addresses = {"private": [{"version": 4, "addr": s.address, "OS-EXT-IPS:type": "fixed",
-                                      "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:01"}]}
+            # the address on the first network it was created on (networks "none": the cloud's private one), and
+            # each other network named, with no address of its own
+            names = [self.sim.cloud.networks.get(nid, nid) for nid in s.networks] or ["private"]
+            addresses = {name: [] for name in names}
+            addresses[names[0]] = [{"version": 4, "addr": s.address, "OS-EXT-IPS:type": "fixed",
+                                    "OS-EXT-IPS-MAC:mac_addr": "fa:16:3e:00:00:01"}]
         if mv >= (2, 47):
             flavor = {"vcpus": s.flavor.vcpus, "ram": s.flavor.ram, "disk": s.flavor.disk, "ephemeral": 0,
                       "swap": 0, "original_name": s.flavor.name, "extra_specs": dict(s.flavor.extra_specs)}
@@ -304,12 +310,40 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
             raise HttpError(400, "badRequest", "Invalid input for field/attribute server: 'networks' is a "
                                                 "required property")
         s = self.sim.cloud.create_server(req["name"], req.get("imageRef", ""), str(req["flavorRef"]),
-                                         req.get("key_name"), req.get("metadata") or {})
+                                         req.get("key_name"), req.get("metadata") or {},
+                                         self._requested_networks(req.get("networks")),
+                                         self._user_data(req.get("user_data")))
         return self._json(202, {"server": {"id": s.id, "adminPass": secrets.token_hex(6),
                                            "links": [{"rel": "self",
                                                       "href": f"{self.base}/compute/v2.1/servers/{s.id}"}],
                                            "security_groups": [{"name": "default"}]}},
                           {"Location": f"{self.base}/compute/v2.1/servers/{s.id}"})
+
+    @staticmethod
+    def _user_data(value) -> str:
+        """A create's user_data, which Nova takes base64-encoded (and refuses otherwise)."""
+        if value is None:
+            return ""
+        try:
+            return base64.b64decode(value, validate=True).decode("utf-8", "replace")
+        except (TypeError, ValueError, binascii.Error):
+            raise HttpError(400, "badRequest", "Invalid input for field/attribute user_data: not valid base64") \
+                from None
+
+    @staticmethod
+    def _requested_networks(networks) -> list[str]:
+        """A create's `networks` as Nova takes them: "none", "auto" (no network of their own here), or a list of
+        {"uuid": network id}; the ids of the networks named."""
+        if networks is None or networks in ("none", "auto"):
+            return []
+        if not isinstance(networks, list) or not all(isinstance(n, dict) for n in networks):
+            raise HttpError(400, "badRequest", "Invalid input for field/attribute networks: expected \"none\", "
+                                                "\"auto\" or a list of {\"uuid\": ...}")
+        for n in networks:
+            if set(n) != {"uuid"} or not isinstance(n["uuid"], str):
+                raise HttpError(400, "badRequest", f"Invalid input for field/attribute networks: {n!r} (this "
+                                                    "simulator takes a network by its uuid only)")
+        return [n["uuid"] for n in networks]
 
     def list_servers(self, detail: str | None = None) -> int:
         mv = self._microversion()
@@ -363,6 +397,12 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
             if mv >= (2, 45):
                 return self._json(202, {"image_id": img.id}, loc)
             return self._empty(202, loc)
+        if "os-getConsoleOutput" in body:
+            length = (body["os-getConsoleOutput"] or {}).get("length")
+            if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < -1):
+                raise HttpError(400, "badRequest", f"Invalid input for field/attribute length. Value: {length}.")
+            output = self.sim.cloud.console_output(sid, None if length in (None, -1) else length)
+            return self._json(200, {"output": output})
         raise HttpError(400, "badRequest", f"unsupported server action {sorted(body)}")
 
     def _keypair_view(self, kp: dict) -> dict:

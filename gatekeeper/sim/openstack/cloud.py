@@ -62,6 +62,8 @@ class Flavor:
 
 # What every cloud offers unless told otherwise: the base images and flavors of layouts/openstack.yaml, plus the
 # small/medium/large trio and debian-12 that tests and older configs name.
+# the network every cloud has (Neutron's "private"); a server created with networks "none" shows its address there
+PRIVATE_NETWORK_ID = "a1d3f5c7-0000-4000-8000-000000000001"
 DEFAULT_IMAGES = ("debian-12", "ubuntu-22.04", "ubuntu-24.04")
 DEFAULT_FLAVORS = (
     Flavor("1", "small", 1, 1024), Flavor("2", "medium", 2, 4096), Flavor("3", "large", 4, 8192),
@@ -100,6 +102,9 @@ class Server:
     updated: str = field(default_factory=_now)
     deleted: bool = False
     seq: int = 0
+    networks: list[str] = field(default_factory=list)  # ids of the networks it is attached to, as created
+    user_data: str = ""  # as given to the create (decoded)
+    console: list[str] = field(default_factory=list)  # its console's lines (Nova's console output)
 
 
 class QuotaExceeded(Exception):
@@ -127,12 +132,14 @@ class Cloud:
             self.images[img.id] = img
         self.servers: dict[str, Server] = {}
         self.keypairs: dict[str, dict] = {}
+        self.networks: dict[str, str] = {PRIVATE_NETWORK_ID: "private"}  # Neutron's networks: id -> name
         self.lock = threading.RLock()
         self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"cloud-{name}")
         self._fake_addr = 0
         self._seq = 0
         self.deleted_server_ids: list[str] = []
         self.created_server_ids: list[str] = []  # every server ever created, failed boots included
+        self.most_building = 0  # the most servers in BUILD at once (how many boots a client ran together)
 
     # -- faults ----------------------------------------------------------------------------------
     def set_faults(self, **kw) -> Faults:
@@ -144,14 +151,26 @@ class Cloud:
                 setattr(self.faults, k, type(getattr(self.faults, k))(v))
             return Faults(**asdict(self.faults))
 
+    # -- networks --------------------------------------------------------------------------------
+    def add_network(self, name: str) -> str:
+        """A Neutron network servers may be created on; returns its id."""
+        with self.lock:
+            nid = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"network.{self.name}.{name}"))
+            self.networks[nid] = name
+            return nid
+
     # -- servers ---------------------------------------------------------------------------------
     def usage(self) -> tuple[int, int, int]:
         live = [s for s in self.servers.values() if not s.deleted]
         return len(live), sum(s.flavor.vcpus for s in live), sum(s.flavor.ram for s in live)
 
     def create_server(self, name: str, image_id: str, flavor_id: str, key_name: str | None,
-                      metadata: dict) -> Server:
+                      metadata: dict, networks: list[str] | None = None, user_data: str = "") -> Server:
+        """`networks`: the ids of the networks to attach it to, as Nova takes them (an unknown one is refused)."""
         with self.lock:
+            for nid in networks or []:
+                if nid not in self.networks:
+                    raise ValueError(f"Network {nid} could not be found.")  # Nova's 400 for it
             flavor = self.flavors.get(str(flavor_id))
             if flavor is None:
                 flavor = next((f for f in self.flavors.values() if f.name == flavor_id), None)
@@ -173,9 +192,15 @@ class Cloud:
                                         f"{used} of {cap} {what}")
             self._seq += 1
             server = Server(str(uuid.uuid4()), name, image.id, flavor, key_name, dict(metadata or {}),
-                            seq=self._seq)
+                            seq=self._seq, networks=list(networks or []), user_data=user_data)
+            server.console += [f"[    0.000000] Linux version 6.1.0-sim (cloud {self.name}) #1 SMP",
+                               f"cloud-init: booting {server.name} ({server.id})"]
+            if user_data:
+                server.console.append(f"cloud-init: running user data ({len(user_data)} bytes)")
             self.servers[server.id] = server
             self.created_server_ids.append(server.id)
+            self.most_building = max(self.most_building, sum(1 for s in self.servers.values()
+                                                             if s.status == "BUILD" and not s.deleted))
             error = self.faults.take("boot_errors")
             ssh = not self.faults.take("no_ssh")
             delay = self.faults.boot_delay
@@ -201,6 +226,9 @@ class Cloud:
             except Exception as e:
                 log.warning("cloud %s: server %s failed to boot: %s", self.name, server.id, e)
                 failure = f"Build of instance {server.id} aborted: {e}"
+        with self.lock:
+            server.console.append(f"sshd: {'listening on port 22' if ssh else 'failed to start'}" if address else
+                                  f"kernel: boot failed: {failure}")
         wait = due - time.monotonic()
         if wait > 0:  # a timer, so that slow boots do not hold the workers that start hosts
             timer = threading.Timer(wait, self._booted, args=(server, address, failure))
@@ -237,6 +265,12 @@ class Cloud:
             if s is None or s.deleted:
                 raise NotFound(f"Server {server_id} could not be found.")
             return s
+
+    def console_output(self, server_id: str, length: int | None = None) -> str:
+        """The last `length` lines of the server's console (all of them when None)."""
+        with self.lock:
+            lines = self.get_server(server_id).console
+            return "".join(line + "\n" for line in (lines[-length:] if length else lines))
 
     def list_servers(self) -> list[Server]:
         with self.lock:

@@ -1,6 +1,6 @@
 """The rest of the OpenStack surface that openstacksdk and the `openstack` CLI touch beyond booting servers.
 
-Nova's quota sets, server metadata and flavor extra specs, a read-only Neutron (one private network, its subnet,
+Nova's quota sets, server metadata and flavor extra specs, a read-only Neutron (its networks, one subnet,
 quotas) so that the SDK stops warning that no network service exists, and the clouds' images and flavors from a
 YAML file. Mixed into the API handler of `gatekeeper.sim.openstack.api`.
 """
@@ -13,9 +13,9 @@ from typing import Any
 
 import yaml
 
-from gatekeeper.sim.openstack.cloud import DEFAULT_FLAVORS, DEFAULT_IMAGES, Flavor, NotFound
+from gatekeeper.sim.openstack.cloud import DEFAULT_FLAVORS, DEFAULT_IMAGES, PRIVATE_NETWORK_ID, Flavor, NotFound
 
-NETWORK_ID = "a1d3f5c7-0000-4000-8000-000000000001"
+NETWORK_ID = PRIVATE_NETWORK_ID
 SUBNET_ID = "a1d3f5c7-0000-4000-8000-000000000002"
 
 
@@ -184,25 +184,28 @@ class ExtrasHandler:
     def network_extensions(self) -> int:
         return self._json(200, {"extensions": []})
 
-    def _network_view(self) -> dict[str, Any]:
-        return {"id": NETWORK_ID, "name": "private", "status": "ACTIVE", "admin_state_up": True, "shared": False,
-                "subnets": [SUBNET_ID], "router:external": False, "tenant_id": "p-gatekeeper",
+    def _network_view(self, nid: str = NETWORK_ID) -> dict[str, Any]:
+        return {"id": nid, "name": self.sim.cloud.networks[nid], "status": "ACTIVE", "admin_state_up": True,
+                "shared": False, "subnets": [SUBNET_ID] if nid == NETWORK_ID else [], "router:external": False,
+                "tenant_id": "p-gatekeeper",
                 "project_id": "p-gatekeeper", "mtu": 1500, "port_security_enabled": True, "tags": [],
-                "description": "", "availability_zones": ["nova"], "is_default": True}
+                "description": "", "availability_zones": ["nova"], "is_default": nid == NETWORK_ID}
 
     def list_networks(self) -> int:
-        networks = [self._network_view()]
+        networks = [self._network_view(nid) for nid in list(self.sim.cloud.networks)]
         name = self.query.get("name")
         if name:
             networks = [n for n in networks if n["name"] == name]
+        if self.query.get("id"):
+            networks = [n for n in networks if n["id"] == self.query["id"]]
         if self.query.get("router:external", "").lower() == "true":
             networks = []
         return self._json(200, {"networks": networks})
 
     def get_network(self, nid: str) -> int:
-        if nid not in (NETWORK_ID, "private"):
+        if nid not in self.sim.cloud.networks:
             raise NotFound(f"Network {nid} could not be found.")
-        return self._json(200, {"network": self._network_view()})
+        return self._json(200, {"network": self._network_view(nid)})
 
     def list_subnets(self) -> int:
         return self._json(200, {"subnets": [{
@@ -214,7 +217,7 @@ class ExtrasHandler:
         ports = []
         for s in self.sim.cloud.list_servers():
             if s.address and self.query.get("device_id", s.id) == s.id:
-                ports.append({"id": f"port-{s.id}", "network_id": NETWORK_ID, "device_id": s.id,
+                ports.append({"id": f"port-{s.id}", "network_id": (s.networks or [NETWORK_ID])[0], "device_id": s.id,
                               "device_owner": "compute:nova", "status": "ACTIVE", "mac_address": "fa:16:3e:00:00:01",
                               "fixed_ips": [{"subnet_id": SUBNET_ID, "ip_address": s.address}],
                               "tenant_id": "p-gatekeeper", "project_id": "p-gatekeeper"})
