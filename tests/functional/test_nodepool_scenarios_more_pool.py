@@ -147,6 +147,30 @@ def test_image_build_of_a_paused_image_builds_nothing_and_its_ready_build_keeps_
     client.release(node)
 
 
+def test_a_new_build_leaves_the_ready_nodes_of_the_previous_one_ready_and_handed_out(zk, sim, start_launcher, gk):
+    """Nodepool: a new image is used for the nodes launched after it; ready nodes of the previous image stay
+    ready and are handed out (only max-ready-age ages them out)."""
+    images = f"      images:\n        - name: deb\n          base-image: debian-12\n{PREPARE}"
+    launcher = start_launcher(pool_yaml({"debian": 2}, provider("prov-a", "alpha", images=images)),
+                              image_check_interval=60, cleanup_interval=0.3)
+    wait_for(lambda: len(ready_ids(zk)) == 2, 60, "two ready nodes")
+    old = ready_ids(zk)
+    [first] = list_builds(zk.client, "deb", "prov-a")
+    assert gk("image-build", "deb")[0] == 0
+    second = wait_for(lambda: next((b for b in list_builds(zk.client, "deb", "prov-a") if b.id != first.id
+                                    and b.state == "ready"), None), 60, "the new build")
+    wait_for(lambda: launcher.managers["prov-a"].image_builds["deb"][0] == second.id, 30, "the new build in use")
+    client = NodeRequestClient(zk, "image user")
+    considered(client)
+    assert ready_ids(zk) == old
+    taken = take(client, ["debian", "debian"])
+    assert {n.id for n in taken} == old and {n.image_build for n in taken} == {first.id}
+    wait_for(lambda: len(ready_ids(zk)) == 2, 60, "min-ready made up")
+    assert {node_records(zk)[n].image_build for n in ready_ids(zk)} == {second.id}
+    for node in taken:
+        client.release(node)
+
+
 # -- 4: provider priority -------------------------------------------------------------------------------------
 def test_the_better_priority_provider_serves_while_it_has_room_and_again_once_room_frees(zk, sim, start_launcher):
     """Nodepool (providers.priority: launchers yield requests to pools of a better priority that are not paused;
@@ -162,6 +186,24 @@ def test_the_better_priority_provider_serves_while_it_has_room_and_again_once_ro
     [again] = take(client, ["debian"])
     assert again.provider == "prov-a", "room on the better provider again: it serves"
     for node in taken[1:] + [again]:
+        client.release(node)
+
+
+def test_min_ready_nodes_are_made_up_on_the_better_priority_provider_while_it_has_room(zk, sim, start_launcher):
+    """Nodepool (providers.priority): min-ready's requests are requests like others, yielded to the better-priority
+    pool while it is not paused, so the nodes that make min-ready up fill it first."""
+    start_launcher(pool_yaml({"debian": 2}, provider("prov-a", "alpha", max_servers=3, extra="      priority: 2\n"),
+                             provider("prov-b", "beta", max_servers=3, extra="      priority: 1\n")))
+    wait_live(zk, 2)
+    wait_for(lambda: len(ready_ids(zk)) == 2, 60, "two ready nodes")
+    client = NodeRequestClient(zk, "priority")
+    taken = take(client, ["debian", "debian"])
+    wait_for(lambda: len(ready_ids(zk)) == 2, 60, "min-ready made up")
+    considered(client)
+    room_on_b = 3 - sum(n.provider == "prov-b" for n in taken)
+    made_up = sorted(node_records(zk)[n].provider for n in ready_ids(zk))
+    assert made_up.count("prov-b") == min(2, room_on_b), (made_up, [n.provider for n in taken])
+    for node in taken:
         client.release(node)
 
 

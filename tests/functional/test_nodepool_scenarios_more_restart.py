@@ -25,6 +25,12 @@ def considered(client: NodeRequestClient) -> None:
         assert req.state == model.REQUEST_FAILED, req
 
 
+def take(client: NodeRequestClient, labels: list[str]) -> list[model.Node]:
+    req = client.wait(client.request(labels), 30)
+    assert req.state == model.FULFILLED, req.reason
+    return client.lock_nodes(req)
+
+
 def server_ids(sim, cloud: str = "alpha") -> set[str]:
     return {s.id for s in servers(sim, cloud)}
 
@@ -93,6 +99,29 @@ def test_a_launcher_stopped_while_it_boots_a_node_leaks_nothing_and_the_next_one
     assert node.external_id not in booting, "a node left building is not taken over: it is deleted"
     assert set(booting) <= set(cloud.deleted_server_ids), "the abandoned boot's server deleted"
     client.release(node)
+
+
+def test_nodes_of_a_fulfilled_request_not_yet_taken_stay_its_own_across_a_launcher_restart(zk, sim, start_launcher):
+    """Nodepool: the nodes of a fulfilled request are allocated to it until its consumer locks them; a launcher
+    started meanwhile neither hands them to another request nor frees them while the request is there."""
+    yaml_text = pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha"))
+    first = start_launcher(yaml_text, cleanup_interval=0.3)
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "build 5")
+    req = client.wait(client.request(["debian", "debian"]), 30)
+    assert req.state == model.FULFILLED, req.reason
+    first.stop()
+    start_launcher(yaml_text, cleanup_interval=0.3)
+    wait_live(zk, 1)
+    other = NodeRequestClient(zk, "another build")
+    [theirs] = take(other, ["debian"])
+    assert theirs.id not in req.nodes
+    considered(client)
+    assert all(node_records(zk)[n].state == model.ALLOCATED for n in req.nodes)
+    taken = client.lock_nodes(req)
+    assert [n.id for n in taken] == req.nodes
+    for node in taken + [theirs]:
+        client.release(node)
 
 
 @pytest.mark.xfail(strict=True, reason="a node already up and allocated to a two-node request whose launcher "
