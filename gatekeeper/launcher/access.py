@@ -21,6 +21,7 @@ from kazoo.recipe.watchers import ChildrenWatch
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import connect_ssh, read_node
 from gatekeeper.launcher.model import Node
+from gatekeeper.sshexec import exec_within
 from gatekeeper.zk import access, paths
 from gatekeeper.zk.access import FAILED, INSTALLED, REMOVED, REQUESTED, AccessGrant
 from gatekeeper.zk.client import ZKClient
@@ -29,6 +30,7 @@ log = logging.getLogger("gatekeeper.launcher.access")
 audit = logging.getLogger("gatekeeper.audit")
 
 INSTALL_ATTEMPTS = 5
+ACCESS_TIMEOUT_S = 30.0  # each wait of a key's install or removal on a node
 KEEP_ENDED_S = 24 * 3600  # ended grants stay listed for a day, then go
 
 
@@ -156,10 +158,19 @@ class AccessKeeper:
     def _ssh(self, node: Node, command: str) -> None:
         client = self.connect(node)
         try:
-            _, stdout, stderr = client.exec_command(command, timeout=30)
-            status = stdout.channel.recv_exit_status()
-            if status != 0:
-                raise RuntimeError(f"exit {status}: {stderr.read().decode(errors='replace').strip()}")
+            # every wait bounded (paramiko's exec_command and recv_exit_status have none): a node gone silent
+            # fails the access request instead of holding it for ever
+            channel = client.get_transport().open_session(timeout=ACCESS_TIMEOUT_S)
+            channel.settimeout(ACCESS_TIMEOUT_S)
+            exec_within(channel, command, ACCESS_TIMEOUT_S)
+            channel.set_combine_stderr(True)
+            output = bytearray()
+            while data := channel.recv(65536):
+                output += data
+            if not channel.status_event.wait(ACCESS_TIMEOUT_S):
+                raise TimeoutError(f"no exit status within {ACCESS_TIMEOUT_S:g}s")
+            if channel.exit_status != 0:
+                raise RuntimeError(f"exit {channel.exit_status}: {output.decode(errors='replace').strip()}")
         finally:
             client.close()
 

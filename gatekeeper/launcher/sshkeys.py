@@ -9,6 +9,10 @@ import time
 import paramiko
 from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_before_delay
 
+from gatekeeper.sshexec import exec_within
+
+START_TIMEOUT_S = 60.0  # a script's start on a host: its channel opened and the command answered
+
 
 class HostKeyScanError(Exception):
     pass
@@ -88,10 +92,11 @@ def run_script(address: str, port: int, username: str, key_file: str, host_keys:
     ssh = connect_ssh(Node(address=address, port=port, username=username, private_key=key_file,
                            host_keys=host_keys))
     try:
-        stdin, stdout, _ = ssh.exec_command("/bin/sh -s", get_pty=False)
-        channel = stdout.channel
+        channel = ssh.get_transport().open_session(timeout=START_TIMEOUT_S)
+        exec_within(channel, "/bin/sh -s", START_TIMEOUT_S)  # (paramiko's own wait has no deadline)
         channel.set_combine_stderr(True)
-        stdin.write(script)
+        channel.settimeout(START_TIMEOUT_S)
+        channel.sendall(script.encode())
         channel.shutdown_write()
         channel.settimeout(0.5)
         output = bytearray()
