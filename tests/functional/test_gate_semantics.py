@@ -354,8 +354,11 @@ def test_a_dependency_in_a_project_outside_the_layout_is_tested_in_check_and_kee
         gate.approve(x, a)
         gate.settle()
         assert gate.gate_queue() == []
-        assert gate.reports(a)[-1] == ('Change 2,1 cannot enter gate: it depends on change 1,1 in org/x, which is '
-                                       'not in the same change queue ("none", not "integrated")')
+        assert gate.reports(a)[-1] == ("Build failed (gate pipeline).\n\nWarning:\n  Change 1 in project org/x does "
+                                       "not share a change queue with 2 in project org/a\n\nChange 2,1 cannot enter "
+                                       "gate: it "
+                                       'depends on change 1,1 in org/x, which is not in the same change queue ("none", '
+                                       'not "integrated")')
     finally:
         gate.stop()
 
