@@ -20,11 +20,14 @@ class Refusal(Exception):
     """A change cannot enter the pipeline; the message, for people, is reported on the change.
 
     `waits_on` names the change ("N,P") whose entering may let it in (one it needs that does not yet meet the
-    pipeline's requirements): it is reconsidered when that one enters."""
+    pipeline's requirements): it is reconsidered when that one enters. `warning` is Zuul's text for a refusal Zuul
+    reports through the pipeline's failure reporters (their vote): a needed change in another change queue, a
+    dependency cycle."""
 
-    def __init__(self, message: str, waits_on: str = "") -> None:
+    def __init__(self, message: str, waits_on: str = "", warning: str = "") -> None:
         super().__init__(message)
         self.waits_on = waits_on
+        self.warning = warning
 
 
 # An item is one ZooKeeper record (1 MiB at most) holding its change and, later, its builds' results: a change
@@ -74,8 +77,8 @@ class Enqueueing:
                     waiters.append(change.number)
                     self.state.changed = True
             if not quiet:
-                self.backend.report(Report(self.name, change, "refused", message, {},
-                                           key=f"refused:{refusal_key or self.clock()}:{change.key}"))
+                self._report_refusal(change, message, exc.warning, f"refused:{refusal_key or self.clock()}:"
+                                                                   f"{change.key}")
             return message
         if self.in_turn:  # the change alone (gatekeeper.scheduler.inturn)
             self._enqueue_in_turn(change, project)
@@ -95,6 +98,16 @@ class Enqueueing:
             self._add(queue, dep, live=False)
         self._add(queue, change, live=True)
         return ""
+
+    def _report_refusal(self, change: Change, message: str, warning: str, key: str) -> None:
+        """Tell a change why it cannot enter: with Zuul's warning through the failure reporters (their vote, their
+        text, then ours), as Zuul's _reportNonEnqueuedItem, when Zuul reports that refusal; else a message alone."""
+        report = None
+        if warning and "failure" in self.pipeline.reports:
+            report = self._change_report(change, "failure", key, f"Warning:\n  {warning}\n\n{message}")
+        if report is None:
+            report = Report(self.name, change, "refused", message, {}, key=key)
+        self.backend.report(dataclasses.replace(report, action="refused", submit=False))  # nothing ran to merge
 
     def _report_no_jobs(self, change: Change, refusal_key: str) -> None:
         """Tell a change of a project in this pipeline that none of its jobs runs for it, where the pipeline has a
@@ -119,7 +132,9 @@ class Enqueueing:
                 raise Refusal(c.needs_error)
             for key in c.needs:
                 if key in path:
-                    raise Refusal("dependency cycle " + " -> ".join(path[path.index(key):] + [key]))
+                    raise Refusal("dependency cycle " + " -> ".join(path[path.index(key):] + [key]),
+                                  warning=f"Dependency cycle detected and project {change.project} doesn't allow "
+                                          "circular dependencies")
                 if key in done:
                     continue
                 queued = self.state.find(key) if self.pipeline.dependent else None
@@ -140,7 +155,9 @@ class Enqueueing:
                     queue = self._queue_name(dep.project, dep.branch)
                     if queue != my_queue:
                         raise Refusal(f"it depends on change {key} in {dep.project}, which is not in the same "
-                                      f'change queue ("{queue or "none"}", not "{my_queue}")')
+                                      f'change queue ("{queue or "none"}", not "{my_queue}")',
+                                      warning=f"Change {dep.number} in project {dep.project} does not share a "
+                                              f"change queue with {c.number} in project {c.project}")
                     reason = unmet_requirements(self.pipeline, dep)
                     if reason:
                         raise Refusal(f"it depends on change {key}, which cannot enter {self.name}: {reason}",

@@ -20,7 +20,7 @@ from gatekeeper.scheduler.inturn import InTurn
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
 from gatekeeper.scheduler.promote import promote
 from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items, tag_jobs
-from gatekeeper.scheduler.reports import DEPENDENCY, MERGE_ATTEMPTS, OPERATOR, ItemReports
+from gatekeeper.scheduler.reports import DEPENDENCY, MERGE_ATTEMPTS, OPERATOR, ItemReports, merger_failed
 from gatekeeper.scheduler.supersede import superseded_by
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, SKIPPED, BuildRequest, BuildResult
@@ -305,6 +305,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
             if item.merge_state == MergeState.CONFLICT and item is not live:
                 live.merge_state = MergeState.CONFLICT
                 live.merge_message = f"Change {item.key}, which this change needs: {item.merge_message}"
+                live.merge_attempts = item.merge_attempts  # the merger's failure on it is no more the change's fault
                 self.state.touch(live)
                 break
             self._advance(item, prev, rank + position)
@@ -343,7 +344,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs (a
         failing item without a conflict has at least one)."""
         if item.merge_state == MergeState.CONFLICT:
-            if item.merge_attempts >= MERGE_ATTEMPTS:  # not a conflict: the merger itself kept failing
+            if merger_failed(item):  # not a conflict: the merger itself kept failing
                 return f"could not be tested because the merger failed ({item.merge_message})"
             return "could not be merged onto the changes ahead of it"
         jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed or item.all_skipped)

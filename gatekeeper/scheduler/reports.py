@@ -23,6 +23,8 @@ DISABLED_ACTIONS = frozenset({"start", "success", "failure", "merge-conflict", "
 MERGE_FAILED = "Merge failed."  # Zuul's merge-conflict-message, when the failure reporters report a conflict
 INFRA_MESSAGE = ("Build could not be completed because of an infrastructure failure ({pipeline} pipeline). "
                  "This is not the change's fault, and no vote is given: a recheck will retry it.")
+MERGER_MESSAGE = ("The change could not be merged for testing because the merger failed ({pipeline} pipeline). "
+                  "This is not the change's fault, and no vote is given: a recheck will retry it.")
 
 # Kinds of dequeue reasons (the layout's `dequeue: {reasons: {...}}` turns each one's report on or off).
 DEPENDENCY = "dependency-failed"
@@ -42,6 +44,12 @@ def format_duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m {seconds % 60:02d}s"
     return f"{seconds}s"
+
+
+def merger_failed(item: Item) -> bool:
+    """Whether the item's merge was given up because the merger itself kept failing (not a conflict: an error
+    answered MERGE_ATTEMPTS times in a row)."""
+    return item.merge_state == MergeState.CONFLICT and item.merge_attempts >= MERGE_ATTEMPTS
 
 
 def _number(item: Item) -> int | None:
@@ -67,7 +75,7 @@ class ItemReports:
         if succeeded:
             queue.window = window.grown(queue.window)
         else:
-            if not item.infrastructure_failure:  # the infrastructure's failures say nothing of the queue's health
+            if not self._not_its_fault(item):  # the infrastructure's failures say nothing of the queue's health
                 queue.window = window.shrunk(queue.window)
             self._left[item.key] = self._failure(item) if outcome.ok else "could not be submitted"
             if outcome.ok and self._not_its_fault(item):
@@ -77,6 +85,9 @@ class ItemReports:
         return True
 
     def _report_complete(self, item: Item) -> ReportOutcome | None:
+        if merger_failed(item):  # the merger's outage (a fetch from Gerrit, its disk), not a conflict: no vote
+            message = f"{MERGER_MESSAGE.format(pipeline=self.name)}\n\n{item.merge_message}"
+            return self._recorded(item, "INFRA_FAILURE", self._report(item, "infra-failure", message))
         if item.merge_state == MergeState.CONFLICT:
             return self._recorded(item, "MERGE_CONFLICT", self._report(item, "merge-conflict", item.merge_message))
         if item.infrastructure_failure:  # never a negative vote: the change is not to blame
@@ -114,8 +125,7 @@ class ItemReports:
     def _not_its_fault(item: Item) -> bool:
         """Whether a failing item fails through no fault of its change: the infrastructure lost its builds, or the
         merger kept failing (what needs it is then not voted on either)."""
-        return item.infrastructure_failure or (item.merge_state == MergeState.CONFLICT
-                                               and item.merge_attempts >= MERGE_ATTEMPTS)
+        return item.infrastructure_failure or merger_failed(item)
 
     def _report(self, item: Item, action: str, extra: str = "", lead: str = "") -> ReportOutcome | None:
         if action in DISABLED_ACTIONS and self._disabled():

@@ -120,8 +120,10 @@ def test_depends_on_a_change_in_another_queue_is_refused_with_a_clear_message(ga
     gate.approve(other, app)
     gate.settle()
     refusal = gate_messages(gate, app)[-1]
-    assert refusal == ("Change 2,1 cannot enter gate: it depends on change 1,1 in org/c, which is not in the same "
-                       'change queue ("other", not "integrated")')
+    assert refusal == ("Build failed (gate pipeline).\n\nWarning:\n  Change 1 in project org/c does not share a "
+                       "change queue with 2 in project org/a\n\nChange 2,1 cannot enter gate: it depends on change "
+                       '1,1 in org/c, which is not in the same change queue ("other", not "integrated")')
+    assert gate.ci_votes(app) == {"Verified": -2}  # as Zuul's _reportNonEnqueuedItem: the failure reporters
     assert gate.status(other) == "MERGED" and gate.status(app) == "NEW"
 
 
@@ -396,6 +398,12 @@ def test_a_depends_on_cycle_is_refused_with_a_clear_message(gate: GateHarness) -
     b = gate.change("org/b", "Needs A", depends_on=(a,))
     gate.approve(a, b)
     gate.settle()
-    assert gate_messages(gate, a)[-1] == "Change 1,1 cannot enter gate: dependency cycle 1,1 -> 2,1 -> 1,1"
+    # as Zuul's addChange: its warning through the failure reporters (their vote), in check as in the gate
+    assert gate_messages(gate, a)[-1] == ("Build failed (gate pipeline).\n\nWarning:\n  Dependency cycle detected "
+                                          "and project org/a doesn't allow circular dependencies\n\nChange 1,1 "
+                                          "cannot enter gate: dependency cycle 1,1 -> 2,1 -> 1,1")
     assert gate.gate_queue() == [] and gate.history() == []  # check refused it too
-    assert "Change 2,1 cannot enter check: dependency cycle 2,1 -> 1,1 -> 2,1" in gate.ci_messages(b)[0]
+    assert gate.ci_messages(b)[0].endswith("Build failed (check pipeline).\n\nWarning:\n  Dependency cycle detected "
+                                           "and project org/b doesn't allow circular dependencies\n\nChange 2,1 "
+                                           "cannot enter check: dependency cycle 2,1 -> 1,1 -> 2,1")
+    assert gate.ci_votes(a) == gate.ci_votes(b) == {"Verified": -2}

@@ -19,6 +19,7 @@ from tests.functional.gate_harness import PROJECTS, GateHarness
 from tests.layouts import GATE_LAYOUT
 
 STABLE = "stable/2024.1"
+FAILED = "Build failed (gate pipeline).\n\nWarning:\n  "  # Zuul's report of a change that cannot enter: its warning
 LAYOUT = GATE_LAYOUT.replace("  - name: integrated\n", "  - name: integrated\n    per-branch: true\n", 1).replace(
     "  - name: unit\n", """  - name: unit
     label: ubuntu-noble
@@ -268,8 +269,10 @@ def test_a_depends_on_across_per_branch_queues_is_refused_until_the_change_it_ne
     gate.approve(s, m)
     gate.settle()
     assert gate.status(s) == "MERGED" and gate.status(m) == "NEW"
-    assert gate.reports(m) == [f"Change 2,1 cannot enter gate: it depends on change 1,1 in org/a, which is not in the "
-                               f'same change queue ("integrated ({STABLE})", not "integrated (master)")']
+    assert gate.reports(m) == [f"{FAILED}Change 1 in project org/a does not share a change queue with 2 in project "
+                               "org/b\n\nChange 2,1 cannot enter gate: it depends on change 1,1 in org/a, which is not "
+                               f'in the same change queue ("integrated ({STABLE})", not "integrated (master)")']
+    assert gate.ci_votes(m) == {"Verified": -2}  # as Zuul: through the failure reporters
     assert gate.schedulers[0].load_state("gate").waiting == {}  # it waits for no change to enter: for S to merge
     gate.sim.delete_vote(m, "rita", "Approved")  # approved again, as people do
     gate.sim.approve(m, "rita")
@@ -302,8 +305,9 @@ def test_a_project_without_a_queue_gates_in_a_queue_of_its_own(tmp_path, zk_fact
         gate.executor.release()
         gate.settle()
         assert [gate.status(x) for x in (a, c, d)] == ["NEW", "MERGED", "NEW"]
-        assert gate.reports(d) == ['Change 3,1 cannot enter gate: it depends on change 1,1 in org/a, which is not in '
-                                   'the same change queue ("integrated", not "org/c")']
+        assert gate.reports(d) == [f"{FAILED}Change 1 in project org/a does not share a change queue with 3 in "
+                                   "project org/c\n\nChange 3,1 cannot enter gate: it depends on change 1,1 in org/a, "
+                                   'which is not in the same change queue ("integrated", not "org/c")']
     finally:
         gate.stop()
 
@@ -343,8 +347,10 @@ def test_a_depends_on_a_change_id_on_two_branches_needs_both_changes(gate: GateH
     gate.approve(fix, user)
     gate.settle()
     assert [gate.status(c) for c in (backport, fix, user)] == ["NEW", "MERGED", "NEW"]
-    assert gate.reports(user) == ["Change 3,1 cannot enter gate: it depends on change 1,1 in org/a, which is not in "
-                                  f'the same change queue ("integrated ({STABLE})", not "integrated (master)")']
+    assert gate.reports(user) == [f"{FAILED}Change 1 in project org/a does not share a change queue with 3 in "
+                                  "project org/b\n\nChange 3,1 cannot enter gate: it depends on change 1,1 in org/a, "
+                                  f'which is not in the same change queue ("integrated ({STABLE})", not "integrated '
+                                  '(master)")']
     gate.approve(backport)
     gate.settle()
     gate.sim.delete_vote(user, "rita", "Approved")  # approved again, as people do

@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 
 from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.merges import MergeRequest, MergeResult
 from tests.functional.gate_harness import LAYOUT, PROJECTS, GateHarness
 
 REMOVED = "This change was removed from the gate queue.\n\n"
@@ -154,6 +155,37 @@ def test_retries_exhausted_on_node_failures_are_the_infrastructures_not_the_chan
     report = gate.reports(a)[-1]
     assert report.startswith("Build could not be completed because of an infrastructure failure")
     assert ": RETRY_LIMIT in " in report and "NODE_FAILURE on 2 attempts" in report
+
+
+def test_a_merger_that_keeps_failing_is_never_a_negative_vote(gate: GateHarness, monkeypatch) -> None:
+    """The merger cannot fetch A from Gerrit (an error, not a conflict). A is asked again, given up after three
+    errors in check and in the gate alike, and reported once in each without a vote, told it was not its fault;
+    B, approved behind it, restarts on the branch and merges; the window does not shrink."""
+    merge = gate.merger.merger.merge
+    fetches: list[str] = []
+
+    def fetch_fails_for_a(request: MergeRequest) -> MergeResult:
+        if any(spec["number"] == 1 for spec in request.changes):
+            fetches.append(request.pipeline)
+            raise OSError("fatal: the remote end hung up unexpectedly (git fetch refs/changes/01/1/1)")
+        return merge(request)
+
+    monkeypatch.setattr(gate.merger.merger, "merge", fetch_fails_for_a)
+    a, b = gate.change("org/b", "A"), gate.change("org/b", "B")
+    gate.settle()
+    gate.approve(a, b)
+    gate.settle()
+    assert [gate.status(x) for x in (a, b)] == ["NEW", "MERGED"]
+    assert fetches == ["check"] * 3 + ["gate"] * 3
+    assert gate.ci_votes(a) == {}  # no vote at all, in check or in the gate
+    for pipeline in ("check", "gate"):
+        [report] = gate.reports(a, pipeline)  # once, and no start: its merge never succeeded
+        assert report.startswith(f"The change could not be merged for testing because the merger failed ({pipeline} "
+                                 "pipeline). This is not the change's fault, and no vote is given: a recheck will "
+                                 "retry it.\n\nThe merger failed 3 times: merger error: OSError: fatal: the remote "
+                                 "end hung up"), report
+    assert gate.history("check") == gate.history("gate") == [("unit", "SUCCESS", "2,1")]  # B alone, both times
+    assert gate.schedulers[0].load_state("gate").queues["integrated"].window == 21  # grown by B, not shrunk by A
 
 
 def test_a_change_failure_shows_its_summary_and_known_bugs_under_the_job(gate: GateHarness) -> None:
@@ -322,8 +354,11 @@ def test_a_dependency_in_a_project_outside_the_layout_is_tested_in_check_and_kee
         gate.approve(x, a)
         gate.settle()
         assert gate.gate_queue() == []
-        assert gate.reports(a)[-1] == ('Change 2,1 cannot enter gate: it depends on change 1,1 in org/x, which is '
-                                       'not in the same change queue ("none", not "integrated")')
+        assert gate.reports(a)[-1] == ("Build failed (gate pipeline).\n\nWarning:\n  Change 1 in project org/x does "
+                                       "not share a change queue with 2 in project org/a\n\nChange 2,1 cannot enter "
+                                       "gate: it "
+                                       'depends on change 1,1 in org/x, which is not in the same change queue ("none", '
+                                       'not "integrated")')
     finally:
         gate.stop()
 

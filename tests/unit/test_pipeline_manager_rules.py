@@ -67,7 +67,7 @@ def test_a_build_lost_to_its_node_is_retried_elsewhere_and_then_given_up_with_bo
     assert not gate.merged()
 
 
-def test_a_merger_error_is_asked_again_and_after_three_the_change_is_reported_unmergeable(gate: Gate) -> None:
+def test_a_merger_error_is_asked_again_and_after_three_the_change_is_reported_without_a_vote(gate: Gate) -> None:
     a = gate.change("org/b")
     gate.approve(a)
     for attempt in range(1, 4):
@@ -80,8 +80,28 @@ def test_a_merger_error_is_asked_again_and_after_three_the_change_is_reported_un
                 id=request.id, item=request.item, pipeline="gate", ok=True))  # an answer to a request given up
         gate.process()
         assert len(gate.backend.merges) == (1 if attempt < 3 else 0)
-    [conflict] = gate.reported(a, "merge-conflict")
-    assert "The merger failed 3 times: disk full" in conflict.message
+    assert not gate.reported(a, "merge-conflict") and not gate.reported(a, "failure")
+    [report] = gate.reported(a, "infra-failure")  # the merger's outage is not the change's fault
+    assert report.labels == {} and "The merger failed 3 times: disk full" in report.message
+
+
+def test_in_check_a_needed_change_the_merger_keeps_failing_on_gives_no_vote(gate: Gate) -> None:
+    """B needs A; check tests B on A. The merger cannot merge A (an error, not a conflict): B is reported, once,
+    without a vote, told that the merger failed on the change it needs."""
+    gate.change("org/a")
+    b = gate.change("org/b", needs=("1,1",))
+    gate.event("patchset-created", b)
+    gate.process()
+    while gate.backend.merges:  # each answer seen by a pass before the next: A's third error before B's
+        req = gate.backend.merges.pop(0)
+        assert req.pipeline == "check" and (req.changes[0]["number"] == 1 or req.after)  # B's waits on A's
+        gate.manager("check").apply_merge_result(MergeResult(id=req.id, item=req.item, pipeline="check",
+                                                              message="disk full"))
+        gate.process()
+    assert not gate.reported(b, "merge-conflict")
+    [report] = gate.reported(b, "infra-failure")
+    assert report.pipeline == "check" and report.labels == {}
+    assert "Change 1,1, which this change needs: The merger failed 3 times: disk full" in report.message
 
 
 # -- what may enter -------------------------------------------------------------------------------------------------
@@ -106,7 +126,13 @@ def test_changes_that_cannot_enter_the_gate_are_refused_with_the_reason(gate: Ga
     for change, reason in cases:
         gate.approve(change)
         [refused] = gate.reported(change, "refused")
-        assert refused.message == f"Change {change.key} cannot enter gate: {reason}", refused.message
+        if "same change queue" in reason:  # as Zuul: its warning through the failure reporters, their vote
+            assert refused.labels == {"Verified": -2}
+            assert refused.message == (f"Build failed (gate pipeline).\n\nWarning:\n  Change 4 in project org/c does "
+                                       f"not share a change queue with {change.number} in project org/b\n\nChange "
+                                       f"{change.key} cannot enter gate: {reason}"), refused.message
+        else:  # Zuul gives no report for these: a message, no vote
+            assert refused.labels == {} and refused.message == f"Change {change.key} cannot enter gate: {reason}"
     assert gate.queue() == []
 
 
