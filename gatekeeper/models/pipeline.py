@@ -12,6 +12,8 @@ from gatekeeper.zk.builds import ABORTED, INFRASTRUCTURE, SKIPPED, SUCCESS
 from gatekeeper.zk.merges import ChangeSpec, MergeState
 from gatekeeper.zk.record import Record
 
+MERGE_ATTEMPTS = 3  # merger errors in a row before an item's merge is given up (reported as the merger's failure)
+
 
 @dataclass
 class Change(Record):
@@ -196,6 +198,12 @@ class Item(Record):
     @property
     def merged(self) -> bool:
         return self.merge_state == MergeState.OK
+
+    @property
+    def merger_failed(self) -> bool:
+        """The merge was given up because the merger itself kept failing (an error answered MERGE_ATTEMPTS times
+        in a row: a fetch from Gerrit, its disk), not for a conflict."""
+        return self.merge_state == MergeState.CONFLICT and self.merge_attempts >= MERGE_ATTEMPTS
 
     @property
     def failing(self) -> bool:

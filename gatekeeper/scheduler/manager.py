@@ -14,13 +14,13 @@ from collections.abc import Callable
 from gatekeeper.config.layout import Job, Layout, Pipeline
 from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.interfaces import Backend, ChangeSource
-from gatekeeper.models.pipeline import Build, Change, ChangeQueue, Item, PipelineState
+from gatekeeper.models.pipeline import MERGE_ATTEMPTS, Build, Change, ChangeQueue, Item, PipelineState
 from gatekeeper.scheduler.enqueue import Enqueueing
 from gatekeeper.scheduler.inturn import InTurn
 from gatekeeper.scheduler.jobgraph import next_jobs, skipped_build
 from gatekeeper.scheduler.promote import promote
 from gatekeeper.scheduler.refs import enqueue_ref, enqueue_ref_request, ref_items, tag_jobs
-from gatekeeper.scheduler.reports import DEPENDENCY, MERGE_ATTEMPTS, OPERATOR, ItemReports, merger_failed
+from gatekeeper.scheduler.reports import DEPENDENCY, OPERATOR, ItemReports
 from gatekeeper.scheduler.supersede import superseded_by
 from gatekeeper.scheduler.triggers import pipeline_triggered, requirement_kind, unmet_requirements
 from gatekeeper.zk.builds import INFRASTRUCTURE, RETRY_LIMIT, RETRYABLE, SKIPPED, BuildRequest, BuildResult
@@ -344,7 +344,7 @@ class PipelineManager(Enqueueing, InTurn, ItemReports):
         """How a failing item failed, as the end of a sentence: its merge conflict or its failed voting jobs (a
         failing item without a conflict has at least one)."""
         if item.merge_state == MergeState.CONFLICT:
-            if merger_failed(item):  # not a conflict: the merger itself kept failing
+            if item.merger_failed:  # not a conflict: the merger itself kept failing
                 return f"could not be tested because the merger failed ({item.merge_message})"
             return "could not be merged onto the changes ahead of it"
         jobs = ", ".join(f"{b.job}: {b.result}" for b in item.builds.values() if b.failed or item.all_skipped)

@@ -34,7 +34,6 @@ SILENT_DEQUEUE = frozenset({"abandoned"})  # by default: whoever abandoned a cha
 # Zuul's sentence (dequeued_needing_change, dequeued_missing_requirements) before ours naming the cause.
 FAILURE_LEADS = {DEPENDENCY: "This change depends on a change that failed to merge.",
                  "lost-approval": "This change is unable to merge due to a missing merge requirement."}
-MERGE_ATTEMPTS = 3  # merger errors in a row before an item's merge is given up (reported as the merger's failure)
 
 
 def format_duration(seconds: float) -> str:
@@ -44,12 +43,6 @@ def format_duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m {seconds % 60:02d}s"
     return f"{seconds}s"
-
-
-def merger_failed(item: Item) -> bool:
-    """Whether the item's merge was given up because the merger itself kept failing (not a conflict: an error
-    answered MERGE_ATTEMPTS times in a row)."""
-    return item.merge_state == MergeState.CONFLICT and item.merge_attempts >= MERGE_ATTEMPTS
 
 
 def _number(item: Item) -> int | None:
@@ -85,7 +78,7 @@ class ItemReports:
         return True
 
     def _report_complete(self, item: Item) -> ReportOutcome | None:
-        if merger_failed(item):  # the merger's outage (a fetch from Gerrit, its disk), not a conflict: no vote
+        if item.merger_failed:  # the merger's outage (a fetch from Gerrit, its disk), not a conflict: no vote
             message = f"{MERGER_MESSAGE.format(pipeline=self.name)}\n\n{item.merge_message}"
             return self._recorded(item, "INFRA_FAILURE", self._report(item, "infra-failure", message))
         if item.merge_state == MergeState.CONFLICT:
@@ -125,7 +118,7 @@ class ItemReports:
     def _not_its_fault(item: Item) -> bool:
         """Whether a failing item fails through no fault of its change: the infrastructure lost its builds, or the
         merger kept failing (what needs it is then not voted on either)."""
-        return item.infrastructure_failure or merger_failed(item)
+        return item.infrastructure_failure or item.merger_failed
 
     def _report(self, item: Item, action: str, extra: str = "", lead: str = "") -> ReportOutcome | None:
         if action in DISABLED_ACTIONS and self._disabled():

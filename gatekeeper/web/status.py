@@ -95,7 +95,8 @@ def item_status(item: Any, position: int, window: int, ahead: Any, behind: list[
             for name in item.jobs]
     failing = []
     if item.merge_state == "conflict":
-        failing.append(f"merge conflict: {item.merge_message}".rstrip(": "))
+        what = "merger failure (not the change's fault)" if item.merger_failed else "merge conflict"
+        failing.append(f"{what}: {item.merge_message}".rstrip(": "))
     for job in jobs:
         if job["state"] == COMPLETED and job["voting"] and job["result"] not in ("SUCCESS", "ABORTED", "SKIPPED"):
             failing.append(f"{job['name']}: {job['result']}")

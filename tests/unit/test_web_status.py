@@ -77,6 +77,16 @@ def test_failed_voting_job_and_merge_conflict_are_failing_reasons_but_nonvoting_
     assert items[1]["failing_reasons"] == ["merge conflict: nova/setup.py"]
 
 
+def test_a_merge_the_merger_gave_up_on_is_shown_as_the_mergers_failure_not_a_conflict():
+    state = sample_state()
+    b = state.items["item-b"]
+    b.merge_state, b.merge_attempts = "conflict", 3
+    b.merge_message = "The merger failed 3 times: fetch from review.example.com failed"
+    items = render(state)["queues"][0]["items"]
+    assert items[1]["failing_reasons"] == ["merger failure (not the change's fault): The merger failed 3 times: fetch "
+                                           "from review.example.com failed"]
+
+
 def test_items_beyond_the_window_are_inactive():
     state = sample_state()
     state.queues["integrated"].window = 1
