@@ -11,7 +11,7 @@ from typing import Any
 
 import voluptuous as v
 
-from gatekeeper.config.schema_parts import INT, NAME, NUMBER, Each, Regex, one_or_each, project_name
+from gatekeeper.config.schema_parts import INT, NAME, NUMBER, PIPELINE_NAME, Each, Regex, one_or_each, project_name
 from gatekeeper.config.schema_static import STATIC_HOST, STATIC_NODE
 
 GERRIT_EVENTS = (
@@ -187,7 +187,7 @@ def WINDOW_OR_SIZE(value: Any) -> Any:  # noqa: N802 - reads like a type in sche
 
 PIPELINE = v.Schema(
     {
-        v.Required("name"): NAME,
+        v.Required("name"): PIPELINE_NAME,
         v.Required("manager"): v.In(MANAGERS,
                                     msg="unknown manager (expected independent, dependent, serial or supercedent)"),
         "description": str,

@@ -52,6 +52,9 @@ def project_name(value: Any) -> str:
 
 
 NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_.@/+-]+$", msg="may hold only letters, digits and _.@/+-"))
+# A pipeline's name is one segment of its paths in ZooKeeper: no "/", and not "." or "..".
+PIPELINE_NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_@+-][A-Za-z0-9_.@+-]*$",
+                                                    msg="may hold only letters, digits and _.@+- and not start with ."))
 
 
 class Number:

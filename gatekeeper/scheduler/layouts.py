@@ -59,6 +59,7 @@ class LayoutChanges:
         if layout.files != self.layout.files:
             log.info("layout reloaded: %s", layout.summary())
         self.layout = layout
+        self._running_version = pointer  # (not before: while it was read, the old one still ran)
         self._retire_due = True
         self._wake.set()
         if self.timer:  # new schedules, maybe
@@ -95,13 +96,20 @@ class LayoutChanges:
             pointer, _ = self.zk.client.get(paths.LAYOUT)
         except NoNodeError:
             return False
-        return bool(self._layout_version) and pointer.decode() == self._layout_version
+        return bool(self._running_version) and pointer.decode() == self._running_version
 
     # -- pipelines the layout no longer has -------------------------------------------------------------------------
     def _retire_removed(self) -> None:
         """Forget, and remove from ZooKeeper, the pipelines the running layout no longer has (see the module's
         docstring); what cannot be done now (a lock held elsewhere, a layout not yet read) is tried again."""
         self._retire_due = False  # set again by a layout read meanwhile (on the watch's thread)
+        try:
+            self._retire_gone()
+        except Exception:
+            self._retire_due = True  # (a ZooKeeper error part way: tried again on the next pass)
+            raise
+
+    def _retire_gone(self) -> None:
         known = self.layout.pipelines
         for name in [n for n in {*self.states, *self.stores, *self._report_queues} if n not in known]:
             self._forget_pipeline(name)

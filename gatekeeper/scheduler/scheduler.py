@@ -106,7 +106,8 @@ class Scheduler(EventIntake, PipelineLocks, LayoutChanges):
         self._merge_results: dict[str, MergeResult] = {}
         self._build_results: dict[str, BuildResult] = {}
         self._results_done: dict[str, tuple[str, bool]] = {}  # applied result id -> (its path, deleted yet)
-        self._layout_version = ""  # the published layout this scheduler runs (its pointer in ZooKeeper)
+        self._layout_version = ""  # the published layout this scheduler has read (its pointer in ZooKeeper)
+        self._running_version = ""  # ... and runs (set with the layout itself, once it is parsed)
         self._retire_due = True  # pipelines the layout no longer has may be left in ZooKeeper
         self._report_queues: dict[str, ReportQueue] = {}
         self._reports_done: set[str] = set()  # pipelines with a report sent since their last pass

@@ -766,3 +766,12 @@ def test_project_names_as_gerrit_and_zuul_write_them_are_taken() -> None:
     layout = parse_layout({"layout.yaml": text.replace("  - name: org/a\n", "  - name: openstack/python-novaclient\n")},
                           connections={"gerrit"})
     assert "openstack/python-novaclient" in layout.projects
+
+
+@pytest.mark.parametrize("name", ["team/check", "..", ".hidden"])
+def test_a_pipeline_name_that_is_not_one_path_segment_is_refused(name: str) -> None:
+    """A pipeline's state is kept under its name in ZooKeeper: `team/check` would be a pipeline `team` to a sweep of
+    the pipelines a layout removed (which deleted the live one's state), `..` no path at all."""
+    errors = errors_of(replace("  - name: check\n", f"  - name: '{name}'\n"))
+    assert any("pipelines[0]" in e and "may hold only letters, digits and _.@+- and not start with ." in e
+               for e in errors), errors
