@@ -16,7 +16,7 @@ from collections.abc import Callable
 from gatekeeper.launcher import model
 from gatekeeper.launcher.events import Answer
 from gatekeeper.launcher.launching import Plan
-from gatekeeper.launcher.model import NodeRequest, parse_entry
+from gatekeeper.launcher.model import Node, NodeRequest, parse_entry, ready_entry
 from gatekeeper.zk.nodes import Pending, UnreadableRecord
 
 log = logging.getLogger("gatekeeper.launcher")
@@ -143,12 +143,15 @@ class Assigning:
         backlog = Counter()
         for plan in self.plans.values():
             backlog[plan.provider] += len(plan.queued)
-        # claim only what can start now (healthy, with room): a request left unclaimed stays open to others
-        candidates = [m for m in able if m.can_launch() and m.free() - backlog[m.name] >= len(req.labels)
-                      and all(m.free(x) > 0 and m.image_for(x) is not None for x in set(req.labels))]
+        # claim only what can start now (healthy, with room): a request left unclaimed stays open to others; a
+        # provider's ready nodes of some of its labels are taken with the claim, the others launched (Nodepool)
+        picks = {m.name: self._own_ready(m, req.labels) for m in able}
+        launch = {m.name: _without(req.labels, [label for label, *_ in picks[m.name]]) for m in able}
+        candidates = [m for m in able if m.can_launch() and m.free() - backlog[m.name] >= len(launch[m.name])
+                      and all(m.free(x) > 0 and m.image_for(x) is not None for x in set(launch[m.name]))]
         if not candidates:
             if able:
-                self._make_room(req, able)
+                self._make_room(req, able, {node.id for m in able for _, _, node, _ in picks[m.name]})
             return  # (its changes reach us through the requests' tree watch)
         if not self.index.fresh(req.labels, INDEX_FRESH_S, self._batch_started):
             # Never launch on a cached "nothing ready": another launcher may have made a node ready since we last
@@ -162,30 +165,46 @@ class Assigning:
                       key=lambda m: (m.free() - backlog[m.name], m.capacity()))
         req.set_state(model.PENDING)
         req.provider, req.launcher = manager.name, self.ident
-        # the claim and the records of the nodes launched for it go in one transaction, when there is room for all
-        launches = [self._node_for(manager, label, rid) for label in req.labels]
-        room = Counter(req.labels)
+        # the claim, the ready nodes it takes and the records of the nodes launched for it go in one transaction,
+        # when there is room for all
+        taken, labels = picks[manager.name], launch[manager.name]
+        launches = [self._node_for(manager, label, rid) for label in labels]
+        room = Counter(labels)
         if any(launch is None for launch in launches) or any(manager.free(x) < n for x, n in room.items()):
             launches = []
         req.id = rid
-        pending = self.store.claim_request(req, version, [launch[0] for launch in launches])
-        plan = self.plans[rid] = Plan(rid, manager.name, list(req.labels),
-                                      queued=[] if launches else list(req.labels))
+        pending = self.store.claim_request(req, version, [launch[0] for launch in launches],
+                                           [(entry, node, nversion) for _, entry, node, nversion in taken])
+        plan = self.plans[rid] = Plan(rid, manager.name, list(req.labels), queued=[] if launches else labels)
         for launch in launches:
             plan.nodes[launch[0].id] = launch[0].label
             manager.nodes[launch[0].id] = (launch[0], 0)  # counted at once; booted once written
+        for label, entry, node, _ in taken:
+            plan.nodes[node.id] = label
+            self.index.remove(label, entry)  # taken now, or by someone else (the next read resyncs us)
 
-        def done(new_version: int | None) -> None:
-            if new_version is None:
+        def done(claimed) -> None:
+            if claimed is None:
                 self.plans.pop(rid, None)
                 for launch in launches:
                     manager.nodes.pop(launch[0].id, None)
+                if taken:
+                    self.index.mark_dirty(label for label, *_ in taken)
+                    for _, _, node, _ in taken:  # our record of them may be what was stale
+                        self.nodes.refresh(manager, node.id)
                 if rid in self.requests:
                     self._fetch_request(rid)
                 self.wake()  # decide again on the request as it is now
                 return
+            for node, nversion in claimed.nodes:
+                manager.nodes[node.id] = (node, nversion)
+                if self.plans.get(rid) is plan:
+                    plan.up[node.id] = node  # up already: fulfilled with the others once they are
             if rid in self.requests:  # (withdrawn meanwhile: its nodes, written already, boot as spares)
-                self.requests[rid] = (req, new_version)
+                self.requests[rid] = (req, claimed.version)
+            else:
+                for node, nversion in claimed.nodes:  # and the ready nodes it took are ready again
+                    self.nodes.make_ready(manager, node, nversion)
             log.debug("request %s (%s): launching on %s", rid, ",".join(req.labels), manager.name)
             for launch in launches:
                 self._boot(manager, *launch)
@@ -237,7 +256,7 @@ class Assigning:
         for _label, entry in take:
             _, node_id = parse_entry(entry)
             if manager is not None and manager.active and node_id in manager.nodes:
-                node, nversion = manager.nodes[node_id]
+                node, nversion = self._indexed(manager, node_id)
             else:
                 try:
                     found = self.store.read_node(node_id)
@@ -292,10 +311,81 @@ class Assigning:
             if self._fulfil_from_ready(rid, provider, take, then=lambda: self.plans.pop(rid, None)):
                 return
 
+    def _own_ready(self, manager, labels: list[str]) -> list[tuple[str, str, Node, int]]:
+        """Ready nodes of `manager` for some of `labels` (label, ready entry, node, node version), oldest first,
+        at most as many of a label as asked."""
+        out, need = [], Counter(labels)
+        for label in need:
+            for entry in self.ready_entries(label):
+                if need[label] <= 0:
+                    break
+                provider, node_id = parse_entry(entry)
+                if provider != manager.name or node_id not in manager.nodes or node_id in manager.deleting:
+                    continue
+                node, nversion = self._indexed(manager, node_id)
+                if node.state == model.READY:
+                    need[label] -= 1
+                    out.append((label, entry, node, nversion))
+        return out
+
+    def _indexed(self, manager, node_id: str) -> tuple[Node, int]:
+        """Our record of a node of ours the ready index names, read afresh if it says otherwise: another launcher
+        may have made it ready (a lost request's node it gave back)."""
+        node, nversion = manager.nodes[node_id]
+        if node.state != model.READY and self.nodes.refresh(manager, node_id) is not None:
+            node, nversion = manager.nodes[node_id]
+        return node, nversion
+
     def _reset_orphan(self, rid: str) -> None:
+        """Offer a request its launcher lost again, and give the nodes already allocated to it back to the ready
+        index in the same transaction (as Nodepool's cleanup deallocates a lost request's nodes): they are anyone's
+        again, this request's too once it is served."""
         req, version = self.requests[rid]
+        allocated = self._allocated_to(rid, req.provider)
         req.set_state(model.REQUESTED)
         req.launcher = req.provider = ""
-        if self._write_request(rid, req, version):
-            log.info("request %s: its launcher is gone; offering it again", rid)
-            self._serve(rid)
+        req.id = rid
+
+        def done(moved) -> None:
+            if moved is None:
+                for node, _ in allocated:  # our record of them may be what was stale
+                    manager = self.managers.get(node.provider)
+                    if manager is not None and manager.active and node.id in manager.nodes:
+                        self.nodes.refresh(manager, node.id)
+                if rid in self.requests:
+                    self._fetch_request(rid)
+                self.wake()  # decide again on the request as it is now
+                return
+            for node, nversion in moved.nodes:
+                manager = self.managers.get(node.provider)
+                if manager is not None and manager.active:
+                    manager.nodes[node.id] = (node, nversion)
+                self.index.add(node.label, ready_entry(node))
+            if rid in self.requests:
+                self.requests[rid] = (req, moved.version)
+            log.info("request %s: its launcher is gone; offering it again%s", rid,
+                     f" (its nodes {', '.join(n.id for n, _ in moved.nodes)} are ready again)" if moved.nodes else "")
+        self._after_request(rid, self.store.reset_request_async(req, version, allocated), done)
+
+    def _allocated_to(self, rid: str, provider: str) -> list[tuple[Node, int]]:
+        """The nodes allocated to a request, with their versions: from our records of the providers we manage,
+        read from ZooKeeper for another (its launcher's records went with it)."""
+        managers = [m for m in self.managers.values() if m.active]
+        if provider and provider in {m.name for m in managers}:
+            known = [entry for m in managers for entry in m.nodes.values()]
+        else:
+            known = list(self.store.load_nodes(provider or None).values())
+        return [(node, version) for node, version in known
+                if node.state == model.ALLOCATED and node.request == rid]
+
+
+def _without(labels: list[str], taken: list[str]) -> list[str]:
+    """`labels` less one of each label in `taken`, in their order."""
+    left = Counter(taken)
+    out = []
+    for label in labels:
+        if left[label] > 0:
+            left[label] -= 1
+        else:
+            out.append(label)
+    return out

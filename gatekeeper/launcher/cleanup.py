@@ -57,7 +57,8 @@ def cleanup_provider(launcher, manager) -> None:
             # a delete that failed, or never started, is retried every pass until the record is gone
             launcher.post(lambda n=node_id: _delete_after_sync(
                 launcher, manager, n, lambda fresh: fresh.state in (model.USED, model.DELETING, model.FAILED)))
-        elif node.state == model.ALLOCATED and node.request not in live_requests and not store.is_locked(node_id):
+        elif node.state == model.ALLOCATED and not store.is_locked(node_id) and (
+                node.request not in live_requests or not launcher.request_holds(node)):
             launcher.post(lambda n=node_id: _ready_after_sync(launcher, manager, n))
     # release signals of nodes that are gone (their launcher stopped before it removed them); signals are read
     # first: a node released after that read cannot be taken for gone
@@ -182,5 +183,6 @@ def _delete_after_sync(launcher, manager, node_id: str, still: Callable[[model.N
 
 def _ready_after_sync(launcher, manager, node_id: str) -> None:
     node = launcher.nodes.refresh(manager, node_id)
-    if node is not None and node.state == model.ALLOCATED and not launcher.has_request(node.request):
+    if node is not None and node.state == model.ALLOCATED and (
+            not launcher.has_request(node.request) or not launcher.request_holds(node)):
         launcher.nodes.return_to_ready(manager, node_id)

@@ -248,7 +248,7 @@ class Launcher(Assigning, Launching):
                 self.nodes.delete(manager, node.id)
             elif node.state == model.READY and ready_entry(node) not in ready_entries:
                 self.nodes.make_ready(manager, node, version)
-            elif node.state == model.ALLOCATED and not self._request_exists(node.request):
+            elif node.state == model.ALLOCATED and not self.request_holds(node):
                 if retired:
                     self.nodes.delete(manager, node.id)
                 else:
@@ -264,16 +264,22 @@ class Launcher(Assigning, Launching):
             builder.start()
         log.info("provider %s: managed by %s (%d existing nodes)", name, self.ident, len(nodes))
 
-    def _request_exists(self, rid: str) -> bool:
-        """Whether a request is there, read (the cache may be filling still); an unreadable one is not, and one
-        that cannot be read now is (cleanup looks at its nodes again later)."""
+    def request_holds(self, node: Node) -> bool:
+        """Whether the request an allocated node names holds it, read (the cache may be filling still): one being
+        launched for (pending: its launcher, or the one that resets it if that launcher is gone, deals with its
+        nodes) or fulfilled with it. One gone, unreadable, or offered again (reset by a version that left its
+        nodes allocated) does not; one that cannot be read now does (cleanup looks at its nodes again later)."""
         try:
-            return self.store.read_request(rid) is not None
+            found = self.store.read_request(node.request)
         except UnreadableRecord:
             return False
         except Exception as e:
-            log.warning("request %s: could not be read (%s); its nodes are left to cleanup", rid, e)
+            log.warning("request %s: could not be read (%s); its nodes are left to cleanup", node.request, e)
             return True
+        if found is None:
+            return False
+        req = found[0]
+        return req.state == model.PENDING or (req.state == model.FULFILLED and node.id in req.nodes)
 
     # -- main loop -----------------------------------------------------------------------------------------
     def _run(self) -> None:

@@ -392,16 +392,17 @@ class Launching:
             return True
         return False
 
-    def _make_room(self, req: NodeRequest, able: list[ProviderManager]) -> None:
+    def _make_room(self, req: NodeRequest, able: list[ProviderManager], keep: set[str] = frozenset()) -> None:
         """Never wedge at max-servers: when idle ready nodes hold the room a request needs to launch, delete the
-        oldest of them, another label's first (one at a time per provider), as Nodepool does."""
+        oldest of them, another label's first (one at a time per provider), as Nodepool does; never one of `keep`
+        (those the request takes with its claim)."""
         for manager in sorted(able, key=lambda m: m.config.priority):
             if not manager.can_launch() or manager.name in self.waiting_for_room:
                 continue  # (a request ahead of this one already looked at this provider in this pass)
             self.waiting_for_room.add(manager.name)
             if not manager.adapter.boots or manager.deleting:
                 continue
-            idle = [n for n, _ in manager.nodes.values() if n.state == model.READY]
+            idle = [n for n, _ in manager.nodes.values() if n.state == model.READY and n.id not in keep]
             if not idle or manager.capacity() < len(req.labels):
                 continue
             # other labels' nodes first (this request could not use them), then its own labels' oldest

@@ -24,6 +24,9 @@ from gatekeeper.zk import node_records as model
 from gatekeeper.zk import paths
 from gatekeeper.zk.autoholds import AutoholdStore
 from gatekeeper.zk.node_records import Node, NodeRequest, ready_entry
+from gatekeeper.zk.nodes_claims import Moved, RequestClaims
+from gatekeeper.zk.nodes_pending import Pending
+from gatekeeper.zk.nodes_pending import failed as _failed
 from gatekeeper.zk.provider_store import ProviderStore, UnreadableRecord, providers_status
 
 log = logging.getLogger("gatekeeper.zk.nodes")
@@ -31,7 +34,7 @@ log = logging.getLogger("gatekeeper.zk.nodes")
 PRIORITY_DIGITS = 6
 UNREADABLE = paths.UNREADABLE
 
-__all__ = ["HandOut", "NodeStore", "NodeStoreError", "Pending", "UnreadableRecord", "providers_status"]
+__all__ = ["HandOut", "Moved", "NodeStore", "NodeStoreError", "Pending", "UnreadableRecord", "providers_status"]
 
 
 class NodeStoreError(Exception):
@@ -47,27 +50,6 @@ class HandOut:
     request_version: int = -1
     nodes: list[tuple[Node, int]] | None = None
     request_changed: bool = False  # the request was changed or withdrawn: re-read it
-
-
-class Pending:
-    """A request sent to ZooKeeper whose answer is not awaited yet: many are sent before the first answer is
-    read (one round trip for all). `result()` waits and returns the answer as the synchronous method would."""
-
-    def __init__(self, answer, interpret: Callable) -> None:
-        self._answer = answer
-        self._interpret = interpret
-
-    def result(self):
-        try:
-            raw = self._answer.get()
-        except Exception as e:  # kazoo hands a failed request's exception to get()
-            return self._interpret(e)
-        return self._interpret(raw)
-
-    def on_answer(self, callback: Callable[[Pending], None]) -> None:
-        """Call `callback(self)` once the answer is in (on kazoo's completion thread; at once if it is in already;
-        a lost connection answers too, with its error): `result()` then returns without waiting."""
-        self._answer.rawlink(lambda _answer: callback(self))
 
 
 def node_holder(node_id: str) -> str:
@@ -86,11 +68,7 @@ def _fulfilled(request: NodeRequest, handed: list[tuple[Node, int]]) -> NodeRequ
     return new
 
 
-def _failed(results) -> bool:
-    return any(isinstance(r, Exception) for r in results)
-
-
-class NodeStore(ProviderStore, AutoholdStore):
+class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
     """One per ZooKeeper client; thread-safe (kazoo is), holds no cache except the set of records reported bad.
 
     Takes a ZKClient, or a raw KazooClient for callers that only hold one."""
@@ -389,24 +367,6 @@ class NodeStore(ProviderStore, AutoholdStore):
             return self.kz.set(paths.node_request(req.id), req.to_bytes(), version=version).version
         except (BadVersionError, NoNodeError):
             return None
-
-    def claim_request(self, req: NodeRequest, version: int, create: list[Node]) -> Pending:
-        """Versioned write of a request a launcher claims, with the records of the nodes it launches for it, in
-        one transaction, sent without waiting: result() is the request's new version, or None if it changed or
-        went away meanwhile."""
-        tx = self.kz.transaction()
-        tx.set_data(paths.node_request(req.id), req.to_bytes(), version=version)
-        for node in create:
-            tx.create(paths.node(node.id), node.to_bytes())
-            tx.create(paths.node_lock(node.id), b"")
-
-        def interpret(results) -> int | None:
-            if isinstance(results, Exception) or _failed(results):
-                if isinstance(results, Exception) or not isinstance(results[0], (BadVersionError, NoNodeError)):
-                    log.error("request %s: could not claim it with its nodes: %s", req.id, results)
-                return None
-            return results[0].version
-        return Pending(tx.commit_async(), interpret)
 
     def read_request_async(self, rid: str) -> Pending:
         """read_request, sent without waiting: result() is the request and its version, None if gone or

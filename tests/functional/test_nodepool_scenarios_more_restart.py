@@ -5,8 +5,6 @@ real SSH hosts."""
 
 from __future__ import annotations
 
-import pytest
-
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
 from tests.functional import test_launcher as base
@@ -33,6 +31,27 @@ def take(client: NodeRequestClient, labels: list[str]) -> list[model.Node]:
 
 def server_ids(sim, cloud: str = "alpha") -> set[str]:
     return {s.id for s in servers(sim, cloud)}
+
+
+def two_label_provider(name: str, cloud: str) -> str:
+    return provider_yaml(name, cloud, max_servers=2).replace(
+        "labels: [{name: debian, image: deb, flavor: small}]",
+        "labels: [{name: debian, image: deb, flavor: small}, {name: fedora, image: deb, flavor: small}]")
+
+
+def hang_fedora_boots(cloud, monkeypatch):
+    """Make the cloud's boots of fedora nodes take a minute; returns its own create_server, to put back."""
+    create = cloud.create_server
+
+    def fedora_hangs(name, *args, **kw):
+        with cloud.lock:  # the delay is this create's, not another's at the same time
+            cloud.set_faults(boot_delay=60 if "-fedora-" in name else 0)
+            try:
+                return create(name, *args, **kw)
+            finally:
+                cloud.set_faults(boot_delay=0)
+    monkeypatch.setattr(cloud, "create_server", fedora_hangs)
+    return create
 
 
 # -- 1: a launcher restarted ----------------------------------------------------------------------------------
@@ -124,30 +143,14 @@ def test_nodes_of_a_fulfilled_request_not_yet_taken_stay_its_own_across_a_launch
         client.release(node)
 
 
-@pytest.mark.xfail(strict=True, reason="a node already up and allocated to a two-node request whose launcher "
-                   "stopped while the other node booted stays allocated to it: the next launcher offers the request "
-                   "again but neither gives it that node nor frees it (cleanup frees only nodes of requests that are "
-                   "gone), so at max-servers 2 the request waits for ever; Nodepool's _resetLostRequest deallocates "
-                   "the lost request's nodes and the request is served with them (test_lost_requests)")
 def test_a_node_up_for_a_request_whose_launcher_stopped_mid_launch_is_given_to_it_by_the_next_launcher(
         zk, sim, start_launcher, monkeypatch):
     """Nodepool (test_lost_requests; CleanupWorker._resetLostRequest): a request left pending by a launcher that
     went away is reset and served again, and a node already allocated to it is deallocated and reused for it
     (min-ready 0: nothing else would use it); the half-finished launch leaks nothing."""
     cloud = sim.cloud("alpha")
-    create = cloud.create_server
-
-    def fedora_hangs(name, *args, **kw):
-        with cloud.lock:  # the delay is this create's, not another's at the same time
-            cloud.set_faults(boot_delay=60 if "-fedora-" in name else 0)
-            try:
-                return create(name, *args, **kw)
-            finally:
-                cloud.set_faults(boot_delay=0)
-    monkeypatch.setattr(cloud, "create_server", fedora_hangs)
-    yaml_text = pool_yaml({"debian": 0, "fedora": 0}, provider_yaml("prov-a", "alpha", max_servers=2).replace(
-        "labels: [{name: debian, image: deb, flavor: small}]",
-        "labels: [{name: debian, image: deb, flavor: small}, {name: fedora, image: deb, flavor: small}]"))
+    create = hang_fedora_boots(cloud, monkeypatch)
+    yaml_text = pool_yaml({"debian": 0, "fedora": 0}, two_label_provider("prov-a", "alpha"))
     first = start_launcher(yaml_text)
     wait_live(zk, 1)
     client = NodeRequestClient(zk, "build 3")
@@ -164,6 +167,36 @@ def test_a_node_up_for_a_request_whose_launcher_stopped_mid_launch_is_given_to_i
     wait_for(lambda: {n.external_id for n in node_records(zk).values()} == server_ids(sim), 30,
              "the abandoned fedora boot deleted")
     for node in client.lock_nodes(req):
+        client.release(node)
+
+
+def test_a_node_up_for_a_request_whose_launcher_went_away_is_ready_again_once_another_launcher_offers_it(
+        zk, sim, start_launcher, monkeypatch):
+    """Nodepool (CleanupWorker._resetLostRequest, run by any launcher): the launcher that resets a request whose
+    launcher went away deallocates the nodes already up for it in that provider, although it does not manage
+    that provider; the request is served elsewhere, and the node is anyone's once its provider runs again."""
+    cloud = sim.cloud("alpha")
+    create = hang_fedora_boots(cloud, monkeypatch)
+    labels = {"debian": 0, "fedora": 0}
+    first = start_launcher(pool_yaml(labels, two_label_provider("prov-a", "alpha")))
+    start_launcher(pool_yaml(labels, two_label_provider("prov-b", "beta")))
+    wait_live(zk, 2)
+    client = NodeRequestClient(zk, "build 5")
+    rid = client.request(["debian", "fedora"], provider="prov-a")
+    debian = wait_for(lambda: next((n for n in node_records(zk).values() if n.label == "debian"
+                                    and n.state == model.ALLOCATED), None), 30, "the debian node up, allocated")
+    first.stop()
+    monkeypatch.setattr(cloud, "create_server", create)
+    req = client.wait(rid, 30)
+    assert req.state == model.FULFILLED, req.reason
+    assert req.provider == "prov-b"
+    wait_for(lambda: debian.id in ready_ids(zk), 30, "the node up for it given back to the ready index")
+    assert node_records(zk)[debian.id].request == ""
+    nodes = client.lock_nodes(req)  # (taken only now: the request's removal frees a node left allocated to it)
+    start_launcher(pool_yaml(labels, two_label_provider("prov-a", "alpha")))
+    [again] = client.lock_nodes(client.wait(client.request(["debian"], provider="prov-a"), 30))
+    assert again.id == debian.id, "the node left by the launcher that went away is handed out"
+    for node in [*nodes, again]:
         client.release(node)
 
 
