@@ -46,6 +46,7 @@ class Assigning:
 
     def _assign(self) -> None:
         self.waiting_for_room.clear()
+        self.paused.clear()
         for rid in sorted(self.requests):
             entry = self.requests.get(rid)
             if entry is None or rid in self._busy:
@@ -147,13 +148,19 @@ class Assigning:
         # provider's ready nodes of some of its labels are taken with the claim, the others launched (Nodepool)
         picks = {m.name: self._own_ready(m, req.labels) for m in able}
         launch = {m.name: _without(req.labels, [label for label, *_ in picks[m.name]]) for m in able}
-        candidates = [m for m in able if m.can_launch() and m.free() - backlog[m.name] >= len(launch[m.name])
-                      and all(m.free(x) > 0 and m.image_for(x) is not None for x in set(launch[m.name]))]
+        fits = [m for m in able if m.can_launch() and m.free() - backlog[m.name] >= len(launch[m.name])
+                and all(m.free(x) > 0 and m.image_for(x) is not None for x in set(launch[m.name]))]
+        # a provider a better-priority request waits on in this pass launches nothing for this one (as Nodepool
+        # pauses a pool whose request waits for room): the room that frees goes to requests in priority order
+        candidates = [m for m in fits if m.name not in self.paused]
         if not candidates:
-            if able:
+            if able and not fits:
+                self.paused.update(m.name for m in able if m.can_launch()
+                                   and all(m.image_for(x) is not None for x in set(launch[m.name])))
                 self._make_room(req, able, {node.id for m in able for _, _, node, _ in picks[m.name]})
             return  # (its changes reach us through the requests' tree watch)
         if not self.index.fresh(req.labels, INDEX_FRESH_S, self._batch_started):
+            self.paused.update(m.name for m in candidates)
             # Never launch on a cached "nothing ready": another launcher may have made a node ready since we last
             # read the index. One read before launching is cheap next to a launch, and one younger than
             # INDEX_FRESH_S is as good. It is answered on the main loop, which decides on the request again then.
