@@ -439,7 +439,8 @@ class ProviderManager:
             return
         try:
             output = self.adapter.console_log(server_id)
-        except ProviderError as e:
+        except Exception as e:  # best effort: never in the way of the launch result that follows (ProviderError,
+            # or anything a broken cloud's answer raises)
             log.warning("provider %s: node %s (%s): no console log of server %s: %s", self.name, node.id,
                         node.label, server_id, e)
             return

@@ -80,7 +80,8 @@ def hold_node(zk: ZKClient, node_id: str, reason: str, hours: float = 24.0, repl
             raise NodeChangeError(f"node {node.id} {held}; to put this reason and expiry in its place, hold it "
                                   'with --replace (admin API: "replace": true), or release it')
         if node.state in (model.READY, model.HOLD):
-            node.set_state(model.HOLD)
+            if node.state != model.HOLD:  # (a replaced hold keeps its start: max-hold-age counts from it)
+                node.set_state(model.HOLD)
             node.hold_reason, node.hold_until = reason, time.time() + hours * 3600
         elif node.state in (model.IN_USE, model.ALLOCATED):
             node.hold_requested, node.hold_requested_hours = reason, hours  # held so when its consumer releases it

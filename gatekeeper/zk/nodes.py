@@ -474,6 +474,9 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
                     if found is None:
                         raise NodeStoreError(f"node {node_id} of request {request.id} is gone")
                     node, version = found
+                    if node.state != model.ALLOCATED or node.request != request.id:  # (an operator deleted it)
+                        raise NodeStoreError(f"node {node_id} of request {request.id} is {node.state} now, no longer "
+                                             "allocated to it")
                 node.set_state(model.IN_USE)
                 node.comment = request.requestor
                 tx.create(node_holder(node_id), holder.encode(), ephemeral=True)

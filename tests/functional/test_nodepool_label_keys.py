@@ -58,3 +58,24 @@ def test_a_failed_boots_console_is_logged_when_its_label_asks(zk, sim, start_lau
     assert len(consoles) == 1, consoles  # the label that asked for it, not the other
     assert "(debian)" in consoles[0] and "sshd: failed to start" in consoles[0]
     assert "Linux version" in consoles[0]
+
+
+def test_a_console_the_cloud_answers_with_garbage_does_not_lose_the_boots_result(zk, sim, start_launcher, caplog,
+                                                                                 monkeypatch):
+    """The console is best effort: a cloud answering its request with something unreadable must not keep the failed
+    boot's result from the launcher (the node stayed building and its request waited for ever)."""
+    from gatekeeper.launcher.providers import openstack
+
+    def garbled(self, server_id: str) -> str:
+        raise ValueError("Expecting value: line 1 column 1 (char 0)")  # what a non-JSON answer raised
+
+    monkeypatch.setattr(openstack.OpenStackAdapter, "console_log", garbled)
+    caplog.set_level(logging.WARNING, logger="gatekeeper.launcher")
+    sim.cloud("alpha").set_faults(no_ssh=1)
+    labels = "            - {name: debian, image: deb, flavor: small, console-log: true}\n"
+    start_launcher(pool_yaml({"debian": 0}, provider(labels, extra="      boot-timeout: 2\n")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "console")
+    assert client.wait(client.request(["debian"]), 60).state == model.REQUEST_FAILED
+    assert any("no console log of server" in r.getMessage() and "Expecting value" in r.getMessage()
+               for r in caplog.records)

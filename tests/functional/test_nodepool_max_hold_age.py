@@ -40,3 +40,21 @@ def test_a_node_held_longer_than_max_hold_age_is_deleted_before_its_hold_expires
     assert records[young.id].state == model.HOLD and records[young.id].hold_reason == "build 2 failed"
     wait_for(lambda: old.external_id not in {s.id for s in servers(sim, "alpha")}, 30, "the old hold's server gone")
     assert young.external_id in {s.id for s in servers(sim, "alpha")}
+
+
+def test_replacing_a_hold_keeps_the_time_the_node_was_first_held(zk) -> None:
+    """max-hold-age counts from when the node was held: an operator's `hold --replace` changes its reason and
+    expiry, not when the hold began (or a re-hold would keep a node past the cap for ever)."""
+    from gatekeeper.zk.node_changes import hold_node
+    from gatekeeper.zk.nodes import NodeStore
+
+    store = NodeStore(zk)
+    store.ensure_paths(["debian"])
+    node = model.Node(id="0123456789ab", provider="p", label="debian", state=model.HOLD, hold_reason="first",
+                      hold_until=time.time() + 3600)
+    node.state_time = time.time() - 7200  # held two hours ago
+    assert store.create_node(node)
+    hold_node(zk, node.id, "second look", hours=48, replace=True)
+    held, _ = store.read_node(node.id)
+    assert (held.state, held.hold_reason) == (model.HOLD, "second look")
+    assert held.state_time == node.state_time

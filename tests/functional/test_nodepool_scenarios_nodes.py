@@ -211,10 +211,27 @@ def test_delete_of_a_node_its_consumer_holds_is_refused_and_the_node_kept(zk, si
     seen = len(cleanup_runs)
     wait_for(lambda: len(cleanup_runs) >= seen + 2, 30, "two cleanup passes after the command")
     considered(client)
-    assert node_records(zk).get(node.id, node).state == model.IN_USE
+    assert node_records(zk)[node.id].state == model.IN_USE
     assert node.external_id in {s.id for s in servers(sim, "alpha")}
     assert code != 0
     client.release(node)
+
+
+def test_a_node_deleted_between_its_fulfilment_and_its_consumers_lock_is_not_taken(zk, sim, start_launcher):
+    """An allocated node is not locked yet: an operator may delete it (Nodepool's delete locks it first). Its
+    consumer must then be refused it, not handed a node whose server is going away."""
+    from gatekeeper.launcher.client import NodeRequestError
+    from gatekeeper.zk.node_changes import delete_node
+
+    start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "build")
+    req = client.wait(client.request(["debian"]), 30)
+    assert req.state == model.FULFILLED
+    assert delete_node(zk, req.nodes[0]).state == model.USED
+    with pytest.raises(NodeRequestError, match="is used now, no longer allocated to it"):
+        client.lock_nodes(req)
+    wait_for(lambda: req.nodes[0] not in node_records(zk), 30, "the deleted node's record removed")
 
 
 def test_delete_of_a_ready_node_deletes_it_and_min_ready_replaces_it(zk, sim, start_launcher, gk):

@@ -82,3 +82,32 @@ def test_a_developer_key_install_on_a_silent_node_fails_instead_of_waiting_for_e
     node = Node(id="0123456789ab", address="127.0.0.1", port=port, username="root", host_keys=[host_key])
     with pytest.raises(TimeoutError, match="no answer to the command's start within 1s"):
         keeper._ssh(node, "true")
+
+
+@pytest.mark.timeout(60)
+def test_a_deadline_that_passes_as_the_command_goes_out_still_ends_the_wait(silent, monkeypatch) -> None:
+    """paramiko clears the channel's wake-up just before it sends the request: a deadline that fell just before
+    (widened here) must still wake the wait, or it has no end."""
+    import time
+
+    from gatekeeper.sshexec import exec_within
+
+    port, key_file, host_key = silent
+    client = paramiko.SSHClient()
+    client.set_missing_host_key_policy(paramiko.AutoAddPolicy())
+    client.connect("127.0.0.1", port, "root", key_filename=key_file, look_for_keys=False, allow_agent=False)
+    try:
+        channel = client.get_transport().open_session()
+        pending = paramiko.Channel._event_pending
+
+        def late(self: paramiko.Channel) -> None:
+            time.sleep(0.2)  # the deadline passes here, before the wake-up is cleared
+            pending(self)
+
+        monkeypatch.setattr(paramiko.Channel, "_event_pending", late)
+        with pytest.raises(TimeoutError, match="no answer to the command's start"):
+            exec_within(channel, "true", 0.05)
+        with pytest.raises(TimeoutError, match="no time left"):
+            exec_within(client.get_transport().open_session(), "true", 0)
+    finally:
+        client.close()

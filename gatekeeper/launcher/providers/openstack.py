@@ -138,7 +138,16 @@ class OpenStackAdapter(ProviderAdapter):
         if resp.status_code >= 400:
             raise ProviderError(f"cloud {self.cloud}: console log of server {server_id}: {resp.status_code} "
                                 f"{_error_message(resp)}")
-        return (resp.json() or {}).get("output") or ""
+        try:
+            output = resp.json().get("output")
+        except (ValueError, AttributeError):  # not JSON, or not an object
+            output = None
+        if output is not None and not isinstance(output, str):
+            output = None
+        if output is None:
+            raise ProviderError(f"cloud {self.cloud}: console log of server {server_id}: an answer without "
+                                f"\"output\": {resp.text[:200]!r}")
+        return output
 
     def poll(self) -> dict[str, ServerInfo]:
         # A raw listing (as Zuul does): one request per page and plain JSON, no SDK resource objects, so polling
