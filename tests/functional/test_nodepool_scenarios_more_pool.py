@@ -250,24 +250,26 @@ def test_a_nodeset_no_single_provider_can_hold_is_declined_by_each_and_fails(zk,
 
 # -- 6: a pool's cores and RAM --------------------------------------------------------------------------------
 @pytest.mark.parametrize("limit", ["max-cores: 3", "max-ram: 5120"])  # small: 1 core, 1024 MB; medium: 2, 4096
-def test_a_pools_cores_and_ram_count_each_nodes_flavor_a_big_one_waits_while_a_small_one_fits(
+def test_a_pools_cores_and_ram_count_each_nodes_flavor_a_big_one_waits_and_the_pool_pauses_behind_it(
         zk, sim, start_launcher, limit):
-    """Nodepool (pools.max-cores, pools.max-ram: the pool's nodes' flavors in all; a request beyond them waits
-    for room rather than failing, and one that fits is served)."""
+    """Nodepool (pools.max-cores, pools.max-ram: the pool's nodes' flavors in all; a request beyond them waits for
+    room rather than failing, and the pool pauses behind it, "Pausing request handling to satisfy request": a
+    later request that would fit waits its turn, so a big request is never starved by small ones)."""
     start_launcher(pool_yaml({"big": 0, "little": 0}, provider(
         "prov-a", "alpha", {"big": "medium", "little": "small"}, pool_extra=f"          {limit}\n")))
     wait_live(zk, 1)
     client = NodeRequestClient(zk, "flavors")
     [big] = take(client, ["big"])
     second_big = client.request(["big"])
-    [little] = take(client, ["little"])  # 2 + 1 cores, 4096 + 1024 MB: it fits
+    little = client.request(["little"])  # 2 + 1 cores, 4096 + 1024 MB: it would fit, but waits its turn
     considered(client)
-    assert waiting(client, second_big) and len(servers(sim, "alpha")) == 2
+    assert waiting(client, second_big) and waiting(client, little) and len(servers(sim, "alpha")) == 1
     client.release(big)
-    req = client.wait(second_big, 30)
-    assert req.state == model.FULFILLED, req.reason
-    for node in client.lock_nodes(req) + [little]:
-        client.release(node)
+    served = [client.wait(rid, 30) for rid in (second_big, little)]
+    assert [r.state for r in served] == [model.FULFILLED] * 2, [r.reason for r in served]
+    for req in served:
+        for node in client.lock_nodes(req):
+            client.release(node)
 
 
 # -- 8: a request naming a provider ---------------------------------------------------------------------------
