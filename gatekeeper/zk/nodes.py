@@ -24,7 +24,7 @@ from gatekeeper.zk import node_records as model
 from gatekeeper.zk import paths
 from gatekeeper.zk.autoholds import AutoholdStore
 from gatekeeper.zk.node_records import Node, NodeRequest, ready_entry
-from gatekeeper.zk.nodes_claims import Moved, RequestClaims
+from gatekeeper.zk.nodes_claims import Moved, RequestClaims, allocate
 from gatekeeper.zk.nodes_pending import Pending
 from gatekeeper.zk.nodes_pending import failed as _failed
 from gatekeeper.zk.provider_store import ProviderStore, UnreadableRecord, providers_status
@@ -286,14 +286,7 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
                        provider: str, launcher: str, create: list[Node] = ()) -> Pending:
         """hand_out, sent without waiting for the answer (a Pending whose result() is the HandOut)."""
         tx = self.kz.transaction()
-        updated = []
-        for entry, node, nversion in picks:
-            node = Node.from_dict(node.to_dict())
-            node.set_state(model.ALLOCATED)
-            node.request = request.id
-            tx.delete(paths.ready_node(node.label, entry))
-            tx.set_data(paths.node(node.id), node.to_bytes(), version=nversion)
-            updated.append((node, nversion))
+        updated = allocate(tx, picks, request.id)
         new = _fulfilled(request, [(n, v + 1) for n, v in updated])
         new.provider = provider
         new.launcher = launcher

@@ -21,6 +21,21 @@ from gatekeeper.zk.nodes_pending import Pending, failed
 log = logging.getLogger("gatekeeper.zk.nodes")
 
 
+def allocate(tx, picks: list[tuple[str, Node, int]], request_id: str) -> list[tuple[Node, int]]:
+    """Add to transaction `tx` the allocation of ready nodes (`picks`: ready entry, node, version) to a request:
+    each out of the ready index and written allocated, if unchanged. Returns (the node as written, its version
+    before)."""
+    out = []
+    for entry, node, version in picks:
+        node = Node.from_dict(node.to_dict())
+        node.set_state(model.ALLOCATED)
+        node.request = request_id
+        tx.delete(paths.ready_node(node.label, entry))
+        tx.set_data(paths.node(node.id), node.to_bytes(), version=version)
+        out.append((node, version))
+    return out
+
+
 @dataclass
 class Moved:
     """A claim or a reset written: the request's new version and the moved nodes with theirs."""
@@ -43,14 +58,7 @@ class RequestClaims:
         for node in create:
             tx.create(paths.node(node.id), node.to_bytes())
             tx.create(paths.node_lock(node.id), b"")
-        taken = []
-        for entry, node, node_version in picks:
-            node = Node.from_dict(node.to_dict())
-            node.set_state(model.ALLOCATED)
-            node.request = req.id
-            tx.delete(paths.ready_node(node.label, entry))
-            tx.set_data(paths.node(node.id), node.to_bytes(), version=node_version)
-            taken.append(node)
+        taken = [node for node, _ in allocate(tx, picks, req.id)]
 
         def interpret(results) -> Moved | None:
             if isinstance(results, Exception) or failed(results):
