@@ -37,6 +37,18 @@ def test_a_pools_servers_are_created_on_its_networks_by_name_or_id(zk, sim, star
         assert out.read().decode().strip() == "up"
 
 
+def test_a_pool_without_networks_asks_nova_for_the_projects_network_not_for_none(zk, sim, start_launcher):
+    """From microversion 2.37 a create must say `networks`: "auto" is the project's network (what openstacksdk and
+    so Nodepool send for a pool without networks); "none" would be a server with no network at all, unreachable."""
+    start_launcher(pool_yaml({"debian": 0}, provider("[ci-net]").replace("          networks: [ci-net]\n", "")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "no networks")
+    req = client.wait(client.request(["debian"]), 60)
+    assert req.state == model.FULFILLED, req.reason
+    [server] = servers(sim, "alpha")
+    assert server.networks_asked == "auto"
+
+
 def test_a_network_the_cloud_does_not_have_fails_the_launch_naming_it(zk, sim, start_launcher):
     start_launcher(pool_yaml({"debian": 0}, provider("[no-such-net]")))
     wait_live(zk, 1)

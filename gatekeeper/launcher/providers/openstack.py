@@ -109,10 +109,11 @@ class OpenStackAdapter(ProviderAdapter):
     def create(self, name: str, image: str, flavor: str, metadata: dict, key_name: str = "",
                networks: tuple[str, ...] = (), userdata: str = "") -> str:
         # A raw request, as for polling: the SDK's resource objects cost more CPU than a boot's whole API traffic,
-        # and a burst boots a hundred servers at once. 2.37 is the first microversion that takes networks "none".
+        # and a burst boots a hundred servers at once. From microversion 2.37 `networks` is required: without a
+        # pool's own, "auto" (the project's network, what openstacksdk sends too; "none" is a server without any).
         nics = [{"uuid": self._network_id(network)} for network in networks]
         server = {"name": name, "imageRef": self._image_id(image), "flavorRef": self._flavor(flavor).id,
-                  "metadata": {META_OWNER: self.owner, **metadata}, "networks": nics or "none"}
+                  "metadata": {META_OWNER: self.owner, **metadata}, "networks": nics or "auto"}
         if key_name:
             server["key_name"] = key_name
         if userdata:

@@ -313,6 +313,7 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
                                          req.get("key_name"), req.get("metadata") or {},
                                          self._requested_networks(req.get("networks")),
                                          self._user_data(req.get("user_data")))
+        s.networks_asked = req.get("networks")
         return self._json(202, {"server": {"id": s.id, "adminPass": secrets.token_hex(6),
                                            "links": [{"rel": "self",
                                                       "href": f"{self.base}/compute/v2.1/servers/{s.id}"}],

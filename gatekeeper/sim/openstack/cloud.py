@@ -104,6 +104,7 @@ class Server:
     seq: int = 0
     networks: list[str] = field(default_factory=list)  # ids of the networks it is attached to, as created
     user_data: str = ""  # as given to the create (decoded)
+    networks_asked: object = None  # the create's `networks` as sent: "auto", "none" or a list of {"uuid": ...}
     console: list[str] = field(default_factory=list)  # its console's lines (Nova's console output)
 
 
