@@ -367,11 +367,13 @@ class Assigning:
                 manager = self.managers.get(node.provider)
                 if manager is not None and manager.active:
                     manager.nodes[node.id] = (node, nversion)
-                self.index.add(node.label, ready_entry(node))
+                if node.state == model.READY:  # (not one held instead: a hold was asked of it)
+                    self.index.add(node.label, ready_entry(node))
             if rid in self.requests:
                 self.requests[rid] = (req, moved.version)
+            freed = ", ".join(f"{n.id} {n.state}" for n, _ in moved.nodes)
             log.info("request %s: its launcher is gone; offering it again%s", rid,
-                     f" (its nodes {', '.join(n.id for n, _ in moved.nodes)} are ready again)" if moved.nodes else "")
+                     f" (its nodes {freed} again)" if freed else "")
         self._after_request(rid, self.store.reset_request_async(req, version, allocated), done)
 
     def _allocated_to(self, rid: str, provider: str) -> list[tuple[Node, int]]:

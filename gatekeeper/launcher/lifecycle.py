@@ -79,9 +79,7 @@ class NodeLifecycle:
         """Write the node ready and add it to the ready index, in one transaction (sent without waiting). A copy is
         written: the object given may be one a write still in flight holds."""
         node = Node.from_dict(node.to_dict())
-        node.request = ""
-        node.set_state(model.READY)
-        self.write_async(manager, node, version, add_ready=True)
+        self.write_async(manager, node, version, add_ready=node.free())  # (held, if a hold was asked meanwhile)
 
     def return_to_ready(self, manager: ProviderManager, node_id: str) -> None:
         node, version = manager.nodes[node_id]

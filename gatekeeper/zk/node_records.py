@@ -101,6 +101,20 @@ class Node(_HotRecord):
         self.state = state
         self.state_time = time.time()
 
+    def free(self) -> bool:
+        """Take an allocated node back from its request (withdrawn, or its launcher lost): held, when an operator
+        asked for a hold of it meanwhile (applied now, as its consumer's release would have), else ready. True
+        when ready (its entry belongs in the ready index)."""
+        self.request = ""
+        if not self.hold_requested:
+            self.set_state(READY)
+            return True
+        self.set_state(HOLD)
+        self.hold_reason = self.hold_requested
+        self.hold_until = time.time() + min(self.hold_requested_hours or 24.0, MAX_HOLD_HOURS) * 3600
+        self.hold_requested, self.hold_requested_hours = "", 0.0
+        return False
+
 
 @dataclass
 class NodeRequest(_HotRecord):

@@ -538,7 +538,7 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
             tx = self.kz.transaction()
             if was_ready and node.state != model.READY:
                 tx.delete(paths.ready_node(node.label, entry))
-            if release:
+            if release and not self.is_released(node_id):  # (signalled already: a second delete, say)
                 self.kz.ensure_path(paths.NODES_RELEASED)
                 tx.create(paths.released_node(node_id), b"")
             tx.set_data(paths.node(node_id), node.to_bytes(), version=version)

@@ -79,17 +79,19 @@ class RequestClaims:
         tx = self.kz.transaction()
         tx.set_data(paths.node_request(req.id), req.to_bytes(), version=version)
         freed = []
+        at = []  # the index in the results of each node's write
         for node, node_version in nodes:
             node = Node.from_dict(node.to_dict())
-            node.request = ""
-            node.set_state(model.READY)
+            ready = node.free()  # (held instead, if an operator asked for a hold of it)
+            at.append(len(tx.operations))
             tx.set_data(paths.node(node.id), node.to_bytes(), version=node_version)
-            tx.create(paths.ready_node(node.label, ready_entry(node)), b"")
+            if ready:
+                tx.create(paths.ready_node(node.label, ready_entry(node)), b"")
             freed.append(node)
 
         def interpret(results) -> Moved | None:
             if isinstance(results, Exception) or failed(results):
                 log.debug("request %s: reset refused (%s)", req.id, results)
                 return None
-            return Moved(results[0].version, [(node, results[1 + 2 * i].version) for i, node in enumerate(freed)])
+            return Moved(results[0].version, [(node, results[i].version) for i, node in zip(at, freed, strict=True)])
         return Pending(tx.commit_async(), interpret)
