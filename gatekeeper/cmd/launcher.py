@@ -385,6 +385,9 @@ def cmd_autohold(args: argparse.Namespace) -> int:
         # as Zuul's autohold and our admin API: a hold says whose builds it holds and why
         print("gatekeeper autohold add: --project and --reason are required", file=sys.stderr)
         return 2
+    if args.action == "add" and unknown_project(None, args.project):  # no Gerrit project has such a name
+        print(f"gatekeeper autohold add: {unknown_project(None, args.project)}", file=sys.stderr)
+        return 2
     with _connected(args) as zk:
         if args.action == "add":
             refusal = unknown_project(_published_layout(zk), args.project)

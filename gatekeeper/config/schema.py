@@ -251,6 +251,20 @@ def REQUIRED_PROJECT(value: Any) -> Any:  # noqa: N802 - reads like a type in sc
     raise v.Invalid("expected a project name, or a mapping like {name: org/project}")
 
 
+def USERDATA(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
+    """A server's user data: text Nova takes, at most 65535 bytes once base64-encoded (as it is sent)."""
+    if not isinstance(value, str):
+        raise v.Invalid("expected str")
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError as exc:
+        raise v.Invalid(f"is not text a server can be given: {exc.reason} at character {exc.start}") from None
+    if 4 * -(-size // 3) > 65535:
+        raise v.Invalid(f"is {size} bytes: Nova takes at most 65535 bytes of user data once base64-encoded "
+                        "(about 49 KB of text)")
+    return value
+
+
 # Zuul's nodesets: named nodes, each from a label, and groups of them; a job names one or writes one inline
 NODESET_NODE = v.Schema({v.Required("name"): NAME, v.Required("label"): NAME})
 NODESET_GROUP = v.Schema({v.Required("name"): NAME, v.Required("nodes"): v.All([NAME], v.Length(min=1))})
@@ -408,7 +422,7 @@ POOL_LABEL = v.Schema(
         "key-name": str,
         "username": str,
         # Nodepool's: cloud-init userdata for its servers; on a failed boot, its server's console log is logged
-        "userdata": str,
+        "userdata": USERDATA,
         "console-log": bool,
         **{key: v.All(str, v.Length(min=1, msg="must not be empty")) for key in ("python-path", "shell-type")},
     }

@@ -3,6 +3,7 @@ lists whose every item is checked (gatekeeper.config.schema and gatekeeper.confi
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,9 @@ PIPELINE_NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_@+-][A-Za-z0-9
                                                     msg="may hold only letters, digits and _.@+- and not start with ."))
 
 
+LARGEST = 2 ** 53  # the largest number any setting takes: a float holds every integer up to it
+
+
 class Number:
     """A number of the given kinds (`int`, or `int` and `float`), never a boolean: YAML's `true` is an int to
     Python, so `timeout: true` would otherwise be read as one second. Every number a schema takes is one of these."""
@@ -68,9 +72,12 @@ class Number:
         return isinstance(value, self.kinds) and not isinstance(value, bool)
 
     def __call__(self, value: Any) -> Any:
-        if not self.accepts(value):
+        if not self.accepts(value) or (isinstance(value, float) and not math.isfinite(value)):
             # the words gatekeeper.config.validation turns into "expected an integer/a number, got ..."
             raise v.Invalid("expected int" if self.kinds == (int,) else "expected float")
+        if abs(value) > LARGEST:  # a timeout of 400 digits overflowed where it became seconds
+            shown = f"a number of {len(str(abs(value)))} digits" if isinstance(value, int) else f"{value:.3g}"
+            raise v.Invalid(f"{shown} is too large (at most {LARGEST})")
         return value
 
     def __repr__(self) -> str:

@@ -10,6 +10,7 @@ import difflib
 import json
 
 from gatekeeper.config.layout import Layout, parse_layout
+from gatekeeper.config.schema_parts import project_name_problem
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.sharding import read_sharded, write_sharded
@@ -30,6 +31,9 @@ def read_layout(zk: ZKClient, connections: set[str] | None = None) -> Layout | N
 def unknown_project(layout: Layout | None, project: str) -> str:
     """Why an operator may not name `project` (an autohold for it would never match; Zuul's "project not found"):
     the layout has no project of that name. "" when it has, or when there is no layout to check against."""
+    problem = project_name_problem(project)
+    if problem:  # with or without a layout: no Gerrit project has such a name
+        return f'"{project}" is no project name: it {problem}'
     if layout is None or project in layout.projects:
         return ""
     close = difflib.get_close_matches(project, list(layout.projects), n=3)

@@ -63,6 +63,8 @@ BAD_ARGUMENTS = [
     (("autohold", "delete"), "gatekeeper autohold delete: --id is required"),
     (("autohold", "add"), "gatekeeper autohold add: --project and --reason are required"),
     (("autohold", "add", "--project", "nova"), "gatekeeper autohold add: --project and --reason are required"),
+    (("autohold", "add", "--project", "../../x y", "--reason", "r"),
+     "gatekeeper autohold add: \"../../x y\" is no project name: it has a '..' segment"),
     (("enqueue", "--pipeline", "gate", "--change", "abc"), 'argument --change: "abc" is not a change'),
     (("dequeue", "--pipeline", "gate", "--change", "5"), 'argument --change: "5" is not a change'),
     (("promote", "--pipeline", "gate", "--changes", "1,1", "2;rm"), 'argument --changes: "2;rm" is not a change'),

@@ -75,3 +75,16 @@ def test_a_number_from_the_environment_is_still_read_as_one():
     config = load_service_config(None, environ={"GATEKEEPER_WEB_PORT": "9300", "GATEKEEPER_EXECUTOR_HOLD_HOURS": "1.5",
                                                 "GATEKEEPER_GERRIT_HOST": "h", "GATEKEEPER_GERRIT_USER": "u"})
     assert (config.get("web", "port"), config.get("executor", "hold-hours")) == (9300, 1.5)
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("jobs:\n  - {name: unit, timeout: " + "1" + "0" * 400 + "}\n",
+     "layout.yaml:2: jobs[0] (unit).timeout: a number of 401 digits is too large (at most 9007199254740992)"),
+    ("jobs:\n  - {name: unit, hold-hours: .nan}\n",
+     "layout.yaml:2: jobs[0] (unit).hold-hours: expected a number, got a number nan"),
+    ("jobs:\n  - {name: unit, hold-hours: .inf}\n",
+     "layout.yaml:2: jobs[0] (unit).hold-hours: expected a number, got a number inf"),
+])
+def test_a_number_too_large_or_not_finite_is_refused(text: str, error: str) -> None:
+    """A job timeout of 400 digits passed, then failed every build where it became seconds (a float overflow)."""
+    assert error in layout_errors(text)

@@ -102,3 +102,14 @@ def test_max_hold_age_is_read_and_nodepools_default_is_no_limit():
 def test_a_max_hold_age_that_is_not_seconds_is_refused(value, error):
     found = errors(top=f"  max-hold-age: {value}\n")
     assert any(e.startswith(error) for e in found), found
+
+
+@pytest.mark.parametrize(("userdata", "error"), [
+    ('"\\ud800 hi"', "userdata: is not text a server can be given: surrogates not allowed at character 0"),
+    ('"' + "x" * 60000 + '"', "userdata: is 60000 bytes: Nova takes at most 65535 bytes of user data once "
+                              "base64-encoded"),
+])
+def test_userdata_every_create_would_fail_with_is_refused(userdata: str, error: str) -> None:
+    """A lone surrogate could not be encoded and more than Nova's 65535 bytes was refused by it: every boot failed,
+    saying nothing of the userdata."""
+    assert any(error in e for e in errors(label=f", userdata: {userdata}")), errors(label=f", userdata: {userdata}")
