@@ -134,6 +134,21 @@ def pipeline_name(value: str) -> str:
     return value
 
 
+def reason(value: str) -> str:
+    """An operator's reason: one line of text (no control characters), at most 500 characters; may be empty."""
+    from gatekeeper.config.schema_parts import reason_problem
+
+    problem = reason_problem(value)
+    if problem:
+        raise argparse.ArgumentTypeError(f"the reason {problem}")
+    return value
+
+
+def given_reason(value: str) -> str:
+    """A reason that must be given (not empty)."""
+    return reason(non_empty(value))
+
+
 def non_empty(value: str) -> str:
     if not value.strip():
         raise argparse.ArgumentTypeError("must not be empty")

@@ -76,7 +76,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("hold", help="hold a node (ready or in use) with a reason")
     add_config_args(p)
     p.add_argument("node", type=types.identifier("node"))
-    p.add_argument("--reason", required=True, type=types.non_empty)
+    p.add_argument("--reason", required=True, type=types.given_reason)
     p.add_argument("--hours", type=types.hold_hours, default=24.0, help="hold expiry (default 24, at most 720)")
     p.add_argument("--replace", action="store_true",
                    help="hold a node held already anew: this reason and expiry replace its hold's (may shorten it)")
@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--change", default=".*", type=types.regex, help="regex on 'change,patchset'")
     p.add_argument("--count", type=types.positive_int, default=1)
     p.add_argument("--hours", type=types.hold_hours, default=24.0, help="hold expiry (default 24, at most 720)")
-    p.add_argument("--reason", default="")
+    p.add_argument("--reason", default="", type=types.reason)
     p.set_defaults(func=cmd_autohold)
 
     p = sub.add_parser("hold-access", help="give a developer SSH access to a held node; list or revoke grants")

@@ -40,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("drain", help="drain a provider: launch nothing on it, delete its idle ready nodes")
     add_config_args(p)
     p.add_argument("provider")
-    p.add_argument("--reason", default="", help="why (shown by `gatekeeper providers`)")
+    p.add_argument("--reason", default="", type=types.reason, help="why (shown by `gatekeeper providers`)")
     p.set_defaults(func=cmd_drain)
 
     p = sub.add_parser("undrain", help="let a drained provider launch again")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,21 @@ def project_name_problem(name: str) -> str:
     bad = [part for part in UNREASONABLE_IN_NAME if part in name]
     if bad:
         return f"holds {bad[0]!r}, which Gerrit refuses in a project name"
+    return ""
+
+
+REASON_MAX = 500  # characters of an operator's reason (a hold, an autohold, a drain)
+
+
+def reason_problem(text: str) -> str:
+    """Why `text` is no reason an operator may give, as a phrase ("" when it is one): one line of at most
+    REASON_MAX characters without control characters (it is printed in tables and on terminals, where an escape
+    sequence would act on the reader's screen)."""
+    if len(text) > REASON_MAX:
+        return f"is {len(text)} characters (at most {REASON_MAX})"
+    bad = next((i for i, c in enumerate(text) if unicodedata.category(c) == "Cc"), None)
+    if bad is not None:
+        return f"holds a control character ({text[bad]!r}) at {bad}: give one line of text"
     return ""
 
 

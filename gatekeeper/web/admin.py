@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
+from gatekeeper.config.schema_parts import reason_problem
 from gatekeeper.zk.client import ZKClient
 from gatekeeper.zk.management import (
     Action,
@@ -100,6 +101,14 @@ def _regex(value: str) -> str:
     return value
 
 
+def _reason(value: str) -> str:
+    problem = reason_problem(value)
+    if problem:
+        raise ValueError(f"the reason {problem}")
+    return value
+
+
+Reason = Annotated[str, Field(min_length=1), AfterValidator(_reason)]
 ChangeKey = Annotated[str, AfterValidator(_change_key)]
 Name = Annotated[str, Field(min_length=1, max_length=255)]
 Hours = Annotated[float, Field(gt=0, le=MAX_HOLD_HOURS, allow_inf_nan=False,
@@ -156,7 +165,7 @@ class PromoteRequest(_Request):
 
 class AutoholdRequest(_Request):
     project: Name
-    reason: Annotated[str, Field(min_length=1)]
+    reason: Reason
     job: Annotated[str, Field(max_length=255)] = ""
     change: Annotated[str, AfterValidator(_regex)] = Field(".*", description="a regular expression on NUMBER,PATCHSET")
     count: Annotated[int, Field(ge=1, le=1000)] = 1
@@ -165,7 +174,7 @@ class AutoholdRequest(_Request):
 
 class HoldNodeRequest(_Request):
     node: NodeId
-    reason: Annotated[str, Field(min_length=1)]
+    reason: Reason
     hours: Hours = 24.0
     replace: Annotated[bool, Field(strict=True, description="replace the hold of a node held already (its reason "
                                                             "and expiry, which may shorten it)")] = False

@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import gatekeeper
+from gatekeeper.config.schema_parts import reason_problem
 from gatekeeper.web import console, sources
 from gatekeeper.web.admin import AccessRequest, Admin, AdminError, check_token, describe_request, identify
 from gatekeeper.web.logstore import LOG_HEADERS, LogPathError
@@ -429,8 +430,9 @@ def create_app(svc: WebService) -> FastAPI:
         if verb not in ("drain", "undrain"):
             return error_response(404, f"unknown action {verb[:64]!r} (expected drain or undrain)")
         reason = body.get("reason", "")
-        if not isinstance(reason, str) or len(reason) > 500:
-            return error_response(400, "field reason: expected a text of at most 500 characters")
+        if not isinstance(reason, str) or reason_problem(reason):
+            problem = reason_problem(reason) if isinstance(reason, str) else "is not a text"
+            return error_response(400, f"field reason: the reason {problem}")
         known = {p["name"] for p in await run_in_threadpool(sources.providers, svc.zk)}
         if name not in known:
             return error_response(404, f"no provider {name[:64]!r} (known: {', '.join(sorted(known)) or 'none'})")
