@@ -47,6 +47,8 @@ class Assigning:
     def _assign(self) -> None:
         self.waiting_for_room.clear()
         self.paused.clear()
+        self._reread.clear()
+        self._foreign_nodes.clear()
         for rid in sorted(self.requests):
             entry = self.requests.get(rid)
             if entry is None or rid in self._busy:
@@ -339,8 +341,10 @@ class Assigning:
         """Our record of a node of ours the ready index names, read afresh if it says otherwise: another launcher
         may have made it ready (a lost request's node it gave back)."""
         node, nversion = manager.nodes[node_id]
-        if node.state != model.READY and self.nodes.refresh(manager, node_id) is not None:
-            node, nversion = manager.nodes[node_id]
+        if node.state != model.READY and node_id not in self._reread:
+            self._reread.add(node_id)  # once a pass: a stale entry (a lost race) is not read for every request
+            if self.nodes.refresh(manager, node_id) is not None:
+                node, nversion = manager.nodes[node_id]
         return node, nversion
 
     def _reset_orphan(self, rid: str) -> None:
@@ -382,8 +386,11 @@ class Assigning:
         managers = [m for m in self.managers.values() if m.active]
         if provider and provider in {m.name for m in managers}:
             known = [entry for m in managers for entry in m.nodes.values()]
-        else:
-            known = list(self.store.load_nodes(provider or None).values())
+        else:  # read once a pass, however many requests the lost launcher left (a failover resets them all)
+            key = provider or None
+            if key not in self._foreign_nodes:
+                self._foreign_nodes[key] = list(self.store.load_nodes(key).values())
+            known = self._foreign_nodes[key]
         return [(node, version) for node, version in known
                 if node.state == model.ALLOCATED and node.request == rid]
 

@@ -90,6 +90,8 @@ class Launcher(Assigning, Launching):
         self.foreign_full: set[str] = set()  # other launchers' providers at their max-servers or quota
         self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
         self.paused: set[str] = set()  # providers a request waits on in this pass: later (worse-priority) ones wait
+        self._reread: set[str] = set()  # nodes read afresh in this pass (their ready entry and record disagreed)
+        self._foreign_nodes: dict[str | None, list] = {}  # other providers' nodes, read in this pass
         self._fallback_logged: set[str] = set()  # requests that fell back to a provider they asked to avoid
 
     # -- lifecycle -----------------------------------------------------------------------------------------

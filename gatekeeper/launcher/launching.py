@@ -254,6 +254,8 @@ class Launching:
             node = Node.from_dict(up.to_dict())
             node.request = rid
             node.set_state(model.ALLOCATED)
+            # what others wrote meanwhile stays (an operator's hold asked of it: a refused write re-reads the record)
+            node.hold_requested, node.hold_requested_hours = cached[0].hold_requested, cached[0].hold_requested_hours
             writes.append((node, cached[1]))
         launched = [node for node, _ in writes]
         ordered = [launched.pop(next(i for i, n in enumerate(launched) if n.label == label))

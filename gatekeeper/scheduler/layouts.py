@@ -134,6 +134,8 @@ class LayoutChanges:
         try:
             if not self._layout_current():  # under the lock: nobody on the published layout runs `name` now
                 return False
+            if name in self.layout.pipelines:  # a layout taken meanwhile has it (again): not ours to remove
+                return True
             dropped = 0
             if self.zk.client.exists(paths.pipeline_state(name)) is not None:
                 dropped = self._drop_items(name, PipelineStore(self.zk.client, name).load(None))
