@@ -74,7 +74,7 @@ PIPELINE_NAME = v.All(str, v.Length(min=1), v.Match(r"^[A-Za-z0-9_@+-][A-Za-z0-9
                                                     msg="may hold only letters, digits and _.@+- and not start with ."))
 
 
-LARGEST = 2 ** 53  # the largest number any setting takes: a float holds every integer up to it
+LARGEST = 2 ** 31 - 1  # the largest number any setting takes (a wait longer than threading's TIMEOUT_MAX fails)
 
 
 class Number:
