@@ -128,9 +128,6 @@ def test_check_tests_a_change_on_the_abandoned_change_its_depends_on_url_names(g
     assert gate.ci_votes(b) == {"Verified": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="gatekeeper takes the trailing number of any Depends-On URL as a change of "
-                                       "its Gerrit; Zuul looks the URL's host up among its connections and ignores "
-                                       "one none of them serves")
 def test_a_depends_on_url_of_another_host_is_not_taken_for_a_change_of_this_gerrit(gate: GateHarness) -> None:
     """Zuul's manager.updateCommitDependencies (`source = getSourceByHostname(url.hostname)`; `if not source:
     continue`) and BaseSource.getChangeByURL ("The URL may not correspond to this source"): B's Depends-On names a
