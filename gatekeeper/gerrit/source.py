@@ -90,6 +90,9 @@ class GerritChangeSource:
             if dep_rows is None:
                 change.needs_error = f"its Depends-On {target} names no change Gerrit knows"
                 continue
+            if not dep_rows:
+                log.debug("[%s] ignoring Depends-On %s: every change with that Change-Id is closed", change.key,
+                         target)
             for dep_row in dep_rows:
                 if dep_row.get("status") == "MERGED":
                     continue
@@ -106,8 +109,8 @@ class GerritChangeSource:
 
     def _depends_on_rows(self, target: str) -> list[dict] | None:
         """The changes a Depends-On names (None when Gerrit knows none): the one its URL names; for a Change-Id,
-        every open change with it (a fix and its backports on other branches, as Zuul has it), else the one Gerrit
-        lists first."""
+        every open change with it (a fix and its backports on other branches, as Zuul has it), and none when all
+        are closed (Zuul's legacy Change-Id form keeps open changes only)."""
         match = URL_NUMBER.search(target)
         if match and not target.startswith("I"):
             row = self.connection.get_change(int(match.group(1)), "--current-patch-set")
@@ -115,7 +118,7 @@ class GerritChangeSource:
         rows = self.connection.query(f"change:{target}", "--current-patch-set")
         if not rows:
             return None
-        return [r for r in rows if r.get("status") == "NEW"] or rows[:1]
+        return [r for r in rows if r.get("status") == "NEW"]
 
 
 def _url_host(target: str) -> str:

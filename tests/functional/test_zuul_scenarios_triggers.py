@@ -95,9 +95,6 @@ def test_a_depends_on_url_to_an_abandoned_change_keeps_the_change_out_of_the_gat
     assert not gate.history("gate")
 
 
-@pytest.mark.xfail(strict=True, reason="Zuul ignores a legacy Change-Id Depends-On whose changes are all closed "
-                                       "(compat_needs_changes keeps only open ones) and gates the change alone; "
-                                       "gatekeeper refuses it as depending on an abandoned change")
 def test_a_change_id_depends_on_an_abandoned_change_is_ignored_and_the_change_gates_alone(gate: GateHarness) -> None:
     """Zuul's gerritconnection._updateChange (legacy `Depends-On: I...`: `if dep.open and dep not in
     needs_changes`): the abandoned change is no dependency at all; B is gated alone and merges."""
