@@ -25,6 +25,8 @@ def trigger_matches(trigger: Trigger, event: TriggerEvent) -> bool:
         return False
     if trigger.usernames and not any(p.search(event.account) for p in trigger.usernames):
         return False
+    if trigger.emails and not (event.email and any(p.search(event.email) for p in trigger.emails)):
+        return False
     if trigger.comments and not any(p.search(event.comment) for p in trigger.comments):
         return False
     return all(approval_present(event.approvals, wanted, voter=event.account) for wanted in trigger.approvals)

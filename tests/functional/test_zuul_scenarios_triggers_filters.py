@@ -57,8 +57,6 @@ def test_a_username_filter_takes_a_recheck_from_a_matching_account_only(make) ->
     assert gate.history("check") == [("unit", "SUCCESS", "1,1")] * 2
 
 
-@pytest.mark.xfail(strict=True, reason="gatekeeper's Gerrit trigger has no `email` filter: a layout giving one is "
-                                       "refused, where Zuul matches the event account's email")
 def test_an_email_filter_takes_an_upload_from_a_matching_account_only(make) -> None:
     """Zuul's Gerrit trigger doc (`email`: "only match if the event was caused by a user whose email matches this
     regular expression"; GerritEventFilter.matches searches `event.account['email']`): Jane's upload is checked,

@@ -114,3 +114,14 @@ def test_a_triggers_ref_is_matched_at_the_start_of_the_ref_as_zuul_does() -> Non
     assert pipeline_triggered(post, from_gerrit({**updated, "refUpdate": {**updated["refUpdate"],
                                                                          "refName": "refs/tags/1.0"}}))
 
+
+def test_a_triggers_email_filter_is_searched_in_the_email_of_the_account_behind_the_event() -> None:
+    """Zuul's Gerrit trigger `email` (searched in the event account's email, as `username` in its username):
+    Jane's upload passes `@example\\.com$` and not `^rita@`; an event whose account has no email passes none."""
+    queued = GerritEvent.from_dict(event_from_gerrit(UPLOADED).to_dict()).to_dict()  # as the listener queues it
+    for event in (from_gerrit(UPLOADED), from_record(queued)):
+        assert event.email == "jane@example.com"
+        assert pipeline_triggered(_check_with("          email: '@example\\.com$'\n"), event)
+        assert not pipeline_triggered(_check_with("          email: [^rita@, ^bob@]\n"), event)
+    anonymous = from_gerrit({**UPLOADED, "uploader": {"username": "jane"}})
+    assert not pipeline_triggered(_check_with("          email: .*\n"), anonymous)
