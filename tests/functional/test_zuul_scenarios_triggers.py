@@ -109,9 +109,6 @@ def test_a_change_id_depends_on_an_abandoned_change_is_ignored_and_the_change_ga
     assert ("unit", "SUCCESS", "2,1") in gate.history("gate")
 
 
-@pytest.mark.xfail(strict=True, reason="Zuul's independent manager enqueues a needed change that is not merged "
-                                       "(abandoned too) ahead as not live and tests on it; gatekeeper refuses the "
-                                       "change in check")
 def test_check_tests_a_change_on_the_abandoned_change_its_depends_on_url_names(gate: GateHarness) -> None:
     """Zuul's manager.updateCommitDependencies (a URL dependency is kept when `not dep.is_merged`) and independent
     manager (getMissingNeededChanges: "This differs from the dependent pipeline check in not verifying that the
