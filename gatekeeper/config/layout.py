@@ -249,7 +249,8 @@ class _Builder:
                     approvals=approvals(f.get("approval")),
                     comments=_patterns(f.get("comment")),
                     branches=_patterns(f.get("branch")),
-                    usernames=_patterns(f.get("username")), refs=_patterns(f.get("ref")),
+                    usernames=_patterns(f.get("username")), emails=_patterns(f.get("email")),
+                    refs=_patterns(f.get("ref")),
                     ignore_deletes=f.get("ignore-deletes", True),
                     require=trigger_requirements(f),
                 ))

@@ -21,7 +21,8 @@ class Trigger:
     approvals: tuple[dict[str, int], ...] = ()
     comments: tuple[re.Pattern, ...] = ()
     branches: tuple[re.Pattern, ...] = ()
-    usernames: tuple[re.Pattern, ...] = ()
+    usernames: tuple[re.Pattern, ...] = ()  # who caused the event: its account's username, and email
+    emails: tuple[re.Pattern, ...] = ()
     refs: tuple[re.Pattern, ...] = ()  # ref-updated: the full ref name (refs/heads/...) matches one of these
     ignore_deletes: bool = True  # ref-updated: a deleted ref (new revision all zeros) does not match (Zuul's)
     require: Requirements | None = None  # Zuul's trigger require/reject: what the event's change must satisfy

@@ -82,6 +82,7 @@ GERRIT_TRIGGER = v.Schema(
         "comment": v.Any(Regex, [Regex]),
         "branch": v.Any(Regex, [Regex]),
         "username": v.Any(Regex, [Regex]),
+        "email": v.Any(Regex, [Regex]),
         "ref": v.Any(Regex, [Regex]),
         "ignore-deletes": v.Any(bool, msg="expected true or false"),
         # Zuul's conditions on the event's change, which the event itself may satisfy

@@ -75,9 +75,10 @@ _TYPES: dict[str, type[GerritEvent]] = {}
 class GerritEvent:
     """Base of all events: the fields gatekeeper's scheduler uses, flattened from Gerrit's nested JSON.
 
-    `author` is the username of whoever caused the event (uploader, reviewer, submitter, abandoner, ...);
-    `raw` keeps the original JSON object. `received_at` is the local time the connection got the line, and
-    `catch_up` is True for events the connection reconstructed by querying Gerrit after an outage.
+    `author` is the username of whoever caused the event (uploader, reviewer, submitter, abandoner, ...),
+    `author_email` that account's email; `raw` keeps the original JSON object. `received_at` is the local time the
+    connection got the line, and `catch_up` is True for events the connection reconstructed by querying Gerrit
+    after an outage.
     """
 
     TYPE: ClassVar[str] = ""
@@ -101,6 +102,7 @@ class GerritEvent:
     wip: bool = False
     owner: str | None = None  # change owner's username
     author: str | None = None
+    author_email: str | None = None
     approvals: list[Approval] = field(default_factory=list)
     comment: str | None = None
     new_rev: str | None = None
@@ -168,6 +170,7 @@ class GerritEvent:
             wip=bool(change.get("wip", False)),
             owner=_dict(change.get("owner")).get("username"),
             author=actor.get("username"),
+            author_email=actor["email"] if isinstance(actor.get("email"), str) else None,
             approvals=[Approval.from_gerrit(a) for a in data.get("approvals") or [] if isinstance(a, dict)],
             comment=data.get("comment"),
             new_rev=data.get("newRev") or ref_update.get("newRev"),

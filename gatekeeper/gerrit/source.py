@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import re
+import urllib.parse
 from typing import Any
 
 from gatekeeper.gerrit.trigger import from_record
@@ -79,10 +80,19 @@ class GerritChangeSource:
             if key not in needs:
                 needs.append(key)
         for target in DEPENDS_ON.findall(row.get("commitMessage", "")):
+            host = _url_host(target)
+            if host and host not in self._hosts():
+                # Zuul looks a URL's host up among its connections and ignores one none of them serves: its number
+                # is not a change of this Gerrit
+                log.debug("[%s] ignoring Depends-On %s: %s is not this Gerrit's host", change.key, target, host)
+                continue
             dep_rows = self._depends_on_rows(target)
-            if not dep_rows:
+            if dep_rows is None:
                 change.needs_error = f"its Depends-On {target} names no change Gerrit knows"
                 continue
+            if not dep_rows:
+                log.debug("[%s] ignoring Depends-On %s: every change with that Change-Id is closed", change.key,
+                         target)
             for dep_row in dep_rows:
                 if dep_row.get("status") == "MERGED":
                     continue
@@ -92,15 +102,31 @@ class GerritChangeSource:
         change.needs = needs
         return change
 
-    def _depends_on_rows(self, target: str) -> list[dict]:
-        """The changes a Depends-On names: the one its URL names; for a Change-Id, every open change with it (a fix
-        and its backports on other branches, as Zuul has it), else the one Gerrit lists first."""
+    def _hosts(self) -> set[str]:
+        """The host names a Depends-On URL of this Gerrit may carry: its web URL's and its server's (Zuul's
+        getSourceByHostname takes the baseurl's host, the server and the canonical hostname)."""
+        return {h.lower() for h in (_url_host(self.connection.web_url), self.connection.hostname) if h}
+
+    def _depends_on_rows(self, target: str) -> list[dict] | None:
+        """The changes a Depends-On names (None when Gerrit knows none): the one its URL names; for a Change-Id,
+        every open change with it (a fix and its backports on other branches, as Zuul has it), and none when all
+        are closed (Zuul's legacy Change-Id form keeps open changes only)."""
         match = URL_NUMBER.search(target)
         if match and not target.startswith("I"):
             row = self.connection.get_change(int(match.group(1)), "--current-patch-set")
-            return [row] if row else []
+            return [row] if row else None
         rows = self.connection.query(f"change:{target}", "--current-patch-set")
-        return [r for r in rows if r.get("status") == "NEW"] or rows[:1]
+        if not rows:
+            return None
+        return [r for r in rows if r.get("status") == "NEW"]
+
+
+def _url_host(target: str) -> str:
+    """The host name of a Depends-On that is a URL with one ("" for a Change-Id or a bare path)."""
+    try:
+        return (urllib.parse.urlparse(target).hostname or "") if "://" in target else ""
+    except ValueError:
+        return ""
 
 
 class GerritReporter:

@@ -30,6 +30,7 @@ def from_event(event: GerritEvent, connection: str = "gerrit", ident: str = "") 
         approvals=approvals,
         comment=event.comment or "",
         account=event.author or "",
+        email=event.author_email or "",
         id=ident,
         raw=event.raw,
         ref=_full_ref(event.ref_name or "") if event.type == "ref-updated" else "",

@@ -21,6 +21,7 @@ class TriggerEvent:
     approvals: list[dict[str, Any]] = field(default_factory=list)  # [{label, value, old}] as the event carries
     comment: str = ""
     account: str = ""  # who did it (username)
+    email: str = ""  # ... and that account's email
     id: str = ""  # the event's id in its ZooKeeper queue
     raw: dict[str, Any] = field(default_factory=dict)
     attempts: int = 0  # failed tries before this one (an event set aside and put back)

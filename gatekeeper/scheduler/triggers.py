@@ -13,15 +13,19 @@ REF_ITEM_PREFIXES = ("refs/heads/", "refs/tags/")  # the refs whose updates can 
 
 
 def trigger_matches(trigger: Trigger, event: TriggerEvent) -> bool:
+    """Whether `event` passes every filter `trigger` gives (its own require and reject aside)."""
     if event.connection != trigger.connection or event.type not in trigger.events:
         return False
-    if trigger.refs and not any(p.search(event.ref) for p in trigger.refs):
+    # Zuul's EventFilter matches branch and ref at the start (re.match) and searches the others
+    if trigger.refs and not any(p.match(event.ref) for p in trigger.refs):
         return False
     if event.deletes_ref and trigger.ignore_deletes:
         return False  # Zuul's ignore-deletes (true by default): a deleted ref enqueues nothing
-    if trigger.branches and not any(p.search(event.branch) for p in trigger.branches):
+    if trigger.branches and not any(p.match(event.branch) for p in trigger.branches):
         return False
     if trigger.usernames and not any(p.search(event.account) for p in trigger.usernames):
+        return False
+    if trigger.emails and not (event.email and any(p.search(event.email) for p in trigger.emails)):
         return False
     if trigger.comments and not any(p.search(event.comment) for p in trigger.comments):
         return False

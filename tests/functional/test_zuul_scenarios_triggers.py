@@ -95,9 +95,6 @@ def test_a_depends_on_url_to_an_abandoned_change_keeps_the_change_out_of_the_gat
     assert not gate.history("gate")
 
 
-@pytest.mark.xfail(strict=True, reason="Zuul ignores a legacy Change-Id Depends-On whose changes are all closed "
-                                       "(compat_needs_changes keeps only open ones) and gates the change alone; "
-                                       "gatekeeper refuses it as depending on an abandoned change")
 def test_a_change_id_depends_on_an_abandoned_change_is_ignored_and_the_change_gates_alone(gate: GateHarness) -> None:
     """Zuul's gerritconnection._updateChange (legacy `Depends-On: I...`: `if dep.open and dep not in
     needs_changes`): the abandoned change is no dependency at all; B is gated alone and merges."""
@@ -112,9 +109,6 @@ def test_a_change_id_depends_on_an_abandoned_change_is_ignored_and_the_change_ga
     assert ("unit", "SUCCESS", "2,1") in gate.history("gate")
 
 
-@pytest.mark.xfail(strict=True, reason="Zuul's independent manager enqueues a needed change that is not merged "
-                                       "(abandoned too) ahead as not live and tests on it; gatekeeper refuses the "
-                                       "change in check")
 def test_check_tests_a_change_on_the_abandoned_change_its_depends_on_url_names(gate: GateHarness) -> None:
     """Zuul's manager.updateCommitDependencies (a URL dependency is kept when `not dep.is_merged`) and independent
     manager (getMissingNeededChanges: "This differs from the dependent pipeline check in not verifying that the
@@ -128,9 +122,6 @@ def test_check_tests_a_change_on_the_abandoned_change_its_depends_on_url_names(g
     assert gate.ci_votes(b) == {"Verified": 1}
 
 
-@pytest.mark.xfail(strict=True, reason="gatekeeper takes the trailing number of any Depends-On URL as a change of "
-                                       "its Gerrit; Zuul looks the URL's host up among its connections and ignores "
-                                       "one none of them serves")
 def test_a_depends_on_url_of_another_host_is_not_taken_for_a_change_of_this_gerrit(gate: GateHarness) -> None:
     """Zuul's manager.updateCommitDependencies (`source = getSourceByHostname(url.hostname)`; `if not source:
     continue`) and BaseSource.getChangeByURL ("The URL may not correspond to this source"): B's Depends-On names a

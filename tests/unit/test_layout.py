@@ -148,6 +148,14 @@ def test_bad_comment_regex():
     assert "missing ), unterminated subpattern" in msg
 
 
+@pytest.mark.parametrize("key", ["username", "email"])
+def test_a_triggers_username_and_email_filters_are_regular_expressions(key):
+    filtered = f"        - event: patchset-created\n          {key}: ['^jane$', '(@example']"
+    (msg,) = errors_of(replace("        - event: patchset-created", filtered))
+    assert msg.startswith(f"layout0.yaml:8: pipelines[0] (check).trigger.gerrit[0].{key}[1]: bad regular "
+                          "expression '(@example'")
+
+
 def test_approval_vote_must_be_an_integer():
     (msg,) = errors_of(replace("            - Approved: 1", "            - Approved: yes"))
     assert "pipelines[1] (gate).trigger.gerrit[0].approval[0]: vote for Approved must be an integer" in msg

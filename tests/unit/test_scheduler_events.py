@@ -83,3 +83,45 @@ def test_a_triggers_current_patchset_requirement_is_decided_on_the_events_patch_
     current_recheck = from_gerrit({**APPROVED, "patchSet": {"number": 3, "ref": "refs/changes/07/7/3"},
                                    "approvals": [], "comment": "Patch Set 3:\n\nrecheck"})
     assert pipeline_triggered(check, current_recheck, now)
+
+
+def _check_with(filters: str):
+    """The shared layout's check pipeline, its patchset-created trigger given `filters` (YAML lines)."""
+    layout = parse_layout({"layout.yaml": LAYOUT.replace(
+        "        - event: patchset-created\n", "        - event: patchset-created\n" + filters, 1)})
+    return layout.pipelines["check"]
+
+
+UPLOADED = {"type": "patchset-created", "change": {**APPROVED["change"], "branch": "feature/stable/1"},
+            "patchSet": APPROVED["patchSet"], "uploader": {"username": "jane", "email": "jane@example.com"}}
+
+
+def test_a_triggers_branch_is_matched_at_the_start_of_the_branch_as_zuul_does() -> None:
+    """Zuul's EventFilter (`branch.match(event.branch)`): stable/.* is not found inside feature/stable/1."""
+    check = _check_with("          branch: stable/.*\n")
+    assert not pipeline_triggered(check, from_gerrit(UPLOADED))
+    assert pipeline_triggered(check, from_gerrit({**UPLOADED, "change": {**UPLOADED["change"], "branch": "stable/1"}}))
+
+
+def test_a_triggers_ref_is_matched_at_the_start_of_the_ref_as_zuul_does() -> None:
+    """Zuul's EventFilter (`ref.match(event.ref)`): heads/.* is not found inside refs/heads/master."""
+    post = parse_layout({"layout.yaml": LAYOUT.replace("pipelines:\n", (
+        "pipelines:\n  - name: post\n    manager: independent\n    trigger:\n      gerrit:\n"
+        "        - event: ref-updated\n          ref: [heads/.*, refs/tags/.*]\n"), 1)}).pipelines["post"]
+    updated = {"type": "ref-updated", "refUpdate": {"project": "org/a", "oldRev": "1" * 40, "newRev": "2" * 40}}
+    assert not pipeline_triggered(post, from_gerrit({**updated, "refUpdate": {**updated["refUpdate"],
+                                                                             "refName": "refs/heads/master"}}))
+    assert pipeline_triggered(post, from_gerrit({**updated, "refUpdate": {**updated["refUpdate"],
+                                                                         "refName": "refs/tags/1.0"}}))
+
+
+def test_a_triggers_email_filter_is_searched_in_the_email_of_the_account_behind_the_event() -> None:
+    """Zuul's Gerrit trigger `email` (searched in the event account's email, as `username` in its username):
+    Jane's upload passes `@example\\.com$` and not `^rita@`; an event whose account has no email passes none."""
+    queued = GerritEvent.from_dict(event_from_gerrit(UPLOADED).to_dict()).to_dict()  # as the listener queues it
+    for event in (from_gerrit(UPLOADED), from_record(queued)):
+        assert event.email == "jane@example.com"
+        assert pipeline_triggered(_check_with("          email: '@example\\.com$'\n"), event)
+        assert not pipeline_triggered(_check_with("          email: [^rita@, ^bob@]\n"), event)
+    anonymous = from_gerrit({**UPLOADED, "uploader": {"username": "jane"}})
+    assert not pipeline_triggered(_check_with("          email: .*\n"), anonymous)
