@@ -17,6 +17,9 @@ log = logging.getLogger("gatekeeper.gerrit.source")
 
 DEPENDS_ON = re.compile(r"^Depends-On:\s*(\S+)\s*$", re.MULTILINE | re.IGNORECASE)
 URL_NUMBER = re.compile(r"(?:/\+/|/c/|/)(\d+)/?(?:#.*)?$")
+# A change's number in a URL that goes on with a patch set (/c/org/a/+/123/4, #/c/123/4): the first after /+/ or /c/
+URL_CHANGE = (re.compile(r"/\+/(\d+)(?:/|$)"), re.compile(r"/c/(\d+)(?:/|$)"))
+CHANGE_ID = re.compile(r"^I[0-9a-f]{40}$")
 # A change's files travel with its item in ZooKeeper, whose records hold 1 MiB at most. The paths of a change past
 # this many bytes (a vendored tree, a mass rename) are not kept: its files count as not known, so every job of its
 # pipelines runs for it (file matchers never skip a job for want of information).
@@ -81,10 +84,11 @@ class GerritChangeSource:
                 needs.append(key)
         for target in DEPENDS_ON.findall(row.get("commitMessage", "")):
             host = _url_host(target)
-            if host and host not in self._hosts():
+            if host and host not in self._hosts() | {_url_host(row.get("url") or "")}:
                 # Zuul looks a URL's host up among its connections and ignores one none of them serves: its number
-                # is not a change of this Gerrit
-                log.debug("[%s] ignoring Depends-On %s: %s is not this Gerrit's host", change.key, target, host)
+                # is not a change of this Gerrit (this Gerrit's hosts: its web URL's, its server's, and the one its
+                # own change URLs carry)
+                log.info("[%s] ignoring Depends-On %s: %s is not this Gerrit's host", change.key, target, host)
                 continue
             dep_rows = self._depends_on_rows(target)
             if dep_rows is None:
@@ -111,14 +115,26 @@ class GerritChangeSource:
         """The changes a Depends-On names (None when Gerrit knows none): the one its URL names; for a Change-Id,
         every open change with it (a fix and its backports on other branches, as Zuul has it), and none when all
         are closed (Zuul's legacy Change-Id form keeps open changes only)."""
-        match = URL_NUMBER.search(target)
-        if match and not target.startswith("I"):
-            row = self.connection.get_change(int(match.group(1)), "--current-patch-set")
+        number = _url_change_number(target) if not CHANGE_ID.match(target) else None
+        if number is not None:
+            row = self.connection.get_change(number, "--current-patch-set")
             return [row] if row else None
         rows = self.connection.query(f"change:{target}", "--current-patch-set")
         if not rows:
             return None
+        if not CHANGE_ID.match(target):
+            return rows[:1]
         return [r for r in rows if r.get("status") == "NEW"]
+
+
+def _url_change_number(target: str) -> int | None:
+    """The change a Depends-On URL or path names: the number after /+/ or /c/ (a patch set may follow it), else its
+    trailing number; None when it names none."""
+    for pattern in (*URL_CHANGE, URL_NUMBER):
+        match = pattern.search(target)
+        if match:
+            return int(match.group(1))
+    return None
 
 
 def _url_host(target: str) -> str:
