@@ -124,25 +124,38 @@ UNSUPPORTED_REPORT_KEYS = {
 }
 
 
-def GERRIT_REPORT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+def _own_and_others(value: Any, what: str, own: v.Schema, keys: tuple[str, ...],
+                    other: Callable[[Any, Any], list[v.Invalid]]) -> Any:
+    """A mapping of some known keys (checked with `own`) and others of Zuul's spelling (each checked by `other`,
+    which returns its errors): every error of both, at once. `what` describes the mapping expected."""
     if not isinstance(value, dict):
-        raise v.Invalid("expected a mapping like {Verified: 1, submit: true}")
+        raise v.Invalid(f"expected {what}")
     errors: list[v.Invalid] = []
     try:
-        GERRIT_REPORT_FLAT({k: value[k] for k in value if k in GERRIT_REPORT_KEYS})
+        own({k: x for k, x in value.items() if k in keys})
     except v.MultipleInvalid as exc:
         errors.extend(exc.errors)
-    for key, vote in value.items():
-        if key in GERRIT_REPORT_KEYS:
-            continue
-        if key in UNSUPPORTED_REPORT_KEYS:
-            errors.append(v.Invalid(f"{key} is not supported: {UNSUPPORTED_REPORT_KEYS[key]}", [key]))
-        elif not isinstance(key, str) or not INT.accepts(vote):
-            errors.append(v.Invalid(f"expected a vote (an integer) for label {key}, or one of "
-                                    f"{', '.join(GERRIT_REPORT_KEYS)}", [key]))
+    for key, conf in value.items():
+        if key not in keys:
+            errors.extend(other(key, conf))
     if errors:
         raise v.MultipleInvalid(errors)
     return value
+
+
+def _report_label(key: Any, vote: Any) -> list[v.Invalid]:
+    """A key of a Gerrit reporter beside its own: a label and its vote (Zuul's spelling)."""
+    if key in UNSUPPORTED_REPORT_KEYS:
+        return [v.Invalid(f"{key} is not supported: {UNSUPPORTED_REPORT_KEYS[key]}", [key])]
+    if not isinstance(key, str) or not INT.accepts(vote):
+        return [v.Invalid(f"expected a vote (an integer) for label {key}, or one of {', '.join(GERRIT_REPORT_KEYS)}",
+                          [key])]
+    return []
+
+
+def GERRIT_REPORT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
+    return _own_and_others(value, "a mapping like {Verified: 1, submit: true}", GERRIT_REPORT_FLAT,
+                           GERRIT_REPORT_KEYS, _report_label)
 
 
 REPORTER = v.Schema({"gerrit": GERRIT_REPORT})
@@ -377,35 +390,27 @@ UNSUPPORTED_PROJECT_KEYS = {  # Zuul's project keys we do not have, and why
 }
 
 
+def _project_pipeline(key: Any, conf: Any) -> list[v.Invalid]:
+    """A key of a project beside its own: one of its pipelines in Zuul's spelling (a mapping, or empty)."""
+    if key in UNSUPPORTED_PROJECT_KEYS:
+        return [v.Invalid(UNSUPPORTED_PROJECT_KEYS[key], [key])]
+    if isinstance(key, str) and isinstance(conf, list):  # likely our spelling where Zuul's is read
+        return [v.Invalid(f"unknown key, or pipeline {key}'s jobs given as a list: write {key}: {{jobs: [...]}}, or "
+                          "the list under pipelines", [key])]
+    if not isinstance(key, str) or not (conf is None or isinstance(conf, dict)):
+        return [v.Invalid("extra keys not allowed", [key])]  # no pipeline: said as an unknown key
+    try:
+        PROJECT_PIPELINE(conf)
+    except v.MultipleInvalid as exc:
+        for err in exc.errors:
+            err.prepend([key])
+        return list(exc.errors)
+    return []
+
+
 def PROJECT(value: Any) -> Any:  # noqa: N802 - reads like a type in schemas
     """A project: its own keys, and its pipelines in Zuul's spelling (a key whose value is a mapping, or empty)."""
-    if not isinstance(value, dict):
-        raise v.Invalid("expected a mapping")
-    errors: list[v.Invalid] = []
-    try:
-        PROJECT_OWN({k: x for k, x in value.items() if k in PROJECT_KEYS})
-    except v.MultipleInvalid as exc:
-        errors.extend(exc.errors)
-    for key, conf in value.items():
-        if key in PROJECT_KEYS:
-            continue
-        if key in UNSUPPORTED_PROJECT_KEYS:
-            errors.append(v.Invalid(UNSUPPORTED_PROJECT_KEYS[key], [key]))
-        elif isinstance(key, str) and isinstance(conf, list):  # likely our spelling where Zuul's is read
-            errors.append(v.Invalid(f"unknown key, or pipeline {key}'s jobs given as a list: write {key}: {{jobs: "
-                                    f"[...]}}, or the list under pipelines", [key]))
-        elif not isinstance(key, str) or not (conf is None or isinstance(conf, dict)):
-            errors.append(v.Invalid("extra keys not allowed", [key]))  # no pipeline: said as an unknown key
-        else:
-            try:
-                PROJECT_PIPELINE(conf)
-            except v.MultipleInvalid as exc:
-                for err in exc.errors:
-                    err.prepend([key])
-                errors.extend(exc.errors)
-    if errors:
-        raise v.MultipleInvalid(errors)
-    return value
+    return _own_and_others(value, "a mapping", PROJECT_OWN, PROJECT_KEYS, _project_pipeline)
 
 # min-ready -1: the label is disabled (as in Nodepool): no node of it is launched, requests for it are declined
 NODE_LABEL = v.Schema({v.Required("name"): NAME,

@@ -199,11 +199,7 @@ class Assigning:
                     manager.nodes.pop(launch[0].id, None)
                 if taken:
                     self.index.mark_dirty(label for label, *_ in taken)
-                    for _, _, node, _ in taken:  # our record of them may be what was stale
-                        self.nodes.refresh(manager, node.id)
-                if rid in self.requests:
-                    self._fetch_request(rid)
-                self.wake()  # decide again on the request as it is now
+                self._refused(rid, [node for _, _, node, _ in taken])
                 return
             for node, nversion in claimed.nodes:
                 manager.nodes[node.id] = (node, nversion)
@@ -359,13 +355,7 @@ class Assigning:
 
         def done(moved) -> None:
             if moved is None:
-                for node, _ in allocated:  # our record of them may be what was stale
-                    manager = self.managers.get(node.provider)
-                    if manager is not None and manager.active and node.id in manager.nodes:
-                        self.nodes.refresh(manager, node.id)
-                if rid in self.requests:
-                    self._fetch_request(rid)
-                self.wake()  # decide again on the request as it is now
+                self._refused(rid, [node for node, _ in allocated])
                 return
             for node, nversion in moved.nodes:
                 manager = self.managers.get(node.provider)
@@ -379,6 +369,17 @@ class Assigning:
             log.info("request %s: its launcher is gone; offering it again%s", rid,
                      f" (its nodes {freed} again)" if freed else "")
         self._after_request(rid, self.store.reset_request_async(req, version, allocated), done)
+
+    def _refused(self, rid: str, nodes: list[Node]) -> None:
+        """A write of request `rid` with `nodes` was refused: re-read our records of those nodes (they may be what
+        was stale) and the request, and decide on it again as it is now."""
+        for node in nodes:
+            manager = self.managers.get(node.provider)
+            if manager is not None and manager.active and node.id in manager.nodes:
+                self.nodes.refresh(manager, node.id)
+        if rid in self.requests:
+            self._fetch_request(rid)
+        self.wake()
 
     def _allocated_to(self, rid: str, provider: str) -> list[tuple[Node, int]]:
         """The nodes allocated to a request, with their versions: from our records of the providers we manage,

@@ -83,6 +83,11 @@ def trigger_unmet(trigger: Trigger, change: Change, patchset: int = 0) -> str:
         return "it is not the current patch set" if req.current_patchset else "it is the current patch set"
     if req.wip is not None and change.wip != req.wip:
         return "it is marked work in progress" if change.wip else "it is not marked work in progress"
+    return _approvals_unmet(req, change)
+
+
+def _approvals_unmet(req: Requirements, change: Change) -> str:
+    """Which of `req`'s approvals `change` lacks, or which of its rejected ones it has; "" when neither."""
     for wanted in req.approvals:
         if not approval_present(change.approvals, wanted):
             return f"it does not have {_describe(wanted)}"
@@ -105,12 +110,9 @@ def unmet_requirements(pipeline: Pipeline, change: Change, staying: bool = False
     outdated = req.current_patchset if not staying else pipeline.dequeue_on_new_patchset
     if outdated and not change.is_current:
         return f"a new patch set ({change.number},{change.current_patchset}) was uploaded"
-    for wanted in req.approvals:
-        if not approval_present(change.approvals, wanted):
-            return f"it does not have {_describe(wanted)}"
-    for unwanted in req.reject_approvals:
-        if approval_present(change.approvals, unwanted):
-            return f"it has {_describe(unwanted)}"
+    unmet = _approvals_unmet(req, change)
+    if unmet:
+        return unmet
     if req.status and change.status != req.status:
         return f"its status is {change.status}, not {req.status}"
     rejected = _rejected(req, change)
