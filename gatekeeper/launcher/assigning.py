@@ -31,7 +31,7 @@ class Assigning:
     def _after(self, pending: Pending, done: Callable) -> None:
         """Run `done(answer)` on the main loop once ZooKeeper answered: the loop never waits for an answer, it
         goes on deciding meanwhile (any thread may call this)."""
-        pending.on_answer(lambda answered: self._events.put(Answer(answered, done)))
+        pending.on_answer(lambda answered: self._events.put(Answer(answered, done)), now=True)
 
     def _after_request(self, rid: str, pending: Pending, done: Callable) -> None:
         """`_after` for a write of request `rid`: until it is answered the request is busy, and no other decision

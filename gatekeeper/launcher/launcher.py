@@ -116,11 +116,12 @@ class Launcher(Assigning, Launching):
             self._spawn(lambda n=name: self._acquire_provider(n), f"provider-lock-{name}")
         self._spawn(self._timers, "launcher-timers")
         # requests and release signals change twice per node request: watched as trees, events carry the names
+        # (handled as they are read: the handlers only send a read or hand the event to the main loop)
         self._tree_watches = [
             TreeWatch(self.kz, paths.NODE_REQUESTS, self._request_event,
-                      lambda: self._resync(self.store.request_ids, self._on_requests)).start(),
+                      lambda: self._resync(self.store.request_ids, self._on_requests), now=True).start(),
             TreeWatch(self.kz, paths.NODES_RELEASED, self._release_event,
-                      lambda: self._resync(self.store.released_ids, self._on_released)).start(),
+                      lambda: self._resync(self.store.released_ids, self._on_released), now=True).start(),
         ]
         ChildrenWatch(self.kz, paths.LAUNCHERS, self._watch_post(self._on_live_providers))
         ChildrenWatch(self.kz, paths.component("launcher"), self._watch_post(self._on_launchers))

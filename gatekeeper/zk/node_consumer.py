@@ -54,7 +54,7 @@ class NodeConsumer:
             box.append(req)
             ev.set()
 
-        self.watch(request_id, done)
+        self.store.watch_request(request_id, done, now=True)  # (done only sets an event: fine on kazoo's thread)
         if not ev.wait(timeout):
             raise TimeoutError(f"node request {request_id} not fulfilled within {timeout}s")
         if box[0] is None:

@@ -404,8 +404,10 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
             return None
         return found[0] if found else None
 
-    def watch_request(self, rid: str, callback: Callable[[NodeRequest | None], None]) -> None:
-        """Call `callback(request)` once, when the request is fulfilled or failed (None: it vanished).
+    def watch_request(self, rid: str, callback: Callable[[NodeRequest | None], None], now: bool = False) -> None:
+        """Call `callback(request)` once, when the request is fulfilled or failed (None: it vanished); `now`: on
+        kazoo's connection thread as the answer is read (one thread switch less), for a callback that neither
+        blocks nor waits on ZooKeeper.
 
         Returns at once: the read that sets the watch is answered on kazoo's thread, so a consumer submitting many
         requests waits one round trip for each, not two."""
@@ -441,7 +443,11 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
 
         def on_change(event=None) -> None:
             if not done.is_set():
-                self.kz.get_async(path, watch=on_change).rawlink(answered)
+                answer = self.kz.get_async(path, watch=on_change)
+                if now and hasattr(answer, "rawlink_now"):
+                    answer.rawlink_now(answered)
+                else:
+                    answer.rawlink(answered)
 
         on_change()
 

@@ -43,15 +43,19 @@ class _AddWatch(namedtuple("_AddWatch", "path mode")):
 
 class TreeWatch:
     """Calls `on_event(kind, name)` ("created", "deleted" or "changed"; `name` the path below `path`) for every
-    change under `path`, in ZooKeeper's order, on kazoo's callback thread; `on_resync()` (on a thread of its own)
-    each time the watch was made, first at `start()`, so that the caller reads the subtree once."""
+    change under `path`, in ZooKeeper's order, on kazoo's callback thread (`now`: on its connection thread as the
+    event is read, one thread switch less, for an `on_event` that neither blocks nor waits on ZooKeeper; sending a
+    request without waiting is fine); `on_resync()` (on a thread of its own) each time the watch was made, first at
+    `start()`, so that the caller reads the subtree once."""
 
     def __init__(self, kz: KazooClient, path: str, on_event: Callable[[str, str], None],
-                 on_resync: Callable[[], None]) -> None:
+                 on_resync: Callable[[], None], now: bool = False) -> None:
         self.kz = kz
         self.path = path.rstrip("/")
+        self.prefix = self.path + "/"
         self.on_event = on_event
         self.on_resync = on_resync
+        self.now = now
         self._stopped = False
         self._lost = False  # the connection dropped since the watch was made
 
@@ -90,8 +94,12 @@ class TreeWatch:
             log.warning("watch on %s: could not be made again after a reconnection: %s", self.path, e)
 
     def _event(self, kind: str, path: str) -> None:
-        if not self._stopped and path.startswith(self.path + "/"):
-            self.on_event(kind, path[len(self.path) + 1:])
+        if self._stopped:
+            return
+        try:
+            self.on_event(kind, path[len(self.prefix):])
+        except Exception:  # (on the connection thread, an exception would drop the connection)
+            log.exception("watch on %s: handling the event %s of %s failed", self.path, kind, path)
 
 
 def _install(kz: KazooClient) -> list[TreeWatch]:
@@ -109,7 +117,12 @@ def _install(kz: KazooClient) -> list[TreeWatch]:
         if kind is not None and watches:
             path = kz.unchroot(event.path)
             for watch in list(watches):
-                kz.handler.dispatch_callback(Callback("watch", watch._event, (kind, path)))
+                if not path.startswith(watch.prefix):
+                    continue
+                if watch.now:
+                    watch._event(kind, path)
+                else:
+                    kz.handler.dispatch_callback(Callback("watch", watch._event, (kind, path)))
         return kazoo_dispatch(buffer, offset)
 
     conn._read_watch_event = read_watch_event

@@ -54,3 +54,52 @@ def test_tree_watch_is_made_again_after_its_session_expires(zk, zk_server):
     assert resyncs.acquire(timeout=30), "no resync after the session was replaced"
     zk.client.create("/pool/released/n1", b"")
     wait_for(lambda: ("created", "n1") in events, 5, "events under the new session")
+
+
+def test_handled_as_read_events_and_answers_come_in_zookeepers_order(zk):
+    """`now`: a tree watch's events and the answers of requests sent without waiting are handled on kazoo's
+    connection thread as they are read: in the order ZooKeeper sent them (a write's event before its answer), with
+    no thread between them that could reorder them."""
+    from gatekeeper.zk.nodes_pending import Pending
+
+    zk.client.ensure_path("/pool/requests")
+    seen: list[tuple[str, str]] = []
+    threads: set[str] = set()
+    resyncs = threading.Semaphore(0)
+
+    def on_event(kind: str, name: str) -> None:
+        threads.add(threading.current_thread().name)
+        seen.append(("event", f"{kind} {name}"))
+
+    TreeWatch(zk.client, "/pool/requests", on_event, resyncs.release, now=True).start()
+    assert resyncs.acquire(timeout=5)
+    for i in range(20):
+        path = f"/pool/requests/r{i}"
+        zk.client.create(path, b"a")
+        pending = Pending(zk.client.set_async(path, b"b"), lambda answer: answer)
+        pending.on_answer(lambda _p, i=i: (threads.add(threading.current_thread().name),
+                                           seen.append(("answer", f"r{i}"))), now=True)
+    wait_for(lambda: sum(1 for what, _ in seen if what == "answer") == 20, 5, "every answer")
+    for i in range(20):
+        changed, answered = seen.index(("event", f"changed r{i}")), seen.index(("answer", f"r{i}"))
+        assert changed < answered, seen
+    assert len(threads) == 1, threads  # both on the connection thread
+
+
+def test_an_event_handler_that_raises_does_not_break_the_connection(zk):
+    zk.client.ensure_path("/pool/released")
+    names: list[str] = []
+    resyncs = threading.Semaphore(0)
+
+    def on_event(kind: str, name: str) -> None:
+        names.append(name)
+        if name == "bad":
+            raise RuntimeError("a handler's own bug")
+
+    TreeWatch(zk.client, "/pool/released", on_event, resyncs.release, now=True).start()
+    assert resyncs.acquire(timeout=5)
+    zk.client.create("/pool/released/bad", b"")
+    zk.client.create("/pool/released/good", b"")
+    wait_for(lambda: "good" in names, 5, "the event after the failed one")
+    assert zk.client.connected
+    assert zk.client.get("/pool/released/good")[0] == b""
