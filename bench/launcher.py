@@ -11,7 +11,14 @@ process; the two fault phases count boots and read the launcher's own counters, 
     boot_s                     T, the simulated boot time used for the burst (a server turns ACTIVE T after its
                                create, or once its host is up if that takes longer)
     burst_100_s                100 one-node requests at once (from 10 threads) against an empty pool (max-servers
-                               60 x 2): first request to last fulfilment
+                               60 x 2): first request to last fulfilment. The clouds hold 100 spare hosts (a
+                               namespace with a listening sshd each; one pool for both clouds, however the launcher
+                               splits its boots), started before the clock starts: a boot only binds one to its
+                               server, so the servers really turn ACTIVE at T. Why: in production a cloud's hosts
+                               start on other machines, while here starting 100 of them (about 2 s of work for the
+                               simulator alone at T = 1) would share the launcher's two cores
+    burst_100_cold_s           the same burst with every host started by its boot (no spares), as burst_100_s was
+                               measured before: reported beside it so that what the spares take out stays in view
     sustained_requests_per_s   8 consumers looping request -> fulfilled -> lock -> release against 16 static hosts
                                (real sshd, pinned host keys: no boot in the loop) for D seconds
     zk_ops_per_request         ZooKeeper requests (server's zk_packets_received) per one-node request lifecycle in
@@ -242,6 +249,13 @@ class Bench:
                                      method="POST", headers={"Content-Type": "application/json"})
         urllib.request.urlopen(req).read()
 
+    def spare_hosts(self, count: int | None = None) -> int:
+        """How many spare hosts the clouds have ready (one pool, shared by the simulator's clouds); with `count`,
+        have them hold that many from now on."""
+        data = None if count is None else json.dumps({"count": count}).encode()  # a POST when there is data
+        with urllib.request.urlopen(next(iter(self.sim_urls.values())) + "/sim/spare-hosts", data) as resp:
+            return json.loads(resp.read())["ready"]
+
     def servers_created(self, cloud: str) -> int:
         with urllib.request.urlopen(self.sim_urls[cloud] + "/sim/state") as resp:
             return json.loads(resp.read())["servers_created"]
@@ -301,8 +315,11 @@ class Bench:
         return latencies, ops
 
     # (b) 100 requests against an empty pool ---------------------------------------------------------------------
-    def burst(self, boot_s: float, count: int = 100) -> float:
+    def burst(self, boot_s: float, spares: int = 0, count: int = 100) -> float:
+        """`spares`: hosts the clouds hold started before the clock starts (0: each boot starts its host). The
+        servers are left in the clouds: the next burst's wipe and launcher start run while its spares start."""
         chroot = f"/bench-{uuid.uuid4().hex[:8]}"
+        self.spare_hosts(spares)
         self.wipe()
         for cloud in ("east", "west"):
             self.set_faults(cloud, boot_delay=boot_s)
@@ -312,6 +329,7 @@ class Bench:
         NodeStore(zk).ensure_paths(["debian"])
         self.wait(lambda: process.check_alive("burst") or len(zk.client.get_children(paths.LAUNCHERS)) == 2, 30,
                   "providers live")
+        self.wait(lambda: self.spare_hosts() >= spares, 120, f"{spares} spare hosts")
         client = NodeRequestClient(zk, "bench-burst")
         done = []
         all_done = threading.Event()
@@ -336,8 +354,8 @@ class Bench:
             raise RuntimeError(f"bench: burst: {len(failed)} requests failed: {failed[0] and failed[0].reason}")
         for cloud in ("east", "west"):
             self.set_faults(cloud, boot_delay=0)
+        self.spare_hosts(0)
         self.stop_launchers()
-        self.wipe()
         return elapsed
 
     # (c) sustained rate against static hosts --------------------------------------------------------------------
@@ -533,7 +551,9 @@ def main() -> int:
     try:
         latencies, zk_ops = timed("hand-out", lambda: bench.handoff(60 if args.quick else 200))
         boot_s = 1.0 if args.quick else 2.0
-        burst_s = timed("burst", lambda: bench.burst(boot_s))
+        burst_cold_s = timed("burst, cold hosts", lambda: bench.burst(boot_s))
+        burst_s = timed("burst", lambda: bench.burst(boot_s, spares=100))
+        timed("burst cleanup", bench.wipe)
         rate, zk_ops_static = timed("sustained", lambda: bench.sustained(4.0 if args.quick else 10.0))
         fault_s = 15.0 if args.quick else 60.0
         failing_boots, served_pct = timed("failing provider", lambda: bench.failing_provider(fault_s))
@@ -548,6 +568,7 @@ def main() -> int:
         "handoff_p99_ms": round(percentile(latencies, 99), 2),
         "boot_s": boot_s,
         "burst_100_s": round(burst_s, 2),
+        "burst_100_cold_s": round(burst_cold_s, 2),
         "sustained_requests_per_s": round(rate, 1),
         "zk_ops_per_request": round(zk_ops, 1),
         "failing_provider_boots_per_min": round(failing_boots, 1),
@@ -559,8 +580,8 @@ def main() -> int:
           f"{time.monotonic() - started:.0f} s)")
     print(f"  hand-out from a ready pool (2 providers, {len(latencies)} requests): "
           f"p50 {result['handoff_p50_ms']} ms, p99 {result['handoff_p99_ms']} ms   (target p50 <= 10 ms)")
-    print(f"  100 requests, empty pool, boot time T={boot_s} s: all fulfilled in {result['burst_100_s']} s   "
-          f"(target <= T + 1.5 s)")
+    print(f"  100 requests, empty pool, boot time T={boot_s} s: all fulfilled in {result['burst_100_s']} s with "
+          f"100 spare hosts (target <= T + 1.5 s), {result['burst_100_cold_s']} s with hosts started by the boots")
     print(f"  sustained: {result['sustained_requests_per_s']} requests/s, 8 consumers, 16 static hosts   "
           f"(target >= 300/s)")
     print(f"  ZooKeeper operations per one-node request: {result['zk_ops_per_request']} with a replacement "

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
 import openstack
@@ -192,9 +193,45 @@ def test_cloud_sim_command_serves_several_clouds_and_fault_controls(tmp_path):
         req = urllib.request.Request(info["clouds"]["west"] + "/sim/faults", data=b'{"boot_errors": 2}',
                                      method="POST", headers={"Content-Type": "application/json"})
         assert json.load(urllib.request.urlopen(req))["boot_errors"] == 2
+        with pytest.raises(urllib.error.HTTPError) as exc:  # addresses only: no hosts to keep spare
+            urllib.request.urlopen(info["clouds"]["west"] + "/sim/spare-hosts")
+        assert exc.value.code == 400
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def _spare_hosts(url: str, count: int | None = None) -> dict:
+    data = None if count is None else json.dumps({"count": count}).encode()
+    req = urllib.request.Request(url + "/sim/spare-hosts", data=data, method="GET" if data is None else "POST",
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req) as resp:
+        return json.load(resp)
+
+
+def test_cloud_sim_command_keeps_the_spare_hosts_asked_for_and_the_api_changes_their_count(tmp_path):
+    proc = start_tied([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--cloud", "east", "--cloud", "west",
+                       "--backend", "loopback", "--spare-hosts", "2", "--work-dir", str(tmp_path / "sim")],
+                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        urls = json.loads(proc.stdout.readline())["clouds"]
+        wait_for(lambda: _spare_hosts(urls["west"])["ready"] == 2, 60, "two spare hosts")
+        # one pool, shared by the simulator's clouds
+        assert _spare_hosts(urls["east"]) == {"target": 2, "ready": 2, "starting": 0}
+        assert _spare_hosts(urls["east"], 0) == {"target": 0, "ready": 0, "starting": 0}
+        assert _spare_hosts(urls["west"]) == {"target": 0, "ready": 0, "starting": 0}
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            _spare_hosts(urls["west"], -1)
+        assert exc.value.code == 400 and "count" in exc.value.read().decode()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+
+
+def test_cloud_sim_command_refuses_spare_hosts_without_hosts():
+    res = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--backend", "none",
+                          "--spare-hosts", "1"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--spare-hosts needs hosts" in res.stderr
 
 
 @pytest.mark.netns

@@ -82,6 +82,7 @@ BAD_ARGUMENTS = [
     (("merger", "--workers", "-5"), "argument --workers: -5 is not at least 1"),
     (("executor", "--concurrency", "0"), "argument --concurrency: 0 is not at least 1"),
     (("cloud-sim", "--max-instances", "-5"), "argument --max-instances: -5 is below 0"),
+    (("cloud-sim", "--spare-hosts", "-1"), "argument --spare-hosts: -1 is below 0"),
     (("gerrit-events", "--count", "-1"), "argument --count: -1 is below 0"),
     (("reload", "--timeout", "1e308"), 'argument --timeout: "1e308" seconds is longer than a command waits'),
     (("enqueue", "--pipeline", "gate", "--change", "1,1", "--timeout", "1e10"),

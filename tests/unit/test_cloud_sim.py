@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gatekeeper.sim.openstack.cloud import Cloud, Faults, Limits, QuotaExceeded
+from gatekeeper.sim.openstack.spares import SparePool
 from tests.helpers import wait_for
 
 
@@ -79,6 +80,7 @@ class SlowHosts:
         self.started: dict[str, float] = {}
         self.up: dict[str, float] = {}
         self.stop = threading.Event()
+        self.spares: SparePool[str] = SparePool(lambda: "spare", lambda host: None)  # none asked for
 
     def boot(self, spec) -> str:
         import time
@@ -117,3 +119,20 @@ def test_a_server_is_built_during_its_boot_time_and_active_once_that_time_is_ove
     finally:
         hosts.stop.set()
         cloud.close()
+
+
+def test_a_server_in_build_holds_the_start_of_spare_hosts_until_its_boot_time_is_over():
+    """A spare host started during a boot would take the CPU from the boot being timed: the cloud tells its
+    backend's spare pool that it is busy while a server is in BUILD, its host up or not."""
+    hosts = SlowHosts(0)
+    booting = Cloud("unit", hosts)
+    try:
+        booting.set_faults(boot_delay=5)
+        server = booting.create_server("n", "debian-12", "small", None, {})
+        wait_for(lambda: server.id in hosts.up, timeout=5, what="the host to be made")
+        assert booting.get_server(server.id).status == "BUILD" and hosts.spares.busy()
+        booting.delete_server(server.id)
+        wait_for(lambda: server.id in booting.deleted_server_ids, timeout=5, what="the server deleted")
+        assert not hosts.spares.busy()
+    finally:
+        booting.close()

@@ -1,7 +1,8 @@
 """HTTP front of a simulated cloud: the Keystone v3, Nova v2.1 and Glance v2 subset that openstacksdk uses.
 
 Paths: /identity (Keystone), /compute/v2.1 (Nova), /image (Glance), and /sim (fault controls and state, for tests
-and operators). One :class:`CloudServer` serves one :class:`Cloud` on its own port.
+and operators; /sim/spare-hosts is the simulator's, shared by its clouds). One :class:`CloudServer` serves one
+:class:`Cloud` on its own port.
 """
 
 from __future__ import annotations
@@ -563,6 +564,20 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
                 setattr(cloud.limits, k, int(v))
         return self._json(200, {"max_instances": cloud.limits.max_instances})
 
+    def sim_spare_hosts(self) -> int:
+        """The hosts kept started ahead of boots (shared by the clouds of one simulator): GET says how many are
+        wanted, ready and starting; POST {"count": N} keeps N from now on (ending those beyond N)."""
+        backend = self.sim.cloud.backend
+        if backend is None:
+            raise HttpError(400, "badRequest", "this simulator makes no hosts (addresses only): no spare hosts")
+        if self.command == "POST":
+            body = self._body()
+            count = body.get("count") if isinstance(body, dict) else None
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise HttpError(400, "badRequest", f"count: expected a whole number of 0 or more, got {count!r}")
+            return self._json(200, backend.spares.set_target(count).to_dict())
+        return self._json(200, backend.spares.status().to_dict())
+
 
 def _r(method: str, pattern: str, fn) -> tuple:
     return method, re.compile(pattern), fn
@@ -601,7 +616,9 @@ ROUTES = [
     _r("POST", "/sim/faults", H.sim_faults),
     _r("GET", "/sim/state", H.sim_state),
     _r("POST", "/sim/limits", H.sim_limits),
+    _r("GET", "/sim/spare-hosts", H.sim_spare_hosts),
+    _r("POST", "/sim/spare-hosts", H.sim_spare_hosts),
 ]
 ROUTES += extra_routes(H)
 PUBLIC = {"identity_root", "identity_v3", "issue_token", "nova_version", "glance_versions", "network_versions",
-          "sim_faults", "sim_state", "sim_limits"}
+          "sim_faults", "sim_state", "sim_limits", "sim_spare_hosts"}

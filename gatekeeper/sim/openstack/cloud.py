@@ -141,6 +141,8 @@ class Cloud:
         self.deleted_server_ids: list[str] = []
         self.created_server_ids: list[str] = []  # every server ever created, failed boots included
         self.most_building = 0  # the most servers in BUILD at once (how many boots a client ran together)
+        if backend is not None:  # no spare host is started while a server of this cloud boots
+            backend.spares.add_busy_check(self.building)
 
     # -- faults ----------------------------------------------------------------------------------
     def set_faults(self, **kw) -> Faults:
@@ -161,6 +163,11 @@ class Cloud:
             return nid
 
     # -- servers ---------------------------------------------------------------------------------
+    def building(self) -> bool:
+        """Whether a server is still in BUILD (its boot time not over)."""
+        with self.lock:
+            return any(s.status == "BUILD" and not s.deleted for s in self.servers.values())
+
     def usage(self) -> tuple[int, int, int]:
         live = [s for s in self.servers.values() if not s.deleted]
         return len(live), sum(s.flavor.vcpus for s in live), sum(s.flavor.ram for s in live)
@@ -337,6 +344,7 @@ class Cloud:
         """Stop background work and end this cloud's hosts (the backend itself belongs to its creator)."""
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self.backend is not None:
+            self.backend.spares.remove_busy_check(self.building)
             with self.lock:
                 ids = list(self.servers)
             for sid in ids:

@@ -4,12 +4,17 @@ Two backends behind one interface (:class:`HostBackend`): :class:`NetnsBackend` 
 network namespace on a private bridge in 169.254.0.0/16 (needs root), :class:`LoopbackBackend` runs one sshd per
 server on its own 127.x address. A server's "disk" is its home directory; a snapshot is a tar of it, and a server
 booted from a snapshot starts with that home.
+
+A boot starts a blank host (address, sshd, host key) and binds it to its server (hostname, authorized keys, disk).
+A backend can keep blank hosts started ahead (:attr:`HostBackend.spares`): a boot then only binds one, which is
+the same to anyone who logs in.
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import ctypes
 import fcntl
 import io
 import itertools
@@ -31,11 +36,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
 from gatekeeper.child_process import start_tied
+from gatekeeper.sim.openstack.spares import SparePool
 
 log = logging.getLogger("gatekeeper.sim.openstack.hosts")
 
 SSHD = "/usr/sbin/sshd"
 SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+BLANK_HOSTNAME = "localhost"  # a host's name until it is bound to a server
+HOSTNAME_MAX = 64  # bytes of a hostname the kernel takes; a longer name is cut there, as /proc/sys/kernel/hostname does
 _instances = itertools.count(1)
 _open_backends: weakref.WeakSet[HostBackend] = weakref.WeakSet()
 
@@ -57,6 +65,8 @@ class HostSpec:
 
 @dataclass
 class Host:
+    """A started host; `spec` is its server's once bound (a blank one's until then)."""
+
     spec: HostSpec
     address: str
     port: int
@@ -91,6 +101,36 @@ def _run_batch(commands: list[str], netns: str | None = None) -> None:
     res = subprocess.run(cmd, input="\n".join(commands) + "\n", capture_output=True, text=True)
     if res.returncode != 0:
         raise HostBootError(f"{' '.join(cmd)}: {res.stderr.strip() or res.returncode}")
+
+
+_CLONE_NEWUTS = 0x04000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int, what: str) -> None:
+    if _libc.setns(fd, _CLONE_NEWUTS) != 0:
+        err = ctypes.get_errno()
+        raise HostBootError(f"cannot enter the UTS namespace of {what}: {os.strerror(err)}")
+
+
+def set_hostname_of(pid: int, hostname: str) -> None:
+    """Set the hostname of the UTS namespace process `pid` is in, from this thread (no process forked per boot):
+    the thread joins that namespace, names it and comes back. Refuses when `pid` shares this process's hostname."""
+    if os.stat(f"/proc/{pid}/ns/uts").st_ino == os.stat("/proc/self/ns/uts").st_ino:
+        raise HostBootError(f"process {pid} has no hostname of its own (it would rename this machine)")
+    own = os.open("/proc/thread-self/ns/uts", os.O_RDONLY)
+    try:
+        target = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY)
+        try:
+            _setns(target, f"process {pid}")
+            try:
+                socket.sethostname(hostname.encode()[:HOSTNAME_MAX])
+            finally:
+                _setns(own, "this thread")
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
 
 
 def _wait_listening(address: str, port: int, proc: subprocess.Popen, timeout: float = 10.0) -> None:
@@ -167,17 +207,33 @@ class HostBackend:
         self.hosts: dict[str, Host] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self._spare_names = itertools.count(1)
+        # none until asked for (spares.set_target); a boot takes one when there is one
+        self.spares: SparePool[Host] = SparePool(self._start_spare, self._end, name=f"{self.tag}-spares")
         os.makedirs("/run/sshd", exist_ok=True) if os.geteuid() == 0 else None
         _open_backends.add(self)
 
     # -- interface -------------------------------------------------------------------------------
     def boot(self, spec: HostSpec) -> str:
-        """Start a host for spec; returns its address (sshd listens on self.port unless spec.ssh is off)."""
-        raise NotImplementedError
+        """A host for spec: a spare one if there is one (and spec.ssh), else one started now; returns its address
+        (sshd listens on self.port unless spec.ssh is off)."""
+        with self.spares.booting():
+            host = self.spares.take() if spec.ssh else None
+            if host is None:
+                host = self._start(spec.server_id, spec.ssh)
+            self.hosts[spec.server_id] = host
+            try:
+                self._bind(host, spec)
+            except Exception:
+                self.destroy(spec.server_id)
+                raise
+            return host.address
 
     def destroy(self, server_id: str) -> None:
         """End every process of the host and remove its network and files."""
-        raise NotImplementedError
+        host = self.hosts.pop(server_id, None)
+        if host is not None:
+            self._end(host)
 
     def snapshot(self, server_id: str) -> bytes:
         """The host's disk (its home directory) as a tar, for an image."""
@@ -189,6 +245,7 @@ class HostBackend:
             if self._closed:
                 return
             self._closed = True
+        self.spares.close()
         for server_id in list(self.hosts):
             try:
                 self.destroy(server_id)
@@ -201,18 +258,41 @@ class HostBackend:
     def _close_network(self) -> None:
         pass
 
-    # -- shared pieces ---------------------------------------------------------------------------
-    def _prepare(self, spec: HostSpec, address: str, extra_config: str = "", home_keys: bool = False) -> Host:
-        """The host's directory, keys and sshd config; `home_keys`: also accept keys in the login's
-        ~/.ssh/authorized_keys, as a cloud image does (only where the home is the host's own)."""
-        hdir = os.path.join(self.workdir, spec.server_id)
-        os.makedirs(hdir, exist_ok=True)
-        host = Host(spec=spec, address=address, port=self.port, workdir=hdir)
+    # -- what a backend does ---------------------------------------------------------------------
+    def _start(self, name: str, ssh: bool) -> Host:
+        """A blank host in the directory `name`: address, host key, and sshd listening when `ssh`."""
+        raise NotImplementedError
+
+    def _end(self, host: Host) -> None:
+        """End every process of `host` and remove its network and files."""
+        raise NotImplementedError
+
+    def _bind(self, host: Host, spec: HostSpec) -> None:
+        """Make a started host spec's server's: its disk in the home, who may log in, the name on its host key."""
+        host.spec = spec
         unpack_disk(spec.disk, host.home)
-        keyfile = os.path.join(hdir, "ssh_host_ed25519_key")
-        _write_host_key(keyfile, spec.hostname)
-        with open(os.path.join(hdir, "authorized_keys"), "w") as f:
+        with open(os.path.join(host.workdir, "authorized_keys"), "w") as f:
             f.write(spec.authorized_keys)
+        pub = os.path.join(host.workdir, "ssh_host_ed25519_key.pub")
+        with open(pub) as f:
+            key = f.read().split()[:2]
+        with open(pub, "w") as f:
+            f.write(" ".join(key) + f" {spec.hostname}\n")
+
+    def _start_spare(self) -> Host:
+        return self._start(f"spare-{next(self._spare_names)}", ssh=True)
+
+    # -- shared pieces ---------------------------------------------------------------------------
+    def _prepare(self, name: str, address: str, extra_config: str = "", home_keys: bool = False) -> Host:
+        """A blank host's directory, host key and sshd config; `home_keys`: also accept keys in the login's
+        ~/.ssh/authorized_keys, as a cloud image does (only where the home is the host's own)."""
+        hdir = os.path.join(self.workdir, name)
+        os.makedirs(hdir, exist_ok=True)
+        host = Host(spec=HostSpec(name, BLANK_HOSTNAME), address=address, port=self.port, workdir=hdir)
+        os.makedirs(host.home, exist_ok=True)
+        keyfile = os.path.join(hdir, "ssh_host_ed25519_key")
+        _write_host_key(keyfile, BLANK_HOSTNAME)
+        open(os.path.join(hdir, "authorized_keys"), "w").close()
         with open(os.path.join(hdir, "sshd_config"), "w") as f:
             f.write(
                 f"ListenAddress {address}:{self.port}\n"
@@ -253,38 +333,40 @@ class LoopbackBackend(HostBackend):
                 s.close()
         raise HostBootError("no free loopback address left")
 
-    def boot(self, spec: HostSpec) -> str:
+    def _start(self, name: str, ssh: bool) -> Host:
         with self._lock:
             address = self._address()
-        hdir = os.path.join(self.workdir, spec.server_id)
-        os.makedirs(hdir, exist_ok=True)
-        wrapper = os.path.join(hdir, "login")
+        # SHLVL=1 keeps the login user's bash from sourcing the host's ~/.bashrc around the forced command; the
+        # forced command (the login wrapper) is written when the host is bound
+        wrapper = os.path.join(self.workdir, name, "login")
+        host = self._prepare(name, address, f"Subsystem sftp {SFTP_SERVER}\nForceCommand {wrapper}\nSetEnv SHLVL=1\n")
+        if ssh:
+            try:
+                proc = start_tied(  # a killed simulator leaves no sshd behind
+                    [SSHD, "-D", "-e", "-f", os.path.join(host.workdir, "sshd_config")],
+                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                )
+                host.procs.append(proc)
+                _wait_listening(address, self.port, proc)
+            except Exception:
+                self._end(host)
+                raise
+        return host
+
+    def _bind(self, host: Host, spec: HostSpec) -> None:
+        super()._bind(host, spec)
+        wrapper = os.path.join(host.workdir, "login")
         with open(wrapper, "w") as f:
             f.write(
                 "#!/bin/sh\n"
-                f'export HOME="{hdir}/home" GK_HOSTNAME="{spec.hostname}"\ncd "$HOME" || exit 1\n'
+                f'export HOME="{host.home}" GK_HOSTNAME="{spec.hostname}"\ncd "$HOME" || exit 1\n'
                 'case "$SSH_ORIGINAL_COMMAND" in\n'
                 f'  "") exec /bin/sh -l ;;\n  {SFTP_SERVER}|internal-sftp) exec {SFTP_SERVER} ;;\n'
                 '  *) exec /bin/sh -c "$SSH_ORIGINAL_COMMAND" ;;\nesac\n'
             )
         os.chmod(wrapper, 0o755)
-        # SHLVL=1 keeps the login user's bash from sourcing the host's ~/.bashrc around the forced command
-        host = self._prepare(spec, address,
-                             f"Subsystem sftp {SFTP_SERVER}\nForceCommand {wrapper}\nSetEnv SHLVL=1\n")
-        self.hosts[spec.server_id] = host
-        if spec.ssh:
-            proc = start_tied(  # a killed simulator leaves no sshd behind
-                [SSHD, "-D", "-e", "-f", os.path.join(hdir, "sshd_config")],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            )
-            host.procs.append(proc)
-            _wait_listening(address, self.port, proc)
-        return address
 
-    def destroy(self, server_id: str) -> None:
-        host = self.hosts.pop(server_id, None)
-        if host is None:
-            return
+    def _end(self, host: Host) -> None:
         for proc in host.procs:
             _kill(list(reversed(_descendants(proc.pid))))
             _kill([proc.pid])
@@ -329,7 +411,7 @@ class NetnsBackend(HostBackend):
             _run("ip", "addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
             _run("ip", "link", "set", self.bridge, "up")
 
-    def boot(self, spec: HostSpec) -> str:
+    def _start(self, name: str, ssh: bool) -> Host:
         with self._lock:
             if not self._free_octets:
                 raise HostBootError(f"bridge {self.bridge} is full (253 hosts)")
@@ -338,19 +420,19 @@ class NetnsBackend(HostBackend):
         address = f"{self.subnet}.{n}"
         ns = f"{veth}n"
         try:
-            host = self._prepare(spec, address, "Subsystem sftp internal-sftp\n", home_keys=True)
+            host = self._prepare(name, address, "Subsystem sftp internal-sftp\n", home_keys=True)
         except Exception:
             with self._lock:  # give the address back, or failed boots would fill the bridge
                 self._free_octets.append(n)
             raise
         host.extra.update(netns=ns, veth=veth, octet=n)
-        self.hosts[spec.server_id] = host
         try:
             _run_batch([f"netns add {ns}", f"link add {veth} type veth peer name eth0 netns {ns}",
                         f"link set {veth} master {self.bridge} up"])
             _run_batch([f"addr add {address}/24 dev eth0", "link set eth0 up", "link set lo up"], netns=ns)
-            if spec.ssh:
-                # few processes per boot: the shell's own echo sets the (namespaced) hostname, unshare mounts proc;
+            if ssh:
+                # few processes per host: the shell's own echo blanks the (namespaced) hostname until the host is
+                # bound to a server, unshare mounts proc;
                 # sshd -r serves each connection without re-executing itself (cheaper keyscans and logins)
                 # /opt and /var/log are the node's own too (devstack writes /opt/stack/logs), so that nodes, like
                 # VMs, never see each other's files or the host's
@@ -358,7 +440,7 @@ class NetnsBackend(HostBackend):
                 for directory in private.values():
                     os.makedirs(directory, exist_ok=True)
                 mounts = " && ".join(f"mount --bind {src} {dst}" for dst, src in private.items())
-                script = (f'echo {spec.hostname} > /proc/sys/kernel/hostname && '
+                script = (f'echo {BLANK_HOSTNAME} > /proc/sys/kernel/hostname && '
                           f'mount --bind {host.home} /root && {mounts} && exec "$@"')
                 proc = start_tied(  # a killed simulator leaves no host: unshare --kill-child takes sshd along
                     ["ip", "netns", "exec", ns, "unshare", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc",
@@ -368,14 +450,16 @@ class NetnsBackend(HostBackend):
                 host.procs.append(proc)
                 _wait_listening(address, self.port, proc)
         except Exception:
-            self.destroy(spec.server_id)
+            self._end(host)
             raise
-        return address
+        return host
 
-    def destroy(self, server_id: str) -> None:
-        host = self.hosts.pop(server_id, None)
-        if host is None:
-            return
+    def _bind(self, host: Host, spec: HostSpec) -> None:
+        super()._bind(host, spec)
+        if host.procs:  # unshare, in the host's UTS namespace (sshd is its child)
+            set_hostname_of(host.procs[0].pid, spec.hostname)
+
+    def _end(self, host: Host) -> None:
         ns = host.extra["netns"]
         for proc in host.procs:
             _kill([proc.pid])

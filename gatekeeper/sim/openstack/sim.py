@@ -21,8 +21,11 @@ class CloudSim:
 
     def __init__(self, names: list[str], *, backend: str = "auto", workdir: str | None = None,
                  max_instances: int = 100, hosts: bool = True, port: int = 0,
-                 images: list[str] | None = None, flavors: list[dict] | None = None) -> None:
-        """`images`: base image names every cloud offers (default debian-12); `flavors`: dicts of Flavor's fields."""
+                 images: list[str] | None = None, flavors: list[dict] | None = None, spare_hosts: int = 0) -> None:
+        """`images`: base image names every cloud offers (default debian-12); `flavors`: dicts of Flavor's fields;
+        `spare_hosts`: blank hosts kept started ahead of boots, shared by the clouds (see `HostBackend.spares`)."""
+        if spare_hosts and not hosts:
+            raise ValueError("spare hosts need hosts: the simulator was asked for addresses only")
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="gk-cloudsim-")
         os.makedirs(self.workdir, exist_ok=True)
@@ -38,6 +41,8 @@ class CloudSim:
                     extra["flavors"] = [Flavor(**f) for f in flavors]
                 cloud = Cloud(name, self.backend, limits=Limits(max_instances=max_instances), **extra)
                 self.servers[name] = CloudServer(cloud, port=port + i if port else 0).start()
+            if self.backend is not None and spare_hosts:
+                self.backend.spares.set_target(spare_hosts)
         except Exception:
             self.stop()
             raise
