@@ -217,7 +217,9 @@ class ItemReports:
 
     @staticmethod
     def _job_line(build: Build) -> str:
-        line = f"- {build.job} {build.log_url or '(no logs)'} : {build.result}"
+        # as Zuul: a build without logs (one that never ran) names its job where the URL goes, one word that parsers
+        # of "- job url : RESULT" lines take
+        line = f"- {build.job} {build.log_url or build.job} : {build.result}"
         if build.end_time and build.start_time:
             line += f" in {format_duration(build.end_time - build.start_time)}"
         if build.message and build.result != "SUCCESS":

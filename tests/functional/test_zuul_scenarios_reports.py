@@ -85,6 +85,8 @@ def test_a_gate_failure_report_lists_a_skipped_job_in_zuuls_line_form(gate: Gate
     assert report.endswith("\n\n" + FOOTER)
     lines = job_lines(report)
     assert PLUGIN_LINE.match(lines["unit"])["result"] == "FAILURE"
+    skipped = ZUUL_LINE.match(lines["docs"])
+    assert skipped and (skipped["url"], skipped["result"]) == ("docs", "SKIPPED"), lines["docs"]
     assert gate.ci_votes(a) == {"Verified": -2}
 
 
