@@ -37,7 +37,8 @@ FAILURE_LEADS = {DEPENDENCY: "This change depends on a change that failed to mer
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    """A build's duration as Zuul's report gives it: whole seconds, cut (1m 02s for 62.7 s)."""
+    seconds = int(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m {seconds % 60:02d}s"
     if seconds >= 60:
