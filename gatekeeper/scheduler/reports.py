@@ -69,7 +69,9 @@ class ItemReports:
         if succeeded:
             queue.window = window.grown(queue.window)
         else:
-            if not self._not_its_fault(item):  # the infrastructure's failures say nothing of the queue's health
+            # as Zuul, only an item that failed shrinks the window: not one whose submit Gerrit refused after its
+            # jobs passed, nor one the infrastructure failed (neither says anything of the queue's health)
+            if item.failing and not self._not_its_fault(item):
                 queue.window = window.shrunk(queue.window)
             self._left[item.key] = self._failure(item) if outcome.ok else "could not be submitted"
             if outcome.ok and self._not_its_fault(item):

@@ -113,6 +113,36 @@ def test_a_jobs_duration_is_written_as_zuul_writes_it(seconds: float, elapsed: s
     assert ItemReports._job_line(build) == f"- unit https://logs.example.com/1/ : SUCCESS{elapsed}"
 
 
+def test_a_submit_gerrit_refuses_drops_the_change_retests_the_one_behind_and_keeps_the_window(
+        gate: GateHarness) -> None:
+    """manager/__init__.py reportItem: A's jobs pass but Gerrit refuses its submit (the branch moved under it);
+    the item is dequeued (MergeFailure), B behind it is tested again without A and merges, and the window is only
+    decreased "if not succeeded" (A's tests succeeded): the small queue's window of 2 stays 2, then grows to 3 with
+    B's merge."""
+    a = gate.change("org/s", files={"f.txt": "gated\n"})
+    b = gate.change("org/s")
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(a, b)
+    gate.settle()
+    repo = gate.sim.project("org/s").repo
+    tip = repo.rev_parse("refs/heads/master")
+    direct = repo.commit([tip], "Pushed directly\n", {"f.txt": "direct\n"}, ("Admin", "admin@example.com"))
+    repo.update_ref("refs/heads/master", direct, tip)  # someone bypassed the gate: A no longer merges
+    gate.executor.release("unit", a.number)
+    gate.settle()
+    assert gate.status(a) == "NEW"
+    assert gate.schedulers[0].load_state("gate").queues["small"].window == 2
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert gate.status(b) == "MERGED"
+    assert [r.changes for r in gate.executor.history if r.result == "ABORTED"] == ["1,1 2,1"]  # B's run on A
+    gate.assert_history(("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1"))
+    assert gate.schedulers[0].load_state("gate").queues["small"].window == 3
+    assert "passed its gate jobs but could not be merged" in gate.reports(a)[-1]
+
+
 @pytest.mark.xfail(strict=True, reason="Zuul's dependent manager enqueues a change only when Gerrit's submit "
                    "records say it could merge but for the labels its reporters set (canMerge with the reporters' "
                    "allow-needs); gatekeeper reads no submit records, gates the change and has its submit refused")
