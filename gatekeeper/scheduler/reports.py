@@ -37,7 +37,8 @@ FAILURE_LEADS = {DEPENDENCY: "This change depends on a change that failed to mer
 
 
 def format_duration(seconds: float) -> str:
-    seconds = int(round(seconds))
+    """A build's duration as Zuul's report gives it: whole seconds, cut (1m 02s for 62.7 s)."""
+    seconds = int(seconds)
     if seconds >= 3600:
         return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m {seconds % 60:02d}s"
     if seconds >= 60:
@@ -68,7 +69,9 @@ class ItemReports:
         if succeeded:
             queue.window = window.grown(queue.window)
         else:
-            if not self._not_its_fault(item):  # the infrastructure's failures say nothing of the queue's health
+            # as Zuul, only an item that failed shrinks the window: not one whose submit Gerrit refused after its
+            # jobs passed, nor one the infrastructure failed (neither says anything of the queue's health)
+            if item.failing and not self._not_its_fault(item):
                 queue.window = window.shrunk(queue.window)
             self._left[item.key] = self._failure(item) if outcome.ok else "could not be submitted"
             if outcome.ok and self._not_its_fault(item):
@@ -217,7 +220,9 @@ class ItemReports:
 
     @staticmethod
     def _job_line(build: Build) -> str:
-        line = f"- {build.job} {build.log_url or '(no logs)'} : {build.result}"
+        # as Zuul: a build without logs (one that never ran) names its job where the URL goes, one word that parsers
+        # of "- job url : RESULT" lines take
+        line = f"- {build.job} {build.log_url or build.job} : {build.result}"
         if build.end_time and build.start_time:
             line += f" in {format_duration(build.end_time - build.start_time)}"
         if build.message and build.result != "SUCCESS":
