@@ -221,12 +221,12 @@ class ItemReports:
     @staticmethod
     def _job_line(build: Build) -> str:
         # as Zuul: a build without logs (one that never ran) names its job where the URL goes, one word that parsers
-        # of "- job url : RESULT" lines take
+        # of "- job url : RESULT" lines take; an error's text comes before the duration, as Zuul writes it
         line = f"- {build.job} {build.log_url or build.job} : {build.result}"
-        if build.end_time and build.start_time:
-            line += f" in {format_duration(build.end_time - build.start_time)}"
         if build.message and build.result != "SUCCESS":
             line += f" ({build.message})"
+        if build.end_time and build.start_time:
+            line += f" in {format_duration(build.end_time - build.start_time)}"
         if not build.voting:
             line += " (non-voting)"
         if build.result != "SUCCESS":

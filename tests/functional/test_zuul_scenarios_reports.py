@@ -21,8 +21,8 @@ from tests.layouts import GATE_LAYOUT
 # The job line as the Gerrit plugin zuul-results-summary parses Zuul's reports (its resultRe), and as a line of
 # Zuul's _formatItemReportJobs: '- %s%s : %s%s%s%s' % (name + ' ', url or name, result, error, elapsed, voting).
 PLUGIN_LINE = re.compile(r"^- (?P<job>[^ ]+) (?P<link>https?://[^ ]+) : (?P<result>[^ ]+)( in (?P<time>.*))?")
-ZUUL_LINE = re.compile(r"^- (?P<job>[^ ]+) (?P<url>[^ ]+) : (?P<result>[A-Z_]+)"
-                       r"(?P<elapsed> in (\d+h \d\dm \d\ds|\d+m \d\ds|\d+s))?.*$")
+ZUUL_LINE = re.compile(r"^- (?P<job>[^ ]+) (?P<url>[^ ]+) : (?P<result>[A-Z_]+)(?P<error> .*?)??"
+                       r"(?P<elapsed> in (\d+h \d\dm \d\ds|\d+m \d\ds|\d+s))?(?P<voting> \(non-voting\))?$")
 FOOTER = "Questions? Ask in #infra."
 CHECK_CONFLICT = "    merge-conflict: {gerrit: {labels: {Verified: -1}, message: This change could not be merged.}}\n"
 
@@ -111,6 +111,16 @@ def test_a_jobs_duration_is_written_as_zuul_writes_it(seconds: float, elapsed: s
                   end_time=1000.0 + seconds)
     assert ItemReports._job_line(build) == f"- unit https://logs.example.com/1/ : SUCCESS{elapsed}"
 
+
+
+def test_an_error_text_comes_before_the_duration_as_zuul_writes_it() -> None:
+    """_formatItemReportJobs: '- %s%s : %s%s%s%s' with the error (" (text)") before the elapsed time (" in 5s") and
+    "(non-voting)" last: the results-summary plugin reads the time after " in "."""
+    build = Build(job="unit", result="TIMED_OUT", log_url="https://logs.example.com/1/", start_time=1000.0,
+                  end_time=1005.2, message="the job ran past its timeout of 5 seconds", voting=False)
+    assert ItemReports._job_line(build).splitlines()[0] == (
+        "- unit https://logs.example.com/1/ : TIMED_OUT (the job ran past its timeout of 5 seconds) in 5s "
+        "(non-voting)")
 
 def test_a_submit_gerrit_refuses_drops_the_change_retests_the_one_behind_and_keeps_the_window(
         gate: GateHarness) -> None:
