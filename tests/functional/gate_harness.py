@@ -148,6 +148,14 @@ class GateHarness:
         for c in changes:
             self.sim.approve(c, "rita")
 
+    def push_directly(self, project: str, files: dict[str, str]) -> None:
+        """An admin pushes a commit straight to master, bypassing the gate (a change touching `files` then no longer
+        merges)."""
+        repo = self.sim.project(project).repo
+        tip = repo.rev_parse("refs/heads/master")
+        direct = repo.commit([tip], "Pushed directly\n", files, ("Admin", "admin@example.com"))
+        repo.update_ref("refs/heads/master", direct, tip)
+
     def comment(self, change: Change, text: str) -> None:
         """Jane comments `text`. The same comment on the same change twice within one second is one action to the
         listener (catch-up, reading Gerrit's second-resolution timestamps, could not tell the two apart), so a

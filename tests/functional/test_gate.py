@@ -320,10 +320,7 @@ def test_refused_submit_is_reported_and_resets_the_changes_behind(gate: GateHarn
     gate.executor.hold = True
     gate.approve(a, b)
     gate.settle()
-    repo = gate.sim.project("org/a").repo
-    tip = repo.rev_parse("refs/heads/master")
-    direct = repo.commit([tip], "Pushed directly\n", {"f.txt": "direct\n"}, ("Admin", "admin@example.com"))
-    repo.update_ref("refs/heads/master", direct, tip)  # someone bypassed the gate: A no longer merges
+    gate.push_directly("org/a", {"f.txt": "direct\n"})  # someone bypassed the gate: A no longer merges
     gate.executor.hold = False
     gate.executor.release()
     gate.settle()

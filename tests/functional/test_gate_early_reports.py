@@ -87,10 +87,7 @@ def test_a_report_asked_early_is_never_sent_when_the_head_does_not_merge(held) -
     gate.approve(a, b)
     assert reporter.entered.wait(60), "the head's success report was not sent"
     wait_for(lambda: asked(gate, b), 30, "the report behind the head to be asked for")
-    repo = gate.sim.project("org/a").repo
-    tip = repo.rev_parse("refs/heads/master")
-    direct = repo.commit([tip], "Pushed directly\n", {"f.txt": "direct\n"}, ("Admin", "admin@example.com"))
-    repo.update_ref("refs/heads/master", direct, tip)  # A no longer merges: its submit is refused
+    gate.push_directly("org/a", {"f.txt": "direct\n"})  # A no longer merges: its submit is refused
     reporter.released.set()
     gate.settle()
     assert gate.status(a) == "NEW" and gate.status(b) == "MERGED"

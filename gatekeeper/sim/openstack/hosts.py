@@ -279,6 +279,12 @@ class HostBackend:
         with open(pub, "w") as f:
             f.write(" ".join(key) + f" {spec.hostname}\n")
 
+    def _start_sshd(self, host: Host, argv: list[str]) -> None:
+        """Start the host's sshd with `argv` (tied to this process) and wait until it listens."""
+        proc = start_tied(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        host.procs.append(proc)
+        _wait_listening(host.address, self.port, proc)
+
     def _start_spare(self) -> Host:
         return self._start(f"spare-{next(self._spare_names)}", ssh=True)
 
@@ -341,13 +347,8 @@ class LoopbackBackend(HostBackend):
         wrapper = os.path.join(self.workdir, name, "login")
         host = self._prepare(name, address, f"Subsystem sftp {SFTP_SERVER}\nForceCommand {wrapper}\nSetEnv SHLVL=1\n")
         if ssh:
-            try:
-                proc = start_tied(  # a killed simulator leaves no sshd behind
-                    [SSHD, "-D", "-e", "-f", os.path.join(host.workdir, "sshd_config")],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                )
-                host.procs.append(proc)
-                _wait_listening(address, self.port, proc)
+            try:  # a killed simulator leaves no sshd behind
+                self._start_sshd(host, [SSHD, "-D", "-e", "-f", os.path.join(host.workdir, "sshd_config")])
             except Exception:
                 self._end(host)
                 raise
@@ -442,13 +443,10 @@ class NetnsBackend(HostBackend):
                 mounts = " && ".join(f"mount --bind {src} {dst}" for dst, src in private.items())
                 script = (f'echo {BLANK_HOSTNAME} > /proc/sys/kernel/hostname && '
                           f'mount --bind {host.home} /root && {mounts} && exec "$@"')
-                proc = start_tied(  # a killed simulator leaves no host: unshare --kill-child takes sshd along
-                    ["ip", "netns", "exec", ns, "unshare", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc",
-                     "sh", "-c", script, "sh", SSHD, "-D", "-e", "-r", "-f", os.path.join(host.workdir, "sshd_config")],
-                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                )
-                host.procs.append(proc)
-                _wait_listening(address, self.port, proc)
+                # a killed simulator leaves no host: unshare --kill-child takes sshd along
+                self._start_sshd(host, [
+                    "ip", "netns", "exec", ns, "unshare", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc",
+                    "sh", "-c", script, "sh", SSHD, "-D", "-e", "-r", "-f", os.path.join(host.workdir, "sshd_config")])
         except Exception:
             self._end(host)
             raise
