@@ -372,8 +372,10 @@ class Launcher(Assigning, Launching):
         if self._stop.is_set() or "/" in rid:
             return
         if kind == "created":
-            # a new request is read at once, from the watch's thread, and its answer goes to the main loop
-            self._after(self.store.read_request_async(rid), lambda found: self._request_read(rid, found, new=True))
+            # a new request is read by the main loop at once (not from here: this is kazoo's connection thread, which
+            # must send nothing), and the answer comes back to it
+            self.post(lambda: self._after(self.store.read_request_async(rid),
+                                          lambda found: self._request_read(rid, found, new=True)))
             return
         self.post(lambda: self._on_request_event(kind, rid))
 
@@ -420,8 +422,8 @@ class Launcher(Assigning, Launching):
 
     def _request_read(self, rid: str, found: tuple[NodeRequest, int] | None, new: bool = False) -> None:
         """A request read. `new`: read on its creation event, so anything cached already (a listing's read, our
-        own write) is as fresh, and a deletion seen meanwhile means it is gone (its answers and events travel on
-        two threads, so they may arrive in either order)."""
+        own write) is as fresh, and a deletion seen meanwhile means it is gone (the read may be answered before or
+        after a deletion's event, whichever ZooKeeper did first)."""
         if rid in self._gone_requests or (new and rid in self.requests):
             return
         if found is None:

@@ -57,7 +57,8 @@ class AnswerResult(AsyncResult):
 
     def rawlink_now(self, callback: Callable[[AnswerResult], None]) -> None:
         """Call `callback(self)` once the answer is in: on the connection thread as it is read, or at once if it
-        is in already. The callback must not block, nor wait on ZooKeeper (that thread reads the answers)."""
+        is in already. The callback must not block nor send any ZooKeeper request, not even without waiting: that
+        thread reads the answers, and kazoo wakes it through a socket only it drains."""
         with self._condition:
             if not self.ready():
                 self._now.append(callback)

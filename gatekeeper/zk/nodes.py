@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, NotEmptyError
+from kazoo.protocol.states import Callback, KazooState
 
 from gatekeeper.zk import node_records as model
 from gatekeeper.zk import paths
@@ -407,7 +408,7 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
     def watch_request(self, rid: str, callback: Callable[[NodeRequest | None], None], now: bool = False) -> None:
         """Call `callback(request)` once, when the request is fulfilled or failed (None: it vanished); `now`: on
         kazoo's connection thread as the answer is read (one thread switch less), for a callback that neither
-        blocks nor waits on ZooKeeper.
+        blocks nor sends a ZooKeeper request.
 
         Returns at once: the read that sets the watch is answered on kazoo's thread, so a consumer submitting many
         requests waits one round trip for each, not two."""
@@ -427,8 +428,8 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
             except Exception as e:  # the connection dropped with the read in flight: ask again once it is back
                 if retries[0] > 0:
                     retries[0] -= 1
-                    log.info("request %s: watching it failed (%s); asking again", rid, e)
-                    on_change()
+                    log.info("request %s: watching it failed (%s); asking again once connected", rid, e)
+                    self._when_connected(on_change)
                 else:
                     log.error("request %s: could not watch it: %s", rid, e)
                 return
@@ -450,6 +451,23 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
                     answer.rawlink(answered)
 
         on_change()
+
+    def _when_connected(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on kazoo's callback thread once the connection is up (at once if it is). Not on the thread that
+        saw the failure: that may be kazoo's connection thread failing every pending request, which would fail a
+        request sent from there too, and must send none."""
+        def dispatch() -> None:
+            self.kz.handler.dispatch_callback(Callback("watch", fn, ()))
+
+        def listener(state: str) -> bool:
+            if state == KazooState.CONNECTED:
+                dispatch()
+                return True  # (kazoo removes a listener that returns True)
+            return False
+        self.kz.add_listener(listener)
+        if self.kz.state == KazooState.CONNECTED:  # (connected again already; a second read is harmless)
+            self.kz.remove_listener(listener)
+            dispatch()
 
     def cancel_request(self, rid: str) -> None:
         try:

@@ -25,7 +25,7 @@ class Pending:
         """Call `callback(self)` once the answer is in (on kazoo's completion thread; at once if it is in already;
         a lost connection answers too, with its error): `result()` then returns without waiting. `now`: on kazoo's
         connection thread as the answer is read (one thread switch less), for a callback that neither blocks nor
-        waits on ZooKeeper."""
+        sends a ZooKeeper request (see gatekeeper.zk.client.AnswerResult.rawlink_now)."""
         if now and hasattr(self._answer, "rawlink_now"):
             self._answer.rawlink_now(lambda _answer: callback(self))
         else:

@@ -168,9 +168,6 @@ class LocalZooKeeper:
             # thread switch less per request, which on a small machine is about a quarter of the server's CPU
             # (measured: 0.33 -> 0.24 ms per request).
             "-Dzookeeper.nio.numWorkerThreads=0",
-            # Likewise the commit processor applies each committed request itself, not through a worker pool
-            # (measured on 2 cores: about 15 % less server CPU per request).
-            "-Dzookeeper.commitProcessor.numWorkerThreads=0",
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
             "-Dzookeeper.jmx.log4j.disable=true",
             "-cp",

@@ -44,8 +44,9 @@ class _AddWatch(namedtuple("_AddWatch", "path mode")):
 class TreeWatch:
     """Calls `on_event(kind, name)` ("created", "deleted" or "changed"; `name` the path below `path`) for every
     change under `path`, in ZooKeeper's order, on kazoo's callback thread (`now`: on its connection thread as the
-    event is read, one thread switch less, for an `on_event` that neither blocks nor waits on ZooKeeper; sending a
-    request without waiting is fine); `on_resync()` (on a thread of its own) each time the watch was made, first at
+    event is read, one thread switch less, for an `on_event` that only hands the event on, such as a queue put: it
+    must not block nor send any ZooKeeper request, not even without waiting, as kazoo wakes that thread through a
+    socket only that thread drains); `on_resync()` (on a thread of its own) each time the watch was made, first at
     `start()`, so that the caller reads the subtree once."""
 
     def __init__(self, kz: KazooClient, path: str, on_event: Callable[[str, str], None],

@@ -138,7 +138,7 @@ def test_an_infrastructure_failure_is_never_a_negative_vote_and_keeps_the_window
     report = gate.reports(changes[0])[-1]
     assert report.startswith("Build could not be completed because of an infrastructure failure (gate pipeline). "
                              "This is not the change's fault, and no vote is given: a recheck will retry it.")
-    assert re.search(r": FAILURE \(FAILURE \(test\)\) in \d+s\n  An infrastructure failure, not this change's fault\.\n"
+    assert re.search(r": FAILURE in \d+s\n  FAILURE \(test\)\n  An infrastructure failure, not this change's fault\.\n"
                      r"  node-1 stopped answering SSH during 'run tests'\n"
                      r"  Known bug: LP#1 nodes lost under load https://bugs\.example\.com/1$", report), report
     assert gate.schedulers[0].load_state("gate").queues["small"].window == 5  # grown by each of 3 merges
@@ -154,7 +154,7 @@ def test_retries_exhausted_on_node_failures_are_the_infrastructures_not_the_chan
     assert [r.attempt for r in gate.executor.records("integration") if r.pipeline == "gate"] == [1, 2]
     report = gate.reports(a)[-1]
     assert report.startswith("Build could not be completed because of an infrastructure failure")
-    assert re.search(r": RETRY_LIMIT \(.*\) in \d+s", report) and "NODE_FAILURE on 2 attempts" in report
+    assert re.search(r": RETRY_LIMIT in \d+s\n", report) and "NODE_FAILURE on 2 attempts" in report
 
 
 def test_a_merger_that_keeps_failing_is_never_a_negative_vote(gate: GateHarness, monkeypatch) -> None:
@@ -199,7 +199,7 @@ def test_a_change_failure_shows_its_summary_and_known_bugs_under_the_job(gate: G
     assert gate.ci_votes(a) == {"Verified": -2}
     report = gate.reports(a)[-1]
     assert report.startswith("Build failed (gate pipeline).\n\n- unit https://logs.example.com/")
-    assert re.search(r": FAILURE \(FAILURE \(test\)\) in \d+s\n  step 'run tests' failed:\n"
+    assert re.search(r": FAILURE in \d+s\n  FAILURE \(test\)\n  step 'run tests' failed:\n"
                      r"  AssertionError: 1 != 2\n  Known bug: BUG-7 flaky clock test$", report), report
 
 

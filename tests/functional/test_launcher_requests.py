@@ -4,6 +4,8 @@ ZooKeeper, the OpenStack simulator over HTTP, nodes that are SSH hosts."""
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from gatekeeper.config.layout import parse_layout
@@ -146,3 +148,27 @@ def test_a_node_up_while_another_of_its_request_boots_again_is_shown_allocated_w
         assert [n.label for n in client.lock_nodes(req)] == ["l1", "l2"]
     finally:
         sim.cloud("alpha").set_faults(boot_errors=0, boot_delay=0)
+
+
+def test_the_launcher_sends_no_zookeeper_request_from_kazoos_connection_thread(zk, start_launcher):
+    """The request and release watches are handled on kazoo's connection thread (one thread switch less): a request
+    sent from there could block that thread for good (kazoo wakes it through a socket only it drains, and a busy
+    launcher fills it), so everything they need sent goes through the main loop."""
+    launcher = start_launcher({"debian": 2}, provider("prov-b", "beta", ["debian"], 4))
+    kz = launcher.kz
+    wait_ready(zk, "debian", 2)
+    connection_thread = kz._connection._connection_routine
+    sent_from = []
+    kazoo_call = kz._call
+
+    def call(request, async_object):
+        if threading.current_thread() is connection_thread:
+            sent_from.append(type(request).__name__)
+        return kazoo_call(request, async_object)
+    kz._call = call
+    client = NodeRequestClient(zk, "threads")
+    for _ in range(3):
+        for node in take(client, ["debian"]):
+            client.release(node)
+    wait_ready(zk, "debian", 2)
+    assert sent_from == []

@@ -192,7 +192,9 @@ def test_events_for_a_project_the_layout_does_not_know_are_ignored_quietly(gate:
     gate.settle()
     assert gate.history() == [] and gate.gate_queue() == gate.gate_queue("check") == []
     assert gate.ci_messages(a) == [] and gate.status(a) == "NEW"
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    # (gatekeeper's own log: kazoo's clients of other tests in this process may log a dropped connection meanwhile)
+    assert [r.getMessage() for r in caplog.records
+            if r.levelno >= logging.WARNING and r.name.startswith("gatekeeper")] == []
 
 
 # org/c's only check job runs on stable/ branches.
