@@ -252,7 +252,8 @@ class Bench:
     def spare_hosts(self, count: int | None = None) -> int:
         """How many spare hosts the clouds have ready (one pool, shared by the simulator's clouds); with `count`,
         have them hold that many from now on."""
-        data = None if count is None else json.dumps({"count": count}).encode()  # a POST when there is data
+        # a POST when there is data; started once (a spare a boot takes is not replaced: none starts in the burst)
+        data = None if count is None else json.dumps({"count": count, "refill": False}).encode()
         with urllib.request.urlopen(next(iter(self.sim_urls.values())) + "/sim/spare-hosts", data) as resp:
             return json.loads(resp.read())["ready"]
 

@@ -34,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from gatekeeper.sim.openstack.extras import SimConfig, SimConfigError
     from gatekeeper.sim.openstack.sim import CloudSim
+    from gatekeeper.sim.openstack.spares import SparePool
 
     try:
         config = SimConfig.load(args.config) if args.config else SimConfig()
@@ -43,6 +44,9 @@ def run(args: argparse.Namespace) -> int:
     names = args.clouds or ["sim"]
     if args.spare_hosts and args.backend == "none":
         print("gatekeeper cloud-sim: --spare-hosts needs hosts (not --backend none)", file=sys.stderr)
+        return 2
+    if args.spare_hosts > SparePool.MAX:
+        print(f"gatekeeper cloud-sim: --spare-hosts {args.spare_hosts}: at most {SparePool.MAX}", file=sys.stderr)
         return 2
     sim = CloudSim(names, backend="auto" if args.backend == "none" else args.backend, workdir=args.work_dir,
                    max_instances=args.max_instances, hosts=args.backend != "none", port=args.port,

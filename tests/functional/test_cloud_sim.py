@@ -223,6 +223,9 @@ def test_cloud_sim_command_keeps_the_spare_hosts_asked_for_and_the_api_changes_t
         with pytest.raises(urllib.error.HTTPError) as exc:
             _spare_hosts(urls["west"], -1)
         assert exc.value.code == 400 and "count" in exc.value.read().decode()
+        with pytest.raises(urllib.error.HTTPError) as exc:
+            _spare_hosts(urls["west"], 251)  # more than a bridge holds: refused, not retried for ever
+        assert exc.value.code == 400 and "from 0 to 250" in exc.value.read().decode()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
@@ -232,6 +235,9 @@ def test_cloud_sim_command_refuses_spare_hosts_without_hosts():
     res = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--backend", "none",
                           "--spare-hosts", "1"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "--spare-hosts needs hosts" in res.stderr
+    res = subprocess.run([sys.executable, "-m", "gatekeeper.cmd", "cloud-sim", "--spare-hosts", "251"],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "--spare-hosts 251: at most 250" in res.stderr, res.stderr
 
 
 @pytest.mark.netns

@@ -149,6 +149,22 @@ def test_the_pool_keeps_its_count_as_boots_take_spares(backend, keys):
     ssh.close()
 
 
+
+def test_a_spare_whose_sshd_died_while_it_waited_is_never_bound(backend, keys):
+    """(Its server would turn ACTIVE on an address nobody reaches.) The boot takes the next one, or starts one."""
+    pool = backend.spares
+    pool.settle = 0
+    pool.set_target(1, refill=False)
+    assert pool.wait_ready(60)
+    [dead] = pool.hosts()
+    for proc in dead.procs:
+        proc.kill()
+        proc.wait()
+    address = backend.boot(HostSpec("s1", "n1", open(keys["login"] + ".pub").read()))
+    assert pool.status().ready == 0
+    ssh = connect(backend, address, keys["login"])  # a live host, started for the boot
+    ssh.close()
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:

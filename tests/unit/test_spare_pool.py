@@ -107,7 +107,7 @@ def test_a_lower_target_ends_the_spares_beyond_it(pool, hosts):
     assert pool.hosts() == keep and hosts.alive == set(keep)
     pool.set_target(0)
     assert hosts.alive == set()
-    with pytest.raises(ValueError, match="below 0"):
+    with pytest.raises(ValueError, match="not between 0 and"):
         pool.set_target(-1)
 
 
@@ -151,3 +151,22 @@ def test_a_start_that_fails_is_tried_again(hosts, monkeypatch):
     finally:
         pool.close()
     assert hosts.alive == set()
+
+
+def test_a_pool_filled_once_replaces_no_spare_a_boot_takes(pool, hosts):
+    """refill False (the launcher benchmark's burst): nothing starts while the timed boots run, however long they
+    take, and the target goes down with each spare taken."""
+    pool.set_target(3, refill=False)
+    assert pool.wait_ready(10)
+    taken = [pool.take(), pool.take()]
+    assert pool.status().target == 1 and pool.status().ready == 1
+    pool.set_target(1, refill=False)  # (a poke that wakes the refill threads: still nothing to start)
+    assert hosts.starts == 3 and pool.status().starting == 0
+    for n in taken:
+        hosts.end(n)
+
+
+def test_a_count_beyond_what_a_bridge_holds_is_refused(pool):
+    with pytest.raises(ValueError, match="between 0 and 250"):
+        pool.set_target(SparePool.MAX + 1)
+    assert pool.status().target == 0

@@ -566,16 +566,21 @@ class _Handler(ExtrasHandler, BaseHTTPRequestHandler):
 
     def sim_spare_hosts(self) -> int:
         """The hosts kept started ahead of boots (shared by the clouds of one simulator): GET says how many are
-        wanted, ready and starting; POST {"count": N} keeps N from now on (ending those beyond N)."""
+        wanted, ready and starting; POST {"count": N} keeps N from now on (ending those beyond N); with
+        "refill": false, those N are started once and a spare a boot takes is not replaced."""
         backend = self.sim.cloud.backend
         if backend is None:
             raise HttpError(400, "badRequest", "this simulator makes no hosts (addresses only): no spare hosts")
         if self.command == "POST":
             body = self._body()
             count = body.get("count") if isinstance(body, dict) else None
-            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-                raise HttpError(400, "badRequest", f"count: expected a whole number of 0 or more, got {count!r}")
-            return self._json(200, backend.spares.set_target(count).to_dict())
+            refill = body.get("refill", True) if isinstance(body, dict) else True
+            if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= backend.spares.MAX:
+                raise HttpError(400, "badRequest",
+                                f"count: expected a whole number from 0 to {backend.spares.MAX}, got {count!r}")
+            if not isinstance(refill, bool):
+                raise HttpError(400, "badRequest", f"refill: expected true or false, got {refill!r}")
+            return self._json(200, backend.spares.set_target(count, refill).to_dict())
         return self._json(200, backend.spares.status().to_dict())
 
 

@@ -219,6 +219,10 @@ class HostBackend:
         (sshd listens on self.port unless spec.ssh is off)."""
         with self.spares.booting():
             host = self.spares.take() if spec.ssh else None
+            while host is not None and any(proc.poll() is not None for proc in host.procs):
+                log.warning("spare host %s: its sshd ended while it waited; taking another", host.address)
+                self._end(host)  # (a spare whose sshd died would boot a server nobody reaches)
+                host = self.spares.take()
             if host is None:
                 host = self._start(spec.server_id, spec.ssh)
             self.hosts[spec.server_id] = host

@@ -41,6 +41,7 @@ class SparePool(Generic[H]):
     one, so that the pool never takes the CPU from a boot being timed.
     """
 
+    MAX = 250  # spares at most (a netns backend's bridge holds 253 hosts in all)
     RETRY_AFTER = 1.0  # seconds to wait after a start failed, so that a broken setup does not spin
     POLL = 0.1  # how often to look again while something boots
 
@@ -54,6 +55,7 @@ class SparePool(Generic[H]):
         self._busy_checks: list[Callable[[], bool]] = []
         self._ready: list[H] = []
         self._target = 0
+        self._refill_taken = True  # a spare taken is replaced (False: the pool is a stock, filled once)
         self._starting = 0
         self._boots = 0
         self._quiet_since = time.monotonic()
@@ -62,14 +64,16 @@ class SparePool(Generic[H]):
         self._threads: list[threading.Thread] = []
 
     # -- what the backend and the clouds use -----------------------------------------------------
-    def set_target(self, count: int) -> SpareStatus:
-        """Keep `count` spares from now on; spares beyond it are ended at once."""
-        if count < 0:
-            raise ValueError(f"spare hosts: {count} is below 0")
+    def set_target(self, count: int, refill: bool = True) -> SpareStatus:
+        """Keep `count` spares from now on; spares beyond it are ended at once. `refill` False: start them once, and
+        replace none that a boot takes (nothing then starts while timed boots run, however long they take)."""
+        if count < 0 or count > self.MAX:
+            raise ValueError(f"spare hosts: {count} is not between 0 and {self.MAX}")
         with self._cond:
             if self._closed:
                 raise RuntimeError("spare hosts: the pool is closed")
             self._target = count
+            self._refill_taken = refill
             surplus, self._ready = self._ready[count:], self._ready[:count]
             if count and not self._threads:
                 self._threads = [threading.Thread(target=self._refill, name=f"{self.name}-{i}", daemon=True)
@@ -85,6 +89,8 @@ class SparePool(Generic[H]):
         """A ready spare, or None when there is none (the caller then starts a host itself)."""
         with self._cond:
             host = self._ready.pop(0) if self._ready else None
+            if host is not None and not self._refill_taken:
+                self._target -= 1
             self._cond.notify_all()
             return host
 
