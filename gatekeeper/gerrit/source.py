@@ -42,6 +42,8 @@ class GerritChangeSource:
 
     def __init__(self, connection: Any) -> None:
         self.connection = connection
+        self._submit_records = True  # False once Gerrit refused `--submit-records` (asked without it from then on)
+        self._told_no_records = False  # the missing submit records were logged (once per source)
 
     def git_url(self, project: str) -> str:
         return self.connection.git_url(project)
@@ -54,8 +56,18 @@ class GerritChangeSource:
         return self.connection.branch_heads(project)
 
     def get_change(self, number: int) -> Change | None:
-        row = self.connection.get_change(number, "--current-patch-set", "--files", "--commit-message",
-                                          "--dependencies")
+        from gatekeeper.gerrit.client import GerritCommandError
+
+        flags = ("--current-patch-set", "--files", "--commit-message", "--dependencies")
+        try:
+            row = self.connection.get_change(number, *flags, *(("--submit-records",) if self._submit_records else ()))
+        except GerritCommandError as exc:
+            if not self._submit_records or "submit-records" not in str(exc):
+                raise
+            log.warning("Gerrit refuses `gerrit query --submit-records` (%s): changes are read without their submit "
+                        "records, and a dependent pipeline enqueues them as if Gerrit could submit them", exc)
+            self._submit_records = False
+            row = self.connection.get_change(number, *flags)
         if not row:
             return None
         return self.to_change(row)
@@ -73,6 +85,7 @@ class GerritChangeSource:
             files=kept_files(f"{row['number']},{ps.get('number', 0)}",
                              [f["file"] for f in ps.get("files") or [] if f.get("file")]),
         )
+        change.missing_labels = self._missing_labels(row, change.key)
         needs: list[str] = []
         for dep in row.get("dependsOn") or []:
             number = int(dep["number"])
@@ -105,6 +118,31 @@ class GerritChangeSource:
                     needs.append(key)
         change.needs = needs
         return change
+
+    def _missing_labels(self, row: dict, key: str) -> dict[str, str]:
+        """What the change's submit records say it lacks, read as Zuul's GerritChange reads them: each label a
+        NOT_READY record gives as NEED or REJECT. A record that is OK, CLOSED or a RULE_ERROR lacks nothing, and so
+        does a change Gerrit gave no records for (Zuul's canMerge then lets it in; Gerrit decides at the submit)."""
+        records = row.get("submitRecords")
+        if records is None:
+            if self._submit_records and not self._told_no_records and row.get("status") == "NEW":
+                self._told_no_records = True
+                log.warning("[%s] Gerrit gave no submit records for an open change (asked with --submit-records): "
+                            "a dependent pipeline enqueues changes as if Gerrit could submit them", key)
+            return {}
+        missing: dict[str, str] = {}
+        for record in records:
+            if record.get("status") == "RULE_ERROR":
+                log.warning("[%s] Gerrit's submit rule failed on this change (RULE_ERROR): it counts as able to "
+                            "merge, as in Zuul; Gerrit decides at the submit", key)
+            if record.get("status") != "NOT_READY":
+                continue
+            for label in record.get("labels") or []:
+                if label.get("status") in ("NEED", "REJECT") and label.get("label"):
+                    # a veto outweighs a need when two records name the same label
+                    if missing.get(label["label"]) != "REJECT":
+                        missing[label["label"]] = label["status"]
+        return missing
 
     def _hosts(self) -> set[str]:
         """The host names a Depends-On URL of this Gerrit may carry: its web URL's and its server's (Zuul's

@@ -41,6 +41,9 @@ class Change(Record):
     files: list[str] = field(default_factory=list)  # the patch set's files as Gerrit lists them ([]: not known)
     oldrev: str = ""  # a ref item: the ref's revision before (all zeros: the ref was created)
     containing: list[str] | None = None  # a tag item: the branches that contain its commit (None: not known yet)
+    # What Gerrit's submit records say it lacks to be submitted (Zuul's missing_labels): label -> NEED (nobody gave
+    # it yet) or REJECT (a blocking vote); {} when it may be submitted, or when Gerrit gave no records
+    missing_labels: dict[str, str] = field(default_factory=dict)
 
     @property
     def key(self) -> str:

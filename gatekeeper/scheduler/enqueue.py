@@ -11,7 +11,7 @@ import logging
 
 from gatekeeper.models.interfaces import Report
 from gatekeeper.models.pipeline import Change, ChangeQueue, Item
-from gatekeeper.scheduler.triggers import unmet_requirements
+from gatekeeper.scheduler.triggers import cannot_merge, unmet_requirements
 
 log = logging.getLogger("gatekeeper.scheduler.manager")
 
@@ -50,6 +50,12 @@ class Enqueueing:
     def enqueue(self, change: Change, refusal_key: str = "", quiet: bool = False) -> str:
         """Put `change` (and, in order, what it needs) in the pipeline; returns "" or why it was refused (reported
         on the change unless `quiet`)."""
+        lacking = cannot_merge(self.pipeline, change)
+        if lacking:
+            # Zuul's dependent manager: "Change ... can not merge", and the change is left out unreported
+            log.info("[%s %s] not enqueued: %s (submit records: %s)", self.name, change.key, lacking,
+                     ", ".join(f"{label} {status}" for label, status in change.missing_labels.items()))
+            return f"change {change.key} cannot enter {self.name}: {lacking}"
         project = self.layout.projects.get(change.project)
         jobs = (project.jobs_on_branch(self.name, change.branch, self.layout.jobs, change.files,
                                        change.containing_branches) if project else ())
@@ -160,7 +166,7 @@ class Enqueueing:
                                       f'change queue ("{queue or "none"}", not "{my_queue}")',
                                       warning=f"Change {dep.number} in project {dep.project} does not share a "
                                               f"change queue with {c.number} in project {c.project}")
-                    reason = unmet_requirements(self.pipeline, dep)
+                    reason = unmet_requirements(self.pipeline, dep) or cannot_merge(self.pipeline, dep)
                     if reason:
                         raise Refusal(f"it depends on change {key}, which cannot enter {self.name}: {reason}",
                                       waits_on=key)

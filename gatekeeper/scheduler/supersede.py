@@ -8,7 +8,7 @@ from __future__ import annotations
 from gatekeeper.config.layout import Layout, Pipeline
 from gatekeeper.models.events import TriggerEvent
 from gatekeeper.models.pipeline import Change
-from gatekeeper.scheduler.triggers import pipeline_triggered, unmet_requirements
+from gatekeeper.scheduler.triggers import cannot_merge, pipeline_triggered, unmet_requirements
 
 
 def superseding(layout: Layout, pipeline: Pipeline) -> list[Pipeline]:
@@ -23,10 +23,12 @@ def may_supersede(layout: Layout, pipeline: Pipeline, event: TriggerEvent) -> bo
 
 def superseded_by(layout: Layout, pipeline: Pipeline, event: TriggerEvent, change: Change) -> str:
     """The name of a pipeline superseding `pipeline` that `event` brings `change` into ("" if none): one that the
-    event triggers, whose requirements the change meets, and where its project runs jobs."""
+    event triggers, whose requirements the change meets, that Gerrit's submit records let it into (Zuul leaves the
+    superseded pipelines only once the change entered), and where its project runs jobs."""
     project = layout.projects.get(change.project)
     for other in superseding(layout, pipeline):
-        if pipeline_triggered(other, event, change) and not unmet_requirements(other, change):
+        if (pipeline_triggered(other, event, change) and not unmet_requirements(other, change)
+                and not cannot_merge(other, change)):
             if project and project.jobs_for(other.name):
                 return other.name
     return ""

@@ -126,6 +126,26 @@ def unmet_requirements(pipeline: Pipeline, change: Change, staying: bool = False
     return ""
 
 
+def cannot_merge(pipeline: Pipeline, change: Change) -> str:
+    """Why Gerrit would not submit `change` even after this pipeline's success report (Zuul's canMerge with the
+    success reporters' allow-needs): the labels its submit records lack beyond those the report votes on, as a
+    phrase for people; "" when it lacks no other. A label the report votes on may even be vetoed (REJECT): the veto
+    may be a vote of this pipeline's own, as a gate failure's Verified -2, that its success replaces. Only a
+    dependent pipeline asks (it submits what it tests)."""
+    if not pipeline.dependent or change.is_ref:
+        return ""
+    success = pipeline.reports.get("success")
+    allowed = set(success.labels) if success else set()
+    lacking = {label: status for label, status in change.missing_labels.items() if label not in allowed}
+    if not lacking:
+        return ""
+    needed = [label for label, status in lacking.items() if status != "REJECT"]
+    vetoed = [label for label, status in lacking.items() if status == "REJECT"]
+    parts = [f"it needs {' and '.join(needed)}"] if needed else []
+    parts += [f"{label} has a blocking vote" for label in vetoed]
+    return "Gerrit would not submit it: " + ", and ".join(parts)
+
+
 def _rejected(req: Requirements, change: Change) -> str:
     """Why the pipeline's reject keeps `change` out, beyond its approvals ("" when it does not)."""
     is_open = change.status == "NEW"

@@ -9,6 +9,7 @@ import subprocess
 import pytest
 
 from gatekeeper.sim.gerrit import GerritSimulator
+from gatekeeper.sim.gerrit.query import change_row
 from gatekeeper.sim.gerrit.repo import BareRepo, GitError
 
 
@@ -56,3 +57,30 @@ def test_commits_and_ref_updates_written_in_process_are_what_git_writes(tmp_path
         repo.update_ref("refs/heads/master", second, first)  # not where the caller thinks: refused, as git does
     assert repo.read_ref("refs/heads/master") == merged
     assert not os.path.exists(os.path.join(repo.path, "refs/heads/master.lock"))
+
+
+def test_submit_records_say_who_vetoed_a_label_and_who_gave_what_it_needs(tmp_path) -> None:
+    """As Gerrit's max_with_block writes `gerrit query --submit-records`: REJECT by the account that gave the
+    label's minimum, OK by the one that gave what is needed (not any voter), NEED without `by`; NOT_READY until
+    every label is OK."""
+    sim = GerritSimulator(str(tmp_path / "site")).start()
+    try:
+        for name in ("jane", "rita", "bob"):
+            sim.add_account(name, name=name.title(), email=f"{name}@example.com")
+        sim.create_project("org/lib")
+        a = sim.create_change("org/lib", "A", owner="jane", files={"a": "a\n"})
+        sim.review(a, "bob", labels={"Code-Review": 1})
+        sim.review(a, "rita", labels={"Code-Review": 2, "Verified": -2})
+
+        def records() -> list[dict]:
+            return change_row(sim, sim.change(a), submit_records=True)["submitRecords"]
+
+        assert records() == [{"status": "NOT_READY", "labels": [
+            {"label": "Code-Review", "status": "OK", "by": sim.account("rita").attr()},
+            {"label": "Verified", "status": "REJECT", "by": sim.account("rita").attr()},
+            {"label": "Approved", "status": "NEED"}]}]
+        sim.review(a, "rita", labels={"Verified": 2, "Approved": 1})
+        assert [r["status"] for r in records()] == ["OK"]
+        assert "submitRecords" not in change_row(sim, sim.change(a))  # not asked for
+    finally:
+        sim.stop()

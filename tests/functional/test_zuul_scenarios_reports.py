@@ -178,9 +178,6 @@ def test_a_submit_gerrit_refuses_drops_the_change_retests_the_one_behind_and_kee
     assert "passed its gate jobs but could not be merged" in gate.reports(a)[-1]
 
 
-@pytest.mark.xfail(strict=True, reason="Zuul's dependent manager enqueues a change only when Gerrit's submit "
-                   "records say it could merge but for the labels its reporters set (canMerge with the reporters' "
-                   "allow-needs); gatekeeper reads no submit records, gates the change and has its submit refused")
 def test_a_change_gerrit_would_refuse_to_submit_for_a_label_nobody_gave_never_enters_the_gate(
         gate: GateHarness) -> None:
     """manager/dependent.py isChangeReadyToBeEnqueued: "Change %s can not merge" when source.canMerge(change,

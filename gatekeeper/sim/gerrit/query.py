@@ -234,16 +234,11 @@ def change_row(
         if needed_by:
             row["neededBy"] = needed_by
     if submit_records:
-        problems = set(sim.submit_problems(c))
-        labels = []
-        for label in c.project.submit_rule:
-            entry: dict = {"label": label, "status": "NEED" if label in problems else "OK"}
-            if label not in problems:
-                voters = [a.by for a in (v.get(label) for v in c.current.approvals.values()) if a and a.value]
-                if voters:
-                    entry["by"] = voters[0].attr()
-            labels.append(entry)
-        status = "CLOSED" if not c.is_open else ("NOT_READY" if problems else "OK")
+        # SubmitRecordAttribute: a label's `by` is the account whose vote decided it (none for NEED)
+        labels = [{"label": label, "status": status, **({"by": by.attr()} if by else {})}
+                  for label, status, by in sim.submit_labels(c)]
+        ready = all(label["status"] == "OK" for label in labels)
+        status = "CLOSED" if not c.is_open else ("OK" if ready else "NOT_READY")
         row["submitRecords"] = [{"status": status, "labels": labels}]
     if all_reviewers:
         row["allReviewers"] = [sim.accounts[u].attr() for u in c.reviewers if u in sim.accounts]

@@ -556,16 +556,26 @@ class GerritSimulator:
 
     def submit_problems(self, change: Change | int) -> list[str]:
         """Why the change's current patch set cannot be submitted (empty when it can)."""
+        return [label for label, status, _ in self.submit_labels(change) if status != "OK"]
+
+    def submit_labels(self, change: Change | int) -> list[tuple[str, str, Account | None]]:
+        """The submit rule's verdict on each of its labels, as Gerrit's max_with_block gives it: (label, status,
+        by) with status REJECT (someone gave the label's minimum, a veto; `by` is who), OK (someone gave what is
+        needed; `by` is who) or NEED (nobody did yet)."""
         c = self.change(change)
-        problems = []
+        verdicts: list[tuple[str, str, Account | None]] = []
         for label, needed in c.project.submit_rule.items():
-            values = c.current.label_values(label)
+            votes = [labels[label] for labels in c.current.approvals.values() if label in labels]
             lo = c.project.labels.get(label, (0, 0))[0]
-            if lo < 0 and lo in values:
-                problems.append(label)
-            elif not any(v >= needed for v in values):
-                problems.append(label)
-        return problems
+            veto = next((a for a in votes if lo < 0 and a.value == lo), None)
+            enough = next((a for a in votes if a.value >= needed), None)
+            if veto is not None:
+                verdicts.append((label, "REJECT", veto.by))
+            elif enough is not None:
+                verdicts.append((label, "OK", enough.by))
+            else:
+                verdicts.append((label, "NEED", None))
+        return verdicts
 
     def submit(self, change: Change | int, submitter: Account | str | None = None) -> str:
         """Merge the change (and its open ancestors) into its branch, merge-if-necessary.
