@@ -229,7 +229,7 @@ class ItemReports:
         if not build.voting:
             line += " (non-voting)"
         if build.message and build.result != "SUCCESS":
-            line += f"\n  {build.message}"
+            line += "".join(f"\n  {text}" for text in build.message.splitlines() if text.strip())
         if build.result != "SUCCESS":
             if build.failure_class == INFRASTRUCTURE:
                 line += "\n  An infrastructure failure, not this change's fault."

@@ -413,8 +413,16 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
         Returns at once: the read that sets the watch is answered on kazoo's thread, so a consumer submitting many
         requests waits one round trip for each, not two."""
         done = threading.Event()
+        once = threading.Lock()  # (two reads may be answered at once, on two threads)
         path = paths.node_request(rid)
         retries = [5]
+
+        def finish(req: NodeRequest | None) -> None:
+            with once:
+                if done.is_set():
+                    return
+                done.set()
+            callback(req)
 
         def answered(answer) -> None:
             if done.is_set():
@@ -422,8 +430,7 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
             try:
                 raw, _ = answer.get()
             except NoNodeError:
-                done.set()
-                callback(None)
+                finish(None)
                 return
             except Exception as e:  # the connection dropped with the read in flight: ask again once it is back
                 if retries[0] > 0:
@@ -439,8 +446,7 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
                 return  # wait for the next write
             req.id = rid
             if req.state in (model.FULFILLED, model.REQUEST_FAILED):
-                done.set()
-                callback(req)
+                finish(req)
 
         def on_change(event=None) -> None:
             if not done.is_set():
@@ -465,7 +471,9 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
                 return True  # (kazoo removes a listener that returns True)
             return False
         self.kz.add_listener(listener)
-        if self.kz.state == KazooState.CONNECTED:  # (connected again already; a second read is harmless)
+        # kazoo.connected, not kazoo.state: kazoo fails the pending requests before it says SUSPENDED, and only
+        # `connected` is already false then (a second read, if both fire, is harmless)
+        if self.kz.connected:
             self.kz.remove_listener(listener)
             dispatch()
 

@@ -224,7 +224,7 @@ def test_cloud_sim_command_keeps_the_spare_hosts_asked_for_and_the_api_changes_t
             _spare_hosts(urls["west"], -1)
         assert exc.value.code == 400 and "count" in exc.value.read().decode()
         with pytest.raises(urllib.error.HTTPError) as exc:
-            _spare_hosts(urls["west"], 251)  # more than a bridge holds: refused, not retried for ever
+            _spare_hosts(urls["west"], 251)  # more than a bridge holds: refused
         assert exc.value.code == 400 and "from 0 to 250" in exc.value.read().decode()
     finally:
         proc.send_signal(signal.SIGTERM)

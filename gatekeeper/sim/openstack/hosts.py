@@ -221,7 +221,10 @@ class HostBackend:
             host = self.spares.take() if spec.ssh else None
             while host is not None and any(proc.poll() is not None for proc in host.procs):
                 log.warning("spare host %s: its sshd ended while it waited; taking another", host.address)
-                self._end(host)  # (a spare whose sshd died would boot a server nobody reaches)
+                try:  # (a spare whose sshd died would boot a server nobody reaches)
+                    self._end(host)
+                except Exception:
+                    log.exception("spare host %s: ending it", host.address)
                 host = self.spares.take()
             if host is None:
                 host = self._start(spec.server_id, spec.ssh)

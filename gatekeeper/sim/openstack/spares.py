@@ -41,7 +41,7 @@ class SparePool(Generic[H]):
     one, so that the pool never takes the CPU from a boot being timed.
     """
 
-    MAX = 250  # spares at most (a netns backend's bridge holds 253 hosts in all)
+    MAX = 250  # spares at most (a netns backend's bridge holds 253 hosts, spares and servers together)
     RETRY_AFTER = 1.0  # seconds to wait after a start failed, so that a broken setup does not spin
     POLL = 0.1  # how often to look again while something boots
 
