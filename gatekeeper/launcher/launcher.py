@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from kazoo.protocol.states import Callback
 from kazoo.recipe.lock import Lock
 from kazoo.recipe.watchers import ChildrenWatch
 
@@ -372,12 +373,15 @@ class Launcher(Assigning, Launching):
         if self._stop.is_set() or "/" in rid:
             return
         if kind == "created":
-            # a new request is read by the main loop at once (not from here: this is kazoo's connection thread, which
-            # must send nothing), and the answer comes back to it
-            self.post(lambda: self._after(self.store.read_request_async(rid),
-                                          lambda found: self._request_read(rid, found, new=True)))
+            # a new request is read at once, from kazoo's callback thread (not from here: this is its connection
+            # thread, which must send nothing; nor from the main loop, where the read would wait behind the events
+            # queued before it), and the answer goes to the main loop
+            self.kz.handler.dispatch_callback(Callback("watch", self._read_created, (rid,)))
             return
         self.post(lambda: self._on_request_event(kind, rid))
+
+    def _read_created(self, rid: str) -> None:
+        self._after(self.store.read_request_async(rid), lambda found: self._request_read(rid, found, new=True))
 
     def _release_event(self, kind: str, node_id: str) -> None:
         if self._stop.is_set() or "/" in node_id:
