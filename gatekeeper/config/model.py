@@ -83,13 +83,14 @@ class WindowConfig:
     decrease_type: str = "exponential"
 
     def grown(self, size: int) -> int:
-        """The window after the head of its queue succeeded (never past the ceiling); `size` 0 (no window until
-        now) counts as the initial size."""
+        """The window after the head of its queue succeeded (never past the ceiling: a window above it, after a
+        layout lowered the ceiling, comes down to it, as Zuul's min(ceiling, grown)); `size` 0 (no window until now)
+        counts as the initial size."""
         if not self.initial:
             return 0
         size = size or self.initial
         if self.ceiling and size >= self.ceiling:
-            return size
+            return self.ceiling
         bigger = size * self.increase if self.increase_type == "exponential" else size + self.increase
         return min(bigger, self.ceiling) if self.ceiling else bigger
 

@@ -193,3 +193,14 @@ def test_closing_the_backend_ends_its_spares_and_its_servers_hosts(kind, keys, t
     if kind == "netns":
         assert backend.tag not in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
         assert backend.tag not in subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True).stdout
+
+
+def test_a_server_name_with_shell_characters_is_its_hostname_and_runs_nothing(backend, keys, tmp_path):
+    """A server's name is the cloud user's text: it reaches the host's hostname as it is, never a shell."""
+    marker = tmp_path / "ran"
+    name = f'x"$(touch${{IFS}}{marker})`touch${{IFS}}{marker}`'  # (no blank: the host key's comment is one word)
+    address = backend.boot(HostSpec("s1", name, open(keys["login"] + ".pub").read()))
+    seen = what_a_login_sees(backend, "s1", keys["login"])
+    # (the kernel keeps 64 bytes of a hostname; the loopback backend hands the name to the login as it is)
+    assert seen["hostname"] == (name[:64] if isinstance(backend, NetnsBackend) else name) and not marker.exists()
+    assert address

@@ -62,6 +62,7 @@ def test_window_types_are_read_and_an_unknown_type_is_an_error():
     (WindowConfig(), 20, 21),  # linear by 1, no ceiling
     (WindowConfig(ceiling=21, increase=5), 20, 21),  # never past the ceiling
     (WindowConfig(ceiling=20), 20, 20),
+    (WindowConfig(ceiling=10), 20, 10),  # above a lowered ceiling: down to it (Zuul: min(ceiling, window + 1))
     (WindowConfig(increase=2, increase_type="exponential"), 5, 10),
     (WindowConfig(ceiling=12, increase=2, increase_type="exponential"), 8, 12),
     (WindowConfig(), 0, 21),  # a queue that had no window: from the initial size

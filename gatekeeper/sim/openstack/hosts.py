@@ -21,6 +21,7 @@ import itertools
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -367,7 +368,8 @@ class LoopbackBackend(HostBackend):
         with open(wrapper, "w") as f:
             f.write(
                 "#!/bin/sh\n"
-                f'export HOME="{host.home}" GK_HOSTNAME="{spec.hostname}"\ncd "$HOME" || exit 1\n'
+                f'export HOME={shlex.quote(host.home)} GK_HOSTNAME={shlex.quote(spec.hostname)}\n'
+                'cd "$HOME" || exit 1\n'
                 'case "$SSH_ORIGINAL_COMMAND" in\n'
                 f'  "") exec /bin/sh -l ;;\n  {SFTP_SERVER}|internal-sftp) exec {SFTP_SERVER} ;;\n'
                 '  *) exec /bin/sh -c "$SSH_ORIGINAL_COMMAND" ;;\nesac\n'
