@@ -381,7 +381,14 @@ class Launcher(Assigning, Launching):
         self.post(lambda: self._on_request_event(kind, rid))
 
     def _read_created(self, rid: str) -> None:
-        self._after(self.store.read_request_async(rid), lambda found: self._request_read(rid, found, new=True))
+        if self._stop.is_set():
+            return
+        try:
+            pending = self.store.read_request_async(rid)
+        except Exception as e:  # the client closed meanwhile: the resync after a reconnection reads it
+            log.info("request %s: could not be read: %s", rid, e)
+            return
+        self._after(pending, lambda found: self._request_read(rid, found, new=True))
 
     def _release_event(self, kind: str, node_id: str) -> None:
         if self._stop.is_set() or "/" in node_id:
