@@ -26,7 +26,7 @@ from gatekeeper.zk import paths
 from gatekeeper.zk.autoholds import AutoholdStore
 from gatekeeper.zk.node_records import Node, NodeRequest, ready_entry
 from gatekeeper.zk.nodes_claims import Moved, RequestClaims, allocate
-from gatekeeper.zk.nodes_pending import Pending
+from gatekeeper.zk.nodes_pending import Pending, link
 from gatekeeper.zk.nodes_pending import failed as _failed
 from gatekeeper.zk.provider_store import ProviderStore, UnreadableRecord, providers_status
 
@@ -450,11 +450,7 @@ class NodeStore(ProviderStore, AutoholdStore, RequestClaims):
 
         def on_change(event=None) -> None:
             if not done.is_set():
-                answer = self.kz.get_async(path, watch=on_change)
-                if now and hasattr(answer, "rawlink_now"):
-                    answer.rawlink_now(answered)
-                else:
-                    answer.rawlink(answered)
+                link(self.kz.get_async(path, watch=on_change), answered, now)
 
         on_change()
 

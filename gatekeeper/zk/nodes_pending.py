@@ -26,10 +26,16 @@ class Pending:
         a lost connection answers too, with its error): `result()` then returns without waiting. `now`: on kazoo's
         connection thread as the answer is read (one thread switch less), for a callback that neither blocks nor
         sends a ZooKeeper request (see gatekeeper.zk.client.AnswerResult.rawlink_now)."""
-        if now and hasattr(self._answer, "rawlink_now"):
-            self._answer.rawlink_now(lambda _answer: callback(self))
-        else:
-            self._answer.rawlink(lambda _answer: callback(self))
+        link(self._answer, lambda _answer: callback(self), now)
+
+
+def link(answer, callback: Callable, now: bool = False) -> None:
+    """Call `callback(answer)` once kazoo's `answer` is in: on its completion thread, or (`now`, and the client is
+    ours: gatekeeper.zk.client.AnswerResult) on its connection thread as the answer is read."""
+    if now and hasattr(answer, "rawlink_now"):
+        answer.rawlink_now(callback)
+    else:
+        answer.rawlink(callback)
 
 
 def failed(results) -> bool:
