@@ -161,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(getattr(args, "command", None), args.verbose, args.quiet)
+    if getattr(args, "command", None) in SERVICE_COMMANDS:
+        # a service that dies of a fatal signal (SIGSEGV, SIGABRT, ...) says so, with every thread's stack, in its log
+        try:
+            faulthandler.enable(all_threads=True)
+        except (AttributeError, ValueError, io.UnsupportedOperation):
+            pass
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -33,10 +34,32 @@ class ZooKeeperNotInstalled(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now (the caller binds it soon after)."""
+    """A TCP port free on `host` right now, for the caller to bind soon after.
+
+    Drawn at random from below the kernel's ephemeral range, not by binding port 0: a port the kernel hands out
+    there may be taken as the local end of an outgoing connection (of any process) before the caller binds it,
+    and then the server cannot start ("Address already in use"). Port 0's answer is the fallback."""
+    low = _ephemeral_low()
+    for _ in range(50):
+        port = random.randrange(max(1024, low - 20000), low)
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's ephemeral range (net.ipv4.ip_local_port_range; 32768 if unknown)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return max(int(f.read().split()[0]), 2048)
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def four_letter_word(host: str, port: int, word: str, timeout: float = 2.0) -> str:

@@ -418,9 +418,6 @@ class ScaleRig:
                 part.start()
         self.killed.clear()
 
-    def dead_services(self) -> list[str]:
-        return [s.name for s in self.services if not s.alive()]
-
     # -- tear-down --------------------------------------------------------------------------------------------------
     def stop(self) -> None:
         for service in reversed(self.services):  # all at once: each takes a while to stop gracefully

@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -144,6 +144,12 @@ class Deployment:
         self.procs[name] = proc
         return proc
 
+    def wait_up(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
+        """Wait until `ready()`; fail at once, with the unit's log, if its process exits first."""
+        proc = self.procs[name]
+        if not wait_for(lambda: ready() or proc.poll() is not None, timeout, f"{name} to start") or not ready():
+            raise AssertionError(f"{name} exited with {proc.poll()} before it was up:\n{self.log(name)[-3000:]}")
+
     def log(self, name: str) -> str:
         path = self.logs / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -218,17 +224,17 @@ def test_one_host_deployment_from_the_document_gates_a_change(deployment: Deploy
 
     # 1. ZooKeeper (TLS for clients), then Gerrit (here the simulator), then the clouds.
     d.start_unit("gatekeeper-zookeeper")
-    wait_for(lambda: _ruok(d.ports["zk"]), 90, "ZooKeeper to answer ruok")
+    d.wait_up("gatekeeper-zookeeper", lambda: _ruok(d.ports["zk"]), 90)
     d.start_unit("gatekeeper-gerrit-sim")
-    wait_for(lambda: "Gerrit simulator on" in d.log("gatekeeper-gerrit-sim"), 60, "the Gerrit simulator")
+    d.wait_up("gatekeeper-gerrit-sim", lambda: "Gerrit simulator on" in d.log("gatekeeper-gerrit-sim"), 60)
     d.start_unit("gatekeeper-cloud-sim")
-    wait_for(lambda: '"clouds_yaml"' in d.log("gatekeeper-cloud-sim"), 120, "the cloud simulator")
+    d.wait_up("gatekeeper-cloud-sim", lambda: '"clouds_yaml"' in d.log("gatekeeper-cloud-sim"), 120)
 
     # 2. gatekeeper's services, each its own process.
     for name in SERVICES:
         d.start_unit(name)
     web = f"http://127.0.0.1:{d.ports['web']}"
-    wait_for(lambda: _answers(f"{web}/api/v1/info"), 90, "the web service")
+    d.wait_up("gatekeeper-web", lambda: _answers(f"{web}/api/v1/info"), 90)
 
     # 3. A developer uploads a change; a core reviewer approves it.
     work = d.root / "novaclient"

@@ -52,6 +52,6 @@ def test_gate_survives_the_loss_of_a_zookeeper_member_and_one_process_of_each_se
     # the restarted member rejoins the ensemble (it may still be syncing with the leader when the last change merges)
     wait_for(lambda: sorted(m.mode() for m in rig.zookeepers) == ["follower", "follower", "leader"], 60,
              "the restarted ZooKeeper member to rejoin the ensemble")
-    assert rig.dead_services() == [], {name: rig.log_tail(s) for s in rig.services if not s.alive()
-                                       for name in [s.name]}
+    dead = [s for s in rig.services if not s.alive()]
+    assert not dead, "\n".join(f"== {s.name} exited with {s.proc.returncode}:\n{rig.log_tail(s)}" for s in dead)
     assert all(s.restarts == 1 for s in rig.services if s.name in killed)
