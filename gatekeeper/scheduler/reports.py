@@ -200,15 +200,17 @@ class ItemReports:
             failure_class=result.failure_class, summary=result.summary, signatures=list(result.signatures)))
 
     def _recorded(self, item: Item, result: str, outcome: ReportOutcome | None) -> ReportOutcome | None:
-        """Record the item's buildset once its report is settled (a refused submit is a failure), and count the
-        failed items in a row where the pipeline may be disabled for them."""
+        """Record the item's buildset once its report is settled (a success whose submit Gerrit refused is a
+        MERGE_FAILURE, as in Zuul), and count the failed items in a row where the pipeline may be disabled for
+        them."""
         if outcome is not None:
-            if result == "SUCCESS" and not outcome.ok:
-                result = "FAILURE"
             if self.pipeline.disable_after and not item.change.is_ref and result in ("SUCCESS", "FAILURE"):
-                # as Zuul: only failed jobs count (a merge conflict, the infrastructure's failure: neither way)
+                # as Zuul: only failed jobs count (a merge conflict, the infrastructure's failure: neither way; a
+                # refused submit: its jobs succeeded)
                 self.state.failures = 0 if result == "SUCCESS" else self.state.failures + 1
                 self.state.changed = True
+            if result == "SUCCESS" and not outcome.ok:
+                result = "MERGE_FAILURE"
             self.backend.record_history(BuildsetEvent(
                 id=item.id, pipeline=self.name, project=item.change.project, change=_number(item),
                 patchset=_patchset(item), ref=item.change.ref, changes=item.changes or item.key, result=result,

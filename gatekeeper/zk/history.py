@@ -34,7 +34,7 @@ class BuildsetEvent(Record):
     changes: str = ""  # the speculative state, "1,1 2,1"
     oldrev: str = ""  # a ref item's revisions (no change: a branch updated from oldrev to newrev)
     newrev: str = ""
-    result: str = ""  # SUCCESS, FAILURE, MERGE_CONFLICT, DEQUEUED, ... ("" while running)
+    result: str = ""  # SUCCESS, FAILURE, MERGE_CONFLICT, INFRA_FAILURE, MERGE_FAILURE ("" while running)
     message: str = ""
     enqueue_time: float = 0.0
     start_time: float = 0.0

@@ -212,6 +212,18 @@ def test_every_attempt_and_every_reported_buildset_goes_to_build_history(gate: G
     assert sets == {(1, "INFRA_FAILURE"), (2, "SUCCESS")}
 
 
+def test_a_success_whose_submit_gerrit_refused_is_recorded_as_a_merge_failure(gate: Gate) -> None:
+    """Zuul's reportItem: a success not merged is reported as such, then its buildset's result is MERGE_FAILURE."""
+    a, b = gate.change(), gate.change()
+    gate.backend.refuse_submit.add(a.number)
+    gate.approve(a, b)
+    gate.settle()
+    sets = {(e.change, e.result) for e in gate.backend.history if type(e).__name__ == "BuildsetEvent"}
+    assert sets == {(1, "MERGE_FAILURE"), (2, "SUCCESS")}
+    assert gate.merged() == [b.key]
+    assert "could not be merged: blocked by Verified" in gate.reported(a, "submit-refused")[0].message
+
+
 def test_state_survives_a_round_trip_through_its_records(gate: Gate) -> None:
     from gatekeeper.models.pipeline import Item
 
