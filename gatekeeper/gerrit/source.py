@@ -237,7 +237,8 @@ class GerritReporter:
             return ReportOutcome()
         log.info("[%s %s] %s report arrived but the change did not merge; submitting", report.pipeline,
                  change.key, report.action)
-        submit_only = Report(report.pipeline, change, report.action, "", {}, submit=True, key=report.key)
+        submit_only = Report(report.pipeline, change, report.action, "", {}, submit=True, tag=report.tag,
+                             key=report.key)
         return self.report(submit_only)
 
 
