@@ -128,6 +128,8 @@ class ProviderManager:
         options = self.label_pools.get(label)
         if not options:
             return ""
+        # never a pool whose flavor the cloud does not have, even while the others are full
+        options = [o for o in options if _wanted(o[1]) not in self._no_flavor] or options
 
         def rank(option: tuple[Pool, PoolLabel]) -> tuple[bool, int, int]:
             room = self._pool_room(*option)
@@ -286,19 +288,22 @@ class ProviderManager:
             return False
         if len(labels) > self.capacity():
             return False
+        if self.unlaunchable(labels):
+            return False  # as Nodepool, whose launcher declines a request whose flavor it cannot find
+        # the pools that may launch each label: those whose flavor the cloud has (or that could not be read yet)
+        launchable = {x: [(p, pl) for p, pl in self.label_pools.get(x, []) if _wanted(pl) not in self._no_flavor]
+                      for x in labels}
         # as Nodepool declines a request its pool's max-servers could never hold: the labels only one pool
         # offers fit in its max-servers together, and all of them in the max-servers of the pools offering them
         room = {p.name: UNLIMITED if p.max_servers is None else p.max_servers for p in self.config.pools}
-        by_one = Counter(self.label_pools[x][0][0].name for x in labels if len(self.label_pools.get(x, ())) == 1)
+        by_one = Counter(launchable[x][0][0].name for x in labels if len(launchable[x]) == 1)
         if any(n > room[name] for name, n in by_one.items()):
             return False
-        offering = {p.name for x in labels for p, _ in self.label_pools.get(x, ())}
+        offering = {p.name for x in labels for p, _ in launchable[x]}
         if sum(1 for x in labels if x in self.label_pools) > sum(room[name] for name in offering):
             return False
-        if self.unlaunchable(labels):
-            return False  # as Nodepool, whose launcher declines a request whose flavor it cannot find
-        options = {label: [(pool, self._sizes.get(_wanted(pl))) for pool, pl in self.label_pools.get(label, [])
-                           if _wanted(pl) not in self._no_flavor] for label in labels}
+        options = {label: [(pool, self._sizes.get(_wanted(pl))) for pool, pl in launchable[label]]
+                   for label in labels}
         if any(not opts or any(f is None for _, f in opts) for opts in options.values()):
             return True  # (no pool, or a size we could not read: the cloud will say)
         least_cores = sum(min(f.vcpus for _, f in options[label]) for label in labels)

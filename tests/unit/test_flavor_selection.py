@@ -12,7 +12,7 @@ from gatekeeper.config.layout import parse_layout
 from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.launcher.model import Node
 from gatekeeper.launcher.provider_manager import ProviderManager
-from gatekeeper.launcher.providers.base import Flavor, FlavorNotFound, Limits, ProviderAdapter
+from gatekeeper.launcher.providers.base import Flavor, FlavorNotFound, ProviderAdapter
 from gatekeeper.launcher.providers.openstack import select_flavor
 from gatekeeper.sim.openstack.cloud import DEFAULT_FLAVORS
 
@@ -127,3 +127,37 @@ def test_a_min_ram_that_is_not_a_positive_number_of_mb_is_refused(value, error):
     found = [str(e) for e in caught.value.errors]
     assert any(e.startswith("l.yaml:12: nodepool.providers[0] (east-1).pools[0] (main).labels[0] (roomy).")
                and e.endswith(error) for e in found), found
+
+
+TWO_POOLS = """
+nodepool:
+  labels: [{name: roomy}]
+  providers:
+    - name: east-1
+      driver: openstack
+      cloud: east
+      pools:
+        - name: first
+          priority: 1
+          labels: [{name: roomy, image: deb, min-ram: 3000, flavor-name: gpu}]
+        - name: second
+          priority: 2
+          max-servers: 1
+          labels: [{name: roomy, image: deb, min-ram: 3000}]
+      images: [{name: deb, base-image: debian-12}]
+"""
+
+
+def test_a_pool_whose_flavor_the_cloud_lacks_takes_no_launch_and_no_share_of_a_request():
+    provider = parse_layout({"l.yaml": TWO_POOLS}).nodepool.providers["east-1"]
+    m = ProviderManager(provider, FlavorCloud(), owner="gk", post=print, stop_event=threading.Event(), ssh_key="",
+                        key_name="")
+    try:
+        m.refresh_limits()
+        assert m.unlaunchable(["roomy"]) == []  # the second pool boots it
+        assert m.pool_for("roomy") == "second" and m.launch_spec("roomy", "second")[1] == "m1.medium"
+        m.nodes["n1"] = (Node(id="n1", pool="second", label="roomy", state="ready"), 0)
+        assert m.pool_for("roomy") == "second"  # full, but the first pool could never boot it
+        assert m.can_ever_serve(["roomy"]) and not m.can_ever_serve(["roomy"] * 2)  # second's max-servers
+    finally:
+        m.stop()
