@@ -510,7 +510,8 @@ class _Builder:
                 labels.append(PoolLabel(pl["name"], pl["image"], pl.get("flavor", ""), pl.get("key-name", ""),
                                         pl.get("username") or image.get("username", "root"), pl.get("userdata", ""),
                                         pl.get("console-log", False), pl.get("python-path", image.get("python-path",
-                                        "auto")), pl.get("shell-type", image.get("shell-type", ""))))
+                                        "auto")), pl.get("shell-type", image.get("shell-type", "")),
+                                        pl.get("min-ram", 0)))
             pools.append(Pool(pool["name"], tuple(labels), pool.get("max-servers"), pool.get("max-cores"),
                               pool.get("max-ram"), dict(pool.get("node-attributes", {})), pool.get("priority"),
                               tuple(pool.get("networks", ()))))

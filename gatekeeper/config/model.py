@@ -341,13 +341,14 @@ class NodeLabel:
 class PoolLabel:
     name: str
     image: str
-    flavor: str = ""
+    flavor: str = ""  # its exact name or id; with min_ram, a part of the names of the flavors to choose among
     key_name: str = ""
     username: str = "root"
     userdata: str = ""  # given to the cloud with each create (cloud-init's user data)
     console_log: bool = False  # log its server's console when a boot fails or times out
     python_path: str = "auto"  # on each node, for its consumer (Nodepool's python-path and shell-type)
     shell_type: str = ""
+    min_ram: int = 0  # MB: boot the smallest flavor with at least this RAM (Nodepool's min-ram; 0: by name)
 
 
 @dataclass(frozen=True)

@@ -425,6 +425,8 @@ POOL_LABEL = v.Schema(
         "diskimage": NAME,
         "flavor-name": str,  # Nodepool's name for flavor
         "flavor": str,
+        # Nodepool's: the smallest flavor with at least this RAM (MB), among those whose name contains the flavor
+        "min-ram": v.All(INT, v.Range(min=1, msg="must be a positive number of MB")),
         "key-name": str,
         "username": str,
         # Nodepool's: cloud-init userdata for its servers; on a failed boot, its server's console log is logged

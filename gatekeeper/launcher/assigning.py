@@ -132,9 +132,13 @@ class Assigning:
         if declines:
             req.declined_by = sorted(set(req.declined_by) | set(declines))
             self._maybe_fail(req)
+            why = [w for name in declines for w in self.managers[name].unlaunchable(req.labels)]
+            if req.state == model.REQUEST_FAILED and why:
+                req.reason += f" ({'; '.join(why)})"
             if not self._write_request(rid, req, version):
                 return
-            log.info("request %s (%s): declined by %s", rid, ",".join(req.labels), ", ".join(declines))
+            log.info("request %s (%s): declined by %s%s", rid, ",".join(req.labels), ", ".join(declines),
+                     f" ({'; '.join(why)})" if why else "")
             req, version = self.requests[rid]
         elif not able and set(req.declined_by) >= self.live_providers and self.live_providers \
                 and req.state == model.REQUESTED:

@@ -123,9 +123,10 @@ class ImageBuilder:
                            provider=m.name)
         self.store.write_image_build(build)
         log.info("provider %s: building image %s (build %s)", m.name, image.name, build.id)
-        flavor = next((pl.flavor for pool in m.config.pools for pl in pool.labels if pl.image == image.name), "")
+        label = next((pl for pool in m.config.pools for pl in pool.labels if pl.image == image.name), None)
         server_id = ""
         try:
+            flavor = m.flavor_name(label) if label is not None else ""
             server_id = m.adapter.create(f"gk-template-{image.name}-{build.id[-6:]}",
                                          image.base_image or image.name, flavor,
                                          {META_BUILD: build.id, META_PROVIDER: m.name},

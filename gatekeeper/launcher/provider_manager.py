@@ -15,7 +15,14 @@ from gatekeeper.launcher.events import LaunchResult, ServerDeleted
 from gatekeeper.launcher.health import ProviderHealth
 from gatekeeper.launcher.model import META_NODE, Node
 from gatekeeper.launcher.poller import ServerPoller
-from gatekeeper.launcher.providers.base import Flavor, Limits, ProviderAdapter, ProviderError, QuotaError
+from gatekeeper.launcher.providers.base import (
+    Flavor,
+    FlavorNotFound,
+    Limits,
+    ProviderAdapter,
+    ProviderError,
+    QuotaError,
+)
 from gatekeeper.launcher.sshkeys import HostKeyScanError, scan_host_keys
 
 log = logging.getLogger("gatekeeper.launcher.provider_manager")
@@ -65,7 +72,10 @@ class ProviderManager:
         self._limits: Limits | None = None
         self._limits_at = 0.0
         self._limits_mine = 0
-        self._sizes: dict[str, Flavor] = {}  # flavor name -> its size, read with the limits
+        # a label's flavor (name, min-ram) -> the cloud's flavor it boots, read with the limits; and the ones the
+        # cloud has none for -> why (its labels cannot be launched: requests for them are declined)
+        self._sizes: dict[tuple[str, int], Flavor] = {}
+        self._no_flavor: dict[tuple[str, int], str] = {}
         self._biggest = (0, 0)  # the most cores and RAM of those flavors
         self._foreign_cores = self._foreign_ram = 0  # what servers not ours use of the cores and RAM quota
         self.quota_blocked_until = 0.0
@@ -118,6 +128,8 @@ class ProviderManager:
         options = self.label_pools.get(label)
         if not options:
             return ""
+        # never a pool whose flavor the cloud does not have, even while the others are full
+        options = [o for o in options if _wanted(o[1]) not in self._no_flavor] or options
 
         def rank(option: tuple[Pool, PoolLabel]) -> tuple[bool, int, int]:
             room = self._pool_room(*option)
@@ -131,7 +143,27 @@ class ProviderManager:
         if label not in self.pool_labels:
             return "", "", username or "root"
         pl = self.pool_label(label, pool)
-        return pool or self.pool_labels[label][0], pl.flavor, username or pl.username
+        size = self._sizes.get(_wanted(pl))
+        return pool or self.pool_labels[label][0], size.name if size else pl.flavor, username or pl.username
+
+    def flavor_name(self, pl: PoolLabel) -> str:
+        """The cloud's flavor `pl` boots with (worker thread: asks the cloud when it was not read yet). Raises
+        ProviderError."""
+        size = self._sizes.get(_wanted(pl))
+        if size is None and pl.min_ram:
+            size = self.adapter.flavor(pl.flavor, pl.min_ram)
+        return size.name if size else pl.flavor
+
+    def unlaunchable(self, labels: list[str]) -> list[str]:
+        """Why labels of these cannot be launched here, one sentence each: the cloud has no flavor their pools
+        ask for (read with the limits)."""
+        out = []
+        for label in dict.fromkeys(labels):
+            options = self.label_pools.get(label, [])
+            if options and all(_wanted(pl) in self._no_flavor for _, pl in options):
+                out.extend(f'provider {self.name}: label "{label}" (pool {pool.name}): {self._no_flavor[_wanted(pl)]}'
+                           for pool, pl in options)
+        return out
 
     def can_launch(self) -> bool:
         """Held by us, not drained, and not backing off after boot failures (a probe may be allowed). While its
@@ -218,14 +250,16 @@ class ProviderManager:
         if not options:
             return None
         pl = next((pl for p, pl in options if p.name == pool), options[0][1])
-        return self._sizes.get(pl.flavor)
+        return self._sizes.get(_wanted(pl))
 
     def _pool_room(self, pool: Pool, pl: PoolLabel) -> int:
         """How many more servers of `pl` the pool holds: its max-servers, and the cores and RAM left of the
         cloud's quota (after the other users' servers and our nodes) and of the pool's max-cores and max-ram, as
         Nodepool weighs quota (not by servers alone)."""
+        if _wanted(pl) in self._no_flavor:
+            return 0  # the cloud has no flavor it asks for: it never launches there
         room = UNLIMITED if pool.max_servers is None else pool.max_servers - self.count(pool.name)
-        size = self._sizes.get(pl.flavor)
+        size = self._sizes.get(_wanted(pl))
         if size is None:
             return room
         limits, by_pool = self._limits, pool.max_cores is not None or pool.max_ram is not None
@@ -254,16 +288,21 @@ class ProviderManager:
             return False
         if len(labels) > self.capacity():
             return False
+        if self.unlaunchable(labels):
+            return False  # as Nodepool, whose launcher declines a request whose flavor it cannot find
+        # the pools that may launch each label: those whose flavor the cloud has (or that could not be read yet)
+        launchable = {x: [(p, pl) for p, pl in self.label_pools.get(x, []) if _wanted(pl) not in self._no_flavor]
+                      for x in labels}
         # as Nodepool declines a request its pool's max-servers could never hold: the labels only one pool
         # offers fit in its max-servers together, and all of them in the max-servers of the pools offering them
         room = {p.name: UNLIMITED if p.max_servers is None else p.max_servers for p in self.config.pools}
-        by_one = Counter(self.label_pools[x][0][0].name for x in labels if len(self.label_pools.get(x, ())) == 1)
+        by_one = Counter(launchable[x][0][0].name for x in labels if len(launchable[x]) == 1)
         if any(n > room[name] for name, n in by_one.items()):
             return False
-        offering = {p.name for x in labels for p, _ in self.label_pools.get(x, ())}
+        offering = {p.name for x in labels for p, _ in launchable[x]}
         if sum(1 for x in labels if x in self.label_pools) > sum(room[name] for name in offering):
             return False
-        options = {label: [(pool, self._sizes.get(pl.flavor)) for pool, pl in self.label_pools.get(label, [])]
+        options = {label: [(pool, self._sizes.get(_wanted(pl))) for pool, pl in launchable[label]]
                    for label in labels}
         if any(not opts or any(f is None for _, f in opts) for opts in options.values()):
             return True  # (no pool, or a size we could not read: the cloud will say)
@@ -298,14 +337,20 @@ class ProviderManager:
         except ProviderError as e:
             log.warning("provider %s: reading limits failed: %s", self.name, e)
             return
-        sizes = dict(self._sizes)
-        for flavor in {pl.flavor for options in self.label_pools.values() for _, pl in options} - set(sizes):
-            if flavor:
+        sizes, missing = dict(self._sizes), dict(self._no_flavor)
+        for wanted in {_wanted(pl) for options in self.label_pools.values() for _, pl in options} - set(sizes):
+            if wanted[0] or wanted[1]:
                 try:
-                    sizes[flavor] = self.adapter.flavor(flavor)
+                    sizes[wanted] = self.adapter.flavor(*wanted)
+                    missing.pop(wanted, None)
+                except FlavorNotFound as e:
+                    if wanted not in missing:
+                        log.error("provider %s: labels with flavor %r%s cannot be launched: %s", self.name,
+                                  wanted[0], f" and min-ram {wanted[1]}" if wanted[1] else "", e)
+                    missing[wanted] = str(e)
                 except ProviderError as e:  # its launches will say so; the servers' quota still holds
-                    log.warning("provider %s: reading flavor %s: %s", self.name, flavor, e)
-        self._sizes = sizes
+                    log.warning("provider %s: reading flavor %s: %s", self.name, wanted[0], e)
+        self._sizes, self._no_flavor = sizes, missing
         self._biggest = (max((f.vcpus for f in sizes.values()), default=0),
                          max((f.ram for f in sizes.values()), default=0))
         mine = [f for s in ours.values() if (f := self._size(s.metadata.get(META_POOL, ""),
@@ -369,6 +414,8 @@ class ProviderManager:
                 if not self._await_rate():
                     return  # stopping
                 pool, pl = self.pools.get(node.pool), self.pool_label(node.label, node.pool)
+                if pl is not None and pl.min_ram and _wanted(pl) not in self._sizes:
+                    flavor = self.flavor_name(pl)  # (its size could not be read yet)
                 server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
                                                 key_name=self.key_name, networks=pool.networks if pool else (),
                                                 userdata=pl.userdata if pl else "")
@@ -507,6 +554,11 @@ class ProviderManager:
         self._dispatch.shutdown(wait=False, cancel_futures=True)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.adapter.close()
+
+
+def _wanted(pl: PoolLabel) -> tuple[str, int]:
+    """What a pool label asks of the cloud's flavors: a name (or a part of one, with min-ram) and the least RAM."""
+    return pl.flavor, pl.min_ram
 
 
 def _less(limit: int | None, used: int) -> int:

@@ -13,6 +13,10 @@ class ProviderError(Exception):
     """The cloud failed a call (API error, timeout)."""
 
 
+class FlavorNotFound(ProviderError):
+    """The cloud answered, and has no flavor a label asks for: not a passing failure (no launch can succeed)."""
+
+
 @dataclass
 class ServerInfo:
     """A server as the launcher needs it: state is BUILD, ACTIVE, ERROR (or another cloud status)."""
@@ -51,7 +55,8 @@ class Limits:
 class Flavor:
     name: str
     vcpus: int = 1
-    ram: int = 0
+    ram: int = 0  # MB
+    id: str = ""
 
 
 class ProviderAdapter:
@@ -102,7 +107,9 @@ class ProviderAdapter:
     def limits(self) -> Limits:
         return Limits()
 
-    def flavor(self, name: str) -> Flavor:
+    def flavor(self, name: str, min_ram: int = 0) -> Flavor:
+        """The flavor a label boots with: the one named `name` (name or id); with `min_ram`, the smallest with at
+        least that much RAM whose name contains `name` (Nodepool's min-ram). Raises FlavorNotFound."""
         return Flavor(name)
 
     def ensure_keypair(self, name: str, public_key: str) -> None:

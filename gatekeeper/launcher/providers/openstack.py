@@ -13,6 +13,7 @@ from openstack.config import loader
 from gatekeeper.launcher.model import META_OWNER
 from gatekeeper.launcher.providers.base import (
     Flavor,
+    FlavorNotFound,
     ImageInfo,
     Limits,
     ProviderAdapter,
@@ -45,7 +46,7 @@ class OpenStackAdapter(ProviderAdapter):
         except Exception as e:
             raise ProviderError(f"cloud {cloud!r} in {clouds_yaml or 'clouds.yaml'}: {e}") from None
         self.conn = openstack.connection.Connection(config=cfg)
-        self._flavors: dict[str, object] | None = None
+        self._flavors: list[Flavor] | None = None  # the cloud's, smallest RAM first (then by name), read once
         self._images: dict[str, str] = {}
         self._networks: dict[str, str] = {}  # network name or id -> id, as Neutron answered
         self._lock = threading.Lock()
@@ -69,19 +70,14 @@ class OpenStackAdapter(ProviderAdapter):
         except Exception as e:  # connection errors, timeouts from requests/keystoneauth
             raise ProviderError(f"cloud {self.cloud}: {what}: {type(e).__name__}: {e}") from None
 
-    def _flavor(self, name: str):
+    def flavor(self, name: str, min_ram: int = 0) -> Flavor:
         with self._lock:
             if self._flavors is None:
-                flavors = self._call("list flavors", lambda: list(self.conn.compute.flavors()))
-                self._flavors = {f.name: f for f in flavors} | {f.id: f for f in flavors}
-            f = self._flavors.get(name)
-        if f is None:
-            raise ProviderError(f"cloud {self.cloud}: no flavor {name!r}")
-        return f
-
-    def flavor(self, name: str) -> Flavor:
-        f = self._flavor(name)
-        return Flavor(f.name, f.vcpus or 1, f.ram or 0)
+                listed = self._call("list flavors", lambda: list(self.conn.compute.flavors()))
+                self._flavors = sorted((Flavor(f.name, f.vcpus or 1, f.ram or 0, f.id) for f in listed),
+                                       key=lambda f: (f.ram, f.name))
+            flavors = self._flavors
+        return select_flavor(flavors, name, min_ram, f"cloud {self.cloud}")
 
     def _image_id(self, image: str) -> str:
         with self._lock:
@@ -112,7 +108,7 @@ class OpenStackAdapter(ProviderAdapter):
         # and a burst boots a hundred servers at once. From microversion 2.37 `networks` is required: without a
         # pool's own, "auto" (the project's network, what openstacksdk sends too; "none" is a server without any).
         nics = [{"uuid": self._network_id(network)} for network in networks]
-        server = {"name": name, "imageRef": self._image_id(image), "flavorRef": self._flavor(flavor).id,
+        server = {"name": name, "imageRef": self._image_id(image), "flavorRef": self.flavor(flavor).id,
                   "metadata": {META_OWNER: self.owner, **metadata}, "networks": nics or "auto"}
         if key_name:
             server["key_name"] = key_name
@@ -220,6 +216,23 @@ class OpenStackAdapter(ProviderAdapter):
             self.conn.close()
         except Exception:
             pass
+
+
+def select_flavor(flavors: list[Flavor], name: str, min_ram: int, where: str) -> Flavor:
+    """Nodepool's choice among a cloud's flavors (sorted by RAM, then name): with `min_ram`, the first with at
+    least that RAM whose name contains `name` (any name when empty); without, the one whose name or id is `name`.
+    `where` begins the error's sentence."""
+    if min_ram:
+        found = next((f for f in flavors if f.ram >= min_ram and name in f.name), None)
+        if found is None:
+            among = f' whose name contains "{name}"' if name else ""
+            have = ", ".join(f"{f.name} ({f.ram} MB)" for f in flavors) or "none"
+            raise FlavorNotFound(f"{where}: no flavor{among} has at least {min_ram} MB of RAM (flavors: {have})")
+        return found
+    found = next((f for f in flavors if name in (f.name, f.id)), None)
+    if found is None:
+        raise FlavorNotFound(f"{where}: no flavor {name!r}")
+    return found
 
 
 def _first_address(addresses: dict | None) -> str:

@@ -1,0 +1,68 @@
+"""Nodepool's min-ram: a label boots the smallest of the cloud's flavors with at least that RAM, chosen from the
+flavors openstacksdk lists over the wire. Real ZooKeeper and the OpenStack simulator over HTTP, with nodes that are
+real SSH hosts."""
+
+from __future__ import annotations
+
+from gatekeeper.launcher import model
+from gatekeeper.launcher.client import NodeRequestClient
+from gatekeeper.launcher.images import list_builds
+from tests.functional import test_launcher as base
+from tests.functional.test_launcher import pool_yaml, servers, use_and_release, wait_live
+from tests.helpers import wait_for
+
+# the launcher tests' fixtures: a key pair, the two-cloud simulator, and launchers stopped at the end
+ssh_key, sim, start_launcher = base.ssh_key, base.sim, base.start_launcher
+
+
+def provider(labels: str, image_extra: str = "") -> str:
+    return ("    - name: prov-a\n      driver: openstack\n      cloud: alpha\n      max-servers: 4\n"
+            "      boot-timeout: 15\n      pools:\n        - name: main\n"
+            f"          labels: [{labels}]\n"
+            f"      images:\n        - name: deb\n          base-image: debian-12\n{image_extra}")
+
+
+def test_a_label_with_min_ram_boots_the_smallest_flavor_with_that_much_ram(zk, sim, start_launcher):
+    # the simulator's flavors: small 1024 MB, m1.small 2048, m1.medium and medium 4096, large and m1.large 8192
+    start_launcher(pool_yaml({"roomy": 0, "big": 0}, provider(
+        "{name: roomy, image: deb, min-ram: 3000, flavor-name: m1}, {name: big, image: deb, min-ram: 5000}")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "min-ram")
+    use_and_release(client, client.request(["roomy", "big"]))
+    assert sorted((s.metadata["gatekeeper-label"], s.flavor.name) for s in servers(sim, "alpha")) == [
+        ("big", "large"), ("roomy", "m1.medium")]
+
+
+def test_a_label_whose_min_ram_no_flavor_meets_fails_its_request_naming_label_and_provider(
+        zk, sim, start_launcher):
+    start_launcher(pool_yaml({"debian": 0, "huge": 0}, provider(
+        "{name: debian, image: deb, flavor: small}, {name: huge, image: deb, min-ram: 100000, flavor-name: m1}")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "min-ram")
+    req = client.wait(client.request(["huge"]), 30)
+    assert req.state == model.REQUEST_FAILED and req.declined_by == ["prov-a"], req.reason
+    assert req.reason == (
+        'no provider can serve labels huge: declined by prov-a (provider prov-a: label "huge" (pool main): cloud '
+        'alpha: no flavor whose name contains "m1" has at least 100000 MB of RAM (flavors: small (1024 MB), '
+        "m1.small (2048 MB), m1.medium (4096 MB), medium (4096 MB), large (8192 MB), m1.large (8192 MB)))")
+    assert not servers(sim, "alpha")  # nothing was tried
+    use_and_release(client, client.request(["debian"]))  # the provider's other labels are served
+
+
+def test_an_image_built_for_a_min_ram_label_boots_its_template_with_the_flavor_chosen(
+        zk, sim, start_launcher, monkeypatch):
+    cloud = sim.cloud("alpha")
+    booted = []  # (server name, flavor name) of every create the cloud was asked for
+    create = cloud.create_server
+
+    def recording_create(name, image_id, flavor_id, *args, **kw):
+        booted.append((name, cloud.flavors[str(flavor_id)].name))
+        return create(name, image_id, flavor_id, *args, **kw)
+    monkeypatch.setattr(cloud, "create_server", recording_create)
+    prepare = "          prepare: |\n            echo warmed > \"$HOME/marker\"\n"
+    start_launcher(pool_yaml({"roomy": 0}, provider("{name: roomy, image: deb, min-ram: 3000}", prepare)))
+    wait_for(lambda: any(b.state == "ready" for b in list_builds(zk.client, "deb", "prov-a")), what="a build")
+    client = NodeRequestClient(zk, "min-ram")
+    use_and_release(client, client.request(["roomy"]))
+    assert [(name.split("-")[1], flavor) for name, flavor in booted] == [("template", "m1.medium"),
+                                                                         ("roomy", "m1.medium")]
