@@ -12,7 +12,7 @@ from typing import Any
 import voluptuous as v
 
 from gatekeeper.config.schema_parts import INT, NAME, NUMBER, PIPELINE_NAME, Each, Regex, one_or_each, project_name
-from gatekeeper.config.schema_static import STATIC_HOST, STATIC_NODE
+from gatekeeper.config.schema_static import HOST_KEY_CHECKING, STATIC_HOST, STATIC_NODE
 
 GERRIT_EVENTS = (
     "patchset-created",
@@ -480,6 +480,7 @@ PROVIDER = v.Schema(
                        "priority": INT,
                        # the networks its servers are attached to, by name or id (Nodepool's pool networks)
                        "networks": Each(v.All(str, v.Length(min=1, msg="must not be empty"))),
+                       "host-key-checking": HOST_KEY_CHECKING,  # Nodepool's pool switch: true only
                        "labels": Each(POOL_LABEL),  # an openstack provider's pool
                        "nodes": Each(STATIC_NODE)}),  # a static provider's pool, as Nodepool's
         "images": Each(IMAGE),

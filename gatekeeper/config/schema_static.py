@@ -26,6 +26,10 @@ def HOST_KEY(value: Any) -> str:  # noqa: N802 - reads like a type in schemas
     return value
 
 
+# Nodepool's switch, which gatekeeper has one way only (a static node's or an OpenStack pool's): keys are always
+# checked, so its default (true) is taken as written and false refused with the reason
+HOST_KEY_CHECKING = v.All(bool, v.In([True], msg="cannot be false: every node's host key is pinned and checked"))
+
 _STATIC_KEYS = {
     "port": v.All(INT, v.Range(min=1, max=65535)),
     "connection-port": v.All(INT, v.Range(min=1, max=65535)),  # Nodepool's name for port
@@ -36,7 +40,7 @@ _STATIC_KEYS = {
     "max-parallel-jobs": v.All(INT, v.Range(min=1, msg="must be at least 1")),
     "timeout": v.All(NUMBER, v.Range(min=1)),  # seconds its host-key scan may take
     # Nodepool's switches that gatekeeper has one way only: keys are always checked, over SSH
-    "host-key-checking": v.All(bool, v.In([True], msg="cannot be false: every node's host key is pinned and checked")),
+    "host-key-checking": HOST_KEY_CHECKING,
     "connection-type": v.In(["ssh"], msg="expected ssh (the only connection gatekeeper makes)"),
 }
 STATIC_HOST = v.Schema({v.Required("name"): NAME, v.Required("address"): str, **_STATIC_KEYS})
