@@ -269,7 +269,9 @@ class ItemReports:
             self._report(item, "failure", f"{reason[0].upper()}{reason[1:]}.", lead=lead)
         elif item.live and told:
             self._report(item, "dequeue", f"Removed because {reason}.")
-        self._remove(item, merged=False)
+        # A change someone else merged in Gerrit is on the branch now: those built on it stay, as in Zuul
+        # (item_ahead_merged), rather than restart on a branch that holds the same commits.
+        self._remove(item, merged=item.change.status == "MERGED")
 
     def _remove(self, item: Item, merged: bool) -> None:
         """Take the item out; when it merged, those built on it now stand on the branch instead (no reset)."""
