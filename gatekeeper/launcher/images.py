@@ -123,10 +123,9 @@ class ImageBuilder:
                            provider=m.name)
         self.store.write_image_build(build)
         log.info("provider %s: building image %s (build %s)", m.name, image.name, build.id)
-        label = next((pl for pool in m.config.pools for pl in pool.labels if pl.image == image.name), None)
         server_id = ""
         try:
-            flavor = m.flavor_name(label) if label is not None else ""
+            flavor = m.template_flavor(image.name)
             server_id = m.adapter.create(f"gk-template-{image.name}-{build.id[-6:]}",
                                          image.base_image or image.name, flavor,
                                          {META_BUILD: build.id, META_PROVIDER: m.name},

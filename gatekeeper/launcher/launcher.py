@@ -258,9 +258,11 @@ class Launcher(Assigning, Launching):
                     self.nodes.delete(manager, node.id)
                 else:
                     self.nodes.return_to_ready(manager, node.id)
-        self.store.register_provider(name, self.ident, sorted(manager.config.labels))
+        # the labels it can launch: one whose flavor the cloud lacks is left to other providers (min-ready too)
+        labels = sorted(label for label in manager.config.labels if not manager.unlaunchable([label]))
+        self.store.register_provider(name, self.ident, labels)
         # live_providers itself comes only from the watch, so every launcher sees the same registration order
-        self.live_provider_labels[name] = set(manager.config.labels)
+        self.live_provider_labels[name] = set(labels)
         from gatekeeper.launcher.images import ImageBuilder
 
         if any(i.prepare for i in manager.config.images) and not any(b.manager is manager for b in self.builders):

@@ -151,7 +151,8 @@ class Launching:
         # the first live provider serving the label that can launch keeps its min-ready
         owners = sorted(p for p in self.live_providers if label.name in self.live_provider_labels.get(p, ())
                         and p not in self.foreign_unable
-                        and not (p in self.managers and self.managers[p].cannot_launch_now()))
+                        and not (p in self.managers and (self.managers[p].cannot_launch_now()
+                                                         or self.managers[p].unlaunchable([label.name]))))
         mine = [self.managers[p] for p in owners if p in self.managers and self.managers[p].active]
         if not mine or owners[0] != mine[0].name:
             return None  # another launcher owns this label's min-ready

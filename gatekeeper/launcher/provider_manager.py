@@ -158,12 +158,29 @@ class ProviderManager:
         """Why labels of these cannot be launched here, one sentence each: the cloud has no flavor their pools
         ask for (read with the limits)."""
         out = []
+        missing = self._no_flavor  # (one snapshot: a refresh replaces the dict)
         for label in dict.fromkeys(labels):
             options = self.label_pools.get(label, [])
-            if options and all(_wanted(pl) in self._no_flavor for _, pl in options):
-                out.extend(f'provider {self.name}: label "{label}" (pool {pool.name}): {self._no_flavor[_wanted(pl)]}'
+            if options and all(_wanted(pl) in missing for _, pl in options):
+                out.extend(f'provider {self.name}: label "{label}" (pool {pool.name}): {missing[_wanted(pl)]}'
                            for pool, pl in options)
         return out
+
+    def template_flavor(self, image: str) -> str:
+        """The flavor an image's template server boots with: that of the first label booting the image whose
+        flavor the cloud has (worker thread). Raises ProviderError, naming each label, when none has one."""
+        errors = []
+        for pl in (pl for pool in self.config.pools for pl in pool.labels if pl.image == image):
+            reason = self._no_flavor.get(_wanted(pl))
+            if reason is None:
+                try:
+                    return self.flavor_name(pl)
+                except FlavorNotFound as e:
+                    reason = str(e)
+            errors.append(f'label "{pl.name}": {reason}')
+        if errors:
+            raise ProviderError(f"no label booting image {image} has a flavor here: {'; '.join(errors)}")
+        return ""
 
     def can_launch(self) -> bool:
         """Held by us, not drained, and not backing off after boot failures (a probe may be allowed). While its
@@ -338,12 +355,15 @@ class ProviderManager:
             log.warning("provider %s: reading limits failed: %s", self.name, e)
             return
         sizes, missing = dict(self._sizes), dict(self._no_flavor)
-        for wanted in {_wanted(pl) for options in self.label_pools.values() for _, pl in options} - set(sizes):
+        if missing:
+            self.adapter.forget_flavors()  # a flavor added to the cloud since is found at the next read
+        for wanted in {_wanted(pl) for options in self.label_pools.values() for _, pl in options}:
             if wanted[0] or wanted[1]:
                 try:
                     sizes[wanted] = self.adapter.flavor(*wanted)
                     missing.pop(wanted, None)
                 except FlavorNotFound as e:
+                    sizes.pop(wanted, None)
                     if wanted not in missing:
                         log.error("provider %s: labels with flavor %r%s cannot be launched: %s", self.name,
                                   wanted[0], f" and min-ram {wanted[1]}" if wanted[1] else "", e)
@@ -414,8 +434,8 @@ class ProviderManager:
                 if not self._await_rate():
                     return  # stopping
                 pool, pl = self.pools.get(node.pool), self.pool_label(node.label, node.pool)
-                if pl is not None and pl.min_ram and _wanted(pl) not in self._sizes:
-                    flavor = self.flavor_name(pl)  # (its size could not be read yet)
+                if pl is not None:  # (the flavor given was chosen before the sizes may have been read)
+                    flavor = self.flavor_name(pl)
                 server_id = self.adapter.create(f"gk-{node.label}-{node.id}", cloud_image, flavor, meta,
                                                 key_name=self.key_name, networks=pool.networks if pool else (),
                                                 userdata=pl.userdata if pl else "")

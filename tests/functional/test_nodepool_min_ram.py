@@ -4,6 +4,8 @@ real SSH hosts."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from gatekeeper.launcher import model
 from gatekeeper.launcher.client import NodeRequestClient
 from gatekeeper.launcher.images import list_builds
@@ -66,3 +68,52 @@ def test_an_image_built_for_a_min_ram_label_boots_its_template_with_the_flavor_c
     use_and_release(client, client.request(["roomy"]))
     assert [(name.split("-")[1], flavor) for name, flavor in booted] == [("template", "m1.medium"),
                                                                          ("roomy", "m1.medium")]
+
+
+def test_a_label_no_flavor_fits_does_not_stop_an_image_shared_with_a_label_that_fits(zk, sim, start_launcher):
+    """The template server boots with the flavor of a label that has one: the first label of the image, which
+    has none, does not fail every build of it (and with it the other label's nodes)."""
+    prepare = "          prepare: |\n            echo warmed > \"$HOME/marker\"\n"
+    start_launcher(pool_yaml({"huge": 0, "roomy": 0}, provider(
+        "{name: huge, image: deb, min-ram: 100000}, {name: roomy, image: deb, min-ram: 3000}", prepare)))
+    build = wait_for(lambda: next((b for b in list_builds(zk.client, "deb", "prov-a")
+                                   if b.state in ("ready", "failed")), None), 120, "a settled build")
+    assert build.state == "ready", build.reason
+    client = NodeRequestClient(zk, "min-ram")
+    use_and_release(client, client.request(["roomy"]))
+
+
+def test_min_ready_of_a_label_one_providers_cloud_has_no_flavor_for_is_kept_by_the_other(zk, sim, start_launcher):
+    """The provider first by name cannot launch the label (no flavor fits): it does not take the label's
+    min-ready, which the other launcher's provider keeps (as it would if the first had no such label)."""
+    def provider_with(name: str, cloud: str, min_ram: int) -> str:
+        return (f"    - name: {name}\n      driver: openstack\n      cloud: {cloud}\n      max-servers: 2\n"
+                f"      boot-timeout: 15\n      pools:\n        - name: main\n"
+                f"          labels: [{{name: roomy, image: deb, min-ram: {min_ram}}}]\n"
+                f"      images:\n        - name: deb\n          base-image: debian-12\n")
+    start_launcher(pool_yaml({"roomy": 1}, provider_with("prov-a", "alpha", 100000)))
+    wait_live(zk, 1)
+    start_launcher(pool_yaml({"roomy": 1}, provider_with("prov-b", "beta", 3000)))
+    wait_live(zk, 2)
+    wait_for(lambda: [s.flavor.name for s in servers(sim, "beta")] == ["m1.medium"], 60,
+             "prov-b to launch the label's min-ready node")
+    assert not servers(sim, "alpha")
+
+
+def test_a_flavor_made_again_with_a_new_id_is_looked_up_afresh_after_novas_400(zk, sim, start_launcher):
+    """As Nodepool clears its flavor cache on a 400 from Nova: the flavor's old id fails one boot, the next boot
+    of the request finds the new one."""
+    start_launcher(pool_yaml({"plain": 0}, provider("{name: plain, image: deb, flavor: m1.medium}")))
+    wait_live(zk, 1)
+    client = NodeRequestClient(zk, "flavors")
+    use_and_release(client, client.request(["plain"]))
+    cloud = sim.cloud("alpha")
+    with cloud.lock:  # the operator deletes the flavor and makes it again: same name, new id
+        old = next(f for f in cloud.flavors.values() if f.name == "m1.medium")
+        del cloud.flavors[old.id]
+        cloud.flavors["m1-medium-again"] = dataclasses.replace(old, id="m1-medium-again")
+    req = client.wait(client.request(["plain"]), 60)
+    assert req.state == model.FULFILLED, req.reason
+    assert servers(sim, "alpha")[-1].flavor.id == "m1-medium-again"
+    for node in client.lock_nodes(req):
+        client.release(node)

@@ -12,7 +12,7 @@ from gatekeeper.config.layout import parse_layout
 from gatekeeper.config.yamlfile import ConfigErrors
 from gatekeeper.launcher.model import Node
 from gatekeeper.launcher.provider_manager import ProviderManager
-from gatekeeper.launcher.providers.base import Flavor, FlavorNotFound, ProviderAdapter
+from gatekeeper.launcher.providers.base import Flavor, FlavorNotFound, ProviderAdapter, ProviderError
 from gatekeeper.launcher.providers.openstack import select_flavor
 from gatekeeper.sim.openstack.cloud import DEFAULT_FLAVORS
 
@@ -161,3 +161,61 @@ def test_a_pool_whose_flavor_the_cloud_lacks_takes_no_launch_and_no_share_of_a_r
         assert m.can_ever_serve(["roomy"]) and not m.can_ever_serve(["roomy"] * 2)  # second's max-servers
     finally:
         m.stop()
+
+
+class ChangingCloud(ProviderAdapter):
+    """A cloud whose flavor list is read once and kept until `forget_flavors` (as the OpenStack adapter's), and
+    which can fail to list it (a hiccup); records the flavor of every create."""
+
+    def __init__(self, flavors: list[Flavor]) -> None:
+        super().__init__()
+        self.flavors, self.listed, self.failing, self.created = list(flavors), None, False, []
+
+    def flavor(self, name: str, min_ram: int = 0) -> Flavor:
+        if self.failing:
+            raise ProviderError("cloud east: list flavors: 503 Service Unavailable")
+        if self.listed is None:
+            self.listed = sorted(self.flavors, key=lambda f: (f.ram, f.name))
+        return select_flavor(self.listed, name, min_ram, "cloud east")
+
+    def forget_flavors(self) -> None:
+        self.listed = None
+
+    def poll(self):
+        return {}
+
+    def create(self, name, image, flavor, metadata, **kw) -> str:
+        self.flavor(flavor)  # by exact name, as Nova takes it
+        self.created.append(flavor)
+        return f"srv-{len(self.created)}"
+
+
+def changing_manager(cloud: ChangingCloud, posted: list) -> ProviderManager:
+    provider = parse_layout({"l.yaml": LAYOUT}).nodepool.providers["east-1"]
+    return ProviderManager(provider, cloud, owner="gk", post=posted.append, stop_event=threading.Event(),
+                           ssh_key="", key_name="")
+
+
+def test_a_launch_planned_before_the_flavors_were_read_boots_the_flavor_chosen_once_they_are():
+    cloud, posted = ChangingCloud(FLAVORS), []
+    m = changing_manager(cloud, posted)
+    cloud.failing = True
+    m.refresh_limits()  # the cloud's flavors could not be read as the provider started
+    _, planned, _ = m.launch_spec("roomy", "main")
+    assert planned == "m1"  # a part of a name only: not a flavor the cloud has
+    cloud.failing = False
+    m.refresh_limits()  # read meanwhile (another launch's quota error, a cleanup pass)
+    m._launch(Node(id="n1", pool="main", label="roomy", state="building"), planned, "debian-12")
+    m.stop()
+    assert cloud.created == ["m1.medium"], posted
+
+
+def test_a_flavor_the_cloud_gains_later_is_found_at_the_next_refresh():
+    cloud, posted = ChangingCloud([f for f in FLAVORS if f.ram < 8192]), []
+    m = changing_manager(cloud, posted)
+    m.refresh_limits()
+    assert m.unlaunchable(["huge"]) and m.free("huge") == 0
+    cloud.flavors.append(Flavor("xxl", 32, 131072, "xxl-id"))  # the operator adds a flavor
+    m.refresh_limits()
+    assert m.unlaunchable(["huge"]) == [] and m.launch_spec("huge", "main")[1] == "xxl"
+    m.stop()

@@ -112,6 +112,9 @@ class ProviderAdapter:
         least that much RAM whose name contains `name` (Nodepool's min-ram). Raises FlavorNotFound."""
         return Flavor(name)
 
+    def forget_flavors(self) -> None:
+        """Read the cloud's flavors afresh at the next `flavor` (one may have been added, or made again)."""
+
     def ensure_keypair(self, name: str, public_key: str) -> None:
         pass
 

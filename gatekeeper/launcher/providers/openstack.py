@@ -79,6 +79,10 @@ class OpenStackAdapter(ProviderAdapter):
             flavors = self._flavors
         return select_flavor(flavors, name, min_ram, f"cloud {self.cloud}")
 
+    def forget_flavors(self) -> None:
+        with self._lock:
+            self._flavors = None
+
     def _image_id(self, image: str) -> str:
         with self._lock:
             if image in self._images:
@@ -118,9 +122,12 @@ class OpenStackAdapter(ProviderAdapter):
         resp = self._call(what, "compute.post", "/servers", json={"server": server}, microversion="2.37")
         if resp.status_code >= 400:
             msg = f"{resp.status_code} {_error_message(resp)}"
-            if nics and resp.status_code == 400:
+            if resp.status_code == 400:
                 with self._lock:
-                    self._networks.clear()  # a network deleted and made again has a new id: look it up afresh
+                    # a network or flavor deleted and made again has a new id: look them up afresh (as Nodepool
+                    # clears its caches on a 400 from Nova)
+                    self._networks.clear()
+                    self._flavors = None
             if resp.status_code in (403, 413) and is_quota_message(msg):
                 raise QuotaError(f"cloud {self.cloud}: {what}: {msg}")
             raise ProviderError(f"cloud {self.cloud}: {what}: {msg}")
