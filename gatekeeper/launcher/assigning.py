@@ -97,7 +97,8 @@ class Assigning:
         if not name or name in req.declined_by or name not in self.live_providers or name in self.foreign_unable:
             return ""
         labels = self.live_provider_labels.get(name)
-        if labels is not None and not set(req.labels) <= labels:
+        if (labels is not None and not set(req.labels) <= labels) or \
+                any(self.cannot_launch_label(name, label) for label in req.labels):
             return ""
         manager = self.managers.get(name)
         if manager is not None and manager.active and manager.cannot_launch_now():
@@ -223,6 +224,7 @@ class Assigning:
         """Providers `req` asks to avoid (an attempt failed there) while another live one can serve it; else none."""
         others = [p for p, labels in self.live_provider_labels.items() if p not in req.avoid_providers
                   and p not in req.declined_by and p not in self.foreign_unable and labels.issuperset(req.labels)
+                  and not any(self.cannot_launch_label(p, label) for label in req.labels)
                   and not (p in self.managers and self.managers[p].active and self.managers[p].cannot_launch_now())]
         if not others and rid not in self._fallback_logged:
             self._fallback_logged.add(rid)

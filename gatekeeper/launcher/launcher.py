@@ -88,6 +88,8 @@ class Launcher(Assigning, Launching):
         self.access_keeper: AccessKeeper | None = None
         self.nodes = NodeLifecycle(self.store, self.post, self.index, self._after)
         self.foreign_unable: set[str] = set()  # other launchers' providers that cannot launch now
+        # other launchers' providers -> labels they cannot launch (their cloud has no flavor for them)
+        self.foreign_unlaunchable: dict[str, set[str]] = {}
         self.foreign_full: set[str] = set()  # other launchers' providers at their max-servers or quota
         self.waiting_for_room: set[str] = set()  # providers a request waits on for room: min-ready leaves it be
         self.paused: set[str] = set()  # providers a request waits on in this pass: later (worse-priority) ones wait
@@ -258,11 +260,9 @@ class Launcher(Assigning, Launching):
                     self.nodes.delete(manager, node.id)
                 else:
                     self.nodes.return_to_ready(manager, node.id)
-        # the labels it can launch: one whose flavor the cloud lacks is left to other providers (min-ready too)
-        labels = sorted(label for label in manager.config.labels if not manager.unlaunchable([label]))
-        self.store.register_provider(name, self.ident, labels)
+        self.store.register_provider(name, self.ident, sorted(manager.config.labels))
         # live_providers itself comes only from the watch, so every launcher sees the same registration order
-        self.live_provider_labels[name] = set(labels)
+        self.live_provider_labels[name] = set(manager.config.labels)
         from gatekeeper.launcher.images import ImageBuilder
 
         if any(i.prepare for i in manager.config.images) and not any(b.manager is manager for b in self.builders):
@@ -350,7 +350,7 @@ class Launcher(Assigning, Launching):
     def _read_foreign_health(self) -> None:
         """Which live providers of other launchers cannot launch now (backing off, drained): their labels'
         min-ready is then kept by the next provider (timer thread; the result goes to the main loop)."""
-        unable, full = set(), set()
+        unable, full, lacking = set(), set(), {}
         for name in set(self.live_providers) - {n for n, m in self.managers.items() if m.active}:
             try:
                 health = self.store.provider_health(name)
@@ -358,11 +358,13 @@ class Launcher(Assigning, Launching):
                     unable.add(name)
                 if health.get("full"):
                     full.add(name)
+                if isinstance(health.get("unlaunchable"), list):
+                    lacking[name] = {str(label) for label in health["unlaunchable"]}
             except Exception as e:
                 log.debug("provider %s: reading its health: %s", name, e)
 
         def apply() -> None:
-            self.foreign_unable, self.foreign_full = unable, full
+            self.foreign_unable, self.foreign_full, self.foreign_unlaunchable = unable, full, lacking
         self.post(apply)
 
     # -- watch handlers --------------------------------------------------------------------------------------

@@ -150,9 +150,8 @@ class Launching:
             return None
         # the first live provider serving the label that can launch keeps its min-ready
         owners = sorted(p for p in self.live_providers if label.name in self.live_provider_labels.get(p, ())
-                        and p not in self.foreign_unable
-                        and not (p in self.managers and (self.managers[p].cannot_launch_now()
-                                                         or self.managers[p].unlaunchable([label.name]))))
+                        and p not in self.foreign_unable and not self.cannot_launch_label(p, label.name)
+                        and not (p in self.managers and self.managers[p].cannot_launch_now()))
         mine = [self.managers[p] for p in owners if p in self.managers and self.managers[p].active]
         if not mine or owners[0] != mine[0].name:
             return None  # another launcher owns this label's min-ready
@@ -335,9 +334,17 @@ class Launching:
                     self.nodes.delete(manager, node_id)
         self._publish_health()
 
+    def cannot_launch_label(self, provider: str, label: str) -> bool:
+        """The provider's cloud has no flavor for the label (its own manager's word, or its launcher's health)."""
+        manager = self.managers.get(provider)
+        if manager is not None and manager.active:
+            return bool(manager.unlaunchable([label]))
+        return label in self.foreign_unlaunchable.get(provider, ())
+
     def providers_status(self) -> list[dict]:
         """Health of the providers this launcher manages, JSON-able (main loop, or a stale read elsewhere)."""
-        return [dict(m.health.status(), drained=m.drained, active=m.active, full=m.free() <= 0)
+        return [dict(m.health.status(), drained=m.drained, active=m.active, full=m.free() <= 0,
+                     unlaunchable=[label for label in m.config.labels if m.unlaunchable([label])])
                 for m in self.managers.values()]
 
     def _publish_health(self) -> None:
@@ -349,7 +356,7 @@ class Launching:
             last = manager.published_health or {}
             # a change of state at once; figures that only drift (percentiles, rates) at most every 10 s
             urgent = any(last.get(k) != shown[k] for k in ("state", "drained", "backing_off_until",
-                                                           "consecutive_failures", "full"))
+                                                           "consecutive_failures", "full", "unlaunchable"))
             if shown != last and (urgent or time.monotonic() - manager.published_at >= 10.0):
                 manager.published_health, manager.published_at = shown, time.monotonic()
 
@@ -390,7 +397,8 @@ class Launching:
                     (name in self.managers and self.managers[name].active):
                 continue
             if name in self.foreign_unable or name in self.foreign_full or name in req.declined_by or \
-                    name in avoid or not self.live_provider_labels.get(name, set()).issuperset(req.labels):
+                    name in avoid or not self.live_provider_labels.get(name, set()).issuperset(req.labels) or \
+                    any(self.cannot_launch_label(name, label) for label in req.labels):
                 continue
             return True
         return False

@@ -85,19 +85,30 @@ def test_a_label_no_flavor_fits_does_not_stop_an_image_shared_with_a_label_that_
 
 def test_min_ready_of_a_label_one_providers_cloud_has_no_flavor_for_is_kept_by_the_other(zk, sim, start_launcher):
     """The provider first by name cannot launch the label (no flavor fits): it does not take the label's
-    min-ready, which the other launcher's provider keeps (as it would if the first had no such label)."""
+    min-ready, which the other launcher's provider keeps (as it would if the first had no such label); once its
+    cloud has such a flavor (seen at its next cleanup pass), it keeps the label's min-ready again."""
     def provider_with(name: str, cloud: str, min_ram: int) -> str:
         return (f"    - name: {name}\n      driver: openstack\n      cloud: {cloud}\n      max-servers: 2\n"
                 f"      boot-timeout: 15\n      pools:\n        - name: main\n"
                 f"          labels: [{{name: roomy, image: deb, min-ram: {min_ram}}}]\n"
                 f"      images:\n        - name: deb\n          base-image: debian-12\n")
-    start_launcher(pool_yaml({"roomy": 1}, provider_with("prov-a", "alpha", 100000)))
+    first = start_launcher(pool_yaml({"roomy": 1}, provider_with("prov-a", "alpha", 100000)), cleanup_interval=1.0)
     wait_live(zk, 1)
     start_launcher(pool_yaml({"roomy": 1}, provider_with("prov-b", "beta", 3000)))
     wait_live(zk, 2)
     wait_for(lambda: [s.flavor.name for s in servers(sim, "beta")] == ["m1.medium"], 60,
              "prov-b to launch the label's min-ready node")
     assert not servers(sim, "alpha")
+    alpha = sim.cloud("alpha")
+    with alpha.lock:  # the operator adds a flavor big enough
+        alpha.flavors["xxl"] = dataclasses.replace(next(iter(alpha.flavors.values())), id="xxl", name="xxl",
+                                                   ram=131072)
+    # prov-a's next cleanup pass reads the flavors again
+    wait_for(lambda: not first.managers["prov-a"].unlaunchable(["roomy"]), 30, "prov-a to find a flavor for the label")
+    client = NodeRequestClient(zk, "min-ram")
+    use_and_release(client, client.request(["roomy"]))  # takes prov-b's ready node: min-ready makes up one
+    wait_for(lambda: [s.flavor.name for s in servers(sim, "alpha")] == ["xxl"], 60,
+             "prov-a, first by name, to keep the label's min-ready again")
 
 
 def test_a_flavor_made_again_with_a_new_id_is_looked_up_afresh_after_novas_400(zk, sim, start_launcher):
