@@ -270,8 +270,9 @@ class ItemReports:
         elif item.live and told:
             self._report(item, "dequeue", f"Removed because {reason}.")
         # A change someone else merged in Gerrit is on the branch now: those built on it stay, as in Zuul
-        # (item_ahead_merged), rather than restart on a branch that holds the same commits.
-        self._remove(item, merged=item.change.status == "MERGED")
+        # (item_ahead_merged), rather than restart on a branch that holds the same commits. Not when another patch
+        # set merged: they were built on this one, which the branch does not hold.
+        self._remove(item, merged=item.change.status == "MERGED" and item.change.is_current)
 
     def _remove(self, item: Item, merged: bool) -> None:
         """Take the item out; when it merged, those built on it now stand on the branch instead (no reset)."""

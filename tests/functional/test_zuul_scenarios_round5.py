@@ -179,3 +179,27 @@ def test_an_item_a_reload_leaves_without_jobs_leaves_through_the_no_jobs_reporte
     gate.settle()
     assert gate.gate_queue() == [] and gate.executor.held() == []
     assert gate.reports(b) == ["Starting gate jobs."]
+
+
+def test_a_new_patch_set_a_person_merged_at_once_removes_the_old_one_and_restarts_those_behind(
+        gate: GateHarness) -> None:
+    """Zuul's scheduler removes the old patch set's item on the new patch set's event (removeOldVersionsOfChange)
+    and the items behind it restart (cancelJobs): they were built on patch set 1, and the branch now holds patch
+    set 2. A new patch set of A, merged by Rita before the scheduler reads the event: B does not keep its build on
+    1,1, and merges after a build on the branch."""
+    a, b = gate.change("org/b", "A"), gate.change("org/b", "B")
+    gate.settle()
+    gate.executor.hold = True
+    gate.approve(a, b)
+    gate.settle()
+    assert held_changes(gate) == ["1,1", "1,1 2,1"]
+    gate.sim.create_patchset(a, files={"a2.txt": "v2\n"})
+    gate.sim.review(a, "rita", labels={"Code-Review": 2, "Approved": 1, "Verified": 2})
+    gate.sim.submit(a, "rita")
+    gate.settle()
+    assert "1,1 2,1" not in held_changes(gate) and "2,1" in held_changes(gate)
+    gate.executor.hold = False
+    gate.executor.release()
+    gate.settle()
+    assert [gate.status(x) for x in (a, b)] == ["MERGED", "MERGED"]
+    assert ("unit", "SUCCESS", "2,1") in gate.history("gate")
