@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if hasattr(signal, "SIGUSR2"):
         try:
             faulthandler.register(signal.SIGUSR2, all_threads=True)
-        except (AttributeError, ValueError, io.UnsupportedOperation):  # stderr is no file (called in-process)
+        except (AttributeError, ValueError, RuntimeError, io.UnsupportedOperation):  # stderr is no file, or none
             pass
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         # a service that dies of a fatal signal (SIGSEGV, SIGABRT, ...) says so, with every thread's stack, in its log
         try:
             faulthandler.enable(all_threads=True)
-        except (AttributeError, ValueError, io.UnsupportedOperation):
+        except (AttributeError, ValueError, RuntimeError, io.UnsupportedOperation):  # (as above)
             pass
     if not getattr(args, "func", None):
         parser.print_help()

@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,31 +34,49 @@ class ZooKeeperNotInstalled(RuntimeError):
     """Debian's zookeeper package (and java) are needed to run a local server."""
 
 
+_given_lock = threading.Lock()
+_given: set[int] = set()  # ports this process handed out: two callers that bind later never get the same one
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on `host` right now, for the caller to bind soon after.
+    """A TCP port free on `host` right now, for the caller to bind soon after; never one this process gave before.
 
     Drawn at random from below the kernel's ephemeral range, not by binding port 0: a port the kernel hands out
     there may be taken as the local end of an outgoing connection (of any process) before the caller binds it,
-    and then the server cannot start ("Address already in use"). Port 0's answer is the fallback."""
+    and then the server cannot start ("Address already in use"). Port 0's answer is the fallback, and the only
+    way when the ephemeral range leaves too few ports below it."""
     low = _ephemeral_low()
-    for _ in range(50):
-        port = random.randrange(max(1024, low - 20000), low)
-        with socket.socket() as s:
-            try:
-                s.bind((host, port))
-            except OSError:
-                continue
-            return port
+    with _given_lock:
+        if low >= 4096:
+            for _ in range(50):
+                port = random.randrange(max(1024, low - 20000), low)
+                if port not in _given and _bindable(host, port):
+                    _given.add(port)
+                    return port
+        for _ in range(50):
+            with socket.socket() as s:
+                s.bind((host, 0))
+                port = s.getsockname()[1]
+            if port not in _given:
+                _given.add(port)
+                return port
+    raise OSError(f"no free TCP port on {host}")
+
+
+def _bindable(host: str, port: int) -> bool:
     with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+        return True
 
 
 def _ephemeral_low() -> int:
     """The first port of the kernel's ephemeral range (net.ipv4.ip_local_port_range; 32768 if unknown)."""
     try:
         with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return max(int(f.read().split()[0]), 2048)
+            return int(f.read().split()[0])
     except (OSError, ValueError, IndexError):
         return 32768
 
