@@ -37,6 +37,26 @@ def test_an_autohold_of_a_change_number_holds_that_change_at_any_patch_set_as_zu
         zk.stop()
 
 
+WEB_COMMANDS = [("builds",), ("build", "0123abcd"), ("recheck", "1,1"), ("status", "--change", "1")]
+ZOOKEEPER_COMMANDS = [
+    ("image-build", "ubuntu"), ("image-delete", "ubuntu", "--provider", "p", "--build", "b1"),
+    ("hold-access", "--list"), ("hold-access", "--revoke", "g-0000000001"), ("events", "list"),
+    ("events", "replay", "d-0000000001"), ("events", "discard", "--all"),
+]
+
+
+def test_the_other_commands_fail_fast_on_an_unreachable_zookeeper_or_web_server_with_one_sentence(
+        no_config):  # noqa: F811
+    hosts = no_config["GATEKEEPER_ZOOKEEPER_HOSTS"]
+    env = {**no_config, "GATEKEEPER_URL": f"http://{hosts}"}  # the same closed port
+    results = run_all(ZOOKEEPER_COMMANDS + WEB_COMMANDS, env=env)
+    for argv, (code, out, err, _) in zip(ZOOKEEPER_COMMANDS, results[:len(ZOOKEEPER_COMMANDS)], strict=True):
+        assert (code, out, err.strip()) == (1, "", UNREACHABLE.format(hosts=hosts)), argv
+    for argv, (code, out, err, _) in zip(WEB_COMMANDS, results[len(ZOOKEEPER_COMMANDS):], strict=True):
+        assert (code, out, err.strip()) == (
+            6, "", f"error: cannot reach the gatekeeper web server at http://{hosts}: Connection refused"), argv
+
+
 def test_the_admin_apis_autohold_takes_a_change_number_as_the_cli_does():
     from gatekeeper.web.admin import AutoholdRequest, parse_request
 
