@@ -52,6 +52,14 @@ def autohold_id(value: str) -> str:
     return value
 
 
+def autohold_change(value: str) -> str:
+    """An autohold's change: a regular expression on NUMBER,PATCHSET, or a bare change number as zuul-client's
+    `autohold --change 5` gives it, which holds that change at any patch set (as a pattern it would match none)."""
+    if value.strip().isdigit():
+        return rf"{int(value)},\d+"
+    return regex(value)
+
+
 def regex(value: str) -> str:
     """A regular expression, refused as the admin API refuses it."""
     try:

@@ -101,7 +101,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--id", type=types.autohold_id, help="autohold id (delete)")
     p.add_argument("--project", default="")
     p.add_argument("--job", default="")
-    p.add_argument("--change", default=".*", type=types.regex, help="regex on 'change,patchset'")
+    p.add_argument("--change", default=".*", type=types.autohold_change,
+                   help="regex on 'change,patchset', or a change number (any patch set, as zuul-client's)")
     p.add_argument("--count", type=types.positive_int, default=1)
     p.add_argument("--hours", type=types.hold_hours, default=24.0, help="hold expiry (default 24, at most 720)")
     p.add_argument("--reason", default="", type=types.reason)

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from gatekeeper.cmd.signals import wait_until_set
-from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
+from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient, ZooKeeperError
 from gatekeeper.zk.deadletter import DeadLetters, FailedEvent
 from gatekeeper.zk.management import Action, MalformedRequest, ManagementRequest, ManagementTimeout, send_management
 
@@ -83,6 +83,8 @@ def _letter_json(letter: FailedEvent) -> dict[str, Any]:
 def _letters(args: argparse.Namespace) -> tuple[ZKClient, DeadLetters] | None:
     try:
         zk = _zk(args)
+    except ZooKeeperError:  # a sentence already (naming the hosts), and its exit code: as every other command
+        raise
     except Exception as exc:  # kazoo's timeout, a refused connection, a bad chroot: say so, no traceback
         print(f"cannot reach ZooKeeper: {exc}", file=sys.stderr)
         return None

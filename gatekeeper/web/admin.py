@@ -94,6 +94,8 @@ def _node_id(value: str) -> str:
 
 
 def _regex(value: str) -> str:
+    if value.strip().isdigit():  # a change number, as zuul-client gives it: that change at any patch set
+        return rf"{int(value)},\d+"
     try:
         re.compile(value)
     except re.error as exc:
@@ -167,7 +169,8 @@ class AutoholdRequest(_Request):
     project: Name
     reason: Reason
     job: Annotated[str, Field(max_length=255)] = ""
-    change: Annotated[str, AfterValidator(_regex)] = Field(".*", description="a regular expression on NUMBER,PATCHSET")
+    change: Annotated[str, AfterValidator(_regex)] = Field(
+        ".*", description="a regular expression on NUMBER,PATCHSET, or a change number (any patch set)")
     count: Annotated[int, Field(ge=1, le=1000)] = 1
     hours: Hours = 24.0
 
