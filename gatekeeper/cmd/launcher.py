@@ -95,10 +95,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=types.wait_seconds, default=300.0, help="seconds to wait with --now")
     p.set_defaults(func=cmd_delete)
 
-    p = sub.add_parser("autohold", help="hold the nodes of matching failed builds (list, add, delete)")
+    p = sub.add_parser("autohold", help="hold the nodes of matching failed builds (list, add, info, delete)")
     add_config_args(p)
-    p.add_argument("action", choices=("list", "add", "delete"))
-    p.add_argument("--id", type=types.autohold_id, help="autohold id (delete)")
+    p.add_argument("action", choices=("list", "add", "info", "delete"))
+    p.add_argument("--id", type=types.autohold_id, help="autohold id (info, delete)")
     p.add_argument("--project", default="")
     p.add_argument("--job", default="")
     p.add_argument("--change", default=".*", type=types.autohold_change,
@@ -107,6 +107,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hours", type=types.hold_hours, default=24.0, help="hold expiry (default 24, at most 720)")
     p.add_argument("--reason", default="", type=types.reason)
     p.set_defaults(func=cmd_autohold)
+    # zuul-client's spellings: autohold-list, autohold-info ID, autohold-delete ID
+    for action in ("list", "info", "delete"):
+        p = sub.add_parser(f"autohold-{action}", help=f"`autohold {action}`, as zuul-client spells it")
+        add_config_args(p)
+        if action != "list":
+            p.add_argument("id", type=types.autohold_id, help="autohold id")
+        p.set_defaults(func=cmd_autohold, action=action)
 
     p = sub.add_parser("hold-access", help="give a developer SSH access to a held node; list or revoke grants")
     add_config_args(p)
@@ -379,8 +386,8 @@ def cmd_autohold(args: argparse.Namespace) -> int:
     from gatekeeper.launcher.model import Autohold
     from gatekeeper.zk import paths
 
-    if args.action == "delete" and not args.id:
-        print("gatekeeper autohold delete: --id is required", file=sys.stderr)
+    if args.action in ("info", "delete") and not args.id:
+        print(f"gatekeeper autohold {args.action}: --id is required", file=sys.stderr)
         return 2
     if args.action == "add" and not (args.project.strip() and args.reason.strip()):
         # as Zuul's autohold and our admin API: a hold says whose builds it holds and why
@@ -398,17 +405,26 @@ def cmd_autohold(args: argparse.Namespace) -> int:
             ident = add_autohold(zk, Autohold(project=args.project, job=args.job, change=args.change,
                                               count=args.count, hold_hours=args.hours, reason=args.reason))
             print(ident)
+        elif args.action in ("info", "delete") and not zk.client.exists(paths.hold(args.id)):
+            print(f"no autohold {args.id} (see `gatekeeper autohold list`)", file=sys.stderr)
+            return 1
+        elif args.action == "info":
+            for h in list_autoholds(zk):
+                if h.id == args.id:
+                    print(f"id: {h.id}\nproject: {h.project or '*'}\njob: {h.job or '*'}\nchange: {h.change}\n"
+                          f"count: {h.count}\nheld nodes: {', '.join(h.held_nodes) or '-'}\n"
+                          f"hold hours: {h.hold_hours}\nreason: {h.reason}")
         elif args.action == "delete":
-            if not zk.client.exists(paths.hold(args.id)):
-                print(f"no autohold {args.id} (see `gatekeeper autohold list`)", file=sys.stderr)
-                return 1
             released = delete_autohold(zk, args.id)
             print(f"autohold {args.id} deleted" + (f"; released the nodes it held: {', '.join(released)}"
                                                    if released else ""))
         else:
-            for h in list_autoholds(zk):
+            holds = list_autoholds(zk)
+            for h in holds:
                 print(f"{h.id} project={h.project or '*'} job={h.job or '*'} change={h.change} "
                       f"held={len(h.held_nodes)}/{h.count} hours={h.hold_hours} {h.reason}")
+            if not holds:
+                print("No autohold requests found")  # as zuul-client's autohold-list
         return 0
 
 

@@ -202,7 +202,7 @@ def test_autohold_delete_of_an_unknown_id_fails_and_a_known_one_is_deleted(zk_co
     [(code, out, err, _), (listed, listing, _, _)] = run_all([("autohold", "delete", "--id", ident)], env=zk_config) \
         + run_all([("autohold", "list")], env=zk_config)
     assert (code, out.strip()) == (0, f"autohold {ident} deleted"), err
-    assert (listed, listing) == (0, "")
+    assert (listed, listing) == (0, "No autohold requests found\n")
 
 
 def test_an_autohold_for_a_project_the_published_layout_does_not_know_is_refused_as_zuul_does(zk_config, zk_server,
