@@ -151,7 +151,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _open_standard_fds() -> None:
+    """Put /dev/null on a standard descriptor (0, 1, 2) the process was started without (a cron job's, a daemon's
+    child's): else the first socket or file it opens takes that number, and what is written to "stderr" goes there,
+    and Python's print(file=None) writes a missing stderr's errors to stdout."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            os.open(os.devnull, os.O_RDWR)  # the lowest free descriptor: this one
+    if sys.stderr is None:
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 (for the life of the process)
+    if sys.stdout is None:
+        sys.stdout = open(1, "w", closefd=False)  # noqa: SIM115
+
+
 def main(argv: list[str] | None = None) -> int:
+    _open_standard_fds()
     # As Zuul's services: SIGUSR2 writes every thread's stack to stderr (a service that seems stuck says where).
     if hasattr(signal, "SIGUSR2"):
         try:

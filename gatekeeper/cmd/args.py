@@ -55,7 +55,7 @@ def autohold_id(value: str) -> str:
 def autohold_change(value: str) -> str:
     """An autohold's change: a regular expression on NUMBER,PATCHSET, or a bare change number as zuul-client's
     `autohold --change 5` gives it, which holds that change at any patch set (as a pattern it would match none)."""
-    if value.strip().isdigit():
+    if re.fullmatch(r"\d+", value.strip(), re.ASCII):
         return rf"{int(value)},\d+"
     return regex(value)
 

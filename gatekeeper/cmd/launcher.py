@@ -409,11 +409,13 @@ def cmd_autohold(args: argparse.Namespace) -> int:
             print(f"no autohold {args.id} (see `gatekeeper autohold list`)", file=sys.stderr)
             return 1
         elif args.action == "info":
-            for h in list_autoholds(zk):
-                if h.id == args.id:
-                    print(f"id: {h.id}\nproject: {h.project or '*'}\njob: {h.job or '*'}\nchange: {h.change}\n"
-                          f"count: {h.count}\nheld nodes: {', '.join(h.held_nodes) or '-'}\n"
-                          f"hold hours: {h.hold_hours}\nreason: {h.reason}")
+            h = next((h for h in list_autoholds(zk) if h.id == args.id), None)
+            if h is None:  # deleted meanwhile, or unreadable
+                print(f"autohold {args.id} cannot be read (see `gatekeeper autohold list`)", file=sys.stderr)
+                return 1
+            print(f"id: {h.id}\nproject: {h.project or '*'}\njob: {h.job or '*'}\nchange: {h.change}\n"
+                  f"count: {h.count}\nheld nodes: {', '.join(h.held_nodes) or '-'}\n"
+                  f"hold hours: {h.hold_hours}\nreason: {h.reason}")
         elif args.action == "delete":
             released = delete_autohold(zk, args.id)
             print(f"autohold {args.id} deleted" + (f"; released the nodes it held: {', '.join(released)}"

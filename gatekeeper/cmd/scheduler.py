@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from gatekeeper.cmd.signals import wait_until_set
-from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient, ZooKeeperError
+from gatekeeper.zk.client import OPERATOR_CONNECT_TIMEOUT, ZKClient
 from gatekeeper.zk.deadletter import DeadLetters, FailedEvent
 from gatekeeper.zk.management import Action, MalformedRequest, ManagementRequest, ManagementTimeout, send_management
 
@@ -80,22 +80,15 @@ def _letter_json(letter: FailedEvent) -> dict[str, Any]:
             "event": letter.event}
 
 
-def _letters(args: argparse.Namespace) -> tuple[ZKClient, DeadLetters] | None:
-    try:
-        zk = _zk(args)
-    except ZooKeeperError:  # a sentence already (naming the hosts), and its exit code: as every other command
-        raise
-    except Exception as exc:  # kazoo's timeout, a refused connection, a bad chroot: say so, no traceback
-        print(f"cannot reach ZooKeeper: {exc}", file=sys.stderr)
-        return None
+def _letters(args: argparse.Namespace) -> tuple[ZKClient, DeadLetters]:
+    """ZooKeeper and its dead letters; a bad config or an unreachable ZooKeeper goes to main()'s one sentence and
+    exit code, as for every other command."""
+    zk = _zk(args)
     return zk, DeadLetters(zk)
 
 
 def cmd_events_list(args: argparse.Namespace) -> int:
-    opened = _letters(args)
-    if opened is None:
-        return 1
-    zk, letters = opened
+    zk, letters = _letters(args)
     try:
         dead = letters.list()
         waiting = letters.retries()
@@ -120,10 +113,7 @@ def cmd_events_list(args: argparse.Namespace) -> int:
 
 
 def _each_letter(args: argparse.Namespace, act: str) -> int:
-    opened = _letters(args)
-    if opened is None:
-        return 1
-    zk, letters = opened
+    zk, letters = _letters(args)
     code = 0
     try:
         idents = [x.ident for x in letters.list()] if args.all else args.ids

@@ -239,6 +239,7 @@ class Launcher(Assigning, Launching):
         manager = self.managers[name]
         manager.nodes = nodes
         manager.active = True
+        manager.published_health = None  # publish ours, whatever another launcher left there meanwhile
         for node, _ in nodes.values():
             if node.external_id:
                 manager.adapter.adopt(node.external_id, {})

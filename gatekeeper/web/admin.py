@@ -94,7 +94,8 @@ def _node_id(value: str) -> str:
 
 
 def _regex(value: str) -> str:
-    if value.strip().isdigit():  # a change number, as zuul-client gives it: that change at any patch set
+    # a change number, as zuul-client gives it: that change at any patch set
+    if re.fullmatch(r"\d+", value.strip(), re.ASCII):
         return rf"{int(value)},\d+"
     try:
         re.compile(value)

@@ -18,6 +18,7 @@ from gatekeeper.launcher.client import NodeRequestClient
 from tests.functional import test_launcher as base
 from tests.functional import test_nodepool_scenarios_nodes as scenarios
 from tests.functional.test_launcher import node_records, pool_yaml, provider_yaml, ready_ids, servers, wait_live
+from tests.functional.test_nodepool_scenarios_more_pool import take, waiting
 from tests.helpers import wait_for
 
 # the launcher tests' fixtures: a key pair, the two-cloud simulator, launchers stopped at the end, cleanup passes
@@ -32,16 +33,6 @@ def two_labels(name: str, cloud: str, max_servers: int = 4, fedora_pool_max: int
         "          labels: [{name: debian, image: deb, flavor: small}]\n",
         "          labels: [{name: debian, image: deb, flavor: small}]\n"
         f"        - name: fedora-pool\n{cap}          labels: [{{name: fedora, image: deb, flavor: small}}]\n")
-
-
-def take(client: NodeRequestClient, labels: list[str]) -> list[model.Node]:
-    req = client.wait(client.request(labels), 30)
-    assert req.state == model.FULFILLED, req.reason
-    return client.lock_nodes(req)
-
-
-def waiting(client: NodeRequestClient, rid: str) -> bool:
-    return client.get(rid).state in (model.REQUESTED, model.PENDING)
 
 
 # -- 1: a label removed from the configuration ----------------------------------------------------------------

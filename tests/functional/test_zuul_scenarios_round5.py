@@ -24,17 +24,23 @@ def submitted_by_a_person(gate: GateHarness, change: Change) -> None:
     gate.sim.submit(change, "rita")
 
 
-def test_the_changes_behind_a_change_a_person_submits_in_the_gate_keep_their_builds_and_merge(
-        gate: GateHarness) -> None:
-    """Zuul's manager (_processOneItem): an item whose item ahead merged is not reset (item_ahead_merged), and a
-    change-merged event dequeues nothing (scheduler: only patchset-created and change-abandoned do). A, B approved;
-    Rita submits A in Gerrit; B's build on 1,1 2,1 is not restarted, and B merges; A gets no failure vote."""
+def two_gated_and_held(gate: GateHarness) -> tuple[Change, Change]:
+    """A and B of org/b approved, their gate builds (A's, and B's on A) held running."""
     a, b = gate.change("org/b", "A"), gate.change("org/b", "B")
     gate.settle()
     gate.executor.hold = True
     gate.approve(a, b)
     gate.settle()
     assert held_changes(gate) == ["1,1", "1,1 2,1"]
+    return a, b
+
+
+def test_the_changes_behind_a_change_a_person_submits_in_the_gate_keep_their_builds_and_merge(
+        gate: GateHarness) -> None:
+    """Zuul's manager (_processOneItem): an item whose item ahead merged is not reset (item_ahead_merged), and a
+    change-merged event dequeues nothing (scheduler: only patchset-created and change-abandoned do). A, B approved;
+    Rita submits A in Gerrit; B's build on 1,1 2,1 is not restarted, and B merges; A gets no failure vote."""
+    a, b = two_gated_and_held(gate)
     submitted_by_a_person(gate, a)
     gate.settle()
     assert "1,1 2,1" in held_changes(gate)  # B's build goes on
@@ -187,12 +193,7 @@ def test_a_new_patch_set_a_person_merged_at_once_removes_the_old_one_and_restart
     and the items behind it restart (cancelJobs): they were built on patch set 1, and the branch now holds patch
     set 2. A new patch set of A, merged by Rita before the scheduler reads the event: B does not keep its build on
     1,1, and merges after a build on the branch."""
-    a, b = gate.change("org/b", "A"), gate.change("org/b", "B")
-    gate.settle()
-    gate.executor.hold = True
-    gate.approve(a, b)
-    gate.settle()
-    assert held_changes(gate) == ["1,1", "1,1 2,1"]
+    a, b = two_gated_and_held(gate)
     gate.sim.create_patchset(a, files={"a2.txt": "v2\n"})
     gate.sim.review(a, "rita", labels={"Code-Review": 2, "Approved": 1, "Verified": 2})
     gate.sim.submit(a, "rita")
