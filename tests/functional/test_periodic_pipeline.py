@@ -137,7 +137,10 @@ def test_branch_tips_are_read_from_gerrits_git_over_ssh_and_an_unknown_project_i
 
 
 def test_a_reloaded_layout_changes_what_the_next_fire_enqueues(gate: GateHarness, clock: Clock) -> None:
-    # org/a and org/b start from the same commit: each gets its own item all the same
+    # org/a and org/b start from the same commit: each gets its own item all the same (made so: their first commits
+    # are the same only when both projects were created within one second)
+    a_repo, b_repo = (gate.sim.project(p).repo for p in ("org/a", "org/b"))
+    b_repo.git("fetch", "-q", a_repo.path, "+refs/heads/master:refs/heads/master")
     wait_for(lambda: all(s.timer.looked_at == START for s in gate.schedulers), 30, "both timers to look at the clock")
     gate.layout_path.write_text(LAYOUT.replace("pipelines: {check: [unit], gate: [unit]}\n",
                                                "pipelines: {check: [unit], gate: [unit], periodic: [nightly]}\n", 1))
