@@ -9,7 +9,7 @@ import pytest
 
 from gatekeeper.scheduler import locks
 from gatekeeper.zk.client import ZKClient
-from tests.functional.gate_harness import GateHarness
+from tests.functional.gate_harness import LAYOUT, GateHarness
 
 # How long an in-process scheduler keeps a pipeline lock after its last pass. The product's 1 s lets a burst of real
 # traffic cost one lock; what a pass consumed is deleted when the lock is let go, and a test's settle() waits for
@@ -24,8 +24,14 @@ def short_scheduler_lease(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-def gate(tmp_path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
-    harness = GateHarness(tmp_path, zk_factory)
+def gate_layout() -> str:
+    """The layout the `gate` fixture runs; a test module overrides this fixture to run its own."""
+    return LAYOUT
+
+
+@pytest.fixture
+def gate(tmp_path, zk_factory: Callable[..., ZKClient], gate_layout: str) -> Iterator[GateHarness]:
+    harness = GateHarness(tmp_path, zk_factory, layout_text=gate_layout)
     try:
         yield harness
     finally:

@@ -6,14 +6,12 @@ the Gerrit simulator over SSH, the merger and git."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
 
 import pytest
 
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.history.recorder import HistoryRecorder
 from gatekeeper.web.status import pipeline_status
-from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
 from tests.helpers import wait_for
 from tests.layouts import GATE_LAYOUT
@@ -50,14 +48,10 @@ LAYOUT = (GATE_LAYOUT
 
 
 @pytest.fixture
-def gate(tmp_path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
+def gate_layout() -> str:
     assert LAYOUT.count("dependencies:") == 5 and "check: [unit, integration]" in LAYOUT
     assert "deploy]}" in LAYOUT and "announce]}" in LAYOUT and "[image, package]" in LAYOUT
-    harness = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT)
-    try:
-        yield harness
-    finally:
-        harness.stop()
+    return LAYOUT
 
 
 def held(gate: GateHarness, pipeline: str = "gate") -> list[tuple[str, str]]:

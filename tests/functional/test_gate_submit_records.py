@@ -5,22 +5,7 @@ The check pipeline (independent) is not concerned."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-
-import pytest
-
-from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
-from tests.layouts import GATE_LAYOUT
-
-
-@pytest.fixture
-def gate(tmp_path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
-    harness = GateHarness(tmp_path, zk_factory, layout_text=GATE_LAYOUT)
-    try:
-        yield harness
-    finally:
-        harness.stop()
 
 
 def needs_legal(gate: GateHarness, project: str) -> None:

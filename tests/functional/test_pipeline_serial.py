@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -40,12 +40,8 @@ LAYOUT = GATE_LAYOUT.replace("\nqueues:", DEPLOY, 1).replace(
 
 
 @pytest.fixture
-def gate(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
-    harness = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT)
-    try:
-        yield harness
-    finally:
-        harness.stop()
+def gate_layout() -> str:
+    return LAYOUT
 
 
 def running(gate: GateHarness) -> list[tuple[str, str]]:

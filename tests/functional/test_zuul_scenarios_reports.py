@@ -7,8 +7,6 @@ names the Zuul source the expectation comes from."""
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 
@@ -16,7 +14,6 @@ from gatekeeper.gerrit.source import GerritReporter
 from gatekeeper.models.interfaces import Report
 from gatekeeper.models.pipeline import Build, Change
 from gatekeeper.scheduler.reports import ItemReports
-from gatekeeper.zk.client import ZKClient
 from tests.functional.gate_harness import GateHarness
 from tests.layouts import GATE_LAYOUT
 
@@ -40,13 +37,9 @@ LAYOUT = (GATE_LAYOUT
 
 
 @pytest.fixture
-def gate(tmp_path: Path, zk_factory: Callable[..., ZKClient]) -> Iterator[GateHarness]:
+def gate_layout() -> str:
     assert LAYOUT.count(FOOTER) == 2 and "check: [unit, lint, docs]" in LAYOUT
-    harness = GateHarness(tmp_path, zk_factory, layout_text=LAYOUT)
-    try:
-        yield harness
-    finally:
-        harness.stop()
+    return LAYOUT
 
 
 def job_lines(report: str) -> dict[str, str]:

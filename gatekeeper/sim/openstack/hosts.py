@@ -268,7 +268,22 @@ class HostBackend:
 
     # -- what a backend does ---------------------------------------------------------------------
     def _start(self, name: str, ssh: bool) -> Host:
-        """A blank host in the directory `name`: address, host key, and sshd listening when `ssh`."""
+        """A blank host in the directory `name`: address, host key, and sshd listening when `ssh`; a host that
+        fails to come up is ended (nothing of it is left)."""
+        host = self._new_host(name)
+        try:
+            self._bring_up(host, ssh)
+        except Exception:
+            self._end(host)
+            raise
+        return host
+
+    def _new_host(self, name: str) -> Host:
+        """The host's address and directory (`_prepare`), nothing started yet."""
+        raise NotImplementedError
+
+    def _bring_up(self, host: Host, ssh: bool) -> None:
+        """Its network, and its sshd when `ssh`."""
         raise NotImplementedError
 
     def _end(self, host: Host) -> None:
@@ -347,20 +362,17 @@ class LoopbackBackend(HostBackend):
                 s.close()
         raise HostBootError("no free loopback address left")
 
-    def _start(self, name: str, ssh: bool) -> Host:
+    def _new_host(self, name: str) -> Host:
         with self._lock:
             address = self._address()
         # SHLVL=1 keeps the login user's bash from sourcing the host's ~/.bashrc around the forced command; the
         # forced command (the login wrapper) is written when the host is bound
         wrapper = os.path.join(self.workdir, name, "login")
-        host = self._prepare(name, address, f"Subsystem sftp {SFTP_SERVER}\nForceCommand {wrapper}\nSetEnv SHLVL=1\n")
-        if ssh:
-            try:  # a killed simulator leaves no sshd behind
-                self._start_sshd(host, [SSHD, "-D", "-e", "-f", os.path.join(host.workdir, "sshd_config")])
-            except Exception:
-                self._end(host)
-                raise
-        return host
+        return self._prepare(name, address, f"Subsystem sftp {SFTP_SERVER}\nForceCommand {wrapper}\nSetEnv SHLVL=1\n")
+
+    def _bring_up(self, host: Host, ssh: bool) -> None:
+        if ssh:  # (tied: a killed simulator leaves no sshd behind)
+            self._start_sshd(host, [SSHD, "-D", "-e", "-f", os.path.join(host.workdir, "sshd_config")])
 
     def _bind(self, host: Host, spec: HostSpec) -> None:
         super()._bind(host, spec)
@@ -421,7 +433,7 @@ class NetnsBackend(HostBackend):
             _run("ip", "addr", "add", f"{self.subnet}.1/24", "dev", self.bridge)
             _run("ip", "link", "set", self.bridge, "up")
 
-    def _start(self, name: str, ssh: bool) -> Host:
+    def _new_host(self, name: str) -> Host:
         with self._lock:
             if not self._free_octets:
                 raise HostBootError(f"bridge {self.bridge} is full (253 hosts)")
@@ -436,30 +448,29 @@ class NetnsBackend(HostBackend):
                 self._free_octets.append(n)
             raise
         host.extra.update(netns=ns, veth=veth, octet=n)
-        try:
-            _run_batch([f"netns add {ns}", f"link add {veth} type veth peer name eth0 netns {ns}",
-                        f"link set {veth} master {self.bridge} up"])
-            _run_batch([f"addr add {address}/24 dev eth0", "link set eth0 up", "link set lo up"], netns=ns)
-            if ssh:
-                # few processes per host: the shell's own echo blanks the (namespaced) hostname until the host is
-                # bound to a server, unshare mounts proc;
-                # sshd -r serves each connection without re-executing itself (cheaper keyscans and logins)
-                # /opt and /var/log are the node's own too (devstack writes /opt/stack/logs), so that nodes, like
-                # VMs, never see each other's files or the host's
-                private = {"/opt": os.path.join(host.workdir, "opt"), "/var/log": os.path.join(host.workdir, "varlog")}
-                for directory in private.values():
-                    os.makedirs(directory, exist_ok=True)
-                mounts = " && ".join(f"mount --bind {src} {dst}" for dst, src in private.items())
-                script = (f'echo {BLANK_HOSTNAME} > /proc/sys/kernel/hostname && '
-                          f'mount --bind {host.home} /root && {mounts} && exec "$@"')
-                # a killed simulator leaves no host: unshare --kill-child takes sshd along
-                self._start_sshd(host, [
-                    "ip", "netns", "exec", ns, "unshare", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc",
-                    "sh", "-c", script, "sh", SSHD, "-D", "-e", "-r", "-f", os.path.join(host.workdir, "sshd_config")])
-        except Exception:
-            self._end(host)
-            raise
         return host
+
+    def _bring_up(self, host: Host, ssh: bool) -> None:
+        ns, veth = host.extra["netns"], host.extra["veth"]
+        _run_batch([f"netns add {ns}", f"link add {veth} type veth peer name eth0 netns {ns}",
+                    f"link set {veth} master {self.bridge} up"])
+        _run_batch([f"addr add {host.address}/24 dev eth0", "link set eth0 up", "link set lo up"], netns=ns)
+        if ssh:
+            # few processes per host: the shell's own echo blanks the (namespaced) hostname until the host is
+            # bound to a server, unshare mounts proc;
+            # sshd -r serves each connection without re-executing itself (cheaper keyscans and logins)
+            # /opt and /var/log are the node's own too (devstack writes /opt/stack/logs), so that nodes, like
+            # VMs, never see each other's files or the host's
+            private = {"/opt": os.path.join(host.workdir, "opt"), "/var/log": os.path.join(host.workdir, "varlog")}
+            for directory in private.values():
+                os.makedirs(directory, exist_ok=True)
+            mounts = " && ".join(f"mount --bind {src} {dst}" for dst, src in private.items())
+            script = (f'echo {BLANK_HOSTNAME} > /proc/sys/kernel/hostname && '
+                      f'mount --bind {host.home} /root && {mounts} && exec "$@"')
+            # a killed simulator leaves no host: unshare --kill-child takes sshd along
+            self._start_sshd(host, [
+                "ip", "netns", "exec", ns, "unshare", "--uts", "--pid", "--fork", "--kill-child", "--mount-proc",
+                "sh", "-c", script, "sh", SSHD, "-D", "-e", "-r", "-f", os.path.join(host.workdir, "sshd_config")])
 
     def _bind(self, host: Host, spec: HostSpec) -> None:
         super()._bind(host, spec)
