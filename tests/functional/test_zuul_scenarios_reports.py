@@ -11,10 +11,13 @@ import re
 import pytest
 
 from gatekeeper.gerrit.source import GerritReporter
+from gatekeeper.history.db import HistoryDB
+from gatekeeper.history.recorder import HistoryRecorder
 from gatekeeper.models.interfaces import Report
 from gatekeeper.models.pipeline import Build, Change
 from gatekeeper.scheduler.reports import ItemReports
 from tests.functional.gate_harness import GateHarness
+from tests.helpers import wait_for
 from tests.layouts import GATE_LAYOUT
 
 # The job line as the Gerrit plugin zuul-results-summary parses Zuul's reports (its resultRe), and as a line of
@@ -145,7 +148,7 @@ def test_what_went_wrong_follows_the_job_line_where_zuuls_parsers_do_not_look() 
 
 
 def test_a_submit_gerrit_refuses_drops_the_change_retests_the_one_behind_and_keeps_the_window(
-        gate: GateHarness) -> None:
+        gate: GateHarness, tmp_path) -> None:
     """manager/__init__.py reportItem: A's jobs pass but Gerrit refuses its submit (the branch moved under it);
     the item is dequeued (MergeFailure), B behind it is tested again without A and merges, and the window is only
     decreased "if not succeeded" (A's tests succeeded): the small queue's window of 2 stays 2, then grows to 3 with
@@ -169,6 +172,16 @@ def test_a_submit_gerrit_refuses_drops_the_change_retests_the_one_behind_and_kee
     gate.assert_history(("unit", "SUCCESS", "1,1"), ("unit", "SUCCESS", "2,1"))
     assert gate.schedulers[0].load_state("gate").queues["small"].window == 3
     assert "passed its gate jobs but could not be merged" in gate.reports(a)[-1]
+    # the build history, through ZooKeeper's history queue: A's buildset is a MERGE_FAILURE, as Zuul records it
+    db = HistoryDB(f"sqlite:///{tmp_path}/history.sqlite")
+    recorder = HistoryRecorder(gate.zk, db).start()
+    try:
+        sets = wait_for(lambda: (found := {(r.change, r.result) for r in db.buildsets(pipeline="gate")})
+                        >= {(a.number, "MERGE_FAILURE"), (b.number, "SUCCESS")} and found, 20, "the buildsets")
+        assert (a.number, "MERGE_FAILURE") in sets
+    finally:
+        recorder.stop()
+        db.close()
 
 
 def test_a_change_gerrit_would_refuse_to_submit_for_a_label_nobody_gave_never_enters_the_gate(
