@@ -86,9 +86,12 @@ def cleanup_provider(launcher, manager) -> None:
                for b in store.image_builds(name, manager.name)]
     build_ids.update(b.id for b in removed)
     servers = {sid: s for sid, s in manager.adapter.poll().items() if manager.made(s.metadata)}
-    # read after the listing: a node record is written before its server is created, so a server listed above
-    # without a record here has none
+    # read after the listing: a node record (a build's) is written before its server (its template) is created,
+    # so a server listed above without a record here has none
     known = set(store.node_ids())
+    for image in manager.config.images:
+        building_templates.update(b.id for b in store.image_builds(image.name, manager.name)
+                                  if b.state == model.BUILDING)
     for server in servers.values():
         node_id = server.metadata.get(META_NODE)
         build_id = server.metadata.get(META_BUILD)

@@ -158,3 +158,36 @@ def test_a_node_released_as_held_while_cleanup_scans_it_in_use_keeps_its_hold(zk
     record = node_records(zk).get(node.id)
     assert record is not None and record.state == model.HOLD and record.hold_reason == "the build failed"
     assert node.external_id in {s.id for s in servers(sim, "alpha")}
+
+
+def test_the_template_server_of_a_build_started_while_cleanup_reads_is_not_taken_for_leaked(
+        zk, sim, start_launcher):
+    """A build started after cleanup read the builds, its template server created before cleanup listed the
+    servers: the template is the build's, not a leak (cleanup reads the builds again after the listing, as the
+    build's record is written before its server is created)."""
+    from gatekeeper.launcher.model import META_BUILD, ImageBuild
+    from gatekeeper.launcher.provider_manager import META_PROVIDER
+
+    launcher = start_launcher(pool_yaml({"debian": 0}, provider_yaml("prov-a", "alpha")))  # no periodic pass
+    manager = launcher.managers["prov-a"]
+    wait_for(lambda: manager.active, 30, "prov-a active")
+    real_poll, real_builds, started, read = manager.adapter.poll, launcher.store.image_builds, [], []
+
+    def image_builds(*args):
+        read.append(args)
+        return real_builds(*args)
+
+    def poll():
+        if read and not started:  # the builder starts a build between cleanup's read of the builds and its listing
+            build = ImageBuild(id="0000000000001-abcdef", image="deb", provider="prov-a")
+            launcher.store.write_image_build(build)
+            started.append(manager.adapter.create("gk-template-deb-abcdef", "debian-12", "small",
+                                                  {META_BUILD: build.id, META_PROVIDER: "prov-a"}))
+        return real_poll()
+
+    manager.adapter.poll, launcher.store.image_builds = poll, image_builds
+    cleanup_provider(launcher, manager)
+    done = threading.Event()
+    launcher.post(done.set)  # (the loop runs what cleanup posted before this)
+    assert done.wait(10) and started
+    assert started[0] in {s.id for s in servers(sim, "alpha")}, "the template server was deleted as leaked"
