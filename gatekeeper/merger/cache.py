@@ -14,12 +14,20 @@ from collections.abc import Iterable
 
 from gatekeeper.gitrepo import GitError, GitRepo, replay
 from gatekeeper.zk.merges import MergeStep
+from gatekeeper.zk.server import pid_alive
 
 log = logging.getLogger("gatekeeper.merger.cache")
 
 
 class CacheInUse(RuntimeError):
     """Another merger process already uses this cache directory."""
+
+
+def _remove_control_dirs_of_dead_mergers() -> None:
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), "gk-ssh-*-*")):
+        pid = os.path.basename(path).split("-")[2]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class RepoCache:
@@ -53,7 +61,9 @@ class RepoCache:
         if self.ssh and self.ssh_multiplex:
             # One SSH connection per Gerrit reused by every fetch halves a fetch's cost.  The socket path must
             # stay short (sun_path is ~107 bytes), hence a directory of its own under the system temp dir.
-            self._control_dir = tempfile.mkdtemp(prefix="gk-ssh-")
+            # (its name carries the pid: a merger that was killed cannot remove its own, the next one does)
+            _remove_control_dirs_of_dead_mergers()
+            self._control_dir = tempfile.mkdtemp(prefix=f"gk-ssh-{os.getpid()}-")
             self.ssh = f"{self._plain_ssh} -o ControlMaster=auto -o ControlPath={self._control_dir}/%C" \
                 " -o ControlPersist=60"
             for repo in self._repos.values():
