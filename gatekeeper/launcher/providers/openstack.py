@@ -21,6 +21,7 @@ from gatekeeper.launcher.providers.base import (
     QuotaError,
     ServerInfo,
 )
+from gatekeeper.launcher.providers.nova_http import NovaHTTP, NovaUnreachable
 
 log = logging.getLogger("gatekeeper.launcher.providers.openstack")
 
@@ -46,6 +47,7 @@ class OpenStackAdapter(ProviderAdapter):
         except Exception as e:
             raise ProviderError(f"cloud {cloud!r} in {clouds_yaml or 'clouds.yaml'}: {e}") from None
         self.conn = openstack.connection.Connection(config=cfg)
+        self._nova = NovaHTTP(self.conn, api_timeout)  # the frequent compute calls (see its module)
         self._flavors: list[Flavor] | None = None  # the cloud's, smallest RAM first (then by name), read once
         self._images: dict[str, str] = {}
         self._networks: dict[str, str] = {}  # network name or id -> id, as Neutron answered
@@ -65,10 +67,14 @@ class OpenStackAdapter(ProviderAdapter):
             if e.status_code in (403, 413) and is_quota_message(str(e)):
                 raise QuotaError(f"cloud {self.cloud}: {what}: {msg}") from None
             raise ProviderError(f"cloud {self.cloud}: {what}: {msg}") from None
-        except osexc.SDKException as e:
+        except (osexc.SDKException, NovaUnreachable) as e:
             raise ProviderError(f"cloud {self.cloud}: {what}: {e}") from None
         except Exception as e:  # connection errors, timeouts from requests/keystoneauth
             raise ProviderError(f"cloud {self.cloud}: {what}: {type(e).__name__}: {e}") from None
+
+    def _compute(self, what: str, method: str, path: str, body: dict | None = None, microversion: str = ""):
+        """A raw compute call (list, create, delete, console log), sent through NovaHTTP."""
+        return self._call(what, lambda: self._nova.request(method, path, body, microversion))
 
     def flavor(self, name: str, min_ram: int = 0) -> Flavor:
         with self._lock:
@@ -119,7 +125,7 @@ class OpenStackAdapter(ProviderAdapter):
         if userdata:
             server["user_data"] = base64.b64encode(userdata.encode()).decode()  # (Nova takes it encoded)
         what = f"create server {name}"
-        resp = self._call(what, "compute.post", "/servers", json={"server": server}, microversion="2.37")
+        resp = self._compute(what, "POST", "/servers", {"server": server}, "2.37")
         if resp.status_code >= 400:
             msg = f"{resp.status_code} {_error_message(resp)}"
             if resp.status_code == 400:
@@ -137,8 +143,8 @@ class OpenStackAdapter(ProviderAdapter):
             raise ProviderError(f"cloud {self.cloud}: {what}: the answer names no server id") from None
 
     def console_log(self, server_id: str) -> str:
-        resp = self._call(f"console log of server {server_id}", "compute.post", f"/servers/{server_id}/action",
-                          json={"os-getConsoleOutput": {"length": CONSOLE_LINES}})
+        resp = self._compute(f"console log of server {server_id}", "POST", f"/servers/{server_id}/action",
+                             {"os-getConsoleOutput": {"length": CONSOLE_LINES}})
         if resp.status_code >= 400:
             raise ProviderError(f"cloud {self.cloud}: console log of server {server_id}: {resp.status_code} "
                                 f"{_error_message(resp)}")
@@ -159,7 +165,7 @@ class OpenStackAdapter(ProviderAdapter):
         out = {}
         url = "/servers/detail"
         while url:
-            resp = self._call("list servers", "compute.get", url)
+            resp = self._compute("list servers", "GET", url)
             if resp.status_code >= 400:
                 raise ProviderError(f"cloud {self.cloud}: list servers: HTTP {resp.status_code}")
             body = resp.json()
@@ -175,7 +181,7 @@ class OpenStackAdapter(ProviderAdapter):
         return out
 
     def delete(self, server_id: str) -> None:
-        resp = self._call(f"delete server {server_id}", "compute.delete", f"/servers/{server_id}")
+        resp = self._compute(f"delete server {server_id}", "DELETE", f"/servers/{server_id}")
         if resp.status_code >= 400 and resp.status_code != 404:  # already gone is what we wanted
             raise ProviderError(f"cloud {self.cloud}: delete server {server_id}: {resp.status_code} "
                                 f"{_error_message(resp)}")
@@ -219,6 +225,7 @@ class OpenStackAdapter(ProviderAdapter):
         return is_quota_message(message)
 
     def close(self) -> None:
+        self._nova.close()
         try:
             self.conn.close()
         except Exception:
