@@ -39,6 +39,12 @@ def _mv(v: str) -> tuple[int, int]:
     return int(a), int(b)
 
 
+class _APIServer(ThreadingHTTPServer):
+    # A cloud's API listens with a backlog of hundreds (Apache's 511, uWSGI's 100 behind it); Python's default of 5
+    # drops the connections of a burst (a launcher booting 100 servers at once), whose clients retry after 1 s.
+    request_queue_size = 128
+
+
 class CloudServer:
     """A ThreadingHTTPServer on 127.0.0.1 for one cloud; `url` is its base, `auth_url` what clouds.yaml names."""
 
@@ -48,7 +54,7 @@ class CloudServer:
         self.tokens: set[str] = set()
         self.requests: list[tuple[str, str, int]] = []
         handler = type("Handler", (_Handler,), {"sim": self})
-        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd = _APIServer((host, port), handler)
         self.httpd.daemon_threads = True
         # a client that disconnects before reading its answer is no error of the cloud's
         self.httpd.handle_error = lambda request, address: log.info(  # type: ignore[method-assign]
