@@ -4,6 +4,7 @@ environment's proxy is used, and a cloud that does not answer is an error naming
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import urllib.error
@@ -181,3 +182,19 @@ def test_tls_is_verified_and_a_client_certificate_sent_as_the_clouds_configurati
         assert pool.connection_pool_kw.get(key) == value, key
     if verify is True:
         assert pool.connection_pool_kw["ca_certs"].endswith(".pem")  # requests' bundle, as keystoneauth uses
+
+
+def test_a_burst_of_calls_beyond_the_kept_connections_is_served_without_a_warning_each(sim, no_proxy_env, caplog):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gatekeeper.launcher.providers.nova_http import POOL_SIZE
+
+    cloud = adapter(sim)
+    caplog.set_level(logging.WARNING)
+    try:
+        with ThreadPoolExecutor(POOL_SIZE * 2) as pool:
+            ids = list(pool.map(lambda i: create(cloud, f"n{i}"), range(POOL_SIZE * 3)))
+        assert set(ids) <= set(cloud.poll()) and len(set(ids)) == POOL_SIZE * 3
+    finally:
+        cloud.close()
+    assert not [r for r in caplog.records if "Connection pool is full" in r.getMessage()]

@@ -26,7 +26,19 @@ import urllib3
 
 log = logging.getLogger("gatekeeper.launcher.providers.openstack")
 
-POOL_SIZE = 128  # connections kept per cloud: a provider's launch workers (at most 128) may all call at once
+# Connections kept open per cloud. A burst's calls open more, each closed after its call (as requests' pool of 10
+# did); keeping a hundred open made a 100-server burst slower against the simulator (measured: 2.45 s against 2.2).
+POOL_SIZE = 16
+
+
+class _QuietFullPool(logging.Filter):
+    """urllib3 warns each time it closes a connection beyond the pool's size: expected in a burst, not news."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Connection pool is full, discarding connection")
+
+
+logging.getLogger("urllib3.connectionpool").addFilter(_QuietFullPool())
 
 
 class NovaUnreachable(Exception):
