@@ -12,10 +12,12 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests.certs
 import urllib3
+import yaml
 
 from gatekeeper.launcher.providers.base import ProviderError
-from gatekeeper.launcher.providers.nova_http import NovaHTTP
+from gatekeeper.launcher.providers.nova_http import NovaHTTP, tls_settings
 from gatekeeper.launcher.providers.openstack import OpenStackAdapter
 from gatekeeper.sim.openstack.sim import CloudSim
 
@@ -158,12 +160,18 @@ class _Session:
         self.verify, self.cert = verify, cert
 
 
+class _Config:
+    def __getattr__(self, name):
+        return lambda service: None  # no retries configured
+
+
 class _Conn:
     """What NovaHTTP reads of an openstacksdk connection to make its connection pool."""
 
-    def __init__(self, verify, cert=None) -> None:
+    def __init__(self, verify, cert=None, endpoint: str = "https://nova.example:8774/v2.1/") -> None:
         self.session = _Session(verify, cert)
-        self.compute = type("Compute", (), {"get_endpoint": lambda _self: "https://nova.example:8774/v2.1/"})()
+        self.config = _Config()
+        self.compute = type("Compute", (), {"get_endpoint": lambda _self: endpoint})()
 
 
 @pytest.mark.parametrize(("verify", "cert", "expect"), [
@@ -174,14 +182,39 @@ class _Conn:
     (True, "/both.pem", {"cert_reqs": "CERT_REQUIRED", "cert_file": "/both.pem", "key_file": None}),
 ])
 def test_tls_is_verified_and_a_client_certificate_sent_as_the_clouds_configuration_says(verify, cert, expect,
-                                                                                         no_proxy_env):
+                                                                                         no_proxy_env, monkeypatch):
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     endpoint, pool = NovaHTTP(_Conn(verify, cert), timeout=5)._connect()
     assert endpoint == "https://nova.example:8774/v2.1"
     assert isinstance(pool, urllib3.PoolManager) and not isinstance(pool, urllib3.ProxyManager)
     for key, value in expect.items():
         assert pool.connection_pool_kw.get(key) == value, key
     if verify is True:
-        assert pool.connection_pool_kw["ca_certs"].endswith(".pem")  # requests' bundle, as keystoneauth uses
+        assert pool.connection_pool_kw["ca_certs"] == requests.certs.where()  # requests' bundle
+
+
+def test_with_verification_on_the_ca_bundle_named_by_the_environment_or_a_ca_directory_is_used(
+        no_proxy_env, monkeypatch, tmp_path):
+    bundle = tmp_path / "private-ca.pem"
+    bundle.write_text("")
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(bundle))
+    assert tls_settings(True, None)["ca_certs"] == str(bundle)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle) + ".first")
+    assert tls_settings(True, None)["ca_certs"] == str(bundle) + ".first"
+    assert tls_settings(str(tmp_path), None) == {"cert_reqs": "CERT_REQUIRED", "ca_cert_dir": str(tmp_path)}
+    assert tls_settings(False, None) == {"cert_reqs": "CERT_NONE"}
+
+
+@pytest.mark.parametrize("variable", ["https_proxy", "all_proxy"])
+def test_a_proxy_from_the_environment_is_used_with_its_credentials(variable, no_proxy_env, monkeypatch):
+    monkeypatch.setenv(variable, "http://gk:s3cret@proxy.example:3128")
+    _, pool = NovaHTTP(_Conn(True), timeout=5)._connect()
+    assert isinstance(pool, urllib3.ProxyManager)
+    assert pool.proxy.host == "proxy.example" and pool.proxy.port == 3128
+    assert pool.proxy_headers["proxy-authorization"] == urllib3.make_headers(
+        proxy_basic_auth="gk:s3cret")["proxy-authorization"]
 
 
 def test_a_burst_of_calls_beyond_the_kept_connections_is_served_without_a_warning_each(sim, no_proxy_env, caplog):
@@ -198,3 +231,88 @@ def test_a_burst_of_calls_beyond_the_kept_connections_is_served_without_a_warnin
     finally:
         cloud.close()
     assert not [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
+
+
+def cloud_config(sim, tmp_path, **settings) -> str:
+    """The simulator's clouds.yaml with `settings` added to cloud alpha's entry."""
+    config = yaml.safe_load(open(sim.clouds_yaml))
+    config["clouds"]["alpha"].update(settings)
+    path = tmp_path / "clouds.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_the_cloud_configs_status_code_retries_are_applied(sim, no_proxy_env, tmp_path):
+    retrying = OpenStackAdapter("alpha", cloud_config(sim, tmp_path, status_code_retries=2,
+                                                      retriable_status_codes=[500], status_code_retry_delay=0.01),
+                                owner="gk-test")
+    plain = adapter(sim)
+    try:
+        sid = create(retrying, "n1")
+        sim.cloud("alpha").set_faults(api_errors=2)
+        assert sid in retrying.poll()  # two 500s, then the listing
+        assert sid in plain.poll()  # (authenticated before the fault)
+        sim.cloud("alpha").set_faults(api_errors=1)
+        with pytest.raises(ProviderError, match=r"^cloud alpha: list servers: 500 Unexpected API Error"):
+            plain.poll()
+    finally:
+        retrying.close()
+        plain.close()
+
+
+class _Redirector(BaseHTTPRequestHandler):
+    """Answers /r/<project id>/<path> with a redirect to the compute endpoint's <path>; anything else with a page
+    that is not JSON."""
+
+    target = ""
+    project = ""
+    seen: list[str] = []
+
+    def _answer(self) -> None:
+        self.seen.append(f"{self.command} {self.path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        prefix = f"/r/{self.project}/"
+        if self.path.startswith(prefix):
+            self.send_response(307)
+            self.send_header("Location", self.target + "/" + self.path[len(prefix):])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        page = b"<html>maintenance</html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(page)))
+        self.end_headers()
+        self.wfile.write(page)
+
+    do_GET = do_POST = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_an_endpoint_override_naming_the_project_is_filled_in_and_redirects_are_followed(sim, no_proxy_env,
+                                                                                        tmp_path):
+    api = sim.servers["alpha"]
+    handler = type("Redirector", (_Redirector,), {"target": f"{api.url}/compute/v2.1", "project": "p-gatekeeper",
+                                                  "seen": []})
+    redirector = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=redirector.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    base = f"http://127.0.0.1:{redirector.server_address[1]}"
+    cloud = OpenStackAdapter("alpha", cloud_config(sim, tmp_path, compute_endpoint_override=f"{base}/r/%(project_id)s"),
+                             owner="gk-test")
+    try:
+        sid = create(cloud, "n1")  # a POST redirected (307): sent again to the new place
+        assert sid in cloud.poll()
+        assert "POST /r/p-gatekeeper/servers" in handler.seen and "GET /r/p-gatekeeper/servers/detail" in handler.seen
+        cloud.close()
+        cloud = OpenStackAdapter("alpha", cloud_config(sim, tmp_path, compute_endpoint_override=f"{base}/maintenance"),
+                                 owner="gk-test")
+        with pytest.raises(ProviderError, match=r"^cloud alpha: list servers: an answer that is not Nova's JSON"):
+            cloud.poll()
+    finally:
+        cloud.close()
+        redirector.shutdown()
+        redirector.server_close()

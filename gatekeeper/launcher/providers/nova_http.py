@@ -7,15 +7,20 @@ cookie merging, a user agent built). A launcher that hands out ready nodes while
 replacements spent a fifth of its CPU there, and a node's hand-out waited for that CPU (measured with
 bench/launcher.py: hand-out p50 about 3 ms lower with these calls sent here).
 
-What keystoneauth would honour is honoured: the session's TLS verification (on, off, or a CA bundle) and client
-certificate, the environment's proxy for the endpoint (as requests reads it), the cloud's API timeout, and a token
-the cloud refuses (401) is renewed once and the call sent again.
+What keystoneauth and requests would honour for these calls is honoured: TLS verification as the cloud's config
+says (on, off, a CA bundle or directory; with verification on and no CA given, REQUESTS_CA_BUNDLE or
+CURL_CA_BUNDLE, else requests' bundle) and its client certificate; the environment's proxy for the endpoint (with
+its credentials); the cloud's API timeout, connect retries and status-code retries (with Retry-After); up to 30
+redirects; `%(project_id)s` in an endpoint override; a token the cloud refuses (401) is renewed once, the endpoint
+read again from the new catalog, and the call sent again. Not applied to these four calls: clouds.yaml's
+per-service `rate_limit` and `concurrency`, and openstacksdk's statsd/Prometheus/InfluxDB call metrics.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -70,6 +75,7 @@ class NovaHTTP:
         self._endpoint = ""
         self._pool: urllib3.PoolManager | None = None
         self._lock = threading.Lock()
+        self._retry = self._retries()
 
     def _connect(self) -> tuple[str, urllib3.PoolManager]:
         """The endpoint and connection pool, made on first use (that is when keystoneauth authenticates)."""
@@ -78,28 +84,45 @@ class NovaHTTP:
                 self._endpoint, self._pool = self._make_pool()
             return self._endpoint, self._pool
 
+    def _forget_endpoint(self) -> None:
+        with self._lock:
+            if self._pool is not None:
+                self._pool.clear()
+            self._pool = None
+
     def _make_pool(self) -> tuple[str, urllib3.PoolManager]:
+        session = self.conn.session
         endpoint = self.conn.compute.get_endpoint()
         if not endpoint:
             raise NovaUnreachable("the service catalog has no compute endpoint")
-        session = self.conn.session
-        verify, cert = session.verify, session.cert
-        tls: dict = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
-        if verify:
-            tls["ca_certs"] = verify if isinstance(verify, str) else requests.certs.where()
-        if cert:
-            tls["cert_file"], tls["key_file"] = cert if isinstance(cert, tuple) else (cert, None)
-        proxy = requests.utils.get_environ_proxies(endpoint).get(urllib3.util.parse_url(endpoint).scheme)
+        if "%(" in endpoint:  # an endpoint override naming the project or user, as keystoneauth fills it in
+            endpoint = endpoint % {"project_id": session.get_project_id(), "user_id": session.get_user_id()}
+        kw: dict = {"num_pools": 4, "maxsize": POOL_SIZE, **tls_settings(session.verify, session.cert)}
+        proxy = requests.utils.select_proxy(endpoint, requests.utils.get_environ_proxies(endpoint))
         if proxy:
-            pool = urllib3.ProxyManager(proxy, num_pools=4, maxsize=POOL_SIZE, **tls)
+            user, password = requests.utils.get_auth_from_url(proxy)
+            if user:
+                kw["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}")
+            pool = urllib3.ProxyManager(proxy, **kw)
         else:
-            pool = urllib3.PoolManager(num_pools=4, maxsize=POOL_SIZE, **tls)
+            pool = urllib3.PoolManager(**kw)
         return endpoint.rstrip("/"), pool
+
+    def _retries(self) -> urllib3.Retry:
+        """The cloud's compute retries (none unless clouds.yaml sets them), and keystoneauth's 30 redirects."""
+        config = self.conn.config
+        return urllib3.Retry(
+            total=None, connect=config.get_connect_retries("compute") or 0, read=0, other=0,
+            status=config.get_status_code_retries("compute") or 0,
+            status_forcelist=config.get_retriable_status_codes("compute") or [503], allowed_methods=None,
+            backoff_factor=config.get_status_code_retry_delay("compute") or 0.5, backoff_max=60,
+            respect_retry_after_header=True, raise_on_status=False, redirect=30, raise_on_redirect=False)
 
     def request(self, method: str, path: str, body: dict | None = None, microversion: str = "") -> Answer:
         """One call; an HTTP error is an Answer, no answer at all raises NovaUnreachable."""
         endpoint, pool = self._connect()
-        headers = {"Accept": "application/json", "User-Agent": "gatekeeper-launcher"}
+        headers = {"Accept": "application/json", "Accept-Encoding": "gzip, deflate",
+                   "User-Agent": "gatekeeper-launcher"}
         if microversion:
             headers["OpenStack-API-Version"] = f"compute {microversion}"
             headers["X-OpenStack-Nova-API-Version"] = microversion
@@ -111,6 +134,10 @@ class NovaHTTP:
         resp = self._send(pool, method, url, data, headers)
         if resp.status == 401:  # a token the cloud no longer takes: authenticate again, once
             self.conn.session.invalidate()
+            self._forget_endpoint()  # (read again from the new token's catalog)
+            new_endpoint, pool = self._connect()
+            if url.startswith(endpoint):
+                url = new_endpoint + url[len(endpoint):]
             resp = self._send(pool, method, url, data, headers)
         return Answer(resp.status, resp.reason or "", resp.data)
 
@@ -118,13 +145,27 @@ class NovaHTTP:
         headers = {**headers, **(self.conn.session.get_auth_headers() or {})}
         started = time.monotonic()
         try:
-            resp = pool.request(method, url, body=data, headers=headers, timeout=self.timeout, retries=False,
-                                redirect=False)
+            resp = pool.request(method, url, body=data, headers=headers, timeout=self.timeout,
+                                retries=self._retry)
         except urllib3.exceptions.HTTPError as e:
-            raise NovaUnreachable(f"{method} {url}: {type(e).__name__}: {e}") from None
-        log.debug("%s %s: %s (%.0f ms)", method, url, resp.status, (time.monotonic() - started) * 1000)
+            cause = e.reason if isinstance(e, urllib3.exceptions.MaxRetryError) and e.reason else e
+            raise NovaUnreachable(f"{method} {url}: {type(cause).__name__}: {cause}") from None
+        log.debug("%s %s: %s (%.0f ms, request %s)", method, url, resp.status, (time.monotonic() - started) * 1000,
+                  resp.headers.get("x-openstack-request-id", "-"))
         return resp
 
     def close(self) -> None:
-        if self._pool is not None:
-            self._pool.clear()
+        self._forget_endpoint()
+
+
+def tls_settings(verify, cert) -> dict:
+    """urllib3's TLS arguments for a keystoneauth session's `verify` (bool, or a CA file or directory) and `cert`
+    (a path, or (cert, key)), as requests applies them."""
+    tls: dict = {"cert_reqs": "CERT_REQUIRED" if verify else "CERT_NONE"}
+    if verify is True:
+        verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or requests.certs.where()
+    if verify:
+        tls["ca_cert_dir" if os.path.isdir(verify) else "ca_certs"] = verify
+    if cert:
+        tls["cert_file"], tls["key_file"] = cert if isinstance(cert, tuple) else (cert, None)
+    return tls

@@ -166,9 +166,15 @@ class OpenStackAdapter(ProviderAdapter):
         url = "/servers/detail"
         while url:
             resp = self._compute("list servers", "GET", url)
-            if resp.status_code >= 400:
-                raise ProviderError(f"cloud {self.cloud}: list servers: HTTP {resp.status_code}")
-            body = resp.json()
+            if not 200 <= resp.status_code < 300:
+                raise ProviderError(f"cloud {self.cloud}: list servers: {resp.status_code} {_error_message(resp)}")
+            try:
+                body = resp.json()
+                if not isinstance(body, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as e:
+                raise ProviderError(f"cloud {self.cloud}: list servers: an answer that is not Nova's JSON ({e}): "
+                                    f"{resp.text[:200]!r}") from None
             for s in body.get("servers", []):
                 meta = s.get("metadata") or {}
                 if meta.get(META_OWNER) != self.owner:
