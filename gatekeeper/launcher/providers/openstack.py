@@ -126,7 +126,7 @@ class OpenStackAdapter(ProviderAdapter):
             server["user_data"] = base64.b64encode(userdata.encode()).decode()  # (Nova takes it encoded)
         what = f"create server {name}"
         resp = self._compute(what, "POST", "/servers", {"server": server}, "2.37")
-        if resp.status_code >= 400:
+        if not 200 <= resp.status_code < 300:
             msg = f"{resp.status_code} {_error_message(resp)}"
             if resp.status_code == 400:
                 with self._lock:
@@ -145,7 +145,7 @@ class OpenStackAdapter(ProviderAdapter):
     def console_log(self, server_id: str) -> str:
         resp = self._compute(f"console log of server {server_id}", "POST", f"/servers/{server_id}/action",
                              {"os-getConsoleOutput": {"length": CONSOLE_LINES}})
-        if resp.status_code >= 400:
+        if not 200 <= resp.status_code < 300:
             raise ProviderError(f"cloud {self.cloud}: console log of server {server_id}: {resp.status_code} "
                                 f"{_error_message(resp)}")
         try:
@@ -188,7 +188,7 @@ class OpenStackAdapter(ProviderAdapter):
 
     def delete(self, server_id: str) -> None:
         resp = self._compute(f"delete server {server_id}", "DELETE", f"/servers/{server_id}")
-        if resp.status_code >= 400 and resp.status_code != 404:  # already gone is what we wanted
+        if not 200 <= resp.status_code < 300 and resp.status_code != 404:  # already gone is what we wanted
             raise ProviderError(f"cloud {self.cloud}: delete server {server_id}: {resp.status_code} "
                                 f"{_error_message(resp)}")
 
