@@ -17,7 +17,7 @@ import urllib3
 import yaml
 
 from gatekeeper.launcher.providers.base import ProviderError
-from gatekeeper.launcher.providers.nova_http import NovaHTTP, tls_settings
+from gatekeeper.launcher.providers.nova_http import NovaHTTP, NovaUnreachable, tls_settings
 from gatekeeper.launcher.providers.openstack import OpenStackAdapter
 from gatekeeper.sim.openstack.sim import CloudSim
 
@@ -161,8 +161,14 @@ def test_the_environments_proxy_carries_the_compute_calls_unless_no_proxy_names_
 
 
 class _Session:
-    def __init__(self, verify, cert) -> None:
-        self.verify, self.cert = verify, cert
+    def __init__(self, verify, cert, project_id: str | None = "p-1") -> None:
+        self.verify, self.cert, self.project_id = verify, cert, project_id
+
+    def get_project_id(self) -> str | None:
+        return self.project_id
+
+    def get_user_id(self) -> str:
+        return "u-1"
 
 
 class _Config:
@@ -173,8 +179,9 @@ class _Config:
 class _Conn:
     """What NovaHTTP reads of an openstacksdk connection to make its connection pool."""
 
-    def __init__(self, verify, cert=None, endpoint: str = "https://nova.example:8774/v2.1/") -> None:
-        self.session = _Session(verify, cert)
+    def __init__(self, verify, cert=None, endpoint: str = "https://nova.example:8774/v2.1/",
+                 project_id: str | None = "p-1") -> None:
+        self.session = _Session(verify, cert, project_id)
         self.config = _Config()
         self.compute = type("Compute", (), {"get_endpoint": lambda _self: endpoint})()
 
@@ -236,6 +243,28 @@ def test_a_burst_of_calls_beyond_the_kept_connections_is_served_without_a_warnin
     finally:
         cloud.close()
     assert not [r for r in caplog.records if "Connection pool is full" in r.getMessage()]
+
+
+def test_a_proxy_without_a_scheme_is_taken_as_http_as_requests_takes_it(no_proxy_env, monkeypatch):
+    monkeypatch.setenv("https_proxy", "proxy.example:3128")
+    _, pool = NovaHTTP(_Conn(True), timeout=5)._connect()
+    assert isinstance(pool, urllib3.ProxyManager) and pool.proxy.scheme == "http" and pool.proxy.port == 3128
+
+
+@pytest.mark.parametrize(("endpoint", "project_id", "error"), [
+    ("https://nova.example/v2.1/%(project_id)s", "p-1", None),
+    ("https://nova.example/v2.1/%(user_id)s/x%%2Fy", "p-1", None),
+    ("https://nova.example/v2.1/%(tenant_id)s", "p-1", "cannot be filled in"),
+    ("https://nova.example/v2.1/%(project_id)s", None, "provides no project_id"),
+])
+def test_an_endpoint_override_naming_ids_is_filled_in_or_refused_with_a_reason(endpoint, project_id, error,
+                                                                              no_proxy_env):
+    nova = NovaHTTP(_Conn(True, endpoint=endpoint, project_id=project_id), timeout=5)
+    if error is None:
+        assert nova._connect()[0] in ("https://nova.example/v2.1/p-1", "https://nova.example/v2.1/u-1/x%2Fy")
+    else:
+        with pytest.raises(NovaUnreachable, match=error):
+            nova._connect()
 
 
 def cloud_config(sim, tmp_path, **settings) -> str:

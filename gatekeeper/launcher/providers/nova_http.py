@@ -13,7 +13,9 @@ CURL_CA_BUNDLE, else requests' bundle) and its client certificate; the environme
 its credentials); the cloud's API timeout, connect retries and status-code retries (with Retry-After); up to 30
 redirects; `%(project_id)s` in an endpoint override; a token the cloud refuses (401) is renewed once, the endpoint
 read again from the new catalog, and the call sent again. Not applied to these four calls: clouds.yaml's
-per-service `rate_limit` and `concurrency`, and openstacksdk's statsd/Prometheus/InfluxDB call metrics.
+per-service `rate_limit` and `concurrency`, and openstacksdk's statsd/Prometheus/InfluxDB call metrics. Retries
+wait as urllib3 does (the first at once, then doubling from the configured delay), not keystoneauth's fixed delay;
+a dropped connection is not retried (keystoneauth's connect retries re-sent even a create, and could boot it twice).
 """
 
 from __future__ import annotations
@@ -96,10 +98,15 @@ class NovaHTTP:
         if not endpoint:
             raise NovaUnreachable("the service catalog has no compute endpoint")
         if "%(" in endpoint:  # an endpoint override naming the project or user, as keystoneauth fills it in
-            endpoint = endpoint % {"project_id": session.get_project_id(), "user_id": session.get_user_id()}
+            try:
+                endpoint = endpoint % _Ids(session)
+            except (KeyError, TypeError, ValueError) as e:
+                raise NovaUnreachable(f"the compute endpoint {endpoint!r} cannot be filled in (it may name "
+                                      f"%(project_id)s and %(user_id)s, and a literal % must be %%): {e}") from None
         kw: dict = {"num_pools": 4, "maxsize": POOL_SIZE, **tls_settings(session.verify, session.cert)}
         proxy = requests.utils.select_proxy(endpoint, requests.utils.get_environ_proxies(endpoint))
         if proxy:
+            proxy = requests.utils.prepend_scheme_if_needed(proxy, "http")  # (proxy.example:3128, as requests)
             user, password = requests.utils.get_auth_from_url(proxy)
             if user:
                 kw["proxy_headers"] = urllib3.make_headers(proxy_basic_auth=f"{user}:{password}")
@@ -114,7 +121,7 @@ class NovaHTTP:
         return urllib3.Retry(
             total=None, connect=config.get_connect_retries("compute") or 0, read=0, other=0,
             status=config.get_status_code_retries("compute") or 0,
-            status_forcelist=config.get_retriable_status_codes("compute") or [503], allowed_methods=None,
+            status_forcelist=config.get_retriable_status_codes("compute") or [429, 503], allowed_methods=None,
             backoff_factor=config.get_status_code_retry_delay("compute") or 0.5, backoff_max=60,
             respect_retry_after_header=True, raise_on_status=False, redirect=30, raise_on_redirect=False)
 
@@ -156,6 +163,22 @@ class NovaHTTP:
 
     def close(self) -> None:
         self._forget_endpoint()
+
+
+class _Ids:
+    """The ids an endpoint override may name, read from the session when named (as keystoneauth does)."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+
+    def __getitem__(self, key: str) -> str:
+        read = {"project_id": self.session.get_project_id, "user_id": self.session.get_user_id}.get(key)
+        if read is None:
+            raise KeyError(key)
+        value = read()
+        if not value:
+            raise ValueError(f"the cloud's authentication provides no {key}")
+        return value
 
 
 def tls_settings(verify, cert) -> dict:
