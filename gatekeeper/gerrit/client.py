@@ -213,8 +213,8 @@ class GerritClient(gerritlib.Gerrit):
                     out += data
                 elif data is not None:  # EOF on stdout
                     break
-                elif channel.closed:
-                    break
+                elif channel.closed and not channel.recv_ready():
+                    break  # (closed while recv waited: what arrived with the close is read first)
             if not channel.status_event.wait(max(0.0, deadline - time.monotonic())):
                 raise TimeoutError(f"no exit status within {timeout:.0f}s")
             while channel.recv_stderr_ready():
