@@ -67,9 +67,15 @@ def test_handled_as_read_events_and_answers_come_in_zookeepers_order(zk):
     threads: set[str] = set()
     resyncs = threading.Semaphore(0)
 
+    registered = {f"r{i}": threading.Event() for i in range(20)}
+
     def on_event(kind: str, name: str) -> None:
         threads.add(threading.current_thread().name)
         seen.append(("event", f"{kind} {name}"))
+        if kind == "changed":
+            # hold the connection thread until the answer's callback is registered: an answer read before that
+            # is handed over at once, on the registering thread, as on_answer says (a loaded machine did so)
+            registered[name].wait(5)
 
     TreeWatch(zk.client, "/pool/requests", on_event, resyncs.release, now=True).start()
     assert resyncs.acquire(timeout=5)
@@ -79,6 +85,7 @@ def test_handled_as_read_events_and_answers_come_in_zookeepers_order(zk):
         pending = Pending(zk.client.set_async(path, b"b"), lambda answer: answer)
         pending.on_answer(lambda _p, i=i: (threads.add(threading.current_thread().name),
                                            seen.append(("answer", f"r{i}"))), now=True)
+        registered[f"r{i}"].set()
     wait_for(lambda: sum(1 for what, _ in seen if what == "answer") == 20, 5, "every answer")
     for i in range(20):
         changed, answered = seen.index(("event", f"changed r{i}")), seen.index(("answer", f"r{i}"))
