@@ -4,11 +4,14 @@ environment's proxy is used, and a cloud that does not answer is an error naming
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -100,7 +103,24 @@ def test_a_cloud_that_stops_answering_is_an_error_naming_the_cloud_the_call_and_
         cloud.close()
 
 
-class _RecordingProxy(BaseHTTPRequestHandler):
+class _Quiet(BaseHTTPRequestHandler):
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """`handler` served on a loopback port for the block; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _RecordingProxy(_Quiet):
     """A forward HTTP proxy that records what it forwards."""
 
     seen: list[str] = []
@@ -127,23 +147,19 @@ class _RecordingProxy(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_DELETE = _forward
 
-    def log_message(self, *args) -> None:
-        pass
-
 
 def test_the_environments_proxy_carries_the_compute_calls_unless_no_proxy_names_the_cloud(sim, no_proxy_env,
                                                                                          monkeypatch):
-    proxy = ThreadingHTTPServer(("127.0.0.1", 0), type("Proxy", (_RecordingProxy,), {"seen": []}))
-    threading.Thread(target=proxy.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    try:
-        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
+    handler = type("Proxy", (_RecordingProxy,), {"seen": []})
+    with serving(handler) as proxy:
+        monkeypatch.setenv("http_proxy", proxy)
         cloud = adapter(sim)
         try:
             sid = create(cloud, "n1")
             assert sid in cloud.poll()
         finally:
             cloud.close()
-        forwarded = proxy.RequestHandlerClass.seen
+        forwarded = handler.seen
         assert any(s.startswith("POST http://127.0.0.1:") and s.endswith("/compute/v2.1/servers") for s in forwarded)
         assert any(s.endswith("/compute/v2.1/servers/detail") for s in forwarded)
 
@@ -155,9 +171,6 @@ def test_the_environments_proxy_carries_the_compute_calls_unless_no_proxy_names_
         finally:
             cloud.close()
         assert forwarded == []
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
 
 
 class _Session:
@@ -230,8 +243,6 @@ def test_a_proxy_from_the_environment_is_used_with_its_credentials(variable, no_
 
 
 def test_a_burst_of_calls_beyond_the_kept_connections_is_served_without_a_warning_each(sim, no_proxy_env, caplog):
-    from concurrent.futures import ThreadPoolExecutor
-
     from gatekeeper.launcher.providers.nova_http import POOL_SIZE
 
     cloud = adapter(sim)
@@ -294,7 +305,7 @@ def test_the_cloud_configs_status_code_retries_are_applied(sim, no_proxy_env, tm
         plain.close()
 
 
-class _Redirector(BaseHTTPRequestHandler):
+class _Redirector(_Quiet):
     """Answers /r/<project id>/<path> with a redirect to the compute endpoint's <path>; anything else with a page
     that is not JSON."""
 
@@ -323,30 +334,26 @@ class _Redirector(BaseHTTPRequestHandler):
 
     do_GET = do_POST = do_DELETE = _answer
 
-    def log_message(self, *args) -> None:
-        pass
-
 
 def test_an_endpoint_override_naming_the_project_is_filled_in_and_redirects_are_followed(sim, no_proxy_env,
                                                                                         tmp_path):
     api = sim.servers["alpha"]
     handler = type("Redirector", (_Redirector,), {"target": f"{api.url}/compute/v2.1", "project": "p-gatekeeper",
                                                   "seen": []})
-    redirector = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=redirector.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    base = f"http://127.0.0.1:{redirector.server_address[1]}"
-    cloud = OpenStackAdapter("alpha", cloud_config(sim, tmp_path, compute_endpoint_override=f"{base}/r/%(project_id)s"),
-                             owner="gk-test")
-    try:
-        sid = create(cloud, "n1")  # a POST redirected (307): sent again to the new place
-        assert sid in cloud.poll()
-        assert "POST /r/p-gatekeeper/servers" in handler.seen and "GET /r/p-gatekeeper/servers/detail" in handler.seen
-        cloud.close()
-        cloud = OpenStackAdapter("alpha", cloud_config(sim, tmp_path, compute_endpoint_override=f"{base}/maintenance"),
-                                 owner="gk-test")
-        with pytest.raises(ProviderError, match=r"^cloud alpha: list servers: an answer that is not Nova's JSON"):
-            cloud.poll()
-    finally:
-        cloud.close()
-        redirector.shutdown()
-        redirector.server_close()
+    with serving(handler) as base:
+        cloud = OpenStackAdapter(
+            "alpha", cloud_config(sim, tmp_path, compute_endpoint_override=f"{base}/r/%(project_id)s"), owner="gk-test")
+        try:
+            sid = create(cloud, "n1")  # a POST redirected (307): sent again to the new place
+            assert sid in cloud.poll()
+            assert "POST /r/p-gatekeeper/servers" in handler.seen
+            assert "GET /r/p-gatekeeper/servers/detail" in handler.seen
+        finally:
+            cloud.close()
+        cloud = OpenStackAdapter(
+            "alpha", cloud_config(sim, tmp_path, compute_endpoint_override=f"{base}/maintenance"), owner="gk-test")
+        try:
+            with pytest.raises(ProviderError, match=r"^cloud alpha: list servers: an answer that is not Nova's JSON"):
+                cloud.poll()
+        finally:
+            cloud.close()
