@@ -26,6 +26,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import requests.certs
 import requests.utils
@@ -49,7 +50,8 @@ logging.getLogger("urllib3.connectionpool").addFilter(_QuietFullPool())
 
 
 class NovaUnreachable(Exception):
-    """No answer: the connection failed, broke or timed out (the message says which, and where)."""
+    """No answer, or nowhere to ask: the connection failed, broke or timed out, or the compute endpoint could not be
+    found or filled in (the message says which, and where)."""
 
 
 @dataclass
@@ -64,7 +66,7 @@ class Answer:
     def text(self) -> str:
         return self.content.decode(errors="replace")
 
-    def json(self):
+    def json(self) -> Any:
         return json.loads(self.content)
 
 
