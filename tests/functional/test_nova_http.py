@@ -104,6 +104,25 @@ def test_a_cloud_that_stops_answering_is_an_error_naming_the_cloud_the_call_and_
 
 
 class _Quiet(BaseHTTPRequestHandler):
+    """A test server's handler: records each request line in `seen`, answers through `reply`, logs nothing."""
+
+    seen: list[str] = []
+
+    def take_request(self) -> bytes | None:
+        """Record the request; its body, if any."""
+        self.seen.append(f"{self.command} {self.path}")
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else None
+
+    def reply(self, status: int, body: bytes = b"", headers=()) -> None:
+        self.send_response(status)
+        for k, v in headers:
+            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
     def log_message(self, *args) -> None:
         pass
 
@@ -123,12 +142,8 @@ def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
 class _RecordingProxy(_Quiet):
     """A forward HTTP proxy that records what it forwards."""
 
-    seen: list[str] = []
-
     def _forward(self) -> None:
-        self.seen.append(f"{self.command} {self.path}")
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
+        body = self.take_request()
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "proxy-connection")}
         req = urllib.request.Request(self.path, data=body, headers=headers, method=self.command)
         direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -136,14 +151,7 @@ class _RecordingProxy(_Quiet):
             resp = direct.open(req)
         except urllib.error.HTTPError as e:
             resp = e
-        data = resp.read()
-        self.send_response(resp.status if hasattr(resp, "status") else resp.code)
-        for k, v in resp.headers.items():
-            if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        self.reply(resp.status if hasattr(resp, "status") else resp.code, resp.read(), resp.headers.items())
 
     do_GET = do_POST = do_DELETE = _forward
 
@@ -311,26 +319,14 @@ class _Redirector(_Quiet):
 
     target = ""
     project = ""
-    seen: list[str] = []
 
     def _answer(self) -> None:
-        self.seen.append(f"{self.command} {self.path}")
-        length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        self.take_request()
         prefix = f"/r/{self.project}/"
         if self.path.startswith(prefix):
-            self.send_response(307)
-            self.send_header("Location", self.target + "/" + self.path[len(prefix):])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        page = b"<html>maintenance</html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(page)))
-        self.end_headers()
-        self.wfile.write(page)
+            self.reply(307, headers=[("Location", self.target + "/" + self.path[len(prefix):])])
+        else:
+            self.reply(200, b"<html>maintenance</html>", [("Content-Type", "text/html")])
 
     do_GET = do_POST = do_DELETE = _answer
 
