@@ -250,14 +250,17 @@ def test_a_server_never_active_is_deleted_after_launch_timeout_and_the_launch_re
 
     cloud.set_faults(boot_delay=60)
     monkeypatch.setattr(cloud, "create_server", first_one_hangs)
-    start_launcher(pool_yaml({"debian": 0}, provider("prov-a", "alpha", extra="      launch-timeout: 1\n")))
+    # 2 s, and 5 attempts: a loaded machine can take over a second to start a server's host (its network
+    # namespace and sshd), so the retries too may time out; only the first is made to hang
+    start_launcher(pool_yaml({"debian": 0}, provider("prov-a", "alpha",
+                                                     extra="      launch-timeout: 2\n      launch-retries: 5\n")))
     wait_live(zk, 1)
     client = NodeRequestClient(zk, "stuck")
     req = client.wait(client.request(["debian"]), 60)
     assert req.state == model.FULFILLED, req.reason
-    first, second = cloud.created_server_ids
+    first, *retries = cloud.created_server_ids
     [node] = client.lock_nodes(req)
-    assert node.external_id == second
+    assert retries and node.external_id == retries[-1]
     wait_for(lambda: first in cloud.deleted_server_ids, 30, "the server never ACTIVE deleted")
     client.release(node)
 
