@@ -115,8 +115,15 @@ HOST_CHILD = textwrap.dedent("""
     else:
         backend.boot(HostSpec("s1", "h1"))
     pid = backend.hosts["s1"].procs[0].pid  # sshd itself, or unshare with sshd as its child
-    # not sshd's children for connections, which come and go
-    sshd = [c for c in _descendants(pid) if open(f"/proc/{c}/stat").read().rsplit(")", 1)[1].split()[1] == str(pid)]
+
+    def parent(child):
+        try:
+            return open(f"/proc/{child}/stat").read().rsplit(")", 1)[1].split()[1]
+        except OSError:  # gone since it was listed
+            return None
+
+    # not sshd's children for connections, which come and go (one can end between its listing and its reading)
+    sshd = [c for c in _descendants(pid) if parent(c) == str(pid)]
     print(pid, *(sshd if sys.argv[2] == "netns" else []), flush=True)
     sys.stdin.read()
 """)
