@@ -4,7 +4,9 @@ boots, trimmed and closed without leaving a host behind."""
 from __future__ import annotations
 
 import itertools
+import sys
 import threading
+import traceback
 
 import pytest
 
@@ -46,6 +48,15 @@ def pool(hosts: Hosts):
     assert hosts.alive == set()  # the spares it held (a test ends the ones it took, as a server's delete does)
 
 
+def refill_stacks() -> str:
+    """Where the pool's refill threads are (for a failure's message): seen once in CI, a refill that never looked."""
+    frames = sys._current_frames()
+    return "; ".join(f"{t.name} (alive {t.is_alive()}): "
+                     + " <- ".join(f"{f.name}:{f.lineno}" for f in reversed(traceback.extract_stack(frames[t.ident])))
+                     for t in threading.enumerate() if t.name.startswith("spare-hosts") and t.ident in frames) \
+        or "no refill thread"
+
+
 def test_the_pool_fills_to_its_target_and_a_taken_spare_is_replaced(pool, hosts):
     pool.set_target(3)
     assert pool.wait_ready(30)
@@ -79,8 +90,8 @@ def test_no_spare_starts_while_a_boot_is_in_progress(pool, hosts):
     started = hosts.starts
     taken = pool.take()
     assert taken is not None
-    for _ in range(3):
-        assert looks.acquire(timeout=30), "the refill did not look whether a boot was in progress"
+    for n in range(3):
+        assert looks.acquire(timeout=30), f"the refill looked {n} times for a boot in progress: {refill_stacks()}"
     assert hosts.starts == started and pool.status().ready == 1
     booting.clear()
     wait_for(lambda: pool.status().ready == 2, 30, "the refill once the boot is over")
