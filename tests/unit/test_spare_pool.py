@@ -3,6 +3,7 @@ boots, trimmed and closed without leaving a host behind."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import sys
 import threading
@@ -96,6 +97,46 @@ def test_no_spare_starts_while_a_boot_is_in_progress(pool, hosts):
     booting.clear()
     wait_for(lambda: pool.status().ready == 2, 30, "the refill once the boot is over")
     hosts.end(taken)
+
+
+@pytest.mark.parametrize("meanwhile", ["a boot begins", "a busy check is added"])
+def test_a_refill_held_up_after_finding_nothing_booting_looks_again_before_it_starts(hosts, monkeypatch, meanwhile):
+    """A refill thread held up between busy() answering "nothing boots" and its start (as on a loaded machine) starts
+    nothing on that stale answer when a boot began or a busy check came meanwhile: it asks again (seen in CI as a
+    refill that, having started a spare on a stale answer, never looked at the check again)."""
+    pool: SparePool[int] = SparePool(hosts.start, hosts.end, settle=0, workers=1)
+    held, go, asked_again = threading.Event(), threading.Event(), threading.Semaphore(0)
+    busy = pool.busy
+
+    def held_up_the_first_time() -> bool:
+        answer = busy()
+        if not held.is_set():
+            held.set()
+            go.wait(30)
+        else:
+            asked_again.release()
+        return answer
+
+    monkeypatch.setattr(pool, "busy", held_up_the_first_time)
+    booting = threading.Event()
+    booting.set()
+    try:
+        pool.set_target(1)
+        assert held.wait(30) and not busy()  # it was told nothing boots, and is held before it starts a host
+        with contextlib.ExitStack() as stack:
+            if meanwhile == "a boot begins":
+                stack.enter_context(pool.booting())
+            else:
+                pool.add_busy_check(booting.is_set)
+            go.set()
+            assert asked_again.acquire(timeout=30), f"the refill did not ask again: {refill_stacks()}"
+            assert hosts.starts == 0
+            booting.clear()
+        assert pool.wait_ready(30) and hosts.starts == 1
+    finally:
+        go.set()
+        pool.close()
+    assert hosts.alive == set()
 
 
 def test_a_boot_of_the_backend_holds_the_refill_until_it_ends(pool, hosts):

@@ -59,6 +59,9 @@ class SparePool(Generic[H]):
         self._starting = 0
         self._boots = 0
         self._quiet_since = time.monotonic()
+        # Counts what can turn busy() true or change the need (a take, a boot's start and end, a busy check added,
+        # a new target): a refill starts a host only if it has not moved since its busy() said nothing boots.
+        self._changes = 0
         self._cond = threading.Condition()
         self._closed = False
         self._threads: list[threading.Thread] = []
@@ -74,6 +77,7 @@ class SparePool(Generic[H]):
                 raise RuntimeError("spare hosts: the pool is closed")
             self._target = count
             self._refill_taken = refill
+            self._changes += 1
             surplus, self._ready = self._ready[count:], self._ready[:count]
             if count and not self._threads:
                 self._threads = [threading.Thread(target=self._refill, name=f"{self.name}-{i}", daemon=True)
@@ -91,6 +95,7 @@ class SparePool(Generic[H]):
             host = self._ready.pop(0) if self._ready else None
             if host is not None and not self._refill_taken:
                 self._target -= 1
+            self._changes += 1
             self._cond.notify_all()
             return host
 
@@ -99,18 +104,21 @@ class SparePool(Generic[H]):
         """Around a boot: no spare is started while it runs, nor `settle` seconds after."""
         with self._cond:
             self._boots += 1
+            self._changes += 1
         try:
             yield
         finally:
             with self._cond:
                 self._boots -= 1
                 self._quiet_since = time.monotonic()
+                self._changes += 1
                 self._cond.notify_all()
 
     def add_busy_check(self, check: Callable[[], bool]) -> None:
         """`check()` true means a boot is in progress elsewhere (a cloud's server not ACTIVE yet): wait."""
         with self._cond:
             self._busy_checks.append(check)
+            self._changes += 1
 
     def remove_busy_check(self, check: Callable[[], bool]) -> None:
         with self._cond:
@@ -166,6 +174,7 @@ class SparePool(Generic[H]):
                 if not self._short():
                     self._cond.wait()
                     continue
+                seen = self._changes
             if self.busy():
                 with self._cond:
                     self._quiet_since = time.monotonic()
@@ -175,8 +184,10 @@ class SparePool(Generic[H]):
             if quiet < self.settle:
                 self._wait(self.settle - quiet)
                 continue
-            with self._cond:  # another worker may have taken the last place meanwhile
-                if self._closed or not self._short():
+            with self._cond:
+                # another worker may have taken the last place meanwhile, or a boot may have begun since busy()
+                # answered (a thread can be held up between the two on a loaded machine): look again
+                if self._closed or not self._short() or self._changes != seen:
                     continue
                 self._starting += 1
             self._start_one()
