@@ -7,7 +7,7 @@ import threading
 from dataclasses import dataclass, field
 
 import pytest
-from kazoo.exceptions import LockTimeout, NoAuthError
+from kazoo.exceptions import ConnectionLoss, LockTimeout, NoAuthError
 
 from gatekeeper.zk import paths
 from gatekeeper.zk.client import ConnectionEvent, DigestAuth, ZKClient
@@ -133,6 +133,27 @@ def test_components_register_and_list(zk, zk_factory):
     assert list_components(zk, "scheduler")[0].state == "stopped"
     launcher.zk.stop()  # a service that dies disappears from the registry
     wait_for(lambda: len(list_components(zk, "launcher")) == 0, what="ephemeral registration to vanish")
+
+
+def test_a_registration_whose_connection_drops_midway_is_sent_again(zk, monkeypatch):
+    """A service starting while ZooKeeper's ensemble elects a leader (seen in CI: web-0 exited with "lost the
+    connection to ZooKeeper") registers once the connection is back instead of stopping."""
+    create, dropped = zk.client.create, []
+
+    def drops_twice(*args, **kwargs):
+        if len(dropped) < 2:
+            dropped.append(args[0])
+            if dropped[1:]:  # the second time, after the create reached ZooKeeper: sent twice, it must still do
+                create(*args, **kwargs)
+            raise ConnectionLoss()
+        return create(*args, **kwargs)
+
+    monkeypatch.setattr(zk.client, "create", drops_twice)
+    web = Component(zk, "web", extra={"url": "http://web"})
+    web.register()
+    assert len(dropped) == 2
+    [found] = list_components(zk, "web")
+    assert (found.ident, found.state, found.extra) == (web.info.ident, "running", {"url": "http://web"})
 
 
 def test_digest_acl_lets_only_gatekeeper_write_its_tree(zk_server, zk_chroot):
