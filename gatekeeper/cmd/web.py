@@ -24,7 +24,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def cmd_web(args: argparse.Namespace) -> int:
     from gatekeeper.config.settings import load_service_config
     from gatekeeper.history.db import HistoryError
-    from gatekeeper.zk.client import ZKClient
+    from gatekeeper.zk.client import ZKClient, through_outages
     from gatekeeper.zk.components import Component
 
     config = load_service_config(args.config)
@@ -40,7 +40,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     if args.record_history and web.history is not None:
         from gatekeeper.history.recorder import HistoryRecorder
 
-        recorder = HistoryRecorder(zk, web.history).start()
+        recorder = through_outages(HistoryRecorder, zk, web.history).start()
     try:
         web.start()
     except OSError as exc:

@@ -21,7 +21,7 @@ from gatekeeper.history.autodrain import OutlierDrain
 from gatekeeper.history.db import HistoryDB
 from gatekeeper.stats.outliers import outliers_from_history
 from gatekeeper.zk import paths
-from gatekeeper.zk.client import ZKClient
+from gatekeeper.zk.client import ZKClient, through_outages
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.history import BuildEvent, BuildsetEvent
 from gatekeeper.zk.provider_outliers import publish_outliers
@@ -50,7 +50,7 @@ class HistoryRecorder:
         self._stopped.clear()
         self._thread = threading.Thread(target=self._run, name="history-recorder", daemon=True)
         self._thread.start()
-        self.queue.watch(lambda _ids: self._wake.set())
+        through_outages(self.queue.watch, lambda _ids: self._wake.set())
         return self
 
     def stop(self) -> None:

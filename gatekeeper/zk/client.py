@@ -9,13 +9,14 @@ import select
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
-from kazoo.exceptions import BadVersionError, NoAuthError, NoNodeError
+from kazoo.exceptions import BadVersionError, ConnectionLoss, NoAuthError, NoNodeError
 from kazoo.handlers.threading import AsyncResult, KazooTimeoutError, SequentialThreadingHandler
 from kazoo.handlers.utils import selector_select
 from kazoo.protocol.states import KazooState
-from kazoo.retry import KazooRetry
+from kazoo.retry import KazooRetry, RetryFailedError
 from kazoo.security import ACL, Permissions, make_digest_acl
 
 log = logging.getLogger("gatekeeper.zk.client")
@@ -328,6 +329,22 @@ class _ConnectAttempts(logging.Filter):
             return True
         log.debug("connecting to ZooKeeper: %s", message)
         return False
+
+
+T = TypeVar("T")
+STARTUP_WAIT_S = 60.0  # longer than an ensemble takes to elect a leader
+
+
+def through_outages(call: Callable[..., T], *args: Any, wait: float = STARTUP_WAIT_S) -> T:
+    """`call(*args)`, sent again through connection losses and session expiry for up to `wait` seconds: for a
+    service's start-up steps (creating its paths, registering, setting its watches), so that ZooKeeper electing a
+    leader as a service starts does not stop it. `call` must be safe to send twice. ConnectionLoss when `wait`
+    passes first."""
+    retry = KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=2.0, deadline=wait, ignore_expire=True)
+    try:
+        return retry(call, *args)
+    except RetryFailedError as exc:
+        raise ConnectionLoss(f"ZooKeeper unreachable for {wait:.0f}s") from exc
 
 
 def _perms(perms: int) -> str:

@@ -14,20 +14,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 
-from kazoo.exceptions import ConnectionLoss, NodeExistsError, NoNodeError
-from kazoo.retry import KazooRetry, RetryFailedError
+from kazoo.exceptions import NodeExistsError, NoNodeError
 
 import gatekeeper
 from gatekeeper.zk import paths
-from gatekeeper.zk.client import ConnectionEvent, ZKClient
+from gatekeeper.zk.client import ConnectionEvent, ZKClient, through_outages
 from gatekeeper.zk.record import Record
 
 log = logging.getLogger("gatekeeper.zk.components")
 
 UNREGISTER_WAIT_S = 5.0  # how long a stopping service waits for ZooKeeper to remove its registration
-# How long a starting service tries to register through connection losses (an ensemble electing a new leader, a
-# session expiring): longer than an election takes, so that a fault while a service starts does not stop it.
-REGISTER_WAIT_S = 60.0
 
 
 @dataclass
@@ -63,16 +59,11 @@ class Component:
         self._registered = False
 
     def register(self, state: str = "running") -> None:
-        """Register, trying again through connection losses and session expiry for up to REGISTER_WAIT_S seconds
-        (the write is a create or a set of this process's own record: sending it twice is harmless)."""
+        """Register, trying again through connection losses and session expiry (`through_outages`): the write is a
+        create or a set of this process's own record, harmless sent twice."""
         self.info.state = state
-        retry = KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=2.0, deadline=REGISTER_WAIT_S,
-                           ignore_expire=True)
         with self._lock:
-            try:
-                retry(self._write)
-            except RetryFailedError as exc:  # ZooKeeper unreachable all along: the caller's ConnectionLoss
-                raise ConnectionLoss(f"{self.info.kind} could not register within {REGISTER_WAIT_S:.0f}s") from exc
+            through_outages(self._write)
             self._registered = True
         self.zk.add_listener(self._on_connection)
 

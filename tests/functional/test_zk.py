@@ -10,7 +10,7 @@ import pytest
 from kazoo.exceptions import ConnectionLoss, LockTimeout, NoAuthError
 
 from gatekeeper.zk import paths
-from gatekeeper.zk.client import ConnectionEvent, DigestAuth, ZKClient
+from gatekeeper.zk.client import ConnectionEvent, DigestAuth, ZKClient, through_outages
 from gatekeeper.zk.components import Component, list_components
 from gatekeeper.zk.event_queue import EventQueue
 from gatekeeper.zk.record import Record, RecordTooLarge
@@ -154,6 +154,19 @@ def test_a_registration_whose_connection_drops_midway_is_sent_again(zk, monkeypa
     assert len(dropped) == 2
     [found] = list_components(zk, "web")
     assert (found.ident, found.state, found.extra) == (web.info.ident, "running", {"url": "http://web"})
+
+
+def test_a_start_up_step_gives_up_with_connection_loss_when_zookeeper_stays_away(zk, monkeypatch):
+    calls = []
+
+    def always_lost(path):
+        calls.append(path)
+        raise ConnectionLoss()
+
+    monkeypatch.setattr(zk.client, "ensure_path", always_lost)
+    with pytest.raises(ConnectionLoss, match="unreachable for 1s"):
+        through_outages(zk.client.ensure_path, "/a/b", wait=1.0)
+    assert len(calls) > 2 and set(calls) == {"/a/b"}
 
 
 def test_digest_acl_lets_only_gatekeeper_write_its_tree(zk_server, zk_chroot):
