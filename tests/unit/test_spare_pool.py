@@ -99,11 +99,12 @@ def test_no_spare_starts_while_a_boot_is_in_progress(pool, hosts):
     hosts.end(taken)
 
 
-@pytest.mark.parametrize("meanwhile", ["a boot begins", "a busy check is added"])
+@pytest.mark.parametrize("meanwhile", ["a boot begins", "a busy check is added", "a cloud's server goes into BUILD"])
 def test_a_refill_held_up_after_finding_nothing_booting_looks_again_before_it_starts(hosts, monkeypatch, meanwhile):
     """A refill thread held up between busy() answering "nothing boots" and its start (as on a loaded machine) starts
-    nothing on that stale answer when a boot began or a busy check came meanwhile: it asks again (seen in CI as a
-    refill that, having started a spare on a stale answer, never looked at the check again)."""
+    nothing on that stale answer when a boot began, a busy check came or a check's answer changed meanwhile: it asks
+    again (seen in CI as a refill that, having started a spare on a stale answer, never looked at the check
+    again)."""
     pool: SparePool[int] = SparePool(hosts.start, hosts.end, settle=0, workers=1)
     held, go, asked_again = threading.Event(), threading.Event(), threading.Semaphore(0)
     busy = pool.busy
@@ -119,15 +120,21 @@ def test_a_refill_held_up_after_finding_nothing_booting_looks_again_before_it_st
 
     monkeypatch.setattr(pool, "busy", held_up_the_first_time)
     booting = threading.Event()
-    booting.set()
+    if meanwhile == "a cloud's server goes into BUILD":  # the cloud's check is there from the start: nothing boots
+        pool.add_busy_check(booting.is_set)
+    else:
+        booting.set()
     try:
         pool.set_target(1)
         assert held.wait(30) and not busy()  # it was told nothing boots, and is held before it starts a host
         with contextlib.ExitStack() as stack:
             if meanwhile == "a boot begins":
                 stack.enter_context(pool.booting())
-            else:
+            elif meanwhile == "a busy check is added":
                 pool.add_busy_check(booting.is_set)
+            else:
+                booting.set()
+                pool.changed()  # as the cloud does once the server is in BUILD
             go.set()
             assert asked_again.acquire(timeout=30), f"the refill did not ask again: {refill_stacks()}"
             assert hosts.starts == 0

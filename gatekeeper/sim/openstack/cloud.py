@@ -214,6 +214,8 @@ class Cloud:
             delay = self.faults.boot_delay
         # The host is made at once, and the server turns ACTIVE (or ERROR) `boot_delay` seconds after its create,
         # or when its host is up if that takes longer: as in a cloud, a boot's work is done within its boot time.
+        if self.backend is not None:  # in BUILD now: a refill that asked before must ask again
+            self.backend.spares.changed()
         self._pool.submit(self._boot, server, image, error, ssh, time.monotonic() + delay)
         return server
 

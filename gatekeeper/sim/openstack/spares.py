@@ -120,6 +120,12 @@ class SparePool(Generic[H]):
             self._busy_checks.append(check)
             self._changes += 1
 
+    def changed(self) -> None:
+        """What a busy check reports may have changed (a cloud's server went into BUILD): a refill that asked
+        before this must ask again before it starts a host."""
+        with self._cond:
+            self._changes += 1
+
     def remove_busy_check(self, check: Callable[[], bool]) -> None:
         with self._cond:
             if check in self._busy_checks:
