@@ -336,13 +336,21 @@ STARTUP_WAIT_S = 60.0  # longer than an ensemble takes to elect a leader
 
 
 def through_outages(call: Callable[..., T], *args: Any, wait: float = STARTUP_WAIT_S) -> T:
-    """`call(*args)`, sent again through connection losses and session expiry for up to `wait` seconds: for a
-    service's start-up steps (creating its paths, registering, setting its watches), so that ZooKeeper electing a
-    leader as a service starts does not stop it. `call` must be safe to send twice. ConnectionLoss when `wait`
-    passes first."""
+    """`call(*args)`, sent again through connection losses and session expiry: for a service's start-up steps
+    (creating its paths, registering, setting its watches), so that ZooKeeper electing a leader as a service starts
+    does not stop it. `call` must be safe to send twice; one that gave up after kazoo's own retries (a watch) is
+    sent again too. Once `wait` seconds have passed, the next failure is ConnectionLoss (a call that kazoo holds
+    while it reconnects waits for the connection, as any call does)."""
+
+    def attempt() -> T:
+        try:
+            return call(*args)
+        except RetryFailedError as exc:  # kazoo's command retries ran out: one more loss for this retry
+            raise ConnectionLoss(str(exc)) from exc
+
     retry = KazooRetry(max_tries=-1, delay=0.1, backoff=2, max_delay=2.0, deadline=wait, ignore_expire=True)
     try:
-        return retry(call, *args)
+        return retry(attempt)
     except RetryFailedError as exc:
         raise ConnectionLoss(f"ZooKeeper unreachable for {wait:.0f}s") from exc
 
