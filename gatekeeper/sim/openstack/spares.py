@@ -60,7 +60,8 @@ class SparePool(Generic[H]):
         self._boots = 0
         self._quiet_since = time.monotonic()
         # Counts what can turn busy() true or change the need (a take, a boot's start and end, a busy check added,
-        # a new target): a refill starts a host only if it has not moved since its busy() said nothing boots.
+        # a cloud's server going into BUILD through changed(), a new target): a refill starts a host only if it has
+        # not moved since its busy() said nothing boots.
         self._changes = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -191,8 +192,8 @@ class SparePool(Generic[H]):
                 self._wait(self.settle - quiet)
                 continue
             with self._cond:
-                # another worker may have taken the last place meanwhile, or a boot may have begun since busy()
-                # answered (a thread can be held up between the two on a loaded machine): look again
+                # another worker may have taken the last place meanwhile, or something counted in _changes happened
+                # since busy() answered (a thread can be held up between the two on a loaded machine): look again
                 if self._closed or not self._short() or self._changes != seen:
                     continue
                 self._starting += 1
